@@ -1,0 +1,365 @@
+use std::fmt;
+use std::num::NonZeroI32;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderMap, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::Code;
+use tower_http::classify::{
+    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcEosErrorsAsFailures,
+    GrpcErrorsAsFailures, GrpcFailureClass,
+};
+
+use super::{Classified, Classify, Outcome, Report};
+
+/// Classifies gRPC responses by status code, from the headers of a trailers-only response or
+/// from the trailers at the end of the stream.
+///
+/// By default `UNKNOWN`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNAVAILABLE` and `DATA_LOSS` are
+/// failures, `CANCELLED` counts for nothing and the other codes (the caller's own mistakes,
+/// such as `NOT_FOUND` or `INVALID_ARGUMENT`) are successes: they say nothing bad about the
+/// server. A non-200 HTTP status or an error is a failure.
+///
+/// When the status comes in trailers, the response body is wrapped in a [`GrpcBody`] that
+/// reports the outcome once, when the trailers arrive or the stream ends; a body dropped before
+/// its end reports [`Outcome::Ignored`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GrpcCodes {
+    failures: u32,
+    ignored: u32,
+}
+
+impl Default for GrpcCodes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+const fn bit(code: Code) -> u32 {
+    1 << (code as i32 as u32)
+}
+
+impl GrpcCodes {
+    /// The default failure and ignored sets.
+    pub const fn new() -> Self {
+        Self {
+            failures: bit(Code::Unknown)
+                | bit(Code::DeadlineExceeded)
+                | bit(Code::Internal)
+                | bit(Code::Unavailable)
+                | bit(Code::DataLoss),
+            ignored: bit(Code::Cancelled),
+        }
+    }
+
+    /// Counts `code` as a failure.
+    #[must_use]
+    pub const fn with_failure(mut self, code: Code) -> Self {
+        self.failures |= bit(code);
+        self.ignored &= !bit(code);
+        self
+    }
+
+    /// Counts `code` as neither success nor failure.
+    #[must_use]
+    pub const fn ignoring(mut self, code: Code) -> Self {
+        self.ignored |= bit(code);
+        self.failures &= !bit(code);
+        self
+    }
+
+    /// Counts `code` as a success.
+    #[must_use]
+    pub const fn with_success(mut self, code: Code) -> Self {
+        self.failures &= !bit(code);
+        self.ignored &= !bit(code);
+        self
+    }
+
+    /// The outcome of a call that ended with `code`.
+    pub fn outcome(&self, code: Code) -> Outcome {
+        let b = bit(code);
+        if self.failures & b != 0 {
+            Outcome::Failure
+        } else if self.ignored & b != 0 {
+            Outcome::Ignored
+        } else {
+            Outcome::Success
+        }
+    }
+
+    fn failure_class(&self, class: Result<(), GrpcFailureClass>) -> Outcome {
+        match class {
+            Ok(()) => Outcome::Success,
+            Err(GrpcFailureClass::Code(code)) => self.outcome(code_of(code)),
+            Err(GrpcFailureClass::Error(_)) => Outcome::Failure,
+        }
+    }
+}
+
+fn code_of(code: NonZeroI32) -> Code {
+    Code::from_i32(code.get())
+}
+
+impl fmt::Debug for GrpcCodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |mask: u32| {
+            (0..=16)
+                .map(Code::from_i32)
+                .filter(move |code| mask & bit(*code) != 0)
+        };
+        f.debug_struct("GrpcCodes")
+            .field("failures", &set(self.failures).collect::<Vec<_>>())
+            .field("ignored", &set(self.ignored).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<B, E> Classify<Response<B>, E> for GrpcCodes
+where
+    B: 'static,
+    E: 'static,
+{
+    type Response<R: Report> = Response<GrpcBody<B, R>>;
+
+    fn classify(&self, result: Result<&Response<B>, &E>) -> Classified {
+        let response = match result {
+            Ok(response) => response,
+            Err(_) => return Classified::Now(Outcome::Failure),
+        };
+        if response.status() != StatusCode::OK {
+            return Classified::Now(Outcome::Failure);
+        }
+        match GrpcErrorsAsFailures::new().classify_response(response) {
+            ClassifiedResponse::Ready(class) => Classified::Now(self.failure_class(class)),
+            ClassifiedResponse::RequiresEos(_) => Classified::AtEndOfStream,
+        }
+    }
+
+    fn watch<R: Report>(&self, response: Response<B>, report: Option<R>) -> Self::Response<R> {
+        let watch = report.and_then(|report| {
+            match GrpcErrorsAsFailures::new().classify_response(&response) {
+                ClassifiedResponse::RequiresEos(eos) => Some(Watch {
+                    eos,
+                    codes: *self,
+                    report,
+                }),
+                ClassifiedResponse::Ready(class) => {
+                    report.report(self.failure_class(class));
+                    None
+                }
+            }
+        });
+        response.map(|inner| GrpcBody { inner, watch })
+    }
+}
+
+struct Watch<R> {
+    eos: GrpcEosErrorsAsFailures,
+    codes: GrpcCodes,
+    report: R,
+}
+
+impl<R: Report> Watch<R> {
+    fn end(self, trailers: Option<&HeaderMap>) {
+        let class = self.eos.classify_eos(trailers);
+        self.report.report(self.codes.failure_class(class));
+    }
+}
+
+pin_project! {
+    /// A response body that reports the call's gRPC outcome when its trailers arrive, its
+    /// stream ends or it is dropped.
+    pub struct GrpcBody<B, R: Report> {
+        #[pin]
+        inner: B,
+        watch: Option<Watch<R>>,
+    }
+
+    impl<B, R: Report> PinnedDrop for GrpcBody<B, R> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(watch) = this.project().watch.take() {
+                watch.report.report(Outcome::Ignored);
+            }
+        }
+    }
+}
+
+impl<B, R: Report> GrpcBody<B, R> {
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B: fmt::Debug, R: Report> fmt::Debug for GrpcBody<B, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrpcBody")
+            .field("inner", &self.inner)
+            .field("watching", &self.watch.is_some())
+            .finish()
+    }
+}
+
+impl<B: Body, R: Report> Body for GrpcBody<B, R> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(watch) = this.watch.take() {
+                        watch.end(Some(trailers));
+                    }
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(watch) = this.watch.take() {
+                    watch.report.report(Outcome::Failure);
+                }
+            }
+            None => {
+                if let Some(watch) = this.watch.take() {
+                    watch.end(None);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::tests::Collect;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+
+    fn trailers_only(code: Code) -> Response<Full<Bytes>> {
+        let mut res = Response::new(Full::default());
+        res.headers_mut()
+            .insert("grpc-status", (code as i32).to_string().parse().unwrap());
+        res
+    }
+
+    type Frames =
+        StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::io::Error>>>>;
+
+    fn streaming(trailer: Option<Code>) -> Response<Frames> {
+        let mut frames = vec![Ok(Frame::data(Bytes::from_static(b"msg")))];
+        if let Some(code) = trailer {
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", (code as i32).to_string().parse().unwrap());
+            frames.push(Ok(Frame::trailers(t)));
+        }
+        Response::new(StreamBody::new(futures::stream::iter(frames)))
+    }
+
+    fn classify_now(codes: GrpcCodes, code: Code) -> Vec<Outcome> {
+        let c = Collect::default();
+        let _ = Classify::<_, ()>::report(&codes, Ok(trailers_only(code)), c.clone());
+        c.outcomes()
+    }
+
+    #[test]
+    fn trailers_only_responses_are_classified_at_once() {
+        let codes = GrpcCodes::default();
+        assert_eq!(classify_now(codes, Code::Ok), [Outcome::Success]);
+        assert_eq!(classify_now(codes, Code::Unavailable), [Outcome::Failure]);
+        assert_eq!(classify_now(codes, Code::NotFound), [Outcome::Success]);
+        assert_eq!(classify_now(codes, Code::Cancelled), [Outcome::Ignored]);
+        assert_eq!(
+            classify_now(
+                codes.with_failure(Code::ResourceExhausted),
+                Code::ResourceExhausted
+            ),
+            [Outcome::Failure]
+        );
+        assert_eq!(
+            classify_now(codes.with_success(Code::Internal), Code::Internal),
+            [Outcome::Success]
+        );
+    }
+
+    #[test]
+    fn non_200_and_errors_are_failures() {
+        let c = Collect::default();
+        let mut res = Response::new(Full::<Bytes>::default());
+        *res.status_mut() = StatusCode::BAD_GATEWAY;
+        let _ = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone());
+        let _ = GrpcCodes::new().report(Err::<Response<Full<Bytes>>, _>("reset"), c.clone());
+        assert_eq!(c.outcomes(), [Outcome::Failure, Outcome::Failure]);
+    }
+
+    async fn drain<B: Body>(body: B) {
+        let _ = body.collect().await;
+    }
+
+    #[tokio::test]
+    async fn trailers_decide_at_end_of_stream_exactly_once() {
+        for (code, expected) in [
+            (Code::Ok, Outcome::Success),
+            (Code::Internal, Outcome::Failure),
+        ] {
+            let c = Collect::default();
+            let res =
+                Classify::<_, ()>::report(&GrpcCodes::new(), Ok(streaming(Some(code))), c.clone())
+                    .unwrap();
+            assert!(
+                c.outcomes().is_empty(),
+                "nothing is known before the body ends"
+            );
+            drain(res.into_body()).await;
+            assert_eq!(c.outcomes(), [expected]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_trailers_is_a_success() {
+        let c = Collect::default();
+        let res =
+            Classify::<_, ()>::report(&GrpcCodes::new(), Ok(streaming(None)), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(c.outcomes(), [Outcome::Success]);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_body_reports_ignored_once() {
+        let c = Collect::default();
+        let res =
+            Classify::<_, ()>::report(&GrpcCodes::new(), Ok(streaming(Some(Code::Ok))), c.clone())
+                .unwrap();
+        let mut body = res.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        drop(body);
+        assert_eq!(c.outcomes(), [Outcome::Ignored]);
+    }
+
+    #[tokio::test]
+    async fn a_body_error_is_a_failure() {
+        let c = Collect::default();
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> =
+            vec![Err(std::io::Error::other("reset"))];
+        let res = Response::new(StreamBody::new(futures::stream::iter(frames)));
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(c.outcomes(), [Outcome::Failure]);
+    }
+}

@@ -1,0 +1,225 @@
+//! Deciding whether a call succeeded, failed, or should count for nothing.
+//!
+//! Every layer that learns from results (the circuit breaker, retry, adaptive bulkheads,
+//! fallback) asks a [`Classify`]. Most results are classified the moment the response future
+//! completes. A gRPC response that streams its status in trailers is only known when its body
+//! ends: such a classifier wraps the response body and hands the outcome to a [`Report`]
+//! exactly once, at the end of the stream or when the body is dropped.
+//!
+//! Built-ins: [`AnyError`] (the default), [`ClassifyFn`] for a closure, `HttpStatus` (feature
+//! `http`) and `GrpcCodes` (feature `grpc`).
+
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "http")]
+mod http;
+
+#[cfg(feature = "grpc")]
+pub use self::grpc::{GrpcBody, GrpcCodes};
+#[cfg(feature = "http")]
+pub use self::http::HttpStatus;
+
+use std::fmt;
+use std::marker::PhantomData;
+
+/// What a call's result means to a layer that learns from results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The call worked.
+    Success,
+    /// The call failed in a way that says something about the downstream's health.
+    Failure,
+    /// The call counts for nothing (a client error, a cancellation).
+    Ignored,
+}
+
+impl Outcome {
+    /// A short lowercase label, as used in metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+/// What a classifier can tell when the response future completes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Classified {
+    /// The outcome is known now.
+    Now(Outcome),
+    /// Only the end of the response body will tell (a gRPC status in trailers).
+    AtEndOfStream,
+}
+
+/// Receives the outcome of one call, exactly once.
+pub trait Report: Send + 'static {
+    /// Takes the outcome.
+    fn report(self, outcome: Outcome);
+}
+
+/// Decides the [`Outcome`] of a service's results.
+///
+/// A layer keeps its classifier behind an `Arc`, so any classifier keeps the layer `Clone`.
+pub trait Classify<Res, E>: Send + Sync + 'static {
+    /// The response as the layer hands it on: `Res` itself for classifiers that always decide
+    /// at once, a response with a watched body for those that may wait for the end of a stream.
+    type Response<R: Report>;
+
+    /// Classifies a result as far as it shows when the response future completes.
+    ///
+    /// Errors are always classified now.
+    fn classify(&self, result: Result<&Res, &E>) -> Classified;
+
+    /// Hands `response` on; where `report` is given, it receives the outcome when the response
+    /// body ends or is dropped.
+    fn watch<R: Report>(&self, response: Res, report: Option<R>) -> Self::Response<R>;
+
+    /// Classifies `result` and makes sure `report` receives its outcome exactly once: now, or
+    /// at the end of the response body.
+    fn report<R: Report>(&self, result: Result<Res, E>, report: R) -> Result<Self::Response<R>, E> {
+        match (self.classify(result.as_ref()), result) {
+            (Classified::AtEndOfStream, Ok(response)) => Ok(self.watch(response, Some(report))),
+            (Classified::Now(outcome), result) => {
+                report.report(outcome);
+                result.map(|response| self.watch(response, None))
+            }
+            (Classified::AtEndOfStream, Err(err)) => {
+                report.report(Outcome::Failure);
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Any error is a failure, any response a success. The default classifier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyError;
+
+impl<Res, E> Classify<Res, E> for AnyError {
+    type Response<R: Report> = Res;
+
+    fn classify(&self, result: Result<&Res, &E>) -> Classified {
+        Classified::Now(match result {
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        })
+    }
+
+    fn watch<R: Report>(&self, response: Res, _report: Option<R>) -> Res {
+        response
+    }
+}
+
+/// A classifier made from a closure over the result.
+///
+/// ```
+/// use seawall_core::classify::{Classify, ClassifyFn, Classified, Outcome};
+///
+/// // A `None` answer is a miss, not a failure of the downstream.
+/// let classify = ClassifyFn::new(|result: Result<&Option<u32>, &std::io::Error>| match result {
+///     Ok(Some(_)) => Outcome::Success,
+///     Ok(None) => Outcome::Ignored,
+///     Err(_) => Outcome::Failure,
+/// });
+/// assert_eq!(classify.classify(Ok(&None)), Classified::Now(Outcome::Ignored));
+/// ```
+pub struct ClassifyFn<F, Res, E> {
+    f: F,
+    _types: PhantomData<fn(&Res, &E)>,
+}
+
+impl<F, Res, E> ClassifyFn<F, Res, E>
+where
+    F: Fn(Result<&Res, &E>) -> Outcome,
+{
+    /// Classifies with `f`.
+    pub fn new(f: F) -> Self {
+        Self {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F: Clone, Res, E> Clone for ClassifyFn<F, Res, E> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, Res, E> fmt::Debug for ClassifyFn<F, Res, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifyFn").finish_non_exhaustive()
+    }
+}
+
+impl<F, Res, E> Classify<Res, E> for ClassifyFn<F, Res, E>
+where
+    F: Fn(Result<&Res, &E>) -> Outcome + Send + Sync + 'static,
+    Res: 'static,
+    E: 'static,
+{
+    type Response<R: Report> = Res;
+
+    fn classify(&self, result: Result<&Res, &E>) -> Classified {
+        Classified::Now((self.f)(result))
+    }
+
+    fn watch<R: Report>(&self, response: Res, _report: Option<R>) -> Res {
+        response
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Collects reported outcomes, for tests.
+    #[derive(Clone, Default)]
+    pub(crate) struct Collect(pub(crate) Arc<Mutex<Vec<Outcome>>>);
+
+    impl Report for Collect {
+        fn report(self, outcome: Outcome) {
+            self.0.lock().unwrap().push(outcome);
+        }
+    }
+
+    impl Collect {
+        pub(crate) fn outcomes(&self) -> Vec<Outcome> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn any_error_reports_failure_for_errors_only() {
+        let c = Collect::default();
+        let ok: Result<u8, &str> = Ok(1);
+        assert_eq!(AnyError.report(ok, c.clone()), Ok(1));
+        let err: Result<u8, &str> = Err("boom");
+        assert_eq!(AnyError.report(err, c.clone()), Err("boom"));
+        assert_eq!(c.outcomes(), [Outcome::Success, Outcome::Failure]);
+    }
+
+    #[test]
+    fn closures_decide_all_three_outcomes() {
+        let classify = ClassifyFn::new(|r: Result<&i32, &()>| match r {
+            Ok(n) if *n < 0 => Outcome::Ignored,
+            Ok(_) => Outcome::Success,
+            Err(()) => Outcome::Failure,
+        });
+        let c = Collect::default();
+        for result in [Ok(-1), Ok(1), Err(())] {
+            let _ = classify.report(result, c.clone());
+        }
+        assert_eq!(
+            c.outcomes(),
+            [Outcome::Ignored, Outcome::Success, Outcome::Failure]
+        );
+    }
+}

@@ -1,0 +1,177 @@
+//! The error every layer returns and the rejection it decides itself.
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The error type of every seawall layer, as in tower's own layers.
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// Why a layer refused or ended a call on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// A circuit breaker is open (or half-open with every probe slot taken).
+    CircuitOpen,
+    /// A bulkhead has no free slot and no room left in its queue.
+    BulkheadFull,
+    /// A rate limiter has no permit left in its quota.
+    RateLimited,
+    /// A timeout elapsed before the inner service answered.
+    TimedOut,
+    /// A retry budget has no retries left.
+    BudgetExhausted,
+    /// A chaos layer injected this failure on purpose.
+    Injected,
+}
+
+impl RejectionKind {
+    /// A short lowercase label, as used in metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::CircuitOpen => "circuit_open",
+            Self::BulkheadFull => "bulkhead_full",
+            Self::RateLimited => "rate_limited",
+            Self::TimedOut => "timed_out",
+            Self::BudgetExhausted => "budget_exhausted",
+            Self::Injected => "injected",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::CircuitOpen => "circuit open",
+            Self::BulkheadFull => "bulkhead full",
+            Self::RateLimited => "rate limited",
+            Self::TimedOut => "timed out",
+            Self::BudgetExhausted => "retry budget exhausted",
+            Self::Injected => "injected failure",
+        }
+    }
+}
+
+impl fmt::Display for RejectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.describe())
+    }
+}
+
+/// A call that a layer refused or ended by its own decision, not the inner service's.
+///
+/// Find it in any stack's error with [`rejected`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    kind: RejectionKind,
+    name: Arc<str>,
+    retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    /// A rejection of `kind` by the layer instance called `name`.
+    pub fn new(kind: RejectionKind, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds a hint of how long until the call may succeed.
+    #[must_use]
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// Why the call was rejected.
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The name of the layer instance that rejected the call.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long until the call may succeed, when the layer knows.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.kind, self.name)?;
+        if let Some(after) = self.retry_after {
+            write!(f, ", retry after {after:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for Rejected {}
+
+/// Finds the [`Rejected`] in `err` or anywhere in its source chain.
+///
+/// ```
+/// use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+///
+/// let err: BoxError = Rejected::new(RejectionKind::TimedOut, "payments").into();
+/// assert_eq!(rejected(&*err).map(Rejected::kind), Some(RejectionKind::TimedOut));
+/// ```
+pub fn rejected<'a>(err: &'a (dyn Error + 'static)) -> Option<&'a Rejected> {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if let Some(rejected) = err.downcast_ref::<Rejected>() {
+            return Some(rejected);
+        }
+        next = err.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(Rejected);
+
+    impl fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl Error for Wrapper {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn rejected_is_found_through_the_source_chain() {
+        let inner = Rejected::new(RejectionKind::CircuitOpen, "db")
+            .with_retry_after(Duration::from_secs(3));
+        let err: BoxError = Box::new(Wrapper(inner.clone()));
+        assert_eq!(rejected(&*err), Some(&inner));
+    }
+
+    #[test]
+    fn other_errors_are_not_rejections() {
+        let err: BoxError = "boom".into();
+        assert!(rejected(&*err).is_none());
+    }
+
+    #[test]
+    fn display_names_kind_layer_and_hint() {
+        let r = Rejected::new(RejectionKind::RateLimited, "api")
+            .with_retry_after(Duration::from_millis(250));
+        assert_eq!(r.to_string(), "rate limited (api), retry after 250ms");
+        assert_eq!(
+            Rejected::new(RejectionKind::TimedOut, "api").to_string(),
+            "timed out (api)"
+        );
+    }
+}

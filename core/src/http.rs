@@ -1,0 +1,190 @@
+//! Rejections as HTTP responses, so a stack goes under `axum::Router::layer` as it is.
+//!
+//! [`ErrorResponseLayer`] sits outermost in a server stack and answers every error with a
+//! response: a [`Rejected`] becomes the status a client and a load balancer act on, any other
+//! error a plain `500`. The stack's error is then `Infallible` and needs no
+//! `HandleErrorLayer`.
+//!
+//! | rejection | status |
+//! |---|---|
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `503 Service Unavailable`, with `Retry-After` when known |
+//! | `RateLimited` | `429 Too Many Requests`, with `Retry-After` when known |
+//! | `TimedOut` | `504 Gateway Timeout` |
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, StatusCode};
+//! use seawall_core::http::ErrorResponseLayer;
+//! use seawall_core::{BoxError, Rejected, RejectionKind};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let inner = service_fn(|_: Request<()>| async {
+//!     Err::<http::Response<String>, BoxError>(Rejected::new(RejectionKind::RateLimited, "api").into())
+//! });
+//! let svc = ErrorResponseLayer::new().layer(inner);
+//! let res = svc.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+//! # }
+//! ```
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+use tower::Layer;
+
+use crate::respond::{ErrorMapping, ErrorResponse, sealed};
+use crate::{BoxError, Rejected, RejectionKind, rejected};
+
+/// Answers every error of the stack below with an HTTP response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorResponseLayer {
+    _priv: (),
+}
+
+impl ErrorResponseLayer {
+    /// The adapter layer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl<S> Layer<S> for ErrorResponseLayer {
+    type Service = ErrorResponse<S, HttpMapping>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorResponse::new(inner)
+    }
+}
+
+/// Writes errors as HTTP responses; see the [module docs](self).
+#[derive(Debug, Clone, Copy)]
+pub enum HttpMapping {}
+
+impl sealed::Sealed for HttpMapping {}
+
+impl ErrorMapping for HttpMapping {
+    fn response(err: BoxError) -> Response<Full<Bytes>> {
+        match rejected(&*err) {
+            Some(rejection) => {
+                tracing::debug!(%rejection, "rejection answered");
+                rejection_response(rejection)
+            }
+            None => {
+                tracing::warn!(error = %err, "error answered with 500");
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal server error".into(),
+                )
+            }
+        }
+    }
+}
+
+/// The status a rejection of `kind` is answered with.
+pub fn status_of(kind: RejectionKind) -> StatusCode {
+    match kind {
+        RejectionKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        RejectionKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn rejection_response(rejection: &Rejected) -> Response<Full<Bytes>> {
+    let status = status_of(rejection.kind());
+    let mut response = text(status, rejection.to_string());
+    if let (Some(after), false) = (
+        rejection.retry_after(),
+        status == StatusCode::GATEWAY_TIMEOUT,
+    ) {
+        // Retry-After takes whole seconds; rounding up never invites a client back too early.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn answer(err: BoxError) -> (StatusCode, Option<String>, String) {
+        let res = HttpMapping::response(err);
+        let retry = res
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn rejection(kind: RejectionKind, after: Option<Duration>) -> BoxError {
+        let r = Rejected::new(kind, "dep");
+        Box::new(match after {
+            Some(after) => r.with_retry_after(after),
+            None => r,
+        })
+    }
+
+    #[tokio::test]
+    async fn each_kind_gets_its_status() {
+        let cases = [
+            (RejectionKind::CircuitOpen, StatusCode::SERVICE_UNAVAILABLE),
+            (RejectionKind::BulkheadFull, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                RejectionKind::BudgetExhausted,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (RejectionKind::Injected, StatusCode::SERVICE_UNAVAILABLE),
+            (RejectionKind::RateLimited, StatusCode::TOO_MANY_REQUESTS),
+            (RejectionKind::TimedOut, StatusCode::GATEWAY_TIMEOUT),
+        ];
+        for (kind, status) in cases {
+            assert_eq!(answer(rejection(kind, None)).await.0, status, "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_rounded_up_to_whole_seconds() {
+        let (status, retry, body) = answer(rejection(
+            RejectionKind::RateLimited,
+            Some(Duration::from_millis(1200)),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(retry.as_deref(), Some("2"));
+        assert_eq!(body, "rate limited (dep), retry after 1.2s");
+        let open = answer(rejection(
+            RejectionKind::CircuitOpen,
+            Some(Duration::from_secs(5)),
+        ))
+        .await;
+        assert_eq!(open.1.as_deref(), Some("5"));
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_500_without_their_details() {
+        let (status, retry, body) = answer("secret connection string".into()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(retry, None);
+        assert_eq!(body, "internal server error");
+    }
+}

@@ -1,0 +1,40 @@
+//! What every seawall layer shares.
+//!
+//! - [`Rejected`] and [`RejectionKind`]: the one error type a layer uses for what it decides
+//!   itself (an open circuit, a full bulkhead, a timeout), and [`rejected`] to find it in any
+//!   stack's [`BoxError`].
+//! - [`classify`]: whether a result is a success, a failure or neither.
+//! - [`backoff`]: backoff curves with a cap and jitter.
+//! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
+//! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
+//! - `http` and `grpc` (features of the same names): adapters that answer rejections with
+//!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
+//!   axum and tonic.
+//!
+//! ```
+//! use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+//!
+//! fn is_overload(err: &BoxError) -> bool {
+//!     matches!(
+//!         rejected(&**err).map(Rejected::kind),
+//!         Some(RejectionKind::BulkheadFull | RejectionKind::RateLimited)
+//!     )
+//! }
+//! assert!(is_overload(&Rejected::new(RejectionKind::BulkheadFull, "db").into()));
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod backoff;
+pub mod classify;
+pub mod config;
+mod error;
+pub mod metrics;
+
+#[cfg(feature = "grpc")]
+pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "http")]
+pub mod respond;
+
+pub use self::error::{BoxError, Rejected, RejectionKind, rejected};

@@ -29,6 +29,8 @@ pub mod classify;
 pub mod config;
 mod error;
 pub mod metrics;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;

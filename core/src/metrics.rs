@@ -65,33 +65,33 @@ impl MetricScope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    use crate::testing::TestRecorder;
 
     #[test]
     fn handles_carry_the_layer_name_and_extra_labels() {
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
-        metrics::with_local_recorder(&recorder, || {
+        let recorder = TestRecorder::new();
+        let (counter, gauge) = recorder.install_for(|| {
             let scope = MetricScope::new("payments");
-            let counter = scope.counter("seawall_test_calls_total", &[("result", "ok")]);
-            counter.increment(2);
+            (
+                scope.counter("seawall_test_calls_total", &[("result", "ok")]),
+                scope.gauge("seawall_test_level", &[]),
+            )
         });
-        let snapshot = snapshotter.snapshot().into_vec();
-        assert_eq!(snapshot.len(), 1);
-        let (key, _, _, value) = &snapshot[0];
-        assert_eq!(key.key().name(), "seawall_test_calls_total");
-        let labels: Vec<_> = key
-            .key()
-            .labels()
-            .map(|l| (l.key().to_owned(), l.value().to_owned()))
-            .collect();
+        counter.increment(2);
+        gauge.set(1.0);
+        let labels = [("name", "payments"), ("result", "ok")];
+        assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 2);
         assert_eq!(
-            labels,
-            [
-                ("name".to_owned(), "payments".to_owned()),
-                ("result".to_owned(), "ok".to_owned())
-            ]
+            recorder.counter("seawall_test_calls_total", &[("name", "other")]),
+            0
         );
-        assert_eq!(value, &DebugValue::Counter(2));
+        assert_eq!(
+            recorder.gauge("seawall_test_level", &[("name", "payments")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            recorder.gauge("seawall_test_level", &[("name", "payments")]),
+            Some(1.0)
+        );
     }
 }

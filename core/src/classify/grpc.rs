@@ -215,10 +215,10 @@ impl<B: Body, R: Report> Body for GrpcBody<B, R> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    if let Some(watch) = this.watch.take() {
-                        watch.end(Some(trailers));
-                    }
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(watch) = this.watch.take()
+                {
+                    watch.end(Some(trailers));
                 }
             }
             Some(Err(_)) => {

@@ -88,11 +88,11 @@ where
     type Future = ResponseFuture<S::Future, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        if self.ready_error.is_none() {
-            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
-                // Answered by the next call, so that the error becomes a response too.
-                self.ready_error = Some(err.into());
-            }
+        if self.ready_error.is_none()
+            && let Err(err) = std::task::ready!(self.inner.poll_ready(cx))
+        {
+            // Answered by the next call, so that the error becomes a response too.
+            self.ready_error = Some(err.into());
         }
         Poll::Ready(Ok(()))
     }

@@ -1,0 +1,117 @@
+//! Test support: a metrics recorder whose values can be read back at any time.
+//!
+//! `metrics-util`'s `DebuggingRecorder` resets counters and gauges on every snapshot, which
+//! makes a gauge that was set once read 0 the second time. [`TestRecorder`] keeps them.
+//!
+//! ```
+//! use seawall_core::metrics::MetricScope;
+//! use seawall_core::testing::TestRecorder;
+//!
+//! let recorder = TestRecorder::new();
+//! let counter = recorder.install_for(|| MetricScope::new("db").counter("seawall_x_total", &[("k", "v")]));
+//! counter.increment(3);
+//! assert_eq!(recorder.counter("seawall_x_total", &[("name", "db"), ("k", "v")]), 3);
+//! assert_eq!(recorder.counter("seawall_x_total", &[("name", "db")]), 3);
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
+
+/// A metrics recorder for tests that keeps every value readable.
+#[derive(Clone)]
+pub struct TestRecorder {
+    registry: Arc<Registry<Key, AtomicStorage>>,
+}
+
+impl std::fmt::Debug for TestRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestRecorder").finish_non_exhaustive()
+    }
+}
+
+impl Default for TestRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestRecorder {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self {
+            registry: Arc::new(Registry::atomic()),
+        }
+    }
+
+    /// Runs `f` (which builds layers and so registers their handles) with this recorder.
+    pub fn install_for<T>(&self, f: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(self, f)
+    }
+
+    /// The sum of every counter named `name` whose labels include `labels`.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.registry
+            .get_counter_handles()
+            .into_iter()
+            .filter(|(key, _)| matches(key, name, labels))
+            .map(|(_, value)| value.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// The value of the gauge named `name` whose labels include `labels`; `None` when there is
+    /// no such gauge or more than one.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut found = self
+            .registry
+            .get_gauge_handles()
+            .into_iter()
+            .filter(|(key, _)| matches(key, name, labels));
+        let (_, value) = found.next()?;
+        if found.next().is_some() {
+            return None;
+        }
+        Some(f64::from_bits(value.load(Ordering::SeqCst)))
+    }
+
+    /// Every value recorded into histograms named `name` whose labels include `labels`.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        let mut values = Vec::new();
+        for (key, bucket) in self.registry.get_histogram_handles() {
+            if matches(&key, name, labels) {
+                bucket.data_with(|xs| values.extend_from_slice(xs));
+            }
+        }
+        values
+    }
+}
+
+fn matches(key: &Key, name: &str, labels: &[(&str, &str)]) -> bool {
+    key.name() == name
+        && labels
+            .iter()
+            .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        self.registry
+            .get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+    }
+
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        self.registry
+            .get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+    }
+
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        self.registry
+            .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
+}

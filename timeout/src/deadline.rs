@@ -1,0 +1,252 @@
+//! Deadline propagation: never wait longer than the caller will, and tell the callee how long
+//! it has.
+//!
+//! A gRPC client sends its deadline as `grpc-timeout` (`1*8 digits` and a unit: `H`, `M`, `S`,
+//! `m`, `u` or `n`). A server that keeps working after its caller gave up only adds load, so an
+//! inbound timeout shortens itself to that budget; an outbound one writes the budget left on
+//! the request it sends. A malformed value is ignored, never trusted to lengthen anything.
+
+use std::time::Duration;
+
+use http::header::HeaderValue;
+use http::{HeaderName, Request};
+use tokio::time::Instant;
+
+use crate::config::DeadlineConfig;
+
+/// The header gRPC carries a call's deadline in.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// The instant by which a request must be answered, kept in the request's extensions.
+///
+/// An inbound timeout with deadline propagation inserts it; a handler can copy it onto the
+/// requests it sends further downstream, where an outbound timeout never waits past it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline(pub Instant);
+
+impl Deadline {
+    /// The time left until the deadline, zero once it has passed.
+    pub fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Adjusts a call's timeout from and onto its request.
+pub trait Deadlines<Req>: Clone + Send + Sync + 'static {
+    /// The time the call may take: `timeout`, or less when the request says so.
+    fn apply(&self, req: &mut Req, timeout: Duration) -> Duration;
+}
+
+/// No propagation: every call gets the configured timeout. Works with any request type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDeadlines;
+
+impl<Req> Deadlines<Req> for NoDeadlines {
+    fn apply(&self, _req: &mut Req, timeout: Duration) -> Duration {
+        timeout
+    }
+}
+
+/// Propagation through HTTP headers and the [`Deadline`] extension.
+#[derive(Debug, Clone)]
+pub struct HeaderDeadlines {
+    config: DeadlineConfig,
+}
+
+impl HeaderDeadlines {
+    pub(crate) fn new(config: DeadlineConfig) -> Self {
+        Self { config }
+    }
+}
+
+impl<B> Deadlines<Request<B>> for HeaderDeadlines
+where
+    B: 'static,
+{
+    fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Duration {
+        let mut budget = timeout;
+        let headers = req.headers();
+        if let Some(value) = headers.get(&GRPC_TIMEOUT) {
+            match parse_grpc_timeout(value.as_bytes()) {
+                Some(caller) => budget = budget.min(caller),
+                None => tracing::debug!(?value, "ignoring malformed grpc-timeout"),
+            }
+        }
+        if let Some(name) = &self.config.header
+            && let Some(value) = headers.get(name)
+        {
+            match parse_millis(value.as_bytes()) {
+                Some(caller) => budget = budget.min(caller),
+                None => {
+                    tracing::debug!(header = %name, ?value, "ignoring malformed deadline header")
+                }
+            }
+        }
+        let now = Instant::now();
+        if let Some(deadline) = req.extensions().get::<Deadline>() {
+            budget = budget.min(deadline.0.saturating_duration_since(now));
+        }
+        req.extensions_mut().insert(Deadline(now + budget));
+        if self.config.write {
+            let headers = req.headers_mut();
+            headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(budget));
+            if let Some(name) = &self.config.header {
+                let millis = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+                headers.insert(name.clone(), HeaderValue::from(millis));
+            }
+        }
+        budget
+    }
+}
+
+/// Parses a `grpc-timeout` value; `None` when it is malformed.
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Parses a budget in whole milliseconds; `None` when it is malformed.
+pub fn parse_millis(value: &[u8]) -> Option<Duration> {
+    if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n = value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    Some(Duration::from_millis(n))
+}
+
+/// Writes `budget` as a `grpc-timeout` value in the finest unit that fits eight digits,
+/// rounding down so the callee never believes it has more time than it does.
+pub fn encode_grpc_timeout(budget: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let nanos = budget.as_nanos();
+    let (n, unit) = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ]
+    .into_iter()
+    .map(|(per, unit)| (nanos / per, unit))
+    .find(|(n, _)| *n <= MAX)
+    .unwrap_or((MAX, 'H'));
+    let mut buf = [0u8; 9];
+    let len = write_digits(&mut buf, n as u64);
+    buf[len] = unit as u8;
+    HeaderValue::from_bytes(&buf[..=len])
+        .expect("digits and a unit letter are a valid header value")
+}
+
+fn write_digits(buf: &mut [u8; 9], mut n: u64) -> usize {
+    let mut digits = [0u8; 8];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for (i, d) in digits[..len].iter().rev().enumerate() {
+        buf[i] = *d;
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_every_unit() {
+        let cases: [(&[u8], Duration); 6] = [
+            (b"2H", Duration::from_secs(7200)),
+            (b"3M", Duration::from_secs(180)),
+            (b"10S", Duration::from_secs(10)),
+            (b"250m", Duration::from_millis(250)),
+            (b"99999999u", Duration::from_micros(99_999_999)),
+            (b"7n", Duration::from_nanos(7)),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_grpc_timeout(value), Some(expected));
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_values() {
+        for value in [
+            &b""[..],
+            b"m",
+            b"100",
+            b"123456789m",
+            b"-1m",
+            b"1.5S",
+            b"10s",
+            b" 10S",
+            b"\xff\xfeS",
+        ] {
+            assert_eq!(parse_grpc_timeout(value), None, "{value:?}");
+        }
+        assert_eq!(parse_millis(b"1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_millis(b"15.5"), None);
+        assert_eq!(parse_millis(b""), None);
+        assert_eq!(parse_millis(b"9999999999999"), None);
+    }
+
+    #[test]
+    fn encodes_in_the_finest_unit_that_fits() {
+        let encode = |d| encode_grpc_timeout(d).to_str().unwrap().to_owned();
+        assert_eq!(encode(Duration::from_nanos(5)), "5n");
+        assert_eq!(encode(Duration::from_millis(250)), "250000u");
+        assert_eq!(encode(Duration::from_secs(5)), "5000000u");
+        assert_eq!(encode(Duration::from_secs(1000)), "1000000m");
+        assert_eq!(encode(Duration::from_secs(1_000_000)), "1000000S");
+        assert_eq!(encode(Duration::ZERO), "0n");
+        assert_eq!(encode(Duration::MAX), "99999999H");
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+            let _ = parse_grpc_timeout(&bytes);
+            let _ = parse_millis(&bytes);
+        }
+
+        #[test]
+        fn parsed_values_stay_within_what_eight_digits_can_say(
+            digits in "[0-9]{1,8}",
+            unit in prop::sample::select(vec!['H', 'M', 'S', 'm', 'u', 'n']),
+        ) {
+            let value = format!("{digits}{unit}");
+            let parsed = parse_grpc_timeout(value.as_bytes()).unwrap();
+            prop_assert!(parsed <= Duration::from_secs(99_999_999 * 3600));
+        }
+
+        #[test]
+        fn encoding_rounds_down_and_parses_back(nanos in 0u64..u64::MAX) {
+            let budget = Duration::from_nanos(nanos);
+            let encoded = encode_grpc_timeout(budget);
+            let parsed = parse_grpc_timeout(encoded.as_bytes()).unwrap();
+            prop_assert!(parsed <= budget, "{parsed:?} > {budget:?}");
+            // A coarser unit is only chosen once the value is at least 100000 of it.
+            prop_assert!((budget - parsed).as_nanos() * 100_000 <= budget.as_nanos());
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The response future of [`Timeout`](crate::Timeout).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::time::{Sleep, sleep};
+
+use crate::layer::TimedOutEvent;
+use crate::service::Shared;
+
+pin_project! {
+    /// The inner call, raced against its timeout.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        #[pin]
+        sleep: Sleep,
+        timeout: Duration,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, timeout: Duration, shared: Arc<Shared>) -> Self {
+        Self {
+            inner,
+            sleep: sleep(timeout),
+            timeout,
+            shared,
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(result) = this.inner.poll(cx) {
+            this.shared.completed.increment(1);
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        ready!(this.sleep.poll(cx));
+        let shared = &**this.shared;
+        shared.timed_out.increment(1);
+        tracing::debug!(name = %shared.name, timeout = ?this.timeout, "call timed out");
+        if let Some(hook) = &shared.on_timeout {
+            hook(TimedOutEvent {
+                name: &shared.name,
+                timeout: *this.timeout,
+            });
+        }
+        Poll::Ready(Err(Rejected::new(
+            RejectionKind::TimedOut,
+            shared.name.clone(),
+        )
+        .into()))
+    }
+}

@@ -1,0 +1,45 @@
+//! Per-call timeouts for tower services, with deadline propagation.
+//!
+//! A call that outlives its timeout is ended with a [`Rejected`](seawall_core::Rejected) of
+//! kind `TimedOut`, and the inner call is dropped (cancelled). Without a timeout, a downstream
+//! that stops answering holds every caller's connection, task and memory until something else
+//! gives way.
+//!
+//! Where it goes in a stack: on a server, inside rate limiting and the bulkhead, so rejected
+//! calls cost nothing; on a client, twice — a total timeout outside retry, so retries never
+//! outlast what the caller will wait, and a per-attempt timeout inside it, so one slow attempt
+//! does not use up the whole budget.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use seawall_core::http::ErrorResponseLayer;
+//! use seawall_timeout::TimeoutLayer;
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(ErrorResponseLayer::new()) // a timeout becomes 504, no HandleErrorLayer
+//!         .layer(TimeoutLayer::builder().name("api").timeout(Duration::from_secs(2)).build()?),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Deadline propagation ([`TimeoutLayer::propagate`]) shortens the timeout to the caller's
+//! own deadline, read from `grpc-timeout` (and optionally a header in milliseconds), and on a
+//! client writes the budget left as `grpc-timeout`; see [`deadline`].
+//!
+//! Metrics: `seawall_timeout_calls_total{name, result = "completed" | "timed_out"}`.
+
+mod config;
+pub mod deadline;
+pub mod future;
+mod layer;
+mod service;
+
+pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
+pub use self::deadline::{Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::layer::{TimedOutEvent, TimeoutLayer};
+pub use self::service::Timeout;

@@ -16,11 +16,15 @@ use crate::service::Shared;
 
 pin_project! {
     /// The inner call, raced against its timeout.
+    ///
+    /// The timer starts when the inner call first returns `Pending`: a call that answers on its
+    /// first poll (a cache hit, a rejection from an inner layer) never touches the clock or the
+    /// timer wheel.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         #[pin]
-        sleep: Sleep,
+        sleep: Option<Sleep>,
         timeout: Duration,
         shared: Arc<Shared>,
     }
@@ -30,7 +34,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, timeout: Duration, shared: Arc<Shared>) -> Self {
         Self {
             inner,
-            sleep: sleep(timeout),
+            sleep: None,
             timeout,
             shared,
         }
@@ -53,25 +57,31 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let mut this = self.project();
         if let Poll::Ready(result) = this.inner.poll(cx) {
             this.shared.completed.increment(1);
             return Poll::Ready(result.map_err(Into::into));
         }
-        ready!(this.sleep.poll(cx));
-        let shared = &**this.shared;
-        shared.timed_out.increment(1);
-        tracing::debug!(name = %shared.name, timeout = ?this.timeout, "call timed out");
-        if let Some(hook) = &shared.on_timeout {
-            hook(TimedOutEvent {
-                name: &shared.name,
-                timeout: *this.timeout,
-            });
+        if this.sleep.is_none() {
+            this.sleep.set(Some(sleep(*this.timeout)));
         }
-        Poll::Ready(Err(Rejected::new(
-            RejectionKind::TimedOut,
-            shared.name.clone(),
-        )
-        .into()))
+        if let Some(timer) = this.sleep.as_pin_mut() {
+            ready!(timer.poll(cx));
+        }
+        Poll::Ready(Err(timed_out(this.shared, *this.timeout)))
     }
+}
+
+#[cold]
+#[inline(never)]
+fn timed_out(shared: &Shared, timeout: Duration) -> BoxError {
+    shared.timed_out.increment(1);
+    tracing::debug!(name = %shared.name, ?timeout, "call timed out");
+    if let Some(hook) = &shared.on_timeout {
+        hook(TimedOutEvent {
+            name: &shared.name,
+            timeout,
+        });
+    }
+    Rejected::new(RejectionKind::TimedOut, shared.name.clone()).into()
 }

@@ -1,0 +1,8 @@
+//! Benchmarks of seawall's layers against a bare service and their peers, and the
+//! failure-behaviour lab.
+//!
+//! `cargo bench -p seawall-bench --bench overhead` measures each layer's success-path overhead
+//! and prints the heap allocations per call beside it; results live in `benches/RESULTS.md`.
+
+pub mod alloc;
+pub mod overhead;

@@ -1,0 +1,165 @@
+//! A timeout in a tonic server's stack and in a tonic client's stack, over a real socket on
+//! 127.0.0.1, with tonic-health's generated service (no protoc needed).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use seawall_core::grpc::ErrorStatusLayer;
+use seawall_timeout::TimeoutLayer;
+use tokio::net::TcpListener;
+use tonic::Code;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tower::{Layer, Service, ServiceBuilder};
+
+/// Delays every call, standing in for a slow handler.
+#[derive(Clone)]
+struct DelayLayer(Duration);
+
+impl<S> Layer<S> for DelayLayer {
+    type Service = Delay<S>;
+
+    fn layer(&self, inner: S) -> Delay<S> {
+        Delay(inner, self.0)
+    }
+}
+
+#[derive(Clone)]
+struct Delay<S>(S, Duration);
+
+impl<S, Req> Service<Req> for Delay<S>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let call = self.0.call(req);
+        let delay = self.1;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            call.await
+        })
+    }
+}
+
+fn timeout(ms: u64) -> TimeoutLayer {
+    TimeoutLayer::builder()
+        .name("health")
+        .timeout(Duration::from_millis(ms))
+        .build()
+        .unwrap()
+}
+
+async fn listener() -> (TcpIncoming, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (TcpIncoming::from(listener), addr)
+}
+
+async fn client(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn check() -> HealthCheckRequest {
+    HealthCheckRequest {
+        service: String::new(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_server_answers_deadline_exceeded() {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (incoming, addr) = listener().await;
+    let server = Server::builder()
+        .layer(
+            ServiceBuilder::new()
+                .layer(ErrorStatusLayer::new())
+                .layer(timeout(100))
+                .layer(DelayLayer(Duration::from_secs(10))),
+        )
+        .add_service(health)
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+
+    let mut health = HealthClient::new(client(addr).await);
+    let status = health.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(status.message(), "timed out (health)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fast_server_answers_through_the_same_stack() {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (incoming, addr) = listener().await;
+    let server = Server::builder()
+        .layer(
+            ServiceBuilder::new()
+                .layer(ErrorStatusLayer::new())
+                .layer(timeout(100)),
+        )
+        .add_service(health)
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+
+    let mut health = HealthClient::new(client(addr).await);
+    for _ in 0..3 {
+        let res = health.check(check()).await.unwrap().into_inner();
+        assert_eq!(res.status, 1, "SERVING");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_stack_gives_the_client_deadline_exceeded() {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (incoming, addr) = listener().await;
+    let server = Server::builder()
+        .layer(DelayLayer(Duration::from_secs(10)))
+        .add_service(health)
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+
+    let channel = ServiceBuilder::new()
+        .layer(ErrorStatusLayer::new())
+        .layer(timeout(100))
+        .service(client(addr).await);
+    let status = HealthClient::new(channel).check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+/// Why the adapter exists: tonic resets the stream on any error that is not a `Status`.
+#[tokio::test(start_paused = true)]
+async fn without_the_adapter_the_client_sees_an_h2_protocol_error() {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (incoming, addr) = listener().await;
+    let server = Server::builder()
+        .layer(
+            ServiceBuilder::new()
+                .layer(timeout(100))
+                .layer(DelayLayer(Duration::from_secs(10))),
+        )
+        .add_service(health)
+        .serve_with_incoming(incoming);
+    tokio::spawn(server);
+
+    let mut health = HealthClient::new(client(addr).await);
+    let status = health.check(check()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    assert!(status.message().contains("h2 protocol error"), "{status:?}");
+}

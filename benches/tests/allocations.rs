@@ -32,3 +32,11 @@ fn timeout_allocates_nothing_per_call() {
         .unwrap();
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn fallback_allocates_nothing_per_call() {
+    let layer = seawall_fallback::FallbackLayer::builder()
+        .value(0u64)
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}

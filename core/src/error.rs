@@ -5,11 +5,16 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 /// The error type of every seawall layer, as in tower's own layers.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// Why a layer refused or ended a call on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// In configuration files it is written in snake case (`"circuit_open"`), as [`as_str`](Self::as_str) gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RejectionKind {
     /// A circuit breaker is open (or half-open with every probe slot taken).
@@ -27,6 +32,16 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [Self; 6] = [
+        Self::CircuitOpen,
+        Self::BulkheadFull,
+        Self::RateLimited,
+        Self::TimedOut,
+        Self::BudgetExhausted,
+        Self::Injected,
+    ];
+
     /// A short lowercase label, as used in metrics and logs.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -162,6 +177,15 @@ mod tests {
     fn other_errors_are_not_rejections() {
         let err: BoxError = "boom".into();
         assert!(rejected(&*err).is_none());
+    }
+
+    #[test]
+    fn kinds_read_and_write_as_their_labels() {
+        for kind in RejectionKind::ALL {
+            let json = format!("\"{}\"", kind.as_str());
+            assert_eq!(serde_json::to_string(&kind).unwrap(), json);
+            assert_eq!(serde_json::from_str::<RejectionKind>(&json).unwrap(), kind);
+        }
     }
 
     #[test]

@@ -1,0 +1,129 @@
+use std::sync::Arc;
+
+use seawall_core::config::ConfigError;
+use serde::{Deserialize, Serialize};
+
+use crate::trigger::When;
+
+const DEFAULT_NAME: &str = "fallback";
+
+/// A validated fallback configuration: its name and when it fires. What answers is code, given
+/// to the builder.
+///
+/// Deserializes from, for example,
+/// `{ "name": "catalog", "on": { "rejections": ["circuit_open", "bulkhead_full"] } }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "FallbackSpec", into = "FallbackSpec")]
+pub struct FallbackConfig {
+    pub(crate) name: Arc<str>,
+    pub(crate) on: When,
+}
+
+impl FallbackConfig {
+    /// Checks and builds a configuration.
+    pub fn new(name: impl Into<String>, on: When) -> Result<Self, ConfigError> {
+        Self::try_from(FallbackSpec {
+            name: name.into(),
+            on,
+        })
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// When the fallback fires.
+    pub fn on(&self) -> &When {
+        &self.on
+    }
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_NAME.into(),
+            on: When::AnyError,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FallbackSpec {
+    #[serde(default = "default_name")]
+    name: String,
+    #[serde(default = "any_error")]
+    on: When,
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.into()
+}
+
+fn any_error() -> When {
+    When::AnyError
+}
+
+impl TryFrom<FallbackSpec> for FallbackConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: FallbackSpec) -> Result<Self, ConfigError> {
+        if spec.name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        if matches!(&spec.on, When::Rejections(kinds) if kinds.is_empty()) {
+            return Err(ConfigError::new(
+                "on.rejections",
+                "[]",
+                "at least one rejection kind",
+            ));
+        }
+        Ok(Self {
+            name: spec.name.into(),
+            on: spec.on,
+        })
+    }
+}
+
+impl From<FallbackConfig> for FallbackSpec {
+    fn from(config: FallbackConfig) -> Self {
+        Self {
+            name: config.name.to_string(),
+            on: config.on,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seawall_core::RejectionKind;
+
+    #[test]
+    fn reads_name_and_trigger() {
+        let config: FallbackConfig =
+            serde_json::from_str(r#"{"name": "catalog", "on": {"rejections": ["circuit_open"]}}"#)
+                .unwrap();
+        assert_eq!(config.name(), "catalog");
+        assert_eq!(
+            config.on(),
+            &When::Rejections(vec![RejectionKind::CircuitOpen])
+        );
+        let defaults: FallbackConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(defaults, FallbackConfig::default());
+    }
+
+    #[test]
+    fn rejects_an_empty_kind_list_and_unknown_fields() {
+        let empty =
+            serde_json::from_str::<FallbackConfig>(r#"{"on": {"rejections": []}}"#).unwrap_err();
+        assert!(empty.to_string().contains("on.rejections"), "{empty}");
+        let typo = serde_json::from_str::<FallbackConfig>(r#"{"when": "any_error"}"#).unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+        assert_eq!(
+            FallbackConfig::new("", When::AnyError).unwrap_err().field(),
+            "name"
+        );
+    }
+}

@@ -1,0 +1,216 @@
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use seawall_core::config::ConfigError;
+use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, RejectionKind};
+use tower::Layer;
+
+use crate::config::FallbackConfig;
+use crate::service::{Fallback, Shared};
+use crate::source::{Failover, FromFailure, FromFailureAsync, Value, WithRequest};
+use crate::trigger::{Cause, Failed, OnFailure, When};
+
+/// Answers failed or rejected calls of the inner service from a fallback source.
+pub struct FallbackLayer<Src, W = When> {
+    shared: Arc<Shared<Src, W>>,
+}
+
+impl FallbackLayer<(), When> {
+    /// A builder: choose when the fallback fires, then what answers.
+    pub fn builder() -> FallbackLayerBuilder<When> {
+        FallbackLayerBuilder::from_config(FallbackConfig::default())
+    }
+}
+
+impl<Src, W> FallbackLayer<Src, W> {
+    /// Calls `hook` each time the fallback answers.
+    pub fn on_fallback(mut self, hook: impl Fn(FallbackEvent<'_>) + Send + Sync + 'static) -> Self
+    where
+        Src: Clone,
+        W: Clone,
+    {
+        Arc::make_mut(&mut self.shared).on_fallback = Some(Arc::new(hook));
+        self
+    }
+}
+
+impl<Src, W> Clone for FallbackLayer<Src, W> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<Src, W: fmt::Debug> fmt::Debug for FallbackLayer<Src, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FallbackLayer")
+            .field("name", &self.shared.name)
+            .field("trigger", &self.shared.trigger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Src, W> Layer<S> for FallbackLayer<Src, W> {
+    type Service = Fallback<S, Src, W>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Fallback::new(inner, self.shared.clone())
+    }
+}
+
+/// What a fallback hook is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FallbackEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// Why the fallback answered.
+    pub cause: Cause,
+}
+
+/// Builds a [`FallbackLayer`]: when it fires (`on_*`), then what answers (the finishing
+/// method: [`value`](Self::value), [`with`](Self::with), [`with_async`](Self::with_async),
+/// [`with_request`](Self::with_request) or [`failover`](Self::failover)).
+#[derive(Debug, Clone)]
+pub struct FallbackLayerBuilder<W> {
+    name: Arc<str>,
+    trigger: W,
+}
+
+impl FallbackLayerBuilder<When> {
+    /// A builder with the name and trigger of a configuration.
+    pub fn from_config(config: FallbackConfig) -> Self {
+        Self {
+            name: config.name,
+            trigger: config.on,
+        }
+    }
+
+    /// Fires on every error (the default).
+    pub fn on_any_error(mut self) -> Self {
+        self.trigger = When::AnyError;
+        self
+    }
+
+    /// Fires only on rejections of these kinds.
+    pub fn on_rejections(mut self, kinds: impl IntoIterator<Item = RejectionKind>) -> Self {
+        self.trigger = When::Rejections(kinds.into_iter().collect());
+        self
+    }
+
+    /// Fires on whatever `classifier` calls a failure, answers (a 5xx, say) as well as errors.
+    pub fn on_failure<C>(self, classifier: C) -> FallbackLayerBuilder<OnFailure<C>> {
+        FallbackLayerBuilder {
+            name: self.name,
+            trigger: OnFailure(classifier),
+        }
+    }
+}
+
+impl<W> FallbackLayerBuilder<W> {
+    /// The layer instance's name (default `"fallback"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into().into();
+        self
+    }
+
+    /// Answers with a clone of `value`.
+    pub fn value<Res>(self, value: Res) -> Result<FallbackLayer<Value<Res>, W>, ConfigError>
+    where
+        W: Checked,
+    {
+        self.finish(Value(value))
+    }
+
+    /// Answers with `f` of the failure.
+    pub fn with<F, Res>(self, f: F) -> Result<FallbackLayer<FromFailure<F>, W>, ConfigError>
+    where
+        F: Fn(Failed<Res>) -> Res,
+        W: Checked,
+    {
+        self.finish(FromFailure(f))
+    }
+
+    /// Answers with the future `f` makes of the failure; it may fail too.
+    pub fn with_async<F, Fut, Res>(
+        self,
+        f: F,
+    ) -> Result<FallbackLayer<FromFailureAsync<F>, W>, ConfigError>
+    where
+        F: Fn(Failed<Res>) -> Fut,
+        Fut: Future<Output = Result<Res, BoxError>>,
+        W: Checked,
+    {
+        self.finish(FromFailureAsync(f))
+    }
+
+    /// Keeps `keep(&request)` from every request and answers with the future `f` makes of it
+    /// and the failure.
+    pub fn with_request<K, F, T, Fut, Req, Res>(
+        self,
+        keep: K,
+        f: F,
+    ) -> Result<FallbackLayer<WithRequest<K, F, T>, W>, ConfigError>
+    where
+        K: Fn(&Req) -> T,
+        F: Fn(T, Failed<Res>) -> Fut,
+        Fut: Future<Output = Result<Res, BoxError>>,
+        W: Checked,
+    {
+        self.finish(WithRequest {
+            keep,
+            answer: f,
+            _kept: PhantomData,
+        })
+    }
+
+    /// Sends the request to `service` instead (it is cloned for every call).
+    pub fn failover<S>(self, service: S) -> Result<FallbackLayer<Failover<S>, W>, ConfigError>
+    where
+        W: Checked,
+    {
+        self.finish(Failover(service))
+    }
+
+    fn finish<Src>(self, source: Src) -> Result<FallbackLayer<Src, W>, ConfigError>
+    where
+        W: Checked,
+    {
+        if self.name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        self.trigger.check()?;
+        let metrics = MetricScope::new(self.name.clone());
+        Ok(FallbackLayer {
+            shared: Arc::new(Shared::new(self.name, source, self.trigger, &metrics)),
+        })
+    }
+}
+
+/// A trigger that can check itself when the layer is built.
+pub trait Checked {
+    /// An error when the trigger can never fire as configured.
+    fn check(&self) -> Result<(), ConfigError>;
+}
+
+impl Checked for When {
+    fn check(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Rejections(kinds) if kinds.is_empty() => Err(ConfigError::new(
+                "on.rejections",
+                "[]",
+                "at least one rejection kind",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl<C> Checked for OnFailure<C> {
+    fn check(&self) -> Result<(), ConfigError> {
+        Ok(())
+    }
+}

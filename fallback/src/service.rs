@@ -1,0 +1,116 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use metrics::Counter;
+use seawall_core::BoxError;
+use seawall_core::metrics::MetricScope;
+use tower::Service;
+
+use crate::future::ResponseFuture;
+use crate::layer::FallbackEvent;
+use crate::source::Source;
+use crate::trigger::{Cause, Trigger};
+
+pub(crate) type FallbackHook = Arc<dyn Fn(FallbackEvent<'_>) + Send + Sync>;
+
+/// What every clone of one layer's services shares.
+#[derive(Clone)]
+pub(crate) struct Shared<Src, W> {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Src,
+    pub(crate) trigger: W,
+    fired: [Counter; Cause::ALL.len()],
+    pub(crate) on_fallback: Option<FallbackHook>,
+}
+
+impl<Src, W> Shared<Src, W> {
+    pub(crate) fn new(name: Arc<str>, source: Src, trigger: W, metrics: &MetricScope) -> Self {
+        Self {
+            name,
+            source,
+            trigger,
+            fired: Cause::ALL.map(|cause| {
+                metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
+            }),
+            on_fallback: None,
+        }
+    }
+
+    #[cold]
+    pub(crate) fn fired(&self, cause: Cause) {
+        self.fired[cause.index()].increment(1);
+        tracing::debug!(name = %self.name, cause = cause.as_str(), "fallback answered");
+        if let Some(hook) = &self.on_fallback {
+            hook(FallbackEvent {
+                name: &self.name,
+                cause,
+            });
+        }
+    }
+}
+
+/// Answers failed or rejected calls of the inner service from a fallback source.
+///
+/// Made by [`FallbackLayer`](crate::FallbackLayer).
+pub struct Fallback<S, Src, W> {
+    inner: S,
+    shared: Arc<Shared<Src, W>>,
+}
+
+impl<S, Src, W> Fallback<S, Src, W> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<Src, W>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, Src, W> Clone for Fallback<S, Src, W> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug, Src, W> fmt::Debug for Fallback<S, Src, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, Src, W> Service<Req> for Fallback<S, Src, W>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    Src: Source<Req, S::Response>,
+    W: Trigger<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, Src::Kept, Src::Future, Src, W, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let kept = self.shared.source.keep(&req);
+        ResponseFuture::new(self.inner.call(req), kept, self.shared.clone())
+    }
+}

@@ -1,0 +1,199 @@
+//! When a fallback fires.
+
+use seawall_core::classify::{Classified, Classify, Outcome};
+use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use serde::{Deserialize, Serialize};
+
+/// Why a fallback fired; the `cause` label of `seawall_fallback_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cause {
+    /// A layer further in rejected the call.
+    Rejected(RejectionKind),
+    /// The call failed with an error that is not a rejection.
+    Error,
+    /// The call answered, but the classifier called the answer a failure (say, a 503).
+    Failure,
+}
+
+impl Cause {
+    /// Every cause, in the order of [`index`](Self::index).
+    pub(crate) const ALL: [Self; 8] = [
+        Self::Rejected(RejectionKind::CircuitOpen),
+        Self::Rejected(RejectionKind::BulkheadFull),
+        Self::Rejected(RejectionKind::RateLimited),
+        Self::Rejected(RejectionKind::TimedOut),
+        Self::Rejected(RejectionKind::BudgetExhausted),
+        Self::Rejected(RejectionKind::Injected),
+        Self::Error,
+        Self::Failure,
+    ];
+
+    /// The metric label: the rejection kind (`circuit_open`, ...), `error` or `failure`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected(kind) => kind.as_str(),
+            Self::Error => "error",
+            Self::Failure => "failure",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        Self::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(Self::ALL.len() - 2)
+    }
+
+    fn of_error(err: &BoxError) -> Self {
+        rejected(&**err).map_or(Self::Error, |r| Self::Rejected(r.kind()))
+    }
+}
+
+/// What the fallback is handed when it fires.
+#[derive(Debug)]
+pub enum Failed<Res> {
+    /// The call's error.
+    Error(BoxError),
+    /// The answer the classifier called a failure.
+    Response(Res),
+}
+
+impl<Res> Failed<Res> {
+    /// The rejection behind the failure, if a layer rejected the call.
+    pub fn rejection(&self) -> Option<&Rejected> {
+        match self {
+            Self::Error(err) => rejected(&**err),
+            Self::Response(_) => None,
+        }
+    }
+}
+
+/// Decides whether a result is answered by the fallback.
+pub trait Trigger<Res>: Send + Sync + 'static {
+    /// The cause if the fallback should answer `result`, `None` to pass it on.
+    fn fires(&self, result: Result<&Res, &BoxError>) -> Option<Cause>;
+}
+
+/// Fires on errors: any error, or only rejections of the listed kinds.
+///
+/// In a configuration file: `"any_error"` or `{ "rejections": ["circuit_open", "timed_out"] }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Every error, rejection or not.
+    AnyError,
+    /// Only rejections of these kinds; any other error passes through.
+    Rejections(Vec<RejectionKind>),
+}
+
+impl<Res> Trigger<Res> for When {
+    fn fires(&self, result: Result<&Res, &BoxError>) -> Option<Cause> {
+        let err = result.err()?;
+        let cause = Cause::of_error(err);
+        match (self, cause) {
+            (Self::AnyError, cause) => Some(cause),
+            (Self::Rejections(kinds), Cause::Rejected(kind)) if kinds.contains(&kind) => {
+                Some(cause)
+            }
+            (Self::Rejections(_), _) => None,
+        }
+    }
+}
+
+/// Fires on whatever a classifier calls a failure: errors, and answers such as a 5xx.
+#[derive(Debug, Clone)]
+pub struct OnFailure<C>(pub(crate) C);
+
+impl<Res, C> Trigger<Res> for OnFailure<C>
+where
+    C: Classify<Res, BoxError>,
+{
+    fn fires(&self, result: Result<&Res, &BoxError>) -> Option<Cause> {
+        match self.0.classify(result) {
+            Classified::Now(Outcome::Failure) => Some(match result {
+                Ok(_) => Cause::Failure,
+                Err(err) => Cause::of_error(err),
+            }),
+            Classified::Now(Outcome::Success | Outcome::Ignored) | Classified::AtEndOfStream => {
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seawall_core::classify::ClassifyFn;
+
+    fn rejection(kind: RejectionKind) -> BoxError {
+        Rejected::new(kind, "x").into()
+    }
+
+    #[test]
+    fn successes_never_fire() {
+        let ok: Result<&u8, &BoxError> = Ok(&1);
+        assert_eq!(When::AnyError.fires(ok), None);
+        assert_eq!(
+            When::Rejections(RejectionKind::ALL.to_vec()).fires(ok),
+            None
+        );
+    }
+
+    #[test]
+    fn any_error_names_the_rejection_or_error() {
+        let open = rejection(RejectionKind::CircuitOpen);
+        assert_eq!(
+            Trigger::<u8>::fires(&When::AnyError, Err(&open)),
+            Some(Cause::Rejected(RejectionKind::CircuitOpen))
+        );
+        let other: BoxError = "io".into();
+        assert_eq!(
+            Trigger::<u8>::fires(&When::AnyError, Err(&other)),
+            Some(Cause::Error)
+        );
+    }
+
+    #[test]
+    fn rejections_fire_only_for_listed_kinds() {
+        let when = When::Rejections(vec![RejectionKind::TimedOut]);
+        let timed_out = rejection(RejectionKind::TimedOut);
+        let full = rejection(RejectionKind::BulkheadFull);
+        let other: BoxError = "io".into();
+        assert!(Trigger::<u8>::fires(&when, Err(&timed_out)).is_some());
+        assert!(Trigger::<u8>::fires(&when, Err(&full)).is_none());
+        assert!(Trigger::<u8>::fires(&when, Err(&other)).is_none());
+    }
+
+    #[test]
+    fn classified_failures_fire_on_answers_too() {
+        let on = OnFailure(ClassifyFn::new(|r: Result<&u16, &BoxError>| match r {
+            Ok(status) if *status >= 500 => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        }));
+        assert_eq!(on.fires(Ok(&503)), Some(Cause::Failure));
+        assert_eq!(on.fires(Ok(&200)), None);
+    }
+
+    #[test]
+    fn every_cause_has_its_own_index() {
+        for (i, cause) in Cause::ALL.iter().enumerate() {
+            assert_eq!(cause.index(), i);
+        }
+    }
+
+    #[test]
+    fn when_reads_from_configuration() {
+        let when: When =
+            serde_json::from_str(r#"{"rejections": ["circuit_open", "timed_out"]}"#).unwrap();
+        assert_eq!(
+            when,
+            When::Rejections(vec![RejectionKind::CircuitOpen, RejectionKind::TimedOut])
+        );
+        assert_eq!(
+            serde_json::from_str::<When>(r#""any_error""#).unwrap(),
+            When::AnyError
+        );
+    }
+}

@@ -40,3 +40,14 @@ fn fallback_allocates_nothing_per_call() {
         .unwrap();
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn health_layer_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let tracker = seawall_health::HealthTracker::new("bench");
+    let component = seawall_health::ComponentConfig::new("api").unwrap();
+    let layer =
+        seawall_health::HealthLayer::new(&tracker, seawall_health::RateConfig::new(component));
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}

@@ -29,34 +29,26 @@ impl MetricScope {
     }
 
     /// Registers the counter `metric` with the extra `labels`.
-    pub fn counter(
-        &self,
-        metric: &'static str,
-        labels: &[(&'static str, &'static str)],
-    ) -> Counter {
+    pub fn counter(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         let key = self.key(metric, labels);
         metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA))
     }
 
     /// Registers the gauge `metric` with the extra `labels`.
-    pub fn gauge(&self, metric: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+    pub fn gauge(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         let key = self.key(metric, labels);
         metrics::with_recorder(|recorder| recorder.register_gauge(&key, &METADATA))
     }
 
     /// Registers the histogram `metric` with the extra `labels`.
-    pub fn histogram(
-        &self,
-        metric: &'static str,
-        labels: &[(&'static str, &'static str)],
-    ) -> Histogram {
+    pub fn histogram(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         let key = self.key(metric, labels);
         metrics::with_recorder(|recorder| recorder.register_histogram(&key, &METADATA))
     }
 
-    fn key(&self, metric: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+    fn key(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Key {
         let labels = std::iter::once(Label::new("name", self.name.to_string()))
-            .chain(labels.iter().map(|&(k, v)| Label::new(k, v)))
+            .chain(labels.iter().map(|&(k, v)| Label::new(k, v.to_owned())))
             .collect::<Vec<_>>();
         Key::from_parts(metric, labels)
     }

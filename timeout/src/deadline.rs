@@ -5,6 +5,12 @@
 //! `m`, `u` or `n`). A server that keeps working after its caller gave up only adds load, so an
 //! inbound timeout shortens itself to that budget; an outbound one writes the budget left on
 //! the request it sends. A malformed value is ignored, never trusted to lengthen anything.
+//!
+//! Within a call under a propagating timeout, [`Deadline::current`] gives the call's deadline
+//! (a tokio task-local, set while the inner future is polled). An outbound timeout with
+//! propagation in a handler's client stack reads it too, so the caller's deadline flows to
+//! the next hop without code in the handler; the [`Deadline`] request extension does the same
+//! for requests handed between tasks.
 
 use std::time::Duration;
 
@@ -24,17 +30,42 @@ pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub Instant);
 
+tokio::task_local! {
+    static CURRENT: Deadline;
+}
+
 impl Deadline {
     /// The time left until the deadline, zero once it has passed.
     pub fn remaining(&self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
+
+    /// The deadline of the call being served, when code runs inside a call under a timeout
+    /// with deadline propagation.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|deadline| *deadline).ok()
+    }
+
+    /// Runs `f` with `self` as the [current](Self::current) deadline.
+    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+}
+
+/// The time a call may take, and the deadline its inner call runs under, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// How long the call may take.
+    pub timeout: Duration,
+    /// The deadline made [current](Deadline::current) while the inner call is polled.
+    pub deadline: Option<Deadline>,
 }
 
 /// Adjusts a call's timeout from and onto its request.
 pub trait Deadlines<Req>: Clone + Send + Sync + 'static {
-    /// The time the call may take: `timeout`, or less when the request says so.
-    fn apply(&self, req: &mut Req, timeout: Duration) -> Duration;
+    /// The budget of a call whose configured timeout is `timeout`: that, or less when the
+    /// request (or the current deadline) says so.
+    fn apply(&self, req: &mut Req, timeout: Duration) -> Budget;
 }
 
 /// No propagation: every call gets the configured timeout. Works with any request type.
@@ -42,8 +73,11 @@ pub trait Deadlines<Req>: Clone + Send + Sync + 'static {
 pub struct NoDeadlines;
 
 impl<Req> Deadlines<Req> for NoDeadlines {
-    fn apply(&self, _req: &mut Req, timeout: Duration) -> Duration {
-        timeout
+    fn apply(&self, _req: &mut Req, timeout: Duration) -> Budget {
+        Budget {
+            timeout,
+            deadline: None,
+        }
     }
 }
 
@@ -63,7 +97,7 @@ impl<B> Deadlines<Request<B>> for HeaderDeadlines
 where
     B: 'static,
 {
-    fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Duration {
+    fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Budget {
         let mut budget = timeout;
         let headers = req.headers();
         if let Some(value) = headers.get(&GRPC_TIMEOUT) {
@@ -83,10 +117,17 @@ where
             }
         }
         let now = Instant::now();
-        if let Some(deadline) = req.extensions().get::<Deadline>() {
+        for deadline in [
+            req.extensions().get::<Deadline>().copied(),
+            Deadline::current(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             budget = budget.min(deadline.0.saturating_duration_since(now));
         }
-        req.extensions_mut().insert(Deadline(now + budget));
+        let deadline = Deadline(now + budget);
+        req.extensions_mut().insert(deadline);
         if self.config.write {
             let headers = req.headers_mut();
             headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(budget));
@@ -95,7 +136,10 @@ where
                 headers.insert(name.clone(), HeaderValue::from(millis));
             }
         }
-        budget
+        Budget {
+            timeout: budget,
+            deadline: Some(deadline),
+        }
     }
 }
 

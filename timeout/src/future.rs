@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::{Sleep, sleep};
 
+use crate::deadline::{Budget, Deadline};
 use crate::layer::TimedOutEvent;
 use crate::service::Shared;
 
@@ -26,16 +27,18 @@ pin_project! {
         #[pin]
         sleep: Option<Sleep>,
         timeout: Duration,
+        deadline: Option<Deadline>,
         shared: Arc<Shared>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, timeout: Duration, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(inner: F, budget: Budget, shared: Arc<Shared>) -> Self {
         Self {
             inner,
             sleep: None,
-            timeout,
+            timeout: budget.timeout,
+            deadline: budget.deadline,
             shared,
         }
     }
@@ -58,7 +61,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        let polled = match *this.deadline {
+            Some(deadline) => deadline.scope(|| this.inner.as_mut().poll(cx)),
+            None => this.inner.as_mut().poll(cx),
+        };
+        if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
             return Poll::Ready(result.map_err(Into::into));
         }

@@ -40,6 +40,6 @@ mod layer;
 mod service;
 
 pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
-pub use self::deadline::{Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::deadline::{Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
 pub use self::layer::{TimedOutEvent, TimeoutLayer};
 pub use self::service::Timeout;

@@ -108,8 +108,8 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let timeout = self.deadlines.apply(&mut req, self.shared.timeout);
-        tracing::trace!(name = %self.shared.name, ?timeout, "call");
-        ResponseFuture::new(self.inner.call(req), timeout, self.shared.clone())
+        let budget = self.deadlines.apply(&mut req, self.shared.timeout);
+        tracing::trace!(name = %self.shared.name, timeout = ?budget.timeout, "call");
+        ResponseFuture::new(self.inner.call(req), budget, self.shared.clone())
     }
 }

@@ -317,3 +317,61 @@ async fn outbound_propagation_writes_the_remaining_budget() {
         "an existing shorter budget is kept"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_is_current_inside_the_call() {
+    let start = Instant::now();
+    let layer = layer(ms(1000)).propagate(DeadlineConfig::inbound());
+    let svc = layer.layer(service_fn(|_req: Request<()>| async {
+        advance(ms(10)).await;
+        Ok::<_, BoxError>(Deadline::current())
+    }));
+    let current = svc
+        .oneshot(request(&[("grpc-timeout", "300m")]))
+        .await
+        .unwrap();
+    assert_eq!(current, Some(Deadline(start + ms(300))));
+    assert_eq!(Deadline::current(), None, "only inside the call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_propagation_there_is_no_current_deadline() {
+    let svc = layer(ms(1000)).layer(service_fn(|()| async {
+        Ok::<_, BoxError>(Deadline::current())
+    }));
+    assert_eq!(svc.oneshot(()).await.unwrap(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outbound_call_in_a_handler_inherits_the_inbound_deadline() {
+    // The downstream the handler calls, through its own client stack with a 10 s timeout.
+    let client = layer(ms(10_000))
+        .propagate(DeadlineConfig::outbound())
+        .layer(service_fn(|req: Request<()>| async move {
+            Ok::<_, BoxError>(
+                req.headers()
+                    .get(GRPC_TIMEOUT)
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        }));
+    // The handler spends 100 ms, then calls downstream without touching deadlines itself.
+    let handler = service_fn(move |_req: Request<()>| {
+        let client = client.clone();
+        async move {
+            tokio::time::sleep(ms(100)).await;
+            client.oneshot(Request::new(())).await
+        }
+    });
+    let server = layer(ms(1000))
+        .propagate(DeadlineConfig::inbound())
+        .layer(handler);
+    let sent = server
+        .oneshot(request(&[("grpc-timeout", "300m")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        sent.as_deref(),
+        Some("200000u"),
+        "300 ms budget less the 100 ms spent"
+    );
+}

@@ -1,0 +1,103 @@
+//! [`ServiceBuilderExt`]: seawall's layers as `ServiceBuilder` methods.
+//!
+//! The methods are named `with_*` because tower's own `ServiceBuilder` has inherent
+//! `timeout`, `retry` and `rate_limit` methods behind its features, and an inherent method
+//! always wins over a trait's: any crate in the build enabling tower's `timeout` feature would
+//! otherwise turn `.timeout(seawall_layer)` into a type error.
+
+use tower::ServiceBuilder;
+
+/// A builder with `L` added to its stack (unused when no layer feature is on).
+#[allow(dead_code)]
+type With<L, Rest> = ServiceBuilder<tower::layer::util::Stack<L, Rest>>;
+
+mod sealed {
+    pub trait Sealed {}
+
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+/// seawall's layers as [`ServiceBuilder`] methods. Sealed: implemented for `ServiceBuilder`
+/// only.
+///
+/// ```
+/// use std::time::Duration;
+/// use seawall::ServiceBuilderExt;
+/// use seawall::timeout::TimeoutLayer;
+/// use tower::ServiceBuilder;
+///
+/// # fn main() -> Result<(), seawall::config::ConfigError> {
+/// let stack = ServiceBuilder::new()
+///     .with_http_errors()
+///     .with_timeout(TimeoutLayer::builder().timeout(Duration::from_secs(2)).build()?);
+/// # let _ = stack;
+/// # Ok(())
+/// # }
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
+    /// Adds a per-call timeout.
+    #[cfg(feature = "timeout")]
+    fn with_timeout<D>(
+        self,
+        layer: crate::timeout::TimeoutLayer<D>,
+    ) -> With<crate::timeout::TimeoutLayer<D>, L>;
+
+    /// Adds a fallback.
+    #[cfg(feature = "fallback")]
+    fn with_fallback<Src, W>(
+        self,
+        layer: crate::fallback::FallbackLayer<Src, W>,
+    ) -> With<crate::fallback::FallbackLayer<Src, W>, L>;
+
+    /// Adds a health layer reporting the error rate and latency of calls.
+    #[cfg(feature = "health")]
+    fn with_health<C>(
+        self,
+        layer: crate::health::HealthLayer<C>,
+    ) -> With<crate::health::HealthLayer<C>, L>;
+
+    /// Answers every error of the layers below with an HTTP response, so the stack's error is
+    /// `Infallible` (put it first, outermost).
+    #[cfg(feature = "http")]
+    fn with_http_errors(self) -> With<crate::http::ErrorResponseLayer, L>;
+
+    /// Answers every error of the layers below with a gRPC status (put it first, outermost).
+    #[cfg(feature = "grpc")]
+    fn with_grpc_errors(self) -> With<crate::grpc::ErrorStatusLayer, L>;
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    #[cfg(feature = "timeout")]
+    fn with_timeout<D>(
+        self,
+        layer: crate::timeout::TimeoutLayer<D>,
+    ) -> With<crate::timeout::TimeoutLayer<D>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "fallback")]
+    fn with_fallback<Src, W>(
+        self,
+        layer: crate::fallback::FallbackLayer<Src, W>,
+    ) -> With<crate::fallback::FallbackLayer<Src, W>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "health")]
+    fn with_health<C>(
+        self,
+        layer: crate::health::HealthLayer<C>,
+    ) -> With<crate::health::HealthLayer<C>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "http")]
+    fn with_http_errors(self) -> With<crate::http::ErrorResponseLayer, L> {
+        self.layer(crate::http::ErrorResponseLayer::new())
+    }
+
+    #[cfg(feature = "grpc")]
+    fn with_grpc_errors(self) -> With<crate::grpc::ErrorStatusLayer, L> {
+        self.layer(crate::grpc::ErrorStatusLayer::new())
+    }
+}

@@ -1,0 +1,49 @@
+//! Resilience middleware for tower, axum and tonic, in one dependency.
+//!
+//! seawall keeps a service standing when what it depends on fails. Each pattern is its own
+//! crate, re-exported here behind a feature of the same name:
+//!
+//! | module | feature | what it does |
+//! |---|---|---|
+//! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
+//! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
+//! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
+//! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
+//!
+//! Every layer's error is [`BoxError`]; what a layer decides itself is a [`Rejected`], found
+//! anywhere in an error's source chain with [`rejected`]. [`ServiceBuilderExt`] adds the
+//! layers to a `tower::ServiceBuilder`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use seawall::ServiceBuilderExt;
+//! use seawall::timeout::TimeoutLayer;
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), seawall::config::ConfigError> {
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     ServiceBuilder::new()
+//!         .with_http_errors()
+//!         .with_timeout(TimeoutLayer::builder().timeout(Duration::from_secs(2)).build()?),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod builder;
+
+pub use self::builder::ServiceBuilderExt;
+pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
+
+#[cfg(feature = "grpc")]
+pub use seawall_core::grpc;
+#[cfg(feature = "http")]
+pub use seawall_core::http;
+#[cfg(feature = "fallback")]
+pub use seawall_fallback as fallback;
+#[cfg(feature = "health")]
+pub use seawall_health as health;
+#[cfg(feature = "timeout")]
+pub use seawall_timeout as timeout;

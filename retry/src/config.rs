@@ -412,5 +412,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(ratio.to_string().contains("budget.ratio"), "{ratio}");
+        let cap = serde_json::from_str::<RetryConfig>(
+            r#"{"backoff": {"kind": "exponential", "base": "1s", "cap": "100ms"}}"#,
+        )
+        .unwrap_err();
+        assert!(cap.to_string().contains("backoff.cap"), "{cap}");
     }
 }

@@ -13,7 +13,9 @@
 //! - a body over the limit, or known to be, is passed on as it is.
 //!
 //! It works with any [`http_body::Body`]: hyper's and axum's bodies, `tonic::body::Body`, and
-//! `http-body-util`'s.
+//! `http-body-util`'s. A service below that takes one body type only, such as a tonic
+//! `Channel`, gets it back with `.map_request(|req: Request<ReplayBody<Body>>|
+//! req.map(tonic::body::Body::new))` under the retry layer.
 
 use std::fmt;
 use std::future::Future;

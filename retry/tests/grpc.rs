@@ -141,16 +141,20 @@ async fn a_tonic_client_request_is_replayed_to_a_tonic_server() {
         .await;
     let failures = Arc::new(AtomicUsize::new(0));
     let seen = failures.clone();
-    let flaky = service_fn(move |req: Request<ReplayBody<Body>>| -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
-        if seen.fetch_add(1, Ordering::SeqCst) < 2 {
-            return std::future::ready(Ok(trailers_only(Code::Unavailable, None))).boxed();
-        }
-        let mut health = health.clone();
-        async move { health.call(req).await.map_err(Into::into) }.boxed()
-    });
+    // Takes `tonic::body::Body` only, as a tonic `Channel` does.
+    let flaky = service_fn(
+        move |req: Request<Body>| -> BoxFuture<'static, Result<Response<Body>, BoxError>> {
+            if seen.fetch_add(1, Ordering::SeqCst) < 2 {
+                return std::future::ready(Ok(trailers_only(Code::Unavailable, None))).boxed();
+            }
+            let mut health = health.clone();
+            async move { health.call(req).await.map_err(Into::into) }.boxed()
+        },
+    );
     let stack = ServiceBuilder::new()
         .layer(ReplayBodyLayer::default())
         .layer(layer(GrpcPolicy::new()))
+        .map_request(|req: Request<ReplayBody<Body>>| req.map(Body::new))
         .service(flaky);
     let mut client = HealthClient::new(stack);
     let res = client

@@ -24,7 +24,7 @@ pin_project! {
     /// inner service getting ready for it.
     ///
     /// It holds the copy of the request a retry would send and allocates nothing: the jitter
-    /// RNG is seeded and the timer set only once a retry is due. Dropping it drops the attempt
+    /// RNG is seeded and the timer set only when a retry is due. Dropping it drops the attempt
     /// or the wait in flight, and no further attempt starts.
     pub struct ResponseFuture<S, Req, P>
     where
@@ -37,7 +37,7 @@ pin_project! {
         shared: Arc<Shared<P>>,
         attempt: u32,
         started: Option<Instant>,
-        retry: Option<RetryState>,
+        previous_delay: Duration,
     }
 }
 
@@ -59,12 +59,6 @@ pin_project! {
     }
 }
 
-/// What only a call that retries needs.
-struct RetryState {
-    rng: SmallRng,
-    previous_delay: Duration,
-}
-
 impl<S, Req, P> ResponseFuture<S, Req, P>
 where
     S: Service<Req>,
@@ -83,7 +77,7 @@ where
             shared,
             attempt: 1,
             started,
-            retry: None,
+            previous_delay: Duration::ZERO,
         }
     }
 }
@@ -137,7 +131,7 @@ where
                             this.shared,
                             *this.attempt,
                             *this.started,
-                            this.retry,
+                            this.previous_delay,
                             not_before,
                             result.as_ref().err(),
                         )
@@ -198,7 +192,7 @@ fn plan_retry<P>(
     shared: &Shared<P>,
     attempt: u32,
     started: Option<Instant>,
-    retry: &mut Option<RetryState>,
+    previous_delay: &mut Duration,
     not_before: Option<Duration>,
     error: Option<&BoxError>,
 ) -> Option<Duration> {
@@ -213,17 +207,13 @@ fn plan_retry<P>(
         tracing::debug!(name, attempt, ?hint, max_delay = ?shared.max_delay, "retry hint beyond max delay, giving up");
         return None;
     }
-    let state = retry.get_or_insert_with(|| {
-        let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
-        RetryState {
-            rng: SmallRng::seed_from_u64(shared.seed.wrapping_add(n)),
-            previous_delay: shared.backoff.base(),
-        }
-    });
-    let backoff = shared
-        .backoff
-        .delay(attempt, state.previous_delay, &mut state.rng);
-    state.previous_delay = backoff;
+    // A fresh small RNG per retry keeps the future small; numbering the retries makes a run on
+    // one thread repeat exactly.
+    let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
+    let mut rng = SmallRng::seed_from_u64(shared.seed.wrapping_add(n));
+    // Before the first retry, zero: the backoff reads it as its base.
+    let backoff = shared.backoff.delay(attempt, *previous_delay, &mut rng);
+    *previous_delay = backoff;
     let delay = not_before.map_or(backoff, |hint| hint.max(backoff));
     if let (Some(max), Some(started)) = (shared.max_elapsed, started)
         && started.elapsed() + delay > max

@@ -55,8 +55,8 @@ pub(crate) struct Shared<P> {
     pub(crate) max_elapsed: Option<Duration>,
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) seed: u64,
-    /// Numbers the calls that need a jitter RNG, each seeded from `seed` and its number, so
-    /// that a run on one thread repeats exactly.
+    /// Numbers the retries, whose jitter RNG is seeded from `seed` and this number, so that a
+    /// run on one thread repeats exactly.
     pub(crate) sequence: AtomicU64,
     pub(crate) policy: Arc<P>,
     pub(crate) metrics: Metrics,

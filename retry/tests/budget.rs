@@ -186,3 +186,38 @@ async fn concurrent_withdrawals_never_overdraw() {
         "a budget with room left refused: {granted} of {bound}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_of_a_failing_downstream_stay_within_the_budget() {
+    let config = BudgetConfig::new(0.2, 10, Duration::from_secs(60)).unwrap();
+    let layer = RetryLayer::builder()
+        .max_attempts(5)
+        .backoff(Backoff::constant(Duration::ZERO).build().unwrap())
+        .budget(config)
+        .build()
+        .unwrap();
+    let downstream = Arc::new(AtomicU64::new(0));
+    let calls = downstream.clone();
+    let svc = layer.layer(service_fn(move |_: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Err::<u32, _>(std::io::Error::other("down")))
+    }));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    assert!(svc.clone().oneshot(i).await.is_err());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let requests = 8.0 * 250.0;
+    let downstream = downstream.load(Ordering::SeqCst) as f64;
+    // Within one ttl: the ratio of the requests, plus the floor for the ttl.
+    let bound = requests * 1.2 + 10.0 * 60.0;
+    assert!(downstream <= bound, "{downstream} > {bound}");
+}

@@ -60,8 +60,8 @@ impl RetryConfig {
         &self.backoff
     }
 
-    /// The longest wait before one retry; a server or rejection asking for longer ends the
-    /// retries at once.
+    /// The longest wait before one retry: a longer backoff delay is cut to it, and a server or
+    /// rejection asking for longer ends the retries at once.
     pub fn max_delay(&self) -> Duration {
         self.max_delay
     }
@@ -123,8 +123,8 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
     }
 
     /// The longest wait before one retry, in `(0s, 1 day]` (default: the backoff's cap). A
-    /// `Retry-After`, gRPC pushback or rejection hint asking for longer ends the retries at
-    /// once rather than holding the caller.
+    /// longer backoff delay is cut to it; a `Retry-After`, gRPC pushback or rejection hint
+    /// asking for longer ends the retries at once rather than holding the caller.
     pub fn max_delay(mut self, max_delay: Duration) -> Self {
         self.spec.max_delay = Some(max_delay);
         self

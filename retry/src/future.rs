@@ -214,7 +214,11 @@ fn plan_retry<P>(
     // Before the first retry, zero: the backoff reads it as its base.
     let backoff = shared.backoff.delay(attempt, *previous_delay, &mut rng);
     *previous_delay = backoff;
-    let delay = not_before.map_or(backoff, |hint| hint.max(backoff));
+    // Never sooner than the hint (at most `max_delay`, checked above), never longer than
+    // `max_delay`.
+    let delay = not_before
+        .map_or(backoff, |hint| hint.max(backoff))
+        .min(shared.max_delay);
     if let (Some(max), Some(started)) = (shared.max_elapsed, started)
         && started.elapsed() + delay > max
     {

@@ -472,3 +472,22 @@ async fn an_always_failing_downstream_gets_at_most_the_budgeted_extra_load() {
     assert_eq!(attempts as f64, downstream);
     assert!(recorder.counter("seawall_retry_budget_exhausted_total", &[("name", "dep")]) > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_wait_is_longer_than_max_delay() {
+    let log = Log::default();
+    let backoff = Backoff::exponential(ms(100))
+        .cap(Duration::from_secs(10))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let layer = builder()
+        .max_attempts(5)
+        .backoff(backoff)
+        .max_delay(ms(250))
+        .no_budget()
+        .build()
+        .unwrap();
+    let _ = layer.layer(always_failing(&log)).oneshot(1).await;
+    assert_eq!(log.times(), [ms(0), ms(100), ms(300), ms(550), ms(800)]);
+}

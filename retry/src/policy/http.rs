@@ -11,8 +11,8 @@ use crate::body::TryCloneBody;
 /// Retries idempotent HTTP requests on server errors, `429` and transport errors, honouring
 /// `Retry-After`.
 ///
-/// By default only `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE` and `TRACE` are retried (a
-/// `POST` may have taken effect before it failed), on every 5xx but `501 Not Implemented` and
+/// By default only `GET`, `HEAD`, `OPTIONS`, `PUT` and `DELETE` are retried (a `POST` may
+/// have taken effect before it failed), on every 5xx but `501 Not Implemented` and
 /// `505`, on `429 Too Many Requests`, and on errors (a refused connection, a reset). A
 /// `Retry-After` on a `429` or `503`, in seconds or as an HTTP-date, is the shortest wait
 /// before the retry; one longer than the layer's `max_delay` ends the retries at once.
@@ -37,6 +37,14 @@ const METHODS: [Method; 9] = [
     Method::CONNECT,
 ];
 
+const IDEMPOTENT: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PUT,
+    Method::DELETE,
+];
+
 fn method_bit(method: &Method) -> u16 {
     METHODS
         .iter()
@@ -58,7 +66,7 @@ impl HttpPolicy {
                 .with_too_many_requests()
                 .ignoring(StatusCode::NOT_IMPLEMENTED)
                 .ignoring(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
-            methods: [0, 1, 2, 3, 4, 5].iter().fold(0, |bits, i| bits | 1 << i),
+            methods: IDEMPOTENT.iter().fold(0, |bits, m| bits | method_bit(m)),
         }
     }
 
@@ -175,6 +183,7 @@ mod tests {
         }
         assert!(!policy.retries_method(&Method::POST));
         assert!(!policy.retries_method(&Method::PATCH));
+        assert!(!policy.retries_method(&Method::TRACE));
         assert!(
             policy
                 .with_method(Method::POST)

@@ -51,3 +51,59 @@ fn health_layer_allocates_nothing_per_call() {
         seawall_health::HealthLayer::new(&tracker, seawall_health::RateConfig::new(component));
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn retry_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    // The defaults, budget included: the request copy of a `u64` is free.
+    let layer = seawall_retry::RetryLayer::builder().build().unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}
+
+/// Fails every other call with an error of zero size (which boxes without allocating).
+#[derive(Clone, Default)]
+struct FailsEveryOther(bool);
+
+#[derive(Debug)]
+struct Flake;
+
+impl std::fmt::Display for Flake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("flake")
+    }
+}
+
+impl std::error::Error for Flake {}
+
+impl tower::Service<u64> for FailsEveryOther {
+    type Response = u64;
+    type Error = Flake;
+    type Future = std::future::Ready<Result<u64, Flake>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Flake>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        self.0 = !self.0;
+        std::future::ready(if self.0 { Err(Flake) } else { Ok(req) })
+    }
+}
+
+#[test]
+fn a_retry_allocates_nothing_either() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let backoff = seawall_core::backoff::Backoff::constant(Duration::ZERO)
+        .build()
+        .unwrap();
+    let layer = seawall_retry::RetryLayer::builder()
+        .backoff(backoff)
+        .no_budget()
+        .build()
+        .unwrap();
+    // Each call fails once and succeeds on its retry.
+    let mut svc = layer.layer(FailsEveryOther::default());
+    assert_eq!(allocations_per_call(&mut svc, 1000), 0.0);
+}

@@ -5,6 +5,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use seawall_bench::alloc::CountingAllocator;
 
 mod fallback;
+mod retry;
 mod timeout;
 
 #[global_allocator]
@@ -24,6 +25,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, fallback::bench
+    targets = timeout::bench, fallback::bench, retry::bench
 }
 criterion_main!(overhead);

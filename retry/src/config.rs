@@ -1,0 +1,421 @@
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall_core::backoff::{Backoff, Jitter};
+use seawall_core::config::{self, ConfigError};
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_NAME: &str = "retry";
+const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+const MAX_ATTEMPTS: u32 = 100;
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+const MAX_TTL: Duration = Duration::from_secs(60);
+const MAX_MIN_PER_SECOND: u32 = 1_000_000;
+
+fn default_backoff() -> Backoff {
+    Backoff::exponential(Duration::from_millis(100))
+        .cap(Duration::from_secs(5))
+        .jitter(Jitter::Full)
+        .build()
+        .expect("the default backoff is valid")
+}
+
+/// A validated retry configuration.
+///
+/// Deserializes from, for example,
+/// `{ "name": "payments", "max_attempts": 3, "backoff": { "kind": "exponential", "base": "100ms",
+/// "cap": "2s" }, "budget": { "ratio": 0.2, "min_per_second": 10, "ttl": "10s" } }`; a
+/// `"budget": null` turns the budget off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RetrySpec", into = "RetrySpec")]
+pub struct RetryConfig {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_elapsed: Option<Duration>,
+    pub(crate) budget: Option<BudgetConfig>,
+    pub(crate) seed: Option<u64>,
+}
+
+impl RetryConfig {
+    /// A builder for a configuration.
+    pub fn builder() -> RetryConfigBuilder {
+        RetryConfigBuilder::new()
+    }
+
+    /// The name of the layer instance, the `name` label of its metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The most attempts per call, the first one included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The delays between attempts.
+    pub fn backoff(&self) -> &Backoff {
+        &self.backoff
+    }
+
+    /// The longest wait before one retry: a longer backoff delay is cut to it, and a server or
+    /// rejection asking for longer ends the retries at once.
+    pub fn max_delay(&self) -> Duration {
+        self.max_delay
+    }
+
+    /// The longest a call may take, retries and waits included, before no more retries start.
+    pub fn max_elapsed(&self) -> Option<Duration> {
+        self.max_elapsed
+    }
+
+    /// The layer's own retry budget, if any.
+    pub fn budget(&self) -> Option<&BudgetConfig> {
+        self.budget.as_ref()
+    }
+
+    /// The jitter seed, when runs must repeat exactly.
+    pub fn seed(&self) -> Option<u64> {
+        self.seed
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig::try_from(RetrySpec::default()).expect("the default configuration is valid")
+    }
+}
+
+/// Builds a [`RetryConfig`], or straight a layer when made by `RetryLayer::builder`.
+#[derive(Debug)]
+pub struct RetryConfigBuilder<T = RetryConfig> {
+    spec: RetrySpec,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            spec: RetrySpec::default(),
+            _output: PhantomData,
+        }
+    }
+
+    /// The name of the layer instance (default `"retry"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = name.into();
+        self
+    }
+
+    /// The most attempts per call, the first one included, in `[1, 100]` (default 3).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.spec.max_attempts = max_attempts;
+        self
+    }
+
+    /// The delays between attempts (default: exponential from 100 ms, capped at 5 s, full
+    /// jitter).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.spec.backoff = backoff;
+        self
+    }
+
+    /// The longest wait before one retry, in `(0s, 1 day]` (default: the backoff's cap). A
+    /// longer backoff delay is cut to it; a `Retry-After`, gRPC pushback or rejection hint
+    /// asking for longer ends the retries at once rather than holding the caller.
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.spec.max_delay = Some(max_delay);
+        self
+    }
+
+    /// The longest a call may take, in `(0s, 1 day]`: no retry starts whose wait would end
+    /// later (default: no limit).
+    pub fn max_elapsed(mut self, max_elapsed: Duration) -> Self {
+        self.spec.max_elapsed = Some(max_elapsed);
+        self
+    }
+
+    /// The layer's own retry budget (default [`BudgetConfig::default`]: 20 %, 10/s, 10 s).
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.spec.budget = Some(budget);
+        self
+    }
+
+    /// No retry budget: only max attempts and max elapsed limit retries.
+    pub fn no_budget(mut self) -> Self {
+        self.spec.budget = None;
+        self
+    }
+
+    /// Seeds the jitter so that a run repeats exactly (default: a random seed per layer).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.spec.seed = Some(seed);
+        self
+    }
+
+    /// Checks the values and builds.
+    pub fn build(self) -> Result<T, ConfigError> {
+        RetryConfig::try_from(self.spec).map(T::from)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetrySpec {
+    #[serde(default = "default_name")]
+    name: String,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_backoff")]
+    backoff: Backoff,
+    #[serde(
+        default,
+        with = "config::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_delay: Option<Duration>,
+    #[serde(
+        default,
+        with = "config::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_elapsed: Option<Duration>,
+    #[serde(default = "default_budget")]
+    budget: Option<BudgetConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: default_backoff(),
+            max_delay: None,
+            max_elapsed: None,
+            budget: default_budget(),
+            seed: None,
+        }
+    }
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.into()
+}
+
+fn default_max_attempts() -> u32 {
+    DEFAULT_MAX_ATTEMPTS
+}
+
+fn default_budget() -> Option<BudgetConfig> {
+    Some(BudgetConfig::default())
+}
+
+impl TryFrom<RetrySpec> for RetryConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: RetrySpec) -> Result<Self, ConfigError> {
+        if spec.name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        let max_attempts = config::count_in("max_attempts", spec.max_attempts, 1..=MAX_ATTEMPTS)?;
+        let max_delay = match spec.max_delay {
+            Some(d) => config::positive_duration("max_delay", d, MAX_DURATION)?,
+            None => spec.backoff.max_delay(),
+        };
+        let max_elapsed = spec
+            .max_elapsed
+            .map(|d| config::positive_duration("max_elapsed", d, MAX_DURATION))
+            .transpose()?;
+        Ok(Self {
+            name: spec.name.into(),
+            max_attempts,
+            backoff: spec.backoff,
+            max_delay,
+            max_elapsed,
+            budget: spec.budget,
+            seed: spec.seed,
+        })
+    }
+}
+
+impl From<RetryConfig> for RetrySpec {
+    fn from(config: RetryConfig) -> Self {
+        Self {
+            name: config.name.to_string(),
+            max_attempts: config.max_attempts,
+            backoff: config.backoff,
+            max_delay: Some(config.max_delay),
+            max_elapsed: config.max_elapsed,
+            budget: config.budget,
+            seed: config.seed,
+        }
+    }
+}
+
+/// A validated retry budget: retries allowed as a share of recent requests, plus a floor.
+///
+/// Over any `ttl`, retries may make up at most `ratio` of the requests seen, plus
+/// `min_per_second × ttl` so that a quiet service can still retry. Deserializes from
+/// `{ "ratio": 0.2, "min_per_second": 10, "ttl": "10s" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BudgetSpec", into = "BudgetSpec")]
+pub struct BudgetConfig {
+    pub(crate) ratio: f64,
+    pub(crate) min_per_second: u32,
+    pub(crate) ttl: Duration,
+}
+
+impl BudgetConfig {
+    /// A budget of `ratio` retries per request in `[0, 1]`, at least `min_per_second` retries
+    /// per second in `[0, 1000000]`, counted over the last `ttl` in `[1s, 60s]` (whole seconds).
+    pub fn new(ratio: f64, min_per_second: u32, ttl: Duration) -> Result<Self, ConfigError> {
+        Self::try_from(BudgetSpec {
+            ratio,
+            min_per_second,
+            ttl,
+        })
+    }
+
+    /// Retries allowed per request.
+    pub fn ratio(&self) -> f64 {
+        self.ratio
+    }
+
+    /// Retries allowed per second whatever the traffic.
+    pub fn min_per_second(&self) -> u32 {
+        self.min_per_second
+    }
+
+    /// How long a request or retry counts.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+impl Default for BudgetConfig {
+    /// Finagle's and tower's defaults: 20 % of requests, 10 per second, over 10 s.
+    fn default() -> Self {
+        Self {
+            ratio: 0.2,
+            min_per_second: 10,
+            ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetSpec {
+    ratio: f64,
+    min_per_second: u32,
+    #[serde(with = "config::duration")]
+    ttl: Duration,
+}
+
+impl TryFrom<BudgetSpec> for BudgetConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: BudgetSpec) -> Result<Self, ConfigError> {
+        let ratio = config::ratio_or_zero("budget.ratio", spec.ratio)?;
+        let min_per_second = config::count_in(
+            "budget.min_per_second",
+            spec.min_per_second,
+            0..=MAX_MIN_PER_SECOND,
+        )?;
+        let ttl = config::duration_in("budget.ttl", spec.ttl, Duration::from_secs(1)..=MAX_TTL)?;
+        if ttl.subsec_nanos() != 0 {
+            return Err(ConfigError::new(
+                "budget.ttl",
+                format_args!("{ttl:?}"),
+                "whole seconds in [1s, 60s]",
+            ));
+        }
+        Ok(Self {
+            ratio,
+            min_per_second,
+            ttl,
+        })
+    }
+}
+
+impl From<BudgetConfig> for BudgetSpec {
+    fn from(config: BudgetConfig) -> Self {
+        Self {
+            ratio: config.ratio,
+            min_per_second: config.min_per_second,
+            ttl: config.ttl,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_three_attempts_and_a_budget() {
+        let config = RetryConfig::default();
+        assert_eq!(config.name(), "retry");
+        assert_eq!(config.max_attempts(), 3);
+        assert_eq!(config.budget(), Some(&BudgetConfig::default()));
+        assert_eq!(config.max_delay(), config.backoff().max_delay());
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let zero = RetryConfig::builder().max_attempts(0).build().unwrap_err();
+        assert_eq!(zero.field(), "max_attempts");
+        assert_eq!(zero.allowed(), "[1, 100]");
+        let elapsed = RetryConfig::builder()
+            .max_elapsed(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(elapsed.field(), "max_elapsed");
+        let name = RetryConfig::builder().name("").build().unwrap_err();
+        assert_eq!(name.field(), "name");
+        for ratio in [-0.1, 1.5, f64::NAN] {
+            let err = BudgetConfig::new(ratio, 10, Duration::from_secs(10)).unwrap_err();
+            assert_eq!(err.field(), "budget.ratio");
+        }
+        let ttl = BudgetConfig::new(0.2, 10, Duration::from_millis(1500)).unwrap_err();
+        assert_eq!(ttl.field(), "budget.ttl");
+        let ttl = BudgetConfig::new(0.2, 10, Duration::from_secs(61)).unwrap_err();
+        assert_eq!(ttl.allowed(), "[1s, 60s]");
+    }
+
+    #[test]
+    fn deserializes_validates_and_round_trips() {
+        let config: RetryConfig = serde_json::from_str(
+            r#"{"name": "payments", "max_attempts": 4,
+                "backoff": {"kind": "constant", "base": "50ms", "jitter": "none"},
+                "max_elapsed": "2s", "budget": {"ratio": 0.1, "min_per_second": 5, "ttl": "5s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.max_attempts(), 4);
+        assert_eq!(config.max_elapsed(), Some(Duration::from_secs(2)));
+        assert_eq!(config.budget().unwrap().ratio(), 0.1);
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(serde_json::from_str::<RetryConfig>(&json).unwrap(), config);
+
+        let off: RetryConfig = serde_json::from_str(r#"{"budget": null}"#).unwrap();
+        assert_eq!(off.budget(), None);
+        let bad = serde_json::from_str::<RetryConfig>(r#"{"max_attempts": 0}"#).unwrap_err();
+        assert!(bad.to_string().contains("max_attempts"), "{bad}");
+        let typo = serde_json::from_str::<RetryConfig>(r#"{"max_atempts": 2}"#).unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+        let ratio = serde_json::from_str::<RetryConfig>(
+            r#"{"budget": {"ratio": 2.0, "min_per_second": 1, "ttl": "1s"}}"#,
+        )
+        .unwrap_err();
+        assert!(ratio.to_string().contains("budget.ratio"), "{ratio}");
+        let cap = serde_json::from_str::<RetryConfig>(
+            r#"{"backoff": {"kind": "exponential", "base": "1s", "cap": "100ms"}}"#,
+        )
+        .unwrap_err();
+        assert!(cap.to_string().contains("backoff.cap"), "{cap}");
+    }
+}

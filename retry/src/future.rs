@@ -1,0 +1,253 @@
+//! The response future of [`Retry`](crate::Retry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use seawall_core::BoxError;
+use tokio::time::{Instant, Sleep, sleep};
+use tower::Service;
+
+use crate::layer::RetryEvent;
+use crate::policy::{RetryPolicy, Verdict};
+use crate::service::Shared;
+
+pin_project! {
+    /// One call with its retries: the current attempt, the wait before the next one, or the
+    /// inner service getting ready for it.
+    ///
+    /// It holds the copy of the request a retry would send and allocates nothing: the jitter
+    /// RNG is seeded and the timer set only when a retry is due. Dropping it drops the attempt
+    /// or the wait in flight, and no further attempt starts.
+    pub struct ResponseFuture<S, Req, P>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        request: Option<Req>,
+        shared: Arc<Shared<P>>,
+        attempt: u32,
+        started: Option<Instant>,
+        previous_delay: Duration,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // The attempt in flight.
+        Called {
+            #[pin]
+            future: F,
+        },
+        // The wait before the next attempt.
+        Waiting {
+            #[pin]
+            sleep: Sleep,
+        },
+        // The inner service getting ready for the next attempt.
+        Retrying,
+    }
+}
+
+impl<S, Req, P> ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        request: Option<Req>,
+        shared: Arc<Shared<P>>,
+        started: Option<Instant>,
+    ) -> Self {
+        Self {
+            state: State::Called { future },
+            service,
+            request,
+            shared,
+            attempt: 1,
+            started,
+            previous_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl<S, Req, P> fmt::Debug for ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Called { .. } => "called",
+            State::Waiting { .. } => "waiting",
+            State::Retrying => "retrying",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("name", &self.shared.name)
+            .field("attempt", &self.attempt)
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, P> Future for ResponseFuture<S, Req, P>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    P: RetryPolicy<Req, S::Response>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let verdict = this.shared.policy.judge(result.as_ref());
+                    let not_before = match verdict {
+                        Verdict::Success => {
+                            finish(this.shared, *this.attempt, true);
+                            return Poll::Ready(result);
+                        }
+                        Verdict::Failure => {
+                            finish(this.shared, *this.attempt, false);
+                            return Poll::Ready(result);
+                        }
+                        Verdict::Retry { not_before } => not_before,
+                    };
+                    let plan = if this.request.is_some() {
+                        plan_retry(
+                            this.shared,
+                            *this.attempt,
+                            *this.started,
+                            this.previous_delay,
+                            not_before,
+                            result.as_ref().err(),
+                        )
+                    } else {
+                        None
+                    };
+                    match plan {
+                        None => {
+                            finish(this.shared, *this.attempt, false);
+                            return Poll::Ready(result);
+                        }
+                        Some(delay) if delay.is_zero() => this.state.set(State::Retrying),
+                        Some(delay) => this.state.set(State::Waiting {
+                            sleep: sleep(delay),
+                        }),
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Retrying);
+                }
+                StateProj::Retrying => {
+                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
+                        finish(this.shared, *this.attempt, false);
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let Some(req) = this.request.take() else {
+                        unreachable!("a retry is planned only with a copy of the request");
+                    };
+                    *this.attempt += 1;
+                    if *this.attempt < this.shared.max_attempts {
+                        *this.request = this.shared.policy.clone_request(&req);
+                    }
+                    let future = this.service.call(req);
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+fn finish<P>(shared: &Shared<P>, attempts: u32, success: bool) {
+    let m = &shared.metrics;
+    let calls = match (success, attempts > 1) {
+        (true, false) => &m.success_without_retry,
+        (true, true) => &m.success_with_retry,
+        (false, false) => &m.failed_without_retry,
+        (false, true) => &m.failed_with_retry,
+    };
+    calls.increment(1);
+    m.attempts.increment(u64::from(attempts));
+}
+
+/// The wait before the next attempt, or `None` when no retry may start.
+#[cold]
+#[inline(never)]
+fn plan_retry<P>(
+    shared: &Shared<P>,
+    attempt: u32,
+    started: Option<Instant>,
+    previous_delay: &mut Duration,
+    not_before: Option<Duration>,
+    error: Option<&BoxError>,
+) -> Option<Duration> {
+    let name = &*shared.name;
+    if attempt >= shared.max_attempts {
+        tracing::debug!(name, attempt, "max attempts reached");
+        return None;
+    }
+    if let Some(hint) = not_before
+        && hint > shared.max_delay
+    {
+        tracing::debug!(name, attempt, ?hint, max_delay = ?shared.max_delay, "retry hint beyond max delay, giving up");
+        return None;
+    }
+    // A fresh small RNG per retry keeps the future small; numbering the retries makes a run on
+    // one thread repeat exactly.
+    let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
+    let mut rng = SmallRng::seed_from_u64(shared.seed.wrapping_add(n));
+    // Before the first retry, zero: the backoff reads it as its base.
+    let backoff = shared.backoff.delay(attempt, *previous_delay, &mut rng);
+    *previous_delay = backoff;
+    // Never sooner than the hint (at most `max_delay`, checked above), never longer than
+    // `max_delay`.
+    let delay = not_before
+        .map_or(backoff, |hint| hint.max(backoff))
+        .min(shared.max_delay);
+    if let (Some(max), Some(started)) = (shared.max_elapsed, started)
+        && started.elapsed() + delay > max
+    {
+        tracing::debug!(
+            name,
+            attempt,
+            ?delay,
+            "retry would end after max elapsed, giving up"
+        );
+        return None;
+    }
+    if let Some(budget) = &shared.budget
+        && !budget.withdraw()
+    {
+        shared.metrics.budget_exhausted.increment(1);
+        tracing::debug!(name, attempt, "retry budget exhausted");
+        return None;
+    }
+    let next = attempt + 1;
+    match error {
+        Some(error) => tracing::debug!(name, attempt = next, ?delay, %error, "retrying"),
+        None => tracing::debug!(name, attempt = next, ?delay, "retrying"),
+    }
+    if let Some(hook) = &shared.on_retry {
+        hook(RetryEvent {
+            name,
+            attempt: next,
+            delay,
+        });
+    }
+    Some(delay)
+}

@@ -1,0 +1,118 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use crate::budget::RetryBudget;
+use crate::config::{RetryConfig, RetryConfigBuilder};
+use crate::policy::DefaultPolicy;
+use crate::service::{Retry, Shared};
+
+/// Applies [`Retry`] to every call of the inner service.
+///
+/// Its budget and metric handles are made when it is built (with the recorder in place then)
+/// and shared by every service it wraps, so axum calling `layer()` per connection still gives
+/// one budget.
+pub struct RetryLayer<P = DefaultPolicy> {
+    shared: Arc<Shared<P>>,
+}
+
+/// What a retry hook is told, before the wait for each retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// The number of the attempt about to be made: 2 for the first retry.
+    pub attempt: u32,
+    /// The wait before it.
+    pub delay: Duration,
+}
+
+impl RetryLayer {
+    /// A layer from a validated configuration, retrying with [`DefaultPolicy`].
+    pub fn new(config: RetryConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared::new(&config, DefaultPolicy)),
+        }
+    }
+
+    /// A builder whose `build` makes the layer.
+    pub fn builder() -> RetryConfigBuilder<Self> {
+        RetryConfigBuilder::new()
+    }
+}
+
+impl<P> RetryLayer<P> {
+    /// Decides what is retried with `policy` (such as `HttpPolicy` or `GrpcPolicy`).
+    pub fn policy<Q>(self, policy: Q) -> RetryLayer<Q> {
+        RetryLayer {
+            shared: Arc::new(self.shared.with_policy(Arc::new(policy))),
+        }
+    }
+
+    /// Draws retries from `budget`, which other layers may share, instead of the layer's own.
+    pub fn with_budget(self, budget: RetryBudget) -> Self {
+        self.update(|shared| shared.budget = Some(budget))
+    }
+
+    /// Calls `hook` before the wait for each retry.
+    pub fn on_retry(self, hook: impl Fn(RetryEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.update(|shared| shared.on_retry = Some(Arc::new(hook)))
+    }
+
+    /// The budget retries are drawn from, if any.
+    pub fn budget(&self) -> Option<&RetryBudget> {
+        self.shared.budget.as_ref()
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn update(self, f: impl FnOnce(&mut Shared<P>)) -> Self {
+        let mut shared = self.shared.with_policy(self.shared.policy.clone());
+        f(&mut shared);
+        Self {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+impl From<RetryConfig> for RetryLayer {
+    fn from(config: RetryConfig) -> Self {
+        Self::new(config)
+    }
+}
+
+impl<P> Clone for RetryLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, P> Layer<S> for RetryLayer<P> {
+    type Service = Retry<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::new(inner, self.shared.clone())
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for RetryLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("RetryLayer")
+            .field("name", &s.name)
+            .field("max_attempts", &s.max_attempts)
+            .field("backoff", &s.backoff)
+            .field("max_delay", &s.max_delay)
+            .field("max_elapsed", &s.max_elapsed)
+            .field("budget", &s.budget)
+            .field("policy", &s.policy)
+            .finish()
+    }
+}

@@ -1,0 +1,79 @@
+//! Retry for tower services, built so that a stack never multiplies load on a failing
+//! downstream.
+//!
+//! A call that failed for a passing reason (a dropped connection, a restarting instance, a
+//! brief overload) often works the second time. Retrying it hides the blip from the caller.
+//! Retrying blindly does the opposite when the downstream is truly down: every caller sends
+//! two or three times the traffic that broke it. So every retry here waits on a backoff with
+//! jitter, and draws from a [`RetryBudget`] (on by default: 20 % of recent requests plus 10
+//! per second) so that retries stay a small share of traffic however long the outage lasts.
+//!
+//! What is retried is a [`RetryPolicy`]'s call: [`DefaultPolicy`] retries any error of a
+//! `Clone` request; `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
+//! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) `UNAVAILABLE`, honouring
+//! `grpc-retry-pushback-ms`. A [`Rejected`](seawall_core::Rejected) from an inner circuit
+//! breaker or bulkhead is never retried before its `retry_after`, and a wait longer than
+//! `max_delay` ends the retries at once instead of holding the caller.
+//!
+//! Where it goes in a client stack: inside a total timeout (which bounds the whole call,
+//! retries included; dropping the call stops retrying at once) and outside the circuit
+//! breaker and a per-attempt timeout, so each attempt is judged and bounded on its own. For
+//! HTTP requests, put `ReplayBodyLayer` (feature `http`) above it so that bodies can be sent
+//! again.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_core::BoxError;
+//! use seawall_core::backoff::Backoff;
+//! use seawall_retry::RetryLayer;
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let flaky = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let svc = ServiceBuilder::new()
+//!     .layer(
+//!         RetryLayer::builder()
+//!             .name("inventory")
+//!             .max_attempts(3)
+//!             .backoff(Backoff::exponential(Duration::from_millis(10)).cap(Duration::from_secs(1)).build()?)
+//!             .build()?,
+//!     )
+//!     .service(service_fn(move |sku: u32| {
+//!         let failures = flaky.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!         async move {
+//!             if failures == 0 { Err::<u32, BoxError>("connection reset".into()) } else { Ok(sku * 10) }
+//!         }
+//!     }));
+//! assert_eq!(svc.oneshot(7).await?, 70); // the first attempt failed, the retry worked
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics: `seawall_retry_calls_total{name, kind}` with `kind` one of
+//! `success_without_retry`, `success_with_retry`, `failed_without_retry`, `failed_with_retry`;
+//! `seawall_retry_attempts_total{name}` (every attempt sent, the first included, so attempts
+//! over calls is the load amplification); `seawall_retry_budget_exhausted_total{name}`. Each
+//! retry is logged at `debug` with its attempt number and delay, and told to the
+//! [`on_retry`](RetryLayer::on_retry) hook.
+
+#[cfg(feature = "http")]
+pub mod body;
+pub mod budget;
+mod config;
+pub mod future;
+mod layer;
+pub mod policy;
+mod service;
+
+#[cfg(feature = "http")]
+pub use self::body::{ReplayBody, ReplayBodyLayer, ReplayBodyService, TryCloneBody};
+pub use self::budget::RetryBudget;
+pub use self::config::{BudgetConfig, RetryConfig, RetryConfigBuilder};
+pub use self::layer::{RetryEvent, RetryLayer};
+#[cfg(feature = "grpc")]
+pub use self::policy::GrpcPolicy;
+#[cfg(feature = "http")]
+pub use self::policy::HttpPolicy;
+pub use self::policy::{DefaultPolicy, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict};
+pub use self::service::Retry;

@@ -1,0 +1,238 @@
+//! What is retried: which requests may be sent again, and which results call for it.
+//!
+//! A [`RetryPolicy`] answers two questions. Before the first attempt, [`clone_request`]
+//! makes the copy a retry would send, or refuses (a `POST`, a body too large to replay): a
+//! request that cannot be retried is never copied. After each attempt, [`judge`] gives the
+//! [`Verdict`]: a success, a failure to hand back as it is, or a failure worth another try,
+//! perhaps not before a time the downstream named.
+//!
+//! Whatever the policy, a [`Rejected`](seawall_core::Rejected) from an inner circuit breaker,
+//! bulkhead or rate limiter is never retried before its `retry_after`: hammering an open
+//! breaker only spends the budget. [`rejection_verdict`] gives that rule to custom policies.
+//!
+//! Built-ins: [`DefaultPolicy`] (any error, for any `Clone` request), [`RetryOn`] (a
+//! [`Classify`] from seawall-core decides), [`PolicyFn`] (a closure), `HttpPolicy` (feature
+//! `http`) and `GrpcPolicy` (feature `grpc`).
+//!
+//! [`clone_request`]: RetryPolicy::clone_request
+//! [`judge`]: RetryPolicy::judge
+
+#[cfg(feature = "grpc")]
+mod grpc;
+#[cfg(feature = "http")]
+mod http;
+
+#[cfg(feature = "grpc")]
+pub use self::grpc::GrpcPolicy;
+#[cfg(feature = "http")]
+pub use self::http::{HttpPolicy, clone_http_request, parse_retry_after};
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use seawall_core::classify::{Classified, Classify, Outcome};
+use seawall_core::{BoxError, RejectionKind, rejected};
+
+/// What one attempt's result means to the retry layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The attempt worked: hand its result back.
+    Success,
+    /// The attempt failed and must not be retried: hand its result back.
+    Failure,
+    /// The attempt failed and may be retried, not before `not_before` when the downstream or
+    /// an inner layer named a time.
+    Retry {
+        /// The shortest wait before the retry; a longer backoff delay still applies.
+        not_before: Option<Duration>,
+    },
+}
+
+impl Verdict {
+    /// A retry after the backoff delay alone.
+    pub const RETRY: Self = Self::Retry { not_before: None };
+}
+
+/// Decides which requests may be retried and which results call for a retry.
+pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
+    /// The copy of `req` a retry would send, or `None` when `req` must be sent only once.
+    fn clone_request(&self, req: &Req) -> Option<Req>;
+
+    /// What the result of one attempt means.
+    fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict;
+}
+
+/// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.
+///
+/// A rejection with a `retry_after` (an open breaker, a full bulkhead, a rate limit) may be
+/// retried only after it; a rejection without one is retried as any error. A retry layer's
+/// own `BudgetExhausted` is never retried: retrying it would multiply the retries it refused.
+pub fn rejection_verdict(err: &BoxError) -> Option<Verdict> {
+    let rejection = rejected(&**err)?;
+    Some(match (rejection.kind(), rejection.retry_after()) {
+        (RejectionKind::BudgetExhausted, _) => Verdict::Failure,
+        (_, after) => Verdict::Retry { not_before: after },
+    })
+}
+
+/// Retries any error, for any request that is `Clone`; every response is a success.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultPolicy;
+
+impl<Req: Clone, Res> RetryPolicy<Req, Res> for DefaultPolicy {
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict {
+        match result {
+            Ok(_) => Verdict::Success,
+            Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
+        }
+    }
+}
+
+/// Retries the results a seawall-core [`Classify`] calls failures, for any `Clone` request.
+///
+/// A result known only at the end of its stream (a gRPC status in trailers) is already on
+/// its way to the caller and counts as a success here.
+///
+/// ```
+/// use http::Response;
+/// use seawall_core::classify::HttpStatus;
+/// use seawall_retry::{RetryOn, RetryPolicy, Verdict};
+///
+/// let policy = RetryOn::new(HttpStatus::server_errors());
+/// let res = Response::builder().status(502).body(()).unwrap();
+/// assert_eq!(RetryPolicy::<(), _>::judge(&policy, Ok(&res)), Verdict::RETRY);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryOn<C> {
+    classify: C,
+}
+
+impl<C> RetryOn<C> {
+    /// Retries what `classify` calls a failure.
+    pub fn new(classify: C) -> Self {
+        Self { classify }
+    }
+}
+
+impl<Req, Res, C> RetryPolicy<Req, Res> for RetryOn<C>
+where
+    Req: Clone,
+    C: Classify<Res, BoxError>,
+{
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict {
+        if let Err(err) = result
+            && let Some(verdict) = rejection_verdict(err)
+        {
+            return verdict;
+        }
+        match self.classify.classify(result) {
+            Classified::Now(Outcome::Failure) => Verdict::RETRY,
+            Classified::Now(_) | Classified::AtEndOfStream => Verdict::Success,
+        }
+    }
+}
+
+/// A policy from a closure that judges results, for any `Clone` request.
+///
+/// ```
+/// use seawall_retry::{PolicyFn, RetryPolicy, Verdict, rejection_verdict};
+///
+/// // Retry errors and empty answers.
+/// let policy = PolicyFn::new(|result: Result<&Option<u32>, &seawall_core::BoxError>| match result {
+///     Ok(Some(_)) => Verdict::Success,
+///     Ok(None) => Verdict::RETRY,
+///     Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
+/// });
+/// assert_eq!(RetryPolicy::<u8, _>::judge(&policy, Ok(&None)), Verdict::RETRY);
+/// ```
+pub struct PolicyFn<F, Res> {
+    f: F,
+    _types: PhantomData<fn(&Res)>,
+}
+
+impl<F, Res> PolicyFn<F, Res>
+where
+    F: Fn(Result<&Res, &BoxError>) -> Verdict,
+{
+    /// Judges results with `f`.
+    pub fn new(f: F) -> Self {
+        Self {
+            f,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F: Clone, Res> Clone for PolicyFn<F, Res> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, Res> fmt::Debug for PolicyFn<F, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyFn").finish_non_exhaustive()
+    }
+}
+
+impl<Req, Res, F> RetryPolicy<Req, Res> for PolicyFn<F, Res>
+where
+    Req: Clone,
+    Res: 'static,
+    F: Fn(Result<&Res, &BoxError>) -> Verdict + Send + Sync + 'static,
+{
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict {
+        (self.f)(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seawall_core::Rejected;
+
+    fn judge(err: BoxError) -> Verdict {
+        RetryPolicy::<(), ()>::judge(&DefaultPolicy, Err(&err))
+    }
+
+    #[test]
+    fn any_error_is_retried_and_any_response_succeeds() {
+        assert_eq!(judge("boom".into()), Verdict::RETRY);
+        assert_eq!(
+            RetryPolicy::<(), ()>::judge(&DefaultPolicy, Ok(&())),
+            Verdict::Success
+        );
+    }
+
+    #[test]
+    fn rejections_wait_for_their_retry_after() {
+        let open = Rejected::new(RejectionKind::CircuitOpen, "db")
+            .with_retry_after(Duration::from_secs(2));
+        assert_eq!(
+            judge(open.into()),
+            Verdict::Retry {
+                not_before: Some(Duration::from_secs(2))
+            }
+        );
+        let full = Rejected::new(RejectionKind::BulkheadFull, "db");
+        assert_eq!(judge(full.into()), Verdict::RETRY);
+        let budget = Rejected::new(RejectionKind::BudgetExhausted, "inner");
+        assert_eq!(judge(budget.into()), Verdict::Failure);
+    }
+}

@@ -1,0 +1,190 @@
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::mem;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::Counter;
+use seawall_core::BoxError;
+use seawall_core::backoff::Backoff;
+use seawall_core::metrics::MetricScope;
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::budget::RetryBudget;
+use crate::config::RetryConfig;
+use crate::future::ResponseFuture;
+use crate::layer::RetryEvent;
+use crate::policy::RetryPolicy;
+
+pub(crate) type RetryHook = Arc<dyn Fn(RetryEvent<'_>) + Send + Sync>;
+
+/// The metric handles of one layer instance.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub(crate) success_without_retry: Counter,
+    pub(crate) success_with_retry: Counter,
+    pub(crate) failed_without_retry: Counter,
+    pub(crate) failed_with_retry: Counter,
+    pub(crate) attempts: Counter,
+    pub(crate) budget_exhausted: Counter,
+}
+
+impl Metrics {
+    fn new(scope: &MetricScope) -> Self {
+        const CALLS: &str = "seawall_retry_calls_total";
+        Self {
+            success_without_retry: scope.counter(CALLS, &[("kind", "success_without_retry")]),
+            success_with_retry: scope.counter(CALLS, &[("kind", "success_with_retry")]),
+            failed_without_retry: scope.counter(CALLS, &[("kind", "failed_without_retry")]),
+            failed_with_retry: scope.counter(CALLS, &[("kind", "failed_with_retry")]),
+            attempts: scope.counter("seawall_retry_attempts_total", &[]),
+            budget_exhausted: scope.counter("seawall_retry_budget_exhausted_total", &[]),
+        }
+    }
+}
+
+/// What every clone of one layer's services shares.
+pub(crate) struct Shared<P> {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_delay: Duration,
+    pub(crate) max_elapsed: Option<Duration>,
+    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) seed: u64,
+    /// Numbers the retries, whose jitter RNG is seeded from `seed` and this number, so that a
+    /// run on one thread repeats exactly.
+    pub(crate) sequence: AtomicU64,
+    pub(crate) policy: Arc<P>,
+    pub(crate) metrics: Metrics,
+    pub(crate) on_retry: Option<RetryHook>,
+}
+
+impl<P> Shared<P> {
+    pub(crate) fn new(config: &RetryConfig, policy: P) -> Self {
+        let scope = MetricScope::new(config.name.clone());
+        Self {
+            name: config.name.clone(),
+            max_attempts: config.max_attempts,
+            backoff: config.backoff,
+            max_delay: config.max_delay,
+            max_elapsed: config.max_elapsed,
+            budget: config.budget.map(RetryBudget::new),
+            // Without a seed, each layer draws its own, so a fleet of clients does not jitter
+            // in step.
+            seed: config
+                .seed
+                .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name))),
+            sequence: AtomicU64::new(0),
+            policy: Arc::new(policy),
+            metrics: Metrics::new(&scope),
+            on_retry: None,
+        }
+    }
+
+    /// The same settings and metric handles with another policy.
+    pub(crate) fn with_policy<Q>(&self, policy: Arc<Q>) -> Shared<Q> {
+        Shared {
+            name: self.name.clone(),
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            max_delay: self.max_delay,
+            max_elapsed: self.max_elapsed,
+            budget: self.budget.clone(),
+            seed: self.seed,
+            sequence: AtomicU64::new(0),
+            policy,
+            metrics: self.metrics.clone(),
+            on_retry: self.on_retry.clone(),
+        }
+    }
+}
+
+/// Retries failed calls of the inner service as its policy says, within max attempts, max
+/// elapsed time and the retry budget.
+///
+/// Made by [`RetryLayer`](crate::RetryLayer).
+pub struct Retry<S, P> {
+    inner: S,
+    shared: Arc<Shared<P>>,
+}
+
+impl<S, P> Retry<S, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<P>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, P> Clone for Retry<S, P> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .field("max_attempts", &self.shared.max_attempts)
+            .field("policy", &self.shared.policy)
+            .finish()
+    }
+}
+
+impl<S, Req, P> Service<Req> for Retry<S, P>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    P: RetryPolicy<Req, S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, P>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        let request = if shared.max_attempts > 1 {
+            shared.policy.clone_request(&req)
+        } else {
+            None
+        };
+        let started = if shared.budget.is_some() || shared.max_elapsed.is_some() {
+            let now = Instant::now();
+            if let Some(budget) = &shared.budget {
+                budget.deposit_at(now);
+            }
+            Some(now)
+        } else {
+            None
+        };
+        // The service that `poll_ready` readied takes this call and its retries; this handle
+        // keeps a fresh clone, to be readied for the next call.
+        let fresh = self.inner.clone();
+        let mut service = mem::replace(&mut self.inner, fresh);
+        let future = service.call(req);
+        ResponseFuture::new(future, service, request, shared.clone(), started)
+    }
+}

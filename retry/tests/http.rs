@@ -1,0 +1,339 @@
+//! HTTP retries: idempotent methods, Retry-After, and replayable bodies.
+#![cfg(feature = "http")]
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::routing::any;
+use bytes::Bytes;
+use futures::channel::mpsc;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use seawall_core::BoxError;
+use seawall_core::backoff::{Backoff, Jitter};
+use seawall_retry::{HttpPolicy, ReplayBody, ReplayBodyLayer, RetryLayer};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn layer() -> RetryLayer<HttpPolicy> {
+    RetryLayer::builder()
+        .name("http")
+        .max_attempts(3)
+        .backoff(
+            Backoff::constant(ms(10))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .max_delay(Duration::from_secs(10))
+        .no_budget()
+        .build()
+        .unwrap()
+        .policy(HttpPolicy::new())
+}
+
+/// What the downstream saw: when each attempt came and the body it carried.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<(Instant, Bytes)>>>);
+
+impl Seen {
+    fn times(&self) -> Vec<Duration> {
+        let seen = self.0.lock().unwrap();
+        seen.iter()
+            .map(|(t, _)| t.duration_since(seen[0].0))
+            .collect()
+    }
+
+    fn bodies(&self) -> Vec<Bytes> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+/// A downstream that reads each request body and answers attempt `n` with `respond(n)`.
+fn downstream<B>(
+    seen: &Seen,
+    respond: impl Fn(usize) -> Response<()> + Send + Sync + 'static,
+) -> impl Service<Request<B>, Response = Response<()>, Error = BoxError, Future = impl Send> + Clone
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let seen = seen.clone();
+    let respond = Arc::new(respond);
+    service_fn(move |req: Request<B>| {
+        let (seen, respond) = (seen.clone(), respond.clone());
+        async move {
+            let at = Instant::now();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(Into::into)?
+                .to_bytes();
+            let n = {
+                let mut seen = seen.0.lock().unwrap();
+                seen.push((at, body));
+                seen.len() - 1
+            };
+            Ok::<_, BoxError>(respond(n))
+        }
+    })
+}
+
+fn status(code: u16) -> Response<()> {
+    Response::builder().status(code).body(()).unwrap()
+}
+
+fn with_retry_after(code: u16, value: &str) -> Response<()> {
+    let mut res = status(code);
+    res.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+    res
+}
+
+fn request(method: Method) -> Request<Empty<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri("/orders")
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn idempotent_requests_are_retried_on_server_errors() {
+    let seen = Seen::default();
+    let svc = layer().layer(downstream(&seen, |n| status(if n < 2 { 503 } else { 200 })));
+    let res = svc.oneshot(request(Method::GET)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(seen.times().len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_idempotent_requests_are_not_retried() {
+    for method in [Method::POST, Method::PATCH] {
+        let seen = Seen::default();
+        let svc = layer().layer(downstream(&seen, |_| status(503)));
+        let res = svc.oneshot(request(method.clone())).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(seen.times().len(), 1, "{method}");
+    }
+    let seen = Seen::default();
+    let svc = layer()
+        .policy(HttpPolicy::new().with_method(Method::POST))
+        .layer(downstream(&seen, |_| status(503)));
+    let _ = svc.oneshot(request(Method::POST)).await.unwrap();
+    assert_eq!(seen.times().len(), 3, "POST once allowed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_and_501_are_not_retried() {
+    for code in [400, 404, 501] {
+        let seen = Seen::default();
+        let svc = layer().layer(downstream(&seen, move |_| status(code)));
+        let _ = svc.oneshot(request(Method::GET)).await.unwrap();
+        assert_eq!(seen.times().len(), 1, "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_in_seconds_sets_the_next_delay() {
+    for code in [429, 503] {
+        let seen = Seen::default();
+        let svc = layer().layer(downstream(&seen, move |n| {
+            if n == 0 {
+                with_retry_after(code, "2")
+            } else {
+                status(200)
+            }
+        }));
+        let res = svc.oneshot(request(Method::GET)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(seen.times(), [ms(0), Duration::from_secs(2)], "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_as_an_http_date_sets_the_next_delay() {
+    let date = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
+    let seen = Seen::default();
+    let svc = layer().layer(downstream(&seen, move |n| {
+        if n == 0 {
+            with_retry_after(503, &date)
+        } else {
+            status(200)
+        }
+    }));
+    let _ = svc.oneshot(request(Method::GET)).await.unwrap();
+    let wait = seen.times()[1];
+    // The date is in whole seconds: up to one second is lost in writing it.
+    assert!(
+        wait >= Duration::from_secs(1) && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_max_delay_returns_the_response_at_once() {
+    let seen = Seen::default();
+    let svc = layer().layer(downstream(&seen, |_| with_retry_after(503, "120")));
+    let start = Instant::now();
+    let res = svc.oneshot(request(Method::GET)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.times().len(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn headers_and_extensions_are_copied_to_each_retry() {
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tenant(&'static str);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let svc = layer().layer(service_fn(move |req: Request<Empty<Bytes>>| {
+        sink.lock().unwrap().push((
+            req.uri().clone(),
+            req.headers().get("x-id").cloned(),
+            req.extensions().get::<Tenant>().cloned(),
+        ));
+        let n = sink.lock().unwrap().len();
+        std::future::ready(Ok::<_, BoxError>(status(if n < 2 { 502 } else { 200 })))
+    }));
+    let mut req = request(Method::GET);
+    req.headers_mut()
+        .insert("x-id", HeaderValue::from_static("42"));
+    req.extensions_mut().insert(Tenant("acme"));
+    let _ = svc.oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[1].2, Some(Tenant("acme")));
+}
+
+fn replaying<B>(
+    limit: usize,
+    seen: &Seen,
+) -> impl Service<Request<B>, Response = Response<()>, Error = BoxError>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new(limit))
+        .layer(layer())
+        .service(downstream::<ReplayBody<B>>(seen, |_| status(503)))
+}
+
+fn put(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::PUT)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_within_the_limit_is_replayed_on_every_attempt() {
+    let seen = Seen::default();
+    let _ = replaying(64, &seen).oneshot(put("hello")).await.unwrap();
+    assert_eq!(seen.bodies(), ["hello", "hello", "hello"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_the_limit_is_sent_once_and_whole() {
+    let seen = Seen::default();
+    let res = replaying(4, &seen)
+        .oneshot(put("hello world"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.bodies(), ["hello world"]);
+}
+
+type Chunks = StreamBody<mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>>;
+
+fn chunked() -> (
+    mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>,
+    Chunks,
+) {
+    let (tx, rx) = mpsc::unbounded();
+    (tx, StreamBody::new(rx))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_of_unknown_length_that_is_all_there_is_replayed() {
+    let (tx, body) = chunked();
+    for chunk in ["ab", "cd"] {
+        tx.unbounded_send(Ok(Frame::data(Bytes::from(chunk))))
+            .unwrap();
+    }
+    drop(tx);
+    let req = Request::builder().method(Method::GET).body(body).unwrap();
+    let seen = Seen::default();
+    let _ = replaying(64, &seen).oneshot(req).await.unwrap();
+    assert_eq!(seen.bodies(), ["abcd", "abcd", "abcd"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_that_would_wait_is_sent_once_and_whole() {
+    let (tx, body) = chunked();
+    tx.unbounded_send(Ok(Frame::data(Bytes::from("first "))))
+        .unwrap();
+    let req = Request::builder().method(Method::GET).body(body).unwrap();
+    let seen = Seen::default();
+    let rest = async move {
+        tokio::task::yield_now().await;
+        tx.unbounded_send(Ok(Frame::data(Bytes::from("second"))))
+            .unwrap();
+    };
+    let (res, ()) = tokio::join!(replaying(64, &seen).oneshot(req), rest);
+    let res = res.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(seen.bodies(), ["first second"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn works_with_axum_bodies_and_routers() {
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let sink = attempts.clone();
+    let router = Router::new().route(
+        "/orders",
+        any(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                let mut seen = sink.lock().unwrap();
+                seen.push(body);
+                if seen.len() < 3 {
+                    StatusCode::BAD_GATEWAY
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(ReplayBodyLayer::default())
+        .layer(layer())
+        .service(router);
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri("/orders")
+        .body(axum::body::Body::from("order 7"))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(*attempts.lock().unwrap(), ["order 7", "order 7", "order 7"]);
+}

@@ -42,6 +42,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::timeout::TimeoutLayer<D>,
     ) -> With<crate::timeout::TimeoutLayer<D>, L>;
 
+    /// Adds retries.
+    #[cfg(feature = "retry")]
+    fn with_retry<P>(
+        self,
+        layer: crate::retry::RetryLayer<P>,
+    ) -> With<crate::retry::RetryLayer<P>, L>;
+
     /// Adds a fallback.
     #[cfg(feature = "fallback")]
     fn with_fallback<Src, W>(
@@ -72,6 +79,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::timeout::TimeoutLayer<D>,
     ) -> With<crate::timeout::TimeoutLayer<D>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "retry")]
+    fn with_retry<P>(
+        self,
+        layer: crate::retry::RetryLayer<P>,
+    ) -> With<crate::retry::RetryLayer<P>, L> {
         self.layer(layer)
     }
 

@@ -6,6 +6,7 @@
 //! | module | feature | what it does |
 //! |---|---|---|
 //! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
+//! | [`retry`] | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
 //! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
 //! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
@@ -45,5 +46,7 @@ pub use seawall_core::http;
 pub use seawall_fallback as fallback;
 #[cfg(feature = "health")]
 pub use seawall_health as health;
+#[cfg(feature = "retry")]
+pub use seawall_retry as retry;
 #[cfg(feature = "timeout")]
 pub use seawall_timeout as timeout;

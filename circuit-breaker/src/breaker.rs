@@ -15,8 +15,9 @@
 //!
 //! Half-open probes live in one more `AtomicU64`: the generation's low 16 bits, probes in
 //! flight, successes and failures, 16 bits each, changed only by compare-and-swap, so no
-//! interleaving ever admits more than the configured number of probes at once, and a probe
-//! that belongs to an earlier half-open phase cannot touch the current one.
+//! interleaving ever admits more than the configured number of probes at once. A probe that
+//! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
+//! downstream) but its result does not count in the current phase.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -57,11 +58,13 @@ fn generation_of(word: u64) -> u64 {
     word >> STATE_BITS
 }
 
-// ===== probe word: tag (16) | in flight (16) | successes (16) | failures (16) =====
+// ===== probe word: phase tag (16) | in flight (16) | successes (16) | failures (16) =====
+// Successes and failures belong to the phase of the tag; probes in flight may be of any phase.
 
 const PROBE_BAD: u64 = 1;
 const PROBE_OK: u64 = 1 << 16;
 const PROBE_IN_FLIGHT: u64 = 1 << 32;
+const PROBE_IN_FLIGHT_MASK: u64 = 0xffff << 32;
 const PROBE_TAG_SHIFT: u32 = 48;
 
 fn probe_tag(generation: u64) -> u64 {
@@ -591,28 +594,31 @@ impl Breaker {
         }
     }
 
-    /// Frees the probe slot of `generation` and counts `bad` (when given); the new probe word,
-    /// or `None` for a probe of an earlier half-open phase.
+    /// Frees the probe slot of a probe admitted in `generation` and, if that half-open phase is
+    /// still on, counts `bad` (when given); the new probe word, or `None` for a probe of an
+    /// earlier phase (whose slot is freed all the same: it was in flight until now).
     fn settle_probe(&self, generation: u64, bad: Option<bool>) -> Option<u64> {
         let tag = probe_tag(generation);
         let mut current = self.probes.load(Ordering::Acquire);
         loop {
-            if current >> PROBE_TAG_SHIFT != tag || probe_field(current, PROBE_IN_FLIGHT) == 0 {
+            if probe_field(current, PROBE_IN_FLIGHT) == 0 {
+                debug_assert!(false, "a probe settled twice");
                 return None;
             }
-            let next = current - PROBE_IN_FLIGHT
-                + match bad {
-                    Some(true) => PROBE_BAD,
-                    Some(false) => PROBE_OK,
-                    None => 0,
-                };
+            let same_phase = current >> PROBE_TAG_SHIFT == tag;
+            let counted = match bad {
+                Some(true) if same_phase => PROBE_BAD,
+                Some(false) if same_phase => PROBE_OK,
+                _ => 0,
+            };
+            let next = current - PROBE_IN_FLIGHT + counted;
             match self.probes.compare_exchange_weak(
                 current,
                 next,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return Some(next),
+                Ok(_) => return same_phase.then_some(next),
                 Err(actual) => current = actual,
             }
         }
@@ -681,8 +687,14 @@ impl Breaker {
                     .store(now.saturating_add(nanos(open)), Ordering::Release);
             }
             CircuitState::HalfOpen => {
-                self.probes
-                    .store(probe_tag(generation) << PROBE_TAG_SHIFT, Ordering::Release);
+                // Probes of earlier phases still in flight keep their slots: never more than
+                // the configured number of probes reach the downstream at once.
+                let tag = probe_tag(generation) << PROBE_TAG_SHIFT;
+                let _ = self
+                    .probes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                        Some(tag | (word & PROBE_IN_FLIGHT_MASK))
+                    });
                 let deadline = self
                     .rules
                     .half_open_max_wait

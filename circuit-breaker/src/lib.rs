@@ -84,9 +84,7 @@ pub use self::config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, OpenDu
 pub use self::handle::CircuitBreakerHandle;
 pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
-#[cfg(feature = "http")]
-pub use self::retry_after::RetryAfterHeader;
-pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn};
+pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;
 pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
 pub use self::window::WindowCounts;

@@ -83,11 +83,9 @@ where
 ///
 /// An HTTP-date, which would need the wall clock, is ignored and the configured open duration
 /// applies.
-#[cfg(feature = "http")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RetryAfterHeader;
 
-#[cfg(feature = "http")]
 impl<B, E> RetryAfter<http::Response<B>, E> for RetryAfterHeader
 where
     B: 'static,
@@ -100,7 +98,7 @@ where
     }
 }
 
-#[cfg(all(test, feature = "http"))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -74,7 +74,8 @@ impl CircuitBreakerHandle {
         self.breaker.force(CircuitState::ForcedOpen, false);
     }
 
-    /// Closes the breaker now, with an empty window.
+    /// Closes the breaker now, with an empty window (a breaker already closed is left as it is;
+    /// see [`reset`](Self::reset)).
     pub fn force_closed(&self) {
         self.breaker.force(CircuitState::Closed, false);
     }

@@ -10,8 +10,9 @@
 //! longer if a backoff is configured.
 //!
 //! What it offers:
-//! - count windows (the last N calls) and time windows (the last N seconds, one bucket per
-//!   second), lock-free on every call (see [`window`](crate::WindowCounts));
+//! - count windows (the last N calls, always sliding) and time windows (the last N seconds,
+//!   one bucket per second, O(1) per call and fixed memory), lock-free on every call: atomics
+//!   only, no lock and no allocation on the path of a call;
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
 //!   duration), N failures in a row, with a minimum number of calls for the rates;
 //! - open durations fixed, growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),

@@ -76,7 +76,7 @@ struct Totals {
 }
 
 impl Totals {
-    /// Adds `sign` × the sample encoded as `code`.
+    /// Adds (or, with `add` false, takes off) the sample encoded as `code`.
     #[inline]
     fn apply(&self, code: u8, add: bool) {
         if code == Sample::EMPTY {

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
-use crate::window::{CountWindow, Sample, SlidingWindow, TimeWindow, WindowCounts};
+use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 
 const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
 
@@ -245,12 +245,12 @@ pub(crate) struct Breaker {
     observers: Arc<Observers>,
     key: Option<Arc<str>>,
     epoch: Instant,
-    /// Generation and state.
-    word: AtomicU64,
+    /// Generation and state: read by every call, written only by transitions.
+    word: Padded<AtomicU64>,
     /// Nanoseconds since `epoch`: when open ends, or when half-open gives up on its probes.
     until: AtomicU64,
     probes: AtomicU64,
-    consecutive: AtomicU32,
+    consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
     rules: Rules,
     transitions: Mutex<Recovery>,
@@ -272,10 +272,10 @@ impl Breaker {
             observers,
             key,
             epoch: Instant::now(),
-            word: AtomicU64::new(pack(0, CircuitState::Closed)),
+            word: Padded(AtomicU64::new(pack(0, CircuitState::Closed))),
             until: AtomicU64::new(0),
             probes: AtomicU64::new(0),
-            consecutive: AtomicU32::new(0),
+            consecutive: Padded::default(),
             window,
             rules: Rules {
                 minimum_calls: u64::from(config.minimum_calls),

@@ -20,6 +20,20 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
+/// Keeps a hot atomic on a cache line of its own, so that writes to one (the window's cursor,
+/// say) do not slow down every core's reads of another (the breaker's state word).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// What one call adds to a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sample {
@@ -129,16 +143,16 @@ impl Totals {
 #[derive(Debug)]
 pub(crate) struct CountWindow {
     slots: Box<[AtomicU8]>,
-    cursor: AtomicU64,
-    totals: Totals,
+    cursor: Padded<AtomicU64>,
+    totals: Padded<Totals>,
 }
 
 impl CountWindow {
     pub(crate) fn new(size: u32) -> Self {
         Self {
             slots: (0..size).map(|_| AtomicU8::new(Sample::EMPTY)).collect(),
-            cursor: AtomicU64::new(0),
-            totals: Totals::default(),
+            cursor: Padded::default(),
+            totals: Padded::default(),
         }
     }
 
@@ -199,19 +213,19 @@ pub(crate) struct TimeWindow {
     buckets: Box<[Bucket]>,
     /// The latest second any call or reader has seen; buckets of seconds after
     /// `head - n` are live, the others were emptied when `head` passed them.
-    head: AtomicU64,
+    head: Padded<AtomicU64>,
     /// Taken only to move `head` into a new second, at most once a second.
     advance: Mutex<()>,
-    totals: Totals,
+    totals: Padded<Totals>,
 }
 
 impl TimeWindow {
     pub(crate) fn new(seconds: u64) -> Self {
         Self {
             buckets: (0..seconds).map(|_| Bucket::default()).collect(),
-            head: AtomicU64::new(0),
+            head: Padded::default(),
             advance: Mutex::new(()),
-            totals: Totals::default(),
+            totals: Padded::default(),
         }
     }
 

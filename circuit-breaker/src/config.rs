@@ -160,7 +160,9 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     }
 
     /// Calls the window must hold before a rate can trip, in `[1, window]` for a count window
-    /// (default 20, or the window size if smaller).
+    /// (default 100, or the window size if smaller, as in Resilience4j: a rate over a handful of
+    /// calls is noise, and a 30% error rate would trip a breaker that decides on 20 calls about
+    /// one time in twenty).
     pub fn minimum_calls(mut self, calls: u32) -> Self {
         self.spec.minimum_calls = Some(calls);
         self
@@ -373,8 +375,8 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             (Some(n), Window::Time(_)) => {
                 config::count_in("minimum_calls", n, 1..=MAX_WINDOW_CALLS)?
             }
-            (None, Window::Count(size)) => size.min(20),
-            (None, Window::Time(_)) => 20,
+            (None, Window::Count(size)) => size.min(100),
+            (None, Window::Time(_)) => 100,
         };
         let failure_rate = if spec.no_failure_rate {
             None
@@ -505,7 +507,7 @@ mod tests {
         let c = build(|b| b).unwrap();
         assert_eq!(c.name(), "circuit_breaker");
         assert_eq!(c.window(), Window::Count(100));
-        assert_eq!(c.minimum_calls(), 20);
+        assert_eq!(c.minimum_calls(), 100);
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 10);

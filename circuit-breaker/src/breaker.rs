@@ -536,7 +536,7 @@ impl Breaker {
             tracing::trace!(name = %self.name(), "late result not counted");
             return;
         }
-        self.window.record(
+        let changed = self.window.record(
             second,
             Sample {
                 failure: call.is_failure(),
@@ -548,6 +548,10 @@ impl Breaker {
         } else {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
+            }
+            if !changed {
+                // Same counts, no run of failures: the rates and the decision stand.
+                return;
             }
             0
         };

@@ -156,15 +156,18 @@ impl CountWindow {
         }
     }
 
+    /// Records `sample` over the oldest call; whether the counts changed.
     #[inline]
-    pub(crate) fn record(&self, sample: Sample) {
+    pub(crate) fn record(&self, sample: Sample) -> bool {
         let at = self.cursor.fetch_add(1, Ordering::Relaxed) % self.slots.len() as u64;
         let code = sample.encode();
         let old = self.slots[at as usize].swap(code, Ordering::AcqRel);
-        if old != code {
-            self.totals.apply(old, false);
-            self.totals.apply(code, true);
+        if old == code {
+            return false;
         }
+        self.totals.apply(old, false);
+        self.totals.apply(code, true);
+        true
     }
 
     pub(crate) fn counts(&self) -> WindowCounts {
@@ -300,11 +303,16 @@ impl SlidingWindow {
         matches!(self, Self::Time(_))
     }
 
+    /// Records `sample`; whether the counts may have changed (a count window full of
+    /// successes that records one more does not change).
     #[inline]
-    pub(crate) fn record(&self, second: u64, sample: Sample) {
+    pub(crate) fn record(&self, second: u64, sample: Sample) -> bool {
         match self {
             Self::Count(w) => w.record(sample),
-            Self::Time(w) => w.record(second, sample),
+            Self::Time(w) => {
+                w.record(second, sample);
+                true
+            }
         }
     }
 

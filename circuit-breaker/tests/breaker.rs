@@ -848,3 +848,37 @@ async fn every_service_and_clone_of_a_layer_shares_one_breaker() {
     assert_eq!(handle.state(), CircuitState::Open);
     assert_eq!(copy.handle().state(), CircuitState::Open);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_fails_when_slow_calls_trip() {
+    let (layer, handle) = builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .slow_call_duration(ms(100))
+        .slow_call_rate_threshold(1.0)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Call::SlowOk(200), Call::SlowOk(200)]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    advance(secs(10)).await;
+    run(&layer, &[Call::SlowOk(200)]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "the slow probe failed");
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_from_a_configuration_file() {
+    let config: seawall_circuit_breaker::CircuitBreakerConfig = serde_json::from_str(
+        r#"{"name": "dep", "window": {"time": "10s"}, "minimum_calls": 2,
+            "failure_rate_threshold": 0.5, "open_duration": "3s"}"#,
+    )
+    .unwrap();
+    let (layer, handle) = CircuitBreakerLayer::from(config).pair();
+    run(&layer, &[Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.open_remaining(), Some(secs(3)));
+}

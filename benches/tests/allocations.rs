@@ -107,3 +107,33 @@ fn a_retry_allocates_nothing_either() {
     let mut svc = layer.layer(FailsEveryOther::default());
     assert_eq!(allocations_per_call(&mut svc, 1000), 0.0);
 }
+
+#[test]
+fn circuit_breaker_allocates_nothing_per_call() {
+    use seawall_circuit_breaker::CircuitBreakerLayer;
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let count = CircuitBreakerLayer::builder()
+        .count_window(100)
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut count.layer(bare()), 1000), 0.0);
+    let time = CircuitBreakerLayer::builder()
+        .time_window(Duration::from_secs(10))
+        .slow_call_duration(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut time.layer(bare()), 1000), 0.0);
+}
+
+#[test]
+fn keyed_circuit_breaker_allocates_nothing_per_call_for_a_known_key() {
+    use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let config = CircuitBreakerConfig::builder().build().unwrap();
+    let keyed = KeyedCircuitBreakerLayer::new(config, |req: &u64| req % 4);
+    assert_eq!(allocations_per_call(&mut keyed.layer(bare()), 1000), 0.0);
+}

@@ -4,6 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use seawall_bench::alloc::CountingAllocator;
 
+mod circuit_breaker;
 mod fallback;
 mod retry;
 mod timeout;
@@ -25,6 +26,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, fallback::bench, retry::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, fallback::bench
 }
 criterion_main!(overhead);

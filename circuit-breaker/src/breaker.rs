@@ -1,0 +1,789 @@
+//! The breaker's shared state: a state machine in atomics, a sliding window, and half-open
+//! probe slots.
+//!
+//! Why atomics: every call through a breaker reads its state, and every completed call
+//! writes to its window. A lock there would serialise all callers on one cache line and, in
+//! an async lock, allocate. Here a call in the closed state costs one load of the state word,
+//! a slot swap in the window and a few loads to check the rates. Only transitions (a handful
+//! a minute at worst) take a `Mutex`, to keep gauges, the watch channel and the backoff in
+//! step.
+//!
+//! Every transition bumps a generation, packed with the state in one `AtomicU64`. A call keeps
+//! the generation it was admitted in; a result that comes back after the breaker has moved on
+//! (a slow call admitted while closed that ends after the breaker opened and closed again) is
+//! not counted against the new state, as gobreaker does.
+//!
+//! Half-open probes live in one more `AtomicU64`: the generation's low 16 bits, probes in
+//! flight, successes and failures, 16 bits each, changed only by compare-and-swap, so no
+//! interleaving ever admits more than the configured number of probes at once. A probe that
+//! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
+//! downstream) but its result does not count in the current phase.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use seawall_core::classify::Outcome;
+use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
+use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
+use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
+
+const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
+
+pub(crate) type StateChangeHook = Arc<dyn Fn(StateChangeEvent<'_>) + Send + Sync>;
+pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
+pub(crate) type OutcomeHook = Arc<dyn Fn(OutcomeEvent<'_>) + Send + Sync>;
+
+// ===== state word =====
+
+const STATE_BITS: u32 = 3;
+
+fn pack(generation: u64, state: CircuitState) -> u64 {
+    (generation << STATE_BITS) | state.index() as u64
+}
+
+fn state_of(word: u64) -> CircuitState {
+    CircuitState::from_index(word & ((1 << STATE_BITS) - 1))
+}
+
+fn generation_of(word: u64) -> u64 {
+    word >> STATE_BITS
+}
+
+// ===== probe word: phase tag (16) | in flight (16) | successes (16) | failures (16) =====
+// Successes and failures belong to the phase of the tag; probes in flight may be of any phase.
+
+const PROBE_BAD: u64 = 1;
+const PROBE_OK: u64 = 1 << 16;
+const PROBE_IN_FLIGHT: u64 = 1 << 32;
+const PROBE_IN_FLIGHT_MASK: u64 = 0xffff << 32;
+const PROBE_TAG_SHIFT: u32 = 48;
+
+fn probe_tag(generation: u64) -> u64 {
+    generation & 0xffff
+}
+
+fn probe_field(word: u64, unit: u64) -> u32 {
+    ((word / unit) & 0xffff) as u32
+}
+
+// ===== observers: metrics and hooks, shared by every breaker of a keyed layer =====
+
+struct Metrics {
+    calls: [Counter; 5],
+    rejected: Counter,
+    transitions: [[Counter; 6]; 6],
+    /// `None` for keyed breakers: a per-key state has no single value to report.
+    gauges: Option<Gauges>,
+}
+
+struct Gauges {
+    state: [Gauge; 6],
+    failure_rate: Gauge,
+    slow_call_rate: Gauge,
+}
+
+impl Metrics {
+    fn new(scope: &MetricScope, gauges: bool) -> Self {
+        const CALLS: &str = "seawall_circuit_breaker_calls_total";
+        const TRANSITIONS: &str = "seawall_circuit_breaker_transitions_total";
+        let calls = std::array::from_fn(|i| {
+            scope.counter(CALLS, &[("outcome", CallOutcome::ALL[i].as_str())])
+        });
+        let transitions = std::array::from_fn(|from| {
+            std::array::from_fn(|to| {
+                if from == to {
+                    return Counter::noop();
+                }
+                let labels = [
+                    ("from", CircuitState::ALL[from].as_str()),
+                    ("to", CircuitState::ALL[to].as_str()),
+                ];
+                scope.counter(TRANSITIONS, &labels)
+            })
+        });
+        let gauges = gauges.then(|| {
+            let state: [Gauge; 6] = std::array::from_fn(|i| {
+                let state = CircuitState::ALL[i];
+                let gauge = scope.gauge(
+                    "seawall_circuit_breaker_state",
+                    &[("state", state.as_str())],
+                );
+                gauge.set(if state == CircuitState::Closed {
+                    1.0
+                } else {
+                    0.0
+                });
+                gauge
+            });
+            Gauges {
+                state,
+                failure_rate: scope.gauge("seawall_circuit_breaker_failure_rate", &[]),
+                slow_call_rate: scope.gauge("seawall_circuit_breaker_slow_call_rate", &[]),
+            }
+        });
+        Self {
+            calls,
+            rejected: scope.counter(CALLS, &[("outcome", "rejected")]),
+            transitions,
+            gauges,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Hooks {
+    state_change: Option<StateChangeHook>,
+    rejected: Option<RejectedHook>,
+    outcome: Option<OutcomeHook>,
+}
+
+/// The metric handles and hooks of one layer, shared by all its breakers.
+pub(crate) struct Observers {
+    name: Arc<str>,
+    metrics: Metrics,
+    hooks: RwLock<Hooks>,
+    has_outcome_hook: AtomicBool,
+}
+
+impl Observers {
+    /// Registers the metrics of the layer `name`; `gauges` is false for keyed layers.
+    pub(crate) fn new(name: Arc<str>, gauges: bool) -> Self {
+        let scope = MetricScope::new(name.clone());
+        Self {
+            metrics: Metrics::new(&scope, gauges),
+            name,
+            hooks: RwLock::default(),
+            has_outcome_hook: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn hooks(&self) -> std::sync::RwLockReadGuard<'_, Hooks> {
+        self.hooks.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hooks_mut(&self) -> std::sync::RwLockWriteGuard<'_, Hooks> {
+        self.hooks.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn set_on_state_change(&self, hook: StateChangeHook) {
+        self.hooks_mut().state_change = Some(hook);
+    }
+
+    pub(crate) fn set_on_rejected(&self, hook: RejectedHook) {
+        self.hooks_mut().rejected = Some(hook);
+    }
+
+    pub(crate) fn set_on_outcome(&self, hook: OutcomeHook) {
+        self.hooks_mut().outcome = Some(hook);
+        self.has_outcome_hook.store(true, Ordering::Release);
+    }
+}
+
+// ===== the breaker =====
+
+/// What a call was admitted as; its result is recorded accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit {
+    generation: u64,
+    kind: PermitKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PermitKind {
+    Closed,
+    Probe,
+    MetricsOnly,
+    Untracked,
+}
+
+impl PermitKind {
+    fn state(self) -> CircuitState {
+        match self {
+            Self::Closed => CircuitState::Closed,
+            Self::Probe => CircuitState::HalfOpen,
+            Self::MetricsOnly => CircuitState::MetricsOnly,
+            Self::Untracked => CircuitState::Disabled,
+        }
+    }
+}
+
+struct Rules {
+    minimum_calls: u64,
+    failure_rate: Option<f64>,
+    slow_call_rate: Option<f64>,
+    slow_call_duration: Option<Duration>,
+    consecutive_failures: Option<u32>,
+    open_duration: OpenDuration,
+    probes: u32,
+    probes_to_close: u32,
+    half_open_max_wait: Option<Duration>,
+    seed: u64,
+}
+
+/// What transitions keep between them, under the transition lock.
+struct Recovery {
+    /// Openings since the last full recovery (half-open to closed, or a reset).
+    openings: u32,
+    previous_open: Duration,
+}
+
+/// One circuit breaker's shared state.
+pub(crate) struct Breaker {
+    observers: Arc<Observers>,
+    key: Option<Arc<str>>,
+    epoch: Instant,
+    /// Generation and state: read by every call, written only by transitions.
+    word: Padded<AtomicU64>,
+    /// Nanoseconds since `epoch`: when open ends, or when half-open gives up on its probes.
+    until: AtomicU64,
+    probes: AtomicU64,
+    consecutive: Padded<AtomicU32>,
+    window: SlidingWindow,
+    rules: Rules,
+    transitions: Mutex<Recovery>,
+    state_tx: watch::Sender<CircuitState>,
+}
+
+impl Breaker {
+    pub(crate) fn new(
+        config: &CircuitBreakerConfig,
+        observers: Arc<Observers>,
+        key: Option<Arc<str>>,
+    ) -> Self {
+        let window = match config.window {
+            Window::Count(n) => SlidingWindow::Count(CountWindow::new(n)),
+            Window::Time(span) => SlidingWindow::Time(TimeWindow::new(span.as_secs())),
+        };
+        let seed = config.seed.unwrap_or_else(random_seed);
+        Self {
+            observers,
+            key,
+            epoch: Instant::now(),
+            word: Padded(AtomicU64::new(pack(0, CircuitState::Closed))),
+            until: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
+            consecutive: Padded::default(),
+            window,
+            rules: Rules {
+                minimum_calls: u64::from(config.minimum_calls),
+                failure_rate: config.failure_rate,
+                slow_call_rate: config.slow_call_rate,
+                slow_call_duration: config.slow_call_duration,
+                consecutive_failures: config.consecutive_failures,
+                open_duration: config.open_duration,
+                probes: config.half_open_probes,
+                probes_to_close: config.probes_to_close(),
+                half_open_max_wait: config.half_open_max_wait,
+                seed,
+            },
+            transitions: Mutex::new(Recovery {
+                openings: 0,
+                previous_open: Duration::ZERO,
+            }),
+            state_tx: watch::Sender::new(CircuitState::Closed),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        self.observers.name()
+    }
+
+    pub(crate) fn observers(&self) -> &Observers {
+        &self.observers
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    pub(crate) fn state(&self) -> CircuitState {
+        state_of(self.word.load(Ordering::Acquire))
+    }
+
+    /// Whether calls must be timed: only when slow calls are tracked.
+    #[inline]
+    pub(crate) fn times_calls(&self) -> bool {
+        self.rules.slow_call_duration.is_some()
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<CircuitState> {
+        self.state_tx.subscribe()
+    }
+
+    fn since_epoch(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.epoch)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        nanos(self.since_epoch(Instant::now()))
+    }
+
+    pub(crate) fn counts(&self) -> WindowCounts {
+        self.window
+            .counts(self.since_epoch(Instant::now()).as_secs())
+    }
+
+    pub(crate) fn consecutive_failures(&self) -> u32 {
+        self.consecutive.load(Ordering::Relaxed)
+    }
+
+    /// Time left in the open state, if open.
+    pub(crate) fn open_remaining(&self) -> Option<Duration> {
+        let word = self.word.load(Ordering::Acquire);
+        if state_of(word) != CircuitState::Open {
+            return None;
+        }
+        let until = self.until.load(Ordering::Acquire);
+        Some(Duration::from_nanos(until.saturating_sub(self.now_nanos())))
+    }
+
+    // ===== admission =====
+
+    /// Admits a call, or rejects it with a [`Rejected`] of kind `CircuitOpen`.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<Permit, BoxError> {
+        let word = self.word.load(Ordering::Acquire);
+        match self.fast_permit(word) {
+            Some(permit) => Ok(permit),
+            None => self.admit_slow(word),
+        }
+    }
+
+    #[inline]
+    fn fast_permit(&self, word: u64) -> Option<Permit> {
+        let kind = match state_of(word) {
+            CircuitState::Closed => PermitKind::Closed,
+            CircuitState::MetricsOnly => PermitKind::MetricsOnly,
+            CircuitState::Disabled => PermitKind::Untracked,
+            _ => return None,
+        };
+        Some(Permit {
+            generation: generation_of(word),
+            kind,
+        })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn admit_slow(&self, mut word: u64) -> Result<Permit, BoxError> {
+        // Each round follows one transition another call or this one made; a few suffice.
+        for _ in 0..4 {
+            if let Some(permit) = self.fast_permit(word) {
+                return Ok(permit);
+            }
+            let generation = generation_of(word);
+            match state_of(word) {
+                CircuitState::Open => {
+                    let now = self.now_nanos();
+                    let until = self.until.load(Ordering::Acquire);
+                    if now < until {
+                        let left = Duration::from_nanos(until - now);
+                        return Err(self.reject(CircuitState::Open, Some(left)));
+                    }
+                    self.transition(word, CircuitState::HalfOpen, None);
+                }
+                CircuitState::HalfOpen => {
+                    if self.try_probe(generation) {
+                        return Ok(Permit {
+                            generation,
+                            kind: PermitKind::Probe,
+                        });
+                    }
+                    let deadline = self.until.load(Ordering::Acquire);
+                    if deadline == u64::MAX || self.now_nanos() < deadline {
+                        return Err(self.reject(CircuitState::HalfOpen, None));
+                    }
+                    self.transition(word, CircuitState::Open, None);
+                }
+                state => return Err(self.reject(state, None)),
+            }
+            word = self.word.load(Ordering::Acquire);
+        }
+        Err(self.reject(state_of(word), None))
+    }
+
+    fn try_probe(&self, generation: u64) -> bool {
+        let tag = probe_tag(generation);
+        let mut current = self.probes.load(Ordering::Acquire);
+        loop {
+            if current >> PROBE_TAG_SHIFT != tag {
+                return false;
+            }
+            let taken = probe_field(current, PROBE_IN_FLIGHT)
+                + probe_field(current, PROBE_OK)
+                + probe_field(current, PROBE_BAD);
+            if taken >= self.rules.probes {
+                return false;
+            }
+            match self.probes.compare_exchange_weak(
+                current,
+                current + PROBE_IN_FLIGHT,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> BoxError {
+        self.observers.metrics.rejected.increment(1);
+        tracing::debug!(name = %self.name(), key = self.key(), %state, ?retry_after, "call rejected");
+        let hook = self.observers.hooks().rejected.clone();
+        if let Some(hook) = hook {
+            hook(RejectedEvent {
+                name: self.name(),
+                key: self.key(),
+                state,
+                retry_after,
+            });
+        }
+        let rejection = Rejected::new(RejectionKind::CircuitOpen, self.name().clone());
+        match retry_after {
+            Some(after) => rejection.with_retry_after(after).into(),
+            None => rejection.into(),
+        }
+    }
+
+    // ===== recording =====
+
+    /// Records how a call admitted with `permit` ended; `start` is when it began, if timed;
+    /// `hint` how long to stay open should this result trip the breaker.
+    #[inline]
+    pub(crate) fn record(
+        &self,
+        permit: Permit,
+        outcome: Outcome,
+        start: Option<Instant>,
+        hint: Option<Duration>,
+    ) {
+        if permit.kind == PermitKind::Untracked {
+            return;
+        }
+        let now = (start.is_some() || self.window.needs_clock()).then(Instant::now);
+        let elapsed = start
+            .zip(now)
+            .map(|(start, now)| now.saturating_duration_since(start));
+        let slow = match (elapsed, self.rules.slow_call_duration) {
+            (Some(elapsed), Some(limit)) => elapsed > limit,
+            _ => false,
+        };
+        let call = match (outcome, slow) {
+            (Outcome::Success, false) => CallOutcome::Success,
+            (Outcome::Success, true) => CallOutcome::SlowSuccess,
+            (Outcome::Failure, false) => CallOutcome::Failure,
+            (Outcome::Failure, true) => CallOutcome::SlowFailure,
+            (Outcome::Ignored, _) => CallOutcome::Ignored,
+        };
+        self.observers.metrics.calls[call.index()].increment(1);
+        if self.observers.has_outcome_hook.load(Ordering::Relaxed) {
+            self.outcome_hook(permit, call, elapsed);
+        }
+        tracing::trace!(name = %self.name(), outcome = call.as_str(), "call recorded");
+        match permit.kind {
+            PermitKind::Probe => self.record_probe(permit.generation, call, hint),
+            PermitKind::Closed | PermitKind::MetricsOnly => {
+                let second = now.map_or(0, |now| self.since_epoch(now).as_secs());
+                self.record_closed(permit, call, second, hint);
+            }
+            PermitKind::Untracked => {}
+        }
+    }
+
+    #[cold]
+    fn outcome_hook(&self, permit: Permit, outcome: CallOutcome, duration: Option<Duration>) {
+        let hook = self.observers.hooks().outcome.clone();
+        if let Some(hook) = hook {
+            hook(OutcomeEvent {
+                name: self.name(),
+                key: self.key(),
+                outcome,
+                state: permit.kind.state(),
+                duration,
+            });
+        }
+    }
+
+    #[inline]
+    fn record_closed(
+        &self,
+        permit: Permit,
+        call: CallOutcome,
+        second: u64,
+        hint: Option<Duration>,
+    ) {
+        if call == CallOutcome::Ignored {
+            return;
+        }
+        let word = self.word.load(Ordering::Acquire);
+        if word != pack(permit.generation, permit.kind.state()) {
+            tracing::trace!(name = %self.name(), "late result not counted");
+            return;
+        }
+        let changed = self.window.record(
+            second,
+            Sample {
+                failure: call.is_failure(),
+                slow: call.is_slow(),
+            },
+        );
+        let consecutive = if call.is_failure() {
+            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
+                self.consecutive.store(0, Ordering::Relaxed);
+            }
+            if !changed {
+                // Same counts, no run of failures: the rates and the decision stand.
+                return;
+            }
+            0
+        };
+        let counts = self.window.counts(second);
+        if let Some(gauges) = &self.observers.metrics.gauges {
+            gauges.failure_rate.set(counts.failure_rate());
+            gauges.slow_call_rate.set(counts.slow_call_rate());
+        }
+        if permit.kind == PermitKind::Closed && self.should_trip(&counts, consecutive) {
+            self.transition(word, CircuitState::Open, hint);
+        }
+    }
+
+    #[inline]
+    fn should_trip(&self, counts: &WindowCounts, consecutive: u32) -> bool {
+        let rules = &self.rules;
+        if rules.consecutive_failures.is_some_and(|n| consecutive >= n) {
+            return true;
+        }
+        counts.calls >= rules.minimum_calls
+            && (rules
+                .failure_rate
+                .is_some_and(|t| counts.failure_rate() >= t)
+                || rules
+                    .slow_call_rate
+                    .is_some_and(|t| counts.slow_call_rate() >= t))
+    }
+
+    fn record_probe(&self, generation: u64, call: CallOutcome, hint: Option<Duration>) {
+        let bad = call.is_failure() || (call.is_slow() && self.rules.slow_call_rate.is_some());
+        let counted = call != CallOutcome::Ignored;
+        let Some(word) = self.settle_probe(generation, counted.then_some(bad)) else {
+            return;
+        };
+        if !counted {
+            return;
+        }
+        let expected = pack(generation, CircuitState::HalfOpen);
+        let needed = self.rules.probes_to_close;
+        if probe_field(word, PROBE_OK) >= needed {
+            self.transition(expected, CircuitState::Closed, None);
+        } else if probe_field(word, PROBE_BAD) > self.rules.probes - needed {
+            self.transition(expected, CircuitState::Open, hint);
+        }
+    }
+
+    /// Frees the probe slot of a probe admitted in `generation` and, if that half-open phase is
+    /// still on, counts `bad` (when given); the new probe word, or `None` for a probe of an
+    /// earlier phase (whose slot is freed all the same: it was in flight until now).
+    fn settle_probe(&self, generation: u64, bad: Option<bool>) -> Option<u64> {
+        let tag = probe_tag(generation);
+        let mut current = self.probes.load(Ordering::Acquire);
+        loop {
+            if probe_field(current, PROBE_IN_FLIGHT) == 0 {
+                debug_assert!(false, "a probe settled twice");
+                return None;
+            }
+            let same_phase = current >> PROBE_TAG_SHIFT == tag;
+            let counted = match bad {
+                Some(true) if same_phase => PROBE_BAD,
+                Some(false) if same_phase => PROBE_OK,
+                _ => 0,
+            };
+            let next = current - PROBE_IN_FLIGHT + counted;
+            match self.probes.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return same_phase.then_some(next),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// A call admitted with `permit` ended without a result (its future was dropped): frees its
+    /// probe slot, records nothing.
+    pub(crate) fn cancel(&self, permit: Permit) {
+        if permit.kind == PermitKind::Probe {
+            self.settle_probe(permit.generation, None);
+        }
+    }
+
+    // ===== transitions =====
+
+    fn lock(&self) -> MutexGuard<'_, Recovery> {
+        self.transitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves from the state word `expected` to `to`; false if another transition came first.
+    fn transition(&self, expected: u64, to: CircuitState, hint: Option<Duration>) -> bool {
+        let mut recovery = self.lock();
+        if self.word.load(Ordering::Acquire) != expected {
+            return false;
+        }
+        let from = self.enter(&mut recovery, expected, to, hint);
+        drop(recovery);
+        self.announce(from, to);
+        true
+    }
+
+    /// Moves to `to` whatever the state; with `recover`, also forgets past openings (and starts
+    /// a fresh window even when already in `to`).
+    pub(crate) fn force(&self, to: CircuitState, recover: bool) {
+        let mut recovery = self.lock();
+        let current = self.word.load(Ordering::Acquire);
+        let from = state_of(current);
+        if from == to && !recover {
+            return;
+        }
+        if recover {
+            recovery.openings = 0;
+            recovery.previous_open = Duration::ZERO;
+        }
+        self.enter(&mut recovery, current, to, None);
+        drop(recovery);
+        if from != to {
+            self.announce(from, to);
+        }
+    }
+
+    fn enter(
+        &self,
+        recovery: &mut Recovery,
+        current: u64,
+        to: CircuitState,
+        hint: Option<Duration>,
+    ) -> CircuitState {
+        let from = state_of(current);
+        let generation = generation_of(current) + 1;
+        let now = self.now_nanos();
+        match to {
+            CircuitState::Open => {
+                let open = self.open_duration(recovery, generation, hint);
+                self.until
+                    .store(now.saturating_add(nanos(open)), Ordering::Release);
+            }
+            CircuitState::HalfOpen => {
+                // Probes of earlier phases still in flight keep their slots: never more than
+                // the configured number of probes reach the downstream at once.
+                let tag = probe_tag(generation) << PROBE_TAG_SHIFT;
+                let _ = self
+                    .probes
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                        Some(tag | (word & PROBE_IN_FLIGHT_MASK))
+                    });
+                let deadline = self
+                    .rules
+                    .half_open_max_wait
+                    .map_or(u64::MAX, |wait| now.saturating_add(nanos(wait)));
+                self.until.store(deadline, Ordering::Release);
+            }
+            CircuitState::Closed | CircuitState::MetricsOnly => {
+                self.window.reset();
+                self.consecutive.store(0, Ordering::Relaxed);
+                if from == CircuitState::HalfOpen && to == CircuitState::Closed {
+                    recovery.openings = 0;
+                    recovery.previous_open = Duration::ZERO;
+                }
+            }
+            CircuitState::Disabled | CircuitState::ForcedOpen => {}
+        }
+        self.word.store(pack(generation, to), Ordering::Release);
+        let metrics = &self.observers.metrics;
+        if from != to {
+            metrics.transitions[from.index()][to.index()].increment(1);
+            if let Some(gauges) = &metrics.gauges {
+                gauges.state[from.index()].set(0.0);
+                gauges.state[to.index()].set(1.0);
+            }
+        }
+        if let (Some(gauges), CircuitState::Closed | CircuitState::MetricsOnly) =
+            (&metrics.gauges, to)
+        {
+            gauges.failure_rate.set(0.0);
+            gauges.slow_call_rate.set(0.0);
+        }
+        self.state_tx.send_replace(to);
+        from
+    }
+
+    fn open_duration(
+        &self,
+        recovery: &mut Recovery,
+        generation: u64,
+        hint: Option<Duration>,
+    ) -> Duration {
+        recovery.openings = recovery.openings.saturating_add(1);
+        if let Some(hint) = hint {
+            return hint.min(MAX_OPEN);
+        }
+        match self.rules.open_duration {
+            OpenDuration::Fixed(open) => open,
+            OpenDuration::Backoff(backoff) => {
+                let previous = if recovery.previous_open.is_zero() {
+                    backoff.base()
+                } else {
+                    recovery.previous_open
+                };
+                // Seeded per opening: reproducible from the seed, and no RNG state to guard.
+                let seed = self.rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let open = backoff.delay(recovery.openings, previous, &mut rng);
+                recovery.previous_open = open;
+                open
+            }
+        }
+    }
+
+    fn announce(&self, from: CircuitState, to: CircuitState) {
+        tracing::info!(name = %self.name(), key = self.key(), %from, %to, "circuit breaker state changed");
+        let hook = self.observers.hooks().state_change.clone();
+        if let Some(hook) = hook {
+            hook(StateChangeEvent {
+                name: self.name(),
+                key: self.key(),
+                from,
+                to,
+            });
+        }
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A per-process random seed, from the standard library's randomly keyed hasher.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}

@@ -1,0 +1,115 @@
+//! A handle on a breaker: read its figures, force its state, watch its transitions.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::breaker::Breaker;
+use crate::state::CircuitState;
+use crate::window::WindowCounts;
+
+/// Reads and steers one circuit breaker; cheap to clone, and shared with every service of the
+/// layer it came from.
+///
+/// From [`CircuitBreakerLayer::handle`](crate::CircuitBreakerLayer::handle),
+/// [`CircuitBreakerLayer::pair`](crate::CircuitBreakerLayer::pair) or, per key,
+/// [`KeyedCircuitBreakerLayer::handle`](crate::KeyedCircuitBreakerLayer::handle).
+///
+/// The move from open to half-open happens when the first call after the open duration
+/// arrives, so [`state`](Self::state) reads `Open` until then.
+#[derive(Clone)]
+pub struct CircuitBreakerHandle {
+    breaker: Arc<Breaker>,
+}
+
+impl CircuitBreakerHandle {
+    pub(crate) fn new(breaker: Arc<Breaker>) -> Self {
+        Self { breaker }
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        self.breaker.name()
+    }
+
+    /// The key of a keyed breaker, as `Debug` writes it.
+    pub fn key(&self) -> Option<&str> {
+        self.breaker.key()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> CircuitState {
+        self.breaker.state()
+    }
+
+    /// The calls, failures and slow calls in the window now.
+    pub fn counts(&self) -> WindowCounts {
+        self.breaker.counts()
+    }
+
+    /// Failures over calls in the window now; 0 when it is empty.
+    pub fn failure_rate(&self) -> f64 {
+        self.counts().failure_rate()
+    }
+
+    /// Slow calls over calls in the window now; 0 when it is empty.
+    pub fn slow_call_rate(&self) -> f64 {
+        self.counts().slow_call_rate()
+    }
+
+    /// Failures in a row just now.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.breaker.consecutive_failures()
+    }
+
+    /// Time left until an open breaker lets probes through; `None` unless open.
+    pub fn open_remaining(&self) -> Option<Duration> {
+        self.breaker.open_remaining()
+    }
+
+    /// Rejects every call until another state is set through a handle.
+    pub fn force_open(&self) {
+        self.breaker.force(CircuitState::ForcedOpen, false);
+    }
+
+    /// Closes the breaker now, with an empty window (a breaker already closed is left as it is;
+    /// see [`reset`](Self::reset)).
+    pub fn force_closed(&self) {
+        self.breaker.force(CircuitState::Closed, false);
+    }
+
+    /// Lets every call through and records nothing, until another state is set.
+    pub fn disable(&self) {
+        self.breaker.force(CircuitState::Disabled, false);
+    }
+
+    /// Lets every call through and records and reports outcomes, but never trips, until
+    /// another state is set.
+    pub fn metrics_only(&self) {
+        self.breaker.force(CircuitState::MetricsOnly, false);
+    }
+
+    /// Back to closed as new: empty window, no failures in a row, and the open backoff starting
+    /// over.
+    pub fn reset(&self) {
+        self.breaker.force(CircuitState::Closed, true);
+    }
+
+    /// A receiver that sees every state the breaker enters.
+    pub fn subscribe(&self) -> watch::Receiver<CircuitState> {
+        self.breaker.subscribe()
+    }
+}
+
+impl fmt::Debug for CircuitBreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerHandle")
+            .field("name", &self.name())
+            .field("key", &self.key())
+            .field("state", &self.state())
+            .field("counts", &self.counts())
+            .finish()
+    }
+}

@@ -1,0 +1,91 @@
+//! A circuit breaker for tower services: stop calling a downstream that is failing, give it
+//! time to recover, and let a few probe calls find out when it has.
+//!
+//! Without a breaker, every caller of a failing dependency waits for its timeout, holds a
+//! connection and a task while it waits, and adds load to a service that is already down. A
+//! breaker watches the outcomes of recent calls; when too many fail (or are too slow), it
+//! *opens* and rejects calls at once with a [`Rejected`](seawall_core::Rejected) of kind
+//! `CircuitOpen` and a `retry_after`. After the open duration it turns *half-open* and lets a
+//! few probes through: if enough succeed it *closes* again, otherwise it opens again, for
+//! longer if a backoff is configured.
+//!
+//! What it offers:
+//! - count windows (the last N calls, always sliding) and time windows (the last N seconds,
+//!   one bucket per second, O(1) per call and fixed memory), lock-free on every call: atomics
+//!   only, no lock and no allocation on the path of a call;
+//! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
+//!   duration), N failures in a row, with a minimum number of calls for the rates;
+//! - open durations fixed, growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),
+//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header);
+//! - half-open probes bounded under any concurrency, closing on a success ratio, with a
+//!   maximum wait; dropped calls free their probe slot; late results of an earlier state are
+//!   not counted;
+//! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
+//!   5xx, gRPC codes at the end of a stream;
+//! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, and subscribe to
+//!   transitions; hooks on state changes, rejections and outcomes;
+//! - a [`KeyedCircuitBreakerLayer`] with one breaker per host, route or tenant.
+//!
+//! Where it goes in a stack: on a client, outside the per-attempt timeout (so a hung call
+//! counts as a failure) and inside retry (so a retry does not hammer an open breaker, and sees
+//! its `retry_after`). On a server, under the [`ErrorResponseLayer`] that answers an open
+//! circuit with `503` and `Retry-After`.
+//!
+//! [`ErrorResponseLayer`]: https://docs.rs/seawall-core/latest/seawall_core/http/struct.ErrorResponseLayer.html
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState};
+//! use seawall_core::{BoxError, RejectionKind, rejected};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let (layer, handle) = CircuitBreakerLayer::builder()
+//!     .name("inventory")
+//!     .count_window(10)
+//!     .minimum_calls(5)
+//!     .failure_rate_threshold(0.5)
+//!     .open_duration(Duration::from_secs(10))
+//!     .build()?
+//!     .pair();
+//! let svc = layer.layer(service_fn(|fail: bool| async move {
+//!     if fail { Err::<(), BoxError>("down".into()) } else { Ok(()) }
+//! }));
+//!
+//! for _ in 0..5 {
+//!     let _ = svc.clone().oneshot(true).await;
+//! }
+//! assert_eq!(handle.state(), CircuitState::Open);
+//! let err = svc.oneshot(false).await.unwrap_err();
+//! assert_eq!(rejected(&*err).map(|r| r.kind()), Some(RejectionKind::CircuitOpen));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics, every one labelled `name`:
+//! `seawall_circuit_breaker_calls_total{outcome}` (`success`, `failure`, `slow_success`,
+//! `slow_failure`, `ignored`, `rejected`), `seawall_circuit_breaker_state{state}` (1 for the
+//! current state, 0 for the others), `seawall_circuit_breaker_transitions_total{from, to}`,
+//! `seawall_circuit_breaker_failure_rate` and `seawall_circuit_breaker_slow_call_rate`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod breaker;
+mod config;
+pub mod future;
+mod handle;
+mod keyed;
+mod layer;
+mod retry_after;
+mod service;
+mod state;
+mod window;
+
+pub use self::config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, OpenDuration, Window};
+pub use self::handle::CircuitBreakerHandle;
+pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
+pub use self::layer::CircuitBreakerLayer;
+pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
+pub use self::service::CircuitBreaker;
+pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
+pub use self::window::WindowCounts;

@@ -1,0 +1,884 @@
+//! Circuit breaker behaviour on the paused clock: trip rules, open durations, half-open,
+//! cancellation, late results, classification, the handle and the hooks.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use seawall_circuit_breaker::{
+    CallOutcome, CircuitBreakerConfigBuilder, CircuitBreakerLayer, CircuitState, RetryAfterFn,
+    WindowCounts,
+};
+use seawall_core::backoff::{Backoff, Jitter};
+use seawall_core::classify::{ClassifyFn, Outcome};
+use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use tokio::time::{advance, sleep};
+use tokio_test::{assert_pending, assert_ready, task};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn builder() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
+    CircuitBreakerLayer::builder()
+        .name("dep")
+        .open_duration(secs(10))
+}
+
+/// What the downstream does with a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    Ok,
+    Fail,
+    /// Succeeds after this many milliseconds.
+    SlowOk(u64),
+    /// Fails after this many milliseconds.
+    SlowFail(u64),
+}
+
+use Call::{Fail, Ok as Pass};
+
+fn downstream() -> impl Service<
+    Call,
+    Response = &'static str,
+    Error = BoxError,
+    Future = impl Future<Output = Result<&'static str, BoxError>> + Send,
+> + Clone {
+    service_fn(|call: Call| async move {
+        match call {
+            Call::Ok => Ok("ok"),
+            Call::Fail => Err("boom".into()),
+            Call::SlowOk(n) => {
+                sleep(ms(n)).await;
+                Ok("slow")
+            }
+            Call::SlowFail(n) => {
+                sleep(ms(n)).await;
+                Err("slow boom".into())
+            }
+        }
+    })
+}
+
+/// Runs `calls` one after the other through `layer`; for each, whether it was rejected.
+async fn run(layer: &CircuitBreakerLayer, calls: &[Call]) -> Vec<bool> {
+    let mut rejections = Vec::new();
+    for &call in calls {
+        let result = layer.layer(downstream()).oneshot(call).await;
+        rejections.push(result.is_err_and(|e| is_open(&e)));
+    }
+    rejections
+}
+
+fn is_open(err: &BoxError) -> bool {
+    rejected(&**err).is_some_and(|r| r.kind() == RejectionKind::CircuitOpen)
+}
+
+fn rejection(err: &BoxError) -> &Rejected {
+    rejected(&**err).expect("a rejection")
+}
+
+// ===== trip rules =====
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_failure_rate_exceeds_threshold() {
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass, Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(
+        handle.counts(),
+        WindowCounts {
+            calls: 3,
+            failures: 1,
+            slow: 0
+        }
+    );
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(run(&layer, &[Pass]).await, [true]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stays_closed_below_minimum_calls() {
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail, Fail, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.failure_rate(), 1.0);
+    run(&layer, &[Pass]).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "the call that reaches the minimum also decides"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn count_window_slides_so_1000_successes_then_20_failures_open_a_window_of_10() {
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(10)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass; 1000]).await;
+    let rejections = run(&layer, &[Fail; 20]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    let admitted = rejections.iter().filter(|r| !**r).count();
+    assert_eq!(
+        admitted, 5,
+        "the fifth failure makes 5 of the last 10 calls failures"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_forgets_failures_older_than_its_span() {
+    let (layer, handle) = builder()
+        .time_window(secs(5))
+        .minimum_calls(4)
+        .failure_rate_threshold(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail, Fail, Fail]).await;
+    advance(secs(5)).await;
+    assert_eq!(
+        handle.counts().calls,
+        0,
+        "the failures fell out of the window"
+    );
+    run(&layer, &[Pass, Pass, Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.failure_rate(), 0.25);
+    advance(secs(1)).await;
+    run(&layer, &[Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "3 of 6 failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_on_slow_call_rate() {
+    let (layer, handle) = builder()
+        .count_window(4)
+        .minimum_calls(4)
+        .slow_call_duration(ms(100))
+        .slow_call_rate_threshold(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass, Call::SlowOk(100), Call::SlowOk(101)]).await;
+    assert_eq!(handle.counts().slow, 1, "exactly the duration is not slow");
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Call::SlowOk(500)]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.failure_rate(), 0.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn opens_after_consecutive_failures_whatever_the_rate() {
+    let (layer, handle) = builder()
+        .count_window(100)
+        .minimum_calls(100)
+        .consecutive_failures(3)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail, Fail, Pass, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.consecutive_failures(), 2);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_outcomes_count_for_nothing() {
+    let classify = ClassifyFn::new(|r: Result<&&'static str, &BoxError>| match r {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string() == "slow boom" => Outcome::Ignored,
+        Err(_) => Outcome::Failure,
+    });
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let svc = layer.classify(classify).layer(downstream());
+    for _ in 0..5 {
+        assert!(svc.clone().oneshot(Call::SlowFail(1)).await.is_err());
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.counts(), WindowCounts::default());
+}
+
+// ===== rejections =====
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_is_circuit_open_with_the_time_left() {
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(4)).await;
+    let err = layer.layer(downstream()).oneshot(Pass).await.unwrap_err();
+    let r = rejection(&err);
+    assert_eq!(r.kind(), RejectionKind::CircuitOpen);
+    assert_eq!(r.name(), "dep");
+    assert_eq!(r.retry_after(), Some(secs(6)));
+    assert_eq!(handle.open_remaining(), Some(secs(6)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_rejection_is_ready_at_once_and_the_inner_service_is_not_called() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    handle.force_open();
+    let mut svc = layer.layer(mock);
+    let mut call = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert!(is_open(&assert_ready!(call.poll()).unwrap_err()));
+    let mut next = task::spawn(mock_handle.next_request());
+    assert_pending!(next.poll(), "no request reached the inner service");
+}
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_only_delegates_even_when_open() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder().build().unwrap().pair();
+    handle.force_open();
+    let mut svc = layer.layer(mock);
+    mock_handle.allow(0);
+    let mut ready = task::spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert_pending!(ready.poll(), "not ready because the inner service is not");
+    mock_handle.allow(1);
+    assert!(
+        assert_ready!(ready.poll()).is_ok(),
+        "ready although the breaker is open"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_error_stays_downcastable() {
+    #[derive(Debug)]
+    struct Refused;
+    impl std::fmt::Display for Refused {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("refused")
+        }
+    }
+    impl std::error::Error for Refused {}
+
+    let layer = builder().build().unwrap();
+    let svc = layer.layer(service_fn(|()| async { Err::<(), _>(Refused) }));
+    let err = svc.oneshot(()).await.unwrap_err();
+    assert!(err.downcast_ref::<Refused>().is_some());
+    assert!(rejected(&*err).is_none());
+}
+
+// ===== open durations =====
+
+#[tokio::test(start_paused = true)]
+async fn half_open_after_the_open_duration_then_closes_on_successful_probes() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(2)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(ms(9_999)).await;
+    assert_eq!(run(&layer, &[Pass]).await, [true]);
+    advance(ms(1)).await;
+    assert_eq!(run(&layer, &[Pass]).await, [false]);
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(
+        handle.counts(),
+        WindowCounts::default(),
+        "probes do not fill the window"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_opens_the_breaker_again() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(3)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.open_remaining(), Some(secs(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_closes_on_a_success_ratio() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(4)
+        .half_open_success_ratio(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail, Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    run(&layer, &[Fail]).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "3 failures of 4 leave no way to 2 successes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_backoff_grows_on_each_reopening_and_starts_over_after_recovery() {
+    let backoff = Backoff::exponential(secs(1))
+        .cap(secs(5))
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .open_backoff(backoff)
+        .build()
+        .unwrap()
+        .pair();
+    let mut opens = Vec::new();
+    run(&layer, &[Fail]).await;
+    for _ in 0..4 {
+        let open = handle.open_remaining().unwrap();
+        opens.push(open);
+        advance(open).await;
+        run(&layer, &[Fail]).await;
+    }
+    assert_eq!(opens, [secs(1), secs(2), secs(4), secs(5)]);
+    advance(secs(5)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.open_remaining(), Some(secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn jittered_backoff_repeats_with_the_same_seed() {
+    async fn opens(seed: u64) -> Vec<Duration> {
+        let backoff = Backoff::exponential(secs(1)).cap(secs(60)).build().unwrap();
+        let (layer, handle) = builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .open_backoff(backoff)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .pair();
+        run(&layer, &[Fail]).await;
+        let mut opens = Vec::new();
+        for attempt in 0..5 {
+            let open = handle.open_remaining().unwrap();
+            assert!(open <= secs(1 << attempt), "{open:?} above the curve");
+            opens.push(open);
+            advance(open).await;
+            run(&layer, &[Fail]).await;
+        }
+        opens
+    }
+    assert_eq!(opens(7).await, opens(7).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_result_that_trips_can_set_the_open_duration() {
+    let read = RetryAfterFn::new(|r: Result<&&'static str, &BoxError>| {
+        r.err()
+            .filter(|e| e.to_string() == "boom")
+            .map(|_| secs(42))
+    });
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let svc = layer.open_duration_from(read).layer(downstream());
+    let _ = svc.clone().oneshot(Fail).await;
+    assert_eq!(handle.open_remaining(), Some(secs(42)));
+    let err = svc.oneshot(Pass).await.unwrap_err();
+    assert_eq!(rejection(&err).retry_after(), Some(secs(42)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_gives_up_on_probes_after_max_wait() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .half_open_max_wait(secs(3))
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut probe = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(probe.poll());
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    advance(ms(2_999)).await;
+    let early = svc.ready().await.unwrap().call(Pass).await;
+    assert!(is_open(&early.unwrap_err()));
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    advance(ms(1)).await;
+    let late = svc.ready().await.unwrap().call(Pass).await;
+    assert_eq!(rejection(&late.unwrap_err()).retry_after(), Some(secs(10)));
+    assert_eq!(handle.state(), CircuitState::Open);
+
+    // The hung probe finally answers: it belongs to a finished half-open phase.
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_response("ok");
+    assert!(assert_ready!(probe.poll()).is_ok());
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+// ===== half-open probes and cancellation =====
+
+#[tokio::test(start_paused = true)]
+async fn half_open_admits_at_most_n_probes() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(2)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut probes = Vec::new();
+    for _ in 0..2 {
+        probes.push(task::spawn(svc.ready().await.unwrap().call(Pass)));
+    }
+    for probe in &mut probes {
+        assert_pending!(probe.poll());
+    }
+    let third = svc.ready().await.unwrap().call(Pass).await;
+    assert!(is_open(&third.unwrap_err()));
+
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_response("ok");
+    assert!(assert_ready!(probes[0].poll()).is_ok());
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    let fourth = svc.ready().await.unwrap().call(Pass).await;
+    assert!(
+        is_open(&fourth.unwrap_err()),
+        "a decided probe still holds its place"
+    );
+
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_response("ok");
+    assert!(assert_ready!(probes[1].poll()).is_ok());
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_slot_and_records_nothing() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let recorder = seawall_core::testing::TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| {
+        builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+            .pair()
+    });
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut probe = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(probe.poll());
+    assert!(is_open(
+        &svc.ready().await.unwrap().call(Pass).await.unwrap_err()
+    ));
+    drop(probe);
+    let _ = mock_handle.next_request().await;
+
+    let calls = |outcome| {
+        recorder.counter(
+            "seawall_circuit_breaker_calls_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(calls("success") + calls("failure") + calls("ignored"), 1);
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+
+    let mut probe = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(probe.poll(), "the slot is free again");
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_response("ok");
+    assert!(assert_ready!(probe.poll()).is_ok());
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_records_nothing() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let mut svc = layer.layer(mock);
+    for _ in 0..10 {
+        let mut call = task::spawn(svc.ready().await.unwrap().call(Fail));
+        assert_pending!(call.poll());
+    }
+    assert_eq!(handle.counts(), WindowCounts::default());
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_result_from_an_earlier_state_is_not_counted() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    let mut svc = layer.layer(mock);
+    let mut slow = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(slow.poll());
+    let (_, slow_send) = mock_handle.next_request().await.unwrap();
+
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+
+    slow_send.send_error("late boom");
+    assert!(assert_ready!(slow.poll()).is_err());
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "the failure began two states ago"
+    );
+    assert_eq!(handle.counts(), WindowCounts::default());
+}
+
+// ===== classification =====
+
+#[tokio::test(start_paused = true)]
+async fn http_5xx_responses_trip_and_retry_after_sets_the_open_duration() {
+    use seawall_circuit_breaker::RetryAfterHeader;
+    use seawall_core::classify::HttpStatus;
+
+    let (layer, handle) = builder().consecutive_failures(2).build().unwrap().pair();
+    let layer = layer
+        .classify(HttpStatus::server_errors())
+        .open_duration_from(RetryAfterHeader);
+    let svc = layer.layer(service_fn(|status: u16| async move {
+        let res = http::Response::builder()
+            .status(status)
+            .header("retry-after", "42")
+            .body(())
+            .unwrap();
+        Ok::<_, BoxError>(res)
+    }));
+    assert_eq!(svc.clone().oneshot(404).await.unwrap().status(), 404);
+    svc.clone().oneshot(503).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Closed);
+    svc.clone().oneshot(500).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.open_remaining(), Some(secs(42)));
+}
+
+mod grpc {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use seawall_core::classify::GrpcCodes;
+
+    type Frames = StreamBody<
+        futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>>,
+    >;
+
+    fn streaming(code: &'static str) -> http::Response<Frames> {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static(code));
+        let frames = vec![
+            Ok(Frame::data(Bytes::from_static(b"msg"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(StreamBody::new(futures::stream::iter(frames)))
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grpc_outcomes_count_at_the_end_of_the_stream() {
+        let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+        let svc =
+            layer
+                .classify(GrpcCodes::new())
+                .layer(service_fn(|code: &'static str| async move {
+                    Ok::<_, BoxError>(streaming(code))
+                }));
+
+        let ok = svc.clone().oneshot("0").await.unwrap();
+        ok.into_body().collect().await.unwrap();
+        let unavailable = svc.clone().oneshot("14").await.unwrap();
+        assert_eq!(
+            handle.state(),
+            CircuitState::Closed,
+            "not decided before the trailers"
+        );
+        drop(svc.clone().oneshot("14").await.unwrap());
+        assert_eq!(
+            handle.state(),
+            CircuitState::Closed,
+            "a body dropped before its end counts for nothing"
+        );
+        unavailable.into_body().collect().await.unwrap();
+        assert_eq!(handle.state(), CircuitState::Open);
+    }
+}
+
+// ===== handle, hooks, metrics =====
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_forces_states() {
+    let (layer, handle) = builder().consecutive_failures(2).build().unwrap().pair();
+    handle.force_open();
+    assert_eq!(handle.state(), CircuitState::ForcedOpen);
+    advance(secs(3600)).await;
+    let err = layer.layer(downstream()).oneshot(Pass).await.unwrap_err();
+    assert_eq!(rejection(&err).retry_after(), None);
+
+    handle.disable();
+    assert_eq!(run(&layer, &[Fail, Fail, Fail]).await, [false; 3]);
+    assert_eq!(
+        handle.counts(),
+        WindowCounts::default(),
+        "disabled records nothing"
+    );
+    assert_eq!(handle.state(), CircuitState::Disabled);
+
+    handle.metrics_only();
+    run(&layer, &[Fail, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::MetricsOnly, "never trips");
+    assert_eq!(handle.counts().failures, 3, "but records");
+    assert_eq!(handle.consecutive_failures(), 3);
+
+    handle.force_closed();
+    assert_eq!(handle.counts(), WindowCounts::default());
+    run(&layer, &[Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+
+    handle.reset();
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(run(&layer, &[Pass]).await, [false]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribers_see_every_transition() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    let mut states = handle.subscribe();
+    assert_eq!(*states.borrow_and_update(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert!(states.has_changed().unwrap());
+    assert_eq!(*states.borrow_and_update(), CircuitState::Open);
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(*states.borrow_and_update(), CircuitState::Closed);
+    let waiter = tokio::spawn(async move {
+        states.changed().await.unwrap();
+        *states.borrow()
+    });
+    tokio::task::yield_now().await;
+    handle.force_open();
+    assert_eq!(waiter.await.unwrap(), CircuitState::ForcedOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hooks_hear_of_transitions_rejections_and_outcomes() {
+    let transitions = Arc::new(Mutex::new(Vec::new()));
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let rejections = Arc::new(AtomicUsize::new(0));
+    let (t, o, r) = (transitions.clone(), outcomes.clone(), rejections.clone());
+    let layer = builder()
+        .consecutive_failures(2)
+        .slow_call_duration(ms(50))
+        .build()
+        .unwrap()
+        .on_state_change(move |e| {
+            assert_eq!(e.name, "dep");
+            t.lock().unwrap().push((e.from, e.to));
+        })
+        .on_outcome(move |e| o.lock().unwrap().push((e.outcome, e.duration)))
+        .on_rejected(move |e| {
+            assert_eq!(e.state, CircuitState::Open);
+            assert_eq!(e.retry_after, Some(secs(10)));
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+    run(&layer, &[Pass, Call::SlowFail(60), Fail, Pass, Pass]).await;
+    assert_eq!(
+        *transitions.lock().unwrap(),
+        [(CircuitState::Closed, CircuitState::Open)]
+    );
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        [
+            (CallOutcome::Success, Some(ms(0))),
+            (CallOutcome::SlowFailure, Some(ms(60))),
+            (CallOutcome::Failure, Some(ms(0))),
+        ]
+    );
+    assert_eq!(rejections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_outcomes_states_and_transitions() {
+    use seawall_core::testing::TestRecorder;
+
+    let recorder = TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| {
+        builder()
+            .count_window(4)
+            .minimum_calls(4)
+            .slow_call_duration(ms(100))
+            .build()
+            .unwrap()
+            .pair()
+    });
+    let calls = |outcome| {
+        recorder.counter(
+            "seawall_circuit_breaker_calls_total",
+            &[("name", "dep"), ("outcome", outcome)],
+        )
+    };
+    let state = |state| {
+        recorder.gauge(
+            "seawall_circuit_breaker_state",
+            &[("name", "dep"), ("state", state)],
+        )
+    };
+    let states_at_one = || {
+        CircuitStateNames::ALL
+            .iter()
+            .filter(|s| state(s) == Some(1.0))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(states_at_one(), ["closed"]);
+
+    run(&layer, &[Pass, Call::SlowOk(200), Call::SlowFail(200)]).await;
+    assert_eq!(
+        recorder.gauge("seawall_circuit_breaker_slow_call_rate", &[("name", "dep")]),
+        Some(2.0 / 3.0)
+    );
+    run(&layer, &[Fail, Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(
+        recorder.gauge("seawall_circuit_breaker_failure_rate", &[("name", "dep")]),
+        Some(0.5)
+    );
+    assert_eq!(calls("success"), 1);
+    assert_eq!(calls("slow_success"), 1);
+    assert_eq!(calls("slow_failure"), 1);
+    assert_eq!(calls("failure"), 1);
+    assert_eq!(calls("rejected"), 1);
+    assert_eq!(states_at_one(), ["open"]);
+
+    advance(secs(10)).await;
+    run(&layer, &[Pass; 10]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(states_at_one(), ["closed"], "exactly one state reads 1");
+    let transitions = |from, to| {
+        recorder.counter(
+            "seawall_circuit_breaker_transitions_total",
+            &[("name", "dep"), ("from", from), ("to", to)],
+        )
+    };
+    assert_eq!(transitions("closed", "open"), 1);
+    assert_eq!(transitions("open", "half_open"), 1);
+    assert_eq!(transitions("half_open", "closed"), 1);
+    handle.force_open();
+    assert_eq!(states_at_one(), ["forced_open"]);
+}
+
+struct CircuitStateNames;
+impl CircuitStateNames {
+    const ALL: [&'static str; 6] = [
+        "closed",
+        "open",
+        "half_open",
+        "disabled",
+        "metrics_only",
+        "forced_open",
+    ];
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_service_and_clone_of_a_layer_shares_one_breaker() {
+    let (layer, handle) = builder().consecutive_failures(3).build().unwrap().pair();
+    let copy = layer.clone();
+    let _ = layer.layer(downstream()).oneshot(Fail).await;
+    let _ = copy.layer(downstream()).oneshot(Fail).await;
+    let _ = layer.clone().layer(downstream()).oneshot(Fail).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(copy.handle().state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_probe_fails_when_slow_calls_trip() {
+    let (layer, handle) = builder()
+        .count_window(2)
+        .minimum_calls(2)
+        .slow_call_duration(ms(100))
+        .slow_call_rate_threshold(1.0)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Call::SlowOk(200), Call::SlowOk(200)]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    advance(secs(10)).await;
+    run(&layer, &[Call::SlowOk(200)]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "the slow probe failed");
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_from_a_configuration_file() {
+    let config: seawall_circuit_breaker::CircuitBreakerConfig = serde_json::from_str(
+        r#"{"name": "dep", "window": {"time": "10s"}, "minimum_calls": 2,
+            "failure_rate_threshold": 0.5, "open_duration": "3s"}"#,
+    )
+    .unwrap();
+    let (layer, handle) = CircuitBreakerLayer::from(config).pair();
+    run(&layer, &[Pass, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(handle.open_remaining(), Some(secs(3)));
+}

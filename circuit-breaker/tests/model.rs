@@ -1,0 +1,300 @@
+//! The breaker against a plain reference model: random configurations, random sequences of
+//! outcomes, call durations and clock advances; every decision and state must agree.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState, WindowCounts};
+use seawall_core::BoxError;
+use seawall_core::classify::{ClassifyFn, Outcome};
+use tokio::time::{Instant, advance, sleep};
+use tower::{Layer, ServiceExt, service_fn};
+
+const SLOW: Duration = Duration::from_millis(100);
+const OPEN: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+enum WindowKind {
+    Count(u32),
+    Time(u64),
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    window: WindowKind,
+    minimum_calls: u32,
+    failure_rate: Option<f64>,
+    slow_call_rate: Option<f64>,
+    consecutive: Option<u32>,
+    probes: u32,
+    ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Call { outcome: Outcome, millis: u64 },
+    Advance(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sample {
+    failure: bool,
+    slow: bool,
+}
+
+/// The breaker as a specification would describe it, one call at a time.
+struct Model {
+    config: Config,
+    state: CircuitState,
+    window: VecDeque<(u64, Sample)>,
+    consecutive: u32,
+    open_until: Duration,
+    probes_ok: u32,
+    probes_bad: u32,
+}
+
+impl Model {
+    fn new(config: Config) -> Self {
+        Self {
+            config,
+            state: CircuitState::Closed,
+            window: VecDeque::new(),
+            consecutive: 0,
+            open_until: Duration::ZERO,
+            probes_ok: 0,
+            probes_bad: 0,
+        }
+    }
+
+    fn needed(&self) -> u32 {
+        ((self.config.ratio * f64::from(self.config.probes)).ceil() as u32)
+            .clamp(1, self.config.probes)
+    }
+
+    fn live(&self, now: Duration) -> impl Iterator<Item = &Sample> {
+        let second = now.as_secs();
+        let window = self.config.window;
+        let len = self.window.len();
+        self.window
+            .iter()
+            .enumerate()
+            .filter(move |(i, (s, _))| match window {
+                WindowKind::Count(n) => len - i <= n as usize,
+                WindowKind::Time(span) => s + span > second,
+            })
+            .map(|(_, (_, sample))| sample)
+    }
+
+    fn counts(&self, now: Duration) -> WindowCounts {
+        let mut c = WindowCounts::default();
+        for s in self.live(now) {
+            c.calls += 1;
+            c.failures += u64::from(s.failure);
+            c.slow += u64::from(s.slow);
+        }
+        c
+    }
+
+    /// Whether a call starting at `now` is admitted.
+    fn admit(&mut self, now: Duration) -> bool {
+        if self.state == CircuitState::Open {
+            if now < self.open_until {
+                return false;
+            }
+            self.state = CircuitState::HalfOpen;
+            self.probes_ok = 0;
+            self.probes_bad = 0;
+        }
+        true
+    }
+
+    fn open(&mut self, now: Duration) {
+        self.state = CircuitState::Open;
+        self.open_until = now + OPEN;
+    }
+
+    /// Records a call that ended at `now` after `took`.
+    fn record(&mut self, outcome: Outcome, took: Duration, now: Duration) {
+        if outcome == Outcome::Ignored {
+            return;
+        }
+        let sample = Sample {
+            failure: outcome == Outcome::Failure,
+            slow: took > SLOW,
+        };
+        match self.state {
+            CircuitState::Closed => {
+                self.window.push_back((now.as_secs(), sample));
+                if sample.failure {
+                    self.consecutive += 1;
+                } else {
+                    self.consecutive = 0;
+                }
+                let c = self.counts(now);
+                let rate = |part: u64| part as f64 / c.calls as f64;
+                let trips = self
+                    .config
+                    .consecutive
+                    .is_some_and(|n| self.consecutive >= n)
+                    || (c.calls >= u64::from(self.config.minimum_calls)
+                        && (self
+                            .config
+                            .failure_rate
+                            .is_some_and(|t| rate(c.failures) >= t)
+                            || self
+                                .config
+                                .slow_call_rate
+                                .is_some_and(|t| rate(c.slow) >= t)));
+                if trips {
+                    self.open(now);
+                }
+            }
+            CircuitState::HalfOpen => {
+                let bad = sample.failure || (sample.slow && self.config.slow_call_rate.is_some());
+                if bad {
+                    self.probes_bad += 1;
+                } else {
+                    self.probes_ok += 1;
+                }
+                if self.probes_ok >= self.needed() {
+                    self.state = CircuitState::Closed;
+                    self.window.clear();
+                    self.consecutive = 0;
+                } else if self.probes_bad > self.config.probes - self.needed() {
+                    self.open(now);
+                }
+            }
+            state => unreachable!("no call is admitted in {state:?}"),
+        }
+    }
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    let window = prop_oneof![
+        (1u32..=8).prop_map(WindowKind::Count),
+        (1u64..=4).prop_map(WindowKind::Time)
+    ];
+    let rate = || proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]);
+    (
+        window,
+        1u32..=8,
+        rate(),
+        rate(),
+        proptest::option::of(1u32..=4),
+        1u32..=3,
+        prop_oneof![Just(0.5), Just(1.0)],
+    )
+        .prop_map(
+            |(window, minimum, failure_rate, slow_call_rate, consecutive, probes, ratio)| {
+                let minimum_calls = match window {
+                    WindowKind::Count(n) => minimum.min(n),
+                    WindowKind::Time(_) => minimum,
+                };
+                let failure_rate = if slow_call_rate.is_none() && consecutive.is_none() {
+                    failure_rate.or(Some(0.5))
+                } else {
+                    failure_rate
+                };
+                Config {
+                    window,
+                    minimum_calls,
+                    failure_rate,
+                    slow_call_rate,
+                    consecutive,
+                    probes,
+                    ratio,
+                }
+            },
+        )
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let outcome = prop_oneof![
+        4 => Just(Outcome::Success),
+        3 => Just(Outcome::Failure),
+        1 => Just(Outcome::Ignored)
+    ];
+    let millis = prop_oneof![Just(0u64), Just(50), Just(100), Just(150), Just(1200)];
+    prop_oneof![
+        4 => (outcome, millis).prop_map(|(outcome, millis)| Op::Call { outcome, millis }),
+        1 => prop_oneof![Just(100u64), Just(500), Just(1000), Just(3000)].prop_map(Op::Advance)
+    ]
+}
+
+fn layer(config: &Config) -> CircuitBreakerLayer {
+    let mut b = CircuitBreakerLayer::builder()
+        .name("model")
+        .minimum_calls(config.minimum_calls)
+        .slow_call_duration(SLOW)
+        .open_duration(OPEN)
+        .half_open_probes(config.probes)
+        .half_open_success_ratio(config.ratio);
+    b = match config.window {
+        WindowKind::Count(n) => b.count_window(n),
+        WindowKind::Time(s) => b.time_window(Duration::from_secs(s)),
+    };
+    b = match config.failure_rate {
+        Some(t) => b.failure_rate_threshold(t),
+        None => b.no_failure_rate(),
+    };
+    if let Some(t) = config.slow_call_rate {
+        b = b.slow_call_rate_threshold(t);
+    }
+    if let Some(n) = config.consecutive {
+        b = b.consecutive_failures(n);
+    }
+    b.build().expect("a valid configuration")
+}
+
+async fn check(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let (layer, handle) = layer(&config).pair();
+    let epoch = Instant::now();
+    let classify = ClassifyFn::new(|r: Result<&Outcome, &BoxError>| match r {
+        Ok(outcome) => *outcome,
+        Err(_) => Outcome::Failure,
+    });
+    let layer = layer.classify(classify);
+    let mut model = Model::new(config);
+    for (i, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Advance(millis) => advance(Duration::from_millis(millis)).await,
+            Op::Call { outcome, millis } => {
+                let svc = layer.layer(service_fn(move |()| async move {
+                    sleep(Duration::from_millis(millis)).await;
+                    Ok::<_, BoxError>(outcome)
+                }));
+                let start = epoch.elapsed();
+                let admitted = model.admit(start);
+                let result = svc.oneshot(()).await;
+                prop_assert_eq!(result.is_ok(), admitted, "op {}: {:?}", i, op);
+                if admitted {
+                    let end = epoch.elapsed();
+                    model.record(outcome, end - start, end);
+                }
+            }
+        }
+        prop_assert_eq!(handle.state(), model.state, "op {}: {:?}", i, op);
+        if model.state == CircuitState::Closed {
+            prop_assert_eq!(handle.counts(), model.counts(epoch.elapsed()), "op {}", i);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn breaker_agrees_with_the_reference_model(
+        config in config(),
+        ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(check(config, ops))?;
+    }
+}

@@ -1,0 +1,203 @@
+//! Many tasks on many threads against one breaker: the probe limit holds and every call is
+//! accounted for exactly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use seawall_core::testing::TestRecorder;
+use seawall_core::{BoxError, RejectionKind, rejected};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+const TASKS: u64 = 32;
+const CALLS_PER_TASK: u64 = 300;
+const PROBES: u32 = 4;
+
+#[derive(Default)]
+struct Downstream {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+}
+
+/// Counts a call out when it ends or is dropped.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Downstream {
+    async fn call(&self, fail: bool) -> Result<(), BoxError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let _leaving = InFlight(&self.in_flight);
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        if fail {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            Err("down".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+async fn hammer<S>(svc: S, fail: impl Fn(u64, u64) -> bool + Send + Sync + 'static) -> u64
+where
+    S: Service<bool, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let fail = Arc::new(fail);
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let svc = svc.clone();
+            let fail = fail.clone();
+            tokio::spawn(async move {
+                let mut rejected_here = 0;
+                for i in 0..CALLS_PER_TASK {
+                    if let Err(err) = svc.clone().oneshot(fail(task, i)).await
+                        && rejected(&*err).is_some_and(|r| r.kind() == RejectionKind::CircuitOpen)
+                    {
+                        rejected_here += 1;
+                    }
+                }
+                rejected_here
+            })
+        })
+        .collect();
+    let mut rejections = 0;
+    for task in tasks {
+        rejections += task.await.unwrap();
+    }
+    rejections
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hammered_half_open_breaker_never_lets_more_than_n_probes_through() {
+    let recorder = TestRecorder::new();
+    // Every probe fails and the open duration is a nanosecond: the breaker spins between open
+    // and half-open, and every call it admits is a probe.
+    let (layer, handle) = recorder.install_for(|| {
+        CircuitBreakerLayer::builder()
+            .name("stress")
+            .consecutive_failures(1)
+            .open_duration(Duration::from_nanos(1))
+            .half_open_probes(PROBES)
+            .build()
+            .unwrap()
+            .pair()
+    });
+    let downstream = Arc::new(Downstream::default());
+    let d = downstream.clone();
+    let svc = layer.layer(service_fn(move |fail: bool| {
+        let d = d.clone();
+        async move { d.call(fail).await }
+    }));
+    let _ = svc.clone().oneshot(true).await;
+    assert_ne!(handle.state(), CircuitState::Closed);
+
+    let rejections = hammer(svc, |_, _| true).await;
+
+    let max = downstream.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= u64::from(PROBES), "{max} probes in flight at once");
+    let admitted = downstream.calls.load(Ordering::SeqCst);
+    assert_eq!(admitted + rejections, TASKS * CALLS_PER_TASK + 1);
+    let calls = |outcome| {
+        recorder.counter(
+            "seawall_circuit_breaker_calls_total",
+            &[("outcome", outcome)],
+        )
+    };
+    assert_eq!(calls("failure"), admitted);
+    assert_eq!(calls("rejected"), rejections);
+    assert_eq!(calls("success"), 0);
+    assert!(admitted > 1, "probes got through between openings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_outcomes_add_up_exactly_in_the_window() {
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("stress")
+        .count_window(100_000)
+        .build()
+        .unwrap()
+        .pair();
+    handle.metrics_only();
+    let downstream = Arc::new(Downstream::default());
+    let d = downstream.clone();
+    let svc = layer.layer(service_fn(move |fail: bool| {
+        let d = d.clone();
+        async move { d.call(fail).await }
+    }));
+
+    let rejections = hammer(svc, |task, i| (task * 7 + i) % 3 == 0).await;
+
+    assert_eq!(rejections, 0);
+    let counts = handle.counts();
+    assert_eq!(counts.calls, TASKS * CALLS_PER_TASK);
+    assert_eq!(counts.failures, downstream.failures.load(Ordering::SeqCst));
+    assert_eq!(handle.state(), CircuitState::MetricsOnly);
+}
+
+/// Calls `svc` and gives up on each call after a few yields, so that about half the calls are
+/// dropped mid-flight.
+async fn give_up_on_some<S>(svc: S, task: u64)
+where
+    S: Service<bool, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    for i in 0..CALLS_PER_TASK {
+        let call = Box::pin(svc.clone().oneshot(true));
+        let give_up = Box::pin(async move {
+            for _ in 0..(task + i) % 5 {
+                tokio::task::yield_now().await;
+            }
+        });
+        let _ = futures::future::select(call, give_up).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probes_cancelled_under_concurrency_leak_no_slot() {
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_nanos(1))
+        .half_open_probes(PROBES)
+        .build()
+        .unwrap()
+        .pair();
+    let downstream = Arc::new(Downstream::default());
+    let d = downstream.clone();
+    let svc = layer.layer(service_fn(move |fail: bool| {
+        let d = d.clone();
+        async move { d.call(fail).await }
+    }));
+    let _ = svc.clone().oneshot(true).await;
+
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let svc = svc.clone();
+            tokio::spawn(give_up_on_some(svc, task))
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let max = downstream.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= u64::from(PROBES), "{max} probes in flight at once");
+    assert_eq!(downstream.in_flight.load(Ordering::SeqCst), 0);
+    // Every slot is free again: PROBES successes in a row close the breaker.
+    for _ in 0..PROBES {
+        svc.clone().oneshot(false).await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+}

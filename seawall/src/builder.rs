@@ -49,6 +49,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::retry::RetryLayer<P>,
     ) -> With<crate::retry::RetryLayer<P>, L>;
 
+    /// Adds a circuit breaker.
+    #[cfg(feature = "circuit-breaker")]
+    fn with_circuit_breaker<C, H>(
+        self,
+        layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
+    ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L>;
+
     /// Adds a fallback.
     #[cfg(feature = "fallback")]
     fn with_fallback<Src, W>(
@@ -87,6 +94,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::retry::RetryLayer<P>,
     ) -> With<crate::retry::RetryLayer<P>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "circuit-breaker")]
+    fn with_circuit_breaker<C, H>(
+        self,
+        layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
+    ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L> {
         self.layer(layer)
     }
 

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
 //! | [`retry`] | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
+//! | [`circuit_breaker`] | `circuit-breaker` | circuit breaking on failure rate, slow calls or consecutive failures, plain and keyed |
 //! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
 //! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
@@ -38,6 +39,8 @@ mod builder;
 pub use self::builder::ServiceBuilderExt;
 pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
 
+#[cfg(feature = "circuit-breaker")]
+pub use seawall_circuit_breaker as circuit_breaker;
 #[cfg(feature = "grpc")]
 pub use seawall_core::grpc;
 #[cfg(feature = "http")]

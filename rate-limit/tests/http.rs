@@ -1,0 +1,1 @@
+//! Keyed limits and the 429 adapter through axum.

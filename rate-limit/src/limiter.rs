@@ -9,9 +9,11 @@
 //! - At most `max_keys` keys are tracked. A new key that finds the map full shares one overflow
 //!   bucket, with the same quota, with every other such key until room is made; so flooding the
 //!   map never lifts the limit, it only makes newcomers share.
-//! - When new keys arrive, at most once per `sweep_interval`, keys whose bucket is full again
-//!   (idle long enough that forgetting them changes nothing) are swept out with governor's
-//!   `retain_recent`. Forgetting an idle key never lets a client through sooner than its quota.
+//! - When new keys arrive (and, while the map is full, on any call, before its check), at most
+//!   once per `sweep_interval`, keys whose bucket is full again (idle long enough that
+//!   forgetting them changes nothing) are swept out with governor's `retain_recent`. Forgetting
+//!   an idle key never lets a client through sooner than its quota. A sweep visits every key,
+//!   so it runs on the calling task, rarely, and never per call.
 
 use std::fmt;
 use std::hash::Hash;
@@ -119,23 +121,33 @@ struct KeyBook {
     sweep_interval: Duration,
     /// Nanoseconds after `epoch` before which no new sweep starts.
     next_sweep: AtomicU64,
+    /// A new key arrived and a sweep is due.
     sweep_due: AtomicBool,
+    /// A new key found the map full; cleared by a sweep that makes room.
+    full: AtomicBool,
 }
 
 impl KeyBook {
-    /// Called when a key is not in the map: asks for a sweep if the last one is long enough ago.
-    fn missed(&self) {
+    /// Whether a sweep may start now; the caller that gets `true` must run it.
+    fn claim_sweep(&self) -> bool {
         let now = nanos_since(self.epoch);
         let next = self.next_sweep.load(Ordering::Relaxed);
-        if now >= next {
-            let after = now.saturating_add(nanos(self.sweep_interval));
-            if self
+        now >= next
+            && self
                 .next_sweep
-                .compare_exchange(next, after, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    next,
+                    now.saturating_add(nanos(self.sweep_interval)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
-            {
-                self.sweep_due.store(true, Ordering::Release);
-            }
+    }
+
+    /// Called when a key is not in the map: asks for a sweep if the last one is long enough ago.
+    fn missed(&self) {
+        if self.claim_sweep() {
+            self.sweep_due.store(true, Ordering::Release);
         }
     }
 }
@@ -158,6 +170,7 @@ impl<E: KeyExtractor> Keyed<E> {
             sweep_interval: config.sweep_interval,
             next_sweep: AtomicU64::new(0),
             sweep_due: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         });
         let store = KeyStore {
             map: DashMap::new(),
@@ -185,6 +198,9 @@ impl<E: KeyExtractor> Keyed<E> {
     pub fn sweep(&self) {
         let before = self.len();
         self.limiter.retain_recent();
+        if self.len() < self.book.max {
+            self.book.full.store(false, Ordering::Relaxed);
+        }
         tracing::debug!(
             name = %self.book.name,
             before,
@@ -209,6 +225,10 @@ where
 
     #[inline]
     fn check(&self, key: &E::Key) -> Result<(), Duration> {
+        // While the map is full, sweep before checking so that this key may get a slot.
+        if self.book.full.load(Ordering::Relaxed) && self.book.claim_sweep() {
+            self.sweep();
+        }
         let result = self.limiter.check_key(key);
         if self.book.sweep_due.load(Ordering::Relaxed)
             && self.book.sweep_due.swap(false, Ordering::Acquire)
@@ -259,6 +279,9 @@ impl<K: Hash + Eq + Clone> StateStore for KeyStore<K> {
                 if self.book.len.fetch_add(1, Ordering::Relaxed) >= self.book.max {
                     self.book.len.fetch_sub(1, Ordering::Relaxed);
                     drop(entry);
+                    if !self.book.full.load(Ordering::Relaxed) {
+                        self.book.full.store(true, Ordering::Relaxed);
+                    }
                     return self.overflowed(f);
                 }
                 entry

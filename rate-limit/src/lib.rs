@@ -35,12 +35,41 @@
 //! ```
 //!
 //! Keyed limits give each key its own quota: [`RateLimitLayer::keyed`] with an extractor, a
-//! closure by [`key_fn`], or with the `http` feature [`ClientIp`] (from the connection or
-//! `X-Forwarded-For`, with the trust spelled out), [`Header`] or [`Route`]. Key memory is
+//! closure by [`key_fn`], or with the `http` feature `ClientIp` (from the connection or
+//! `X-Forwarded-For`, with the trust spelled out), `Header` or `Route`. Key memory is
 //! bounded; see [`Keyed`].
 //!
+//! ```
+//! use seawall_rate_limit::{Quota, RateLimitLayer, key_fn};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seawall_core::BoxError> {
+//! // Two calls a minute per tenant, the tenant being the request's high bits.
+//! let layer = RateLimitLayer::builder()
+//!     .quota(Quota::per_minute(2))
+//!     .build()?
+//!     .keyed(key_fn(|id: &u64| id >> 32));
+//! let svc = layer.layer(service_fn(|id: u64| async move { Ok::<_, seawall_core::BoxError>(id) }));
+//! for _ in 0..2 {
+//!     svc.clone().oneshot(1 << 32).await?;
+//! }
+//! let err = svc.clone().oneshot(1 << 32).await.unwrap_err();
+//! assert!(seawall_core::rejected(&*err).unwrap().retry_after().is_some());
+//! svc.oneshot(2 << 32).await?; // another tenant
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With a `max_wait`, a call over the limit sleeps until its bucket has a permit, checks again,
+//! and is rejected at once if that would take longer than the max. A waiting call reserves
+//! nothing, so under contention whoever checks first once a permit is back takes it, and a
+//! dropped waiting call costs the quota nothing. The inner service must be `Clone`: a waiting
+//! call takes the service it was called on (ready, as tower requires) and leaves a clone.
+//!
 //! The limiter reads tokio's clock ([`clock::TokioClock`]), so tests on a paused clock see
-//! permits come back as virtual time passes, and waiting calls sleep on a tokio timer.
+//! permits come back as virtual time passes, and waiting calls sleep on a tokio timer; governor's
+//! own `until_ready` is never used, as it sleeps on a wall-clock timer.
 //!
 //! Metrics: `seawall_rate_limit_calls_total{name, result = "permitted" | "waited" | "rejected"}`.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -2,18 +2,8 @@
 //! bounded size ([`Keyed`]).
 //!
 //! Both run governor's GCRA, which keeps one 64-bit "theoretical arrival time" per bucket and
-//! decides with a single compare-and-swap: no lock, no timer, no background task.
-//!
-//! A keyed limit must not let its map grow with every key a client can invent (every forged
-//! `X-Forwarded-For` address, every random API key). Two rules keep it bounded:
-//! - At most `max_keys` keys are tracked. A new key that finds the map full shares one overflow
-//!   bucket, with the same quota, with every other such key until room is made; so flooding the
-//!   map never lifts the limit, it only makes newcomers share.
-//! - When new keys arrive (and, while the map is full, on any call, before its check), at most
-//!   once per `sweep_interval`, keys whose bucket is full again (idle long enough that
-//!   forgetting them changes nothing) are swept out with governor's `retain_recent`. Forgetting
-//!   an idle key never lets a client through sooner than its quota. A sweep visits every key,
-//!   so it runs on the calling task, rarely, and never per call.
+//! decides with a single compare-and-swap: no lock, no timer, no background task. A keyed limit
+//! finds the bucket in a sharded map (`dashmap`) under a read lock of one shard.
 
 use std::fmt;
 use std::hash::Hash;
@@ -105,6 +95,17 @@ type KeyedLimiter<K> =
     governor::RateLimiter<K, KeyStore<K>, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 /// One bucket per key, read off each request by an extractor `E`, in a map of bounded size.
+///
+/// The map must not grow with every key a client can invent (every forged `X-Forwarded-For`
+/// address, every random API key). Two rules keep it bounded:
+/// - At most `max_keys` keys are tracked. A new key that finds the map full shares one overflow
+///   bucket, with the same quota, with every other such key until room is made: flooding the
+///   map never lifts the limit, it only makes newcomers share.
+/// - When new keys arrive (and, while the map is full, on any call, before its check), at most
+///   once per `sweep_interval`, keys whose bucket is full again are swept out with governor's
+///   `retain_recent`. Such a key was idle long enough that forgetting it changes nothing, so a
+///   sweep never lets a client through sooner than its quota. A sweep visits every key, so it
+///   runs on the calling task, at most once per interval, never per call.
 pub struct Keyed<E: KeyExtractor> {
     extractor: E,
     limiter: KeyedLimiter<E::Key>,
@@ -195,11 +196,13 @@ impl<E: KeyExtractor> Keyed<E> {
     }
 
     /// Forgets every key whose bucket is full again, as a sweep does.
+    #[cold]
+    #[inline(never)]
     pub fn sweep(&self) {
         let before = self.len();
         self.limiter.retain_recent();
-        if self.len() < self.book.max {
-            self.book.full.store(false, Ordering::Relaxed);
+        if self.len() < self.book.max && self.book.full.swap(false, Ordering::Relaxed) {
+            tracing::info!(name = %self.book.name, keys = self.len(), "rate limit key map has room again");
         }
         tracing::debug!(
             name = %self.book.name,
@@ -279,8 +282,14 @@ impl<K: Hash + Eq + Clone> StateStore for KeyStore<K> {
                 if self.book.len.fetch_add(1, Ordering::Relaxed) >= self.book.max {
                     self.book.len.fetch_sub(1, Ordering::Relaxed);
                     drop(entry);
-                    if !self.book.full.load(Ordering::Relaxed) {
-                        self.book.full.store(true, Ordering::Relaxed);
+                    if !self.book.full.load(Ordering::Relaxed)
+                        && !self.book.full.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::info!(
+                            name = %self.book.name,
+                            max_keys = self.book.max,
+                            "rate limit key map full; new keys share the overflow bucket"
+                        );
                     }
                     return self.overflowed(f);
                 }

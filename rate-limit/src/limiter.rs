@@ -316,7 +316,7 @@ impl<K> KeyStore<K> {
 /// The theoretical arrival time a bucket holds; `None` for a fresh one.
 fn arrival(state: &InMemoryState) -> Option<Nanos> {
     state
-        .measure_and_replace(&NotKeyed::NonKey, |tat| Err::<((), Nanos), _>(tat))
+        .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
         .err()
         .flatten()
 }

@@ -3,7 +3,7 @@
 //! A keyed limit gives every key (a client address, an API key, a route) its own quota, so one
 //! busy client cannot spend everyone's. An extractor names the key type ([`KeyExtractor`]) and
 //! reads the key off a request ([`ExtractKey`]); [`key_fn`] turns a closure into one, and with
-//! the `http` feature [`ClientIp`], [`Header`] and [`Route`] cover the usual cases.
+//! the `http` feature `ClientIp`, `Header` and `Route` cover the usual cases.
 //!
 //! Keys live in a map of bounded size, so they should be small and owned: an address, a
 //! number, a [`Fingerprint`] of some bytes. Keeping a request's own buffers (a `HeaderValue`

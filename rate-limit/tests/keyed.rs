@@ -340,3 +340,127 @@ async fn concurrent_waiters_with_random_cancellation_stay_within_the_quota() {
         "{admitted} admitted, at most {allowed}"
     );
 }
+
+/// A reference model of a keyed limit: GCRA per key, a cap on keys with one overflow bucket,
+/// and sweeps of idle keys when new keys arrive (or before any call while the map is full), at
+/// most once per interval. Times in nanoseconds since the layer was built.
+struct KeyedModel {
+    interval: u64,
+    tau: u64,
+    max_keys: usize,
+    sweep_every: u64,
+    keys: std::collections::HashMap<u64, u64>,
+    overflow: Option<u64>,
+    next_sweep: u64,
+    full: bool,
+}
+
+impl KeyedModel {
+    fn new(quota: Quota, max_keys: usize, sweep_every: Duration) -> Self {
+        let interval = u64::try_from(quota.replenish_interval().as_nanos()).unwrap();
+        Self {
+            interval,
+            tau: interval * u64::from(quota.burst() - 1),
+            max_keys,
+            sweep_every: u64::try_from(sweep_every.as_nanos()).unwrap(),
+            keys: Default::default(),
+            overflow: None,
+            next_sweep: 0,
+            full: false,
+        }
+    }
+
+    /// GCRA on one bucket's arrival time; `None` is a fresh bucket.
+    fn gcra(interval: u64, tau: u64, tat: &mut Option<u64>, now: u64) -> bool {
+        let at = tat.unwrap_or(now);
+        if now + tau < at {
+            return false;
+        }
+        *tat = Some(at.max(now) + interval);
+        true
+    }
+
+    fn claim_sweep(&mut self, now: u64) -> bool {
+        if now >= self.next_sweep {
+            self.next_sweep = now + self.sweep_every;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn sweep(&mut self, now: u64) {
+        let drop_below = now.saturating_sub(self.interval);
+        self.keys.retain(|_, tat| *tat > drop_below);
+        if self.keys.len() < self.max_keys {
+            self.full = false;
+        }
+    }
+
+    fn call(&mut self, key: u64, now: u64) -> bool {
+        if self.full && self.claim_sweep(now) {
+            self.sweep(now);
+        }
+        let (interval, tau) = (self.interval, self.tau);
+        let mut sweep_due = false;
+        let admitted = if let Some(tat) = self.keys.get_mut(&key) {
+            let mut state = Some(*tat);
+            let admitted = Self::gcra(interval, tau, &mut state, now);
+            *tat = state.unwrap();
+            admitted
+        } else {
+            sweep_due = self.claim_sweep(now);
+            if self.keys.len() < self.max_keys {
+                let mut state = None;
+                let admitted = Self::gcra(interval, tau, &mut state, now);
+                self.keys.insert(key, state.unwrap());
+                admitted
+            } else {
+                self.full = true;
+                Self::gcra(interval, tau, &mut self.overflow, now)
+            }
+        };
+        if sweep_due {
+            self.sweep(now);
+        }
+        admitted
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn keyed_limits_match_a_reference_model(
+        rate in 1u32..200,
+        burst in 1u32..5,
+        max_keys in 1usize..6,
+        sweep_ms in 1u64..500,
+        steps in proptest::collection::vec((0u64..200_000_000, 0u64..8), 1..200),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let quota = Quota::per_second(rate).with_burst(burst);
+            let layer = config(quota)
+                .max_keys(max_keys)
+                .sweep_interval(ms(sweep_ms))
+                .build()
+                .unwrap()
+                .keyed(by_request());
+            let mut svc = layer.layer(echo());
+            let mut model = KeyedModel::new(quota, max_keys, ms(sweep_ms));
+            let mut now = 0;
+            for (gap, key) in steps {
+                advance(Duration::from_nanos(gap)).await;
+                now += gap;
+                proptest::prop_assert_eq!(admitted(&mut svc, key).await, model.call(key, now));
+                proptest::prop_assert_eq!(layer.tracked_keys(), model.keys.len());
+            }
+            Ok(())
+        })?;
+    }
+}

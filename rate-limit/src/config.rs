@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULT_NAME: &str = "rate_limit";
 const MAX_RATE: u32 = 1_000_000_000;
-const MAX_BURST: u32 = 10_000_000;
+const MAX_BURST: u32 = 1_000_000_000;
+/// The longest a bucket may take to fill, which keeps governor's nanosecond sums far from
+/// overflow.
+const MAX_FILL: Duration = Duration::from_secs(365 * 24 * 3600);
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_KEYS: usize = 10_000;
 const MAX_KEYS: usize = 100_000_000;
@@ -55,7 +58,7 @@ impl Period {
 pub struct Quota {
     period: Period,
     rate: u32,
-    burst: Option<u32>,
+    burst: u32,
 }
 
 impl Quota {
@@ -64,7 +67,7 @@ impl Quota {
         Self {
             period: Period::Second,
             rate,
-            burst: None,
+            burst: rate,
         }
     }
 
@@ -73,14 +76,15 @@ impl Quota {
         Self {
             period: Period::Minute,
             rate,
-            burst: None,
+            burst: rate,
         }
     }
 
-    /// Up to `burst` calls at once, in `[1, 10_000_000]` (default: the rate).
+    /// Up to `burst` calls at once (default: the rate), in `[1, 1_000_000_000]` and such that
+    /// an empty bucket fills within a year.
     #[must_use]
     pub const fn with_burst(mut self, burst: u32) -> Self {
-        self.burst = Some(burst);
+        self.burst = burst;
         self
     }
 
@@ -96,10 +100,7 @@ impl Quota {
 
     /// Calls admitted at once after a quiet spell.
     pub const fn burst(&self) -> u32 {
-        match self.burst {
-            Some(burst) => burst,
-            None => self.rate,
-        }
+        self.burst
     }
 
     /// The time in which one permit comes back.
@@ -109,7 +110,11 @@ impl Quota {
 
     fn validate(self) -> Result<Self, ConfigError> {
         config::count_in(self.period.field(), self.rate, 1..=MAX_RATE)?;
-        config::count_in("quota.burst", self.burst(), 1..=MAX_BURST)?;
+        let fill_in_a_year = MAX_FILL.as_nanos() / self.replenish_interval().as_nanos().max(1);
+        let max_burst = u32::try_from(fill_in_a_year)
+            .unwrap_or(u32::MAX)
+            .min(MAX_BURST);
+        config::count_in("quota.burst", self.burst, 1..=max_burst)?;
         Ok(self)
     }
 
@@ -117,7 +122,7 @@ impl Quota {
     pub(crate) fn to_governor(self) -> governor::Quota {
         let one = NonZeroU32::MIN;
         let rate = NonZeroU32::new(self.rate).unwrap_or(one);
-        let burst = NonZeroU32::new(self.burst()).unwrap_or(one);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(one);
         match self.period {
             Period::Second => governor::Quota::per_second(rate),
             Period::Minute => governor::Quota::per_minute(rate),
@@ -132,7 +137,7 @@ impl fmt::Display for Quota {
             Period::Second => "s",
             Period::Minute => "min",
         };
-        write!(f, "{}/{per}, burst {}", self.rate, self.burst())
+        write!(f, "{}/{per}, burst {}", self.rate, self.burst)
     }
 }
 
@@ -179,7 +184,7 @@ impl From<Quota> for QuotaSpec {
         Self {
             per_second,
             per_minute,
-            burst: quota.burst,
+            burst: Some(quota.burst),
         }
     }
 }
@@ -388,8 +393,19 @@ mod tests {
         let burst = build(Quota::per_second(10).with_burst(0)).unwrap_err();
         assert_eq!(
             burst.to_string(),
-            "invalid `quota.burst`: 0 is outside the allowed range [1, 10000000]"
+            "invalid `quota.burst`: 0 is outside the allowed range [1, 315360000]"
         );
+        let slow = build(Quota::per_minute(1).with_burst(600_000)).unwrap_err();
+        assert_eq!(
+            slow.allowed(),
+            "[1, 525600]",
+            "a burst must refill within a year"
+        );
+        assert!(
+            build(Quota::per_second(MAX_RATE)).is_ok(),
+            "the default burst is always valid"
+        );
+        assert!(build(Quota::per_minute(1).with_burst(525_600)).is_ok());
         let config = build(Quota::per_second(100)).unwrap();
         assert_eq!(
             config.quota().burst(),

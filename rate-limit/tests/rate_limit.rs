@@ -410,3 +410,37 @@ proptest! {
         })?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn every_quota_that_validates_works_without_overflow(
+        rate in 1u32..=1_000_000_000,
+        burst in 1u32..=1_000_000_000,
+        per_minute in any::<bool>(),
+        gap_secs in 0u64..1_000_000,
+    ) {
+        let quota = if per_minute { Quota::per_minute(rate) } else { Quota::per_second(rate) };
+        let Ok(layer) = RateLimitLayer::builder().name("api").quota(quota.with_burst(burst)).build()
+        else {
+            // Rejected by validation: nothing to run.
+            return Ok(());
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut svc = layer.layer(echo());
+            prop_assert_eq!(try_call(&mut svc).await, None, "the first call always passes");
+            for _ in 0..3 {
+                try_call(&mut svc).await;
+            }
+            advance(Duration::from_secs(gap_secs)).await;
+            try_call(&mut svc).await;
+            Ok(())
+        })?;
+    }
+}

@@ -137,3 +137,27 @@ fn keyed_circuit_breaker_allocates_nothing_per_call_for_a_known_key() {
     let keyed = KeyedCircuitBreakerLayer::new(config, |req: &u64| req % 4);
     assert_eq!(allocations_per_call(&mut keyed.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn rate_limit_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_rate_limit::RateLimitLayer::builder()
+        .quota(seawall_rate_limit::Quota::per_second(1_000_000_000).with_burst(10_000_000))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}
+
+#[test]
+fn keyed_rate_limit_allocates_nothing_per_call_once_its_keys_are_known() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_rate_limit::RateLimitLayer::builder()
+        .quota(seawall_rate_limit::Quota::per_second(1_000_000_000).with_burst(10_000_000))
+        .build()
+        .unwrap()
+        .keyed(seawall_rate_limit::key_fn(|n: &u64| n % 16));
+    // The warm-up inside `allocations_per_call` meets all sixteen keys.
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}

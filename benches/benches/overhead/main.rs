@@ -6,6 +6,7 @@ use seawall_bench::alloc::CountingAllocator;
 
 mod circuit_breaker;
 mod fallback;
+mod rate_limit;
 mod retry;
 mod timeout;
 
@@ -26,6 +27,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, fallback::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, rate_limit::bench, fallback::bench
 }
 criterion_main!(overhead);

@@ -1,0 +1,133 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
+use crate::extract::KeyExtractor;
+use crate::limiter::{Direct, Keyed};
+use crate::service::{RateLimit, Shared};
+
+/// Applies a [`RateLimit`] to every call of the inner service.
+///
+/// Its limiter and metric handles are made when it is built (metrics with the recorder in place
+/// then); every service it makes, and every clone of it, shares them.
+pub struct RateLimitLayer<L = Direct> {
+    shared: Arc<Shared<L>>,
+}
+
+/// What a rejection hook is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitedEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// How long until the call's bucket has a permit again.
+    pub retry_after: Duration,
+}
+
+/// What a wait hook is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitedEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// How long the call waited for its permit.
+    pub waited: Duration,
+}
+
+impl RateLimitLayer {
+    /// A layer with one bucket for all calls, from a validated configuration.
+    pub fn new(config: RateLimitConfig) -> Self {
+        let limiter = Direct::new(&config);
+        Self {
+            shared: Arc::new(Shared::new(config, limiter)),
+        }
+    }
+
+    /// A builder whose `build` makes the layer.
+    pub fn builder() -> RateLimitConfigBuilder<Self> {
+        RateLimitConfigBuilder::new()
+    }
+
+    /// One bucket per key that `extractor` reads off each request, instead of one for all.
+    ///
+    /// At most `max_keys` keys are tracked; see [`Keyed`] for what happens past that.
+    pub fn keyed<E: KeyExtractor>(self, extractor: E) -> RateLimitLayer<Keyed<E>> {
+        let limiter = Keyed::new(&self.shared.config, extractor);
+        RateLimitLayer {
+            shared: Arc::new(self.shared.with_limiter(Arc::new(limiter))),
+        }
+    }
+}
+
+impl<L> RateLimitLayer<L> {
+    /// Calls `hook` each time a call is rejected.
+    pub fn on_rejected(
+        mut self,
+        hook: impl Fn(RateLimitedEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.shared).on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` each time a call is admitted after waiting for a permit.
+    pub fn on_waited(mut self, hook: impl Fn(WaitedEvent<'_>) + Send + Sync + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).on_waited = Some(Arc::new(hook));
+        self
+    }
+
+    /// The layer's configuration.
+    pub fn config(&self) -> &RateLimitConfig {
+        &self.shared.config
+    }
+
+    /// The configured quota.
+    pub fn quota(&self) -> Quota {
+        self.shared.config.quota
+    }
+}
+
+impl<E: KeyExtractor> RateLimitLayer<Keyed<E>> {
+    /// How many keys are tracked now.
+    pub fn tracked_keys(&self) -> usize {
+        self.shared.limiter.len()
+    }
+
+    /// Forgets every idle key now, as the sweep that runs when new keys arrive does.
+    pub fn sweep(&self) {
+        self.shared.limiter.sweep();
+    }
+}
+
+impl From<RateLimitConfig> for RateLimitLayer {
+    fn from(config: RateLimitConfig) -> Self {
+        Self::new(config)
+    }
+}
+
+impl<L> Clone for RateLimitLayer<L> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, L> Layer<S> for RateLimitLayer<L> {
+    type Service = RateLimit<S, L>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::new(inner, self.shared.clone())
+    }
+}
+
+impl<L: fmt::Debug> fmt::Debug for RateLimitLayer<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("name", &self.shared.config.name)
+            .field("quota", &self.shared.config.quota)
+            .field("max_wait", &self.shared.config.max_wait)
+            .field("limiter", &self.shared.limiter)
+            .finish()
+    }
+}

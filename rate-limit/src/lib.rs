@@ -1,0 +1,91 @@
+//! GCRA rate limiting for tower services, on `governor` and tokio time.
+//!
+//! A rate limit admits calls at the pace of a [`Quota`] (say 100 per second, up to 10 at once)
+//! and turns the rest away at once with a [`Rejected`](seawall_core::Rejected) of kind
+//! `RateLimited` whose `retry_after` says when a permit comes back, or lets them wait up to a
+//! `max_wait` for one. It protects a service from more work than it was sized for, and shares a
+//! service fairly between clients when keyed by client, API key or route; unlike a bulkhead, it
+//! counts calls started per second, not calls in flight.
+//!
+//! Where it goes in a stack: on a server, outermost after the error adapter, so a call over the
+//! limit costs nothing further down; under seawall-core's `http` adapter a rejection becomes
+//! `429 Too Many Requests` with `Retry-After`. On a client, it keeps you within a downstream's
+//! published limits; give it a `max_wait` there, so calls are smoothed rather than failed.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use seawall_core::http::ErrorResponseLayer;
+//! use seawall_rate_limit::{Quota, RateLimitLayer};
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(ErrorResponseLayer::new()) // over the limit: 429 with Retry-After
+//!         .layer(
+//!             RateLimitLayer::builder()
+//!                 .name("api")
+//!                 .quota(Quota::per_second(100).with_burst(10))
+//!                 .build()?,
+//!         ),
+//! );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Keyed limits give each key its own quota: [`RateLimitLayer::keyed`] with an extractor, a
+//! closure by [`key_fn`], or with the `http` feature `ClientIp` (from the connection or
+//! `X-Forwarded-For`, with the trust spelled out), `Header` or `Route`. Key memory is
+//! bounded; see [`Keyed`].
+//!
+//! ```
+//! use seawall_rate_limit::{Quota, RateLimitLayer, key_fn};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), seawall_core::BoxError> {
+//! // Two calls a minute per tenant, the tenant being the request's high bits.
+//! let layer = RateLimitLayer::builder()
+//!     .quota(Quota::per_minute(2))
+//!     .build()?
+//!     .keyed(key_fn(|id: &u64| id >> 32));
+//! let svc = layer.layer(service_fn(|id: u64| async move { Ok::<_, seawall_core::BoxError>(id) }));
+//! for _ in 0..2 {
+//!     svc.clone().oneshot(1 << 32).await?;
+//! }
+//! let err = svc.clone().oneshot(1 << 32).await.unwrap_err();
+//! assert!(seawall_core::rejected(&*err).unwrap().retry_after().is_some());
+//! svc.oneshot(2 << 32).await?; // another tenant
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With a `max_wait`, a call over the limit sleeps until its bucket has a permit, checks again,
+//! and is rejected at once if that would take longer than the max. A waiting call reserves
+//! nothing, so under contention whoever checks first once a permit is back takes it, and a
+//! dropped waiting call costs the quota nothing. The inner service must be `Clone`: a waiting
+//! call takes the service it was called on (ready, as tower requires) and leaves a clone.
+//!
+//! The limiter reads tokio's clock ([`clock::TokioClock`]), so tests on a paused clock see
+//! permits come back as virtual time passes, and waiting calls sleep on a tokio timer; governor's
+//! own `until_ready` is never used, as it sleeps on a wall-clock timer.
+//!
+//! Metrics: `seawall_rate_limit_calls_total{name, result = "permitted" | "waited" | "rejected"}`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+mod config;
+pub mod extract;
+pub mod future;
+mod layer;
+mod limiter;
+mod service;
+
+pub use self::config::{Period, Quota, RateLimitConfig, RateLimitConfigBuilder};
+#[cfg(feature = "http")]
+pub use self::extract::{ClientIp, Header, Route};
+pub use self::extract::{ExtractKey, Fingerprint, KeyExtractor, KeyFn, key_fn};
+pub use self::layer::{RateLimitLayer, RateLimitedEvent, WaitedEvent};
+pub use self::limiter::{Direct, Keyed, Limiter};
+pub use self::service::RateLimit;

@@ -1,0 +1,186 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::Counter;
+use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tower::Service;
+
+use crate::config::RateLimitConfig;
+use crate::future::ResponseFuture;
+use crate::layer::{RateLimitedEvent, WaitedEvent};
+use crate::limiter::Limiter;
+
+pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
+pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
+
+/// What every clone of one layer's services shares.
+pub(crate) struct Shared<L> {
+    pub(crate) config: RateLimitConfig,
+    pub(crate) limiter: Arc<L>,
+    pub(crate) permitted: Counter,
+    pub(crate) waited: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) on_rejected: Option<RejectedHook>,
+    pub(crate) on_waited: Option<WaitedHook>,
+}
+
+impl<L> Shared<L> {
+    pub(crate) fn new(config: RateLimitConfig, limiter: L) -> Self {
+        const CALLS: &str = "seawall_rate_limit_calls_total";
+        let metrics = MetricScope::new(config.name.clone());
+        Self {
+            permitted: metrics.counter(CALLS, &[("result", "permitted")]),
+            waited: metrics.counter(CALLS, &[("result", "waited")]),
+            rejected: metrics.counter(CALLS, &[("result", "rejected")]),
+            config,
+            limiter: Arc::new(limiter),
+            on_rejected: None,
+            on_waited: None,
+        }
+    }
+
+    /// The same metric handles and hooks over another limiter.
+    pub(crate) fn with_limiter<M>(&self, limiter: Arc<M>) -> Shared<M> {
+        Shared {
+            config: self.config.clone(),
+            limiter,
+            permitted: self.permitted.clone(),
+            waited: self.waited.clone(),
+            rejected: self.rejected.clone(),
+            on_rejected: self.on_rejected.clone(),
+            on_waited: self.on_waited.clone(),
+        }
+    }
+
+    /// Records a rejection and builds its error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn reject(&self, retry_after: Duration) -> BoxError {
+        let name = &self.config.name;
+        self.rejected.increment(1);
+        tracing::debug!(%name, ?retry_after, "rate limited");
+        if let Some(hook) = &self.on_rejected {
+            hook(RateLimitedEvent { name, retry_after });
+        }
+        Rejected::new(RejectionKind::RateLimited, name.clone())
+            .with_retry_after(retry_after)
+            .into()
+    }
+
+    /// Records a call admitted after waiting `waited`.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn admitted_after(&self, waited: Duration) {
+        let name = &self.config.name;
+        self.waited.increment(1);
+        tracing::trace!(%name, ?waited, "permitted after waiting");
+        if let Some(hook) = &self.on_waited {
+            hook(WaitedEvent { name, waited });
+        }
+    }
+}
+
+impl<L> Clone for Shared<L> {
+    fn clone(&self) -> Self {
+        self.with_limiter(self.limiter.clone())
+    }
+}
+
+/// Admits calls at the rate of a quota, rejecting the rest with
+/// [`Rejected`](seawall_core::Rejected) of kind `RateLimited` or making them wait up to a max.
+///
+/// Made by [`RateLimitLayer`](crate::RateLimitLayer). The inner service must be `Clone`: a
+/// call that waits takes the ready service with it and leaves a clone behind.
+pub struct RateLimit<S, L> {
+    inner: S,
+    shared: Arc<Shared<L>>,
+}
+
+impl<S, L> RateLimit<S, L> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<L>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, L> Clone for RateLimit<S, L> {
+    fn clone(&self) -> Self {
+        Self::new(self.inner.clone(), self.shared.clone())
+    }
+}
+
+impl<S: fmt::Debug, L: fmt::Debug> fmt::Debug for RateLimit<S, L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.config.name)
+            .field("quota", &self.shared.config.quota)
+            .field("limiter", &self.shared.limiter)
+            .finish()
+    }
+}
+
+impl<S, Req, L> Service<Req> for RateLimit<S, L>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    L: Limiter<Req>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, L>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let key = shared.limiter.key(&req);
+        match shared.limiter.check(&key) {
+            Ok(()) => {
+                shared.permitted.increment(1);
+                tracing::trace!(name = %shared.config.name, "permitted");
+                ResponseFuture::called(self.inner.call(req))
+            }
+            Err(wait) => self.limited(req, key, wait),
+        }
+    }
+}
+
+impl<S, L> RateLimit<S, L> {
+    #[cold]
+    #[inline(never)]
+    fn limited<Req>(&mut self, req: Req, key: L::Key, wait: Duration) -> ResponseFuture<S, Req, L>
+    where
+        S: Service<Req> + Clone,
+        L: Limiter<Req>,
+    {
+        match self.shared.config.max_wait {
+            Some(max_wait) if wait <= max_wait => {
+                tracing::trace!(name = %self.shared.config.name, ?wait, "waiting for a permit");
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::waiting(ready, req, key, wait, max_wait, self.shared.clone())
+            }
+            _ => ResponseFuture::rejected(self.shared.reject(wait)),
+        }
+    }
+}

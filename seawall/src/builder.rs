@@ -56,6 +56,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
     ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L>;
 
+    /// Adds a rate limit.
+    #[cfg(feature = "rate-limit")]
+    fn with_rate_limit<K>(
+        self,
+        layer: crate::rate_limit::RateLimitLayer<K>,
+    ) -> With<crate::rate_limit::RateLimitLayer<K>, L>;
+
     /// Adds a fallback.
     #[cfg(feature = "fallback")]
     fn with_fallback<Src, W>(
@@ -102,6 +109,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
     ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "rate-limit")]
+    fn with_rate_limit<K>(
+        self,
+        layer: crate::rate_limit::RateLimitLayer<K>,
+    ) -> With<crate::rate_limit::RateLimitLayer<K>, L> {
         self.layer(layer)
     }
 

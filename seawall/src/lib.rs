@@ -8,6 +8,7 @@
 //! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
 //! | [`retry`] | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
 //! | [`circuit_breaker`] | `circuit-breaker` | circuit breaking on failure rate, slow calls or consecutive failures, plain and keyed |
+//! | [`rate_limit`] | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
 //! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
 //! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
@@ -49,6 +50,8 @@ pub use seawall_core::http;
 pub use seawall_fallback as fallback;
 #[cfg(feature = "health")]
 pub use seawall_health as health;
+#[cfg(feature = "rate-limit")]
+pub use seawall_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use seawall_retry as retry;
 #[cfg(feature = "timeout")]

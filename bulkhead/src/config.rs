@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULT_NAME: &str = "bulkhead";
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
+const DEFAULT_SAMPLE_WINDOW: Duration = Duration::from_secs(1);
+const SAMPLE_WINDOWS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 /// The largest limit any bulkhead accepts.
 pub(crate) const MAX_LIMIT: usize = 1_000_000;
@@ -26,6 +29,7 @@ pub struct BulkheadConfig {
     pub(crate) limit: Limit,
     pub(crate) max_queue: usize,
     pub(crate) max_wait: Duration,
+    pub(crate) sample_window: Duration,
     pub(crate) partitions: Vec<PartitionConfig>,
     pub(crate) borrowing: bool,
 }
@@ -54,6 +58,11 @@ impl BulkheadConfig {
     /// How long a call may wait for a slot.
     pub fn max_wait(&self) -> Duration {
         self.max_wait
+    }
+
+    /// How long an adaptive limit gathers samples before it moves.
+    pub fn sample_window(&self) -> Duration {
+        self.sample_window
     }
 
     /// The partitions, in the order a partition key's index refers to.
@@ -126,7 +135,11 @@ impl AdaptiveLimit {
         match self {
             Self::Aimd(c) => {
                 if !(0.5..1.0).contains(&c.backoff_ratio) {
-                    return Err(ConfigError::new("backoff_ratio", c.backoff_ratio, "[0.5, 1)"));
+                    return Err(ConfigError::new(
+                        "backoff_ratio",
+                        c.backoff_ratio,
+                        "[0.5, 1)",
+                    ));
                 }
                 config::positive_duration("timeout", c.timeout, MAX_WAIT)?;
             }
@@ -415,6 +428,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
                 adaptive: None,
                 max_queue: 0,
                 max_wait: DEFAULT_MAX_WAIT,
+                sample_window: DEFAULT_SAMPLE_WINDOW,
                 partitions: Vec::new(),
                 borrowing: true,
             },
@@ -456,6 +470,14 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
         self
     }
 
+    /// How long an adaptive limit gathers samples before it moves, in `[100ms, 1min]`
+    /// (default 1 s, as Netflix's `WindowedLimit`). A window with fewer than 10 samples is
+    /// skipped.
+    pub fn sample_window(mut self, window: Duration) -> Self {
+        self.spec.sample_window = window;
+        self
+    }
+
     /// Adds a partition with `share` of the limit, in `(0, 1]`; the shares may add up to at
     /// most 1. A partition key names a partition by its index, in the order they were added.
     pub fn partition(mut self, name: impl Into<String>, share: f64) -> Self {
@@ -492,6 +514,8 @@ struct BulkheadSpec {
     max_queue: usize,
     #[serde(default = "default_max_wait", with = "config::duration")]
     max_wait: Duration,
+    #[serde(default = "default_sample_window", with = "config::duration")]
+    sample_window: Duration,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     partitions: Vec<PartitionConfig>,
     #[serde(default = "yes")]
@@ -504,6 +528,10 @@ fn default_name() -> String {
 
 fn default_max_wait() -> Duration {
     DEFAULT_MAX_WAIT
+}
+
+fn default_sample_window() -> Duration {
+    DEFAULT_SAMPLE_WINDOW
 }
 
 fn yes() -> bool {
@@ -540,8 +568,11 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
         };
         let max_queue = config::count_in("max_queue", spec.max_queue, 0..=MAX_QUEUE)?;
         let max_wait = config::positive_duration("max_wait", spec.max_wait, MAX_WAIT)?;
+        let sample_window =
+            config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
         validate_partitions(&spec.partitions)?;
         Ok(Self {
+            sample_window,
             name: spec.name.into(),
             limit,
             max_queue,
@@ -557,7 +588,11 @@ fn validate_partitions(partitions: &[PartitionConfig]) -> Result<(), ConfigError
     let mut total = 0.0;
     for (i, partition) in partitions.iter().enumerate() {
         if partition.name.is_empty() {
-            return Err(ConfigError::new("partitions.name", "\"\"", "a non-empty name"));
+            return Err(ConfigError::new(
+                "partitions.name",
+                "\"\"",
+                "a non-empty name",
+            ));
         }
         if partitions[..i].iter().any(|p| p.name == partition.name) {
             return Err(ConfigError::new(
@@ -592,6 +627,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
             adaptive,
             max_queue: config.max_queue,
             max_wait: config.max_wait,
+            sample_window: config.sample_window,
             partitions: config.partitions,
             borrowing: config.borrowing,
         }
@@ -676,7 +712,11 @@ mod tests {
     #[test]
     fn queue_and_wait_are_checked() {
         assert_eq!(
-            fixed(1).max_wait(Duration::ZERO).build().unwrap_err().field(),
+            fixed(1)
+                .max_wait(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .field(),
             "max_wait"
         );
         assert_eq!(
@@ -700,7 +740,9 @@ mod tests {
                 .unwrap();
         assert_eq!(
             adaptive.limit(),
-            &Limit::Adaptive(AdaptiveLimit::Vegas(VegasConfig::new().initial(30).max(300)))
+            &Limit::Adaptive(AdaptiveLimit::Vegas(
+                VegasConfig::new().initial(30).max(300)
+            ))
         );
         let aimd: BulkheadConfig =
             serde_json::from_str(r#"{"adaptive": {"aimd": {"timeout": "250ms"}}}"#).unwrap();
@@ -715,14 +757,15 @@ mod tests {
     #[test]
     fn deserializing_validates_and_rejects_unknown_fields() {
         let zero = serde_json::from_str::<BulkheadConfig>(r#"{"max_concurrent": 0}"#).unwrap_err();
-        assert!(zero.to_string().contains("invalid `max_concurrent`"), "{zero}");
-        let typo =
-            serde_json::from_str::<BulkheadConfig>(r#"{"max_concurent": 3}"#).unwrap_err();
+        assert!(
+            zero.to_string().contains("invalid `max_concurrent`"),
+            "{zero}"
+        );
+        let typo = serde_json::from_str::<BulkheadConfig>(r#"{"max_concurent": 3}"#).unwrap_err();
         assert!(typo.to_string().contains("unknown field"), "{typo}");
-        let inner = serde_json::from_str::<BulkheadConfig>(
-            r#"{"adaptive": {"aimd": {"inital": 3}}}"#,
-        )
-        .unwrap_err();
+        let inner =
+            serde_json::from_str::<BulkheadConfig>(r#"{"adaptive": {"aimd": {"inital": 3}}}"#)
+                .unwrap_err();
         assert!(inner.to_string().contains("unknown field"), "{inner}");
     }
 
@@ -738,6 +781,9 @@ mod tests {
             .build()
             .unwrap();
         let json = serde_json::to_string(&config).unwrap();
-        assert_eq!(serde_json::from_str::<BulkheadConfig>(&json).unwrap(), config);
+        assert_eq!(
+            serde_json::from_str::<BulkheadConfig>(&json).unwrap(),
+            config
+        );
     }
 }

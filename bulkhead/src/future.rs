@@ -203,7 +203,11 @@ impl<C> Permit<C> {
         }
     }
 
-    pub(crate) fn queued(shared: Arc<Shared<C>>, partition: Option<usize>, waiter: Arc<Waiter>) -> Self {
+    pub(crate) fn queued(
+        shared: Arc<Shared<C>>,
+        partition: Option<usize>,
+        waiter: Arc<Waiter>,
+    ) -> Self {
         Self {
             shared: Some(shared),
             partition,
@@ -212,7 +216,9 @@ impl<C> Permit<C> {
     }
 
     fn shared(&self) -> &Shared<C> {
-        self.shared.as_deref().expect("a permit in use has its bulkhead")
+        self.shared
+            .as_deref()
+            .expect("a permit in use has its bulkhead")
     }
 
     fn poll_granted(&self, cx: &mut Context<'_>) -> bool {
@@ -291,11 +297,9 @@ impl<C> Permit<C> {
         {
             let shared = self.shared();
             let dropped = outcome == Outcome::Failure;
-            if let Some(change) =
-                shared
-                    .state
-                    .sample(sample.start.elapsed(), sample.in_flight, dropped)
-            {
+            let now = Instant::now();
+            let rtt = now.saturating_duration_since(sample.start);
+            if let Some(change) = shared.state.sample(now, rtt, sample.in_flight, dropped) {
                 shared.hooks.limit_changed(&shared.state, change);
             }
         }
@@ -326,7 +330,11 @@ impl<C> Drop for Permit<C> {
 /// Builds the rejection of a call the bulkhead had no slot for.
 #[cold]
 #[inline(never)]
-pub(crate) fn reject<C>(shared: &Shared<C>, partition: Option<usize>, reason: RejectReason) -> BoxError {
+pub(crate) fn reject<C>(
+    shared: &Shared<C>,
+    partition: Option<usize>,
+    reason: RejectReason,
+) -> BoxError {
     shared.state.rejected.increment(1);
     shared.hooks.rejected(&shared.state, reason, partition);
     Rejected::new(RejectionKind::BulkheadFull, shared.state.name.clone()).into()

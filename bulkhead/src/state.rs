@@ -4,12 +4,14 @@
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use metrics::{Counter, Histogram};
 use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
 
 use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
-use crate::limit::Algorithm;
+use crate::limit::Windowed;
 use crate::semaphore::{Gauges, Semaphore};
 
 #[derive(Debug)]
@@ -27,7 +29,7 @@ pub(crate) struct State {
 /// An adaptive limit: the algorithm behind a lock, and its bounds.
 #[derive(Debug)]
 pub(crate) struct Adaptive {
-    algorithm: Mutex<Algorithm>,
+    algorithm: Mutex<Windowed>,
     min: usize,
     max: usize,
 }
@@ -47,7 +49,7 @@ impl State {
             Limit::Adaptive(a) => (
                 a.initial(),
                 Some(Adaptive {
-                    algorithm: Mutex::new(Algorithm::new(a)),
+                    algorithm: Mutex::new(Windowed::new(a, config.sample_window)),
                     min: a.min(),
                     max: a.max(),
                 }),
@@ -86,6 +88,7 @@ impl State {
     /// at that moment, so finishing a call never waits on a lock behind other calls.
     pub(crate) fn sample(
         &self,
+        now: Instant,
         rtt: Duration,
         in_flight: usize,
         dropped: bool,
@@ -103,7 +106,7 @@ impl State {
                 Err(TryLockError::WouldBlock) => return None,
             }
         };
-        let limit = algorithm.update(rtt, in_flight, dropped);
+        let limit = algorithm.sample(now, rtt, in_flight, dropped)?;
         self.apply(limit)
     }
 

@@ -98,7 +98,11 @@ async fn admits_up_to_the_limit_then_rejects_at_once() {
 
     let mut c = call(&mut svc, 3).await;
     assert_full(assert_ready!(c.poll()));
-    assert_eq!(gate.started(), 2, "a rejected call never reaches the downstream");
+    assert_eq!(
+        gate.started(),
+        2,
+        "a rejected call never reaches the downstream"
+    );
 
     gate.open(1);
     assert_eq!(assert_ready_ok!(a.poll()), 1);
@@ -132,7 +136,11 @@ async fn a_queued_call_runs_when_a_slot_frees() {
     let mut b = call(&mut svc, 2).await;
     assert_pending!(b.poll());
     assert_eq!((handle.in_flight(), handle.queued()), (1, 1));
-    assert_eq!(gate.started(), 1, "the queued call waits before the downstream");
+    assert_eq!(
+        gate.started(),
+        1,
+        "the queued call waits before the downstream"
+    );
 
     gate.open(1);
     assert_ready_ok!(a.poll());
@@ -337,7 +345,10 @@ async fn the_inner_error_passes_through_and_releases_the_slot() {
     let svc = layer.layer(service_fn(|()| async { Err::<(), _>(DownstreamError) }));
     let err = svc.clone().oneshot(()).await.unwrap_err();
     assert!(rejected(&*err).is_none());
-    assert_eq!(err.downcast_ref::<DownstreamError>(), Some(&DownstreamError));
+    assert_eq!(
+        err.downcast_ref::<DownstreamError>(),
+        Some(&DownstreamError)
+    );
     assert_eq!(handle.in_flight(), 0);
     assert!(svc.oneshot(()).await.is_err());
 }
@@ -539,9 +550,6 @@ async fn a_router_shares_one_bulkhead_across_requests() {
     let second = app.clone().oneshot(request()).await.unwrap();
     assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
     gate.add_permits(1);
-    assert_eq!(
-        assert_ready_ok!(first.poll()).status(),
-        StatusCode::OK
-    );
+    assert_eq!(assert_ready_ok!(first.poll()).status(), StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
 }

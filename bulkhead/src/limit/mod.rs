@@ -12,6 +12,12 @@
 //! - [Vegas](vegas) and [Gradient2](gradient2) are latency-based: they shrink the limit as
 //!   soon as latency rises, before anything fails. Good for servers protecting themselves.
 //!
+//! Samples are gathered in windows, as Netflix's `WindowedLimit` does: a window of at least
+//! ten calls is summed up as its average latency, its largest in-flight count and whether any
+//! call dropped, and only that summary moves the limit. Moving the limit on every call would
+//! let one slow burst (every call of which is slow) cut the limit once per call, down to the
+//! minimum.
+//!
 //! Each algorithm is a plain state machine over samples (no clock, no locks), which keeps
 //! them easy to check against Netflix's definitions.
 
@@ -21,18 +27,86 @@ pub(crate) mod vegas;
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::config::AdaptiveLimit;
+
+/// Windows with fewer samples are skipped.
+const MIN_WINDOW_SAMPLES: u32 = 10;
+/// Calls faster than this say nothing about the downstream (cache hits, local answers).
+const MIN_RTT: Duration = Duration::from_micros(100);
+
+/// An algorithm fed with one summary per window of samples.
+#[derive(Debug)]
+pub(crate) struct Windowed {
+    algorithm: Algorithm,
+    length: Duration,
+    next_update: Option<Instant>,
+    window: Window,
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    min_rtt: Option<Duration>,
+    sum: Duration,
+    count: u32,
+    max_in_flight: usize,
+    dropped: bool,
+}
+
+impl Windowed {
+    pub(crate) fn new(config: &AdaptiveLimit, length: Duration) -> Self {
+        Self {
+            algorithm: Algorithm::new(config),
+            length,
+            next_update: None,
+            window: Window::default(),
+        }
+    }
+
+    /// Adds one finished call; returns the limit when a window closed and moved it.
+    pub(crate) fn sample(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        in_flight: usize,
+        dropped: bool,
+    ) -> Option<usize> {
+        if rtt < MIN_RTT {
+            return None;
+        }
+        let w = &mut self.window;
+        w.min_rtt = Some(w.min_rtt.map_or(rtt, |min| min.min(rtt)));
+        w.sum += rtt;
+        w.count += 1;
+        w.max_in_flight = w.max_in_flight.max(in_flight);
+        w.dropped |= dropped;
+        if self.next_update.is_some_and(|next| now <= next) {
+            return None;
+        }
+        let w = std::mem::take(&mut self.window);
+        self.next_update = Some(now + self.length);
+        (w.count >= MIN_WINDOW_SAMPLES).then(|| {
+            let average = w.sum / w.count;
+            self.algorithm.update(average, w.max_in_flight, w.dropped)
+        })
+    }
+
+    pub(crate) fn set(&mut self, limit: usize) {
+        self.algorithm.set(limit);
+    }
+}
 
 /// One adaptive algorithm's state.
 #[derive(Debug)]
-pub(crate) enum Algorithm {
+enum Algorithm {
     Aimd(aimd::Aimd),
     Vegas(vegas::Vegas),
     Gradient2(gradient2::Gradient2),
 }
 
 impl Algorithm {
-    pub(crate) fn new(config: &AdaptiveLimit) -> Self {
+    fn new(config: &AdaptiveLimit) -> Self {
         match config {
             AdaptiveLimit::Aimd(c) => Self::Aimd(aimd::Aimd::new(c)),
             AdaptiveLimit::Vegas(c) => Self::Vegas(vegas::Vegas::new(c)),
@@ -43,7 +117,7 @@ impl Algorithm {
     /// Learns from one finished call and returns the limit now.
     ///
     /// `in_flight` is the number of calls in flight when this one started, itself included.
-    pub(crate) fn update(&mut self, rtt: Duration, in_flight: usize, dropped: bool) -> usize {
+    fn update(&mut self, rtt: Duration, in_flight: usize, dropped: bool) -> usize {
         match self {
             Self::Aimd(a) => a.update(rtt, in_flight, dropped),
             Self::Vegas(v) => v.update(rtt, in_flight, dropped),
@@ -52,7 +126,7 @@ impl Algorithm {
     }
 
     /// Overrides the current estimate (from a handle); the algorithm goes on from there.
-    pub(crate) fn set(&mut self, limit: usize) {
+    fn set(&mut self, limit: usize) {
         match self {
             Self::Aimd(a) => a.set(limit),
             Self::Vegas(v) => v.set(limit),
@@ -74,4 +148,51 @@ fn log10_root(x: f64) -> f64 {
 /// `(int)` casts do.
 fn whole(estimate: f64, min: usize, max: usize) -> usize {
     (estimate as usize).clamp(min, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AimdConfig;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_window_moves_the_limit_once_with_its_summary() {
+        let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(20).max(100));
+        let mut w = Windowed::new(&config, ms(100));
+        let start = Instant::now();
+        // The first sample opens the first window.
+        assert_eq!(w.sample(start, ms(5), 20, false), None);
+        for i in 0..20 {
+            assert_eq!(w.sample(start + ms(i), ms(5), 20, true), None);
+        }
+        // Twenty drops in the window: one backoff, not twenty.
+        assert_eq!(w.sample(start + ms(101), ms(5), 20, false), Some(18));
+    }
+
+    #[test]
+    fn small_windows_and_tiny_latencies_are_skipped() {
+        let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(20).max(100));
+        let mut w = Windowed::new(&config, ms(100));
+        let start = Instant::now();
+        assert_eq!(w.sample(start, ms(5), 20, false), None);
+        for i in 0..5 {
+            assert_eq!(w.sample(start + ms(i), ms(5), 20, true), None);
+        }
+        assert_eq!(
+            w.sample(start + ms(101), ms(5), 20, true),
+            None,
+            "six samples"
+        );
+        for i in 0..30 {
+            w.sample(start + ms(102 + i), Duration::from_micros(50), 20, true);
+        }
+        assert_eq!(
+            w.sample(start + ms(300), Duration::from_micros(50), 20, true),
+            None
+        );
+    }
 }

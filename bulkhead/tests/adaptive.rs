@@ -1,13 +1,17 @@
 //! Adaptive limits against a simulated downstream on the paused clock.
 
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seawall_bulkhead::{
     AdaptiveLimit, AimdConfig, BulkheadHandle, BulkheadLayer, Gradient2Config, VegasConfig,
 };
-use tokio::time::{Instant, sleep};
+use seawall_core::classify::{ClassifyFn, Outcome};
+use seawall_core::testing::TestRecorder;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, ServiceExt, service_fn};
 
 const BASE: Duration = Duration::from_millis(10);
@@ -130,4 +134,119 @@ async fn aimd_settles_near_the_capacity_and_follows_it() {
             .timeout(Duration::from_millis(11)),
     )
     .await;
+}
+
+// ===== what the adaptive limit learns from =====
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn aimd_layer(initial: usize) -> (BulkheadLayer, BulkheadHandle) {
+    BulkheadLayer::builder()
+        .name("dep")
+        .adaptive(AimdConfig::new().initial(initial).min(2).max(100))
+        .sample_window(ms(100))
+        .build()
+        .unwrap()
+        .pair()
+}
+
+/// Makes one call to open the first window, twenty in it, then one after it closes.
+async fn one_window<S, T>(svc: &S)
+where
+    S: tower::Service<(), Response = T, Error = BoxError> + Clone,
+{
+    for _ in 0..21 {
+        let _ = svc.clone().oneshot(()).await;
+    }
+    advance(ms(101)).await;
+    let _ = svc.clone().oneshot(()).await;
+}
+
+fn downstream_failing_with(
+    err: fn() -> BoxError,
+) -> impl tower::Service<(), Response = (), Error = BoxError, Future = impl Future + Send> + Clone {
+    service_fn(move |()| async move {
+        sleep(ms(1)).await;
+        Err::<(), _>(err())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_a_drop() {
+    let (layer, handle) = aimd_layer(20);
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_from_further_in_is_a_drop_whatever_the_classifier_says() {
+    let (layer, handle) = aimd_layer(20);
+    let layer = layer.classify(ClassifyFn::new(|_: Result<&(), &BoxError>| {
+        Outcome::Ignored
+    }));
+    let svc = layer.layer(downstream_failing_with(|| {
+        Rejected::new(RejectionKind::TimedOut, "inner").into()
+    }));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_results_teach_nothing() {
+    let (layer, handle) = aimd_layer(20);
+    let layer = layer.classify(ClassifyFn::new(|_: Result<&(), &BoxError>| {
+        Outcome::Ignored
+    }));
+    let svc = layer.layer(downstream_failing_with(|| "a client error".into()));
+    one_window(&svc).await;
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_while_busy_raise_the_limit() {
+    let (layer, handle) = aimd_layer(2);
+    let svc = layer.layer(service_fn(|()| async {
+        sleep(ms(1)).await;
+        Ok::<_, BoxError>(())
+    }));
+    // One call at a time fills half of a limit of 2.
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gauge_and_the_hook_follow_the_limit() {
+    let recorder = TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| aimd_layer(20));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let layer = layer.on_limit_change(move |event| {
+        assert_eq!(event.name, "dep");
+        log.lock().unwrap().push((event.from, event.to));
+    });
+    let gauge = || recorder.gauge("seawall_bulkhead_limit", &[("name", "dep")]);
+    assert_eq!(gauge(), Some(20.0));
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(gauge(), Some(18.0));
+    assert_eq!(*heard.lock().unwrap(), [(20, 18)]);
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_sets_an_adaptive_limit_within_its_bounds() {
+    let (layer, handle) = aimd_layer(20);
+    assert!(handle.is_adaptive());
+    assert_eq!(handle.set_limit(1).unwrap_err().field(), "limit");
+    assert_eq!(handle.set_limit(101).unwrap_err().field(), "limit");
+    handle.set_limit(50).unwrap();
+    assert_eq!(handle.limit(), 50);
+    // The algorithm goes on from the value set.
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 45);
 }

@@ -89,9 +89,11 @@ async fn a_dropped_body_releases_the_slot() {
 #[tokio::test(start_paused = true)]
 async fn an_empty_body_releases_the_slot_with_the_head() {
     let (layer, handle) = layer();
-    let svc = layer.release_on_body_end().layer(service_fn(|_req: Request<()>| async {
-        Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
-    }));
+    let svc = layer
+        .release_on_body_end()
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Empty::<Bytes>::new()))
+        }));
     let _response = svc.oneshot(Request::new(())).await.unwrap();
     assert_eq!(handle.in_flight(), 0);
 }

@@ -196,3 +196,89 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::config::{AimdConfig, Gradient2Config, VegasConfig};
+    use proptest::prelude::*;
+
+    fn sample() -> impl Strategy<Value = (Duration, usize, bool)> {
+        (1..200u64, 0..300usize, prop::bool::weighted(0.1))
+            .prop_map(|(ms, in_flight, dropped)| (Duration::from_millis(ms), in_flight, dropped))
+    }
+
+    fn bounds() -> impl Strategy<Value = (usize, usize, usize)> {
+        (1..50usize, 0..100usize, 0..100usize)
+            .prop_map(|(min, span, at)| (min, min + span, min + at.min(span)))
+    }
+
+    proptest! {
+        #[test]
+        fn every_algorithm_stays_within_its_bounds(
+            (min, max, initial) in bounds(),
+            samples in prop::collection::vec(sample(), 1..300),
+        ) {
+            let configs = [
+                AdaptiveLimit::Aimd(AimdConfig::new().min(min).max(max).initial(initial)),
+                AdaptiveLimit::Vegas(VegasConfig::new().min(min).max(max).initial(initial)),
+                AdaptiveLimit::Gradient2(Gradient2Config::new().min(min).max(max).initial(initial)),
+            ];
+            for config in &configs {
+                let mut algorithm = Algorithm::new(config);
+                for &(rtt, in_flight, dropped) in &samples {
+                    let limit = algorithm.update(rtt, in_flight, dropped);
+                    prop_assert!((min..=max).contains(&limit), "{config:?}: {limit}");
+                }
+            }
+        }
+
+        #[test]
+        fn aimd_matches_its_definition(
+            (min, max, initial) in bounds(),
+            samples in prop::collection::vec(sample(), 1..300),
+        ) {
+            let config = AimdConfig::new().min(min).max(max).initial(initial);
+            let mut algorithm = Algorithm::new(&AdaptiveLimit::Aimd(config));
+            let mut limit = initial;
+            for &(rtt, in_flight, dropped) in &samples {
+                if dropped || rtt > config.timeout {
+                    limit = ((limit as f64 * 0.9) as usize).min(limit - 1).max(min);
+                } else if in_flight * 2 >= limit {
+                    limit = (limit + 1).min(max);
+                }
+                prop_assert_eq!(algorithm.update(rtt, in_flight, dropped), limit);
+            }
+        }
+
+        #[test]
+        fn a_drop_never_raises_a_vegas_limit(
+            samples in prop::collection::vec(sample(), 1..300),
+        ) {
+            let mut algorithm = Algorithm::new(&AdaptiveLimit::Vegas(VegasConfig::new().max(500)));
+            let mut limit = 20;
+            for &(rtt, in_flight, dropped) in &samples {
+                let next = algorithm.update(rtt, in_flight, dropped);
+                if dropped {
+                    prop_assert!(next <= limit, "{limit} -> {next}");
+                }
+                limit = next;
+            }
+        }
+
+        #[test]
+        fn gradient2_grows_at_most_by_its_smoothed_queue_size(
+            samples in prop::collection::vec(sample(), 1..300),
+        ) {
+            let config = Gradient2Config::new().min(1).max(1000);
+            let mut algorithm = Algorithm::new(&AdaptiveLimit::Gradient2(config));
+            let mut limit = config.initial;
+            for &(rtt, in_flight, dropped) in &samples {
+                let next = algorithm.update(rtt, in_flight, dropped);
+                let most = limit as f64 + config.smoothing * config.queue_size as f64 + 1.0;
+                prop_assert!((next as f64) <= most, "{limit} -> {next}");
+                limit = next;
+            }
+        }
+    }
+}

@@ -18,7 +18,11 @@
 //!   whether it dropped (a failure by the classifier, or a `Rejected` from further in).
 //! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
 //!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
-//!   take every slot; idle share can be borrowed.
+//!   take every slot. With borrowing (the default) a partition may use any idle slot, the
+//!   total never exceeds the limit, and when a slot frees, calls of a partition below its
+//!   share are served before anyone else's; a lent slot comes back when the borrower's call
+//!   ends (calls are never pre-empted). Without borrowing a partition never holds more than
+//!   its share. Each partition may also fill only its share of the queue.
 //! - A [`BulkheadHandle`] reads in flight, queued and the limit, and changes the limit.
 //!
 //! Where it goes in a stack: on a server, inside rate limiting and outside the timeout (a

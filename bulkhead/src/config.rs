@@ -710,6 +710,17 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_window_is_checked() {
+        let short = BulkheadConfig::builder()
+            .adaptive(AimdConfig::new())
+            .sample_window(Duration::from_millis(10))
+            .build()
+            .unwrap_err();
+        assert_eq!(short.field(), "sample_window");
+        assert_eq!(short.allowed(), "[100ms, 60s]");
+    }
+
+    #[test]
     fn queue_and_wait_are_checked() {
         assert_eq!(
             fixed(1)

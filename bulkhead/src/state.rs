@@ -57,6 +57,12 @@ impl State {
         };
         let limit_gauge = metrics.gauge("seawall_bulkhead_limit", &[]);
         limit_gauge.set(limit as f64);
+        let gauges = Gauges {
+            in_flight: metrics.gauge("seawall_bulkhead_in_flight", &[]),
+            queued: metrics.gauge("seawall_bulkhead_queued", &[]),
+        };
+        gauges.in_flight.set(0.0);
+        gauges.queued.set(0.0);
         Self {
             name: config.name.clone(),
             semaphore: Semaphore::new(
@@ -64,10 +70,7 @@ impl State {
                 config.max_queue,
                 config.borrowing,
                 &config.partitions,
-                Gauges {
-                    in_flight: metrics.gauge("seawall_bulkhead_in_flight", &[]),
-                    queued: metrics.gauge("seawall_bulkhead_queued", &[]),
-                },
+                gauges,
             ),
             max_wait: config.max_wait,
             adaptive,

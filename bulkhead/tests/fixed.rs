@@ -420,6 +420,8 @@ async fn metrics_follow_the_bulkhead() {
     let mut svc = layer.layer(gate.service());
     let gauge = |metric| recorder.gauge(metric, &[("name", "db")]);
     assert_eq!(gauge("seawall_bulkhead_limit"), Some(2.0));
+    assert_eq!(gauge("seawall_bulkhead_in_flight"), Some(0.0));
+    assert_eq!(gauge("seawall_bulkhead_queued"), Some(0.0));
 
     let mut a = call(&mut svc, 1).await;
     let mut b = call(&mut svc, 2).await;

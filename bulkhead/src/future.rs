@@ -344,7 +344,7 @@ pub(crate) fn reject<C>(
 /// adaptive limit). Dropped without a report, it gives the slot back and teaches nothing.
 ///
 /// It appears in response types whose classifier waits for the end of the response body,
-/// such as `GrpcCodes` or [`BodyEnd`](crate::BodyEnd).
+/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`.
 pub struct Completion<C> {
     permit: Permit<C>,
 }

@@ -117,6 +117,8 @@ impl<C, K> BulkheadLayer<C, K> {
     /// Holds each call's slot until its HTTP response body ends (or is dropped), not just
     /// until the response head arrives: a streaming download then counts as in flight for as
     /// long as it streams. The layer then takes services answering `http::Response`s.
+    ///
+    /// It wraps the classifier set so far, so call it after [`classify`](Self::classify).
     pub fn release_on_body_end(self) -> BulkheadLayer<crate::body::BodyEnd<C>, K> {
         let classify = crate::body::BodyEnd::new(self.shared.classify.clone());
         BulkheadLayer {

@@ -15,7 +15,8 @@
 //!   [`AimdConfig`] (loss-based, for clients), [`VegasConfig`] and [`Gradient2Config`]
 //!   (latency-based, for servers) as Netflix's `concurrency-limits` defines them. Each
 //!   finished call is a sample of its latency, the calls in flight when it started and
-//!   whether it dropped (a failure by the classifier, or a `Rejected` from further in).
+//!   whether it dropped (a failure by the classifier, or a `Rejected` from further in);
+//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window).
 //! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
 //!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
 //!   take every slot. With borrowing (the default) a partition may use any idle slot, the
@@ -31,7 +32,7 @@
 //!
 //! The slot is taken when the call is made (never in `poll_ready`, so idle clones hold
 //! nothing) and given back when the response future finishes or is dropped; with
-//! [`BulkheadLayer::release_on_body_end`] (feature `http`) when the response body ends. The
+//! `BulkheadLayer::release_on_body_end` (feature `http`) when the response body ends. The
 //! uncontended path is a compare-and-swap on an atomic count: no lock, no allocation.
 //!
 //! ```
@@ -55,6 +56,26 @@
 //!         .layer(bulkhead),
 //! );
 //! assert_eq!(handle.limit(), 64);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An adaptive, partitioned bulkhead for a server whose batch jobs must not crowd out live
+//! traffic:
+//!
+//! ```
+//! use http::Request;
+//! use seawall_bulkhead::{BulkheadLayer, Gradient2Config};
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let layer = BulkheadLayer::builder()
+//!     .name("orders")
+//!     .adaptive(Gradient2Config::new().initial(50).min(10).max(500))
+//!     .partition("live", 0.9)
+//!     .partition("batch", 0.1)
+//!     .build()?
+//!     .partition_by(|req: &Request<()>| usize::from(req.headers().contains_key("x-batch")));
+//! assert_eq!(layer.handle().limit(), 50);
 //! # Ok(())
 //! # }
 //! ```

@@ -555,3 +555,16 @@ async fn a_router_shares_one_bulkhead_across_requests() {
     assert_eq!(assert_ready_ok!(first.poll()).status(), StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn poll_ready_only_waits_for_the_inner_service() {
+    let (mock, mut downstream) = tower_test::mock::pair::<u32, u32>();
+    let (layer, handle) = layer(1, 0).pair();
+    let mut svc = layer.layer(mock);
+    downstream.allow(0);
+    let mut ready = spawn(std::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert_pending!(ready.poll());
+    downstream.allow(1);
+    assert_ready_ok!(ready.poll());
+    assert_eq!(handle.in_flight(), 0, "readiness takes no slot");
+}

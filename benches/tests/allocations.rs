@@ -161,3 +161,39 @@ fn keyed_rate_limit_allocates_nothing_per_call_once_its_keys_are_known() {
     // The warm-up inside `allocations_per_call` meets all sixteen keys.
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn bulkhead_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_bulkhead::BulkheadLayer::builder()
+        .max_concurrent(1000)
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}
+
+#[test]
+fn an_adaptive_bulkhead_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_bulkhead::BulkheadLayer::builder()
+        .adaptive(seawall_bulkhead::VegasConfig::new())
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}
+
+#[test]
+fn a_partitioned_bulkhead_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_bulkhead::BulkheadLayer::builder()
+        .max_concurrent(1000)
+        .partition("live", 0.9)
+        .partition("batch", 0.1)
+        .build()
+        .unwrap()
+        .partition_by(|req: &u64| (*req % 2) as usize);
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}

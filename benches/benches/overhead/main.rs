@@ -4,6 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use seawall_bench::alloc::CountingAllocator;
 
+mod bulkhead;
 mod circuit_breaker;
 mod fallback;
 mod rate_limit;
@@ -27,6 +28,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, rate_limit::bench, fallback::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench
 }
 criterion_main!(overhead);

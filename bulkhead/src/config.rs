@@ -1,0 +1,800 @@
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall_core::config::{self, ConfigError};
+use serde::{Deserialize, Serialize};
+
+const DEFAULT_NAME: &str = "bulkhead";
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
+const DEFAULT_SAMPLE_WINDOW: Duration = Duration::from_secs(1);
+const SAMPLE_WINDOWS: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(60);
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// The largest limit any bulkhead accepts.
+pub(crate) const MAX_LIMIT: usize = 1_000_000;
+const MAX_QUEUE: usize = 1_000_000;
+const MAX_PARTITIONS: usize = 64;
+
+/// A validated bulkhead configuration.
+///
+/// Deserializes from, for example,
+/// `{ "name": "db", "max_concurrent": 10, "max_queue": 20, "max_wait": "50ms" }` or
+/// `{ "adaptive": { "vegas": { "initial": 20, "max": 200 } } }`, and checks the values as it
+/// does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "BulkheadSpec", into = "BulkheadSpec")]
+pub struct BulkheadConfig {
+    pub(crate) name: Arc<str>,
+    pub(crate) limit: Limit,
+    pub(crate) max_queue: usize,
+    pub(crate) max_wait: Duration,
+    pub(crate) sample_window: Duration,
+    pub(crate) partitions: Vec<PartitionConfig>,
+    pub(crate) borrowing: bool,
+}
+
+impl BulkheadConfig {
+    /// A builder for a configuration.
+    pub fn builder() -> BulkheadConfigBuilder {
+        BulkheadConfigBuilder::new()
+    }
+
+    /// The name of the layer instance, the `name` label of its metrics.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the concurrency limit is set.
+    pub fn limit(&self) -> &Limit {
+        &self.limit
+    }
+
+    /// How many calls may wait for a slot.
+    pub fn max_queue(&self) -> usize {
+        self.max_queue
+    }
+
+    /// How long a call may wait for a slot.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// How long an adaptive limit gathers samples before it moves.
+    pub fn sample_window(&self) -> Duration {
+        self.sample_window
+    }
+
+    /// The partitions, in the order a partition key's index refers to.
+    pub fn partitions(&self) -> &[PartitionConfig] {
+        &self.partitions
+    }
+
+    /// Whether a partition may use slots another partition's share leaves idle.
+    pub fn borrowing(&self) -> bool {
+        self.borrowing
+    }
+}
+
+/// How a bulkhead's concurrency limit is set.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Limit {
+    /// A limit that only changes when a handle changes it.
+    Fixed(usize),
+    /// A limit that follows what the downstream can take.
+    Adaptive(AdaptiveLimit),
+}
+
+/// An adaptive limit algorithm, as Netflix's `concurrency-limits` defines it.
+///
+/// Written in configuration as `{ "aimd": { ... } }`, `{ "vegas": { ... } }` or
+/// `{ "gradient2": { ... } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveLimit {
+    /// Loss-based: grows by one while calls succeed, shrinks by a ratio on a drop. For clients.
+    Aimd(AimdConfig),
+    /// Latency-based, after TCP Vegas: estimates the queue from how far latency rose above the
+    /// no-load latency. For servers.
+    Vegas(VegasConfig),
+    /// Latency-based: scales the limit by the ratio of long-term to current latency. For
+    /// servers.
+    Gradient2(Gradient2Config),
+}
+
+impl AdaptiveLimit {
+    /// The limit before any call has been observed.
+    pub fn initial(&self) -> usize {
+        self.bounds().0
+    }
+
+    /// The initial, smallest and largest limit.
+    fn bounds(&self) -> (usize, usize, usize) {
+        match self {
+            Self::Aimd(c) => (c.initial, c.min, c.max),
+            Self::Vegas(c) => (c.initial, c.min, c.max),
+            Self::Gradient2(c) => (c.initial, c.min, c.max),
+        }
+    }
+
+    /// The smallest limit the algorithm may set.
+    pub fn min(&self) -> usize {
+        self.bounds().1
+    }
+
+    /// The largest limit the algorithm may set.
+    pub fn max(&self) -> usize {
+        self.bounds().2
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let (initial, min, max) = self.bounds();
+        config::count_in("min", min, 1..=MAX_LIMIT)?;
+        config::count_in("max", max, min..=MAX_LIMIT)?;
+        config::count_in("initial", initial, min..=max)?;
+        match self {
+            Self::Aimd(c) => {
+                if !(0.5..1.0).contains(&c.backoff_ratio) {
+                    return Err(ConfigError::new(
+                        "backoff_ratio",
+                        c.backoff_ratio,
+                        "[0.5, 1)",
+                    ));
+                }
+                config::positive_duration("timeout", c.timeout, MAX_WAIT)?;
+            }
+            Self::Vegas(c) => {
+                config::ratio("smoothing", c.smoothing)?;
+                config::count_in("probe_multiplier", c.probe_multiplier, 1..=1_000_000)?;
+            }
+            Self::Gradient2(c) => {
+                config::ratio("smoothing", c.smoothing)?;
+                config::count_in("queue_size", c.queue_size, 0..=MAX_LIMIT)?;
+                config::count_in("long_window", c.long_window, 1..=1_000_000)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl From<AimdConfig> for AdaptiveLimit {
+    fn from(config: AimdConfig) -> Self {
+        Self::Aimd(config)
+    }
+}
+
+impl From<VegasConfig> for AdaptiveLimit {
+    fn from(config: VegasConfig) -> Self {
+        Self::Vegas(config)
+    }
+}
+
+impl From<Gradient2Config> for AdaptiveLimit {
+    fn from(config: Gradient2Config) -> Self {
+        Self::Gradient2(config)
+    }
+}
+
+/// Settings of the AIMD limit; checked when the bulkhead is built.
+///
+/// Each call that succeeds while at least half the limit is in use adds one; a drop (a
+/// failure, a `Rejected` from further in, or a call slower than `timeout`) multiplies the
+/// limit by `backoff_ratio`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AimdConfig {
+    pub(crate) initial: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) backoff_ratio: f64,
+    #[serde(with = "config::duration")]
+    pub(crate) timeout: Duration,
+}
+
+impl Default for AimdConfig {
+    fn default() -> Self {
+        Self {
+            initial: 10,
+            min: 1,
+            max: 200,
+            backoff_ratio: 0.9,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AimdConfig {
+    /// Netflix's defaults: initial 10, min 1, max 200, backoff ratio 0.9, timeout 5 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// What a drop multiplies the limit by, in `[0.5, 1)`.
+    #[must_use]
+    pub fn backoff_ratio(mut self, ratio: f64) -> Self {
+        self.backoff_ratio = ratio;
+        self
+    }
+
+    /// A call slower than this counts as a drop.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+/// Settings of the Vegas limit; checked when the bulkhead is built.
+///
+/// The queue is estimated as `limit × (1 − no-load latency / latency)`; with Netflix's
+/// functions of the limit (`log10` based) it grows fast while there is no queue, slowly while
+/// the queue is small, and shrinks once the queue is large or a call drops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VegasConfig {
+    pub(crate) initial: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) smoothing: f64,
+    pub(crate) probe_multiplier: u32,
+}
+
+impl Default for VegasConfig {
+    fn default() -> Self {
+        Self {
+            initial: 20,
+            min: 1,
+            max: 1000,
+            smoothing: 1.0,
+            probe_multiplier: 30,
+        }
+    }
+}
+
+impl VegasConfig {
+    /// Netflix's defaults: initial 20, min 1, max 1000, smoothing 1, probe multiplier 30.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// How much of each new estimate is taken, in `(0, 1]`.
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// The no-load latency is measured afresh about every `probe_multiplier × limit` calls.
+    #[must_use]
+    pub fn probe_multiplier(mut self, multiplier: u32) -> Self {
+        self.probe_multiplier = multiplier;
+        self
+    }
+}
+
+/// Settings of the Gradient2 limit; checked when the bulkhead is built.
+///
+/// The limit is scaled by `long-term latency / latest latency` (kept within `[0.5, 1]`), plus
+/// `queue_size` of headroom, and smoothed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Gradient2Config {
+    pub(crate) initial: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) smoothing: f64,
+    pub(crate) queue_size: usize,
+    pub(crate) long_window: u32,
+}
+
+impl Default for Gradient2Config {
+    fn default() -> Self {
+        Self {
+            initial: 20,
+            min: 20,
+            max: 200,
+            smoothing: 0.2,
+            queue_size: 4,
+            long_window: 600,
+        }
+    }
+}
+
+impl Gradient2Config {
+    /// Netflix's defaults: initial 20, min 20, max 200, smoothing 0.2, queue size 4, long
+    /// window 600 calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// How much of each new estimate is taken, in `(0, 1]`.
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// How far the limit may grow past what is in use while latency stays low.
+    #[must_use]
+    pub fn queue_size(mut self, queue_size: usize) -> Self {
+        self.queue_size = queue_size;
+        self
+    }
+
+    /// Over how many calls the long-term latency is averaged.
+    #[must_use]
+    pub fn long_window(mut self, calls: u32) -> Self {
+        self.long_window = calls;
+        self
+    }
+}
+
+/// One partition of a partitioned bulkhead: a name and the share of the limit it is sure of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    pub(crate) name: String,
+    pub(crate) share: f64,
+}
+
+impl PartitionConfig {
+    /// The partition's name, for logs and the handle.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The share of the limit, in `(0, 1]`.
+    pub fn share(&self) -> f64 {
+        self.share
+    }
+}
+
+/// Builds a [`BulkheadConfig`], or straight a layer when made by `BulkheadLayer::builder`.
+#[derive(Debug)]
+pub struct BulkheadConfigBuilder<T = BulkheadConfig> {
+    spec: BulkheadSpec,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            spec: BulkheadSpec {
+                name: DEFAULT_NAME.into(),
+                max_concurrent: None,
+                adaptive: None,
+                max_queue: 0,
+                max_wait: DEFAULT_MAX_WAIT,
+                sample_window: DEFAULT_SAMPLE_WINDOW,
+                partitions: Vec::new(),
+                borrowing: true,
+            },
+            _output: PhantomData,
+        }
+    }
+
+    /// The name of the layer instance (default `"bulkhead"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = name.into();
+        self
+    }
+
+    /// A fixed limit of concurrent calls, in `[1, 1000000]`. This or
+    /// [`adaptive`](Self::adaptive) is required.
+    pub fn max_concurrent(mut self, limit: usize) -> Self {
+        self.spec.max_concurrent = Some(limit);
+        self
+    }
+
+    /// A limit that adapts to the downstream, from [`AimdConfig`], [`VegasConfig`] or
+    /// [`Gradient2Config`].
+    pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
+        self.spec.adaptive = Some(limit.into());
+        self
+    }
+
+    /// How many calls may wait for a slot when none is free (default 0: a full bulkhead
+    /// rejects at once).
+    pub fn max_queue(mut self, max_queue: usize) -> Self {
+        self.spec.max_queue = max_queue;
+        self
+    }
+
+    /// How long a queued call waits for a slot before it is rejected, in `(0s, 1 day]`
+    /// (default 1 s).
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.spec.max_wait = max_wait;
+        self
+    }
+
+    /// How long an adaptive limit gathers samples before it moves, in `[100ms, 1min]`
+    /// (default 1 s, as Netflix's `WindowedLimit`). A window with fewer than 10 samples is
+    /// skipped.
+    pub fn sample_window(mut self, window: Duration) -> Self {
+        self.spec.sample_window = window;
+        self
+    }
+
+    /// Adds a partition with `share` of the limit, in `(0, 1]`; the shares may add up to at
+    /// most 1. A partition key names a partition by its index, in the order they were added.
+    pub fn partition(mut self, name: impl Into<String>, share: f64) -> Self {
+        self.spec.partitions.push(PartitionConfig {
+            name: name.into(),
+            share,
+        });
+        self
+    }
+
+    /// Whether a partition may use slots that another partition's share leaves idle (default
+    /// `true`); without borrowing, no partition ever holds more than its share.
+    pub fn borrowing(mut self, borrowing: bool) -> Self {
+        self.spec.borrowing = borrowing;
+        self
+    }
+
+    /// Checks the values and builds.
+    pub fn build(self) -> Result<T, ConfigError> {
+        BulkheadConfig::try_from(self.spec).map(T::from)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkheadSpec {
+    #[serde(default = "default_name")]
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_concurrent: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adaptive: Option<AdaptiveLimit>,
+    #[serde(default)]
+    max_queue: usize,
+    #[serde(default = "default_max_wait", with = "config::duration")]
+    max_wait: Duration,
+    #[serde(default = "default_sample_window", with = "config::duration")]
+    sample_window: Duration,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    partitions: Vec<PartitionConfig>,
+    #[serde(default = "yes")]
+    borrowing: bool,
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.into()
+}
+
+fn default_max_wait() -> Duration {
+    DEFAULT_MAX_WAIT
+}
+
+fn default_sample_window() -> Duration {
+    DEFAULT_SAMPLE_WINDOW
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TryFrom<BulkheadSpec> for BulkheadConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: BulkheadSpec) -> Result<Self, ConfigError> {
+        if spec.name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        let limit = match (spec.max_concurrent, spec.adaptive) {
+            (Some(n), None) => Limit::Fixed(config::count_in("max_concurrent", n, 1..=MAX_LIMIT)?),
+            (None, Some(adaptive)) => {
+                adaptive.validate()?;
+                Limit::Adaptive(adaptive)
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "max_concurrent",
+                    "nothing",
+                    "a limit in [1, 1000000], or an adaptive limit",
+                ));
+            }
+            (Some(n), Some(_)) => {
+                return Err(ConfigError::new(
+                    "max_concurrent",
+                    n,
+                    "nothing when an adaptive limit is set",
+                ));
+            }
+        };
+        let max_queue = config::count_in("max_queue", spec.max_queue, 0..=MAX_QUEUE)?;
+        let max_wait = config::positive_duration("max_wait", spec.max_wait, MAX_WAIT)?;
+        let sample_window =
+            config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
+        validate_partitions(&spec.partitions)?;
+        Ok(Self {
+            sample_window,
+            name: spec.name.into(),
+            limit,
+            max_queue,
+            max_wait,
+            partitions: spec.partitions,
+            borrowing: spec.borrowing,
+        })
+    }
+}
+
+fn validate_partitions(partitions: &[PartitionConfig]) -> Result<(), ConfigError> {
+    config::count_in("partitions", partitions.len(), 0..=MAX_PARTITIONS)?;
+    let mut total = 0.0;
+    for (i, partition) in partitions.iter().enumerate() {
+        if partition.name.is_empty() {
+            return Err(ConfigError::new(
+                "partitions.name",
+                "\"\"",
+                "a non-empty name",
+            ));
+        }
+        if partitions[..i].iter().any(|p| p.name == partition.name) {
+            return Err(ConfigError::new(
+                "partitions.name",
+                format_args!("{:?}", partition.name),
+                "a name no other partition has",
+            ));
+        }
+        config::ratio("partitions.share", partition.share)?;
+        total += partition.share;
+    }
+    // A little slack, so that shares such as 0.7 + 0.2 + 0.1 are not refused for rounding.
+    if total > 1.0 + 1e-9 {
+        return Err(ConfigError::new(
+            "partitions.share",
+            format_args!("a sum of {total}"),
+            "a sum of at most 1",
+        ));
+    }
+    Ok(())
+}
+
+impl From<BulkheadConfig> for BulkheadSpec {
+    fn from(config: BulkheadConfig) -> Self {
+        let (max_concurrent, adaptive) = match config.limit {
+            Limit::Fixed(n) => (Some(n), None),
+            Limit::Adaptive(adaptive) => (None, Some(adaptive)),
+        };
+        Self {
+            name: config.name.to_string(),
+            max_concurrent,
+            adaptive,
+            max_queue: config.max_queue,
+            max_wait: config.max_wait,
+            sample_window: config.sample_window,
+            partitions: config.partitions,
+            borrowing: config.borrowing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed(n: usize) -> BulkheadConfigBuilder {
+        BulkheadConfig::builder().max_concurrent(n)
+    }
+
+    #[test]
+    fn a_zero_or_missing_limit_is_refused() {
+        assert_eq!(fixed(0).build().unwrap_err().field(), "max_concurrent");
+        let missing = BulkheadConfig::builder().build().unwrap_err();
+        assert_eq!(missing.field(), "max_concurrent");
+        let both = fixed(3).adaptive(AimdConfig::new()).build().unwrap_err();
+        assert_eq!(both.field(), "max_concurrent");
+        assert_eq!(
+            fixed(0).build().unwrap_err().to_string(),
+            "invalid `max_concurrent`: 0 is outside the allowed range [1, 1000000]"
+        );
+    }
+
+    #[test]
+    fn adaptive_bounds_are_checked() {
+        let min_above_max = BulkheadConfig::builder()
+            .adaptive(VegasConfig::new().min(50).max(10))
+            .build()
+            .unwrap_err();
+        assert_eq!(min_above_max.field(), "max");
+        let initial_outside = BulkheadConfig::builder()
+            .adaptive(AimdConfig::new().min(5).max(10).initial(20))
+            .build()
+            .unwrap_err();
+        assert_eq!(initial_outside.field(), "initial");
+        let zero_min = BulkheadConfig::builder()
+            .adaptive(Gradient2Config::new().min(0))
+            .build()
+            .unwrap_err();
+        assert_eq!(zero_min.field(), "min");
+        let ratio = BulkheadConfig::builder()
+            .adaptive(AimdConfig::new().backoff_ratio(1.0))
+            .build()
+            .unwrap_err();
+        assert_eq!(ratio.field(), "backoff_ratio");
+        let smoothing = BulkheadConfig::builder()
+            .adaptive(Gradient2Config::new().smoothing(0.0))
+            .build()
+            .unwrap_err();
+        assert_eq!(smoothing.field(), "smoothing");
+    }
+
+    #[test]
+    fn partition_shares_must_sum_to_at_most_one() {
+        let over = fixed(10)
+            .partition("live", 0.9)
+            .partition("batch", 0.2)
+            .build()
+            .unwrap_err();
+        assert_eq!(over.field(), "partitions.share");
+        assert!(over.to_string().contains("at most 1"), "{over}");
+        let ok = fixed(10)
+            .partition("a", 0.7)
+            .partition("b", 0.2)
+            .partition("c", 0.1)
+            .build();
+        assert!(ok.is_ok());
+        let zero = fixed(10).partition("a", 0.0).build().unwrap_err();
+        assert_eq!(zero.field(), "partitions.share");
+        let twice = fixed(10)
+            .partition("a", 0.5)
+            .partition("a", 0.5)
+            .build()
+            .unwrap_err();
+        assert_eq!(twice.field(), "partitions.name");
+    }
+
+    #[test]
+    fn the_sample_window_is_checked() {
+        let short = BulkheadConfig::builder()
+            .adaptive(AimdConfig::new())
+            .sample_window(Duration::from_millis(10))
+            .build()
+            .unwrap_err();
+        assert_eq!(short.field(), "sample_window");
+        assert_eq!(short.allowed(), "[100ms, 60s]");
+    }
+
+    #[test]
+    fn queue_and_wait_are_checked() {
+        assert_eq!(
+            fixed(1)
+                .max_wait(Duration::ZERO)
+                .build()
+                .unwrap_err()
+                .field(),
+            "max_wait"
+        );
+        assert_eq!(
+            fixed(1).max_queue(2_000_000).build().unwrap_err().field(),
+            "max_queue"
+        );
+    }
+
+    #[test]
+    fn deserializes_fixed_and_adaptive_limits() {
+        let config: BulkheadConfig = serde_json::from_str(
+            r#"{"name": "db", "max_concurrent": 10, "max_queue": 5, "max_wait": "50ms",
+                "partitions": [{"name": "live", "share": 0.9}, {"name": "batch", "share": 0.1}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.limit(), &Limit::Fixed(10));
+        assert_eq!(config.max_wait(), Duration::from_millis(50));
+        assert_eq!(config.partitions()[1].name(), "batch");
+        let adaptive: BulkheadConfig =
+            serde_json::from_str(r#"{"adaptive": {"vegas": {"initial": 30, "max": 300}}}"#)
+                .unwrap();
+        assert_eq!(
+            adaptive.limit(),
+            &Limit::Adaptive(AdaptiveLimit::Vegas(
+                VegasConfig::new().initial(30).max(300)
+            ))
+        );
+        let aimd: BulkheadConfig =
+            serde_json::from_str(r#"{"adaptive": {"aimd": {"timeout": "250ms"}}}"#).unwrap();
+        assert_eq!(
+            aimd.limit(),
+            &Limit::Adaptive(AdaptiveLimit::Aimd(
+                AimdConfig::new().timeout(Duration::from_millis(250))
+            ))
+        );
+    }
+
+    #[test]
+    fn deserializing_validates_and_rejects_unknown_fields() {
+        let zero = serde_json::from_str::<BulkheadConfig>(r#"{"max_concurrent": 0}"#).unwrap_err();
+        assert!(
+            zero.to_string().contains("invalid `max_concurrent`"),
+            "{zero}"
+        );
+        let typo = serde_json::from_str::<BulkheadConfig>(r#"{"max_concurent": 3}"#).unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+        let inner =
+            serde_json::from_str::<BulkheadConfig>(r#"{"adaptive": {"aimd": {"inital": 3}}}"#)
+                .unwrap_err();
+        assert!(inner.to_string().contains("unknown field"), "{inner}");
+    }
+
+    #[test]
+    fn round_trips_through_serde() {
+        let config = BulkheadConfig::builder()
+            .name("db")
+            .adaptive(Gradient2Config::new().max(400))
+            .max_queue(8)
+            .max_wait(Duration::from_millis(20))
+            .partition("live", 0.75)
+            .borrowing(false)
+            .build()
+            .unwrap();
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(
+            serde_json::from_str::<BulkheadConfig>(&json).unwrap(),
+            config
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! What the bulkhead's hooks are told.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::state::{LimitChange, State};
+
+/// Why a call was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// No slot was free and the queue (or the partition's part of it) had no room.
+    Full,
+    /// The call waited `max_wait` in the queue without getting a slot.
+    WaitExpired,
+}
+
+impl RejectReason {
+    /// A short lowercase label, as used in logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Full => "full",
+            Self::WaitExpired => "wait_expired",
+        }
+    }
+}
+
+/// What a rejection hook is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RejectedEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// Why the call was rejected.
+    pub reason: RejectReason,
+    /// The partition the call belonged to, if the bulkhead is partitioned.
+    pub partition: Option<&'a str>,
+}
+
+/// What a limit hook is told when an adaptive limit (or a handle) moves the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitChangedEvent<'a> {
+    /// The layer instance's name.
+    pub name: &'a str,
+    /// The limit before.
+    pub from: usize,
+    /// The limit now.
+    pub to: usize,
+}
+
+pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
+pub(crate) type LimitHook = Arc<dyn Fn(LimitChangedEvent<'_>) + Send + Sync>;
+
+/// The hooks of one layer.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_rejected: Option<RejectedHook>,
+    pub(crate) on_limit_change: Option<LimitHook>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_rejected", &self.on_rejected.is_some())
+            .field("on_limit_change", &self.on_limit_change.is_some())
+            .finish()
+    }
+}
+
+impl Hooks {
+    pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
+        let partition = partition.map(|p| &*state.partition_names[p]);
+        tracing::debug!(name = %state.name, reason = reason.as_str(), partition, "call rejected");
+        if let Some(hook) = &self.on_rejected {
+            hook(RejectedEvent {
+                name: &state.name,
+                reason,
+                partition,
+            });
+        }
+    }
+
+    pub(crate) fn limit_changed(&self, state: &State, change: LimitChange) {
+        tracing::debug!(name = %state.name, from = change.from, to = change.to, "limit changed");
+        if let Some(hook) = &self.on_limit_change {
+            hook(LimitChangedEvent {
+                name: &state.name,
+                from: change.from,
+                to: change.to,
+            });
+        }
+    }
+}
+
+/// Everything one layer's services share: the state, the hooks and the classifier.
+pub(crate) struct Shared<C> {
+    pub(crate) state: Arc<State>,
+    pub(crate) hooks: Hooks,
+    pub(crate) classify: Arc<C>,
+}
+
+impl<C> Clone for Shared<C> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            hooks: self.hooks.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}

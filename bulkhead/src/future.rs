@@ -1,0 +1,364 @@
+//! The response future of [`Bulkhead`](crate::Bulkhead), and the [`Completion`] that gives
+//! the slot back.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use seawall_core::classify::{Classified, Classify, Outcome, Report};
+use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+use crate::event::{RejectReason, Shared};
+use crate::semaphore::Waiter;
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req, F> {
+        // Queued for a slot, holding an unused clone of the inner service and the request.
+        Waiting {
+            #[pin]
+            sleep: Sleep,
+            svc: Option<S>,
+            req: Option<Req>,
+            since: Instant,
+        },
+        // Given a slot; the clone of the inner service is made ready before the call.
+        Readying {
+            svc: Option<S>,
+            req: Option<Req>,
+        },
+        Called {
+            #[pin]
+            fut: F,
+        },
+        Rejected {
+            err: Option<BoxError>,
+        },
+    }
+}
+
+pin_project! {
+    /// A call through the bulkhead: waiting for a slot, then the inner call.
+    ///
+    /// The slot is held by the future itself and given back when the inner call finishes (or,
+    /// with a classifier that watches the response body, when the body ends), or when the
+    /// future is dropped.
+    pub struct ResponseFuture<S, Req, C>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req, S::Future>,
+        permit: Permit<C>,
+    }
+}
+
+impl<S, Req, C> ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn called(fut: S::Future, permit: Permit<C>) -> Self {
+        Self {
+            state: State::Called { fut },
+            permit,
+        }
+    }
+
+    pub(crate) fn waiting(svc: S, req: Req, permit: Permit<C>, sleep: Sleep) -> Self {
+        Self {
+            state: State::Waiting {
+                sleep,
+                svc: Some(svc),
+                req: Some(req),
+                since: Instant::now(),
+            },
+            permit,
+        }
+    }
+
+    pub(crate) fn rejected(err: BoxError) -> Self {
+        Self {
+            state: State::Rejected { err: Some(err) },
+            permit: Permit::none(),
+        }
+    }
+}
+
+impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Waiting { .. } => "waiting",
+            State::Readying { .. } => "readying",
+            State::Called { .. } => "called",
+            State::Rejected { .. } => "rejected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    C: Classify<S::Response, BoxError>,
+{
+    type Output = Result<C::Response<Completion<C>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { fut } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    return Poll::Ready(this.permit.complete(result));
+                }
+                StateProj::Waiting {
+                    sleep,
+                    svc,
+                    req,
+                    since,
+                } => {
+                    if !this.permit.poll_granted(cx) {
+                        if sleep.poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        if let Some(err) = this.permit.expire(*since) {
+                            return Poll::Ready(Err(err));
+                        }
+                    }
+                    this.permit.hold_granted(*since);
+                    let (svc, req) = (svc.take(), req.take());
+                    this.state.set(State::Readying { svc, req });
+                }
+                StateProj::Readying { svc, req } => {
+                    let inner = svc.as_mut().expect("polled after completion");
+                    if let Err(err) = ready!(inner.poll_ready(cx)) {
+                        this.permit.release();
+                        return Poll::Ready(Err(err.into()));
+                    }
+                    let req = req.take().expect("polled after completion");
+                    let fut = inner.call(req);
+                    this.state.set(State::Called { fut });
+                }
+                StateProj::Rejected { err } => {
+                    return Poll::Ready(Err(err.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+/// When a call started, for the adaptive limit.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    start: Instant,
+    in_flight: usize,
+}
+
+enum Slot {
+    Empty,
+    Held(Option<Sample>),
+    Queued(Arc<Waiter>),
+}
+
+/// One call's claim on the bulkhead: nothing, a place in the queue or a slot. Dropping it
+/// gives back whatever it holds.
+pub(crate) struct Permit<C> {
+    shared: Option<Arc<Shared<C>>>,
+    partition: Option<usize>,
+    slot: Slot,
+}
+
+impl<C> Permit<C> {
+    fn none() -> Self {
+        Self {
+            shared: None,
+            partition: None,
+            slot: Slot::Empty,
+        }
+    }
+
+    /// A slot taken when `in_flight` calls were in flight, this one included.
+    #[inline]
+    pub(crate) fn held(shared: Arc<Shared<C>>, partition: Option<usize>, in_flight: usize) -> Self {
+        let sample = shared.state.is_adaptive().then(|| Sample {
+            start: Instant::now(),
+            in_flight,
+        });
+        Self {
+            shared: Some(shared),
+            partition,
+            slot: Slot::Held(sample),
+        }
+    }
+
+    pub(crate) fn queued(
+        shared: Arc<Shared<C>>,
+        partition: Option<usize>,
+        waiter: Arc<Waiter>,
+    ) -> Self {
+        Self {
+            shared: Some(shared),
+            partition,
+            slot: Slot::Queued(waiter),
+        }
+    }
+
+    fn shared(&self) -> &Shared<C> {
+        self.shared
+            .as_deref()
+            .expect("a permit in use has its bulkhead")
+    }
+
+    fn poll_granted(&self, cx: &mut Context<'_>) -> bool {
+        match &self.slot {
+            Slot::Queued(waiter) => self.shared().state.semaphore.poll_granted(waiter, cx),
+            _ => true,
+        }
+    }
+
+    /// Gives up the place in the queue after `max_wait`: the rejection, or `None` when a slot
+    /// was handed over just in time.
+    #[cold]
+    fn expire(&mut self, since: Instant) -> Option<BoxError> {
+        let shared = self.shared();
+        if let Slot::Queued(waiter) = &self.slot
+            && shared.state.semaphore.leave(waiter)
+        {
+            return None;
+        }
+        shared.state.wait.record(since.elapsed().as_secs_f64());
+        let err = reject(shared, self.partition, RejectReason::WaitExpired);
+        self.slot = Slot::Empty;
+        Some(err)
+    }
+
+    fn hold_granted(&mut self, since: Instant) {
+        let shared = self.shared();
+        let state = &shared.state;
+        state.wait.record(since.elapsed().as_secs_f64());
+        let sample = state.is_adaptive().then(|| Sample {
+            start: Instant::now(),
+            in_flight: state.semaphore.in_flight(),
+        });
+        self.slot = Slot::Held(sample);
+    }
+
+    /// Classifies the inner call's result and gives the slot back: now, or through the
+    /// [`Completion`] when the classifier waits for the end of the response body.
+    fn complete<Res>(
+        &mut self,
+        result: Result<Res, BoxError>,
+    ) -> Result<C::Response<Completion<C>>, BoxError>
+    where
+        C: Classify<Res, BoxError>,
+    {
+        let shared = self.shared();
+        match (shared.classify.classify(result.as_ref()), result) {
+            (Classified::Now(outcome), result) => {
+                let outcome = match &result {
+                    Err(err) if rejected(&**err).is_some() => Outcome::Failure,
+                    _ => outcome,
+                };
+                let classify = &shared.classify;
+                let response = result.map(|res| classify.watch(res, None));
+                self.finish(outcome);
+                response
+            }
+            (Classified::AtEndOfStream, Ok(res)) => {
+                let classify = shared.classify.clone();
+                let completion = Completion {
+                    permit: mem::replace(self, Self::none()),
+                };
+                Ok(classify.watch(res, Some(completion)))
+            }
+            (Classified::AtEndOfStream, Err(err)) => {
+                self.finish(Outcome::Failure);
+                Err(err)
+            }
+        }
+    }
+
+    /// Feeds the outcome to the adaptive limit, then gives the slot back.
+    fn finish(&mut self, outcome: Outcome) {
+        if let Slot::Held(Some(sample)) = self.slot
+            && outcome != Outcome::Ignored
+        {
+            let shared = self.shared();
+            let dropped = outcome == Outcome::Failure;
+            let now = Instant::now();
+            let rtt = now.saturating_duration_since(sample.start);
+            if let Some(change) = shared.state.sample(now, rtt, sample.in_flight, dropped) {
+                shared.hooks.limit_changed(&shared.state, change);
+            }
+        }
+        self.release();
+    }
+
+    #[inline]
+    fn release(&mut self) {
+        match mem::replace(&mut self.slot, Slot::Empty) {
+            Slot::Empty => {}
+            Slot::Held(_) => self.shared().state.semaphore.release(self.partition),
+            Slot::Queued(waiter) => {
+                let semaphore = &self.shared().state.semaphore;
+                if semaphore.leave(&waiter) {
+                    semaphore.release(self.partition);
+                }
+            }
+        }
+    }
+}
+
+impl<C> Drop for Permit<C> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Builds the rejection of a call the bulkhead had no slot for.
+#[cold]
+#[inline(never)]
+pub(crate) fn reject<C>(
+    shared: &Shared<C>,
+    partition: Option<usize>,
+    reason: RejectReason,
+) -> BoxError {
+    shared.state.rejected.increment(1);
+    shared.hooks.rejected(&shared.state, reason, partition);
+    Rejected::new(RejectionKind::BulkheadFull, shared.state.name.clone()).into()
+}
+
+/// Holds a call's slot until its outcome is reported, then gives it back (and teaches the
+/// adaptive limit). Dropped without a report, it gives the slot back and teaches nothing.
+///
+/// It appears in response types whose classifier waits for the end of the response body,
+/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`.
+pub struct Completion<C> {
+    permit: Permit<C>,
+}
+
+impl<C> fmt::Debug for Completion<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Completion")
+            .field("holds_slot", &matches!(self.permit.slot, Slot::Held(_)))
+            .finish()
+    }
+}
+
+impl<C: Send + Sync + 'static> Report for Completion<C> {
+    fn report(mut self, outcome: Outcome) {
+        self.permit.finish(outcome);
+    }
+}

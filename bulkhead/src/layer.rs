@@ -1,0 +1,166 @@
+use std::fmt;
+use std::sync::Arc;
+
+use seawall_core::classify::AnyError;
+use tower::Layer;
+
+use crate::config::{BulkheadConfig, BulkheadConfigBuilder};
+use crate::event::{Hooks, LimitChangedEvent, RejectedEvent, Shared};
+use crate::handle::BulkheadHandle;
+use crate::partition::{PartitionFn, Unpartitioned};
+use crate::service::Bulkhead;
+use crate::state::State;
+
+/// Applies a [`Bulkhead`] to every call of the inner service.
+///
+/// The semaphore, the adaptive limit and the metric handles are created when the layer is
+/// built (with the metrics recorder in place then) and shared by every service the layer
+/// makes, and by every [`BulkheadHandle`].
+pub struct BulkheadLayer<C = AnyError, K = Unpartitioned> {
+    shared: Arc<Shared<C>>,
+    key: K,
+}
+
+impl BulkheadLayer {
+    /// A layer from a validated configuration.
+    pub fn new(config: BulkheadConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: Arc::new(State::new(&config)),
+                hooks: Hooks::default(),
+                classify: Arc::new(AnyError),
+            }),
+            key: Unpartitioned,
+        }
+    }
+
+    /// A builder whose `build` makes the layer.
+    pub fn builder() -> BulkheadConfigBuilder<Self> {
+        BulkheadConfigBuilder::new()
+    }
+}
+
+impl<C, K> BulkheadLayer<C, K> {
+    /// A handle to read the figures of this bulkhead and change its limit.
+    pub fn handle(&self) -> BulkheadHandle {
+        BulkheadHandle::new(self.shared.state.clone())
+    }
+
+    /// The layer and a handle to it.
+    pub fn pair(self) -> (Self, BulkheadHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+
+    /// Judges results with `classify` (default: any error is a failure). An adaptive limit
+    /// counts a failure, and any [`Rejected`](seawall_core::Rejected) from further in, as a
+    /// drop; ignored results teach it nothing. A classifier that waits for the end of the
+    /// response body (`GrpcCodes`) also holds the slot until then.
+    pub fn classify<C2>(self, classify: C2) -> BulkheadLayer<C2, K> {
+        BulkheadLayer {
+            shared: Arc::new(Shared {
+                state: self.shared.state.clone(),
+                hooks: self.shared.hooks.clone(),
+                classify: Arc::new(classify),
+            }),
+            key: self.key,
+        }
+    }
+
+    /// Puts each call in the partition whose index (in configuration order) `key` returns;
+    /// an index past the last partition counts as the last one.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use seawall_bulkhead::BulkheadLayer;
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// let layer = BulkheadLayer::builder()
+    ///     .max_concurrent(100)
+    ///     .partition("live", 0.9)
+    ///     .partition("batch", 0.1)
+    ///     .build()?
+    ///     .partition_by(|req: &Request<()>| usize::from(req.headers().contains_key("x-batch")));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn partition_by<F>(self, key: F) -> BulkheadLayer<C, PartitionFn<F>> {
+        BulkheadLayer {
+            shared: self.shared,
+            key: PartitionFn::new(key),
+        }
+    }
+
+    /// Calls `hook` each time a call is rejected.
+    pub fn on_rejected(mut self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
+        Arc::make_mut(&mut self.shared).hooks.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Calls `hook` each time the adaptive limit moves.
+    pub fn on_limit_change(
+        mut self,
+        hook: impl Fn(LimitChangedEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.shared).hooks.on_limit_change = Some(Arc::new(hook));
+        self
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.state.name
+    }
+}
+
+#[cfg(feature = "http")]
+impl<C, K> BulkheadLayer<C, K> {
+    /// Holds each call's slot until its HTTP response body ends (or is dropped), not just
+    /// until the response head arrives: a streaming download then counts as in flight for as
+    /// long as it streams. The layer then takes services answering `http::Response`s.
+    ///
+    /// It wraps the classifier set so far, so call it after [`classify`](Self::classify).
+    pub fn release_on_body_end(self) -> BulkheadLayer<crate::body::BodyEnd<C>, K> {
+        let classify = crate::body::BodyEnd::new(self.shared.classify.clone());
+        BulkheadLayer {
+            shared: Arc::new(Shared {
+                state: self.shared.state.clone(),
+                hooks: self.shared.hooks.clone(),
+                classify: Arc::new(classify),
+            }),
+            key: self.key,
+        }
+    }
+}
+
+impl From<BulkheadConfig> for BulkheadLayer {
+    fn from(config: BulkheadConfig) -> Self {
+        Self::new(config)
+    }
+}
+
+impl<C, K: Clone> Clone for BulkheadLayer<C, K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S, C, K: Clone> Layer<S> for BulkheadLayer<C, K> {
+    type Service = Bulkhead<S, C, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead::new(inner, self.shared.clone(), self.key.clone())
+    }
+}
+
+impl<C, K: fmt::Debug> fmt::Debug for BulkheadLayer<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BulkheadLayer")
+            .field("name", &self.shared.state.name)
+            .field("limit", &self.shared.state.semaphore.limit())
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}

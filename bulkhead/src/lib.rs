@@ -1,0 +1,111 @@
+//! Bulkheads for tower services: a limit on concurrent calls, with a bounded wait queue,
+//! adaptive limits and partitions.
+//!
+//! A downstream that slows down does not fail at first: it holds on to every call a little
+//! longer, and the caller piles up connections, tasks and memory until something else gives
+//! way. A bulkhead caps how many calls are in flight at once; the rest wait briefly in a
+//! bounded queue or are rejected at once with a [`Rejected`](seawall_core::Rejected) of kind
+//! `BulkheadFull` (a `503` through seawall-core's `http` adapter), which is cheap for
+//! everyone and tells load balancers to go elsewhere.
+//!
+//! - **Fixed**: [`max_concurrent`](BulkheadConfigBuilder::max_concurrent), with
+//!   [`max_queue`](BulkheadConfigBuilder::max_queue) and
+//!   [`max_wait`](BulkheadConfigBuilder::max_wait).
+//! - **Adaptive**: the limit finds what the downstream can take, between a min and a max;
+//!   [`AimdConfig`] (loss-based, for clients), [`VegasConfig`] and [`Gradient2Config`]
+//!   (latency-based, for servers) as Netflix's `concurrency-limits` defines them. Each
+//!   finished call is a sample of its latency, the calls in flight when it started and
+//!   whether it dropped (a failure by the classifier, or a `Rejected` from further in);
+//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window).
+//! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
+//!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
+//!   take every slot. With borrowing (the default) a partition may use any idle slot, the
+//!   total never exceeds the limit, and when a slot frees, calls of a partition below its
+//!   share are served before anyone else's; a lent slot comes back when the borrower's call
+//!   ends (calls are never pre-empted). Without borrowing a partition never holds more than
+//!   its share. Each partition may also fill only its share of the queue.
+//! - A [`BulkheadHandle`] reads in flight, queued and the limit, and changes the limit.
+//!
+//! Where it goes in a stack: on a server, inside rate limiting and outside the timeout (a
+//! call's time in the queue is not the handler's); on a client, inside retry and the circuit
+//! breaker, so a rejection is seen by both.
+//!
+//! The slot is taken when the call is made (never in `poll_ready`, so idle clones hold
+//! nothing) and given back when the response future finishes or is dropped; with
+//! `BulkheadLayer::release_on_body_end` (feature `http`) when the response body ends. The
+//! uncontended path is a compare-and-swap on an atomic count: no lock, no allocation.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use seawall_bulkhead::BulkheadLayer;
+//! use seawall_core::http::ErrorResponseLayer;
+//! use tower::ServiceBuilder;
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let (bulkhead, handle) = BulkheadLayer::builder()
+//!     .name("api")
+//!     .max_concurrent(64)
+//!     .max_queue(128)
+//!     .max_wait(Duration::from_millis(50))
+//!     .build()?
+//!     .pair();
+//! let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+//!     ServiceBuilder::new()
+//!         .layer(ErrorResponseLayer::new()) // a full bulkhead becomes 503
+//!         .layer(bulkhead),
+//! );
+//! assert_eq!(handle.limit(), 64);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! An adaptive, partitioned bulkhead for a server whose batch jobs must not crowd out live
+//! traffic:
+//!
+//! ```
+//! use http::Request;
+//! use seawall_bulkhead::{BulkheadLayer, Gradient2Config};
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let layer = BulkheadLayer::builder()
+//!     .name("orders")
+//!     .adaptive(Gradient2Config::new().initial(50).min(10).max(500))
+//!     .partition("live", 0.9)
+//!     .partition("batch", 0.1)
+//!     .build()?
+//!     .partition_by(|req: &Request<()>| usize::from(req.headers().contains_key("x-batch")));
+//! assert_eq!(layer.handle().limit(), 50);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics, each labelled `name`: `seawall_bulkhead_in_flight`, `seawall_bulkhead_queued`,
+//! `seawall_bulkhead_limit` (gauges), `seawall_bulkhead_rejected_total` and
+//! `seawall_bulkhead_wait_seconds` (time in the queue of the calls that had to wait).
+
+#[cfg(feature = "http")]
+mod body;
+mod config;
+mod event;
+pub mod future;
+mod handle;
+mod layer;
+mod limit;
+mod partition;
+mod semaphore;
+mod service;
+mod state;
+
+#[cfg(feature = "http")]
+pub use self::body::{BodyEnd, HoldBody};
+pub use self::config::{
+    AdaptiveLimit, AimdConfig, BulkheadConfig, BulkheadConfigBuilder, Gradient2Config, Limit,
+    PartitionConfig, VegasConfig,
+};
+pub use self::event::{LimitChangedEvent, RejectReason, RejectedEvent};
+pub use self::future::Completion;
+pub use self::handle::BulkheadHandle;
+pub use self::layer::BulkheadLayer;
+pub use self::partition::{PartitionFn, PartitionKey, Unpartitioned};
+pub use self::service::Bulkhead;

@@ -1,0 +1,148 @@
+//! TCP Vegas for calls: estimate the queue from how far latency rose above the no-load
+//! latency, and keep it small.
+//!
+//! `queue = limit × (1 − rtt_noload / rtt)`. With Netflix's functions of the limit
+//! (`f(L) = max(1, ⌊log10 L⌋)`): no queue (`≤ f`) grows the limit by `6f`, a small queue
+//! (`< 3f`) by `f`, a large one (`> 6f`) or a drop shrinks it by `f`. The no-load latency is
+//! the smallest seen, re-measured about every `probe_multiplier × limit` calls (with jitter)
+//! so that it follows a downstream whose base latency changes.
+
+use std::time::Duration;
+
+use super::{log10_root, whole};
+use crate::config::VegasConfig;
+
+#[derive(Debug)]
+pub(crate) struct Vegas {
+    estimate: f64,
+    min: usize,
+    max: usize,
+    smoothing: f64,
+    probe_multiplier: f64,
+    probe_count: u64,
+    probe_jitter: f64,
+    rtt_noload: Option<Duration>,
+    rng: u64,
+}
+
+impl Vegas {
+    pub(crate) fn new(config: &VegasConfig) -> Self {
+        let mut vegas = Self {
+            estimate: config.initial as f64,
+            min: config.min,
+            max: config.max,
+            smoothing: config.smoothing,
+            probe_multiplier: f64::from(config.probe_multiplier),
+            probe_count: 0,
+            probe_jitter: 1.0,
+            rtt_noload: None,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        };
+        vegas.reset_probe_jitter();
+        vegas
+    }
+
+    /// A jitter in `[0.5, 1)` from a xorshift generator: deterministic, so runs repeat.
+    fn reset_probe_jitter(&mut self) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let unit = (self.rng >> 11) as f64 / (1u64 << 53) as f64;
+        self.probe_jitter = 0.5 + unit / 2.0;
+    }
+
+    fn limit(&self) -> usize {
+        whole(self.estimate, self.min, self.max)
+    }
+
+    pub(crate) fn update(&mut self, rtt: Duration, in_flight: usize, dropped: bool) -> usize {
+        let rtt = rtt.max(Duration::from_nanos(1));
+        self.probe_count += 1;
+        if self.probe_jitter * self.probe_multiplier * self.estimate <= self.probe_count as f64 {
+            self.reset_probe_jitter();
+            self.probe_count = 0;
+            self.rtt_noload = Some(rtt);
+            return self.limit();
+        }
+        let noload = match self.rtt_noload {
+            Some(noload) if rtt >= noload => noload,
+            _ => {
+                self.rtt_noload = Some(rtt);
+                return self.limit();
+            }
+        };
+
+        let estimate = self.estimate;
+        let queue = (estimate * (1.0 - noload.as_secs_f64() / rtt.as_secs_f64())).ceil();
+        let f = log10_root(estimate);
+        let next = if dropped {
+            estimate - f
+        } else if (in_flight as f64) * 2.0 < estimate {
+            return self.limit();
+        } else if queue <= f {
+            estimate + 6.0 * f
+        } else if queue < 3.0 * f {
+            estimate + f
+        } else if queue > 6.0 * f {
+            estimate - f
+        } else {
+            return self.limit();
+        };
+        let next = next.clamp(self.min as f64, self.max as f64);
+        self.estimate = (1.0 - self.smoothing) * estimate + self.smoothing * next;
+        self.limit()
+    }
+
+    pub(crate) fn set(&mut self, limit: usize) {
+        self.estimate = limit.clamp(self.min, self.max) as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn vegas(initial: usize) -> Vegas {
+        Vegas::new(&VegasConfig::new().initial(initial).max(500))
+    }
+
+    #[test]
+    fn the_first_sample_only_sets_the_noload_latency() {
+        let mut v = vegas(20);
+        assert_eq!(v.update(ms(10), 20, false), 20);
+        assert_eq!(v.rtt_noload, Some(ms(10)));
+    }
+
+    #[test]
+    fn no_queue_grows_fast_and_a_large_queue_shrinks() {
+        let mut v = vegas(20);
+        v.update(ms(10), 20, false);
+        // Same latency as no load: no queue, grow by 6 × log10(20) = 6.
+        assert_eq!(v.update(ms(10), 20, false), 26);
+        // Latency doubled: a queue of 13 > 6, shrink by 1.
+        assert_eq!(v.update(ms(20), 26, false), 25);
+        // A drop always shrinks.
+        assert_eq!(v.update(ms(10), 1, true), 24);
+    }
+
+    #[test]
+    fn a_small_queue_grows_slowly_and_a_moderate_one_holds() {
+        let mut v = vegas(20);
+        v.update(ms(100), 20, false);
+        // queue = ceil(20 × (1 − 100/105)) = 1 ≤ 1: grow by 6.
+        assert_eq!(v.update(ms(105), 20, false), 26);
+        // queue = ceil(26 × (1 − 100/110)) = 3, in [3, 6]: hold.
+        assert_eq!(v.update(ms(110), 26, false), 26);
+    }
+
+    #[test]
+    fn an_idle_limiter_does_not_drift_up() {
+        let mut v = vegas(20);
+        v.update(ms(10), 20, false);
+        assert_eq!(v.update(ms(10), 9, false), 20);
+    }
+}

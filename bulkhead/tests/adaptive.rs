@@ -1,0 +1,252 @@
+//! Adaptive limits against a simulated downstream on the paused clock.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use seawall_bulkhead::{
+    AdaptiveLimit, AimdConfig, BulkheadHandle, BulkheadLayer, Gradient2Config, VegasConfig,
+};
+use seawall_core::classify::{ClassifyFn, Outcome};
+use seawall_core::testing::TestRecorder;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::time::{Instant, advance, sleep};
+use tower::{Layer, ServiceExt, service_fn};
+
+const BASE: Duration = Duration::from_millis(10);
+
+/// A downstream that answers in 10 ms up to `capacity` concurrent calls, and proportionally
+/// slower past it (a server sharing its CPUs among more calls than it has).
+#[derive(Clone)]
+struct Downstream {
+    capacity: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Downstream {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: Arc::new(AtomicUsize::new(capacity)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn latency(&self) -> Duration {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let capacity = self.capacity.load(Ordering::SeqCst);
+        let l = BASE.mul_f64((n as f64 / capacity as f64).max(1.0));
+        if l > Duration::from_millis(30) {
+            println!("slow {n} {l:?}");
+        }
+        l
+    }
+}
+
+/// Runs `clients` closed-loop clients (each retrying 5 ms after a rejection) through `layer`
+/// for `secs` virtual seconds, and returns the limit sampled every 100 ms.
+async fn drive(
+    handle: &BulkheadHandle,
+    layer: BulkheadLayer,
+    downstream: &Downstream,
+    clients: usize,
+    secs: u64,
+) -> Vec<usize> {
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let ds = downstream.clone();
+        let svc = layer.layer(service_fn(move |()| {
+            let ds = ds.clone();
+            let latency = ds.latency();
+            async move {
+                sleep(latency).await;
+                ds.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(())
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < stop {
+                if svc.clone().oneshot(()).await.is_err() {
+                    sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    let mut limits = Vec::new();
+    while Instant::now() < stop {
+        sleep(Duration::from_millis(100)).await;
+        limits.push(handle.limit());
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    limits
+}
+
+/// Asserts that every limit sampled over the last five seconds is within 20 % of `target`.
+fn assert_settled(limits: &[usize], target: usize, phase: &str) {
+    let last = &limits[limits.len() - 50..];
+    let (low, high) = (target * 8 / 10, target * 12 / 10);
+    assert!(
+        last.iter().all(|l| (low..=high).contains(l)),
+        "{phase}: the limit should settle in [{low}, {high}], was {last:?}"
+    );
+}
+
+/// Capacity 40, then 80, then 40 again, 15 virtual seconds each, with 100 closed-loop
+/// clients (more than either capacity); the limit settles near the capacity each time.
+async fn converges(limit: impl Into<AdaptiveLimit>) {
+    let (layer, handle) = BulkheadLayer::builder()
+        .adaptive(limit)
+        .sample_window(Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .pair();
+    let downstream = Downstream::new(40);
+    let limits = drive(&handle, layer.clone(), &downstream, 100, 15).await;
+    assert_settled(&limits, 40, "capacity 40");
+    downstream.capacity.store(80, Ordering::SeqCst);
+    let limits = drive(&handle, layer.clone(), &downstream, 100, 15).await;
+    assert_settled(&limits, 80, "capacity raised to 80");
+    downstream.capacity.store(40, Ordering::SeqCst);
+    let limits = drive(&handle, layer, &downstream, 100, 15).await;
+    assert_settled(&limits, 40, "capacity back to 40");
+}
+
+#[tokio::test(start_paused = true)]
+async fn vegas_settles_near_the_capacity_and_follows_it() {
+    converges(VegasConfig::new().initial(10).max(500)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient2_settles_near_the_capacity_and_follows_it() {
+    converges(Gradient2Config::new().initial(10).min(5).max(500)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_settles_near_the_capacity_and_follows_it() {
+    // A client's view: a call 10 % slower than the downstream's base latency counts as a drop.
+    converges(
+        AimdConfig::new()
+            .initial(10)
+            .max(500)
+            .timeout(Duration::from_millis(11)),
+    )
+    .await;
+}
+
+// ===== what the adaptive limit learns from =====
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn aimd_layer(initial: usize) -> (BulkheadLayer, BulkheadHandle) {
+    BulkheadLayer::builder()
+        .name("dep")
+        .adaptive(AimdConfig::new().initial(initial).min(2).max(100))
+        .sample_window(ms(100))
+        .build()
+        .unwrap()
+        .pair()
+}
+
+/// Makes one call to open the first window, twenty in it, then one after it closes.
+async fn one_window<S, T>(svc: &S)
+where
+    S: tower::Service<(), Response = T, Error = BoxError> + Clone,
+{
+    for _ in 0..21 {
+        let _ = svc.clone().oneshot(()).await;
+    }
+    advance(ms(101)).await;
+    let _ = svc.clone().oneshot(()).await;
+}
+
+fn downstream_failing_with(
+    err: fn() -> BoxError,
+) -> impl tower::Service<(), Response = (), Error = BoxError, Future = impl Future + Send> + Clone {
+    service_fn(move |()| async move {
+        sleep(ms(1)).await;
+        Err::<(), _>(err())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_a_drop() {
+    let (layer, handle) = aimd_layer(20);
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejection_from_further_in_is_a_drop_whatever_the_classifier_says() {
+    let (layer, handle) = aimd_layer(20);
+    let layer = layer.classify(ClassifyFn::new(|_: Result<&(), &BoxError>| {
+        Outcome::Ignored
+    }));
+    let svc = layer.layer(downstream_failing_with(|| {
+        Rejected::new(RejectionKind::TimedOut, "inner").into()
+    }));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignored_results_teach_nothing() {
+    let (layer, handle) = aimd_layer(20);
+    let layer = layer.classify(ClassifyFn::new(|_: Result<&(), &BoxError>| {
+        Outcome::Ignored
+    }));
+    let svc = layer.layer(downstream_failing_with(|| "a client error".into()));
+    one_window(&svc).await;
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 20);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_while_busy_raise_the_limit() {
+    let (layer, handle) = aimd_layer(2);
+    let svc = layer.layer(service_fn(|()| async {
+        sleep(ms(1)).await;
+        Ok::<_, BoxError>(())
+    }));
+    // One call at a time fills half of a limit of 2.
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gauge_and_the_hook_follow_the_limit() {
+    let recorder = TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| aimd_layer(20));
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let layer = layer.on_limit_change(move |event| {
+        assert_eq!(event.name, "dep");
+        log.lock().unwrap().push((event.from, event.to));
+    });
+    let gauge = || recorder.gauge("seawall_bulkhead_limit", &[("name", "dep")]);
+    assert_eq!(gauge(), Some(20.0));
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(gauge(), Some(18.0));
+    assert_eq!(*heard.lock().unwrap(), [(20, 18)]);
+    assert_eq!(handle.limit(), 18);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_handle_sets_an_adaptive_limit_within_its_bounds() {
+    let (layer, handle) = aimd_layer(20);
+    assert!(handle.is_adaptive());
+    assert_eq!(handle.set_limit(1).unwrap_err().field(), "limit");
+    assert_eq!(handle.set_limit(101).unwrap_err().field(), "limit");
+    handle.set_limit(50).unwrap();
+    assert_eq!(handle.limit(), 50);
+    // The algorithm goes on from the value set.
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 45);
+}

@@ -1,4 +1,5 @@
-//! Test support: a metrics recorder whose values can be read back at any time.
+//! Test support: a metrics recorder whose values can be read back at any time, and a layer
+//! that slows calls down.
 //!
 //! `metrics-util`'s `DebuggingRecorder` resets counters and gauges on every snapshot, which
 //! makes a gauge that was set once read 0 the second time. [`TestRecorder`] keeps them.
@@ -113,5 +114,55 @@ impl Recorder for TestRecorder {
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         self.registry
             .get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
+}
+
+/// Delays every call by a fixed time before the inner service sees it: a slow handler or a
+/// slow dependency in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct DelayLayer(pub std::time::Duration);
+
+impl<S> tower::Layer<S> for DelayLayer {
+    type Service = Delay<S>;
+
+    fn layer(&self, inner: S) -> Delay<S> {
+        Delay {
+            inner,
+            delay: self.0,
+        }
+    }
+}
+
+/// The service of a [`DelayLayer`].
+#[derive(Debug, Clone)]
+pub struct Delay<S> {
+    inner: S,
+    delay: std::time::Duration,
+}
+
+impl<S, Req> tower::Service<Req> for Delay<S>
+where
+    S: tower::Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let call = self.inner.call(req);
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            call.await
+        })
     }
 }

@@ -210,6 +210,17 @@ impl RateLimitConfig {
         RateLimitConfigBuilder::new()
     }
 
+    /// The same configuration for a layer instance called `name` (as a ready-made stack names
+    /// its layers after itself). An empty name is a `ConfigError`.
+    pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        self.name = name.into();
+        Ok(self)
+    }
+
     /// The name of the layer instance, the `name` label of its metrics.
     pub fn name(&self) -> &str {
         &self.name

@@ -45,6 +45,28 @@ impl RetryConfig {
         RetryConfigBuilder::new()
     }
 
+    /// The same configuration for a layer instance called `name` (as a ready-made stack names
+    /// its layers after itself). An empty name is a `ConfigError`.
+    pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+        }
+        self.name = name.into();
+        Ok(self)
+    }
+
+    /// The same configuration, never planning a wait or a retry that would end more than
+    /// `limit` after the first attempt started: `max_delay` and `max_elapsed` are lowered to
+    /// `limit` where they are longer. A ready-made stack passes its total timeout, so that
+    /// retry gives up at once rather than sleep past it (on an open breaker's `retry_after`,
+    /// say).
+    pub fn within(mut self, limit: Duration) -> Self {
+        self.max_delay = self.max_delay.min(limit);
+        self.max_elapsed = Some(self.max_elapsed.map_or(limit, |max| max.min(limit)));
+        self
+    }
+
     /// The name of the layer instance, the `name` label of its metrics.
     pub fn name(&self) -> &str {
         &self.name
@@ -417,5 +439,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(cap.to_string().contains("backoff.cap"), "{cap}");
+    }
+
+    #[test]
+    fn within_lowers_max_delay_and_max_elapsed_only() {
+        let config = RetryConfig::builder()
+            .max_elapsed(Duration::from_secs(1))
+            .build()
+            .unwrap()
+            .within(Duration::from_secs(2));
+        assert_eq!(config.max_elapsed(), Some(Duration::from_secs(1)));
+        assert_eq!(config.max_delay(), Duration::from_secs(2));
+        let short = RetryConfig::builder()
+            .build()
+            .unwrap()
+            .within(Duration::from_millis(300));
+        assert_eq!(short.max_elapsed(), Some(Duration::from_millis(300)));
+        assert!(short.max_delay() <= Duration::from_millis(300));
     }
 }

@@ -56,6 +56,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
     ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L>;
 
+    /// Adds a bulkhead.
+    #[cfg(feature = "bulkhead")]
+    fn with_bulkhead<C, K>(
+        self,
+        layer: crate::bulkhead::BulkheadLayer<C, K>,
+    ) -> With<crate::bulkhead::BulkheadLayer<C, K>, L>;
+
     /// Adds a rate limit.
     #[cfg(feature = "rate-limit")]
     fn with_rate_limit<K>(
@@ -109,6 +116,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::circuit_breaker::CircuitBreakerLayer<C, H>,
     ) -> With<crate::circuit_breaker::CircuitBreakerLayer<C, H>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "bulkhead")]
+    fn with_bulkhead<C, K>(
+        self,
+        layer: crate::bulkhead::BulkheadLayer<C, K>,
+    ) -> With<crate::bulkhead::BulkheadLayer<C, K>, L> {
         self.layer(layer)
     }
 

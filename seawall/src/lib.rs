@@ -8,6 +8,7 @@
 //! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
 //! | [`retry`] | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
 //! | [`circuit_breaker`] | `circuit-breaker` | circuit breaking on failure rate, slow calls or consecutive failures, plain and keyed |
+//! | [`bulkhead`] | `bulkhead` | concurrency limits with a bounded queue: fixed, adaptive (AIMD, Vegas, Gradient2), partitioned |
 //! | [`rate_limit`] | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
 //! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
 //! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
@@ -36,10 +37,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;
+#[cfg(all(
+    feature = "timeout",
+    feature = "retry",
+    feature = "circuit-breaker",
+    feature = "bulkhead",
+    feature = "rate-limit"
+))]
+pub mod stack;
 
 pub use self::builder::ServiceBuilderExt;
 pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
 
+#[cfg(feature = "bulkhead")]
+pub use seawall_bulkhead as bulkhead;
 #[cfg(feature = "circuit-breaker")]
 pub use seawall_circuit_breaker as circuit_breaker;
 #[cfg(feature = "grpc")]

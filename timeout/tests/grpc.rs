@@ -1,13 +1,11 @@
 //! A timeout in a tonic server's stack and in a tonic client's stack, over a real socket on
 //! 127.0.0.1, with tonic-health's generated service (no protoc needed).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seawall_core::grpc::ErrorStatusLayer;
+use seawall_core::testing::DelayLayer;
 use seawall_timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -15,45 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
-use tower::{Layer, Service, ServiceBuilder};
-
-/// Delays every call, standing in for a slow handler.
-#[derive(Clone)]
-struct DelayLayer(Duration);
-
-impl<S> Layer<S> for DelayLayer {
-    type Service = Delay<S>;
-
-    fn layer(&self, inner: S) -> Delay<S> {
-        Delay(inner, self.0)
-    }
-}
-
-#[derive(Clone)]
-struct Delay<S>(S, Duration);
-
-impl<S, Req> Service<Req> for Delay<S>
-where
-    S: Service<Req>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let call = self.0.call(req);
-        let delay = self.1;
-        Box::pin(async move {
-            tokio::time::sleep(delay).await;
-            call.await
-        })
-    }
-}
+use tower::ServiceBuilder;
 
 fn timeout(ms: u64) -> TimeoutLayer {
     TimeoutLayer::builder()

@@ -1,0 +1,237 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
+use seawall_circuit_breaker::{
+    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, NoRetryAfter,
+};
+use seawall_core::classify::AnyError;
+use seawall_core::config::{self, ConfigError};
+use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
+use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
+use serde::{Deserialize, Serialize};
+use tower::Layer;
+
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The client stack's service over `S`: total timeout, retry, circuit breaker, per-attempt
+/// timeout, bulkhead.
+pub type ClientStack<S, P = DefaultPolicy, C = AnyError> = Timeout<
+    Retry<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, P>,
+    NoDeadlines,
+>;
+
+/// A validated client stack configuration; every layer is named after the stack (the two
+/// timeouts `<name>.total` and `<name>.attempt`), and retry never plans a wait that would end
+/// after the total timeout.
+///
+/// ```
+/// use seawall::stack::ClientStackConfig;
+///
+/// let config: ClientStackConfig = serde_json::from_str(r#"{
+///     "name": "inventory",
+///     "total_timeout": "2s",
+///     "attempt_timeout": "500ms",
+///     "retry": { "max_attempts": 3 },
+///     "circuit_breaker": { "window": { "count": 50 }, "failure_rate_threshold": 0.5 },
+///     "bulkhead": { "max_concurrent": 32 }
+/// }"#).unwrap();
+/// assert_eq!(config.name(), "inventory");
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "ClientStackSpec", into = "ClientStackSpec")]
+pub struct ClientStackConfig {
+    name: Arc<str>,
+    total_timeout: Duration,
+    attempt_timeout: Duration,
+    retry: RetryConfig,
+    circuit_breaker: CircuitBreakerConfig,
+    bulkhead: BulkheadConfig,
+}
+
+impl ClientStackConfig {
+    /// Checks and builds a configuration. `attempt_timeout` must not exceed `total_timeout`.
+    pub fn new(
+        name: impl Into<String>,
+        total_timeout: Duration,
+        attempt_timeout: Duration,
+        retry: RetryConfig,
+        circuit_breaker: CircuitBreakerConfig,
+        bulkhead: BulkheadConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::try_from(ClientStackSpec {
+            name: name.into(),
+            total_timeout,
+            attempt_timeout,
+            retry,
+            circuit_breaker,
+            bulkhead,
+        })
+    }
+
+    /// The stack's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientStackSpec {
+    name: String,
+    #[serde(with = "config::duration")]
+    total_timeout: Duration,
+    #[serde(with = "config::duration")]
+    attempt_timeout: Duration,
+    #[serde(default = "default_retry")]
+    retry: RetryConfig,
+    #[serde(default = "default_breaker")]
+    circuit_breaker: CircuitBreakerConfig,
+    bulkhead: BulkheadConfig,
+}
+
+fn default_retry() -> RetryConfig {
+    RetryConfig::builder()
+        .build()
+        .expect("the defaults are valid")
+}
+
+fn default_breaker() -> CircuitBreakerConfig {
+    CircuitBreakerConfig::builder()
+        .build()
+        .expect("the defaults are valid")
+}
+
+impl TryFrom<ClientStackSpec> for ClientStackConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
+        let total_timeout =
+            config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
+        let attempt_timeout =
+            config::positive_duration("attempt_timeout", spec.attempt_timeout, total_timeout)?;
+        Ok(Self {
+            retry: spec.retry.named(spec.name.as_str())?.within(total_timeout),
+            circuit_breaker: spec.circuit_breaker.named(spec.name.as_str())?,
+            bulkhead: spec.bulkhead.named(spec.name.as_str())?,
+            name: spec.name.into(),
+            total_timeout,
+            attempt_timeout,
+        })
+    }
+}
+
+impl From<ClientStackConfig> for ClientStackSpec {
+    fn from(c: ClientStackConfig) -> Self {
+        Self {
+            name: c.name.to_string(),
+            total_timeout: c.total_timeout,
+            attempt_timeout: c.attempt_timeout,
+            retry: c.retry,
+            circuit_breaker: c.circuit_breaker,
+            bulkhead: c.bulkhead,
+        }
+    }
+}
+
+/// The client stack as one layer; see the [module docs](super) for the order and why.
+///
+/// Its state (breaker window, bulkhead slots, retry budget) is made when it is built and shared
+/// by every service it makes.
+pub struct ClientStackLayer<P = DefaultPolicy, C = AnyError> {
+    total: TimeoutLayer,
+    retry: RetryLayer<P>,
+    breaker: CircuitBreakerLayer<C>,
+    attempt: TimeoutLayer,
+    bulkhead: BulkheadLayer<C>,
+}
+
+impl ClientStackLayer {
+    /// The stack `config` describes, with the default retry policy (any error but a rejection
+    /// before its `retry_after`) and classifier (any error is a failure).
+    pub fn new(config: ClientStackConfig) -> Self {
+        let timeout = |suffix: &str, timeout| {
+            TimeoutLayer::new(
+                TimeoutConfig::builder()
+                    .name(format!("{}.{suffix}", config.name))
+                    .timeout(timeout)
+                    .build()
+                    .expect("checked when the stack config was"),
+            )
+        };
+        Self {
+            total: timeout("total", config.total_timeout),
+            retry: RetryLayer::new(config.retry),
+            breaker: CircuitBreakerLayer::new(config.circuit_breaker),
+            attempt: timeout("attempt", config.attempt_timeout),
+            bulkhead: BulkheadLayer::new(config.bulkhead),
+        }
+    }
+}
+
+impl<P, C> ClientStackLayer<P, C> {
+    /// Decides what is retried with `policy` (for HTTP, `seawall::retry::HttpPolicy`).
+    pub fn retry_policy<Q>(self, policy: Q) -> ClientStackLayer<Q, C> {
+        ClientStackLayer {
+            total: self.total,
+            retry: self.retry.policy(policy),
+            breaker: self.breaker,
+            attempt: self.attempt,
+            bulkhead: self.bulkhead,
+        }
+    }
+
+    /// Judges results with `classifier` in the breaker and the bulkhead (for HTTP,
+    /// `HttpStatus` so that 5xx answers count as failures).
+    pub fn classify<C2: Clone>(self, classifier: C2) -> ClientStackLayer<P, C2> {
+        ClientStackLayer {
+            total: self.total,
+            retry: self.retry,
+            breaker: self.breaker.classify(classifier.clone()),
+            attempt: self.attempt,
+            bulkhead: self.bulkhead.classify(classifier),
+        }
+    }
+
+    /// The circuit breaker's handle: its state, its figures, forced transitions.
+    pub fn circuit_breaker(&self) -> CircuitBreakerHandle {
+        self.breaker.handle()
+    }
+
+    /// The bulkhead's handle: in flight, queued, the limit.
+    pub fn bulkhead(&self) -> BulkheadHandle {
+        self.bulkhead.handle()
+    }
+}
+
+impl<P, C> Clone for ClientStackLayer<P, C> {
+    fn clone(&self) -> Self {
+        Self {
+            total: self.total.clone(),
+            retry: self.retry.clone(),
+            breaker: self.breaker.clone(),
+            attempt: self.attempt.clone(),
+            bulkhead: self.bulkhead.clone(),
+        }
+    }
+}
+
+impl<P, C> fmt::Debug for ClientStackLayer<P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientStackLayer")
+            .field("total", &self.total)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P, C> Layer<S> for ClientStackLayer<P, C> {
+    type Service = ClientStack<S, P, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let attempt = self.attempt.layer(self.bulkhead.layer(inner));
+        self.total
+            .layer(self.retry.layer(self.breaker.layer(attempt)))
+    }
+}

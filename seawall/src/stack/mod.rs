@@ -1,0 +1,37 @@
+//! Ready-made stacks: the layers in the order that works, each stack one layer built from one
+//! config struct that loads from TOML, JSON or the environment through serde.
+//!
+//! # The client stack
+//!
+//! For calls to a dependency, outermost first:
+//!
+//! 1. **Total timeout** — how long the caller will wait for an answer, retries included. It sits
+//!    outside retry so that retries can never outlast the caller's patience.
+//! 2. **Retry** — with backoff, jitter and a retry budget. It sits outside the circuit breaker:
+//!    every attempt is judged by the breaker, so a dependency that keeps failing trips it; and
+//!    once it is open, retry sees a `CircuitOpen` rejection with its `retry_after` and gives up
+//!    at once instead of hammering.
+//! 3. **Circuit breaker** — fails fast while the dependency is down.
+//! 4. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
+//!    can still try again within the total budget.
+//! 5. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
+//!    cannot take every task and connection of the caller.
+//!
+//! A fallback, when wanted, goes outside all of it with
+//! [`ServiceBuilderExt::with_fallback`](crate::ServiceBuilderExt::with_fallback): it answers
+//! for the total timeout, the retries and an open breaker alike.
+//!
+//! # The server stack
+//!
+//! For a service's own inbound calls, outermost first: **rate limit** (the cheapest rejection,
+//! before any work is spent), **bulkhead** (bounds the work admitted at once), **timeout**
+//! (bounds each admitted call, shortened to the caller's own deadline from `grpc-timeout`).
+//! Put [`with_http_errors`](crate::ServiceBuilderExt::with_http_errors) or
+//! [`with_grpc_errors`](crate::ServiceBuilderExt::with_grpc_errors) in front so that
+//! rejections become 429, 503 and 504 answers.
+
+mod client;
+mod server;
+
+pub use self::client::{ClientStack, ClientStackConfig, ClientStackLayer};
+pub use self::server::{ServerStack, ServerStackConfig, ServerStackLayer};

@@ -1,0 +1,164 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
+use seawall_core::config::{self, ConfigError};
+use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitLayer};
+use seawall_timeout::{DeadlineConfig, HeaderDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
+use serde::{Deserialize, Serialize};
+use tower::Layer;
+use tower::util::Either;
+
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The server stack's service over `S`: rate limit (when configured), bulkhead, timeout.
+pub type ServerStack<S> = Either<
+    RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, Direct>,
+    Bulkhead<Timeout<S, HeaderDeadlines>>,
+>;
+
+/// A validated server stack configuration; every layer is named after the stack.
+///
+/// ```
+/// use seawall::stack::ServerStackConfig;
+///
+/// let config: ServerStackConfig = serde_json::from_str(r#"{
+///     "name": "api",
+///     "rate_limit": { "quota": { "per_second": 100, "burst": 20 } },
+///     "bulkhead": { "max_concurrent": 64, "max_queue": 64, "max_wait": "100ms" },
+///     "timeout": "2s"
+/// }"#).unwrap();
+/// assert_eq!(config.name(), "api");
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "ServerStackSpec", into = "ServerStackSpec")]
+pub struct ServerStackConfig {
+    name: Arc<str>,
+    rate_limit: Option<RateLimitConfig>,
+    bulkhead: BulkheadConfig,
+    timeout: Duration,
+    deadlines: DeadlineConfig,
+}
+
+impl ServerStackConfig {
+    /// Checks and builds a configuration; the timeout reads the caller's deadline from
+    /// `grpc-timeout` (see [`DeadlineConfig::inbound`]).
+    pub fn new(
+        name: impl Into<String>,
+        rate_limit: Option<RateLimitConfig>,
+        bulkhead: BulkheadConfig,
+        timeout: Duration,
+    ) -> Result<Self, ConfigError> {
+        Self::try_from(ServerStackSpec {
+            name: name.into(),
+            rate_limit,
+            bulkhead,
+            timeout,
+            deadlines: DeadlineConfig::inbound(),
+        })
+    }
+
+    /// Reads the caller's deadline as `deadlines` says instead.
+    pub fn with_deadlines(mut self, deadlines: DeadlineConfig) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// The stack's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerStackSpec {
+    name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rate_limit: Option<RateLimitConfig>,
+    bulkhead: BulkheadConfig,
+    #[serde(with = "config::duration")]
+    timeout: Duration,
+    #[serde(default = "DeadlineConfig::inbound")]
+    deadlines: DeadlineConfig,
+}
+
+impl TryFrom<ServerStackSpec> for ServerStackConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: ServerStackSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            rate_limit: spec
+                .rate_limit
+                .map(|r| r.named(spec.name.as_str()))
+                .transpose()?,
+            bulkhead: spec.bulkhead.named(spec.name.as_str())?,
+            timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
+            deadlines: spec.deadlines,
+            name: spec.name.into(),
+        })
+    }
+}
+
+impl From<ServerStackConfig> for ServerStackSpec {
+    fn from(c: ServerStackConfig) -> Self {
+        Self {
+            name: c.name.to_string(),
+            rate_limit: c.rate_limit,
+            bulkhead: c.bulkhead,
+            timeout: c.timeout,
+            deadlines: c.deadlines,
+        }
+    }
+}
+
+/// The server stack as one layer; see the [module docs](super) for the order and why.
+#[derive(Clone)]
+pub struct ServerStackLayer {
+    rate_limit: Option<RateLimitLayer>,
+    bulkhead: BulkheadLayer,
+    timeout: TimeoutLayer<HeaderDeadlines>,
+}
+
+impl ServerStackLayer {
+    /// The stack `config` describes.
+    pub fn new(config: ServerStackConfig) -> Self {
+        let timeout = TimeoutConfig::builder()
+            .name(config.name.to_string())
+            .timeout(config.timeout)
+            .build()
+            .expect("checked when the stack config was");
+        Self {
+            rate_limit: config.rate_limit.map(RateLimitLayer::new),
+            bulkhead: BulkheadLayer::new(config.bulkhead),
+            timeout: TimeoutLayer::new(timeout).propagate(config.deadlines),
+        }
+    }
+
+    /// The bulkhead's handle: in flight, queued, the limit.
+    pub fn bulkhead(&self) -> BulkheadHandle {
+        self.bulkhead.handle()
+    }
+}
+
+impl fmt::Debug for ServerStackLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerStackLayer")
+            .field("rate_limit", &self.rate_limit)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for ServerStackLayer {
+    type Service = ServerStack<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let admitted = self.bulkhead.layer(self.timeout.layer(inner));
+        match &self.rate_limit {
+            Some(rate_limit) => Either::Left(rate_limit.layer(admitted)),
+            None => Either::Right(admitted),
+        }
+    }
+}

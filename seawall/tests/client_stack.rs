@@ -1,0 +1,234 @@
+//! The client stack against a flaky dependency, on the paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use seawall::circuit_breaker::CircuitState;
+use seawall::fallback::FallbackLayer;
+use seawall::stack::{ClientStack, ClientStackConfig, ClientStackLayer};
+use seawall::{BoxError, RejectionKind, ServiceBuilderExt, rejected};
+use seawall_core::testing::TestRecorder;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
+
+fn config() -> ClientStackConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": "inventory",
+        "total_timeout": "2s",
+        "attempt_timeout": "300ms",
+        "retry": {
+            "max_attempts": 3,
+            "backoff": { "kind": "constant", "base": "10ms", "jitter": "none" },
+            "budget": null,
+            "seed": 7
+        },
+        "circuit_breaker": {
+            "window": { "count": 10 },
+            "minimum_calls": 10,
+            "failure_rate_threshold": 0.5,
+            "open_duration": "30s"
+        },
+        "bulkhead": { "max_concurrent": 8 }
+    }))
+    .unwrap()
+}
+
+/// A dependency whose calls fail while `failing` says so, counting every call it gets.
+#[derive(Clone, Default)]
+struct Dependency {
+    calls: Arc<AtomicUsize>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl Dependency {
+    fn service(
+        &self,
+    ) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send> + Clone + Send + 'static
+    {
+        let this = self.clone();
+        service_fn(move |n: u64| {
+            let this = this.clone();
+            async move {
+                this.calls.fetch_add(1, Ordering::SeqCst);
+                let failing = this
+                    .failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                        left.checked_sub(1)
+                    })
+                    .is_ok();
+                if failing {
+                    Err::<u64, BoxError>("connection reset".into())
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn attempts_longer_than_the_total_are_refused() {
+    let err = serde_json::from_value::<ClientStackConfig>(serde_json::json!({
+        "name": "x", "total_timeout": "1s", "attempt_timeout": "2s", "bulkhead": { "max_concurrent": 1 }
+    }))
+    .unwrap_err();
+    assert!(err.to_string().contains("attempt_timeout"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_failure_is_retried_away() {
+    let dependency = Dependency::default();
+    dependency.failures_left.store(2, Ordering::SeqCst);
+    let svc = ClientStackLayer::new(config()).layer(dependency.service());
+    assert_eq!(svc.oneshot(42).await.unwrap(), 42);
+    assert_eq!(dependency.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_dependency_opens_the_breaker_and_calls_stop_reaching_it() {
+    let dependency = Dependency::default();
+    dependency.failures_left.store(usize::MAX, Ordering::SeqCst);
+    let layer = ClientStackLayer::new(config());
+    let breaker = layer.circuit_breaker();
+    let svc: ClientStack<_> = layer.layer(dependency.service());
+
+    let mut kinds = Vec::new();
+    for n in 0..10 {
+        let err = svc.clone().oneshot(n).await.unwrap_err();
+        kinds.push(rejected(&*err).map(|r| r.kind()));
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+    let reached = dependency.calls();
+    assert!(
+        reached <= 12,
+        "at most the window's worth of attempts reached it: {reached}"
+    );
+    assert_eq!(kinds.last(), Some(&Some(RejectionKind::CircuitOpen)));
+
+    for n in 0..100 {
+        let err = svc.clone().oneshot(n).await.unwrap_err();
+        assert_eq!(
+            rejected(&*err).map(|r| r.kind()),
+            Some(RejectionKind::CircuitOpen)
+        );
+    }
+    assert_eq!(
+        dependency.calls(),
+        reached,
+        "an open breaker keeps every call away"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_attempt_is_cut_by_the_attempt_timeout_and_retried() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let dependency = service_fn(move |n: u64| {
+        let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            if first {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, BoxError>(n)
+        }
+    });
+    let start = tokio::time::Instant::now();
+    let svc = ClientStackLayer::new(config()).layer(dependency);
+    assert_eq!(svc.oneshot(7).await.unwrap(), 7);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(310),
+        "300 ms attempt timeout + 10 ms backoff"
+    );
+}
+
+type Inventory = BoxCloneSyncService<u64, &'static str, BoxError>;
+
+async fn stock(State(inventory): State<Inventory>) -> String {
+    match inventory.oneshot(1).await {
+        Ok(answer) => answer.to_owned(),
+        Err(err) => format!("error: {err}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_gets_the_fallback_once_the_breaker_is_open_and_metrics_show_it() {
+    let recorder = TestRecorder::new();
+    let dependency = Dependency::default();
+    dependency.failures_left.store(usize::MAX, Ordering::SeqCst);
+    let (client, fallback) = recorder.install_for(|| {
+        let fallback = FallbackLayer::builder()
+            .name("inventory")
+            .on_rejections([RejectionKind::CircuitOpen])
+            .value("cached stock")
+            .unwrap();
+        (ClientStackLayer::new(config()), fallback)
+    });
+    let breaker = client.circuit_breaker();
+    let dependency_svc = dependency.service().map_response(|_| "live stock");
+    let inventory: Inventory = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .with_fallback(fallback)
+            .layer(client)
+            .service(dependency_svc),
+    );
+    let app = Router::new()
+        .route("/stock", get(stock))
+        .with_state(inventory);
+
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let res = app
+            .clone()
+            .oneshot(
+                Request::get("/stock")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        answers.push(
+            String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec())
+                .unwrap(),
+        );
+    }
+    assert!(answers[0].starts_with("error: "), "{}", answers[0]);
+    assert_eq!(answers.last().unwrap(), "cached stock");
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    let name = [("name", "inventory")];
+    assert!(
+        recorder.counter("seawall_retry_attempts_total", &name) > 10,
+        "retries happened"
+    );
+    assert_eq!(
+        recorder.gauge(
+            "seawall_circuit_breaker_state",
+            &[("name", "inventory"), ("state", "open")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        recorder.counter(
+            "seawall_fallback_total",
+            &[("name", "inventory"), ("cause", "circuit_open")]
+        ) > 0
+    );
+    assert!(
+        recorder.counter(
+            "seawall_timeout_calls_total",
+            &[("name", "inventory.total")]
+        ) > 0
+    );
+}

@@ -197,3 +197,22 @@ fn a_partitioned_bulkhead_allocates_nothing_per_call() {
         .partition_by(|req: &u64| (*req % 2) as usize);
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
+
+#[test]
+fn the_client_stack_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let config: seawall::stack::ClientStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "stack",
+        "total_timeout": "10s",
+        "attempt_timeout": "1s",
+        "bulkhead": { "max_concurrent": 1000 }
+    }))
+    .unwrap();
+    let layer = seawall::stack::ClientStackLayer::new(config);
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+    assert_eq!(
+        allocations_per_call(&mut layer.layer(seawall_bench::overhead::yielding()), 1000),
+        0.0
+    );
+}

@@ -9,6 +9,7 @@ mod circuit_breaker;
 mod fallback;
 mod rate_limit;
 mod retry;
+mod stack;
 mod timeout;
 
 #[global_allocator]
@@ -28,6 +29,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, stack::bench
 }
 criterion_main!(overhead);

@@ -98,6 +98,17 @@ impl<T, R> ChaosLayer<T, R> {
         }
     }
 
+    /// Injects faults only into the calls `target` picks, for a [`Target`] of your own.
+    ///
+    /// [`Target`]: crate::Target
+    pub fn targeting<T2>(self, target: T2) -> ChaosLayer<T2, R> {
+        ChaosLayer {
+            shared: self.shared,
+            target,
+            respond: self.respond,
+        }
+    }
+
     /// Answers calls hit by a `response` fault with `respond(&request)`.
     pub fn respond_with<F>(self, respond: F) -> ChaosLayer<T, RespondFn<F>> {
         ChaosLayer {

@@ -4,6 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use seawall_bench::alloc::CountingAllocator;
 
+mod chaos;
 mod timeout;
 
 #[global_allocator]
@@ -23,6 +24,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench
+    targets = timeout::bench, chaos::bench
 }
 criterion_main!(overhead);

@@ -296,7 +296,6 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
         .iter()
         .filter(|r| scenario.healthy(r.at(), r.key))
         .collect();
-    let timed_out = |r: &&&RequestRecord| r.outcome == Outcome::Failed(Failure::Timeout);
 
     let (opens, transitions, opened_keys) = breaker_changes(reqs, scenario.workload.keys);
     let cycles = scenario.cycles();
@@ -360,7 +359,10 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
             .filter(|r| r.outcome == Outcome::Unanswered)
             .count() as u64,
         false_timeout_rate: ratio(
-            healthy.iter().filter(|r| timed_out(&r)).count() as u64,
+            healthy
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed(Failure::Timeout))
+                .count() as u64,
             healthy.len() as u64,
         )
         .unwrap_or(0.0),
@@ -512,7 +514,13 @@ pub fn series(trace: &Trace) -> Series {
     let share = |xs: &[u32]| -> Vec<f64> {
         xs.iter()
             .zip(&offered)
-            .map(|(&x, &o)| if o == 0 { 0.0 } else { f64::from(x) / f64::from(o) })
+            .map(|(&x, &o)| {
+                if o == 0 {
+                    0.0
+                } else {
+                    f64::from(x) / f64::from(o)
+                }
+            })
             .collect()
     };
     Series {
@@ -527,7 +535,12 @@ pub fn series(trace: &Trace) -> Series {
             .collect(),
         breaker_open: share(&open),
         breaker_half_open: share(&half),
-        attempts: trace.attempts_per_second.iter().take(secs).copied().collect(),
+        attempts: trace
+            .attempts_per_second
+            .iter()
+            .take(secs)
+            .copied()
+            .collect(),
         offered,
         successes,
     }
@@ -586,10 +599,20 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         out.push(max_check("amplification_max", l, Some(s.amplification), ""));
     }
     if let Some(l) = t.amplification_fault_max {
-        out.push(max_check("amplification_fault_max", l, s.amplification_fault, ""));
+        out.push(max_check(
+            "amplification_fault_max",
+            l,
+            s.amplification_fault,
+            "",
+        ));
     }
     if let Some(l) = t.amplification_open_max {
-        out.push(max_check("amplification_open_max", l, s.amplification_open, ""));
+        out.push(max_check(
+            "amplification_open_max",
+            l,
+            s.amplification_open,
+            "",
+        ));
     }
     if let Some(l) = t.detect_max {
         let actual = s.time_to_detect_s.map(|x| x * 1e3);
@@ -600,13 +623,28 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         out.push(max_check("recover_max", ms_of(l), actual, " ms"));
     }
     if let Some(l) = t.fast_fail_p99_max {
-        out.push(max_check("fast_fail_p99_max", ms_of(l), s.fast_fail_p99_ms, " ms"));
+        out.push(max_check(
+            "fast_fail_p99_max",
+            ms_of(l),
+            s.fast_fail_p99_ms,
+            " ms",
+        ));
     }
     if let Some(l) = t.p99_max {
-        out.push(max_check("p99_max", ms_of(l), latency.map(|p| p.p99_ms), " ms"));
+        out.push(max_check(
+            "p99_max",
+            ms_of(l),
+            latency.map(|p| p.p99_ms),
+            " ms",
+        ));
     }
     if let Some(l) = t.p999_max {
-        out.push(max_check("p999_max", ms_of(l), latency.map(|p| p.p999_ms), " ms"));
+        out.push(max_check(
+            "p999_max",
+            ms_of(l),
+            latency.map(|p| p.p999_ms),
+            " ms",
+        ));
     }
     if let Some(l) = t.false_open_time_max {
         let actual = Some(s.false_open_time_s * 1e3);
@@ -616,7 +654,12 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         out.push(max_check("false_open_ratio_max", l, s.false_open_ratio, ""));
     }
     if let Some(l) = t.rejections_max {
-        out.push(max_check("rejections_max", l as f64, count(s.rejections), ""));
+        out.push(max_check(
+            "rejections_max",
+            l as f64,
+            count(s.rejections),
+            "",
+        ));
     }
     if let Some(l) = t.bulkhead_rejections_max {
         let actual = count(s.bulkhead_rejections);
@@ -627,7 +670,12 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         out.push(max_check("inflight_max", l as f64, actual, ""));
     }
     if let Some(l) = t.breaker_opens_max {
-        out.push(max_check("breaker_opens_max", l as f64, count(s.breaker_opens), ""));
+        out.push(max_check(
+            "breaker_opens_max",
+            l as f64,
+            count(s.breaker_opens),
+            "",
+        ));
     }
     if let Some(l) = t.transitions_per_cycle_max {
         let actual = s.transitions_per_cycle;
@@ -655,13 +703,23 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         });
     }
     if let Some(l) = t.false_timeout_max {
-        out.push(max_check("false_timeout_max", l, Some(s.false_timeout_rate), ""));
+        out.push(max_check(
+            "false_timeout_max",
+            l,
+            Some(s.false_timeout_rate),
+            "",
+        ));
     }
     if let Some(l) = t.goodput_min {
         out.push(min_check("goodput_min", l, s.goodput_capacity, ""));
     }
     if let Some(l) = t.accepted_p99_ratio_max {
-        out.push(max_check("accepted_p99_ratio_max", l, s.accepted_p99_ratio, ""));
+        out.push(max_check(
+            "accepted_p99_ratio_max",
+            l,
+            s.accepted_p99_ratio,
+            "",
+        ));
     }
     out
 }

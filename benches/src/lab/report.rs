@@ -179,15 +179,30 @@ pub fn table(report: &ScenarioReport) -> String {
         report.id, report.description, report.file, report.hash
     );
     let header = [
-        "stack", "success", "w/ fb", "goodput", "A", "A peak", "A fault", "p50", "p99", "p99.9",
-        "max", "detect", "recover", "false-open", "in-flight", "verdicts",
+        "stack",
+        "success",
+        "w/ fb",
+        "goodput",
+        "A",
+        "A peak",
+        "A fault",
+        "p50",
+        "p99",
+        "p99.9",
+        "max",
+        "detect",
+        "recover",
+        "false-open",
+        "in-flight",
+        "verdicts",
     ];
     let mut rows = vec![header.map(String::from).to_vec()];
     for s in &report.stacks {
         let m = &s.summary;
         let lat = m.latency_all;
         let ms = |f: fn(&metrics::Percentiles) -> f64| {
-            lat.as_ref().map_or("-".into(), |p| format!("{}ms", fmt_ms(f(p))))
+            lat.as_ref()
+                .map_or("-".into(), |p| format!("{}ms", fmt_ms(f(p))))
         };
         let passed = s.verdicts.iter().filter(|v| v.pass).count();
         rows.push(vec![

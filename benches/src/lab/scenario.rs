@@ -20,13 +20,31 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub const BUILT_IN: [(&str, &str); 9] = [
     ("control.toml", include_str!("../../scenarios/control.toml")),
     ("outage.toml", include_str!("../../scenarios/outage.toml")),
-    ("black-hole.toml", include_str!("../../scenarios/black-hole.toml")),
-    ("brownout.toml", include_str!("../../scenarios/brownout.toml")),
+    (
+        "black-hole.toml",
+        include_str!("../../scenarios/black-hole.toml"),
+    ),
+    (
+        "brownout.toml",
+        include_str!("../../scenarios/brownout.toml"),
+    ),
     ("partial.toml", include_str!("../../scenarios/partial.toml")),
-    ("tail-spike.toml", include_str!("../../scenarios/tail-spike.toml")),
-    ("slow-drip.toml", include_str!("../../scenarios/slow-drip.toml")),
-    ("overload.toml", include_str!("../../scenarios/overload.toml")),
-    ("flapping.toml", include_str!("../../scenarios/flapping.toml")),
+    (
+        "tail-spike.toml",
+        include_str!("../../scenarios/tail-spike.toml"),
+    ),
+    (
+        "slow-drip.toml",
+        include_str!("../../scenarios/slow-drip.toml"),
+    ),
+    (
+        "overload.toml",
+        include_str!("../../scenarios/overload.toml"),
+    ),
+    (
+        "flapping.toml",
+        include_str!("../../scenarios/flapping.toml"),
+    ),
 ];
 
 /// One scenario: a downstream, its faults, the load, and the thresholds the seawall stack must
@@ -145,7 +163,11 @@ impl TryFrom<WorkloadSpec> for Workload {
 
 fn rate(field: &'static str, rate: f64) -> Result<f64, ConfigError> {
     if !(rate > 0.0 && rate <= 100_000.0) {
-        return Err(ConfigError::new(field, rate, "(0, 100000] requests per second"));
+        return Err(ConfigError::new(
+            field,
+            rate,
+            "(0, 100000] requests per second",
+        ));
     }
     Ok(rate)
 }
@@ -600,20 +622,32 @@ fn error_at(file: &str, text: &str, span: Option<Range<usize>>, message: &str) -
 impl Scenario {
     /// Reads a scenario from the TOML `text` of `file`.
     pub fn parse(file: &str, text: &str) -> Result<Self, ScenarioError> {
-        let spec: ScenarioSpec = toml::from_str(text)
-            .map_err(|e| error_at(file, text, e.span(), e.message()))?;
-        let fail = |span: Range<usize>, err: ConfigError| error_at(file, text, Some(span), &err.to_string());
+        let spec: ScenarioSpec =
+            toml::from_str(text).map_err(|e| error_at(file, text, e.span(), e.message()))?;
+        let fail = |span: Range<usize>, err: ConfigError| {
+            error_at(file, text, Some(span), &err.to_string())
+        };
         let id_span = spec.id.span();
         let id = spec.id.into_inner();
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(fail(
                 id_span,
                 ConfigError::new("id", format_args!("{id:?}"), "letters, digits, `-` and `_`"),
             ));
         }
         if spec.duration.is_zero() || spec.duration > Duration::from_secs(3600) {
-            let err = config::positive_duration("duration", spec.duration, Duration::from_secs(3600));
-            return Err(error_at(file, text, find_key(text, "duration"), &err.unwrap_err().to_string()));
+            let err =
+                config::positive_duration("duration", spec.duration, Duration::from_secs(3600));
+            return Err(error_at(
+                file,
+                text,
+                find_key(text, "duration"),
+                &err.unwrap_err().to_string(),
+            ));
         }
         let workload_span = spec.workload.span();
         let workload = spec.workload.into_inner();
@@ -669,7 +703,11 @@ impl Scenario {
             } else if targeted.is_some() {
                 return Err(fail(
                     span,
-                    ConfigError::new("faults.keys", "every key", "the same keys as the other faults"),
+                    ConfigError::new(
+                        "faults.keys",
+                        "every key",
+                        "the same keys as the other faults",
+                    ),
                 ));
             }
             faults.push(fault);
@@ -738,10 +776,15 @@ impl Scenario {
     /// Whether the downstream is healthy for `key` at `t`: no fault window or load phase
     /// covers it.
     pub fn healthy(&self, t: Duration, key: u32) -> bool {
-        let faulty = self.faults.iter().any(|f| {
-            f.hits_key(key) && f.windows().iter().any(|&(s, e)| s <= t && t < e)
-        });
-        let loaded = self.workload.phases.iter().any(|p| p.start <= t && t < p.end);
+        let faulty = self
+            .faults
+            .iter()
+            .any(|f| f.hits_key(key) && f.windows().iter().any(|&(s, e)| s <= t && t < e));
+        let loaded = self
+            .workload
+            .phases
+            .iter()
+            .any(|p| p.start <= t && t < p.end);
         !faulty && !loaded
     }
 

@@ -128,13 +128,20 @@ pub fn downstream(
             faults = faults.window(start, end, fault.faults);
         }
     }
-    let keys = scenario.faults.iter().find_map(|f| f.keys.as_ref()).map_or(
-        Keys(u64::MAX),
-        |keys| Keys(keys.iter().fold(0, |bits, k| bits | 1 << k)),
-    );
-    let faults = ChaosLayer::new(faults.build().expect("validated when the scenario was read"))
-        .starting_at(epoch)
-        .targeting(keys);
+    let keys = scenario
+        .faults
+        .iter()
+        .find_map(|f| f.keys.as_ref())
+        .map_or(Keys(u64::MAX), |keys| {
+            Keys(keys.iter().fold(0, |bits, k| bits | 1 << k))
+        });
+    let faults = ChaosLayer::new(
+        faults
+            .build()
+            .expect("validated when the scenario was read"),
+    )
+    .starting_at(epoch)
+    .targeting(keys);
     let echo: Echo = service_fn(|req: Request| ready(Ok(req.id)));
     let tap = Arc::new(Tap::new(requests, seconds, epoch));
     let service = Tapped {

@@ -345,7 +345,8 @@ mod tr {
     pub(super) use tower_resilience::timelimiter::{TimeLimiterError, TimeLimiterLayer};
 }
 
-type TrAttemptError = tr::CircuitBreakerError<tr::BulkheadServiceError<tr::TimeLimiterError<BoxError>>>;
+type TrAttemptError =
+    tr::CircuitBreakerError<tr::BulkheadServiceError<tr::TimeLimiterError<BoxError>>>;
 type TrError = tr::TimeLimiterError<TrAttemptError>;
 
 fn classify_tr(err: TrError) -> Failure {

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use crate::lab::report::ScenarioReport;
 
 const WIDTH: f64 = 960.0;
-const LEFT: f64 = 70.0;
+const LEFT: f64 = 110.0;
 const RIGHT: f64 = 20.0;
 const PANEL: f64 = 150.0;
 const GAP: f64 = 40.0;
@@ -87,7 +87,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
     lx += 80.0;
     let _ = writeln!(
         s,
-        r##"<rect x="{lx}" y="30" width="14" height="10" fill="#f4cccc"/><text x="{}" y="40">fault</text>"##,
+        r##"<rect x="{lx}" y="30" width="14" height="10" fill="#f4cccc"/><text x="{}" y="40">fault or load phase</text>"##,
         lx + 18.0
     );
 
@@ -137,30 +137,63 @@ pub fn timeline(report: &ScenarioReport) -> String {
         .unwrap_or(1)
         .max(1) as f64
         * 1.1;
-    title(&mut s, &panels[0], "downstream attempts / s (dashed: offered)");
-    axis(&mut s, &panels[0], &[(0.0, "0".into()), (1.0, format!("{max_rate:.0}"))]);
+    title(
+        &mut s,
+        &panels[0],
+        "downstream attempts / s (dashed: offered)",
+    );
+    axis(
+        &mut s,
+        &panels[0],
+        &[(0.0, "0".into()), (1.0, format!("{max_rate:.0}"))],
+    );
     if let Some(first) = report.stacks.first() {
-        let pts = points(&panels[0], first.series.offered.iter().map(|&o| Some(f64::from(o) / max_rate)));
+        let pts = points(
+            &panels[0],
+            first
+                .series
+                .offered
+                .iter()
+                .map(|&o| Some(f64::from(o) / max_rate)),
+        );
         let _ = writeln!(
             s,
             r#"<polyline points="{pts}" fill="none" stroke="black" stroke-dasharray="4 3"/>"#
         );
     }
     for st in &report.stacks {
-        let pts = points(&panels[0], st.series.attempts.iter().map(|&a| Some(f64::from(a) / max_rate)));
+        let pts = points(
+            &panels[0],
+            st.series
+                .attempts
+                .iter()
+                .map(|&a| Some(f64::from(a) / max_rate)),
+        );
         line(&mut s, &pts, color(st.stack));
     }
 
     // Panel 2: success rate.
     title(&mut s, &panels[1], "success rate");
-    axis(&mut s, &panels[1], &[(0.0, "0%".into()), (0.5, "50%".into()), (1.0, "100%".into())]);
+    axis(
+        &mut s,
+        &panels[1],
+        &[
+            (0.0, "0%".into()),
+            (0.5, "50%".into()),
+            (1.0, "100%".into()),
+        ],
+    );
     for st in &report.stacks {
         let pts = points(&panels[1], st.series.success_rate.iter().copied());
         line(&mut s, &pts, color(st.stack));
     }
 
     // Panel 3: p99 latency, log scale from 1 ms to 10 s.
-    title(&mut s, &panels[2], "p99 latency from intended send time (log)");
+    title(
+        &mut s,
+        &panels[2],
+        "p99 latency from intended send time (log)",
+    );
     let log = |ms: f64| (ms.max(1.0).log10() / 4.0).min(1.0);
     axis(
         &mut s,

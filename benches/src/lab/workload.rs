@@ -26,7 +26,9 @@ pub type BreakerProbe = Arc<dyn Fn(u32) -> BreakerState + Send + Sync>;
 pub fn arrivals(scenario: &Scenario, seed: u64) -> Vec<u64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end = scenario.duration.as_nanos() as f64;
-    let mut times = Vec::with_capacity((scenario.workload.rate * scenario.duration.as_secs_f64() * 1.6) as usize);
+    let mut times = Vec::with_capacity(
+        (scenario.workload.rate * scenario.duration.as_secs_f64() * 1.6) as usize,
+    );
     let mut t = 0.0_f64;
     while t < end {
         times.push(t.round() as u64);

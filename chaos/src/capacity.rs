@@ -105,4 +105,53 @@ mod tests {
         assert_eq!(model.admit(t0, 10 * MS), Ok(t0 + 40 * MS));
         assert_eq!(model.admit(t0, 10 * MS), Err(QueueFull));
     }
+
+    mod reference {
+        /// A tick-by-tick simulation of `workers` workers and a FIFO queue, in milliseconds:
+        /// the finish time of each call `(arrival, service)`, given in order of arrival.
+        pub(super) fn finishes(workers: usize, calls: &[(u64, u64)]) -> Vec<u64> {
+            let mut finish = vec![0; calls.len()];
+            let mut busy: Vec<u64> = Vec::new();
+            let mut queue = std::collections::VecDeque::new();
+            let mut next = 0;
+            let mut t = 0;
+            while next < calls.len() || !queue.is_empty() {
+                while next < calls.len() && calls[next].0 == t {
+                    queue.push_back(next);
+                    next += 1;
+                }
+                busy.retain(|&f| f > t);
+                while busy.len() < workers {
+                    let Some(i) = queue.pop_front() else { break };
+                    finish[i] = t + calls[i].1;
+                    busy.push(finish[i]);
+                }
+                t += 1;
+            }
+            finish
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_a_tick_by_tick_fifo_simulation(
+            workers in 1u32..4,
+            calls in proptest::collection::vec((0u64..5, 1u64..20), 1..60),
+        ) {
+            let t0 = Instant::now();
+            let mut model = CapacityModel::new(Capacity::workers(workers), t0);
+            let mut arrival = 0;
+            let mut timed = Vec::new();
+            let mut got = Vec::new();
+            for (gap, service) in calls {
+                arrival += gap;
+                timed.push((arrival, service));
+                let finish = model
+                    .admit(t0 + MS * arrival as u32, MS * service as u32)
+                    .unwrap();
+                got.push((finish - t0).as_millis() as u64);
+            }
+            proptest::prop_assert_eq!(got, reference::finishes(workers as usize, &timed));
+        }
+    }
 }

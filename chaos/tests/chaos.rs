@@ -297,3 +297,59 @@ async fn a_full_queue_refuses_and_a_long_queue_degrades() {
     advance(10 * MS).await;
     assert!(assert_ready!(third.poll()).is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_call_still_holds_its_worker_as_a_real_server_would() {
+    let layer = ChaosLayer::builder()
+        .enabled(true)
+        .latency(Latency::Fixed { value: 10 * MS })
+        .capacity(Capacity::workers(1))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(echo());
+    drop(svc.call(0));
+    // The server never learns that its caller gave up: the next call waits for the first.
+    let mut second = task::spawn(svc.call(1));
+    assert_eq!(handle.queued(), 1);
+    advance(19 * MS).await;
+    assert_pending!(second.poll());
+    advance(MS).await;
+    assert!(assert_ready!(second.poll()).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clones_on_many_threads_share_one_injector() {
+    let recorder = TestRecorder::new();
+    let layer = recorder.install_for(|| {
+        ChaosLayer::builder()
+            .name("stress")
+            .enabled(true)
+            .faults(Faults::errors(0.5))
+            .build()
+            .unwrap()
+    });
+    let svc = layer.layer(echo());
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let mut svc = svc.clone();
+            tokio::spawn(async move {
+                let mut failed = 0u64;
+                for i in 0..500 {
+                    failed += u64::from(call(&mut svc, i).await.is_err());
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for task in tasks {
+        failed += task.await.unwrap();
+    }
+    let labels = [("name", "stress"), ("fault", "error")];
+    assert_eq!(
+        recorder.counter("seawall_chaos_injected_total", &labels),
+        failed
+    );
+    assert!((1000..3000).contains(&failed), "{failed}");
+}

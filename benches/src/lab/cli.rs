@@ -30,6 +30,12 @@ usage: lab [--scenario FILE]... [--stack a,b,c] [--json FILE] [--svg DIR] [--see
   --quick          shorten every scenario to 5 s before its fault and 10 s after (for CI)
 exit status: 0 when every seawall verdict passes, 1 when one fails, 2 on a usage or file error";
 
+/// What a reader of the tower-resilience rows needs to know.
+pub const TOWER_RESILIENCE_NOTE: &str = "\
+note: tower-resilience 0.13's count-based breaker judges the failure rate of every call since its
+      last state change (the window never slides), so after a healthy start it rarely opens; and
+      it times its open state with std::time::Instant, which the lab's paused clock does not move.";
+
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -147,6 +153,9 @@ pub fn main(args: impl IntoIterator<Item = String>) -> i32 {
                 return 2;
             }
         }
+    }
+    if options.stacks.contains(&StackKind::TowerResilience) {
+        println!("\n{TOWER_RESILIENCE_NOTE}");
     }
     if options.stacks.contains(&StackKind::Seawall) {
         let failed: Vec<&str> = report

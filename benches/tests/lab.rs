@@ -320,3 +320,80 @@ fn the_same_seed_gives_the_same_json_byte_for_byte() {
     assert!(first.contains("\"schema_version\": 1"));
     assert!(first.contains("\"hash\""));
 }
+
+#[test]
+fn every_documented_key_is_accepted() {
+    let scenario = Scenario::parse(
+        "all.toml",
+        r#"
+id = "my-db"
+description = "every key"
+duration = "90s"
+
+[workload]
+rate = 1000
+arrivals = "poisson"
+keys = 2
+deadline = "500ms"
+phases = [{ start = "20s", end = "50s", rate = 1500 }]
+
+[downstream]
+latency = { kind = "long_tail", median = "10ms", p99 = "80ms" }
+workers = 11
+queue_limit = 1000
+degrade_above = 22
+degraded = 0.8
+
+[[faults]]
+kind = "slow"
+rate = 0.02
+start = "20s"
+end = "30s"
+latency = { kind = "fixed", value = "2s" }
+keys = [0]
+
+[[faults]]
+kind = "error"
+start = "40s"
+flapping = { down = "5s", up = "5s", cycles = 3 }
+keys = [0]
+
+[thresholds]
+amplification_max = 1.2
+amplification_fault_max = 1.1
+amplification_open_max = 0.05
+detect_max = "1s"
+recover_max = "5s"
+fast_fail_p99_max = "1ms"
+p99_max = "210ms"
+p999_max = "1010ms"
+false_open_time_max = "0s"
+false_open_ratio_max = 0.2
+rejections_max = 0
+bulkhead_rejections_max = 0
+inflight_max = 25
+breaker_opens_max = 0
+transitions_per_cycle_max = 2
+success_fault_min = 0.76
+success_min = 0.9
+healthy_keys_success_min = 0.99
+only_faulty_keys_open = true
+false_timeout_max = 0.001
+goodput_min = 0.95
+accepted_p99_ratio_max = 2.0
+"#,
+    )
+    .unwrap();
+    assert_eq!(scenario.faults[1].end, Duration::from_secs(65));
+    assert_eq!(scenario.cycles(), 3);
+    assert_eq!(scenario.faulty_keys(), [0]);
+    assert_eq!(
+        scenario.span(),
+        Some((Duration::from_secs(20), Duration::from_secs(65)))
+    );
+    assert!(!scenario.healthy(Duration::from_secs(41), 0));
+    // In the load phase (20 s to 50 s) no key is healthy; after it, key 0 flaps.
+    assert!(!scenario.healthy(Duration::from_secs(46), 1));
+    assert!(scenario.healthy(Duration::from_secs(56), 0));
+    assert!(!scenario.healthy(Duration::from_secs(60), 0));
+}

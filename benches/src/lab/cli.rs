@@ -188,7 +188,7 @@ pub fn run(scenarios: &[Scenario], options: &Options) -> Report {
             scenario.workload.rate
         );
         let report = report::scenario_report(scenario, &options.stacks, &settings, options.seed);
-        print!("{}", report::table(&report));
+        print!("{}", report::table(&report, options.seed));
         reports.push(report);
     }
     Report {

@@ -171,11 +171,14 @@ fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 /// The terminal table of one scenario: a row per stack, then the seawall verdicts.
-pub fn table(report: &ScenarioReport) -> String {
+///
+/// Latencies run from each request's intended send time, successes (`ok`) and failures
+/// (`fail`) apart; `detect` shows the calls that failed before detection in brackets.
+pub fn table(report: &ScenarioReport, seed: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{} - {} ({}, hash {})",
+        "\n{} - {} ({}, seed {seed}, hash {})",
         report.id, report.description, report.file, report.hash
     );
     let header = [
@@ -186,10 +189,12 @@ pub fn table(report: &ScenarioReport) -> String {
         "A",
         "A peak",
         "A fault",
-        "p50",
-        "p99",
-        "p99.9",
-        "max",
+        "ok p50",
+        "ok p99",
+        "ok p99.9",
+        "ok max",
+        "fail p99",
+        "fail max",
         "detect",
         "recover",
         "false-open",
@@ -199,11 +204,11 @@ pub fn table(report: &ScenarioReport) -> String {
     let mut rows = vec![header.map(String::from).to_vec()];
     for s in &report.stacks {
         let m = &s.summary;
-        let lat = m.latency_all;
-        let ms = |f: fn(&metrics::Percentiles) -> f64| {
-            lat.as_ref()
+        let ms = |p: Option<metrics::Percentiles>, f: fn(&metrics::Percentiles) -> f64| {
+            p.as_ref()
                 .map_or("-".into(), |p| format!("{}ms", fmt_ms(f(p))))
         };
+        let (ok, fail) = (m.latency_success, m.latency_failure);
         let passed = s.verdicts.iter().filter(|v| v.pass).count();
         rows.push(vec![
             s.stack.to_owned(),
@@ -216,11 +221,15 @@ pub fn table(report: &ScenarioReport) -> String {
             format!("{:.3}", m.amplification),
             format!("{:.2}", m.amplification_peak),
             opt(m.amplification_fault, |a| format!("{a:.3}")),
-            ms(|p| p.p50_ms),
-            ms(|p| p.p99_ms),
-            ms(|p| p.p999_ms),
-            ms(|p| p.max_ms),
-            opt(m.time_to_detect_s, |t| format!("{}ms", fmt_ms(t * 1e3))),
+            ms(ok, |p| p.p50_ms),
+            ms(ok, |p| p.p99_ms),
+            ms(ok, |p| p.p999_ms),
+            ms(ok, |p| p.max_ms),
+            ms(fail, |p| p.p99_ms),
+            ms(fail, |p| p.max_ms),
+            opt(m.time_to_detect_s, |t| {
+                format!("{}ms ({})", fmt_ms(t * 1e3), m.failed_before_detect)
+            }),
             opt(m.time_to_recover_s, |t| format!("{t:.1}s")),
             format!("{:.1}s", m.false_open_time_s),
             m.max_in_flight.to_string(),

@@ -4,6 +4,42 @@
 //! A user describes their own downstream without writing Rust, so a mistake in the file must
 //! be easy to fix: every unknown key and impossible value is reported with the file, the line
 //! and the field. The built-in suite ships as such files (`benches/scenarios/*.toml`).
+//!
+//! Every key, with its default when it has one:
+//!
+//! ```toml
+//! id = "my-db"                       # letters, digits, `-` and `_`
+//! description = "what it shows"      # default ""
+//! duration = "60s"                   # how long arrivals go on
+//!
+//! [workload]
+//! rate = 1000                        # requests per second, open-loop
+//! arrivals = "uniform"               # or "poisson" (seeded)
+//! keys = 1                           # keys (shards) requests spread over, round-robin
+//! deadline = "1s"                    # the client's deadline, for goodput
+//! phases = [{ start = "20s", end = "50s", rate = 1500 }]   # default none
+//!
+//! [downstream]
+//! latency = { kind = "uniform", min = "8ms", max = "12ms" } # the default; or
+//!                                    # { kind = "fixed", value = "10ms" },
+//!                                    # { kind = "long_tail", median = "10ms", p99 = "80ms" }
+//! workers = 11                       # default: no capacity model, no queueing
+//! queue_limit = 1000                 # default: unbounded
+//! degrade_above = 22                 # default: never degrades
+//! degraded = 0.8                     # share of speed kept while degraded
+//!
+//! [[faults]]                         # as many as needed, all on the same keys
+//! kind = "error"                     # "error", "hang" or "slow"
+//! rate = 1.0                         # share of calls hit, default 1
+//! start = "20s"
+//! end = "30s"                        # or flapping = { down = "5s", up = "5s", cycles = 6 }
+//! latency = { kind = "fixed", value = "2s" }   # `slow` faults only
+//! keys = [0]                         # default: every key
+//!
+//! [thresholds]                       # see `Thresholds`; each one present is a verdict
+//! amplification_fault_max = 1.1
+//! detect_max = "1s"
+//! ```
 
 use std::fmt;
 use std::ops::Range;
@@ -433,16 +469,15 @@ impl TryFrom<FaultSpec> for Fault {
 
 impl Fault {
     /// The periods it is active, flapping expanded.
-    pub fn windows(&self) -> Vec<(Duration, Duration)> {
-        match self.flapping {
-            None => vec![(self.start, self.end)],
-            Some(flap) => (0..flap.cycles)
-                .map(|i| {
-                    let start = self.start + (flap.down + flap.up) * i;
-                    (start, start + flap.down)
-                })
-                .collect(),
-        }
+    pub fn windows(&self) -> impl Iterator<Item = (Duration, Duration)> + '_ {
+        let (cycles, down, period) = match self.flapping {
+            None => (1, self.end - self.start, Duration::ZERO),
+            Some(flap) => (flap.cycles, flap.down, flap.down + flap.up),
+        };
+        (0..cycles).map(move |i| {
+            let start = self.start + period * i;
+            (start, start + down)
+        })
     }
 
     /// Whether it hits calls for `key`.
@@ -750,11 +785,7 @@ impl Scenario {
         let mut windows: Vec<_> = self
             .faults
             .iter()
-            .flat_map(|f| {
-                f.windows()
-                    .into_iter()
-                    .map(move |(s, e)| (s, e, f.keys.as_deref()))
-            })
+            .flat_map(|f| f.windows().map(move |(s, e)| (s, e, f.keys.as_deref())))
             .collect();
         windows.sort_by_key(|w| w.0);
         windows
@@ -779,7 +810,7 @@ impl Scenario {
         let faulty = self
             .faults
             .iter()
-            .any(|f| f.hits_key(key) && f.windows().iter().any(|&(s, e)| s <= t && t < e));
+            .any(|f| f.hits_key(key) && f.windows().any(|(s, e)| s <= t && t < e));
         let loaded = self
             .workload
             .phases

@@ -397,3 +397,25 @@ accepted_p99_ratio_max = 2.0
     assert!(scenario.healthy(Duration::from_secs(56), 0));
     assert!(!scenario.healthy(Duration::from_secs(60), 0));
 }
+
+#[test]
+fn a_stack_of_ones_own_runs_through_run_stack() {
+    use seawall_bench::lab::stacks::{Built, classify};
+    use seawall_core::BoxError;
+    use tower::ServiceBuilder;
+
+    let scenario = scenario();
+    let trace = seawall_bench::lab::run_stack(&scenario, 3, |downstream, _seeds| Built {
+        service: ServiceBuilder::new()
+            .map_err(classify as fn(BoxError) -> Failure)
+            .load_shed()
+            .concurrency_limit(1)
+            .service(downstream),
+        breaker: None,
+    });
+    let summary = summarize(&scenario, &trace);
+    assert_eq!(summary.requests, 100);
+    assert!(summary.max_in_flight <= 1);
+    // The outage's calls fail at the downstream; the others succeed.
+    assert_eq!(summary.successes, 80);
+}

@@ -60,8 +60,35 @@ impl Seeds {
     }
 }
 
-/// Runs `scenario` against `stack` on a fresh paused-clock runtime and returns its trace.
+/// Runs `scenario` against one of the built-in stacks on a fresh paused-clock runtime and
+/// returns its trace.
 pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64) -> Trace {
+    match stack {
+        StackKind::Unprotected => run_stack(scenario, seed, |ds, _| stacks::unprotected(ds)),
+        StackKind::Naive => run_stack(scenario, seed, |ds, _| stacks::naive(ds)),
+        StackKind::Tower => run_stack(scenario, seed, |ds, seeds| {
+            stacks::tower(ds, settings, seeds.jitter)
+        }),
+        StackKind::TowerResilience => run_stack(scenario, seed, |ds, seeds| {
+            stacks::tower_resilience(ds, settings, seeds.jitter)
+        }),
+        StackKind::Seawall => run_stack(scenario, seed, |ds, seeds| {
+            stacks::seawall(ds, settings, seeds.jitter)
+        }),
+    }
+}
+
+/// Runs `scenario` against the stack `build` makes over the simulated downstream (given the
+/// run's seeds, for its jitter), on a fresh paused-clock runtime, and returns its trace.
+///
+/// This is how a stack of your own goes into the lab: any tower service over
+/// [`sim::Downstream`] whose errors are sorted into [`metrics::Failure`]s (see
+/// [`stacks::classify`]).
+pub fn run_stack<S, F>(scenario: &Scenario, seed: u64, build: F) -> Trace
+where
+    F: FnOnce(sim::Downstream, Seeds) -> stacks::Built<S>,
+    S: tower::Service<sim::Request, Response = sim::Response, Error = metrics::Failure>,
+{
     let seeds = Seeds::derive(seed);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -77,27 +104,7 @@ pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64
             plan.len(),
             seconds,
         );
-        match stack {
-            StackKind::Unprotected => {
-                let built = stacks::unprotected(downstream);
-                drive(built.service, built.breaker, scenario, &plan, &tap).await
-            }
-            StackKind::Naive => {
-                let built = stacks::naive(downstream);
-                drive(built.service, built.breaker, scenario, &plan, &tap).await
-            }
-            StackKind::Tower => {
-                let built = stacks::tower(downstream, settings, seeds.jitter);
-                drive(built.service, built.breaker, scenario, &plan, &tap).await
-            }
-            StackKind::TowerResilience => {
-                let built = stacks::tower_resilience(downstream, settings, seeds.jitter);
-                drive(built.service, built.breaker, scenario, &plan, &tap).await
-            }
-            StackKind::Seawall => {
-                let built = stacks::seawall(downstream, settings, seeds.jitter);
-                drive(built.service, built.breaker, scenario, &plan, &tap).await
-            }
-        }
+        let built = build(downstream, seeds);
+        drive(built.service, built.breaker, scenario, &plan, &tap).await
     })
 }

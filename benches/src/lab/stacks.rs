@@ -442,8 +442,19 @@ pub fn tower_resilience(
 // ===== seawall =====
 
 /// seawall's recommended client stack, from what has landed: a total timeout over a
-/// per-attempt timeout. The circuit breaker, retry with budget and bulkhead go between them
-/// as their crates land (and their probe into `breaker`).
+/// per-attempt timeout.
+///
+/// The full stack, outermost first, as the pattern crates land:
+///
+/// 1. total timeout (`settings.total_timeout`): retries never outlast the caller;
+/// 2. retry with budget (`max_retries`, `backoff_*` with jitter from `seed`, `budget_*`),
+///    never retrying a circuit-open or bulkhead-full rejection;
+/// 3. circuit breaker, keyed by `Request::key` (the `partial` scenario checks that only the
+///    failing key opens), its handle read by `breaker: Some(Arc::new(move |key| ...))`;
+/// 4. bulkhead (`concurrency`, no queue: full means an immediate rejection);
+/// 5. per-attempt timeout (`settings.attempt_timeout`);
+///
+/// then the downstream. Errors go through [`classify`], which knows every `Rejected` kind.
 pub fn seawall(
     downstream: Downstream,
     settings: &Settings,

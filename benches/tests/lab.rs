@@ -108,6 +108,26 @@ fn amplification_counts_attempts_per_request_overall_in_the_fault_and_at_the_pea
 }
 
 #[test]
+fn fallback_answers_count_apart_from_the_downstreams() {
+    let mut t = outage_trace();
+    // The stack's fallback answered 10 of the 17 calls the open breaker rejected.
+    for r in t
+        .requests
+        .iter_mut()
+        .filter(|r| r.rejected_locally())
+        .take(10)
+    {
+        r.outcome = Outcome::Fallback;
+    }
+    let summary = summarize(&scenario(), &t);
+    assert_eq!(summary.fallbacks, 10);
+    assert!((summary.success_rate - 0.70).abs() < 1e-12);
+    assert!((summary.success_rate_with_fallback - 0.80).abs() < 1e-12);
+    // Fast answers from a fallback still count as fast rejections.
+    assert_eq!(summary.rejections, 27);
+}
+
+#[test]
 fn time_to_detect_runs_from_fault_start_to_first_fast_rejection() {
     let summary = summarize(&scenario(), &outage_trace());
     let detect = summary.time_to_detect_s.unwrap();

@@ -46,9 +46,12 @@ impl Schedule {
         }
     }
 
-    /// The faults in force at `now`: the first window open then, or the usual ones.
+    /// The faults in force at `now`: the first window open then, or the usual ones (always
+    /// before the epoch).
     pub(crate) fn faults_at(&self, now: Instant) -> &Faults {
-        let elapsed = now.saturating_duration_since(self.epoch);
+        let Some(elapsed) = now.checked_duration_since(self.epoch) else {
+            return &self.faults;
+        };
         self.windows
             .iter()
             .take_while(|w| w.start <= elapsed)
@@ -67,7 +70,10 @@ impl Injector {
     pub(crate) fn new(config: &ChaosConfig, epoch: Instant) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(config.seed),
-            capacity: config.capacity.map(|c| CapacityModel::new(c, epoch)),
+            // Workers are free from now, even when the schedule's epoch lies ahead.
+            capacity: config
+                .capacity
+                .map(|c| CapacityModel::new(c, epoch.min(Instant::now()))),
         }
     }
 

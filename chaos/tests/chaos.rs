@@ -353,3 +353,37 @@ async fn clones_on_many_threads_share_one_injector() {
     );
     assert!((1000..3000).contains(&failed), "{failed}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_hook_hears_every_injection_and_windows_count_from_the_epoch_given() {
+    use std::sync::{Arc, Mutex};
+
+    use seawall_chaos::Fault;
+
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let epoch = tokio::time::Instant::now() + Duration::from_secs(5);
+    let layer = ChaosLayer::builder()
+        .name("hooked")
+        .enabled(true)
+        .outage(Duration::ZERO, Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .starting_at(epoch)
+        .on_injected(move |event| {
+            log.lock()
+                .unwrap()
+                .push((event.name.to_owned(), event.fault))
+        });
+    let mut svc = layer.layer(echo());
+    // Before the epoch nothing is due; from it, the outage runs for a second.
+    assert!(call(&mut svc, 1).await.is_ok());
+    advance(Duration::from_secs(5)).await;
+    assert!(is_injected(&call(&mut svc, 2).await));
+    advance(Duration::from_secs(1)).await;
+    assert!(call(&mut svc, 3).await.is_ok());
+    assert_eq!(
+        *heard.lock().unwrap(),
+        [("hooked".to_owned(), Fault::Error)]
+    );
+}

@@ -47,6 +47,8 @@ pub enum Outcome {
     Success,
     /// It failed.
     Failed(Failure),
+    /// The stack's fallback answered it (with [`FALLBACK`](crate::lab::sim::FALLBACK)).
+    Fallback,
     /// No answer came before the run ended.
     Unanswered,
 }
@@ -69,9 +71,10 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    /// Whether the stack failed it without ever calling the downstream: a fast rejection.
+    /// Whether the stack failed it (or answered it from its fallback) without ever calling
+    /// the downstream: a fast rejection.
     pub fn rejected_locally(&self) -> bool {
-        matches!(self.outcome, Outcome::Failed(_)) && self.attempts == 0
+        matches!(self.outcome, Outcome::Failed(_) | Outcome::Fallback) && self.attempts == 0
     }
 
     fn succeeded(&self) -> bool {
@@ -151,8 +154,10 @@ pub struct Summary {
     pub successes: u64,
     /// Share that succeeded.
     pub success_rate: f64,
-    /// Share that succeeded or that the stack rejected itself, which a fallback would answer.
+    /// Share answered by the downstream or by the stack's fallback.
     pub success_rate_with_fallback: f64,
+    /// Requests the stack's fallback answered.
+    pub fallbacks: u64,
     /// Share that succeeded among the requests sent during the fault.
     pub success_rate_fault: Option<f64>,
     /// Successes within the client's deadline per second, during the fault span (or the run).
@@ -169,7 +174,8 @@ pub struct Summary {
     pub amplification_open: Option<f64>,
     /// Latency of successes.
     pub latency_success: Option<Percentiles>,
-    /// Latency of failures (unanswered ones until the end of the run).
+    /// Latency of everything else: failures, fallback answers, and unanswered requests (until
+    /// the end of the run).
     pub latency_failure: Option<Percentiles>,
     /// Latency of every request.
     pub latency_all: Option<Percentiles>,
@@ -230,6 +236,10 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
 
     let successes = reqs.iter().filter(|r| r.succeeded()).count() as u64;
     let rejections = reqs.iter().filter(|r| r.rejected_locally()).count() as u64;
+    let fallbacks = reqs
+        .iter()
+        .filter(|r| r.outcome == Outcome::Fallback)
+        .count() as u64;
     let attempts: u64 = reqs.iter().map(|r| u64::from(r.attempts)).sum();
 
     let fault: Vec<&RequestRecord> = reqs.iter().filter(|r| in_fault(r.at())).collect();
@@ -322,7 +332,8 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
         requests: n,
         successes,
         success_rate: ratio(successes, n).unwrap_or(0.0),
-        success_rate_with_fallback: ratio(successes + rejections, n).unwrap_or(0.0),
+        success_rate_with_fallback: ratio(successes + fallbacks, n).unwrap_or(0.0),
+        fallbacks,
         success_rate_fault: ratio(fault_ok, fault.len() as u64),
         goodput_rps,
         goodput_capacity: scenario.downstream.capacity_rps().map(|c| goodput_rps / c),

@@ -33,6 +33,10 @@ pub struct Request {
 /// What the downstream answers: the request's id.
 pub type Response = u32;
 
+/// What a stack's fallback answers with, so that the lab tells fallback answers from the
+/// downstream's (success with and without fallback).
+pub const FALLBACK: Response = Response::MAX;
+
 type Echo = ServiceFn<fn(Request) -> Ready<Result<Response, BoxError>>>;
 
 /// The keys a fault hits, as a bit set.

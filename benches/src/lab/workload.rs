@@ -17,7 +17,7 @@ use tower::Service;
 
 use crate::lab::metrics::{BreakerState, Failure, Outcome, RequestRecord, Trace};
 use crate::lab::scenario::{Arrivals, Scenario};
-use crate::lab::sim::{DRAIN, Request, Response, Tap};
+use crate::lab::sim::{DRAIN, FALLBACK, Request, Response, Tap};
 
 /// Reads a stack's breaker state for a key; stacks without a breaker have none.
 pub type BreakerProbe = Arc<dyn Fn(u32) -> BreakerState + Send + Sync>;
@@ -130,6 +130,7 @@ where
                 let record = &mut records[id as usize];
                 record.latency = elapsed - record.intended;
                 record.outcome = match result {
+                    Ok(FALLBACK) => Outcome::Fallback,
                     Ok(_) => Outcome::Success,
                     Err(failure) => Outcome::Failed(failure),
                 };

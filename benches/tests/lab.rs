@@ -439,3 +439,141 @@ fn a_stack_of_ones_own_runs_through_run_stack() {
     // The outage's calls fail at the downstream; the others succeed.
     assert_eq!(summary.successes, 80);
 }
+
+/// A keyed breaker small enough to read: opens after 5 failures in a row for 1 s, then lets
+/// one probe through. It shows that the probe, the breaker band and the verdicts work end to
+/// end, and that the outage and partial thresholds are within reach of a stack with a breaker.
+mod tiny_breaker {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use seawall_bench::lab::metrics::{BreakerState, Failure};
+    use seawall_bench::lab::sim::{Request, Response};
+    use tokio::time::Instant;
+    use tower::Service;
+
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Core {
+        failures: u32,
+        open_until: Option<Instant>,
+        probing: bool,
+    }
+
+    #[derive(Debug, Clone)]
+    pub(crate) struct Breakers(Arc<Mutex<Vec<Core>>>);
+
+    impl Breakers {
+        pub(crate) fn new(keys: usize) -> Self {
+            Self(Arc::new(Mutex::new(vec![Core::default(); keys])))
+        }
+
+        pub(crate) fn state(&self, key: u32) -> BreakerState {
+            let core = self.0.lock().unwrap()[key as usize];
+            match core.open_until {
+                None => BreakerState::Closed,
+                Some(until) if Instant::now() < until => BreakerState::Open,
+                Some(_) => BreakerState::HalfOpen,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub(crate) struct Breaker<S> {
+        pub(crate) inner: S,
+        pub(crate) breakers: Breakers,
+    }
+
+    type Fut = Pin<Box<dyn Future<Output = Result<Response, Failure>>>>;
+
+    impl<S> Service<Request> for Breaker<S>
+    where
+        S: Service<Request, Response = Response, Error = Failure>,
+        S::Future: 'static,
+    {
+        type Response = Response;
+        type Error = Failure;
+        type Future = Fut;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request) -> Fut {
+            let key = req.key as usize;
+            {
+                let mut all = self.breakers.0.lock().unwrap();
+                let core = &mut all[key];
+                if let Some(until) = core.open_until {
+                    if Instant::now() < until || core.probing {
+                        return Box::pin(std::future::ready(Err(Failure::CircuitOpen)));
+                    }
+                    core.probing = true;
+                }
+            }
+            let fut = self.inner.call(req);
+            let breakers = self.breakers.clone();
+            Box::pin(async move {
+                let result = fut.await;
+                let mut all = breakers.0.lock().unwrap();
+                let core = &mut all[key];
+                if result.is_ok() {
+                    *core = Core::default();
+                } else {
+                    core.failures += 1;
+                    if core.failures >= 5 || core.probing {
+                        core.open_until = Some(Instant::now() + Duration::from_secs(1));
+                        core.probing = false;
+                    }
+                }
+                result
+            })
+        }
+    }
+}
+
+#[test]
+fn a_stack_with_a_breaker_meets_the_outage_verdicts() {
+    let outage = Scenario::built_in()[1].quick();
+    let trace = trace_of(&outage);
+    let summary = summarize(&outage, &trace);
+    let v = verdicts(&outage, &outage.thresholds, &summary);
+    assert!(v.iter().all(|v| v.pass), "{v:#?}");
+    // Calls sent just before the fault still succeed for a few ms, resetting the count.
+    let detect = summary.time_to_detect_s.unwrap();
+    assert!(detect < 0.05, "{detect}");
+    assert!((5..50).contains(&summary.failed_before_detect), "{summary:?}");
+    assert!(summary.breaker_opens >= 1);
+    let open_seconds = series(&trace)
+        .breaker_open
+        .iter()
+        .filter(|&&o| o > 0.5)
+        .count();
+    assert!(open_seconds >= 9, "{open_seconds}");
+}
+
+fn trace_of(scenario: &Scenario) -> Trace {
+    use seawall_bench::lab::stacks::{Built, unprotected};
+    use std::sync::Arc;
+
+    let breakers = tiny_breaker::Breakers::new(scenario.workload.keys as usize);
+    let probe = breakers.clone();
+    seawall_bench::lab::run_stack(scenario, 5, |downstream, _| Built {
+        service: tiny_breaker::Breaker {
+            inner: unprotected(downstream).service,
+            breakers,
+        },
+        breaker: Some(Arc::new(move |key| probe.state(key))),
+    })
+}
+
+#[test]
+fn a_keyed_breaker_opens_only_for_the_failing_key() {
+    let partial = Scenario::built_in()[4].quick();
+    let summary = summarize(&partial, &trace_of(&partial));
+    assert_eq!(summary.opened_keys, [0]);
+    let v = verdicts(&partial, &partial.thresholds, &summary);
+    assert!(v.iter().all(|v| v.pass), "{v:#?}");
+}

@@ -544,7 +544,10 @@ fn a_stack_with_a_breaker_meets_the_outage_verdicts() {
     // Calls sent just before the fault still succeed for a few ms, resetting the count.
     let detect = summary.time_to_detect_s.unwrap();
     assert!(detect < 0.05, "{detect}");
-    assert!((5..50).contains(&summary.failed_before_detect), "{summary:?}");
+    assert!(
+        (5..50).contains(&summary.failed_before_detect),
+        "{summary:?}"
+    );
     assert!(summary.breaker_opens >= 1);
     let open_seconds = series(&trace)
         .breaker_open
@@ -576,4 +579,38 @@ fn a_keyed_breaker_opens_only_for_the_failing_key() {
     assert_eq!(summary.opened_keys, [0]);
     let v = verdicts(&partial, &partial.thresholds, &summary);
     assert!(v.iter().all(|v| v.pass), "{v:#?}");
+}
+
+#[test]
+fn the_timeline_draws_the_breaker_band_and_the_fault_window() {
+    use seawall_bench::lab::report::{ScenarioReport, StackReport};
+
+    let outage = Scenario::built_in()[1].quick();
+    let trace = trace_of(&outage);
+    let summary = summarize(&outage, &trace);
+    let report = ScenarioReport {
+        id: outage.id.clone(),
+        description: outage.description.clone(),
+        file: outage.file.clone(),
+        hash: outage.hash.clone(),
+        duration_s: outage.duration.as_secs_f64(),
+        fault_windows: vec![[5.0, 15.0]],
+        capacity_rps: outage.downstream.capacity_rps(),
+        stacks: vec![StackReport {
+            stack: "tiny-breaker",
+            verdicts: verdicts(&outage, &outage.thresholds, &summary),
+            series: series(&trace),
+            summary,
+        }],
+    };
+    let svg = seawall_bench::lab::svg::timeline(&report);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains(r##"fill="#d62728" fill-opacity="1.00""##));
+    assert!(svg.contains(r##"fill="#f4cccc""##));
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    std::fs::write(
+        std::env::temp_dir().join("seawall-lab-tiny-breaker.svg"),
+        svg,
+    )
+    .unwrap();
 }

@@ -215,7 +215,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
     let band = &panels[3];
     let _ = writeln!(
         s,
-        r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">breaker (red: open, amber: half-open)</text>"#,
+        r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">breaker (red: open, amber: half-open; paler: fewer of the calls)</text>"#,
         band.top - 6.0
     );
     for (row, st) in report.stacks.iter().enumerate() {
@@ -234,10 +234,12 @@ pub fn timeline(report: &ScenarioReport) -> String {
             .zip(&st.series.breaker_half_open)
             .enumerate()
         {
-            let fill = if open >= 0.5 {
-                "#d62728"
-            } else if open + half > 0.0 {
-                "#ffbf00"
+            // Red when some calls of the second met an open breaker (stronger the more of
+            // them: with one breaker per key, one open key shows pale), amber when half-open.
+            let (fill, opacity) = if open > 0.0 {
+                ("#d62728", open.max(0.25))
+            } else if half > 0.0 {
+                ("#ffbf00", half.max(0.25))
             } else {
                 continue;
             };
@@ -245,7 +247,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
             let x1 = band.x(sec as f64 + 1.0);
             let _ = writeln!(
                 s,
-                r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="12" fill="{fill}"/>"#,
+                r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="12" fill="{fill}" fill-opacity="{opacity:.2}"/>"#,
                 y + 1.0,
                 x1 - x0
             );

@@ -216,3 +216,16 @@ fn the_client_stack_allocates_nothing_per_call() {
         0.0
     );
 }
+
+#[test]
+fn chaos_allocates_nothing_per_call_when_off_or_passing() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    for enabled in [false, true] {
+        let layer = seawall_chaos::ChaosLayer::builder()
+            .enabled(enabled)
+            .build()
+            .unwrap();
+        assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+    }
+}

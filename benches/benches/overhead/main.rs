@@ -5,6 +5,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use seawall_bench::alloc::CountingAllocator;
 
 mod bulkhead;
+mod chaos;
 mod circuit_breaker;
 mod fallback;
 mod rate_limit;
@@ -29,6 +30,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, stack::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, stack::bench, chaos::bench
 }
 criterion_main!(overhead);

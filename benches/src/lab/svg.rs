@@ -1,0 +1,298 @@
+//! One SVG timeline per scenario, written by hand: offered load against downstream attempts,
+//! success rate, p99 latency and the breaker's state, a line per stack, the fault windows
+//! shaded behind them.
+
+use std::fmt::Write as _;
+
+use crate::lab::report::ScenarioReport;
+
+const WIDTH: f64 = 960.0;
+const LEFT: f64 = 110.0;
+const RIGHT: f64 = 20.0;
+const PANEL: f64 = 150.0;
+const GAP: f64 = 40.0;
+const TOP: f64 = 70.0;
+const COLORS: [&str; 6] = [
+    "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#2ca02c",
+];
+
+fn color(stack: &str) -> &'static str {
+    match stack {
+        "unprotected" => COLORS[0],
+        "naive" => COLORS[1],
+        "tower" => COLORS[2],
+        "tower-resilience" => COLORS[3],
+        "seawall" => COLORS[4],
+        _ => COLORS[5],
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+struct Panel {
+    top: f64,
+    seconds: f64,
+}
+
+impl Panel {
+    fn x(&self, t: f64) -> f64 {
+        LEFT + (WIDTH - LEFT - RIGHT) * t / self.seconds
+    }
+
+    /// `v` in `[0, 1]` from bottom to top.
+    fn y(&self, v: f64) -> f64 {
+        self.top + PANEL * (1.0 - v.clamp(0.0, 1.0))
+    }
+}
+
+/// The SVG timeline of one scenario.
+pub fn timeline(report: &ScenarioReport) -> String {
+    let seconds = report.duration_s.max(1.0);
+    let band_rows = report.stacks.len() as f64;
+    let height = TOP + 3.0 * (PANEL + GAP) + band_rows * 14.0 + 60.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{} — {}</text>"#,
+        escape(&report.id),
+        escape(&report.description)
+    );
+    // Legend.
+    let mut lx = LEFT;
+    for stack in &report.stacks {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="34" width="14" height="4" fill="{}"/><text x="{}" y="40">{}</text>"#,
+            color(stack.stack),
+            lx + 18.0,
+            stack.stack
+        );
+        lx += 28.0 + 7.0 * stack.stack.len() as f64;
+    }
+    let _ = writeln!(
+        s,
+        r#"<line x1="{lx}" y1="36" x2="{}" y2="36" stroke="black" stroke-dasharray="4 3"/><text x="{}" y="40">offered</text>"#,
+        lx + 14.0,
+        lx + 18.0
+    );
+    lx += 80.0;
+    let _ = writeln!(
+        s,
+        r##"<rect x="{lx}" y="30" width="14" height="10" fill="#f4cccc"/><text x="{}" y="40">fault or load phase</text>"##,
+        lx + 18.0
+    );
+
+    let panels: Vec<Panel> = (0..4)
+        .map(|i| Panel {
+            top: TOP + i as f64 * (PANEL + GAP),
+            seconds,
+        })
+        .collect();
+    let band_height = band_rows * 14.0;
+    for (i, p) in panels.iter().enumerate() {
+        let h = if i == 3 { band_height } else { PANEL };
+        for w in &report.fault_windows {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="#f4cccc"/>"##,
+                p.x(w[0]),
+                p.top,
+                p.x(w[1]) - p.x(w[0])
+            );
+        }
+        let _ = writeln!(
+            s,
+            r##"<rect x="{LEFT}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="none" stroke="#999"/>"##,
+            p.top,
+            WIDTH - LEFT - RIGHT
+        );
+        let mut t = 0.0;
+        while t <= seconds + 1e-9 {
+            let _ = writeln!(
+                s,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{t:.0}s</text>"##,
+                p.x(t),
+                p.top + h + 13.0
+            );
+            t += 10.0;
+        }
+    }
+
+    // Panel 1: offered and downstream attempts per second.
+    let max_rate = report
+        .stacks
+        .iter()
+        .flat_map(|st| st.series.attempts.iter().chain(&st.series.offered))
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.1;
+    title(
+        &mut s,
+        &panels[0],
+        "downstream attempts / s (dashed: offered)",
+    );
+    axis(
+        &mut s,
+        &panels[0],
+        &[(0.0, "0".into()), (1.0, format!("{max_rate:.0}"))],
+    );
+    if let Some(first) = report.stacks.first() {
+        let pts = points(
+            &panels[0],
+            first
+                .series
+                .offered
+                .iter()
+                .map(|&o| Some(f64::from(o) / max_rate)),
+        );
+        let _ = writeln!(
+            s,
+            r#"<polyline points="{pts}" fill="none" stroke="black" stroke-dasharray="4 3"/>"#
+        );
+    }
+    for st in &report.stacks {
+        let pts = points(
+            &panels[0],
+            st.series
+                .attempts
+                .iter()
+                .map(|&a| Some(f64::from(a) / max_rate)),
+        );
+        line(&mut s, &pts, color(st.stack));
+    }
+
+    // Panel 2: success rate.
+    title(&mut s, &panels[1], "success rate");
+    axis(
+        &mut s,
+        &panels[1],
+        &[
+            (0.0, "0%".into()),
+            (0.5, "50%".into()),
+            (1.0, "100%".into()),
+        ],
+    );
+    for st in &report.stacks {
+        let pts = points(&panels[1], st.series.success_rate.iter().copied());
+        line(&mut s, &pts, color(st.stack));
+    }
+
+    // Panel 3: p99 latency, log scale from 1 ms to 10 s.
+    title(
+        &mut s,
+        &panels[2],
+        "p99 latency from intended send time (log)",
+    );
+    let log = |ms: f64| (ms.max(1.0).log10() / 4.0).min(1.0);
+    axis(
+        &mut s,
+        &panels[2],
+        &[
+            (0.0, "1ms".into()),
+            (0.25, "10ms".into()),
+            (0.5, "100ms".into()),
+            (0.75, "1s".into()),
+            (1.0, "10s".into()),
+        ],
+    );
+    for st in &report.stacks {
+        let pts = points(&panels[2], st.series.p99_ms.iter().map(|v| v.map(log)));
+        line(&mut s, &pts, color(st.stack));
+    }
+
+    // Panel 4: breaker state, a band per stack.
+    let band = &panels[3];
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">breaker (red: open, amber: half-open; paler: fewer of the calls)</text>"#,
+        band.top - 6.0
+    );
+    for (row, st) in report.stacks.iter().enumerate() {
+        let y = band.top + row as f64 * 14.0;
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+            LEFT - 4.0,
+            y + 10.0,
+            st.stack
+        );
+        for (sec, (&open, &half)) in st
+            .series
+            .breaker_open
+            .iter()
+            .zip(&st.series.breaker_half_open)
+            .enumerate()
+        {
+            // Red when some calls of the second met an open breaker (stronger the more of
+            // them: with one breaker per key, one open key shows pale), amber when half-open.
+            let (fill, opacity) = if open > 0.0 {
+                ("#d62728", open.max(0.25))
+            } else if half > 0.0 {
+                ("#ffbf00", half.max(0.25))
+            } else {
+                continue;
+            };
+            let x0 = band.x(sec as f64);
+            let x1 = band.x(sec as f64 + 1.0);
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x0:.1}" y="{:.1}" width="{:.1}" height="12" fill="{fill}" fill-opacity="{opacity:.2}"/>"#,
+                y + 1.0,
+                x1 - x0
+            );
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn title(s: &mut String, p: &Panel, text: &str) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">{text}</text>"#,
+        p.top - 6.0
+    );
+}
+
+fn axis(s: &mut String, p: &Panel, ticks: &[(f64, String)]) {
+    for (v, label) in ticks {
+        let y = p.y(*v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{label}</text>"##,
+            WIDTH - RIGHT,
+            LEFT - 4.0,
+            y + 4.0
+        );
+    }
+}
+
+/// Polyline points at the middle of each second; a missing value breaks nothing, it is
+/// skipped.
+fn points(p: &Panel, values: impl Iterator<Item = Option<f64>>) -> String {
+    let mut pts = String::new();
+    for (sec, v) in values.enumerate() {
+        if let Some(v) = v {
+            let _ = write!(pts, "{:.1},{:.1} ", p.x(sec as f64 + 0.5), p.y(v));
+        }
+    }
+    pts.trim_end().to_owned()
+}
+
+fn line(s: &mut String, pts: &str, color: &str) {
+    let _ = writeln!(
+        s,
+        r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5" stroke-opacity="0.85"/>"#
+    );
+}

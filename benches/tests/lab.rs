@@ -1,0 +1,616 @@
+//! The lab's arithmetic on hand-made traces with known answers, its scenario files' error
+//! messages, and its determinism.
+
+use std::time::Duration;
+
+use seawall_bench::lab::cli::{Options, parse_args};
+use seawall_bench::lab::metrics::{
+    BreakerState, Failure, Outcome, Percentiles, RequestRecord, Trace, quantile, series, summarize,
+    verdicts,
+};
+use seawall_bench::lab::report::{self, Report, SCHEMA_VERSION, SettingsReport};
+use seawall_bench::lab::scenario::Scenario;
+use seawall_bench::lab::stacks::{Settings, StackKind};
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000_000_000;
+
+/// A 10 s scenario at 10 req/s with an outage from 2 s to 4 s.
+fn scenario() -> Scenario {
+    Scenario::parse(
+        "test.toml",
+        r#"
+id = "test"
+duration = "10s"
+[workload]
+rate = 10
+[downstream]
+workers = 2
+[[faults]]
+kind = "error"
+start = "2s"
+end = "4s"
+[thresholds]
+amplification_fault_max = 1.1
+detect_max = "500ms"
+recover_max = "2s"
+"#,
+    )
+    .unwrap()
+}
+
+fn ok(intended: u64) -> RequestRecord {
+    RequestRecord {
+        intended,
+        latency: 10 * MS,
+        outcome: Outcome::Success,
+        attempts: 1,
+        key: 0,
+        breaker: BreakerState::Closed,
+    }
+}
+
+fn failed(intended: u64, attempts: u16) -> RequestRecord {
+    RequestRecord {
+        outcome: Outcome::Failed(Failure::Downstream),
+        attempts,
+        ..ok(intended)
+    }
+}
+
+fn trace(requests: Vec<RequestRecord>) -> Trace {
+    let mut attempts_per_second = vec![0; 10];
+    for r in &requests {
+        attempts_per_second[(r.intended / S) as usize] += u32::from(r.attempts);
+    }
+    Trace {
+        duration: Duration::from_secs(10),
+        requests,
+        attempts_per_second,
+        max_in_flight: 3,
+    }
+}
+
+/// 100 requests, one every 100 ms. During the outage (2 s to 4 s): the first three fail at the
+/// downstream after 4 attempts each, then the breaker opens and the rest are rejected without
+/// an attempt. Successes come back at 5 s.
+fn outage_trace() -> Trace {
+    let requests = (0..100)
+        .map(|i| {
+            let t = i * 100 * MS;
+            match t {
+                t if t < 2 * S => ok(t),
+                t if t < 2 * S + 300 * MS => failed(t, 4),
+                t if t < 5 * S => RequestRecord {
+                    latency: 0,
+                    breaker: BreakerState::Open,
+                    ..failed(t, 0)
+                },
+                t => ok(t),
+            }
+        })
+        .collect();
+    trace(requests)
+}
+
+#[test]
+fn amplification_counts_attempts_per_request_overall_in_the_fault_and_at_the_peak() {
+    let summary = summarize(&scenario(), &outage_trace());
+    // 70 successes with one attempt each, 3 failures with four: 82 attempts for 100 requests.
+    assert_eq!(summary.requests, 100);
+    assert!((summary.amplification - 0.82).abs() < 1e-12);
+    // The fault (2 s to 4 s) holds 20 requests and 12 attempts.
+    assert_eq!(summary.amplification_fault, Some(0.6));
+    // Second 2 holds 12 attempts for 10 requests.
+    assert!((summary.amplification_peak - 1.2).abs() < 1e-12);
+    // While the breaker was open during the fault: 17 requests, no attempt.
+    assert_eq!(summary.amplification_open, Some(0.0));
+}
+
+#[test]
+fn fallback_answers_count_apart_from_the_downstreams() {
+    let mut t = outage_trace();
+    // The stack's fallback answered 10 of the 17 calls the open breaker rejected.
+    for r in t
+        .requests
+        .iter_mut()
+        .filter(|r| r.rejected_locally())
+        .take(10)
+    {
+        r.outcome = Outcome::Fallback;
+    }
+    let summary = summarize(&scenario(), &t);
+    assert_eq!(summary.fallbacks, 10);
+    assert!((summary.success_rate - 0.70).abs() < 1e-12);
+    assert!((summary.success_rate_with_fallback - 0.80).abs() < 1e-12);
+    // Fast answers from a fallback still count as fast rejections.
+    assert_eq!(summary.rejections, 27);
+}
+
+#[test]
+fn time_to_detect_runs_from_fault_start_to_first_fast_rejection() {
+    let summary = summarize(&scenario(), &outage_trace());
+    let detect = summary.time_to_detect_s.unwrap();
+    assert!((detect - 0.3).abs() < 1e-9, "{detect}");
+    assert_eq!(summary.failed_before_detect, 3);
+    assert_eq!(summary.rejections, 27);
+}
+
+#[test]
+fn time_to_recover_runs_from_fault_end_to_success_held_five_seconds() {
+    let summary = summarize(&scenario(), &outage_trace());
+    // The fault ends at 4 s; successes are back from 5 s and hold to the end (10 s).
+    let recover = summary.time_to_recover_s.unwrap();
+    assert!((recover - 1.0).abs() < 1e-9, "{recover}");
+    // Breaker open from 4 s to 5 s with a healthy downstream: 1 s of false-open time.
+    assert!((summary.false_open_time_s - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn recovery_that_does_not_hold_five_seconds_is_no_recovery() {
+    let mut t = outage_trace();
+    // A relapse at 8 s: from 5 s, no five healthy seconds fit before the end.
+    for r in t.requests.iter_mut().filter(|r| r.intended >= 8 * S) {
+        *r = failed(r.intended, 1);
+    }
+    assert_eq!(summarize(&scenario(), &t).time_to_recover_s, None);
+}
+
+#[test]
+fn percentiles_are_nearest_rank_from_intended_send_time() {
+    let mut latencies: Vec<u64> = (1..=1000).rev().map(|ms| ms * MS).collect();
+    let p = Percentiles::of(&mut latencies).unwrap();
+    assert_eq!(
+        (p.p50_ms, p.p99_ms, p.p999_ms, p.max_ms),
+        (500.0, 990.0, 999.0, 1000.0)
+    );
+    assert_eq!(quantile(&[7], 0.999), 7);
+    assert_eq!(Percentiles::of(&mut []), None);
+
+    // A request sent late still counts from when it was meant to go: 100 requests, the last
+    // one answered 2 s after its intended time.
+    let mut requests: Vec<_> = (0..100).map(|i| ok(i * 100 * MS)).collect();
+    requests[99].latency = 2 * S;
+    let summary = summarize(&scenario(), &trace(requests));
+    assert_eq!(summary.latency_success.unwrap().max_ms, 2000.0);
+    assert_eq!(summary.latency_success.unwrap().p99_ms, 10.0);
+}
+
+#[test]
+fn series_buckets_requests_by_intended_second() {
+    let s = series(&outage_trace());
+    assert_eq!(s.offered, vec![10; 10]);
+    assert_eq!(s.attempts[2], 12);
+    assert_eq!(s.successes[2], 0);
+    assert_eq!(s.success_rate[0], Some(1.0));
+    assert_eq!(s.breaker_open[3], 1.0);
+    assert_eq!(s.p99_ms[0], Some(10.0));
+}
+
+#[test]
+fn verdicts_compare_each_threshold() {
+    let scenario = scenario();
+    let summary = summarize(&scenario, &outage_trace());
+    let v = verdicts(&scenario, &scenario.thresholds, &summary);
+    let names: Vec<_> = v.iter().map(|v| (v.threshold, v.pass)).collect();
+    assert_eq!(
+        names,
+        [
+            ("amplification_fault_max", true),
+            ("detect_max", true),
+            ("recover_max", true)
+        ]
+    );
+    assert_eq!(v[1].actual, "300 ms");
+}
+
+#[test]
+fn scenario_errors_name_file_line_and_field() {
+    let unknown = Scenario::parse(
+        "mine.toml",
+        "id = \"x\"\nduration = \"10s\"\n[workload]\nrate = 10\nratee = 3\n",
+    )
+    .unwrap_err();
+    assert_eq!((unknown.file.as_str(), unknown.line), ("mine.toml", 5));
+    assert!(unknown.message.contains("ratee"), "{unknown}");
+    assert!(unknown.to_string().starts_with("mine.toml:5:"), "{unknown}");
+
+    let impossible = Scenario::parse(
+        "mine.toml",
+        "id = \"x\"\nduration = \"10s\"\n[workload]\nrate = 10\n\n[[faults]]\nkind = \"error\"\nrate = 1.5\nstart = \"1s\"\nend = \"2s\"\n",
+    )
+    .unwrap_err();
+    assert!((6..=8).contains(&impossible.line), "{impossible}");
+    assert!(impossible.message.contains("faults.rate"), "{impossible}");
+    assert!(impossible.message.contains("1.5"), "{impossible}");
+
+    let wrong_type = Scenario::parse(
+        "mine.toml",
+        "id = \"x\"\nduration = \"10s\"\n[workload]\nrate = \"fast\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(wrong_type.line, 4, "{wrong_type}");
+    assert!(wrong_type.message.contains("`rate`"), "{wrong_type}");
+
+    let late = Scenario::parse(
+        "mine.toml",
+        "id = \"x\"\nduration = \"10s\"\n[workload]\nrate = 10\n\n[[faults]]\nkind = \"hang\"\nstart = \"5s\"\nend = \"20s\"\n",
+    )
+    .unwrap_err();
+    assert!(late.message.contains("faults.end"), "{late}");
+    assert!(late.line >= 6, "{late}");
+
+    let zero = Scenario::parse(
+        "mine.toml",
+        "id = \"x\"\nduration = \"10s\"\n[workload]\nrate = 0\n",
+    )
+    .unwrap_err();
+    assert!(zero.message.contains("workload.rate"), "{zero}");
+}
+
+#[test]
+fn the_built_in_suite_parses_and_quick_keeps_the_events() {
+    let suite = Scenario::built_in();
+    let ids: Vec<_> = suite.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "control",
+            "outage",
+            "black-hole",
+            "brownout",
+            "partial",
+            "tail-spike",
+            "slow-drip",
+            "overload",
+            "flapping"
+        ]
+    );
+    let outage = suite[1].quick();
+    assert_eq!(outage.faults[0].start, Duration::from_secs(5));
+    assert_eq!(outage.faults[0].end, Duration::from_secs(15));
+    assert_eq!(outage.duration, Duration::from_secs(25));
+    assert_eq!(suite[0].quick().duration, Duration::from_secs(15));
+}
+
+#[test]
+fn command_line_options_parse() {
+    let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let options = parse_args(args(
+        "--stack naive,seawall --seed 7 --quick --json out.json",
+    ))
+    .unwrap();
+    assert_eq!(
+        options,
+        Options {
+            scenarios: vec![],
+            stacks: vec![StackKind::Naive, StackKind::Seawall],
+            json: Some("out.json".into()),
+            svg: None,
+            seed: 7,
+            quick: true,
+        }
+    );
+    assert!(parse_args(args("--stack nope")).is_err());
+    assert!(parse_args(args("--seed")).is_err());
+}
+
+fn short_run(seed: u64) -> String {
+    let scenario = Scenario::parse(
+        "short.toml",
+        r#"
+id = "short"
+duration = "3s"
+[workload]
+rate = 200
+arrivals = "poisson"
+[downstream]
+latency = { kind = "long_tail", median = "10ms", p99 = "40ms" }
+workers = 4
+[[faults]]
+kind = "error"
+rate = 0.5
+start = "1s"
+end = "2s"
+"#,
+    )
+    .unwrap();
+    let settings = Settings::default();
+    let scenarios = vec![report::scenario_report(
+        &scenario,
+        &StackKind::ALL,
+        &settings,
+        seed,
+    )];
+    report::to_json(&Report {
+        schema_version: SCHEMA_VERSION,
+        seed,
+        quick: false,
+        settings: SettingsReport::from(&settings),
+        passed: true,
+        scenarios,
+    })
+}
+
+#[test]
+fn the_same_seed_gives_the_same_json_byte_for_byte() {
+    let first = short_run(11);
+    assert_eq!(first, short_run(11));
+    assert_ne!(first, short_run(12));
+    assert!(first.contains("\"schema_version\": 1"));
+    assert!(first.contains("\"hash\""));
+}
+
+#[test]
+fn every_documented_key_is_accepted() {
+    let scenario = Scenario::parse(
+        "all.toml",
+        r#"
+id = "my-db"
+description = "every key"
+duration = "90s"
+
+[workload]
+rate = 1000
+arrivals = "poisson"
+keys = 2
+deadline = "500ms"
+phases = [{ start = "20s", end = "50s", rate = 1500 }]
+
+[downstream]
+latency = { kind = "long_tail", median = "10ms", p99 = "80ms" }
+workers = 11
+queue_limit = 1000
+degrade_above = 22
+degraded = 0.8
+
+[[faults]]
+kind = "slow"
+rate = 0.02
+start = "20s"
+end = "30s"
+latency = { kind = "fixed", value = "2s" }
+keys = [0]
+
+[[faults]]
+kind = "error"
+start = "40s"
+flapping = { down = "5s", up = "5s", cycles = 3 }
+keys = [0]
+
+[thresholds]
+amplification_max = 1.2
+amplification_fault_max = 1.1
+amplification_open_max = 0.05
+detect_max = "1s"
+recover_max = "5s"
+fast_fail_p99_max = "1ms"
+p99_max = "210ms"
+p999_max = "1010ms"
+false_open_time_max = "0s"
+false_open_ratio_max = 0.2
+rejections_max = 0
+bulkhead_rejections_max = 0
+inflight_max = 25
+breaker_opens_max = 0
+transitions_per_cycle_max = 2
+success_fault_min = 0.76
+success_min = 0.9
+healthy_keys_success_min = 0.99
+only_faulty_keys_open = true
+false_timeout_max = 0.001
+goodput_min = 0.95
+accepted_p99_ratio_max = 2.0
+"#,
+    )
+    .unwrap();
+    assert_eq!(scenario.faults[1].end, Duration::from_secs(65));
+    assert_eq!(scenario.cycles(), 3);
+    assert_eq!(scenario.faulty_keys(), [0]);
+    assert_eq!(
+        scenario.span(),
+        Some((Duration::from_secs(20), Duration::from_secs(65)))
+    );
+    assert!(!scenario.healthy(Duration::from_secs(41), 0));
+    // In the load phase (20 s to 50 s) no key is healthy; after it, key 0 flaps.
+    assert!(!scenario.healthy(Duration::from_secs(46), 1));
+    assert!(scenario.healthy(Duration::from_secs(56), 0));
+    assert!(!scenario.healthy(Duration::from_secs(60), 0));
+}
+
+#[test]
+fn a_stack_of_ones_own_runs_through_run_stack() {
+    use seawall_bench::lab::stacks::{Built, classify};
+    use seawall_core::BoxError;
+    use tower::ServiceBuilder;
+
+    let scenario = scenario();
+    let trace = seawall_bench::lab::run_stack(&scenario, 3, |downstream, _seeds| Built {
+        service: ServiceBuilder::new()
+            .map_err(classify as fn(BoxError) -> Failure)
+            .load_shed()
+            .concurrency_limit(1)
+            .service(downstream),
+        breaker: None,
+    });
+    let summary = summarize(&scenario, &trace);
+    assert_eq!(summary.requests, 100);
+    assert!(summary.max_in_flight <= 1);
+    // The outage's calls fail at the downstream; the others succeed.
+    assert_eq!(summary.successes, 80);
+}
+
+/// A keyed breaker small enough to read: opens after 5 failures in a row for 1 s, then lets
+/// one probe through. It shows that the probe, the breaker band and the verdicts work end to
+/// end, and that the outage and partial thresholds are within reach of a stack with a breaker.
+mod tiny_breaker {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use seawall_bench::lab::metrics::{BreakerState, Failure};
+    use seawall_bench::lab::sim::{Request, Response};
+    use tokio::time::Instant;
+    use tower::Service;
+
+    #[derive(Debug, Clone, Copy, Default)]
+    struct Core {
+        failures: u32,
+        open_until: Option<Instant>,
+        probing: bool,
+    }
+
+    #[derive(Debug, Clone)]
+    pub(crate) struct Breakers(Arc<Mutex<Vec<Core>>>);
+
+    impl Breakers {
+        pub(crate) fn new(keys: usize) -> Self {
+            Self(Arc::new(Mutex::new(vec![Core::default(); keys])))
+        }
+
+        pub(crate) fn state(&self, key: u32) -> BreakerState {
+            let core = self.0.lock().unwrap()[key as usize];
+            match core.open_until {
+                None => BreakerState::Closed,
+                Some(until) if Instant::now() < until => BreakerState::Open,
+                Some(_) => BreakerState::HalfOpen,
+            }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    pub(crate) struct Breaker<S> {
+        pub(crate) inner: S,
+        pub(crate) breakers: Breakers,
+    }
+
+    type Fut = Pin<Box<dyn Future<Output = Result<Response, Failure>>>>;
+
+    impl<S> Service<Request> for Breaker<S>
+    where
+        S: Service<Request, Response = Response, Error = Failure>,
+        S::Future: 'static,
+    {
+        type Response = Response;
+        type Error = Failure;
+        type Future = Fut;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failure>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: Request) -> Fut {
+            let key = req.key as usize;
+            {
+                let mut all = self.breakers.0.lock().unwrap();
+                let core = &mut all[key];
+                if let Some(until) = core.open_until {
+                    if Instant::now() < until || core.probing {
+                        return Box::pin(std::future::ready(Err(Failure::CircuitOpen)));
+                    }
+                    core.probing = true;
+                }
+            }
+            let fut = self.inner.call(req);
+            let breakers = self.breakers.clone();
+            Box::pin(async move {
+                let result = fut.await;
+                let mut all = breakers.0.lock().unwrap();
+                let core = &mut all[key];
+                if result.is_ok() {
+                    *core = Core::default();
+                } else {
+                    core.failures += 1;
+                    if core.failures >= 5 || core.probing {
+                        core.open_until = Some(Instant::now() + Duration::from_secs(1));
+                        core.probing = false;
+                    }
+                }
+                result
+            })
+        }
+    }
+}
+
+#[test]
+fn a_stack_with_a_breaker_meets_the_outage_verdicts() {
+    let outage = Scenario::built_in()[1].quick();
+    let trace = trace_of(&outage);
+    let summary = summarize(&outage, &trace);
+    let v = verdicts(&outage, &outage.thresholds, &summary);
+    assert!(v.iter().all(|v| v.pass), "{v:#?}");
+    // Calls sent just before the fault still succeed for a few ms, resetting the count.
+    let detect = summary.time_to_detect_s.unwrap();
+    assert!(detect < 0.05, "{detect}");
+    assert!(
+        (5..50).contains(&summary.failed_before_detect),
+        "{summary:?}"
+    );
+    assert!(summary.breaker_opens >= 1);
+    let open_seconds = series(&trace)
+        .breaker_open
+        .iter()
+        .filter(|&&o| o > 0.5)
+        .count();
+    assert!(open_seconds >= 9, "{open_seconds}");
+}
+
+fn trace_of(scenario: &Scenario) -> Trace {
+    use seawall_bench::lab::stacks::{Built, unprotected};
+    use std::sync::Arc;
+
+    let breakers = tiny_breaker::Breakers::new(scenario.workload.keys as usize);
+    let probe = breakers.clone();
+    seawall_bench::lab::run_stack(scenario, 5, |downstream, _| Built {
+        service: tiny_breaker::Breaker {
+            inner: unprotected(downstream).service,
+            breakers,
+        },
+        breaker: Some(Arc::new(move |key| probe.state(key))),
+    })
+}
+
+#[test]
+fn a_keyed_breaker_opens_only_for_the_failing_key() {
+    let partial = Scenario::built_in()[4].quick();
+    let summary = summarize(&partial, &trace_of(&partial));
+    assert_eq!(summary.opened_keys, [0]);
+    let v = verdicts(&partial, &partial.thresholds, &summary);
+    assert!(v.iter().all(|v| v.pass), "{v:#?}");
+}
+
+#[test]
+fn the_timeline_draws_the_breaker_band_and_the_fault_window() {
+    use seawall_bench::lab::report::{ScenarioReport, StackReport};
+
+    let outage = Scenario::built_in()[1].quick();
+    let trace = trace_of(&outage);
+    let summary = summarize(&outage, &trace);
+    let report = ScenarioReport {
+        id: outage.id.clone(),
+        description: outage.description.clone(),
+        file: outage.file.clone(),
+        hash: outage.hash.clone(),
+        duration_s: outage.duration.as_secs_f64(),
+        fault_windows: vec![[5.0, 15.0]],
+        capacity_rps: outage.downstream.capacity_rps(),
+        stacks: vec![StackReport {
+            stack: "tiny-breaker",
+            verdicts: verdicts(&outage, &outage.thresholds, &summary),
+            series: series(&trace),
+            summary,
+        }],
+    };
+    let svg = seawall_bench::lab::svg::timeline(&report);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert!(svg.contains(r##"fill="#d62728" fill-opacity="1.00""##));
+    assert!(svg.contains(r##"fill="#f4cccc""##));
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    std::fs::write(
+        std::env::temp_dir().join("seawall-lab-tiny-breaker.svg"),
+        svg,
+    )
+    .unwrap();
+}

@@ -1,0 +1,175 @@
+//! Deciding, call by call, what to inject: the schedule of windows, the dice and the capacity
+//! model, all behind one lock so that a seed gives the same faults for the same calls.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
+
+use crate::capacity::CapacityModel;
+use crate::config::{ChaosConfig, Faults, Latency, Window};
+
+/// What happens to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Straight to the inner service.
+    Pass,
+    /// The inner service's answer is held until `until`; `slow` when a slow-call fault fired.
+    Delay { until: Instant, slow: bool },
+    /// An injected error.
+    Error,
+    /// Never answers.
+    Hang,
+    /// The responder answers.
+    Respond,
+    /// The capacity model's queue is full.
+    QueueFull,
+}
+
+/// The faults in force and when: the usual ones and the windows, sorted by start.
+#[derive(Debug, Clone)]
+pub(crate) struct Schedule {
+    pub(crate) epoch: Instant,
+    faults: Faults,
+    windows: Box<[Window]>,
+    latency: Option<Latency>,
+}
+
+impl Schedule {
+    pub(crate) fn new(config: &ChaosConfig, epoch: Instant) -> Self {
+        Self {
+            epoch,
+            faults: config.faults,
+            windows: config.windows().into(),
+            latency: config.latency,
+        }
+    }
+
+    /// The faults in force at `now`: the first window open then, or the usual ones (always
+    /// before the epoch).
+    pub(crate) fn faults_at(&self, now: Instant) -> &Faults {
+        let Some(elapsed) = now.checked_duration_since(self.epoch) else {
+            return &self.faults;
+        };
+        self.windows
+            .iter()
+            .take_while(|w| w.start <= elapsed)
+            .find(|w| elapsed < w.end)
+            .map_or(&self.faults, |w| &w.faults)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Injector {
+    rng: ChaCha8Rng,
+    capacity: Option<CapacityModel>,
+}
+
+impl Injector {
+    pub(crate) fn new(config: &ChaosConfig, epoch: Instant) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(config.seed),
+            // Workers are free from now, even when the schedule's epoch lies ahead.
+            capacity: config
+                .capacity
+                .map(|c| CapacityModel::new(c, epoch.min(Instant::now()))),
+        }
+    }
+
+    pub(crate) fn queued(&mut self, now: Instant) -> usize {
+        self.capacity.as_mut().map_or(0, |c| c.queued(now))
+    }
+
+    pub(crate) fn decide(&mut self, schedule: &Schedule, now: Instant) -> Decision {
+        let faults = schedule.faults_at(now);
+        if faults.error + faults.hang + faults.response > 0.0 {
+            let roll: f64 = self.rng.random();
+            if roll < faults.error {
+                return Decision::Error;
+            }
+            if roll < faults.error + faults.hang {
+                return Decision::Hang;
+            }
+            if roll < faults.error + faults.hang + faults.response {
+                return Decision::Respond;
+            }
+        }
+        let mut until = now;
+        if let Some(latency) = &schedule.latency {
+            let service = sample(latency, &mut self.rng);
+            until = match &mut self.capacity {
+                Some(capacity) => match capacity.admit(now, service) {
+                    Ok(finish) => finish,
+                    Err(_) => return Decision::QueueFull,
+                },
+                None => now + service,
+            };
+        }
+        let mut slow = false;
+        if faults.slow > 0.0
+            && let Some(latency) = &faults.slow_latency
+            && self.rng.random::<f64>() < faults.slow
+        {
+            until += sample(latency, &mut self.rng);
+            slow = true;
+        }
+        if until > now {
+            Decision::Delay { until, slow }
+        } else {
+            Decision::Pass
+        }
+    }
+}
+
+const MAX_DELAY: f64 = 24.0 * 3600.0;
+
+/// Draws one delay from `latency`.
+pub(crate) fn sample(latency: &Latency, rng: &mut ChaCha8Rng) -> Duration {
+    match *latency {
+        Latency::Fixed { value } => value,
+        Latency::Uniform { min, max } => min + (max - min).mul_f64(rng.random::<f64>()),
+        Latency::LongTail { median, p99 } => {
+            let sigma = crate::config::sigma(median, p99);
+            // Box-Muller: a standard normal from two uniforms; `1 - u` keeps the log finite.
+            let u1 = 1.0 - rng.random::<f64>();
+            let u2: f64 = rng.random();
+            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            let secs = median.as_secs_f64() * (sigma * z).exp();
+            Duration::from_secs_f64(secs.min(MAX_DELAY))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_tail_samples_have_the_asked_median_and_p99() {
+        let latency = Latency::LongTail {
+            median: Duration::from_millis(10),
+            p99: Duration::from_millis(100),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut xs: Vec<_> = (0..20_000).map(|_| sample(&latency, &mut rng)).collect();
+        xs.sort();
+        let median = xs[10_000].as_secs_f64() * 1e3;
+        let p99 = xs[19_800].as_secs_f64() * 1e3;
+        assert!((9.0..11.0).contains(&median), "{median}");
+        assert!((85.0..115.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn uniform_samples_stay_in_range() {
+        let latency = Latency::Uniform {
+            min: Duration::from_millis(8),
+            max: Duration::from_millis(12),
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..1000 {
+            let d = sample(&latency, &mut rng);
+            assert!(d >= Duration::from_millis(8) && d <= Duration::from_millis(12));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use metrics::Counter;
+use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::time::Instant;
+use tower::Service;
+
+use crate::config::ChaosConfig;
+use crate::future::ResponseFuture;
+use crate::injector::{Decision, Injector, Schedule};
+use crate::layer::{Fault, InjectedEvent};
+use crate::target::{Respond, Target};
+
+pub(crate) type InjectedHook = Arc<dyn Fn(InjectedEvent<'_>) + Send + Sync>;
+
+/// What every clone of one layer's services shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) name: Arc<str>,
+    pub(crate) config: ChaosConfig,
+    pub(crate) enabled: Arc<AtomicBool>,
+    pub(crate) schedule: Schedule,
+    pub(crate) injector: Arc<Mutex<Injector>>,
+    injected: [Counter; Fault::ALL.len()],
+    pub(crate) on_injected: Option<InjectedHook>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ChaosConfig, metrics: &MetricScope, epoch: Instant) -> Self {
+        Self {
+            name: config.name.clone(),
+            enabled: Arc::new(AtomicBool::new(config.enabled)),
+            schedule: Schedule::new(&config, epoch),
+            injector: Arc::new(Mutex::new(Injector::new(&config, epoch))),
+            injected: Fault::ALL.map(|fault| {
+                metrics.counter("seawall_chaos_injected_total", &[("fault", fault.as_str())])
+            }),
+            on_injected: None,
+            config,
+        }
+    }
+
+    /// Restarts the schedule and the capacity model at `epoch`.
+    pub(crate) fn restart_at(&mut self, epoch: Instant) {
+        self.schedule = Schedule::new(&self.config, epoch);
+        self.injector = Arc::new(Mutex::new(Injector::new(&self.config, epoch)));
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued(Instant::now())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Injector> {
+        self.injector.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn injected(&self, fault: Fault) {
+        self.injected[fault as usize].increment(1);
+        tracing::trace!(name = %self.name, fault = fault.as_str(), "injected");
+        if let Some(hook) = &self.on_injected {
+            hook(InjectedEvent {
+                name: &self.name,
+                fault,
+            });
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn error(&self, fault: Fault) -> BoxError {
+        self.injected(fault);
+        tracing::debug!(name = %self.name, fault = fault.as_str(), "injected failure");
+        Rejected::new(RejectionKind::Injected, self.name.clone()).into()
+    }
+}
+
+/// Injects faults into the calls of the inner service, as its [`ChaosLayer`] was configured.
+///
+/// Made by [`ChaosLayer`](crate::ChaosLayer).
+///
+/// [`ChaosLayer`]: crate::ChaosLayer
+pub struct Chaos<S, T, R> {
+    inner: S,
+    shared: Arc<Shared>,
+    target: T,
+    respond: R,
+}
+
+impl<S, T, R> Chaos<S, T, R> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared>, target: T, respond: R) -> Self {
+        Self {
+            inner,
+            shared,
+            target,
+            respond,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, T: Clone, R: Clone> Clone for Chaos<S, T, R> {
+    fn clone(&self) -> Self {
+        Self::new(
+            self.inner.clone(),
+            self.shared.clone(),
+            self.target.clone(),
+            self.respond.clone(),
+        )
+    }
+}
+
+impl<S: fmt::Debug, T, R> fmt::Debug for Chaos<S, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chaos")
+            .field("inner", &self.inner)
+            .field("name", &self.shared.name)
+            .field("enabled", &self.shared.enabled.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, T, R> Service<Req> for Chaos<S, T, R>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    T: Target<Req>,
+    R: Respond<Req, S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        if !self.shared.enabled.load(Ordering::Relaxed) || !self.target.matches(&req) {
+            return ResponseFuture::call(self.inner.call(req));
+        }
+        let now = Instant::now();
+        let decision = self.shared.lock().decide(&self.shared.schedule, now);
+        match decision {
+            Decision::Pass => ResponseFuture::call(self.inner.call(req)),
+            Decision::Delay { until, slow } => {
+                self.shared
+                    .injected(if slow { Fault::Slow } else { Fault::Latency });
+                ResponseFuture::delayed(self.inner.call(req), until)
+            }
+            Decision::Error => ResponseFuture::ready(Err(self.shared.error(Fault::Error))),
+            Decision::QueueFull => ResponseFuture::ready(Err(self.shared.error(Fault::QueueFull))),
+            Decision::Hang => {
+                self.shared.injected(Fault::Hang);
+                ResponseFuture::hang()
+            }
+            Decision::Respond => match self.respond.respond(&req) {
+                Some(response) => {
+                    self.shared.injected(Fault::Response);
+                    ResponseFuture::ready(Ok(response))
+                }
+                None => ResponseFuture::call(self.inner.call(req)),
+            },
+        }
+    }
+}

@@ -108,6 +108,30 @@ fn amplification_counts_attempts_per_request_overall_in_the_fault_and_at_the_pea
 }
 
 #[test]
+fn transitions_count_openings_and_closings_not_half_open_probing() {
+    // Closed, open, a failed probe (half-open, open again), a good one (half-open, closed).
+    let states = [
+        BreakerState::Closed,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::Closed,
+    ];
+    let requests = states
+        .iter()
+        .enumerate()
+        .map(|(i, &breaker)| RequestRecord {
+            breaker,
+            ..ok(i as u64 * S)
+        })
+        .collect();
+    let summary = summarize(&scenario(), &trace(requests));
+    assert_eq!(summary.breaker_opens, 2);
+    assert_eq!(summary.breaker_transitions, 3, "open, open again, closed");
+}
+
+#[test]
 fn fallback_answers_count_apart_from_the_downstreams() {
     let mut t = outage_trace();
     // The stack's fallback answered 10 of the 17 calls the open breaker rejected.

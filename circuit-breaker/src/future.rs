@@ -9,8 +9,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use seawall_core::BoxError;
 use seawall_core::classify::{Classify, Outcome, Report};
+use seawall_core::{BoxError, rejected};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, Permit};
@@ -134,8 +134,8 @@ impl<F, C, H, T, E> Future for ResponseFuture<F, C, H>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
-    C: Classify<T, E>,
-    H: RetryAfter<T, E>,
+    C: Classify<T, BoxError>,
+    H: RetryAfter<T, BoxError>,
 {
     type Output = Result<C::Response<CallReport>, BoxError>;
 
@@ -146,12 +146,22 @@ where
                 report,
                 policy,
             } => {
-                let result = ready!(inner.poll(cx));
+                let result = ready!(inner.poll(cx)).map_err(Into::into);
                 let mut report = report
                     .take()
                     .expect("ResponseFuture polled after completion");
+                let result = match result {
+                    // Stopped further in before it reached the downstream: no evidence.
+                    Err(err)
+                        if rejected(&*err).is_some_and(|r| !r.kind().is_downstream_failure()) =>
+                    {
+                        report.report(Outcome::Ignored);
+                        return Poll::Ready(Err(err));
+                    }
+                    result => result,
+                };
                 report.hint = policy.retry_after.retry_after(result.as_ref());
-                Poll::Ready(policy.classify.report(result, report).map_err(Into::into))
+                Poll::Ready(policy.classify.report(result, report))
             }
             StateProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

@@ -323,8 +323,8 @@ where
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone + fmt::Debug,
     F: Fn(&Req) -> K,
-    C: Classify<S::Response, S::Error>,
-    H: RetryAfter<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
+    H: RetryAfter<S::Response, BoxError>,
 {
     type Response = C::Response<CallReport>;
     type Error = BoxError;

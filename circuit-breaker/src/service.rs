@@ -70,8 +70,8 @@ impl<S, Req, C, H> Service<Req> for CircuitBreaker<S, C, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
-    H: RetryAfter<S::Response, S::Error>,
+    C: Classify<S::Response, BoxError>,
+    H: RetryAfter<S::Response, BoxError>,
 {
     type Response = C::Response<CallReport>;
     type Error = BoxError;

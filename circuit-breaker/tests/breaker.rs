@@ -882,3 +882,37 @@ async fn a_layer_from_a_configuration_file() {
     assert_eq!(handle.state(), CircuitState::Open);
     assert_eq!(handle.open_remaining(), Some(secs(3)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn rejections_further_in_count_for_nothing_but_timeouts_count() {
+    let layer = builder().consecutive_failures(3).build().unwrap();
+    let handle = layer.handle();
+    let full = layer.layer(tower::service_fn(|_: Call| async {
+        Err::<&str, BoxError>(Rejected::new(RejectionKind::BulkheadFull, "pool").into())
+    }));
+    for _ in 0..10 {
+        let err = full.clone().oneshot(Pass).await.unwrap_err();
+        assert_eq!(
+            rejection(&err).kind(),
+            RejectionKind::BulkheadFull,
+            "passed through as it was"
+        );
+    }
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "a full bulkhead says nothing of the downstream"
+    );
+
+    let slow = layer.layer(tower::service_fn(|_: Call| async {
+        Err::<&str, BoxError>(Rejected::new(RejectionKind::TimedOut, "attempt").into())
+    }));
+    for _ in 0..3 {
+        let _ = slow.clone().oneshot(Pass).await;
+    }
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "timeouts are the downstream's"
+    );
+}

@@ -54,6 +54,17 @@ impl RejectionKind {
         }
     }
 
+    /// Whether a call rejected this way counts against the downstream.
+    ///
+    /// A timeout (the downstream was too slow) and an injected failure (standing in for a
+    /// downstream's) do. An open circuit, a full bulkhead, a rate limit and an exhausted retry
+    /// budget stopped the call before it reached the downstream and say nothing about its
+    /// health: a circuit breaker outside such a layer counts them for nothing, or a bulkhead
+    /// filling up under load would open it.
+    pub const fn is_downstream_failure(self) -> bool {
+        matches!(self, Self::TimedOut | Self::Injected)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Self::CircuitOpen => "circuit open",
@@ -177,6 +188,15 @@ mod tests {
     fn other_errors_are_not_rejections() {
         let err: BoxError = "boom".into();
         assert!(rejected(&*err).is_none());
+    }
+
+    #[test]
+    fn only_timeouts_and_injected_failures_blame_the_downstream() {
+        let blamed: Vec<_> = RejectionKind::ALL
+            .into_iter()
+            .filter(|k| k.is_downstream_failure())
+            .collect();
+        assert_eq!(blamed, [RejectionKind::TimedOut, RejectionKind::Injected]);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl RetryConfig {
     /// The same configuration, never planning a wait or a retry that would end more than
     /// `limit` after the first attempt started: `max_delay` and `max_elapsed` are lowered to
     /// `limit` where they are longer. A ready-made stack passes its total timeout, so that
-    /// retry gives up at once rather than sleep past it (on an open breaker's `retry_after`,
+    /// retry gives up at once rather than sleep past it (on a rate limiter's `retry_after`,
     /// say).
     pub fn within(mut self, limit: Duration) -> Self {
         self.max_delay = self.max_delay.min(limit);

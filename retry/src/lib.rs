@@ -11,9 +11,11 @@
 //! What is retried is a [`RetryPolicy`]'s call: [`DefaultPolicy`] retries any error of a
 //! `Clone` request; `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
 //! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) `UNAVAILABLE`, honouring
-//! `grpc-retry-pushback-ms`. A [`Rejected`](seawall_core::Rejected) from an inner circuit
-//! breaker or bulkhead is never retried before its `retry_after`, and a wait longer than
-//! `max_delay` ends the retries at once instead of holding the caller.
+//! `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
+//! breaker decides when to probe again); a [`Rejected`](seawall_core::Rejected) from an inner
+//! bulkhead or rate limiter is retried only when it names a `retry_after`, and never before
+//! it; and a wait longer than `max_delay` ends the retries at once instead of holding the
+//! caller.
 //!
 //! Where it goes in a client stack: inside a total timeout (which bounds the whole call,
 //! retries included; dropping the call stops retrying at once) and outside the circuit

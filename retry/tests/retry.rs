@@ -260,7 +260,7 @@ async fn a_rejection_is_not_retried_before_its_retry_after() {
         .unwrap()
         .layer(downstream(&log, |n| {
             if n == 0 {
-                Err(Rejected::new(RejectionKind::CircuitOpen, "breaker")
+                Err(Rejected::new(RejectionKind::RateLimited, "limiter")
                     .with_retry_after(Duration::from_secs(2))
                     .into())
             } else {
@@ -269,6 +269,48 @@ async fn a_rejection_is_not_retried_before_its_retry_after() {
         }));
     assert_eq!(svc.oneshot(1).await.unwrap(), 1);
     assert_eq!(log.times(), [ms(0), Duration::from_secs(2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_circuit_is_never_retried() {
+    let log = Log::default();
+    let svc = builder()
+        .backoff(no_jitter(ms(10)))
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(downstream(&log, |_| {
+            Err(Rejected::new(RejectionKind::CircuitOpen, "breaker")
+                .with_retry_after(ms(1))
+                .into())
+        }));
+    let start = Instant::now();
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert_eq!(
+        rejected(&*err).map(Rejected::kind),
+        Some(RejectionKind::CircuitOpen)
+    );
+    assert_eq!(log.count(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO, "the caller learns at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shed_load_without_a_retry_after_is_not_retried() {
+    let log = Log::default();
+    let svc = builder()
+        .backoff(no_jitter(ms(10)))
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(downstream(&log, |_| {
+            Err(Rejected::new(RejectionKind::BulkheadFull, "pool").into())
+        }));
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert_eq!(
+        rejected(&*err).map(Rejected::kind),
+        Some(RejectionKind::BulkheadFull)
+    );
+    assert_eq!(log.count(), 1);
 }
 
 #[tokio::test(start_paused = true)]

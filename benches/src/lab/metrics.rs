@@ -461,6 +461,10 @@ fn false_open_time(scenario: &Scenario, reqs: &[RequestRecord]) -> Duration {
 }
 
 /// Opens over every key, transitions of the busiest key, and the keys that opened.
+///
+/// A transition is the breaker opening (from closed, or again from half-open) or closing;
+/// half-open is the probing step of a recovery, not a transition of its own, so a breaker that
+/// opens once and recovers once makes two.
 fn breaker_changes(reqs: &[RequestRecord], keys: u32) -> (u64, u64, Vec<u32>) {
     let mut opens = 0;
     let mut busiest = 0;
@@ -470,7 +474,9 @@ fn breaker_changes(reqs: &[RequestRecord], keys: u32) -> (u64, u64, Vec<u32>) {
         let mut transitions = 0;
         for r in reqs.iter().filter(|r| r.key == key) {
             if r.breaker != state {
-                transitions += 1;
+                if r.breaker != BreakerState::HalfOpen {
+                    transitions += 1;
+                }
                 if r.breaker == BreakerState::Open {
                     opens += 1;
                     if !opened.contains(&key) {

@@ -6,9 +6,12 @@
 //! [`Verdict`]: a success, a failure to hand back as it is, or a failure worth another try,
 //! perhaps not before a time the downstream named.
 //!
-//! Whatever the policy, a [`Rejected`](seawall_core::Rejected) from an inner circuit breaker,
-//! bulkhead or rate limiter is never retried before its `retry_after`: hammering an open
-//! breaker only spends the budget. [`rejection_verdict`] gives that rule to custom policies.
+//! Whatever the policy, an open circuit is never retried: the breaker decides when the
+//! dependency is probed again, and retries would only take its probe slots and make the caller
+//! wait for a failure. A [`Rejected`](seawall_core::Rejected) from an inner bulkhead or rate
+//! limiter is retried only when it names a `retry_after`, and not before it: without one it
+//! is load being shed, and a retry would only queue it in disguise. [`rejection_verdict`] gives
+//! these rules to custom policies.
 //!
 //! Built-ins: [`DefaultPolicy`] (any error, for any `Clone` request), [`RetryOn`] (a
 //! [`Classify`] from seawall-core decides), [`PolicyFn`] (a closure), `HttpPolicy` (feature
@@ -65,13 +68,15 @@ pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
 
 /// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.
 ///
-/// A rejection with a `retry_after` (an open breaker, a full bulkhead, a rate limit) may be
-/// retried only after it; a rejection without one is retried as any error. A retry layer's
-/// own `BudgetExhausted` is never retried: retrying it would multiply the retries it refused.
+/// An open circuit is never retried, nor is a retry layer's own `BudgetExhausted` (retrying
+/// it would multiply the retries it refused). A timeout or an injected failure is the
+/// downstream's and is retried as any error. Another rejection (a full bulkhead, a rate limit)
+/// is retried only when it names a `retry_after`, and not before it.
 pub fn rejection_verdict(err: &BoxError) -> Option<Verdict> {
     let rejection = rejected(&**err)?;
     Some(match (rejection.kind(), rejection.retry_after()) {
-        (RejectionKind::BudgetExhausted, _) => Verdict::Failure,
+        (RejectionKind::CircuitOpen | RejectionKind::BudgetExhausted, _) => Verdict::Failure,
+        (kind, None) if !kind.is_downstream_failure() => Verdict::Failure,
         (_, after) => Verdict::Retry { not_before: after },
     })
 }
@@ -222,16 +227,33 @@ mod tests {
 
     #[test]
     fn rejections_wait_for_their_retry_after() {
-        let open = Rejected::new(RejectionKind::CircuitOpen, "db")
+        let limited = Rejected::new(RejectionKind::RateLimited, "db")
             .with_retry_after(Duration::from_secs(2));
         assert_eq!(
-            judge(open.into()),
+            judge(limited.into()),
             Verdict::Retry {
                 not_before: Some(Duration::from_secs(2))
             }
         );
+        let open = Rejected::new(RejectionKind::CircuitOpen, "db")
+            .with_retry_after(Duration::from_millis(1));
+        assert_eq!(
+            judge(open.into()),
+            Verdict::Failure,
+            "an open circuit is never retried"
+        );
         let full = Rejected::new(RejectionKind::BulkheadFull, "db");
-        assert_eq!(judge(full.into()), Verdict::RETRY);
+        assert_eq!(
+            judge(full.into()),
+            Verdict::Failure,
+            "shed load without a hint"
+        );
+        let timed_out = Rejected::new(RejectionKind::TimedOut, "attempt");
+        assert_eq!(
+            judge(timed_out.into()),
+            Verdict::RETRY,
+            "the downstream's failure"
+        );
         let budget = Rejected::new(RejectionKind::BudgetExhausted, "inner");
         assert_eq!(judge(budget.into()), Verdict::Failure);
     }

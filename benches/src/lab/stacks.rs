@@ -4,8 +4,8 @@
 //! of their tuning. Each builder returns a [`Built`]: the service, whose errors are already
 //! sorted into [`Failure`]s, and, when it has a circuit breaker, a probe of its state.
 //!
-//! The seawall stack is built by [`seawall`], one function: as the pattern crates land, their
-//! layers go in there.
+//! The seawall stack is built by one function, [`seawall()`](fn@seawall): the recommended client
+//! stack with the shared settings (and seawall's adaptive bulkhead in place of a fixed limit).
 
 use std::fmt;
 use std::future::{Ready, ready};

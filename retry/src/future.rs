@@ -17,7 +17,7 @@ use tower::Service;
 
 use crate::layer::RetryEvent;
 use crate::policy::{RetryPolicy, Verdict};
-use crate::service::Shared;
+use crate::service::{Core, Shared};
 
 pin_project! {
     /// One call with its retries: the current attempt, the wait before the next one, or the
@@ -32,9 +32,9 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        service: S,
+        service: Option<S>,
         request: Option<Req>,
-        shared: Arc<Shared<P>>,
+        core: Arc<Core<S, P>>,
         attempt: u32,
         started: Option<Instant>,
         previous_delay: Duration,
@@ -65,16 +65,15 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        service: S,
         request: Option<Req>,
-        shared: Arc<Shared<P>>,
+        core: Arc<Core<S, P>>,
         started: Option<Instant>,
     ) -> Self {
         Self {
             state: State::Called { future },
-            service,
+            service: None,
             request,
-            shared,
+            core,
             attempt: 1,
             started,
             previous_delay: Duration::ZERO,
@@ -93,7 +92,7 @@ where
             State::Retrying => "retrying",
         };
         f.debug_struct("ResponseFuture")
-            .field("name", &self.shared.name)
+            .field("name", &self.core.shared.name)
             .field("attempt", &self.attempt)
             .field("state", &state)
             .finish_non_exhaustive()
@@ -102,7 +101,7 @@ where
 
 impl<S, Req, P> Future for ResponseFuture<S, Req, P>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: RetryPolicy<Req, S::Response>,
 {
@@ -110,25 +109,26 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let shared = &*this.core.shared;
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    let verdict = this.shared.policy.judge(result.as_ref());
+                    let verdict = shared.policy.judge(result.as_ref());
                     let not_before = match verdict {
                         Verdict::Success => {
-                            finish(this.shared, *this.attempt, true);
+                            finish(shared, *this.attempt, true);
                             return Poll::Ready(result);
                         }
                         Verdict::Failure => {
-                            finish(this.shared, *this.attempt, false);
+                            finish(shared, *this.attempt, false);
                             return Poll::Ready(result);
                         }
                         Verdict::Retry { not_before } => not_before,
                     };
                     let plan = if this.request.is_some() {
                         plan_retry(
-                            this.shared,
+                            shared,
                             *this.attempt,
                             *this.started,
                             this.previous_delay,
@@ -140,7 +140,7 @@ where
                     };
                     match plan {
                         None => {
-                            finish(this.shared, *this.attempt, false);
+                            finish(shared, *this.attempt, false);
                             return Poll::Ready(result);
                         }
                         Some(delay) if delay.is_zero() => this.state.set(State::Retrying),
@@ -154,18 +154,21 @@ where
                     this.state.set(State::Retrying);
                 }
                 StateProj::Retrying => {
-                    if let Err(err) = ready!(this.service.poll_ready(cx)) {
-                        finish(this.shared, *this.attempt, false);
+                    let service = this
+                        .service
+                        .get_or_insert_with(|| this.core.template.clone());
+                    if let Err(err) = ready!(service.poll_ready(cx)) {
+                        finish(shared, *this.attempt, false);
                         return Poll::Ready(Err(err.into()));
                     }
                     let Some(req) = this.request.take() else {
                         unreachable!("a retry is planned only with a copy of the request");
                     };
                     *this.attempt += 1;
-                    if *this.attempt < this.shared.max_attempts {
-                        *this.request = this.shared.policy.clone_request(&req);
+                    if *this.attempt < shared.max_attempts {
+                        *this.request = shared.policy.clone_request(&req);
                     }
-                    let future = this.service.call(req);
+                    let future = service.call(req);
                     this.state.set(State::Called { future });
                 }
             }

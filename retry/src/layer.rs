@@ -94,7 +94,7 @@ impl<P> Clone for RetryLayer<P> {
     }
 }
 
-impl<S, P> Layer<S> for RetryLayer<P> {
+impl<S: Clone, P> Layer<S> for RetryLayer<P> {
     type Service = Retry<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {

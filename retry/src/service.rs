@@ -1,6 +1,5 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::mem;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
@@ -103,20 +102,36 @@ impl<P> Shared<P> {
     }
 }
 
+/// What a call's retries need: the layer's shared state and a clone of the inner service as
+/// it was given, from which a call that must retry takes its own, readied before each retry.
+///
+/// One `Arc` per service (made when the layer wraps it), so that a call that needs no retry
+/// clones only this handle, not the whole stack below.
+pub(crate) struct Core<S, P> {
+    pub(crate) shared: Arc<Shared<P>>,
+    pub(crate) template: S,
+}
+
 /// Retries failed calls of the inner service as its policy says, within max attempts, max
 /// elapsed time and the retry budget.
 ///
 /// Made by [`RetryLayer`](crate::RetryLayer).
 pub struct Retry<S, P> {
     inner: S,
-    shared: Arc<Shared<P>>,
+    core: Arc<Core<S, P>>,
+}
+
+impl<S: Clone, P> Retry<S, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<P>>) -> Self {
+        let template = inner.clone();
+        Self {
+            inner,
+            core: Arc::new(Core { shared, template }),
+        }
+    }
 }
 
 impl<S, P> Retry<S, P> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<P>>) -> Self {
-        Self { inner, shared }
-    }
-
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -135,17 +150,21 @@ impl<S, P> Retry<S, P> {
 
 impl<S: Clone, P> Clone for Retry<S, P> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone(), self.shared.clone())
+        Self {
+            inner: self.inner.clone(),
+            core: self.core.clone(),
+        }
     }
 }
 
 impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = &self.core.shared;
         f.debug_struct("Retry")
             .field("inner", &self.inner)
-            .field("name", &self.shared.name)
-            .field("max_attempts", &self.shared.max_attempts)
-            .field("policy", &self.shared.policy)
+            .field("name", &shared.name)
+            .field("max_attempts", &shared.max_attempts)
+            .field("policy", &shared.policy)
             .finish()
     }
 }
@@ -165,7 +184,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &self.core.shared;
         let request = if shared.max_attempts > 1 {
             shared.policy.clone_request(&req)
         } else {
@@ -180,11 +199,9 @@ where
         } else {
             None
         };
-        // The service that `poll_ready` readied takes this call and its retries; this handle
-        // keeps a fresh clone, to be readied for the next call.
-        let fresh = self.inner.clone();
-        let mut service = mem::replace(&mut self.inner, fresh);
-        let future = service.call(req);
-        ResponseFuture::new(future, service, request, shared.clone(), started)
+        // The service that `poll_ready` readied takes the first attempt; retries, if any, take
+        // a clone of the template.
+        let future = self.inner.call(req);
+        ResponseFuture::new(future, request, self.core.clone(), started)
     }
 }

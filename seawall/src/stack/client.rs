@@ -226,7 +226,7 @@ impl<P, C> fmt::Debug for ClientStackLayer<P, C> {
     }
 }
 
-impl<S, P, C> Layer<S> for ClientStackLayer<P, C> {
+impl<S: Clone, P, C> Layer<S> for ClientStackLayer<P, C> {
     type Service = ClientStack<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -11,6 +11,7 @@
 //! | [`bulkhead`] | `bulkhead` | concurrency limits with a bounded queue: fixed, adaptive (AIMD, Vegas, Gradient2), partitioned |
 //! | [`rate_limit`] | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
 //! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
+//! | [`chaos`] | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
 //! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
 //!
@@ -51,6 +52,8 @@ pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, con
 
 #[cfg(feature = "bulkhead")]
 pub use seawall_bulkhead as bulkhead;
+#[cfg(feature = "chaos")]
+pub use seawall_chaos as chaos;
 #[cfg(feature = "circuit-breaker")]
 pub use seawall_circuit_breaker as circuit_breaker;
 #[cfg(feature = "grpc")]

@@ -232,3 +232,41 @@ async fn a_handler_gets_the_fallback_once_the_breaker_is_open_and_metrics_show_i
         ) > 0
     );
 }
+
+#[test]
+fn the_stack_config_loads_from_toml() {
+    let config: ClientStackConfig = toml::from_str(
+        r#"
+        name = "payments"
+        total_timeout = "2s"
+        attempt_timeout = "400ms"
+
+        [retry]
+        max_attempts = 2
+        backoff = { kind = "exponential", base = "50ms", cap = "400ms", jitter = "full" }
+        budget = { ratio = 0.1, min_per_second = 5, ttl = "10s" }
+
+        [circuit_breaker]
+        window = { time = "10s" }
+        failure_rate_threshold = 0.5
+
+        [bulkhead]
+        max_concurrent = 64
+        max_queue = 16
+        max_wait = "20ms"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(config.name(), "payments");
+    let err = toml::from_str::<ClientStackConfig>(
+        r#"
+        name = "payments"
+        total_timeout = "2s"
+        attempt_timeout = "400ms"
+        [bulkhead]
+        max_concurent = 64
+        "#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("max_concurent"), "{err}");
+}

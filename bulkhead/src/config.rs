@@ -43,11 +43,7 @@ impl BulkheadConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
-        self.name = name.into();
+        self.name = seawall_core::config::layer_name(name)?;
         Ok(self)
     }
 
@@ -553,9 +549,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
     type Error = ConfigError;
 
     fn try_from(spec: BulkheadSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         let limit = match (spec.max_concurrent, spec.adaptive) {
             (Some(n), None) => Limit::Fixed(config::count_in("max_concurrent", n, 1..=MAX_LIMIT)?),
             (None, Some(adaptive)) => {

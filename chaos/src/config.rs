@@ -470,9 +470,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ChaosSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         if let Some(latency) = &spec.latency {
             latency.validate("latency")?;
         }

@@ -66,11 +66,7 @@ impl CircuitBreakerConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
-        self.name = name.into();
+        self.name = seawall_core::config::layer_name(name)?;
         Ok(self)
     }
 
@@ -363,9 +359,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
     type Error = ConfigError;
 
     fn try_from(spec: CircuitBreakerSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         let window = match spec.window {
             Window::Count(n) => {
                 Window::Count(config::count_in("window.count", n, 1..=MAX_WINDOW_CALLS)?)

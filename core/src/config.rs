@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Serde support for durations written as `"250ms"`, `"2s"` or `"1m 30s"`.
@@ -68,6 +69,21 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Checks that a layer instance's name (the `name` label of its metrics) is not empty.
+pub fn check_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() {
+        return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
+    }
+    Ok(())
+}
+
+/// A checked layer instance name.
+pub fn layer_name(name: impl Into<String>) -> Result<Arc<str>, ConfigError> {
+    let name = name.into();
+    check_name(&name)?;
+    Ok(name.into())
+}
 
 /// Checks that `value` is above zero and at most `max`.
 pub fn positive_duration(
@@ -157,6 +173,12 @@ mod tests {
         assert_eq!(ratio("r", 1.0), Ok(1.0));
         assert_eq!(ratio_or_zero("r", 0.0), Ok(0.0));
         assert!(ratio_or_zero("r", -0.1).is_err());
+    }
+
+    #[test]
+    fn names_must_not_be_empty() {
+        assert_eq!(check_name("").unwrap_err().field(), "name");
+        assert_eq!(layer_name("db").unwrap().as_ref(), "db");
     }
 
     #[test]

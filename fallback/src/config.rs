@@ -69,9 +69,7 @@ impl TryFrom<FallbackSpec> for FallbackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FallbackSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         if matches!(&spec.on, When::Rejections(kinds) if kinds.is_empty()) {
             return Err(ConfigError::new(
                 "on.rejections",

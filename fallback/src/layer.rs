@@ -179,9 +179,7 @@ impl<W> FallbackLayerBuilder<W> {
     where
         W: Checked,
     {
-        if self.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&self.name)?;
         self.trigger.check()?;
         let metrics = MetricScope::new(self.name.clone());
         Ok(FallbackLayer {

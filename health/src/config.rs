@@ -157,9 +157,7 @@ impl TryFrom<ComponentSpec> for ComponentConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ComponentSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         Ok(Self {
             name: spec.name.into(),
             critical: spec.critical,

@@ -213,11 +213,7 @@ impl RateLimitConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
-        self.name = name.into();
+        self.name = seawall_core::config::layer_name(name)?;
         Ok(self)
     }
 
@@ -344,9 +340,7 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RateLimitSpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         let quota = spec.quota.ok_or_else(|| {
             ConfigError::new(
                 "quota",

@@ -48,11 +48,7 @@ impl RetryConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
-        self.name = name.into();
+        self.name = seawall_core::config::layer_name(name)?;
         Ok(self)
     }
 
@@ -240,9 +236,7 @@ impl TryFrom<RetrySpec> for RetryConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RetrySpec) -> Result<Self, ConfigError> {
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         let max_attempts = config::count_in("max_attempts", spec.max_attempts, 1..=MAX_ATTEMPTS)?;
         let max_delay = match spec.max_delay {
             Some(d) => config::positive_duration("max_delay", d, MAX_DURATION)?,

@@ -29,11 +29,7 @@ impl TimeoutConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        let name = name.into();
-        if name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
-        self.name = name.into();
+        self.name = seawall_core::config::layer_name(name)?;
         Ok(self)
     }
 
@@ -104,9 +100,7 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
         let timeout = spec
             .timeout
             .ok_or_else(|| ConfigError::new("timeout", "nothing", "a duration in (0s, 1day]"))?;
-        if spec.name.is_empty() {
-            return Err(ConfigError::new("name", "\"\"", "a non-empty name"));
-        }
+        seawall_core::config::check_name(&spec.name)?;
         Ok(Self {
             name: spec.name.into(),
             timeout: config::positive_duration("timeout", timeout, MAX_TIMEOUT)?,

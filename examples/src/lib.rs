@@ -1,0 +1,12 @@
+//! Services to copy into a new project.
+//!
+//! - [`gateway`]: an axum service with an inbound server stack, an outbound HTTP client stack
+//!   with a fallback, Prometheus metrics and health endpoints. Run it with
+//!   `cargo run -p seawall-examples --bin gateway` (it starts the flaky [`inventory`] it calls).
+//! - [`grpc`]: a tonic server behind the server stack with tonic-health, and a tonic client
+//!   over a layered channel. Run it with `cargo run -p seawall-examples --bin grpc`.
+//! - `observability/`: a Grafana dashboard and Prometheus alert rules for seawall's metrics.
+
+pub mod gateway;
+pub mod grpc;
+pub mod inventory;

@@ -5,19 +5,21 @@
 //!
 //! | module | feature | what it does |
 //! |---|---|---|
-//! | [`timeout`] | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
-//! | [`retry`] | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
-//! | [`circuit_breaker`] | `circuit-breaker` | circuit breaking on failure rate, slow calls or consecutive failures, plain and keyed |
-//! | [`bulkhead`] | `bulkhead` | concurrency limits with a bounded queue: fixed, adaptive (AIMD, Vegas, Gradient2), partitioned |
-//! | [`rate_limit`] | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
-//! | [`fallback`] | `fallback` | alternative answers on failures and rejections |
-//! | [`chaos`] | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
-//! | [`health`] | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
-//! | [`http`], [`grpc`] | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
+//! | `timeout` | `timeout` | per-call timeouts, deadline propagation through `grpc-timeout` |
+//! | `retry` | `retry` | retry with backoff, jitter, a retry budget, Retry-After and gRPC pushback |
+//! | `circuit_breaker` | `circuit-breaker` | circuit breaking on failure rate, slow calls or consecutive failures, plain and keyed |
+//! | `bulkhead` | `bulkhead` | concurrency limits with a bounded queue: fixed, adaptive (AIMD, Vegas, Gradient2), partitioned |
+//! | `rate_limit` | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
+//! | `fallback` | `fallback` | alternative answers on failures and rejections |
+//! | `chaos` | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
+//! | `health` | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
+//! | `http`, `grpc` | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
 //!
 //! Every layer's error is [`BoxError`]; what a layer decides itself is a [`Rejected`], found
 //! anywhere in an error's source chain with [`rejected`]. [`ServiceBuilderExt`] adds the
-//! layers to a `tower::ServiceBuilder`.
+//! layers to a `tower::ServiceBuilder`, and `stack` has them ready-made in the order that
+//! works: a client stack for calls to a dependency and a server stack for a service's own
+//! callers, each one layer built from one serde config (with the default features).
 //!
 //! ```
 //! use std::time::Duration;

@@ -27,7 +27,7 @@
 //! before any work is spent), **bulkhead** (bounds the work admitted at once), **timeout**
 //! (bounds each admitted call, shortened to the caller's own deadline from `grpc-timeout`).
 //! Put [`with_http_errors`](crate::ServiceBuilderExt::with_http_errors) or
-//! [`with_grpc_errors`](crate::ServiceBuilderExt::with_grpc_errors) in front so that
+//! `with_grpc_errors` (feature `grpc`) in front so that
 //! rejections become 429, 503 and 504 answers.
 
 mod client;

@@ -4,26 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
-use http::{Request, StatusCode};
-use http_body_util::Empty;
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use axum::routing;
+use http::StatusCode;
 use seawall_bulkhead::BulkheadLayer;
 use seawall_core::http::ErrorResponseLayer;
-use tokio::net::{TcpListener, TcpStream};
+use seawall_core::testing::serve::{get, serve};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
 /// One GET over a connection of its own.
 async fn get_on_new_connection(addr: SocketAddr) -> StatusCode {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
-    sender.send_request(req).await.unwrap().status()
+    get(addr, "/").await.status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +30,7 @@ async fn connections_to_a_served_router_share_one_bulkhead() {
     let app = Router::new()
         .route(
             "/",
-            get(move || {
+            routing::get(move || {
                 let gate = held.clone();
                 async move {
                     gate.acquire().await.unwrap().forget();
@@ -52,9 +43,7 @@ async fn connections_to_a_served_router_share_one_bulkhead() {
                 .layer(ErrorResponseLayer::new())
                 .layer(bulkhead),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
 
     let first = tokio::spawn(get_on_new_connection(addr));
     for _ in 0..100_000 {
@@ -72,5 +61,4 @@ async fn connections_to_a_served_router_share_one_bulkhead() {
     gate.add_permits(1);
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
-    server.abort();
 }

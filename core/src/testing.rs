@@ -1,5 +1,6 @@
-//! Test support: a metrics recorder whose values can be read back at any time, and a layer
-//! that slows calls down.
+//! Test support: a metrics recorder whose values can be read back at any time, a layer that
+//! slows calls down, and (feature `test-util`) serving an axum app on 127.0.0.1 and sending it
+//! requests over real connections.
 //!
 //! `metrics-util`'s `DebuggingRecorder` resets counters and gauges on every snapshot, which
 //! makes a gauge that was set once read 0 the second time. [`TestRecorder`] keeps them.
@@ -164,5 +165,49 @@ where
             tokio::time::sleep(delay).await;
             call.await
         })
+    }
+}
+
+/// Serving an axum app on 127.0.0.1 and calling it over fresh HTTP/1 connections.
+#[cfg(feature = "test-util")]
+pub mod serve {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::TokioIo;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Serves `app` on a port of its own on 127.0.0.1, on the current runtime, and returns its
+    /// address.
+    pub async fn serve(app: axum::Router) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+        let addr = listener.local_addr().expect("a bound address");
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("the server runs") });
+        addr
+    }
+
+    /// Sends `GET path` to `addr` over a connection of its own and returns the response with its
+    /// body read.
+    pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
+        let stream = TcpStream::connect(addr).await.expect("a connection");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("an HTTP/1 handshake");
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", "localhost")
+            .body(Empty::<Bytes>::new())
+            .expect("a valid request");
+        let res = sender.send_request(req).await.expect("a response");
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.expect("a body").to_bytes();
+        Response::from_parts(parts, body)
+    }
+
+    /// The body of `res` as text.
+    pub fn text(res: &Response<Bytes>) -> &str {
+        std::str::from_utf8(res.body()).expect("a UTF-8 body")
     }
 }

@@ -178,25 +178,6 @@ async fn routes_are_limited_by_their_matched_path() {
     assert_eq!(status(&app, get_path("/health")).await.0, StatusCode::OK);
 }
 
-/// One GET over a fresh HTTP/1 connection.
-async fn get_over_tcp(addr: SocketAddr) -> StatusCode {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = Request::builder()
-        .uri("/")
-        .header("host", "localhost")
-        .body(String::new())
-        .unwrap();
-    let status = sender.send_request(req).await.unwrap().status();
-    drop(sender);
-    conn.await.unwrap().unwrap();
-    status
-}
-
 #[tokio::test]
 async fn every_connection_shares_one_limiter() {
     // One permit a minute: only the burst of two can be spent within the test.
@@ -213,7 +194,7 @@ async fn every_connection_shares_one_limiter() {
     });
     let mut statuses = Vec::new();
     for _ in 0..3 {
-        statuses.push(get_over_tcp(addr).await);
+        statuses.push(seawall_core::testing::serve::get(addr, "/").await.status());
     }
     server.abort();
     assert_eq!(

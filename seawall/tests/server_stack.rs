@@ -5,14 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use axum::routing;
+use http::StatusCode;
 use seawall::ServiceBuilderExt;
 use seawall::stack::{ServerStackConfig, ServerStackLayer};
-use tokio::net::{TcpListener, TcpStream};
+use seawall_core::testing::serve::{get, serve, text};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
@@ -31,17 +28,17 @@ fn stack(per_second: u32, slots: usize) -> ServerStackLayer {
 /// `/api/*` behind the stack, `/health` outside it. `/api/hold` waits for a permit of `gate`.
 fn app(stack: ServerStackLayer, gate: Arc<Semaphore>) -> Router {
     let api = Router::new()
-        .route("/fast", get(|| async { "fast" }))
+        .route("/fast", routing::get(|| async { "fast" }))
         .route(
             "/slow",
-            get(|| async {
+            routing::get(|| async {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 "slow"
             }),
         )
         .route(
             "/hold",
-            get(move || {
+            routing::get(move || {
                 let gate = gate.clone();
                 async move {
                     let _permit = gate.acquire().await.unwrap();
@@ -52,14 +49,7 @@ fn app(stack: ServerStackLayer, gate: Arc<Semaphore>) -> Router {
         .layer(ServiceBuilder::new().with_http_errors().layer(stack));
     Router::new()
         .nest("/api", api)
-        .route("/health", get(|| async { "up" }))
-}
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+        .route("/health", routing::get(|| async { "up" }))
 }
 
 struct Answer {
@@ -69,26 +59,14 @@ struct Answer {
 }
 
 async fn get_path(addr: SocketAddr, path: &str) -> Answer {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = sender.send_request(req).await.unwrap();
-    let status = res.status();
-    let retry_after = res
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let res = get(addr, path).await;
     Answer {
-        status,
-        retry_after,
-        body: String::from_utf8(body.to_vec()).unwrap(),
+        status: res.status(),
+        retry_after: res
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned()),
+        body: text(&res).to_owned(),
     }
 }
 

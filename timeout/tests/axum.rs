@@ -3,37 +3,16 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use axum::routing;
+use http::StatusCode;
 use seawall_core::http::ErrorResponseLayer;
+use seawall_core::testing::serve::{get, serve, text};
 use seawall_timeout::TimeoutLayer;
-use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
 
-async fn serve(app: Router) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 async fn get_path(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let res = sender.send_request(req).await.unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(body.to_vec()).unwrap())
+    let res = get(addr, path).await;
+    (res.status(), text(&res).to_owned())
 }
 
 fn app() -> Router {
@@ -43,10 +22,10 @@ fn app() -> Router {
         .build()
         .unwrap();
     Router::new()
-        .route("/fast", get(|| async { "fast" }))
+        .route("/fast", routing::get(|| async { "fast" }))
         .route(
             "/slow",
-            get(|| async {
+            routing::get(|| async {
                 tokio::time::sleep(Duration::from_secs(10)).await;
                 "slow"
             }),

@@ -143,7 +143,7 @@ async fn the_grpc_example_answers_and_sheds_past_its_rate() {
 /// The dashboard and the alert rules name only metrics that seawall exports.
 #[test]
 fn observability_files_use_only_seawall_metrics() {
-    const EXPORTED: [&str; 18] = [
+    const EXPORTED: [&str; 19] = [
         "seawall_circuit_breaker_calls_total",
         "seawall_circuit_breaker_state",
         "seawall_circuit_breaker_transitions_total",
@@ -160,6 +160,7 @@ fn observability_files_use_only_seawall_metrics() {
         "seawall_rate_limit_calls_total",
         "seawall_timeout_calls_total",
         "seawall_fallback_total",
+        "seawall_fallback_calls_total",
         "seawall_health_state",
         "seawall_chaos_injected_total",
     ];

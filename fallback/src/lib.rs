@@ -34,8 +34,10 @@
 //! # }
 //! ```
 //!
-//! Metrics: `seawall_fallback_total{name, cause}` with `cause` the rejection kind
-//! (`circuit_open`, ...), `error` or `failure`.
+//! Metrics: `seawall_fallback_calls_total{name}` (every call through the layer) and
+//! `seawall_fallback_total{name, cause}` (the calls answered by the fallback) with `cause` the
+//! rejection kind (`circuit_open`, ...), `error` or `failure`; their ratio is the share of calls
+//! the fallback answers.
 
 mod config;
 pub mod future;

@@ -20,6 +20,7 @@ pub(crate) struct Shared<Src, W> {
     pub(crate) name: Arc<str>,
     pub(crate) source: Src,
     pub(crate) trigger: W,
+    calls: Counter,
     fired: [Counter; Cause::ALL.len()],
     pub(crate) on_fallback: Option<FallbackHook>,
 }
@@ -30,6 +31,7 @@ impl<Src, W> Shared<Src, W> {
             name,
             source,
             trigger,
+            calls: metrics.counter("seawall_fallback_calls_total", &[]),
             fired: Cause::ALL.map(|cause| {
                 metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
             }),
@@ -110,6 +112,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        self.shared.calls.increment(1);
         let kept = self.shared.source.keep(&req);
         ResponseFuture::new(self.inner.call(req), kept, self.shared.clone())
     }

@@ -255,6 +255,12 @@ async fn each_answer_is_counted_by_cause_and_heard_by_the_hook() {
     assert_eq!(fired(Cause::Error), 1);
     assert_eq!(fired(Cause::Failure), 0);
     assert_eq!(heard.load(Ordering::SeqCst), 3);
+    // Every call is counted, answered by the fallback or not: the denominator of the share of
+    // calls the fallback answers.
+    assert_eq!(
+        recorder.counter("seawall_fallback_calls_total", &[("name", "catalog")]),
+        5
+    );
 }
 
 #[tokio::test]

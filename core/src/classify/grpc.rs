@@ -1,5 +1,4 @@
 use std::fmt;
-use std::num::NonZeroI32;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -7,10 +6,6 @@ use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Code;
-use tower_http::classify::{
-    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcEosErrorsAsFailures,
-    GrpcErrorsAsFailures, GrpcFailureClass,
-};
 
 use super::{Classified, Classify, Outcome, Report};
 
@@ -21,6 +16,9 @@ use super::{Classified, Classify, Outcome, Report};
 /// failures, `CANCELLED` counts for nothing and the other codes (the caller's own mistakes,
 /// such as `NOT_FOUND` or `INVALID_ARGUMENT`) are successes: they say nothing bad about the
 /// server. A non-200 HTTP status or an error is a failure.
+///
+/// A stream that ends without a `grpc-status` (a proxy or load balancer cut it short), or with
+/// one that is not a number, ends as tonic's client reports it: `UNKNOWN`, a failure by default.
 ///
 /// When the status comes in trailers, the response body is wrapped in a [`GrpcBody`] that
 /// reports the outcome once, when the trailers arrive or the stream ends; a body dropped before
@@ -90,17 +88,18 @@ impl GrpcCodes {
         }
     }
 
-    fn failure_class(&self, class: Result<(), GrpcFailureClass>) -> Outcome {
-        match class {
-            Ok(()) => Outcome::Success,
-            Err(GrpcFailureClass::Code(code)) => self.outcome(code_of(code)),
-            Err(GrpcFailureClass::Error(_)) => Outcome::Failure,
-        }
+    /// The outcome of a stream that ended with `trailers`.
+    fn at_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
+        self.outcome(trailers.and_then(status_of).unwrap_or(Code::Unknown))
     }
 }
 
-fn code_of(code: NonZeroI32) -> Code {
-    Code::from_i32(code.get())
+/// The `grpc-status` in `headers`, read as tonic reads it (anything but a known code is
+/// `UNKNOWN`).
+fn status_of(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|status| Code::from_bytes(status.as_bytes()))
 }
 
 impl fmt::Debug for GrpcCodes {
@@ -132,40 +131,35 @@ where
         if response.status() != StatusCode::OK {
             return Classified::Now(Outcome::Failure);
         }
-        match GrpcErrorsAsFailures::new().classify_response(response) {
-            ClassifiedResponse::Ready(class) => Classified::Now(self.failure_class(class)),
-            ClassifiedResponse::RequiresEos(_) => Classified::AtEndOfStream,
+        match status_of(response.headers()) {
+            Some(code) => Classified::Now(self.outcome(code)),
+            None => Classified::AtEndOfStream,
         }
     }
 
     fn watch<R: Report>(&self, response: Response<B>, report: Option<R>) -> Self::Response<R> {
-        let watch = report.and_then(|report| {
-            match GrpcErrorsAsFailures::new().classify_response(&response) {
-                ClassifiedResponse::RequiresEos(eos) => Some(Watch {
-                    eos,
-                    codes: *self,
-                    report,
-                }),
-                ClassifiedResponse::Ready(class) => {
-                    report.report(self.failure_class(class));
-                    None
-                }
+        let watch = report.and_then(|report| match status_of(response.headers()) {
+            Some(code) => {
+                report.report(self.outcome(code));
+                None
             }
+            None => Some(Watch {
+                codes: *self,
+                report,
+            }),
         });
         response.map(|inner| GrpcBody { inner, watch })
     }
 }
 
 struct Watch<R> {
-    eos: GrpcEosErrorsAsFailures,
     codes: GrpcCodes,
     report: R,
 }
 
 impl<R: Report> Watch<R> {
     fn end(self, trailers: Option<&HeaderMap>) {
-        let class = self.eos.classify_eos(trailers);
-        self.report.report(self.codes.failure_class(class));
+        self.report.report(self.codes.at_end(trailers));
     }
 }
 
@@ -331,12 +325,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_without_trailers_is_a_success() {
+    async fn a_stream_without_grpc_status_is_unknown() {
+        // tonic's client reports such a stream as `UNKNOWN`: a proxy may have cut it short.
         let c = Collect::default();
         let res =
             Classify::<_, ()>::report(&GrpcCodes::new(), Ok(streaming(None)), c.clone()).unwrap();
         drain(res.into_body()).await;
-        assert_eq!(c.outcomes(), [Outcome::Success]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-other", "1".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![Ok(Frame::trailers(trailers))];
+        let res = Response::new(StreamBody::new(futures::stream::iter(frames)));
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(c.outcomes(), [Outcome::Failure, Outcome::Failure]);
+        let lenient = GrpcCodes::new().with_success(Code::Unknown);
+        let res = Classify::<_, ()>::report(&lenient, Ok(streaming(None)), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(
+            c.outcomes()[2],
+            Outcome::Success,
+            "unknown is configurable as any code"
+        );
     }
 
     #[tokio::test]

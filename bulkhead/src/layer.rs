@@ -118,6 +118,10 @@ impl<C, K> BulkheadLayer<C, K> {
     /// until the response head arrives: a streaming download then counts as in flight for as
     /// long as it streams. The layer then takes services answering `http::Response`s.
     ///
+    /// A body ends when it is polled to its end or when `is_end_stream()` turns true after a
+    /// frame (hyper then stops polling and drops it); the call's outcome is reported then, so an
+    /// adaptive limit learns from it. A body dropped before its end counts for nothing.
+    ///
     /// It wraps the classifier set so far, so call it after [`classify`](Self::classify).
     pub fn release_on_body_end(self) -> BulkheadLayer<crate::body::BodyEnd<C>, K> {
         let classify = crate::body::BodyEnd::new(self.shared.classify.clone());

@@ -98,6 +98,7 @@ mod service;
 mod state;
 
 #[cfg(feature = "http")]
+#[allow(deprecated)]
 pub use self::body::{BodyEnd, HoldBody};
 pub use self::config::{
     AdaptiveLimit, AimdConfig, BulkheadConfig, BulkheadConfigBuilder, Gradient2Config, Limit,

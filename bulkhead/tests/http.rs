@@ -120,3 +120,25 @@ async fn grpc_codes_hold_the_slot_until_the_trailers() {
     assert!(body.frame().await.unwrap().unwrap().is_trailers());
     assert_eq!(handle.in_flight(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_stream_that_ends_without_trailers_releases_the_slot_at_its_last_frame() {
+    // A body that says it has ended after its last frame, as hyper reads it: never polled for
+    // `None`, dropped later.
+    let (layer, handle) = layer();
+    let svc = layer
+        .classify(GrpcCodes::new())
+        .layer(service_fn(|_req: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"msg"),
+            )))
+        }));
+    let response = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(handle.in_flight(), 1);
+    let mut body = response.into_body();
+    assert!(body.frame().await.unwrap().unwrap().is_data());
+    assert!(body.is_end_stream());
+    assert_eq!(handle.in_flight(), 0, "released with the last frame");
+    drop(body);
+    assert_eq!(handle.in_flight(), 0);
+}

@@ -1,13 +1,9 @@
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tonic::Code;
 
-use super::{Classified, Classify, Outcome, Report};
+use super::{Classified, Classify, Outcome, Report, ReportBody};
 
 /// Classifies gRPC responses by status code, from the headers of a trailers-only response or
 /// from the trailers at the end of the stream.
@@ -20,7 +16,7 @@ use super::{Classified, Classify, Outcome, Report};
 /// A stream that ends without a `grpc-status` (a proxy or load balancer cut it short), or with
 /// one that is not a number, ends as tonic's client reports it: `UNKNOWN`, a failure by default.
 ///
-/// When the status comes in trailers, the response body is wrapped in a [`GrpcBody`] that
+/// When the status comes in trailers, the response body is wrapped in a [`ReportBody`] that
 /// reports the outcome once, when the trailers arrive or the stream ends; a body dropped before
 /// its end reports [`Outcome::Ignored`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -89,7 +85,7 @@ impl GrpcCodes {
     }
 
     /// The outcome of a stream that ended with `trailers`.
-    fn at_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
+    pub(crate) fn at_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
         self.outcome(trailers.and_then(status_of).unwrap_or(Code::Unknown))
     }
 }
@@ -118,10 +114,10 @@ impl fmt::Debug for GrpcCodes {
 
 impl<B, E> Classify<Response<B>, E> for GrpcCodes
 where
-    B: 'static,
+    B: http_body::Body + 'static,
     E: 'static,
 {
-    type Response<R: Report> = Response<GrpcBody<B, R>>;
+    type Response<R: Report> = Response<ReportBody<B, R>>;
 
     fn classify(&self, result: Result<&Response<B>, &E>) -> Classified {
         let response = match result {
@@ -138,111 +134,30 @@ where
     }
 
     fn watch<R: Report>(&self, response: Response<B>, report: Option<R>) -> Self::Response<R> {
-        let watch = report.and_then(|report| match status_of(response.headers()) {
+        let report = report.and_then(|report| match status_of(response.headers()) {
             Some(code) => {
                 report.report(self.outcome(code));
                 None
             }
-            None => Some(Watch {
-                codes: *self,
-                report,
-            }),
+            None => Some(report),
         });
-        response.map(|inner| GrpcBody { inner, watch })
+        response.map(|inner| match report {
+            Some(report) => ReportBody::grpc(inner, report, *self),
+            None => ReportBody::new(inner),
+        })
     }
 }
 
-struct Watch<R> {
-    codes: GrpcCodes,
-    report: R,
-}
-
-impl<R: Report> Watch<R> {
-    fn end(self, trailers: Option<&HeaderMap>) {
-        self.report.report(self.codes.at_end(trailers));
-    }
-}
-
-pin_project! {
-    /// A response body that reports the call's gRPC outcome when its trailers arrive, its
-    /// stream ends or it is dropped.
-    pub struct GrpcBody<B, R: Report> {
-        #[pin]
-        inner: B,
-        watch: Option<Watch<R>>,
-    }
-
-    impl<B, R: Report> PinnedDrop for GrpcBody<B, R> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(watch) = this.project().watch.take() {
-                watch.report.report(Outcome::Ignored);
-            }
-        }
-    }
-}
-
-impl<B, R: Report> GrpcBody<B, R> {
-    /// The wrapped body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
-    }
-}
-
-impl<B: fmt::Debug, R: Report> fmt::Debug for GrpcBody<B, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcBody")
-            .field("inner", &self.inner)
-            .field("watching", &self.watch.is_some())
-            .finish()
-    }
-}
-
-impl<B: Body, R: Report> Body for GrpcBody<B, R> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(watch) = this.watch.take()
-                {
-                    watch.end(Some(trailers));
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(watch) = this.watch.take() {
-                    watch.report.report(Outcome::Failure);
-                }
-            }
-            None => {
-                if let Some(watch) = this.watch.take() {
-                    watch.end(None);
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The body type of responses [`GrpcCodes`] watches.
+#[deprecated(note = "renamed `ReportBody`, which every end-of-body report now shares")]
+pub type GrpcBody<B, R> = ReportBody<B, R>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::classify::tests::Collect;
     use bytes::Bytes;
+    use http_body::{Body, Frame};
     use http_body_util::{BodyExt, Full, StreamBody};
 
     fn trailers_only(code: Code) -> Response<Full<Bytes>> {
@@ -359,6 +274,29 @@ mod tests {
         assert!(first.is_data());
         drop(body);
         assert_eq!(c.outcomes(), [Outcome::Ignored]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_last_frame_ends_it_reports_at_that_frame() {
+        // hyper reads no further once `is_end_stream()` is true, and drops the body.
+        let c = Collect::default();
+        let res = Response::new(Full::new(Bytes::from_static(b"msg")));
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        let mut body = res.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        assert_eq!(c.outcomes(), [Outcome::Failure], "no grpc-status: UNKNOWN");
+        drop(body);
+        assert_eq!(c.outcomes(), [Outcome::Failure]);
+    }
+
+    #[test]
+    fn an_empty_stream_dropped_unpolled_is_unknown() {
+        let c = Collect::default();
+        let res = Response::new(Full::<Bytes>::default());
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        assert!(c.outcomes().is_empty());
+        drop(res);
+        assert_eq!(c.outcomes(), [Outcome::Failure]);
     }
 
     #[tokio::test]

@@ -4,17 +4,24 @@
 //! fallback) asks a [`Classify`]. Most results are classified the moment the response future
 //! completes. A gRPC response that streams its status in trailers is only known when its body
 //! ends: such a classifier wraps the response body and hands the outcome to a [`Report`]
-//! exactly once, at the end of the stream or when the body is dropped.
+//! exactly once, at the end of the stream or when the body is dropped. Every such body is a
+//! `ReportBody` (feature `http`), which sees the end of a body as hyper does: a server stops
+//! polling and drops the body as soon as `is_end_stream()` is true.
 //!
 //! Built-ins: [`AnyError`] (the default), [`ClassifyFn`] for a closure, `HttpStatus` (feature
 //! `http`) and `GrpcCodes` (feature `grpc`).
 
+#[cfg(feature = "http")]
+mod body;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
 
+#[cfg(feature = "http")]
+pub use self::body::ReportBody;
 #[cfg(feature = "grpc")]
+#[allow(deprecated)]
 pub use self::grpc::{GrpcBody, GrpcCodes};
 #[cfg(feature = "http")]
 pub use self::http::HttpStatus;

@@ -40,6 +40,9 @@ pin_project! {
         Rejected {
             err: Option<BoxError>,
         },
+        // Answered. Set before every `Ready`, so that a poll after the answer can never reach
+        // the slot logic again (an expired waiter would take a slot it was never given).
+        Done,
     }
 }
 
@@ -100,6 +103,7 @@ where
             State::Readying { .. } => "readying",
             State::Called { .. } => "called",
             State::Rejected { .. } => "rejected",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -121,6 +125,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
                     return Poll::Ready(this.permit.complete(result));
                 }
                 StateProj::Waiting {
@@ -134,6 +139,7 @@ where
                             return Poll::Pending;
                         }
                         if let Some(err) = this.permit.expire(*since) {
+                            this.state.set(State::Done);
                             return Poll::Ready(Err(err));
                         }
                     }
@@ -145,6 +151,7 @@ where
                     let inner = svc.as_mut().expect("polled after completion");
                     if let Err(err) = ready!(inner.poll_ready(cx)) {
                         this.permit.release();
+                        this.state.set(State::Done);
                         return Poll::Ready(Err(err.into()));
                     }
                     let req = req.take().expect("polled after completion");
@@ -152,8 +159,11 @@ where
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Rejected { err } => {
-                    return Poll::Ready(Err(err.take().expect("polled after completion")));
+                    let err = err.take().expect("a rejection is answered once");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(err));
                 }
+                StateProj::Done => panic!("bulkhead future polled after completion"),
             }
         }
     }

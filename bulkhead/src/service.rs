@@ -91,8 +91,10 @@ where
             }
             Acquired::Queued(waiter) => {
                 tracing::trace!(name = %state.name, "call queued");
-                let sleep = tokio::time::sleep(state.max_wait);
+                // The permit owns the place in the queue before anything that may panic (tokio's
+                // timer, outside a runtime): unwinding then gives the place up.
                 let permit = Permit::queued(self.shared.clone(), partition, waiter);
+                let sleep = tokio::time::sleep(state.max_wait);
                 ResponseFuture::waiting(self.inner.clone(), req, permit, sleep)
             }
             Acquired::Full => {

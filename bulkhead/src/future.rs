@@ -309,9 +309,7 @@ impl<C> Permit<C> {
             let dropped = outcome == Outcome::Failure;
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sample.start);
-            if let Some(change) = shared.state.sample(now, rtt, sample.in_flight, dropped) {
-                shared.hooks.limit_changed(&shared.state, change);
-            }
+            shared.state.sample(now, rtt, sample.in_flight, dropped);
         }
         self.release();
     }

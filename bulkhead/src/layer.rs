@@ -97,12 +97,18 @@ impl<C, K> BulkheadLayer<C, K> {
         self
     }
 
-    /// Calls `hook` each time the adaptive limit moves.
+    /// Calls `hook` each time the limit moves: by the adaptive algorithm or by a
+    /// [`BulkheadHandle::set_limit`]. The hook is the bulkhead's, shared by every clone of the
+    /// layer and every handle, whenever they were made.
     pub fn on_limit_change(
-        mut self,
+        self,
         hook: impl Fn(LimitChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_limit_change = Some(Arc::new(hook));
+        self.shared
+            .state
+            .set_on_limit_change(Arc::new(move |name, from, to| {
+                hook(LimitChangedEvent { name, from, to })
+            }));
         self
     }
 

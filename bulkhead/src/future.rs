@@ -243,6 +243,8 @@ impl<C> Permit<C> {
     #[cold]
     fn expire(&mut self, since: Instant) -> Option<BoxError> {
         let shared = self.shared();
+        // A slot held by a body nobody reads may be ours now.
+        shared.state.release_idle();
         if let Slot::Queued(waiter) = &self.slot
             && shared.state.semaphore.leave(waiter)
         {
@@ -288,9 +290,7 @@ impl<C> Permit<C> {
             }
             (Classified::AtEndOfStream, Ok(res)) => {
                 let classify = shared.classify.clone();
-                let completion = Completion {
-                    permit: mem::replace(self, Self::none()),
-                };
+                let completion = Completion::new(mem::replace(self, Self::none()));
                 Ok(classify.watch(res, Some(completion)))
             }
             (Classified::AtEndOfStream, Err(err)) => {
@@ -312,6 +312,11 @@ impl<C> Permit<C> {
             shared.state.sample(now, rtt, sample.in_flight, dropped);
         }
         self.release();
+    }
+
+    /// Lets go of a slot that was given back for it.
+    fn forget(&mut self) {
+        self.slot = Slot::Empty;
     }
 
     #[inline]
@@ -352,21 +357,85 @@ pub(crate) fn reject<C>(
 /// adaptive limit). Dropped without a report, it gives the slot back and teaches nothing.
 ///
 /// It appears in response types whose classifier waits for the end of the response body,
-/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`.
+/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`. While
+/// the body waits for its reader, the slot goes back after `max_reader_idle` (see
+/// [`BulkheadConfigBuilder::max_reader_idle`](crate::BulkheadConfigBuilder::max_reader_idle)).
 pub struct Completion<C> {
     permit: Permit<C>,
+    /// The time slice since which the body waits for its reader, while it does.
+    reader_since: Option<u64>,
+}
+
+impl<C> Completion<C> {
+    /// Takes over the permit of a call whose response head is going out: from now on the body
+    /// waits for its reader.
+    fn new(permit: Permit<C>) -> Self {
+        let mut completion = Self {
+            permit,
+            reader_since: None,
+        };
+        completion.wait_for_reader();
+        completion
+    }
+
+    fn wait_for_reader(&mut self) {
+        if !matches!(self.permit.slot, Slot::Held(_)) {
+            return;
+        }
+        let state = &self.permit.shared().state;
+        let now = state.idle.now();
+        if self.reader_since == Some(now) || !self.stop_waiting() {
+            return;
+        }
+        let state = &self.permit.shared().state;
+        state
+            .idle
+            .enter(self.permit.partition, now, &state.semaphore);
+        self.reader_since = Some(now);
+    }
+
+    /// Stops counting the body as waiting for its reader; false if its slot was given back
+    /// meanwhile, which the permit then forgets.
+    fn stop_waiting(&mut self) -> bool {
+        let Some(since) = self.reader_since.take() else {
+            return true;
+        };
+        let state = &self.permit.shared().state;
+        if state.idle.leave(self.permit.partition, since) {
+            return true;
+        }
+        self.permit.forget();
+        false
+    }
 }
 
 impl<C> fmt::Debug for Completion<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
             .field("holds_slot", &matches!(self.permit.slot, Slot::Held(_)))
+            .field("waits_for_reader", &self.reader_since.is_some())
             .finish()
     }
 }
 
 impl<C: Send + Sync + 'static> Report for Completion<C> {
     fn report(mut self, outcome: Outcome) {
+        self.stop_waiting();
         self.permit.finish(outcome);
+    }
+
+    fn waiting_for_reader(&mut self) {
+        self.wait_for_reader();
+    }
+
+    fn waiting_for_producer(&mut self) {
+        self.stop_waiting();
+    }
+}
+
+impl<C> Drop for Completion<C> {
+    fn drop(&mut self) {
+        // The permit, dropped next, releases the slot unless it was given back.
+        self.stop_waiting();
     }
 }

@@ -126,7 +126,9 @@ impl<C, K> BulkheadLayer<C, K> {
     ///
     /// A body ends when it is polled to its end or when `is_end_stream()` turns true after a
     /// frame (hyper then stops polling and drops it); the call's outcome is reported then, so an
-    /// adaptive limit learns from it. A body dropped before its end counts for nothing.
+    /// adaptive limit learns from it. A body dropped before its end counts for nothing. A body
+    /// whose client stops reading gives its slot back after
+    /// [`max_reader_idle`](crate::BulkheadConfigBuilder::max_reader_idle).
     ///
     /// It wraps the classifier set so far, so call it after [`classify`](Self::classify).
     pub fn release_on_body_end(self) -> BulkheadLayer<crate::body::BodyEnd<C>, K> {

@@ -12,6 +12,7 @@ use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
 
 use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
+use crate::idle::IdleSlots;
 use crate::limit::Windowed;
 use crate::semaphore::{Gauges, Semaphore};
 
@@ -24,6 +25,8 @@ pub(crate) struct State {
     pub(crate) partition_names: Box<[Box<str>]>,
     pub(crate) rejected: Counter,
     pub(crate) wait: Histogram,
+    /// Response bodies waiting for their readers, whose slots go back after a while.
+    pub(crate) idle: IdleSlots,
     limit_gauge: metrics::Gauge,
     on_limit_change: OnLimitChange,
 }
@@ -96,6 +99,11 @@ impl State {
                 .map(|p| p.name.as_str().into())
                 .collect(),
             rejected: metrics.counter("seawall_bulkhead_rejected_total", &[]),
+            idle: IdleSlots::new(
+                config.max_reader_idle,
+                config.partitions.len(),
+                metrics.counter("seawall_bulkhead_idle_released_total", &[]),
+            ),
             wait: metrics.histogram("seawall_bulkhead_wait_seconds", &[]),
             limit_gauge,
             on_limit_change: OnLimitChange::default(),
@@ -184,6 +192,11 @@ impl State {
         let from = self.semaphore.set_limit(limit);
         self.limit_gauge.set(limit as f64);
         Some(LimitChange { from, to: limit })
+    }
+
+    /// Gives back the slots of response bodies whose readers stopped reading; true if any.
+    pub(crate) fn release_idle(&self) -> bool {
+        self.idle.sweep(&self.semaphore) > 0
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {

@@ -1,11 +1,13 @@
 //! A bulkhead under a served axum router: every connection shares the one bulkhead, and
 //! response bodies as hyper treats them report their outcomes.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::response::IntoResponse;
 use axum::routing::{self, MethodRouter};
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use seawall_bulkhead::{AimdConfig, BodyEnd, BulkheadHandle, BulkheadLayer};
 use seawall_core::classify::HttpStatus;
 use seawall_core::http::ErrorResponseLayer;
 use seawall_core::testing::serve::{get, serve};
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
@@ -164,4 +167,51 @@ async fn a_served_server_error_counts_as_a_drop() {
         until_the_limit_moves(addr, "/", &handle, 10, 2_000).await,
         9
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_gives_its_slot_back_when_served() {
+    let (bulkhead, handle) = BulkheadLayer::builder()
+        .name("api")
+        .max_concurrent(1)
+        .max_reader_idle(Duration::from_millis(200))
+        .build()
+        .unwrap()
+        .pair();
+    let endless = routing::get(|| async {
+        let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+        Body::from_stream(futures::stream::repeat_with(move || {
+            Ok::<_, Infallible>(chunk.clone())
+        }))
+    });
+    let app = Router::new()
+        .route("/endless", endless)
+        .route("/", routing::get(|| async { "hello" }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(ErrorResponseLayer::new())
+                .layer(bulkhead.release_on_body_end()),
+        );
+    let addr = serve(app).await;
+
+    // Asks for an endless body and never reads it: once the socket buffers are full, hyper
+    // stops polling the body, which then never ends.
+    let stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.writable().await.unwrap();
+    let request = b"GET /endless HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    assert_eq!(stalled.try_write(request).unwrap(), request.len());
+    while handle.in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..500 {
+        status = get(addr, "/").await.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the unread body's slot went back");
+    drop(stalled);
 }

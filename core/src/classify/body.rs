@@ -1,6 +1,6 @@
 use std::fmt;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
@@ -19,7 +19,9 @@ pin_project! {
     /// second: it stops polling and drops the body, so both count as the end here, and so does
     /// dropping a body whose `is_end_stream()` is true. Dropped before its end (the client went
     /// away), the body reports [`Outcome::Ignored`], which says nothing of the downstream; an
-    /// error from the inner body is a [`Outcome::Failure`].
+    /// error from the inner body is a [`Outcome::Failure`]. Until then it tells the report whose
+    /// turn it is after each poll ([`Report::waiting_for_reader`],
+    /// [`Report::waiting_for_producer`]).
     pub struct ReportBody<B: Body, R: Report> {
         #[pin]
         inner: B,
@@ -116,21 +118,31 @@ impl<B: Body, R: Report> Body for ReportBody<B, R> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
-        let frame = ready!(this.inner.as_mut().poll_frame(cx));
-        let outcome = match (&frame, &*this.watch) {
-            (_, None) => None,
-            (Some(Ok(frame)), Some(watch)) => match frame.trailers_ref() {
+        let Poll::Ready(frame) = this.inner.as_mut().poll_frame(cx) else {
+            if let Some(watch) = this.watch.as_mut() {
+                watch.report.waiting_for_producer();
+            }
+            return Poll::Pending;
+        };
+        let Some(watch) = this.watch.as_mut() else {
+            return Poll::Ready(frame);
+        };
+        let outcome = match &frame {
+            Some(Ok(frame)) => match frame.trailers_ref() {
                 Some(trailers) => Some(watch.verdict.at_end(Some(trailers))),
                 None if this.inner.is_end_stream() => Some(watch.verdict.at_end(None)),
                 None => None,
             },
-            (Some(Err(_)), Some(_)) => Some(Outcome::Failure),
-            (None, Some(watch)) => Some(watch.verdict.at_end(None)),
+            Some(Err(_)) => Some(Outcome::Failure),
+            None => Some(watch.verdict.at_end(None)),
         };
-        if let Some(outcome) = outcome
-            && let Some(watch) = this.watch.take()
-        {
-            watch.report.report(outcome);
+        match outcome {
+            None => watch.report.waiting_for_reader(),
+            Some(outcome) => {
+                if let Some(watch) = this.watch.take() {
+                    watch.report.report(outcome);
+                }
+            }
         }
         Poll::Ready(frame)
     }
@@ -195,6 +207,42 @@ mod tests {
         let body = full(&c, Outcome::Success);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "hi");
         assert_eq!(c.outcomes(), [Outcome::Success]);
+    }
+
+    /// Records the turns a body reports.
+    struct Turns(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+    impl Report for Turns {
+        fn report(self, outcome: Outcome) {
+            self.0.lock().unwrap().push(outcome.as_str());
+        }
+
+        fn waiting_for_reader(&mut self) {
+            self.0.lock().unwrap().push("reader");
+        }
+
+        fn waiting_for_producer(&mut self) {
+            self.0.lock().unwrap().push("producer");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_body_says_whose_turn_it_is() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, std::io::Error>>();
+        let mut body = ReportBody::reporting(
+            http_body_util::StreamBody::new(rx),
+            Turns(log.clone()),
+            Outcome::Success,
+        );
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(Pin::new(&mut body).poll_frame(&mut cx).is_pending());
+        tx.unbounded_send(Ok(Frame::data(Bytes::from_static(b"a"))))
+            .unwrap();
+        assert!(body.frame().await.unwrap().is_ok());
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(*log.lock().unwrap(), ["producer", "reader", "success"]);
     }
 
     #[tokio::test]

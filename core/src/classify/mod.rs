@@ -61,9 +61,20 @@ pub enum Classified {
 }
 
 /// Receives the outcome of one call, exactly once.
+///
+/// A body that reports at its end also says, as it goes, whose turn it is: its reader's (a
+/// frame went out, or the head did, and the next is not asked for yet) or its producer's (the
+/// next frame is not ready). A bulkhead holding a slot for the body uses this to give back the
+/// slot of a body whose reader stopped reading; most reports ignore it.
 pub trait Report: Send + 'static {
     /// Takes the outcome.
     fn report(self, outcome: Outcome);
+
+    /// The body handed a frame on and waits for its reader to ask for the next.
+    fn waiting_for_reader(&mut self) {}
+
+    /// The body was asked for a frame and waits for its producer to make it.
+    fn waiting_for_producer(&mut self) {}
 }
 
 /// Decides the [`Outcome`] of a service's results.

@@ -11,6 +11,12 @@ const DEFAULT_SAMPLE_WINDOW: Duration = Duration::from_secs(1);
 const SAMPLE_WINDOWS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(60);
 const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+// Half nginx's `send_timeout` (60 s), which closes a connection whose client read nothing for
+// that long: giving a slot back costs the reader nothing (its response goes on streaming), so
+// the bar may be lower. A healthy client on a slow link asks for the next frame far sooner.
+const DEFAULT_MAX_READER_IDLE: Duration = Duration::from_secs(30);
+const READER_IDLES: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
 /// The largest limit any bulkhead accepts.
 pub(crate) const MAX_LIMIT: usize = 1_000_000;
 const MAX_QUEUE: usize = 1_000_000;
@@ -32,6 +38,7 @@ pub struct BulkheadConfig {
     pub(crate) sample_window: Duration,
     pub(crate) partitions: Vec<PartitionConfig>,
     pub(crate) borrowing: bool,
+    pub(crate) max_reader_idle: Duration,
 }
 
 impl BulkheadConfig {
@@ -80,6 +87,12 @@ impl BulkheadConfig {
     /// Whether a partition may use slots another partition's share leaves idle.
     pub fn borrowing(&self) -> bool {
         self.borrowing
+    }
+
+    /// How long a response body holding a slot may wait for its reader before the slot is
+    /// given back.
+    pub fn max_reader_idle(&self) -> Duration {
+        self.max_reader_idle
     }
 }
 
@@ -438,6 +451,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
                 sample_window: DEFAULT_SAMPLE_WINDOW,
                 partitions: Vec::new(),
                 borrowing: true,
+                max_reader_idle: DEFAULT_MAX_READER_IDLE,
             },
             _output: PhantomData,
         }
@@ -502,6 +516,21 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
         self
     }
 
+    /// How long a response body that holds a slot (with
+    /// [`release_on_body_end`](crate::BulkheadLayer::release_on_body_end), or a classifier
+    /// that waits for the end of the body such as `GrpcCodes`) may wait for its reader to ask
+    /// for the next frame before its slot is given back, in `[10ms, 1 day]` (default 30 s).
+    ///
+    /// A client that stops reading (a full socket buffer, a closed HTTP/2 window) would
+    /// otherwise hold its slot for as long as its connection lives. Time the body spends
+    /// waiting for its own producer (a slow handler, a quiet stream) does not count. The
+    /// response itself goes on; only the bulkhead stops counting it, between 1 and 17/16 times
+    /// this after the body began to wait for its reader, when a call needs the slot.
+    pub fn max_reader_idle(mut self, idle: Duration) -> Self {
+        self.spec.max_reader_idle = idle;
+        self
+    }
+
     /// Checks the values and builds.
     pub fn build(self) -> Result<T, ConfigError> {
         BulkheadConfig::try_from(self.spec).map(T::from)
@@ -527,6 +556,8 @@ struct BulkheadSpec {
     partitions: Vec<PartitionConfig>,
     #[serde(default = "yes")]
     borrowing: bool,
+    #[serde(default = "default_max_reader_idle", with = "config::duration")]
+    max_reader_idle: Duration,
 }
 
 fn default_name() -> String {
@@ -539,6 +570,10 @@ fn default_max_wait() -> Duration {
 
 fn default_sample_window() -> Duration {
     DEFAULT_SAMPLE_WINDOW
+}
+
+fn default_max_reader_idle() -> Duration {
+    DEFAULT_MAX_READER_IDLE
 }
 
 fn yes() -> bool {
@@ -576,7 +611,10 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
         let sample_window =
             config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
         validate_partitions(&spec.partitions)?;
+        let max_reader_idle =
+            config::duration_in("max_reader_idle", spec.max_reader_idle, READER_IDLES)?;
         Ok(Self {
+            max_reader_idle,
             sample_window,
             name: spec.name.into(),
             limit,
@@ -635,6 +673,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
             sample_window: config.sample_window,
             partitions: config.partitions,
             borrowing: config.borrowing,
+            max_reader_idle: config.max_reader_idle,
         }
     }
 }
@@ -739,6 +778,23 @@ mod tests {
             fixed(1).max_queue(2_000_000).build().unwrap_err().field(),
             "max_queue"
         );
+    }
+
+    #[test]
+    fn the_reader_idle_time_is_checked_and_read() {
+        assert_eq!(
+            fixed(1).build().unwrap().max_reader_idle(),
+            Duration::from_secs(30)
+        );
+        let short = fixed(1)
+            .max_reader_idle(Duration::from_millis(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(short.field(), "max_reader_idle");
+        assert_eq!(short.allowed(), "[10ms, 86400s]");
+        let config: BulkheadConfig =
+            serde_json::from_str(r#"{"max_concurrent": 4, "max_reader_idle": "5s"}"#).unwrap();
+        assert_eq!(config.max_reader_idle(), Duration::from_secs(5));
     }
 
     #[test]

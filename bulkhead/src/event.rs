@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::state::{LimitChange, State};
+use crate::state::State;
 
 /// Why a call was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +48,17 @@ pub struct LimitChangedEvent<'a> {
 }
 
 pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
-pub(crate) type LimitHook = Arc<dyn Fn(LimitChangedEvent<'_>) + Send + Sync>;
 
 /// The hooks of one layer.
 #[derive(Clone, Default)]
 pub(crate) struct Hooks {
     pub(crate) on_rejected: Option<RejectedHook>,
-    pub(crate) on_limit_change: Option<LimitHook>,
 }
 
 impl fmt::Debug for Hooks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hooks")
             .field("on_rejected", &self.on_rejected.is_some())
-            .field("on_limit_change", &self.on_limit_change.is_some())
             .finish()
     }
 }
@@ -75,17 +72,6 @@ impl Hooks {
                 name: &state.name,
                 reason,
                 partition,
-            });
-        }
-    }
-
-    pub(crate) fn limit_changed(&self, state: &State, change: LimitChange) {
-        tracing::debug!(name = %state.name, from = change.from, to = change.to, "limit changed");
-        if let Some(hook) = &self.on_limit_change {
-            hook(LimitChangedEvent {
-                name: &state.name,
-                from: change.from,
-                to: change.to,
             });
         }
     }

@@ -40,6 +40,9 @@ pin_project! {
         Rejected {
             err: Option<BoxError>,
         },
+        // Answered. Set before every `Ready`, so that a poll after the answer can never reach
+        // the slot logic again (an expired waiter would take a slot it was never given).
+        Done,
     }
 }
 
@@ -100,6 +103,7 @@ where
             State::Readying { .. } => "readying",
             State::Called { .. } => "called",
             State::Rejected { .. } => "rejected",
+            State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -121,6 +125,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
                     return Poll::Ready(this.permit.complete(result));
                 }
                 StateProj::Waiting {
@@ -134,6 +139,7 @@ where
                             return Poll::Pending;
                         }
                         if let Some(err) = this.permit.expire(*since) {
+                            this.state.set(State::Done);
                             return Poll::Ready(Err(err));
                         }
                     }
@@ -145,6 +151,7 @@ where
                     let inner = svc.as_mut().expect("polled after completion");
                     if let Err(err) = ready!(inner.poll_ready(cx)) {
                         this.permit.release();
+                        this.state.set(State::Done);
                         return Poll::Ready(Err(err.into()));
                     }
                     let req = req.take().expect("polled after completion");
@@ -152,8 +159,11 @@ where
                     this.state.set(State::Called { fut });
                 }
                 StateProj::Rejected { err } => {
-                    return Poll::Ready(Err(err.take().expect("polled after completion")));
+                    let err = err.take().expect("a rejection is answered once");
+                    this.state.set(State::Done);
+                    return Poll::Ready(Err(err));
                 }
+                StateProj::Done => panic!("bulkhead future polled after completion"),
             }
         }
     }
@@ -233,6 +243,8 @@ impl<C> Permit<C> {
     #[cold]
     fn expire(&mut self, since: Instant) -> Option<BoxError> {
         let shared = self.shared();
+        // A slot held by a body nobody reads may be ours now.
+        shared.state.release_idle();
         if let Slot::Queued(waiter) = &self.slot
             && shared.state.semaphore.leave(waiter)
         {
@@ -278,9 +290,7 @@ impl<C> Permit<C> {
             }
             (Classified::AtEndOfStream, Ok(res)) => {
                 let classify = shared.classify.clone();
-                let completion = Completion {
-                    permit: mem::replace(self, Self::none()),
-                };
+                let completion = Completion::new(mem::replace(self, Self::none()));
                 Ok(classify.watch(res, Some(completion)))
             }
             (Classified::AtEndOfStream, Err(err)) => {
@@ -299,11 +309,14 @@ impl<C> Permit<C> {
             let dropped = outcome == Outcome::Failure;
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sample.start);
-            if let Some(change) = shared.state.sample(now, rtt, sample.in_flight, dropped) {
-                shared.hooks.limit_changed(&shared.state, change);
-            }
+            shared.state.sample(now, rtt, sample.in_flight, dropped);
         }
         self.release();
+    }
+
+    /// Lets go of a slot that was given back for it.
+    fn forget(&mut self) {
+        self.slot = Slot::Empty;
     }
 
     #[inline]
@@ -344,21 +357,85 @@ pub(crate) fn reject<C>(
 /// adaptive limit). Dropped without a report, it gives the slot back and teaches nothing.
 ///
 /// It appears in response types whose classifier waits for the end of the response body,
-/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`.
+/// such as `GrpcCodes`, or any classifier after `BulkheadLayer::release_on_body_end`. While
+/// the body waits for its reader, the slot goes back after `max_reader_idle` (see
+/// [`BulkheadConfigBuilder::max_reader_idle`](crate::BulkheadConfigBuilder::max_reader_idle)).
 pub struct Completion<C> {
     permit: Permit<C>,
+    /// The time slice since which the body waits for its reader, while it does.
+    reader_since: Option<u64>,
+}
+
+impl<C> Completion<C> {
+    /// Takes over the permit of a call whose response head is going out: from now on the body
+    /// waits for its reader.
+    fn new(permit: Permit<C>) -> Self {
+        let mut completion = Self {
+            permit,
+            reader_since: None,
+        };
+        completion.wait_for_reader();
+        completion
+    }
+
+    fn wait_for_reader(&mut self) {
+        if !matches!(self.permit.slot, Slot::Held(_)) {
+            return;
+        }
+        let state = &self.permit.shared().state;
+        let now = state.idle.now();
+        if self.reader_since == Some(now) || !self.stop_waiting() {
+            return;
+        }
+        let state = &self.permit.shared().state;
+        state
+            .idle
+            .enter(self.permit.partition, now, &state.semaphore);
+        self.reader_since = Some(now);
+    }
+
+    /// Stops counting the body as waiting for its reader; false if its slot was given back
+    /// meanwhile, which the permit then forgets.
+    fn stop_waiting(&mut self) -> bool {
+        let Some(since) = self.reader_since.take() else {
+            return true;
+        };
+        let state = &self.permit.shared().state;
+        if state.idle.leave(self.permit.partition, since) {
+            return true;
+        }
+        self.permit.forget();
+        false
+    }
 }
 
 impl<C> fmt::Debug for Completion<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
             .field("holds_slot", &matches!(self.permit.slot, Slot::Held(_)))
+            .field("waits_for_reader", &self.reader_since.is_some())
             .finish()
     }
 }
 
 impl<C: Send + Sync + 'static> Report for Completion<C> {
     fn report(mut self, outcome: Outcome) {
+        self.stop_waiting();
         self.permit.finish(outcome);
+    }
+
+    fn waiting_for_reader(&mut self) {
+        self.wait_for_reader();
+    }
+
+    fn waiting_for_producer(&mut self) {
+        self.stop_waiting();
+    }
+}
+
+impl<C> Drop for Completion<C> {
+    fn drop(&mut self) {
+        // The permit, dropped next, releases the slot unless it was given back.
+        self.stop_waiting();
     }
 }

@@ -52,7 +52,8 @@ impl BulkheadHandle {
 
     /// Sets the limit: for a fixed limit anything in `[1, 1000000]`; for an adaptive one a
     /// value within its min and max, from which the algorithm goes on adapting. A lower limit
-    /// lets calls in flight finish and admits new ones once they are below it.
+    /// lets calls in flight finish and admits new ones once they are below it. A limit that
+    /// moves fires the layer's `on_limit_change` hook.
     pub fn set_limit(&self, limit: usize) -> Result<(), ConfigError> {
         if let Some(change) = self.state.set_limit(limit)? {
             tracing::info!(

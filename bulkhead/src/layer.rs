@@ -97,12 +97,18 @@ impl<C, K> BulkheadLayer<C, K> {
         self
     }
 
-    /// Calls `hook` each time the adaptive limit moves.
+    /// Calls `hook` each time the limit moves: by the adaptive algorithm or by a
+    /// [`BulkheadHandle::set_limit`]. The hook is the bulkhead's, shared by every clone of the
+    /// layer and every handle, whenever they were made.
     pub fn on_limit_change(
-        mut self,
+        self,
         hook: impl Fn(LimitChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_limit_change = Some(Arc::new(hook));
+        self.shared
+            .state
+            .set_on_limit_change(Arc::new(move |name, from, to| {
+                hook(LimitChangedEvent { name, from, to })
+            }));
         self
     }
 
@@ -117,6 +123,12 @@ impl<C, K> BulkheadLayer<C, K> {
     /// Holds each call's slot until its HTTP response body ends (or is dropped), not just
     /// until the response head arrives: a streaming download then counts as in flight for as
     /// long as it streams. The layer then takes services answering `http::Response`s.
+    ///
+    /// A body ends when it is polled to its end or when `is_end_stream()` turns true after a
+    /// frame (hyper then stops polling and drops it); the call's outcome is reported then, so an
+    /// adaptive limit learns from it. A body dropped before its end counts for nothing. A body
+    /// whose client stops reading gives its slot back after
+    /// [`max_reader_idle`](crate::BulkheadConfigBuilder::max_reader_idle).
     ///
     /// It wraps the classifier set so far, so call it after [`classify`](Self::classify).
     pub fn release_on_body_end(self) -> BulkheadLayer<crate::body::BodyEnd<C>, K> {

@@ -32,8 +32,10 @@
 //!
 //! The slot is taken when the call is made (never in `poll_ready`, so idle clones hold
 //! nothing) and given back when the response future finishes or is dropped; with
-//! `BulkheadLayer::release_on_body_end` (feature `http`) when the response body ends. The
-//! uncontended path is a compare-and-swap on an atomic count: no lock, no allocation.
+//! `BulkheadLayer::release_on_body_end` (feature `http`) when the response body ends, or once
+//! the body has waited [`max_reader_idle`](BulkheadConfigBuilder::max_reader_idle) (default
+//! 30 s) for a client that stopped reading. The uncontended path is a compare-and-swap on an
+//! atomic count: no lock, no allocation.
 //!
 //! ```
 //! use std::time::Duration;
@@ -81,8 +83,10 @@
 //! ```
 //!
 //! Metrics, each labelled `name`: `seawall_bulkhead_in_flight`, `seawall_bulkhead_queued`,
-//! `seawall_bulkhead_limit` (gauges), `seawall_bulkhead_rejected_total` and
-//! `seawall_bulkhead_wait_seconds` (time in the queue of the calls that had to wait).
+//! `seawall_bulkhead_limit` (gauges), `seawall_bulkhead_rejected_total`,
+//! `seawall_bulkhead_wait_seconds` (time in the queue of the calls that had to wait) and
+//! `seawall_bulkhead_idle_released_total` (slots of response bodies given back because their
+//! readers stopped reading).
 
 #[cfg(feature = "http")]
 mod body;
@@ -90,6 +94,7 @@ mod config;
 mod event;
 pub mod future;
 mod handle;
+mod idle;
 mod layer;
 mod limit;
 mod partition;
@@ -98,6 +103,7 @@ mod service;
 mod state;
 
 #[cfg(feature = "http")]
+#[allow(deprecated)]
 pub use self::body::{BodyEnd, HoldBody};
 pub use self::config::{
     AdaptiveLimit, AimdConfig, BulkheadConfig, BulkheadConfigBuilder, Gradient2Config, Limit,

@@ -313,6 +313,19 @@ impl Semaphore {
         }
     }
 
+    /// Gives `n` slots of `partition` back at once.
+    #[cold]
+    pub(crate) fn release_many(&self, partition: Option<usize>, n: usize) {
+        if let Some(p) = partition {
+            self.partitions[p].in_flight.fetch_sub(n, SeqCst);
+        }
+        self.in_flight.fetch_sub(n, SeqCst);
+        self.in_flight_gauge.decrement(n as f64);
+        if self.queued.load(SeqCst) > 0 {
+            self.release_slow();
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn release_slow(&self) {

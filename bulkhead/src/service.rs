@@ -10,6 +10,7 @@ use crate::event::{RejectReason, Shared};
 use crate::future::{Completion, Permit, ResponseFuture, reject};
 use crate::partition::{PartitionKey, Unpartitioned};
 use crate::semaphore::Acquired;
+use crate::state::State;
 
 /// Limits the calls in flight to the inner service; made by
 /// [`BulkheadLayer`](crate::BulkheadLayer).
@@ -83,7 +84,11 @@ where
             .key
             .partition(&req)
             .and_then(|index| state.semaphore.partition_of(index));
-        match state.semaphore.acquire(partition) {
+        let mut acquired = state.semaphore.acquire(partition);
+        if !matches!(acquired, Acquired::Now(_)) {
+            acquired = retry_after_idle(state, partition, acquired);
+        }
+        match acquired {
             Acquired::Now(in_flight) => {
                 tracing::trace!(name = %state.name, in_flight, "call admitted");
                 let permit = Permit::held(self.shared.clone(), partition, in_flight);
@@ -91,8 +96,10 @@ where
             }
             Acquired::Queued(waiter) => {
                 tracing::trace!(name = %state.name, "call queued");
-                let sleep = tokio::time::sleep(state.max_wait);
+                // The permit owns the place in the queue before anything that may panic (tokio's
+                // timer, outside a runtime): unwinding then gives the place up.
                 let permit = Permit::queued(self.shared.clone(), partition, waiter);
+                let sleep = tokio::time::sleep(state.max_wait);
                 ResponseFuture::waiting(self.inner.clone(), req, permit, sleep)
             }
             Acquired::Full => {
@@ -100,4 +107,16 @@ where
             }
         }
     }
+}
+
+/// A call found the bulkhead full: the slots of response bodies nobody reads go back first,
+/// and a call that found no room in the queue asks again.
+#[cold]
+#[inline(never)]
+fn retry_after_idle(state: &State, partition: Option<usize>, acquired: Acquired) -> Acquired {
+    // A waiter already queued is served by the release itself.
+    if state.release_idle() && matches!(acquired, Acquired::Full) {
+        return state.semaphore.acquire(partition);
+    }
+    acquired
 }

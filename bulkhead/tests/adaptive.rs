@@ -250,3 +250,49 @@ async fn the_handle_sets_an_adaptive_limit_within_its_bounds() {
     one_window(&svc).await;
     assert_eq!(handle.limit(), 45);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_set_by_the_handle_fires_the_hook() {
+    for (adaptive, from) in [(true, 20), (false, 4)] {
+        let (layer, handle) = if adaptive {
+            aimd_layer(20)
+        } else {
+            BulkheadLayer::builder()
+                .name("dep")
+                .max_concurrent(4)
+                .build()
+                .unwrap()
+                .pair()
+        };
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let log = heard.clone();
+        // Set after the handle was made: the handle still hears of it.
+        let _layer = layer.on_limit_change(move |event| {
+            assert_eq!(event.name, "dep");
+            log.lock().unwrap().push((event.from, event.to));
+        });
+        handle.set_limit(50).unwrap();
+        handle.set_limit(50).unwrap();
+        handle.set_limit(30).unwrap();
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [(from, 50), (50, 30)],
+            "one event per change, adaptive: {adaptive}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hook_may_set_the_limit_itself() {
+    // The hook runs outside the algorithm's lock: a hook that pins the limit does not deadlock.
+    let (layer, handle) = aimd_layer(20);
+    let pinned = handle.clone();
+    let layer = layer.on_limit_change(move |event| {
+        if event.to < 19 {
+            pinned.set_limit(19).unwrap();
+        }
+    });
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    one_window(&svc).await;
+    assert_eq!(handle.limit(), 19);
+}

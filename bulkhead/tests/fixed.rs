@@ -568,3 +568,73 @@ async fn poll_ready_only_waits_for_the_inner_service() {
     assert_ready_ok!(ready.poll());
     assert_eq!(handle.in_flight(), 0, "readiness takes no slot");
 }
+
+/// Polls a future that has already returned `Ready` once more, as a careless caller might. A
+/// panic is an answer futures may give; taking a slot is not.
+fn poll_again<F: Future>(future: &mut Spawn<F>) {
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll()));
+    assert!(
+        !matches!(again, Ok(std::task::Poll::Ready(_))),
+        "a second answer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_polled_again_after_its_rejection_takes_no_slot() {
+    let gate = Gate::new();
+    let (layer, handle) = layer(1, 1).pair();
+    let mut svc = layer.layer(gate.service());
+    let mut held = call(&mut svc, 0).await;
+    assert_pending!(held.poll());
+    let mut waiter = call(&mut svc, 1).await;
+    assert_pending!(waiter.poll());
+    advance(ms(100)).await;
+    assert_full(assert_ready!(waiter.poll()));
+    poll_again(&mut waiter);
+    poll_again(&mut waiter);
+    assert_eq!(
+        gate.started(),
+        1,
+        "the rejected call never reaches the downstream"
+    );
+    assert_eq!(handle.in_flight(), 1);
+    drop(waiter);
+    assert_eq!(handle.in_flight(), 1, "the held call still has its slot");
+    gate.open(1);
+    assert_ready_ok!(held.poll());
+    assert_eq!(handle.in_flight(), 0, "no slot was counted twice");
+    let mut next = call(&mut svc, 2).await;
+    assert_pending!(next.poll());
+    assert_eq!(handle.in_flight(), 1, "the bulkhead still admits");
+}
+
+#[tokio::test(start_paused = true)]
+async fn futures_polled_again_after_their_answer_take_no_slot() {
+    let gate = Gate::new();
+    let (layer, handle) = layer(1, 0).pair();
+    let mut svc = layer.layer(gate.service());
+    let mut done = call(&mut svc, 0).await;
+    let mut full = call(&mut svc, 1).await;
+    assert_full(assert_ready!(full.poll()));
+    poll_again(&mut full);
+    gate.open(1);
+    assert_ready_ok!(done.poll());
+    poll_again(&mut done);
+    assert_eq!(handle.in_flight(), 0);
+    drop((done, full));
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[test]
+fn a_call_that_fails_to_queue_leaves_nothing_in_the_queue() {
+    // tokio's timer needs a runtime: here the queued call's `max_wait` timer panics.
+    let gate = Gate::new();
+    let (layer, handle) = layer(1, 1).pair();
+    let mut svc = layer.layer(gate.service());
+    let held = svc.call(0);
+    let queued = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| svc.call(1)));
+    assert!(queued.is_err(), "no timer outside a runtime");
+    assert_eq!(handle.queued(), 0, "the place in the queue was given up");
+    drop(held);
+    assert_eq!(handle.in_flight(), 0, "the freed slot went to nobody");
+}

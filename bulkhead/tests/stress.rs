@@ -1,5 +1,5 @@
-//! Many threads, thousands of calls, random drops, cancellations and failures: the limit holds
-//! and every slot comes back.
+//! Many threads, thousands of calls, random drops, cancellations, failures and futures polled
+//! again after their answer: the limit holds and every slot comes back, exactly once.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +89,22 @@ impl<F: Future> Future for GiveUpAfter<F> {
     }
 }
 
+/// Awaits a future, then polls it once more: it may panic (futures may), but never answer
+/// twice.
+struct PollAgain<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for PollAgain<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = std::task::ready!(self.0.as_mut().poll(cx));
+        let fut = self.0.as_mut();
+        let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fut.poll(cx)));
+        assert!(!matches!(again, Ok(Poll::Ready(_))), "a second answer");
+        Poll::Ready(())
+    }
+}
+
 async fn hammer<S>(svc: S, seed: u64, partitions: usize)
 where
     S: Service<(usize, u8), Error = BoxError> + Clone + Send + 'static,
@@ -102,6 +118,15 @@ where
         match rng.random_range(0..10) {
             // Dropped before it is ever polled.
             0 => drop(call),
+            // Polled once more after its answer, as a careless caller might (the bulkhead's own
+            // future: `Oneshot` guards itself).
+            4 => {
+                drop(call);
+                let mut svc = svc.clone();
+                if let Ok(ready) = svc.ready().await {
+                    PollAgain(Box::pin(ready.call((partition, yields)))).await;
+                }
+            }
             // Given up on after a few polls: in the queue, or in flight.
             1..=3 => {
                 let polls = rng.random_range(1..6);

@@ -285,8 +285,8 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
 
     /// How many keys a keyed limit tracks at most, in `[1, 100_000_000]` (default 10 000).
     ///
-    /// Keys past it share one overflow bucket with the same quota until idle keys are swept
-    /// out.
+    /// A new key that finds the map full takes the place of the sampled key whose bucket is
+    /// oldest; see [`Keyed`](crate::Keyed).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
         self.spec.max_keys = max_keys;
         self

@@ -71,7 +71,9 @@
 //! permits come back as virtual time passes, and waiting calls sleep on a tokio timer; governor's
 //! own `until_ready` is never used, as it sleeps on a wall-clock timer.
 //!
-//! Metrics: `seawall_rate_limit_calls_total{name, result = "permitted" | "waited" | "rejected"}`.
+//! Metrics: `seawall_rate_limit_calls_total{name, result = "permitted" | "waited" | "rejected"}`,
+//! and for keyed limits `seawall_rate_limit_keys_evicted_total{name}` (keys evicted to make
+//! room for new ones).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;

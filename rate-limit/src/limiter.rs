@@ -3,21 +3,24 @@
 //!
 //! Both run governor's GCRA, which keeps one 64-bit "theoretical arrival time" per bucket and
 //! decides with a single compare-and-swap: no lock, no timer, no background task. A keyed limit
-//! finds the bucket in a sharded map (`dashmap`) under a read lock of one shard.
+//! finds the bucket in a sharded map under a read lock of one shard.
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::Hash;
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, StateStore};
+use indexmap::IndexMap;
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
+use metrics::Counter;
+use seawall_core::metrics::MetricScope;
 use tokio::time::Instant;
 
 use crate::clock::{TokioClock, TokioInstant};
@@ -97,15 +100,20 @@ type KeyedLimiter<K> =
 /// One bucket per key, read off each request by an extractor `E`, in a map of bounded size.
 ///
 /// The map must not grow with every key a client can invent (every forged `X-Forwarded-For`
-/// address, every random API key). Two rules keep it bounded:
-/// - At most `max_keys` keys are tracked. A new key that finds the map full shares one overflow
-///   bucket, with the same quota, with every other such key until room is made: flooding the
-///   map never lifts the limit, it only makes newcomers share.
-/// - When new keys arrive (and, while the map is full, on any call, before its check), at most
-///   once per `sweep_interval`, keys whose bucket is full again are swept out with governor's
-///   `retain_recent`. Such a key was idle long enough that forgetting it changes nothing, so a
-///   sweep never lets a client through sooner than its quota. A sweep visits every key, so it
-///   runs on the calling task, at most once per interval, never per call.
+/// address, every random API key, every IPv6 address of a /48). Two rules keep it bounded:
+/// - At most `max_keys` keys are tracked. A new key that finds the map full takes the place of
+///   the key whose bucket is oldest (its theoretical arrival time is earliest) among a few
+///   sampled at random, as Redis evicts: no scan of the map, and only the new key's shard is
+///   locked. A client rotating through fresh keys thus evicts its own stale keys, and a new
+///   client still gets a bucket of its own, with the full quota. A key evicted before its
+///   bucket was full again starts afresh when it returns: against a client that invents keys,
+///   only a limit that is not keyed (or keyed by something it cannot forge) bounds its rate.
+///   Evictions are counted in `seawall_rate_limit_keys_evicted_total`.
+/// - When new keys arrive, at most once per `sweep_interval`, keys whose bucket is full again
+///   are swept out with governor's `retain_recent`. Such a key was idle long enough that
+///   forgetting it changes nothing, so a sweep never lets a client through sooner than its
+///   quota. A sweep visits every key, one shard at a time, so it runs on the calling task, at
+///   most once per interval, never per call.
 pub struct Keyed<E: KeyExtractor> {
     extractor: E,
     limiter: KeyedLimiter<E::Key>,
@@ -124,8 +132,7 @@ struct KeyBook {
     next_sweep: AtomicU64,
     /// A new key arrived and a sweep is due.
     sweep_due: AtomicBool,
-    /// A new key found the map full; cleared by a sweep that makes room.
-    full: AtomicBool,
+    evicted: Counter,
 }
 
 impl KeyBook {
@@ -171,13 +178,10 @@ impl<E: KeyExtractor> Keyed<E> {
             sweep_interval: config.sweep_interval,
             next_sweep: AtomicU64::new(0),
             sweep_due: AtomicBool::new(false),
-            full: AtomicBool::new(false),
+            evicted: MetricScope::new(config.name.clone())
+                .counter("seawall_rate_limit_keys_evicted_total", &[]),
         });
-        let store = KeyStore {
-            map: DashMap::new(),
-            overflow: InMemoryState::default(),
-            book: book.clone(),
-        };
+        let store = KeyStore::new(book.clone());
         Self {
             extractor,
             limiter: governor::RateLimiter::new(config.quota.to_governor(), store, TokioClock),
@@ -201,9 +205,6 @@ impl<E: KeyExtractor> Keyed<E> {
     pub fn sweep(&self) {
         let before = self.len();
         self.limiter.retain_recent();
-        if self.len() < self.book.max && self.book.full.swap(false, Ordering::Relaxed) {
-            tracing::info!(name = %self.book.name, keys = self.len(), "rate limit key map has room again");
-        }
         tracing::debug!(
             name = %self.book.name,
             before,
@@ -228,10 +229,6 @@ where
 
     #[inline]
     fn check(&self, key: &E::Key) -> Result<(), Duration> {
-        // While the map is full, sweep before checking so that this key may get a slot.
-        if self.book.full.load(Ordering::Relaxed) && self.book.claim_sweep() {
-            self.sweep();
-        }
         let result = self.limiter.check_key(key);
         if self.book.sweep_due.load(Ordering::Relaxed)
             && self.book.sweep_due.swap(false, Ordering::Acquire)
@@ -252,16 +249,108 @@ impl<E: KeyExtractor + fmt::Debug> fmt::Debug for Keyed<E> {
     }
 }
 
-/// governor's state store for keyed limits, with a cap on keys and an overflow bucket.
+/// How many keys an eviction compares. Redis samples 5 by default and finds 10 close to true
+/// LRU; 8 keeps the sample on a cache line or two of states.
+const EVICTION_SAMPLE: usize = 8;
+/// Shards hold at least this many keys each, so that a shard's share of `max_keys` is never
+/// so small that sampling within it misses the oldest keys of the map by much.
+const MIN_SHARD_KEYS: usize = 64;
+
+/// governor's state store for keyed limits: shards of an `IndexMap` (which can be sampled by
+/// index), each with its share of `max_keys`.
 struct KeyStore<K> {
-    map: DashMap<K, InMemoryState>,
-    overflow: InMemoryState,
+    shards: Box<[Shard<K>]>,
+    hasher: RandomState,
     book: Arc<KeyBook>,
+}
+
+/// A shard on cache lines of its own, so that locking one does not slow its neighbours.
+#[repr(align(128))]
+struct Shard<K> {
+    map: RwLock<ShardMap<K>>,
+    max: usize,
+}
+
+struct ShardMap<K> {
+    keys: IndexMap<K, InMemoryState, RandomState>,
+    /// xorshift state for sampling.
+    rng: u64,
+}
+
+impl<K> KeyStore<K> {
+    fn new(book: Arc<KeyBook>) -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let wanted = (cpus * 4).next_power_of_two();
+        let most = (book.max / MIN_SHARD_KEYS).max(1);
+        // A power of two no larger than `most`.
+        let count = wanted.min(1 << most.ilog2());
+        let hasher = RandomState::new();
+        let shards = (0..count)
+            .map(|i| Shard {
+                map: RwLock::new(ShardMap {
+                    keys: IndexMap::with_hasher(hasher.clone()),
+                    rng: hasher.hash_one(i) | 1,
+                }),
+                max: book.max / count + usize::from(i < book.max % count),
+            })
+            .collect();
+        Self {
+            shards,
+            hasher,
+            book,
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &Shard<K> {
+        // The high bits: the map inside uses the low ones.
+        &self.shards[(hash >> 40) as usize & (self.shards.len() - 1)]
+    }
+}
+
+impl<K> Shard<K> {
+    fn write(&self) -> RwLockWriteGuard<'_, ShardMap<K>> {
+        // A shard stays consistent whatever panicked while it was held: every change is a single
+        // insert, remove or retain.
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<K> ShardMap<K> {
+    fn next_random(&mut self) -> usize {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng as usize
+    }
+
+    /// Removes the key whose bucket is oldest among a sample (all keys, in a small shard).
+    #[cold]
+    fn evict_oldest(&mut self) {
+        let len = self.keys.len();
+        let oldest = if len <= EVICTION_SAMPLE {
+            (0..len).min_by_key(|&i| self.arrival_at(i))
+        } else {
+            let sample: [usize; EVICTION_SAMPLE] =
+                std::array::from_fn(|_| self.next_random() % len);
+            sample.into_iter().min_by_key(|&i| self.arrival_at(i))
+        };
+        if let Some(i) = oldest {
+            self.keys.swap_remove_index(i);
+        }
+    }
+
+    fn arrival_at(&self, index: usize) -> Option<Nanos> {
+        self.keys
+            .get_index(index)
+            .and_then(|(_, state)| arrival(state))
+    }
 }
 
 impl<K> fmt::Debug for KeyStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyStore").finish_non_exhaustive()
+        f.debug_struct("KeyStore")
+            .field("shards", &self.shards.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -272,44 +361,48 @@ impl<K: Hash + Eq + Clone> StateStore for KeyStore<K> {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        if let Some(state) = self.map.get(key) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        self.book.missed();
-        match self.map.entry(key.clone()) {
-            Entry::Occupied(entry) => entry.get().measure_and_replace(&NotKeyed::NonKey, f),
-            Entry::Vacant(entry) => {
-                if self.book.len.fetch_add(1, Ordering::Relaxed) >= self.book.max {
-                    self.book.len.fetch_sub(1, Ordering::Relaxed);
-                    drop(entry);
-                    if !self.book.full.load(Ordering::Relaxed)
-                        && !self.book.full.swap(true, Ordering::Relaxed)
-                    {
-                        tracing::info!(
-                            name = %self.book.name,
-                            max_keys = self.book.max,
-                            "rate limit key map full; new keys share the overflow bucket"
-                        );
-                    }
-                    return self.overflowed(f);
-                }
-                entry
-                    .insert(InMemoryState::default())
-                    .measure_and_replace(&NotKeyed::NonKey, f)
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash);
+        {
+            let map = shard.map.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, state)) = map.keys.raw_entry_v1().from_hash(hash, |k| k == key) {
+                return state.measure_and_replace(&NotKeyed::NonKey, f);
             }
         }
+        self.book.missed();
+        self.insert(shard, hash, key, f)
     }
 }
 
-impl<K> KeyStore<K> {
+impl<K: Hash + Eq + Clone> KeyStore<K> {
+    /// Adds `key` to its shard, evicting a key if the shard is full, and charges its bucket.
     #[cold]
     #[inline(never)]
-    fn overflowed<T, F, E>(&self, f: F) -> Result<T, E>
+    fn insert<T, F, E>(&self, shard: &Shard<K>, hash: u64, key: &K, f: F) -> Result<T, E>
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        tracing::trace!(name = %self.book.name, "key map full, using the overflow bucket");
-        self.overflow.measure_and_replace(&NotKeyed::NonKey, f)
+        let mut map = shard.write();
+        let known = map
+            .keys
+            .raw_entry_v1()
+            .from_hash(hash, |k| k == key)
+            .is_some();
+        if !known && map.keys.len() >= shard.max {
+            map.evict_oldest();
+            self.book.len.fetch_sub(1, Ordering::Relaxed);
+            self.book.evicted.increment(1);
+            tracing::trace!(name = %self.book.name, "rate limit key map full, oldest key evicted");
+        }
+        match map.keys.raw_entry_mut_v1().from_hash(hash, |k| k == key) {
+            RawEntryMut::Occupied(entry) => entry.get().measure_and_replace(&NotKeyed::NonKey, f),
+            RawEntryMut::Vacant(entry) => {
+                self.book.len.fetch_add(1, Ordering::Relaxed);
+                let (_, state) =
+                    entry.insert_hashed_nocheck(hash, key.clone(), InMemoryState::default());
+                state.measure_and_replace(&NotKeyed::NonKey, f)
+            }
+        }
     }
 }
 
@@ -323,27 +416,31 @@ fn arrival(state: &InMemoryState) -> Option<Nanos> {
 
 impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for KeyStore<K> {
     fn retain_recent(&self, drop_below: Nanos) {
-        self.map.retain(|_, state| {
-            let keep = arrival(state).is_some_and(|tat| tat > drop_below);
-            if !keep {
-                self.book.len.fetch_sub(1, Ordering::Relaxed);
+        for shard in &self.shards {
+            let mut map = shard.write();
+            let before = map.keys.len();
+            map.keys
+                .retain(|_, state| arrival(state).is_some_and(|tat| tat > drop_below));
+            self.book
+                .len
+                .fetch_sub(before - map.keys.len(), Ordering::Relaxed);
+            if map.keys.len().saturating_mul(4) < map.keys.capacity() {
+                map.keys.shrink_to_fit();
             }
-            keep
-        });
-        if self.map.len().saturating_mul(4) < self.map.capacity() {
-            self.map.shrink_to_fit();
         }
     }
 
     fn shrink_to_fit(&self) {
-        self.map.shrink_to_fit();
+        for shard in &self.shards {
+            shard.write().keys.shrink_to_fit();
+        }
     }
 
     fn len(&self) -> usize {
-        self.map.len()
+        self.book.len.load(Ordering::Relaxed)
     }
 
     fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }

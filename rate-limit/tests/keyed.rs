@@ -1,4 +1,5 @@
-//! Keyed rate limits: independent buckets, bounded key memory, eviction of idle keys.
+//! Keyed rate limits: independent buckets, bounded key memory, eviction of the oldest keys and
+//! sweeps of idle ones.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,22 +141,74 @@ async fn key_memory_stays_bounded_under_many_distinct_keys() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn keys_past_the_cap_share_one_overflow_bucket() {
-    let layer = keyed(Quota::per_minute(1).with_burst(2), 3);
+async fn a_full_map_evicts_the_key_whose_bucket_is_oldest() {
+    let recorder = TestRecorder::new();
+    // One permit a minute, two at once: nothing is idle again within this test.
+    let layer = recorder.install_for(|| keyed(Quota::per_minute(1).with_burst(2), 3));
     let mut svc = layer.layer(echo());
     for key in 0..3 {
         assert!(admitted(&mut svc, key).await);
+        advance(Duration::from_secs(1)).await;
     }
-    assert_eq!(layer.tracked_keys(), 3);
-    // Keys 3, 4 and 5 find the map full of busy keys: together they get one burst.
+    assert!(admitted(&mut svc, 0).await, "key 0 spends its burst");
+    // Key 3 finds the map full: key 1 has the oldest bucket and makes room.
     assert!(admitted(&mut svc, 3).await);
-    assert!(admitted(&mut svc, 4).await);
-    assert!(!admitted(&mut svc, 5).await);
-    assert!(!admitted(&mut svc, 3).await);
+    assert!(admitted(&mut svc, 3).await);
+    assert!(
+        !admitted(&mut svc, 3).await,
+        "key 3 has a bucket of its own"
+    );
     assert_eq!(layer.tracked_keys(), 3);
-    // The tracked keys keep their own buckets.
-    assert!(admitted(&mut svc, 0).await);
+    // Key 1 comes back to a fresh bucket, in the place of key 2.
+    assert!(admitted(&mut svc, 1).await);
+    assert!(admitted(&mut svc, 1).await);
+    assert!(!admitted(&mut svc, 1).await);
+    // The busiest key was kept, spent bucket and all.
     assert!(!admitted(&mut svc, 0).await);
+    assert_eq!(layer.tracked_keys(), 3);
+    assert_eq!(
+        recorder.counter(
+            "seawall_rate_limit_keys_evicted_total",
+            &[("name", "tenants")]
+        ),
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_key_gets_its_own_quota_while_an_attacker_rotates_keys() {
+    let recorder = TestRecorder::new();
+    let layer = recorder.install_for(|| keyed(Quota::per_minute(5), 1000));
+    let mut svc = layer.layer(echo());
+    // An attacker sends 5,000 calls a second, each with a key it has never used, for ten
+    // seconds: every bucket it leaves behind stays spent for a minute.
+    let mut forged = 1u64 << 40;
+    let mut attack = async |svc: &mut RateLimit<Echo, Keyed<ByRequest>>, calls: u64| {
+        for _ in 0..calls {
+            admitted(svc, forged).await;
+            forged += 1;
+        }
+    };
+    for _ in 0..10_000 {
+        attack(&mut svc, 5).await;
+        advance(ms(1)).await;
+    }
+    assert!(layer.tracked_keys() <= 1000);
+    // A legitimate client arrives amid the attack: it gets its full quota, and only its own.
+    for call in 0..5 {
+        assert!(admitted(&mut svc, 7).await, "call {call} of the quota");
+        attack(&mut svc, 50).await;
+        advance(ms(10)).await;
+    }
+    assert!(!admitted(&mut svc, 7).await, "its own quota, spent");
+    assert!(layer.tracked_keys() <= 1000);
+    assert!(
+        recorder.counter(
+            "seawall_rate_limit_keys_evicted_total",
+            &[("name", "tenants")]
+        ) > 40_000,
+        "the attacker's keys evicted each other"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -251,7 +304,7 @@ async fn hooks_set_before_keying_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_callers_never_get_more_than_each_burst() {
     // One permit a minute: within the test only the bursts can be spent.
-    let layer = keyed(Quota::per_minute(1).with_burst(100), 4);
+    let layer = keyed(Quota::per_minute(1).with_burst(100), 8);
     let permitted = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for worker in 0..8u64 {
@@ -259,7 +312,6 @@ async fn concurrent_callers_never_get_more_than_each_burst() {
         let permitted = permitted.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..2_000u64 {
-                // Eight keys over four slots: half the keys land in the overflow bucket.
                 let key = (worker + i) % 8;
                 if svc.clone().oneshot(key).await.is_ok() {
                     permitted.fetch_add(1, Ordering::Relaxed);
@@ -275,10 +327,42 @@ async fn concurrent_callers_never_get_more_than_each_burst() {
     }
     assert_eq!(
         permitted.load(Ordering::Relaxed),
-        5 * 100,
-        "four tracked keys and the overflow bucket, 100 each"
+        8 * 100,
+        "eight keys, 100 each"
     );
-    assert_eq!(layer.tracked_keys(), 4);
+    assert_eq!(layer.tracked_keys(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_key_rotation_keeps_the_map_bounded_and_its_count_true() {
+    let layer = keyed(Quota::per_second(10).with_burst(1), 300);
+    let most = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let svc = layer.layer(infallible_echo());
+        let layer = layer.clone();
+        let most = most.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..3_000u64 {
+                // Fresh keys, and a few that come back.
+                let key = if i % 4 == 0 { i % 16 } else { worker << 32 | i };
+                let _ = svc.clone().oneshot(key).await;
+                most.fetch_max(layer.tracked_keys() as u64, Ordering::Relaxed);
+                if i % 64 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(most.load(Ordering::Relaxed) <= 300, "{most:?} keys");
+    // Every bucket is full again after a second: a sweep forgets them all, and the count of
+    // keys, kept apart from the map, agrees.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    layer.sweep();
+    assert_eq!(layer.tracked_keys(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -341,18 +425,17 @@ async fn concurrent_waiters_with_random_cancellation_stay_within_the_quota() {
     );
 }
 
-/// A reference model of a keyed limit: GCRA per key, a cap on keys with one overflow bucket,
-/// and sweeps of idle keys when new keys arrive (or before any call while the map is full), at
-/// most once per interval. Times in nanoseconds since the layer was built.
+/// A reference model of a keyed limit: GCRA per key, a cap on keys where a new key evicts the
+/// key whose arrival time is earliest (with so few keys, every key is in the sample), and
+/// sweeps of idle keys when new keys arrive, at most once per interval. Times in nanoseconds
+/// since the layer was built.
 struct KeyedModel {
     interval: u64,
     tau: u64,
     max_keys: usize,
     sweep_every: u64,
     keys: std::collections::HashMap<u64, u64>,
-    overflow: Option<u64>,
     next_sweep: u64,
-    full: bool,
 }
 
 impl KeyedModel {
@@ -364,9 +447,7 @@ impl KeyedModel {
             max_keys,
             sweep_every: u64::try_from(sweep_every.as_nanos()).unwrap(),
             keys: Default::default(),
-            overflow: None,
             next_sweep: 0,
-            full: false,
         }
     }
 
@@ -392,38 +473,35 @@ impl KeyedModel {
     fn sweep(&mut self, now: u64) {
         let drop_below = now.saturating_sub(self.interval);
         self.keys.retain(|_, tat| *tat > drop_below);
-        if self.keys.len() < self.max_keys {
-            self.full = false;
-        }
     }
 
-    fn call(&mut self, key: u64, now: u64) -> bool {
-        if self.full && self.claim_sweep(now) {
-            self.sweep(now);
-        }
+    /// Whether the call is admitted; `None` when the model cannot tell which of several keys
+    /// with the same arrival time is evicted.
+    fn call(&mut self, key: u64, now: u64) -> Option<bool> {
         let (interval, tau) = (self.interval, self.tau);
-        let mut sweep_due = false;
-        let admitted = if let Some(tat) = self.keys.get_mut(&key) {
+        if let Some(tat) = self.keys.get_mut(&key) {
             let mut state = Some(*tat);
             let admitted = Self::gcra(interval, tau, &mut state, now);
             *tat = state.unwrap();
-            admitted
-        } else {
-            sweep_due = self.claim_sweep(now);
-            if self.keys.len() < self.max_keys {
-                let mut state = None;
-                let admitted = Self::gcra(interval, tau, &mut state, now);
-                self.keys.insert(key, state.unwrap());
-                admitted
-            } else {
-                self.full = true;
-                Self::gcra(interval, tau, &mut self.overflow, now)
+            return Some(admitted);
+        }
+        let sweep_due = self.claim_sweep(now);
+        if self.keys.len() >= self.max_keys {
+            let oldest = *self.keys.values().min().unwrap();
+            let mut at_oldest = self.keys.iter().filter(|(_, tat)| **tat == oldest);
+            let (&evicted, _) = at_oldest.next().unwrap();
+            if at_oldest.next().is_some() {
+                return None;
             }
-        };
+            self.keys.remove(&evicted);
+        }
+        let mut state = None;
+        let admitted = Self::gcra(interval, tau, &mut state, now);
+        self.keys.insert(key, state.unwrap());
         if sweep_due {
             self.sweep(now);
         }
-        admitted
+        Some(admitted)
     }
 }
 
@@ -436,7 +514,7 @@ proptest::proptest! {
         burst in 1u32..5,
         max_keys in 1usize..6,
         sweep_ms in 1u64..500,
-        steps in proptest::collection::vec((0u64..200_000_000, 0u64..8), 1..200),
+        steps in proptest::collection::vec((1u64..200_000_000, 0u64..8), 1..200),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -457,7 +535,10 @@ proptest::proptest! {
             for (gap, key) in steps {
                 advance(Duration::from_nanos(gap)).await;
                 now += gap;
-                proptest::prop_assert_eq!(admitted(&mut svc, key).await, model.call(key, now));
+                let Some(expected) = model.call(key, now) else {
+                    break;
+                };
+                proptest::prop_assert_eq!(admitted(&mut svc, key).await, expected);
                 proptest::prop_assert_eq!(layer.tracked_keys(), model.keys.len());
             }
             Ok(())

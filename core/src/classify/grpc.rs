@@ -1,18 +1,9 @@
 use std::fmt;
-use std::num::NonZeroI32;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 
 use http::{HeaderMap, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tonic::Code;
-use tower_http::classify::{
-    ClassifiedResponse, ClassifyEos, ClassifyResponse, GrpcEosErrorsAsFailures,
-    GrpcErrorsAsFailures, GrpcFailureClass,
-};
 
-use super::{Classified, Classify, Outcome, Report};
+use super::{Classified, Classify, Outcome, Report, ReportBody};
 
 /// Classifies gRPC responses by status code, from the headers of a trailers-only response or
 /// from the trailers at the end of the stream.
@@ -22,7 +13,10 @@ use super::{Classified, Classify, Outcome, Report};
 /// such as `NOT_FOUND` or `INVALID_ARGUMENT`) are successes: they say nothing bad about the
 /// server. A non-200 HTTP status or an error is a failure.
 ///
-/// When the status comes in trailers, the response body is wrapped in a [`GrpcBody`] that
+/// A stream that ends without a `grpc-status` (a proxy or load balancer cut it short), or with
+/// one that is not a number, ends as tonic's client reports it: `UNKNOWN`, a failure by default.
+///
+/// When the status comes in trailers, the response body is wrapped in a [`ReportBody`] that
 /// reports the outcome once, when the trailers arrive or the stream ends; a body dropped before
 /// its end reports [`Outcome::Ignored`].
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -90,17 +84,18 @@ impl GrpcCodes {
         }
     }
 
-    fn failure_class(&self, class: Result<(), GrpcFailureClass>) -> Outcome {
-        match class {
-            Ok(()) => Outcome::Success,
-            Err(GrpcFailureClass::Code(code)) => self.outcome(code_of(code)),
-            Err(GrpcFailureClass::Error(_)) => Outcome::Failure,
-        }
+    /// The outcome of a stream that ended with `trailers`.
+    pub(crate) fn at_end(&self, trailers: Option<&HeaderMap>) -> Outcome {
+        self.outcome(trailers.and_then(status_of).unwrap_or(Code::Unknown))
     }
 }
 
-fn code_of(code: NonZeroI32) -> Code {
-    Code::from_i32(code.get())
+/// The `grpc-status` in `headers`, read as tonic reads it (anything but a known code is
+/// `UNKNOWN`).
+fn status_of(headers: &HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|status| Code::from_bytes(status.as_bytes()))
 }
 
 impl fmt::Debug for GrpcCodes {
@@ -119,10 +114,10 @@ impl fmt::Debug for GrpcCodes {
 
 impl<B, E> Classify<Response<B>, E> for GrpcCodes
 where
-    B: 'static,
+    B: http_body::Body + 'static,
     E: 'static,
 {
-    type Response<R: Report> = Response<GrpcBody<B, R>>;
+    type Response<R: Report> = Response<ReportBody<B, R>>;
 
     fn classify(&self, result: Result<&Response<B>, &E>) -> Classified {
         let response = match result {
@@ -132,123 +127,37 @@ where
         if response.status() != StatusCode::OK {
             return Classified::Now(Outcome::Failure);
         }
-        match GrpcErrorsAsFailures::new().classify_response(response) {
-            ClassifiedResponse::Ready(class) => Classified::Now(self.failure_class(class)),
-            ClassifiedResponse::RequiresEos(_) => Classified::AtEndOfStream,
+        match status_of(response.headers()) {
+            Some(code) => Classified::Now(self.outcome(code)),
+            None => Classified::AtEndOfStream,
         }
     }
 
     fn watch<R: Report>(&self, response: Response<B>, report: Option<R>) -> Self::Response<R> {
-        let watch = report.and_then(|report| {
-            match GrpcErrorsAsFailures::new().classify_response(&response) {
-                ClassifiedResponse::RequiresEos(eos) => Some(Watch {
-                    eos,
-                    codes: *self,
-                    report,
-                }),
-                ClassifiedResponse::Ready(class) => {
-                    report.report(self.failure_class(class));
-                    None
-                }
+        let report = report.and_then(|report| match status_of(response.headers()) {
+            Some(code) => {
+                report.report(self.outcome(code));
+                None
             }
+            None => Some(report),
         });
-        response.map(|inner| GrpcBody { inner, watch })
+        response.map(|inner| match report {
+            Some(report) => ReportBody::grpc(inner, report, *self),
+            None => ReportBody::new(inner),
+        })
     }
 }
 
-struct Watch<R> {
-    eos: GrpcEosErrorsAsFailures,
-    codes: GrpcCodes,
-    report: R,
-}
-
-impl<R: Report> Watch<R> {
-    fn end(self, trailers: Option<&HeaderMap>) {
-        let class = self.eos.classify_eos(trailers);
-        self.report.report(self.codes.failure_class(class));
-    }
-}
-
-pin_project! {
-    /// A response body that reports the call's gRPC outcome when its trailers arrive, its
-    /// stream ends or it is dropped.
-    pub struct GrpcBody<B, R: Report> {
-        #[pin]
-        inner: B,
-        watch: Option<Watch<R>>,
-    }
-
-    impl<B, R: Report> PinnedDrop for GrpcBody<B, R> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(watch) = this.project().watch.take() {
-                watch.report.report(Outcome::Ignored);
-            }
-        }
-    }
-}
-
-impl<B, R: Report> GrpcBody<B, R> {
-    /// The wrapped body.
-    pub fn get_ref(&self) -> &B {
-        &self.inner
-    }
-}
-
-impl<B: fmt::Debug, R: Report> fmt::Debug for GrpcBody<B, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GrpcBody")
-            .field("inner", &self.inner)
-            .field("watching", &self.watch.is_some())
-            .finish()
-    }
-}
-
-impl<B: Body, R: Report> Body for GrpcBody<B, R> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = ready!(this.inner.poll_frame(cx));
-        match &frame {
-            Some(Ok(frame)) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(watch) = this.watch.take()
-                {
-                    watch.end(Some(trailers));
-                }
-            }
-            Some(Err(_)) => {
-                if let Some(watch) = this.watch.take() {
-                    watch.report.report(Outcome::Failure);
-                }
-            }
-            None => {
-                if let Some(watch) = this.watch.take() {
-                    watch.end(None);
-                }
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The body type of responses [`GrpcCodes`] watches.
+#[deprecated(note = "renamed `ReportBody`, which every end-of-body report now shares")]
+pub type GrpcBody<B, R> = ReportBody<B, R>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::classify::tests::Collect;
     use bytes::Bytes;
+    use http_body::{Body, Frame};
     use http_body_util::{BodyExt, Full, StreamBody};
 
     fn trailers_only(code: Code) -> Response<Full<Bytes>> {
@@ -331,12 +240,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_stream_without_trailers_is_a_success() {
+    async fn a_stream_without_grpc_status_is_unknown() {
+        // tonic's client reports such a stream as `UNKNOWN`: a proxy may have cut it short.
         let c = Collect::default();
         let res =
             Classify::<_, ()>::report(&GrpcCodes::new(), Ok(streaming(None)), c.clone()).unwrap();
         drain(res.into_body()).await;
-        assert_eq!(c.outcomes(), [Outcome::Success]);
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-other", "1".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, std::io::Error>> = vec![Ok(Frame::trailers(trailers))];
+        let res = Response::new(StreamBody::new(futures::stream::iter(frames)));
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(c.outcomes(), [Outcome::Failure, Outcome::Failure]);
+        let lenient = GrpcCodes::new().with_success(Code::Unknown);
+        let res = Classify::<_, ()>::report(&lenient, Ok(streaming(None)), c.clone()).unwrap();
+        drain(res.into_body()).await;
+        assert_eq!(
+            c.outcomes()[2],
+            Outcome::Success,
+            "unknown is configurable as any code"
+        );
     }
 
     #[tokio::test]
@@ -350,6 +274,29 @@ mod tests {
         assert!(first.is_data());
         drop(body);
         assert_eq!(c.outcomes(), [Outcome::Ignored]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_last_frame_ends_it_reports_at_that_frame() {
+        // hyper reads no further once `is_end_stream()` is true, and drops the body.
+        let c = Collect::default();
+        let res = Response::new(Full::new(Bytes::from_static(b"msg")));
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        let mut body = res.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        assert_eq!(c.outcomes(), [Outcome::Failure], "no grpc-status: UNKNOWN");
+        drop(body);
+        assert_eq!(c.outcomes(), [Outcome::Failure]);
+    }
+
+    #[test]
+    fn an_empty_stream_dropped_unpolled_is_unknown() {
+        let c = Collect::default();
+        let res = Response::new(Full::<Bytes>::default());
+        let res = Classify::<_, ()>::report(&GrpcCodes::new(), Ok(res), c.clone()).unwrap();
+        assert!(c.outcomes().is_empty());
+        drop(res);
+        assert_eq!(c.outcomes(), [Outcome::Failure]);
     }
 
     #[tokio::test]

@@ -4,17 +4,24 @@
 //! fallback) asks a [`Classify`]. Most results are classified the moment the response future
 //! completes. A gRPC response that streams its status in trailers is only known when its body
 //! ends: such a classifier wraps the response body and hands the outcome to a [`Report`]
-//! exactly once, at the end of the stream or when the body is dropped.
+//! exactly once, at the end of the stream or when the body is dropped. Every such body is a
+//! `ReportBody` (feature `http`), which sees the end of a body as hyper does: a server stops
+//! polling and drops the body as soon as `is_end_stream()` is true.
 //!
 //! Built-ins: [`AnyError`] (the default), [`ClassifyFn`] for a closure, `HttpStatus` (feature
 //! `http`) and `GrpcCodes` (feature `grpc`).
 
+#[cfg(feature = "http")]
+mod body;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
 
+#[cfg(feature = "http")]
+pub use self::body::ReportBody;
 #[cfg(feature = "grpc")]
+#[allow(deprecated)]
 pub use self::grpc::{GrpcBody, GrpcCodes};
 #[cfg(feature = "http")]
 pub use self::http::HttpStatus;
@@ -54,9 +61,20 @@ pub enum Classified {
 }
 
 /// Receives the outcome of one call, exactly once.
+///
+/// A body that reports at its end also says, as it goes, whose turn it is: its reader's (a
+/// frame went out, or the head did, and the next is not asked for yet) or its producer's (the
+/// next frame is not ready). A bulkhead holding a slot for the body uses this to give back the
+/// slot of a body whose reader stopped reading; most reports ignore it.
 pub trait Report: Send + 'static {
     /// Takes the outcome.
     fn report(self, outcome: Outcome);
+
+    /// The body handed a frame on and waits for its reader to ask for the next.
+    fn waiting_for_reader(&mut self) {}
+
+    /// The body was asked for a frame and waits for its producer to make it.
+    fn waiting_for_producer(&mut self) {}
 }
 
 /// Decides the [`Outcome`] of a service's results.

@@ -251,6 +251,43 @@ async fn the_rate_layer_turns_errors_into_health() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shed_load_counts_for_nothing_and_timeouts_count_as_bad() {
+    use seawall_core::{Rejected, RejectionKind};
+
+    let tracker = HealthTracker::new("shop");
+    let layer = rate_layer(&tracker);
+    let rejecting = |kind: RejectionKind| {
+        layer.layer(service_fn(move |_: ()| async move {
+            Err::<(), BoxError>(Rejected::new(kind, "api").into())
+        }))
+    };
+    for kind in [
+        RejectionKind::RateLimited,
+        RejectionKind::BulkheadFull,
+        RejectionKind::CircuitOpen,
+    ] {
+        for _ in 0..3 {
+            for _ in 0..50 {
+                let _ = rejecting(kind).oneshot(()).await;
+            }
+            advance(secs(1)).await;
+        }
+        assert_eq!(
+            tracker.state(),
+            Healthy,
+            "{kind:?} is the stack's own doing"
+        );
+    }
+    for _ in 0..3 {
+        for _ in 0..50 {
+            let _ = rejecting(RejectionKind::TimedOut).oneshot(()).await;
+        }
+        advance(secs(1)).await;
+    }
+    assert_eq!(tracker.state(), Unhealthy, "timeouts are the downstream's");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_rate_layer_recovers_without_traffic() {
     let tracker = HealthTracker::new("shop");
     let layer = rate_layer(&tracker);

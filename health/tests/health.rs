@@ -362,10 +362,26 @@ async fn get(app: &Router, path: &str) -> (StatusCode, serde_json::Value) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn endpoints_answer_as_kubernetes_expects() {
+async fn endpoints_answer_with_the_status_alone_by_default() {
     let tracker = HealthTracker::new("shop");
     let db = tracker.component(component("db"));
     let app: Router = seawall_health::http::router(tracker.clone());
+    db.set(Unhealthy, Some("connection refused 10.0.3.7:5432".into()));
+    for path in ["/health/ready", "/health/live"] {
+        let (_, body) = get(&app, path).await;
+        assert_eq!(body, serde_json::json!({ "status": "unhealthy" }), "{path}");
+    }
+    assert_eq!(
+        get(&app, "/health/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_answer_as_kubernetes_expects() {
+    let tracker = HealthTracker::new("shop");
+    let db = tracker.component(component("db"));
+    let app: Router = seawall_health::http::router_with_details(tracker.clone());
 
     let (status, body) = get(&app, "/health/ready").await;
     assert_eq!(status, StatusCode::OK);

@@ -16,8 +16,9 @@
 //! assert_eq!(recorder.counter("seawall_x_total", &[("name", "db")]), 3);
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
@@ -26,7 +27,10 @@ use metrics_util::registry::{AtomicStorage, Registry};
 #[derive(Clone)]
 pub struct TestRecorder {
     registry: Arc<Registry<Key, AtomicStorage>>,
+    descriptions: Arc<Mutex<Descriptions>>,
 }
+
+type Descriptions = HashMap<String, (Option<Unit>, String)>;
 
 impl std::fmt::Debug for TestRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,6 +49,7 @@ impl TestRecorder {
     pub fn new() -> Self {
         Self {
             registry: Arc::new(Registry::atomic()),
+            descriptions: Arc::default(),
         }
     }
 
@@ -78,6 +83,17 @@ impl TestRecorder {
         Some(f64::from_bits(value.load(Ordering::SeqCst)))
     }
 
+    /// The unit and help text `name` was described with, if it was.
+    pub fn description(&self, name: &str) -> Option<(Option<Unit>, String)> {
+        let descriptions = self.descriptions.lock().unwrap_or_else(|e| e.into_inner());
+        descriptions.get(name).cloned()
+    }
+
+    fn describe(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        let mut descriptions = self.descriptions.lock().unwrap_or_else(|e| e.into_inner());
+        descriptions.insert(name.as_str().to_owned(), (unit, help.into_owned()));
+    }
+
     /// Every value recorded into histograms named `name` whose labels include `labels`.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         let mut values = Vec::new();
@@ -98,9 +114,17 @@ fn matches(key: &Key, name: &str, labels: &[(&str, &str)]) -> bool {
 }
 
 impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         self.registry

@@ -235,3 +235,43 @@ pub mod serve {
         std::str::from_utf8(res.body()).expect("a UTF-8 body")
     }
 }
+
+/// Reading configurations from TOML and from JSON, for tests of their errors.
+pub mod config {
+    use std::fmt::Debug;
+
+    use serde::de::DeserializeOwned;
+
+    /// The errors reading `toml` as a `T` gives, from TOML and from the same document written
+    /// as JSON.
+    ///
+    /// # Panics
+    ///
+    /// When `toml` is not a TOML document, or either read succeeds.
+    pub fn read_errors<T: DeserializeOwned + Debug>(toml: &str) -> [String; 2] {
+        let document: serde_json::Value =
+            toml::from_str(toml).unwrap_or_else(|e| panic!("not TOML: {toml}: {e}"));
+        let from_toml = toml::from_str::<T>(toml).expect_err(toml).to_string();
+        let from_json = serde_json::from_str::<T>(&document.to_string())
+            .expect_err(toml)
+            .to_string();
+        [from_toml, from_json]
+    }
+
+    /// Checks that reading each document of `cases` as a `T`, from TOML and from JSON, fails
+    /// with an error saying what the case expects.
+    ///
+    /// # Panics
+    ///
+    /// On the first case whose error says something else.
+    pub fn assert_errors<T: DeserializeOwned + Debug>(cases: &[(&str, &str)]) {
+        for (toml, expected) in cases {
+            for error in read_errors::<T>(toml) {
+                assert!(
+                    error.contains(expected),
+                    "reading {toml:?}\n  expected: {expected}\n  got: {error}"
+                );
+            }
+        }
+    }
+}

@@ -47,6 +47,9 @@ pub use humantime_serde as duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     field: Cow<'static, str>,
+    /// Where the field's name within its own configuration starts, after the path to that
+    /// configuration.
+    local: usize,
     value: String,
     allowed: Cow<'static, str>,
     range: bool,
@@ -62,16 +65,19 @@ impl ConfigError {
         value: impl fmt::Display,
         allowed: impl Into<Cow<'static, str>>,
     ) -> Self {
-        let error = Self {
-            field: field.into(),
+        let field: Cow<'static, str> = field.into();
+        let path = PATH.with_borrow(|path| path.join("."));
+        let (field, local) = match path.is_empty() {
+            true => (field, 0),
+            false => (format!("{path}.{field}").into(), path.len() + 1),
+        };
+        Self {
+            field,
+            local,
             value: value.to_string(),
             allowed: allowed.into(),
             range: true,
-        };
-        PATH.with_borrow(|path| match path.is_empty() {
-            true => error,
-            false => error.within(&path.join(".")),
-        })
+        }
     }
 
     /// An error for `field`, which was given `value` but expects what `expected` describes
@@ -88,10 +94,12 @@ impl ConfigError {
     }
 
     /// The same error for a field of the configuration at `prefix` (`retry`), as an outer
-    /// configuration reports an error of one it holds.
+    /// configuration reports an error of one it holds. The prefix goes after the path of the
+    /// configuration being read when the error was made, if any.
     #[must_use]
     pub fn within(mut self, prefix: &str) -> Self {
-        self.field = format!("{prefix}.{}", self.field).into();
+        let (path, local) = self.field.split_at(self.local);
+        self.field = format!("{path}{prefix}.{local}").into();
         self
     }
 
@@ -540,6 +548,74 @@ mod tests {
         assert_eq!(
             count_in("n", 11u32, 1..=10).unwrap_err().to_string(),
             "invalid `n`: 11 is outside the allowed range [1, 10]"
+        );
+    }
+
+    #[test]
+    fn errors_made_while_a_nested_configuration_is_read_carry_its_path() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Inner {
+            #[allow(dead_code)]
+            count: Raw<u32>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct Outer {
+            #[serde(deserialize_with = "inner")]
+            #[allow(dead_code)]
+            inner: u32,
+        }
+        fn inner<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+            let raw: Inner = within("inner", d)?;
+            count_in("count", raw.count, 1..=10).map_err(|e| de::Error::custom(e.within("limits")))
+        }
+        let err = serde_json::from_str::<Outer>(r#"{"inner": {"count": -1}}"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid `limits.count`: -1 is outside the allowed range [1, 10]"),
+            "{err}"
+        );
+        PATH.with_borrow_mut(|path| path.push("retry"));
+        let made_within = ConfigError::new("min", 0, "[1, 10]").within("adaptive");
+        PATH.with_borrow_mut(|path| path.pop());
+        assert_eq!(made_within.field(), "retry.adaptive.min");
+        assert_eq!(
+            ConfigError::new("ratio", 2, "[0, 1]")
+                .within("budget")
+                .field(),
+            "budget.ratio"
+        );
+    }
+
+    #[test]
+    fn raw_values_keep_what_was_written() {
+        let read = |json: &str| serde_json::from_str::<Raw<u32>>(json).unwrap();
+        assert_eq!(read("7"), Raw::from(7));
+        assert_eq!(
+            read("\"7\""),
+            Raw::from(7),
+            "as the environment gives numbers"
+        );
+        let err = |json: &str| {
+            read(json)
+                .value("n", "[1, 10]")
+                .unwrap_err()
+                .value()
+                .to_owned()
+        };
+        assert_eq!(err("-1"), "-1");
+        assert_eq!(err("2.5"), "2.5");
+        assert_eq!(err("\"many\""), "\"many\"");
+        assert_eq!(err("[1]"), "a list");
+        assert_eq!(err("{\"a\": 1}"), "a table");
+        let duration = serde_json::from_str::<Raw<Duration>>("\"-5s\"").unwrap();
+        assert_eq!(
+            duration.value("t", "(0s, 1s]").unwrap_err().to_string(),
+            "invalid `t`: \"-5s\" is outside the allowed range (0s, 1s]"
+        );
+        let name = ConfigError::expected("name", "\"\"", "a non-empty name");
+        assert_eq!(
+            name.to_string(),
+            "invalid `name`: \"\", expected a non-empty name"
         );
     }
 

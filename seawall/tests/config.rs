@@ -122,3 +122,11 @@ fn server_stack_errors_name_the_full_path() {
     let cases: Vec<(&str, &str)> = cases.iter().map(|(d, m)| (d.as_str(), *m)).collect();
     assert_errors::<ServerStackConfig>(&cases);
 }
+
+#[test]
+fn the_retry_budget_switches_off_from_toml() {
+    let config: ClientStackConfig =
+        toml::from_str(&client(r#"retry = { budget = "off" }"#)).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["retry"]["budget"], "off", "{json}");
+}

@@ -58,6 +58,11 @@ static METADATA: Metadata<'static> =
 /// Every seawall metric: its name, unit and help text.
 const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (
+        "seawall_bulkhead_idle_released_total",
+        Some(Unit::Count),
+        "Slots given back because the response body's reader stopped reading.",
+    ),
+    (
         "seawall_bulkhead_in_flight",
         Some(Unit::Count),
         "Calls holding a bulkhead slot.",
@@ -113,6 +118,11 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Circuit breaker state changes, by from and to.",
     ),
     (
+        "seawall_fallback_calls_total",
+        Some(Unit::Count),
+        "Calls through a fallback layer.",
+    ),
+    (
         "seawall_fallback_total",
         Some(Unit::Count),
         "Calls answered by a fallback, by cause.",
@@ -121,6 +131,11 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "seawall_health_state",
         None,
         "1 for the component's current health state, 0 for the others.",
+    ),
+    (
+        "seawall_rate_limit_keys_evicted_total",
+        Some(Unit::Count),
+        "Keys a keyed rate limit evicted to make room for new ones.",
     ),
     (
         "seawall_rate_limit_calls_total",

@@ -2,8 +2,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "bulkhead";
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
@@ -147,7 +147,22 @@ impl AdaptiveLimit {
         self.bounds().2
     }
 
+    /// The name of the algorithm, as written in configuration.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Aimd(_) => "aimd",
+            Self::Vegas(_) => "vegas",
+            Self::Gradient2(_) => "gradient2",
+        }
+    }
+
+    /// Checks the settings; errors name their field within `adaptive.<algorithm>`.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|e| e.within(&format!("adaptive.{}", self.kind())))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
         let (initial, min, max) = self.bounds();
         config::count_in("min", min, 1..=MAX_LIMIT)?;
         config::count_in("max", max, min..=MAX_LIMIT)?;
@@ -201,15 +216,59 @@ impl From<Gradient2Config> for AdaptiveLimit {
 /// failure, a `Rejected` from further in, or a call slower than `timeout`) multiplies the
 /// limit by `backoff_ratio`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "AimdSpec", into = "AimdSpec")]
 pub struct AimdConfig {
     pub(crate) initial: usize,
     pub(crate) min: usize,
     pub(crate) max: usize,
     pub(crate) backoff_ratio: f64,
-    #[serde(with = "config::duration")]
     pub(crate) timeout: Duration,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AimdSpec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    backoff_ratio: Raw<f64>,
+    timeout: Raw<Duration>,
+}
+
+impl Default for AimdSpec {
+    fn default() -> Self {
+        AimdConfig::default().into()
+    }
+}
+
+impl From<AimdConfig> for AimdSpec {
+    fn from(c: AimdConfig) -> Self {
+        Self {
+            initial: c.initial.into(),
+            min: c.min.into(),
+            max: c.max.into(),
+            backoff_ratio: c.backoff_ratio.into(),
+            timeout: c.timeout.into(),
+        }
+    }
+}
+
+impl TryFrom<AimdSpec> for AimdConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: AimdSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            initial: spec.initial.value("aimd.initial", LIMITS)?,
+            min: spec.min.value("aimd.min", LIMITS)?,
+            max: spec.max.value("aimd.max", LIMITS)?,
+            backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
+            timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
+        })
+    }
+}
+
+/// The range of every limit, for a value that is no count at all.
+const LIMITS: &str = "[1, 1000000]";
 
 impl Default for AimdConfig {
     fn default() -> Self {
@@ -271,13 +330,57 @@ impl AimdConfig {
 /// functions of the limit (`log10` based) it grows fast while there is no queue, slowly while
 /// the queue is small, and shrinks once the queue is large or a call drops.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "VegasSpec", into = "VegasSpec")]
 pub struct VegasConfig {
     pub(crate) initial: usize,
     pub(crate) min: usize,
     pub(crate) max: usize,
     pub(crate) smoothing: f64,
     pub(crate) probe_multiplier: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct VegasSpec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    smoothing: Raw<f64>,
+    probe_multiplier: Raw<u32>,
+}
+
+impl Default for VegasSpec {
+    fn default() -> Self {
+        VegasConfig::default().into()
+    }
+}
+
+impl From<VegasConfig> for VegasSpec {
+    fn from(c: VegasConfig) -> Self {
+        Self {
+            initial: c.initial.into(),
+            min: c.min.into(),
+            max: c.max.into(),
+            smoothing: c.smoothing.into(),
+            probe_multiplier: c.probe_multiplier.into(),
+        }
+    }
+}
+
+impl TryFrom<VegasSpec> for VegasConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: VegasSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            initial: spec.initial.value("vegas.initial", LIMITS)?,
+            min: spec.min.value("vegas.min", LIMITS)?,
+            max: spec.max.value("vegas.max", LIMITS)?,
+            smoothing: spec.smoothing.value("vegas.smoothing", "(0, 1]")?,
+            probe_multiplier: spec
+                .probe_multiplier
+                .value("vegas.probe_multiplier", "[1, 1000000]")?,
+        })
+    }
 }
 
 impl Default for VegasConfig {
@@ -339,7 +442,7 @@ impl VegasConfig {
 /// The limit is scaled by `long-term latency / latest latency` (kept within `[0.5, 1]`), plus
 /// `queue_size` of headroom, and smoothed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "Gradient2Spec", into = "Gradient2Spec")]
 pub struct Gradient2Config {
     pub(crate) initial: usize,
     pub(crate) min: usize,
@@ -347,6 +450,55 @@ pub struct Gradient2Config {
     pub(crate) smoothing: f64,
     pub(crate) queue_size: usize,
     pub(crate) long_window: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Gradient2Spec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    smoothing: Raw<f64>,
+    queue_size: Raw<usize>,
+    long_window: Raw<u32>,
+}
+
+impl Default for Gradient2Spec {
+    fn default() -> Self {
+        Gradient2Config::default().into()
+    }
+}
+
+impl From<Gradient2Config> for Gradient2Spec {
+    fn from(c: Gradient2Config) -> Self {
+        Self {
+            initial: c.initial.into(),
+            min: c.min.into(),
+            max: c.max.into(),
+            smoothing: c.smoothing.into(),
+            queue_size: c.queue_size.into(),
+            long_window: c.long_window.into(),
+        }
+    }
+}
+
+impl TryFrom<Gradient2Spec> for Gradient2Config {
+    type Error = ConfigError;
+
+    fn try_from(spec: Gradient2Spec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            initial: spec.initial.value("gradient2.initial", LIMITS)?,
+            min: spec.min.value("gradient2.min", LIMITS)?,
+            max: spec.max.value("gradient2.max", LIMITS)?,
+            smoothing: spec.smoothing.value("gradient2.smoothing", "(0, 1]")?,
+            queue_size: spec
+                .queue_size
+                .value("gradient2.queue_size", "[0, 1000000]")?,
+            long_window: spec
+                .long_window
+                .value("gradient2.long_window", "[1, 1000000]")?,
+        })
+    }
 }
 
 impl Default for Gradient2Config {
@@ -414,10 +566,37 @@ impl Gradient2Config {
 
 /// One partition of a partitioned bulkhead: a name and the share of the limit it is sure of.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "PartitionSpec", into = "PartitionSpec")]
 pub struct PartitionConfig {
     pub(crate) name: String,
     pub(crate) share: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionSpec {
+    name: Raw<String>,
+    share: Raw<f64>,
+}
+
+impl From<PartitionConfig> for PartitionSpec {
+    fn from(c: PartitionConfig) -> Self {
+        Self {
+            name: c.name.into(),
+            share: c.share.into(),
+        }
+    }
+}
+
+impl TryFrom<PartitionSpec> for PartitionConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: PartitionSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            name: spec.name.expected("partitions.name", "a non-empty name")?,
+            share: spec.share.value("partitions.share", "(0, 1]")?,
+        })
+    }
 }
 
 impl PartitionConfig {
@@ -443,15 +622,15 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
     pub(crate) fn new() -> Self {
         Self {
             spec: BulkheadSpec {
-                name: DEFAULT_NAME.into(),
+                name: default_name(),
                 max_concurrent: None,
                 adaptive: None,
-                max_queue: 0,
-                max_wait: DEFAULT_MAX_WAIT,
-                sample_window: DEFAULT_SAMPLE_WINDOW,
+                max_queue: 0.into(),
+                max_wait: default_max_wait(),
+                sample_window: default_sample_window(),
                 partitions: Vec::new(),
-                borrowing: true,
-                max_reader_idle: DEFAULT_MAX_READER_IDLE,
+                borrowing: yes(),
+                max_reader_idle: default_max_reader_idle(),
             },
             _output: PhantomData,
         }
@@ -459,14 +638,14 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
 
     /// The name of the layer instance (default `"bulkhead"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
     /// A fixed limit of concurrent calls, in `[1, 1000000]`. This or
     /// [`adaptive`](Self::adaptive) is required.
     pub fn max_concurrent(mut self, limit: usize) -> Self {
-        self.spec.max_concurrent = Some(limit);
+        self.spec.max_concurrent = Some(limit.into());
         self
     }
 
@@ -480,14 +659,14 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
     /// How many calls may wait for a slot when none is free (default 0: a full bulkhead
     /// rejects at once).
     pub fn max_queue(mut self, max_queue: usize) -> Self {
-        self.spec.max_queue = max_queue;
+        self.spec.max_queue = max_queue.into();
         self
     }
 
     /// How long a queued call waits for a slot before it is rejected, in `(0s, 1 day]`
     /// (default 1 s).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.spec.max_wait = max_wait;
+        self.spec.max_wait = max_wait.into();
         self
     }
 
@@ -495,7 +674,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
     /// (default 1 s, as Netflix's `WindowedLimit`). A window with fewer than 10 samples is
     /// skipped.
     pub fn sample_window(mut self, window: Duration) -> Self {
-        self.spec.sample_window = window;
+        self.spec.sample_window = window.into();
         self
     }
 
@@ -512,7 +691,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
     /// Whether a partition may use slots that another partition's share leaves idle (default
     /// `true`); without borrowing, no partition ever holds more than its share.
     pub fn borrowing(mut self, borrowing: bool) -> Self {
-        self.spec.borrowing = borrowing;
+        self.spec.borrowing = borrowing.into();
         self
     }
 
@@ -527,7 +706,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
     /// response itself goes on; only the bulkhead stops counting it, between 1 and 17/16 times
     /// this after the body began to wait for its reader, when a call needs the slot.
     pub fn max_reader_idle(mut self, idle: Duration) -> Self {
-        self.spec.max_reader_idle = idle;
+        self.spec.max_reader_idle = idle.into();
         self
     }
 
@@ -541,50 +720,62 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
 #[serde(deny_unknown_fields)]
 struct BulkheadSpec {
     #[serde(default = "default_name")]
-    name: String,
+    name: Raw<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_concurrent: Option<usize>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_concurrent: Option<Raw<usize>>,
+    #[serde(
+        default,
+        deserialize_with = "adaptive_within",
+        skip_serializing_if = "Option::is_none"
+    )]
     adaptive: Option<AdaptiveLimit>,
-    #[serde(default)]
-    max_queue: usize,
-    #[serde(default = "default_max_wait", with = "config::duration")]
-    max_wait: Duration,
-    #[serde(default = "default_sample_window", with = "config::duration")]
-    sample_window: Duration,
+    #[serde(default = "no_queue")]
+    max_queue: Raw<usize>,
+    #[serde(default = "default_max_wait")]
+    max_wait: Raw<Duration>,
+    #[serde(default = "default_sample_window")]
+    sample_window: Raw<Duration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     partitions: Vec<PartitionConfig>,
     #[serde(default = "yes")]
-    borrowing: bool,
-    #[serde(default = "default_max_reader_idle", with = "config::duration")]
-    max_reader_idle: Duration,
+    borrowing: Raw<bool>,
+    #[serde(default = "default_max_reader_idle")]
+    max_reader_idle: Raw<Duration>,
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn adaptive_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<AdaptiveLimit>, D::Error> {
+    config::within("adaptive", d)
 }
 
-fn default_max_wait() -> Duration {
-    DEFAULT_MAX_WAIT
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
 }
 
-fn default_sample_window() -> Duration {
-    DEFAULT_SAMPLE_WINDOW
+fn no_queue() -> Raw<usize> {
+    0.into()
 }
 
-fn default_max_reader_idle() -> Duration {
-    DEFAULT_MAX_READER_IDLE
+fn default_max_reader_idle() -> Raw<Duration> {
+    DEFAULT_MAX_READER_IDLE.into()
 }
 
-fn yes() -> bool {
-    true
+fn default_max_wait() -> Raw<Duration> {
+    DEFAULT_MAX_WAIT.into()
+}
+
+fn default_sample_window() -> Raw<Duration> {
+    DEFAULT_SAMPLE_WINDOW.into()
+}
+
+fn yes() -> Raw<bool> {
+    true.into()
 }
 
 impl TryFrom<BulkheadSpec> for BulkheadConfig {
     type Error = ConfigError;
 
     fn try_from(spec: BulkheadSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         let limit = match (spec.max_concurrent, spec.adaptive) {
             (Some(n), None) => Limit::Fixed(config::count_in("max_concurrent", n, 1..=MAX_LIMIT)?),
             (None, Some(adaptive)) => {
@@ -592,16 +783,16 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
                 Limit::Adaptive(adaptive)
             }
             (None, None) => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::expected(
                     "max_concurrent",
                     "nothing",
                     "a limit in [1, 1000000], or an adaptive limit",
                 ));
             }
-            (Some(n), Some(_)) => {
-                return Err(ConfigError::new(
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::expected(
                     "max_concurrent",
-                    n,
+                    "a limit",
                     "nothing when an adaptive limit is set",
                 ));
             }
@@ -616,12 +807,12 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
         Ok(Self {
             max_reader_idle,
             sample_window,
-            name: spec.name.into(),
+            name: name.into(),
             limit,
             max_queue,
             max_wait,
             partitions: spec.partitions,
-            borrowing: spec.borrowing,
+            borrowing: spec.borrowing.expected("borrowing", "true or false")?,
         })
     }
 }
@@ -630,21 +821,22 @@ fn validate_partitions(partitions: &[PartitionConfig]) -> Result<(), ConfigError
     config::count_in("partitions", partitions.len(), 0..=MAX_PARTITIONS)?;
     let mut total = 0.0;
     for (i, partition) in partitions.iter().enumerate() {
+        let within = |e: ConfigError| e.within(&format!("partitions[{i}]"));
         if partition.name.is_empty() {
-            return Err(ConfigError::new(
-                "partitions.name",
+            return Err(within(ConfigError::expected(
+                "name",
                 "\"\"",
                 "a non-empty name",
-            ));
+            )));
         }
         if partitions[..i].iter().any(|p| p.name == partition.name) {
-            return Err(ConfigError::new(
-                "partitions.name",
+            return Err(within(ConfigError::expected(
+                "name",
                 format_args!("{:?}", partition.name),
                 "a name no other partition has",
-            ));
+            )));
         }
-        config::ratio("partitions.share", partition.share)?;
+        config::ratio("share", partition.share).map_err(within)?;
         total += partition.share;
     }
     // A little slack, so that shares such as 0.7 + 0.2 + 0.1 are not refused for rounding.
@@ -665,15 +857,15 @@ impl From<BulkheadConfig> for BulkheadSpec {
             Limit::Adaptive(adaptive) => (None, Some(adaptive)),
         };
         Self {
-            name: config.name.to_string(),
-            max_concurrent,
+            name: config.name.to_string().into(),
+            max_concurrent: max_concurrent.map(Raw::from),
             adaptive,
-            max_queue: config.max_queue,
-            max_wait: config.max_wait,
-            sample_window: config.sample_window,
+            max_queue: config.max_queue.into(),
+            max_wait: config.max_wait.into(),
+            sample_window: config.sample_window.into(),
             partitions: config.partitions,
-            borrowing: config.borrowing,
-            max_reader_idle: config.max_reader_idle,
+            borrowing: config.borrowing.into(),
+            max_reader_idle: config.max_reader_idle.into(),
         }
     }
 }
@@ -705,27 +897,27 @@ mod tests {
             .adaptive(VegasConfig::new().min(50).max(10))
             .build()
             .unwrap_err();
-        assert_eq!(min_above_max.field(), "max");
+        assert_eq!(min_above_max.field(), "adaptive.vegas.max");
         let initial_outside = BulkheadConfig::builder()
             .adaptive(AimdConfig::new().min(5).max(10).initial(20))
             .build()
             .unwrap_err();
-        assert_eq!(initial_outside.field(), "initial");
+        assert_eq!(initial_outside.field(), "adaptive.aimd.initial");
         let zero_min = BulkheadConfig::builder()
             .adaptive(Gradient2Config::new().min(0))
             .build()
             .unwrap_err();
-        assert_eq!(zero_min.field(), "min");
+        assert_eq!(zero_min.field(), "adaptive.gradient2.min");
         let ratio = BulkheadConfig::builder()
             .adaptive(AimdConfig::new().backoff_ratio(1.0))
             .build()
             .unwrap_err();
-        assert_eq!(ratio.field(), "backoff_ratio");
+        assert_eq!(ratio.field(), "adaptive.aimd.backoff_ratio");
         let smoothing = BulkheadConfig::builder()
             .adaptive(Gradient2Config::new().smoothing(0.0))
             .build()
             .unwrap_err();
-        assert_eq!(smoothing.field(), "smoothing");
+        assert_eq!(smoothing.field(), "adaptive.gradient2.smoothing");
     }
 
     #[test]
@@ -744,13 +936,13 @@ mod tests {
             .build();
         assert!(ok.is_ok());
         let zero = fixed(10).partition("a", 0.0).build().unwrap_err();
-        assert_eq!(zero.field(), "partitions.share");
+        assert_eq!(zero.field(), "partitions[0].share");
         let twice = fixed(10)
             .partition("a", 0.5)
             .partition("a", 0.5)
             .build()
             .unwrap_err();
-        assert_eq!(twice.field(), "partitions.name");
+        assert_eq!(twice.field(), "partitions[1].name");
     }
 
     #[test]
@@ -839,6 +1031,60 @@ mod tests {
             serde_json::from_str::<BulkheadConfig>(r#"{"adaptive": {"aimd": {"inital": 3}}}"#)
                 .unwrap_err();
         assert!(inner.to_string().contains("unknown field"), "{inner}");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        seawall_core::testing::config::assert_errors::<BulkheadConfig>(&[
+            (
+                "max_concurrent = -1",
+                "invalid `max_concurrent`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                "max_concurrent = 1\nmax_queue = -1",
+                "invalid `max_queue`: -1 is outside the allowed range [0, 1000000]",
+            ),
+            (
+                "max_concurrent = 1\nmax_wait = \"-5s\"",
+                r#"invalid `max_wait`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                "max_concurrent = 1\nsample_window = \"-5s\"",
+                r#"invalid `sample_window`: "-5s" is outside the allowed range [100ms, 60s]"#,
+            ),
+            (
+                "max_concurrent = 1\nborrowing = 2",
+                "invalid `borrowing`: 2, expected true or false",
+            ),
+            (
+                "max_concurrent = 1\nname = \"\"",
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            (
+                "adaptive = { aimd = { min = -1 } }",
+                "invalid `adaptive.aimd.min`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                "adaptive = { vegas = { min = 50, max = 10 } }",
+                "invalid `adaptive.vegas.max`: 10 is outside the allowed range [50, 1000000]",
+            ),
+            (
+                "adaptive = { gradient2 = { smoothing = \"-1\" } }",
+                "invalid `adaptive.gradient2.smoothing`: -1 is outside the allowed range (0, 1]",
+            ),
+            (
+                "adaptive = { aimd = { timeout = \"-5s\" } }",
+                r#"invalid `adaptive.aimd.timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                "max_concurrent = 1\npartitions = [{ name = \"a\", share = 0.5 }, { name = \"b\", share = -1 }]",
+                "invalid `partitions[1].share`: -1 is outside the allowed range (0, 1]",
+            ),
+            (
+                "max_concurrent = 1\npartitions = [{ name = \"a\", share = \"half\" }]",
+                r#"invalid `partitions.share`: "half" is outside the allowed range (0, 1]"#,
+            ),
+        ]);
     }
 
     #[test]

@@ -2,8 +2,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "chaos";
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -13,33 +13,86 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Deserializes from `{ kind = "fixed", value = "10ms" }`, `{ kind = "uniform", min = "8ms",
 /// max = "12ms" }` or `{ kind = "long_tail", median = "10ms", p99 = "80ms" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "LatencySpec", into = "LatencySpec")]
 pub enum Latency {
     /// Always the same delay.
     Fixed {
         /// The delay.
-        #[serde(with = "config::duration")]
         value: Duration,
     },
     /// Any delay in `[min, max]`, all equally likely.
     Uniform {
         /// The shortest delay.
-        #[serde(with = "config::duration")]
         min: Duration,
         /// The longest delay.
-        #[serde(with = "config::duration")]
         max: Duration,
     },
     /// A log-normal delay with the given median and 99th percentile: most calls near the
     /// median, a long tail of slow ones, as real services show.
     LongTail {
         /// Half of the calls are faster than this.
-        #[serde(with = "config::duration")]
         median: Duration,
         /// 99% of the calls are faster than this.
-        #[serde(with = "config::duration")]
         p99: Duration,
     },
+}
+
+/// The range of every duration, for a value that is no duration at all.
+const DURATIONS: &str = "[0ns, 86400s]";
+
+/// A latency as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum LatencySpec {
+    Fixed {
+        value: Raw<Duration>,
+    },
+    Uniform {
+        min: Raw<Duration>,
+        max: Raw<Duration>,
+    },
+    LongTail {
+        median: Raw<Duration>,
+        p99: Raw<Duration>,
+    },
+}
+
+impl TryFrom<LatencySpec> for Latency {
+    type Error = ConfigError;
+
+    fn try_from(spec: LatencySpec) -> Result<Self, ConfigError> {
+        Ok(match spec {
+            LatencySpec::Fixed { value } => Self::Fixed {
+                value: value.value("value", DURATIONS)?,
+            },
+            LatencySpec::Uniform { min, max } => Self::Uniform {
+                min: min.value("min", DURATIONS)?,
+                max: max.value("max", DURATIONS)?,
+            },
+            LatencySpec::LongTail { median, p99 } => Self::LongTail {
+                median: median.value("median", DURATIONS)?,
+                p99: p99.value("p99", DURATIONS)?,
+            },
+        })
+    }
+}
+
+impl From<Latency> for LatencySpec {
+    fn from(latency: Latency) -> Self {
+        match latency {
+            Latency::Fixed { value } => Self::Fixed {
+                value: value.into(),
+            },
+            Latency::Uniform { min, max } => Self::Uniform {
+                min: min.into(),
+                max: max.into(),
+            },
+            Latency::LongTail { median, p99 } => Self::LongTail {
+                median: median.into(),
+                p99: p99.into(),
+            },
+        }
+    }
 }
 
 impl Latency {
@@ -91,7 +144,7 @@ pub(crate) fn sigma(median: Duration, p99: Duration) -> f64 {
 /// A call gets at most one of an error, a hang or a chosen response (so their sum is at most
 /// 1); a call that gets none of them may still be slowed down by `slow`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(try_from = "FaultsSpec", into = "FaultsSpec")]
 pub struct Faults {
     /// Probability that the call fails at once with `Rejected { kind: Injected }`.
     pub error: f64,
@@ -103,8 +156,58 @@ pub struct Faults {
     /// Probability that the call is delayed by `slow_latency` on top of any other latency.
     pub slow: f64,
     /// The extra delay of a slow call.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub slow_latency: Option<Latency>,
+}
+
+/// Faults as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FaultsSpec {
+    error: Raw<f64>,
+    hang: Raw<f64>,
+    response: Raw<f64>,
+    slow: Raw<f64>,
+    #[serde(
+        deserialize_with = "slow_latency_within",
+        skip_serializing_if = "Option::is_none"
+    )]
+    slow_latency: Option<Latency>,
+}
+
+fn slow_latency_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Latency>, D::Error> {
+    config::within("slow_latency", d)
+}
+
+impl Default for FaultsSpec {
+    fn default() -> Self {
+        Faults::none().into()
+    }
+}
+
+impl TryFrom<FaultsSpec> for Faults {
+    type Error = ConfigError;
+
+    fn try_from(spec: FaultsSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            error: spec.error.value("error", "[0, 1]")?,
+            hang: spec.hang.value("hang", "[0, 1]")?,
+            response: spec.response.value("response", "[0, 1]")?,
+            slow: spec.slow.value("slow", "[0, 1]")?,
+            slow_latency: spec.slow_latency,
+        })
+    }
+}
+
+impl From<Faults> for FaultsSpec {
+    fn from(f: Faults) -> Self {
+        Self {
+            error: f.error.into(),
+            hang: f.hang.into(),
+            response: f.response.into(),
+            slow: f.slow.into(),
+            slow_latency: f.slow_latency,
+        }
+    }
 }
 
 impl Faults {
@@ -169,7 +272,7 @@ impl Faults {
         match &self.slow_latency {
             Some(latency) => latency.validate("slow_latency")?,
             None if self.slow > 0.0 => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::expected(
                     "slow_latency",
                     "nothing",
                     "a latency when `slow` > 0",
@@ -184,36 +287,105 @@ impl Faults {
 /// Faults that replace the layer's usual ones from `start` to `end`, counted from the layer's
 /// epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "WindowSpec", into = "WindowSpec")]
 pub struct Window {
     /// When the window opens.
-    #[serde(with = "config::duration")]
     pub start: Duration,
     /// When it closes (exclusive).
-    #[serde(with = "config::duration")]
     pub end: Duration,
     /// What is injected while it is open.
     pub faults: Faults,
 }
 
+fn faults_within<'de, D: Deserializer<'de>>(d: D) -> Result<Faults, D::Error> {
+    config::within("faults", d)
+}
+
+/// A window as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WindowSpec {
+    start: Raw<Duration>,
+    end: Raw<Duration>,
+    #[serde(deserialize_with = "faults_within")]
+    faults: Faults,
+}
+
+impl TryFrom<WindowSpec> for Window {
+    type Error = ConfigError;
+
+    fn try_from(spec: WindowSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            start: spec.start.value("start", DURATIONS)?,
+            end: spec.end.value("end", DURATIONS)?,
+            faults: spec.faults,
+        })
+    }
+}
+
+impl From<Window> for WindowSpec {
+    fn from(w: Window) -> Self {
+        Self {
+            start: w.start.into(),
+            end: w.end.into(),
+            faults: w.faults,
+        }
+    }
+}
+
 /// A downstream that keeps going down and coming back: `cycles` times `down` of `faults`
 /// followed by `up` of the usual ones, from `start`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "FlappingSpec", into = "FlappingSpec")]
 pub struct Flapping {
     /// When the first down phase begins.
-    #[serde(with = "config::duration")]
     pub start: Duration,
     /// How long each down phase lasts.
-    #[serde(with = "config::duration")]
     pub down: Duration,
     /// How long each up phase lasts.
-    #[serde(with = "config::duration")]
     pub up: Duration,
     /// How many down-and-up cycles.
     pub cycles: u32,
     /// What is injected while down.
     pub faults: Faults,
+}
+
+/// Flapping as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlappingSpec {
+    start: Raw<Duration>,
+    down: Raw<Duration>,
+    up: Raw<Duration>,
+    cycles: Raw<u32>,
+    #[serde(deserialize_with = "faults_within")]
+    faults: Faults,
+}
+
+impl TryFrom<FlappingSpec> for Flapping {
+    type Error = ConfigError;
+
+    fn try_from(spec: FlappingSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            start: spec.start.value("start", DURATIONS)?,
+            down: spec.down.value("down", "(0s, 86400s]")?,
+            up: spec.up.value("up", DURATIONS)?,
+            cycles: spec.cycles.value("cycles", "[1, 1000000]")?,
+            faults: spec.faults,
+        })
+    }
+}
+
+impl From<Flapping> for FlappingSpec {
+    fn from(f: Flapping) -> Self {
+        Self {
+            start: f.start.into(),
+            down: f.down.into(),
+            up: f.up.into(),
+            cycles: f.cycles.into(),
+            faults: f.faults,
+        }
+    }
 }
 
 impl Flapping {
@@ -238,23 +410,64 @@ impl Flapping {
 /// at `degraded` of the normal speed (a server thrashing under load). Beyond `queue_limit`
 /// waiting calls, a new call fails at once.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "CapacitySpec", into = "CapacitySpec")]
 pub struct Capacity {
     /// How many calls are served at once.
     pub workers: u32,
     /// How many calls may wait; unbounded when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_limit: Option<u32>,
     /// The queue depth past which the service slows down; never when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degrade_above: Option<u32>,
     /// The fraction of normal speed while degraded, in `(0, 1]`.
-    #[serde(default = "default_degraded")]
     pub degraded: f64,
 }
 
-fn default_degraded() -> f64 {
-    0.8
+/// A capacity model as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacitySpec {
+    workers: Raw<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue_limit: Option<Raw<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    degrade_above: Option<Raw<u32>>,
+    #[serde(default = "default_degraded")]
+    degraded: Raw<f64>,
+}
+
+fn default_degraded() -> Raw<f64> {
+    0.8.into()
+}
+
+impl TryFrom<CapacitySpec> for Capacity {
+    type Error = ConfigError;
+
+    fn try_from(spec: CapacitySpec) -> Result<Self, ConfigError> {
+        const DEPTHS: &str = "[0, 4294967295]";
+        Ok(Self {
+            workers: spec.workers.value("workers", "[1, 1000000]")?,
+            queue_limit: spec
+                .queue_limit
+                .map(|n| n.value("queue_limit", DEPTHS))
+                .transpose()?,
+            degrade_above: spec
+                .degrade_above
+                .map(|n| n.value("degrade_above", DEPTHS))
+                .transpose()?,
+            degraded: spec.degraded.value("degraded", "(0, 1]")?,
+        })
+    }
+}
+
+impl From<Capacity> for CapacitySpec {
+    fn from(c: Capacity) -> Self {
+        Self {
+            workers: c.workers.into(),
+            queue_limit: c.queue_limit.map(Raw::from),
+            degrade_above: c.degrade_above.map(Raw::from),
+            degraded: c.degraded.into(),
+        }
+    }
 }
 
 impl Capacity {
@@ -282,8 +495,8 @@ impl Capacity {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        config::count_in("capacity.workers", self.workers, 1..=1_000_000)?;
-        config::ratio("capacity.degraded", self.degraded)?;
+        config::count_in("workers", self.workers, 1..=1_000_000)?;
+        config::ratio("degraded", self.degraded)?;
         Ok(())
     }
 }
@@ -375,21 +588,21 @@ impl<T: From<ChaosConfig>> ChaosConfigBuilder<T> {
 
     /// The name of the layer instance (default `"chaos"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
     /// Injects faults from the start (default off: a chaos layer does nothing until enabled,
     /// here or through its handle).
     pub fn enabled(mut self, enabled: bool) -> Self {
-        self.spec.enabled = enabled;
+        self.spec.enabled = enabled.into();
         self
     }
 
     /// The seed of the layer's `ChaCha8` random numbers (default 0): the same seed and the
     /// same calls give the same faults.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.spec.seed = seed;
+        self.spec.seed = seed.into();
         self
     }
 
@@ -437,26 +650,55 @@ impl<T: From<ChaosConfig>> ChaosConfigBuilder<T> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ChaosSpec {
-    name: String,
-    enabled: bool,
-    seed: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Raw<String>,
+    enabled: Raw<bool>,
+    seed: Raw<u64>,
+    #[serde(
+        deserialize_with = "latency_within",
+        skip_serializing_if = "Option::is_none"
+    )]
     latency: Option<Latency>,
+    #[serde(deserialize_with = "faults_within")]
     faults: Faults,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "windows_within",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     windows: Vec<Window>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "flapping_within",
+        skip_serializing_if = "Option::is_none"
+    )]
     flapping: Option<Flapping>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        deserialize_with = "capacity_within",
+        skip_serializing_if = "Option::is_none"
+    )]
     capacity: Option<Capacity>,
+}
+
+fn latency_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Latency>, D::Error> {
+    config::within("latency", d)
+}
+
+fn windows_within<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Window>, D::Error> {
+    config::within("windows", d)
+}
+
+fn flapping_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Flapping>, D::Error> {
+    config::within("flapping", d)
+}
+
+fn capacity_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Capacity>, D::Error> {
+    config::within("capacity", d)
 }
 
 impl Default for ChaosSpec {
     fn default() -> Self {
         Self {
-            name: DEFAULT_NAME.into(),
-            enabled: false,
-            seed: 0,
+            name: String::from(DEFAULT_NAME).into(),
+            enabled: false.into(),
+            seed: 0.into(),
             latency: None,
             faults: Faults::none(),
             windows: Vec::new(),
@@ -470,31 +712,38 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ChaosSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         if let Some(latency) = &spec.latency {
             latency.validate("latency")?;
         }
-        spec.faults.validate()?;
-        for window in &spec.windows {
+        spec.faults.validate().map_err(|e| e.within("faults"))?;
+        for (i, window) in spec.windows.iter().enumerate() {
+            let within = |e: ConfigError| e.within(&format!("windows[{i}]"));
             if window.start >= window.end {
-                return Err(ConfigError::new(
-                    "windows.end",
+                return Err(within(ConfigError::new(
+                    "end",
                     format_args!("{:?}", window.end),
-                    format!("after start ({:?})", window.start),
-                ));
+                    format!("({:?}, 86400s]: after start", window.start),
+                )));
             }
-            window.faults.validate()?;
+            window
+                .faults
+                .validate()
+                .map_err(|e| within(e.within("faults")))?;
         }
         if let Some(flapping) = &spec.flapping {
             config::positive_duration("flapping.down", flapping.down, MAX_DURATION)?;
             config::duration_in("flapping.up", flapping.up, Duration::ZERO..=MAX_DURATION)?;
             config::count_in("flapping.cycles", flapping.cycles, 1..=1_000_000)?;
-            flapping.faults.validate()?;
+            flapping
+                .faults
+                .validate()
+                .map_err(|e| e.within("flapping.faults"))?;
         }
         if let Some(capacity) = &spec.capacity {
-            capacity.validate()?;
+            capacity.validate().map_err(|e| e.within("capacity"))?;
             if spec.latency.is_none() {
-                return Err(ConfigError::new(
+                return Err(ConfigError::expected(
                     "latency",
                     "nothing",
                     "a latency (the service time) when `capacity` is set",
@@ -502,9 +751,9 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
             }
         }
         Ok(Self {
-            name: spec.name.into(),
-            enabled: spec.enabled,
-            seed: spec.seed,
+            name: name.into(),
+            enabled: spec.enabled.expected("enabled", "true or false")?,
+            seed: spec.seed.value("seed", "[0, 18446744073709551615]")?,
             latency: spec.latency,
             faults: spec.faults,
             windows: spec.windows,
@@ -517,9 +766,9 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
 impl From<ChaosConfig> for ChaosSpec {
     fn from(config: ChaosConfig) -> Self {
         Self {
-            name: config.name.to_string(),
-            enabled: config.enabled,
-            seed: config.seed,
+            name: config.name.to_string().into(),
+            enabled: config.enabled.into(),
+            seed: config.seed.into(),
             latency: config.latency,
             faults: config.faults,
             windows: config.windows,
@@ -543,7 +792,7 @@ mod tests {
             .faults(Faults::errors(1.5))
             .build()
             .unwrap_err();
-        assert_eq!(err.field(), "error");
+        assert_eq!(err.field(), "faults.error");
         let err = ChaosConfig::builder()
             .faults(Faults {
                 error: 0.6,
@@ -552,7 +801,7 @@ mod tests {
             })
             .build()
             .unwrap_err();
-        assert_eq!(err.field(), "error + hang + response");
+        assert_eq!(err.field(), "faults.error + hang + response");
         let err = ChaosConfig::builder()
             .latency(Latency::Uniform {
                 min: ms(12),
@@ -570,7 +819,7 @@ mod tests {
             .outage(ms(20), ms(10))
             .build()
             .unwrap_err();
-        assert_eq!(err.field(), "windows.end");
+        assert_eq!(err.field(), "windows[0].end");
     }
 
     #[test]
@@ -605,7 +854,74 @@ mod tests {
         let typo = serde_json::from_str::<ChaosConfig>(r#"{"faults": {"eror": 0.1}}"#);
         assert!(typo.unwrap_err().to_string().contains("unknown field"));
         let bad = serde_json::from_str::<ChaosConfig>(r#"{"faults": {"error": 2.0}}"#);
-        assert!(bad.unwrap_err().to_string().contains("invalid `error`"));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("invalid `faults.error`")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        seawall_core::testing::config::assert_errors::<ChaosConfig>(&[
+            (
+                "seed = -1",
+                "invalid `seed`: -1 is outside the allowed range [0, 18446744073709551615]",
+            ),
+            (
+                r#"enabled = "yes""#,
+                r#"invalid `enabled`: "yes", expected true or false"#,
+            ),
+            (
+                r#"name = """#,
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            (
+                r#"latency = { kind = "fixed", value = "-5s" }"#,
+                r#"invalid `latency.value`: "-5s" is outside the allowed range [0ns, 86400s]"#,
+            ),
+            (
+                "faults = { error = -0.5 }",
+                "invalid `faults.error`: -0.5 is outside the allowed range [0, 1]",
+            ),
+            (
+                r#"faults = { hang = "often" }"#,
+                r#"invalid `faults.hang`: "often" is outside the allowed range [0, 1]"#,
+            ),
+            (
+                r#"faults = { slow = 0.5, slow_latency = { kind = "uniform", min = "1ms", max = "-5s" } }"#,
+                r#"invalid `faults.slow_latency.max`: "-5s" is outside the allowed range [0ns, 86400s]"#,
+            ),
+            (
+                r#"windows = [{ start = "-5s", end = "1s", faults = {} }]"#,
+                r#"invalid `windows.start`: "-5s" is outside the allowed range [0ns, 86400s]"#,
+            ),
+            (
+                r#"windows = [{ start = "1s", end = "2s", faults = {} }, { start = "3s", end = "2s", faults = {} }]"#,
+                "invalid `windows[1].end`: 2s is outside the allowed range (3s, 86400s]: after start",
+            ),
+            (
+                r#"windows = [{ start = "1s", end = "2s", faults = { error = 2 } }]"#,
+                "invalid `windows[0].faults.error`: 2 is outside the allowed range [0, 1]",
+            ),
+            (
+                r#"flapping = { start = "1s", down = "1s", up = "1s", cycles = -1, faults = {} }"#,
+                "invalid `flapping.cycles`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                r#"flapping = { start = "1s", down = "0s", up = "1s", cycles = 1, faults = {} }"#,
+                "invalid `flapping.down`: 0ns is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "capacity = { workers = -1 }",
+                "invalid `capacity.workers`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                r#"latency = { kind = "fixed", value = "1ms" }
+                   capacity = { workers = 1, degraded = 0 }"#,
+                "invalid `capacity.degraded`: 0 is outside the allowed range (0, 1]",
+            ),
+        ]);
     }
 
     #[test]

@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::backoff::Backoff;
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "circuit_breaker";
 const MAX_WINDOW_CALLS: u32 = 100_000;
@@ -22,6 +22,23 @@ pub enum Window {
     Count(u32),
     /// The calls of the last whole seconds, kept in one bucket per second.
     Time(#[serde(with = "config::duration")] Duration),
+}
+
+/// A window as written: `{ count = 50 }` or `{ time = "10s" }`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WindowSpec {
+    Count(Raw<u32>),
+    Time(Raw<Duration>),
+}
+
+impl From<Window> for WindowSpec {
+    fn from(window: Window) -> Self {
+        match window {
+            Window::Count(n) => Self::Count(n.into()),
+            Window::Time(span) => Self::Time(span.into()),
+        }
+    }
 }
 
 /// How long the breaker stays open before it lets probes through.
@@ -150,19 +167,19 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
 
     /// The name of the layer instance (default `"circuit_breaker"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
     /// Rates over the last `calls` calls, in `[1, 100000]` (the default, with 100 calls).
     pub fn count_window(mut self, calls: u32) -> Self {
-        self.spec.window = Window::Count(calls);
+        self.spec.window = Window::Count(calls).into();
         self
     }
 
     /// Rates over the calls of the last `span`, whole seconds in `[1s, 1h]`.
     pub fn time_window(mut self, span: Duration) -> Self {
-        self.spec.window = Window::Time(span);
+        self.spec.window = Window::Time(span).into();
         self
     }
 
@@ -171,46 +188,46 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     /// calls is noise, and a 30% error rate would trip a breaker that decides on 20 calls about
     /// one time in twenty).
     pub fn minimum_calls(mut self, calls: u32) -> Self {
-        self.spec.minimum_calls = Some(calls);
+        self.spec.minimum_calls = Some(calls.into());
         self
     }
 
     /// Opens when at least this share of the window's calls failed, in `(0, 1]` (default 0.5).
     pub fn failure_rate_threshold(mut self, rate: f64) -> Self {
-        self.spec.failure_rate_threshold = Some(rate);
-        self.spec.no_failure_rate = false;
+        self.spec.failure_rate_threshold = Some(rate.into());
+        self.spec.no_failure_rate = false.into();
         self
     }
 
     /// Turns the failure-rate rule off (another rule must be on).
     pub fn no_failure_rate(mut self) -> Self {
         self.spec.failure_rate_threshold = None;
-        self.spec.no_failure_rate = true;
+        self.spec.no_failure_rate = true.into();
         self
     }
 
     /// Counts calls longer than `duration` as slow, in `(0s, 1 day]`.
     pub fn slow_call_duration(mut self, duration: Duration) -> Self {
-        self.spec.slow_call_duration = Some(duration);
+        self.spec.slow_call_duration = Some(duration.into());
         self
     }
 
     /// Opens when at least this share of the window's calls were slow, in `(0, 1]`; needs
     /// [`slow_call_duration`](Self::slow_call_duration).
     pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
-        self.spec.slow_call_rate_threshold = Some(rate);
+        self.spec.slow_call_rate_threshold = Some(rate.into());
         self
     }
 
     /// Opens after `failures` failures in a row, in `[1, 1000000]`, whatever the window holds.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.spec.consecutive_failures = Some(failures);
+        self.spec.consecutive_failures = Some(failures.into());
         self
     }
 
     /// Stays open for `duration` each time, in `(0s, 1 day]` (default 30 s).
     pub fn open_duration(mut self, duration: Duration) -> Self {
-        self.spec.open_duration = Some(duration);
+        self.spec.open_duration = Some(duration.into());
         self.spec.open_backoff = None;
         self
     }
@@ -225,39 +242,39 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
 
     /// Probes admitted at once in half-open, in `[1, 1000]` (default 10).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
-        self.spec.half_open_probes = Some(probes);
+        self.spec.half_open_probes = Some(probes.into());
         self
     }
 
     /// The share of the probes that must succeed to close, in `(0, 1]` (default 1: one failed
     /// probe opens the breaker again).
     pub fn half_open_success_ratio(mut self, ratio: f64) -> Self {
-        self.spec.half_open_success_ratio = Some(ratio);
+        self.spec.half_open_success_ratio = Some(ratio.into());
         self
     }
 
     /// Opens again when the probes have not decided within `wait`, in `(0s, 1 day]`.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
-        self.spec.half_open_max_wait = Some(wait);
+        self.spec.half_open_max_wait = Some(wait.into());
         self
     }
 
     /// Seeds the jitter of the open backoff, so that runs repeat (default: a random seed).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.spec.seed = Some(seed);
+        self.spec.seed = Some(seed.into());
         self
     }
 
     /// Keyed breaker only: the most keys kept, in `[1, 1000000]` (default 10000).
     pub fn max_keys(mut self, keys: usize) -> Self {
-        self.spec.max_keys = Some(keys);
+        self.spec.max_keys = Some(keys.into());
         self
     }
 
     /// Keyed breaker only: a key unused this long may be evicted, in `(0s, 1 day]`
     /// (default 10 min).
     pub fn key_idle_timeout(mut self, idle: Duration) -> Self {
-        self.spec.key_idle_timeout = Some(idle);
+        self.spec.key_idle_timeout = Some(idle.into());
         self
     }
 
@@ -271,65 +288,61 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
 #[serde(deny_unknown_fields)]
 struct CircuitBreakerSpec {
     #[serde(default = "default_name")]
-    name: String,
+    name: Raw<String>,
     #[serde(default = "default_window")]
-    window: Window,
+    window: WindowSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    minimum_calls: Option<u32>,
+    minimum_calls: Option<Raw<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    failure_rate_threshold: Option<f64>,
-    #[serde(default, skip_serializing_if = "is_false")]
-    no_failure_rate: bool,
+    failure_rate_threshold: Option<Raw<f64>>,
+    #[serde(default = "no", skip_serializing_if = "is_false")]
+    no_failure_rate: Raw<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    slow_call_rate_threshold: Option<f64>,
+    slow_call_rate_threshold: Option<Raw<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slow_call_duration: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consecutive_failures: Option<Raw<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_duration: Option<Raw<Duration>>,
     #[serde(
         default,
-        with = "config::duration",
+        deserialize_with = "open_backoff_within",
         skip_serializing_if = "Option::is_none"
     )]
-    slow_call_duration: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    consecutive_failures: Option<u32>,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    open_duration: Option<Duration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     open_backoff: Option<Backoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    half_open_probes: Option<u32>,
+    half_open_probes: Option<Raw<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    half_open_success_ratio: Option<f64>,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    half_open_max_wait: Option<Duration>,
+    half_open_success_ratio: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    seed: Option<u64>,
+    half_open_max_wait: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_keys: Option<usize>,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    key_idle_timeout: Option<Duration>,
+    seed: Option<Raw<u64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_keys: Option<Raw<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_idle_timeout: Option<Raw<Duration>>,
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
+fn open_backoff_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backoff>, D::Error> {
+    config::within("open_backoff", d)
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn no() -> Raw<bool> {
+    false.into()
 }
 
-fn default_window() -> Window {
-    Window::Count(100)
+fn is_false(b: &Raw<bool>) -> bool {
+    *b == Raw::from(false)
+}
+
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
+}
+
+fn default_window() -> WindowSpec {
+    Window::Count(100).into()
 }
 
 impl Default for CircuitBreakerSpec {
@@ -339,7 +352,7 @@ impl Default for CircuitBreakerSpec {
             window: default_window(),
             minimum_calls: None,
             failure_rate_threshold: None,
-            no_failure_rate: false,
+            no_failure_rate: no(),
             slow_call_rate_threshold: None,
             slow_call_duration: None,
             consecutive_failures: None,
@@ -359,12 +372,13 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
     type Error = ConfigError;
 
     fn try_from(spec: CircuitBreakerSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         let window = match spec.window {
-            Window::Count(n) => {
+            WindowSpec::Count(n) => {
                 Window::Count(config::count_in("window.count", n, 1..=MAX_WINDOW_CALLS)?)
             }
-            Window::Time(span) => {
+            WindowSpec::Time(span) => {
+                let span = span.value("window.time", "whole seconds in [1s, 3600s]")?;
                 if span.subsec_nanos() != 0 || !(1..=MAX_WINDOW_SECS).contains(&span.as_secs()) {
                     return Err(ConfigError::new(
                         "window.time",
@@ -383,12 +397,15 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             (None, Window::Count(size)) => size.min(100),
             (None, Window::Time(_)) => 100,
         };
-        let failure_rate = if spec.no_failure_rate {
+        let failure_rate = if spec
+            .no_failure_rate
+            .expected("no_failure_rate", "true or false")?
+        {
             None
         } else {
             Some(config::ratio(
                 "failure_rate_threshold",
-                spec.failure_rate_threshold.unwrap_or(0.5),
+                spec.failure_rate_threshold.unwrap_or_else(|| 0.5.into()),
             )?)
         };
         let slow_call_rate = spec
@@ -400,10 +417,10 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             .map(|d| config::positive_duration("slow_call_duration", d, MAX_DURATION))
             .transpose()?;
         if slow_call_rate.is_some() && slow_call_duration.is_none() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::expected(
                 "slow_call_duration",
                 "nothing",
-                "a duration in (0s, 1day] when slow_call_rate_threshold is set",
+                "a duration in (0s, 86400s] when slow_call_rate_threshold is set",
             ));
         }
         let consecutive_failures = spec
@@ -411,7 +428,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             .map(|n| config::count_in("consecutive_failures", n, 1..=MAX_CONSECUTIVE))
             .transpose()?;
         if failure_rate.is_none() && slow_call_rate.is_none() && consecutive_failures.is_none() {
-            return Err(ConfigError::new(
+            return Err(ConfigError::expected(
                 "failure_rate_threshold",
                 "nothing",
                 "at least one trip rule (failure rate, slow-call rate or consecutive failures)",
@@ -419,7 +436,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
         }
         let open_duration = match (spec.open_duration, spec.open_backoff) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
+                return Err(ConfigError::expected(
                     "open_backoff",
                     "a backoff",
                     "nothing when open_duration is set (one or the other)",
@@ -428,31 +445,40 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             (_, Some(backoff)) => OpenDuration::Backoff(backoff),
             (fixed, None) => OpenDuration::Fixed(config::positive_duration(
                 "open_duration",
-                fixed.unwrap_or(Duration::from_secs(30)),
+                fixed.unwrap_or_else(|| Duration::from_secs(30).into()),
                 MAX_DURATION,
             )?),
         };
         let half_open_probes = config::count_in(
             "half_open_probes",
-            spec.half_open_probes.unwrap_or(10),
+            spec.half_open_probes.unwrap_or_else(|| 10.into()),
             1..=MAX_PROBES,
         )?;
         let half_open_success_ratio = config::ratio(
             "half_open_success_ratio",
-            spec.half_open_success_ratio.unwrap_or(1.0),
+            spec.half_open_success_ratio.unwrap_or_else(|| 1.0.into()),
         )?;
         let half_open_max_wait = spec
             .half_open_max_wait
             .map(|d| config::positive_duration("half_open_max_wait", d, MAX_DURATION))
             .transpose()?;
-        let max_keys = config::count_in("max_keys", spec.max_keys.unwrap_or(10_000), 1..=MAX_KEYS)?;
+        let max_keys = config::count_in(
+            "max_keys",
+            spec.max_keys.unwrap_or_else(|| 10_000.into()),
+            1..=MAX_KEYS,
+        )?;
         let key_idle_timeout = config::positive_duration(
             "key_idle_timeout",
-            spec.key_idle_timeout.unwrap_or(Duration::from_secs(600)),
+            spec.key_idle_timeout
+                .unwrap_or_else(|| Duration::from_secs(600).into()),
             MAX_DURATION,
         )?;
+        let seed = spec
+            .seed
+            .map(|seed| seed.value("seed", "[0, 18446744073709551615]"))
+            .transpose()?;
         Ok(Self {
-            name: spec.name.into(),
+            name: name.into(),
             window,
             minimum_calls,
             failure_rate,
@@ -463,7 +489,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             half_open_probes,
             half_open_success_ratio,
             half_open_max_wait,
-            seed: spec.seed,
+            seed,
             max_keys,
             key_idle_timeout,
         })
@@ -473,26 +499,26 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
 impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
     fn from(c: CircuitBreakerConfig) -> Self {
         let (open_duration, open_backoff) = match c.open_duration {
-            OpenDuration::Fixed(d) => (Some(d), None),
+            OpenDuration::Fixed(d) => (Some(d.into()), None),
             OpenDuration::Backoff(b) => (None, Some(b)),
         };
         Self {
-            name: c.name.to_string(),
-            window: c.window,
-            minimum_calls: Some(c.minimum_calls),
-            failure_rate_threshold: c.failure_rate,
-            no_failure_rate: c.failure_rate.is_none(),
-            slow_call_rate_threshold: c.slow_call_rate,
-            slow_call_duration: c.slow_call_duration,
-            consecutive_failures: c.consecutive_failures,
+            name: c.name.to_string().into(),
+            window: c.window.into(),
+            minimum_calls: Some(c.minimum_calls.into()),
+            failure_rate_threshold: c.failure_rate.map(Raw::from),
+            no_failure_rate: c.failure_rate.is_none().into(),
+            slow_call_rate_threshold: c.slow_call_rate.map(Raw::from),
+            slow_call_duration: c.slow_call_duration.map(Raw::from),
+            consecutive_failures: c.consecutive_failures.map(Raw::from),
             open_duration,
             open_backoff,
-            half_open_probes: Some(c.half_open_probes),
-            half_open_success_ratio: Some(c.half_open_success_ratio),
-            half_open_max_wait: c.half_open_max_wait,
-            seed: c.seed,
-            max_keys: Some(c.max_keys),
-            key_idle_timeout: Some(c.key_idle_timeout),
+            half_open_probes: Some(c.half_open_probes.into()),
+            half_open_success_ratio: Some(c.half_open_success_ratio.into()),
+            half_open_max_wait: c.half_open_max_wait.map(Raw::from),
+            seed: c.seed.map(Raw::from),
+            max_keys: Some(c.max_keys.into()),
+            key_idle_timeout: Some(c.key_idle_timeout.into()),
         }
     }
 }
@@ -591,6 +617,80 @@ mod tests {
         )
         .unwrap_err();
         assert!(both.to_string().contains("open_backoff"), "{both}");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        seawall_core::testing::config::assert_errors::<CircuitBreakerConfig>(&[
+            (
+                "window = { count = -1 }",
+                "invalid `window.count`: -1 is outside the allowed range [1, 100000]",
+            ),
+            (
+                r#"window = { time = "-5s" }"#,
+                r#"invalid `window.time`: "-5s" is outside the allowed range whole seconds in [1s, 3600s]"#,
+            ),
+            (
+                "minimum_calls = -1",
+                "invalid `minimum_calls`: -1 is outside the allowed range [1, 100]",
+            ),
+            (
+                "failure_rate_threshold = -0.5",
+                "invalid `failure_rate_threshold`: -0.5 is outside the allowed range (0, 1]",
+            ),
+            (
+                r#"no_failure_rate = "yes""#,
+                r#"invalid `no_failure_rate`: "yes", expected true or false"#,
+            ),
+            (
+                "slow_call_rate_threshold = 2",
+                "invalid `slow_call_rate_threshold`: 2 is outside the allowed range (0, 1]",
+            ),
+            (
+                r#"slow_call_duration = "-5s""#,
+                r#"invalid `slow_call_duration`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                "consecutive_failures = -1",
+                "invalid `consecutive_failures`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                r#"open_duration = "-5s""#,
+                r#"invalid `open_duration`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                r#"open_backoff = { kind = "exponential", base = "-5s" }"#,
+                r#"invalid `open_backoff.base`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+            (
+                "half_open_probes = -1",
+                "invalid `half_open_probes`: -1 is outside the allowed range [1, 1000]",
+            ),
+            (
+                "half_open_success_ratio = 0",
+                "invalid `half_open_success_ratio`: 0 is outside the allowed range (0, 1]",
+            ),
+            (
+                r#"half_open_max_wait = "-5s""#,
+                r#"invalid `half_open_max_wait`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                "seed = -1",
+                "invalid `seed`: -1 is outside the allowed range [0, 18446744073709551615]",
+            ),
+            (
+                "max_keys = -1",
+                "invalid `max_keys`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                r#"key_idle_timeout = "-5s""#,
+                r#"invalid `key_idle_timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                r#"name = """#,
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+        ]);
     }
 
     #[test]

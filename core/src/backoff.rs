@@ -29,7 +29,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, Raw};
 
 const MAX_BASE: Duration = Duration::from_secs(3600);
 const MAX_CAP: Duration = Duration::from_secs(24 * 3600);
@@ -163,13 +163,13 @@ fn nanos(d: Duration) -> u64 {
 /// Builds a [`Backoff`], checking every value.
 #[derive(Debug, Clone, Copy)]
 pub struct BackoffBuilder {
-    spec: BackoffSpec,
+    spec: BackoffParts,
 }
 
 impl BackoffBuilder {
     fn new(kind: BackoffKind, base: Duration) -> Self {
         Self {
-            spec: BackoffSpec {
+            spec: BackoffParts {
                 kind,
                 base,
                 step: None,
@@ -206,31 +206,41 @@ impl BackoffBuilder {
 
     /// Checks the values and builds the backoff.
     pub fn build(self) -> Result<Backoff, ConfigError> {
-        Backoff::try_from(self.spec)
+        let parts = self.spec;
+        Backoff::try_from(BackoffSpec {
+            kind: parts.kind,
+            base: parts.base.into(),
+            step: parts.step.map(Raw::from),
+            factor: parts.factor.map(Raw::from),
+            cap: parts.cap.map(Raw::from),
+            jitter: parts.jitter,
+        })
     }
 }
 
+/// A backoff as a builder holds it, before validation.
+#[derive(Debug, Clone, Copy)]
+struct BackoffParts {
+    kind: BackoffKind,
+    base: Duration,
+    step: Option<Duration>,
+    factor: Option<f64>,
+    cap: Option<Duration>,
+    jitter: Jitter,
+}
+
 /// A backoff as written in a configuration file, before validation.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackoffSpec {
     kind: BackoffKind,
-    #[serde(with = "humantime_serde")]
-    base: Duration,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    step: Option<Duration>,
+    base: Raw<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    factor: Option<f64>,
-    #[serde(
-        default,
-        with = "humantime_serde",
-        skip_serializing_if = "Option::is_none"
-    )]
-    cap: Option<Duration>,
+    step: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    factor: Option<Raw<f64>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cap: Option<Raw<Duration>>,
     #[serde(default)]
     jitter: Jitter,
 }
@@ -241,20 +251,25 @@ impl TryFrom<BackoffSpec> for Backoff {
     fn try_from(spec: BackoffSpec) -> Result<Self, ConfigError> {
         let base = match spec.kind {
             BackoffKind::Constant => {
-                config::duration_in("backoff.base", spec.base, Duration::ZERO..=MAX_BASE)?
+                config::duration_in("base", spec.base, Duration::ZERO..=MAX_BASE)?
             }
-            _ => config::positive_duration("backoff.base", spec.base, MAX_BASE)?,
+            _ => config::positive_duration("base", spec.base, MAX_BASE)?,
         };
-        let cap = spec.cap.unwrap_or(Duration::from_secs(30).max(base));
-        let cap = config::duration_in("backoff.cap", cap, base..=MAX_CAP)?;
+        let cap = spec
+            .cap
+            .unwrap_or_else(|| Duration::from_secs(30).max(base).into());
+        let cap = config::duration_in("cap", cap, base..=MAX_CAP)?;
         let step = config::duration_in(
-            "backoff.step",
-            spec.step.unwrap_or(base),
+            "step",
+            spec.step.unwrap_or_else(|| base.into()),
             Duration::ZERO..=MAX_BASE,
         )?;
-        let factor = spec.factor.unwrap_or(2.0);
+        let factor = match spec.factor {
+            Some(factor) => factor.value("factor", "[1, 100]")?,
+            None => 2.0,
+        };
         if !(1.0..=MAX_FACTOR).contains(&factor) {
-            return Err(ConfigError::new("backoff.factor", factor, "[1, 100]"));
+            return Err(ConfigError::new("factor", factor, "[1, 100]"));
         }
         Ok(Self {
             kind: spec.kind,
@@ -271,10 +286,10 @@ impl From<Backoff> for BackoffSpec {
     fn from(b: Backoff) -> Self {
         Self {
             kind: b.kind,
-            base: b.base,
-            step: Some(b.step),
-            factor: Some(b.factor),
-            cap: Some(b.cap),
+            base: b.base.into(),
+            step: Some(b.step.into()),
+            factor: Some(b.factor.into()),
+            cap: Some(b.cap.into()),
             jitter: b.jitter,
         }
     }
@@ -334,17 +349,17 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let zero = Backoff::exponential(Duration::ZERO).build().unwrap_err();
-        assert_eq!(zero.field(), "backoff.base");
+        assert_eq!(zero.field(), "base");
         let low_cap = Backoff::exponential(ms(100))
             .cap(ms(10))
             .build()
             .unwrap_err();
-        assert_eq!(low_cap.field(), "backoff.cap");
+        assert_eq!(low_cap.field(), "cap");
         let factor = Backoff::exponential(ms(100))
             .factor(0.5)
             .build()
             .unwrap_err();
-        assert_eq!(factor.field(), "backoff.factor");
+        assert_eq!(factor.field(), "factor");
         assert!(Backoff::constant(Duration::ZERO).build().is_ok());
     }
 
@@ -360,10 +375,50 @@ mod tests {
 
         let err =
             serde_json::from_str::<Backoff>(r#"{"kind": "linear", "base": "0s"}"#).unwrap_err();
-        assert!(err.to_string().contains("backoff.base"), "{err}");
+        assert!(err.to_string().contains("`base`"), "{err}");
         let unknown =
             serde_json::from_str::<Backoff>(r#"{"kind": "linear", "base": "1s", "bsae": 1}"#);
         assert!(unknown.is_err());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        crate::testing::config::assert_errors::<Backoff>(&[
+            (
+                r#"kind = "exponential"
+                   base = "-5s""#,
+                r#"invalid `base`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+            (
+                r#"kind = "linear"
+                   base = 100"#,
+                "invalid `base`: 100 is outside the allowed range (0s, 3600s]",
+            ),
+            (
+                r#"kind = "constant"
+                   base = "1s"
+                   step = "soon""#,
+                r#"invalid `step`: "soon" is outside the allowed range [0ns, 3600s]"#,
+            ),
+            (
+                r#"kind = "exponential"
+                   base = "1s"
+                   factor = -1"#,
+                "invalid `factor`: -1 is outside the allowed range [1, 100]",
+            ),
+            (
+                r#"kind = "exponential"
+                   base = "1s"
+                   factor = "fast""#,
+                r#"invalid `factor`: "fast" is outside the allowed range [1, 100]"#,
+            ),
+            (
+                r#"kind = "exponential"
+                   base = "1s"
+                   cap = "100ms""#,
+                "invalid `cap`: 100ms is outside the allowed range [1s, 86400s]",
+            ),
+        ]);
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! error a plain `500`. The stack's error is then `Infallible` and needs no
 //! `HandleErrorLayer`.
 //!
+//! Nothing internal reaches the client: the body of a rejection says what happened and when
+//! to come back (`rate limited, retry after 1.2s`), and any other error is answered with
+//! `internal server error` and logged at `warn` here. The name of the rejecting layer tells
+//! outsiders how the service is built, so it appears (`rate limited (api), ...`) only with
+//! [`ErrorResponseLayer::with_layer_names`].
+//!
 //! | rejection | status |
 //! |---|---|
 //! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `503 Service Unavailable`, with `Retry-After` when known |
@@ -35,19 +41,27 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 use tower::Layer;
 
-use crate::respond::{ErrorMapping, ErrorResponse, sealed};
+use crate::respond::{ErrorMapping, ErrorResponse, rejection_message, sealed};
 use crate::{BoxError, Rejected, RejectionKind, rejected};
 
 /// Answers every error of the stack below with an HTTP response.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ErrorResponseLayer {
-    _priv: (),
+    mapping: HttpMapping,
 }
 
 impl ErrorResponseLayer {
-    /// The adapter layer.
+    /// The adapter layer; rejections are answered without the rejecting layer's name.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Also names the rejecting layer in the body (`rate limited (api)`), for services whose
+    /// clients are trusted to see how they are built.
+    #[must_use]
+    pub fn with_layer_names(mut self) -> Self {
+        self.mapping.layer_names = true;
+        self
     }
 }
 
@@ -55,22 +69,24 @@ impl<S> Layer<S> for ErrorResponseLayer {
     type Service = ErrorResponse<S, HttpMapping>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ErrorResponse::new(inner)
+        ErrorResponse::new(inner, self.mapping)
     }
 }
 
 /// Writes errors as HTTP responses; see the [module docs](self).
-#[derive(Debug, Clone, Copy)]
-pub enum HttpMapping {}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpMapping {
+    layer_names: bool,
+}
 
 impl sealed::Sealed for HttpMapping {}
 
 impl ErrorMapping for HttpMapping {
-    fn response(err: BoxError) -> Response<Full<Bytes>> {
+    fn response(&self, err: BoxError) -> Response<Full<Bytes>> {
         match rejected(&*err) {
             Some(rejection) => {
                 tracing::debug!(%rejection, "rejection answered");
-                rejection_response(rejection)
+                rejection_response(rejection, self.layer_names)
             }
             None => {
                 tracing::warn!(error = %err, "error answered with 500");
@@ -92,9 +108,9 @@ pub fn status_of(kind: RejectionKind) -> StatusCode {
     }
 }
 
-fn rejection_response(rejection: &Rejected) -> Response<Full<Bytes>> {
+fn rejection_response(rejection: &Rejected, layer_names: bool) -> Response<Full<Bytes>> {
     let status = status_of(rejection.kind());
-    let mut response = text(status, rejection.to_string());
+    let mut response = text(status, rejection_message(rejection, layer_names));
     if let (Some(after), false) = (
         rejection.retry_after(),
         status == StatusCode::GATEWAY_TIMEOUT,
@@ -126,7 +142,14 @@ mod tests {
     use http_body_util::BodyExt;
 
     async fn answer(err: BoxError) -> (StatusCode, Option<String>, String) {
-        let res = HttpMapping::response(err);
+        answer_with(HttpMapping::default(), err).await
+    }
+
+    async fn answer_with(
+        mapping: HttpMapping,
+        err: BoxError,
+    ) -> (StatusCode, Option<String>, String) {
+        let res = mapping.response(err);
         let retry = res
             .headers()
             .get(RETRY_AFTER)
@@ -171,13 +194,22 @@ mod tests {
         .await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(retry.as_deref(), Some("2"));
-        assert_eq!(body, "rate limited (dep), retry after 1.2s");
+        assert_eq!(body, "rate limited, retry after 1.2s");
         let open = answer(rejection(
             RejectionKind::CircuitOpen,
             Some(Duration::from_secs(5)),
         ))
         .await;
         assert_eq!(open.1.as_deref(), Some("5"));
+    }
+
+    #[tokio::test]
+    async fn layer_names_are_shown_only_when_asked_for() {
+        let hidden = answer(rejection(RejectionKind::BulkheadFull, None)).await;
+        assert_eq!(hidden.2, "bulkhead full");
+        let layer = ErrorResponseLayer::new().with_layer_names();
+        let shown = answer_with(layer.mapping, rejection(RejectionKind::BulkheadFull, None)).await;
+        assert_eq!(shown.2, "bulkhead full (dep)");
     }
 
     #[tokio::test]

@@ -2,25 +2,232 @@
 //!
 //! A layer never looks a metric up by name per call: it keeps the [`Counter`], [`Gauge`] and
 //! [`Histogram`] handles this module registers with the recorder in place at build time (the
-//! global one, or a local one in tests), every one labelled `name = <layer instance>`.
+//! global one, or a local one in tests), every one labelled `name = <layer instance>`, and
+//! describes each metric to that recorder (help text and unit) as it does, so that the
+//! Prometheus exporter writes `# HELP` for every seawall metric.
+//!
+//! A layer is often built before the application installs its recorder (in a `lazy` static, a
+//! constructor, a test). `metrics` then hands out handles that drop every value, silently. A
+//! handle registered here while no recorder is installed is a stand-in instead: it keeps
+//! counts and gauge values, and binds itself to the recorder (registering and describing the
+//! metric) on the first use after one is installed, together with the other handles of its
+//! scope (a gauge set once at build time is exported from the layer's first call on; see
+//! [`MetricScope::bind_late`]). Histogram samples taken before that are dropped. Handles
+//! registered with a recorder in place are the recorder's own, with no cost added per call.
+//!
+//! ```
+//! use seawall_core::metrics::MetricScope;
+//! use seawall_core::testing::TestRecorder;
+//!
+//! // Built before any recorder is installed...
+//! let calls = MetricScope::new("db").counter("seawall_timeout_calls_total", &[("result", "completed")]);
+//! calls.increment(2);
+//! // ...the counts still reach the recorder installed later.
+//! let recorder = TestRecorder::new();
+//! recorder.install_for(|| calls.increment(1));
+//! assert_eq!(recorder.counter("seawall_timeout_calls_total", &[("name", "db")]), 3);
+//! ```
 
-use std::sync::Arc;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Level,
+    Metadata, Recorder, SharedString, Unit,
+};
 
 /// The metric handles of one layer instance are registered through this.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MetricScope {
     name: Arc<str>,
+    waiting: Arc<Waiting>,
+}
+
+impl fmt::Debug for MetricScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricScope")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+/// Every seawall metric: its name, unit and help text.
+const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
+    (
+        "seawall_bulkhead_idle_released_total",
+        Some(Unit::Count),
+        "Slots given back because the response body's reader stopped reading.",
+    ),
+    (
+        "seawall_bulkhead_in_flight",
+        Some(Unit::Count),
+        "Calls holding a bulkhead slot.",
+    ),
+    (
+        "seawall_bulkhead_limit",
+        Some(Unit::Count),
+        "The bulkhead's current concurrency limit.",
+    ),
+    (
+        "seawall_bulkhead_queued",
+        Some(Unit::Count),
+        "Calls waiting for a bulkhead slot.",
+    ),
+    (
+        "seawall_bulkhead_rejected_total",
+        Some(Unit::Count),
+        "Calls a full bulkhead rejected.",
+    ),
+    (
+        "seawall_bulkhead_wait_seconds",
+        Some(Unit::Seconds),
+        "How long calls waited for a bulkhead slot.",
+    ),
+    (
+        "seawall_chaos_injected_total",
+        Some(Unit::Count),
+        "Faults a chaos layer injected, by fault.",
+    ),
+    (
+        "seawall_circuit_breaker_calls_total",
+        Some(Unit::Count),
+        "Calls through a circuit breaker, by outcome.",
+    ),
+    (
+        "seawall_circuit_breaker_failure_rate",
+        None,
+        "The failure rate in the breaker's window, from 0 to 1.",
+    ),
+    (
+        "seawall_circuit_breaker_slow_call_rate",
+        None,
+        "The slow-call rate in the breaker's window, from 0 to 1.",
+    ),
+    (
+        "seawall_circuit_breaker_state",
+        None,
+        "1 for the breaker's current state, 0 for the others.",
+    ),
+    (
+        "seawall_circuit_breaker_transitions_total",
+        Some(Unit::Count),
+        "Circuit breaker state changes, by from and to.",
+    ),
+    (
+        "seawall_fallback_calls_total",
+        Some(Unit::Count),
+        "Calls through a fallback layer.",
+    ),
+    (
+        "seawall_fallback_total",
+        Some(Unit::Count),
+        "Calls answered by a fallback, by cause.",
+    ),
+    (
+        "seawall_health_state",
+        None,
+        "1 for the component's current health state, 0 for the others.",
+    ),
+    (
+        "seawall_rate_limit_keys_evicted_total",
+        Some(Unit::Count),
+        "Keys a keyed rate limit evicted to make room for new ones.",
+    ),
+    (
+        "seawall_rate_limit_calls_total",
+        Some(Unit::Count),
+        "Calls through a rate limit, by result.",
+    ),
+    (
+        "seawall_retry_attempts_total",
+        Some(Unit::Count),
+        "Retries made (attempts after the first).",
+    ),
+    (
+        "seawall_retry_budget_exhausted_total",
+        Some(Unit::Count),
+        "Retries refused because the retry budget was spent.",
+    ),
+    (
+        "seawall_retry_calls_total",
+        Some(Unit::Count),
+        "Calls through a retry layer, by kind.",
+    ),
+    (
+        "seawall_timeout_calls_total",
+        Some(Unit::Count),
+        "Calls through a timeout, by result.",
+    ),
+];
+
+/// The unit and help text of `metric`; one that is missing from the table still gets help
+/// text, so that a scrape stays valid.
+fn description(metric: &'static str) -> (Option<Unit>, SharedString) {
+    match DESCRIPTIONS.iter().find(|(name, ..)| *name == metric) {
+        Some(&(_, unit, help)) => (unit, SharedString::const_str(help)),
+        None => (None, SharedString::const_str("A seawall metric.")),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+fn describe(recorder: &dyn Recorder, kind: Kind, metric: &'static str) {
+    let (unit, help) = description(metric);
+    let name = KeyName::from_const_str(metric);
+    match kind {
+        Kind::Counter => recorder.describe_counter(name, unit, help),
+        Kind::Gauge => recorder.describe_gauge(name, unit, help),
+        Kind::Histogram => recorder.describe_histogram(name, unit, help),
+    }
+}
+
+/// Whether `recorder` is the no-op one `metrics` falls back to when none is installed.
+///
+/// `metrics` has no way to ask; its fallback is zero-sized, while a recorder that records
+/// anything holds its storage.
+fn is_fallback(recorder: &dyn Recorder) -> bool {
+    std::mem::size_of_val(recorder) == 0
+}
+
 impl MetricScope {
     /// A scope whose metrics carry the label `name = <name>`.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Binds the handles registered before a recorder was installed, if one is now. A handle
+    /// binds itself on its first use, and the scope's others with it; code that may go long
+    /// without recording anything (a health tracker between changes) calls this when it is
+    /// asked for its state.
+    pub fn bind_late(&self) {
+        self.waiting.bind_all();
+    }
+
+    fn late<H>(&self, metric: &'static str, key: Key) -> Late<H> {
+        Late {
+            metric,
+            key,
+            handle: OnceLock::new(),
+            waiting: self.waiting.clone(),
+        }
+    }
+
+    fn wait<T: Bind + 'static>(&self, late: Arc<T>) -> Arc<T> {
+        let weak: Weak<dyn Bind> = Arc::downgrade(&late) as Weak<dyn Bind>;
+        self.waiting.push(weak);
+        late
     }
 
     /// The layer instance's name.
@@ -31,19 +238,36 @@ impl MetricScope {
     /// Registers the counter `metric` with the extra `labels`.
     pub fn counter(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         let key = self.key(metric, labels);
-        metrics::with_recorder(|recorder| recorder.register_counter(&key, &METADATA))
+        metrics::with_recorder(|recorder| match is_fallback(recorder) {
+            true => Counter::from_arc(self.wait(Arc::new(LateCounter {
+                late: self.late(metric, key),
+                pending: AtomicU64::new(0),
+            }))),
+            false => register_counter(recorder, metric, &key),
+        })
     }
 
     /// Registers the gauge `metric` with the extra `labels`.
     pub fn gauge(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         let key = self.key(metric, labels);
-        metrics::with_recorder(|recorder| recorder.register_gauge(&key, &METADATA))
+        metrics::with_recorder(|recorder| match is_fallback(recorder) {
+            true => Gauge::from_arc(self.wait(Arc::new(LateGauge {
+                late: self.late(metric, key),
+                value: AtomicU64::new(0f64.to_bits()),
+            }))),
+            false => register_gauge(recorder, metric, &key),
+        })
     }
 
     /// Registers the histogram `metric` with the extra `labels`.
     pub fn histogram(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         let key = self.key(metric, labels);
-        metrics::with_recorder(|recorder| recorder.register_histogram(&key, &METADATA))
+        metrics::with_recorder(|recorder| match is_fallback(recorder) {
+            true => Histogram::from_arc(self.wait(Arc::new(LateHistogram {
+                late: self.late(metric, key),
+            }))),
+            false => register_histogram(recorder, metric, &key),
+        })
     }
 
     fn key(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -51,6 +275,171 @@ impl MetricScope {
             .chain(labels.iter().map(|&(k, v)| Label::new(k, v.to_owned())))
             .collect::<Vec<_>>();
         Key::from_parts(metric, labels)
+    }
+}
+
+fn register_counter(recorder: &dyn Recorder, metric: &'static str, key: &Key) -> Counter {
+    describe(recorder, Kind::Counter, metric);
+    recorder.register_counter(key, &METADATA)
+}
+
+fn register_gauge(recorder: &dyn Recorder, metric: &'static str, key: &Key) -> Gauge {
+    describe(recorder, Kind::Gauge, metric);
+    recorder.register_gauge(key, &METADATA)
+}
+
+fn register_histogram(recorder: &dyn Recorder, metric: &'static str, key: &Key) -> Histogram {
+    describe(recorder, Kind::Histogram, metric);
+    recorder.register_histogram(key, &METADATA)
+}
+
+/// A metric registered before any recorder was installed, and its handle once one is.
+struct Late<H> {
+    metric: &'static str,
+    key: Key,
+    handle: OnceLock<H>,
+    waiting: Arc<Waiting>,
+}
+
+impl<H> Late<H> {
+    /// The recorder's handle, registered on the first call that finds a recorder installed;
+    /// the scope's other waiting handles are bound with it, so that a gauge set once at build
+    /// time is exported too.
+    fn handle(&self, register: fn(&dyn Recorder, &'static str, &Key) -> H) -> Option<&H> {
+        if let Some(handle) = self.handle.get() {
+            return Some(handle);
+        }
+        let handle = metrics::with_recorder(|recorder| {
+            (!is_fallback(recorder)).then(|| register(recorder, self.metric, &self.key))
+        })?;
+        let handle = self.handle.get_or_init(|| handle);
+        self.waiting.bind_all();
+        Some(handle)
+    }
+}
+
+/// A late handle that can bind itself to the recorder now installed.
+trait Bind: Send + Sync {
+    fn bind(&self);
+}
+
+/// The late handles of one scope that have not been bound yet.
+#[derive(Default)]
+struct Waiting(Mutex<Vec<Weak<dyn Bind>>>);
+
+impl Waiting {
+    fn push(&self, late: Weak<dyn Bind>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(late);
+    }
+
+    fn bind_all(&self) {
+        if metrics::with_recorder(is_fallback) {
+            return;
+        }
+        let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for late in waiting.iter().filter_map(Weak::upgrade) {
+            late.bind();
+        }
+    }
+}
+
+/// Counts kept until a recorder is installed, then handed to it.
+struct LateCounter {
+    late: Late<Counter>,
+    pending: AtomicU64,
+}
+
+impl Bind for LateCounter {
+    fn bind(&self) {
+        if let Some(counter) = self.late.handle(register_counter) {
+            // Whoever adds to `pending` binds afterwards, so no count is stranded.
+            let pending = self.pending.swap(0, Ordering::AcqRel);
+            if pending > 0 {
+                counter.increment(pending);
+            }
+        }
+    }
+}
+
+impl CounterFn for LateCounter {
+    fn increment(&self, value: u64) {
+        self.pending.fetch_add(value, Ordering::AcqRel);
+        self.bind();
+    }
+
+    fn absolute(&self, value: u64) {
+        match self.late.handle(register_counter) {
+            Some(counter) => counter.absolute(value),
+            None => self.pending.store(value, Ordering::Release),
+        }
+    }
+}
+
+/// A gauge's value kept here and set on the recorder's gauge once there is one.
+struct LateGauge {
+    late: Late<Gauge>,
+    value: AtomicU64,
+}
+
+impl LateGauge {
+    fn update(&self, change: impl Fn(f64) -> f64) {
+        let mut bits = self.value.load(Ordering::Acquire);
+        let value = loop {
+            let next = change(f64::from_bits(bits));
+            match self.value.compare_exchange_weak(
+                bits,
+                next.to_bits(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break next,
+                Err(actual) => bits = actual,
+            }
+        };
+        if let Some(gauge) = self.late.handle(register_gauge) {
+            gauge.set(value);
+        }
+    }
+}
+
+impl Bind for LateGauge {
+    fn bind(&self) {
+        if let Some(gauge) = self.late.handle(register_gauge) {
+            gauge.set(f64::from_bits(self.value.load(Ordering::Acquire)));
+        }
+    }
+}
+
+impl GaugeFn for LateGauge {
+    fn increment(&self, value: f64) {
+        self.update(|v| v + value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.update(|v| v - value);
+    }
+
+    fn set(&self, value: f64) {
+        self.update(|_| value);
+    }
+}
+
+/// Samples go to the recorder's histogram once there is one; earlier ones are dropped.
+struct LateHistogram {
+    late: Late<Histogram>,
+}
+
+impl Bind for LateHistogram {
+    fn bind(&self) {
+        let _ = self.late.handle(register_histogram);
+    }
+}
+
+impl HistogramFn for LateHistogram {
+    fn record(&self, value: f64) {
+        if let Some(histogram) = self.late.handle(register_histogram) {
+            histogram.record(value);
+        }
     }
 }
 
@@ -85,5 +474,108 @@ mod tests {
             recorder.gauge("seawall_test_level", &[("name", "payments")]),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn handles_made_before_a_recorder_reach_it_once_installed() {
+        let scope = MetricScope::new("db");
+        let counter = scope.counter("seawall_bulkhead_rejected_total", &[]);
+        let gauge = scope.gauge("seawall_bulkhead_in_flight", &[]);
+        let histogram = scope.histogram("seawall_bulkhead_wait_seconds", &[]);
+        counter.increment(2);
+        gauge.increment(3.0);
+        histogram.record(9.0);
+
+        let recorder = TestRecorder::new();
+        let labels = [("name", "db")];
+        recorder.install_for(|| {
+            counter.increment(1);
+            gauge.decrement(1.0);
+            histogram.record(0.5);
+        });
+        assert_eq!(
+            recorder.counter("seawall_bulkhead_rejected_total", &labels),
+            3
+        );
+        assert_eq!(
+            recorder.gauge("seawall_bulkhead_in_flight", &labels),
+            Some(2.0)
+        );
+        assert_eq!(
+            recorder.histogram("seawall_bulkhead_wait_seconds", &labels),
+            [0.5],
+            "samples before the recorder are dropped"
+        );
+        // Bound for good: later values reach it without a recorder in scope.
+        counter.increment(4);
+        assert_eq!(
+            recorder.counter("seawall_bulkhead_rejected_total", &labels),
+            7
+        );
+    }
+
+    #[test]
+    fn a_gauge_set_once_is_bound_with_its_scope() {
+        let scope = MetricScope::new("cache");
+        let limit = scope.gauge("seawall_bulkhead_limit", &[]);
+        let calls = scope.counter("seawall_bulkhead_rejected_total", &[]);
+        limit.set(64.0);
+        let other = MetricScope::new("other");
+        let level = other.gauge("seawall_health_state", &[]);
+        level.set(1.0);
+
+        let recorder = TestRecorder::new();
+        let labels = [("name", "cache")];
+        recorder.install_for(|| calls.increment(1));
+        assert_eq!(
+            recorder.gauge("seawall_bulkhead_limit", &labels),
+            Some(64.0)
+        );
+        let other_labels = [("name", "other")];
+        assert_eq!(recorder.gauge("seawall_health_state", &other_labels), None);
+        recorder.install_for(|| other.bind_late());
+        assert_eq!(
+            recorder.gauge("seawall_health_state", &other_labels),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn every_metric_is_described_with_help_text() {
+        let recorder = TestRecorder::new();
+        recorder.install_for(|| {
+            let scope = MetricScope::new("db");
+            let _ = scope.counter("seawall_retry_calls_total", &[("kind", "x")]);
+            let _ = scope.gauge("seawall_circuit_breaker_state", &[]);
+            let _ = scope.histogram("seawall_bulkhead_wait_seconds", &[]);
+        });
+        let wait = recorder
+            .description("seawall_bulkhead_wait_seconds")
+            .unwrap();
+        assert_eq!(wait.0, Some(Unit::Seconds));
+        assert!(wait.1.contains("waited"), "{wait:?}");
+        assert!(recorder.description("seawall_retry_calls_total").is_some());
+        assert!(
+            recorder
+                .description("seawall_circuit_breaker_state")
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn the_table_describes_each_metric_once() {
+        for (i, (name, unit, help)) in DESCRIPTIONS.iter().enumerate() {
+            assert!(name.starts_with("seawall_") && !help.is_empty(), "{name}");
+            assert!(
+                DESCRIPTIONS[..i].iter().all(|(other, ..)| other != name),
+                "{name} twice"
+            );
+            if name.ends_with("_total") {
+                assert_eq!(*unit, Some(Unit::Count), "{name}");
+            }
+            if name.ends_with("_seconds") {
+                assert_eq!(*unit, Some(Unit::Seconds), "{name}");
+            }
+        }
     }
 }

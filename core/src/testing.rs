@@ -16,8 +16,9 @@
 //! assert_eq!(recorder.counter("seawall_x_total", &[("name", "db")]), 3);
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
@@ -26,7 +27,10 @@ use metrics_util::registry::{AtomicStorage, Registry};
 #[derive(Clone)]
 pub struct TestRecorder {
     registry: Arc<Registry<Key, AtomicStorage>>,
+    descriptions: Arc<Mutex<Descriptions>>,
 }
+
+type Descriptions = HashMap<String, (Option<Unit>, String)>;
 
 impl std::fmt::Debug for TestRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -45,6 +49,7 @@ impl TestRecorder {
     pub fn new() -> Self {
         Self {
             registry: Arc::new(Registry::atomic()),
+            descriptions: Arc::default(),
         }
     }
 
@@ -78,6 +83,17 @@ impl TestRecorder {
         Some(f64::from_bits(value.load(Ordering::SeqCst)))
     }
 
+    /// The unit and help text `name` was described with, if it was.
+    pub fn description(&self, name: &str) -> Option<(Option<Unit>, String)> {
+        let descriptions = self.descriptions.lock().unwrap_or_else(|e| e.into_inner());
+        descriptions.get(name).cloned()
+    }
+
+    fn describe(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        let mut descriptions = self.descriptions.lock().unwrap_or_else(|e| e.into_inner());
+        descriptions.insert(name.as_str().to_owned(), (unit, help.into_owned()));
+    }
+
     /// Every value recorded into histograms named `name` whose labels include `labels`.
     pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         let mut values = Vec::new();
@@ -98,9 +114,17 @@ fn matches(key: &Key, name: &str, labels: &[(&str, &str)]) -> bool {
 }
 
 impl Recorder for TestRecorder {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
+
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.describe(name, unit, help);
+    }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         self.registry
@@ -209,5 +233,45 @@ pub mod serve {
     /// The body of `res` as text.
     pub fn text(res: &Response<Bytes>) -> &str {
         std::str::from_utf8(res.body()).expect("a UTF-8 body")
+    }
+}
+
+/// Reading configurations from TOML and from JSON, for tests of their errors.
+pub mod config {
+    use std::fmt::Debug;
+
+    use serde::de::DeserializeOwned;
+
+    /// The errors reading `toml` as a `T` gives, from TOML and from the same document written
+    /// as JSON.
+    ///
+    /// # Panics
+    ///
+    /// When `toml` is not a TOML document, or either read succeeds.
+    pub fn read_errors<T: DeserializeOwned + Debug>(toml: &str) -> [String; 2] {
+        let document: serde_json::Value =
+            toml::from_str(toml).unwrap_or_else(|e| panic!("not TOML: {toml}: {e}"));
+        let from_toml = toml::from_str::<T>(toml).expect_err(toml).to_string();
+        let from_json = serde_json::from_str::<T>(&document.to_string())
+            .expect_err(toml)
+            .to_string();
+        [from_toml, from_json]
+    }
+
+    /// Checks that reading each document of `cases` as a `T`, from TOML and from JSON, fails
+    /// with an error saying what the case expects.
+    ///
+    /// # Panics
+    ///
+    /// On the first case whose error says something else.
+    pub fn assert_errors<T: DeserializeOwned + Debug>(cases: &[(&str, &str)]) {
+        for (toml, expected) in cases {
+            for error in read_errors::<T>(toml) {
+                assert!(
+                    error.contains(expected),
+                    "reading {toml:?}\n  expected: {expected}\n  got: {error}"
+                );
+            }
+        }
     }
 }

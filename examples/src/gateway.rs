@@ -72,8 +72,8 @@ struct AppState {
 /// Builds the gateway for the inventory service at `inventory_url` (say
 /// `http://127.0.0.1:3001`), serving `metrics` at `/metrics`.
 ///
-/// Build it inside the tokio runtime, with the metrics recorder in place: the layers register
-/// their metric handles when they are built.
+/// Build it inside the tokio runtime. The metrics recorder may be installed before or after:
+/// handles registered before it bind to it on their first use.
 pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHandle) -> Gateway {
     let client =
         Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(HttpConnector::new());

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use seawall_core::config::ConfigError;
+use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
 use crate::trigger::When;
@@ -23,7 +23,7 @@ impl FallbackConfig {
     /// Checks and builds a configuration.
     pub fn new(name: impl Into<String>, on: When) -> Result<Self, ConfigError> {
         Self::try_from(FallbackSpec {
-            name: name.into(),
+            name: name.into().into(),
             on,
         })
     }
@@ -52,13 +52,13 @@ impl Default for FallbackConfig {
 #[serde(deny_unknown_fields)]
 struct FallbackSpec {
     #[serde(default = "default_name")]
-    name: String,
+    name: Raw<String>,
     #[serde(default = "any_error")]
     on: When,
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
 }
 
 fn any_error() -> When {
@@ -69,16 +69,16 @@ impl TryFrom<FallbackSpec> for FallbackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FallbackSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         if matches!(&spec.on, When::Rejections(kinds) if kinds.is_empty()) {
-            return Err(ConfigError::new(
+            return Err(ConfigError::expected(
                 "on.rejections",
                 "[]",
                 "at least one rejection kind",
             ));
         }
         Ok(Self {
-            name: spec.name.into(),
+            name: name.into(),
             on: spec.on,
         })
     }
@@ -87,7 +87,7 @@ impl TryFrom<FallbackSpec> for FallbackConfig {
 impl From<FallbackConfig> for FallbackSpec {
     fn from(config: FallbackConfig) -> Self {
         Self {
-            name: config.name.to_string(),
+            name: config.name.to_string().into(),
             on: config.on,
         }
     }
@@ -110,6 +110,21 @@ mod tests {
         );
         let defaults: FallbackConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(defaults, FallbackConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_field_in_toml_and_json() {
+        seawall_core::testing::config::assert_errors::<FallbackConfig>(&[
+            (
+                r#"name = """#,
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            ("name = -1", "invalid `name`: -1, expected a non-empty name"),
+            (
+                "on = { rejections = [] }",
+                "invalid `on.rejections`: [], expected at least one rejection kind",
+            ),
+        ]);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// How many observations in a row move a component, so that a single blip does not flap it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,9 +33,9 @@ impl Hysteresis {
         recover_after: u32,
     ) -> Result<Self, ConfigError> {
         Self::try_from(HysteresisSpec {
-            degrade_after,
-            unhealthy_after,
-            recover_after,
+            degrade_after: degrade_after.into(),
+            unhealthy_after: unhealthy_after.into(),
+            recover_after: recover_after.into(),
         })
     }
 
@@ -49,12 +49,12 @@ impl Hysteresis {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct HysteresisSpec {
-    degrade_after: u32,
-    unhealthy_after: u32,
-    recover_after: u32,
+    degrade_after: Raw<u32>,
+    unhealthy_after: Raw<u32>,
+    recover_after: Raw<u32>,
 }
 
 impl Default for HysteresisSpec {
@@ -85,9 +85,9 @@ impl TryFrom<HysteresisSpec> for Hysteresis {
 impl From<Hysteresis> for HysteresisSpec {
     fn from(h: Hysteresis) -> Self {
         Self {
-            degrade_after: h.degrade_after,
-            unhealthy_after: h.unhealthy_after,
-            recover_after: h.recover_after,
+            degrade_after: h.degrade_after.into(),
+            unhealthy_after: h.unhealthy_after.into(),
+            recover_after: h.recover_after.into(),
         }
     }
 }
@@ -108,8 +108,8 @@ impl ComponentConfig {
     /// A critical component called `name`, with the default hysteresis.
     pub fn new(name: impl Into<String>) -> Result<Self, ConfigError> {
         Self::try_from(ComponentSpec {
-            name: name.into(),
-            critical: true,
+            name: name.into().into(),
+            critical: yes(),
             hysteresis: Hysteresis::default(),
         })
     }
@@ -142,25 +142,33 @@ impl ComponentConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ComponentSpec {
-    name: String,
+    name: Raw<String>,
     #[serde(default = "yes")]
-    critical: bool,
-    #[serde(default)]
+    critical: Raw<bool>,
+    #[serde(default, deserialize_with = "hysteresis_within")]
     hysteresis: Hysteresis,
 }
 
-fn yes() -> bool {
-    true
+fn yes() -> Raw<bool> {
+    true.into()
+}
+
+fn hysteresis_within<'de, D: Deserializer<'de>>(d: D) -> Result<Hysteresis, D::Error> {
+    config::within("hysteresis", d)
+}
+
+fn component_within<'de, D: Deserializer<'de>>(d: D) -> Result<ComponentConfig, D::Error> {
+    config::within("component", d)
 }
 
 impl TryFrom<ComponentSpec> for ComponentConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ComponentSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         Ok(Self {
-            name: spec.name.into(),
-            critical: spec.critical,
+            name: name.into(),
+            critical: spec.critical.expected("critical", "true or false")?,
             hysteresis: spec.hysteresis,
         })
     }
@@ -169,8 +177,8 @@ impl TryFrom<ComponentSpec> for ComponentConfig {
 impl From<ComponentConfig> for ComponentSpec {
     fn from(c: ComponentConfig) -> Self {
         Self {
-            name: c.name.to_string(),
-            critical: c.critical,
+            name: c.name.to_string().into(),
+            critical: c.critical.into(),
             hysteresis: c.hysteresis,
         }
     }
@@ -197,8 +205,8 @@ impl ProbeConfig {
     ) -> Result<Self, ConfigError> {
         Self::try_from(ProbeSpec {
             component,
-            interval,
-            timeout,
+            interval: interval.into(),
+            timeout: timeout.into(),
         })
     }
 
@@ -211,11 +219,10 @@ impl ProbeConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProbeSpec {
+    #[serde(deserialize_with = "component_within")]
     component: ComponentConfig,
-    #[serde(with = "config::duration")]
-    interval: Duration,
-    #[serde(with = "config::duration")]
-    timeout: Duration,
+    interval: Raw<Duration>,
+    timeout: Raw<Duration>,
 }
 
 impl TryFrom<ProbeSpec> for ProbeConfig {
@@ -237,8 +244,8 @@ impl From<ProbeConfig> for ProbeSpec {
     fn from(c: ProbeConfig) -> Self {
         Self {
             component: c.component,
-            interval: c.interval,
-            timeout: c.timeout,
+            interval: c.interval.into(),
+            timeout: c.timeout.into(),
         }
     }
 }
@@ -320,46 +327,60 @@ impl RateConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RateSpec {
+    #[serde(deserialize_with = "component_within")]
     component: ComponentConfig,
-    #[serde(default = "ten_seconds", with = "config::duration")]
-    window: Duration,
+    #[serde(default = "ten_seconds")]
+    window: Raw<Duration>,
     #[serde(default = "twenty")]
-    min_calls: u32,
+    min_calls: Raw<u32>,
     #[serde(default = "tenth")]
-    degraded_rate: f64,
+    degraded_rate: Raw<f64>,
     #[serde(default = "half")]
-    unhealthy_rate: f64,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    slow_call: Option<Duration>,
+    unhealthy_rate: Raw<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slow_call: Option<Raw<Duration>>,
 }
 
-fn ten_seconds() -> Duration {
-    Duration::from_secs(10)
+fn ten_seconds() -> Raw<Duration> {
+    Duration::from_secs(10).into()
 }
-fn twenty() -> u32 {
-    20
+fn twenty() -> Raw<u32> {
+    20.into()
 }
-fn tenth() -> f64 {
-    0.1
+fn tenth() -> Raw<f64> {
+    0.1.into()
 }
-fn half() -> f64 {
-    0.5
+fn half() -> Raw<f64> {
+    0.5.into()
 }
 
 impl TryFrom<RateSpec> for RateConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RateSpec) -> Result<Self, ConfigError> {
+        let window = config::duration_in(
+            "window",
+            spec.window,
+            Duration::from_secs(1)..=Duration::from_secs(60),
+        )?;
+        let min_calls = config::count_in("min_calls", spec.min_calls, 1..=1_000_000)?;
+        let degraded = spec.degraded_rate.value("degraded_rate", "(0, 1]")?;
+        let unhealthy = spec
+            .unhealthy_rate
+            .value("unhealthy_rate", "[degraded_rate, 1]")?;
         let config = Self::new(spec.component)
-            .window(spec.window)?
-            .min_calls(spec.min_calls)?
-            .rates(spec.degraded_rate, spec.unhealthy_rate)?;
+            .window(window)?
+            .min_calls(min_calls)?
+            .rates(degraded, unhealthy)?;
         match spec.slow_call {
-            Some(threshold) => config.slow_call(threshold),
+            Some(threshold) => Ok(Self {
+                slow_call: Some(config::positive_duration(
+                    "slow_call",
+                    threshold,
+                    Duration::from_secs(3600),
+                )?),
+                ..config
+            }),
             None => Ok(config),
         }
     }
@@ -369,11 +390,11 @@ impl From<RateConfig> for RateSpec {
     fn from(c: RateConfig) -> Self {
         Self {
             component: c.component,
-            window: Duration::from_secs(u64::from(c.window_secs)),
-            min_calls: c.min_calls,
-            degraded_rate: c.degraded_rate,
-            unhealthy_rate: c.unhealthy_rate,
-            slow_call: c.slow_call,
+            window: Duration::from_secs(u64::from(c.window_secs)).into(),
+            min_calls: c.min_calls.into(),
+            degraded_rate: c.degraded_rate.into(),
+            unhealthy_rate: c.unhealthy_rate.into(),
+            slow_call: c.slow_call.map(Raw::from),
         }
     }
 }
@@ -399,6 +420,69 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.field(), "timeout");
         assert!(ProbeConfig::new(db, Duration::from_secs(5), Duration::from_secs(1)).is_ok());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        use seawall_core::testing::config::assert_errors;
+
+        assert_errors::<RateConfig>(&[
+            (
+                r#"component = { name = "" }"#,
+                r#"invalid `component.name`: "", expected a non-empty name"#,
+            ),
+            (
+                r#"component = { name = "api", critical = "no" }"#,
+                r#"invalid `component.critical`: "no", expected true or false"#,
+            ),
+            (
+                r#"component = { name = "api", hysteresis = { degrade_after = -1 } }"#,
+                "invalid `component.hysteresis.degrade_after`: -1 is outside the allowed range [1, 1000]",
+            ),
+            (
+                r#"component = { name = "api", hysteresis = { degrade_after = 3, unhealthy_after = 2 } }"#,
+                "invalid `component.hysteresis.unhealthy_after`: 2 is outside the allowed range [3, 1000]",
+            ),
+            (
+                r#"component = { name = "api" }
+                   window = "-5s""#,
+                r#"invalid `window`: "-5s" is outside the allowed range [1s, 60s]"#,
+            ),
+            (
+                r#"component = { name = "api" }
+                   min_calls = -1"#,
+                "invalid `min_calls`: -1 is outside the allowed range [1, 1000000]",
+            ),
+            (
+                r#"component = { name = "api" }
+                   degraded_rate = -0.1"#,
+                "invalid `degraded_rate`: -0.1 is outside the allowed range (0, 1]",
+            ),
+            (
+                r#"component = { name = "api" }
+                   unhealthy_rate = "most""#,
+                r#"invalid `unhealthy_rate`: "most" is outside the allowed range [degraded_rate, 1]"#,
+            ),
+            (
+                r#"component = { name = "api" }
+                   slow_call = "-5s""#,
+                r#"invalid `slow_call`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+        ]);
+        assert_errors::<ProbeConfig>(&[
+            (
+                r#"component = { name = "db" }
+                   interval = "-5s"
+                   timeout = "1s""#,
+                r#"invalid `interval`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+            (
+                r#"component = { name = "db" }
+                   interval = "5s"
+                   timeout = "10s""#,
+                "invalid `timeout`: 10s is outside the allowed range (0s, 5s]",
+            ),
+        ]);
     }
 
     #[test]

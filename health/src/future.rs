@@ -1,5 +1,6 @@
 //! The response future of [`HealthService`](crate::HealthService).
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -8,6 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classify, Outcome, Report};
+use seawall_core::{BoxError, Rejected, rejected};
 use tokio::time::Instant;
 
 use crate::service::Shared;
@@ -67,10 +69,23 @@ impl Report for CallReport {
     }
 }
 
+/// Whether `err` is a [`Rejected`] that says nothing about the downstream: load the stack shed
+/// itself (a rate limit, a full bulkhead, an open breaker). Counting those would let a client
+/// flooding past the rate limit make the service unready, and the load balancer pull it.
+fn is_shed_load<E: 'static>(err: &E) -> bool {
+    let err: &dyn Any = err;
+    let rejection = match err.downcast_ref::<BoxError>() {
+        Some(boxed) => rejected(&**boxed),
+        None => err.downcast_ref::<Rejected>(),
+    };
+    rejection.is_some_and(|r| !r.kind().is_downstream_failure())
+}
+
 impl<F, C, Res, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Res, E>>,
     C: Classify<Res, E>,
+    E: 'static,
 {
     type Output = Result<C::Response<CallReport>, E>;
 
@@ -81,6 +96,12 @@ where
             window: this.shared.window.clone(),
             start: *this.start,
         };
-        Poll::Ready(this.shared.classifier.report(result, report))
+        match result {
+            Err(err) if is_shed_load(&err) => {
+                report.report(Outcome::Ignored);
+                Poll::Ready(Err(err))
+            }
+            result => Poll::Ready(this.shared.classifier.report(result, report)),
+        }
     }
 }

@@ -8,6 +8,18 @@
 //! unhealthy; failed means restart required. The service's state is the worst of its
 //! components, a non-critical component counting as degraded at worst.
 //!
+//! # Where the [`HealthLayer`] goes
+//!
+//! Inside the error adapter and outside the server stack: `with_http_errors()` (or
+//! `with_grpc_errors()`), then the health layer, then the rate limit, bulkhead and timeout.
+//! There it sees the stack's decisions as errors and tells them apart: a timeout counts as a
+//! bad call, while load the stack sheds itself — a `Rejected` whose kind is not
+//! [`is_downstream_failure`](seawall_core::RejectionKind::is_downstream_failure), such as a
+//! rate limit, a full bulkhead or an open breaker — counts for nothing. A client flooding past
+//! the rate limit therefore cannot make the service unready and have the load balancer pull
+//! it. Outside the adapter the layer would only see 429 and 503 answers, which a status
+//! classifier counts as failures.
+//!
 //! The tracker serves `/health/live` and `/health/ready` (feature `http`), feeds tonic-health's
 //! `grpc.health.v1` (feature `grpc`), exports `seawall_health_state{name, component, state}`
 //! (`component = "overall"` for the service) and lets code [subscribe](HealthTracker::subscribe)

@@ -59,6 +59,7 @@ impl<S: fmt::Debug, C> fmt::Debug for HealthService<S, C> {
 impl<S, Req, C> Service<Req> for HealthService<S, C>
 where
     S: Service<Req>,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error>,
 {
     type Response = C::Response<CallReport>;

@@ -210,6 +210,9 @@ impl HealthTracker {
     }
 
     fn refresh(&self) {
+        // The state gauges may go long without a change; a recorder installed after the
+        // tracker was made gets them when the state is asked for.
+        self.inner.metrics.bind_late();
         let refreshers: Vec<_> = self
             .inner
             .lock()

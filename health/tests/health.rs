@@ -251,6 +251,43 @@ async fn the_rate_layer_turns_errors_into_health() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn shed_load_counts_for_nothing_and_timeouts_count_as_bad() {
+    use seawall_core::{Rejected, RejectionKind};
+
+    let tracker = HealthTracker::new("shop");
+    let layer = rate_layer(&tracker);
+    let rejecting = |kind: RejectionKind| {
+        layer.layer(service_fn(move |_: ()| async move {
+            Err::<(), BoxError>(Rejected::new(kind, "api").into())
+        }))
+    };
+    for kind in [
+        RejectionKind::RateLimited,
+        RejectionKind::BulkheadFull,
+        RejectionKind::CircuitOpen,
+    ] {
+        for _ in 0..3 {
+            for _ in 0..50 {
+                let _ = rejecting(kind).oneshot(()).await;
+            }
+            advance(secs(1)).await;
+        }
+        assert_eq!(
+            tracker.state(),
+            Healthy,
+            "{kind:?} is the stack's own doing"
+        );
+    }
+    for _ in 0..3 {
+        for _ in 0..50 {
+            let _ = rejecting(RejectionKind::TimedOut).oneshot(()).await;
+        }
+        advance(secs(1)).await;
+    }
+    assert_eq!(tracker.state(), Unhealthy, "timeouts are the downstream's");
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_rate_layer_recovers_without_traffic() {
     let tracker = HealthTracker::new("shop");
     let layer = rate_layer(&tracker);
@@ -325,10 +362,26 @@ async fn get(app: &Router, path: &str) -> (StatusCode, serde_json::Value) {
 }
 
 #[tokio::test(start_paused = true)]
-async fn endpoints_answer_as_kubernetes_expects() {
+async fn endpoints_answer_with_the_status_alone_by_default() {
     let tracker = HealthTracker::new("shop");
     let db = tracker.component(component("db"));
     let app: Router = seawall_health::http::router(tracker.clone());
+    db.set(Unhealthy, Some("connection refused 10.0.3.7:5432".into()));
+    for path in ["/health/ready", "/health/live"] {
+        let (_, body) = get(&app, path).await;
+        assert_eq!(body, serde_json::json!({ "status": "unhealthy" }), "{path}");
+    }
+    assert_eq!(
+        get(&app, "/health/ready").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoints_answer_as_kubernetes_expects() {
+    let tracker = HealthTracker::new("shop");
+    let db = tracker.component(component("db"));
+    let app: Router = seawall_health::http::router_with_details(tracker.clone());
 
     let (status, body) = get(&app, "/health/ready").await;
     assert_eq!(status, StatusCode::OK);

@@ -4,8 +4,8 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "rate_limit";
 const MAX_RATE: u32 = 1_000_000_000;
@@ -40,8 +40,8 @@ impl Period {
 
     const fn field(self) -> &'static str {
         match self {
-            Self::Second => "quota.per_second",
-            Self::Minute => "quota.per_minute",
+            Self::Second => "per_second",
+            Self::Minute => "per_minute",
         }
     }
 }
@@ -108,14 +108,20 @@ impl Quota {
         self.period.duration() / self.rate.max(1)
     }
 
-    fn validate(self) -> Result<Self, ConfigError> {
+    /// Checks the rate and the burst; errors name fields within the quota (`per_second`).
+    fn check(self) -> Result<Self, ConfigError> {
         config::count_in(self.period.field(), self.rate, 1..=MAX_RATE)?;
         let fill_in_a_year = MAX_FILL.as_nanos() / self.replenish_interval().as_nanos().max(1);
         let max_burst = u32::try_from(fill_in_a_year)
             .unwrap_or(u32::MAX)
             .min(MAX_BURST);
-        config::count_in("quota.burst", self.burst, 1..=max_burst)?;
+        config::count_in("burst", self.burst, 1..=max_burst)?;
         Ok(self)
+    }
+
+    /// As [`check`](Self::check), for a quota given to a builder: errors name `quota.<field>`.
+    fn validate(self) -> Result<Self, ConfigError> {
+        self.check().map_err(|e| e.within("quota"))
     }
 
     /// The governor quota; only called on a validated quota.
@@ -145,33 +151,38 @@ impl fmt::Display for Quota {
 #[serde(deny_unknown_fields)]
 struct QuotaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    per_second: Option<u32>,
+    per_second: Option<Raw<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    per_minute: Option<u32>,
+    per_minute: Option<Raw<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    burst: Option<u32>,
+    burst: Option<Raw<u32>>,
 }
 
 impl TryFrom<QuotaSpec> for Quota {
     type Error = ConfigError;
 
     fn try_from(spec: QuotaSpec) -> Result<Self, ConfigError> {
+        const RATES: &str = "[1, 1000000000]";
         let quota = match (spec.per_second, spec.per_minute) {
-            (Some(rate), None) => Quota::per_second(rate),
-            (None, Some(rate)) => Quota::per_minute(rate),
+            (Some(rate), None) => Quota::per_second(rate.value("per_second", RATES)?),
+            (None, Some(rate)) => Quota::per_minute(rate.value("per_minute", RATES)?),
             (second, minute) => {
-                return Err(ConfigError::new(
-                    "quota",
-                    format_args!("per_second {second:?}, per_minute {minute:?}"),
+                let given = match (second.is_some(), minute.is_some()) {
+                    (true, true) => "both",
+                    _ => "neither",
+                };
+                return Err(ConfigError::expected(
+                    "per_second",
+                    given,
                     "exactly one of `per_second` and `per_minute`",
                 ));
             }
         };
         match spec.burst {
-            Some(burst) => quota.with_burst(burst),
+            Some(burst) => quota.with_burst(burst.value("burst", RATES)?),
             None => quota,
         }
-        .validate()
+        .check()
     }
 }
 
@@ -182,9 +193,9 @@ impl From<Quota> for QuotaSpec {
             Period::Minute => (None, Some(quota.rate)),
         };
         Self {
-            per_second,
-            per_minute,
-            burst: Some(quota.burst),
+            per_second: per_second.map(Raw::from),
+            per_minute: per_minute.map(Raw::from),
+            burst: Some(quota.burst.into()),
         }
     }
 }
@@ -254,11 +265,11 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
     pub(crate) fn new() -> Self {
         Self {
             spec: RateLimitSpec {
-                name: DEFAULT_NAME.into(),
+                name: default_name(),
                 quota: None,
                 max_wait: None,
-                max_keys: DEFAULT_MAX_KEYS,
-                sweep_interval: DEFAULT_SWEEP_INTERVAL,
+                max_keys: default_max_keys(),
+                sweep_interval: default_sweep_interval(),
             },
             _output: PhantomData,
         }
@@ -266,7 +277,7 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
 
     /// The name of the layer instance (default `"rate_limit"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
@@ -279,7 +290,7 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
     /// Waits up to `max_wait`, in `(0s, 1h]`, for a permit instead of rejecting at once; a call
     /// that would wait longer is rejected at once.
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
-        self.spec.max_wait = Some(max_wait);
+        self.spec.max_wait = Some(max_wait.into());
         self
     }
 
@@ -288,14 +299,14 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
     /// A new key that finds the map full takes the place of the sampled key whose bucket is
     /// oldest; see [`Keyed`](crate::Keyed).
     pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.spec.max_keys = max_keys;
+        self.spec.max_keys = max_keys.into();
         self
     }
 
     /// How often, at most, a keyed limit sweeps out idle keys when new keys arrive, in
     /// `[1ms, 1h]` (default 1 s).
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.spec.sweep_interval = interval;
+        self.spec.sweep_interval = interval.into();
         self
     }
 
@@ -309,47 +320,47 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
 #[serde(deny_unknown_fields)]
 struct RateLimitSpec {
     #[serde(default = "default_name")]
-    name: String,
-    #[serde(default)]
+    name: Raw<String>,
+    #[serde(default, deserialize_with = "quota_within")]
     quota: Option<Quota>,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    max_wait: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_wait: Option<Raw<Duration>>,
     #[serde(default = "default_max_keys")]
-    max_keys: usize,
-    #[serde(default = "default_sweep_interval", with = "config::duration")]
-    sweep_interval: Duration,
+    max_keys: Raw<usize>,
+    #[serde(default = "default_sweep_interval")]
+    sweep_interval: Raw<Duration>,
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn quota_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Quota>, D::Error> {
+    config::within("quota", d)
 }
 
-fn default_max_keys() -> usize {
-    DEFAULT_MAX_KEYS
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
 }
 
-fn default_sweep_interval() -> Duration {
-    DEFAULT_SWEEP_INTERVAL
+fn default_max_keys() -> Raw<usize> {
+    DEFAULT_MAX_KEYS.into()
+}
+
+fn default_sweep_interval() -> Raw<Duration> {
+    DEFAULT_SWEEP_INTERVAL.into()
 }
 
 impl TryFrom<RateLimitSpec> for RateLimitConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RateLimitSpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         let quota = spec.quota.ok_or_else(|| {
-            ConfigError::new(
+            ConfigError::expected(
                 "quota",
                 "nothing",
-                "a quota such as { per_second: 100, burst: 10 }",
+                "a quota such as { per_second = 100, burst = 10 }",
             )
         })?;
         Ok(Self {
-            name: spec.name.into(),
+            name: name.into(),
             quota: quota.validate()?,
             max_wait: spec
                 .max_wait
@@ -368,11 +379,11 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
 impl From<RateLimitConfig> for RateLimitSpec {
     fn from(config: RateLimitConfig) -> Self {
         Self {
-            name: config.name.to_string(),
+            name: config.name.to_string().into(),
             quota: Some(config.quota),
-            max_wait: config.max_wait,
-            max_keys: config.max_keys,
-            sweep_interval: config.sweep_interval,
+            max_wait: config.max_wait.map(Raw::from),
+            max_keys: config.max_keys.into(),
+            sweep_interval: config.sweep_interval.into(),
         }
     }
 }
@@ -479,9 +490,9 @@ mod tests {
             ),
             (
                 r#"{"quota": {"per_second": 1, "per_minute": 1}}"#,
-                "invalid `quota`",
+                "invalid `quota.per_second`",
             ),
-            (r#"{"quota": {}}"#, "invalid `quota`"),
+            (r#"{"quota": {}}"#, "invalid `quota.per_second`"),
             (r#"{"quota": {"per_hour": 1}}"#, "unknown field"),
             (
                 r#"{"quota": {"per_second": 1}, "max_wait": "0s"}"#,
@@ -497,6 +508,57 @@ mod tests {
             let err = serde_json::from_str::<RateLimitConfig>(json).unwrap_err();
             assert!(err.to_string().contains(expected), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        seawall_core::testing::config::assert_errors::<RateLimitConfig>(&[
+            (
+                "quota = { per_second = -1 }",
+                "invalid `quota.per_second`: -1 is outside the allowed range [1, 1000000000]",
+            ),
+            (
+                "quota = { per_minute = 2.5 }",
+                "invalid `quota.per_minute`: 2.5 is outside the allowed range [1, 1000000000]",
+            ),
+            (
+                "quota = { per_second = 10, burst = -1 }",
+                "invalid `quota.burst`: -1 is outside the allowed range [1, 1000000000]",
+            ),
+            (
+                "quota = { per_second = 10, burst = 0 }",
+                "invalid `quota.burst`: 0 is outside the allowed range [1, 315360000]",
+            ),
+            (
+                "quota = { per_second = 10, per_minute = 10 }",
+                "invalid `quota.per_second`: both, expected exactly one of",
+            ),
+            (
+                "quota = { per_second = 1 }\nmax_wait = \"-5s\"",
+                r#"invalid `max_wait`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+            (
+                "quota = { per_second = 1 }\nmax_keys = -1",
+                "invalid `max_keys`: -1 is outside the allowed range [1, 100000000]",
+            ),
+            (
+                "quota = { per_second = 1 }\nsweep_interval = \"-5s\"",
+                r#"invalid `sweep_interval`: "-5s" is outside the allowed range [1ms, 3600s]"#,
+            ),
+            (
+                "quota = { per_second = 1 }\nname = \"\"",
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            (
+                "name = \"api\"",
+                "invalid `quota`: nothing, expected a quota",
+            ),
+        ]);
+        let standalone = serde_json::from_str::<Quota>(r#"{"per_second": 0}"#).unwrap_err();
+        assert!(
+            standalone.to_string().starts_with("invalid `per_second`"),
+            "{standalone}"
+        );
     }
 
     #[test]

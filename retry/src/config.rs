@@ -3,8 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::backoff::{Backoff, Jitter};
-use seawall_core::config::{self, ConfigError};
-use serde::{Deserialize, Serialize};
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 const DEFAULT_NAME: &str = "retry";
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -25,8 +26,8 @@ fn default_backoff() -> Backoff {
 ///
 /// Deserializes from, for example,
 /// `{ "name": "payments", "max_attempts": 3, "backoff": { "kind": "exponential", "base": "100ms",
-/// "cap": "2s" }, "budget": { "ratio": 0.2, "min_per_second": 10, "ttl": "10s" } }`; a
-/// `"budget": null` turns the budget off.
+/// "cap": "2s" }, "budget": { "ratio": 0.2, "min_per_second": 10, "ttl": "10s" } }`;
+/// `budget = "off"` (in TOML, or `"budget": "off"` or `null` in JSON) turns the budget off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RetrySpec", into = "RetrySpec")]
 pub struct RetryConfig {
@@ -123,13 +124,13 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
 
     /// The name of the layer instance (default `"retry"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
     /// The most attempts per call, the first one included, in `[1, 100]` (default 3).
     pub fn max_attempts(mut self, max_attempts: u32) -> Self {
-        self.spec.max_attempts = max_attempts;
+        self.spec.max_attempts = max_attempts.into();
         self
     }
 
@@ -144,14 +145,14 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
     /// longer backoff delay is cut to it; a `Retry-After`, gRPC pushback or rejection hint
     /// asking for longer ends the retries at once rather than holding the caller.
     pub fn max_delay(mut self, max_delay: Duration) -> Self {
-        self.spec.max_delay = Some(max_delay);
+        self.spec.max_delay = Some(max_delay.into());
         self
     }
 
     /// The longest a call may take, in `(0s, 1 day]`: no retry starts whose wait would end
     /// later (default: no limit).
     pub fn max_elapsed(mut self, max_elapsed: Duration) -> Self {
-        self.spec.max_elapsed = Some(max_elapsed);
+        self.spec.max_elapsed = Some(max_elapsed.into());
         self
     }
 
@@ -169,7 +170,7 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
 
     /// Seeds the jitter so that a run repeats exactly (default: a random seed per layer).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.spec.seed = Some(seed);
+        self.spec.seed = Some(seed.into());
         self
     }
 
@@ -183,34 +184,82 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
 #[serde(deny_unknown_fields)]
 struct RetrySpec {
     #[serde(default = "default_name")]
-    name: String,
+    name: Raw<String>,
     #[serde(default = "default_max_attempts")]
-    max_attempts: u32,
-    #[serde(default = "default_backoff")]
+    max_attempts: Raw<u32>,
+    #[serde(default = "default_backoff", deserialize_with = "backoff_within")]
     backoff: Backoff,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_delay: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_elapsed: Option<Raw<Duration>>,
     #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
+        default = "default_budget",
+        deserialize_with = "budget_or_off",
+        serialize_with = "write_budget"
     )]
-    max_delay: Option<Duration>,
-    #[serde(
-        default,
-        with = "config::duration",
-        skip_serializing_if = "Option::is_none"
-    )]
-    max_elapsed: Option<Duration>,
-    #[serde(default = "default_budget")]
     budget: Option<BudgetConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    seed: Option<u64>,
+    seed: Option<Raw<u64>>,
+}
+
+fn backoff_within<'de, D: Deserializer<'de>>(d: D) -> Result<Backoff, D::Error> {
+    config::within("backoff", d)
+}
+
+/// Reads a budget table, or `"off"` (or `null`) for no budget.
+fn budget_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BudgetConfig>, D::Error> {
+    struct BudgetOrOff;
+
+    impl<'de> Visitor<'de> for BudgetOrOff {
+        type Value = Option<BudgetConfig>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(BUDGET)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            match v {
+                "off" => Ok(None),
+                other => Err(E::custom(ConfigError::expected(
+                    "budget",
+                    format_args!("{other:?}"),
+                    BUDGET,
+                ))),
+            }
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            config::within("budget", de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+
+    d.deserialize_any(BudgetOrOff)
+}
+
+const BUDGET: &str =
+    r#""off" or a budget such as { ratio = 0.2, min_per_second = 10, ttl = "10s" }"#;
+
+fn write_budget<S: Serializer>(budget: &Option<BudgetConfig>, s: S) -> Result<S::Ok, S::Error> {
+    match budget {
+        Some(budget) => budget.serialize(s),
+        None => s.serialize_str("off"),
+    }
 }
 
 impl Default for RetrySpec {
     fn default() -> Self {
         Self {
             name: default_name(),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: default_max_attempts(),
             backoff: default_backoff(),
             max_delay: None,
             max_elapsed: None,
@@ -220,12 +269,12 @@ impl Default for RetrySpec {
     }
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
 }
 
-fn default_max_attempts() -> u32 {
-    DEFAULT_MAX_ATTEMPTS
+fn default_max_attempts() -> Raw<u32> {
+    DEFAULT_MAX_ATTEMPTS.into()
 }
 
 fn default_budget() -> Option<BudgetConfig> {
@@ -236,7 +285,7 @@ impl TryFrom<RetrySpec> for RetryConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RetrySpec) -> Result<Self, ConfigError> {
-        seawall_core::config::check_name(&spec.name)?;
+        let name = config::name(spec.name)?;
         let max_attempts = config::count_in("max_attempts", spec.max_attempts, 1..=MAX_ATTEMPTS)?;
         let max_delay = match spec.max_delay {
             Some(d) => config::positive_duration("max_delay", d, MAX_DURATION)?,
@@ -246,14 +295,18 @@ impl TryFrom<RetrySpec> for RetryConfig {
             .max_elapsed
             .map(|d| config::positive_duration("max_elapsed", d, MAX_DURATION))
             .transpose()?;
+        let seed = spec
+            .seed
+            .map(|seed| seed.value("seed", "[0, 18446744073709551615]"))
+            .transpose()?;
         Ok(Self {
-            name: spec.name.into(),
+            name: name.into(),
             max_attempts,
             backoff: spec.backoff,
             max_delay,
             max_elapsed,
             budget: spec.budget,
-            seed: spec.seed,
+            seed,
         })
     }
 }
@@ -261,13 +314,13 @@ impl TryFrom<RetrySpec> for RetryConfig {
 impl From<RetryConfig> for RetrySpec {
     fn from(config: RetryConfig) -> Self {
         Self {
-            name: config.name.to_string(),
-            max_attempts: config.max_attempts,
+            name: config.name.to_string().into(),
+            max_attempts: config.max_attempts.into(),
             backoff: config.backoff,
-            max_delay: Some(config.max_delay),
-            max_elapsed: config.max_elapsed,
+            max_delay: Some(config.max_delay.into()),
+            max_elapsed: config.max_elapsed.map(Raw::from),
             budget: config.budget,
-            seed: config.seed,
+            seed: config.seed.map(Raw::from),
         }
     }
 }
@@ -290,9 +343,9 @@ impl BudgetConfig {
     /// per second in `[0, 1000000]`, counted over the last `ttl` in `[1s, 60s]` (whole seconds).
     pub fn new(ratio: f64, min_per_second: u32, ttl: Duration) -> Result<Self, ConfigError> {
         Self::try_from(BudgetSpec {
-            ratio,
-            min_per_second,
-            ttl,
+            ratio: ratio.into(),
+            min_per_second: min_per_second.into(),
+            ttl: ttl.into(),
         })
     }
 
@@ -323,29 +376,28 @@ impl Default for BudgetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BudgetSpec {
-    ratio: f64,
-    min_per_second: u32,
-    #[serde(with = "config::duration")]
-    ttl: Duration,
+    ratio: Raw<f64>,
+    min_per_second: Raw<u32>,
+    ttl: Raw<Duration>,
 }
 
 impl TryFrom<BudgetSpec> for BudgetConfig {
     type Error = ConfigError;
 
     fn try_from(spec: BudgetSpec) -> Result<Self, ConfigError> {
-        let ratio = config::ratio_or_zero("budget.ratio", spec.ratio)?;
+        let ratio = config::ratio_or_zero("ratio", spec.ratio)?;
         let min_per_second = config::count_in(
-            "budget.min_per_second",
+            "min_per_second",
             spec.min_per_second,
             0..=MAX_MIN_PER_SECOND,
         )?;
-        let ttl = config::duration_in("budget.ttl", spec.ttl, Duration::from_secs(1)..=MAX_TTL)?;
+        let ttl = config::duration_in("ttl", spec.ttl, Duration::from_secs(1)..=MAX_TTL)?;
         if ttl.subsec_nanos() != 0 {
             return Err(ConfigError::new(
-                "budget.ttl",
+                "ttl",
                 format_args!("{ttl:?}"),
                 "whole seconds in [1s, 60s]",
             ));
@@ -361,9 +413,9 @@ impl TryFrom<BudgetSpec> for BudgetConfig {
 impl From<BudgetConfig> for BudgetSpec {
     fn from(config: BudgetConfig) -> Self {
         Self {
-            ratio: config.ratio,
-            min_per_second: config.min_per_second,
-            ttl: config.ttl,
+            ratio: config.ratio.into(),
+            min_per_second: config.min_per_second.into(),
+            ttl: config.ttl.into(),
         }
     }
 }
@@ -395,10 +447,10 @@ mod tests {
         assert_eq!(name.field(), "name");
         for ratio in [-0.1, 1.5, f64::NAN] {
             let err = BudgetConfig::new(ratio, 10, Duration::from_secs(10)).unwrap_err();
-            assert_eq!(err.field(), "budget.ratio");
+            assert_eq!(err.field(), "ratio");
         }
         let ttl = BudgetConfig::new(0.2, 10, Duration::from_millis(1500)).unwrap_err();
-        assert_eq!(ttl.field(), "budget.ttl");
+        assert_eq!(ttl.field(), "ttl");
         let ttl = BudgetConfig::new(0.2, 10, Duration::from_secs(61)).unwrap_err();
         assert_eq!(ttl.allowed(), "[1s, 60s]");
     }
@@ -433,6 +485,87 @@ mod tests {
         )
         .unwrap_err();
         assert!(cap.to_string().contains("backoff.cap"), "{cap}");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        use seawall_core::testing::config::assert_errors;
+
+        assert_errors::<RetryConfig>(&[
+            (
+                "max_attempts = -1",
+                "invalid `max_attempts`: -1 is outside the allowed range [1, 100]",
+            ),
+            (
+                r#"max_attempts = "three""#,
+                r#"invalid `max_attempts`: "three" is outside the allowed range [1, 100]"#,
+            ),
+            (
+                "max_attempts = 0",
+                "invalid `max_attempts`: 0 is outside the allowed range [1, 100]",
+            ),
+            (
+                r#"max_delay = "-5s""#,
+                r#"invalid `max_delay`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                r#"max_elapsed = "0s""#,
+                "invalid `max_elapsed`: 0ns is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "seed = -1",
+                "invalid `seed`: -1 is outside the allowed range [0, 18446744073709551615]",
+            ),
+            (
+                r#"name = """#,
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            (
+                r#"backoff = { kind = "exponential", base = "-5s" }"#,
+                r#"invalid `backoff.base`: "-5s" is outside the allowed range (0s, 3600s]"#,
+            ),
+            (
+                r#"backoff = { kind = "exponential", base = "1s", factor = 0.5 }"#,
+                "invalid `backoff.factor`: 0.5 is outside the allowed range [1, 100]",
+            ),
+            (
+                r#"budget = { ratio = -0.1, min_per_second = 1, ttl = "1s" }"#,
+                "invalid `budget.ratio`: -0.1 is outside the allowed range [0, 1]",
+            ),
+            (
+                r#"budget = { ratio = 0.1, min_per_second = -1, ttl = "1s" }"#,
+                "invalid `budget.min_per_second`: -1 is outside the allowed range [0, 1000000]",
+            ),
+            (
+                r#"budget = { ratio = 0.1, min_per_second = 1, ttl = "-5s" }"#,
+                r#"invalid `budget.ttl`: "-5s" is outside the allowed range [1s, 60s]"#,
+            ),
+            (
+                r#"budget = "sometimes""#,
+                r#"invalid `budget`: "sometimes", expected "off" or a budget"#,
+            ),
+        ]);
+        assert_errors::<BudgetConfig>(&[(
+            r#"ratio = 2.0
+               min_per_second = 1
+               ttl = "1s""#,
+            "invalid `ratio`: 2 is outside the allowed range [0, 1]",
+        )]);
+    }
+
+    #[test]
+    fn the_budget_is_switched_off_in_toml_and_json() {
+        let toml: RetryConfig = toml::from_str(r#"budget = "off""#).unwrap();
+        assert_eq!(toml.budget(), None);
+        for json in [r#"{"budget": "off"}"#, r#"{"budget": null}"#] {
+            let config: RetryConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(config.budget(), None, "{json}");
+        }
+        let written = serde_json::to_string(&toml).unwrap();
+        assert!(written.contains(r#""budget":"off""#), "{written}");
+        assert_eq!(serde_json::from_str::<RetryConfig>(&written).unwrap(), toml);
+        let on: RetryConfig = toml::from_str("").unwrap();
+        assert_eq!(on.budget(), Some(&BudgetConfig::default()));
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn past_the_quota_is_429_with_retry_after_and_other_routes_are_unaffected(
     assert_eq!(limited.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.retry_after.as_deref(), Some("1"));
     assert!(
-        limited.body.starts_with("rate limited (api)"),
+        limited.body.starts_with("rate limited, retry after"),
         "{}",
         limited.body
     );
@@ -102,7 +102,7 @@ async fn a_full_bulkhead_is_503_and_frees_up_when_calls_end() {
 
     let full = get_path(addr, "/api/fast").await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(full.body, "bulkhead full (api)");
+    assert_eq!(full.body, "bulkhead full");
     assert_eq!(get_path(addr, "/health").await.status, StatusCode::OK);
 
     gate.add_permits(2);
@@ -122,7 +122,7 @@ async fn a_slow_handler_is_504_and_fast_ones_keep_working() {
     let addr = serve(app(stack(1000, 10), Arc::new(Semaphore::new(0)))).await;
     let slow = get_path(addr, "/api/slow").await;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(slow.body, "timed out (api)");
+    assert_eq!(slow.body, "timed out");
     assert_eq!(get_path(addr, "/api/fast").await.body, "fast");
 }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use seawall_core::config::{self, ConfigError};
+use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -55,7 +55,7 @@ impl<T: From<TimeoutConfig>> TimeoutConfigBuilder<T> {
     pub(crate) fn new() -> Self {
         Self {
             spec: TimeoutSpec {
-                name: DEFAULT_NAME.into(),
+                name: default_name(),
                 timeout: None,
             },
             _output: PhantomData,
@@ -64,13 +64,13 @@ impl<T: From<TimeoutConfig>> TimeoutConfigBuilder<T> {
 
     /// The name of the layer instance (default `"timeout"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.spec.name = name.into();
+        self.spec.name = name.into().into();
         self
     }
 
     /// How long a call may take, in `(0s, 1 day]`. Required.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.spec.timeout = Some(timeout);
+        self.spec.timeout = Some(timeout.into());
         self
     }
 
@@ -84,25 +84,25 @@ impl<T: From<TimeoutConfig>> TimeoutConfigBuilder<T> {
 #[serde(deny_unknown_fields)]
 struct TimeoutSpec {
     #[serde(default = "default_name")]
-    name: String,
-    #[serde(default, with = "config::duration")]
-    timeout: Option<Duration>,
+    name: Raw<String>,
+    #[serde(default)]
+    timeout: Option<Raw<Duration>>,
 }
 
-fn default_name() -> String {
-    DEFAULT_NAME.into()
+fn default_name() -> Raw<String> {
+    String::from(DEFAULT_NAME).into()
 }
 
 impl TryFrom<TimeoutSpec> for TimeoutConfig {
     type Error = ConfigError;
 
     fn try_from(spec: TimeoutSpec) -> Result<Self, ConfigError> {
-        let timeout = spec
-            .timeout
-            .ok_or_else(|| ConfigError::new("timeout", "nothing", "a duration in (0s, 1day]"))?;
-        seawall_core::config::check_name(&spec.name)?;
+        let timeout = spec.timeout.ok_or_else(|| {
+            ConfigError::expected("timeout", "nothing", "a duration in (0s, 86400s]")
+        })?;
+        let name = config::name(spec.name)?;
         Ok(Self {
-            name: spec.name.into(),
+            name: name.into(),
             timeout: config::positive_duration("timeout", timeout, MAX_TIMEOUT)?,
         })
     }
@@ -111,8 +111,8 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
 impl From<TimeoutConfig> for TimeoutSpec {
     fn from(config: TimeoutConfig) -> Self {
         Self {
-            name: config.name.to_string(),
-            timeout: Some(config.timeout),
+            name: config.name.to_string().into(),
+            timeout: Some(config.timeout.into()),
         }
     }
 }
@@ -169,26 +169,31 @@ impl DeadlineConfig {
 #[serde(deny_unknown_fields)]
 struct DeadlineSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    header: Option<String>,
-    #[serde(default)]
-    write: bool,
+    header: Option<Raw<String>>,
+    #[serde(default = "no")]
+    write: Raw<bool>,
+}
+
+fn no() -> Raw<bool> {
+    false.into()
 }
 
 impl TryFrom<DeadlineSpec> for DeadlineConfig {
     type Error = ConfigError;
 
     fn try_from(spec: DeadlineSpec) -> Result<Self, ConfigError> {
+        const HEADER: &str = "a valid HTTP header name";
         let header = spec
             .header
             .map(|h| {
-                HeaderName::try_from(h.as_str()).map_err(|_| {
-                    ConfigError::new("header", format_args!("{h:?}"), "a valid HTTP header name")
-                })
+                let h = h.expected("header", HEADER)?;
+                HeaderName::try_from(h.as_str())
+                    .map_err(|_| ConfigError::expected("header", format_args!("{h:?}"), HEADER))
             })
             .transpose()?;
         Ok(Self {
             header,
-            write: spec.write,
+            write: spec.write.expected("write", "true or false")?,
         })
     }
 }
@@ -196,8 +201,8 @@ impl TryFrom<DeadlineSpec> for DeadlineConfig {
 impl From<DeadlineConfig> for DeadlineSpec {
     fn from(config: DeadlineConfig) -> Self {
         Self {
-            header: config.header.map(|h| h.as_str().to_owned()),
-            write: config.write,
+            header: config.header.map(|h| h.as_str().to_owned().into()),
+            write: config.write.into(),
         }
     }
 }
@@ -246,6 +251,50 @@ mod tests {
         assert!(zero.to_string().contains("invalid `timeout`"), "{zero}");
         let typo = serde_json::from_str::<TimeoutConfig>(r#"{"timeuot": "1s"}"#).unwrap_err();
         assert!(typo.to_string().contains("unknown field"), "{typo}");
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range_in_toml_and_json() {
+        use seawall_core::testing::config::assert_errors;
+
+        assert_errors::<TimeoutConfig>(&[
+            (
+                r#"timeout = "-5s""#,
+                r#"invalid `timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+            ),
+            (
+                "timeout = -1",
+                "invalid `timeout`: -1 is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                r#"timeout = "0s""#,
+                "invalid `timeout`: 0ns is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                r#"name = "db""#,
+                "invalid `timeout`: nothing, expected a duration in (0s, 86400s]",
+            ),
+            (
+                r#"name = ""
+                   timeout = "1s""#,
+                r#"invalid `name`: "", expected a non-empty name"#,
+            ),
+            (
+                r#"name = 7
+                   timeout = "1s""#,
+                "invalid `name`: 7, expected a non-empty name",
+            ),
+        ]);
+        assert_errors::<DeadlineConfig>(&[
+            (
+                r#"header = "bad header""#,
+                r#"invalid `header`: "bad header", expected a valid HTTP header name"#,
+            ),
+            (
+                r#"write = "sometimes""#,
+                r#"invalid `write`: "sometimes", expected true or false"#,
+            ),
+        ]);
     }
 
     #[test]

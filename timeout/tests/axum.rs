@@ -47,7 +47,7 @@ async fn a_slow_handler_answers_504_and_the_server_keeps_serving() {
     );
     let (status, body) = get_path(addr, "/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(body, "timed out (api)");
+    assert_eq!(body, "timed out");
     for _ in 0..3 {
         assert_eq!(
             get_path(addr, "/fast").await,

@@ -1,7 +1,6 @@
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -16,7 +15,7 @@ pin_project! {
     pub struct ResponseFuture<F, M> {
         #[pin]
         state: State<F>,
-        _mapping: PhantomData<fn() -> M>,
+        mapping: M,
     }
 }
 
@@ -29,17 +28,17 @@ pin_project! {
 }
 
 impl<F, M> ResponseFuture<F, M> {
-    pub(super) fn called(inner: F) -> Self {
+    pub(super) fn called(inner: F, mapping: M) -> Self {
         Self {
             state: State::Called { inner },
-            _mapping: PhantomData,
+            mapping,
         }
     }
 
-    pub(super) fn failed(error: BoxError) -> Self {
+    pub(super) fn failed(error: BoxError, mapping: M) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
-            _mapping: PhantomData,
+            mapping,
         }
     }
 }
@@ -59,13 +58,14 @@ where
     type Output = Result<http::Response<ResponseBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let error = match self.project().state.project() {
+        let this = self.project();
+        let error = match this.state.project() {
             StateProj::Called { inner } => match ready!(inner.poll(cx)) {
                 Ok(response) => return Poll::Ready(Ok(response.map(Either::Left))),
                 Err(err) => err.into(),
             },
             StateProj::Failed { error } => error.take().expect("polled after completion"),
         };
-        Poll::Ready(Ok(M::response(error).map(Either::Right)))
+        Poll::Ready(Ok(this.mapping.response(error).map(Either::Right)))
     }
 }

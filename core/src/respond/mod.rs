@@ -7,43 +7,56 @@ mod future;
 pub use self::future::ResponseFuture;
 
 use std::convert::Infallible;
-use std::fmt;
-use std::marker::PhantomData;
+use std::fmt::{self, Write};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use tower::Service;
 
-use crate::BoxError;
+use crate::{BoxError, Rejected};
 
 /// The body of a response from an [`ErrorResponse`] service: the inner service's own, or the
 /// short one written for an error.
 pub type ResponseBody<B> = Either<B, Full<Bytes>>;
 
 /// How an [`ErrorResponse`] service writes an error as a response. Sealed.
-pub trait ErrorMapping: sealed::Sealed {
+pub trait ErrorMapping: sealed::Sealed + Copy {
     /// The response that answers `err`.
-    fn response(err: BoxError) -> http::Response<Full<Bytes>>;
+    fn response(&self, err: BoxError) -> http::Response<Full<Bytes>>;
 }
 
 pub(crate) mod sealed {
     pub trait Sealed {}
 }
 
+/// The client-visible text of a rejection: what happened and, when known, when to come back;
+/// the rejecting layer's name only when `with_name`, since it tells outsiders how the service
+/// is built.
+pub(crate) fn rejection_message(rejection: &Rejected, with_name: bool) -> String {
+    let mut message = rejection.kind().to_string();
+    if with_name {
+        let _ = write!(message, " ({})", rejection.name());
+    }
+    if let Some(after) = rejection.retry_after() {
+        let _ = write!(message, ", retry after {after:?}");
+    }
+    message
+}
+
 /// Answers every error of the inner service with a response written by `M`.
 pub struct ErrorResponse<S, M> {
     inner: S,
+    mapping: M,
     ready_error: Option<BoxError>,
-    _mapping: PhantomData<fn() -> M>,
 }
 
 impl<S, M> ErrorResponse<S, M> {
-    pub(crate) fn new(inner: S) -> Self {
+    pub(crate) fn new(inner: S, mapping: M) -> Self {
         Self {
             inner,
+            mapping,
             ready_error: None,
-            _mapping: PhantomData,
         }
     }
 
@@ -63,9 +76,9 @@ impl<S, M> ErrorResponse<S, M> {
     }
 }
 
-impl<S: Clone, M> Clone for ErrorResponse<S, M> {
+impl<S: Clone, M: Copy> Clone for ErrorResponse<S, M> {
     fn clone(&self) -> Self {
-        Self::new(self.inner.clone())
+        Self::new(self.inner.clone(), self.mapping)
     }
 }
 
@@ -99,8 +112,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.ready_error.take() {
-            Some(err) => ResponseFuture::failed(err),
-            None => ResponseFuture::called(self.inner.call(req)),
+            Some(err) => ResponseFuture::failed(err, self.mapping),
+            None => ResponseFuture::called(self.inner.call(req), self.mapping),
         }
     }
 }

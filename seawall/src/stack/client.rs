@@ -7,10 +7,10 @@ use seawall_circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, NoRetryAfter,
 };
 use seawall_core::classify::AnyError;
-use seawall_core::config::{self, ConfigError};
+use seawall_core::config::{self, ConfigError, Raw};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
 use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
@@ -61,9 +61,9 @@ impl ClientStackConfig {
         bulkhead: BulkheadConfig,
     ) -> Result<Self, ConfigError> {
         Self::try_from(ClientStackSpec {
-            name: name.into(),
-            total_timeout,
-            attempt_timeout,
+            name: name.into().into(),
+            total_timeout: total_timeout.into(),
+            attempt_timeout: attempt_timeout.into(),
             retry,
             circuit_breaker,
             bulkhead,
@@ -79,16 +79,27 @@ impl ClientStackConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClientStackSpec {
-    name: String,
-    #[serde(with = "config::duration")]
-    total_timeout: Duration,
-    #[serde(with = "config::duration")]
-    attempt_timeout: Duration,
-    #[serde(default = "default_retry")]
+    name: Raw<String>,
+    total_timeout: Raw<Duration>,
+    attempt_timeout: Raw<Duration>,
+    #[serde(default = "default_retry", deserialize_with = "retry_within")]
     retry: RetryConfig,
-    #[serde(default = "default_breaker")]
+    #[serde(default = "default_breaker", deserialize_with = "breaker_within")]
     circuit_breaker: CircuitBreakerConfig,
+    #[serde(deserialize_with = "bulkhead_within")]
     bulkhead: BulkheadConfig,
+}
+
+fn retry_within<'de, D: Deserializer<'de>>(d: D) -> Result<RetryConfig, D::Error> {
+    config::within("retry", d)
+}
+
+fn breaker_within<'de, D: Deserializer<'de>>(d: D) -> Result<CircuitBreakerConfig, D::Error> {
+    config::within("circuit_breaker", d)
+}
+
+fn bulkhead_within<'de, D: Deserializer<'de>>(d: D) -> Result<BulkheadConfig, D::Error> {
+    config::within("bulkhead", d)
 }
 
 fn default_retry() -> RetryConfig {
@@ -107,15 +118,16 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
+        let name = config::name(spec.name)?;
         let total_timeout =
             config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
         let attempt_timeout =
             config::positive_duration("attempt_timeout", spec.attempt_timeout, total_timeout)?;
         Ok(Self {
-            retry: spec.retry.named(spec.name.as_str())?.within(total_timeout),
-            circuit_breaker: spec.circuit_breaker.named(spec.name.as_str())?,
-            bulkhead: spec.bulkhead.named(spec.name.as_str())?,
-            name: spec.name.into(),
+            retry: spec.retry.named(name.as_str())?.within(total_timeout),
+            circuit_breaker: spec.circuit_breaker.named(name.as_str())?,
+            bulkhead: spec.bulkhead.named(name.as_str())?,
+            name: name.into(),
             total_timeout,
             attempt_timeout,
         })
@@ -125,9 +137,9 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
 impl From<ClientStackConfig> for ClientStackSpec {
     fn from(c: ClientStackConfig) -> Self {
         Self {
-            name: c.name.to_string(),
-            total_timeout: c.total_timeout,
-            attempt_timeout: c.attempt_timeout,
+            name: c.name.to_string().into(),
+            total_timeout: c.total_timeout.into(),
+            attempt_timeout: c.attempt_timeout.into(),
             retry: c.retry,
             circuit_breaker: c.circuit_breaker,
             bulkhead: c.bulkhead,

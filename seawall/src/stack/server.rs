@@ -3,10 +3,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
-use seawall_core::config::{self, ConfigError};
+use seawall_core::config::{self, ConfigError, Raw};
 use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitLayer};
 use seawall_timeout::{DeadlineConfig, HeaderDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 use tower::util::Either;
 
@@ -51,10 +51,10 @@ impl ServerStackConfig {
         timeout: Duration,
     ) -> Result<Self, ConfigError> {
         Self::try_from(ServerStackSpec {
-            name: name.into(),
+            name: name.into().into(),
             rate_limit,
             bulkhead,
-            timeout,
+            timeout: timeout.into(),
             deadlines: DeadlineConfig::inbound(),
         })
     }
@@ -74,29 +74,49 @@ impl ServerStackConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerStackSpec {
-    name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Raw<String>,
+    #[serde(
+        default,
+        deserialize_with = "rate_limit_within",
+        skip_serializing_if = "Option::is_none"
+    )]
     rate_limit: Option<RateLimitConfig>,
+    #[serde(deserialize_with = "bulkhead_within")]
     bulkhead: BulkheadConfig,
-    #[serde(with = "config::duration")]
-    timeout: Duration,
-    #[serde(default = "DeadlineConfig::inbound")]
+    timeout: Raw<Duration>,
+    #[serde(
+        default = "DeadlineConfig::inbound",
+        deserialize_with = "deadlines_within"
+    )]
     deadlines: DeadlineConfig,
+}
+
+fn rate_limit_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimitConfig>, D::Error> {
+    config::within("rate_limit", d)
+}
+
+fn bulkhead_within<'de, D: Deserializer<'de>>(d: D) -> Result<BulkheadConfig, D::Error> {
+    config::within("bulkhead", d)
+}
+
+fn deadlines_within<'de, D: Deserializer<'de>>(d: D) -> Result<DeadlineConfig, D::Error> {
+    config::within("deadlines", d)
 }
 
 impl TryFrom<ServerStackSpec> for ServerStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ServerStackSpec) -> Result<Self, ConfigError> {
+        let name = config::name(spec.name)?;
         Ok(Self {
             rate_limit: spec
                 .rate_limit
-                .map(|r| r.named(spec.name.as_str()))
+                .map(|r| r.named(name.as_str()))
                 .transpose()?,
-            bulkhead: spec.bulkhead.named(spec.name.as_str())?,
+            bulkhead: spec.bulkhead.named(name.as_str())?,
             timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
             deadlines: spec.deadlines,
-            name: spec.name.into(),
+            name: name.into(),
         })
     }
 }
@@ -104,10 +124,10 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
 impl From<ServerStackConfig> for ServerStackSpec {
     fn from(c: ServerStackConfig) -> Self {
         Self {
-            name: c.name.to_string(),
+            name: c.name.to_string().into(),
             rate_limit: c.rate_limit,
             bulkhead: c.bulkhead,
-            timeout: c.timeout,
+            timeout: c.timeout.into(),
             deadlines: c.deadlines,
         }
     }

@@ -1,0 +1,132 @@
+//! Errors in a stack's configuration name the full path of the field and its allowed range,
+//! whether the stack is read from TOML or from JSON.
+
+use seawall::stack::{ClientStackConfig, ServerStackConfig};
+use seawall_core::testing::config::assert_errors;
+
+/// A valid client stack with `extra` lines added (a later key wins over none: keys here are
+/// never repeated).
+fn client(extra: &str) -> String {
+    let mut doc = String::from("name = \"inventory\"\n");
+    for (key, line) in [
+        ("total_timeout", "total_timeout = \"2s\""),
+        ("attempt_timeout", "attempt_timeout = \"500ms\""),
+        ("bulkhead", "bulkhead = { max_concurrent = 8 }"),
+    ] {
+        if !extra.contains(key) {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    doc + extra
+}
+
+fn server(extra: &str) -> String {
+    let mut doc = String::from("name = \"api\"\n");
+    for (key, line) in [
+        ("timeout", "timeout = \"2s\""),
+        ("bulkhead", "bulkhead = { max_concurrent = 8 }"),
+    ] {
+        if !extra.contains(key) {
+            doc.push_str(line);
+            doc.push('\n');
+        }
+    }
+    doc + extra
+}
+
+#[test]
+fn client_stack_errors_name_the_full_path() {
+    let cases = [
+        (
+            "retry = { max_attempts = -1 }",
+            "invalid `retry.max_attempts`: -1 is outside the allowed range [1, 100]",
+        ),
+        (
+            "retry = { max_attempts = 0 }",
+            "invalid `retry.max_attempts`: 0 is outside the allowed range [1, 100]",
+        ),
+        (
+            r#"retry = { backoff = { kind = "exponential", base = "-5s" } }"#,
+            r#"invalid `retry.backoff.base`: "-5s" is outside the allowed range (0s, 3600s]"#,
+        ),
+        (
+            r#"retry = { budget = { ratio = 2.0, min_per_second = 1, ttl = "1s" } }"#,
+            "invalid `retry.budget.ratio`: 2 is outside the allowed range [0, 1]",
+        ),
+        (
+            "circuit_breaker = { window = { count = -1 } }",
+            "invalid `circuit_breaker.window.count`: -1 is outside the allowed range [1, 100000]",
+        ),
+        (
+            r#"circuit_breaker = { open_duration = "-5s" }"#,
+            r#"invalid `circuit_breaker.open_duration`: "-5s" is outside the allowed range (0s, 86400s]"#,
+        ),
+        (
+            "bulkhead = { adaptive = { aimd = { min = 0 } } }",
+            "invalid `bulkhead.adaptive.aimd.min`: 0 is outside the allowed range [1, 1000000]",
+        ),
+        (
+            "bulkhead = { adaptive = { vegas = { min = -1 } } }",
+            "invalid `bulkhead.adaptive.vegas.min`: -1 is outside the allowed range [1, 1000000]",
+        ),
+        (
+            "bulkhead = { max_concurrent = -1 }",
+            "invalid `bulkhead.max_concurrent`: -1 is outside the allowed range [1, 1000000]",
+        ),
+        (
+            r#"total_timeout = "-5s""#,
+            r#"invalid `total_timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+        ),
+        (
+            r#"attempt_timeout = "3s""#,
+            "invalid `attempt_timeout`: 3s is outside the allowed range (0s, 2s]",
+        ),
+    ];
+    let cases: Vec<(String, &str)> = cases.iter().map(|(e, m)| (client(e), *m)).collect();
+    let cases: Vec<(&str, &str)> = cases.iter().map(|(d, m)| (d.as_str(), *m)).collect();
+    assert_errors::<ClientStackConfig>(&cases);
+
+    let empty = client("").replace("\"inventory\"", "\"\"");
+    assert_errors::<ClientStackConfig>(&[(
+        &empty,
+        r#"invalid `name`: "", expected a non-empty name"#,
+    )]);
+}
+
+#[test]
+fn server_stack_errors_name_the_full_path() {
+    let cases = [
+        (
+            "rate_limit = { quota = { per_second = -1 } }",
+            "invalid `rate_limit.quota.per_second`: -1 is outside the allowed range [1, 1000000000]",
+        ),
+        (
+            r#"rate_limit = { quota = { per_second = 1 }, max_wait = "-5s" }"#,
+            r#"invalid `rate_limit.max_wait`: "-5s" is outside the allowed range (0s, 3600s]"#,
+        ),
+        (
+            r#"bulkhead = { max_concurrent = 1, max_wait = "-5s" }"#,
+            r#"invalid `bulkhead.max_wait`: "-5s" is outside the allowed range (0s, 86400s]"#,
+        ),
+        (
+            r#"timeout = "-5s""#,
+            r#"invalid `timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+        ),
+        (
+            r#"deadlines = { header = "bad header" }"#,
+            r#"invalid `deadlines.header`: "bad header", expected a valid HTTP header name"#,
+        ),
+    ];
+    let cases: Vec<(String, &str)> = cases.iter().map(|(e, m)| (server(e), *m)).collect();
+    let cases: Vec<(&str, &str)> = cases.iter().map(|(d, m)| (d.as_str(), *m)).collect();
+    assert_errors::<ServerStackConfig>(&cases);
+}
+
+#[test]
+fn the_retry_budget_switches_off_from_toml() {
+    let config: ClientStackConfig =
+        toml::from_str(&client(r#"retry = { budget = "off" }"#)).unwrap_or_else(|e| panic!("{e}"));
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["retry"]["budget"], "off", "{json}");
+}

@@ -247,8 +247,11 @@ pub(crate) struct Breaker {
     epoch: Instant,
     /// Generation and state: read by every call, written only by transitions.
     word: Padded<AtomicU64>,
-    /// Nanoseconds since `epoch`: when open ends, or when half-open gives up on its probes.
-    until: AtomicU64,
+    /// Nanoseconds since `epoch` when the open state ends; written only on entering open.
+    open_until: AtomicU64,
+    /// Nanoseconds since `epoch` when half-open gives up on its probes; written only on
+    /// entering half-open.
+    probe_deadline: AtomicU64,
     probes: AtomicU64,
     consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
@@ -273,7 +276,8 @@ impl Breaker {
             key,
             epoch: Instant::now(),
             word: Padded(AtomicU64::new(pack(0, CircuitState::Closed))),
-            until: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            probe_deadline: AtomicU64::new(u64::MAX),
             probes: AtomicU64::new(0),
             consecutive: Padded::default(),
             window,
@@ -342,12 +346,37 @@ impl Breaker {
 
     /// Time left in the open state, if open.
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
-        let word = self.word.load(Ordering::Acquire);
+        let (word, until) = self.ends(self.word.load(Ordering::Acquire));
         if state_of(word) != CircuitState::Open {
             return None;
         }
-        let until = self.until.load(Ordering::Acquire);
         Some(Duration::from_nanos(until.saturating_sub(self.now_nanos())))
+    }
+
+    /// `word` (or the word it has become) and when its state ends, in nanoseconds since
+    /// `epoch`: the end of open, the probe deadline of half-open, `u64::MAX` for the others.
+    //
+    // Seqlock-style: the time is read after the word, then the word again, and only a pair
+    // that reads the same word twice is returned. Each time has an atomic of its own that only
+    // the entry into its state writes, before the word (and the mutex orders entries). So a
+    // time written by a later entry was written after the word left `word`'s state, and the
+    // second read of the word, which comes after it, sees that. One `until` shared by both
+    // states could not be checked this way: entering half-open overwrote it (with `u64::MAX`
+    // when there is no maximum wait) while the word still read open, so a caller between the
+    // two stores read the same word twice and rejected with a `retry_after` of 584 years.
+    fn ends(&self, mut word: u64) -> (u64, u64) {
+        loop {
+            let ends = match state_of(word) {
+                CircuitState::Open => self.open_until.load(Ordering::Acquire),
+                CircuitState::HalfOpen => self.probe_deadline.load(Ordering::Acquire),
+                _ => return (word, u64::MAX),
+            };
+            let again = self.word.load(Ordering::Acquire);
+            if again == word {
+                return (word, ends);
+            }
+            word = again;
+        }
     }
 
     // ===== admission =====
@@ -384,13 +413,18 @@ impl Breaker {
             if let Some(permit) = self.fast_permit(word) {
                 return Ok(permit);
             }
+            let (current, ends) = self.ends(word);
+            if current != word {
+                // A transition came in between: follow it.
+                word = current;
+                continue;
+            }
             let generation = generation_of(word);
             match state_of(word) {
                 CircuitState::Open => {
                     let now = self.now_nanos();
-                    let until = self.until.load(Ordering::Acquire);
-                    if now < until {
-                        let left = Duration::from_nanos(until - now);
+                    if now < ends {
+                        let left = Duration::from_nanos(ends - now);
                         return Err(self.reject(CircuitState::Open, Some(left)));
                     }
                     self.transition(word, CircuitState::HalfOpen, None);
@@ -402,8 +436,7 @@ impl Breaker {
                             kind: PermitKind::Probe,
                         });
                     }
-                    let deadline = self.until.load(Ordering::Acquire);
-                    if deadline == u64::MAX || self.now_nanos() < deadline {
+                    if ends == u64::MAX || self.now_nanos() < ends {
                         return Err(self.reject(CircuitState::HalfOpen, None));
                     }
                     self.transition(word, CircuitState::Open, None);
@@ -687,7 +720,7 @@ impl Breaker {
         match to {
             CircuitState::Open => {
                 let open = self.open_duration(recovery, generation, hint);
-                self.until
+                self.open_until
                     .store(now.saturating_add(nanos(open)), Ordering::Release);
             }
             CircuitState::HalfOpen => {
@@ -703,7 +736,7 @@ impl Breaker {
                     .rules
                     .half_open_max_wait
                     .map_or(u64::MAX, |wait| now.saturating_add(nanos(wait)));
-                self.until.store(deadline, Ordering::Release);
+                self.probe_deadline.store(deadline, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 self.window.reset();

@@ -201,3 +201,92 @@ async fn probes_cancelled_under_concurrency_leak_no_slot() {
     }
     assert_eq!(handle.state(), CircuitState::Closed);
 }
+
+/// Hammers a breaker that flips between open and half-open (every probe fails) until it has
+/// opened `cycles` times; the longest `retry_after` any rejection carried.
+async fn longest_retry_after(layer: CircuitBreakerLayer, cycles: u64) -> Duration {
+    let openings = Arc::new(AtomicU64::new(0));
+    let counted = openings.clone();
+    let layer = layer.on_state_change(move |e| {
+        if e.to == CircuitState::Open {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let svc = layer.layer(service_fn(|()| async {
+        tokio::task::yield_now().await;
+        Err::<(), BoxError>("down".into())
+    }));
+    let longest = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let task = note_retry_afters(svc.clone(), openings.clone(), cycles, longest.clone());
+            tokio::spawn(task)
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        openings.load(Ordering::Relaxed) >= cycles,
+        "the breaker stopped cycling after {} openings",
+        openings.load(Ordering::Relaxed)
+    );
+    Duration::from_nanos(longest.load(Ordering::Relaxed))
+}
+
+/// Calls `svc` until `openings` reaches `cycles`, keeping the longest `retry_after` seen.
+async fn note_retry_afters<S>(
+    svc: S,
+    openings: Arc<AtomicU64>,
+    cycles: u64,
+    longest: Arc<AtomicU64>,
+) where
+    S: Service<(), Response = (), Error = BoxError> + Clone,
+{
+    // Bounded, so that a breaker that stops cycling fails the test rather than hangs.
+    for _ in 0..1_000_000 {
+        if openings.load(Ordering::Relaxed) >= cycles {
+            break;
+        }
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        if let Some(after) = rejected(&*err).and_then(|r| r.retry_after()) {
+            let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+            longest.fetch_max(nanos, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_rejection_asks_to_wait_longer_than_the_open_duration() {
+    const OPEN: Duration = Duration::from_micros(200);
+    let layer = CircuitBreakerLayer::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_duration(OPEN)
+        .half_open_probes(PROBES)
+        .build()
+        .unwrap();
+    let longest = longest_retry_after(layer, 300).await;
+    assert!(longest <= OPEN, "a rejection asked to wait {longest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_rejection_asks_to_wait_longer_than_the_open_backoff_allows() {
+    use seawall_core::backoff::Backoff;
+
+    const CAP: Duration = Duration::from_micros(400);
+    let backoff = Backoff::exponential(Duration::from_micros(100))
+        .cap(CAP)
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_backoff(backoff)
+        .half_open_probes(PROBES)
+        .half_open_max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let longest = longest_retry_after(layer, 300).await;
+    assert!(longest <= CAP, "a rejection asked to wait {longest:?}");
+}

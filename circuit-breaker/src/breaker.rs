@@ -430,16 +430,18 @@ impl Breaker {
                     self.transition(word, CircuitState::HalfOpen, None);
                 }
                 CircuitState::HalfOpen => {
-                    if self.try_probe(generation) {
+                    // The deadline comes first: past it, half-open has given up on its
+                    // probes, however many slots are free.
+                    if self.now_nanos() >= ends {
+                        self.transition(word, CircuitState::Open, None);
+                    } else if self.try_probe(generation) {
                         return Ok(Permit {
                             generation,
                             kind: PermitKind::Probe,
                         });
-                    }
-                    if ends == u64::MAX || self.now_nanos() < ends {
+                    } else {
                         return Err(self.reject(CircuitState::HalfOpen, None));
                     }
-                    self.transition(word, CircuitState::Open, None);
                 }
                 state => return Err(self.reject(state, None)),
             }

@@ -455,6 +455,30 @@ async fn half_open_gives_up_on_probes_after_max_wait() {
     assert_eq!(handle.state(), CircuitState::Open);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_call_past_the_max_wait_finds_the_breaker_open_even_with_free_probe_slots() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(4)
+        .half_open_max_wait(secs(1))
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut hung = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(hung.poll());
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+
+    advance(secs(2)).await;
+    let mut late = task::spawn(svc.ready().await.unwrap().call(Pass));
+    let late = assert_ready!(late.poll(), "past the max wait, not a new probe");
+    assert_eq!(rejection(&late.unwrap_err()).retry_after(), Some(secs(10)));
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
 // ===== half-open probes and cancellation =====
 
 #[tokio::test(start_paused = true)]

@@ -24,8 +24,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::Outcome;
 use seawall_core::metrics::MetricScope;
 use seawall_core::{BoxError, Rejected, RejectionKind};
@@ -790,7 +791,7 @@ impl Breaker {
                 // Seeded per opening: reproducible from the seed, and no RNG state to guard.
                 let seed = self.rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let open = backoff.delay(recovery.openings, previous, &mut rng);
+                let open = open_backoff(&backoff, recovery.openings, previous, &mut rng);
                 recovery.previous_open = open;
                 open
             }
@@ -809,6 +810,27 @@ impl Breaker {
             });
         }
     }
+}
+
+/// The open duration of opening `n`, jittered but never shorter than the backoff's base.
+///
+/// Full jitter over `[0, curve]` would open a breaker with a 1 s base for under 100 ms one
+/// time in ten: all but off. So the jitter only spreads the part of the curve above the base:
+/// full jitter is uniform in `[base, curve]`, equal jitter in `[max(base, curve / 2), curve]`.
+fn open_backoff(backoff: &Backoff, n: u32, previous: Duration, rng: &mut impl Rng) -> Duration {
+    let base = backoff.base();
+    let curve = backoff.curve(n);
+    let low = match backoff.jitter_kind() {
+        Jitter::None => return curve,
+        Jitter::Full => base,
+        Jitter::Equal => (curve / 2).max(base),
+        Jitter::Decorrelated => return backoff.delay(n, previous, rng).max(base),
+    };
+    let (low, high) = (nanos(low), nanos(curve));
+    if low >= high {
+        return curve;
+    }
+    Duration::from_nanos(rng.random_range(low..=high))
 }
 
 fn nanos(d: Duration) -> u64 {

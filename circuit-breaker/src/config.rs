@@ -29,7 +29,8 @@ pub enum Window {
 pub enum OpenDuration {
     /// The same time on every opening.
     Fixed(Duration),
-    /// Growing with each re-opening that follows no full recovery, jittered and capped.
+    /// Growing with each re-opening that follows no full recovery, jittered, capped and never
+    /// under the base.
     Backoff(Backoff),
 }
 
@@ -216,7 +217,11 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     }
 
     /// Stays open longer on each re-opening without a full recovery in between, as `backoff`
-    /// gives (attempt 1 for the first opening), with its jitter.
+    /// gives (attempt 1 for the first opening), with a base above zero.
+    ///
+    /// Never shorter than the base: the jitter spreads only the part of the curve above it
+    /// (full jitter is uniform in `[base, curve]`, equal jitter in `[max(base, curve / 2),
+    /// curve]`, decorrelated at least the base), so the first opening lasts exactly the base.
     pub fn open_backoff(mut self, backoff: Backoff) -> Self {
         self.spec.open_backoff = Some(backoff);
         self.spec.open_duration = None;
@@ -425,7 +430,10 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                     "nothing when open_duration is set (one or the other)",
                 ));
             }
-            (_, Some(backoff)) => OpenDuration::Backoff(backoff),
+            (_, Some(backoff)) => {
+                config::positive_duration("open_backoff.base", backoff.base(), MAX_DURATION)?;
+                OpenDuration::Backoff(backoff)
+            }
             (fixed, None) => OpenDuration::Fixed(config::positive_duration(
                 "open_duration",
                 fixed.unwrap_or(Duration::from_secs(30)),
@@ -563,6 +571,11 @@ mod tests {
                 build(|b| b.half_open_success_ratio(0.0)).unwrap_err(),
             ),
             ("max_keys", build(|b| b.max_keys(0)).unwrap_err()),
+            (
+                "open_backoff.base",
+                build(|b| b.open_backoff(Backoff::constant(Duration::ZERO).build().unwrap()))
+                    .unwrap_err(),
+            ),
         ];
         for (field, err) in cases {
             assert_eq!(err.field(), field, "{err}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState, WindowCounts};
 use seawall_core::BoxError;
+use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
 use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, ServiceExt, service_fn};
@@ -296,5 +297,100 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(check(config, ops))?;
+    }
+}
+
+fn backoff() -> impl Strategy<Value = Backoff> {
+    let kind = 0..3u8;
+    let jitter = prop_oneof![
+        Just(Jitter::None),
+        Just(Jitter::Full),
+        Just(Jitter::Equal),
+        Just(Jitter::Decorrelated)
+    ];
+    (kind, 1u64..5_000, 1u64..=20, jitter).prop_map(|(kind, base, cap_times, jitter)| {
+        let base = Duration::from_millis(base);
+        let builder = match kind {
+            0 => Backoff::constant(base),
+            1 => Backoff::linear(base),
+            _ => Backoff::exponential(base),
+        };
+        builder
+            .cap(base * cap_times as u32)
+            .jitter(jitter)
+            .build()
+            .expect("a valid backoff")
+    })
+}
+
+/// Opens a breaker again and again (recovering when `recover` says so) and checks every open
+/// duration against the backoff: at least its base, at most its curve for that opening (its
+/// cap for decorrelated jitter, which follows the previous delay rather than the curve).
+async fn check_open_backoff(
+    backoff: Backoff,
+    seed: u64,
+    recover: Vec<bool>,
+) -> Result<(), TestCaseError> {
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("backoff")
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .open_backoff(backoff)
+        .seed(seed)
+        .build()
+        .expect("a valid configuration")
+        .pair();
+    let svc = layer.layer(service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("down".into())
+        }
+    }));
+    let _ = svc.clone().oneshot(false).await;
+    let mut opening = 1;
+    for (i, recover) in recover.into_iter().enumerate() {
+        let open = handle.open_remaining().expect("open");
+        let high = match backoff.jitter_kind() {
+            Jitter::Decorrelated => backoff.max_delay(),
+            _ => backoff.curve(opening),
+        };
+        prop_assert!(
+            open >= backoff.base() && open <= high,
+            "opening {} (step {}): {:?} outside [{:?}, {:?}]",
+            opening,
+            i,
+            open,
+            backoff.base(),
+            high
+        );
+        advance(open).await;
+        let _ = svc.clone().oneshot(recover).await;
+        if recover {
+            prop_assert_eq!(handle.state(), CircuitState::Closed);
+            let _ = svc.clone().oneshot(false).await;
+            opening = 1;
+        } else {
+            opening += 1;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn open_backoff_stays_between_its_base_and_its_curve(
+        backoff in backoff(),
+        seed in any::<u64>(),
+        recover in proptest::collection::vec(proptest::bool::weighted(0.2), 1..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(check_open_backoff(backoff, seed, recover))?;
     }
 }

@@ -19,6 +19,7 @@
 //! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
 //! downstream) but its result does not count in the current phase.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -36,8 +37,6 @@ use tokio::time::Instant;
 use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
-
-const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
 
 pub(crate) type StateChangeHook = Arc<dyn Fn(StateChangeEvent<'_>) + Send + Sync>;
 pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
@@ -228,6 +227,7 @@ struct Rules {
     slow_call_duration: Option<Duration>,
     consecutive_failures: Option<u32>,
     open_duration: OpenDuration,
+    hinted_open: RangeInclusive<Duration>,
     probes: u32,
     probes_to_close: u32,
     half_open_max_wait: Option<Duration>,
@@ -289,6 +289,7 @@ impl Breaker {
                 slow_call_duration: config.slow_call_duration,
                 consecutive_failures: config.consecutive_failures,
                 open_duration: config.open_duration,
+                hinted_open: config.hinted_open_range(),
                 probes: config.half_open_probes,
                 probes_to_close: config.probes_to_close(),
                 half_open_max_wait: config.half_open_max_wait,
@@ -778,7 +779,12 @@ impl Breaker {
     ) -> Duration {
         recovery.openings = recovery.openings.saturating_add(1);
         if let Some(hint) = hint {
-            return hint.min(MAX_OPEN);
+            // A Retry-After of 0 would switch the breaker off, a huge one hold it open for a
+            // day whatever the configuration says.
+            return hint.clamp(
+                *self.rules.hinted_open.start(),
+                *self.rules.hinted_open.end(),
+            );
         }
         match self.rules.open_duration {
             OpenDuration::Fixed(open) => open,

@@ -1,4 +1,5 @@
 use std::marker::PhantomData;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;
+const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
 
 /// Which calls the failure and slow-call rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +52,8 @@ pub struct CircuitBreakerConfig {
     pub(crate) slow_call_duration: Option<Duration>,
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) open_duration: OpenDuration,
+    pub(crate) hinted_open_min: Duration,
+    pub(crate) hinted_open_max: Duration,
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_success_ratio: f64,
     pub(crate) half_open_max_wait: Option<Duration>,
@@ -109,6 +113,11 @@ impl CircuitBreakerConfig {
     /// How long the breaker stays open.
     pub fn open_duration(&self) -> OpenDuration {
         self.open_duration
+    }
+
+    /// The range an open duration read from a result (a `Retry-After`) is clamped to.
+    pub fn hinted_open_range(&self) -> RangeInclusive<Duration> {
+        self.hinted_open_min..=self.hinted_open_max
     }
 
     /// Probes admitted at once in half-open.
@@ -228,6 +237,22 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
+    /// The shortest open duration a result may ask for (see
+    /// `CircuitBreakerLayer::open_duration_from`), in `(0s, 1 day]` (default 1 s, or the
+    /// longest if that is shorter): a `Retry-After: 0` must not switch the breaker off.
+    pub fn hinted_open_min(mut self, min: Duration) -> Self {
+        self.spec.hinted_open_min = Some(min);
+        self
+    }
+
+    /// The longest open duration a result may ask for, in `[hinted_open_min, 1 day]`
+    /// (default: the open backoff's cap, or 10 × the open duration; never under the shortest):
+    /// a huge `Retry-After` must not hold the breaker open for a day.
+    pub fn hinted_open_max(mut self, max: Duration) -> Self {
+        self.spec.hinted_open_max = Some(max);
+        self
+    }
+
     /// Probes admitted at once in half-open, in `[1, 1000]` (default 10).
     pub fn half_open_probes(mut self, probes: u32) -> Self {
         self.spec.half_open_probes = Some(probes);
@@ -303,6 +328,18 @@ struct CircuitBreakerSpec {
     open_duration: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     open_backoff: Option<Backoff>,
+    #[serde(
+        default,
+        with = "config::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    hinted_open_min: Option<Duration>,
+    #[serde(
+        default,
+        with = "config::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    hinted_open_max: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     half_open_probes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -350,6 +387,8 @@ impl Default for CircuitBreakerSpec {
             consecutive_failures: None,
             open_duration: None,
             open_backoff: None,
+            hinted_open_min: None,
+            hinted_open_max: None,
             half_open_probes: None,
             half_open_success_ratio: None,
             half_open_max_wait: None,
@@ -440,6 +479,8 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 MAX_DURATION,
             )?),
         };
+        let (hinted_open_min, hinted_open_max) =
+            hinted_open(&open_duration, spec.hinted_open_min, spec.hinted_open_max)?;
         let half_open_probes = config::count_in(
             "half_open_probes",
             spec.half_open_probes.unwrap_or(10),
@@ -468,6 +509,8 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             slow_call_duration,
             consecutive_failures,
             open_duration,
+            hinted_open_min,
+            hinted_open_max,
             half_open_probes,
             half_open_success_ratio,
             half_open_max_wait,
@@ -476,6 +519,33 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             key_idle_timeout,
         })
     }
+}
+
+/// The range a result's open duration is clamped to: by default at least 1 s and at most the
+/// backoff's cap (or 10 × the fixed open duration), each default giving way to the other bound.
+fn hinted_open(
+    open: &OpenDuration,
+    min: Option<Duration>,
+    max: Option<Duration>,
+) -> Result<(Duration, Duration), ConfigError> {
+    let min = min
+        .map(|d| config::positive_duration("hinted_open_min", d, MAX_DURATION))
+        .transpose()?;
+    let default_max = || match open {
+        OpenDuration::Fixed(d) => d.saturating_mul(10).min(MAX_DURATION),
+        OpenDuration::Backoff(b) => b.max_delay(),
+    };
+    let (min, max) = match (min, max) {
+        (Some(min), Some(max)) => (min, max),
+        (Some(min), None) => (min, default_max().max(min)),
+        (None, Some(max)) => (DEFAULT_HINTED_OPEN_MIN.min(max), max),
+        (None, None) => {
+            let max = default_max();
+            (DEFAULT_HINTED_OPEN_MIN.min(max), max)
+        }
+    };
+    let max = config::duration_in("hinted_open_max", max, min..=MAX_DURATION)?;
+    Ok((min, max))
 }
 
 impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
@@ -495,6 +565,8 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             consecutive_failures: c.consecutive_failures,
             open_duration,
             open_backoff,
+            hinted_open_min: Some(c.hinted_open_min),
+            hinted_open_max: Some(c.hinted_open_max),
             half_open_probes: Some(c.half_open_probes),
             half_open_success_ratio: Some(c.half_open_success_ratio),
             half_open_max_wait: c.half_open_max_wait,
@@ -572,6 +644,18 @@ mod tests {
             ),
             ("max_keys", build(|b| b.max_keys(0)).unwrap_err()),
             (
+                "hinted_open_min",
+                build(|b| b.hinted_open_min(Duration::ZERO)).unwrap_err(),
+            ),
+            (
+                "hinted_open_max",
+                build(|b| {
+                    b.hinted_open_min(Duration::from_secs(5))
+                        .hinted_open_max(Duration::from_secs(4))
+                })
+                .unwrap_err(),
+            ),
+            (
                 "open_backoff.base",
                 build(|b| b.open_backoff(Backoff::constant(Duration::ZERO).build().unwrap()))
                     .unwrap_err(),
@@ -621,6 +705,42 @@ mod tests {
             serde_json::from_str::<CircuitBreakerConfig>(&json).unwrap(),
             c
         );
+    }
+
+    #[test]
+    fn hinted_open_range_defaults_to_1s_up_to_the_cap_or_10_times_the_open_duration() {
+        fn secs(n: u64) -> Duration {
+            Duration::from_secs(n)
+        }
+        let range = |f: fn(CircuitBreakerConfigBuilder) -> CircuitBreakerConfigBuilder| {
+            build(f).unwrap().hinted_open_range()
+        };
+        assert_eq!(range(|b| b), secs(1)..=secs(300));
+        assert_eq!(range(|b| b.open_duration(secs(5))), secs(1)..=secs(50));
+        let backoff = Backoff::exponential(secs(1))
+            .cap(secs(120))
+            .build()
+            .unwrap();
+        let with_backoff = build(|b| b.open_backoff(backoff)).unwrap();
+        assert_eq!(with_backoff.hinted_open_range(), secs(1)..=secs(120));
+        let short = Duration::from_millis(50);
+        assert_eq!(
+            range(|b| b.open_duration(Duration::from_millis(50))),
+            short * 10..=short * 10,
+            "the default minimum gives way to a shorter maximum"
+        );
+        assert_eq!(
+            range(|b| b.open_duration(secs(1)).hinted_open_min(secs(20))),
+            secs(20)..=secs(20)
+        );
+        assert_eq!(
+            range(|b| b.hinted_open_min(secs(2)).hinted_open_max(secs(3))),
+            secs(2)..=secs(3)
+        );
+        let c: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"hinted_open_min": "500ms", "hinted_open_max": "1m"}"#)
+                .unwrap();
+        assert_eq!(c.hinted_open_range(), Duration::from_millis(500)..=secs(60));
     }
 
     #[test]

@@ -176,7 +176,9 @@ impl<K, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
         }
     }
 
-    /// Stays open as long as `retry_after` reads from the result that tripped a breaker.
+    /// Stays open as long as `retry_after` reads from the result that tripped a breaker,
+    /// clamped to the configuration's
+    /// [`hinted_open_range`](crate::CircuitBreakerConfig::hinted_open_range).
     pub fn open_duration_from<H2>(self, retry_after: H2) -> KeyedCircuitBreakerLayer<K, F, C, H2>
     where
         C: Clone,

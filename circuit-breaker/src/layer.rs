@@ -62,7 +62,8 @@ impl<C, H> CircuitBreakerLayer<C, H> {
     }
 
     /// Stays open as long as `retry_after` reads from the result that tripped the breaker
-    /// (see [`RetryAfter`](crate::RetryAfter)), when it reads anything.
+    /// (see [`RetryAfter`](crate::RetryAfter)), when it reads anything, clamped to the
+    /// configuration's [`hinted_open_range`](crate::CircuitBreakerConfig::hinted_open_range).
     pub fn open_duration_from<H2>(self, retry_after: H2) -> CircuitBreakerLayer<C, H2>
     where
         C: Clone,

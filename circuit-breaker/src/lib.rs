@@ -16,7 +16,9 @@
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
 //!   duration), N failures in a row, with a minimum number of calls for the rates;
 //! - open durations fixed, growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),
-//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header);
+//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header)
+//!   within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
+//!   the open duration);
 //! - half-open probes bounded under any concurrency, closing on a success ratio, with a
 //!   maximum wait; dropped calls free their probe slot; late results of an earlier state are
 //!   not counted;

@@ -424,6 +424,52 @@ async fn the_result_that_trips_can_set_the_open_duration() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_open_duration_from_the_result_is_clamped_to_the_configured_range() {
+    use seawall_circuit_breaker::RetryAfterHeader;
+    use seawall_core::classify::HttpStatus;
+
+    async fn open_for(layer: CircuitBreakerLayer, retry_after: &'static str) -> Duration {
+        let handle = layer.handle();
+        let svc = layer
+            .classify(HttpStatus::server_errors())
+            .open_duration_from(RetryAfterHeader)
+            .layer(service_fn(move |()| async move {
+                let res = http::Response::builder()
+                    .status(503)
+                    .header("retry-after", retry_after)
+                    .body(())
+                    .unwrap();
+                Ok::<_, BoxError>(res)
+            }));
+        svc.oneshot(()).await.unwrap();
+        handle.open_remaining().expect("open")
+    }
+    let fixed = || builder().consecutive_failures(1).build().unwrap();
+    assert_eq!(open_for(fixed(), "0").await, secs(1), "at least 1 s");
+    assert_eq!(
+        open_for(fixed(), "86400").await,
+        secs(100),
+        "10 × the open duration"
+    );
+    assert_eq!(open_for(fixed(), "42").await, secs(42));
+
+    let backoff = Backoff::exponential(secs(1)).cap(secs(60)).build().unwrap();
+    let with_backoff = builder()
+        .consecutive_failures(1)
+        .open_backoff(backoff)
+        .build()
+        .unwrap();
+    assert_eq!(open_for(with_backoff, "86400").await, secs(60), "the cap");
+    let configured = builder()
+        .consecutive_failures(1)
+        .hinted_open_min(secs(5))
+        .hinted_open_max(secs(7))
+        .build()
+        .unwrap();
+    assert_eq!(open_for(configured, "1").await, secs(5));
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_gives_up_on_probes_after_max_wait() {
     let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
     let (layer, handle) = builder()

@@ -201,6 +201,13 @@ pub(crate) struct Permit {
     kind: PermitKind,
 }
 
+impl Permit {
+    /// Whether the call is a half-open probe.
+    pub(crate) fn is_probe(self) -> bool {
+        self.kind == PermitKind::Probe
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PermitKind {
     Closed,
@@ -230,7 +237,7 @@ struct Rules {
     hinted_open: RangeInclusive<Duration>,
     probes: u32,
     probes_to_close: u32,
-    half_open_max_wait: Option<Duration>,
+    half_open_max_wait: Duration,
     seed: u64,
 }
 
@@ -736,10 +743,7 @@ impl Breaker {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                         Some(tag | (word & PROBE_IN_FLIGHT_MASK))
                     });
-                let deadline = self
-                    .rules
-                    .half_open_max_wait
-                    .map_or(u64::MAX, |wait| now.saturating_add(nanos(wait)));
+                let deadline = now.saturating_add(nanos(self.rules.half_open_max_wait));
                 self.probe_deadline.store(deadline, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {

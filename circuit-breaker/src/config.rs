@@ -15,6 +15,7 @@ const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;
 const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
+const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Which calls the failure and slow-call rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +57,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) hinted_open_max: Duration,
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_success_ratio: f64,
-    pub(crate) half_open_max_wait: Option<Duration>,
+    pub(crate) half_open_max_wait: Duration,
     pub(crate) seed: Option<u64>,
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
@@ -130,8 +131,8 @@ impl CircuitBreakerConfig {
         self.half_open_success_ratio
     }
 
-    /// How long half-open waits for its probes before it opens again, if bounded.
-    pub fn half_open_max_wait(&self) -> Option<Duration> {
+    /// How long half-open waits for its probes before it opens again.
+    pub fn half_open_max_wait(&self) -> Duration {
         self.half_open_max_wait
     }
 
@@ -266,7 +267,15 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Opens again when the probes have not decided within `wait`, in `(0s, 1 day]`.
+    /// Opens again when the probes have not decided within `wait`, in `(0s, 1 day]`
+    /// (default 60 s).
+    ///
+    /// Probes are scored when their response head arrives (a stream does not hold its slot
+    /// for as long as it lives), so this bounds how long a probe may take to answer at all: a
+    /// probe that hangs must not keep the breaker half-open, rejecting every other call, for
+    /// hours. The default is longer than the usual request timeouts (30 to 60 s), so a slow
+    /// but healthy downstream still gets to answer; set it above the longest time to a
+    /// response head you expect, or the breaker never closes.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.spec.half_open_max_wait = Some(wait);
         self
@@ -490,10 +499,12 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             "half_open_success_ratio",
             spec.half_open_success_ratio.unwrap_or(1.0),
         )?;
-        let half_open_max_wait = spec
-            .half_open_max_wait
-            .map(|d| config::positive_duration("half_open_max_wait", d, MAX_DURATION))
-            .transpose()?;
+        let half_open_max_wait = config::positive_duration(
+            "half_open_max_wait",
+            spec.half_open_max_wait
+                .unwrap_or(DEFAULT_HALF_OPEN_MAX_WAIT),
+            MAX_DURATION,
+        )?;
         let max_keys = config::count_in("max_keys", spec.max_keys.unwrap_or(10_000), 1..=MAX_KEYS)?;
         let key_idle_timeout = config::positive_duration(
             "key_idle_timeout",
@@ -569,7 +580,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             hinted_open_max: Some(c.hinted_open_max),
             half_open_probes: Some(c.half_open_probes),
             half_open_success_ratio: Some(c.half_open_success_ratio),
-            half_open_max_wait: c.half_open_max_wait,
+            half_open_max_wait: Some(c.half_open_max_wait),
             seed: c.seed,
             max_keys: Some(c.max_keys),
             key_idle_timeout: Some(c.key_idle_timeout),
@@ -596,6 +607,7 @@ mod tests {
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 10);
+        assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
     }
 
     #[test]

@@ -19,9 +19,10 @@
 //!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header)
 //!   within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
 //!   the open duration);
-//! - half-open probes bounded under any concurrency, closing on a success ratio, with a
-//!   maximum wait; dropped calls free their probe slot; late results of an earlier state are
-//!   not counted;
+//! - half-open probes bounded under any concurrency, closing on a success ratio, scored when
+//!   their response head arrives (a server-streaming probe does not hold its slot for as long
+//!   as the stream lives), with a maximum wait (60 s by default); dropped calls free their
+//!   probe slot; late results of an earlier state are not counted;
 //! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
 //!   5xx, gRPC codes at the end of a stream;
 //! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, and subscribe to

@@ -525,6 +525,31 @@ async fn a_call_past_the_max_wait_finds_the_breaker_open_even_with_free_probe_sl
     assert_eq!(handle.state(), CircuitState::Open);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_opens_the_breaker_again_after_the_default_max_wait() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut hung = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(hung.poll());
+    advance(secs(60)).await;
+    let mut next = task::spawn(svc.ready().await.unwrap().call(Pass));
+    let next = assert_ready!(next.poll(), "rejected at once, not queued behind the probe");
+    assert!(is_open(&next.unwrap_err()));
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "half-open gave up after 60 s"
+    );
+}
+
 // ===== half-open probes and cancellation =====
 
 #[tokio::test(start_paused = true)]
@@ -725,6 +750,58 @@ mod grpc {
         );
         unavailable.into_body().collect().await.unwrap();
         assert_eq!(handle.state(), CircuitState::Open);
+    }
+
+    type Endless = StreamBody<
+        futures::stream::Chain<
+            futures::stream::Iter<
+                std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
+            >,
+            futures::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>,
+        >,
+    >;
+
+    /// A server-streaming response: one message, then nothing, for as long as it lives.
+    fn endless() -> http::Response<Endless> {
+        use futures::StreamExt;
+        let first = futures::stream::iter(vec![Ok(Frame::data(Bytes::from_static(b"msg")))]);
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(StreamBody::new(first.chain(futures::stream::pending())))
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_probe_is_scored_on_its_response_head() {
+        let (layer, handle) = builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+            .pair();
+        let svc = layer.classify(GrpcCodes::new()).layer(service_fn(
+            |code: Option<&'static str>| async move {
+                Ok::<_, BoxError>(match code {
+                    Some(code) => streaming(code).map(http_body_util::Either::Left),
+                    None => endless().map(http_body_util::Either::Right),
+                })
+            },
+        ));
+        let failed = svc.clone().oneshot(Some("14")).await.unwrap();
+        failed.into_body().collect().await.unwrap();
+        assert_eq!(handle.state(), CircuitState::Open);
+        advance(secs(10)).await;
+
+        let mut watch = svc.clone().oneshot(None).await.unwrap().into_body();
+        assert!(watch.frame().await.unwrap().unwrap().is_data());
+        assert_eq!(
+            handle.state(),
+            CircuitState::Closed,
+            "the stream is open, its probe is decided"
+        );
+        let next = svc.clone().oneshot(None).await;
+        assert!(next.is_ok(), "the stream holds no half-open slot");
+        drop(watch);
     }
 }
 

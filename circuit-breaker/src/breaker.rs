@@ -18,10 +18,18 @@
 //! interleaving ever admits more than the configured number of probes at once. A probe that
 //! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
 //! downstream) but its result does not count in the current phase.
+//!
+//! Time alone moves an open breaker to half-open, and a half-open one whose probes have not
+//! decided in time back to open. A call that finds such a move due makes it; so does a timer
+//! task (with automatic transitions, the default) that runs only while the breaker is open or
+//! half-open, so that gauges and subscribers (health followers) see the move without traffic.
+//! The task holds a weak reference and ends when the breaker is dropped. With automatic
+//! transitions a move takes effect at the time it was due, whoever makes it, so the breaker
+//! behaves the same however late the task or the next call runs.
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
@@ -37,6 +45,9 @@ use tokio::time::Instant;
 use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
+
+/// Beyond any duration a configuration allows.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) type StateChangeHook = Arc<dyn Fn(StateChangeEvent<'_>) + Send + Sync>;
 pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
@@ -66,6 +77,9 @@ const PROBE_OK: u64 = 1 << 16;
 const PROBE_IN_FLIGHT: u64 = 1 << 32;
 const PROBE_IN_FLIGHT_MASK: u64 = 0xffff << 32;
 const PROBE_TAG_SHIFT: u32 = 48;
+// In the probe counts word, under the same tag.
+const PROBE_SLOW: u64 = 1;
+const PROBE_FAILED: u64 = 1 << 16;
 
 fn probe_tag(generation: u64) -> u64 {
     generation & 0xffff
@@ -238,6 +252,7 @@ struct Rules {
     probes: u32,
     probes_to_close: u32,
     half_open_max_wait: Duration,
+    automatic_transitions: bool,
     seed: u64,
 }
 
@@ -261,11 +276,17 @@ pub(crate) struct Breaker {
     /// entering half-open.
     probe_deadline: AtomicU64,
     probes: AtomicU64,
+    /// The phase tag (16) | failed probes (16) | slow probes (16) of the half-open phase, for
+    /// the counts reported in half-open; the decision is the probe word's.
+    probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
     rules: Rules,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
+    /// Whether a timer task follows this breaker; set and cleared under the transition lock.
+    timed: AtomicBool,
+    this: Weak<Breaker>,
 }
 
 impl Breaker {
@@ -273,13 +294,13 @@ impl Breaker {
         config: &CircuitBreakerConfig,
         observers: Arc<Observers>,
         key: Option<Arc<str>>,
-    ) -> Self {
+    ) -> Arc<Self> {
         let window = match config.window {
             Window::Count(n) => SlidingWindow::Count(CountWindow::new(n)),
             Window::Time(span) => SlidingWindow::Time(TimeWindow::new(span.as_secs())),
         };
         let seed = config.seed.unwrap_or_else(random_seed);
-        Self {
+        Arc::new_cyclic(|this| Self {
             observers,
             key,
             epoch: Instant::now(),
@@ -287,6 +308,7 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             probe_deadline: AtomicU64::new(u64::MAX),
             probes: AtomicU64::new(0),
+            probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
             window,
             rules: Rules {
@@ -300,6 +322,7 @@ impl Breaker {
                 probes: config.half_open_probes,
                 probes_to_close: config.probes_to_close(),
                 half_open_max_wait: config.half_open_max_wait,
+                automatic_transitions: config.automatic_transitions,
                 seed,
             },
             transitions: Mutex::new(Recovery {
@@ -307,7 +330,9 @@ impl Breaker {
                 previous_open: Duration::ZERO,
             }),
             state_tx: watch::Sender::new(CircuitState::Closed),
-        }
+            timed: AtomicBool::new(false),
+            this: this.clone(),
+        })
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -322,8 +347,19 @@ impl Breaker {
         self.key.as_deref()
     }
 
+    /// The state as time has left it: open past its end reads half-open, half-open past its
+    /// deadline reads open, whether or not a call or the timer has made the move yet.
     pub(crate) fn state(&self) -> CircuitState {
-        state_of(self.word.load(Ordering::Acquire))
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        let state = state_of(word);
+        if ends == u64::MAX || self.now_nanos() < ends {
+            return state;
+        }
+        match state {
+            CircuitState::Open => CircuitState::HalfOpen,
+            CircuitState::HalfOpen => CircuitState::Open,
+            state => state,
+        }
     }
 
     /// Whether calls must be timed: only when slow calls are tracked.
@@ -344,22 +380,54 @@ impl Breaker {
         nanos(self.since_epoch(Instant::now()))
     }
 
+    /// The window's counts; in half-open, the probes' of the current phase.
     pub(crate) fn counts(&self) -> WindowCounts {
-        self.window
-            .counts(self.since_epoch(Instant::now()).as_secs())
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        match state_of(word) {
+            CircuitState::HalfOpen => self.probe_counts(generation_of(word)),
+            // Half-open by now, and no probe has been let through yet.
+            CircuitState::Open if self.now_nanos() >= ends => WindowCounts::default(),
+            _ => self
+                .window
+                .counts(self.since_epoch(Instant::now()).as_secs()),
+        }
+    }
+
+    /// The probes decided in the half-open phase of `generation`.
+    fn probe_counts(&self, generation: u64) -> WindowCounts {
+        let tag = probe_tag(generation);
+        let probes = self.probes.load(Ordering::Acquire);
+        if probes >> PROBE_TAG_SHIFT != tag {
+            return WindowCounts::default();
+        }
+        let calls = u64::from(probe_field(probes, PROBE_OK) + probe_field(probes, PROBE_BAD));
+        let counts = self.probe_counts.load(Ordering::Acquire);
+        if counts >> PROBE_TAG_SHIFT != tag {
+            return WindowCounts {
+                calls,
+                ..WindowCounts::default()
+            };
+        }
+        WindowCounts {
+            calls,
+            failures: u64::from(probe_field(counts, PROBE_FAILED)).min(calls),
+            slow: u64::from(probe_field(counts, PROBE_SLOW)).min(calls),
+        }
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
     }
 
-    /// Time left in the open state, if open.
+    /// Time left in the open state, if open and its end is set (a half-open phase that timed
+    /// out has no end until the move back to open is made).
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
         let (word, until) = self.ends(self.word.load(Ordering::Acquire));
-        if state_of(word) != CircuitState::Open {
+        let now = self.now_nanos();
+        if state_of(word) != CircuitState::Open || now >= until {
             return None;
         }
-        Some(Duration::from_nanos(until.saturating_sub(self.now_nanos())))
+        Some(Duration::from_nanos(until - now))
     }
 
     /// `word` (or the word it has become) and when its state ends, in nanoseconds since
@@ -436,13 +504,14 @@ impl Breaker {
                         let left = Duration::from_nanos(ends - now);
                         return Err(self.reject(CircuitState::Open, Some(left)));
                     }
-                    self.transition(word, CircuitState::HalfOpen, None);
+                    self.transition(word, CircuitState::HalfOpen, None, self.due_at(ends, now));
                 }
                 CircuitState::HalfOpen => {
                     // The deadline comes first: past it, half-open has given up on its
                     // probes, however many slots are free.
-                    if self.now_nanos() >= ends {
-                        self.transition(word, CircuitState::Open, None);
+                    let now = self.now_nanos();
+                    if now >= ends {
+                        self.transition(word, CircuitState::Open, None, self.due_at(ends, now));
                     } else if self.try_probe(generation) {
                         return Ok(Permit {
                             generation,
@@ -605,7 +674,7 @@ impl Breaker {
             gauges.slow_call_rate.set(counts.slow_call_rate());
         }
         if permit.kind == PermitKind::Closed && self.should_trip(&counts, consecutive) {
-            self.transition(word, CircuitState::Open, hint);
+            self.transition(word, CircuitState::Open, hint, self.now_nanos());
         }
     }
 
@@ -625,20 +694,52 @@ impl Breaker {
     }
 
     fn record_probe(&self, generation: u64, call: CallOutcome, hint: Option<Duration>) {
+        let expected = pack(generation, CircuitState::HalfOpen);
+        let (word, deadline) = self.ends(self.word.load(Ordering::Acquire));
+        let now = self.now_nanos();
+        if word == expected && now >= deadline {
+            // Decided too late: the phase is over whether or not the move was made yet, and
+            // the result counts for nothing, whoever runs first at the deadline.
+            self.settle_probe(generation, None);
+            self.transition(
+                expected,
+                CircuitState::Open,
+                None,
+                self.due_at(deadline, now),
+            );
+            return;
+        }
         let bad = call.is_failure() || (call.is_slow() && self.rules.slow_call_rate.is_some());
         let counted = call != CallOutcome::Ignored;
-        let Some(word) = self.settle_probe(generation, counted.then_some(bad)) else {
+        let Some(probes) = self.settle_probe(generation, counted.then_some(bad)) else {
             return;
         };
         if !counted {
             return;
         }
-        let expected = pack(generation, CircuitState::HalfOpen);
+        self.count_probe(generation, call);
         let needed = self.rules.probes_to_close;
-        if probe_field(word, PROBE_OK) >= needed {
-            self.transition(expected, CircuitState::Closed, None);
-        } else if probe_field(word, PROBE_BAD) > self.rules.probes - needed {
-            self.transition(expected, CircuitState::Open, hint);
+        if probe_field(probes, PROBE_OK) >= needed {
+            self.transition(expected, CircuitState::Closed, None, now);
+        } else if probe_field(probes, PROBE_BAD) > self.rules.probes - needed {
+            self.transition(expected, CircuitState::Open, hint, now);
+        }
+    }
+
+    /// Adds a decided probe of `generation` to the counts reported in half-open.
+    fn count_probe(&self, generation: u64, call: CallOutcome) {
+        let tag = probe_tag(generation);
+        let add =
+            u64::from(call.is_failure()) * PROBE_FAILED + u64::from(call.is_slow()) * PROBE_SLOW;
+        let updated =
+            self.probe_counts
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |counts| {
+                    (counts >> PROBE_TAG_SHIFT == tag).then_some(counts + add)
+                });
+        if let (Ok(_), Some(gauges)) = (updated, &self.observers.metrics.gauges) {
+            let counts = self.probe_counts(generation);
+            gauges.failure_rate.set(counts.failure_rate());
+            gauges.slow_call_rate.set(counts.slow_call_rate());
         }
     }
 
@@ -686,13 +787,25 @@ impl Breaker {
         self.transitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves from the state word `expected` to `to`; false if another transition came first.
-    fn transition(&self, expected: u64, to: CircuitState, hint: Option<Duration>) -> bool {
+    /// When a move that time made due, at `due`, and found at `now` takes effect: at `due`
+    /// with automatic transitions (as the timer would have made it), at `now` without (an idle
+    /// breaker starts its half-open phase with the first call, not long before it).
+    fn due_at(&self, due: u64, now: u64) -> u64 {
+        if self.rules.automatic_transitions {
+            due
+        } else {
+            now
+        }
+    }
+
+    /// Moves from the state word `expected` to `to` as of `at` (nanoseconds since `epoch`);
+    /// false if another transition came first.
+    fn transition(&self, expected: u64, to: CircuitState, hint: Option<Duration>, at: u64) -> bool {
         let mut recovery = self.lock();
         if self.word.load(Ordering::Acquire) != expected {
             return false;
         }
-        let from = self.enter(&mut recovery, expected, to, hint);
+        let from = self.enter(&mut recovery, expected, to, hint, at);
         drop(recovery);
         self.announce(from, to);
         true
@@ -711,7 +824,8 @@ impl Breaker {
             recovery.openings = 0;
             recovery.previous_open = Duration::ZERO;
         }
-        self.enter(&mut recovery, current, to, None);
+        let now = self.now_nanos();
+        self.enter(&mut recovery, current, to, None, now);
         drop(recovery);
         if from != to {
             self.announce(from, to);
@@ -724,15 +838,15 @@ impl Breaker {
         current: u64,
         to: CircuitState,
         hint: Option<Duration>,
+        at: u64,
     ) -> CircuitState {
         let from = state_of(current);
         let generation = generation_of(current) + 1;
-        let now = self.now_nanos();
         match to {
             CircuitState::Open => {
                 let open = self.open_duration(recovery, generation, hint);
                 self.open_until
-                    .store(now.saturating_add(nanos(open)), Ordering::Release);
+                    .store(at.saturating_add(nanos(open)), Ordering::Release);
             }
             CircuitState::HalfOpen => {
                 // Probes of earlier phases still in flight keep their slots: never more than
@@ -743,7 +857,8 @@ impl Breaker {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                         Some(tag | (word & PROBE_IN_FLIGHT_MASK))
                     });
-                let deadline = now.saturating_add(nanos(self.rules.half_open_max_wait));
+                self.probe_counts.store(tag, Ordering::Release);
+                let deadline = at.saturating_add(nanos(self.rules.half_open_max_wait));
                 self.probe_deadline.store(deadline, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
@@ -765,14 +880,62 @@ impl Breaker {
                 gauges.state[to.index()].set(1.0);
             }
         }
-        if let (Some(gauges), CircuitState::Closed | CircuitState::MetricsOnly) =
-            (&metrics.gauges, to)
+        if let (
+            Some(gauges),
+            CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::HalfOpen,
+        ) = (&metrics.gauges, to)
         {
             gauges.failure_rate.set(0.0);
             gauges.slow_call_rate.set(0.0);
         }
+        if matches!(to, CircuitState::Open | CircuitState::HalfOpen) {
+            self.follow_time();
+        }
         self.state_tx.send_replace(to);
         from
+    }
+
+    // ===== automatic transitions =====
+
+    /// Starts the timer task, unless one runs, automatic transitions are off or there is no
+    /// runtime to run it (calls and handles still see the moves). Under the transition lock.
+    fn follow_time(&self) {
+        if !self.rules.automatic_transitions || self.timed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.timed.store(true, Ordering::Release);
+            let timer = Timer {
+                breaker: self.this.clone(),
+                armed: true,
+            };
+            runtime.spawn(follow_time(timer, self.state_tx.subscribe()));
+        }
+    }
+
+    /// When time next moves the breaker; `None` (and the timer task ends) when it does not.
+    fn next_move(&self) -> Option<Instant> {
+        let _recovery = self.lock();
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        if !matches!(state_of(word), CircuitState::Open | CircuitState::HalfOpen) {
+            self.timed.store(false, Ordering::Release);
+            return None;
+        }
+        let due = self.epoch.checked_add(Duration::from_nanos(ends));
+        Some(due.unwrap_or(self.epoch + FOREVER))
+    }
+
+    /// Makes the move time has made due, if any, as of when it was due.
+    fn catch_up(&self) {
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        if self.now_nanos() < ends {
+            return;
+        }
+        match state_of(word) {
+            CircuitState::Open => self.transition(word, CircuitState::HalfOpen, None, ends),
+            CircuitState::HalfOpen => self.transition(word, CircuitState::Open, None, ends),
+            _ => false,
+        };
     }
 
     fn open_duration(
@@ -841,6 +1004,52 @@ fn open_backoff(backoff: &Backoff, n: u32, previous: Duration, rng: &mut impl Rn
         return curve;
     }
     Duration::from_nanos(rng.random_range(low..=high))
+}
+
+/// Marks a breaker as followed by a timer task for as long as the task lives; dropped with the
+/// task unfinished (its runtime shut down, even before it first ran), it lets the next opening
+/// start a new one.
+struct Timer {
+    breaker: Weak<Breaker>,
+    armed: bool,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let (true, Some(breaker)) = (self.armed, self.breaker.upgrade()) {
+            breaker.timed.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Makes the moves time decides while the timer's breaker is open or half-open.
+async fn follow_time(mut timer: Timer, mut changes: watch::Receiver<CircuitState>) {
+    loop {
+        let due = {
+            let Some(breaker) = timer.breaker.upgrade() else {
+                return;
+            };
+            changes.borrow_and_update();
+            match breaker.next_move() {
+                Some(due) => due,
+                None => {
+                    // `next_move` cleared the mark under the transition lock.
+                    timer.armed = false;
+                    return;
+                }
+            }
+        };
+        match tokio::time::timeout_at(due, changes.changed()).await {
+            Ok(Ok(())) => {}
+            // The breaker is gone.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                if let Some(breaker) = timer.breaker.upgrade() {
+                    breaker.catch_up();
+                }
+            }
+        }
+    }
 }
 
 fn nanos(d: Duration) -> u64 {

@@ -58,6 +58,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_success_ratio: f64,
     pub(crate) half_open_max_wait: Duration,
+    pub(crate) automatic_transitions: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
@@ -134,6 +135,12 @@ impl CircuitBreakerConfig {
     /// How long half-open waits for its probes before it opens again.
     pub fn half_open_max_wait(&self) -> Duration {
         self.half_open_max_wait
+    }
+
+    /// Whether a timer moves an idle breaker from open to half-open, and from half-open back
+    /// to open, when time says so.
+    pub fn automatic_transitions(&self) -> bool {
+        self.automatic_transitions
     }
 
     /// Probes that must succeed before the breaker closes.
@@ -281,6 +288,20 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
+    /// Whether a timer moves the breaker from open to half-open when the open duration ends,
+    /// and from half-open back to open at the maximum wait, with no call to make the move
+    /// (default on, as Resilience4j's `automaticTransitionFromOpenToHalfOpenEnabled`).
+    ///
+    /// Without it an idle breaker reads open on its state gauge and to its subscribers (a
+    /// health follower, say) long after it would let a probe through. The timer is a tokio task
+    /// that runs only while the breaker is open or half-open, and only where a tokio runtime
+    /// runs the transition that opens it; nothing runs per call. Either way the handle's
+    /// [`state`](crate::CircuitBreakerHandle::state) reflects the time elapsed.
+    pub fn automatic_transitions(mut self, on: bool) -> Self {
+        self.spec.automatic_transitions = Some(on);
+        self
+    }
+
     /// Seeds the jitter of the open backoff, so that runs repeat (default: a random seed).
     pub fn seed(mut self, seed: u64) -> Self {
         self.spec.seed = Some(seed);
@@ -360,6 +381,8 @@ struct CircuitBreakerSpec {
     )]
     half_open_max_wait: Option<Duration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    automatic_transitions: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     max_keys: Option<usize>,
@@ -401,6 +424,7 @@ impl Default for CircuitBreakerSpec {
             half_open_probes: None,
             half_open_success_ratio: None,
             half_open_max_wait: None,
+            automatic_transitions: None,
             seed: None,
             max_keys: None,
             key_idle_timeout: None,
@@ -525,6 +549,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             half_open_probes,
             half_open_success_ratio,
             half_open_max_wait,
+            automatic_transitions: spec.automatic_transitions.unwrap_or(true),
             seed: spec.seed,
             max_keys,
             key_idle_timeout,
@@ -581,6 +606,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             half_open_probes: Some(c.half_open_probes),
             half_open_success_ratio: Some(c.half_open_success_ratio),
             half_open_max_wait: Some(c.half_open_max_wait),
+            automatic_transitions: Some(c.automatic_transitions),
             seed: c.seed,
             max_keys: Some(c.max_keys),
             key_idle_timeout: Some(c.key_idle_timeout),
@@ -608,6 +634,7 @@ mod tests {
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 10);
         assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
+        assert!(c.automatic_transitions());
     }
 
     #[test]
@@ -710,6 +737,7 @@ mod tests {
                 .no_failure_rate()
                 .consecutive_failures(3)
                 .half_open_max_wait(Duration::from_secs(2))
+                .automatic_transitions(false)
         })
         .unwrap();
         let json = serde_json::to_string(&c).unwrap();

@@ -108,11 +108,7 @@ where
             }
         }
         let label: Arc<str> = format!("{key:?}").into();
-        let breaker = Arc::new(Breaker::new(
-            &self.config,
-            self.observers.clone(),
-            Some(label),
-        ));
+        let breaker = Breaker::new(&self.config, self.observers.clone(), Some(label));
         breakers.insert(
             key,
             Entry {

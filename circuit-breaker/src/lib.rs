@@ -26,7 +26,10 @@
 //! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
 //!   5xx, gRPC codes at the end of a stream;
 //! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, and subscribe to
-//!   transitions; hooks on state changes, rejections and outcomes;
+//!   transitions; hooks on state changes, rejections and outcomes. What it reads reflects the
+//!   time elapsed without traffic, and a timer (automatic transitions, on by default; a tokio
+//!   task only while the breaker is open or half-open) moves an idle breaker from open to
+//!   half-open and back, so gauges and health followers see it too;
 //! - a [`KeyedCircuitBreakerLayer`] with one breaker per host, route or tenant.
 //!
 //! Where it goes in a stack: on a client, outside the per-attempt timeout (so a hung call

@@ -508,6 +508,8 @@ async fn a_call_past_the_max_wait_finds_the_breaker_open_even_with_free_probe_sl
         .consecutive_failures(1)
         .half_open_probes(4)
         .half_open_max_wait(secs(1))
+        // The call makes the move, not the timer.
+        .automatic_transitions(false)
         .build()
         .unwrap()
         .pair();
@@ -864,6 +866,183 @@ async fn subscribers_see_every_transition() {
     tokio::task::yield_now().await;
     handle.force_open();
     assert_eq!(waiter.await.unwrap(), CircuitState::ForcedOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_breaker_reads_as_time_has_left_it() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_max_wait(secs(3))
+        // No timer: the handle alone must see the time elapsed.
+        .automatic_transitions(false)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    advance(secs(10)).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::HalfOpen,
+        "a call now would be a probe"
+    );
+    assert_eq!(handle.open_remaining(), None);
+    assert_eq!(handle.counts(), WindowCounts::default(), "no probe yet");
+
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let mut probe = task::spawn(layer.layer(mock).oneshot(Pass));
+    assert_pending!(probe.poll());
+    advance(secs(3)).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "the probe did not decide in time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_half_open_the_counts_are_the_probes() {
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(4)
+        .slow_call_duration(ms(100))
+        .half_open_probes(3)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass, Pass, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(
+        handle.counts().calls,
+        4,
+        "open shows the window that tripped"
+    );
+    advance(secs(10)).await;
+    run(&layer, &[Pass, Call::SlowOk(150)]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    assert_eq!(
+        handle.counts(),
+        WindowCounts {
+            calls: 2,
+            failures: 0,
+            slow: 1
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gauges_and_subscribers_follow_time_without_traffic() {
+    use seawall_core::testing::TestRecorder;
+
+    let recorder = TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| {
+        builder()
+            .consecutive_failures(1)
+            .half_open_max_wait(secs(5))
+            .build()
+            .unwrap()
+            .pair()
+    });
+    let state = |state| {
+        recorder.gauge(
+            "seawall_circuit_breaker_state",
+            &[("name", "dep"), ("state", state)],
+        )
+    };
+    let mut states = handle.subscribe();
+    run(&layer, &[Fail]).await;
+    assert_eq!(*states.borrow_and_update(), CircuitState::Open);
+
+    // No call from here on: the timer makes every move.
+    let hour = secs(3600);
+    let moved = tokio::time::timeout(hour, states.changed()).await;
+    assert!(moved.is_ok(), "no move without a call");
+    assert_eq!(*states.borrow_and_update(), CircuitState::HalfOpen);
+    assert_eq!(state("half_open"), Some(1.0));
+    assert_eq!(state("open"), Some(0.0));
+    let moved = tokio::time::timeout(hour, states.changed()).await;
+    assert!(moved.is_ok(), "no move without a call");
+    assert_eq!(
+        *states.borrow_and_update(),
+        CircuitState::Open,
+        "no probe decided within the max wait"
+    );
+    assert_eq!(state("open"), Some(1.0));
+    assert_eq!(handle.open_remaining(), Some(secs(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_ends_with_the_breaker() {
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let mut states = handle.subscribe();
+    run(&layer, &[Fail]).await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    assert_eq!(
+        runtime.num_alive_tasks(),
+        1,
+        "a timer follows the open breaker"
+    );
+    drop((layer, handle));
+    states.borrow_and_update();
+    let changed = tokio::time::timeout(secs(3600), states.changed()).await;
+    assert!(
+        changed.is_ok_and(|changed| changed.is_err()),
+        "the breaker is dropped: the timer held it only weakly"
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(runtime.num_alive_tasks(), 0, "and the timer is gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_stops_once_the_breaker_closes() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    tokio::task::yield_now().await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    assert_eq!(runtime.num_alive_tasks(), 0);
+    run(&layer, &[Fail]).await;
+    assert_eq!(runtime.num_alive_tasks(), 1, "a new opening, a new timer");
+}
+
+#[test]
+fn a_timer_dropped_with_its_runtime_lets_the_next_opening_start_one() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let first = runtime();
+    first.block_on(run(&layer, &[Fail]));
+    assert_eq!(first.metrics().num_alive_tasks(), 1);
+    drop(first);
+
+    handle.reset();
+    let second = runtime();
+    second.block_on(async {
+        run(&layer, &[Fail]).await;
+        let runtime = tokio::runtime::Handle::current().metrics();
+        assert_eq!(
+            runtime.num_alive_tasks(),
+            1,
+            "a timer follows the new opening"
+        );
+        let mut states = handle.subscribe();
+        states.borrow_and_update();
+        let moved = tokio::time::timeout(secs(3600), states.changed()).await;
+        assert!(moved.is_ok());
+        assert_eq!(*states.borrow(), CircuitState::HalfOpen);
+    });
 }
 
 #[tokio::test(start_paused = true)]

@@ -208,6 +208,38 @@ impl Observers {
 
 // ===== the breaker =====
 
+/// Where a keyed breaker tells its map that it started or stopped rejecting calls, so that
+/// eviction can spare open breakers without scanning the map for them.
+pub(crate) struct Tracker {
+    moved: Arc<Mutex<Vec<usize>>>,
+    slot: usize,
+    /// Whether `slot` waits in `moved`; read and written only under its lock, so one breaker
+    /// queues at most once between two looks.
+    queued: AtomicBool,
+}
+
+impl Tracker {
+    pub(crate) fn new(moved: Arc<Mutex<Vec<usize>>>, slot: usize) -> Self {
+        Self {
+            moved,
+            slot,
+            queued: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self) {
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.queued.swap(true, Ordering::Relaxed) {
+            moved.push(self.slot);
+        }
+    }
+
+    /// Lets the breaker queue again; under the lock of `moved`, which the caller holds.
+    pub(crate) fn unqueue(&self) {
+        self.queued.store(false, Ordering::Relaxed);
+    }
+}
+
 /// What a call was admitted as; its result is recorded accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Permit {
@@ -284,6 +316,7 @@ pub(crate) struct Breaker {
     rules: Rules,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
+    tracker: Option<Tracker>,
     /// Whether a timer task follows this breaker; set and cleared under the transition lock.
     timed: AtomicBool,
     this: Weak<Breaker>,
@@ -294,6 +327,7 @@ impl Breaker {
         config: &CircuitBreakerConfig,
         observers: Arc<Observers>,
         key: Option<Arc<str>>,
+        tracker: Option<Tracker>,
     ) -> Arc<Self> {
         let window = match config.window {
             Window::Count(n) => SlidingWindow::Count(CountWindow::new(n)),
@@ -330,6 +364,7 @@ impl Breaker {
                 previous_open: Duration::ZERO,
             }),
             state_tx: watch::Sender::new(CircuitState::Closed),
+            tracker,
             timed: AtomicBool::new(false),
             this: this.clone(),
         })
@@ -345,6 +380,16 @@ impl Breaker {
 
     pub(crate) fn key(&self) -> Option<&str> {
         self.key.as_deref()
+    }
+
+    pub(crate) fn tracker(&self) -> Option<&Tracker> {
+        self.tracker.as_ref()
+    }
+
+    /// Whether the breaker rejects calls now (open, half-open or forced open), as transitions
+    /// have left it.
+    pub(crate) fn rejects(&self) -> bool {
+        state_of(self.word.load(Ordering::Acquire)).rejects()
     }
 
     /// The state as time has left it: open past its end reads half-open, half-open past its
@@ -891,6 +936,13 @@ impl Breaker {
         if matches!(to, CircuitState::Open | CircuitState::HalfOpen) {
             self.follow_time();
         }
+        if let Some(tracker) = self
+            .tracker
+            .as_ref()
+            .filter(|_| from.rejects() != to.rejects())
+        {
+            tracker.queue();
+        }
         self.state_tx.send_replace(to);
         from
     }
@@ -1057,7 +1109,7 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// A per-process random seed, from the standard library's randomly keyed hasher.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()

@@ -14,6 +14,9 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;
+const DEFAULT_MAX_KEYS: usize = 10_000;
+/// What the breakers of one keyed layer may hold at most: `max_keys ×` [`key_bytes`].
+const MAX_KEYED_BYTES: u64 = 256 << 20;
 const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -135,6 +138,11 @@ impl CircuitBreakerConfig {
     /// How long half-open waits for its probes before it opens again.
     pub fn half_open_max_wait(&self) -> Duration {
         self.half_open_max_wait
+    }
+
+    /// The most keys a keyed layer keeps.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
     }
 
     /// Whether a timer moves an idle breaker from open to half-open, and from half-open back
@@ -308,14 +316,17 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Keyed breaker only: the most keys kept, in `[1, 1000000]` (default 10000).
+    /// Keyed breaker only: the most keys kept, in `[1, 1000000]` and such that `max_keys ×`
+    /// the window stays within 256 MiB (about 2 KiB per key plus a byte per call of a count
+    /// window or 24 bytes per second of a time window; a `ConfigError` past that). Default
+    /// 10000, or as many as fit in 256 MiB with a large window.
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.spec.max_keys = Some(keys);
         self
     }
 
-    /// Keyed breaker only: a key unused this long may be evicted, in `(0s, 1 day]`
-    /// (default 10 min).
+    /// Keyed breaker only: a closed breaker unused this long goes first when a new key needs
+    /// room, in `(0s, 1 day]` (default 10 min).
     pub fn key_idle_timeout(mut self, idle: Duration) -> Self {
         self.spec.key_idle_timeout = Some(idle);
         self
@@ -529,7 +540,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 .unwrap_or(DEFAULT_HALF_OPEN_MAX_WAIT),
             MAX_DURATION,
         )?;
-        let max_keys = config::count_in("max_keys", spec.max_keys.unwrap_or(10_000), 1..=MAX_KEYS)?;
+        let max_keys = max_keys(spec.max_keys, window)?;
         let key_idle_timeout = config::positive_duration(
             "key_idle_timeout",
             spec.key_idle_timeout.unwrap_or(Duration::from_secs(600)),
@@ -555,6 +566,37 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             key_idle_timeout,
         })
     }
+}
+
+/// Roughly what one key of a keyed layer holds: the breaker and its map entry (about 1.5 KiB)
+/// and its window, a byte per call of a count window or 24 bytes per second of a time window.
+fn key_bytes(window: Window) -> u64 {
+    2048 + match window {
+        Window::Count(calls) => u64::from(calls),
+        Window::Time(span) => 24 * span.as_secs(),
+    }
+}
+
+/// The most keys a keyed layer keeps: as configured if that fits in [`MAX_KEYED_BYTES`] with
+/// this window, by default 10000 or as many as fit.
+fn max_keys(keys: Option<usize>, window: Window) -> Result<usize, ConfigError> {
+    let per_key = key_bytes(window);
+    let fit = usize::try_from(MAX_KEYED_BYTES / per_key).unwrap_or(usize::MAX);
+    let Some(keys) = keys else {
+        return Ok(DEFAULT_MAX_KEYS.min(fit));
+    };
+    let keys = config::count_in("max_keys", keys, 1..=MAX_KEYS)?;
+    if keys > fit {
+        let mib = (keys as u64).saturating_mul(per_key) >> 20;
+        return Err(ConfigError::new(
+            "max_keys",
+            format_args!(
+                "{keys} (× about {per_key} bytes of breaker and window per key: {mib} MiB)"
+            ),
+            format!("[1, {fit}] with this window, so that max_keys × window stays within 256 MiB"),
+        ));
+    }
+    Ok(keys)
 }
 
 /// The range a result's open duration is clamped to: by default at least 1 s and at most the
@@ -781,6 +823,36 @@ mod tests {
             serde_json::from_str(r#"{"hinted_open_min": "500ms", "hinted_open_max": "1m"}"#)
                 .unwrap();
         assert_eq!(c.hinted_open_range(), Duration::from_millis(500)..=secs(60));
+    }
+
+    #[test]
+    fn max_keys_times_the_window_stays_within_256_mib() {
+        assert_eq!(build(|b| b).unwrap().max_keys(), 10_000);
+        assert_eq!(
+            build(|b| b.count_window(100_000)).unwrap().max_keys(),
+            2630,
+            "the default gives way to a large window"
+        );
+        assert_eq!(
+            build(|b| b.count_window(100_000).max_keys(2630))
+                .unwrap()
+                .max_keys(),
+            2630
+        );
+        let err = build(|b| b.count_window(100_000).max_keys(10_000)).unwrap_err();
+        assert_eq!(err.field(), "max_keys");
+        assert!(err.to_string().contains("256 MiB"), "{err}");
+        let err =
+            build(|b| b.time_window(Duration::from_secs(3600)).max_keys(1_000_000)).unwrap_err();
+        assert_eq!(
+            err.allowed(),
+            "[1, 3034] with this window, so that max_keys × window stays within 256 MiB"
+        );
+        let err = serde_json::from_str::<CircuitBreakerConfig>(
+            r#"{"window": {"count": 50000}, "max_keys": 100000}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_keys"), "{err}");
     }
 
     #[test]

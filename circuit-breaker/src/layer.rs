@@ -31,7 +31,7 @@ impl CircuitBreakerLayer {
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let observers = Arc::new(Observers::new(config.name.clone(), true));
         Self {
-            breaker: Breaker::new(&config, observers, None),
+            breaker: Breaker::new(&config, observers, None, None),
             policy: Arc::new(Policy {
                 classify: AnyError,
                 retry_after: NoRetryAfter,

@@ -290,3 +290,110 @@ async fn no_rejection_asks_to_wait_longer_than_the_open_backoff_allows() {
     let longest = longest_retry_after(layer, 300).await;
     assert!(longest <= CAP, "a rejection asked to wait {longest:?}");
 }
+
+/// Calls `svc` with `count` fresh keys from `first` on, checking the map's bound as it goes.
+async fn rotate_keys<S, F>(
+    svc: S,
+    layer: seawall_circuit_breaker::KeyedCircuitBreakerLayer<u64, F>,
+    first: u64,
+    count: u64,
+    max_keys: usize,
+) where
+    S: Service<(u64, bool), Response = (), Error = BoxError> + Clone,
+{
+    for key in first..first + count {
+        svc.clone().oneshot((key, false)).await.unwrap();
+        if key % 64 == 0 {
+            assert!(layer.len() <= max_keys, "{} keys", layer.len());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_keys_never_evict_an_open_breaker() {
+    use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+
+    const MAX_KEYS: usize = 300;
+    const BAD: u64 = 5;
+    const FLAPPING: std::ops::Range<u64> = 100..120;
+    let config = CircuitBreakerConfig::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(3600))
+        .max_keys(MAX_KEYS)
+        .build()
+        .unwrap();
+    let layer = KeyedCircuitBreakerLayer::new(config, |req: &(u64, bool)| req.0);
+    let svc = layer.layer(service_fn(|(_, fail): (u64, bool)| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for host in (0..BAD).chain(FLAPPING) {
+        let _ = svc.clone().oneshot((host, true)).await;
+    }
+
+    // Breakers that start and stop rejecting while the map evicts around them.
+    let flapper = {
+        let layer = layer.clone();
+        tokio::spawn(async move {
+            for round in 0..2_000u64 {
+                for host in FLAPPING {
+                    if let Some(handle) = layer.handle(&host) {
+                        if (round + host) % 2 == 0 {
+                            handle.force_closed();
+                        } else {
+                            handle.force_open();
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let rotators: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let first = 1_000 + task * 2_000;
+            tokio::spawn(rotate_keys(
+                svc.clone(),
+                layer.clone(),
+                first,
+                2_000,
+                MAX_KEYS,
+            ))
+        })
+        .collect();
+    for task in rotators {
+        task.await.unwrap();
+    }
+    flapper.await.unwrap();
+    for host in 0..BAD {
+        let handle = layer
+            .handle(&host)
+            .expect("an open breaker is never evicted");
+        assert_eq!(handle.state(), CircuitState::Open);
+    }
+    assert!(layer.len() <= MAX_KEYS);
+
+    // Whatever the flapping left behind is filed right: the ones open now outlive a new
+    // rotation of keys too.
+    let open: Vec<u64> = FLAPPING
+        .filter(|host| layer.handle(host).is_some_and(|h| h.state().rejects()))
+        .collect();
+    rotate_keys(
+        svc.clone(),
+        layer.clone(),
+        1_000_000,
+        2 * MAX_KEYS as u64,
+        MAX_KEYS,
+    )
+    .await;
+    for host in open.iter().chain(&(0..BAD).collect::<Vec<_>>()) {
+        assert!(
+            layer.handle(host).is_some(),
+            "{host} was open and was evicted"
+        );
+    }
+}

@@ -18,14 +18,24 @@
 //! interleaving ever admits more than the configured number of probes at once. A probe that
 //! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
 //! downstream) but its result does not count in the current phase.
+//!
+//! Time alone moves an open breaker to half-open, and a half-open one whose probes have not
+//! decided in time back to open. A call that finds such a move due makes it; so does a timer
+//! task (with automatic transitions, the default) that runs only while the breaker is open or
+//! half-open, so that gauges and subscribers (health followers) see the move without traffic.
+//! The task holds a weak reference and ends when the breaker is dropped. With automatic
+//! transitions a move takes effect at the time it was due, whoever makes it, so the breaker
+//! behaves the same however late the task or the next call runs.
 
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge};
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::Outcome;
 use seawall_core::metrics::MetricScope;
 use seawall_core::{BoxError, Rejected, RejectionKind};
@@ -36,7 +46,8 @@ use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 
-const MAX_OPEN: Duration = Duration::from_secs(24 * 3600);
+/// Beyond any duration a configuration allows.
+const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 pub(crate) type StateChangeHook = Arc<dyn Fn(StateChangeEvent<'_>) + Send + Sync>;
 pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
@@ -66,6 +77,9 @@ const PROBE_OK: u64 = 1 << 16;
 const PROBE_IN_FLIGHT: u64 = 1 << 32;
 const PROBE_IN_FLIGHT_MASK: u64 = 0xffff << 32;
 const PROBE_TAG_SHIFT: u32 = 48;
+// In the probe counts word, under the same tag.
+const PROBE_SLOW: u64 = 1;
+const PROBE_FAILED: u64 = 1 << 16;
 
 fn probe_tag(generation: u64) -> u64 {
     generation & 0xffff
@@ -194,11 +208,50 @@ impl Observers {
 
 // ===== the breaker =====
 
+/// Where a keyed breaker tells its map that it started or stopped rejecting calls, so that
+/// eviction can spare open breakers without scanning the map for them.
+pub(crate) struct Tracker {
+    moved: Arc<Mutex<Vec<usize>>>,
+    slot: usize,
+    /// Whether `slot` waits in `moved`; read and written only under its lock, so one breaker
+    /// queues at most once between two looks.
+    queued: AtomicBool,
+}
+
+impl Tracker {
+    pub(crate) fn new(moved: Arc<Mutex<Vec<usize>>>, slot: usize) -> Self {
+        Self {
+            moved,
+            slot,
+            queued: AtomicBool::new(false),
+        }
+    }
+
+    fn queue(&self) {
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.queued.swap(true, Ordering::Relaxed) {
+            moved.push(self.slot);
+        }
+    }
+
+    /// Lets the breaker queue again; under the lock of `moved`, which the caller holds.
+    pub(crate) fn unqueue(&self) {
+        self.queued.store(false, Ordering::Relaxed);
+    }
+}
+
 /// What a call was admitted as; its result is recorded accordingly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Permit {
     generation: u64,
     kind: PermitKind,
+}
+
+impl Permit {
+    /// Whether the call is a half-open probe.
+    pub(crate) fn is_probe(self) -> bool {
+        self.kind == PermitKind::Probe
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,9 +280,11 @@ struct Rules {
     slow_call_duration: Option<Duration>,
     consecutive_failures: Option<u32>,
     open_duration: OpenDuration,
+    hinted_open: RangeInclusive<Duration>,
     probes: u32,
     probes_to_close: u32,
-    half_open_max_wait: Option<Duration>,
+    half_open_max_wait: Duration,
+    automatic_transitions: bool,
     seed: u64,
 }
 
@@ -247,14 +302,24 @@ pub(crate) struct Breaker {
     epoch: Instant,
     /// Generation and state: read by every call, written only by transitions.
     word: Padded<AtomicU64>,
-    /// Nanoseconds since `epoch`: when open ends, or when half-open gives up on its probes.
-    until: AtomicU64,
+    /// Nanoseconds since `epoch` when the open state ends; written only on entering open.
+    open_until: AtomicU64,
+    /// Nanoseconds since `epoch` when half-open gives up on its probes; written only on
+    /// entering half-open.
+    probe_deadline: AtomicU64,
     probes: AtomicU64,
+    /// The phase tag (16) | failed probes (16) | slow probes (16) of the half-open phase, for
+    /// the counts reported in half-open; the decision is the probe word's.
+    probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
     rules: Rules,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
+    tracker: Option<Tracker>,
+    /// Whether a timer task follows this breaker; set and cleared under the transition lock.
+    timed: AtomicBool,
+    this: Weak<Breaker>,
 }
 
 impl Breaker {
@@ -262,19 +327,22 @@ impl Breaker {
         config: &CircuitBreakerConfig,
         observers: Arc<Observers>,
         key: Option<Arc<str>>,
-    ) -> Self {
+        tracker: Option<Tracker>,
+    ) -> Arc<Self> {
         let window = match config.window {
             Window::Count(n) => SlidingWindow::Count(CountWindow::new(n)),
             Window::Time(span) => SlidingWindow::Time(TimeWindow::new(span.as_secs())),
         };
         let seed = config.seed.unwrap_or_else(random_seed);
-        Self {
+        Arc::new_cyclic(|this| Self {
             observers,
             key,
             epoch: Instant::now(),
             word: Padded(AtomicU64::new(pack(0, CircuitState::Closed))),
-            until: AtomicU64::new(0),
+            open_until: AtomicU64::new(0),
+            probe_deadline: AtomicU64::new(u64::MAX),
             probes: AtomicU64::new(0),
+            probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
             window,
             rules: Rules {
@@ -284,9 +352,11 @@ impl Breaker {
                 slow_call_duration: config.slow_call_duration,
                 consecutive_failures: config.consecutive_failures,
                 open_duration: config.open_duration,
+                hinted_open: config.hinted_open_range(),
                 probes: config.half_open_probes,
                 probes_to_close: config.probes_to_close(),
                 half_open_max_wait: config.half_open_max_wait,
+                automatic_transitions: config.automatic_transitions,
                 seed,
             },
             transitions: Mutex::new(Recovery {
@@ -294,7 +364,10 @@ impl Breaker {
                 previous_open: Duration::ZERO,
             }),
             state_tx: watch::Sender::new(CircuitState::Closed),
-        }
+            tracker,
+            timed: AtomicBool::new(false),
+            this: this.clone(),
+        })
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -309,8 +382,29 @@ impl Breaker {
         self.key.as_deref()
     }
 
+    pub(crate) fn tracker(&self) -> Option<&Tracker> {
+        self.tracker.as_ref()
+    }
+
+    /// Whether the breaker rejects calls now (open, half-open or forced open), as transitions
+    /// have left it.
+    pub(crate) fn rejects(&self) -> bool {
+        state_of(self.word.load(Ordering::Acquire)).rejects()
+    }
+
+    /// The state as time has left it: open past its end reads half-open, half-open past its
+    /// deadline reads open, whether or not a call or the timer has made the move yet.
     pub(crate) fn state(&self) -> CircuitState {
-        state_of(self.word.load(Ordering::Acquire))
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        let state = state_of(word);
+        if ends == u64::MAX || self.now_nanos() < ends {
+            return state;
+        }
+        match state {
+            CircuitState::Open => CircuitState::HalfOpen,
+            CircuitState::HalfOpen => CircuitState::Open,
+            state => state,
+        }
     }
 
     /// Whether calls must be timed: only when slow calls are tracked.
@@ -331,23 +425,80 @@ impl Breaker {
         nanos(self.since_epoch(Instant::now()))
     }
 
+    /// The window's counts; in half-open, the probes' of the current phase.
     pub(crate) fn counts(&self) -> WindowCounts {
-        self.window
-            .counts(self.since_epoch(Instant::now()).as_secs())
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        match state_of(word) {
+            CircuitState::HalfOpen => self.probe_counts(generation_of(word)),
+            // Half-open by now, and no probe has been let through yet.
+            CircuitState::Open if self.now_nanos() >= ends => WindowCounts::default(),
+            _ => self
+                .window
+                .counts(self.since_epoch(Instant::now()).as_secs()),
+        }
+    }
+
+    /// The probes decided in the half-open phase of `generation`.
+    fn probe_counts(&self, generation: u64) -> WindowCounts {
+        let tag = probe_tag(generation);
+        let probes = self.probes.load(Ordering::Acquire);
+        if probes >> PROBE_TAG_SHIFT != tag {
+            return WindowCounts::default();
+        }
+        let calls = u64::from(probe_field(probes, PROBE_OK) + probe_field(probes, PROBE_BAD));
+        let counts = self.probe_counts.load(Ordering::Acquire);
+        if counts >> PROBE_TAG_SHIFT != tag {
+            return WindowCounts {
+                calls,
+                ..WindowCounts::default()
+            };
+        }
+        WindowCounts {
+            calls,
+            failures: u64::from(probe_field(counts, PROBE_FAILED)).min(calls),
+            slow: u64::from(probe_field(counts, PROBE_SLOW)).min(calls),
+        }
     }
 
     pub(crate) fn consecutive_failures(&self) -> u32 {
         self.consecutive.load(Ordering::Relaxed)
     }
 
-    /// Time left in the open state, if open.
+    /// Time left in the open state, if open and its end is set (a half-open phase that timed
+    /// out has no end until the move back to open is made).
     pub(crate) fn open_remaining(&self) -> Option<Duration> {
-        let word = self.word.load(Ordering::Acquire);
-        if state_of(word) != CircuitState::Open {
+        let (word, until) = self.ends(self.word.load(Ordering::Acquire));
+        let now = self.now_nanos();
+        if state_of(word) != CircuitState::Open || now >= until {
             return None;
         }
-        let until = self.until.load(Ordering::Acquire);
-        Some(Duration::from_nanos(until.saturating_sub(self.now_nanos())))
+        Some(Duration::from_nanos(until - now))
+    }
+
+    /// `word` (or the word it has become) and when its state ends, in nanoseconds since
+    /// `epoch`: the end of open, the probe deadline of half-open, `u64::MAX` for the others.
+    //
+    // Seqlock-style: the time is read after the word, then the word again, and only a pair
+    // that reads the same word twice is returned. Each time has an atomic of its own that only
+    // the entry into its state writes, before the word (and the mutex orders entries). So a
+    // time written by a later entry was written after the word left `word`'s state, and the
+    // second read of the word, which comes after it, sees that. One `until` shared by both
+    // states could not be checked this way: entering half-open overwrote it (with `u64::MAX`
+    // when there is no maximum wait) while the word still read open, so a caller between the
+    // two stores read the same word twice and rejected with a `retry_after` of 584 years.
+    fn ends(&self, mut word: u64) -> (u64, u64) {
+        loop {
+            let ends = match state_of(word) {
+                CircuitState::Open => self.open_until.load(Ordering::Acquire),
+                CircuitState::HalfOpen => self.probe_deadline.load(Ordering::Acquire),
+                _ => return (word, u64::MAX),
+            };
+            let again = self.word.load(Ordering::Acquire);
+            if again == word {
+                return (word, ends);
+            }
+            word = again;
+        }
     }
 
     // ===== admission =====
@@ -384,29 +535,36 @@ impl Breaker {
             if let Some(permit) = self.fast_permit(word) {
                 return Ok(permit);
             }
+            let (current, ends) = self.ends(word);
+            if current != word {
+                // A transition came in between: follow it.
+                word = current;
+                continue;
+            }
             let generation = generation_of(word);
             match state_of(word) {
                 CircuitState::Open => {
                     let now = self.now_nanos();
-                    let until = self.until.load(Ordering::Acquire);
-                    if now < until {
-                        let left = Duration::from_nanos(until - now);
+                    if now < ends {
+                        let left = Duration::from_nanos(ends - now);
                         return Err(self.reject(CircuitState::Open, Some(left)));
                     }
-                    self.transition(word, CircuitState::HalfOpen, None);
+                    self.transition(word, CircuitState::HalfOpen, None, self.due_at(ends, now));
                 }
                 CircuitState::HalfOpen => {
-                    if self.try_probe(generation) {
+                    // The deadline comes first: past it, half-open has given up on its
+                    // probes, however many slots are free.
+                    let now = self.now_nanos();
+                    if now >= ends {
+                        self.transition(word, CircuitState::Open, None, self.due_at(ends, now));
+                    } else if self.try_probe(generation) {
                         return Ok(Permit {
                             generation,
                             kind: PermitKind::Probe,
                         });
-                    }
-                    let deadline = self.until.load(Ordering::Acquire);
-                    if deadline == u64::MAX || self.now_nanos() < deadline {
+                    } else {
                         return Err(self.reject(CircuitState::HalfOpen, None));
                     }
-                    self.transition(word, CircuitState::Open, None);
                 }
                 state => return Err(self.reject(state, None)),
             }
@@ -561,7 +719,7 @@ impl Breaker {
             gauges.slow_call_rate.set(counts.slow_call_rate());
         }
         if permit.kind == PermitKind::Closed && self.should_trip(&counts, consecutive) {
-            self.transition(word, CircuitState::Open, hint);
+            self.transition(word, CircuitState::Open, hint, self.now_nanos());
         }
     }
 
@@ -581,20 +739,52 @@ impl Breaker {
     }
 
     fn record_probe(&self, generation: u64, call: CallOutcome, hint: Option<Duration>) {
+        let expected = pack(generation, CircuitState::HalfOpen);
+        let (word, deadline) = self.ends(self.word.load(Ordering::Acquire));
+        let now = self.now_nanos();
+        if word == expected && now >= deadline {
+            // Decided too late: the phase is over whether or not the move was made yet, and
+            // the result counts for nothing, whoever runs first at the deadline.
+            self.settle_probe(generation, None);
+            self.transition(
+                expected,
+                CircuitState::Open,
+                None,
+                self.due_at(deadline, now),
+            );
+            return;
+        }
         let bad = call.is_failure() || (call.is_slow() && self.rules.slow_call_rate.is_some());
         let counted = call != CallOutcome::Ignored;
-        let Some(word) = self.settle_probe(generation, counted.then_some(bad)) else {
+        let Some(probes) = self.settle_probe(generation, counted.then_some(bad)) else {
             return;
         };
         if !counted {
             return;
         }
-        let expected = pack(generation, CircuitState::HalfOpen);
+        self.count_probe(generation, call);
         let needed = self.rules.probes_to_close;
-        if probe_field(word, PROBE_OK) >= needed {
-            self.transition(expected, CircuitState::Closed, None);
-        } else if probe_field(word, PROBE_BAD) > self.rules.probes - needed {
-            self.transition(expected, CircuitState::Open, hint);
+        if probe_field(probes, PROBE_OK) >= needed {
+            self.transition(expected, CircuitState::Closed, None, now);
+        } else if probe_field(probes, PROBE_BAD) > self.rules.probes - needed {
+            self.transition(expected, CircuitState::Open, hint, now);
+        }
+    }
+
+    /// Adds a decided probe of `generation` to the counts reported in half-open.
+    fn count_probe(&self, generation: u64, call: CallOutcome) {
+        let tag = probe_tag(generation);
+        let add =
+            u64::from(call.is_failure()) * PROBE_FAILED + u64::from(call.is_slow()) * PROBE_SLOW;
+        let updated =
+            self.probe_counts
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |counts| {
+                    (counts >> PROBE_TAG_SHIFT == tag).then_some(counts + add)
+                });
+        if let (Ok(_), Some(gauges)) = (updated, &self.observers.metrics.gauges) {
+            let counts = self.probe_counts(generation);
+            gauges.failure_rate.set(counts.failure_rate());
+            gauges.slow_call_rate.set(counts.slow_call_rate());
         }
     }
 
@@ -642,13 +832,25 @@ impl Breaker {
         self.transitions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves from the state word `expected` to `to`; false if another transition came first.
-    fn transition(&self, expected: u64, to: CircuitState, hint: Option<Duration>) -> bool {
+    /// When a move that time made due, at `due`, and found at `now` takes effect: at `due`
+    /// with automatic transitions (as the timer would have made it), at `now` without (an idle
+    /// breaker starts its half-open phase with the first call, not long before it).
+    fn due_at(&self, due: u64, now: u64) -> u64 {
+        if self.rules.automatic_transitions {
+            due
+        } else {
+            now
+        }
+    }
+
+    /// Moves from the state word `expected` to `to` as of `at` (nanoseconds since `epoch`);
+    /// false if another transition came first.
+    fn transition(&self, expected: u64, to: CircuitState, hint: Option<Duration>, at: u64) -> bool {
         let mut recovery = self.lock();
         if self.word.load(Ordering::Acquire) != expected {
             return false;
         }
-        let from = self.enter(&mut recovery, expected, to, hint);
+        let from = self.enter(&mut recovery, expected, to, hint, at);
         drop(recovery);
         self.announce(from, to);
         true
@@ -667,7 +869,8 @@ impl Breaker {
             recovery.openings = 0;
             recovery.previous_open = Duration::ZERO;
         }
-        self.enter(&mut recovery, current, to, None);
+        let now = self.now_nanos();
+        self.enter(&mut recovery, current, to, None, now);
         drop(recovery);
         if from != to {
             self.announce(from, to);
@@ -680,15 +883,15 @@ impl Breaker {
         current: u64,
         to: CircuitState,
         hint: Option<Duration>,
+        at: u64,
     ) -> CircuitState {
         let from = state_of(current);
         let generation = generation_of(current) + 1;
-        let now = self.now_nanos();
         match to {
             CircuitState::Open => {
                 let open = self.open_duration(recovery, generation, hint);
-                self.until
-                    .store(now.saturating_add(nanos(open)), Ordering::Release);
+                self.open_until
+                    .store(at.saturating_add(nanos(open)), Ordering::Release);
             }
             CircuitState::HalfOpen => {
                 // Probes of earlier phases still in flight keep their slots: never more than
@@ -699,11 +902,9 @@ impl Breaker {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                         Some(tag | (word & PROBE_IN_FLIGHT_MASK))
                     });
-                let deadline = self
-                    .rules
-                    .half_open_max_wait
-                    .map_or(u64::MAX, |wait| now.saturating_add(nanos(wait)));
-                self.until.store(deadline, Ordering::Release);
+                self.probe_counts.store(tag, Ordering::Release);
+                let deadline = at.saturating_add(nanos(self.rules.half_open_max_wait));
+                self.probe_deadline.store(deadline, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 self.window.reset();
@@ -724,14 +925,69 @@ impl Breaker {
                 gauges.state[to.index()].set(1.0);
             }
         }
-        if let (Some(gauges), CircuitState::Closed | CircuitState::MetricsOnly) =
-            (&metrics.gauges, to)
+        if let (
+            Some(gauges),
+            CircuitState::Closed | CircuitState::MetricsOnly | CircuitState::HalfOpen,
+        ) = (&metrics.gauges, to)
         {
             gauges.failure_rate.set(0.0);
             gauges.slow_call_rate.set(0.0);
         }
+        if matches!(to, CircuitState::Open | CircuitState::HalfOpen) {
+            self.follow_time();
+        }
+        if let Some(tracker) = self
+            .tracker
+            .as_ref()
+            .filter(|_| from.rejects() != to.rejects())
+        {
+            tracker.queue();
+        }
         self.state_tx.send_replace(to);
         from
+    }
+
+    // ===== automatic transitions =====
+
+    /// Starts the timer task, unless one runs, automatic transitions are off or there is no
+    /// runtime to run it (calls and handles still see the moves). Under the transition lock.
+    fn follow_time(&self) {
+        if !self.rules.automatic_transitions || self.timed.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.timed.store(true, Ordering::Release);
+            let timer = Timer {
+                breaker: self.this.clone(),
+                armed: true,
+            };
+            runtime.spawn(follow_time(timer, self.state_tx.subscribe()));
+        }
+    }
+
+    /// When time next moves the breaker; `None` (and the timer task ends) when it does not.
+    fn next_move(&self) -> Option<Instant> {
+        let _recovery = self.lock();
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        if !matches!(state_of(word), CircuitState::Open | CircuitState::HalfOpen) {
+            self.timed.store(false, Ordering::Release);
+            return None;
+        }
+        let due = self.epoch.checked_add(Duration::from_nanos(ends));
+        Some(due.unwrap_or(self.epoch + FOREVER))
+    }
+
+    /// Makes the move time has made due, if any, as of when it was due.
+    fn catch_up(&self) {
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        if self.now_nanos() < ends {
+            return;
+        }
+        match state_of(word) {
+            CircuitState::Open => self.transition(word, CircuitState::HalfOpen, None, ends),
+            CircuitState::HalfOpen => self.transition(word, CircuitState::Open, None, ends),
+            _ => false,
+        };
     }
 
     fn open_duration(
@@ -742,7 +998,12 @@ impl Breaker {
     ) -> Duration {
         recovery.openings = recovery.openings.saturating_add(1);
         if let Some(hint) = hint {
-            return hint.min(MAX_OPEN);
+            // A Retry-After of 0 would switch the breaker off, a huge one hold it open for a
+            // day whatever the configuration says.
+            return hint.clamp(
+                *self.rules.hinted_open.start(),
+                *self.rules.hinted_open.end(),
+            );
         }
         match self.rules.open_duration {
             OpenDuration::Fixed(open) => open,
@@ -755,7 +1016,7 @@ impl Breaker {
                 // Seeded per opening: reproducible from the seed, and no RNG state to guard.
                 let seed = self.rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let open = backoff.delay(recovery.openings, previous, &mut rng);
+                let open = open_backoff(&backoff, recovery.openings, previous, &mut rng);
                 recovery.previous_open = open;
                 open
             }
@@ -776,12 +1037,79 @@ impl Breaker {
     }
 }
 
+/// The open duration of opening `n`, jittered but never shorter than the backoff's base.
+///
+/// Full jitter over `[0, curve]` would open a breaker with a 1 s base for under 100 ms one
+/// time in ten: all but off. So the jitter only spreads the part of the curve above the base:
+/// full jitter is uniform in `[base, curve]`, equal jitter in `[max(base, curve / 2), curve]`.
+fn open_backoff(backoff: &Backoff, n: u32, previous: Duration, rng: &mut impl Rng) -> Duration {
+    let base = backoff.base();
+    let curve = backoff.curve(n);
+    let low = match backoff.jitter_kind() {
+        Jitter::None => return curve,
+        Jitter::Full => base,
+        Jitter::Equal => (curve / 2).max(base),
+        Jitter::Decorrelated => return backoff.delay(n, previous, rng).max(base),
+    };
+    let (low, high) = (nanos(low), nanos(curve));
+    if low >= high {
+        return curve;
+    }
+    Duration::from_nanos(rng.random_range(low..=high))
+}
+
+/// Marks a breaker as followed by a timer task for as long as the task lives; dropped with the
+/// task unfinished (its runtime shut down, even before it first ran), it lets the next opening
+/// start a new one.
+struct Timer {
+    breaker: Weak<Breaker>,
+    armed: bool,
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let (true, Some(breaker)) = (self.armed, self.breaker.upgrade()) {
+            breaker.timed.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Makes the moves time decides while the timer's breaker is open or half-open.
+async fn follow_time(mut timer: Timer, mut changes: watch::Receiver<CircuitState>) {
+    loop {
+        let due = {
+            let Some(breaker) = timer.breaker.upgrade() else {
+                return;
+            };
+            changes.borrow_and_update();
+            match breaker.next_move() {
+                Some(due) => due,
+                None => {
+                    // `next_move` cleared the mark under the transition lock.
+                    timer.armed = false;
+                    return;
+                }
+            }
+        };
+        match tokio::time::timeout_at(due, changes.changed()).await {
+            Ok(Ok(())) => {}
+            // The breaker is gone.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                if let Some(breaker) = timer.breaker.upgrade() {
+                    breaker.catch_up();
+                }
+            }
+        }
+    }
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A per-process random seed, from the standard library's randomly keyed hasher.
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
         .build_hasher()

@@ -1,4 +1,5 @@
 use std::marker::PhantomData;
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,11 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;
+const DEFAULT_MAX_KEYS: usize = 10_000;
+/// What the breakers of one keyed layer may hold at most: `max_keys ×` [`key_bytes`].
+const MAX_KEYED_BYTES: u64 = 256 << 20;
+const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
+const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Which calls the failure and slow-call rates are computed over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +52,8 @@ impl From<Window> for WindowSpec {
 pub enum OpenDuration {
     /// The same time on every opening.
     Fixed(Duration),
-    /// Growing with each re-opening that follows no full recovery, jittered and capped.
+    /// Growing with each re-opening that follows no full recovery, jittered, capped and never
+    /// under the base.
     Backoff(Backoff),
 }
 
@@ -66,9 +73,12 @@ pub struct CircuitBreakerConfig {
     pub(crate) slow_call_duration: Option<Duration>,
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) open_duration: OpenDuration,
+    pub(crate) hinted_open_min: Duration,
+    pub(crate) hinted_open_max: Duration,
     pub(crate) half_open_probes: u32,
     pub(crate) half_open_success_ratio: f64,
-    pub(crate) half_open_max_wait: Option<Duration>,
+    pub(crate) half_open_max_wait: Duration,
+    pub(crate) automatic_transitions: bool,
     pub(crate) seed: Option<u64>,
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
@@ -127,6 +137,11 @@ impl CircuitBreakerConfig {
         self.open_duration
     }
 
+    /// The range an open duration read from a result (a `Retry-After`) is clamped to.
+    pub fn hinted_open_range(&self) -> RangeInclusive<Duration> {
+        self.hinted_open_min..=self.hinted_open_max
+    }
+
     /// Probes admitted at once in half-open.
     pub fn half_open_probes(&self) -> u32 {
         self.half_open_probes
@@ -137,9 +152,20 @@ impl CircuitBreakerConfig {
         self.half_open_success_ratio
     }
 
-    /// How long half-open waits for its probes before it opens again, if bounded.
-    pub fn half_open_max_wait(&self) -> Option<Duration> {
+    /// How long half-open waits for its probes before it opens again.
+    pub fn half_open_max_wait(&self) -> Duration {
         self.half_open_max_wait
+    }
+
+    /// The most keys a keyed layer keeps.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
+    /// Whether a timer moves an idle breaker from open to half-open, and from half-open back
+    /// to open, when time says so.
+    pub fn automatic_transitions(&self) -> bool {
+        self.automatic_transitions
     }
 
     /// Probes that must succeed before the breaker closes.
@@ -233,10 +259,30 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     }
 
     /// Stays open longer on each re-opening without a full recovery in between, as `backoff`
-    /// gives (attempt 1 for the first opening), with its jitter.
+    /// gives (attempt 1 for the first opening), with a base above zero.
+    ///
+    /// Never shorter than the base: the jitter spreads only the part of the curve above it
+    /// (full jitter is uniform in `[base, curve]`, equal jitter in `[max(base, curve / 2),
+    /// curve]`, decorrelated at least the base), so the first opening lasts exactly the base.
     pub fn open_backoff(mut self, backoff: Backoff) -> Self {
         self.spec.open_backoff = Some(backoff);
         self.spec.open_duration = None;
+        self
+    }
+
+    /// The shortest open duration a result may ask for (see
+    /// `CircuitBreakerLayer::open_duration_from`), in `(0s, 1 day]` (default 1 s, or the
+    /// longest if that is shorter): a `Retry-After: 0` must not switch the breaker off.
+    pub fn hinted_open_min(mut self, min: Duration) -> Self {
+        self.spec.hinted_open_min = Some(min.into());
+        self
+    }
+
+    /// The longest open duration a result may ask for, in `[hinted_open_min, 1 day]`
+    /// (default: the open backoff's cap, or 10 × the open duration; never under the shortest):
+    /// a huge `Retry-After` must not hold the breaker open for a day.
+    pub fn hinted_open_max(mut self, max: Duration) -> Self {
+        self.spec.hinted_open_max = Some(max.into());
         self
     }
 
@@ -253,9 +299,31 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Opens again when the probes have not decided within `wait`, in `(0s, 1 day]`.
+    /// Opens again when the probes have not decided within `wait`, in `(0s, 1 day]`
+    /// (default 60 s).
+    ///
+    /// Probes are scored when their response head arrives (a stream does not hold its slot
+    /// for as long as it lives), so this bounds how long a probe may take to answer at all: a
+    /// probe that hangs must not keep the breaker half-open, rejecting every other call, for
+    /// hours. The default is longer than the usual request timeouts (30 to 60 s), so a slow
+    /// but healthy downstream still gets to answer; set it above the longest time to a
+    /// response head you expect, or the breaker never closes.
     pub fn half_open_max_wait(mut self, wait: Duration) -> Self {
         self.spec.half_open_max_wait = Some(wait.into());
+        self
+    }
+
+    /// Whether a timer moves the breaker from open to half-open when the open duration ends,
+    /// and from half-open back to open at the maximum wait, with no call to make the move
+    /// (default on, as Resilience4j's `automaticTransitionFromOpenToHalfOpenEnabled`).
+    ///
+    /// Without it an idle breaker reads open on its state gauge and to its subscribers (a
+    /// health follower, say) long after it would let a probe through. The timer is a tokio task
+    /// that runs only while the breaker is open or half-open, and only where a tokio runtime
+    /// runs the transition that opens it; nothing runs per call. Either way the handle's
+    /// [`state`](crate::CircuitBreakerHandle::state) reflects the time elapsed.
+    pub fn automatic_transitions(mut self, on: bool) -> Self {
+        self.spec.automatic_transitions = Some(on.into());
         self
     }
 
@@ -265,14 +333,17 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Keyed breaker only: the most keys kept, in `[1, 1000000]` (default 10000).
+    /// Keyed breaker only: the most keys kept, in `[1, 1000000]` and such that `max_keys ×`
+    /// the window stays within 256 MiB (about 2 KiB per key plus a byte per call of a count
+    /// window or 24 bytes per second of a time window; a `ConfigError` past that). Default
+    /// 10000, or as many as fit in 256 MiB with a large window.
     pub fn max_keys(mut self, keys: usize) -> Self {
         self.spec.max_keys = Some(keys.into());
         self
     }
 
-    /// Keyed breaker only: a key unused this long may be evicted, in `(0s, 1 day]`
-    /// (default 10 min).
+    /// Keyed breaker only: a closed breaker unused this long goes first when a new key needs
+    /// room, in `(0s, 1 day]` (default 10 min).
     pub fn key_idle_timeout(mut self, idle: Duration) -> Self {
         self.spec.key_idle_timeout = Some(idle.into());
         self
@@ -312,11 +383,17 @@ struct CircuitBreakerSpec {
     )]
     open_backoff: Option<Backoff>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    hinted_open_min: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hinted_open_max: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     half_open_probes: Option<Raw<u32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     half_open_success_ratio: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     half_open_max_wait: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    automatic_transitions: Option<Raw<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seed: Option<Raw<u64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -358,9 +435,12 @@ impl Default for CircuitBreakerSpec {
             consecutive_failures: None,
             open_duration: None,
             open_backoff: None,
+            hinted_open_min: None,
+            hinted_open_max: None,
             half_open_probes: None,
             half_open_success_ratio: None,
             half_open_max_wait: None,
+            automatic_transitions: None,
             seed: None,
             max_keys: None,
             key_idle_timeout: None,
@@ -442,13 +522,18 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                     "nothing when open_duration is set (one or the other)",
                 ));
             }
-            (_, Some(backoff)) => OpenDuration::Backoff(backoff),
+            (_, Some(backoff)) => {
+                config::positive_duration("open_backoff.base", backoff.base(), MAX_DURATION)?;
+                OpenDuration::Backoff(backoff)
+            }
             (fixed, None) => OpenDuration::Fixed(config::positive_duration(
                 "open_duration",
                 fixed.unwrap_or_else(|| Duration::from_secs(30).into()),
                 MAX_DURATION,
             )?),
         };
+        let (hinted_open_min, hinted_open_max) =
+            hinted_open(&open_duration, spec.hinted_open_min, spec.hinted_open_max)?;
         let half_open_probes = config::count_in(
             "half_open_probes",
             spec.half_open_probes.unwrap_or_else(|| 10.into()),
@@ -458,15 +543,22 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             "half_open_success_ratio",
             spec.half_open_success_ratio.unwrap_or_else(|| 1.0.into()),
         )?;
-        let half_open_max_wait = spec
-            .half_open_max_wait
-            .map(|d| config::positive_duration("half_open_max_wait", d, MAX_DURATION))
-            .transpose()?;
-        let max_keys = config::count_in(
-            "max_keys",
-            spec.max_keys.unwrap_or_else(|| 10_000.into()),
-            1..=MAX_KEYS,
+        let half_open_max_wait = config::positive_duration(
+            "half_open_max_wait",
+            spec.half_open_max_wait
+                .unwrap_or_else(|| DEFAULT_HALF_OPEN_MAX_WAIT.into()),
+            MAX_DURATION,
         )?;
+        let max_keys = spec
+            .max_keys
+            .map(|keys| keys.value("max_keys", format!("[1, {MAX_KEYS}]")))
+            .transpose()?;
+        let max_keys = max_keys_for(max_keys, window)?;
+        let automatic_transitions = spec
+            .automatic_transitions
+            .map(|on| on.expected("automatic_transitions", "true or false"))
+            .transpose()?
+            .unwrap_or(true);
         let key_idle_timeout = config::positive_duration(
             "key_idle_timeout",
             spec.key_idle_timeout
@@ -486,14 +578,83 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             slow_call_duration,
             consecutive_failures,
             open_duration,
+            hinted_open_min,
+            hinted_open_max,
             half_open_probes,
             half_open_success_ratio,
             half_open_max_wait,
+            automatic_transitions,
             seed,
             max_keys,
             key_idle_timeout,
         })
     }
+}
+
+/// Roughly what one key of a keyed layer holds: the breaker and its map entry (about 1.5 KiB)
+/// and its window, a byte per call of a count window or 24 bytes per second of a time window.
+fn key_bytes(window: Window) -> u64 {
+    2048 + match window {
+        Window::Count(calls) => u64::from(calls),
+        Window::Time(span) => 24 * span.as_secs(),
+    }
+}
+
+/// The most keys a keyed layer keeps: as configured if that fits in [`MAX_KEYED_BYTES`] with
+/// this window, by default 10000 or as many as fit.
+fn max_keys_for(keys: Option<usize>, window: Window) -> Result<usize, ConfigError> {
+    let per_key = key_bytes(window);
+    let fit = usize::try_from(MAX_KEYED_BYTES / per_key).unwrap_or(usize::MAX);
+    let Some(keys) = keys else {
+        return Ok(DEFAULT_MAX_KEYS.min(fit));
+    };
+    let keys = config::count_in("max_keys", keys, 1..=MAX_KEYS)?;
+    if keys > fit {
+        let mib = (keys as u64).saturating_mul(per_key) >> 20;
+        return Err(ConfigError::new(
+            "max_keys",
+            format_args!(
+                "{keys} (× about {per_key} bytes of breaker and window per key: {mib} MiB)"
+            ),
+            format!("[1, {fit}] with this window, so that max_keys × window stays within 256 MiB"),
+        ));
+    }
+    Ok(keys)
+}
+
+/// The range a result's open duration is clamped to: by default at least 1 s and at most the
+/// backoff's cap (or 10 × the fixed open duration), each default giving way to the other bound.
+fn hinted_open(
+    open: &OpenDuration,
+    min: Option<Raw<Duration>>,
+    max: Option<Raw<Duration>>,
+) -> Result<(Duration, Duration), ConfigError> {
+    let max = max
+        .map(|d| {
+            d.value(
+                "hinted_open_max",
+                format!("[hinted_open_min, {MAX_DURATION:?}]"),
+            )
+        })
+        .transpose()?;
+    let min = min
+        .map(|d| config::positive_duration("hinted_open_min", d, MAX_DURATION))
+        .transpose()?;
+    let default_max = || match open {
+        OpenDuration::Fixed(d) => d.saturating_mul(10).min(MAX_DURATION),
+        OpenDuration::Backoff(b) => b.max_delay(),
+    };
+    let (min, max) = match (min, max) {
+        (Some(min), Some(max)) => (min, max),
+        (Some(min), None) => (min, default_max().max(min)),
+        (None, Some(max)) => (DEFAULT_HINTED_OPEN_MIN.min(max), max),
+        (None, None) => {
+            let max = default_max();
+            (DEFAULT_HINTED_OPEN_MIN.min(max), max)
+        }
+    };
+    let max = config::duration_in("hinted_open_max", max, min..=MAX_DURATION)?;
+    Ok((min, max))
 }
 
 impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
@@ -513,9 +674,12 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             consecutive_failures: c.consecutive_failures.map(Raw::from),
             open_duration,
             open_backoff,
+            hinted_open_min: Some(c.hinted_open_min.into()),
+            hinted_open_max: Some(c.hinted_open_max.into()),
             half_open_probes: Some(c.half_open_probes.into()),
             half_open_success_ratio: Some(c.half_open_success_ratio.into()),
-            half_open_max_wait: c.half_open_max_wait.map(Raw::from),
+            half_open_max_wait: Some(c.half_open_max_wait.into()),
+            automatic_transitions: Some(c.automatic_transitions.into()),
             seed: c.seed.map(Raw::from),
             max_keys: Some(c.max_keys.into()),
             key_idle_timeout: Some(c.key_idle_timeout.into()),
@@ -542,6 +706,8 @@ mod tests {
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 10);
+        assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
+        assert!(c.automatic_transitions());
     }
 
     #[test]
@@ -589,6 +755,23 @@ mod tests {
                 build(|b| b.half_open_success_ratio(0.0)).unwrap_err(),
             ),
             ("max_keys", build(|b| b.max_keys(0)).unwrap_err()),
+            (
+                "hinted_open_min",
+                build(|b| b.hinted_open_min(Duration::ZERO)).unwrap_err(),
+            ),
+            (
+                "hinted_open_max",
+                build(|b| {
+                    b.hinted_open_min(Duration::from_secs(5))
+                        .hinted_open_max(Duration::from_secs(4))
+                })
+                .unwrap_err(),
+            ),
+            (
+                "open_backoff.base",
+                build(|b| b.open_backoff(Backoff::constant(Duration::ZERO).build().unwrap()))
+                    .unwrap_err(),
+            ),
         ];
         for (field, err) in cases {
             assert_eq!(err.field(), field, "{err}");
@@ -701,6 +884,7 @@ mod tests {
                 .no_failure_rate()
                 .consecutive_failures(3)
                 .half_open_max_wait(Duration::from_secs(2))
+                .automatic_transitions(false)
         })
         .unwrap();
         let json = serde_json::to_string(&c).unwrap();
@@ -708,6 +892,72 @@ mod tests {
             serde_json::from_str::<CircuitBreakerConfig>(&json).unwrap(),
             c
         );
+    }
+
+    #[test]
+    fn hinted_open_range_defaults_to_1s_up_to_the_cap_or_10_times_the_open_duration() {
+        fn secs(n: u64) -> Duration {
+            Duration::from_secs(n)
+        }
+        let range = |f: fn(CircuitBreakerConfigBuilder) -> CircuitBreakerConfigBuilder| {
+            build(f).unwrap().hinted_open_range()
+        };
+        assert_eq!(range(|b| b), secs(1)..=secs(300));
+        assert_eq!(range(|b| b.open_duration(secs(5))), secs(1)..=secs(50));
+        let backoff = Backoff::exponential(secs(1))
+            .cap(secs(120))
+            .build()
+            .unwrap();
+        let with_backoff = build(|b| b.open_backoff(backoff)).unwrap();
+        assert_eq!(with_backoff.hinted_open_range(), secs(1)..=secs(120));
+        let short = Duration::from_millis(50);
+        assert_eq!(
+            range(|b| b.open_duration(Duration::from_millis(50))),
+            short * 10..=short * 10,
+            "the default minimum gives way to a shorter maximum"
+        );
+        assert_eq!(
+            range(|b| b.open_duration(secs(1)).hinted_open_min(secs(20))),
+            secs(20)..=secs(20)
+        );
+        assert_eq!(
+            range(|b| b.hinted_open_min(secs(2)).hinted_open_max(secs(3))),
+            secs(2)..=secs(3)
+        );
+        let c: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"hinted_open_min": "500ms", "hinted_open_max": "1m"}"#)
+                .unwrap();
+        assert_eq!(c.hinted_open_range(), Duration::from_millis(500)..=secs(60));
+    }
+
+    #[test]
+    fn max_keys_times_the_window_stays_within_256_mib() {
+        assert_eq!(build(|b| b).unwrap().max_keys(), 10_000);
+        assert_eq!(
+            build(|b| b.count_window(100_000)).unwrap().max_keys(),
+            2630,
+            "the default gives way to a large window"
+        );
+        assert_eq!(
+            build(|b| b.count_window(100_000).max_keys(2630))
+                .unwrap()
+                .max_keys(),
+            2630
+        );
+        let err = build(|b| b.count_window(100_000).max_keys(10_000)).unwrap_err();
+        assert_eq!(err.field(), "max_keys");
+        assert!(err.to_string().contains("256 MiB"), "{err}");
+        let err =
+            build(|b| b.time_window(Duration::from_secs(3600)).max_keys(1_000_000)).unwrap_err();
+        assert_eq!(
+            err.allowed(),
+            "[1, 3034] with this window, so that max_keys × window stays within 256 MiB"
+        );
+        let err = serde_json::from_str::<CircuitBreakerConfig>(
+            r#"{"window": {"count": 50000}, "max_keys": 100000}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("max_keys"), "{err}");
     }
 
     #[test]

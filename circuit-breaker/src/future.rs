@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use seawall_core::classify::{Classify, Outcome, Report};
+use seawall_core::classify::{Classified, Classify, Outcome, Report};
 use seawall_core::{BoxError, rejected};
 use tokio::time::Instant;
 
@@ -161,6 +161,20 @@ where
                     result => result,
                 };
                 report.hint = policy.retry_after.retry_after(result.as_ref());
+                // A probe is scored on its response head. Its outcome at the end of a stream
+                // (a server-streaming call, a long download) may be hours away, and until then
+                // it would hold a half-open slot and keep every other call out. A head that
+                // leaves the outcome to the end of the stream shows no failure: a success.
+                if report.permit.is_probe()
+                    && let Ok(response) = result
+                {
+                    let outcome = match policy.classify.classify(Ok(&response)) {
+                        Classified::Now(outcome) => outcome,
+                        Classified::AtEndOfStream => Outcome::Success,
+                    };
+                    report.report(outcome);
+                    return Poll::Ready(Ok(policy.classify.watch(response, None)));
+                }
                 Poll::Ready(policy.classify.report(result, report))
             }
             StateProj::Rejected { error } => Poll::Ready(Err(error

@@ -17,8 +17,11 @@ use crate::window::WindowCounts;
 /// [`CircuitBreakerLayer::pair`](crate::CircuitBreakerLayer::pair) or, per key,
 /// [`KeyedCircuitBreakerLayer::handle`](crate::KeyedCircuitBreakerLayer::handle).
 ///
-/// The move from open to half-open happens when the first call after the open duration
-/// arrives, so [`state`](Self::state) reads `Open` until then.
+/// What it reads reflects the time elapsed with no traffic: an open breaker whose open
+/// duration is over reads half-open (the next call would be a probe), a half-open one whose
+/// probes did not decide within the maximum wait reads open. With automatic transitions (the
+/// default) a timer also makes those moves, so the state gauge and [`subscribe`](Self::subscribe)
+/// see them too.
 #[derive(Clone)]
 pub struct CircuitBreakerHandle {
     breaker: Arc<Breaker>,
@@ -39,12 +42,13 @@ impl CircuitBreakerHandle {
         self.breaker.key()
     }
 
-    /// The current state.
+    /// The current state, as the time elapsed has left it.
     pub fn state(&self) -> CircuitState {
         self.breaker.state()
     }
 
-    /// The calls, failures and slow calls in the window now.
+    /// The calls, failures and slow calls in the window now; in half-open, the probes' decided
+    /// so far.
     pub fn counts(&self) -> WindowCounts {
         self.breaker.counts()
     }
@@ -64,7 +68,8 @@ impl CircuitBreakerHandle {
         self.breaker.consecutive_failures()
     }
 
-    /// Time left until an open breaker lets probes through; `None` unless open.
+    /// Time left until an open breaker lets probes through; `None` unless open (or when a
+    /// half-open phase has just timed out and its open time is not set yet).
     pub fn open_remaining(&self) -> Option<Duration> {
         self.breaker.open_remaining()
     }
@@ -97,7 +102,8 @@ impl CircuitBreakerHandle {
         self.breaker.force(CircuitState::Closed, true);
     }
 
-    /// A receiver that sees every state the breaker enters.
+    /// A receiver that sees every state the breaker enters (with automatic transitions, also
+    /// the moves time alone makes).
     pub fn subscribe(&self) -> watch::Receiver<CircuitState> {
         self.breaker.subscribe()
     }

@@ -4,19 +4,26 @@
 //! goes bad. A keyed breaker takes a key from each request with a closure and keeps a breaker
 //! per key, so one bad host is cut off while the others carry on.
 //!
-//! The breakers live in a map bounded by `max_keys`; a key unused for `key_idle_timeout` is
-//! evicted when room is needed (and, if none is idle, the least recently used one), so
-//! unbounded key sets (client addresses, say) cannot grow memory without limit. The lookup
-//! takes a read lock and hashes the key once per call; a new key takes the write lock once.
-//! Calls, rejections and transitions of all keys count into the layer's metrics; the state and
-//! rate gauges are per breaker and so not exported for keyed layers (use
+//! The breakers live in a map bounded by `max_keys`, so unbounded key sets (client addresses,
+//! say) cannot grow memory without limit; the configuration also refuses a `max_keys` whose
+//! windows would hold more than 256 MiB. When a new key finds the map full, one breaker is
+//! evicted, chosen from a small random sample so that no insertion scans the map under its
+//! write lock: a closed breaker, idle for `key_idle_timeout` if the sample has one, else the
+//! least recently used. An open (or half-open, or forced-open) breaker is evicted only when
+//! every breaker in the map is one: each breaker tells the map when it starts or stops
+//! rejecting, and the map samples the closed ones first. So a client rotating keys cannot
+//! flush the open breaker of a bad host and reset it to closed.
+//!
+//! The lookup takes a read lock and hashes the key once per call; a new key takes the write
+//! lock once. Calls, rejections and transitions of all keys count into the layer's metrics;
+//! the state and rate gauges are per breaker and so not exported for keyed layers (use
 //! [`KeyedCircuitBreakerLayer::handle`] per key instead).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,7 +32,7 @@ use seawall_core::classify::{AnyError, Classify};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::breaker::{Breaker, Observers};
+use crate::breaker::{Breaker, Observers, Tracker, random_seed};
 use crate::config::CircuitBreakerConfig;
 use crate::future::{CallReport, Policy, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
@@ -58,7 +65,32 @@ struct BreakerMap<K, F> {
     observers: Arc<Observers>,
     key: F,
     epoch: Instant,
-    breakers: RwLock<HashMap<K, Entry>>,
+    breakers: RwLock<Slots<K>>,
+    /// Slots whose breaker started or stopped rejecting since the map last looked.
+    moved: Arc<Mutex<Vec<usize>>>,
+}
+
+/// Breakers looked at per eviction: enough that a sample of closed breakers nearly always holds
+/// an idle or an old one, few enough to cost next to nothing under the write lock.
+const SAMPLE: usize = 8;
+
+/// The breakers: a slab with stable slot numbers (a breaker's tracker names its slot), an index
+/// by key, and the occupied slots in two lists by whether their breaker rejects calls.
+struct Slots<K> {
+    index: HashMap<K, usize>,
+    slots: Vec<Option<Slot<K>>>,
+    free: Vec<usize>,
+    /// Slots whose breaker lets calls through (`[0]`) or rejects them (`[1]`), as last seen.
+    lists: [Vec<usize>; 2],
+    rng: u64,
+}
+
+struct Slot<K> {
+    key: K,
+    entry: Entry,
+    /// The list that holds the slot, and where in it.
+    list: usize,
+    at: usize,
 }
 
 struct Entry {
@@ -94,33 +126,171 @@ where
         if let Some(entry) = breakers.get(&key) {
             return entry.touch(now);
         }
-        if breakers.len() >= self.config.max_keys {
-            let idle = nanos(self.config.key_idle_timeout);
-            breakers.retain(|_, e| now.saturating_sub(e.last_used.load(Ordering::Relaxed)) < idle);
-            if breakers.len() >= self.config.max_keys {
-                let oldest = breakers
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    breakers.remove(&oldest);
-                }
-            }
+        if breakers.index.len() >= self.config.max_keys {
+            self.file_moved(&mut breakers);
+            breakers.evict(now, nanos(self.config.key_idle_timeout));
         }
+        let slot = breakers.vacant();
         let label: Arc<str> = format!("{key:?}").into();
-        let breaker = Arc::new(Breaker::new(
+        let tracker = Tracker::new(self.moved.clone(), slot);
+        let breaker = Breaker::new(
             &self.config,
             self.observers.clone(),
             Some(label),
-        ));
-        breakers.insert(
-            key,
-            Entry {
-                breaker: breaker.clone(),
-                last_used: AtomicU64::new(now),
-            },
+            Some(tracker),
         );
+        let entry = Entry {
+            breaker: breaker.clone(),
+            last_used: AtomicU64::new(now),
+        };
+        breakers.fill(slot, key, entry);
         breaker
+    }
+
+    /// Files the slots whose breakers started or stopped rejecting in the right list.
+    fn file_moved(&self, breakers: &mut Slots<K>) {
+        let mut moved = self.moved.lock().unwrap_or_else(|e| e.into_inner());
+        for slot in moved.drain(..) {
+            // The slot may hold another key by now, or none: its breaker is looked at anyway.
+            let Some(breaker) = breakers.slots[slot].as_ref().map(|s| &s.entry.breaker) else {
+                continue;
+            };
+            if let Some(tracker) = breaker.tracker() {
+                tracker.unqueue();
+            }
+            let list = usize::from(breaker.rejects());
+            breakers.move_to(slot, list);
+        }
+    }
+}
+
+impl<K> Slots<K> {
+    fn new(seed: u64) -> Self {
+        Self {
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            lists: [Vec::new(), Vec::new()],
+            rng: seed,
+        }
+    }
+}
+
+impl<K: Hash + Eq> Slots<K> {
+    fn get(&self, key: &K) -> Option<&Entry> {
+        let slot = *self.index.get(key)?;
+        self.slots[slot].as_ref().map(|s| &s.entry)
+    }
+
+    fn vacant(&mut self) -> usize {
+        self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        })
+    }
+
+    /// Puts a new key's entry in `slot`, among the breakers that let calls through.
+    fn fill(&mut self, slot: usize, key: K, entry: Entry)
+    where
+        K: Clone,
+    {
+        self.index.insert(key.clone(), slot);
+        let at = self.lists[0].len();
+        self.lists[0].push(slot);
+        self.slots[slot] = Some(Slot {
+            key,
+            entry,
+            list: 0,
+            at,
+        });
+    }
+
+    fn slot(&self, slot: usize) -> &Slot<K> {
+        self.slots[slot]
+            .as_ref()
+            .expect("a listed slot is occupied")
+    }
+
+    fn slot_mut(&mut self, slot: usize) -> &mut Slot<K> {
+        self.slots[slot]
+            .as_mut()
+            .expect("a listed slot is occupied")
+    }
+
+    fn unlist(&mut self, list: usize, at: usize) {
+        self.lists[list].swap_remove(at);
+        if let Some(&moved) = self.lists[list].get(at) {
+            self.slot_mut(moved).at = at;
+        }
+    }
+
+    fn move_to(&mut self, slot: usize, list: usize) {
+        let (from, at) = {
+            let s = self.slot(slot);
+            (s.list, s.at)
+        };
+        if from == list {
+            return;
+        }
+        self.unlist(from, at);
+        let at = self.lists[list].len();
+        self.lists[list].push(slot);
+        let s = self.slot_mut(slot);
+        s.list = list;
+        s.at = at;
+    }
+
+    /// Evicts one breaker: from a sample of those that let calls through, an idle one or else
+    /// the least recently used; a rejecting one only when none lets calls through.
+    fn evict(&mut self, now: u64, idle: u64) {
+        let victim = self
+            .victim(0, now, idle)
+            .or_else(|| self.victim(1, now, idle));
+        if let Some(slot) = victim {
+            let Slot { key, list, at, .. } = self.slots[slot].take().expect("a victim slot");
+            self.index.remove(&key);
+            self.unlist(list, at);
+            self.free.push(slot);
+        }
+    }
+
+    /// The best of a sample of `list` (all of it when small): one that lets calls through
+    /// before one that rejects them (a breaker may have moved since it was filed), then an idle
+    /// one, then the least recently used.
+    fn victim(&mut self, list: usize, now: u64, idle: u64) -> Option<usize> {
+        let len = self.lists[list].len();
+        let looks = len.min(SAMPLE);
+        let mut best: Option<((bool, bool, u64), usize)> = None;
+        for look in 0..looks {
+            let at = if len <= SAMPLE {
+                look
+            } else {
+                (self.next_random() % len as u64) as usize
+            };
+            let slot = self.lists[list][at];
+            let entry = &self.slot(slot).entry;
+            let last_used = entry.last_used.load(Ordering::Relaxed);
+            let rank = (
+                entry.breaker.rejects(),
+                now.saturating_sub(last_used) < idle,
+                last_used,
+            );
+            if best.is_none_or(|(best, _)| rank < best) {
+                best = Some((rank, slot));
+            }
+        }
+        let ((rejects, _, _), slot) = best?;
+        // Sampled from the closed list but open since: spare it, look at the open list.
+        (list == 1 || !rejects).then_some(slot)
+    }
+
+    /// SplitMix64: a few cycles, and no state to share beyond the write lock it runs under.
+    fn next_random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -145,13 +315,15 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
         F: Fn(&Req) -> K,
     {
         let observers = Arc::new(Observers::new(config.name.clone(), false));
+        let seed = config.seed.unwrap_or_else(random_seed);
         Self {
             map: Arc::new(BreakerMap {
                 config,
                 observers,
                 key,
                 epoch: Instant::now(),
-                breakers: RwLock::default(),
+                breakers: RwLock::new(Slots::new(seed)),
+                moved: Arc::default(),
             }),
             policy: Arc::new(Policy {
                 classify: AnyError,
@@ -176,7 +348,9 @@ impl<K, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
         }
     }
 
-    /// Stays open as long as `retry_after` reads from the result that tripped a breaker.
+    /// Stays open as long as `retry_after` reads from the result that tripped a breaker,
+    /// clamped to the configuration's
+    /// [`hinted_open_range`](crate::CircuitBreakerConfig::hinted_open_range).
     pub fn open_duration_from<H2>(self, retry_after: H2) -> KeyedCircuitBreakerLayer<K, F, C, H2>
     where
         C: Clone,
@@ -217,6 +391,7 @@ impl<K, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
             .breakers
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .index
             .len()
     }
 
@@ -238,7 +413,7 @@ impl<K: Hash + Eq + Clone, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
     /// The keys with a breaker now.
     pub fn keys(&self) -> Vec<K> {
         let breakers = self.map.breakers.read().unwrap_or_else(|e| e.into_inner());
-        breakers.keys().cloned().collect()
+        breakers.index.keys().cloned().collect()
     }
 }
 

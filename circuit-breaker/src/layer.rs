@@ -31,7 +31,7 @@ impl CircuitBreakerLayer {
     pub fn new(config: CircuitBreakerConfig) -> Self {
         let observers = Arc::new(Observers::new(config.name.clone(), true));
         Self {
-            breaker: Arc::new(Breaker::new(&config, observers, None)),
+            breaker: Breaker::new(&config, observers, None, None),
             policy: Arc::new(Policy {
                 classify: AnyError,
                 retry_after: NoRetryAfter,
@@ -62,7 +62,8 @@ impl<C, H> CircuitBreakerLayer<C, H> {
     }
 
     /// Stays open as long as `retry_after` reads from the result that tripped the breaker
-    /// (see [`RetryAfter`](crate::RetryAfter)), when it reads anything.
+    /// (see [`RetryAfter`](crate::RetryAfter)), when it reads anything, clamped to the
+    /// configuration's [`hinted_open_range`](crate::CircuitBreakerConfig::hinted_open_range).
     pub fn open_duration_from<H2>(self, retry_after: H2) -> CircuitBreakerLayer<C, H2>
     where
         C: Clone,

@@ -16,14 +16,20 @@
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
 //!   duration), N failures in a row, with a minimum number of calls for the rates;
 //! - open durations fixed, growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),
-//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header);
-//! - half-open probes bounded under any concurrency, closing on a success ratio, with a
-//!   maximum wait; dropped calls free their probe slot; late results of an earlier state are
-//!   not counted;
+//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header)
+//!   within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
+//!   the open duration);
+//! - half-open probes bounded under any concurrency, closing on a success ratio, scored when
+//!   their response head arrives (a server-streaming probe does not hold its slot for as long
+//!   as the stream lives), with a maximum wait (60 s by default); dropped calls free their
+//!   probe slot; late results of an earlier state are not counted;
 //! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
 //!   5xx, gRPC codes at the end of a stream;
 //! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, and subscribe to
-//!   transitions; hooks on state changes, rejections and outcomes;
+//!   transitions; hooks on state changes, rejections and outcomes. What it reads reflects the
+//!   time elapsed without traffic, and a timer (automatic transitions, on by default; a tokio
+//!   task only while the breaker is open or half-open) moves an idle breaker from open to
+//!   half-open and back, so gauges and health followers see it too;
 //! - a [`KeyedCircuitBreakerLayer`] with one breaker per host, route or tenant.
 //!
 //! Where it goes in a stack: on a client, outside the per-attempt timeout (so a hung call

@@ -3,6 +3,11 @@
 //! A downstream that answers `503` or `429` with `Retry-After: 30` knows better than any
 //! configured open duration when it will take calls again. When such a result trips the
 //! breaker (or fails a probe), the breaker stays open for the time it names instead.
+//!
+//! Within bounds: a `Retry-After: 0` would switch the breaker off and a huge one hold it open
+//! for a day, so the time is clamped to
+//! [`hinted_open_range`](crate::CircuitBreakerConfig::hinted_open_range), by default at least
+//! 1 s and at most the open backoff's cap (or 10 × the fixed open duration).
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -88,3 +88,88 @@ async fn one_breaker_trips_for_every_connection_and_route() {
     );
     server.abort();
 }
+
+/// A gRPC call over a fresh connection: the response head, its body still streaming.
+async fn grpc_call(
+    addr: std::net::SocketAddr,
+    path: &'static str,
+) -> Result<http::Response<hyper::body::Incoming>, seawall_core::BoxError> {
+    let mut sender = connect(addr).await;
+    sender.ready().await?;
+    let req = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/grpc")
+        .body(Empty::new())?;
+    Ok(sender.send_request(req).await?)
+}
+
+#[tokio::test]
+async fn a_server_streaming_probe_frees_its_slot_when_its_head_arrives() {
+    use axum::body::Body;
+    use axum::routing::post;
+    use futures::StreamExt;
+    use seawall_core::classify::GrpcCodes;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    let watch = || async {
+        // One message, then the stream stays open for as long as the client keeps it.
+        let first = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from_static(
+            b"\0\0\0\0\0",
+        ))]);
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(Body::from_stream(first.chain(futures::stream::pending())))
+            .unwrap()
+    };
+    let unavailable = || async {
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "14")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let app = Router::new()
+        .route("/svc/Watch", post(watch))
+        .route("/svc/Down", post(unavailable));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let open = Duration::from_millis(20);
+    let (breaker, handle) = CircuitBreakerLayer::builder()
+        .name("watch")
+        .consecutive_failures(1)
+        .open_duration(open)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    let client = breaker
+        .classify(GrpcCodes::new())
+        .layer(service_fn(move |path| grpc_call(addr, path)));
+
+    client.clone().oneshot("/svc/Down").await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open);
+    tokio::time::sleep(open * 2).await;
+
+    let mut stream = client
+        .clone()
+        .oneshot("/svc/Watch")
+        .await
+        .unwrap()
+        .into_body();
+    let first = http_body_util::BodyExt::frame(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.is_data());
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "the probe's stream is still open, and it is decided"
+    );
+    let next = client.clone().oneshot("/svc/Watch").await;
+    assert!(next.is_ok(), "the stream holds no half-open slot");
+    drop((stream, next));
+    server.abort();
+}

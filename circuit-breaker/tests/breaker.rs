@@ -424,6 +424,52 @@ async fn the_result_that_trips_can_set_the_open_duration() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_open_duration_from_the_result_is_clamped_to_the_configured_range() {
+    use seawall_circuit_breaker::RetryAfterHeader;
+    use seawall_core::classify::HttpStatus;
+
+    async fn open_for(layer: CircuitBreakerLayer, retry_after: &'static str) -> Duration {
+        let handle = layer.handle();
+        let svc = layer
+            .classify(HttpStatus::server_errors())
+            .open_duration_from(RetryAfterHeader)
+            .layer(service_fn(move |()| async move {
+                let res = http::Response::builder()
+                    .status(503)
+                    .header("retry-after", retry_after)
+                    .body(())
+                    .unwrap();
+                Ok::<_, BoxError>(res)
+            }));
+        svc.oneshot(()).await.unwrap();
+        handle.open_remaining().expect("open")
+    }
+    let fixed = || builder().consecutive_failures(1).build().unwrap();
+    assert_eq!(open_for(fixed(), "0").await, secs(1), "at least 1 s");
+    assert_eq!(
+        open_for(fixed(), "86400").await,
+        secs(100),
+        "10 × the open duration"
+    );
+    assert_eq!(open_for(fixed(), "42").await, secs(42));
+
+    let backoff = Backoff::exponential(secs(1)).cap(secs(60)).build().unwrap();
+    let with_backoff = builder()
+        .consecutive_failures(1)
+        .open_backoff(backoff)
+        .build()
+        .unwrap();
+    assert_eq!(open_for(with_backoff, "86400").await, secs(60), "the cap");
+    let configured = builder()
+        .consecutive_failures(1)
+        .hinted_open_min(secs(5))
+        .hinted_open_max(secs(7))
+        .build()
+        .unwrap();
+    assert_eq!(open_for(configured, "1").await, secs(5));
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_gives_up_on_probes_after_max_wait() {
     let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
     let (layer, handle) = builder()
@@ -453,6 +499,57 @@ async fn half_open_gives_up_on_probes_after_max_wait() {
     send.send_response("ok");
     assert!(assert_ready!(probe.poll()).is_ok());
     assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_past_the_max_wait_finds_the_breaker_open_even_with_free_probe_slots() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(4)
+        .half_open_max_wait(secs(1))
+        // The call makes the move, not the timer.
+        .automatic_transitions(false)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut hung = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(hung.poll());
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+
+    advance(secs(2)).await;
+    let mut late = task::spawn(svc.ready().await.unwrap().call(Pass));
+    let late = assert_ready!(late.poll(), "past the max wait, not a new probe");
+    assert_eq!(rejection(&late.unwrap_err()).retry_after(), Some(secs(10)));
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_probe_opens_the_breaker_again_after_the_default_max_wait() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut hung = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(hung.poll());
+    advance(secs(60)).await;
+    let mut next = task::spawn(svc.ready().await.unwrap().call(Pass));
+    let next = assert_ready!(next.poll(), "rejected at once, not queued behind the probe");
+    assert!(is_open(&next.unwrap_err()));
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "half-open gave up after 60 s"
+    );
 }
 
 // ===== half-open probes and cancellation =====
@@ -656,6 +753,58 @@ mod grpc {
         unavailable.into_body().collect().await.unwrap();
         assert_eq!(handle.state(), CircuitState::Open);
     }
+
+    type Endless = StreamBody<
+        futures::stream::Chain<
+            futures::stream::Iter<
+                std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
+            >,
+            futures::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>,
+        >,
+    >;
+
+    /// A server-streaming response: one message, then nothing, for as long as it lives.
+    fn endless() -> http::Response<Endless> {
+        use futures::StreamExt;
+        let first = futures::stream::iter(vec![Ok(Frame::data(Bytes::from_static(b"msg")))]);
+        http::Response::builder()
+            .header("content-type", "application/grpc")
+            .body(StreamBody::new(first.chain(futures::stream::pending())))
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_streaming_probe_is_scored_on_its_response_head() {
+        let (layer, handle) = builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .build()
+            .unwrap()
+            .pair();
+        let svc = layer.classify(GrpcCodes::new()).layer(service_fn(
+            |code: Option<&'static str>| async move {
+                Ok::<_, BoxError>(match code {
+                    Some(code) => streaming(code).map(http_body_util::Either::Left),
+                    None => endless().map(http_body_util::Either::Right),
+                })
+            },
+        ));
+        let failed = svc.clone().oneshot(Some("14")).await.unwrap();
+        failed.into_body().collect().await.unwrap();
+        assert_eq!(handle.state(), CircuitState::Open);
+        advance(secs(10)).await;
+
+        let mut watch = svc.clone().oneshot(None).await.unwrap().into_body();
+        assert!(watch.frame().await.unwrap().unwrap().is_data());
+        assert_eq!(
+            handle.state(),
+            CircuitState::Closed,
+            "the stream is open, its probe is decided"
+        );
+        let next = svc.clone().oneshot(None).await;
+        assert!(next.is_ok(), "the stream holds no half-open slot");
+        drop(watch);
+    }
 }
 
 // ===== handle, hooks, metrics =====
@@ -717,6 +866,183 @@ async fn subscribers_see_every_transition() {
     tokio::task::yield_now().await;
     handle.force_open();
     assert_eq!(waiter.await.unwrap(), CircuitState::ForcedOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_breaker_reads_as_time_has_left_it() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_max_wait(secs(3))
+        // No timer: the handle alone must see the time elapsed.
+        .automatic_transitions(false)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    advance(secs(10)).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::HalfOpen,
+        "a call now would be a probe"
+    );
+    assert_eq!(handle.open_remaining(), None);
+    assert_eq!(handle.counts(), WindowCounts::default(), "no probe yet");
+
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let mut probe = task::spawn(layer.layer(mock).oneshot(Pass));
+    assert_pending!(probe.poll());
+    advance(secs(3)).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "the probe did not decide in time"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_half_open_the_counts_are_the_probes() {
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(4)
+        .slow_call_duration(ms(100))
+        .half_open_probes(3)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass, Pass, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert_eq!(
+        handle.counts().calls,
+        4,
+        "open shows the window that tripped"
+    );
+    advance(secs(10)).await;
+    run(&layer, &[Pass, Call::SlowOk(150)]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    assert_eq!(
+        handle.counts(),
+        WindowCounts {
+            calls: 2,
+            failures: 0,
+            slow: 1
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gauges_and_subscribers_follow_time_without_traffic() {
+    use seawall_core::testing::TestRecorder;
+
+    let recorder = TestRecorder::new();
+    let (layer, handle) = recorder.install_for(|| {
+        builder()
+            .consecutive_failures(1)
+            .half_open_max_wait(secs(5))
+            .build()
+            .unwrap()
+            .pair()
+    });
+    let state = |state| {
+        recorder.gauge(
+            "seawall_circuit_breaker_state",
+            &[("name", "dep"), ("state", state)],
+        )
+    };
+    let mut states = handle.subscribe();
+    run(&layer, &[Fail]).await;
+    assert_eq!(*states.borrow_and_update(), CircuitState::Open);
+
+    // No call from here on: the timer makes every move.
+    let hour = secs(3600);
+    let moved = tokio::time::timeout(hour, states.changed()).await;
+    assert!(moved.is_ok(), "no move without a call");
+    assert_eq!(*states.borrow_and_update(), CircuitState::HalfOpen);
+    assert_eq!(state("half_open"), Some(1.0));
+    assert_eq!(state("open"), Some(0.0));
+    let moved = tokio::time::timeout(hour, states.changed()).await;
+    assert!(moved.is_ok(), "no move without a call");
+    assert_eq!(
+        *states.borrow_and_update(),
+        CircuitState::Open,
+        "no probe decided within the max wait"
+    );
+    assert_eq!(state("open"), Some(1.0));
+    assert_eq!(handle.open_remaining(), Some(secs(10)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_ends_with_the_breaker() {
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let mut states = handle.subscribe();
+    run(&layer, &[Fail]).await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    assert_eq!(
+        runtime.num_alive_tasks(),
+        1,
+        "a timer follows the open breaker"
+    );
+    drop((layer, handle));
+    states.borrow_and_update();
+    let changed = tokio::time::timeout(secs(3600), states.changed()).await;
+    assert!(
+        changed.is_ok_and(|changed| changed.is_err()),
+        "the breaker is dropped: the timer held it only weakly"
+    );
+    tokio::task::yield_now().await;
+    assert_eq!(runtime.num_alive_tasks(), 0, "and the timer is gone");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_stops_once_the_breaker_closes() {
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    tokio::task::yield_now().await;
+    let runtime = tokio::runtime::Handle::current().metrics();
+    assert_eq!(runtime.num_alive_tasks(), 0);
+    run(&layer, &[Fail]).await;
+    assert_eq!(runtime.num_alive_tasks(), 1, "a new opening, a new timer");
+}
+
+#[test]
+fn a_timer_dropped_with_its_runtime_lets_the_next_opening_start_one() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
+    let first = runtime();
+    first.block_on(run(&layer, &[Fail]));
+    assert_eq!(first.metrics().num_alive_tasks(), 1);
+    drop(first);
+
+    handle.reset();
+    let second = runtime();
+    second.block_on(async {
+        run(&layer, &[Fail]).await;
+        let runtime = tokio::runtime::Handle::current().metrics();
+        assert_eq!(
+            runtime.num_alive_tasks(),
+            1,
+            "a timer follows the new opening"
+        );
+        let mut states = handle.subscribe();
+        states.borrow_and_update();
+        let moved = tokio::time::timeout(secs(3600), states.changed()).await;
+        assert!(moved.is_ok());
+        assert_eq!(*states.borrow(), CircuitState::HalfOpen);
+    });
 }
 
 #[tokio::test(start_paused = true)]

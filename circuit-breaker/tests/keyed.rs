@@ -92,9 +92,48 @@ async fn the_map_evicts_idle_keys_first_then_the_least_recently_used() {
     assert_eq!(layer.len(), 2);
     assert!(layer.handle(&"a").is_none(), "a was used least recently");
 
+    let layer = self::layer(3, Duration::from_secs(60));
+    for host in ["a", "b", "c"] {
+        send(&layer, req(host, false)).await;
+    }
     advance(Duration::from_secs(61)).await;
+    send(&layer, req("b", false)).await;
     send(&layer, req("d", false)).await;
-    assert_eq!(layer.keys(), ["d"], "b and c were idle");
+    send(&layer, req("e", false)).await;
+    let mut keys = layer.keys();
+    keys.sort();
+    assert_eq!(keys, ["b", "d", "e"], "a and c were idle, b was not");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_is_evicted_only_when_every_breaker_is_open() {
+    let layer = layer(3, Duration::from_secs(60));
+    send(&layer, req("bad", true)).await;
+    send(&layer, req("bad", true)).await;
+    assert!(send(&layer, req("bad", false)).await, "bad is open");
+    advance(Duration::from_secs(1)).await;
+    send(&layer, req("b", false)).await;
+    send(&layer, req("c", false)).await;
+    // A client rotating keys: every new key evicts a closed one, never the open one, although
+    // it is the least recently used.
+    for host in ["d", "e", "f", "g"] {
+        advance(Duration::from_secs(1)).await;
+        send(&layer, req(host, false)).await;
+        assert_eq!(layer.len(), 3);
+        let bad = layer.handle(&"bad").expect("the open breaker stays");
+        assert!(bad.state().rejects());
+    }
+    // Only when every breaker is open does one of them make room.
+    for host in ["f", "g"] {
+        send(&layer, req(host, true)).await;
+        send(&layer, req(host, true)).await;
+    }
+    send(&layer, req("h", false)).await;
+    assert!(
+        layer.handle(&"bad").is_none(),
+        "the least recently used open one"
+    );
+    assert_eq!(layer.len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -183,4 +222,106 @@ async fn a_key_taken_from_http_requests() {
         layer.handle(&"y".to_owned()).unwrap().state(),
         CircuitState::Closed
     );
+}
+
+mod model {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(60);
+    const HOSTS: [&str; 10] = ["h0", "h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8", "h9"];
+
+    #[derive(Debug, Clone, Copy)]
+    enum Op {
+        Call { host: usize, fail: bool },
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..HOSTS.len(), proptest::bool::weighted(0.4))
+                .prop_map(|(host, fail)| Op::Call { host, fail }),
+            1 => prop_oneof![Just(1u64), Just(30), Just(61)].prop_map(Op::Advance),
+        ]
+    }
+
+    /// Which keys the map may evict for a new key: the breakers that let calls through if any
+    /// does (else all), and of those the idle ones if any (else all), used least recently.
+    fn acceptable(
+        layer: &KeyedCircuitBreakerLayer<&'static str, fn(&Req) -> &'static str>,
+        last_used: &BTreeMap<&'static str, Duration>,
+        now: Duration,
+    ) -> BTreeSet<&'static str> {
+        let keys = layer.keys();
+        let rejects = |k: &&'static str| layer.handle(k).unwrap().state().rejects();
+        let pool: Vec<_> = if keys.iter().all(rejects) {
+            keys
+        } else {
+            keys.into_iter().filter(|k| !rejects(k)).collect()
+        };
+        let rank = |k: &&'static str| (now - last_used[k] < IDLE, last_used[k]);
+        let best = pool.iter().map(rank).min().unwrap();
+        pool.into_iter().filter(|k| rank(k) == best).collect()
+    }
+
+    async fn check(max_keys: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let layer = layer(max_keys, IDLE);
+        let epoch = Instant::now();
+        let mut last_used = BTreeMap::new();
+        for (i, op) in ops.into_iter().enumerate() {
+            let Op::Call { host, fail } = op else {
+                if let Op::Advance(secs) = op {
+                    advance(Duration::from_secs(secs)).await;
+                }
+                continue;
+            };
+            let host = HOSTS[host];
+            let now = epoch.elapsed();
+            let before: BTreeSet<_> = layer.keys().into_iter().collect();
+            let evicts = !before.contains(host) && before.len() == max_keys;
+            let allowed = evicts.then(|| acceptable(&layer, &last_used, now));
+            send(&layer, req(host, fail)).await;
+            last_used.insert(host, now);
+            let after: BTreeSet<_> = layer.keys().into_iter().collect();
+            prop_assert!(after.len() <= max_keys, "op {}: {} keys", i, after.len());
+            prop_assert!(after.contains(host));
+            let gone: BTreeSet<_> = before.difference(&after).copied().collect();
+            match allowed {
+                Some(allowed) => {
+                    prop_assert_eq!(gone.len(), 1, "op {}", i);
+                    let victim = gone.first().unwrap();
+                    prop_assert!(
+                        allowed.contains(victim),
+                        "op {}: evicted {} instead of one of {:?}",
+                        i,
+                        victim,
+                        allowed
+                    );
+                }
+                None => prop_assert!(gone.is_empty(), "op {}: evicted {:?}", i, gone),
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn eviction_spares_open_breakers_and_prefers_idle_ones(
+            max_keys in 1usize..=6,
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(check(max_keys, ops))?;
+        }
+    }
 }

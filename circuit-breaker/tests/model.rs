@@ -1,5 +1,6 @@
 //! The breaker against a plain reference model: random configurations, random sequences of
-//! outcomes, call durations and clock advances; every decision and state must agree.
+//! outcomes, call durations and clock advances, with and without automatic transitions; every
+//! decision, state and count must agree.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -7,12 +8,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState, WindowCounts};
 use seawall_core::BoxError;
+use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
 use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, ServiceExt, service_fn};
 
 const SLOW: Duration = Duration::from_millis(100);
 const OPEN: Duration = Duration::from_secs(1);
+const WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
 enum WindowKind {
@@ -29,6 +32,7 @@ struct Config {
     consecutive: Option<u32>,
     probes: u32,
     ratio: f64,
+    automatic: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -47,11 +51,15 @@ struct Sample {
 struct Model {
     config: Config,
     state: CircuitState,
+    /// Bumped on every move, so that a result of an earlier state is not counted.
+    phase: u64,
     window: VecDeque<(u64, Sample)>,
     consecutive: u32,
     open_until: Duration,
+    probe_deadline: Duration,
     probes_ok: u32,
     probes_bad: u32,
+    probe_counts: WindowCounts,
 }
 
 impl Model {
@@ -59,11 +67,14 @@ impl Model {
         Self {
             config,
             state: CircuitState::Closed,
+            phase: 0,
             window: VecDeque::new(),
             consecutive: 0,
             open_until: Duration::ZERO,
+            probe_deadline: Duration::ZERO,
             probes_ok: 0,
             probes_bad: 0,
+            probe_counts: WindowCounts::default(),
         }
     }
 
@@ -96,26 +107,93 @@ impl Model {
         c
     }
 
-    /// Whether a call starting at `now` is admitted.
-    fn admit(&mut self, now: Duration) -> bool {
+    fn open(&mut self, at: Duration) {
+        self.state = CircuitState::Open;
+        self.phase += 1;
+        self.open_until = at + OPEN;
+    }
+
+    fn half_open(&mut self, at: Duration) {
+        self.state = CircuitState::HalfOpen;
+        self.phase += 1;
+        self.probe_deadline = at + WAIT;
+        self.probes_ok = 0;
+        self.probes_bad = 0;
+        self.probe_counts = WindowCounts::default();
+    }
+
+    fn close(&mut self) {
+        self.state = CircuitState::Closed;
+        self.phase += 1;
+        self.window.clear();
+        self.consecutive = 0;
+    }
+
+    /// When a move that fell due at `due` is found at `now`, it takes effect: when it was due
+    /// with automatic transitions, when it is found without.
+    fn at(&self, due: Duration, now: Duration) -> Duration {
+        if self.config.automatic { due } else { now }
+    }
+
+    /// With automatic transitions, every move time has made due by `now`, each when it was due.
+    fn follow_time(&mut self, now: Duration) {
+        while self.config.automatic {
+            match self.state {
+                CircuitState::Open if now >= self.open_until => self.half_open(self.open_until),
+                CircuitState::HalfOpen if now >= self.probe_deadline => {
+                    self.open(self.probe_deadline)
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// The state as read at `now`: a move time has made due reads as made.
+    fn observed(&self, now: Duration) -> CircuitState {
+        match self.state {
+            CircuitState::Open if now >= self.open_until => CircuitState::HalfOpen,
+            CircuitState::HalfOpen if now >= self.probe_deadline => CircuitState::Open,
+            state => state,
+        }
+    }
+
+    /// The counts read at `now`: the probes' in half-open.
+    fn observed_counts(&self, now: Duration) -> Option<WindowCounts> {
+        match (self.state, self.observed(now)) {
+            (CircuitState::Closed, _) => Some(self.counts(now)),
+            (CircuitState::HalfOpen, _) => Some(self.probe_counts),
+            (CircuitState::Open, CircuitState::HalfOpen) => Some(WindowCounts::default()),
+            _ => None,
+        }
+    }
+
+    /// The phase a call starting at `now` is admitted in, or `None` if it is rejected.
+    fn admit(&mut self, now: Duration) -> Option<u64> {
+        self.follow_time(now);
         if self.state == CircuitState::Open {
             if now < self.open_until {
-                return false;
+                return None;
             }
-            self.state = CircuitState::HalfOpen;
-            self.probes_ok = 0;
-            self.probes_bad = 0;
+            self.half_open(self.at(self.open_until, now));
         }
-        true
+        if self.state == CircuitState::HalfOpen && now >= self.probe_deadline {
+            self.open(self.at(self.probe_deadline, now));
+            return None;
+        }
+        Some(self.phase)
     }
 
-    fn open(&mut self, now: Duration) {
-        self.state = CircuitState::Open;
-        self.open_until = now + OPEN;
-    }
-
-    /// Records a call that ended at `now` after `took`.
-    fn record(&mut self, outcome: Outcome, took: Duration, now: Duration) {
+    /// Records a call admitted in `phase` that ended at `now` after `took`.
+    fn record(&mut self, phase: u64, outcome: Outcome, took: Duration, now: Duration) {
+        self.follow_time(now);
+        if phase != self.phase {
+            return;
+        }
+        if self.state == CircuitState::HalfOpen && now >= self.probe_deadline {
+            // Decided too late.
+            self.open(self.at(self.probe_deadline, now));
+            return;
+        }
         if outcome == Outcome::Ignored {
             return;
         }
@@ -157,10 +235,11 @@ impl Model {
                 } else {
                     self.probes_ok += 1;
                 }
+                self.probe_counts.calls += 1;
+                self.probe_counts.failures += u64::from(sample.failure);
+                self.probe_counts.slow += u64::from(sample.slow);
                 if self.probes_ok >= self.needed() {
-                    self.state = CircuitState::Closed;
-                    self.window.clear();
-                    self.consecutive = 0;
+                    self.close();
                 } else if self.probes_bad > self.config.probes - self.needed() {
                     self.open(now);
                 }
@@ -184,9 +263,19 @@ fn config() -> impl Strategy<Value = Config> {
         proptest::option::of(1u32..=4),
         1u32..=3,
         prop_oneof![Just(0.5), Just(1.0)],
+        any::<bool>(),
     )
         .prop_map(
-            |(window, minimum, failure_rate, slow_call_rate, consecutive, probes, ratio)| {
+            |(
+                window,
+                minimum,
+                failure_rate,
+                slow_call_rate,
+                consecutive,
+                probes,
+                ratio,
+                automatic,
+            )| {
                 let minimum_calls = match window {
                     WindowKind::Count(n) => minimum.min(n),
                     WindowKind::Time(_) => minimum,
@@ -204,6 +293,7 @@ fn config() -> impl Strategy<Value = Config> {
                     consecutive,
                     probes,
                     ratio,
+                    automatic,
                 }
             },
         )
@@ -218,7 +308,8 @@ fn op() -> impl Strategy<Value = Op> {
     let millis = prop_oneof![Just(0u64), Just(50), Just(100), Just(150), Just(1200)];
     prop_oneof![
         4 => (outcome, millis).prop_map(|(outcome, millis)| Op::Call { outcome, millis }),
-        1 => prop_oneof![Just(100u64), Just(500), Just(1000), Just(3000)].prop_map(Op::Advance)
+        // At most the open duration at a time, so a timer never has two moves to catch up on.
+        1 => prop_oneof![Just(100u64), Just(500), Just(1000)].prop_map(Op::Advance)
     ]
 }
 
@@ -228,6 +319,8 @@ fn layer(config: &Config) -> CircuitBreakerLayer {
         .minimum_calls(config.minimum_calls)
         .slow_call_duration(SLOW)
         .open_duration(OPEN)
+        .half_open_max_wait(WAIT)
+        .automatic_transitions(config.automatic)
         .half_open_probes(config.probes)
         .half_open_success_ratio(config.ratio);
     b = match config.window {
@@ -267,16 +360,18 @@ async fn check(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let start = epoch.elapsed();
                 let admitted = model.admit(start);
                 let result = svc.oneshot(()).await;
-                prop_assert_eq!(result.is_ok(), admitted, "op {}: {:?}", i, op);
-                if admitted {
+                prop_assert_eq!(result.is_ok(), admitted.is_some(), "op {}: {:?}", i, op);
+                if let Some(phase) = admitted {
                     let end = epoch.elapsed();
-                    model.record(outcome, end - start, end);
+                    model.record(phase, outcome, end - start, end);
                 }
             }
         }
-        prop_assert_eq!(handle.state(), model.state, "op {}: {:?}", i, op);
-        if model.state == CircuitState::Closed {
-            prop_assert_eq!(handle.counts(), model.counts(epoch.elapsed()), "op {}", i);
+        let now = epoch.elapsed();
+        model.follow_time(now);
+        prop_assert_eq!(handle.state(), model.observed(now), "op {}: {:?}", i, op);
+        if let Some(counts) = model.observed_counts(now) {
+            prop_assert_eq!(handle.counts(), counts, "op {}", i);
         }
     }
     Ok(())
@@ -296,5 +391,100 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(check(config, ops))?;
+    }
+}
+
+fn backoff() -> impl Strategy<Value = Backoff> {
+    let kind = 0..3u8;
+    let jitter = prop_oneof![
+        Just(Jitter::None),
+        Just(Jitter::Full),
+        Just(Jitter::Equal),
+        Just(Jitter::Decorrelated)
+    ];
+    (kind, 1u64..5_000, 1u64..=20, jitter).prop_map(|(kind, base, cap_times, jitter)| {
+        let base = Duration::from_millis(base);
+        let builder = match kind {
+            0 => Backoff::constant(base),
+            1 => Backoff::linear(base),
+            _ => Backoff::exponential(base),
+        };
+        builder
+            .cap(base * cap_times as u32)
+            .jitter(jitter)
+            .build()
+            .expect("a valid backoff")
+    })
+}
+
+/// Opens a breaker again and again (recovering when `recover` says so) and checks every open
+/// duration against the backoff: at least its base, at most its curve for that opening (its
+/// cap for decorrelated jitter, which follows the previous delay rather than the curve).
+async fn check_open_backoff(
+    backoff: Backoff,
+    seed: u64,
+    recover: Vec<bool>,
+) -> Result<(), TestCaseError> {
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("backoff")
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .open_backoff(backoff)
+        .seed(seed)
+        .build()
+        .expect("a valid configuration")
+        .pair();
+    let svc = layer.layer(service_fn(|ok: bool| async move {
+        if ok {
+            Ok(())
+        } else {
+            Err::<(), BoxError>("down".into())
+        }
+    }));
+    let _ = svc.clone().oneshot(false).await;
+    let mut opening = 1;
+    for (i, recover) in recover.into_iter().enumerate() {
+        let open = handle.open_remaining().expect("open");
+        let high = match backoff.jitter_kind() {
+            Jitter::Decorrelated => backoff.max_delay(),
+            _ => backoff.curve(opening),
+        };
+        prop_assert!(
+            open >= backoff.base() && open <= high,
+            "opening {} (step {}): {:?} outside [{:?}, {:?}]",
+            opening,
+            i,
+            open,
+            backoff.base(),
+            high
+        );
+        advance(open).await;
+        let _ = svc.clone().oneshot(recover).await;
+        if recover {
+            prop_assert_eq!(handle.state(), CircuitState::Closed);
+            let _ = svc.clone().oneshot(false).await;
+            opening = 1;
+        } else {
+            opening += 1;
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn open_backoff_stays_between_its_base_and_its_curve(
+        backoff in backoff(),
+        seed in any::<u64>(),
+        recover in proptest::collection::vec(proptest::bool::weighted(0.2), 1..12),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(check_open_backoff(backoff, seed, recover))?;
     }
 }

@@ -201,3 +201,199 @@ async fn probes_cancelled_under_concurrency_leak_no_slot() {
     }
     assert_eq!(handle.state(), CircuitState::Closed);
 }
+
+/// Hammers a breaker that flips between open and half-open (every probe fails) until it has
+/// opened `cycles` times; the longest `retry_after` any rejection carried.
+async fn longest_retry_after(layer: CircuitBreakerLayer, cycles: u64) -> Duration {
+    let openings = Arc::new(AtomicU64::new(0));
+    let counted = openings.clone();
+    let layer = layer.on_state_change(move |e| {
+        if e.to == CircuitState::Open {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let svc = layer.layer(service_fn(|()| async {
+        tokio::task::yield_now().await;
+        Err::<(), BoxError>("down".into())
+    }));
+    let longest = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let task = note_retry_afters(svc.clone(), openings.clone(), cycles, longest.clone());
+            tokio::spawn(task)
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        openings.load(Ordering::Relaxed) >= cycles,
+        "the breaker stopped cycling after {} openings",
+        openings.load(Ordering::Relaxed)
+    );
+    Duration::from_nanos(longest.load(Ordering::Relaxed))
+}
+
+/// Calls `svc` until `openings` reaches `cycles`, keeping the longest `retry_after` seen.
+async fn note_retry_afters<S>(
+    svc: S,
+    openings: Arc<AtomicU64>,
+    cycles: u64,
+    longest: Arc<AtomicU64>,
+) where
+    S: Service<(), Response = (), Error = BoxError> + Clone,
+{
+    // Bounded, so that a breaker that stops cycling fails the test rather than hangs.
+    for _ in 0..1_000_000 {
+        if openings.load(Ordering::Relaxed) >= cycles {
+            break;
+        }
+        let err = svc.clone().oneshot(()).await.unwrap_err();
+        if let Some(after) = rejected(&*err).and_then(|r| r.retry_after()) {
+            let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+            longest.fetch_max(nanos, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_rejection_asks_to_wait_longer_than_the_open_duration() {
+    const OPEN: Duration = Duration::from_micros(200);
+    let layer = CircuitBreakerLayer::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_duration(OPEN)
+        .half_open_probes(PROBES)
+        .build()
+        .unwrap();
+    let longest = longest_retry_after(layer, 300).await;
+    assert!(longest <= OPEN, "a rejection asked to wait {longest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_rejection_asks_to_wait_longer_than_the_open_backoff_allows() {
+    use seawall_core::backoff::Backoff;
+
+    const CAP: Duration = Duration::from_micros(400);
+    let backoff = Backoff::exponential(Duration::from_micros(100))
+        .cap(CAP)
+        .build()
+        .unwrap();
+    let layer = CircuitBreakerLayer::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_backoff(backoff)
+        .half_open_probes(PROBES)
+        .half_open_max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let longest = longest_retry_after(layer, 300).await;
+    assert!(longest <= CAP, "a rejection asked to wait {longest:?}");
+}
+
+/// Calls `svc` with `count` fresh keys from `first` on, checking the map's bound as it goes.
+async fn rotate_keys<S, F>(
+    svc: S,
+    layer: seawall_circuit_breaker::KeyedCircuitBreakerLayer<u64, F>,
+    first: u64,
+    count: u64,
+    max_keys: usize,
+) where
+    S: Service<(u64, bool), Response = (), Error = BoxError> + Clone,
+{
+    for key in first..first + count {
+        svc.clone().oneshot((key, false)).await.unwrap();
+        if key % 64 == 0 {
+            assert!(layer.len() <= max_keys, "{} keys", layer.len());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotating_keys_never_evict_an_open_breaker() {
+    use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+
+    const MAX_KEYS: usize = 300;
+    const BAD: u64 = 5;
+    const FLAPPING: std::ops::Range<u64> = 100..120;
+    let config = CircuitBreakerConfig::builder()
+        .name("stress")
+        .consecutive_failures(1)
+        .open_duration(Duration::from_secs(3600))
+        .max_keys(MAX_KEYS)
+        .build()
+        .unwrap();
+    let layer = KeyedCircuitBreakerLayer::new(config, |req: &(u64, bool)| req.0);
+    let svc = layer.layer(service_fn(|(_, fail): (u64, bool)| async move {
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    for host in (0..BAD).chain(FLAPPING) {
+        let _ = svc.clone().oneshot((host, true)).await;
+    }
+
+    // Breakers that start and stop rejecting while the map evicts around them.
+    let flapper = {
+        let layer = layer.clone();
+        tokio::spawn(async move {
+            for round in 0..2_000u64 {
+                for host in FLAPPING {
+                    if let Some(handle) = layer.handle(&host) {
+                        if (round + host) % 2 == 0 {
+                            handle.force_closed();
+                        } else {
+                            handle.force_open();
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let rotators: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let first = 1_000 + task * 2_000;
+            tokio::spawn(rotate_keys(
+                svc.clone(),
+                layer.clone(),
+                first,
+                2_000,
+                MAX_KEYS,
+            ))
+        })
+        .collect();
+    for task in rotators {
+        task.await.unwrap();
+    }
+    flapper.await.unwrap();
+    for host in 0..BAD {
+        let handle = layer
+            .handle(&host)
+            .expect("an open breaker is never evicted");
+        assert_eq!(handle.state(), CircuitState::Open);
+    }
+    assert!(layer.len() <= MAX_KEYS);
+
+    // Whatever the flapping left behind is filed right: the ones open now outlive a new
+    // rotation of keys too.
+    let open: Vec<u64> = FLAPPING
+        .filter(|host| layer.handle(host).is_some_and(|h| h.state().rejects()))
+        .collect();
+    rotate_keys(
+        svc.clone(),
+        layer.clone(),
+        1_000_000,
+        2 * MAX_KEYS as u64,
+        MAX_KEYS,
+    )
+    .await;
+    for host in open.iter().chain(&(0..BAD).collect::<Vec<_>>()) {
+        assert!(
+            layer.handle(host).is_some(),
+            "{host} was open and was evicted"
+        );
+    }
+}

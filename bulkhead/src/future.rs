@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classified, Classify, Outcome, Report};
-use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use seawall_core::{BoxError, Deadline, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -337,7 +337,12 @@ pub(crate) fn reject<C>(
 ) -> BoxError {
     shared.state.rejected.increment(1);
     shared.hooks.rejected(&shared.state, reason, partition);
-    Rejected::new(RejectionKind::BulkheadFull, shared.state.name.clone()).into()
+    // A caller whose deadline passed (in the queue, say) ran out of its own time.
+    let kind = match Deadline::current() {
+        Some(deadline) if deadline.has_passed() => RejectionKind::DeadlineExceeded,
+        _ => RejectionKind::BulkheadFull,
+    };
+    Rejected::new(kind, shared.state.name.clone()).into()
 }
 
 /// Holds a call's slot until its outcome is reported, then gives it back (and teaches the

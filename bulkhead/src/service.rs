@@ -2,8 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::{BoxError, Deadline};
 use tower::Service;
 
 use crate::event::{RejectReason, Shared};
@@ -91,7 +91,8 @@ where
             }
             Acquired::Queued(waiter) => {
                 tracing::trace!(name = %state.name, "call queued");
-                let sleep = tokio::time::sleep(state.max_wait);
+                // Never queued past the caller's deadline.
+                let sleep = tokio::time::sleep(Deadline::bound(state.max_wait));
                 let permit = Permit::queued(self.shared.clone(), partition, waiter);
                 ResponseFuture::waiting(self.inner.clone(), req, permit, sleep)
             }

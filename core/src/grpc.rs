@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `UNAVAILABLE` |
 //! | `RateLimited` | `RESOURCE_EXHAUSTED` |
-//! | `TimedOut` | `DEADLINE_EXCEEDED` |
+//! | `TimedOut`, `DeadlineExceeded` | `DEADLINE_EXCEEDED` |
 //!
 //! with the rejection as `grpc-message` and, when known, its `retry_after` as
 //! `grpc-retry-pushback-ms`. Any other error becomes the status tonic itself would give it
@@ -78,7 +78,7 @@ impl ErrorMapping for GrpcMapping {
 pub fn code_of(kind: RejectionKind) -> Code {
     match kind {
         RejectionKind::RateLimited => Code::ResourceExhausted,
-        RejectionKind::TimedOut => Code::DeadlineExceeded,
+        RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => Code::DeadlineExceeded,
         _ => Code::Unavailable,
     }
 }

@@ -69,13 +69,19 @@ pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
 /// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.
 ///
 /// An open circuit is never retried, nor is a retry layer's own `BudgetExhausted` (retrying
-/// it would multiply the retries it refused). A timeout or an injected failure is the
-/// downstream's and is retried as any error. Another rejection (a full bulkhead, a rate limit)
-/// is retried only when it names a `retry_after`, and not before it.
+/// it would multiply the retries it refused), nor the caller's own `DeadlineExceeded` (no
+/// retry can finish in time). A timeout or an injected failure is the downstream's and is
+/// retried as any error. Another rejection (a full bulkhead, a rate limit) is retried only
+/// when it names a `retry_after`, and not before it.
 pub fn rejection_verdict(err: &BoxError) -> Option<Verdict> {
     let rejection = rejected(&**err)?;
     Some(match (rejection.kind(), rejection.retry_after()) {
-        (RejectionKind::CircuitOpen | RejectionKind::BudgetExhausted, _) => Verdict::Failure,
+        (
+            RejectionKind::CircuitOpen
+            | RejectionKind::BudgetExhausted
+            | RejectionKind::DeadlineExceeded,
+            _,
+        ) => Verdict::Failure,
         (kind, None) if !kind.is_downstream_failure() => Verdict::Failure,
         (_, after) => Verdict::Retry { not_before: after },
     })
@@ -256,5 +262,17 @@ mod tests {
         );
         let budget = Rejected::new(RejectionKind::BudgetExhausted, "inner");
         assert_eq!(judge(budget.into()), Verdict::Failure);
+    }
+
+    #[test]
+    fn the_callers_own_deadline_is_never_retried() {
+        let expired = Rejected::new(RejectionKind::DeadlineExceeded, "attempt");
+        assert_eq!(judge(expired.clone().into()), Verdict::Failure);
+        let hinted = expired.with_retry_after(Duration::from_millis(1));
+        assert_eq!(
+            judge(hinted.into()),
+            Verdict::Failure,
+            "not even with a hint"
+        );
     }
 }

@@ -10,8 +10,9 @@
 //!
 //! What is retried is a [`RetryPolicy`]'s call: [`DefaultPolicy`] retries any error of a
 //! `Clone` request; `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
-//! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) `UNAVAILABLE`, honouring
-//! `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
+//! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) only the methods you mark
+//! idempotent, on `UNAVAILABLE` (and transport failures that provably never reached the
+//! server), honouring `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
 //! breaker decides when to probe again); a [`Rejected`](seawall_core::Rejected) from an inner
 //! bulkhead or rate limiter is retried only when it names a `retry_after`, and never before
 //! it; and a wait longer than `max_delay` ends the retries at once instead of holding the

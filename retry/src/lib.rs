@@ -8,8 +8,9 @@
 //! jitter, and draws from a [`RetryBudget`] (on by default: 20 % of recent requests plus 10
 //! per second) so that retries stay a small share of traffic however long the outage lasts.
 //!
-//! What is retried is a [`RetryPolicy`]'s call: [`DefaultPolicy`] retries any error of a
-//! `Clone` request; `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
+//! What is retried is a [`RetryPolicy`]'s call. [`DefaultPolicy`] never repeats what may not
+//! be sent twice: for an `http::Request` it is `HttpPolicy`, and for other request types it
+//! retries any error of a request whose type is [`Idempotent`]. `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
 //! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) only the methods you mark
 //! idempotent, on `UNAVAILABLE` (and transport failures that provably never reached the
 //! server), honouring `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
@@ -78,5 +79,7 @@ pub use self::layer::{RetryEvent, RetryLayer};
 pub use self::policy::GrpcPolicy;
 #[cfg(feature = "http")]
 pub use self::policy::HttpPolicy;
-pub use self::policy::{DefaultPolicy, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict};
+pub use self::policy::{
+    DefaultPolicy, Idempotent, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict,
+};
 pub use self::service::Retry;

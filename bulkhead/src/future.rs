@@ -49,12 +49,12 @@ pin_project! {
     /// The slot is held by the future itself and given back when the inner call finishes (or,
     /// with a classifier that watches the response body, when the body ends), or when the
     /// future is dropped.
-    pub struct ResponseFuture<S, Req, C>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// `F` is the inner service's future, a parameter rather than a bound so that whether the
+    /// future is `Send` depends only on what it holds, also in a spawned `async` block.
+    pub struct ResponseFuture<S, Req, C, F = <S as Service<Req>>::Future> {
         #[pin]
-        state: State<S, Req, S::Future>,
+        state: State<S, Req, F>,
         permit: Permit<C>,
     }
 }
@@ -90,10 +90,7 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
-where
-    S: Service<Req>,
-{
+impl<S, Req, C, F> fmt::Debug for ResponseFuture<S, Req, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } => "waiting",

@@ -56,8 +56,10 @@ struct Dependency {
 impl Dependency {
     fn service(
         &self,
-    ) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send> + Clone + Send + 'static
-    {
+    ) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send + use<>>
+    + Clone
+    + Send
+    + use<> {
         let this = self.clone();
         service_fn(move |n: u64| {
             let this = this.clone();

@@ -80,8 +80,9 @@ impl HeaderDeadlines {
 
 impl HeaderDeadlines {
     /// The caller's deadline for `req`: the earliest of its `grpc-timeout` (and configured
-    /// header) counted from `now`, its [`Deadline`] extension and the current deadline.
-    pub(crate) fn callers<B>(&self, req: &Request<B>, now: Instant) -> Option<Deadline> {
+    /// header) counted from now, its [`Deadline`] extension and the current deadline. The clock
+    /// is read only when a header holds a budget.
+    pub(crate) fn callers<B>(&self, req: &Request<B>) -> Option<Deadline> {
         let headers = req.headers();
         let mut budget: Option<Duration> = None;
         if let Some(value) = headers.get(&GRPC_TIMEOUT) {
@@ -101,7 +102,9 @@ impl HeaderDeadlines {
             }
         }
         // A budget too large to add to `now` is no deadline at all.
-        let from_headers = budget.and_then(|b| now.checked_add(b)).map(Deadline);
+        let from_headers = budget
+            .and_then(|b| Instant::now().checked_add(b))
+            .map(Deadline);
         [
             from_headers,
             req.extensions().get::<Deadline>().copied(),
@@ -118,10 +121,9 @@ where
     B: 'static,
 {
     fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Budget {
+        let caller = self.callers(req);
         let now = Instant::now();
-        let caller = self
-            .callers(req, now)
-            .map(|deadline| deadline.0.saturating_duration_since(now));
+        let caller = caller.map(|deadline| deadline.0.saturating_duration_since(now));
         let (budget, by_caller) = match caller {
             Some(caller) if caller <= timeout => (caller, true),
             _ => (timeout, false),

@@ -14,7 +14,6 @@ use std::task::{Context, Poll};
 
 use http::Request;
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::config::DeadlineConfig;
@@ -113,7 +112,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let deadline = self.deadlines.callers(&req, Instant::now());
+        let deadline = self.deadlines.callers(&req);
         let inner = match deadline {
             Some(deadline) => {
                 req.extensions_mut().insert(deadline);

@@ -10,7 +10,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classified, Classify, Outcome, Report};
-use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use seawall_core::{BoxError, Deadline, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -52,12 +52,12 @@ pin_project! {
     /// The slot is held by the future itself and given back when the inner call finishes (or,
     /// with a classifier that watches the response body, when the body ends), or when the
     /// future is dropped.
-    pub struct ResponseFuture<S, Req, C>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// `F` is the inner service's future, a parameter rather than a bound so that whether the
+    /// future is `Send` depends only on what it holds, also in a spawned `async` block.
+    pub struct ResponseFuture<S, Req, C, F = <S as Service<Req>>::Future> {
         #[pin]
-        state: State<S, Req, S::Future>,
+        state: State<S, Req, F>,
         permit: Permit<C>,
     }
 }
@@ -93,10 +93,7 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
-where
-    S: Service<Req>,
-{
+impl<S, Req, C, F> fmt::Debug for ResponseFuture<S, Req, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Waiting { .. } => "waiting",
@@ -350,7 +347,12 @@ pub(crate) fn reject<C>(
 ) -> BoxError {
     shared.state.rejected.increment(1);
     shared.hooks.rejected(&shared.state, reason, partition);
-    Rejected::new(RejectionKind::BulkheadFull, shared.state.name.clone()).into()
+    // A caller whose deadline passed (in the queue, say) ran out of its own time.
+    let kind = match Deadline::current() {
+        Some(deadline) if deadline.has_passed() => RejectionKind::DeadlineExceeded,
+        _ => RejectionKind::BulkheadFull,
+    };
+    Rejected::new(kind, shared.state.name.clone()).into()
 }
 
 /// Holds a call's slot until its outcome is reported, then gives it back (and teaches the

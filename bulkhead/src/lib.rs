@@ -10,7 +10,8 @@
 //!
 //! - **Fixed**: [`max_concurrent`](BulkheadConfigBuilder::max_concurrent), with
 //!   [`max_queue`](BulkheadConfigBuilder::max_queue) and
-//!   [`max_wait`](BulkheadConfigBuilder::max_wait).
+//!   [`max_wait`](BulkheadConfigBuilder::max_wait). A queued call also leaves when its
+//!   caller's [`Deadline`](seawall_core::Deadline) passes, as `DeadlineExceeded`.
 //! - **Adaptive**: the limit finds what the downstream can take, between a min and a max;
 //!   [`AimdConfig`] (loss-based, for clients), [`VegasConfig`] and [`Gradient2Config`]
 //!   (latency-based, for servers) as Netflix's `concurrency-limits` defines them. Each

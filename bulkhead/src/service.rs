@@ -2,8 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::{BoxError, Deadline};
 use tower::Service;
 
 use crate::event::{RejectReason, Shared};
@@ -99,7 +99,8 @@ where
                 // The permit owns the place in the queue before anything that may panic (tokio's
                 // timer, outside a runtime): unwinding then gives the place up.
                 let permit = Permit::queued(self.shared.clone(), partition, waiter);
-                let sleep = tokio::time::sleep(state.max_wait);
+                // Never queued past the caller's deadline.
+                let sleep = tokio::time::sleep(Deadline::bound(state.max_wait));
                 ResponseFuture::waiting(self.inner.clone(), req, permit, sleep)
             }
             Acquired::Full => {

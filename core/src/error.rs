@@ -25,6 +25,9 @@ pub enum RejectionKind {
     RateLimited,
     /// A timeout elapsed before the inner service answered.
     TimedOut,
+    /// The caller's own deadline passed (or had passed on arrival): a timeout shortened to it
+    /// by deadline propagation elapsed, or a queue was left when it passed.
+    DeadlineExceeded,
     /// A retry budget has no retries left.
     BudgetExhausted,
     /// A chaos layer injected this failure on purpose.
@@ -33,11 +36,12 @@ pub enum RejectionKind {
 
 impl RejectionKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::CircuitOpen,
         Self::BulkheadFull,
         Self::RateLimited,
         Self::TimedOut,
+        Self::DeadlineExceeded,
         Self::BudgetExhausted,
         Self::Injected,
     ];
@@ -49,6 +53,7 @@ impl RejectionKind {
             Self::BulkheadFull => "bulkhead_full",
             Self::RateLimited => "rate_limited",
             Self::TimedOut => "timed_out",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::BudgetExhausted => "budget_exhausted",
             Self::Injected => "injected",
         }
@@ -60,7 +65,9 @@ impl RejectionKind {
     /// downstream's) do. An open circuit, a full bulkhead, a rate limit and an exhausted retry
     /// budget stopped the call before it reached the downstream and say nothing about its
     /// health: a circuit breaker outside such a layer counts them for nothing, or a bulkhead
-    /// filling up under load would open it.
+    /// filling up under load would open it. Nor does the caller's own deadline: a caller that
+    /// gave the call almost no time says nothing about the downstream, and retrying it cannot
+    /// succeed.
     pub const fn is_downstream_failure(self) -> bool {
         matches!(self, Self::TimedOut | Self::Injected)
     }
@@ -71,6 +78,7 @@ impl RejectionKind {
             Self::BulkheadFull => "bulkhead full",
             Self::RateLimited => "rate limited",
             Self::TimedOut => "timed out",
+            Self::DeadlineExceeded => "deadline exceeded",
             Self::BudgetExhausted => "retry budget exhausted",
             Self::Injected => "injected failure",
         }
@@ -197,6 +205,17 @@ mod tests {
             .filter(|k| k.is_downstream_failure())
             .collect();
         assert_eq!(blamed, [RejectionKind::TimedOut, RejectionKind::Injected]);
+    }
+
+    #[test]
+    fn the_callers_own_deadline_blames_nobody() {
+        let kind = RejectionKind::DeadlineExceeded;
+        assert!(!kind.is_downstream_failure());
+        assert_eq!(kind.as_str(), "deadline_exceeded");
+        assert_eq!(
+            Rejected::new(kind, "api").to_string(),
+            "deadline exceeded (api)"
+        );
     }
 
     #[test]

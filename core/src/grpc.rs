@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `UNAVAILABLE` |
 //! | `RateLimited` | `RESOURCE_EXHAUSTED` |
-//! | `TimedOut` | `DEADLINE_EXCEEDED` |
+//! | `TimedOut`, `DeadlineExceeded` | `DEADLINE_EXCEEDED` |
 //!
 //! with what happened as `grpc-message` (`rate limited, retry after 1.2s`) and, when known,
 //! the `retry_after` as `grpc-retry-pushback-ms`. On a client stack (around a `Channel`) the
@@ -113,7 +113,7 @@ fn opaque_status(err: BoxError) -> Status {
 pub fn code_of(kind: RejectionKind) -> Code {
     match kind {
         RejectionKind::RateLimited => Code::ResourceExhausted,
-        RejectionKind::TimedOut => Code::DeadlineExceeded,
+        RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => Code::DeadlineExceeded,
         _ => Code::Unavailable,
     }
 }

@@ -15,7 +15,7 @@
 //! |---|---|
 //! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `503 Service Unavailable`, with `Retry-After` when known |
 //! | `RateLimited` | `429 Too Many Requests`, with `Retry-After` when known |
-//! | `TimedOut` | `504 Gateway Timeout` |
+//! | `TimedOut`, `DeadlineExceeded` | `504 Gateway Timeout` |
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -103,7 +103,7 @@ impl ErrorMapping for HttpMapping {
 pub fn status_of(kind: RejectionKind) -> StatusCode {
     match kind {
         RejectionKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        RejectionKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+        RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

@@ -6,6 +6,7 @@
 //! - [`classify`]: whether a result is a success, a failure or neither.
 //! - [`backoff`]: backoff curves with a cap and jitter.
 //! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
+//! - [`deadline`]: the caller's [`Deadline`], which every layer that waits reads.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
@@ -27,6 +28,7 @@
 pub mod backoff;
 pub mod classify;
 pub mod config;
+pub mod deadline;
 mod error;
 pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
@@ -39,4 +41,5 @@ pub mod http;
 #[cfg(feature = "http")]
 pub mod respond;
 
+pub use self::deadline::Deadline;
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};

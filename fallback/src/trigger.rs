@@ -17,11 +17,12 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order of [`index`](Self::index).
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Rejected(RejectionKind::CircuitOpen),
         Self::Rejected(RejectionKind::BulkheadFull),
         Self::Rejected(RejectionKind::RateLimited),
         Self::Rejected(RejectionKind::TimedOut),
+        Self::Rejected(RejectionKind::DeadlineExceeded),
         Self::Rejected(RejectionKind::BudgetExhausted),
         Self::Rejected(RejectionKind::Injected),
         Self::Error,
@@ -181,6 +182,28 @@ mod tests {
         for (i, cause) in Cause::ALL.iter().enumerate() {
             assert_eq!(cause.index(), i);
         }
+        for kind in RejectionKind::ALL {
+            let cause = Cause::Rejected(kind);
+            assert_eq!(
+                Cause::ALL[cause.index()],
+                cause,
+                "{kind:?} has its own label"
+            );
+        }
+    }
+
+    #[test]
+    fn the_callers_deadline_fires_only_when_listed() {
+        let expired = rejection(RejectionKind::DeadlineExceeded);
+        let timed_out = When::Rejections(vec![RejectionKind::TimedOut]);
+        assert_eq!(Trigger::<u8>::fires(&timed_out, Err(&expired)), None);
+        let listed = When::Rejections(vec![RejectionKind::DeadlineExceeded]);
+        assert_eq!(
+            Trigger::<u8>::fires(&listed, Err(&expired)),
+            Some(Cause::Rejected(RejectionKind::DeadlineExceeded))
+        );
+        let when: When = serde_json::from_str(r#"{"rejections": ["deadline_exceeded"]}"#).unwrap();
+        assert_eq!(listed, when);
     }
 
     #[test]

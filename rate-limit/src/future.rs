@@ -21,32 +21,34 @@ pin_project! {
     ///
     /// A waiting call holds no permit: dropping it takes nothing from the quota and records
     /// nothing.
-    pub struct ResponseFuture<S, Req, L>
-    where
-        S: Service<Req>,
-        L: Limiter<Req>,
-    {
+    ///
+    /// `F` (the inner service's future) and `K` (the limiter's key) are parameters rather than
+    /// bounds, so that whether the future is `Send` depends only on what it holds, also in a
+    /// spawned `async` block.
+    pub struct ResponseFuture<
+        S,
+        Req,
+        L,
+        F = <S as Service<Req>>::Future,
+        K = <L as Limiter<Req>>::Key,
+    > {
         #[pin]
-        state: State<S, Req, L>,
+        state: State<S, Req, L, F, K>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
     #[project_replace = StateReplace]
-    enum State<S, Req, L>
-    where
-        S: Service<Req>,
-        L: Limiter<Req>,
-    {
+    enum State<S, Req, L, F, K> {
         Called {
             #[pin]
-            future: S::Future,
+            future: F,
         },
         Waiting {
             #[pin]
             sleep: Sleep,
-            call: Parked<S, Req, L>,
+            call: Parked<S, Req, L, K>,
         },
         Rejected {
             error: Option<BoxError>,
@@ -56,10 +58,10 @@ pin_project! {
 }
 
 /// A call waiting for a permit, with the ready service that will take it.
-struct Parked<S, Req, L: Limiter<Req>> {
+struct Parked<S, Req, L, K> {
     service: S,
     request: Req,
-    key: L::Key,
+    key: K,
     started: Instant,
     deadline: Instant,
     shared: Arc<Shared<L>>,
@@ -107,11 +109,7 @@ where
     }
 }
 
-impl<S, Req, L> fmt::Debug for ResponseFuture<S, Req, L>
-where
-    S: Service<Req>,
-    L: Limiter<Req>,
-{
+impl<S, Req, L, F, K> fmt::Debug for ResponseFuture<S, Req, L, F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",

@@ -3,7 +3,7 @@
 //! A rate limit admits calls at the pace of a [`Quota`] (say 100 per second, up to 10 at once)
 //! and turns the rest away at once with a [`Rejected`](seawall_core::Rejected) of kind
 //! `RateLimited` whose `retry_after` says when a permit comes back, or lets them wait up to a
-//! `max_wait` for one. It protects a service from more work than it was sized for, and shares a
+//! `max_wait` for one (never past the caller's [`Deadline`](seawall_core::Deadline)). It protects a service from more work than it was sized for, and shares a
 //! service fairly between clients when keyed by client, API key or route; unlike a bulkhead, it
 //! counts calls started per second, not calls in flight.
 //!

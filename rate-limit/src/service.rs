@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::{BoxError, Deadline, Rejected, RejectionKind};
 use tower::Service;
 
 use crate::config::RateLimitConfig;
@@ -173,7 +173,8 @@ impl<S, L> RateLimit<S, L> {
         S: Service<Req> + Clone,
         L: Limiter<Req>,
     {
-        match self.shared.config.max_wait {
+        // Never waiting past the caller's deadline: a permit that comes later is no use.
+        match self.shared.config.max_wait.map(Deadline::bound) {
             Some(max_wait) if wait <= max_wait => {
                 tracing::trace!(name = %self.shared.config.name, ?wait, "waiting for a permit");
                 let clone = self.inner.clone();

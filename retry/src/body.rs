@@ -324,46 +324,37 @@ struct Reading<S, B> {
 
 pin_project! {
     /// Reads a request body into memory where it can, then makes the call.
-    pub struct ReplayBodyFuture<S, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
+    ///
+    /// `F` is the inner service's future, a parameter rather than a bound so that whether
+    /// this future is `Send` depends only on what it holds (see `Retry`'s future).
+    pub struct ReplayBodyFuture<S, B, F = <S as Service<Request<ReplayBody<B>>>>::Future> {
         #[pin]
-        state: BufferState<S, B>,
+        state: BufferState<S, B, F>,
     }
 }
 
 pin_project! {
     #[project = BufferProj]
-    enum BufferState<S, B>
-    where
-        S: Service<Request<ReplayBody<B>>>,
-    {
+    enum BufferState<S, B, F> {
         Reading {
             reading: Option<Reading<S, B>>,
         },
         Called {
             #[pin]
-            future: S::Future,
+            future: F,
         },
     }
 }
 
-impl<S, B> ReplayBodyFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
-    fn called(future: S::Future) -> Self {
+impl<S, B, F> ReplayBodyFuture<S, B, F> {
+    fn called(future: F) -> Self {
         Self {
             state: BufferState::Called { future },
         }
     }
 }
 
-impl<S, B> fmt::Debug for ReplayBodyFuture<S, B>
-where
-    S: Service<Request<ReplayBody<B>>>,
-{
+impl<S, B, F> fmt::Debug for ReplayBodyFuture<S, B, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let reading = matches!(self.state, BufferState::Reading { .. });
         f.debug_struct("ReplayBodyFuture")

@@ -26,12 +26,14 @@ pin_project! {
     /// It holds the copy of the request a retry would send and allocates nothing: the jitter
     /// RNG is seeded and the timer set only when a retry is due. Dropping it drops the attempt
     /// or the wait in flight, and no further attempt starts.
-    pub struct ResponseFuture<S, Req, P>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// `F` is the inner service's future. It is a parameter of its own, not a bound on the
+    /// type, so that whether the future is `Send` depends only on what it holds: a bound here
+    /// would make rustc prove the inner service's `Service` impl again for a spawned `async`
+    /// block, where it fails for any inner layer whose error converts into `BoxError`.
+    pub struct ResponseFuture<S, Req, P, F = <S as Service<Req>>::Future> {
         #[pin]
-        state: State<S::Future>,
+        state: State<F>,
         service: Option<S>,
         request: Option<Req>,
         core: Arc<Core<S, P>>,
@@ -81,10 +83,7 @@ where
     }
 }
 
-impl<S, Req, P> fmt::Debug for ResponseFuture<S, Req, P>
-where
-    S: Service<Req>,
-{
+impl<S, Req, P, F> fmt::Debug for ResponseFuture<S, Req, P, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",

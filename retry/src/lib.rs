@@ -8,10 +8,12 @@
 //! jitter, and draws from a [`RetryBudget`] (on by default: 20 % of recent requests plus 10
 //! per second) so that retries stay a small share of traffic however long the outage lasts.
 //!
-//! What is retried is a [`RetryPolicy`]'s call: [`DefaultPolicy`] retries any error of a
-//! `Clone` request; `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
-//! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) `UNAVAILABLE`, honouring
-//! `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
+//! What is retried is a [`RetryPolicy`]'s call. [`DefaultPolicy`] never repeats what may not
+//! be sent twice: for an `http::Request` it is `HttpPolicy`, and for other request types it
+//! retries any error of a request whose type is [`Idempotent`]. `HttpPolicy` (feature `http`) only idempotent methods, on 5xx, 429 and
+//! errors, honouring `Retry-After`; `GrpcPolicy` (feature `grpc`) only the methods you mark
+//! idempotent, on `UNAVAILABLE` (and transport failures that provably never reached the
+//! server), honouring `grpc-retry-pushback-ms`. An open circuit from an inner breaker is never retried (the
 //! breaker decides when to probe again); a [`Rejected`](seawall_core::Rejected) from an inner
 //! bulkhead or rate limiter is retried only when it names a `retry_after`, and never before
 //! it; and a wait longer than `max_delay` ends the retries at once instead of holding the
@@ -77,5 +79,7 @@ pub use self::layer::{RetryEvent, RetryLayer};
 pub use self::policy::GrpcPolicy;
 #[cfg(feature = "http")]
 pub use self::policy::HttpPolicy;
-pub use self::policy::{DefaultPolicy, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict};
+pub use self::policy::{
+    DefaultPolicy, Idempotent, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict,
+};
 pub use self::service::Retry;

@@ -37,6 +37,37 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Calling a stack from a spawned task
+//!
+//! Every layer's service and response future is `Send` when what it holds is, so
+//! `tokio::spawn(async move { svc.oneshot(req).await })` works over a downstream that names its
+//! error in a `Service` impl, an `async fn`, an `impl Service` or a client such as tonic's
+//! `Channel`, and a call made in one task can be awaited in another. One shape does not
+//! compile, with tower's own layers as with these: `oneshot` inside a spawned `async` block
+//! over a service whose *type* spells `BoxError`, such as a closure returning
+//! `Result<_, BoxError>` or a `BoxCloneSyncService<_, _, BoxError>`. rustc checks the block
+//! with the `'static` of that `BoxError` replaced by "any lifetime", and then no layer's
+//! conversion of the inner error into a `BoxError` applies ("implementation of `From` is not
+//! general enough"). Spawn the call's future itself, which rustc checks as it is:
+//!
+//! ```
+//! use seawall::BoxError;
+//! use seawall::retry::RetryLayer;
+//! use tower::util::BoxCloneSyncService;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let client: BoxCloneSyncService<u64, u64, BoxError> =
+//!     BoxCloneSyncService::new(service_fn(|n: u64| async move { Ok::<_, BoxError>(n) }));
+//! let svc = RetryLayer::builder().build()?.layer(client);
+//! // Not `tokio::spawn(async move { svc.oneshot(7).await })`:
+//! let answer = tokio::spawn(svc.oneshot(7)).await??;
+//! assert_eq!(answer, 7);
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod builder;

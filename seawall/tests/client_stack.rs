@@ -1,5 +1,7 @@
-//! The client stack against a flaky dependency, on the paused clock.
+//! The client stack against a flaky dependency, on the paused clock, and against a real
+//! HTTP server on 127.0.0.1.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -7,13 +9,18 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use seawall::circuit_breaker::CircuitState;
 use seawall::fallback::FallbackLayer;
 use seawall::stack::{ClientStack, ClientStackConfig, ClientStackLayer};
 use seawall::{BoxError, RejectionKind, ServiceBuilderExt, rejected};
 use seawall_core::testing::TestRecorder;
+use seawall_core::testing::serve::serve;
+use tokio::net::TcpStream;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -49,8 +56,10 @@ struct Dependency {
 impl Dependency {
     fn service(
         &self,
-    ) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send> + Clone + Send + 'static
-    {
+    ) -> impl Service<u64, Response = u64, Error = BoxError, Future = impl Send + use<>>
+    + Clone
+    + Send
+    + use<> {
         let this = self.clone();
         service_fn(move |n: u64| {
             let this = this.clone();
@@ -269,4 +278,100 @@ fn the_stack_config_loads_from_toml() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("max_concurent"), "{err}");
+}
+
+// ===== HTTP over a real socket =====
+
+/// The obvious HTTP client: each request over a fresh HTTP/1 connection to `addr`.
+fn http_client(
+    addr: SocketAddr,
+) -> impl Service<
+    Request<Full<Bytes>>,
+    Response = Response<Incoming>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone
++ Send {
+    service_fn(move |req: Request<Full<Bytes>>| async move {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok::<_, BoxError>(sender.send_request(req).await?)
+    })
+}
+
+/// A handler that acts on the request (counts it), then never answers.
+fn acts_then_stalls(acted: &Arc<AtomicUsize>) -> axum::routing::MethodRouter {
+    let acted = acted.clone();
+    axum::routing::any(move || {
+        let acted = acted.clone();
+        async move {
+            acted.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<&str>().await
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_post_whose_attempt_timed_out_after_the_server_acted_is_sent_once() {
+    let (orders, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let app = Router::new()
+        .route("/orders", acts_then_stalls(&orders))
+        .route("/stock", acts_then_stalls(&reads));
+    let addr = serve(app).await;
+    let config: ClientStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "orders",
+        "total_timeout": "5s",
+        "attempt_timeout": "200ms",
+        "retry": {
+            "max_attempts": 3,
+            "backoff": { "kind": "constant", "base": "10ms", "jitter": "none" },
+            "budget": null
+        },
+        "bulkhead": { "max_concurrent": 8 }
+    }))
+    .unwrap();
+    // No retry policy chosen: the default must be safe for HTTP.
+    let client = ClientStackLayer::new(config).layer(http_client(addr));
+    let request = |method: &str, path: &str, body: &'static str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .body(Full::from(body))
+            .unwrap()
+    };
+
+    let err = client
+        .clone()
+        .oneshot(request("POST", "/orders", r#"{"sku": 7}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rejected(&*err).map(|r| r.kind()),
+        Some(RejectionKind::TimedOut)
+    );
+    assert_eq!(
+        orders.load(Ordering::SeqCst),
+        1,
+        "a POST is never sent twice"
+    );
+    let err = client
+        .clone()
+        .oneshot(request("PATCH", "/orders", r#"{"qty": 2}"#))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        rejected(&*err).map(|r| r.kind()),
+        Some(RejectionKind::TimedOut)
+    );
+    assert_eq!(orders.load(Ordering::SeqCst), 2, "nor a PATCH");
+
+    // The same stack does retry an idempotent GET.
+    client
+        .oneshot(request("GET", "/stock", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(reads.load(Ordering::SeqCst), 3);
 }

@@ -6,16 +6,25 @@
 //! inbound timeout shortens itself to that budget; an outbound one writes the budget left on
 //! the request it sends. A malformed value is ignored, never trusted to lengthen anything.
 //!
+//! When the caller's deadline, not the configured timeout, ends a call, the call fails with
+//! [`DeadlineExceeded`](seawall_core::RejectionKind::DeadlineExceeded) rather than `TimedOut`:
+//! the caller ran out of time, which says nothing about the downstream, so no breaker counts
+//! it and no retry repeats it. A call whose caller's time is already up when it reaches the
+//! timeout is rejected at once, without calling the inner service.
+//!
 //! Within a call under a propagating timeout, [`Deadline::current`] gives the call's deadline
 //! (a tokio task-local, set while the inner future is polled). An outbound timeout with
 //! propagation in a handler's client stack reads it too, so the caller's deadline flows to
 //! the next hop without code in the handler; the [`Deadline`] request extension does the same
-//! for requests handed between tasks.
+//! for requests handed between tasks. [`InboundDeadlineLayer`](crate::InboundDeadlineLayer)
+//! stamps the deadline on arrival, before any queue, so that the time a request spends
+//! queued counts against its caller's budget.
 
 use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{HeaderName, Request};
+pub use seawall_core::Deadline;
 use tokio::time::Instant;
 
 use crate::config::DeadlineConfig;
@@ -23,42 +32,17 @@ use crate::config::DeadlineConfig;
 /// The header gRPC carries a call's deadline in.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// The instant by which a request must be answered, kept in the request's extensions.
-///
-/// An inbound timeout with deadline propagation inserts it; a handler can copy it onto the
-/// requests it sends further downstream, where an outbound timeout never waits past it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Deadline(pub Instant);
-
-tokio::task_local! {
-    static CURRENT: Deadline;
-}
-
-impl Deadline {
-    /// The time left until the deadline, zero once it has passed.
-    pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
-    }
-
-    /// The deadline of the call being served, when code runs inside a call under a timeout
-    /// with deadline propagation.
-    pub fn current() -> Option<Self> {
-        CURRENT.try_with(|deadline| *deadline).ok()
-    }
-
-    /// Runs `f` with `self` as the [current](Self::current) deadline.
-    pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
-    }
-}
-
 /// The time a call may take, and the deadline its inner call runs under, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
     /// How long the call may take.
     pub timeout: Duration,
-    /// The deadline made [current](Deadline::current) while the inner call is polled.
+    /// The instant the call's timer fires, made [current](Deadline::current) while the inner
+    /// call is polled; `None` without propagation (the timer then starts at the first poll).
     pub deadline: Option<Deadline>,
+    /// Whether the caller's deadline, not the configured timeout, set `timeout`: the call then
+    /// ends as `DeadlineExceeded` rather than `TimedOut`, and at once when nothing is left.
+    pub by_caller: bool,
 }
 
 /// Adjusts a call's timeout from and onto its request.
@@ -77,6 +61,7 @@ impl<Req> Deadlines<Req> for NoDeadlines {
         Budget {
             timeout,
             deadline: None,
+            by_caller: false,
         }
     }
 }
@@ -93,16 +78,16 @@ impl HeaderDeadlines {
     }
 }
 
-impl<B> Deadlines<Request<B>> for HeaderDeadlines
-where
-    B: 'static,
-{
-    fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Budget {
-        let mut budget = timeout;
+impl HeaderDeadlines {
+    /// The caller's deadline for `req`: the earliest of its `grpc-timeout` (and configured
+    /// header) counted from now, its [`Deadline`] extension and the current deadline. The clock
+    /// is read only when a header holds a budget.
+    pub(crate) fn callers<B>(&self, req: &Request<B>) -> Option<Deadline> {
         let headers = req.headers();
+        let mut budget: Option<Duration> = None;
         if let Some(value) = headers.get(&GRPC_TIMEOUT) {
             match parse_grpc_timeout(value.as_bytes()) {
-                Some(caller) => budget = budget.min(caller),
+                Some(caller) => budget = Some(budget.map_or(caller, |b| b.min(caller))),
                 None => tracing::debug!(?value, "ignoring malformed grpc-timeout"),
             }
         }
@@ -110,22 +95,39 @@ where
             && let Some(value) = headers.get(name)
         {
             match parse_millis(value.as_bytes()) {
-                Some(caller) => budget = budget.min(caller),
+                Some(caller) => budget = Some(budget.map_or(caller, |b| b.min(caller))),
                 None => {
                     tracing::debug!(header = %name, ?value, "ignoring malformed deadline header")
                 }
             }
         }
-        let now = Instant::now();
-        for deadline in [
+        // A budget too large to add to `now` is no deadline at all.
+        let from_headers = budget
+            .and_then(|b| Instant::now().checked_add(b))
+            .map(Deadline);
+        [
+            from_headers,
             req.extensions().get::<Deadline>().copied(),
             Deadline::current(),
         ]
         .into_iter()
         .flatten()
-        {
-            budget = budget.min(deadline.0.saturating_duration_since(now));
-        }
+        .min()
+    }
+}
+
+impl<B> Deadlines<Request<B>> for HeaderDeadlines
+where
+    B: 'static,
+{
+    fn apply(&self, req: &mut Request<B>, timeout: Duration) -> Budget {
+        let caller = self.callers(req);
+        let now = Instant::now();
+        let caller = caller.map(|deadline| deadline.0.saturating_duration_since(now));
+        let (budget, by_caller) = match caller {
+            Some(caller) if caller <= timeout => (caller, true),
+            _ => (timeout, false),
+        };
         let deadline = Deadline(now + budget);
         req.extensions_mut().insert(deadline);
         if self.config.write {
@@ -139,6 +141,7 @@ where
         Budget {
             timeout: budget,
             deadline: Some(deadline),
+            by_caller,
         }
     }
 }

@@ -5,40 +5,58 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
-use tokio::time::{Sleep, sleep};
+use tokio::time::{Sleep, sleep, sleep_until};
 
 use crate::deadline::{Budget, Deadline};
 use crate::layer::TimedOutEvent;
 use crate::service::Shared;
 
 pin_project! {
-    /// The inner call, raced against its timeout.
+    /// The inner call, raced against its timeout; or, when the caller's time was already up,
+    /// the rejection, ready at once.
     ///
     /// The timer starts when the inner call first returns `Pending`: a call that answers on its
-    /// first poll (a cache hit, a rejection from an inner layer) never touches the clock or the
-    /// timer wheel.
+    /// first poll (a cache hit, a rejection from an inner layer) never touches the timer wheel.
+    /// Under deadline propagation it fires at the deadline the inner call was handed, so the
+    /// two never disagree.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
-        #[pin]
-        sleep: Option<Sleep>,
-        timeout: Duration,
-        deadline: Option<Deadline>,
+        state: State<F>,
+        budget: Budget,
         shared: Arc<Shared>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            sleep: Option<Sleep>,
+        },
+        // The caller's deadline had passed before the inner service was called.
+        Expired,
     }
 }
 
 impl<F> ResponseFuture<F> {
     pub(crate) fn new(inner: F, budget: Budget, shared: Arc<Shared>) -> Self {
         Self {
-            inner,
-            sleep: None,
-            timeout: budget.timeout,
-            deadline: budget.deadline,
+            state: State::Running { inner, sleep: None },
+            budget,
+            shared,
+        }
+    }
+
+    pub(crate) fn expired(budget: Budget, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Expired,
+            budget,
             shared,
         }
     }
@@ -47,7 +65,8 @@ impl<F> ResponseFuture<F> {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
-            .field("timeout", &self.timeout)
+            .field("timeout", &self.budget.timeout)
+            .field("by_caller", &self.budget.by_caller)
             .finish_non_exhaustive()
     }
 }
@@ -60,35 +79,58 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let polled = match *this.deadline {
-            Some(deadline) => deadline.scope(|| this.inner.as_mut().poll(cx)),
-            None => this.inner.as_mut().poll(cx),
+        let this = self.project();
+        let budget = *this.budget;
+        let StateProj::Running {
+            mut inner,
+            mut sleep,
+        } = this.state.project()
+        else {
+            return Poll::Ready(Err(timed_out(this.shared, budget)));
+        };
+        let polled = match budget.deadline {
+            Some(deadline) => deadline.scope(|| inner.as_mut().poll(cx)),
+            None => inner.as_mut().poll(cx),
         };
         if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
             return Poll::Ready(result.map_err(Into::into));
         }
-        if this.sleep.is_none() {
-            this.sleep.set(Some(sleep(*this.timeout)));
+        if sleep.is_none() {
+            sleep.set(Some(timer(budget)));
         }
-        if let Some(timer) = this.sleep.as_pin_mut() {
+        if let Some(timer) = sleep.as_pin_mut() {
             ready!(timer.poll(cx));
         }
-        Poll::Ready(Err(timed_out(this.shared, *this.timeout)))
+        Poll::Ready(Err(timed_out(this.shared, budget)))
+    }
+}
+
+fn timer(budget: Budget) -> Sleep {
+    match budget.deadline {
+        Some(Deadline(at)) => sleep_until(at),
+        None => sleep(budget.timeout),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn timed_out(shared: &Shared, timeout: Duration) -> BoxError {
-    shared.timed_out.increment(1);
-    tracing::debug!(name = %shared.name, ?timeout, "call timed out");
+fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
+    let timeout = budget.timeout;
+    let kind = if budget.by_caller {
+        shared.deadline_exceeded.increment(1);
+        RejectionKind::DeadlineExceeded
+    } else {
+        shared.timed_out.increment(1);
+        RejectionKind::TimedOut
+    };
+    tracing::debug!(name = %shared.name, ?timeout, %kind, "call ended by its timeout");
     if let Some(hook) = &shared.on_timeout {
         hook(TimedOutEvent {
             name: &shared.name,
             timeout,
+            kind,
         });
     }
-    Rejected::new(RejectionKind::TimedOut, shared.name.clone()).into()
+    Rejected::new(kind, shared.name.clone()).into()
 }

@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::RejectionKind;
 use seawall_core::metrics::MetricScope;
 use tower::Layer;
 
@@ -25,6 +26,8 @@ pub struct TimedOutEvent<'a> {
     pub name: &'a str,
     /// The time the call was given, after any deadline shortened it.
     pub timeout: Duration,
+    /// `TimedOut`, or `DeadlineExceeded` when the caller's deadline ended the call.
+    pub kind: RejectionKind,
 }
 
 impl TimeoutLayer {
@@ -52,7 +55,7 @@ impl TimeoutLayer {
 }
 
 impl<D> TimeoutLayer<D> {
-    /// Calls `hook` each time a call times out.
+    /// Calls `hook` each time a call times out or its caller's deadline passes.
     pub fn on_timeout(mut self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {
         Arc::make_mut(&mut self.shared).on_timeout = Some(Arc::new(hook));
         self

@@ -29,17 +29,25 @@
 //!
 //! Deadline propagation ([`TimeoutLayer::propagate`]) shortens the timeout to the caller's
 //! own deadline, read from `grpc-timeout` (and optionally a header in milliseconds), and on a
-//! client writes the budget left as `grpc-timeout`; see [`deadline`].
+//! client writes the budget left as `grpc-timeout`; see [`deadline`]. A call ended by the
+//! caller's deadline rather than the configured timeout fails as `DeadlineExceeded`, which is
+//! not the downstream's failure: breakers ignore it and retry never repeats it. A call whose
+//! caller's time is up on arrival is rejected without calling the inner service.
+//! [`InboundDeadlineLayer`] stamps the caller's deadline as a request arrives, outermost in a
+//! server stack, so that time spent in queues counts against it.
 //!
-//! Metrics: `seawall_timeout_calls_total{name, result = "completed" | "timed_out"}`.
+//! Metrics: `seawall_timeout_calls_total{name, result = "completed" | "timed_out" |
+//! "deadline_exceeded"}`.
 
 mod config;
 pub mod deadline;
 pub mod future;
+mod inbound;
 mod layer;
 mod service;
 
 pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
 pub use self::deadline::{Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::inbound::{InboundDeadline, InboundDeadlineLayer, InboundFuture};
 pub use self::layer::{TimedOutEvent, TimeoutLayer};
 pub use self::service::Timeout;

@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) timeout: Duration,
     pub(crate) completed: Counter,
     pub(crate) timed_out: Counter,
+    pub(crate) deadline_exceeded: Counter,
     pub(crate) on_timeout: Option<TimeoutHook>,
 }
 
@@ -33,13 +34,15 @@ impl Shared {
             timeout: config.timeout,
             completed: metrics.counter(CALLS, &[("result", "completed")]),
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
+            deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
             on_timeout: None,
         }
     }
 }
 
 /// Ends a call that takes longer than its timeout with
-/// [`Rejected`](seawall_core::Rejected) of kind `TimedOut`.
+/// [`Rejected`](seawall_core::Rejected) of kind `TimedOut`, or `DeadlineExceeded` when the
+/// caller's propagated deadline was the shorter.
 ///
 /// Made by [`TimeoutLayer`](crate::TimeoutLayer).
 pub struct Timeout<S, D> {
@@ -110,6 +113,10 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         let budget = self.deadlines.apply(&mut req, self.shared.timeout);
         tracing::trace!(name = %self.shared.name, timeout = ?budget.timeout, "call");
+        if budget.by_caller && budget.timeout.is_zero() {
+            // The caller has given up already: calling the inner service would be wasted work.
+            return ResponseFuture::expired(budget, self.shared.clone());
+        }
         ResponseFuture::new(self.inner.call(req), budget, self.shared.clone())
     }
 }

@@ -37,10 +37,14 @@ fn hanging<Req>() -> impl Service<
 }
 
 fn assert_timed_out(result: Result<(), BoxError>) {
+    assert_eq!(ended_by(result), RejectionKind::TimedOut);
+}
+
+fn ended_by(result: Result<(), BoxError>) -> RejectionKind {
     let err = result.expect_err("the call should time out");
     let rejection = rejected(&*err).expect("a timeout is a rejection");
-    assert_eq!(rejection.kind(), RejectionKind::TimedOut);
     assert_eq!(rejection.name(), "dep");
+    rejection.kind()
 }
 
 #[tokio::test(start_paused = true)]
@@ -188,21 +192,26 @@ fn request(headers: &[(&'static str, &'static str)]) -> Request<()> {
     req
 }
 
+/// How long the call took to end, and whether the configured timeout (`TimedOut`) or the
+/// caller's deadline (`DeadlineExceeded`) ended it.
 async fn time_to_timeout(
     layer: TimeoutLayer<seawall_timeout::HeaderDeadlines>,
     req: Request<()>,
-) -> Duration {
+) -> (Duration, RejectionKind) {
     let start = Instant::now();
-    assert_timed_out(layer.layer(hanging::<Request<()>>()).oneshot(req).await);
-    start.elapsed()
+    let kind = ended_by(layer.layer(hanging::<Request<()>>()).oneshot(req).await);
+    (start.elapsed(), kind)
 }
+
+const BY_CALLER: RejectionKind = RejectionKind::DeadlineExceeded;
+const BY_TIMEOUT: RejectionKind = RejectionKind::TimedOut;
 
 #[tokio::test(start_paused = true)]
 async fn a_shorter_grpc_timeout_shortens_the_call() {
     let layer = layer(ms(1000)).propagate(DeadlineConfig::inbound());
     assert_eq!(
         time_to_timeout(layer, request(&[("grpc-timeout", "100m")])).await,
-        ms(100)
+        (ms(100), BY_CALLER)
     );
 }
 
@@ -211,7 +220,7 @@ async fn a_longer_grpc_timeout_never_lengthens_the_call() {
     let layer = layer(ms(1000)).propagate(DeadlineConfig::inbound());
     assert_eq!(
         time_to_timeout(layer, request(&[("grpc-timeout", "10S")])).await,
-        ms(1000)
+        (ms(1000), BY_TIMEOUT)
     );
 }
 
@@ -222,7 +231,11 @@ async fn a_malformed_grpc_timeout_is_ignored() {
         let mut req = Request::new(());
         req.headers_mut()
             .insert(GRPC_TIMEOUT, HeaderValue::from_static(value));
-        assert_eq!(time_to_timeout(layer, req).await, ms(1000), "{value:?}");
+        assert_eq!(
+            time_to_timeout(layer, req).await,
+            (ms(1000), BY_TIMEOUT),
+            "{value:?}"
+        );
     }
 }
 
@@ -233,24 +246,89 @@ async fn a_configured_millisecond_header_shortens_the_call() {
     let layer = layer(ms(1000)).propagate(config);
     assert_eq!(
         time_to_timeout(layer.clone(), request(&[("x-request-timeout", "300")])).await,
-        ms(300)
+        (ms(300), BY_CALLER)
     );
     assert_eq!(
         time_to_timeout(layer.clone(), request(&[("x-request-timeout", "3000")])).await,
-        ms(1000)
+        (ms(1000), BY_TIMEOUT)
     );
     assert_eq!(
         time_to_timeout(layer, request(&[("x-request-timeout", "3.5")])).await,
-        ms(1000)
+        (ms(1000), BY_TIMEOUT)
     );
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_zero_budget_times_out_at_once() {
+async fn a_zero_budget_is_rejected_at_once_without_calling_the_inner_service() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let svc = layer(ms(1000))
+        .propagate(DeadlineConfig::inbound())
+        .layer(service_fn(move |_: Request<()>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(()) }
+        }));
+    let mut call = task::spawn(svc.oneshot(request(&[("grpc-timeout", "0m")])));
+    let result = assert_ready!(call.poll(), "ready without waiting");
+    assert_eq!(ended_by(result), BY_CALLER);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deadline_that_passed_before_arrival_is_rejected_at_once() {
     let layer = layer(ms(1000)).propagate(DeadlineConfig::inbound());
+    let mut req = Request::new(());
+    req.extensions_mut()
+        .insert(Deadline(Instant::now() + ms(10)));
+    advance(ms(50)).await;
+    assert_eq!(time_to_timeout(layer, req).await, (ms(0), BY_CALLER));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timer_fires_at_the_deadline_handed_to_the_inner_call() {
+    // The future is made at `call` and first polled 40 ms later: the deadline the inner call
+    // sees and the timer agree, both counted from `call`.
+    let start = Instant::now();
+    let layer = layer(ms(100)).propagate(DeadlineConfig::inbound());
+    let mut svc = layer.layer(service_fn(|req: Request<()>| async move {
+        let deadline = req.extensions().get::<Deadline>().copied();
+        pending::<()>().await;
+        Ok::<_, BoxError>(deadline)
+    }));
+    let future = svc.ready().await.unwrap().call(Request::new(()));
+    advance(ms(40)).await;
+    let mut call = task::spawn(future);
+    assert_pending!(call.poll());
+    advance(ms(59)).await;
+    assert_pending!(call.poll());
+    advance(ms(1)).await;
+    let err = assert_ready!(call.poll()).unwrap_err();
+    assert_eq!(rejected(&*err).unwrap().kind(), BY_TIMEOUT);
+    assert_eq!(start.elapsed(), ms(100), "not 140 ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_and_a_timeout_are_counted_apart() {
+    let recorder = TestRecorder::new();
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    let layer = recorder
+        .install_for(|| layer(ms(1000)))
+        .propagate(DeadlineConfig::inbound())
+        .on_timeout(move |event| log.lock().unwrap().push((event.kind, event.timeout)));
+    time_to_timeout(layer.clone(), request(&[("grpc-timeout", "100m")])).await;
+    time_to_timeout(layer, request(&[])).await;
+    let calls = |result| {
+        recorder.counter(
+            "seawall_timeout_calls_total",
+            &[("name", "dep"), ("result", result)],
+        )
+    };
+    assert_eq!(calls("deadline_exceeded"), 1);
+    assert_eq!(calls("timed_out"), 1);
     assert_eq!(
-        time_to_timeout(layer, request(&[("grpc-timeout", "0m")])).await,
-        ms(0)
+        *heard.lock().unwrap(),
+        [(BY_CALLER, ms(100)), (BY_TIMEOUT, ms(1000))]
     );
 }
 
@@ -260,7 +338,7 @@ async fn a_deadline_extension_shortens_the_call() {
     let mut req = Request::new(());
     req.extensions_mut()
         .insert(Deadline(Instant::now() + ms(40)));
-    assert_eq!(time_to_timeout(layer, req).await, ms(40));
+    assert_eq!(time_to_timeout(layer, req).await, (ms(40), BY_CALLER));
 }
 
 #[tokio::test(start_paused = true)]

@@ -30,6 +30,9 @@ pub struct Request {
     pub key: u32,
 }
 
+/// The simulated calls are reads: any of them may be sent again.
+impl seawall_retry::Idempotent for Request {}
+
 /// What the downstream answers: the request's id.
 pub type Response = u32;
 

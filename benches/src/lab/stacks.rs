@@ -156,7 +156,7 @@ pub fn classify(err: BoxError) -> Failure {
     if let Some(rejection) = rejected(&*err) {
         return match rejection.kind() {
             RejectionKind::Injected => Failure::Downstream,
-            RejectionKind::TimedOut => Failure::Timeout,
+            RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => Failure::Timeout,
             RejectionKind::CircuitOpen => Failure::CircuitOpen,
             RejectionKind::BulkheadFull | RejectionKind::RateLimited => Failure::BulkheadFull,
             RejectionKind::BudgetExhausted => Failure::Budget,

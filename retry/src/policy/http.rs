@@ -5,7 +5,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use seawall_core::BoxError;
 use seawall_core::classify::{HttpStatus, Outcome};
 
-use super::{RetryPolicy, Verdict, rejection_verdict};
+use super::{DefaultPolicy, RetryPolicy, Verdict, rejection_verdict};
 use crate::body::TryCloneBody;
 
 /// Retries idempotent HTTP requests on server errors, `429` and transport errors, honouring
@@ -92,18 +92,63 @@ impl HttpPolicy {
 
     /// The verdict on a response with `status` and `headers`.
     pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        if self.retried.outcome(status) == Outcome::Failure {
-            let not_before = match status {
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                    headers.get(RETRY_AFTER).and_then(parse_retry_after)
-                }
-                _ => None,
-            };
-            Verdict::Retry { not_before }
-        } else if status.is_server_error() {
-            Verdict::Failure
-        } else {
-            Verdict::Success
+        verdict(
+            self.retried.outcome(status) == Outcome::Failure,
+            status,
+            headers,
+        )
+    }
+}
+
+/// The verdict on a response with `status` and `headers`, retried or not.
+fn verdict(retried: bool, status: StatusCode, headers: &HeaderMap) -> Verdict {
+    if retried {
+        let not_before = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                headers.get(RETRY_AFTER).and_then(parse_retry_after)
+            }
+            _ => None,
+        };
+        Verdict::Retry { not_before }
+    } else if status.is_server_error() {
+        Verdict::Failure
+    } else {
+        Verdict::Success
+    }
+}
+
+/// The statuses `HttpPolicy::new()` retries, without building its status set per call.
+fn retried_by_default(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || (status.is_server_error()
+            && status != StatusCode::NOT_IMPLEMENTED
+            && status != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    IDEMPOTENT.contains(method)
+}
+
+/// For HTTP the default policy is `HttpPolicy::new()`: a `POST` or `PATCH` is never sent twice.
+impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for DefaultPolicy
+where
+    B: TryCloneBody,
+{
+    fn clone_request(&self, req: &Request<B>) -> Option<Request<B>> {
+        if !is_idempotent(req.method()) {
+            return None;
+        }
+        clone_http_request(req)
+    }
+
+    fn judge(&self, result: Result<&Response<ResB>, &BoxError>) -> Verdict {
+        match result {
+            Ok(res) => verdict(
+                retried_by_default(res.status()),
+                res.status(),
+                res.headers(),
+            ),
+            Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
     }
 }
@@ -124,7 +169,6 @@ pub fn clone_http_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B
 impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for HttpPolicy
 where
     B: TryCloneBody,
-    ResB: 'static,
 {
     fn clone_request(&self, req: &Request<B>) -> Option<Request<B>> {
         if !self.retries_method(req.method()) {
@@ -191,6 +235,41 @@ mod tests {
         );
         let custom = Method::from_bytes(b"PURGE").unwrap();
         assert!(!policy.with_method(custom.clone()).retries_method(&custom));
+    }
+
+    #[test]
+    fn the_default_policy_is_http_policy_for_http_requests() {
+        let default = DefaultPolicy;
+        let http = HttpPolicy::new();
+        for method in METHODS
+            .iter()
+            .cloned()
+            .chain([Method::from_bytes(b"PURGE").unwrap()])
+        {
+            let req = Request::builder()
+                .method(method.clone())
+                .body(String::from("order"))
+                .unwrap();
+            let copy = |policy: &dyn RetryPolicy<Request<String>, Response<()>>| {
+                policy.clone_request(&req).map(|r| r.into_body())
+            };
+            assert_eq!(copy(&default), copy(&http), "{method}");
+        }
+        let post = Request::post("/orders").body(String::new()).unwrap();
+        assert!(RetryPolicy::<_, Response<()>>::clone_request(&default, &post).is_none());
+        for code in 100..=999 {
+            let status = StatusCode::from_u16(code).unwrap();
+            for headers in [HeaderMap::new(), headers("2")] {
+                let mut res = Response::new(());
+                *res.status_mut() = status;
+                *res.headers_mut() = headers;
+                assert_eq!(
+                    RetryPolicy::<Request<String>, _>::judge(&default, Ok(&res)),
+                    RetryPolicy::<Request<String>, _>::judge(&http, Ok(&res)),
+                    "{code}"
+                );
+            }
+        }
     }
 
     #[test]

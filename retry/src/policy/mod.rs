@@ -13,9 +13,18 @@
 //! is load being shed, and a retry would only queue it in disguise. [`rejection_verdict`] gives
 //! these rules to custom policies.
 //!
-//! Built-ins: [`DefaultPolicy`] (any error, for any `Clone` request), [`RetryOn`] (a
-//! [`Classify`] from seawall-core decides), [`PolicyFn`] (a closure), `HttpPolicy` (feature
-//! `http`) and `GrpcPolicy` (feature `grpc`).
+//! Built-ins: [`DefaultPolicy`] (for `http::Request`s, what `HttpPolicy` does; for other
+//! requests, any error of an [`Idempotent`] one), [`RetryOn`] (a [`Classify`] from
+//! seawall-core decides), [`PolicyFn`] (a closure), `HttpPolicy` (feature `http`) and
+//! `GrpcPolicy` (feature `grpc`).
+//!
+//! Nothing that may not be sent twice is retried by default. [`DefaultPolicy`], the policy of
+//! a `RetryLayer` and of the facade's client stack unless another is chosen, copies an HTTP
+//! request only when its method is idempotent (a `POST` or `PATCH` that timed out after the
+//! server acted on it is never sent again), and a request of any other type only when the type
+//! says it may be sent again, by implementing [`Idempotent`]. [`RetryOn`] and [`PolicyFn`]
+//! copy any `Clone` request: choosing one says every request through the layer is safe to
+//! repeat.
 //!
 //! [`clone_request`]: RetryPolicy::clone_request
 //! [`judge`]: RetryPolicy::judge
@@ -69,25 +78,92 @@ pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
 /// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.
 ///
 /// An open circuit is never retried, nor is a retry layer's own `BudgetExhausted` (retrying
-/// it would multiply the retries it refused). A timeout or an injected failure is the
-/// downstream's and is retried as any error. Another rejection (a full bulkhead, a rate limit)
-/// is retried only when it names a `retry_after`, and not before it.
+/// it would multiply the retries it refused), nor the caller's own `DeadlineExceeded` (no
+/// retry can finish in time). A timeout or an injected failure is the downstream's and is
+/// retried as any error. Another rejection (a full bulkhead, a rate limit) is retried only
+/// when it names a `retry_after`, and not before it.
 pub fn rejection_verdict(err: &BoxError) -> Option<Verdict> {
     let rejection = rejected(&**err)?;
     Some(match (rejection.kind(), rejection.retry_after()) {
-        (RejectionKind::CircuitOpen | RejectionKind::BudgetExhausted, _) => Verdict::Failure,
+        (
+            RejectionKind::CircuitOpen
+            | RejectionKind::BudgetExhausted
+            | RejectionKind::DeadlineExceeded,
+            _,
+        ) => Verdict::Failure,
         (kind, None) if !kind.is_downstream_failure() => Verdict::Failure,
         (_, after) => Verdict::Retry { not_before: after },
     })
 }
 
-/// Retries any error, for any request that is `Clone`; every response is a success.
+/// A request type whose requests may be sent more than once: all of them (the default), or
+/// those for which [`is_idempotent`](Self::is_idempotent) says so.
+///
+/// [`DefaultPolicy`] retries only requests of such types (and, with the `http` feature,
+/// `http::Request`s with an idempotent method). Implement it for your own request type to
+/// say which requests are safe to repeat:
+///
+/// ```
+/// use seawall_retry::Idempotent;
+///
+/// #[derive(Clone)]
+/// enum Op {
+///     Get(u64),
+///     Create(String),
+/// }
+///
+/// impl Idempotent for Op {
+///     fn is_idempotent(&self) -> bool {
+///         matches!(self, Op::Get(_))
+///     }
+/// }
+/// ```
+pub trait Idempotent {
+    /// Whether this request may be sent again after an attempt that may have taken effect.
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+}
+
+macro_rules! idempotent {
+    ($($ty:ty),* $(,)?) => {
+        $(impl Idempotent for $ty {})*
+    };
+}
+
+idempotent!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    String,
+    &str,
+);
+
+/// The default policy: nothing that may not be sent twice is retried.
+///
+/// For an `http::Request` (feature `http`) it does what `HttpPolicy::new()` does: only `GET`,
+/// `HEAD`, `OPTIONS`, `PUT` and `DELETE` are retried, on 5xx (but 501 and 505), 429 and
+/// errors, honouring `Retry-After`. For any other request it retries any error of a `Clone`
+/// request whose type is [`Idempotent`] (and says so for this request); every response is a
+/// success.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 
-impl<Req: Clone, Res> RetryPolicy<Req, Res> for DefaultPolicy {
+impl<Req: Clone + Idempotent, Res> RetryPolicy<Req, Res> for DefaultPolicy {
     fn clone_request(&self, req: &Req) -> Option<Req> {
-        Some(req.clone())
+        req.is_idempotent().then(|| req.clone())
     }
 
     fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict {
@@ -217,6 +293,27 @@ mod tests {
     }
 
     #[test]
+    fn only_requests_that_say_they_are_idempotent_are_copied() {
+        #[derive(Debug, Clone, PartialEq)]
+        enum Op {
+            Read,
+            Write,
+        }
+        impl Idempotent for Op {
+            fn is_idempotent(&self) -> bool {
+                *self == Op::Read
+            }
+        }
+        let copy = |op: Op| RetryPolicy::<Op, ()>::clone_request(&DefaultPolicy, &op);
+        assert_eq!(copy(Op::Read), Some(Op::Read));
+        assert_eq!(copy(Op::Write), None);
+        assert_eq!(
+            RetryPolicy::<u64, ()>::clone_request(&DefaultPolicy, &7),
+            Some(7)
+        );
+    }
+
+    #[test]
     fn any_error_is_retried_and_any_response_succeeds() {
         assert_eq!(judge("boom".into()), Verdict::RETRY);
         assert_eq!(
@@ -256,5 +353,17 @@ mod tests {
         );
         let budget = Rejected::new(RejectionKind::BudgetExhausted, "inner");
         assert_eq!(judge(budget.into()), Verdict::Failure);
+    }
+
+    #[test]
+    fn the_callers_own_deadline_is_never_retried() {
+        let expired = Rejected::new(RejectionKind::DeadlineExceeded, "attempt");
+        assert_eq!(judge(expired.clone().into()), Verdict::Failure);
+        let hinted = expired.with_retry_after(Duration::from_millis(1));
+        assert_eq!(
+            judge(hinted.into()),
+            Verdict::Failure,
+            "not even with a hint"
+        );
     }
 }

@@ -160,8 +160,14 @@ pub struct ClientStackLayer<P = DefaultPolicy, C = AnyError> {
 }
 
 impl ClientStackLayer {
-    /// The stack `config` describes, with the default retry policy (any error but a rejection
-    /// before its `retry_after`) and classifier (any error is a failure).
+    /// The stack `config` describes, with the default retry policy and classifier (any error
+    /// is a failure).
+    ///
+    /// The default retry policy, [`DefaultPolicy`], never repeats what may not be sent twice:
+    /// over an HTTP client it is `HttpPolicy` (only `GET`, `HEAD`, `OPTIONS`, `PUT` and
+    /// `DELETE` are retried, on 5xx, 429 and errors), so a `POST` whose attempt timed out after
+    /// the server acted is not sent again; over other request types it retries errors of
+    /// requests whose type is [`Idempotent`](seawall_retry::Idempotent).
     pub fn new(config: ClientStackConfig) -> Self {
         let timeout = |suffix: &str, timeout| {
             TimeoutLayer::new(
@@ -183,7 +189,9 @@ impl ClientStackLayer {
 }
 
 impl<P, C> ClientStackLayer<P, C> {
-    /// Decides what is retried with `policy` (for HTTP, `seawall::retry::HttpPolicy`).
+    /// Decides what is retried with `policy` (`seawall::retry::HttpPolicy::new().with_method`
+    /// for a `POST` made safe by an idempotency key, `GrpcPolicy` with the idempotent methods
+    /// marked for a tonic `Channel`).
     pub fn retry_policy<Q>(self, policy: Q) -> ClientStackLayer<Q, C> {
         ClientStackLayer {
             total: self.total,

@@ -23,9 +23,14 @@
 //!
 //! # The server stack
 //!
-//! For a service's own inbound calls, outermost first: **rate limit** (the cheapest rejection,
-//! before any work is spent), **bulkhead** (bounds the work admitted at once), **timeout**
-//! (bounds each admitted call, shortened to the caller's own deadline from `grpc-timeout`).
+//! For a service's own inbound calls, outermost first: the **caller's deadline**, read from
+//! `grpc-timeout` and stamped as the request arrives, so that time spent in the queues below
+//! counts against it; **rate limit** (the cheapest rejection, before any work is spent);
+//! **bulkhead** (bounds the work admitted at once); **timeout** (bounds each admitted call,
+//! shortened to the caller's deadline). A request whose deadline passes while it waits for a
+//! permit or a slot leaves the queue, and one that reaches the timeout with no time left is
+//! rejected without running: both as `DeadlineExceeded` (504, `DEADLINE_EXCEEDED`), never
+//! with a fresh budget.
 //! Put [`with_http_errors`](crate::ServiceBuilderExt::with_http_errors) or
 //! `with_grpc_errors` (feature `grpc`) in front so that
 //! rejections become 429, 503 and 504 answers.

@@ -5,17 +5,23 @@ use std::time::Duration;
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitLayer};
-use seawall_timeout::{DeadlineConfig, HeaderDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
+use seawall_timeout::{
+    DeadlineConfig, HeaderDeadlines, InboundDeadline, InboundDeadlineLayer, Timeout, TimeoutConfig,
+    TimeoutLayer,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The server stack's service over `S`: rate limit (when configured), bulkhead, timeout.
-pub type ServerStack<S> = Either<
-    RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, Direct>,
-    Bulkhead<Timeout<S, HeaderDeadlines>>,
+/// The server stack's service over `S`: the caller's deadline stamped on arrival, rate limit
+/// (when configured), bulkhead, timeout.
+pub type ServerStack<S> = InboundDeadline<
+    Either<
+        RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, Direct>,
+        Bulkhead<Timeout<S, HeaderDeadlines>>,
+    >,
 >;
 
 /// A validated server stack configuration; every layer is named after the stack.
@@ -42,8 +48,8 @@ pub struct ServerStackConfig {
 }
 
 impl ServerStackConfig {
-    /// Checks and builds a configuration; the timeout reads the caller's deadline from
-    /// `grpc-timeout` (see [`DeadlineConfig::inbound`]).
+    /// Checks and builds a configuration; the caller's deadline is read from `grpc-timeout`
+    /// (see [`DeadlineConfig::inbound`]) as the request arrives.
     pub fn new(
         name: impl Into<String>,
         rate_limit: Option<RateLimitConfig>,
@@ -136,6 +142,7 @@ impl From<ServerStackConfig> for ServerStackSpec {
 /// The server stack as one layer; see the [module docs](super) for the order and why.
 #[derive(Clone)]
 pub struct ServerStackLayer {
+    inbound: InboundDeadlineLayer,
     rate_limit: Option<RateLimitLayer>,
     bulkhead: BulkheadLayer,
     timeout: TimeoutLayer<HeaderDeadlines>,
@@ -150,6 +157,7 @@ impl ServerStackLayer {
             .build()
             .expect("checked when the stack config was");
         Self {
+            inbound: InboundDeadlineLayer::new(config.deadlines.clone()),
             rate_limit: config.rate_limit.map(RateLimitLayer::new),
             bulkhead: BulkheadLayer::new(config.bulkhead),
             timeout: TimeoutLayer::new(timeout).propagate(config.deadlines),
@@ -176,9 +184,9 @@ impl<S> Layer<S> for ServerStackLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let admitted = self.bulkhead.layer(self.timeout.layer(inner));
-        match &self.rate_limit {
+        self.inbound.layer(match &self.rate_limit {
             Some(rate_limit) => Either::Left(rate_limit.layer(admitted)),
             None => Either::Right(admitted),
-        }
+        })
     }
 }

@@ -293,8 +293,25 @@ fn the_built_in_suite_parses_and_quick_keeps_the_events() {
             "tail-spike",
             "slow-drip",
             "overload",
-            "flapping"
+            "flapping",
+            "outage-fleet",
+            "brownout-fleet",
+            "long-tail",
+            "quota",
+            "overload-refused",
+            "overload-refused-retry-after",
+            "slow-200ms",
+            "latency-ramp",
+            "metastable",
+            "overlap"
         ]
+    );
+    // Outage and brownout at 100, 1000 and 10,000 req/s from 1, 100 and 1000 clients.
+    let fleet = &suite[9];
+    assert_eq!(fleet.cells().len(), 9);
+    assert_eq!(
+        fleet.cells()[8].name(),
+        "outage-fleet [rate=10000 clients=1000]"
     );
     let outage = suite[1].quick();
     assert_eq!(outage.faults[0].start, Duration::from_secs(5));
@@ -324,43 +341,82 @@ fn command_line_options_parse() {
     assert!(parse_args(args("--seed")).is_err());
 }
 
-fn short_run(seed: u64) -> String {
-    let scenario = Scenario::parse(
-        "short.toml",
-        r#"
+fn short_run(seed: u64, text: &str) -> String {
+    let scenario = Scenario::parse("short.toml", text).unwrap();
+    let settings = Settings::default();
+    let scenarios = scenario
+        .cells()
+        .iter()
+        .map(|cell| report::run_scenario(cell, &StackKind::ALL, &settings, seed))
+        .collect();
+    report::to_json(&Report::new(seed, false, &settings, scenarios))
+}
+
+const OPEN: &str = r#"
 id = "short"
 duration = "3s"
 [workload]
 rate = 200
 arrivals = "poisson"
+keys = 2
 [downstream]
 latency = { kind = "long_tail", median = "10ms", p99 = "40ms" }
 workers = 4
+queue_limit = 10
+quota = { rate = 150, burst = 10 }
+error_cost = "2ms"
 [[faults]]
 kind = "error"
 rate = 0.5
 start = "1s"
 end = "2s"
-"#,
-    )
-    .unwrap();
-    let settings = Settings::default();
-    let scenarios = vec![report::run_scenario(
-        &scenario,
-        &StackKind::ALL,
-        &settings,
-        seed,
-    )];
-    report::to_json(&Report::new(seed, false, &settings, scenarios))
-}
+[[faults]]
+kind = "status"
+code = 503
+retry_after = "1s"
+rate = 0.2
+start = "1500ms"
+end = "2500ms"
+keys = [1]
+[matrix]
+clients = [1, 3]
+"#;
+
+const CLOSED: &str = r#"
+id = "closed"
+duration = "3s"
+[workload]
+mode = "closed"
+concurrency = 6
+clients = 2
+think = "5ms"
+[downstream]
+latency = { kind = "uniform", min = "5ms", max = "15ms" }
+workers = 3
+[[faults]]
+kind = "latency_ramp"
+from = "10ms"
+to = "60ms"
+start = "1s"
+end = "2s"
+[[faults]]
+kind = "capacity"
+workers = 1
+start = "1500ms"
+end = "2s"
+"#;
 
 #[test]
 fn the_same_seed_gives_the_same_json_byte_for_byte() {
-    let first = short_run(11);
-    assert_eq!(first, short_run(11));
-    assert_ne!(first, short_run(12));
-    assert!(first.contains(&format!("\"schema_version\": {SCHEMA_VERSION}")));
-    assert!(first.contains("\"hash\""));
+    for text in [OPEN, CLOSED] {
+        let first = short_run(11, text);
+        assert_eq!(first, short_run(11, text));
+        assert_ne!(first, short_run(12, text));
+        assert!(first.contains(&format!("\"schema_version\": {SCHEMA_VERSION}")));
+        assert!(first.contains("\"hash\""));
+        // Every stack's effective settings are recorded.
+        assert!(first.contains("\"attempt_timeout\""));
+    }
 }
 
 #[test]

@@ -40,7 +40,7 @@ use self::error::{error_at, find_key};
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// The built-in suite, in the order it runs.
-pub const BUILT_IN: [(&str, &str); 9] = [
+pub const BUILT_IN: [(&str, &str); 19] = [
     (
         "control.toml",
         include_str!("../../../scenarios/control.toml"),
@@ -76,6 +76,43 @@ pub const BUILT_IN: [(&str, &str); 9] = [
     (
         "flapping.toml",
         include_str!("../../../scenarios/flapping.toml"),
+    ),
+    (
+        "outage-fleet.toml",
+        include_str!("../../../scenarios/outage-fleet.toml"),
+    ),
+    (
+        "brownout-fleet.toml",
+        include_str!("../../../scenarios/brownout-fleet.toml"),
+    ),
+    (
+        "long-tail.toml",
+        include_str!("../../../scenarios/long-tail.toml"),
+    ),
+    ("quota.toml", include_str!("../../../scenarios/quota.toml")),
+    (
+        "overload-refused.toml",
+        include_str!("../../../scenarios/overload-refused.toml"),
+    ),
+    (
+        "overload-refused-retry-after.toml",
+        include_str!("../../../scenarios/overload-refused-retry-after.toml"),
+    ),
+    (
+        "slow-200ms.toml",
+        include_str!("../../../scenarios/slow-200ms.toml"),
+    ),
+    (
+        "latency-ramp.toml",
+        include_str!("../../../scenarios/latency-ramp.toml"),
+    ),
+    (
+        "metastable.toml",
+        include_str!("../../../scenarios/metastable.toml"),
+    ),
+    (
+        "overlap.toml",
+        include_str!("../../../scenarios/overlap.toml"),
     ),
 ];
 

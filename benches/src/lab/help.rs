@@ -168,7 +168,8 @@ THRESHOLDS (each checked for every stack; the seawall stack's decide the exit st
   "after" from there to the end of the run. Goodput counts successes within the deadline;
   the attainable rate is, per 100 ms, min(offered load, downstream capacity, quota), where
   capacity is workers / mean service time in effect then (reduced by a capacity fault,
-  raised by a latency ramp); in closed loop the offered load is what was sent.
+  raised by a latency ramp); in closed loop the offered load is what was sent. A quota's
+  burst is served on top of its rate, so goodput against a quota can pass 100%.
   amplification_max          attempts at the downstream per request, whole run
   amplification_fault_max    the same for requests sent during faults and load phases
   amplification_open_max     the same for those sent while their breaker was open

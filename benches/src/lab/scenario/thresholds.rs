@@ -211,7 +211,7 @@ impl Thresholds {
 
     /// The same thresholds with every time multiplied by `k` (a matrix's `latency_scale`).
     pub fn scale_time(&mut self, k: f64) {
-        for time in [
+        for t in [
             &mut self.detect_max,
             &mut self.recover_max,
             &mut self.fast_fail_p99_max,
@@ -219,10 +219,11 @@ impl Thresholds {
             &mut self.p999_max,
             &mut self.p99_after_max,
             &mut self.false_open_time_max,
-        ] {
-            if let Some(t) = time {
-                *t = t.mul_f64(k);
-            }
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *t = t.mul_f64(k);
         }
     }
 }

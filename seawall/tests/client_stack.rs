@@ -280,7 +280,10 @@ fn the_default_stack_is_one_second_three_attempts_and_a_ten_percent_budget() {
     assert_eq!(json["attempt_timeout"], "300ms");
     assert_eq!(json["retry"]["max_attempts"], 3);
     assert_eq!(json["retry"]["budget"]["ratio"], 0.1);
-    assert_eq!(json["retry"]["max_elapsed"], "1s", "retry stays within the total");
+    assert_eq!(
+        json["retry"]["max_elapsed"], "1s",
+        "retry stays within the total"
+    );
     assert_eq!(json["bulkhead"]["max_concurrent"], 1000);
     assert_eq!(json["bulkhead"]["max_queue"], 0);
     // What it writes, it reads back.

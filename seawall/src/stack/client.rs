@@ -91,9 +91,7 @@ impl Default for ClientStackConfig {
     ///   (Envoy's default is 1024).
     fn default() -> Self {
         let retry = RetryConfig::builder()
-            .budget(
-                BudgetConfig::new(0.1, 10, Duration::from_secs(10)).expect("a valid budget"),
-            )
+            .budget(BudgetConfig::new(0.1, 10, Duration::from_secs(10)).expect("a valid budget"))
             .build()
             .expect("the defaults are valid");
         let bulkhead = BulkheadConfig::builder()

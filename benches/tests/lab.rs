@@ -919,3 +919,68 @@ breaker_probes = 5
     let typo = PeerSettings::from_toml("concurency = 3\n").unwrap_err();
     assert!(typo.contains("concurency"), "{typo}");
 }
+
+#[test]
+fn in_flight_is_judged_against_each_clients_own_limit() {
+    let mut s = scenario();
+    s.thresholds.inflight_within_limit = Some(true);
+    // The trace's busiest client had 3 calls in flight at the downstream.
+    let mut summary = summarize(&s, &outage_trace());
+    assert_eq!(summary.max_in_flight_per_client, 3);
+    let judge = |summary: &seawall_bench::lab::metrics::Summary| {
+        let v = verdicts(&s, &s.thresholds, summary);
+        v.iter()
+            .find(|v| v.threshold == "inflight_within_limit")
+            .unwrap()
+            .pass
+    };
+    summary.concurrency_limit = Some(3);
+    assert!(judge(&summary));
+    summary.concurrency_limit = Some(2);
+    assert!(!judge(&summary));
+    // A stack with no limit cannot keep within one.
+    summary.concurrency_limit = None;
+    assert!(!judge(&summary));
+}
+
+#[test]
+fn help_lists_the_format_and_every_threshold() {
+    use seawall_bench::lab::cli::Help;
+    use seawall_bench::lab::help::SCENARIO;
+    use seawall_bench::lab::scenario::thresholds::NAMES;
+
+    let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(parse_args(args("--help")).unwrap().help, Some(Help::Usage));
+    assert_eq!(
+        parse_args(args("--help-scenario")).unwrap().help,
+        Some(Help::Scenario)
+    );
+    assert_eq!(parse_args(args("--list")).unwrap().help, Some(Help::List));
+    for name in NAMES {
+        assert!(SCENARIO.contains(name), "{name}");
+    }
+    for key in [
+        "clients",
+        "mode",
+        "concurrency",
+        "think",
+        "quota",
+        "refuse",
+        "error_cost",
+        "latency_ramp",
+        "capacity",
+        "status",
+        "[matrix]",
+        "latency_scale",
+        "known_failing",
+        "[features]",
+    ] {
+        assert!(SCENARIO.contains(key), "{key}");
+    }
+    let options = parse_args(args("--settings-for tower t.toml --wide --jobs 3")).unwrap();
+    assert_eq!(options.settings_for, [(StackKind::Tower, "t.toml".into())]);
+    assert!(options.wide);
+    assert_eq!(options.jobs, Some(3));
+    assert!(parse_args(args("--settings-for naive t.toml")).is_err());
+    assert!(parse_args(args("--jobs 0")).is_err());
+}

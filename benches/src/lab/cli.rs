@@ -1,4 +1,4 @@
-//! The `lab` command line: see [`help::USAGE`](crate::lab::help::USAGE).
+//! The `lab` command line: see [`help::USAGE`].
 //!
 //! Without `--scenario`, the built-in suite runs. It prints a progress line per scenario cell
 //! on stderr and a table per cell on stdout, and exits with 1 when a seawall verdict fails

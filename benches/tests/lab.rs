@@ -641,7 +641,7 @@ fn trace_of(scenario: &Scenario) -> Trace {
     let probe = breakers.clone();
     seawall_bench::lab::run_stack(scenario, 5, |downstream, _, _| Built {
         service: tiny_breaker::Breaker {
-            inner: unprotected(downstream).service,
+            inner: unprotected(downstream, Duration::from_secs(1)).service,
             breakers: breakers.clone(),
         },
         breaker: Some({

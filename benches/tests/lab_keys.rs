@@ -23,8 +23,22 @@ fn parse(text: &str) -> Scenario {
     Scenario::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The downstream as it is, without even a deadline, so that its own timing shows.
 fn unprotected(scenario: &Scenario) -> Trace {
-    run_stack(scenario, 1, |ds, _, _| stacks::unprotected(ds))
+    run_stack(scenario, 1, |ds, _, _| bare(ds))
+}
+
+fn bare(
+    downstream: seawall_bench::lab::sim::Downstream,
+) -> Built<
+    impl tower::Service<seawall_bench::lab::sim::Request, Response = Response, Error = Failure>,
+> {
+    use tower::ServiceExt;
+    Built {
+        service: downstream.map_err(stacks::classify as fn(seawall_core::BoxError) -> Failure),
+        breaker: None,
+        keyed_breaker: false,
+    }
 }
 
 fn failed(r: &RequestRecord) -> Option<Failure> {
@@ -49,7 +63,7 @@ clients = 4
     let trace = run_stack(&scenario, 1, |ds, client, _| {
         assert_eq!(client, built, "one stack per client, in order");
         built += 1;
-        stacks::unprotected(ds)
+        bare(ds)
     });
     assert_eq!(built, 4);
     // 40 req/s over 4 clients: each sends every 100 ms from an offset in [0, 100 ms), so
@@ -705,4 +719,30 @@ fn seeds_give_each_client_its_own_jitter() {
         seeds.arrivals,
     );
     assert_eq!(plan.len(), 10);
+}
+
+#[test]
+fn every_stack_gives_up_at_the_deadline() {
+    let scenario = parse(
+        r#"
+id = "deadline"
+duration = "2s"
+[workload]
+rate = 10
+deadline = "300ms"
+[[faults]]
+kind = "hang"
+start = "0s"
+end = "2s"
+"#,
+    );
+    let settings = Settings::default().with_deadline(scenario.workload.deadline);
+    for stack in StackKind::ALL {
+        let trace = run(&scenario, stack, &settings, 1);
+        for r in &trace.requests {
+            // Nothing answers: each request ends at its 300 ms budget (sent up to 1 ms late).
+            assert_eq!(failed(r), Some(Failure::Timeout), "{stack}: {r:?}");
+            assert!(r.latency <= 301 * MS, "{stack}: {r:?}");
+        }
+    }
 }

@@ -34,7 +34,8 @@ usage: lab [--scenario NAME|FILE]... [--stack a,b,c] [--settings FILE]
   --list                list the built-in scenarios
   --help-scenario       the scenario file format, every threshold, and how each is measured
 
-Every stack but `unprotected` gets the workload's deadline as its total timeout. The peers
+Every stack gets the workload's deadline as its total timeout (the unprotected one nothing
+else). The peers
 see 5xx and 429 as errors and do not read Retry-After (their crates have no such concept); a
 tower-resilience row whose breaker opened is marked invalid: it times its open state with
 std::time::Instant, which the paused clock does not move.
@@ -152,8 +153,8 @@ LOAD
   in turn), each starting at a random instant in the first 100 ms, each sending its next call
   `think` after an answer, and at least 1 ms after a call answered at the instant it was sent;
   `rate`, `arrivals` and `phases` are not allowed. Each client stack is independent (its own
-  budget, breaker, bulkhead), as N replicas of a caller are. Every stack but `unprotected` gets
-  `deadline` as its total timeout.
+  budget, breaker, bulkhead), as N replicas of a caller are. Every stack, the unprotected one
+  included, gets `deadline` as its total timeout: it is the caller's budget.
 
 MATRIX
   `rate` scales the workload rate, its phases, the workers (capacity faults too) and the quota

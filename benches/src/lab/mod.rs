@@ -74,7 +74,9 @@ impl Seeds {
 pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64) -> Trace {
     let deadline = scenario.workload.deadline;
     match stack {
-        StackKind::Unprotected => run_stack(scenario, seed, |ds, _, _| stacks::unprotected(ds)),
+        StackKind::Unprotected => {
+            run_stack(scenario, seed, |ds, _, _| stacks::unprotected(ds, deadline))
+        }
         StackKind::Naive => run_stack(scenario, seed, |ds, _, _| stacks::naive(ds, deadline)),
         StackKind::Tower => run_stack(scenario, seed, |ds, client, seeds| {
             stacks::tower(ds, &settings.tower, seeds.client(client))

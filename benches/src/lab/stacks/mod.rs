@@ -4,8 +4,8 @@
 //! The seawall stack is `ClientStackLayer` from a `ClientStackConfig` ([`seawall()`](fn@seawall)),
 //! exactly what a user gets; the peers ([`peers`]) get [`PeerSettings`] equivalent to its
 //! configuration where the concept exists, so the comparison is of the layers, not of their
-//! tuning. Every stack but the unprotected one gets the workload's deadline as its total
-//! timeout. Each builder returns a [`Built`]: the service, whose errors are already sorted
+//! tuning. Every stack, the unprotected one included, gets the workload's deadline as its total
+//! timeout: it is the caller's budget, as a propagated deadline would be. Each builder returns a [`Built`]: the service, whose errors are already sorted
 //! into [`Failure`]s, and, when it has a circuit breaker, a probe of its state.
 
 pub mod peers;

@@ -14,7 +14,7 @@ use seawall_core::BoxError;
 use tower::retry::Policy;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceBuilder};
 
 use super::settings::{NAIVE_RETRIES, NAIVE_TIMEOUT, PeerSettings};
 use super::{SharedRng, StatusError, classify, status_as_error};
@@ -32,14 +32,16 @@ fn built<S>(service: S, breaker: Option<BreakerProbe>) -> Built<S> {
 
 // ===== unprotected =====
 
-/// No protection: the downstream as it is.
+/// No protection: the downstream as it is, with only the caller's deadline.
 pub fn unprotected(
     downstream: Downstream,
+    deadline: std::time::Duration,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
-    built(
-        downstream.map_err(classify as fn(BoxError) -> Failure),
-        None,
-    )
+    let service = ServiceBuilder::new()
+        .map_err(classify as fn(BoxError) -> Failure)
+        .timeout(deadline)
+        .service(downstream);
+    built(service, None)
 }
 
 // ===== naive =====

@@ -984,3 +984,53 @@ fn help_lists_the_format_and_every_threshold() {
     assert!(parse_args(args("--settings-for naive t.toml")).is_err());
     assert!(parse_args(args("--jobs 0")).is_err());
 }
+
+#[test]
+fn settings_files_set_the_seawall_stack_and_single_peers() {
+    let dir = std::env::temp_dir().join(format!("seawall-lab-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seawall = dir.join("seawall.toml");
+    std::fs::write(
+        &seawall,
+        "name = \"mine\"\ntotal_timeout = \"2s\"\nattempt_timeout = \"400ms\"\n[bulkhead]\nmax_concurrent = 16\n",
+    )
+    .unwrap();
+    let tower = dir.join("tower.toml");
+    std::fs::write(
+        &tower,
+        r#"
+total_timeout = "1s"
+attempt_timeout = "50ms"
+max_retries = 1
+backoff_base = "10ms"
+backoff_max = "100ms"
+concurrency = 8
+breaker_failure_rate = 0.5
+breaker_window = 100
+breaker_min_calls = 20
+breaker_open = "1s"
+breaker_probes = 5
+"#,
+    )
+    .unwrap();
+    let args = format!(
+        "--settings {} --settings-for tower {}",
+        seawall.display(),
+        tower.display()
+    );
+    let options = parse_args(args.split_whitespace().map(String::from)).unwrap();
+    let settings = seawall_bench::lab::cli::settings(&options).unwrap();
+    assert_eq!(settings.seawall.concurrency_limit(), 16);
+    // tower takes its own file; tower-resilience the seawall file's equivalent.
+    assert_eq!(settings.tower.concurrency, 8);
+    assert_eq!(settings.tower.budget, None);
+    assert_eq!(settings.tower_resilience.concurrency, 16);
+    assert_eq!(
+        settings.tower_resilience.attempt_timeout,
+        Duration::from_millis(400)
+    );
+    std::fs::write(&tower, "concurrency = \"many\"\n").unwrap();
+    let err = seawall_bench::lab::cli::settings(&options).unwrap_err();
+    assert!(err.contains("tower.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,7 +8,7 @@ use seawall_bench::lab::metrics::{
     BreakerState, Failure, Outcome, Percentiles, RequestRecord, Trace, quantile, series, summarize,
     verdicts,
 };
-use seawall_bench::lab::report::{self, Report, SCHEMA_VERSION, SettingsReport};
+use seawall_bench::lab::report::{self, Report, SCHEMA_VERSION};
 use seawall_bench::lab::scenario::Scenario;
 use seawall_bench::lab::stacks::{Settings, StackKind};
 
@@ -46,6 +46,7 @@ fn ok(intended: u64) -> RequestRecord {
         outcome: Outcome::Success,
         attempts: 1,
         key: 0,
+        client: 0,
         breaker: BreakerState::Closed,
     }
 }
@@ -65,9 +66,13 @@ fn trace(requests: Vec<RequestRecord>) -> Trace {
     }
     Trace {
         duration: Duration::from_secs(10),
+        clients: 1,
+        keyed_breaker: false,
         requests,
         attempts_per_second,
         max_in_flight: 3,
+        max_in_flight_per_client: 3,
+        early_retries: 0,
     }
 }
 
@@ -156,7 +161,8 @@ fn time_to_detect_runs_from_fault_start_to_first_fast_rejection() {
     let summary = summarize(&scenario(), &outage_trace());
     let detect = summary.time_to_detect_s.unwrap();
     assert!((detect - 0.3).abs() < 1e-9, "{detect}");
-    assert_eq!(summary.failed_before_detect, 3);
+    // Three failed requests of four attempts each: 12 failed calls.
+    assert_eq!(summary.detect_calls, 12);
     assert_eq!(summary.rejections, 27);
 }
 
@@ -202,7 +208,7 @@ fn percentiles_are_nearest_rank_from_intended_send_time() {
 
 #[test]
 fn series_buckets_requests_by_intended_second() {
-    let s = series(&outage_trace());
+    let s = series(&outage_trace(), 1_000_000_000);
     assert_eq!(s.offered, vec![10; 10]);
     assert_eq!(s.attempts[2], 12);
     assert_eq!(s.successes[2], 0);
@@ -287,8 +293,25 @@ fn the_built_in_suite_parses_and_quick_keeps_the_events() {
             "tail-spike",
             "slow-drip",
             "overload",
-            "flapping"
+            "flapping",
+            "outage-fleet",
+            "brownout-fleet",
+            "long-tail",
+            "quota",
+            "overload-refused",
+            "overload-refused-retry-after",
+            "slow-200ms",
+            "latency-ramp",
+            "metastable",
+            "overlap"
         ]
+    );
+    // Outage and brownout at 100, 1000 and 10,000 req/s from 1, 100 and 1000 clients.
+    let fleet = &suite[9];
+    assert_eq!(fleet.cells().len(), 9);
+    assert_eq!(
+        fleet.cells()[8].name(),
+        "outage-fleet [rate=10000 clients=1000]"
     );
     let outage = suite[1].quick();
     assert_eq!(outage.faults[0].start, Duration::from_secs(5));
@@ -307,62 +330,93 @@ fn command_line_options_parse() {
     assert_eq!(
         options,
         Options {
-            scenarios: vec![],
             stacks: vec![StackKind::Naive, StackKind::Seawall],
             json: Some("out.json".into()),
-            svg: None,
             seed: 7,
             quick: true,
+            ..Options::default()
         }
     );
     assert!(parse_args(args("--stack nope")).is_err());
     assert!(parse_args(args("--seed")).is_err());
 }
 
-fn short_run(seed: u64) -> String {
-    let scenario = Scenario::parse(
-        "short.toml",
-        r#"
+fn short_run(seed: u64, text: &str) -> String {
+    let scenario = Scenario::parse("short.toml", text).unwrap();
+    let settings = Settings::default();
+    let scenarios = scenario
+        .cells()
+        .iter()
+        .map(|cell| report::run_scenario(cell, &StackKind::ALL, &settings, seed))
+        .collect();
+    report::to_json(&Report::new(seed, false, &settings, scenarios))
+}
+
+const OPEN: &str = r#"
 id = "short"
 duration = "3s"
 [workload]
 rate = 200
 arrivals = "poisson"
+keys = 2
 [downstream]
 latency = { kind = "long_tail", median = "10ms", p99 = "40ms" }
 workers = 4
+queue_limit = 10
+quota = { rate = 150, burst = 10 }
+error_cost = "2ms"
 [[faults]]
 kind = "error"
 rate = 0.5
 start = "1s"
 end = "2s"
-"#,
-    )
-    .unwrap();
-    let settings = Settings::default();
-    let scenarios = vec![report::scenario_report(
-        &scenario,
-        &StackKind::ALL,
-        &settings,
-        seed,
-    )];
-    report::to_json(&Report {
-        schema_version: SCHEMA_VERSION,
-        seed,
-        quick: false,
-        settings: SettingsReport::from(&settings),
-        passed: true,
-        scenarios,
-    })
-}
+[[faults]]
+kind = "status"
+code = 503
+retry_after = "1s"
+rate = 0.2
+start = "1500ms"
+end = "2500ms"
+keys = [1]
+[matrix]
+clients = [1, 3]
+"#;
+
+const CLOSED: &str = r#"
+id = "closed"
+duration = "3s"
+[workload]
+mode = "closed"
+concurrency = 6
+clients = 2
+think = "5ms"
+[downstream]
+latency = { kind = "uniform", min = "5ms", max = "15ms" }
+workers = 3
+[[faults]]
+kind = "latency_ramp"
+from = "10ms"
+to = "60ms"
+start = "1s"
+end = "2s"
+[[faults]]
+kind = "capacity"
+workers = 1
+start = "1500ms"
+end = "2s"
+"#;
 
 #[test]
 fn the_same_seed_gives_the_same_json_byte_for_byte() {
-    let first = short_run(11);
-    assert_eq!(first, short_run(11));
-    assert_ne!(first, short_run(12));
-    assert!(first.contains("\"schema_version\": 1"));
-    assert!(first.contains("\"hash\""));
+    for text in [OPEN, CLOSED] {
+        let first = short_run(11, text);
+        assert_eq!(first, short_run(11, text));
+        assert_ne!(first, short_run(12, text));
+        assert!(first.contains(&format!("\"schema_version\": {SCHEMA_VERSION}")));
+        assert!(first.contains("\"hash\""));
+        // Every stack's effective settings are recorded.
+        assert!(first.contains("\"attempt_timeout\""));
+    }
 }
 
 #[test]
@@ -449,13 +503,14 @@ fn a_stack_of_ones_own_runs_through_run_stack() {
     use tower::ServiceBuilder;
 
     let scenario = scenario();
-    let trace = seawall_bench::lab::run_stack(&scenario, 3, |downstream, _seeds| Built {
+    let trace = seawall_bench::lab::run_stack(&scenario, 3, |downstream, _, _| Built {
         service: ServiceBuilder::new()
             .map_err(classify as fn(BoxError) -> Failure)
             .load_shed()
             .concurrency_limit(1)
             .service(downstream),
         breaker: None,
+        keyed_breaker: false,
     });
     let summary = summarize(&scenario, &trace);
     assert_eq!(summary.requests, 100);
@@ -526,7 +581,7 @@ mod tiny_breaker {
         }
 
         fn call(&mut self, req: Request) -> Fut {
-            let key = req.key as usize;
+            let key = req.body().key as usize;
             {
                 let mut all = self.breakers.0.lock().unwrap();
                 let core = &mut all[key];
@@ -568,12 +623,9 @@ fn a_stack_with_a_breaker_meets_the_outage_verdicts() {
     // Calls sent just before the fault still succeed for a few ms, resetting the count.
     let detect = summary.time_to_detect_s.unwrap();
     assert!(detect < 0.05, "{detect}");
-    assert!(
-        (5..50).contains(&summary.failed_before_detect),
-        "{summary:?}"
-    );
+    assert!((5..50).contains(&summary.detect_calls), "{summary:?}");
     assert!(summary.breaker_opens >= 1);
-    let open_seconds = series(&trace)
+    let open_seconds = series(&trace, 1_000_000_000)
         .breaker_open
         .iter()
         .filter(|&&o| o > 0.5)
@@ -587,12 +639,16 @@ fn trace_of(scenario: &Scenario) -> Trace {
 
     let breakers = tiny_breaker::Breakers::new(scenario.workload.keys as usize);
     let probe = breakers.clone();
-    seawall_bench::lab::run_stack(scenario, 5, |downstream, _| Built {
+    seawall_bench::lab::run_stack(scenario, 5, |downstream, _, _| Built {
         service: tiny_breaker::Breaker {
-            inner: unprotected(downstream).service,
-            breakers,
+            inner: unprotected(downstream, Duration::from_secs(1)).service,
+            breakers: breakers.clone(),
         },
-        breaker: Some(Arc::new(move |key| probe.state(key))),
+        breaker: Some({
+            let probe = probe.clone();
+            Arc::new(move |key| probe.state(key))
+        }),
+        keyed_breaker: true,
     })
 }
 
@@ -614,6 +670,11 @@ fn the_timeline_draws_the_breaker_band_and_the_fault_window() {
     let summary = summarize(&outage, &trace);
     let report = ScenarioReport {
         id: outage.id.clone(),
+        name: outage.name(),
+        cell: None,
+        rate: outage.workload.rate,
+        clients: 1,
+        deadline_ms: 1000.0,
         description: outage.description.clone(),
         file: outage.file.clone(),
         hash: outage.hash.clone(),
@@ -623,18 +684,353 @@ fn the_timeline_draws_the_breaker_band_and_the_fault_window() {
         stacks: vec![StackReport {
             stack: "tiny-breaker",
             verdicts: verdicts(&outage, &outage.thresholds, &summary),
-            series: series(&trace),
+            series: series(&trace, 1_000_000_000),
             summary,
+            valid: true,
+            invalid_reason: None,
+            settings: serde_json::json!({}),
         }],
     };
     let svg = seawall_bench::lab::svg::timeline(&report);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains(r##"fill="#d62728" fill-opacity="1.00""##));
     assert!(svg.contains(r##"fill="#f4cccc""##));
-    assert_eq!(svg.matches("<polyline").count(), 4);
+    // offered, then attempts, success rate, goodput, rejections and p99 of the one stack
+    assert_eq!(svg.matches("<polyline").count(), 6);
     std::fs::write(
         std::env::temp_dir().join("seawall-lab-tiny-breaker.svg"),
         svg,
     )
     .unwrap();
+}
+
+/// Three clients during the outage of `scenario()` (2 s to 4 s): client 0 fails 2 calls of 3
+/// attempts each and then sees its breaker open at 2.5 s; client 1 fails 9 single attempts
+/// and rejects on its own at 3 s; client 2 never detects and fails 20 single attempts.
+fn three_clients() -> Trace {
+    let mut requests = Vec::new();
+    let mut push = |client, intended, attempts, outcome, breaker| {
+        requests.push(RequestRecord {
+            intended,
+            latency: 5 * MS,
+            outcome,
+            attempts,
+            key: 0,
+            client,
+            breaker,
+        });
+    };
+    let down = Outcome::Failed(Failure::Downstream);
+    let open = Outcome::Failed(Failure::CircuitOpen);
+    push(0, 2 * S, 3, down, BreakerState::Closed);
+    push(0, 2 * S + 100 * MS, 3, down, BreakerState::Closed);
+    push(0, 2 * S + 500 * MS, 0, open, BreakerState::Open);
+    for i in 0..9 {
+        push(1, 2 * S + i * 100 * MS, 1, down, BreakerState::Closed);
+    }
+    push(
+        1,
+        3 * S,
+        0,
+        Outcome::Failed(Failure::BulkheadFull),
+        BreakerState::Closed,
+    );
+    for i in 0..20 {
+        push(2, 2 * S + i * 100 * MS, 1, down, BreakerState::Closed);
+    }
+    requests.sort_by_key(|r| r.intended);
+    Trace {
+        clients: 3,
+        ..trace(requests)
+    }
+}
+
+#[test]
+fn detection_is_judged_on_the_median_client_and_calls_on_the_p99_client() {
+    let summary = summarize(&scenario(), &three_clients());
+    // Detect times: 0.5 s, 1 s and never; the median client's is 1 s.
+    assert_eq!(summary.time_to_detect_s, Some(1.0));
+    assert_eq!(summary.clients_detected, 2);
+    // Failed calls before detection: 6, 9 and 20 (all of client 2's in the span). Median 9;
+    // nearest-rank p99 of three is the largest, 20.
+    assert_eq!(summary.detect_calls, 9);
+    assert_eq!(summary.detect_calls_p99, 20);
+    let mut s = scenario();
+    s.thresholds.detect_calls_max = Some(9);
+    s.thresholds.detect_calls_p99_max = Some(19);
+    let v = verdicts(&s, &s.thresholds, &summary);
+    let get = |name| v.iter().find(|v| v.threshold == name).unwrap().pass;
+    assert!(get("detect_calls_max"));
+    assert!(!get("detect_calls_p99_max"));
+}
+
+#[test]
+fn detection_runs_from_a_load_phase_as_from_a_fault() {
+    let scenario = Scenario::parse(
+        "phase.toml",
+        "id = \"p\"\nduration = \"10s\"\n[workload]\nrate = 10\nphases = [{ start = \"2s\", end = \"4s\", rate = 20 }]\n",
+    )
+    .unwrap();
+    // Rejections from 2.7 s: 0.7 s after the phase began, no failed call before.
+    let requests = (0..100)
+        .map(|i| {
+            let t = i * 100 * MS;
+            if (2700 * MS..4 * S).contains(&t) {
+                RequestRecord {
+                    attempts: 0,
+                    outcome: Outcome::Failed(Failure::BulkheadFull),
+                    ..ok(t)
+                }
+            } else {
+                ok(t)
+            }
+        })
+        .collect();
+    let summary = summarize(&scenario, &trace(requests));
+    let detect = summary.time_to_detect_s.unwrap();
+    assert!((detect - 0.7).abs() < 1e-9, "{detect}");
+    assert_eq!(summary.detect_calls, 0);
+}
+
+#[test]
+fn after_the_fault_figures_cover_its_end_to_the_run_end() {
+    // The outage ends at 4 s; after it, 60 requests (4 s to 10 s). Make those from 4 s to 5 s
+    // take 2 attempts and 1.5 s (late: past the 1 s deadline), the rest 1 attempt and 10 ms.
+    let mut t = outage_trace();
+    for r in t
+        .requests
+        .iter_mut()
+        .filter(|r| (4 * S..5 * S).contains(&r.intended))
+    {
+        *r = RequestRecord {
+            attempts: 2,
+            latency: 1500 * MS,
+            ..ok(r.intended)
+        };
+    }
+    let summary = summarize(&scenario(), &t);
+    // Amplification after: (10 x 2 + 50) / 60.
+    let a = summary.amplification_after.unwrap();
+    assert!((a - 70.0 / 60.0).abs() < 1e-12, "{a}");
+    // Goodput after: 50 successes within the deadline over 6 s; no capacity model and no
+    // quota, so the attainable rate is the offered 10/s: 50 / 60.
+    let g = summary.goodput_after.unwrap();
+    assert!((g - 50.0 / 60.0).abs() < 1e-9, "{g}");
+    // p99 after: 10 of 60 latencies are 1.5 s, so the nearest-rank p99 is 1.5 s.
+    assert_eq!(summary.latency_after.unwrap().p99_ms, 1500.0);
+    // Recovery needs successes within the deadline: from 5 s on, held 5 s to 10 s.
+    let recover = summary.time_to_recover_s.unwrap();
+    assert!((recover - 1.0).abs() < 1e-9, "{recover}");
+}
+
+#[test]
+fn a_late_success_is_no_recovery() {
+    let mut t = outage_trace();
+    // Every success after the fault comes 1.2 s late, past the 1 s deadline.
+    for r in t.requests.iter_mut().filter(|r| r.intended >= 4 * S) {
+        *r = RequestRecord {
+            latency: 1200 * MS,
+            ..ok(r.intended)
+        };
+    }
+    assert_eq!(summarize(&scenario(), &t).time_to_recover_s, None);
+}
+
+#[test]
+fn the_default_table_fits_120_columns_and_wide_shows_every_column() {
+    let scenario = scenario();
+    let settings = Settings::default();
+    let report = report::run_scenario(&scenario, &StackKind::ALL, &settings, 1);
+    let narrow = report::table(&report, 1, false);
+    // The header row and a row per stack follow the title line.
+    let table_lines: Vec<&str> = narrow.lines().skip(2).take(6).collect();
+    assert!(table_lines[0].trim_start().starts_with("stack"), "{narrow}");
+    for line in &table_lines {
+        assert!(
+            line.chars().count() <= 120,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    let wide = report::table(&report, 1, true);
+    for (name, _, _) in report::COLUMNS {
+        assert!(wide.contains(name), "{name}");
+    }
+    // Every column is in the legend `--help` prints.
+    let help = seawall_bench::lab::help::help();
+    for (name, _, _) in report::COLUMNS {
+        assert!(help.contains(name), "{name}");
+    }
+}
+
+#[test]
+fn scenarios_are_named_or_read_from_files() {
+    let options = parse_args(["--scenario".to_owned(), "outage".to_owned()]).unwrap();
+    let loaded = seawall_bench::lab::cli::load(&options).unwrap();
+    assert_eq!(loaded[0].id, "outage");
+    let options = parse_args(["--scenario".to_owned(), "no-such".to_owned()]).unwrap();
+    let err = seawall_bench::lab::cli::load(&options).unwrap_err();
+    assert!(err.contains("neither a built-in scenario"), "{err}");
+    assert!(err.contains("outage"), "{err}");
+}
+
+#[test]
+fn the_seawall_stack_takes_the_deadline_and_peers_take_its_settings() {
+    use seawall_bench::lab::stacks::{PeerSettings, SeawallSettings};
+
+    let seawall = SeawallSettings::default();
+    assert_eq!(seawall.total_timeout(), Duration::from_secs(1));
+    let late = seawall.with_deadline(Duration::from_secs(5));
+    assert_eq!(late.total_timeout(), Duration::from_secs(5));
+    // The retry limit that was the total's follows it.
+    assert_eq!(late.retry().max_elapsed(), Some(Duration::from_secs(5)));
+    let short = seawall.with_deadline(Duration::from_millis(200));
+    assert_eq!(short.attempt_timeout(), Duration::from_millis(200));
+    let peers = PeerSettings::like(&seawall);
+    assert_eq!(peers.max_retries, seawall.retry().max_attempts() - 1);
+    assert_eq!(peers.attempt_timeout, seawall.attempt_timeout());
+    assert_eq!(peers.budget.unwrap().ratio, 0.1);
+    assert_eq!(peers.concurrency, seawall.concurrency_limit());
+
+    let file = SeawallSettings::from_toml(
+        "name = \"mine\"\ntotal_timeout = \"2s\"\nattempt_timeout = \"500ms\"\n[bulkhead]\nmax_concurrent = 7\n",
+    )
+    .unwrap();
+    assert_eq!(file.concurrency_limit(), 7);
+    assert!(SeawallSettings::from_toml("name = \"x\"\n").is_err());
+    let mine = PeerSettings::from_toml(
+        r#"
+total_timeout = "1s"
+attempt_timeout = "100ms"
+max_retries = 2
+backoff_base = "10ms"
+backoff_max = "100ms"
+budget = { ratio = 0.2, min_per_second = 10, ttl = "10s" }
+concurrency = 32
+breaker_failure_rate = 0.5
+breaker_window = 100
+breaker_min_calls = 20
+breaker_open = "1s"
+breaker_probes = 5
+"#,
+    )
+    .unwrap();
+    assert_eq!(mine.concurrency, 32);
+    let typo = PeerSettings::from_toml("concurency = 3\n").unwrap_err();
+    assert!(typo.contains("concurency"), "{typo}");
+}
+
+#[test]
+fn in_flight_is_judged_against_each_clients_own_limit() {
+    let mut s = scenario();
+    s.thresholds.inflight_within_limit = Some(true);
+    // The trace's busiest client had 3 calls in flight at the downstream.
+    let mut summary = summarize(&s, &outage_trace());
+    assert_eq!(summary.max_in_flight_per_client, 3);
+    let judge = |summary: &seawall_bench::lab::metrics::Summary| {
+        let v = verdicts(&s, &s.thresholds, summary);
+        v.iter()
+            .find(|v| v.threshold == "inflight_within_limit")
+            .unwrap()
+            .pass
+    };
+    summary.concurrency_limit = Some(3);
+    assert!(judge(&summary));
+    summary.concurrency_limit = Some(2);
+    assert!(!judge(&summary));
+    // A stack with no limit cannot keep within one.
+    summary.concurrency_limit = None;
+    assert!(!judge(&summary));
+}
+
+#[test]
+fn help_lists_the_format_and_every_threshold() {
+    use seawall_bench::lab::cli::Help;
+    use seawall_bench::lab::help::SCENARIO;
+    use seawall_bench::lab::scenario::thresholds::NAMES;
+
+    let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(parse_args(args("--help")).unwrap().help, Some(Help::Usage));
+    assert_eq!(
+        parse_args(args("--help-scenario")).unwrap().help,
+        Some(Help::Scenario)
+    );
+    assert_eq!(parse_args(args("--list")).unwrap().help, Some(Help::List));
+    for name in NAMES {
+        assert!(SCENARIO.contains(name), "{name}");
+    }
+    for key in [
+        "clients",
+        "mode",
+        "concurrency",
+        "think",
+        "quota",
+        "refuse",
+        "error_cost",
+        "latency_ramp",
+        "capacity",
+        "status",
+        "[matrix]",
+        "latency_scale",
+        "known_failing",
+        "[features]",
+    ] {
+        assert!(SCENARIO.contains(key), "{key}");
+    }
+    let options = parse_args(args("--settings-for tower t.toml --wide --jobs 3")).unwrap();
+    assert_eq!(options.settings_for, [(StackKind::Tower, "t.toml".into())]);
+    assert!(options.wide);
+    assert_eq!(options.jobs, Some(3));
+    assert!(parse_args(args("--settings-for naive t.toml")).is_err());
+    assert!(parse_args(args("--jobs 0")).is_err());
+}
+
+#[test]
+fn settings_files_set_the_seawall_stack_and_single_peers() {
+    let dir = std::env::temp_dir().join(format!("seawall-lab-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let seawall = dir.join("seawall.toml");
+    std::fs::write(
+        &seawall,
+        "name = \"mine\"\ntotal_timeout = \"2s\"\nattempt_timeout = \"400ms\"\n[bulkhead]\nmax_concurrent = 16\n",
+    )
+    .unwrap();
+    let tower = dir.join("tower.toml");
+    std::fs::write(
+        &tower,
+        r#"
+total_timeout = "1s"
+attempt_timeout = "50ms"
+max_retries = 1
+backoff_base = "10ms"
+backoff_max = "100ms"
+concurrency = 8
+breaker_failure_rate = 0.5
+breaker_window = 100
+breaker_min_calls = 20
+breaker_open = "1s"
+breaker_probes = 5
+"#,
+    )
+    .unwrap();
+    let args = format!(
+        "--settings {} --settings-for tower {}",
+        seawall.display(),
+        tower.display()
+    );
+    let options = parse_args(args.split_whitespace().map(String::from)).unwrap();
+    let settings = seawall_bench::lab::cli::settings(&options).unwrap();
+    assert_eq!(settings.seawall.concurrency_limit(), 16);
+    // tower takes its own file; tower-resilience the seawall file's equivalent.
+    assert_eq!(settings.tower.concurrency, 8);
+    assert_eq!(settings.tower.budget, None);
+    assert_eq!(settings.tower_resilience.concurrency, 16);
+    assert_eq!(
+        settings.tower_resilience.attempt_timeout,
+        Duration::from_millis(400)
+    );
+    std::fs::write(&tower, "concurrency = \"many\"\n").unwrap();
+    let err = seawall_bench::lab::cli::settings(&options).unwrap_err();
+    assert!(err.contains("tower.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

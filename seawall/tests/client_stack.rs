@@ -375,3 +375,23 @@ async fn a_post_whose_attempt_timed_out_after_the_server_acted_is_sent_once() {
         .unwrap_err();
     assert_eq!(reads.load(Ordering::SeqCst), 3);
 }
+
+#[test]
+fn the_default_stack_is_one_second_three_attempts_and_a_ten_percent_budget() {
+    let config = ClientStackConfig::default();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["name"], "client");
+    assert_eq!(json["total_timeout"], "1s");
+    assert_eq!(json["attempt_timeout"], "300ms");
+    assert_eq!(json["retry"]["max_attempts"], 3);
+    assert_eq!(json["retry"]["budget"]["ratio"], 0.1);
+    assert_eq!(
+        json["retry"]["max_elapsed"], "1s",
+        "retry stays within the total"
+    );
+    assert_eq!(json["bulkhead"]["max_concurrent"], 1000);
+    assert_eq!(json["bulkhead"]["max_queue"], 0);
+    // What it writes, it reads back.
+    let again: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&again).unwrap(), json);
+}

@@ -2,21 +2,24 @@
 //! clock, with numbers.
 //!
 //! `cargo run --release -p seawall-bench --bin lab` runs the built-in suite of
-//! `shared/LAB.md`; see [`cli`] for the options. A run of one scenario against one stack:
+//! `shared/LAB.md`; see [`cli`] for the options and `lab --help-scenario` ([`help`]) for the
+//! scenario format. A run of one scenario cell against one stack:
 //!
 //! 1. a current-thread tokio runtime with the clock paused, so timers fire in order as soon as
 //!    nothing else can run, and a minute of virtual time takes a fraction of a second;
-//! 2. the downstream ([`sim`]) built from seawall-chaos with its own seeds;
-//! 3. the stack ([`stacks`]) built over it;
-//! 4. open-loop arrivals ([`workload`]) sent at their intended times, every outcome recorded
-//!    into a [`metrics::Trace`];
+//! 2. the downstream ([`sim`]) with its own seeds;
+//! 3. one stack per client ([`stacks`]) built over it;
+//! 4. open-loop arrivals or closed-loop callers ([`workload`]), every outcome recorded into a
+//!    [`metrics::Trace`];
 //! 5. the trace reduced to a [`metrics::Summary`], per-second [`metrics::Series`] and
 //!    [`metrics::Verdict`]s, then printed, written as JSON ([`report`]) and drawn ([`svg`]).
 //!
 //! Every random stream (arrivals, downstream, faults, jitter) is a `ChaCha8Rng` seeded from
-//! one master seed, so the same seed gives the same report, byte for byte.
+//! one master seed, so the same seed gives the same report, byte for byte. Runs are
+//! independent, so the command spreads them over threads without changing a number.
 
 pub mod cli;
+pub mod help;
 pub mod metrics;
 pub mod report;
 pub mod scenario;
@@ -30,14 +33,13 @@ use rand_chacha::ChaCha8Rng;
 
 use self::metrics::Trace;
 use self::scenario::Scenario;
-use self::sim::DRAIN;
-use self::stacks::{Settings, StackKind};
+use self::stacks::{Built, Settings, StackKind};
 use self::workload::drive;
 
 /// The seeds of a run's random streams, all drawn from the master seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seeds {
-    /// Arrival times (Poisson arrivals).
+    /// Arrival times (Poisson arrivals, client offsets, callers' starts).
     pub arrivals: u64,
     /// The healthy downstream's latency.
     pub downstream: u64,
@@ -58,35 +60,46 @@ impl Seeds {
             jitter: master.next_u64(),
         }
     }
+
+    /// The jitter seed of client `client`.
+    pub fn client(&self, client: u32) -> u64 {
+        self.jitter
+            .wrapping_add(u64::from(client).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
 }
 
-/// Runs `scenario` against one of the built-in stacks on a fresh paused-clock runtime and
-/// returns its trace.
+/// Runs `scenario` (one cell) against one of the built-in stacks on a fresh paused-clock
+/// runtime and returns its trace. `settings` should already carry the cell's deadline
+/// ([`Settings::with_deadline`]).
 pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64) -> Trace {
+    let deadline = scenario.workload.deadline;
     match stack {
-        StackKind::Unprotected => run_stack(scenario, seed, |ds, _| stacks::unprotected(ds)),
-        StackKind::Naive => run_stack(scenario, seed, |ds, _| stacks::naive(ds)),
-        StackKind::Tower => run_stack(scenario, seed, |ds, seeds| {
-            stacks::tower(ds, settings, seeds.jitter)
+        StackKind::Unprotected => {
+            run_stack(scenario, seed, |ds, _, _| stacks::unprotected(ds, deadline))
+        }
+        StackKind::Naive => run_stack(scenario, seed, |ds, _, _| stacks::naive(ds, deadline)),
+        StackKind::Tower => run_stack(scenario, seed, |ds, client, seeds| {
+            stacks::tower(ds, &settings.tower, seeds.client(client))
         }),
-        StackKind::TowerResilience => run_stack(scenario, seed, |ds, seeds| {
-            stacks::tower_resilience(ds, settings, seeds.jitter)
+        StackKind::TowerResilience => run_stack(scenario, seed, |ds, client, seeds| {
+            stacks::tower_resilience(ds, &settings.tower_resilience, seeds.client(client))
         }),
-        StackKind::Seawall => run_stack(scenario, seed, |ds, seeds| {
-            stacks::seawall(ds, settings, seeds.jitter)
+        StackKind::Seawall => run_stack(scenario, seed, |ds, client, seeds| {
+            stacks::seawall(ds, &settings.seawall, seeds.client(client))
         }),
     }
 }
 
-/// Runs `scenario` against the stack `build` makes over the simulated downstream (given the
-/// run's seeds, for its jitter), on a fresh paused-clock runtime, and returns its trace.
+/// Runs `scenario` against the stacks `build` makes over the simulated downstream, one per
+/// client (given the client's index and the run's seeds, for its jitter), on a fresh
+/// paused-clock runtime, and returns its trace.
 ///
 /// This is how a stack of your own goes into the lab: any tower service over
 /// [`sim::Downstream`] whose errors are sorted into [`metrics::Failure`]s (see
 /// [`stacks::classify`]).
-pub fn run_stack<S, F>(scenario: &Scenario, seed: u64, build: F) -> Trace
+pub fn run_stack<S, F>(scenario: &Scenario, seed: u64, mut build: F) -> Trace
 where
-    F: FnOnce(sim::Downstream, Seeds) -> stacks::Built<S>,
+    F: FnMut(sim::Downstream, u32, Seeds) -> Built<S>,
     S: tower::Service<sim::Request, Response = sim::Response, Error = metrics::Failure>,
 {
     let seeds = Seeds::derive(seed);
@@ -96,15 +109,17 @@ where
         .build()
         .expect("a current-thread runtime");
     runtime.block_on(async {
-        let plan = workload::arrivals(scenario, seeds.arrivals);
-        let seconds = (scenario.duration + DRAIN).as_secs() as usize + 1;
+        let seconds = (scenario.duration + sim::drain(scenario)).as_secs() as usize + 1;
+        let expected = (scenario.workload.rate * scenario.duration.as_secs_f64()) as usize;
         let (downstream, tap) = sim::downstream(
             scenario,
             [seeds.downstream, seeds.faults],
-            plan.len(),
+            expected,
             seconds,
         );
-        let built = build(downstream, seeds);
-        drive(built.service, built.breaker, scenario, &plan, &tap).await
+        let clients = (0..scenario.workload.clients)
+            .map(|client| build(downstream.clone(), client, seeds))
+            .collect();
+        drive(clients, scenario, seeds.arrivals, &tap).await
     })
 }

@@ -1,6 +1,9 @@
-//! One SVG timeline per scenario, written by hand: offered load against downstream attempts,
-//! success rate, p99 latency and the breaker's state, a line per stack, the fault windows
-//! shaded behind them.
+//! One SVG timeline per scenario cell, written by hand: offered load against downstream
+//! attempts, success rate, goodput, the stack's own rejections, p99 latency and the breaker's
+//! state, a line per stack, the fault windows shaded behind them.
+//!
+//! Lines that overlap stay visible: each stack is drawn wider than the next and with its own
+//! dash pattern, so a thin line on top of a wide one shows both colours.
 
 use std::fmt::Write as _;
 
@@ -9,21 +12,20 @@ use crate::lab::report::ScenarioReport;
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 110.0;
 const RIGHT: f64 = 20.0;
-const PANEL: f64 = 150.0;
+const PANEL: f64 = 130.0;
 const GAP: f64 = 40.0;
 const TOP: f64 = 70.0;
-const COLORS: [&str; 6] = [
-    "#7f7f7f", "#d62728", "#ff7f0e", "#9467bd", "#1f77b4", "#2ca02c",
-];
+const PANELS: usize = 5;
 
-fn color(stack: &str) -> &'static str {
+/// Colour, line width and dash pattern of a stack's lines.
+fn style(stack: &str) -> (&'static str, f64, &'static str) {
     match stack {
-        "unprotected" => COLORS[0],
-        "naive" => COLORS[1],
-        "tower" => COLORS[2],
-        "tower-resilience" => COLORS[3],
-        "seawall" => COLORS[4],
-        _ => COLORS[5],
+        "unprotected" => ("#7f7f7f", 5.0, ""),
+        "naive" => ("#d62728", 4.0, "9 3"),
+        "tower" => ("#ff7f0e", 3.0, "6 3"),
+        "tower-resilience" => ("#9467bd", 2.2, "3 2"),
+        "seawall" => ("#1f77b4", 1.5, ""),
+        _ => ("#2ca02c", 1.5, "1 2"),
     }
 }
 
@@ -31,6 +33,18 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// The file name (without `.svg`) of a cell's timeline: its id and cell values.
+pub fn file_stem(report: &ScenarioReport) -> String {
+    let mut stem = report.id.clone();
+    if let Some(cell) = &report.cell {
+        for part in cell.parts() {
+            stem.push('.');
+            stem.push_str(&part.replace('=', "-"));
+        }
+    }
+    stem
 }
 
 struct Panel {
@@ -49,11 +63,39 @@ impl Panel {
     }
 }
 
-/// The SVG timeline of one scenario.
+/// A round step for about four ticks up to `max`.
+fn tick_step(max: f64) -> f64 {
+    let raw = max / 4.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw)
+        .unwrap_or(magnitude * 10.0)
+}
+
+/// Ticks from 0 to `max` (which grows to the last round tick), as shares of the axis.
+fn linear_ticks(max: f64, unit: &str) -> (f64, Vec<(f64, String)>) {
+    let max = max.max(1.0);
+    let step = tick_step(max);
+    let top = (max / step).ceil() * step;
+    let ticks = (0..=((top / step).round() as usize))
+        .map(|i| {
+            let v = i as f64 * step;
+            (
+                v / top,
+                format!("{}{unit}", crate::lab::metrics::fmt_num(v)),
+            )
+        })
+        .collect();
+    (top, ticks)
+}
+
+/// The SVG timeline of one scenario cell.
 pub fn timeline(report: &ScenarioReport) -> String {
     let seconds = report.duration_s.max(1.0);
     let band_rows = report.stacks.len() as f64;
-    let height = TOP + 3.0 * (PANEL + GAP) + band_rows * 14.0 + 60.0;
+    let height = TOP + PANELS as f64 * (PANEL + GAP) + band_rows * 14.0 + 60.0;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -63,20 +105,22 @@ pub fn timeline(report: &ScenarioReport) -> String {
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{} — {}</text>"#,
-        escape(&report.id),
+        escape(&report.name),
         escape(&report.description)
     );
     // Legend.
     let mut lx = LEFT;
     for stack in &report.stacks {
+        let (color, width, dash) = style(stack.stack);
         let _ = writeln!(
             s,
-            r#"<rect x="{lx}" y="34" width="14" height="4" fill="{}"/><text x="{}" y="40">{}</text>"#,
-            color(stack.stack),
-            lx + 18.0,
-            stack.stack
+            r#"<line x1="{lx}" y1="36" x2="{}" y2="36" stroke="{color}" stroke-width="{width}" stroke-dasharray="{dash}"/><text x="{}" y="40">{}{}</text>"#,
+            lx + 22.0,
+            lx + 26.0,
+            stack.stack,
+            if stack.valid { "" } else { " (invalid)" }
         );
-        lx += 28.0 + 7.0 * stack.stack.len() as f64;
+        lx += 36.0 + 7.0 * stack.stack.len() as f64 + if stack.valid { 0.0 } else { 56.0 };
     }
     let _ = writeln!(
         s,
@@ -84,14 +128,14 @@ pub fn timeline(report: &ScenarioReport) -> String {
         lx + 14.0,
         lx + 18.0
     );
-    lx += 80.0;
+    lx += 70.0;
     let _ = writeln!(
         s,
         r##"<rect x="{lx}" y="30" width="14" height="10" fill="#f4cccc"/><text x="{}" y="40">fault or load phase</text>"##,
         lx + 18.0
     );
 
-    let panels: Vec<Panel> = (0..4)
+    let panels: Vec<Panel> = (0..=PANELS)
         .map(|i| Panel {
             top: TOP + i as f64 * (PANEL + GAP),
             seconds,
@@ -99,7 +143,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
         .collect();
     let band_height = band_rows * 14.0;
     for (i, p) in panels.iter().enumerate() {
-        let h = if i == 3 { band_height } else { PANEL };
+        let h = if i == PANELS { band_height } else { PANEL };
         for w in &report.fault_windows {
             let _ = writeln!(
                 s,
@@ -115,6 +159,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
             p.top,
             WIDTH - LEFT - RIGHT
         );
+        let step = tick_step(seconds).max(1.0);
         let mut t = 0.0;
         while t <= seconds + 1e-9 {
             let _ = writeln!(
@@ -123,7 +168,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
                 p.x(t),
                 p.top + h + 13.0
             );
-            t += 10.0;
+            t += step;
         }
     }
 
@@ -134,19 +179,14 @@ pub fn timeline(report: &ScenarioReport) -> String {
         .flat_map(|st| st.series.attempts.iter().chain(&st.series.offered))
         .copied()
         .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.1;
+        .unwrap_or(1) as f64;
+    let (top, ticks) = linear_ticks(max_rate, "");
     title(
         &mut s,
         &panels[0],
-        "downstream attempts / s (dashed: offered)",
+        "downstream attempts / s (dashed: offered requests / s)",
     );
-    axis(
-        &mut s,
-        &panels[0],
-        &[(0.0, "0".into()), (1.0, format!("{max_rate:.0}"))],
-    );
+    axis(&mut s, &panels[0], &ticks);
     if let Some(first) = report.stacks.first() {
         let pts = points(
             &panels[0],
@@ -154,7 +194,7 @@ pub fn timeline(report: &ScenarioReport) -> String {
                 .series
                 .offered
                 .iter()
-                .map(|&o| Some(f64::from(o) / max_rate)),
+                .map(|&o| Some(f64::from(o) / top)),
         );
         let _ = writeln!(
             s,
@@ -164,40 +204,79 @@ pub fn timeline(report: &ScenarioReport) -> String {
     for st in &report.stacks {
         let pts = points(
             &panels[0],
-            st.series
-                .attempts
-                .iter()
-                .map(|&a| Some(f64::from(a) / max_rate)),
+            st.series.attempts.iter().map(|&a| Some(f64::from(a) / top)),
         );
-        line(&mut s, &pts, color(st.stack));
+        line(&mut s, &pts, st.stack);
     }
 
     // Panel 2: success rate.
     title(&mut s, &panels[1], "success rate");
-    axis(
-        &mut s,
-        &panels[1],
-        &[
-            (0.0, "0%".into()),
-            (0.5, "50%".into()),
-            (1.0, "100%".into()),
-        ],
-    );
+    let (_, ticks) = linear_ticks(100.0, "%");
+    axis(&mut s, &panels[1], &ticks);
     for st in &report.stacks {
         let pts = points(&panels[1], st.series.success_rate.iter().copied());
-        line(&mut s, &pts, color(st.stack));
+        line(&mut s, &pts, st.stack);
     }
 
-    // Panel 3: p99 latency, log scale from 1 ms to 10 s.
+    // Panel 3: goodput.
+    let max_good = report
+        .stacks
+        .iter()
+        .flat_map(|st| st.series.goodput.iter())
+        .copied()
+        .max()
+        .unwrap_or(1) as f64;
+    let (top, ticks) = linear_ticks(max_good, "");
     title(
         &mut s,
         &panels[2],
+        "goodput: successes within the deadline / s",
+    );
+    axis(&mut s, &panels[2], &ticks);
+    for st in &report.stacks {
+        let pts = points(
+            &panels[2],
+            st.series.goodput.iter().map(|&g| Some(f64::from(g) / top)),
+        );
+        line(&mut s, &pts, st.stack);
+    }
+
+    // Panel 4: the stack's own rejections.
+    let max_rej = report
+        .stacks
+        .iter()
+        .flat_map(|st| st.series.rejections.iter())
+        .copied()
+        .max()
+        .unwrap_or(1) as f64;
+    let (top, ticks) = linear_ticks(max_rej, "");
+    title(
+        &mut s,
+        &panels[3],
+        "rejected by the stack itself / s (no attempt sent)",
+    );
+    axis(&mut s, &panels[3], &ticks);
+    for st in &report.stacks {
+        let pts = points(
+            &panels[3],
+            st.series
+                .rejections
+                .iter()
+                .map(|&r| Some(f64::from(r) / top)),
+        );
+        line(&mut s, &pts, st.stack);
+    }
+
+    // Panel 5: p99 latency, log scale from 1 ms to 10 s.
+    title(
+        &mut s,
+        &panels[4],
         "p99 latency from intended send time (log)",
     );
     let log = |ms: f64| (ms.max(1.0).log10() / 4.0).min(1.0);
     axis(
         &mut s,
-        &panels[2],
+        &panels[4],
         &[
             (0.0, "1ms".into()),
             (0.25, "10ms".into()),
@@ -207,12 +286,12 @@ pub fn timeline(report: &ScenarioReport) -> String {
         ],
     );
     for st in &report.stacks {
-        let pts = points(&panels[2], st.series.p99_ms.iter().map(|v| v.map(log)));
-        line(&mut s, &pts, color(st.stack));
+        let pts = points(&panels[4], st.series.p99_ms.iter().map(|v| v.map(log)));
+        line(&mut s, &pts, st.stack);
     }
 
-    // Panel 4: breaker state, a band per stack.
-    let band = &panels[3];
+    // Panel 6: breaker state, a band per stack.
+    let band = &panels[PANELS];
     let _ = writeln!(
         s,
         r#"<text x="{LEFT}" y="{:.1}" font-weight="bold">breaker (red: open, amber: half-open; paler: fewer of the calls)</text>"#,
@@ -235,7 +314,8 @@ pub fn timeline(report: &ScenarioReport) -> String {
             .enumerate()
         {
             // Red when some calls of the second met an open breaker (stronger the more of
-            // them: with one breaker per key, one open key shows pale), amber when half-open.
+            // them: with one breaker per key or client, one open shows pale), amber when
+            // half-open.
             let (fill, opacity) = if open > 0.0 {
                 ("#d62728", open.max(0.25))
             } else if half > 0.0 {
@@ -270,9 +350,10 @@ fn axis(s: &mut String, p: &Panel, ticks: &[(f64, String)]) {
         let y = p.y(*v);
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{label}</text>"##,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#eee"/><line x1="{:.1}" y1="{y:.1}" x2="{LEFT}" y2="{y:.1}" stroke="#555"/><text x="{:.1}" y="{:.1}" text-anchor="end" fill="#555">{label}</text>"##,
             WIDTH - RIGHT,
             LEFT - 4.0,
+            LEFT - 6.0,
             y + 4.0
         );
     }
@@ -290,9 +371,10 @@ fn points(p: &Panel, values: impl Iterator<Item = Option<f64>>) -> String {
     pts.trim_end().to_owned()
 }
 
-fn line(s: &mut String, pts: &str, color: &str) {
+fn line(s: &mut String, pts: &str, stack: &str) {
+    let (color, width, dash) = style(stack);
     let _ = writeln!(
         s,
-        r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5" stroke-opacity="0.85"/>"#
+        r#"<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="{width}" stroke-dasharray="{dash}" stroke-opacity="0.9"/>"#
     );
 }

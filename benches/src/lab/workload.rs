@@ -1,7 +1,9 @@
-//! Open-loop load: request i is sent at its intended time whatever happened to the earlier
-//! ones, and its latency is measured from that time, so a stack that stalls its caller cannot
-//! hide the stall (no coordinated omission).
+//! The load: open-loop arrivals, each sent at its intended time whatever happened to earlier
+//! ones and measured from that time (no coordinated omission), or closed-loop callers; from
+//! one client stack or many sharing the downstream.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -12,34 +14,85 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::lab::metrics::{BreakerState, Failure, Outcome, RequestRecord, Trace};
-use crate::lab::scenario::{Arrivals, Scenario};
-use crate::lab::sim::{DRAIN, FALLBACK, Request, Response, Tap};
+use crate::lab::scenario::{Arrivals, Mode, Scenario};
+use crate::lab::sim::{self, Call, Origin, Request, Response, Tap};
 
-/// Reads a stack's breaker state for a key; stacks without a breaker have none.
+/// Reads a client's breaker state for a key; stacks without a breaker have none.
 pub type BreakerProbe = Arc<dyn Fn(u32) -> BreakerState + Send + Sync>;
 
-/// The intended send times of a run, in nanoseconds from its start.
-pub fn arrivals(scenario: &Scenario, seed: u64) -> Vec<u64> {
+/// One client's stack, ready to run.
+pub struct Built<S> {
+    /// The stack over the downstream.
+    pub service: S,
+    /// Reads the breaker's state for a key.
+    pub breaker: Option<BreakerProbe>,
+    /// Whether the breaker keeps one state per key (otherwise one for every key).
+    pub keyed_breaker: bool,
+}
+
+impl<S> std::fmt::Debug for Built<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("breaker", &self.breaker.is_some())
+            .field("keyed_breaker", &self.keyed_breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One open-loop request: when it is meant to be sent and by which client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Arrival {
+    /// Nanoseconds from the start of the run.
+    pub at: u64,
+    /// The client sending it.
+    pub client: u32,
+}
+
+/// The intended send times of an open-loop run, every client's merged in time order.
+///
+/// The total rate is split evenly between clients; each client's arrivals start at a random
+/// offset (uniform within one of its gaps), so that clients do not send in lockstep.
+pub fn arrivals(scenario: &Scenario, seed: u64) -> Vec<Arrival> {
+    let w = &scenario.workload;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end = scenario.duration.as_nanos() as f64;
-    let mut times = Vec::with_capacity(
-        (scenario.workload.rate * scenario.duration.as_secs_f64() * 1.6) as usize,
-    );
-    let mut t = 0.0_f64;
-    while t < end {
-        times.push(t.round() as u64);
-        let rate = scenario.workload.rate_at(Duration::from_nanos(t as u64));
-        let gap = match scenario.workload.arrivals {
-            Arrivals::Uniform => 1e9 / rate,
-            Arrivals::Poisson => -(1.0 - rng.random::<f64>()).ln() * 1e9 / rate,
+    let clients = f64::from(w.clients);
+    let mut plan = Vec::with_capacity((w.rate * scenario.duration.as_secs_f64() * 1.1) as usize);
+    for client in 0..w.clients {
+        let gap = |t: f64, rng: &mut ChaCha8Rng| {
+            let mean = 1e9 * clients / w.rate_at(Duration::from_nanos(t as u64));
+            match w.arrivals {
+                Arrivals::Uniform => mean,
+                Arrivals::Poisson => -(1.0 - rng.random::<f64>()).ln() * mean,
+            }
         };
-        t += gap;
+        let mut t = rng.random::<f64>() * gap(0.0, &mut rng);
+        while t < end {
+            plan.push(Arrival {
+                at: t.round() as u64,
+                client,
+            });
+            t += gap(t, &mut rng);
+        }
     }
-    times
+    plan.sort_unstable();
+    plan
+}
+
+/// The first call of each closed-loop caller: a random instant in the first 100 ms, and the
+/// client it belongs to (callers are dealt to clients in turn).
+pub fn callers(scenario: &Scenario, seed: u64) -> Vec<Arrival> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..scenario.workload.concurrency)
+        .map(|caller| Arrival {
+            at: rng.random_range(0..100_000_000),
+            client: caller % scenario.workload.clients,
+        })
+        .collect()
 }
 
 pin_project! {
@@ -59,91 +112,197 @@ impl<F: Future> Future for Tagged<F> {
     }
 }
 
-/// Sends every request of `plan` through `service` at its intended time, waits up to
-/// [`DRAIN`] after the last for answers, and returns what happened to each.
-pub async fn drive<S>(
-    mut service: S,
-    breaker: Option<BreakerProbe>,
-    scenario: &Scenario,
-    plan: &[u64],
-    tap: &Tap,
-) -> Trace
+/// Where the next requests come from.
+enum Source<'a> {
+    Open {
+        plan: &'a [Arrival],
+        next: usize,
+    },
+    Closed {
+        /// (intended send time, caller).
+        due: BinaryHeap<Reverse<(u64, u32)>>,
+        client_of: Vec<u32>,
+        think: u64,
+        end: u64,
+        /// The caller of each request.
+        caller_of: Vec<u32>,
+    },
+}
+
+impl Source<'_> {
+    fn next_due(&self) -> Option<u64> {
+        match self {
+            Self::Open { plan, next } => plan.get(*next).map(|a| a.at),
+            Self::Closed { due, .. } => due.peek().map(|Reverse((t, _))| *t),
+        }
+    }
+
+    /// The next request due at or before `now`: its intended time and client.
+    fn pop_due(&mut self, now: u64) -> Option<(u64, u32)> {
+        match self {
+            Self::Open { plan, next } => {
+                let a = plan.get(*next).filter(|a| a.at <= now)?;
+                *next += 1;
+                Some((a.at, a.client))
+            }
+            Self::Closed {
+                due,
+                client_of,
+                caller_of,
+                ..
+            } => {
+                let &Reverse((t, caller)) = due.peek().filter(|Reverse((t, _))| *t <= now)?;
+                due.pop();
+                caller_of.push(caller);
+                Some((t, client_of[caller as usize]))
+            }
+        }
+    }
+
+    /// Request `id` was answered at `now` after `latency`: its caller calls again.
+    fn answered(&mut self, id: u32, now: u64, latency: u64) {
+        if let Self::Closed {
+            due,
+            think,
+            end,
+            caller_of,
+            ..
+        } = self
+        {
+            // A call answered at the instant it was sent waits 1 ms, so that an instant
+            // rejection cannot loop forever on the paused clock.
+            let wait = if latency == 0 {
+                (*think).max(1_000_000)
+            } else {
+                *think
+            };
+            let next = now + wait;
+            if next < *end {
+                due.push(Reverse((next, caller_of[id as usize])));
+            }
+        }
+    }
+}
+
+struct Driver<'a, S: Service<Request>> {
+    clients: Vec<Built<S>>,
+    keys: u32,
+    start: Instant,
+    hard_end: Instant,
+    source: Source<'a>,
+    records: Vec<RequestRecord>,
+    next_key: Vec<u32>,
+    backlog: Vec<VecDeque<u32>>,
+    blocked: Vec<u32>,
+    in_flight: FuturesUnordered<Tagged<S::Future>>,
+}
+
+impl<S> Driver<'_, S>
 where
     S: Service<Request, Response = Response, Error = Failure>,
 {
-    let start = Instant::now();
-    let keys = scenario.workload.keys;
-    let mut records: Vec<RequestRecord> = plan
-        .iter()
-        .enumerate()
-        .map(|(id, &intended)| RequestRecord {
-            intended,
-            latency: 0,
-            outcome: Outcome::Unanswered,
-            attempts: 0,
-            key: id as u32 % keys,
-            breaker: BreakerState::Closed,
-        })
-        .collect();
-    let hard_end = start + scenario.duration + DRAIN;
-    let mut in_flight = FuturesUnordered::new();
-    let mut next = 0usize;
-    let mut timer = pin!(sleep_until(start));
-    let at = |ns: u64| start + Duration::from_nanos(ns);
+    fn elapsed(&self, now: Instant) -> u64 {
+        now.duration_since(self.start).as_nanos() as u64
+    }
 
-    poll_fn(|cx| {
+    fn finish(&mut self, id: u32, now: u64, result: Result<Response, Failure>) {
+        let record = &mut self.records[id as usize];
+        record.latency = now - record.intended;
+        record.outcome = match result {
+            Ok(res) if *res.body() == Origin::Fallback => Outcome::Fallback,
+            Ok(res) if res.status().is_success() => Outcome::Success,
+            Ok(res) => Outcome::Failed(Failure::Status(res.status().as_u16())),
+            Err(failure) => Outcome::Failed(failure),
+        };
+        let latency = record.latency;
+        self.source.answered(id, now, latency);
+    }
+
+    /// Sends request `id` if its client is ready; `false` when the client is not.
+    fn send(&mut self, id: u32, now: u64, cx: &mut Context<'_>) -> bool {
+        let client = self.records[id as usize].client as usize;
+        let stack = &mut self.clients[client];
+        match stack.service.poll_ready(cx) {
+            // The service wakes this task when it is ready; late requests keep their
+            // intended times, so the wait shows in their latency.
+            Poll::Pending => false,
+            Poll::Ready(Err(failure)) => {
+                self.finish(id, now, Err(failure));
+                true
+            }
+            Poll::Ready(Ok(())) => {
+                let record = &mut self.records[id as usize];
+                if let Some(probe) = &stack.breaker {
+                    record.breaker = probe(record.key);
+                }
+                let call = Call {
+                    id,
+                    key: record.key,
+                    client: client as u32,
+                };
+                self.in_flight.push(Tagged {
+                    id,
+                    fut: stack.service.call(sim::request(call)),
+                });
+                true
+            }
+        }
+    }
+
+    fn poll(&mut self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             let now = Instant::now();
-            let elapsed = now.duration_since(start).as_nanos() as u64;
-            let mut blocked = false;
-            while next < plan.len() && plan[next] <= elapsed {
-                match service.poll_ready(cx) {
-                    Poll::Pending => {
-                        // The service wakes this task when it is ready; late requests keep
-                        // their intended times, so the wait shows in their latency.
-                        blocked = true;
+            let elapsed = self.elapsed(now);
+            let mut i = 0;
+            while i < self.blocked.len() {
+                let client = self.blocked[i] as usize;
+                while let Some(&id) = self.backlog[client].front() {
+                    if !self.send(id, elapsed, cx) {
                         break;
                     }
-                    Poll::Ready(Err(failure)) => {
-                        let record = &mut records[next];
-                        record.outcome = Outcome::Failed(failure);
-                        record.latency = elapsed - record.intended;
-                    }
-                    Poll::Ready(Ok(())) => {
-                        let record = &mut records[next];
-                        if let Some(probe) = &breaker {
-                            record.breaker = probe(record.key);
-                        }
-                        let req = Request {
-                            id: next as u32,
-                            key: record.key,
-                        };
-                        in_flight.push(Tagged {
-                            id: req.id,
-                            fut: service.call(req),
-                        });
-                    }
+                    self.backlog[client].pop_front();
                 }
-                next += 1;
+                if self.backlog[client].is_empty() {
+                    self.blocked.swap_remove(i);
+                } else {
+                    i += 1;
+                }
             }
-            while let Poll::Ready(Some((id, result))) = in_flight.poll_next_unpin(cx) {
-                let record = &mut records[id as usize];
-                record.latency = elapsed - record.intended;
-                record.outcome = match result {
-                    Ok(FALLBACK) => Outcome::Fallback,
-                    Ok(_) => Outcome::Success,
-                    Err(failure) => Outcome::Failed(failure),
-                };
+            while let Some((intended, client)) = self.source.pop_due(elapsed) {
+                let id = self.records.len() as u32;
+                let key = self.next_key[client as usize];
+                self.next_key[client as usize] = (key + 1) % self.keys;
+                self.records.push(RequestRecord {
+                    intended,
+                    latency: 0,
+                    outcome: Outcome::Unanswered,
+                    attempts: 0,
+                    key,
+                    client,
+                    breaker: BreakerState::Closed,
+                });
+                let c = client as usize;
+                if !self.backlog[c].is_empty() {
+                    self.backlog[c].push_back(id);
+                } else if !self.send(id, elapsed, cx) {
+                    self.blocked.push(client);
+                    self.backlog[c].push_back(id);
+                }
             }
-            let done_sending = next >= plan.len();
-            if (done_sending && in_flight.is_empty()) || now >= hard_end {
+            while let Poll::Ready(Some((id, result))) = self.in_flight.poll_next_unpin(cx) {
+                self.finish(id, elapsed, result);
+            }
+            let waiting = !self.blocked.is_empty();
+            let due = self.source.next_due();
+            if (due.is_none() && self.in_flight.is_empty() && !waiting) || now >= self.hard_end {
                 return Poll::Ready(());
             }
-            let wake = if done_sending || blocked {
-                hard_end
-            } else {
-                at(plan[next])
-            };
+            let wake = due.map_or(self.hard_end, |t| {
+                (self.start + Duration::from_nanos(t)).min(self.hard_end)
+            });
+            if wake <= now {
+                continue;
+            }
             if timer.deadline() != wake {
                 timer.as_mut().reset(wake);
             }
@@ -151,21 +310,77 @@ where
                 return Poll::Pending;
             }
         }
-    })
-    .await;
+    }
+}
 
-    let end = Instant::now().duration_since(start).as_nanos() as u64;
+/// Sends the scenario's load through `clients` (one stack per client), waits up to the
+/// [drain](sim::drain) after the last request for answers, and returns what happened to
+/// each request.
+pub async fn drive<S>(clients: Vec<Built<S>>, scenario: &Scenario, seed: u64, tap: &Tap) -> Trace
+where
+    S: Service<Request, Response = Response, Error = Failure>,
+{
+    let start = Instant::now();
+    let w = &scenario.workload;
+    let keyed_breaker = clients.first().is_some_and(|c| c.keyed_breaker);
+    let plan;
+    let source = match w.mode {
+        Mode::Open => {
+            plan = arrivals(scenario, seed);
+            Source::Open {
+                plan: &plan,
+                next: 0,
+            }
+        }
+        Mode::Closed => {
+            let starts = callers(scenario, seed);
+            Source::Closed {
+                due: starts
+                    .iter()
+                    .enumerate()
+                    .map(|(caller, a)| Reverse((a.at, caller as u32)))
+                    .collect(),
+                client_of: starts.iter().map(|a| a.client).collect(),
+                think: w.think.as_nanos() as u64,
+                end: scenario.duration.as_nanos() as u64,
+                caller_of: Vec::new(),
+            }
+        }
+    };
+    let n = clients.len();
+    let mut driver = Driver {
+        clients,
+        keys: w.keys,
+        start,
+        hard_end: start + scenario.duration + sim::drain(scenario),
+        source,
+        records: Vec::new(),
+        next_key: vec![0; n],
+        backlog: vec![VecDeque::new(); n],
+        blocked: Vec::new(),
+        in_flight: FuturesUnordered::new(),
+    };
+    let mut timer = pin!(sleep_until(start));
+    poll_fn(|cx| driver.poll(timer.as_mut(), cx)).await;
+
+    let end = driver.elapsed(Instant::now());
+    let tap = tap.report();
+    let mut records = std::mem::take(&mut driver.records);
     for (id, record) in records.iter_mut().enumerate() {
-        record.attempts = tap.attempts(id as u32);
+        record.attempts = tap.attempts.get(id).copied().unwrap_or(0);
         if record.outcome == Outcome::Unanswered {
             record.latency = end.saturating_sub(record.intended);
         }
     }
-    drop(in_flight);
+    drop(driver);
     Trace {
         duration: scenario.duration,
+        clients: w.clients,
+        keyed_breaker,
         requests: records,
-        attempts_per_second: tap.per_second(),
-        max_in_flight: tap.max_in_flight(),
+        attempts_per_second: tap.per_second,
+        max_in_flight: tap.max_in_flight,
+        max_in_flight_per_client: tap.max_in_flight_per_client,
+        early_retries: tap.early_retries,
     }
 }

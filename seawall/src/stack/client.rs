@@ -255,3 +255,41 @@ impl<S: Clone, P, C> Layer<S> for ClientStackLayer<P, C> {
             .layer(self.retry.layer(self.breaker.layer(attempt)))
     }
 }
+
+impl Default for ClientStackConfig {
+    /// A stack named `client` for a call a user is waiting on, each value from a source rather
+    /// than a benchmark:
+    /// - total timeout 1 s: the limit for a user's flow of thought to stay uninterrupted
+    ///   (Nielsen, "Response Times: The 3 Important Limits");
+    /// - attempt timeout 300 ms: three attempts and their backoff fit in the total, as Polly's
+    ///   standard resilience pipeline sizes its attempt timeout at a third of its total;
+    /// - retry: its defaults (3 attempts, exponential backoff with full jitter) with a budget
+    ///   of 10 % of requests, the SRE book's per-client retry ratio ("Handling Overload"), and
+    ///   Finagle's floor of 10 retries per second over 10 s;
+    /// - circuit breaker: its defaults;
+    /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
+    ///   (Envoy's default is 1024).
+    fn default() -> Self {
+        let retry = RetryConfig::builder()
+            .budget(
+                seawall_retry::BudgetConfig::new(0.1, 10, Duration::from_secs(10))
+                    .expect("a valid budget"),
+            )
+            .build()
+            .expect("the defaults are valid");
+        let bulkhead = BulkheadConfig::builder()
+            .max_concurrent(1000)
+            .max_queue(0)
+            .build()
+            .expect("the defaults are valid");
+        Self::new(
+            "client",
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+            retry,
+            default_breaker(),
+            bulkhead,
+        )
+        .expect("the defaults are valid")
+    }
+}

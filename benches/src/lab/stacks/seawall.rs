@@ -1,0 +1,47 @@
+//! The seawall stack: `seawall::stack::ClientStackLayer` from a `ClientStackConfig`, exactly
+//! what a user gets, with the HTTP forms an HTTP client uses (`HttpPolicy` for retry,
+//! `HttpStatus` for the breaker and bulkhead).
+
+use std::sync::Arc;
+
+use seawall::circuit_breaker::CircuitState;
+use seawall::classify::HttpStatus;
+use seawall::retry::HttpPolicy;
+use seawall::stack::ClientStackLayer;
+use seawall_core::BoxError;
+use tower::{Layer, Service, ServiceExt};
+
+use super::classify;
+use super::settings::SeawallSettings;
+use crate::lab::metrics::{BreakerState, Failure};
+use crate::lab::sim::{Downstream, Request, Response};
+use crate::lab::workload::{BreakerProbe, Built};
+
+/// One client's seawall stack over the downstream, its jitter seeded from `seed`.
+///
+/// Outermost first: total timeout, retry (`HttpPolicy`: idempotent requests on 5xx, 429 and
+/// errors, honouring `Retry-After`, within a retry budget), circuit breaker (one for every
+/// key: the stack has no keyed form), attempt timeout, bulkhead; 5xx answers count as
+/// failures (`HttpStatus::server_errors`). See `seawall::stack` for why in this order.
+pub fn seawall(
+    downstream: Downstream,
+    settings: &SeawallSettings,
+    seed: u64,
+) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
+    let layer = ClientStackLayer::new(settings.for_client(seed))
+        .retry_policy(HttpPolicy::new())
+        .classify(HttpStatus::server_errors());
+    let handle = layer.circuit_breaker();
+    let probe: BreakerProbe = Arc::new(move |_key| match handle.state() {
+        CircuitState::Open | CircuitState::ForcedOpen => BreakerState::Open,
+        CircuitState::HalfOpen => BreakerState::HalfOpen,
+        _ => BreakerState::Closed,
+    });
+    Built {
+        service: layer
+            .layer(downstream)
+            .map_err(classify as fn(BoxError) -> Failure),
+        breaker: Some(probe),
+        keyed_breaker: false,
+    }
+}

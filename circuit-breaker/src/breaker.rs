@@ -231,6 +231,7 @@ struct Rules {
     probes_to_close: u32,
     half_open_max_wait: Option<Duration>,
     seed: u64,
+    overload_is_failure: bool,
 }
 
 /// What transitions keep between them, under the transition lock.
@@ -288,6 +289,7 @@ impl Breaker {
                 probes_to_close: config.probes_to_close(),
                 half_open_max_wait: config.half_open_max_wait,
                 seed,
+                overload_is_failure: config.overload_is_failure,
             },
             transitions: Mutex::new(Recovery {
                 openings: 0,
@@ -484,12 +486,18 @@ impl Breaker {
             (Some(elapsed), Some(limit)) => elapsed > limit,
             _ => false,
         };
+        let outcome = match outcome {
+            // A downstream shedding load is up: by default its refusals count for nothing.
+            Outcome::Overload if self.rules.overload_is_failure => Outcome::Failure,
+            Outcome::Overload => Outcome::Ignored,
+            outcome => outcome,
+        };
         let call = match (outcome, slow) {
             (Outcome::Success, false) => CallOutcome::Success,
             (Outcome::Success, true) => CallOutcome::SlowSuccess,
             (Outcome::Failure, false) => CallOutcome::Failure,
             (Outcome::Failure, true) => CallOutcome::SlowFailure,
-            (Outcome::Ignored, _) => CallOutcome::Ignored,
+            (Outcome::Ignored | Outcome::Overload, _) => CallOutcome::Ignored,
         };
         self.observers.metrics.calls[call.index()].increment(1);
         if self.observers.has_outcome_hook.load(Ordering::Relaxed) {

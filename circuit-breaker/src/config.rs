@@ -55,6 +55,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) seed: Option<u64>,
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
+    pub(crate) overload_is_failure: bool,
 }
 
 impl CircuitBreakerConfig {
@@ -123,6 +124,11 @@ impl CircuitBreakerConfig {
     /// How long half-open waits for its probes before it opens again, if bounded.
     pub fn half_open_max_wait(&self) -> Option<Duration> {
         self.half_open_max_wait
+    }
+
+    /// Whether an overload refusal counts as a failure.
+    pub fn overload_is_failure(&self) -> bool {
+        self.overload_is_failure
     }
 
     /// Probes that must succeed before the breaker closes.
@@ -242,6 +248,16 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
+    /// Whether a call the classifier calls [`Overload`](seawall_core::classify::Outcome::Overload)
+    /// (a `429`, a `503`, `RESOURCE_EXHAUSTED`) counts as a failure (default `false`: it counts
+    /// for nothing). A downstream that refuses load it cannot take is up; opening on its
+    /// refusals would turn shedding into an outage, so overload is left to throttling and
+    /// backoff unless this is on.
+    pub fn overload_is_failure(mut self, failure: bool) -> Self {
+        self.spec.overload_is_failure = failure;
+        self
+    }
+
     /// Seeds the jitter of the open backoff, so that runs repeat (default: a random seed).
     pub fn seed(mut self, seed: u64) -> Self {
         self.spec.seed = Some(seed);
@@ -318,6 +334,8 @@ struct CircuitBreakerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     key_idle_timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    overload_is_failure: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -351,6 +369,7 @@ impl Default for CircuitBreakerSpec {
             seed: None,
             max_keys: None,
             key_idle_timeout: None,
+            overload_is_failure: false,
         }
     }
 }
@@ -466,6 +485,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             seed: spec.seed,
             max_keys,
             key_idle_timeout,
+            overload_is_failure: spec.overload_is_failure,
         })
     }
 }
@@ -493,6 +513,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             seed: c.seed,
             max_keys: Some(c.max_keys),
             key_idle_timeout: Some(c.key_idle_timeout),
+            overload_is_failure: c.overload_is_failure,
         }
     }
 }
@@ -516,6 +537,7 @@ mod tests {
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 10);
+        assert!(!c.overload_is_failure());
     }
 
     #[test]
@@ -580,6 +602,10 @@ mod tests {
         assert_eq!(c.window(), Window::Time(Duration::from_secs(10)));
         assert_eq!(c.slow_call_duration(), Some(Duration::from_secs(2)));
         assert!(matches!(c.open_duration(), OpenDuration::Backoff(_)));
+        assert!(!c.overload_is_failure());
+        let counted: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"overload_is_failure": true}"#).unwrap();
+        assert!(counted.overload_is_failure());
         let bad =
             serde_json::from_str::<CircuitBreakerConfig>(r#"{"half_open_probes": 0}"#).unwrap_err();
         assert!(bad.to_string().contains("half_open_probes"), "{bad}");
@@ -601,6 +627,7 @@ mod tests {
                 .no_failure_rate()
                 .consecutive_failures(3)
                 .half_open_max_wait(Duration::from_secs(2))
+                .overload_is_failure(true)
         })
         .unwrap();
         let json = serde_json::to_string(&c).unwrap();

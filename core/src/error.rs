@@ -29,17 +29,21 @@ pub enum RejectionKind {
     BudgetExhausted,
     /// A chaos layer injected this failure on purpose.
     Injected,
+    /// A client-side throttle refused the call locally, because the downstream has been
+    /// refusing too much of its recent load.
+    Throttled,
 }
 
 impl RejectionKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::CircuitOpen,
         Self::BulkheadFull,
         Self::RateLimited,
         Self::TimedOut,
         Self::BudgetExhausted,
         Self::Injected,
+        Self::Throttled,
     ];
 
     /// A short lowercase label, as used in metrics and logs.
@@ -51,15 +55,16 @@ impl RejectionKind {
             Self::TimedOut => "timed_out",
             Self::BudgetExhausted => "budget_exhausted",
             Self::Injected => "injected",
+            Self::Throttled => "throttled",
         }
     }
 
     /// Whether a call rejected this way counts against the downstream.
     ///
     /// A timeout (the downstream was too slow) and an injected failure (standing in for a
-    /// downstream's) do. An open circuit, a full bulkhead, a rate limit and an exhausted retry
-    /// budget stopped the call before it reached the downstream and say nothing about its
-    /// health: a circuit breaker outside such a layer counts them for nothing, or a bulkhead
+    /// downstream's) do. An open circuit, a full bulkhead, a rate limit, an exhausted retry
+    /// budget and a throttle stopped the call before it reached the downstream and say nothing
+    /// about its health: a circuit breaker outside such a layer counts them for nothing, or a bulkhead
     /// filling up under load would open it.
     pub const fn is_downstream_failure(self) -> bool {
         matches!(self, Self::TimedOut | Self::Injected)
@@ -73,6 +78,7 @@ impl RejectionKind {
             Self::TimedOut => "timed out",
             Self::BudgetExhausted => "retry budget exhausted",
             Self::Injected => "injected failure",
+            Self::Throttled => "throttled",
         }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | rejection | code |
 //! |---|---|
-//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `UNAVAILABLE` |
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected`, `Throttled` | `UNAVAILABLE` |
 //! | `RateLimited` | `RESOURCE_EXHAUSTED` |
 //! | `TimedOut` | `DEADLINE_EXCEEDED` |
 //!
@@ -79,6 +79,7 @@ pub fn code_of(kind: RejectionKind) -> Code {
     match kind {
         RejectionKind::RateLimited => Code::ResourceExhausted,
         RejectionKind::TimedOut => Code::DeadlineExceeded,
+        RejectionKind::Throttled => Code::Unavailable,
         _ => Code::Unavailable,
     }
 }
@@ -100,6 +101,7 @@ mod tests {
             (RejectionKind::CircuitOpen, "14"),
             (RejectionKind::BulkheadFull, "14"),
             (RejectionKind::BudgetExhausted, "14"),
+            (RejectionKind::Throttled, "14"),
             (RejectionKind::RateLimited, "8"),
             (RejectionKind::TimedOut, "4"),
         ];

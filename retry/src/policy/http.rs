@@ -70,7 +70,7 @@ impl HttpPolicy {
         }
     }
 
-    /// Retries the statuses `statuses` calls failures instead.
+    /// Retries the statuses `statuses` calls failures or overload instead.
     #[must_use]
     pub fn retrying(mut self, statuses: HttpStatus) -> Self {
         self.retried = statuses;
@@ -92,7 +92,10 @@ impl HttpPolicy {
 
     /// The verdict on a response with `status` and `headers`.
     pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        if self.retried.outcome(status) == Outcome::Failure {
+        if matches!(
+            self.retried.outcome(status),
+            Outcome::Failure | Outcome::Overload
+        ) {
             let not_before = match status {
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
                     headers.get(RETRY_AFTER).and_then(parse_retry_after)

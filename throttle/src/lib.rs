@@ -56,10 +56,14 @@
 //!   as [`max_window`](ThrottleConfigBuilder::max_window) would (30 s), so a client that was
 //!   silent forgets.
 //!
-//! Every call costs one clock read, two loads and one `fetch_add` on one shared word; the
-//! first call of each tick (a sixteenth of τ or less) decays the counts with one
-//! compare-and-swap. No lock, no allocation; the random draw is taken only when `p > 0`, from
-//! a seeded ChaCha8 stream ([`seed`](ThrottleConfigBuilder::seed)).
+//! A call costs two loads and one `fetch_add` on one shared word, and a clock read where time
+//! can matter: on every call while the window holds under 256 requests, on one call in 16
+//! above that (the counts then decay within about a tick, a sixteenth of τ or less), and on
+//! every call while requests exceed K × accepts. The first such call of each tick decays the
+//! counts with one compare-and-swap. No lock, no allocation; the random draw is taken only
+//! when `p > 0`, from a seeded ChaCha8 stream ([`seed`](ThrottleConfigBuilder::seed)). The
+//! counts are kept to 1/4096 of a request, so an excess of requests within that rounding
+//! (`(K + 1) / 4096`) counts as none.
 //!
 //! **Where it goes in a stack.** On a client, inside retry (so that retries are throttled too,
 //! and a `Throttled` rejection is not retried) and outside the circuit breaker (whose

@@ -112,9 +112,8 @@ impl State {
     /// Lets a call through, or answers it with the throttle's rejection.
     #[inline]
     pub(crate) fn admit(&self) -> Result<(), BoxError> {
-        if self.window.advance(Instant::now()) {
-            self.publish();
-        }
+        // Decay scales requests and accepts alike: whether requests exceed K × accepts reads
+        // the same before it, so this needs no clock.
         if self.window.may_reject() {
             return self.draw();
         }
@@ -128,7 +127,14 @@ impl State {
     #[cold]
     #[inline(never)]
     fn draw(&self) -> Result<(), BoxError> {
+        if self.window.advance(Instant::now()) {
+            self.publish();
+        }
         let probability = self.probability_now();
+        if probability <= 0.0 {
+            // Accepts came in since the window was read.
+            return Ok(());
+        }
         if !self.throttling.load(Ordering::Relaxed) {
             self.throttling_changed(true, probability);
         }
@@ -151,21 +157,15 @@ impl State {
     /// Counts how a call let through ended.
     #[inline]
     pub(crate) fn record(&self, outcome: Outcome) {
-        let result = match outcome {
-            Outcome::Success => {
-                self.window.add(true);
-                CallResult::Success
-            }
-            Outcome::Failure => {
-                self.window.add(self.accept_failures);
-                CallResult::Failure
-            }
-            Outcome::Overload => {
-                self.window.add(false);
-                CallResult::Overload
-            }
-            Outcome::Ignored => CallResult::Ignored,
+        let (result, accepted) = match outcome {
+            Outcome::Success => (CallResult::Success, true),
+            Outcome::Failure => (CallResult::Failure, self.accept_failures),
+            Outcome::Overload => (CallResult::Overload, false),
+            Outcome::Ignored => (CallResult::Ignored, false),
         };
+        if result != CallResult::Ignored && self.window.record(accepted, Instant::now) {
+            self.publish();
+        }
         self.calls[result.index()].increment(1);
         tracing::trace!(name = %self.name, result = result.as_str(), "call recorded");
     }

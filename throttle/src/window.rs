@@ -8,6 +8,14 @@
 //! gap (multiplying both by the same factor never changes whether requests exceed K × accepts,
 //! so a call that sees no reason to throttle needs no decay to be sure of it).
 //!
+//! Reading the clock costs more than the rest of a call together, so a call reads it only
+//! where time can matter. A call let through reads it when its outcome is counted while the
+//! window holds under 256 requests (low rates, where a call is rare enough for the cost not to
+//! matter and every tick counts), and otherwise only when its `fetch_add` took the whole
+//! requests to a multiple of 16: each value is seen by exactly one call, so the counts are
+//! decayed at least once every 16 calls, within about a tick. A call admitted while requests
+//! exceed K × accepts reads it before its draw.
+//!
 //! The factor for a gap of `Δ` with `n` requests counted since the last decay is
 //! `exp(-min(Δ/window, max(n/min_requests, Δ/max_window)))`: at `min_requests / window`
 //! requests a second or more it is plain exponential decay with time constant `window`;
@@ -26,6 +34,10 @@ const ONE: u64 = 1 << FRACTION_BITS;
 /// the adds of one tick can never carry out of their half of the word.
 const CAP: u64 = 1 << 31;
 const HALF: u32 = 32;
+/// From this many requests in the window on, one counted call in [`SAMPLE_EVERY`] reads the
+/// clock.
+const SAMPLED_FROM: u64 = 256 << FRACTION_BITS;
+const SAMPLE_EVERY: u64 = 16;
 const LOW: u64 = (1 << HALF) - 1;
 
 /// Requests and accepts in the window, in requests.
@@ -46,9 +58,14 @@ impl ThrottleCounts {
     }
 
     /// `max(0, (requests − K × accepts) / (requests + 1))`, the SRE book's client-side
-    /// throttling probability.
+    /// throttling probability; an excess within the rounding of the counts (`(K + 1) / 4096`
+    /// of a request) is none.
     pub fn rejection_probability(&self, multiplier: f64) -> f64 {
-        ((self.requests - multiplier * self.accepts) / (self.requests + 1.0)).max(0.0)
+        let excess = self.requests - multiplier * self.accepts;
+        if excess <= (multiplier + 1.0) / ONE as f64 {
+            return 0.0;
+        }
+        excess / (self.requests + 1.0)
     }
 }
 
@@ -152,18 +169,32 @@ impl Window {
         (-by_time.min(by_count)).exp()
     }
 
-    /// Counts one request, and one accept if `accepted`.
+    /// Counts one request, and one accept if `accepted`, without reading the clock.
     #[inline]
-    pub(crate) fn add(&self, accepted: bool) {
+    pub(crate) fn add(&self, accepted: bool) -> u64 {
         let delta = (ONE << HALF) | if accepted { ONE } else { 0 };
-        self.counts.fetch_add(delta, Ordering::AcqRel);
+        self.counts.fetch_add(delta, Ordering::AcqRel)
     }
 
-    /// Whether requests exceed K × accepts: whether any call may be rejected.
+    /// Counts one request that ended `now()`, and one accept if `accepted`, decaying the counts
+    /// first where the clock is read (see the module docs); true if this call decayed them.
+    #[inline]
+    pub(crate) fn record(&self, accepted: bool, now: impl FnOnce() -> Instant) -> bool {
+        if self.counts.load(Ordering::Relaxed) >> HALF < SAMPLED_FROM {
+            let decayed = self.advance(now());
+            self.add(accepted);
+            return decayed;
+        }
+        let before = self.add(accepted) >> (HALF + FRACTION_BITS);
+        before.is_multiple_of(SAMPLE_EVERY) && self.advance(now())
+    }
+
+    /// Whether requests exceed K × accepts by more than the counts' rounding: whether any call
+    /// may be rejected.
     #[inline]
     pub(crate) fn may_reject(&self) -> bool {
         let word = self.counts.load(Ordering::Acquire);
-        (word >> HALF) as f64 > self.multiplier * (word & LOW) as f64
+        (word >> HALF) as f64 > self.multiplier * (word & LOW) as f64 + self.multiplier + 1.0
     }
 
     /// The counts as they stand (decayed to the last tick a call saw).
@@ -282,6 +313,26 @@ mod tests {
         }
         w.advance(epoch + Duration::from_secs(300));
         assert!(w.counts().requests < 0.01, "{:?}", w.counts());
+    }
+
+    #[test]
+    fn a_busy_window_reads_the_clock_every_sixteenth_call() {
+        let (w, epoch) = window();
+        let mut reads = 0;
+        for _ in 0..1000 {
+            w.record(true, || {
+                reads += 1;
+                epoch
+            });
+        }
+        // Every call below 256 requests, then one in 16 of the other 744.
+        assert_eq!(reads, 256 + 744 / 16 + 1);
+        let later = epoch + ms(100);
+        let mut decays = 0;
+        for _ in 0..16 {
+            decays += usize::from(w.record(true, || later));
+        }
+        assert_eq!(decays, 1, "within 16 calls the counts decay");
     }
 
     #[test]

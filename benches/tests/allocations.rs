@@ -139,6 +139,14 @@ fn keyed_circuit_breaker_allocates_nothing_per_call_for_a_known_key() {
 }
 
 #[test]
+fn throttle_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_throttle::ThrottleLayer::builder().build().unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+}
+
+#[test]
 fn rate_limit_allocates_nothing_per_call() {
     let rt = runtime();
     let _guard = rt.enter();

@@ -303,7 +303,8 @@ impl<C> Permit<C> {
             && outcome != Outcome::Ignored
         {
             let shared = self.shared();
-            let dropped = outcome == Outcome::Failure;
+            // Overload is the downstream saying "less", as plainly as a failure.
+            let dropped = matches!(outcome, Outcome::Failure | Outcome::Overload);
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sample.start);
             shared.state.sample(now, rtt, sample.in_flight, dropped);

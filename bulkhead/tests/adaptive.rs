@@ -195,6 +195,23 @@ async fn a_rejection_from_further_in_is_a_drop_whatever_the_classifier_says() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_overload_refusal_is_a_drop() {
+    use seawall_core::classify::HttpStatus;
+
+    for status in [429, 503] {
+        let (layer, handle) = aimd_layer(20);
+        let svc = layer
+            .classify(HttpStatus::default())
+            .layer(service_fn(move |()| async move {
+                sleep(ms(1)).await;
+                Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+            }));
+        one_window(&svc).await;
+        assert_eq!(handle.limit(), 18, "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn ignored_results_teach_nothing() {
     let (layer, handle) = aimd_layer(20);
     let layer = layer.classify(ClassifyFn::new(|_: Result<&(), &BoxError>| {

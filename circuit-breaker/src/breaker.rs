@@ -286,6 +286,7 @@ struct Rules {
     half_open_max_wait: Duration,
     automatic_transitions: bool,
     seed: u64,
+    overload_is_failure: bool,
 }
 
 /// What transitions keep between them, under the transition lock.
@@ -358,6 +359,7 @@ impl Breaker {
                 half_open_max_wait: config.half_open_max_wait,
                 automatic_transitions: config.automatic_transitions,
                 seed,
+                overload_is_failure: config.overload_is_failure,
             },
             transitions: Mutex::new(Recovery {
                 openings: 0,
@@ -642,12 +644,18 @@ impl Breaker {
             (Some(elapsed), Some(limit)) => elapsed > limit,
             _ => false,
         };
+        let outcome = match outcome {
+            // A downstream shedding load is up: by default its refusals count for nothing.
+            Outcome::Overload if self.rules.overload_is_failure => Outcome::Failure,
+            Outcome::Overload => Outcome::Ignored,
+            outcome => outcome,
+        };
         let call = match (outcome, slow) {
             (Outcome::Success, false) => CallOutcome::Success,
             (Outcome::Success, true) => CallOutcome::SlowSuccess,
             (Outcome::Failure, false) => CallOutcome::Failure,
             (Outcome::Failure, true) => CallOutcome::SlowFailure,
-            (Outcome::Ignored, _) => CallOutcome::Ignored,
+            (Outcome::Ignored | Outcome::Overload, _) => CallOutcome::Ignored,
         };
         self.observers.metrics.calls[call.index()].increment(1);
         if self.observers.has_outcome_hook.load(Ordering::Relaxed) {

@@ -82,6 +82,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) seed: Option<u64>,
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
+    pub(crate) overload_is_failure: bool,
 }
 
 impl CircuitBreakerConfig {
@@ -166,6 +167,11 @@ impl CircuitBreakerConfig {
     /// to open, when time says so.
     pub fn automatic_transitions(&self) -> bool {
         self.automatic_transitions
+    }
+
+    /// Whether an overload refusal counts as a failure.
+    pub fn overload_is_failure(&self) -> bool {
+        self.overload_is_failure
     }
 
     /// Probes that must succeed before the breaker closes.
@@ -327,6 +333,16 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
+    /// Whether a call the classifier calls [`Overload`](seawall_core::classify::Outcome::Overload)
+    /// (a `429`, a `503`, `RESOURCE_EXHAUSTED`) counts as a failure (default `false`: it counts
+    /// for nothing). A downstream that refuses load it cannot take is up; opening on its
+    /// refusals would turn shedding into an outage, so overload is left to throttling and
+    /// backoff unless this is on.
+    pub fn overload_is_failure(mut self, failure: bool) -> Self {
+        self.spec.overload_is_failure = Some(failure.into());
+        self
+    }
+
     /// Seeds the jitter of the open backoff, so that runs repeat (default: a random seed).
     pub fn seed(mut self, seed: u64) -> Self {
         self.spec.seed = Some(seed.into());
@@ -400,6 +416,8 @@ struct CircuitBreakerSpec {
     max_keys: Option<Raw<usize>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_idle_timeout: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    overload_is_failure: Option<Raw<bool>>,
 }
 
 fn open_backoff_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backoff>, D::Error> {
@@ -444,6 +462,7 @@ impl Default for CircuitBreakerSpec {
             seed: None,
             max_keys: None,
             key_idle_timeout: None,
+            overload_is_failure: None,
         }
     }
 }
@@ -587,6 +606,11 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             seed,
             max_keys,
             key_idle_timeout,
+            overload_is_failure: spec
+                .overload_is_failure
+                .map(|on| on.expected("overload_is_failure", "true or false"))
+                .transpose()?
+                .unwrap_or(false),
         })
     }
 }
@@ -683,6 +707,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             seed: c.seed.map(Raw::from),
             max_keys: Some(c.max_keys.into()),
             key_idle_timeout: Some(c.key_idle_timeout.into()),
+            overload_is_failure: c.overload_is_failure.then_some(true.into()),
         }
     }
 }
@@ -708,6 +733,7 @@ mod tests {
         assert_eq!(c.probes_to_close(), 10);
         assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
         assert!(c.automatic_transitions());
+        assert!(!c.overload_is_failure());
     }
 
     #[test]
@@ -789,6 +815,10 @@ mod tests {
         assert_eq!(c.window(), Window::Time(Duration::from_secs(10)));
         assert_eq!(c.slow_call_duration(), Some(Duration::from_secs(2)));
         assert!(matches!(c.open_duration(), OpenDuration::Backoff(_)));
+        assert!(!c.overload_is_failure());
+        let counted: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"overload_is_failure": true}"#).unwrap();
+        assert!(counted.overload_is_failure());
         let bad =
             serde_json::from_str::<CircuitBreakerConfig>(r#"{"half_open_probes": 0}"#).unwrap_err();
         assert!(bad.to_string().contains("half_open_probes"), "{bad}");
@@ -885,6 +915,7 @@ mod tests {
                 .consecutive_failures(3)
                 .half_open_max_wait(Duration::from_secs(2))
                 .automatic_transitions(false)
+                .overload_is_failure(true)
         })
         .unwrap();
         let json = serde_json::to_string(&c).unwrap();

@@ -430,8 +430,11 @@ async fn an_open_duration_from_the_result_is_clamped_to_the_configured_range() {
 
     async fn open_for(layer: CircuitBreakerLayer, retry_after: &'static str) -> Duration {
         let handle = layer.handle();
+        // A 503 is overload, which opens no breaker by default: this one counts it as a failure.
         let svc = layer
-            .classify(HttpStatus::server_errors())
+            .classify(
+                HttpStatus::server_errors().with_failure(http::StatusCode::SERVICE_UNAVAILABLE),
+            )
             .open_duration_from(RetryAfterHeader)
             .layer(service_fn(move |()| async move {
                 let res = http::Response::builder()
@@ -694,11 +697,68 @@ async fn http_5xx_responses_trip_and_retry_after_sets_the_open_duration() {
         Ok::<_, BoxError>(res)
     }));
     assert_eq!(svc.clone().oneshot(404).await.unwrap().status(), 404);
-    svc.clone().oneshot(503).await.unwrap();
+    svc.clone().oneshot(502).await.unwrap();
     assert_eq!(handle.state(), CircuitState::Closed);
     svc.clone().oneshot(500).await.unwrap();
     assert_eq!(handle.state(), CircuitState::Open);
     assert_eq!(handle.open_remaining(), Some(secs(42)));
+}
+
+/// Answers every call with the status it asks for.
+fn statuses() -> impl Service<
+    u16,
+    Response = http::Response<()>,
+    Error = BoxError,
+    Future = impl Future<Output = Result<http::Response<()>, BoxError>> + Send,
+> + Clone {
+    service_fn(|status: u16| async move {
+        let res = http::Response::builder()
+            .status(status)
+            .header("retry-after", "1")
+            .body(())
+            .unwrap();
+        Ok::<_, BoxError>(res)
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_429_and_503_does_not_open_the_breaker_by_default() {
+    use seawall_core::classify::HttpStatus;
+
+    let (layer, handle) = builder()
+        .count_window(10)
+        .minimum_calls(5)
+        .consecutive_failures(3)
+        .build()
+        .unwrap()
+        .pair();
+    let svc = layer.classify(HttpStatus::default()).layer(statuses());
+    for status in [429, 503].repeat(50) {
+        svc.clone().oneshot(status).await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    assert_eq!(handle.counts().calls, 0, "overload counts for nothing");
+    svc.clone().oneshot(200).await.unwrap();
+    assert_eq!(handle.counts().calls, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overload_opens_the_breaker_when_it_counts_as_failure() {
+    use seawall_core::classify::HttpStatus;
+
+    let (layer, handle) = builder()
+        .consecutive_failures(3)
+        .overload_is_failure(true)
+        .build()
+        .unwrap()
+        .pair();
+    let svc = layer.classify(HttpStatus::default()).layer(statuses());
+    for status in [429, 503] {
+        svc.clone().oneshot(status).await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+    svc.clone().oneshot(503).await.unwrap();
+    assert_eq!(handle.state(), CircuitState::Open);
 }
 
 mod grpc {
@@ -804,6 +864,45 @@ mod grpc {
         let next = svc.clone().oneshot(None).await;
         assert!(next.is_ok(), "the stream holds no half-open slot");
         drop(watch);
+    }
+
+    fn pushed_back(code: &'static str) -> http::Response<Frames> {
+        let mut res = http::Response::new(StreamBody::new(futures::stream::iter(vec![])));
+        res.headers_mut()
+            .insert("grpc-status", HeaderValue::from_static(code));
+        res.headers_mut()
+            .insert("grpc-retry-pushback-ms", HeaderValue::from_static("100"));
+        res
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resource_exhausted_and_pushed_back_unavailable_do_not_open_by_default() {
+        for (overload_is_failure, expected) in
+            [(false, CircuitState::Closed), (true, CircuitState::Open)]
+        {
+            let (layer, handle) = builder()
+                .consecutive_failures(2)
+                .overload_is_failure(overload_is_failure)
+                .build()
+                .unwrap()
+                .pair();
+            let svc = layer.classify(GrpcCodes::new()).layer(service_fn(
+                |(code, pushback): (&'static str, bool)| async move {
+                    Ok::<_, BoxError>(if pushback {
+                        pushed_back(code)
+                    } else {
+                        streaming(code)
+                    })
+                },
+            ));
+            for _ in 0..20 {
+                if let Ok(res) = svc.clone().oneshot(("8", false)).await {
+                    res.into_body().collect().await.unwrap();
+                }
+                drop(svc.clone().oneshot(("14", true)).await);
+            }
+            assert_eq!(handle.state(), expected, "{overload_is_failure}");
+        }
     }
 }
 

@@ -32,11 +32,14 @@ pub enum RejectionKind {
     BudgetExhausted,
     /// A chaos layer injected this failure on purpose.
     Injected,
+    /// A client-side throttle refused the call locally, because the downstream has been
+    /// refusing too much of its recent load.
+    Throttled,
 }
 
 impl RejectionKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::CircuitOpen,
         Self::BulkheadFull,
         Self::RateLimited,
@@ -44,6 +47,7 @@ impl RejectionKind {
         Self::DeadlineExceeded,
         Self::BudgetExhausted,
         Self::Injected,
+        Self::Throttled,
     ];
 
     /// A short lowercase label, as used in metrics and logs.
@@ -56,18 +60,19 @@ impl RejectionKind {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::BudgetExhausted => "budget_exhausted",
             Self::Injected => "injected",
+            Self::Throttled => "throttled",
         }
     }
 
     /// Whether a call rejected this way counts against the downstream.
     ///
     /// A timeout (the downstream was too slow) and an injected failure (standing in for a
-    /// downstream's) do. An open circuit, a full bulkhead, a rate limit and an exhausted retry
-    /// budget stopped the call before it reached the downstream and say nothing about its
-    /// health: a circuit breaker outside such a layer counts them for nothing, or a bulkhead
-    /// filling up under load would open it. Nor does the caller's own deadline: a caller that
-    /// gave the call almost no time says nothing about the downstream, and retrying it cannot
-    /// succeed.
+    /// downstream's) do. An open circuit, a full bulkhead, a rate limit, an exhausted retry
+    /// budget and a throttle stopped the call before it reached the downstream and say nothing
+    /// about its health: a circuit breaker outside such a layer counts them for nothing, or a
+    /// bulkhead filling up under load would open it. Nor does the caller's own deadline: a
+    /// caller that gave the call almost no time says nothing about the downstream, and retrying
+    /// it cannot succeed.
     pub const fn is_downstream_failure(self) -> bool {
         matches!(self, Self::TimedOut | Self::Injected)
     }
@@ -81,6 +86,7 @@ impl RejectionKind {
             Self::DeadlineExceeded => "deadline exceeded",
             Self::BudgetExhausted => "retry budget exhausted",
             Self::Injected => "injected failure",
+            Self::Throttled => "throttled",
         }
     }
 }

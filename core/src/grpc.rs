@@ -7,7 +7,7 @@
 //!
 //! | rejection | code |
 //! |---|---|
-//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `UNAVAILABLE` |
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected`, `Throttled` | `UNAVAILABLE` |
 //! | `RateLimited` | `RESOURCE_EXHAUSTED` |
 //! | `TimedOut`, `DeadlineExceeded` | `DEADLINE_EXCEEDED` |
 //!
@@ -114,6 +114,7 @@ pub fn code_of(kind: RejectionKind) -> Code {
     match kind {
         RejectionKind::RateLimited => Code::ResourceExhausted,
         RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => Code::DeadlineExceeded,
+        RejectionKind::Throttled => Code::Unavailable,
         _ => Code::Unavailable,
     }
 }
@@ -135,6 +136,7 @@ mod tests {
             (RejectionKind::CircuitOpen, "14"),
             (RejectionKind::BulkheadFull, "14"),
             (RejectionKind::BudgetExhausted, "14"),
+            (RejectionKind::Throttled, "14"),
             (RejectionKind::RateLimited, "8"),
             (RejectionKind::TimedOut, "4"),
         ];

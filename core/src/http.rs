@@ -13,9 +13,15 @@
 //!
 //! | rejection | status |
 //! |---|---|
-//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected` | `503 Service Unavailable`, with `Retry-After` when known |
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Throttled` | `503 Service Unavailable`, with `Retry-After` when known |
 //! | `RateLimited` | `429 Too Many Requests`, with `Retry-After` when known |
 //! | `TimedOut`, `DeadlineExceeded` | `504 Gateway Timeout` |
+//! | `Injected` | `500 Internal Server Error` |
+//!
+//! A `503` or `429` tells the caller this service sheds load and is up, which overload-aware
+//! callers answer with throttling and backoff rather than an open breaker (see
+//! [`classify`](crate::classify)). An injected failure stands in for a server failing, so it
+//! is answered as one.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -104,6 +110,8 @@ pub fn status_of(kind: RejectionKind) -> StatusCode {
     match kind {
         RejectionKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         RejectionKind::TimedOut | RejectionKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        RejectionKind::Throttled => StatusCode::SERVICE_UNAVAILABLE,
+        RejectionKind::Injected => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -176,7 +184,8 @@ mod tests {
                 RejectionKind::BudgetExhausted,
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
-            (RejectionKind::Injected, StatusCode::SERVICE_UNAVAILABLE),
+            (RejectionKind::Injected, StatusCode::INTERNAL_SERVER_ERROR),
+            (RejectionKind::Throttled, StatusCode::SERVICE_UNAVAILABLE),
             (RejectionKind::RateLimited, StatusCode::TOO_MANY_REQUESTS),
             (RejectionKind::TimedOut, StatusCode::GATEWAY_TIMEOUT),
         ];

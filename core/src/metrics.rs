@@ -158,6 +158,16 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Calls through a retry layer, by kind.",
     ),
     (
+        "seawall_throttle_calls_total",
+        Some(Unit::Count),
+        "Calls through a client-side throttle, by result.",
+    ),
+    (
+        "seawall_throttle_rejection_probability",
+        None,
+        "The probability that a call is rejected locally now, from 0 to 1.",
+    ),
+    (
         "seawall_timeout_calls_total",
         Some(Unit::Count),
         "Calls through a timeout, by result.",

@@ -105,8 +105,17 @@ impl FallbackLayerBuilder<When> {
     pub fn on_failure<C>(self, classifier: C) -> FallbackLayerBuilder<OnFailure<C>> {
         FallbackLayerBuilder {
             name: self.name,
-            trigger: OnFailure(classifier),
+            trigger: OnFailure::new(classifier),
         }
+    }
+}
+
+impl<C> FallbackLayerBuilder<OnFailure<C>> {
+    /// Also fires on what the classifier calls overload (a 429 or 503 with `HttpStatus`),
+    /// with the cause `overload`.
+    pub fn or_overload(mut self) -> Self {
+        self.trigger = self.trigger.or_overload();
+        self
     }
 }
 

@@ -4,8 +4,9 @@
 //! a degraded answer is often worth more than an error. It fires on what you choose — any
 //! error, only rejections of some kinds (an open circuit, a full bulkhead, a timeout), or
 //! whatever a [`Classify`](seawall_core::classify::Classify) calls a failure, 5xx answers
-//! included — and answers with a value, a closure of the failure, an async closure, or another
-//! service (failover).
+//! included, and overload refusals (429, 503) when asked with
+//! [`or_overload`](FallbackLayerBuilder::or_overload) — and answers with a value, a closure
+//! of the failure, an async closure, or another service (failover).
 //!
 //! It never turns a success into a fallback, and it does not catch panics. It keeps from each
 //! request only what its answer needs: nothing for a value or a closure of the error, the part a
@@ -36,8 +37,8 @@
 //!
 //! Metrics: `seawall_fallback_calls_total{name}` (every call through the layer) and
 //! `seawall_fallback_total{name, cause}` (the calls answered by the fallback) with `cause` the
-//! rejection kind (`circuit_open`, ...), `error` or `failure`; their ratio is the share of calls
-//! the fallback answers.
+//! rejection kind (`circuit_open`, ...), `error`, `failure` or `overload`; their ratio is the
+//! share of calls the fallback answers.
 
 mod config;
 pub mod future;

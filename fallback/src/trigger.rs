@@ -11,13 +11,16 @@ pub enum Cause {
     Rejected(RejectionKind),
     /// The call failed with an error that is not a rejection.
     Error,
-    /// The call answered, but the classifier called the answer a failure (say, a 503).
+    /// The call answered, but the classifier called the answer a failure (say, a 500).
     Failure,
+    /// The call answered, and the classifier called the answer an overload refusal (say, a
+    /// 503 or a 429); only with [`OnFailure::or_overload`].
+    Overload,
 }
 
 impl Cause {
     /// Every cause, in the order of [`index`](Self::index).
-    pub(crate) const ALL: [Self; 9] = [
+    pub(crate) const ALL: [Self; 11] = [
         Self::Rejected(RejectionKind::CircuitOpen),
         Self::Rejected(RejectionKind::BulkheadFull),
         Self::Rejected(RejectionKind::RateLimited),
@@ -25,24 +28,27 @@ impl Cause {
         Self::Rejected(RejectionKind::DeadlineExceeded),
         Self::Rejected(RejectionKind::BudgetExhausted),
         Self::Rejected(RejectionKind::Injected),
+        Self::Rejected(RejectionKind::Throttled),
         Self::Error,
         Self::Failure,
+        Self::Overload,
     ];
 
-    /// The metric label: the rejection kind (`circuit_open`, ...), `error` or `failure`.
+    /// The metric label: the rejection kind (`circuit_open`, ...), `error`, `failure` or
+    /// `overload`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Rejected(kind) => kind.as_str(),
             Self::Error => "error",
             Self::Failure => "failure",
+            Self::Overload => "overload",
         }
     }
 
     pub(crate) fn index(self) -> usize {
-        Self::ALL
-            .iter()
-            .position(|c| *c == self)
-            .unwrap_or(Self::ALL.len() - 2)
+        // A rejection kind added after this list counts as an error.
+        let error = Self::ALL.len() - 3;
+        Self::ALL.iter().position(|c| *c == self).unwrap_or(error)
     }
 
     fn of_error(err: &BoxError) -> Self {
@@ -101,24 +107,46 @@ impl<Res> Trigger<Res> for When {
     }
 }
 
-/// Fires on whatever a classifier calls a failure: errors, and answers such as a 5xx.
+/// Fires on whatever a classifier calls a failure: errors, and answers such as a 5xx; with
+/// [`or_overload`](Self::or_overload), on overload refusals (a 429, a 503) too.
 #[derive(Debug, Clone)]
-pub struct OnFailure<C>(pub(crate) C);
+pub struct OnFailure<C> {
+    classify: C,
+    overload: bool,
+}
+
+impl<C> OnFailure<C> {
+    pub(crate) fn new(classify: C) -> Self {
+        Self {
+            classify,
+            overload: false,
+        }
+    }
+
+    /// Also fires on what the classifier calls overload, with the cause
+    /// [`Cause::Overload`] (by default an overload refusal is passed on as it is).
+    #[must_use]
+    pub fn or_overload(mut self) -> Self {
+        self.overload = true;
+        self
+    }
+}
 
 impl<Res, C> Trigger<Res> for OnFailure<C>
 where
     C: Classify<Res, BoxError>,
 {
     fn fires(&self, result: Result<&Res, &BoxError>) -> Option<Cause> {
-        match self.0.classify(result) {
-            Classified::Now(Outcome::Failure) => Some(match result {
-                Ok(_) => Cause::Failure,
-                Err(err) => Cause::of_error(err),
-            }),
-            Classified::Now(Outcome::Success | Outcome::Ignored) | Classified::AtEndOfStream => {
-                None
-            }
-        }
+        let cause = match self.classify.classify(result) {
+            Classified::Now(Outcome::Failure) => Cause::Failure,
+            Classified::Now(Outcome::Overload) if self.overload => Cause::Overload,
+            Classified::Now(Outcome::Success | Outcome::Ignored | Outcome::Overload)
+            | Classified::AtEndOfStream => return None,
+        };
+        Some(match result {
+            Ok(_) => cause,
+            Err(err) => Cause::of_error(err),
+        })
     }
 }
 
@@ -166,14 +194,30 @@ mod tests {
         assert!(Trigger::<u8>::fires(&when, Err(&other)).is_none());
     }
 
-    #[test]
-    fn classified_failures_fire_on_answers_too() {
-        let on = OnFailure(ClassifyFn::new(|r: Result<&u16, &BoxError>| match r {
+    fn statuses(r: Result<&u16, &BoxError>) -> Outcome {
+        match r {
+            Ok(429 | 503) => Outcome::Overload,
             Ok(status) if *status >= 500 => Outcome::Failure,
             Ok(_) => Outcome::Success,
             Err(_) => Outcome::Failure,
-        }));
-        assert_eq!(on.fires(Ok(&503)), Some(Cause::Failure));
+        }
+    }
+
+    #[test]
+    fn classified_failures_fire_on_answers_too() {
+        let on = OnFailure::new(ClassifyFn::new(statuses));
+        assert_eq!(on.fires(Ok(&500)), Some(Cause::Failure));
+        assert_eq!(on.fires(Ok(&200)), None);
+    }
+
+    #[test]
+    fn overload_fires_only_when_chosen() {
+        let on = OnFailure::new(ClassifyFn::new(statuses));
+        assert_eq!(on.fires(Ok(&503)), None);
+        assert_eq!(on.fires(Ok(&429)), None);
+        let on = on.or_overload();
+        assert_eq!(on.fires(Ok(&503)), Some(Cause::Overload));
+        assert_eq!(on.fires(Ok(&500)), Some(Cause::Failure));
         assert_eq!(on.fires(Ok(&200)), None);
     }
 

@@ -206,8 +206,37 @@ async fn a_classifier_replaces_failed_answers_too() {
         "live page",
         "4xx is the caller's problem, not a failure"
     );
+    let failed = svc.clone().oneshot(500).await.unwrap();
+    assert_eq!(*failed.body(), "cached page");
     let unavailable = svc.oneshot(503).await.unwrap();
-    assert_eq!(*unavailable.body(), "cached page");
+    assert_eq!(
+        *unavailable.body(),
+        "live page",
+        "overload is not a failure unless chosen"
+    );
+}
+
+#[tokio::test]
+async fn overload_answers_are_replaced_when_chosen() {
+    let layer = FallbackLayer::builder()
+        .on_failure(HttpStatus::server_errors())
+        .or_overload()
+        .with(|_failed: Failed<Response<&'static str>>| Response::new("cached page"))
+        .unwrap();
+    let svc = layer.layer(service_fn(|status: u16| async move {
+        Ok::<_, BoxError>(
+            Response::builder()
+                .status(status)
+                .body("live page")
+                .unwrap(),
+        )
+    }));
+    for status in [429, 503, 500] {
+        let res = svc.clone().oneshot(status).await.unwrap();
+        assert_eq!(*res.body(), "cached page", "{status}");
+    }
+    let ok = svc.oneshot(200).await.unwrap();
+    assert_eq!(*ok.body(), "live page");
 }
 
 #[tokio::test]

@@ -62,7 +62,8 @@ impl Report for CallReport {
             _ => false,
         };
         match outcome {
-            Outcome::Ignored => {}
+            // Shedding load (ours or the downstream's) is not our service failing.
+            Outcome::Ignored | Outcome::Overload => {}
             Outcome::Failure => self.window.record(true),
             Outcome::Success => self.window.record(slow),
         }

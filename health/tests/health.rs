@@ -288,6 +288,26 @@ async fn shed_load_counts_for_nothing_and_timeouts_count_as_bad() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn overload_answers_do_not_count_against_the_service() {
+    use seawall_core::classify::HttpStatus;
+
+    for (statuses, expected) in [([429, 503], Healthy), ([500, 502], Unhealthy)] {
+        let tracker = HealthTracker::new("shop");
+        let layer = rate_layer(&tracker).classify(HttpStatus::default());
+        let svc = layer.layer(service_fn(|status: u16| async move {
+            Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
+        }));
+        for _ in 0..8 {
+            for status in statuses.repeat(10) {
+                svc.clone().oneshot(status).await.unwrap();
+            }
+            advance(secs(1)).await;
+        }
+        assert_eq!(tracker.state(), expected, "{statuses:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_rate_layer_recovers_without_traffic() {
     let tracker = HealthTracker::new("shop");
     let layer = rate_layer(&tracker);

@@ -13,6 +13,7 @@
 //! | `fallback` | `fallback` | alternative answers on failures and rejections |
 //! | `chaos` | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
 //! | `health` | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
+//! | `throttle` | `throttle` | client-side adaptive throttling: reject locally as the downstream refuses load (SRE book) |
 //! | `http`, `grpc` | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
 //!
 //! Every layer's error is [`BoxError`]; what a layer decides itself is a [`Rejected`], found
@@ -101,5 +102,7 @@ pub use seawall_health as health;
 pub use seawall_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
 pub use seawall_retry as retry;
+#[cfg(feature = "throttle")]
+pub use seawall_throttle as throttle;
 #[cfg(feature = "timeout")]
 pub use seawall_timeout as timeout;

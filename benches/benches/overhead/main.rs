@@ -11,6 +11,7 @@ mod fallback;
 mod rate_limit;
 mod retry;
 mod stack;
+mod throttle;
 mod timeout;
 
 #[global_allocator]
@@ -30,6 +31,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, stack::bench, chaos::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, throttle::bench, stack::bench, chaos::bench
 }
 criterion_main!(overhead);

@@ -6,21 +6,35 @@ use super::{Classified, Classify, Outcome, Report};
 
 /// Classifies HTTP responses by status code; any error is a failure.
 ///
-/// By default every 5xx status is a failure and everything else a success. `429 Too Many
-/// Requests` says the caller is over its quota, not that the downstream is sick, so it counts
-/// only when asked for with [`with_too_many_requests`](Self::with_too_many_requests).
+/// By default every 5xx status but `503` is a failure, `429 Too Many Requests` and `503
+/// Service Unavailable` are [`Outcome::Overload`] (with or without a `Retry-After`), and
+/// everything else is a success. A `429` says the caller is over its quota and a `503` that
+/// the server sheds load (RFC 9110 §15.6.4): the downstream is up and asks for less, which
+/// throttling and backoff answer and a circuit breaker should not. Each status can be moved
+/// to any class: [`with_failure`](Self::with_failure), [`with_overload`](Self::with_overload),
+/// [`with_success`](Self::with_success), [`ignoring`](Self::ignoring).
 ///
 /// ```
 /// use http::{Response, StatusCode};
 /// use seawall_core::classify::{Classified, Classify, HttpStatus, Outcome};
 ///
 /// let classify = HttpStatus::server_errors().ignoring(StatusCode::NOT_IMPLEMENTED);
-/// let res = Response::builder().status(503).body(()).unwrap();
-/// assert_eq!(Classify::<_, ()>::classify(&classify, Ok(&res)), Classified::Now(Outcome::Failure));
+/// let outcome = |code: u16| {
+///     let res = Response::builder().status(code).body(()).unwrap();
+///     Classify::<_, ()>::classify(&classify, Ok(&res))
+/// };
+/// assert_eq!(outcome(502), Classified::Now(Outcome::Failure));
+/// assert_eq!(outcome(503), Classified::Now(Outcome::Overload));
+/// assert_eq!(outcome(429), Classified::Now(Outcome::Overload));
+///
+/// // A proxy whose 503 means "no upstream left": count it as a failure.
+/// let strict = HttpStatus::server_errors().with_failure(StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(strict.outcome(StatusCode::SERVICE_UNAVAILABLE), Outcome::Failure);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpStatus {
     failures: StatusSet,
+    overload: StatusSet,
     ignored: StatusSet,
 }
 
@@ -31,33 +45,56 @@ impl Default for HttpStatus {
 }
 
 impl HttpStatus {
-    /// Every 5xx status is a failure.
+    /// Every 5xx status but `503` is a failure; `429` and `503` are overload.
     pub fn server_errors() -> Self {
+        let overload = StatusSet::EMPTY.with_range(429..=429).with_range(503..=503);
         Self {
-            failures: StatusSet::EMPTY.with_range(500..=599),
+            failures: StatusSet::EMPTY.with_range(500..=599).without_set(overload),
+            overload,
             ignored: StatusSet::EMPTY,
         }
     }
 
-    /// Also counts `429 Too Many Requests` as a failure.
+    /// Counts `429 Too Many Requests` as a failure.
     #[must_use]
     pub fn with_too_many_requests(self) -> Self {
         self.with_failure(StatusCode::TOO_MANY_REQUESTS)
     }
 
-    /// Also counts `status` as a failure.
+    /// Counts `status` as a failure.
     #[must_use]
-    pub fn with_failure(mut self, status: StatusCode) -> Self {
+    pub fn with_failure(self, status: StatusCode) -> Self {
         let code = status.as_u16();
-        self.failures = self.failures.with_range(code..=code);
-        self.ignored = self.ignored.without(code);
-        self
+        self.with_failure_range(code..=code)
     }
 
     /// Counts every status in `range` as a failure.
     #[must_use]
     pub fn with_failure_range(mut self, range: RangeInclusive<u16>) -> Self {
-        self.failures = self.failures.with_range(range);
+        let set = StatusSet::EMPTY.with_range(range);
+        self.failures = self.failures.with_set(set);
+        self.overload = self.overload.without_set(set);
+        self.ignored = self.ignored.without_set(set);
+        self
+    }
+
+    /// Counts `status` as [`Outcome::Overload`]: the downstream asks for less load.
+    #[must_use]
+    pub fn with_overload(mut self, status: StatusCode) -> Self {
+        let code = status.as_u16();
+        self.overload = self.overload.with_range(code..=code);
+        self.failures = self.failures.without(code);
+        self.ignored = self.ignored.without(code);
+        self
+    }
+
+    /// Counts `status` as a success.
+    #[must_use]
+    pub fn with_success(mut self, status: StatusCode) -> Self {
+        let code = status.as_u16();
+        self.failures = self.failures.without(code);
+        self.overload = self.overload.without(code);
+        self.ignored = self.ignored.without(code);
         self
     }
 
@@ -67,6 +104,7 @@ impl HttpStatus {
         let code = status.as_u16();
         self.ignored = self.ignored.with_range(code..=code);
         self.failures = self.failures.without(code);
+        self.overload = self.overload.without(code);
         self
     }
 
@@ -75,6 +113,8 @@ impl HttpStatus {
         let code = status.as_u16();
         if self.failures.contains(code) {
             Outcome::Failure
+        } else if self.overload.contains(code) {
+            Outcome::Overload
         } else if self.ignored.contains(code) {
             Outcome::Ignored
         } else {
@@ -117,6 +157,20 @@ impl StatusSet {
         self
     }
 
+    fn with_set(mut self, other: Self) -> Self {
+        for (word, bits) in self.0.iter_mut().zip(other.0) {
+            *word |= bits;
+        }
+        self
+    }
+
+    fn without_set(mut self, other: Self) -> Self {
+        for (word, bits) in self.0.iter_mut().zip(other.0) {
+            *word &= !bits;
+        }
+        self
+    }
+
     fn without(mut self, code: u16) -> Self {
         if (100..=999).contains(&code) {
             let bit = usize::from(code - 100);
@@ -153,18 +207,44 @@ mod tests {
     fn server_errors_fail_and_the_rest_succeed() {
         let c = HttpStatus::default();
         assert_eq!(outcome(&c, 500), Outcome::Failure);
+        assert_eq!(outcome(&c, 502), Outcome::Failure);
         assert_eq!(outcome(&c, 599), Outcome::Failure);
         assert_eq!(outcome(&c, 200), Outcome::Success);
         assert_eq!(outcome(&c, 404), Outcome::Success);
-        assert_eq!(outcome(&c, 429), Outcome::Success);
     }
 
     #[test]
-    fn too_many_requests_counts_when_asked() {
+    fn too_many_requests_and_service_unavailable_are_overload() {
+        let c = HttpStatus::default();
+        assert_eq!(outcome(&c, 429), Outcome::Overload);
+        assert_eq!(outcome(&c, 503), Outcome::Overload);
+        let with_retry_after = Response::builder()
+            .status(503)
+            .header("retry-after", "2")
+            .body(())
+            .unwrap();
         assert_eq!(
-            outcome(&HttpStatus::default().with_too_many_requests(), 429),
-            Outcome::Failure
+            Classify::<_, ()>::classify(&c, Ok(&with_retry_after)),
+            Classified::Now(Outcome::Overload)
         );
+    }
+
+    #[test]
+    fn every_status_can_move_to_any_class() {
+        let c = HttpStatus::default()
+            .with_too_many_requests()
+            .with_success(StatusCode::SERVICE_UNAVAILABLE)
+            .with_overload(StatusCode::BAD_GATEWAY);
+        assert_eq!(outcome(&c, 429), Outcome::Failure);
+        assert_eq!(outcome(&c, 503), Outcome::Success);
+        assert_eq!(outcome(&c, 502), Outcome::Overload);
+        assert_eq!(
+            outcome(&c.ignoring(StatusCode::BAD_GATEWAY), 502),
+            Outcome::Ignored
+        );
+        let all_failures = HttpStatus::default().with_failure_range(500..=599);
+        assert_eq!(outcome(&all_failures, 503), Outcome::Failure);
+        assert_eq!(outcome(&all_failures, 429), Outcome::Overload);
     }
 
     #[test]

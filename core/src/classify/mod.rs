@@ -10,6 +10,19 @@
 //!
 //! Built-ins: [`AnyError`] (the default), [`ClassifyFn`] for a closure, `HttpStatus` (feature
 //! `http`) and `GrpcCodes` (feature `grpc`).
+//!
+//! Overload is not failure. A downstream that answers `429 Too Many Requests`, `503 Service
+//! Unavailable` (RFC 9110 §15.6.4: "temporary overload or scheduled maintenance") or gRPC
+//! `RESOURCE_EXHAUSTED` is up and asks for less load; the classifiers call that
+//! [`Outcome::Overload`] by default, and every layer that learns from outcomes treats it as
+//! such (see the table on [`Outcome`]). Each classifier lets you say which statuses or codes
+//! are failures, overload, successes or nothing:
+//!
+//! | classifier | failure | overload | ignored |
+//! |---|---|---|---|
+//! | `AnyError` | every error | — | — |
+//! | `HttpStatus` | 5xx but 503, errors | 429, 503 (with or without `Retry-After`) | — |
+//! | `GrpcCodes` | `UNKNOWN`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`, a non-200 HTTP status, errors | `RESOURCE_EXHAUSTED`; `UNAVAILABLE` with `grpc-retry-pushback-ms` | `CANCELLED` |
 
 #[cfg(feature = "http")]
 mod body;
@@ -30,12 +43,24 @@ use std::fmt;
 use std::marker::PhantomData;
 
 /// What a call's result means to a layer that learns from results.
+///
+/// | outcome | circuit breaker | adaptive bulkhead | throttle | health | fallback `on_failure` |
+/// |---|---|---|---|---|---|
+/// | `Success` | success | sample | accept | success | — |
+/// | `Failure` | failure | drop | accept (configurable) | failure | fires |
+/// | `Overload` | nothing (configurable: failure) | drop | refusal | nothing | fires when asked |
+/// | `Ignored` | nothing | nothing | nothing | nothing | — |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// The call worked.
     Success,
     /// The call failed in a way that says something about the downstream's health.
     Failure,
+    /// The downstream refused the call because it has more load than it can take (`429`,
+    /// `503`, `RESOURCE_EXHAUSTED`): it is up, and asks for less. Overload feeds throttling,
+    /// backoff and concurrency limits, not a circuit breaker: opening on it would turn a
+    /// downstream's shedding into an outage.
+    Overload,
     /// The call counts for nothing (a client error, a cancellation).
     Ignored,
 }
@@ -46,6 +71,7 @@ impl Outcome {
         match self {
             Self::Success => "success",
             Self::Failure => "failure",
+            Self::Overload => "overload",
             Self::Ignored => "ignored",
         }
     }

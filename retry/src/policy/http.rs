@@ -70,7 +70,7 @@ impl HttpPolicy {
         }
     }
 
-    /// Retries the statuses `statuses` calls failures instead.
+    /// Retries the statuses `statuses` calls failures or overload instead.
     #[must_use]
     pub fn retrying(mut self, statuses: HttpStatus) -> Self {
         self.retried = statuses;
@@ -93,7 +93,10 @@ impl HttpPolicy {
     /// The verdict on a response with `status` and `headers`.
     pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
         verdict(
-            self.retried.outcome(status) == Outcome::Failure,
+            matches!(
+                self.retried.outcome(status),
+                Outcome::Failure | Outcome::Overload
+            ),
             status,
             headers,
         )

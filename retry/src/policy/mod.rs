@@ -174,7 +174,8 @@ impl<Req: Clone + Idempotent, Res> RetryPolicy<Req, Res> for DefaultPolicy {
     }
 }
 
-/// Retries the results a seawall-core [`Classify`] calls failures, for any `Clone` request.
+/// Retries the results a seawall-core [`Classify`] calls failures or overload, for any
+/// `Clone` request (the budget and the backoff keep overload retries in check).
 ///
 /// A result known only at the end of its stream (a gRPC status in trailers) is already on
 /// its way to the caller and counts as a success here.
@@ -216,7 +217,7 @@ where
             return verdict;
         }
         match self.classify.classify(result) {
-            Classified::Now(Outcome::Failure) => Verdict::RETRY,
+            Classified::Now(Outcome::Failure | Outcome::Overload) => Verdict::RETRY,
             Classified::Now(_) | Classified::AtEndOfStream => Verdict::Success,
         }
     }

@@ -1,0 +1,129 @@
+//! Client-side adaptive throttling for tower services: when the downstream refuses more of
+//! its load than it accepts, refuse some calls locally before they cost it anything.
+//!
+//! A downstream that is over capacity still pays for every call it refuses: it reads the
+//! request, looks at its queue and writes the answer. When every client keeps sending (and
+//! retrying) at full rate, refusals alone can use up the capacity that should go to work. The
+//! SRE book ("Handling Overload", client-side throttling) has each client keep two counts over
+//! a recent window — **requests** it attempted and **accepts** the downstream took — and
+//! reject a new call locally with probability
+//!
+//! ```text
+//! p = max(0, (requests − K × accepts) / (requests + 1))
+//! ```
+//!
+//! While the downstream accepts more than one request in K nothing is rejected. Past that the
+//! client sends about K times what is accepted, so the downstream sees a bounded excess rather
+//! than every client's full rate. A local rejection counts as a request without an accept, so
+//! the throttle keeps letting a trickle through (about `1/window` calls a second at worst) and
+//! notices when the downstream recovers. `K` is
+//! [`multiplier`](ThrottleConfigBuilder::multiplier) (default 2); lower is more aggressive.
+//!
+//! **What counts.** The layer's classifier decides: a success is an accept, an
+//! [`Overload`](seawall_core::classify::Outcome::Overload) (a `429` or `503` with `HttpStatus`,
+//! `RESOURCE_EXHAUSTED` with `GrpcCodes`) a request without an accept, a failure an accept
+//! unless [`accept_failures`](ThrottleConfigBuilder::accept_failures) is off (a downstream
+//! that answers with errors is the circuit breaker's business), and an ignored result or a
+//! cancelled call nothing. A [`Rejected`](seawall_core::Rejected) that seawall made further
+//! in (an open circuit, a full bulkhead) never reached the downstream and counts for nothing.
+//! The throttle's own rejections are of kind `Throttled`: `503` through seawall-core's HTTP
+//! adapter and `UNAVAILABLE` through its gRPC adapter, and never a downstream failure to a
+//! breaker, a bulkhead or retry further out.
+//!
+//! **The window.** Requests and accepts decay exponentially with time constant
+//! [`window`](ThrottleConfigBuilder::window) (τ, default 500 ms): a call τ old weighs
+//! `1/e`. With `r` requests a second and an accepted share `a` of them, the window holds
+//! `R = r·τ` requests and `A = a·r·τ` accepts, so in steady state
+//! `p = max(0, (1 − K·a) · r·τ / (r·τ + 1))`: nothing below `a = 1/K`, `1 − K·a` above it
+//! once `r·τ ≫ 1`. When the downstream's capacity is `C < r/K`, the throttle settles where it
+//! sends `K·C`.
+//!
+//! - *Reaction.* When accepts stop, `A` decays as `e^{−t/τ}` while `R` holds, so the first
+//!   local rejection comes after `τ·ln K` (0.35 s with the defaults), at any rate of at least
+//!   `min_requests / τ`.
+//! - *Recovery.* After a long full refusal `p ≈ r·τ / (r·τ + 1)`. Once the downstream accepts
+//!   again, the trickle's accepts grow the window's accepts about `e`-fold per `τ`, and
+//!   rejections stop when `A` reaches `R/K`: about `τ·ln(r·τ/K)` (3.9 s at 10 000 requests a
+//!   second, 2.8 s at 1000, 1.6 s at 100, with the defaults). After an overload that still
+//!   accepted a rate `C`, about `τ·ln(r/(K·C))`, mostly nothing.
+//! - *Low rates.* A client that calls rarely would see a window of one or two calls, and one
+//!   refusal would throttle it. Below `min_requests / τ` requests a second (20 with the
+//!   defaults) each request ages the window by `1/min_requests` instead of time doing it, so
+//!   the window holds about [`min_requests`](ThrottleConfigBuilder::min_requests) requests (10
+//!   by default: at 1 request a second with a random 30 % refused, under 1 % of calls are
+//!   rejected locally), and reaction and recovery take about `min_requests·ln K` and
+//!   `min_requests·ln(min_requests/K)` of its own calls. Time still ages the window at least
+//!   as [`max_window`](ThrottleConfigBuilder::max_window) would (30 s), so a client that was
+//!   silent forgets.
+//!
+//! A call costs two loads and one `fetch_add` on one shared word, and a clock read where time
+//! can matter: on every call while the window holds under 256 requests, on one call in 16
+//! above that (the counts then decay within about a tick, a sixteenth of τ or less), and on
+//! every call while requests exceed K × accepts. The first such call of each tick decays the
+//! counts with one compare-and-swap. No lock, no allocation; the random draw is taken only
+//! when `p > 0`, from a seeded ChaCha8 stream ([`seed`](ThrottleConfigBuilder::seed)). The
+//! counts are kept to 1/4096 of a request, so an excess of requests within that rounding
+//! (`(K + 1) / 4096`) counts as none.
+//!
+//! **Where it goes in a stack.** On a client, inside retry (so that retries are throttled too,
+//! and a `Throttled` rejection is not retried) and outside the circuit breaker (whose
+//! rejections then count for nothing here, and whose probes come through the throttle).
+//!
+//! ```
+//! use http::Response;
+//! use seawall_core::classify::HttpStatus;
+//! use seawall_core::{BoxError, RejectionKind, rejected};
+//! use seawall_throttle::ThrottleLayer;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let (layer, handle) = ThrottleLayer::builder()
+//!     .name("inventory")
+//!     .multiplier(2.0)
+//!     .seed(7)
+//!     .build()?
+//!     .pair();
+//! // A downstream that refuses everything with 429.
+//! let svc = layer.classify(HttpStatus::default()).layer(service_fn(|_: ()| async {
+//!     Ok::<_, BoxError>(Response::builder().status(429).body(()).unwrap())
+//! }));
+//!
+//! let mut throttled = 0;
+//! for _ in 0..100 {
+//!     match svc.clone().oneshot(()).await {
+//!         Ok(res) => assert_eq!(res.status(), 429),
+//!         Err(err) => {
+//!             assert_eq!(rejected(&*err).map(|r| r.kind()), Some(RejectionKind::Throttled));
+//!             throttled += 1;
+//!         }
+//!     }
+//! }
+//! assert!(throttled > 50, "most calls never reach the refusing downstream");
+//! assert!(handle.rejection_probability() > 0.9);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics, each labelled `name`: `seawall_throttle_calls_total{result}` (`success`,
+//! `failure`, `overload`, `ignored` for calls let through, `rejected` for local rejections)
+//! and `seawall_throttle_rejection_probability`, set at most once per tick and whenever the
+//! throttle starts or stops rejecting.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod event;
+pub mod future;
+mod handle;
+mod layer;
+mod service;
+mod state;
+mod window;
+
+pub use self::config::{ThrottleConfig, ThrottleConfigBuilder};
+pub use self::event::{CallResult, RejectedEvent, ThrottlingEvent};
+pub use self::future::CallReport;
+pub use self::handle::ThrottleHandle;
+pub use self::layer::ThrottleLayer;
+pub use self::service::Throttle;
+pub use self::window::ThrottleCounts;

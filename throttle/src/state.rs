@@ -1,0 +1,246 @@
+//! What every clone of one throttle shares: the window, the random draws, the metric handles
+//! and the hooks. Created once, when the layer is built.
+
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use metrics::{Counter, Gauge};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use seawall_core::classify::Outcome;
+use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, Rejected, RejectionKind};
+use tokio::time::Instant;
+
+use crate::config::ThrottleConfig;
+use crate::event::{CallResult, RejectedEvent, ThrottlingEvent};
+use crate::window::{ThrottleCounts, Window};
+
+pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
+pub(crate) type ThrottlingHook = Arc<dyn Fn(ThrottlingEvent<'_>) + Send + Sync>;
+
+/// The hooks of one throttle, shared by every clone of its layer whenever they are set.
+#[derive(Default)]
+struct Hooks {
+    on_rejected: Option<RejectedHook>,
+    on_throttling: Option<ThrottlingHook>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_rejected", &self.on_rejected.is_some())
+            .field("on_throttling", &self.on_throttling.is_some())
+            .finish()
+    }
+}
+
+/// Random draws in `[0, 1)` that every clone takes from one seeded ChaCha8 stream: draw `n`
+/// is the stream's `n`-th 64-bit word, so no generator state needs a lock.
+struct Draws {
+    rng: ChaCha8Rng,
+    next: AtomicU64,
+}
+
+impl Draws {
+    fn next(&self) -> f64 {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut rng = self.rng.clone();
+        rng.set_word_pos(u128::from(n) * 2);
+        (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl fmt::Debug for Draws {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Draws")
+            .field("drawn", &self.next.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) name: Arc<str>,
+    pub(crate) window: Window,
+    accept_failures: bool,
+    draws: Draws,
+    /// Whether the last admission saw a rejection probability above zero.
+    throttling: AtomicBool,
+    calls: [Counter; 5],
+    probability: Gauge,
+    hooks: RwLock<Hooks>,
+}
+
+impl State {
+    pub(crate) fn new(config: &ThrottleConfig) -> Self {
+        let metrics = MetricScope::new(config.name.clone());
+        let calls = std::array::from_fn(|i| {
+            metrics.counter(
+                "seawall_throttle_calls_total",
+                &[("result", CallResult::ALL[i].as_str())],
+            )
+        });
+        let probability = metrics.gauge("seawall_throttle_rejection_probability", &[]);
+        probability.set(0.0);
+        let seed = config
+            .seed
+            .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
+        Self {
+            name: config.name.clone(),
+            window: Window::new(
+                config.window,
+                config.max_window,
+                config.min_requests,
+                config.multiplier,
+                Instant::now(),
+            ),
+            accept_failures: config.accept_failures,
+            draws: Draws {
+                rng: ChaCha8Rng::seed_from_u64(seed),
+                next: AtomicU64::new(0),
+            },
+            throttling: AtomicBool::new(false),
+            calls,
+            probability,
+            hooks: RwLock::default(),
+        }
+    }
+
+    /// Lets a call through, or answers it with the throttle's rejection.
+    #[inline]
+    pub(crate) fn admit(&self) -> Result<(), BoxError> {
+        // Decay scales requests and accepts alike: whether requests exceed K × accepts reads
+        // the same before it, so this needs no clock.
+        if self.window.may_reject() {
+            return self.draw();
+        }
+        if self.throttling.load(Ordering::Relaxed) {
+            self.throttling_changed(false, 0.0);
+        }
+        Ok(())
+    }
+
+    /// Rejects with the current probability; a rejection counts as a request without accept.
+    #[cold]
+    #[inline(never)]
+    fn draw(&self) -> Result<(), BoxError> {
+        if self.window.advance(Instant::now()) {
+            self.publish();
+        }
+        let probability = self.probability_now();
+        if probability <= 0.0 {
+            // Accepts came in since the window was read.
+            return Ok(());
+        }
+        if !self.throttling.load(Ordering::Relaxed) {
+            self.throttling_changed(true, probability);
+        }
+        if self.draws.next() >= probability {
+            return Ok(());
+        }
+        self.window.add(false);
+        self.calls[CallResult::Rejected.index()].increment(1);
+        tracing::debug!(name = %self.name, probability, "call throttled");
+        let hook = self.hooks().on_rejected.clone();
+        if let Some(hook) = hook {
+            hook(RejectedEvent {
+                name: &self.name,
+                probability,
+            });
+        }
+        Err(Rejected::new(RejectionKind::Throttled, self.name.clone()).into())
+    }
+
+    /// Counts how a call let through ended.
+    #[inline]
+    pub(crate) fn record(&self, outcome: Outcome) {
+        let (result, accepted) = match outcome {
+            Outcome::Success => (CallResult::Success, true),
+            Outcome::Failure => (CallResult::Failure, self.accept_failures),
+            Outcome::Overload => (CallResult::Overload, false),
+            Outcome::Ignored => (CallResult::Ignored, false),
+        };
+        if result != CallResult::Ignored && self.window.record(accepted, Instant::now) {
+            self.publish();
+        }
+        self.calls[result.index()].increment(1);
+        tracing::trace!(name = %self.name, result = result.as_str(), "call recorded");
+    }
+
+    fn probability_now(&self) -> f64 {
+        self.window
+            .counts()
+            .rejection_probability(self.window.multiplier())
+    }
+
+    /// Sets the gauge after the window decayed, once per tick at most.
+    #[cold]
+    fn publish(&self) {
+        self.probability.set(self.probability_now());
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn throttling_changed(&self, throttling: bool, probability: f64) {
+        if self.throttling.swap(throttling, Ordering::AcqRel) == throttling {
+            return;
+        }
+        self.probability.set(probability);
+        let counts = self.window.counts();
+        if throttling {
+            tracing::info!(
+                name = %self.name,
+                probability,
+                requests = counts.requests,
+                accepts = counts.accepts,
+                "throttling started: the downstream refuses too much of its load"
+            );
+        } else {
+            tracing::info!(name = %self.name, "throttling stopped");
+        }
+        let hook = self.hooks().on_throttling.clone();
+        if let Some(hook) = hook {
+            hook(ThrottlingEvent {
+                name: &self.name,
+                throttling,
+                probability,
+            });
+        }
+    }
+
+    fn hooks(&self) -> std::sync::RwLockReadGuard<'_, Hooks> {
+        self.hooks.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_on_rejected(&self, hook: RejectedHook) {
+        self.hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_rejected = Some(hook);
+    }
+
+    pub(crate) fn set_on_throttling(&self, hook: ThrottlingHook) {
+        self.hooks
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .on_throttling = Some(hook);
+    }
+
+    /// The counts decayed to now.
+    pub(crate) fn counts_now(&self) -> ThrottleCounts {
+        self.window.counts_at(Instant::now())
+    }
+
+    pub(crate) fn is_throttling(&self) -> bool {
+        self.throttling.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything one layer's services share: the throttle and the classifier.
+pub(crate) struct Shared<C> {
+    pub(crate) state: Arc<State>,
+    pub(crate) classify: C,
+}

@@ -6,6 +6,8 @@
 //! - [`classify`]: whether a result is a success, a failure or neither.
 //! - [`backoff`]: backoff curves with a cap and jitter.
 //! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
+//! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
+//!   timeouts.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
@@ -28,6 +30,7 @@ pub mod backoff;
 pub mod classify;
 pub mod config;
 mod error;
+pub mod latency;
 pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -5,6 +5,8 @@
 //!   stack's [`BoxError`].
 //! - [`classify`]: whether a result is a success, a failure or neither.
 //! - [`backoff`]: backoff curves with a cap and jitter.
+//! - `body` (feature `http`): request bodies held in memory so a retry or a hedge can send
+//!   them again.
 //! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
 //! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
 //!   timeouts.
@@ -27,6 +29,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+#[cfg(feature = "http")]
+pub mod body;
 pub mod classify;
 pub mod config;
 mod error;

@@ -8,7 +8,7 @@ use tonic::{Code, Status};
 
 use super::http::clone_http_request;
 use super::{RetryPolicy, Verdict, rejection_verdict};
-use crate::body::TryCloneBody;
+use seawall_core::body::TryCloneBody;
 
 /// Retries gRPC calls that end with chosen codes (`UNAVAILABLE` by default), honouring
 /// `grpc-retry-pushback-ms`.

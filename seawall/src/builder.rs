@@ -84,6 +84,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::health::HealthLayer<C>,
     ) -> With<crate::health::HealthLayer<C>, L>;
 
+    /// Adds hedging.
+    #[cfg(feature = "hedge")]
+    fn with_hedge<P>(
+        self,
+        layer: crate::hedge::HedgeLayer<P>,
+    ) -> With<crate::hedge::HedgeLayer<P>, L>;
+
     /// Answers every error of the layers below with an HTTP response, so the stack's error is
     /// `Infallible` (put it first, outermost).
     #[cfg(feature = "http")]
@@ -148,6 +155,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::health::HealthLayer<C>,
     ) -> With<crate::health::HealthLayer<C>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "hedge")]
+    fn with_hedge<P>(
+        self,
+        layer: crate::hedge::HedgeLayer<P>,
+    ) -> With<crate::hedge::HedgeLayer<P>, L> {
         self.layer(layer)
     }
 

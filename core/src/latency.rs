@@ -158,6 +158,12 @@ impl LatencyEstimate {
 
     /// Records a call that took `latency`, as of `now`.
     pub fn record_at(&self, latency: Duration, now: Instant) {
+        self.record_many_at(latency, 1, now);
+    }
+
+    /// Records `calls` calls that each took `latency`, as of `now`: a caller that counts calls
+    /// of no measurable latency (answered at once) on its own hands them over in one go.
+    pub fn record_many_at(&self, latency: Duration, calls: u32, now: Instant) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let turn = self.turn(now);
         let slice = &self.slices[(turn % SLICES as u64) as usize];
@@ -184,7 +190,7 @@ impl LatencyEstimate {
                 Err(actual) => current = actual,
             }
         }
-        slice.counts[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+        slice.counts[bucket_of(micros)].fetch_add(calls, Ordering::Relaxed);
     }
 
     /// The `q` quantile (`q` in `[0, 1]`, 0.99 for p99) of the latencies in the window now;
@@ -412,6 +418,23 @@ mod tests {
         assert_eq!(estimate.count_at(t0 + ms(4100)), 2);
         assert_eq!(estimate.count_at(t0 + ms(5000)), 1);
         assert_eq!(estimate.count_at(t0 + ms(9000)), 0);
+    }
+
+    #[test]
+    fn many_calls_count_as_many_samples() {
+        let estimate = LatencyEstimate::new(Duration::from_secs(4)).unwrap();
+        let t0 = estimate.origin;
+        estimate.record_many_at(Duration::ZERO, 9, t0);
+        estimate.record_at(ms(10), t0);
+        assert_eq!(estimate.count_at(t0), 10);
+        assert_eq!(
+            estimate.quantile_at(0.9, t0),
+            Some(Duration::from_nanos(500))
+        );
+        assert!(within_bound(
+            estimate.quantile_at(0.91, t0).unwrap(),
+            ms(10)
+        ));
     }
 
     #[test]

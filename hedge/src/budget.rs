@@ -31,11 +31,12 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub(crate) fn new(config: &BudgetConfig) -> Self {
+    /// A budget whose seconds count from `start`.
+    pub(crate) fn new(config: &BudgetConfig, start: Instant) -> Self {
         let window_secs = config.window.as_secs().max(1);
         let slots = || (0..window_secs).map(|_| AtomicU64::new(0)).collect();
         Self {
-            start: Instant::now(),
+            start,
             window_secs,
             // Rounded down, so the budget never allows more than the ratio says.
             ratio_ppm: (config.ratio * PPM as f64) as u64,
@@ -45,16 +46,22 @@ impl Budget {
     }
 
     /// Counts one request, which earns the budget `ratio` of a hedge.
-    pub(crate) fn deposit_at(&self, now: Instant) {
-        let second = self.second(now);
-        increment(&self.deposits[self.slot(second)], second);
+    #[cfg(test)]
+    fn deposit_at(&self, now: Instant) {
+        self.deposit_in(self.second(now));
+    }
+
+    /// Counts one request made in `second` (from `start`); returns how many the second's
+    /// bucket holds now.
+    pub(crate) fn deposit_in(&self, second: u64) -> u64 {
+        increment(&self.deposits[self.slot(second)], second) & COUNT_MASK
     }
 
     /// Takes one hedge from the budget; `false` when none is left.
     pub(crate) fn withdraw_at(&self, now: Instant) -> bool {
         let second = self.second(now);
         let slot = &self.withdrawals[self.slot(second)];
-        let tag = increment(slot, second);
+        let tag = tag_of(increment(slot, second));
         let spent = sum(&self.withdrawals, second, self.window_secs).saturating_mul(PPM);
         if spent <= self.allowed_ppm(second) {
             return true;
@@ -98,20 +105,20 @@ fn tag_of(word: u64) -> u64 {
 }
 
 /// Adds one to the bucket for `second`, starting it afresh when it still holds an older
-/// second; returns the tag the count went under.
+/// second; returns the bucket's word after the increment (its tag and count).
 fn increment(slot: &AtomicU64, second: u64) -> u64 {
     let tag = second & COUNT_MASK;
     let mut current = slot.load(Ordering::Acquire);
     loop {
-        let (next, used) = if tag_of(current) >= tag {
+        let next = if tag_of(current) >= tag {
             // A newer second (from a caller whose clock read came later) keeps its bucket.
             let count = (current & COUNT_MASK).saturating_add(1).min(COUNT_MASK);
-            ((current & !COUNT_MASK) | count, tag_of(current))
+            (current & !COUNT_MASK) | count
         } else {
-            ((tag << 32) | 1, tag)
+            (tag << 32) | 1
         };
         match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return used,
+            Ok(_) => return next,
             Err(actual) => current = actual,
         }
     }
@@ -150,7 +157,10 @@ mod tests {
     use super::*;
 
     fn budget(ratio: f64, window: u64) -> Budget {
-        Budget::new(&BudgetConfig::new(ratio, Duration::from_secs(window)).unwrap())
+        Budget::new(
+            &BudgetConfig::new(ratio, Duration::from_secs(window)).unwrap(),
+            Instant::now(),
+        )
     }
 
     #[derive(Debug, Clone, Copy)]

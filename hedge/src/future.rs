@@ -83,7 +83,9 @@ pin_project! {
         hedging: Option<Hedging<S, Req, S::Future>>,
         // Present when hedges may be sent or the first attempt's latency is recorded.
         core: Option<Arc<Core<S, P>>>,
-        start: Instant,
+        // When the first attempt first waited: a call counts its time (and its hedge delay)
+        // from its first poll.
+        start: Option<Instant>,
         error: Option<BoxError>,
     }
 }
@@ -92,13 +94,12 @@ impl<S, Req, P> ResponseFuture<S, Req, P>
 where
     S: Service<Req>,
 {
-    /// The first attempt `primary`, made at `start`; `hedge` is the copy of the request and
-    /// the delay when the call may be hedged.
+    /// The first attempt `primary`; `hedge` is the copy of the request and the delay when the
+    /// call may be hedged.
     pub(crate) fn new(
         primary: S::Future,
         core: Option<Arc<Core<S, P>>>,
         hedge: Option<(Req, Duration)>,
-        start: Instant,
     ) -> Self {
         Self {
             primary: Some(primary),
@@ -111,7 +112,7 @@ where
                 in_flight: None,
             }),
             core,
-            start,
+            start: None,
             error: None,
         }
     }
@@ -140,29 +141,44 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
 
-        if let Some(primary) = this.primary.as_mut().as_pin_mut()
-            && let Poll::Ready(result) = primary.poll(cx)
-        {
-            this.primary.set(None);
-            match result {
-                Ok(response) => {
-                    if let Some(core) = this.core {
-                        let state = &core.shared.state;
-                        if state.records_latency() {
-                            let now = Instant::now();
-                            state.record_latency(now - *this.start, now);
-                        }
+        if let Some(primary) = this.primary.as_mut().as_pin_mut() {
+            match primary.poll(cx) {
+                Poll::Pending => {
+                    if this.start.is_none()
+                        && let Some(core) = this.core
+                    {
+                        *this.start = Some(core.shared.state.now());
                     }
-                    this.timer.set(None);
-                    *this.hedging = None;
-                    *this.error = None;
-                    return Poll::Ready(Ok(response));
                 }
-                Err(err) => keep_first(this.error, err.into()),
+                Poll::Ready(result) => {
+                    this.primary.set(None);
+                    match result {
+                        Ok(response) => {
+                            if let Some(core) = this.core {
+                                let state = &core.shared.state;
+                                match *this.start {
+                                    None => state.record_at_once(),
+                                    Some(start) if state.records_latency() => {
+                                        let now = state.now();
+                                        state.record_latency(now - start, now);
+                                    }
+                                    Some(_) => {}
+                                }
+                            }
+                            this.timer.set(None);
+                            *this.hedging = None;
+                            *this.error = None;
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(err) => keep_first(this.error, err.into()),
+                    }
+                }
             }
         }
 
-        if let (Some(hedging), Some(core)) = (this.hedging.as_mut(), this.core.as_ref()) {
+        if let (Some(hedging), Some(core), Some(start)) =
+            (this.hedging.as_mut(), this.core.as_ref(), *this.start)
+        {
             let shared = &core.shared;
             let won = 'hedges: loop {
                 if let Some(set) = hedging.in_flight.as_mut() {
@@ -197,20 +213,22 @@ where
                     }
                 }
 
-                if hedging.request.is_some() && hedging.readying.is_none() {
+                // No hedge after the first attempt failed: hedges are for slow calls.
+                if hedging.request.is_some() && hedging.readying.is_none() && this.primary.is_some()
+                {
                     if this.timer.is_none() {
-                        let due = *this.start + hedging.delay * hedging.sent;
+                        let due = start + hedging.delay * hedging.sent;
                         this.timer.set(Some(tokio::time::sleep_until(due)));
                     }
                     let timer = this.timer.as_mut().as_pin_mut().expect("armed");
                     if timer.poll(cx).is_ready() {
-                        let now = Instant::now();
+                        let now = shared.state.now();
                         if shared.state.withdraw(now) {
                             hedging.sent += 1;
-                            shared.hedge_sent(hedging.sent, now - *this.start);
+                            shared.hedge_sent(hedging.sent, now - start);
                             hedging.readying = Some(core.template.clone());
                             if hedging.sent < shared.state.max_attempts {
-                                let next = *this.start + hedging.delay * hedging.sent;
+                                let next = start + hedging.delay * hedging.sent;
                                 let timer = this.timer.as_mut().as_pin_mut().expect("armed");
                                 timer.reset(next);
                             } else {
@@ -227,8 +245,8 @@ where
             };
 
             if let Some((attempt, response)) = won {
-                let now = Instant::now();
-                let elapsed = now - *this.start;
+                let now = shared.state.now();
+                let elapsed = now - start;
                 // The first attempt took at least this long: a sample from above the delay,
                 // without which the percentile would only ever see the attempts that beat
                 // their hedges, and drift down.

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use crate::state::State;
 
 /// Reads a hedge layer's current delay, its recent latency and its budget.
@@ -28,7 +26,7 @@ impl HedgeHandle {
     /// The delay after which a call made now would be hedged; `None` while a percentile
     /// delay has seen too few calls.
     pub fn delay(&self) -> Option<Duration> {
-        self.state.delay_at(Instant::now())
+        self.state.delay_now()
     }
 
     /// The `q` quantile of the first attempts' recent latency, when the delay is a

@@ -33,9 +33,13 @@
 //! Where it goes in a client stack: inside the total timeout (which bounds the call and every
 //! hedge) and retry, outside the circuit breaker, the per-attempt timeout and a bulkhead, so
 //! each hedge is an attempt of its own to them. `poll_ready` readies the first attempt's
-//! service; each hedge readies a clone of its own. A call that answers without hedging
-//! allocates nothing and reads the clock once; copying the request is the policy's cost (free
-//! for a `Copy` or `Arc` request; an `http::Request` copies its head).
+//! service; each hedge readies a clone of its own.
+//!
+//! The path that does not hedge allocates nothing. A call answered at its first poll does not
+//! read the clock (it counts as taking no time); one that waits reads it when it first waits,
+//! for its hedge timer, and again when it answers, for the estimate: a call's latency and its
+//! hedge delay count from its first poll. Copying the request is the policy's cost (free for
+//! a `Copy` or `Arc` request; an `http::Request` copies its head).
 //!
 //! ```
 //! use std::sync::Arc;

@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use seawall_core::BoxError;
-use tokio::time::Instant;
 use tower::Service;
 
 use crate::future::{Core, ResponseFuture};
@@ -85,12 +84,11 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.core.shared;
         let state = &shared.state;
-        let start = Instant::now();
         // Copied only when a hedge may follow: the first attempt takes the request itself.
         let hedge = state
-            .admit(start)
+            .admit()
             .and_then(|delay| Some((shared.policy.clone_request(&req)?, delay)));
         let core = (hedge.is_some() || state.records_latency()).then(|| self.core.clone());
-        ResponseFuture::new(self.inner.call(req), core, hedge, start)
+        ResponseFuture::new(self.inner.call(req), core, hedge)
     }
 }

@@ -438,3 +438,24 @@ async fn poll_ready_is_the_inner_services() {
     open.store(true, Ordering::SeqCst);
     tokio_test::assert_ready_ok!(svc.enter(|cx, mut svc| svc.poll_ready(cx)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_answered_at_their_first_poll_count_as_taking_no_time() {
+    let (layer, handle) = HedgeLayer::builder()
+        .percentile(PercentileDelay::new().min_samples(100))
+        .build()
+        .unwrap()
+        .pair();
+    let mut svc = layer.layer(tower::service_fn(
+        |n: u32| async move { Ok::<_, BoxError>(n) },
+    ));
+    for n in 0..100 {
+        assert_eq!(svc.ready().await.unwrap().call(n).await.unwrap(), n);
+    }
+    tokio::time::sleep(ms(250)).await;
+    assert_eq!(
+        handle.delay(),
+        Some(Duration::from_nanos(500)),
+        "the first bucket's midpoint"
+    );
+}

@@ -109,6 +109,35 @@ fn a_retry_allocates_nothing_either() {
 }
 
 #[test]
+fn hedge_allocates_nothing_per_call_that_it_does_not_hedge() {
+    use seawall_bench::overhead::yielding;
+    use seawall_hedge::HedgeLayer;
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    // The defaults: a percentile delay, whose estimate every call feeds, and the budget.
+    let percentile = HedgeLayer::builder().build().unwrap();
+    assert_eq!(
+        allocations_per_call(&mut percentile.layer(bare()), 1000),
+        0.0
+    );
+    assert_eq!(
+        allocations_per_call(&mut percentile.layer(yielding()), 1000),
+        0.0
+    );
+    // A fixed delay no call reaches: the timer is armed for each call that waits.
+    let fixed = HedgeLayer::builder()
+        .delay(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut fixed.layer(bare()), 1000), 0.0);
+    assert_eq!(
+        allocations_per_call(&mut fixed.layer(yielding()), 1000),
+        0.0
+    );
+}
+
+#[test]
 fn circuit_breaker_allocates_nothing_per_call() {
     use seawall_circuit_breaker::CircuitBreakerLayer;
 

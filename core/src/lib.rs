@@ -5,8 +5,12 @@
 //!   stack's [`BoxError`].
 //! - [`classify`]: whether a result is a success, a failure or neither.
 //! - [`backoff`]: backoff curves with a cap and jitter.
+//! - `body` (feature `http`): request bodies held in memory so a retry or a hedge can send
+//!   them again.
 //! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
 //! - [`deadline`]: the caller's [`Deadline`], which every layer that waits reads.
+//! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
+//!   timeouts.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
@@ -26,10 +30,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
+#[cfg(feature = "http")]
+pub mod body;
 pub mod classify;
 pub mod config;
 pub mod deadline;
 mod error;
+pub mod latency;
 pub mod metrics;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

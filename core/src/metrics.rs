@@ -133,6 +133,26 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "1 for the component's current health state, 0 for the others.",
     ),
     (
+        "seawall_hedge_budget_exhausted_total",
+        Some(Unit::Count),
+        "Hedges not sent because the hedge budget was spent.",
+    ),
+    (
+        "seawall_hedge_calls_total",
+        Some(Unit::Count),
+        "Calls through a hedge layer.",
+    ),
+    (
+        "seawall_hedge_sent_total",
+        Some(Unit::Count),
+        "Hedges sent (attempts after a call's first).",
+    ),
+    (
+        "seawall_hedge_won_total",
+        Some(Unit::Count),
+        "Calls a hedge answered before the first attempt did.",
+    ),
+    (
         "seawall_rate_limit_keys_evicted_total",
         Some(Unit::Count),
         "Keys a keyed rate limit evicted to make room for new ones.",

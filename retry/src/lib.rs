@@ -61,8 +61,6 @@
 //! retry is logged at `debug` with its attempt number and delay, and told to the
 //! [`on_retry`](RetryLayer::on_retry) hook.
 
-#[cfg(feature = "http")]
-pub mod body;
 pub mod budget;
 mod config;
 pub mod future;
@@ -70,8 +68,6 @@ mod layer;
 pub mod policy;
 mod service;
 
-#[cfg(feature = "http")]
-pub use self::body::{ReplayBody, ReplayBodyLayer, ReplayBodyService, TryCloneBody};
 pub use self::budget::RetryBudget;
 pub use self::config::{BudgetConfig, RetryConfig, RetryConfigBuilder};
 pub use self::layer::{RetryEvent, RetryLayer};
@@ -83,3 +79,8 @@ pub use self::policy::{
     DefaultPolicy, Idempotent, PolicyFn, RetryOn, RetryPolicy, Verdict, rejection_verdict,
 };
 pub use self::service::Retry;
+/// Replayable HTTP request bodies (from seawall-core, where the hedge layer uses them too).
+#[cfg(feature = "http")]
+pub use seawall_core::body;
+#[cfg(feature = "http")]
+pub use seawall_core::body::{ReplayBody, ReplayBodyLayer, ReplayBodyService, TryCloneBody};

@@ -91,6 +91,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: crate::throttle::ThrottleLayer<C>,
     ) -> With<crate::throttle::ThrottleLayer<C>, L>;
 
+    /// Adds hedging.
+    #[cfg(feature = "hedge")]
+    fn with_hedge<P>(
+        self,
+        layer: crate::hedge::HedgeLayer<P>,
+    ) -> With<crate::hedge::HedgeLayer<P>, L>;
+
     /// Answers every error of the layers below with an HTTP response, so the stack's error is
     /// `Infallible` (put it first, outermost).
     #[cfg(feature = "http")]
@@ -163,6 +170,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: crate::throttle::ThrottleLayer<C>,
     ) -> With<crate::throttle::ThrottleLayer<C>, L> {
+        self.layer(layer)
+    }
+
+    #[cfg(feature = "hedge")]
+    fn with_hedge<P>(
+        self,
+        layer: crate::hedge::HedgeLayer<P>,
+    ) -> With<crate::hedge::HedgeLayer<P>, L> {
         self.layer(layer)
     }
 

@@ -11,6 +11,7 @@
 //! | `bulkhead` | `bulkhead` | concurrency limits with a bounded queue: fixed, adaptive (AIMD, Vegas, Gradient2), partitioned |
 //! | `rate_limit` | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
 //! | `fallback` | `fallback` | alternative answers on failures and rejections |
+//! | `hedge` | `hedge` | hedged requests after a fixed delay or a latency percentile, within a hedge budget |
 //! | `chaos` | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
 //! | `health` | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | `throttle` | `throttle` | client-side adaptive throttling: reject locally as the downstream refuses load (SRE book) |
@@ -98,6 +99,8 @@ pub use seawall_core::http;
 pub use seawall_fallback as fallback;
 #[cfg(feature = "health")]
 pub use seawall_health as health;
+#[cfg(feature = "hedge")]
+pub use seawall_hedge as hedge;
 #[cfg(feature = "rate-limit")]
 pub use seawall_rate_limit as rate_limit;
 #[cfg(feature = "retry")]

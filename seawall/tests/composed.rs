@@ -99,3 +99,44 @@ async fn a_downstream_shedding_load_is_throttled_and_never_opens_the_breaker() {
     assert_eq!(calls.load(Ordering::SeqCst), 1000 - throttled);
     assert!(throttled > 900, "{throttled} of 1000 throttled");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_loses_is_no_failure_to_the_breaker_below() {
+    use seawall::hedge::HedgeLayer;
+
+    // Every twentieth attempt hangs; the hedge of such a call answers and the hung one is
+    // dropped.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let sent = attempts.clone();
+    let downstream = service_fn(move |n: u64| {
+        let attempt = attempts.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let wait = if attempt % 20 == 19 { 60_000 } else { 5 };
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            Ok::<_, BoxError>(n)
+        }
+    });
+    let (breaker, handle) = CircuitBreakerLayer::builder()
+        .name("search")
+        .count_window(100)
+        .build()
+        .unwrap()
+        .pair();
+    let hedge = HedgeLayer::builder()
+        .name("search")
+        .delay(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .with_hedge(hedge)
+        .with_circuit_breaker(breaker)
+        .service(downstream);
+
+    for n in 0..40 {
+        assert_eq!(svc.clone().oneshot(n).await.unwrap(), n);
+    }
+    assert!(sent.load(Ordering::SeqCst) > 40, "hedges were sent");
+    // One attempt of each call finished; every other was dropped and counts for nothing.
+    let counts = handle.counts();
+    assert_eq!((counts.calls, counts.failures), (40, 0));
+}

@@ -8,6 +8,7 @@ mod bulkhead;
 mod chaos;
 mod circuit_breaker;
 mod fallback;
+mod hedge;
 mod rate_limit;
 mod retry;
 mod stack;
@@ -31,6 +32,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = overhead;
     config = config();
-    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, throttle::bench, stack::bench, chaos::bench
+    targets = timeout::bench, retry::bench, circuit_breaker::bench, bulkhead::bench, rate_limit::bench, fallback::bench, throttle::bench, hedge::bench, stack::bench, chaos::bench
 }
 criterion_main!(overhead);

@@ -11,7 +11,7 @@ use tonic::{Code, ConnectError, Status};
 
 use super::http::clone_http_request;
 use super::{RetryPolicy, Verdict, rejection_verdict};
-use crate::body::TryCloneBody;
+use seawall_core::body::TryCloneBody;
 
 /// Retries the gRPC methods you mark idempotent when they end with chosen codes
 /// (`UNAVAILABLE` by default), honouring `grpc-retry-pushback-ms`.

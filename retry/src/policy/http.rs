@@ -3,10 +3,11 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use seawall_core::BoxError;
+use seawall_core::body::TryCloneBody;
+pub use seawall_core::body::clone_http_request;
 use seawall_core::classify::{HttpStatus, Outcome};
 
 use super::{DefaultPolicy, RetryPolicy, Verdict, rejection_verdict};
-use crate::body::TryCloneBody;
 
 /// Retries idempotent HTTP requests on server errors, `429` and transport errors, honouring
 /// `Retry-After`.
@@ -154,19 +155,6 @@ where
             Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
     }
-}
-
-/// A copy of `req` with the same method, URI, version, headers, extensions and a copy of the
-/// body; `None` when the body cannot be copied.
-pub fn clone_http_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
-    let body = req.body().try_clone_body()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    *copy.extensions_mut() = req.extensions().clone();
-    Some(copy)
 }
 
 impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for HttpPolicy

@@ -1,9 +1,9 @@
 //! Replayable HTTP request bodies.
 //!
-//! An `http::Request` body is a stream: once sent, it is gone, so a retry needs a copy made
-//! before the first attempt. [`ReplayBodyLayer`] goes above the retry layer and reads each
-//! request body into memory up to a limit, so the retry can send it again. A body it cannot
-//! hold is passed through untouched, and its request is sent once:
+//! An `http::Request` body is a stream: once sent, it is gone, so a retry or a hedge needs a
+//! copy made before the first attempt. [`ReplayBodyLayer`] goes above the retry (or hedge)
+//! layer and reads each request body into memory up to a limit, so the layer can send it
+//! again. A body it cannot hold is passed through untouched, and its request is sent once:
 //!
 //! - a body whose length is known (a `Content-Length`, a `Full` body) and within the limit is
 //!   read to its end, waiting for it if need be;
@@ -16,6 +16,8 @@
 //! `http-body-util`'s. A service below that takes one body type only, such as a tonic
 //! `Channel`, gets it back with `.map_request(|req: Request<ReplayBody<Body>>|
 //! req.map(tonic::body::Body::new))` under the retry layer.
+//!
+//! seawall-retry re-exports this module as `seawall_retry::body`.
 
 use std::fmt;
 use std::future::Future;
@@ -28,13 +30,14 @@ use http::request::Parts;
 use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use seawall_core::BoxError;
 use tower::{Layer, Service};
+
+use crate::BoxError;
 
 /// The default buffering limit: 64 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// A request body a retry can copy, or `None` when it cannot be sent twice.
+/// A request body a retry or a hedge can copy, or `None` when it cannot be sent twice.
 pub trait TryCloneBody: Sized {
     /// A copy of the body as it was before it was read; `None` when it cannot be copied.
     fn try_clone_body(&self) -> Option<Self>;
@@ -84,6 +87,19 @@ impl<B> TryCloneBody for ReplayBody<B> {
     }
 }
 
+/// A copy of `req` with the same method, URI, version, headers, extensions and a copy of the
+/// body; `None` when the body cannot be copied.
+pub fn clone_http_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B>> {
+    let body = req.body().try_clone_body()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
 pin_project! {
     /// A request body held in memory, which retries can send again, or one passed through as
     /// a stream, which is sent once.
@@ -114,7 +130,7 @@ impl<B> ReplayBody<B> {
         Self::held(data, None)
     }
 
-    /// A body passed through as a stream; a request with it is never retried.
+    /// A body passed through as a stream; a request with it is never sent twice.
     pub fn streaming(body: B) -> Self {
         Self::after(Bytes::new(), body)
     }
@@ -204,8 +220,8 @@ impl<B> fmt::Debug for ReplayBody<B> {
     }
 }
 
-/// Holds request bodies up to a limit in memory, so that a retry layer below can replay
-/// them; see the [module docs](self).
+/// Holds request bodies up to a limit in memory, so that a retry or hedge layer below can
+/// replay them; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
 pub struct ReplayBodyLayer {
     limit: usize,

@@ -1,0 +1,104 @@
+//! Hedged requests for tower services: when a call has not answered after a delay, send it
+//! again and take whichever answer comes first.
+//!
+//! A few calls in a hundred are slow for reasons that have nothing to do with the request: a
+//! garbage collection, a cold cache, a busy neighbour, one slow replica. Waiting for them sets
+//! the tail latency of everything that calls them. A hedge sends a copy of a call that has
+//! waited longer than most calls take; the first success answers, and the other attempts are
+//! dropped (cancelled). With the delay at the 95th percentile of recent latency, about 5 % of
+//! calls are hedged and the tail shrinks to about the delay plus one ordinary call ("The Tail
+//! at Scale", Dean and Barroso).
+//!
+//! - **Delay**: fixed ([`delay`](HedgeConfigBuilder::delay)), or a percentile of the latency
+//!   of recent calls ([`PercentileDelay`], the default: p95 over 10 s, once 100 calls were
+//!   seen), from seawall-core's lock-free [`LatencyEstimate`](seawall_core::latency), read
+//!   with one atomic load per call. A first attempt that a hedge beat counts in the estimate
+//!   with the time it had taken then, so the percentile does not drift down.
+//! - **Up to N attempts** ([`max_attempts`](HedgeConfigBuilder::max_attempts), default 2):
+//!   hedge `k` goes out after `k` delays while no attempt has succeeded.
+//! - **First success wins**: the other attempts are dropped, which layers below read as a
+//!   cancellation (a circuit breaker records nothing for them). An error waits for the
+//!   attempts still in flight and is the answer only when none of them succeeds; an error
+//!   before the delay is the answer at once (hedging is for slow calls, retrying failed ones
+//!   is retry's job).
+//! - **A hedge budget** (on always; [`BudgetConfig`], default 10 % of the requests of the
+//!   last 10 s): a downstream that turns uniformly slow would otherwise see every call twice.
+//!   It has no floor, so the bound holds for a fleet of any size; while it is spent, calls
+//!   are not hedged.
+//! - **Only what is safe to send twice**: a [`HedgePolicy`] copies the request when the call
+//!   is made (the first attempt takes the request); [`DefaultPolicy`] hedges any `Clone`
+//!   request, `HttpPolicy` (feature `http`) only idempotent methods with replayable bodies
+//!   (put seawall-core's `ReplayBodyLayer` above the hedge for bodies of any type).
+//!
+//! Where it goes in a client stack: inside the total timeout (which bounds the call and every
+//! hedge) and retry, outside the circuit breaker, the per-attempt timeout and a bulkhead, so
+//! each hedge is an attempt of its own to them. `poll_ready` readies the first attempt's
+//! service; each hedge readies a clone of its own.
+//!
+//! The path that does not hedge allocates nothing. A call answered at its first poll does not
+//! read the clock (it counts as taking no time); one that waits reads it when it first waits,
+//! for its hedge timer, and again when it answers, for the estimate: a call's latency and its
+//! hedge delay count from its first poll. Copying the request is the policy's cost (free for
+//! a `Copy` or `Arc` request; an `http::Request` copies its head).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU32, Ordering};
+//! use std::time::Duration;
+//! use seawall_core::BoxError;
+//! use seawall_hedge::HedgeLayer;
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let (layer, handle) = HedgeLayer::builder()
+//!     .name("search")
+//!     .delay(Duration::from_millis(50))
+//!     .build()?
+//!     .pair();
+//! let attempts = Arc::new(AtomicU32::new(0));
+//! let svc = layer.layer(service_fn(move |query: u32| {
+//!     let n = attempts.fetch_add(1, Ordering::SeqCst);
+//!     async move {
+//!         // The 21st attempt hangs for a second; every other takes 10 ms.
+//!         let ms = if n == 20 { 1000 } else { 10 };
+//!         tokio::time::sleep(Duration::from_millis(ms)).await;
+//!         Ok::<_, BoxError>(query)
+//!     }
+//! }));
+//! for query in 0..20 {
+//!     svc.clone().oneshot(query).await?; // 20 calls earn the budget 2 hedges
+//! }
+//! let start = tokio::time::Instant::now();
+//! assert_eq!(svc.oneshot(20).await?, 20);
+//! assert!(start.elapsed() < Duration::from_millis(100)); // hedged at 50 ms, answered at 60
+//! assert_eq!(handle.budget_available(), 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Metrics, each labelled `name`: `seawall_hedge_calls_total` (calls through the layer),
+//! `seawall_hedge_sent_total` (hedges sent: one plus sent over calls is the load
+//! amplification), `seawall_hedge_won_total` (calls a hedge answered first) and
+//! `seawall_hedge_budget_exhausted_total` (hedges not sent because the budget was spent).
+//! Hooks: [`on_hedge`](HedgeLayer::on_hedge), [`on_hedge_won`](HedgeLayer::on_hedge_won),
+//! [`on_budget_exhausted`](HedgeLayer::on_budget_exhausted).
+
+mod budget;
+mod config;
+mod event;
+pub mod future;
+mod handle;
+mod layer;
+mod policy;
+mod service;
+mod state;
+
+pub use self::config::{BudgetConfig, Delay, HedgeConfig, HedgeConfigBuilder, PercentileDelay};
+pub use self::event::{BudgetExhaustedEvent, HedgeEvent, HedgeWonEvent};
+pub use self::handle::HedgeHandle;
+pub use self::layer::HedgeLayer;
+#[cfg(feature = "http")]
+pub use self::policy::HttpPolicy;
+pub use self::policy::{DefaultPolicy, HedgePolicy, PolicyFn};
+pub use self::service::Hedge;

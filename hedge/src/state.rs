@@ -1,0 +1,270 @@
+//! What every clone of one hedge layer shares: the delay source, the budget, the metric
+//! handles and the hooks. Created once, when the layer is built.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::Counter;
+use seawall_core::latency::{CachedQuantile, LatencyEstimate};
+use seawall_core::metrics::MetricScope;
+use tokio::time::Instant;
+
+use crate::budget::Budget;
+use crate::config::{Delay, HedgeConfig};
+use crate::event::{BudgetExhaustedEvent, HedgeEvent, HedgeWonEvent, Hooks};
+
+/// Where a call's hedge delay comes from.
+enum DelaySource {
+    Fixed,
+    Percentile {
+        estimate: LatencyEstimate,
+        quantile: CachedQuantile,
+    },
+}
+
+pub(crate) struct Metrics {
+    calls: Counter,
+    sent: Counter,
+    won: Counter,
+    budget_exhausted: Counter,
+}
+
+/// The latest time any call of the layer read from the clock.
+///
+/// Reading the clock costs about as much as the rest of a call through the layer; a call
+/// answered at its first poll never reads it, and counts at this time instead. Calls that
+/// wait read the clock (their hedge timer needs it) and move it on, and so does every 128th
+/// request of a second. A time that lags makes the budget count a request a little earlier
+/// than it came, which only ever lets fewer hedges out.
+struct Clock {
+    origin: Instant,
+    nanos: AtomicU64,
+}
+
+impl Clock {
+    fn advance(&self, now: Instant) {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        self.nanos
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The second (from the origin) of the latest time read.
+    fn second(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed) / 1_000_000_000
+    }
+}
+
+/// No hedge delay known yet.
+const UNKNOWN: u64 = u64::MAX;
+
+/// The layer's settings and counters.
+pub(crate) struct State {
+    pub(crate) name: Arc<str>,
+    pub(crate) max_attempts: u32,
+    delay: DelaySource,
+    /// The hedge delay as of the latest clock read, in nanoseconds, or `UNKNOWN`.
+    current_delay: AtomicU64,
+    /// First attempts answered at their first poll since the latest clock read, for the
+    /// latency estimate.
+    at_once: AtomicU64,
+    budget: Budget,
+    metrics: Metrics,
+    clock: Clock,
+}
+
+impl State {
+    pub(crate) fn new(config: &HedgeConfig) -> Self {
+        let scope = MetricScope::new(config.name.clone());
+        let (delay, current) = match config.delay {
+            Delay::Fixed(delay) => (DelaySource::Fixed, nanos(delay)),
+            Delay::Percentile(p) => (
+                DelaySource::Percentile {
+                    estimate: LatencyEstimate::new(p.window)
+                        .expect("a window checked by the config"),
+                    // Forty refreshes per window: the delay follows latency within a fortieth
+                    // of the window, for one scan of the histogram each time.
+                    quantile: CachedQuantile::new(p.quantile, p.min_samples, p.window / 40),
+                },
+                UNKNOWN,
+            ),
+        };
+        let origin = Instant::now();
+        Self {
+            name: config.name.clone(),
+            max_attempts: config.max_attempts,
+            delay,
+            current_delay: AtomicU64::new(current),
+            at_once: AtomicU64::new(0),
+            budget: Budget::new(&config.budget, origin),
+            clock: Clock {
+                origin,
+                nanos: AtomicU64::new(0),
+            },
+            metrics: Metrics {
+                calls: scope.counter("seawall_hedge_calls_total", &[]),
+                sent: scope.counter("seawall_hedge_sent_total", &[]),
+                won: scope.counter("seawall_hedge_won_total", &[]),
+                budget_exhausted: scope.counter("seawall_hedge_budget_exhausted_total", &[]),
+            },
+        }
+    }
+
+    /// Counts a call (it earns the budget its share of a hedge) and returns the delay after
+    /// which it may be hedged; `None` while a percentile has too few samples.
+    #[inline]
+    pub(crate) fn admit(&self) -> Option<Duration> {
+        self.metrics.calls.increment(1);
+        if self
+            .budget
+            .deposit_in(self.clock.second())
+            .is_multiple_of(128)
+        {
+            self.now();
+        }
+        let mut delay = self.current_delay.load(Ordering::Relaxed);
+        if delay == UNKNOWN && self.records_latency() {
+            // No percentile yet, or none since the layer was last busy: ask again now.
+            self.now();
+            delay = self.current_delay.load(Ordering::Relaxed);
+        }
+        (delay != UNKNOWN).then(|| Duration::from_nanos(delay))
+    }
+
+    /// The time now, read from the clock; the calls answered at once since the last read go
+    /// into the estimate, and the delay is brought up to date.
+    pub(crate) fn now(&self) -> Instant {
+        let now = Instant::now();
+        self.clock.advance(now);
+        if let DelaySource::Percentile { estimate, quantile } = &self.delay {
+            let at_once = self.at_once.swap(0, Ordering::Relaxed);
+            if at_once > 0 {
+                let calls = u32::try_from(at_once).unwrap_or(u32::MAX);
+                estimate.record_many_at(Duration::ZERO, calls, now);
+            }
+            let delay = quantile.get(estimate, now).map_or(UNKNOWN, nanos);
+            self.current_delay.store(delay, Ordering::Relaxed);
+        }
+        now
+    }
+
+    /// Records a first attempt answered at its first poll: it took no time worth a clock
+    /// read.
+    #[inline]
+    pub(crate) fn record_at_once(&self) {
+        if self.records_latency() {
+            self.at_once.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The delay after which a call made now would be hedged.
+    pub(crate) fn delay_now(&self) -> Option<Duration> {
+        self.now();
+        match self.current_delay.load(Ordering::Relaxed) {
+            UNKNOWN => None,
+            delay => Some(Duration::from_nanos(delay)),
+        }
+    }
+
+    /// Whether calls feed a latency estimate.
+    #[inline]
+    pub(crate) fn records_latency(&self) -> bool {
+        matches!(self.delay, DelaySource::Percentile { .. })
+    }
+
+    /// Records how long the first attempt of a call took (or, when a hedge answered first,
+    /// had taken by then).
+    pub(crate) fn record_latency(&self, latency: Duration, now: Instant) {
+        if let DelaySource::Percentile { estimate, .. } = &self.delay {
+            estimate.record_at(latency, now);
+        }
+    }
+
+    /// The `q` quantile of recent first-attempt latency, when the delay is a percentile.
+    pub(crate) fn latency_quantile(&self, q: f64) -> Option<Duration> {
+        match &self.delay {
+            DelaySource::Fixed => None,
+            DelaySource::Percentile { estimate, .. } => {
+                let now = self.now();
+                estimate.quantile_at(q, now)
+            }
+        }
+    }
+
+    /// Takes a hedge from the budget.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        self.budget.withdraw_at(now)
+    }
+
+    pub(crate) fn budget_available(&self) -> u64 {
+        self.budget.available_at(Instant::now())
+    }
+}
+
+fn nanos(delay: Duration) -> u64 {
+    u64::try_from(delay.as_nanos()).unwrap_or(UNKNOWN - 1)
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("name", &self.name)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything one layer's services share: the state, the hooks and the policy.
+pub(crate) struct Shared<P> {
+    pub(crate) state: Arc<State>,
+    pub(crate) hooks: Hooks,
+    pub(crate) policy: Arc<P>,
+}
+
+impl<P> Clone for Shared<P> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            hooks: self.hooks.clone(),
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+impl<P> Shared<P> {
+    pub(crate) fn hedge_sent(&self, attempt: u32, waited: Duration) {
+        let name = &*self.state.name;
+        self.state.metrics.sent.increment(1);
+        tracing::trace!(name, attempt, ?waited, "hedge sent");
+        if let Some(hook) = &self.hooks.on_hedge {
+            hook(HedgeEvent {
+                name,
+                attempt,
+                waited,
+            });
+        }
+    }
+
+    pub(crate) fn hedge_won(&self, attempt: u32, elapsed: Duration) {
+        let name = &*self.state.name;
+        self.state.metrics.won.increment(1);
+        tracing::trace!(name, attempt, ?elapsed, "hedge answered first");
+        if let Some(hook) = &self.hooks.on_hedge_won {
+            hook(HedgeWonEvent {
+                name,
+                attempt,
+                elapsed,
+            });
+        }
+    }
+
+    pub(crate) fn budget_exhausted(&self, attempt: u32) {
+        let name = &*self.state.name;
+        self.state.metrics.budget_exhausted.increment(1);
+        tracing::debug!(name, attempt, "hedge budget exhausted");
+        if let Some(hook) = &self.hooks.on_budget_exhausted {
+            hook(BudgetExhaustedEvent { name, attempt });
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! A view of an endpoint set from outside its calls.
 
 use std::fmt;
-use std::hash::Hash;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -47,7 +46,7 @@ impl<K> OutlierHandle<K> {
     }
 }
 
-impl<K: Clone + Eq + Hash + fmt::Debug> OutlierHandle<K> {
+impl<K: Clone + PartialEq + fmt::Debug> OutlierHandle<K> {
     /// Every endpoint with its state, in the order they joined.
     pub fn endpoints(&self) -> Vec<EndpointStatus<K>> {
         self.set.statuses()

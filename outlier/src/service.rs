@@ -26,6 +26,9 @@ const PROBE_WAIT: Duration = Duration::from_millis(100);
 /// ejection ends), so `tower::balance::p2c` leaves it in its set of pending services and
 /// picks among the others; otherwise it is the inner service's. Every call's outcome goes to
 /// the set's detectors. It implements `Load` as the inner service does.
+///
+/// The inner service's futures must be `Send + 'static`: a probe is held, boxed, by the
+/// endpoint while it runs.
 pub struct Endpoint<S, K, C, P> {
     inner: S,
     binding: Arc<Binding<K, C, P>>,

@@ -138,6 +138,15 @@ fn hedge_allocates_nothing_per_call_that_it_does_not_hedge() {
 }
 
 #[test]
+fn an_outlier_endpoint_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_outlier::OutlierLayer::builder().build().unwrap();
+    let mut endpoint = layer.endpoint(0usize, bare());
+    assert_eq!(allocations_per_call(&mut endpoint, 1000), 0.0);
+}
+
+#[test]
 fn circuit_breaker_allocates_nothing_per_call() {
     use seawall_circuit_breaker::CircuitBreakerLayer;
 

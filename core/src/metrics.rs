@@ -153,6 +153,27 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Calls a hedge answered before the first attempt did.",
     ),
     (
+        "seawall_outlier_ejected",
+        None,
+        "Endpoints of the set ejected now.",
+    ),
+    (
+        "seawall_outlier_ejections_skipped_total",
+        Some(Unit::Count),
+        "Ejections refused because the share of endpoints ejected was at its cap.",
+    ),
+    (
+        "seawall_outlier_ejections_total",
+        Some(Unit::Count),
+        "Endpoints ejected, by reason.",
+    ),
+    (
+        "seawall_outlier_endpoint_ejected",
+        None,
+        "1 while the endpoint is ejected, 0 while it is in (with per-endpoint labels only).",
+    ),
+    ("seawall_outlier_endpoints", None, "Endpoints in the set."),
+    (
         "seawall_rate_limit_keys_evicted_total",
         Some(Unit::Count),
         "Keys a keyed rate limit evicted to make room for new ones.",

@@ -12,6 +12,7 @@
 //! | `rate_limit` | `rate-limit` | GCRA rate limiting on governor, direct or keyed (client IP, header, route) |
 //! | `fallback` | `fallback` | alternative answers on failures and rejections |
 //! | `hedge` | `hedge` | hedged requests after a fixed delay or a latency percentile, within a hedge budget |
+//! | `outlier` | `outlier` | outlier ejection across a set of endpoints (consecutive failures, success rate), p2c-compatible, a capped share ejected |
 //! | `chaos` | `chaos` | fault injection from a seeded RNG, for tests and chaos experiments |
 //! | `health` | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | `throttle` | `throttle` | client-side adaptive throttling: reject locally as the downstream refuses load (SRE book) |
@@ -101,6 +102,8 @@ pub use seawall_fallback as fallback;
 pub use seawall_health as health;
 #[cfg(feature = "hedge")]
 pub use seawall_hedge as hedge;
+#[cfg(feature = "outlier")]
+pub use seawall_outlier as outlier;
 #[cfg(feature = "rate-limit")]
 pub use seawall_rate_limit as rate_limit;
 #[cfg(feature = "retry")]

@@ -1,0 +1,99 @@
+//! The response future of [`Endpoint`](crate::Endpoint) and the report that carries a call's
+//! outcome to its endpoint's detectors.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use pin_project_lite::pin_project;
+use seawall_core::classify::{Classify, Outcome, Report};
+use seawall_core::{BoxError, rejected};
+
+use crate::state::MemberState;
+
+/// What an endpoint's calls need: its member of the set, the classifier and the probe. One
+/// `Arc` per endpoint, cloned once per call.
+pub(crate) struct Binding<K, C, P> {
+    pub(crate) member: Arc<MemberState<K>>,
+    pub(crate) classify: Arc<C>,
+    pub(crate) probe: P,
+}
+
+/// Hands one call's outcome to its endpoint, at most once; dropped unreported (the call was
+/// cancelled, or its body dropped before its end), it records nothing.
+pub struct EndpointReport<K> {
+    member: Arc<MemberState<K>>,
+}
+
+impl<K: fmt::Debug + Send + Sync + 'static> Report for EndpointReport<K> {
+    fn report(self, outcome: Outcome) {
+        self.member.set.record(&self.member, outcome);
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for EndpointReport<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointReport")
+            .field("endpoint", &self.member.key)
+            .finish()
+    }
+}
+
+pin_project! {
+    /// The inner call, whose outcome goes to the endpoint's detectors when it completes (or,
+    /// with a classifier that watches the response body, when the body ends).
+    pub struct ResponseFuture<F, K, C, P> {
+        #[pin]
+        inner: F,
+        binding: Option<Arc<Binding<K, C, P>>>,
+    }
+}
+
+impl<F, K, C, P> ResponseFuture<F, K, C, P> {
+    pub(crate) fn new(inner: F, binding: Arc<Binding<K, C, P>>) -> Self {
+        Self {
+            inner,
+            binding: Some(binding),
+        }
+    }
+}
+
+impl<F, K: fmt::Debug, C, P> fmt::Debug for ResponseFuture<F, K, C, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("endpoint", &self.binding.as_ref().map(|b| &b.member.key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, K, C, P, T, E> Future for ResponseFuture<F, K, C, P>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    K: fmt::Debug + Send + Sync + 'static,
+    C: Classify<T, BoxError>,
+{
+    type Output = Result<C::Response<EndpointReport<K>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let binding = this
+            .binding
+            .take()
+            .expect("ResponseFuture polled after completion");
+        let report = EndpointReport {
+            member: binding.member.clone(),
+        };
+        match result {
+            // Stopped further in before it reached the endpoint: no evidence about it.
+            Err(err) if rejected(&*err).is_some_and(|r| !r.kind().is_downstream_failure()) => {
+                report.report(Outcome::Ignored);
+                Poll::Ready(Err(err))
+            }
+            result => Poll::Ready(binding.classify.report(result, report)),
+        }
+    }
+}

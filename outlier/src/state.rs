@@ -1,0 +1,601 @@
+//! What one endpoint set shares: its members, how many are ejected, the detectors' settings,
+//! metric handles and hooks. Created once, when the layer is built.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use futures::task::AtomicWaker;
+use metrics::{Counter, Gauge};
+use seawall_core::classify::Outcome;
+use seawall_core::metrics::MetricScope;
+use tokio::time::Instant;
+
+use crate::config::{OutlierConfig, SuccessRateConfig};
+use crate::event::{
+    EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
+};
+
+/// The detectors' settings, in nanoseconds where they are times.
+#[derive(Debug)]
+struct Settings {
+    consecutive_failures: Option<u32>,
+    success_rate: Option<SuccessRateConfig>,
+    interval: u64,
+    base_ejection: u64,
+    max_ejection: u64,
+    max_ejected_share: f64,
+    endpoint_labels: bool,
+}
+
+struct Metrics {
+    endpoints: Gauge,
+    ejected: Gauge,
+    ejections: [Counter; EjectionReason::ALL.len()],
+    skipped: Counter,
+}
+
+/// One endpoint set.
+pub(crate) struct SetState<K> {
+    pub(crate) name: Arc<str>,
+    settings: Settings,
+    origin: Instant,
+    /// Every endpoint made for the set; an endpoint leaves when its last service is dropped.
+    members: Mutex<Vec<Weak<MemberState<K>>>>,
+    endpoints: AtomicUsize,
+    ejected: AtomicUsize,
+    /// When the next success-rate comparison is due, in nanoseconds from `origin`.
+    next_evaluation: AtomicU64,
+    /// Whether ejected endpoints return only after a probe.
+    pub(crate) probes: AtomicBool,
+    hooks: RwLock<Hooks<K>>,
+    scope: MetricScope,
+    metrics: Metrics,
+}
+
+/// One endpoint of a set.
+pub(crate) struct MemberState<K> {
+    pub(crate) key: K,
+    pub(crate) set: Arc<SetState<K>>,
+    /// 0 while the endpoint is in; otherwise the end of its ejection, in nanoseconds from the
+    /// set's origin. Every change to or from 0 is a compare-and-swap, and whoever makes one
+    /// moves the set's ejected count.
+    until: AtomicU64,
+    /// Set by the service that sends the probe.
+    pub(crate) probing: AtomicBool,
+    ejections: AtomicU32,
+    /// When it last came back in, for the decay of `ejections`.
+    returned_at: AtomicU64,
+    consecutive: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    /// The task waiting for the endpoint to come back in.
+    pub(crate) waker: AtomicWaker,
+    gauge: Option<Gauge>,
+}
+
+impl<K> SetState<K> {
+    pub(crate) fn new(config: &OutlierConfig) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let scope = MetricScope::new(config.name.clone());
+        let metrics = Metrics {
+            endpoints: scope.gauge("seawall_outlier_endpoints", &[]),
+            ejected: scope.gauge("seawall_outlier_ejected", &[]),
+            ejections: EjectionReason::ALL.map(|reason| {
+                scope.counter(
+                    "seawall_outlier_ejections_total",
+                    &[("reason", reason.as_str())],
+                )
+            }),
+            skipped: scope.counter("seawall_outlier_ejections_skipped_total", &[]),
+        };
+        metrics.endpoints.set(0.0);
+        metrics.ejected.set(0.0);
+        Self {
+            name: config.name.clone(),
+            settings: Settings {
+                consecutive_failures: config.consecutive_failures,
+                success_rate: config.success_rate,
+                interval: nanos(config.interval),
+                base_ejection: nanos(config.base_ejection_time),
+                max_ejection: nanos(config.max_ejection_time),
+                max_ejected_share: config.max_ejected_share,
+                endpoint_labels: config.endpoint_labels,
+            },
+            origin: Instant::now(),
+            members: Mutex::default(),
+            endpoints: AtomicUsize::new(0),
+            ejected: AtomicUsize::new(0),
+            next_evaluation: AtomicU64::new(nanos(config.interval)),
+            probes: AtomicBool::new(false),
+            hooks: RwLock::default(),
+            scope,
+            metrics,
+        }
+    }
+
+    pub(crate) fn set_hooks(&self, update: impl FnOnce(&mut Hooks<K>)) {
+        update(&mut self.hooks.write().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn hooks(&self) -> Hooks<K> {
+        self.hooks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn instant(&self, nanos: u64) -> Instant {
+        self.origin + Duration::from_nanos(nanos)
+    }
+
+    /// Endpoints in the set now.
+    pub(crate) fn endpoints(&self) -> usize {
+        self.endpoints.load(Ordering::Acquire)
+    }
+
+    /// Endpoints ejected now (an ejection whose time is up counts until the endpoint is next
+    /// asked whether it is ready, or a probe passes).
+    pub(crate) fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    /// How many of `endpoints` may be ejected at once: the share, rounded down, and never
+    /// the last one in.
+    pub(crate) fn allowed(&self, endpoints: usize) -> usize {
+        let share = (self.settings.max_ejected_share * endpoints as f64).floor() as usize;
+        share.min(endpoints.saturating_sub(1))
+    }
+
+    /// The live members.
+    fn members(&self) -> Vec<Arc<MemberState<K>>> {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.retain(|m| m.strong_count() > 0);
+        members.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn publish_ejected(&self) {
+        self.metrics.ejected.set(self.ejected() as f64);
+    }
+
+    /// Takes a place under the share cap.
+    fn reserve(&self) -> bool {
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |ejected| {
+                (ejected < self.allowed(self.endpoints())).then_some(ejected + 1)
+            })
+            .is_ok()
+    }
+}
+
+impl<K: fmt::Debug> SetState<K> {
+    /// Brings back the endpoints whose ejection time is up, when no probe decides.
+    fn sweep(&self, now: Instant) {
+        if self.probes.load(Ordering::Acquire) {
+            return;
+        }
+        let at = self.nanos(now);
+        for member in self.members() {
+            let until = member.until.load(Ordering::Acquire);
+            if until != 0 && until <= at {
+                self.restore(&member, until, now, false);
+            }
+        }
+    }
+
+    /// A new endpoint of the set.
+    pub(crate) fn register(self: &Arc<Self>, key: K) -> Arc<MemberState<K>> {
+        let gauge = self.settings.endpoint_labels.then(|| {
+            let gauge = self.scope.gauge(
+                "seawall_outlier_endpoint_ejected",
+                &[("endpoint", &format!("{key:?}"))],
+            );
+            gauge.set(0.0);
+            gauge
+        });
+        let member = Arc::new(MemberState {
+            key,
+            set: self.clone(),
+            until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            ejections: AtomicU32::new(0),
+            returned_at: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            waker: AtomicWaker::new(),
+            gauge,
+        });
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.retain(|m| m.strong_count() > 0);
+        members.push(Arc::downgrade(&member));
+        drop(members);
+        let endpoints = self.endpoints.fetch_add(1, Ordering::AcqRel) + 1;
+        self.metrics.endpoints.set(endpoints as f64);
+        member
+    }
+
+    /// Counts one call's outcome for `member`, and ejects it or others as the detectors say.
+    pub(crate) fn record(&self, member: &MemberState<K>, outcome: Outcome) {
+        match outcome {
+            Outcome::Success => {
+                member.successes.fetch_add(1, Ordering::Relaxed);
+                if member.consecutive.load(Ordering::Relaxed) != 0 {
+                    member.consecutive.store(0, Ordering::Relaxed);
+                }
+            }
+            Outcome::Failure => {
+                member.failures.fetch_add(1, Ordering::Relaxed);
+                let failures = member.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+                let now = Instant::now();
+                if self
+                    .settings
+                    .consecutive_failures
+                    .is_some_and(|threshold| failures >= threshold)
+                {
+                    self.eject(member, EjectionReason::ConsecutiveFailures, now);
+                }
+                self.evaluate_if_due(now);
+            }
+            Outcome::Overload | Outcome::Ignored => {}
+        }
+    }
+
+    /// Ejects `member`, within the share cap unless a handle forces it; `false` when it was
+    /// ejected already or the cap refused.
+    pub(crate) fn eject(
+        &self,
+        member: &MemberState<K>,
+        reason: EjectionReason,
+        now: Instant,
+    ) -> bool {
+        if member.until.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let forced = reason == EjectionReason::Forced;
+        if forced {
+            self.ejected.fetch_add(1, Ordering::AcqRel);
+        } else if !self.reserve() {
+            // Endpoints whose time is up may still hold places.
+            self.sweep(now);
+            if !self.reserve() {
+                self.skipped(member, reason);
+                return false;
+            }
+        }
+        let at = self.nanos(now);
+        let (ejections, duration) = self.ejection_time(member, at);
+        if member
+            .until
+            .compare_exchange(
+                0,
+                at.saturating_add(duration).max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // Ejected meanwhile by another call.
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        member.ejections.store(ejections, Ordering::Release);
+        member.consecutive.store(0, Ordering::Relaxed);
+        self.ejected_now(member, reason, ejections, duration);
+        true
+    }
+
+    /// Ejects `member` again after its probe failed: it keeps its place under the cap.
+    pub(crate) fn reject_probe(&self, member: &MemberState<K>, now: Instant) {
+        let until = member.until.load(Ordering::Acquire);
+        if until == 0 {
+            return;
+        }
+        let at = self.nanos(now);
+        let (ejections, duration) = self.ejection_time(member, at);
+        if member
+            .until
+            .compare_exchange(
+                until,
+                at.saturating_add(duration).max(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        {
+            member.ejections.store(ejections, Ordering::Release);
+            self.ejected_now(member, EjectionReason::ProbeFailed, ejections, duration);
+        }
+    }
+
+    /// The ejections in a row `member` is at with one more, and how long that one lasts:
+    /// each interval spent in since its last return takes one off.
+    fn ejection_time(&self, member: &MemberState<K>, at: u64) -> (u32, u64) {
+        let s = &self.settings;
+        let before = member.ejections.load(Ordering::Acquire);
+        let returned = member.returned_at.load(Ordering::Acquire);
+        let in_for = at.saturating_sub(returned) / s.interval.max(1);
+        let kept = if member.until.load(Ordering::Acquire) != 0 {
+            before
+        } else {
+            before.saturating_sub(u32::try_from(in_for).unwrap_or(u32::MAX))
+        };
+        let ejections = kept.saturating_add(1);
+        let duration = s
+            .base_ejection
+            .saturating_mul(u64::from(ejections))
+            .min(s.max_ejection);
+        (ejections, duration)
+    }
+
+    fn ejected_now(
+        &self,
+        member: &MemberState<K>,
+        reason: EjectionReason,
+        ejections: u32,
+        duration: u64,
+    ) {
+        self.metrics.ejections[reason.index()].increment(1);
+        self.publish_ejected();
+        if let Some(gauge) = &member.gauge {
+            gauge.set(1.0);
+        }
+        let duration = Duration::from_nanos(duration);
+        tracing::info!(
+            name = %self.name,
+            endpoint = ?member.key,
+            reason = reason.as_str(),
+            ?duration,
+            ejections,
+            "endpoint ejected"
+        );
+        if let Some(hook) = self.hooks().on_ejected {
+            hook(EjectedEvent {
+                name: &self.name,
+                key: &member.key,
+                reason,
+                duration,
+                ejections,
+            });
+        }
+    }
+
+    fn skipped(&self, member: &MemberState<K>, reason: EjectionReason) {
+        self.metrics.skipped.increment(1);
+        tracing::debug!(
+            name = %self.name,
+            endpoint = ?member.key,
+            reason = reason.as_str(),
+            "ejection skipped: the share of endpoints ejected is at its cap"
+        );
+        if let Some(hook) = self.hooks().on_skipped {
+            hook(SkippedEvent {
+                name: &self.name,
+                key: &member.key,
+                reason,
+            });
+        }
+    }
+
+    /// Brings `member` back in if it is still ejected until `until`; `false` when something
+    /// else changed it first.
+    pub(crate) fn restore(
+        &self,
+        member: &MemberState<K>,
+        until: u64,
+        now: Instant,
+        probed: bool,
+    ) -> bool {
+        if until == 0
+            || member
+                .until
+                .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return false;
+        }
+        self.ejected.fetch_sub(1, Ordering::AcqRel);
+        member.returned_at.store(self.nanos(now), Ordering::Release);
+        member.consecutive.store(0, Ordering::Relaxed);
+        self.publish_ejected();
+        if let Some(gauge) = &member.gauge {
+            gauge.set(0.0);
+        }
+        tracing::info!(name = %self.name, endpoint = ?member.key, probed, "endpoint returned");
+        if let Some(hook) = self.hooks().on_returned {
+            hook(ReturnedEvent {
+                name: &self.name,
+                key: &member.key,
+                probed,
+            });
+        }
+        member.waker.wake();
+        true
+    }
+
+    /// Compares success rates when an interval is over.
+    ///
+    /// It runs on a failure (a set whose calls all succeed has no outlier by success rate),
+    /// so the set needs no timer of its own. Counts older than two intervals (a quiet spell
+    /// with no failure) say nothing of now and are dropped instead of compared.
+    fn evaluate_if_due(&self, now: Instant) {
+        let Some(config) = self.settings.success_rate else {
+            return;
+        };
+        let interval = self.settings.interval;
+        let at = self.nanos(now);
+        let due = self.next_evaluation.load(Ordering::Acquire);
+        if at < due
+            || self
+                .next_evaluation
+                .compare_exchange(
+                    due,
+                    at.saturating_add(interval),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let members = self.members();
+        let counts: Vec<(u64, u64)> = members
+            .iter()
+            .map(|m| {
+                (
+                    m.successes.swap(0, Ordering::Relaxed),
+                    m.failures.swap(0, Ordering::Relaxed),
+                )
+            })
+            .collect();
+        if at - due > interval {
+            return;
+        }
+        for index in success_rate_outliers(&counts, &config) {
+            self.eject(&members[index], EjectionReason::SuccessRate, now);
+        }
+    }
+
+    /// The status of every endpoint.
+    pub(crate) fn statuses(&self) -> Vec<EndpointStatus<K>>
+    where
+        K: Clone,
+    {
+        let now = Instant::now();
+        self.sweep(now);
+        let at = self.nanos(now);
+        self.members()
+            .iter()
+            .map(|m| {
+                let until = m.until.load(Ordering::Acquire);
+                EndpointStatus {
+                    key: m.key.clone(),
+                    ejected_for: (until != 0)
+                        .then(|| Duration::from_nanos(until.saturating_sub(at))),
+                    ejections: m.ejections.load(Ordering::Acquire),
+                    consecutive_failures: m.consecutive.load(Ordering::Relaxed),
+                    successes: m.successes.load(Ordering::Relaxed),
+                    failures: m.failures.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// The live members whose key is `key`.
+    pub(crate) fn find(&self, key: &K) -> Vec<Arc<MemberState<K>>>
+    where
+        K: PartialEq,
+    {
+        self.members()
+            .into_iter()
+            .filter(|m| &m.key == key)
+            .collect()
+    }
+}
+
+impl<K> fmt::Debug for SetState<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SetState")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints())
+            .field("ejected", &self.ejected())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The indexes of the endpoints whose success rate (from `(successes, failures)`) lies more
+/// than `stdev_factor` standard deviations below the mean of those with enough calls, worst
+/// first; none when fewer than `minimum_hosts` have enough calls.
+pub(crate) fn success_rate_outliers(
+    counts: &[(u64, u64)],
+    config: &SuccessRateConfig,
+) -> Vec<usize> {
+    let rates: Vec<(usize, f64)> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, f))| s + f >= u64::from(config.request_volume))
+        .map(|(i, &(s, f))| (i, s as f64 / (s + f) as f64))
+        .collect();
+    if rates.len() < config.minimum_hosts as usize {
+        return Vec::new();
+    }
+    let n = rates.len() as f64;
+    let mean = rates.iter().map(|(_, r)| r).sum::<f64>() / n;
+    let variance = rates.iter().map(|(_, r)| (r - mean).powi(2)).sum::<f64>() / n;
+    let threshold = mean - config.stdev_factor * variance.sqrt();
+    let mut outliers: Vec<(usize, f64)> =
+        rates.into_iter().filter(|&(_, r)| r < threshold).collect();
+    outliers.sort_by(|a, b| a.1.total_cmp(&b.1));
+    outliers.into_iter().map(|(i, _)| i).collect()
+}
+
+impl<K> MemberState<K> {
+    /// The end of its ejection, in nanoseconds from the set's origin, or 0 while it is in.
+    #[inline]
+    pub(crate) fn until(&self) -> u64 {
+        self.until.load(Ordering::Acquire)
+    }
+}
+
+impl<K> Drop for MemberState<K> {
+    fn drop(&mut self) {
+        let set = &self.set;
+        if self.until.swap(0, Ordering::AcqRel) != 0 {
+            set.ejected.fetch_sub(1, Ordering::AcqRel);
+            set.publish_ejected();
+        }
+        let endpoints = set.endpoints.fetch_sub(1, Ordering::AcqRel) - 1;
+        set.metrics.endpoints.set(endpoints as f64);
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for MemberState<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberState")
+            .field("key", &self.key)
+            .field("until", &self.until())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outlier_is_the_endpoint_far_below_the_mean() {
+        let config = SuccessRateConfig::new();
+        // Five endpoints at 99–100 % and one at 50 %, each with 200 calls.
+        let mut counts = vec![(200, 0), (199, 1), (198, 2), (200, 0), (199, 1), (100, 100)];
+        assert_eq!(success_rate_outliers(&counts, &config), [5]);
+        // Too few calls at the bad endpoint: it is not compared.
+        counts[5] = (40, 40);
+        assert!(success_rate_outliers(&counts, &config).is_empty());
+        // Fewer than five endpoints with enough calls: no comparison.
+        let few = [(200, 0), (200, 0), (200, 0), (100, 100)];
+        assert!(success_rate_outliers(&few, &config).is_empty());
+        // All alike: no outlier.
+        assert!(success_rate_outliers(&[(150, 50); 6], &config).is_empty());
+    }
+
+    #[test]
+    fn the_cap_rounds_down_and_keeps_one_endpoint_in() {
+        let set = SetState::<u32>::new(&OutlierConfig::default());
+        assert_eq!(
+            (0..=6).map(|n| set.allowed(n)).collect::<Vec<_>>(),
+            [0, 0, 1, 1, 2, 2, 3]
+        );
+        let all = OutlierConfig::builder()
+            .max_ejected_share(1.0)
+            .build()
+            .unwrap();
+        let set = SetState::<u32>::new(&all);
+        assert_eq!(set.allowed(5), 4);
+    }
+}

@@ -88,6 +88,28 @@
 //! `seawall_bulkhead_wait_seconds` (time in the queue of the calls that had to wait) and
 //! `seawall_bulkhead_idle_released_total` (slots of response bodies given back because their
 //! readers stopped reading).
+//!
+//! # Differences from `tower::limit::ConcurrencyLimit`
+//!
+//! - **It rejects in `call` instead of waiting in `poll_ready`.** tower's
+//!   [`ConcurrencyLimit`][tower-concurrency] acquires a permit in `poll_ready` and stays `Pending`
+//!   until one is free: a full limit is backpressure, `Buffer`, `Balance` and axum see a service
+//!   that is not ready, and callers wait without bound. Here `poll_ready` only delegates, and a
+//!   full bulkhead answers `call` at once with `BulkheadFull`, or queues the call in a queue
+//!   bounded in length and in wait (and by the caller's deadline).
+//! - **No permit is held between `poll_ready` and `call`.** `ConcurrencyLimit` keeps the permit it
+//!   acquired inside the service until the next `call`, so a clone readied and then left idle holds
+//!   a slot nobody uses (tower's `LoadShed` over it rejects instead of waiting, but still holds
+//!   that permit). Here the slot is taken in `call` and held only by the response future, or the
+//!   response body.
+//! - **One limit per layer.** `ConcurrencyLimitLayer` makes a new semaphore for every service it
+//!   wraps, and axum calls `layer()` again for every connection, so each connection gets a limit of
+//!   its own (`GlobalConcurrencyLimitLayer` shares one). Here the state is made when the layer is
+//!   built and shared by every service it wraps.
+//! - Adaptive limits, partitions, slots held until the response body ends, a handle and metrics,
+//!   which tower's layer does not have.
+//!
+//! [tower-concurrency]: https://docs.rs/tower/0.5/tower/limit/concurrency/struct.ConcurrencyLimit.html
 
 #[cfg(feature = "http")]
 mod body;

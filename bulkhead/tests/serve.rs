@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,8 +16,8 @@ use seawall_bulkhead::{AimdConfig, BodyEnd, BulkheadHandle, BulkheadLayer};
 use seawall_core::classify::HttpStatus;
 use seawall_core::http::ErrorResponseLayer;
 use seawall_core::testing::serve::{get, serve};
+use seawall_core::testing::{Gate, trace_init};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 
 /// One GET over a connection of its own.
@@ -28,7 +27,8 @@ async fn get_on_new_connection(addr: SocketAddr) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_to_a_served_router_share_one_bulkhead() {
-    let gate = Arc::new(Semaphore::new(0));
+    trace_init();
+    let gate = Gate::new();
     let held = gate.clone();
     let (bulkhead, handle) = BulkheadLayer::builder()
         .name("api")
@@ -42,7 +42,7 @@ async fn connections_to_a_served_router_share_one_bulkhead() {
             routing::get(move || {
                 let gate = held.clone();
                 async move {
-                    gate.acquire().await.unwrap().forget();
+                    gate.pass().await;
                     "done"
                 }
             }),
@@ -55,19 +55,14 @@ async fn connections_to_a_served_router_share_one_bulkhead() {
     let addr = serve(app).await;
 
     let first = tokio::spawn(get_on_new_connection(addr));
-    for _ in 0..100_000 {
-        if handle.in_flight() == 1 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    gate.arrived(1).await;
     assert_eq!(handle.in_flight(), 1, "the first request holds the slot");
     assert_eq!(
         get_on_new_connection(addr).await,
         StatusCode::SERVICE_UNAVAILABLE,
         "a second connection meets the same, full bulkhead"
     );
-    gate.add_permits(1);
+    gate.open(1);
     assert_eq!(first.await.unwrap(), StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
 }
@@ -171,6 +166,10 @@ async fn a_served_server_error_counts_as_a_drop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_gives_its_slot_back_when_served() {
+    trace_init();
+    // Left open: it only tells the test when the endless body's call has taken its slot.
+    let called = Gate::new();
+    called.open(1);
     let (bulkhead, handle) = BulkheadLayer::builder()
         .name("api")
         .max_concurrent(1)
@@ -178,11 +177,16 @@ async fn a_client_that_never_reads_gives_its_slot_back_when_served() {
         .build()
         .unwrap()
         .pair();
-    let endless = routing::get(|| async {
-        let chunk = Bytes::from(vec![0u8; 64 * 1024]);
-        Body::from_stream(futures::stream::repeat_with(move || {
-            Ok::<_, Infallible>(chunk.clone())
-        }))
+    let entered = called.clone();
+    let endless = routing::get(move || {
+        let entered = entered.clone();
+        async move {
+            entered.pass().await;
+            let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+            Body::from_stream(futures::stream::repeat_with(move || {
+                Ok::<_, Infallible>(chunk.clone())
+            }))
+        }
     });
     let app = Router::new()
         .route("/endless", endless)
@@ -200,9 +204,8 @@ async fn a_client_that_never_reads_gives_its_slot_back_when_served() {
     stalled.writable().await.unwrap();
     let request = b"GET /endless HTTP/1.1\r\nhost: localhost\r\n\r\n";
     assert_eq!(stalled.try_write(request).unwrap(), request.len());
-    while handle.in_flight() == 0 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    called.arrived(1).await;
+    assert_eq!(handle.in_flight(), 1, "the endless body holds the slot");
 
     let mut status = StatusCode::SERVICE_UNAVAILABLE;
     for _ in 0..500 {

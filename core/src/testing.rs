@@ -1,6 +1,7 @@
 //! Test support: a metrics recorder whose values can be read back at any time, a layer that
 //! slows calls down, and (feature `test-util`) serving an axum app on 127.0.0.1 and sending it
-//! requests over real connections.
+//! requests over real connections, a [`Gate`] that holds calls until the test lets them
+//! through, and [`trace_init`] for tracing output in tests.
 //!
 //! `metrics-util`'s `DebuggingRecorder` resets counters and gauges on every snapshot, which
 //! makes a gauge that was set once read 0 the second time. [`TestRecorder`] keeps them.
@@ -273,5 +274,157 @@ pub mod config {
                 );
             }
         }
+    }
+}
+
+/// Installs a tracing subscriber that writes through the test harness, so a failing test shows
+/// what seawall's layers logged (state changes, rejections) and a passing one stays quiet.
+/// Once per test binary; later calls do nothing.
+///
+/// seawall's events are shown from `debug` up, or from the level `RUST_LOG` names (`trace`,
+/// `info`, ...); other crates' (hyper, h2, tonic) from `warn` up.
+#[cfg(feature = "test-util")]
+pub fn trace_init() {
+    use tracing::Level;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let level = std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|level| level.parse::<Level>().ok())
+            .unwrap_or(Level::DEBUG);
+        let filter = Targets::new()
+            .with_target("seawall", level)
+            .with_default(Level::WARN);
+        // Another subscriber installed first (by the test itself) is left in place.
+        let _ = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(filter)
+            .try_init();
+    });
+}
+
+/// Holds calls until the test lets them through, and tells the test when they have arrived: a
+/// handler or a downstream that takes exactly as long as the test needs, with no sleeps and no
+/// polling.
+///
+/// ```
+/// use seawall_core::testing::Gate;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let gate = Gate::new();
+/// let call = tokio::spawn({
+///     let gate = gate.clone();
+///     async move { gate.pass().await; "answered" }
+/// });
+/// gate.arrived(1).await; // the call is in, and held
+/// gate.open(1);
+/// assert_eq!(call.await.unwrap(), "answered");
+/// # }
+/// ```
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::Semaphore>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+#[cfg(feature = "test-util")]
+impl Gate {
+    /// A closed gate that no call has reached.
+    pub fn new() -> Self {
+        Self {
+            arrived: Arc::new(tokio::sync::Semaphore::new(0)),
+            open: Arc::new(tokio::sync::Semaphore::new(0)),
+        }
+    }
+
+    /// What a held call runs: counts its arrival, then waits until the gate lets it through.
+    pub async fn pass(&self) {
+        self.arrived.add_permits(1);
+        self.open.acquire().await.expect("never closed").forget();
+    }
+
+    /// Waits until `calls` more calls have arrived at the gate.
+    pub async fn arrived(&self, calls: u32) {
+        self.arrived
+            .acquire_many(calls)
+            .await
+            .expect("never closed")
+            .forget();
+    }
+
+    /// Lets `calls` held or future calls through.
+    pub fn open(&self, calls: usize) {
+        self.open.add_permits(calls);
+    }
+
+    /// A layer whose calls pass this gate before the inner service sees them.
+    pub fn layer(&self) -> GateLayer {
+        GateLayer(self.clone())
+    }
+}
+
+/// Makes every call pass a [`Gate`] before the inner service sees it.
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone)]
+pub struct GateLayer(Gate);
+
+#[cfg(feature = "test-util")]
+impl<S> tower::Layer<S> for GateLayer {
+    type Service = Gated<S>;
+
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            gate: self.0.clone(),
+        }
+    }
+}
+
+#[cfg(feature = "test-util")]
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The service of a [`GateLayer`].
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone)]
+pub struct Gated<S> {
+    inner: S,
+    gate: Gate,
+}
+
+#[cfg(feature = "test-util")]
+impl<S, Req> tower::Service<Req> for Gated<S>
+where
+    S: tower::Service<Req>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let call = self.inner.call(req);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.pass().await;
+            call.await
+        })
     }
 }

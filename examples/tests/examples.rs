@@ -1,4 +1,5 @@
-//! The examples work as their docs say, over real sockets on 127.0.0.1.
+//! The examples work as their docs say, over real sockets on 127.0.0.1, on the real clock: a
+//! paused clock may jump ahead while the runtime waits on a socket.
 
 use std::net::SocketAddr;
 
@@ -11,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use seawall::chaos::{ChaosConfig, Faults};
 use seawall::circuit_breaker::CircuitState;
 use seawall::health::HealthTracker;
+use seawall_core::testing::trace_init;
 use seawall_examples::gateway::{GatewayConfig, gateway};
 use seawall_examples::inventory::inventory;
 use tokio::net::TcpListener;
@@ -40,8 +42,9 @@ async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Option<String>, Strin
     (status, fallback, String::from_utf8(body.to_vec()).unwrap())
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn the_gateway_falls_back_and_degrades_while_the_inventory_is_down() {
+    trace_init();
     let down = ChaosConfig::builder()
         .name("inventory")
         .faults(Faults {
@@ -106,14 +109,30 @@ async fn the_gateway_falls_back_and_degrades_while_the_inventory_is_down() {
     assert!(metrics.contains(r#"seawall_fallback_total{name="inventory",cause="circuit_open"}"#));
 }
 
-#[tokio::test(start_paused = true)]
+/// The gRPC example's server settings with its burst of 20 refilled once a minute instead of
+/// 20 times a second, so that the real clock cannot refill it during the test.
+fn slow_refill() -> seawall::stack::ServerStackConfig {
+    toml::from_str(
+        r#"
+        name = "health"
+        timeout = "1s"
+        rate_limit = { quota = { per_minute = 1, burst = 20 } }
+        bulkhead = { max_concurrent = 16 }
+        "#,
+    )
+    .unwrap()
+}
+
+#[tokio::test]
 async fn the_grpc_example_answers_and_sheds_past_its_rate() {
+    trace_init();
+    let _ = seawall_examples::grpc::server_config(); // the example's own settings are valid
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tracker = HealthTracker::new("grpc-example");
     tokio::spawn(seawall_examples::grpc::serve(
         listener,
-        seawall_examples::grpc::server_config(),
+        slow_refill(),
         tracker,
     ));
     let channel = Channel::from_shared(format!("http://{addr}"))

@@ -425,11 +425,14 @@ async fn endpoints_answer_as_kubernetes_expects() {
     );
 }
 
-#[tokio::test(start_paused = true)]
+// Over a real socket, so on the real clock: a paused clock may jump ahead while the runtime
+// waits on the socket. The client watches the status rather than waiting a guessed time.
+#[tokio::test]
 async fn grpc_health_follows_readiness() {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
+    seawall_core::testing::trace_init();
     let tracker = HealthTracker::new("shop");
     let db = tracker.component(component("db"));
     let (reporter, service) = tonic_health::server::health_reporter();
@@ -452,15 +455,17 @@ async fn grpc_health_follows_readiness() {
     let check = || HealthCheckRequest {
         service: String::new(),
     };
+    let mut statuses = client.watch(check()).await.unwrap().into_inner();
 
-    settle().await;
+    let first = statuses.message().await.unwrap().unwrap();
+    assert_eq!(first.status, 1, "SERVING");
     assert_eq!(
         client.check(check()).await.unwrap().into_inner().status,
         1,
         "SERVING"
     );
     db.set(Unhealthy, None);
-    settle().await;
+    while statuses.message().await.unwrap().unwrap().status != 2 {}
     assert_eq!(
         client.check(check()).await.unwrap().into_inner().status,
         2,

@@ -83,6 +83,24 @@
 //! `seawall_hedge_budget_exhausted_total` (hedges not sent because the budget was spent).
 //! Hooks: [`on_hedge`](HedgeLayer::on_hedge), [`on_hedge_won`](HedgeLayer::on_hedge_won),
 //! [`on_budget_exhausted`](HedgeLayer::on_budget_exhausted).
+//!
+//! # Differences from `tower::hedge`
+//!
+//! - **A hedge budget.** tower's [`Hedge`][tower-hedge] hedges every call slower than its
+//!   percentile, so a downstream that turns uniformly slow sees every call twice, when it can least
+//!   take it. Here hedges draw from a budget and stop while it is spent.
+//! - **No lock per call.** tower's keeps its latency histogram behind a `Mutex` locked on every
+//!   call (to decide, to read the delay, to record). Here the estimate is lock-free and the delay
+//!   one atomic load.
+//! - **The first success wins.** tower's answers with whichever attempt ends first, an error
+//!   included. Here an error waits for the attempts still in flight.
+//! - **A fixed delay or a percentile, up to N attempts.** tower's sends at most one hedge, after a
+//!   percentile counted in whole milliseconds; here the delay may be fixed, and
+//!   [`max_attempts`](HedgeConfigBuilder::max_attempts) bounds the attempts.
+//! - **Only what is safe to send twice.** tower's `Policy::can_retry` has no default; `HttpPolicy`
+//!   (feature `http`) hedges only idempotent methods.
+//!
+//! [tower-hedge]: https://docs.rs/tower/0.5/tower/hedge/struct.Hedge.html
 
 mod budget;
 mod config;

@@ -74,6 +74,24 @@
 //! Metrics: `seawall_rate_limit_calls_total{name, result = "permitted" | "waited" | "rejected"}`,
 //! and for keyed limits `seawall_rate_limit_keys_evicted_total{name}` (keys evicted to make
 //! room for new ones).
+//!
+//! # Differences from `tower::limit::RateLimit`
+//!
+//! - **GCRA, not a fixed window.** tower's [`RateLimit`][tower-rate] admits `num` calls per window
+//!   of `per` and then nothing until the window ends, so a burst at the end of one window and the
+//!   start of the next passes twice the rate. GCRA spaces permits evenly, with the burst it is
+//!   given.
+//! - **It rejects rather than waits, by default.** tower's stays `Pending` in `poll_ready` until
+//!   its window ends: callers wait, and `Buffer`, `Balance` and axum see a service that is not
+//!   ready. Here `poll_ready` only delegates; a call over the limit is rejected in `call` with
+//!   `RateLimited` and a `retry_after` (a `429` with `Retry-After`), or, given a `max_wait`, waits
+//!   that long at most and never past the caller's deadline.
+//! - **Keyed, and shared by every service of a layer.** tower's state lives in each `RateLimit`
+//!   (which is not `Clone`: axum needs it behind a `Buffer`), one count for all callers. Here the
+//!   limiter is made when the layer is built and shared by every service it wraps, and it can keep
+//!   a quota per client IP, header, route or any key, in bounded memory.
+//!
+//! [tower-rate]: https://docs.rs/tower/0.5/tower/limit/rate/struct.RateLimit.html
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod clock;

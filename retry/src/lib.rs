@@ -60,6 +60,27 @@
 //! over calls is the load amplification); `seawall_retry_budget_exhausted_total{name}`. Each
 //! retry is logged at `debug` with its attempt number and delay, and told to the
 //! [`on_retry`](RetryLayer::on_retry) hook.
+//!
+//! # Differences from `tower::retry`
+//!
+//! - **It does not clone the service per call.** tower's [`Retry`][tower-retry] clones itself,
+//!   policy and inner service, into every response future, so every call clones the stack below it.
+//!   Here a call clones one `Arc`, and the inner service is cloned only when a retry is actually
+//!   sent.
+//! - **Backoff, jitter and a budget are built in and on by default.** tower leaves them to the
+//!   `Policy` you write (its `TpsBudget` and `ExponentialBackoff` are parts to wire in). Here every
+//!   retry waits on a jittered backoff and draws from a [`RetryBudget`] (20 % of recent requests
+//!   plus 10 a second) unless it is switched off; `Retry-After` and gRPC pushback set the next
+//!   delay, and a wait past `max_delay` ends the retries instead of holding the caller.
+//! - **Idempotent only, by default.** tower's `Policy` has no default: whatever it clones is
+//!   retried. [`DefaultPolicy`] never repeats what may not be sent twice (HTTP: idempotent methods;
+//!   gRPC: methods marked idempotent; other types: [`Idempotent`]), and never retries an open
+//!   circuit, the caller's own deadline, or a rejection that does not say when to come back
+//!   ([`rejection_verdict`]).
+//! - The error is [`BoxError`](seawall_core::BoxError), with the inner error still downcastable, so
+//!   stacks compose without nested error types; tower's keeps `S::Error`.
+//!
+//! [tower-retry]: https://docs.rs/tower/0.5/tower/retry/struct.Retry.html
 
 pub mod budget;
 mod config;

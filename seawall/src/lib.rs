@@ -87,28 +87,70 @@ pub use self::builder::ServiceBuilderExt;
 pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
 
 #[cfg(feature = "bulkhead")]
+#[doc(inline)]
 pub use seawall_bulkhead as bulkhead;
 #[cfg(feature = "chaos")]
+#[doc(inline)]
 pub use seawall_chaos as chaos;
 #[cfg(feature = "circuit-breaker")]
+#[doc(inline)]
 pub use seawall_circuit_breaker as circuit_breaker;
 #[cfg(feature = "grpc")]
+#[doc(inline)]
 pub use seawall_core::grpc;
 #[cfg(feature = "http")]
+#[doc(inline)]
 pub use seawall_core::http;
 #[cfg(feature = "fallback")]
+#[doc(inline)]
 pub use seawall_fallback as fallback;
 #[cfg(feature = "health")]
+#[doc(inline)]
 pub use seawall_health as health;
 #[cfg(feature = "hedge")]
+#[doc(inline)]
 pub use seawall_hedge as hedge;
 #[cfg(feature = "outlier")]
 pub use seawall_outlier as outlier;
 #[cfg(feature = "rate-limit")]
+#[doc(inline)]
 pub use seawall_rate_limit as rate_limit;
 #[cfg(feature = "retry")]
+#[doc(inline)]
 pub use seawall_retry as retry;
 #[cfg(feature = "throttle")]
+#[doc(inline)]
 pub use seawall_throttle as throttle;
 #[cfg(feature = "timeout")]
+#[doc(inline)]
 pub use seawall_timeout as timeout;
+
+// The README files' Rust examples, run as doctests so that what they show keeps compiling and
+// working. Only under `cfg(doctest)`: the files lie outside this crate's package.
+#[cfg(doctest)]
+mod readmes {
+    #[doc = include_str!("../../README.md")]
+    struct Workspace;
+    #[doc = include_str!("../README.md")]
+    struct Facade;
+    #[doc = include_str!("../../core/README.md")]
+    struct Core;
+    #[doc = include_str!("../../timeout/README.md")]
+    struct Timeout;
+    #[doc = include_str!("../../retry/README.md")]
+    struct Retry;
+    #[doc = include_str!("../../circuit-breaker/README.md")]
+    struct CircuitBreaker;
+    #[doc = include_str!("../../bulkhead/README.md")]
+    struct Bulkhead;
+    #[doc = include_str!("../../rate-limit/README.md")]
+    struct RateLimit;
+    #[doc = include_str!("../../fallback/README.md")]
+    struct Fallback;
+    #[doc = include_str!("../../health/README.md")]
+    struct Health;
+    #[doc = include_str!("../../chaos/README.md")]
+    struct Chaos;
+    #[doc = include_str!("../../throttle/README.md")]
+    struct Throttle;
+}

@@ -38,6 +38,28 @@
 //!
 //! Metrics: `seawall_timeout_calls_total{name, result = "completed" | "timed_out" |
 //! "deadline_exceeded"}`.
+//!
+//! # Differences from `tower::timeout`
+//!
+//! - **The timer starts at the first `Pending`.** tower's [`Timeout`][tower-timeout] creates a
+//!   `Sleep` in `call`, for every call. Here a call that answers on its first poll (a cache hit, a
+//!   rejection from an inner layer) never touches the timer wheel; the timer is armed when the
+//!   inner call first waits.
+//! - **Deadline propagation.** tower's timeout is one fixed duration. This one shortens itself to
+//!   the caller's deadline (`grpc-timeout`, a millisecond header or a [`Deadline`] extension),
+//!   makes that deadline current for the layers and handler below, and writes the budget left on
+//!   outbound requests. Under propagation its timer fires at the deadline the inner call was
+//!   handed, so the two agree.
+//! - **The caller's deadline is its own kind.** tower ends every call the same way, with `Elapsed`.
+//!   Here a call ended by the configured timeout is `TimedOut` (the downstream was slow: breakers
+//!   count it, retry may repeat it), one ended by the caller's deadline is `DeadlineExceeded`
+//!   (nobody waits for the answer any more: no breaker counts it and no retry repeats it), and a
+//!   call whose caller's time is up on arrival is never made.
+//! - **An answer, not a reset.** The error is a [`Rejected`](seawall_core::Rejected), which
+//!   seawall-core's adapters answer with `504` or `DEADLINE_EXCEEDED`; a tonic server resets the
+//!   stream on tower's `Elapsed`, and the client sees `Internal: h2 protocol error`.
+//!
+//! [tower-timeout]: https://docs.rs/tower/0.5/tower/timeout/struct.Timeout.html
 
 mod config;
 pub mod deadline;

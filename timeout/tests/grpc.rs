@@ -1,11 +1,12 @@
 //! A timeout in a tonic server's stack and in a tonic client's stack, over a real socket on
-//! 127.0.0.1, with tonic-health's generated service (no protoc needed).
+//! 127.0.0.1, with tonic-health's generated service (no protoc needed). On the real clock: a
+//! paused clock may jump ahead while the runtime waits on the socket.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use seawall_core::grpc::ErrorStatusLayer;
-use seawall_core::testing::DelayLayer;
+use seawall_core::testing::{DelayLayer, trace_init};
 use seawall_timeout::TimeoutLayer;
 use tokio::net::TcpListener;
 use tonic::Code;
@@ -14,6 +15,9 @@ use tonic::transport::{Channel, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
+
+/// A server slower than any timeout here.
+const NEVER: Duration = Duration::from_secs(3600);
 
 fn timeout(ms: u64) -> TimeoutLayer {
     TimeoutLayer::builder()
@@ -43,8 +47,9 @@ fn check() -> HealthCheckRequest {
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_slow_server_answers_deadline_exceeded() {
+    trace_init();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (incoming, addr) = listener().await;
     let server = Server::builder()
@@ -52,7 +57,7 @@ async fn a_slow_server_answers_deadline_exceeded() {
             ServiceBuilder::new()
                 .layer(ErrorStatusLayer::new())
                 .layer(timeout(100))
-                .layer(DelayLayer(Duration::from_secs(10))),
+                .layer(DelayLayer(NEVER)),
         )
         .add_service(health)
         .serve_with_incoming(incoming);
@@ -64,15 +69,17 @@ async fn a_slow_server_answers_deadline_exceeded() {
     assert_eq!(status.message(), "timed out");
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_fast_server_answers_through_the_same_stack() {
+    trace_init();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (incoming, addr) = listener().await;
     let server = Server::builder()
         .layer(
             ServiceBuilder::new()
                 .layer(ErrorStatusLayer::new())
-                .layer(timeout(100)),
+                // Long enough that a fast call never meets it on a busy machine.
+                .layer(timeout(1000)),
         )
         .add_service(health)
         .serve_with_incoming(incoming);
@@ -85,12 +92,13 @@ async fn a_fast_server_answers_through_the_same_stack() {
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn a_client_stack_gives_the_client_deadline_exceeded() {
+    trace_init();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (incoming, addr) = listener().await;
     let server = Server::builder()
-        .layer(DelayLayer(Duration::from_secs(10)))
+        .layer(DelayLayer(NEVER))
         .add_service(health)
         .serve_with_incoming(incoming);
     tokio::spawn(server);
@@ -104,15 +112,16 @@ async fn a_client_stack_gives_the_client_deadline_exceeded() {
 }
 
 /// Why the adapter exists: tonic resets the stream on any error that is not a `Status`.
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn without_the_adapter_the_client_sees_an_h2_protocol_error() {
+    trace_init();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let (incoming, addr) = listener().await;
     let server = Server::builder()
         .layer(
             ServiceBuilder::new()
                 .layer(timeout(100))
-                .layer(DelayLayer(Duration::from_secs(10))),
+                .layer(DelayLayer(NEVER)),
         )
         .add_service(health)
         .serve_with_incoming(incoming);

@@ -10,9 +10,107 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::Capacity;
+/// A downstream with `workers` workers and a FIFO queue in front of them.
+///
+/// Each call takes a worker for its latency (the layer's `latency`); when every worker is
+/// busy it waits its turn. While more than `degrade_above` calls wait, each new call is served
+/// at `degraded` of the normal speed (a server thrashing under load). Beyond `queue_limit`
+/// waiting calls, a new call fails at once.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "CapacitySpec", into = "CapacitySpec")]
+pub struct Capacity {
+    /// How many calls are served at once.
+    pub workers: u32,
+    /// How many calls may wait; unbounded when absent.
+    pub queue_limit: Option<u32>,
+    /// The queue depth past which the service slows down; never when absent.
+    pub degrade_above: Option<u32>,
+    /// The fraction of normal speed while degraded, in `(0, 1]`.
+    pub degraded: f64,
+}
+
+/// A capacity model as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapacitySpec {
+    workers: Raw<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    queue_limit: Option<Raw<u32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    degrade_above: Option<Raw<u32>>,
+    #[serde(default = "default_degraded")]
+    degraded: Raw<f64>,
+}
+
+fn default_degraded() -> Raw<f64> {
+    0.8.into()
+}
+
+impl TryFrom<CapacitySpec> for Capacity {
+    type Error = ConfigError;
+
+    fn try_from(spec: CapacitySpec) -> Result<Self, ConfigError> {
+        const DEPTHS: &str = "[0, 4294967295]";
+        Ok(Self {
+            workers: spec.workers.value("workers", "[1, 1000000]")?,
+            queue_limit: spec
+                .queue_limit
+                .map(|n| n.value("queue_limit", DEPTHS))
+                .transpose()?,
+            degrade_above: spec
+                .degrade_above
+                .map(|n| n.value("degrade_above", DEPTHS))
+                .transpose()?,
+            degraded: spec.degraded.value("degraded", "(0, 1]")?,
+        })
+    }
+}
+
+impl From<Capacity> for CapacitySpec {
+    fn from(c: Capacity) -> Self {
+        Self {
+            workers: c.workers.into(),
+            queue_limit: c.queue_limit.map(Raw::from),
+            degrade_above: c.degrade_above.map(Raw::from),
+            degraded: c.degraded.into(),
+        }
+    }
+}
+
+impl Capacity {
+    /// `workers` workers, an unbounded queue, no degradation.
+    pub const fn workers(workers: u32) -> Self {
+        Self {
+            workers,
+            queue_limit: None,
+            degrade_above: None,
+            degraded: 0.8,
+        }
+    }
+
+    /// At most `limit` calls wait.
+    pub const fn queue_limit(mut self, limit: u32) -> Self {
+        self.queue_limit = Some(limit);
+        self
+    }
+
+    /// Serves at `degraded` of the normal speed while more than `depth` calls wait.
+    pub const fn degrade_above(mut self, depth: u32, degraded: f64) -> Self {
+        self.degrade_above = Some(depth);
+        self.degraded = degraded;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        config::count_in("workers", self.workers, 1..=1_000_000)?;
+        config::ratio("degraded", self.degraded)?;
+        Ok(())
+    }
+}
 
 /// The queue is full: the call is refused at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,14 +1,13 @@
 //! Deciding, call by call, what to inject: the schedule of windows, the dice and the capacity
 //! model, all behind one lock so that a seed gives the same faults for the same calls.
 
-use std::time::Duration;
-
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use crate::capacity::CapacityModel;
-use crate::config::{ChaosConfig, Faults, Latency, Window};
+use crate::config::{ChaosConfig, Faults, Window};
+use crate::latency::{Latency, sample};
 
 /// What happens to one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,58 +117,6 @@ impl Injector {
             Decision::Delay { until, slow }
         } else {
             Decision::Pass
-        }
-    }
-}
-
-const MAX_DELAY: f64 = 24.0 * 3600.0;
-
-/// Draws one delay from `latency`.
-pub(crate) fn sample(latency: &Latency, rng: &mut ChaCha8Rng) -> Duration {
-    match *latency {
-        Latency::Fixed { value } => value,
-        Latency::Uniform { min, max } => min + (max - min).mul_f64(rng.random::<f64>()),
-        Latency::LongTail { median, p99 } => {
-            let sigma = crate::config::sigma(median, p99);
-            // Box-Muller: a standard normal from two uniforms; `1 - u` keeps the log finite.
-            let u1 = 1.0 - rng.random::<f64>();
-            let u2: f64 = rng.random();
-            let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            let secs = median.as_secs_f64() * (sigma * z).exp();
-            Duration::from_secs_f64(secs.min(MAX_DELAY))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_tail_samples_have_the_asked_median_and_p99() {
-        let latency = Latency::LongTail {
-            median: Duration::from_millis(10),
-            p99: Duration::from_millis(100),
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let mut xs: Vec<_> = (0..20_000).map(|_| sample(&latency, &mut rng)).collect();
-        xs.sort();
-        let median = xs[10_000].as_secs_f64() * 1e3;
-        let p99 = xs[19_800].as_secs_f64() * 1e3;
-        assert!((9.0..11.0).contains(&median), "{median}");
-        assert!((85.0..115.0).contains(&p99), "{p99}");
-    }
-
-    #[test]
-    fn uniform_samples_stay_in_range() {
-        let latency = Latency::Uniform {
-            min: Duration::from_millis(8),
-            max: Duration::from_millis(12),
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
-        for _ in 0..1000 {
-            let d = sample(&latency, &mut rng);
-            assert!(d >= Duration::from_millis(8) && d <= Duration::from_millis(12));
         }
     }
 }

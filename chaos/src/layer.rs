@@ -7,59 +7,10 @@ use tokio::time::Instant;
 use tower::Layer;
 
 use crate::config::{ChaosConfig, ChaosConfigBuilder};
-use crate::service::{Chaos, Shared};
+use crate::event::InjectedEvent;
+use crate::service::Chaos;
+use crate::state::Shared;
 use crate::target::{Everything, NoResponse, RespondFn, TargetFn};
-
-/// The kind of fault injected into a call, the `fault` label of
-/// `seawall_chaos_injected_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Fault {
-    /// An injected error.
-    Error,
-    /// A chosen response in place of the inner service's.
-    Response,
-    /// The configured latency (or the capacity model's queueing and service time).
-    Latency,
-    /// A slow-call fault's extra delay.
-    Slow,
-    /// A call that never returns.
-    Hang,
-    /// The capacity model's queue was full.
-    QueueFull,
-}
-
-impl Fault {
-    pub(crate) const ALL: [Fault; 6] = [
-        Self::Error,
-        Self::Response,
-        Self::Latency,
-        Self::Slow,
-        Self::Hang,
-        Self::QueueFull,
-    ];
-
-    /// A short lowercase label, as used in metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Response => "response",
-            Self::Latency => "latency",
-            Self::Slow => "slow",
-            Self::Hang => "hang",
-            Self::QueueFull => "queue_full",
-        }
-    }
-}
-
-/// What an injection hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InjectedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// What was injected.
-    pub fault: Fault,
-}
 
 /// Applies [`Chaos`] to every call of the inner service.
 ///

@@ -57,15 +57,19 @@
 
 mod capacity;
 mod config;
+mod event;
 pub mod future;
 mod injector;
+mod latency;
 mod layer;
 mod service;
+mod state;
 mod target;
 
-pub use self::config::{
-    Capacity, ChaosConfig, ChaosConfigBuilder, Faults, Flapping, Latency, Window,
-};
-pub use self::layer::{ChaosHandle, ChaosLayer, Fault, InjectedEvent};
+pub use self::capacity::Capacity;
+pub use self::config::{ChaosConfig, ChaosConfigBuilder, Faults, Flapping, Window};
+pub use self::event::{Fault, InjectedEvent};
+pub use self::latency::Latency;
+pub use self::layer::{ChaosHandle, ChaosLayer};
 pub use self::service::Chaos;
 pub use self::target::{Everything, NoResponse, Respond, RespondFn, Target, TargetFn};

@@ -1,82 +1,17 @@
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use metrics::Counter;
-use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::BoxError;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::config::ChaosConfig;
+use crate::event::Fault;
 use crate::future::ResponseFuture;
-use crate::injector::{Decision, Injector, Schedule};
-use crate::layer::{Fault, InjectedEvent};
+use crate::injector::Decision;
+use crate::state::Shared;
 use crate::target::{Respond, Target};
-
-pub(crate) type InjectedHook = Arc<dyn Fn(InjectedEvent<'_>) + Send + Sync>;
-
-/// What every clone of one layer's services shares.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
-    pub(crate) config: ChaosConfig,
-    pub(crate) enabled: Arc<AtomicBool>,
-    pub(crate) schedule: Schedule,
-    pub(crate) injector: Arc<Mutex<Injector>>,
-    injected: [Counter; Fault::ALL.len()],
-    pub(crate) on_injected: Option<InjectedHook>,
-}
-
-impl Shared {
-    pub(crate) fn new(config: ChaosConfig, metrics: &MetricScope, epoch: Instant) -> Self {
-        Self {
-            name: config.name.clone(),
-            enabled: Arc::new(AtomicBool::new(config.enabled)),
-            schedule: Schedule::new(&config, epoch),
-            injector: Arc::new(Mutex::new(Injector::new(&config, epoch))),
-            injected: Fault::ALL.map(|fault| {
-                metrics.counter("seawall_chaos_injected_total", &[("fault", fault.as_str())])
-            }),
-            on_injected: None,
-            config,
-        }
-    }
-
-    /// Restarts the schedule and the capacity model at `epoch`.
-    pub(crate) fn restart_at(&mut self, epoch: Instant) {
-        self.schedule = Schedule::new(&self.config, epoch);
-        self.injector = Arc::new(Mutex::new(Injector::new(&self.config, epoch)));
-    }
-
-    pub(crate) fn queued(&self) -> usize {
-        self.lock().queued(Instant::now())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Injector> {
-        self.injector.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn injected(&self, fault: Fault) {
-        self.injected[fault as usize].increment(1);
-        tracing::trace!(name = %self.name, fault = fault.as_str(), "injected");
-        if let Some(hook) = &self.on_injected {
-            hook(InjectedEvent {
-                name: &self.name,
-                fault,
-            });
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn error(&self, fault: Fault) -> BoxError {
-        self.injected(fault);
-        tracing::debug!(name = %self.name, fault = fault.as_str(), "injected failure");
-        Rejected::new(RejectionKind::Injected, self.name.clone()).into()
-    }
-}
 
 /// Injects faults into the calls of the inner service, as its [`ChaosLayer`] was configured.
 ///

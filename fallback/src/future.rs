@@ -10,8 +10,8 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use seawall_core::BoxError;
 
-use crate::service::Shared;
 use crate::source::Source;
+use crate::state::Shared;
 use crate::trigger::{Failed, Trigger};
 
 pin_project! {

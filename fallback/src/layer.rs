@@ -9,9 +9,11 @@ use seawall_core::{BoxError, RejectionKind};
 use tower::Layer;
 
 use crate::config::FallbackConfig;
-use crate::service::{Fallback, Shared};
+use crate::event::FallbackEvent;
+use crate::service::Fallback;
 use crate::source::{Failover, FromFailure, FromFailureAsync, Value, WithRequest};
-use crate::trigger::{Cause, Failed, OnFailure, When};
+use crate::state::Shared;
+use crate::trigger::{Failed, OnFailure, When};
 
 /// Answers failed or rejected calls of the inner service from a fallback source.
 pub struct FallbackLayer<Src, W = When> {
@@ -60,15 +62,6 @@ impl<S, Src, W> Layer<S> for FallbackLayer<Src, W> {
     fn layer(&self, inner: S) -> Self::Service {
         Fallback::new(inner, self.shared.clone())
     }
-}
-
-/// What a fallback hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FallbackEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// Why the fallback answered.
-    pub cause: Cause,
 }
 
 /// Builds a [`FallbackLayer`]: when it fires (`on_*`), then what answers (the finishing

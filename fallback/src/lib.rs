@@ -41,13 +41,16 @@
 //! share of calls the fallback answers.
 
 mod config;
+mod event;
 pub mod future;
 mod layer;
 mod service;
 pub mod source;
+mod state;
 mod trigger;
 
 pub use self::config::FallbackConfig;
-pub use self::layer::{Checked, FallbackEvent, FallbackLayer, FallbackLayerBuilder};
+pub use self::event::FallbackEvent;
+pub use self::layer::{Checked, FallbackLayer, FallbackLayerBuilder};
 pub use self::service::Fallback;
 pub use self::trigger::{Cause, Failed, OnFailure, Trigger, When};

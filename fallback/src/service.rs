@@ -2,55 +2,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use metrics::Counter;
 use seawall_core::BoxError;
-use seawall_core::metrics::MetricScope;
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::FallbackEvent;
 use crate::source::Source;
-use crate::trigger::{Cause, Trigger};
-
-pub(crate) type FallbackHook = Arc<dyn Fn(FallbackEvent<'_>) + Send + Sync>;
-
-/// What every clone of one layer's services shares.
-#[derive(Clone)]
-pub(crate) struct Shared<Src, W> {
-    pub(crate) name: Arc<str>,
-    pub(crate) source: Src,
-    pub(crate) trigger: W,
-    calls: Counter,
-    fired: [Counter; Cause::ALL.len()],
-    pub(crate) on_fallback: Option<FallbackHook>,
-}
-
-impl<Src, W> Shared<Src, W> {
-    pub(crate) fn new(name: Arc<str>, source: Src, trigger: W, metrics: &MetricScope) -> Self {
-        Self {
-            name,
-            source,
-            trigger,
-            calls: metrics.counter("seawall_fallback_calls_total", &[]),
-            fired: Cause::ALL.map(|cause| {
-                metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
-            }),
-            on_fallback: None,
-        }
-    }
-
-    #[cold]
-    pub(crate) fn fired(&self, cause: Cause) {
-        self.fired[cause.index()].increment(1);
-        tracing::debug!(name = %self.name, cause = cause.as_str(), "fallback answered");
-        if let Some(hook) = &self.on_fallback {
-            hook(FallbackEvent {
-                name: &self.name,
-                cause,
-            });
-        }
-    }
-}
+use crate::state::Shared;
+use crate::trigger::Trigger;
 
 /// Answers failed or rejected calls of the inner service from a fallback source.
 ///

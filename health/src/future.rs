@@ -12,8 +12,7 @@ use seawall_core::classify::{Classify, Outcome, Report};
 use seawall_core::{BoxError, Rejected, rejected};
 use tokio::time::Instant;
 
-use crate::service::Shared;
-use crate::window::RateWindow;
+use crate::window::{RateWindow, Shared};
 
 pin_project! {
     /// The inner call; its outcome is counted when it ends (or its body does).

@@ -5,9 +5,9 @@ use seawall_core::classify::AnyError;
 use tower::Layer;
 
 use crate::config::RateConfig;
-use crate::service::{HealthService, Shared};
+use crate::service::HealthService;
 use crate::tracker::HealthTracker;
-use crate::window::rate_component;
+use crate::window::{Shared, rate_component};
 
 /// Watches the error rate and latency of the calls through it and reports them as a
 /// component of a [`HealthTracker`].

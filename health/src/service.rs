@@ -6,12 +6,7 @@ use seawall_core::classify::Classify;
 use tower::Service;
 
 use crate::future::{CallReport, ResponseFuture};
-use crate::window::RateWindow;
-
-pub(crate) struct Shared<C> {
-    pub(crate) window: Arc<RateWindow>,
-    pub(crate) classifier: C,
-}
+use crate::window::Shared;
 
 /// Counts each call's outcome into its component's window.
 ///

@@ -161,6 +161,13 @@ pub(crate) fn rate_component(
     })
 }
 
+/// What every clone of one layer's services shares: its component's window and the
+/// classifier that judges each call.
+pub(crate) struct Shared<C> {
+    pub(crate) window: Arc<RateWindow>,
+    pub(crate) classifier: C,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,8 +11,8 @@ use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::{Sleep, sleep, sleep_until};
 
 use crate::deadline::{Budget, Deadline};
-use crate::layer::TimedOutEvent;
-use crate::service::Shared;
+use crate::event::TimedOutEvent;
+use crate::state::Shared;
 
 pin_project! {
     /// The inner call, raced against its timeout; or, when the caller's time was already up,

@@ -2,13 +2,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::RejectionKind;
 use seawall_core::metrics::MetricScope;
 use tower::Layer;
 
 use crate::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
 use crate::deadline::{HeaderDeadlines, NoDeadlines};
-use crate::service::{Shared, Timeout};
+use crate::event::TimedOutEvent;
+use crate::service::Timeout;
+use crate::state::Shared;
 
 /// Applies a [`Timeout`] to every call of the inner service.
 ///
@@ -17,17 +18,6 @@ use crate::service::{Shared, Timeout};
 pub struct TimeoutLayer<D = NoDeadlines> {
     shared: Arc<Shared>,
     deadlines: D,
-}
-
-/// What a timeout hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimedOutEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// The time the call was given, after any deadline shortened it.
-    pub timeout: Duration,
-    /// `TimedOut`, or `DeadlineExceeded` when the caller's deadline ended the call.
-    pub kind: RejectionKind,
 }
 
 impl TimeoutLayer {

@@ -63,13 +63,16 @@
 
 mod config;
 pub mod deadline;
+mod event;
 pub mod future;
 mod inbound;
 mod layer;
 mod service;
+mod state;
 
 pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
 pub use self::deadline::{Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::event::TimedOutEvent;
 pub use self::inbound::{InboundDeadline, InboundDeadlineLayer, InboundFuture};
-pub use self::layer::{TimedOutEvent, TimeoutLayer};
+pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;

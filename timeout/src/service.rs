@@ -1,44 +1,13 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use metrics::Counter;
 use seawall_core::BoxError;
-use seawall_core::metrics::MetricScope;
 use tower::Service;
 
-use crate::config::TimeoutConfig;
 use crate::deadline::Deadlines;
 use crate::future::ResponseFuture;
-use crate::layer::TimedOutEvent;
-
-pub(crate) type TimeoutHook = Arc<dyn Fn(TimedOutEvent<'_>) + Send + Sync>;
-
-/// What every clone of one layer's services shares.
-#[derive(Clone)]
-pub(crate) struct Shared {
-    pub(crate) name: Arc<str>,
-    pub(crate) timeout: Duration,
-    pub(crate) completed: Counter,
-    pub(crate) timed_out: Counter,
-    pub(crate) deadline_exceeded: Counter,
-    pub(crate) on_timeout: Option<TimeoutHook>,
-}
-
-impl Shared {
-    pub(crate) fn new(config: &TimeoutConfig, metrics: MetricScope) -> Self {
-        const CALLS: &str = "seawall_timeout_calls_total";
-        Self {
-            name: config.name.clone(),
-            timeout: config.timeout,
-            completed: metrics.counter(CALLS, &[("result", "completed")]),
-            timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
-            deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
-            on_timeout: None,
-        }
-    }
-}
+use crate::state::Shared;
 
 /// Ends a call that takes longer than its timeout with
 /// [`Rejected`](seawall_core::Rejected) of kind `TimedOut`, or `DeadlineExceeded` when the

@@ -1,0 +1,48 @@
+//! What every clone of one layer's services shares: the source, the trigger, the metric
+//! handles and the hook. Created once, when the layer is built.
+
+use std::sync::Arc;
+
+use metrics::Counter;
+use seawall_core::metrics::MetricScope;
+
+use crate::event::{FallbackEvent, FallbackHook};
+use crate::trigger::Cause;
+
+/// What every clone of one layer's services shares.
+#[derive(Clone)]
+pub(crate) struct Shared<Src, W> {
+    pub(crate) name: Arc<str>,
+    pub(crate) source: Src,
+    pub(crate) trigger: W,
+    pub(crate) calls: Counter,
+    fired: [Counter; Cause::ALL.len()],
+    pub(crate) on_fallback: Option<FallbackHook>,
+}
+
+impl<Src, W> Shared<Src, W> {
+    pub(crate) fn new(name: Arc<str>, source: Src, trigger: W, metrics: &MetricScope) -> Self {
+        Self {
+            name,
+            source,
+            trigger,
+            calls: metrics.counter("seawall_fallback_calls_total", &[]),
+            fired: Cause::ALL.map(|cause| {
+                metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
+            }),
+            on_fallback: None,
+        }
+    }
+
+    #[cold]
+    pub(crate) fn fired(&self, cause: Cause) {
+        self.fired[cause.index()].increment(1);
+        tracing::debug!(name = %self.name, cause = cause.as_str(), "fallback answered");
+        if let Some(hook) = &self.on_fallback {
+            hook(FallbackEvent {
+                name: &self.name,
+                cause,
+            });
+        }
+    }
+}

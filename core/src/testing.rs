@@ -355,6 +355,7 @@ pub mod redis {
             let child = Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
                 .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--enable-debug-command", "yes"])
                 .arg("--dir")
                 .arg(&self.dir)
                 .stdout(Stdio::null())

@@ -451,9 +451,11 @@ impl<E: KeyExtractor + fmt::Debug, S: QuotaStore + fmt::Debug> fmt::Debug for Fl
     }
 }
 
+type BucketShard<K> = RwLock<HashMap<K, Arc<Bucket>>>;
+
 /// The buckets a replica tracks for a keyed fleet-wide limit, in shards of bounded size.
 struct BucketMap<K> {
-    shards: Box<[RwLock<HashMap<K, Arc<Bucket>>>]>,
+    shards: Box<[BucketShard<K>]>,
     max_per_shard: usize,
     hasher: RandomState,
     prefix: Vec<u8>,
@@ -475,7 +477,7 @@ impl<K: Hash + Eq + Clone + StoreKey> BucketMap<K> {
 
     #[cold]
     #[inline(never)]
-    fn insert(&self, shard: &RwLock<HashMap<K, Arc<Bucket>>>, key: &K) -> Arc<Bucket> {
+    fn insert(&self, shard: &BucketShard<K>, key: &K) -> Arc<Bucket> {
         let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(bucket) = map.get(key) {
             return bucket.clone();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use proptest::prelude::*;
 use seawall_core::BoxError;
 use seawall_core::store::OnStoreFailure;
 use seawall_core::testing::TestRecorder;
@@ -160,6 +161,62 @@ async fn a_retry_layer_draws_from_a_shared_budget() {
         10,
         "an empty fleet budget: no retries"
     );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// N replicas with leases of at most L, within one window of the budget's ttl: the
+    /// retries allowed never exceed ratio × requests + floor × ttl + N × L, the bound
+    /// `FleetBudget` documents, whatever the traffic and however it is spread.
+    #[test]
+    fn a_fleet_retries_at_most_its_budget_plus_the_leases_held(
+        replicas in 1usize..4,
+        max_lease in 1u32..8,
+        ratio in 0.0f64..0.5,
+        floor in 0u32..3,
+        ticks in prop::collection::vec((0u64..30, 0usize..4, 0u32..4, 0u32..4), 20..200),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let ttl = Duration::from_secs(10);
+        let (requests, retries, elapsed) = runtime.block_on(async {
+            let store = MemoryBudgetStore::new();
+            let config = FleetBudgetConfig::builder()
+                .budget(BudgetConfig::new(ratio, floor, ttl).unwrap())
+                .max_lease(max_lease)
+                .sync_interval(Duration::from_millis(20))
+                .on_failure(OnStoreFailure::FailClosed)
+                .build()
+                .unwrap();
+            let fleet: Vec<_> = (0..replicas)
+                .map(|_| FleetBudget::new(config.clone(), store.clone()))
+                .collect();
+            let start = Instant::now();
+            let (mut requests, mut retries) = (0u64, 0u64);
+            for &(gap, r, calls, wanted) in &ticks {
+                advance(Duration::from_millis(gap)).await;
+                let budget = &fleet[r % replicas];
+                for _ in 0..calls {
+                    budget.deposit(Instant::now());
+                    requests += 1;
+                }
+                for _ in 0..wanted {
+                    retries += u64::from(budget.withdraw(Instant::now()));
+                }
+            }
+            (requests, retries, start.elapsed())
+        });
+        // At most 200 ticks of 30 ms: all within one window.
+        prop_assert!(elapsed < ttl);
+        let bound = (ratio * requests as f64).floor() as u64
+            + u64::from(floor) * 10
+            + replicas as u64 * u64::from(max_lease);
+        prop_assert!(retries <= bound, "{retries} retries for {requests} requests, bound {bound}");
+    }
 }
 
 #[test]

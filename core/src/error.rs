@@ -35,11 +35,14 @@ pub enum RejectionKind {
     /// A client-side throttle refused the call locally, because the downstream has been
     /// refusing too much of its recent load.
     Throttled,
+    /// A quota shared by a fleet could not be checked (its store, such as Redis, was down or
+    /// slow) and the layer fails closed.
+    StoreUnavailable,
 }
 
 impl RejectionKind {
     /// Every kind, in declaration order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::CircuitOpen,
         Self::BulkheadFull,
         Self::RateLimited,
@@ -48,6 +51,7 @@ impl RejectionKind {
         Self::BudgetExhausted,
         Self::Injected,
         Self::Throttled,
+        Self::StoreUnavailable,
     ];
 
     /// A short lowercase label, as used in metrics and logs.
@@ -61,6 +65,7 @@ impl RejectionKind {
             Self::BudgetExhausted => "budget_exhausted",
             Self::Injected => "injected",
             Self::Throttled => "throttled",
+            Self::StoreUnavailable => "store_unavailable",
         }
     }
 
@@ -68,9 +73,9 @@ impl RejectionKind {
     ///
     /// A timeout (the downstream was too slow) and an injected failure (standing in for a
     /// downstream's) do. An open circuit, a full bulkhead, a rate limit, an exhausted retry
-    /// budget and a throttle stopped the call before it reached the downstream and say nothing
-    /// about its health: a circuit breaker outside such a layer counts them for nothing, or a
-    /// bulkhead filling up under load would open it. Nor does the caller's own deadline: a
+    /// budget, a throttle and an unreachable quota store stopped the call before it reached the
+    /// downstream and say nothing about its health: a circuit breaker outside such a layer
+    /// counts them for nothing, or a bulkhead filling up under load would open it. Nor does the caller's own deadline: a
     /// caller that gave the call almost no time says nothing about the downstream, and retrying
     /// it cannot succeed.
     pub const fn is_downstream_failure(self) -> bool {
@@ -87,6 +92,7 @@ impl RejectionKind {
             Self::BudgetExhausted => "retry budget exhausted",
             Self::Injected => "injected failure",
             Self::Throttled => "throttled",
+            Self::StoreUnavailable => "quota store unavailable",
         }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! | rejection | code |
 //! |---|---|
-//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected`, `Throttled` | `UNAVAILABLE` |
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Injected`, `Throttled`, `StoreUnavailable` | `UNAVAILABLE` |
 //! | `RateLimited` | `RESOURCE_EXHAUSTED` |
 //! | `TimedOut`, `DeadlineExceeded` | `DEADLINE_EXCEEDED` |
 //!
@@ -137,6 +137,7 @@ mod tests {
             (RejectionKind::BulkheadFull, "14"),
             (RejectionKind::BudgetExhausted, "14"),
             (RejectionKind::Throttled, "14"),
+            (RejectionKind::StoreUnavailable, "14"),
             (RejectionKind::RateLimited, "8"),
             (RejectionKind::TimedOut, "4"),
         ];

@@ -13,7 +13,7 @@
 //!
 //! | rejection | status |
 //! |---|---|
-//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Throttled` | `503 Service Unavailable`, with `Retry-After` when known |
+//! | `CircuitOpen`, `BulkheadFull`, `BudgetExhausted`, `Throttled`, `StoreUnavailable` | `503 Service Unavailable`, with `Retry-After` when known |
 //! | `RateLimited` | `429 Too Many Requests`, with `Retry-After` when known |
 //! | `TimedOut`, `DeadlineExceeded` | `504 Gateway Timeout` |
 //! | `Injected` | `500 Internal Server Error` |
@@ -186,6 +186,10 @@ mod tests {
             ),
             (RejectionKind::Injected, StatusCode::INTERNAL_SERVER_ERROR),
             (RejectionKind::Throttled, StatusCode::SERVICE_UNAVAILABLE),
+            (
+                RejectionKind::StoreUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (RejectionKind::RateLimited, StatusCode::TOO_MANY_REQUESTS),
             (RejectionKind::TimedOut, StatusCode::GATEWAY_TIMEOUT),
         ];

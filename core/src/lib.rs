@@ -12,6 +12,8 @@
 //! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
 //!   timeouts.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
+//! - [`store`]: the timeout, breaker and failure policy around calls to a store a fleet
+//!   shares (the Redis behind a fleet-wide rate limit or retry budget).
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
 //!   axum and tonic.
@@ -38,6 +40,7 @@ pub mod deadline;
 mod error;
 pub mod latency;
 pub mod metrics;
+pub mod store;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

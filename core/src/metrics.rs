@@ -184,6 +184,26 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Calls through a rate limit, by result.",
     ),
     (
+        "seawall_rate_limit_store_errors_total",
+        Some(Unit::Count),
+        "Failed calls from a rate limit to its shared quota store, by error.",
+    ),
+    (
+        "seawall_rate_limit_store_fallbacks_total",
+        Some(Unit::Count),
+        "Rate limit decisions made by the failure policy while the shared store could not answer, by policy.",
+    ),
+    (
+        "seawall_rate_limit_store_round_trip_seconds",
+        Some(Unit::Seconds),
+        "How long the rate limit's calls to its shared quota store took.",
+    ),
+    (
+        "seawall_rate_limit_store_round_trips_total",
+        Some(Unit::Count),
+        "Calls from a rate limit to its shared quota store.",
+    ),
+    (
         "seawall_retry_attempts_total",
         Some(Unit::Count),
         "Retries made (attempts after the first).",
@@ -192,6 +212,26 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "seawall_retry_budget_exhausted_total",
         Some(Unit::Count),
         "Retries refused because the retry budget was spent.",
+    ),
+    (
+        "seawall_retry_budget_store_errors_total",
+        Some(Unit::Count),
+        "Failed calls from a fleet-wide retry budget to its shared store, by error.",
+    ),
+    (
+        "seawall_retry_budget_store_fallbacks_total",
+        Some(Unit::Count),
+        "Retry budget decisions made by the failure policy while the shared store could not answer, by policy.",
+    ),
+    (
+        "seawall_retry_budget_store_round_trip_seconds",
+        Some(Unit::Seconds),
+        "How long the retry budget's calls to its shared store took.",
+    ),
+    (
+        "seawall_retry_budget_store_round_trips_total",
+        Some(Unit::Count),
+        "Calls from a fleet-wide retry budget to its shared store.",
     ),
     (
         "seawall_retry_calls_total",

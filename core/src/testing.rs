@@ -426,5 +426,162 @@ where
             gate.pass().await;
             call.await
         })
+/// A `redis-server` of the test's own, on a free port of 127.0.0.1 in a temporary directory,
+/// with no persistence, for tests of the stores that share quotas across a fleet.
+///
+/// Tests that need Redis call [`RedisServer::start`] (a server they may stop and restart) or
+/// [`redis_url`] (`SEAWALL_REDIS_URL` when CI exported one, else a server of their own). Where
+/// no server can be started, they skip with a loud message, except in CI (`CI` set), where
+/// they fail: CI installs and starts Redis, so a missing one is a broken CI.
+#[cfg(feature = "test-util")]
+pub mod redis {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::PathBuf;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    /// The environment variable that names a running Redis for tests (`redis://127.0.0.1:6379`).
+    pub const URL_VAR: &str = "SEAWALL_REDIS_URL";
+
+    /// A `redis-server` process this test started; killed and its directory removed on drop.
+    #[derive(Debug)]
+    pub struct RedisServer {
+        child: Option<Child>,
+        port: u16,
+        dir: PathBuf,
+    }
+
+    /// Says why Redis tests cannot run: a panic in CI, a loud message elsewhere.
+    pub fn unavailable(why: &str) {
+        if std::env::var_os("CI").is_some() {
+            panic!("Redis is required in CI but {why}");
+        }
+        eprintln!(
+            "\n!!!!! SKIPPED: a Redis test did not run: {why}. Install `redis-server` \
+             (apt-get install redis-server) or set {URL_VAR}. !!!!!\n"
+        );
+    }
+
+    /// The URL of a Redis for this test: `SEAWALL_REDIS_URL` if set, else a server of the
+    /// test's own, returned with it so that it lives as long as the test needs it. `None`
+    /// (after a loud message) when neither is to be had outside CI.
+    pub async fn redis_url() -> Option<(String, Option<RedisServer>)> {
+        if let Ok(url) = std::env::var(URL_VAR)
+            && !url.is_empty()
+        {
+            return Some((url, None));
+        }
+        let server = RedisServer::start().await?;
+        Some((server.url(), Some(server)))
+    }
+
+    impl RedisServer {
+        /// Starts `redis-server` on a free port; `None` (after a loud message) outside CI when
+        /// it cannot be started.
+        pub async fn start() -> Option<Self> {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            let dir =
+                std::env::temp_dir().join(format!("seawall-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("a temporary directory");
+            let mut server = Self {
+                child: None,
+                port,
+                dir,
+            };
+            match server.spawn().await {
+                Ok(()) => Some(server),
+                Err(why) => {
+                    unavailable(&why);
+                    None
+                }
+            }
+        }
+
+        async fn spawn(&mut self) -> Result<(), String> {
+            let child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+                .args(["--enable-debug-command", "yes"])
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("`redis-server` could not be started ({e})"))?;
+            self.child = Some(child);
+            for _ in 0..500 {
+                if ping(self.port) {
+                    return Ok(());
+                }
+                if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                    return Err(format!("`redis-server` exited at once ({status})"));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err("`redis-server` did not answer PING within 5 s".into())
+        }
+
+        /// Its URL, `redis://127.0.0.1:<port>`.
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Its port.
+        pub fn port(&self) -> u16 {
+            self.port
+        }
+
+        /// Kills it at once (SIGKILL), as a crash would.
+        pub fn kill(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+
+        /// Starts it again on the same port, empty (no persistence).
+        ///
+        /// # Panics
+        ///
+        /// When it does not come back.
+        pub async fn restart(&mut self) {
+            self.kill();
+            self.spawn().await.expect("redis-server restarts");
+        }
+
+        /// Sends one command (inline syntax, such as `SET k v`) and returns the raw reply.
+        pub fn command(&self, line: &str) -> String {
+            command(self.port, line)
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            self.kill();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn ping(port: u16) -> bool {
+        command(port, "PING").starts_with("+PONG")
+    }
+
+    /// Sends one inline command to the Redis on `port` of 127.0.0.1 and returns the first
+    /// chunk of its reply (empty when it cannot be reached).
+    pub fn command(port: u16, line: &str) -> String {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+            return String::new();
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream.write_all(format!("{line}\r\n").as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 }

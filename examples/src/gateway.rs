@@ -10,6 +10,9 @@
 //!   serve the health tracker, which calls the gateway degraded while the inventory breaker is
 //!   open (the fallback still answers) — never unready for it, so Kubernetes does not take the
 //!   gateway out for a dependency's outage.
+//! - The rate limit is this process's own by default. With a `fleet` section in
+//!   `server.rate_limit` (see `gateway.toml`), every replica of the gateway shares one quota
+//!   in Redis instead, with the failure policy the section chooses.
 
 use axum::Router;
 use axum::body::Body;
@@ -24,8 +27,10 @@ use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::PrometheusHandle;
 use seawall::circuit_breaker::{CircuitBreakerHandle, CircuitState};
 use seawall::classify::HttpStatus;
+use seawall::config::ConfigError;
 use seawall::fallback::{Failed, FallbackLayer};
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
+use seawall::rate_limit::RateLimitLayer;
 use seawall::retry::HttpPolicy;
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackConfig, ServerStackLayer};
 use seawall::{BoxError, RejectionKind, ServiceBuilderExt};
@@ -35,12 +40,38 @@ use tower::{ServiceBuilder, ServiceExt};
 
 /// The gateway's settings: its own server stack and the client stack to the inventory.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "GatewaySpec")]
 pub struct GatewayConfig {
-    /// Inbound.
+    /// Inbound. A `fleet` section in its rate limit shares the quota through Redis.
     pub server: ServerStackConfig,
     /// Outbound, to the inventory service.
     pub inventory: ClientStackConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewaySpec {
+    server: ServerStackConfig,
+    inventory: ClientStackConfig,
+}
+
+impl TryFrom<GatewaySpec> for GatewayConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: GatewaySpec) -> Result<Self, ConfigError> {
+        let fleet = spec.server.rate_limit().and_then(|r| r.fleet());
+        if fleet.is_some_and(|fleet| fleet.redis_url().is_none()) {
+            return Err(ConfigError::expected(
+                "server.rate_limit.fleet.redis_url",
+                "nothing",
+                "a `redis://host:port` URL for the quota the gateway's replicas share",
+            ));
+        }
+        Ok(Self {
+            server: spec.server,
+            inventory: spec.inventory,
+        })
+    }
 }
 
 impl Default for GatewayConfig {
@@ -73,7 +104,8 @@ struct AppState {
 /// `http://127.0.0.1:3001`), serving `metrics` at `/metrics`.
 ///
 /// Build it inside the tokio runtime. The metrics recorder may be installed before or after:
-/// handles registered before it bind to it on their first use.
+/// handles registered before it bind to it on their first use. A Redis for a shared quota is
+/// connected to lazily: while it cannot answer, the quota's failure policy decides.
 pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHandle) -> Gateway {
     let client =
         Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(HttpConnector::new());
@@ -121,6 +153,17 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
         },
     );
 
+    // A quota shared with the other replicas replaces the stack's own, in the same place:
+    // before anything else.
+    let (shared_limit, server) = match config.server.rate_limit() {
+        Some(limit) if limit.fleet().is_some() => {
+            let limit = RateLimitLayer::new(limit.clone())
+                .with_redis()
+                .expect("the redis_url was checked when the settings were read");
+            (Some(limit), config.server.without_rate_limit())
+        }
+        _ => (None, config.server),
+    };
     let products = Router::new()
         .route("/products/{id}", get(product))
         .with_state(AppState {
@@ -130,7 +173,8 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
         .layer(
             ServiceBuilder::new()
                 .with_http_errors()
-                .layer(ServerStackLayer::new(config.server)),
+                .option_layer(shared_limit)
+                .layer(ServerStackLayer::new(server)),
         );
     let router = Router::new()
         .merge(products)

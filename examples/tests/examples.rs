@@ -207,3 +207,65 @@ fn observability_files_use_only_seawall_metrics() {
         assert!(seen > 5, "{file} names seawall's metrics");
     }
 }
+
+fn shared_quota(url: &str, prefix: &str) -> GatewayConfig {
+    let settings = include_str!("../src/gateway.toml").replace(
+        "rate_limit = { quota = { per_second = 200, burst = 50 } }",
+        &format!(
+            "rate_limit = {{ quota = {{ per_second = 1, burst = 5 }}, fleet = {{ redis_url = \"{url}\", key_prefix = \"{prefix}\", lease = 1, on_failure = \"fail_closed\" }} }}"
+        ),
+    );
+    toml::from_str(&settings).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_quota_through_redis() {
+    let Some((url, _server)) = seawall_core::testing::redis::redis_url().await else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("seawall-test:gateway:{}-{nanos}", std::process::id());
+    let (inventory, _chaos) = inventory(ChaosConfig::builder().name("inventory").build().unwrap());
+    let inventory = serve(inventory).await;
+    let started = std::time::Instant::now();
+    let mut replicas = Vec::new();
+    for _ in 0..2 {
+        let metrics = PrometheusBuilder::new().build_recorder().handle();
+        let gw = gateway(
+            shared_quota(&url, &prefix),
+            &format!("http://{inventory}"),
+            metrics,
+        );
+        replicas.push(serve(gw.router).await);
+    }
+    let mut admitted = 0;
+    for i in 0..12 {
+        let (status, ..) = get(replicas[i % 2], &format!("/products/{i}")).await;
+        match status {
+            StatusCode::OK => admitted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    // A burst of 5 and 1 a second for the fleet; each gateway alone would admit 5 + 1/s.
+    let bound = 5 + started.elapsed().as_secs() + 1;
+    assert!(
+        (5..=bound).contains(&admitted),
+        "{admitted} admitted, bound {bound}"
+    );
+}
+
+#[test]
+fn a_shared_quota_without_a_redis_url_is_a_config_error() {
+    let settings = include_str!("../src/gateway.toml").replace(
+        "rate_limit = { quota = { per_second = 200, burst = 50 } }",
+        "rate_limit = { quota = { per_second = 200, burst = 50 }, fleet = { on_failure = \"fail_open\" } }",
+    );
+    let err = toml::from_str::<GatewayConfig>(&settings)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("server.rate_limit.fleet.redis_url"), "{err}");
+}

@@ -20,7 +20,7 @@ pub enum Cause {
 
 impl Cause {
     /// Every cause, in the order of [`index`](Self::index).
-    pub(crate) const ALL: [Self; 11] = [
+    pub(crate) const ALL: [Self; 12] = [
         Self::Rejected(RejectionKind::CircuitOpen),
         Self::Rejected(RejectionKind::BulkheadFull),
         Self::Rejected(RejectionKind::RateLimited),
@@ -29,6 +29,7 @@ impl Cause {
         Self::Rejected(RejectionKind::BudgetExhausted),
         Self::Rejected(RejectionKind::Injected),
         Self::Rejected(RejectionKind::Throttled),
+        Self::Rejected(RejectionKind::StoreUnavailable),
         Self::Error,
         Self::Failure,
         Self::Overload,

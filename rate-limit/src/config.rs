@@ -7,6 +7,8 @@ use std::time::Duration;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::fleet::config::FleetConfig;
+
 const DEFAULT_NAME: &str = "rate_limit";
 const MAX_RATE: u32 = 1_000_000_000;
 const MAX_BURST: u32 = 1_000_000_000;
@@ -213,6 +215,7 @@ pub struct RateLimitConfig {
     pub(crate) max_wait: Option<Duration>,
     pub(crate) max_keys: usize,
     pub(crate) sweep_interval: Duration,
+    pub(crate) fleet: Option<FleetConfig>,
 }
 
 impl RateLimitConfig {
@@ -252,6 +255,11 @@ impl RateLimitConfig {
     pub fn sweep_interval(&self) -> Duration {
         self.sweep_interval
     }
+
+    /// How the quota is shared with the other replicas of a fleet, if it is.
+    pub fn fleet(&self) -> Option<&FleetConfig> {
+        self.fleet.as_ref()
+    }
 }
 
 /// Builds a [`RateLimitConfig`], or straight a layer when made by `RateLimitLayer::builder`.
@@ -270,6 +278,7 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
                 max_wait: None,
                 max_keys: default_max_keys(),
                 sweep_interval: default_sweep_interval(),
+                fleet: None,
             },
             _output: PhantomData,
         }
@@ -310,6 +319,14 @@ impl<T: From<RateLimitConfig>> RateLimitConfigBuilder<T> {
         self
     }
 
+    /// Shares the quota with the other replicas of a fleet through a store, as `fleet` says;
+    /// the layer then needs the store, given by `with_store` (or `with_redis`, feature
+    /// `redis`).
+    pub fn fleet(mut self, fleet: FleetConfig) -> Self {
+        self.spec.fleet = Some(fleet);
+        self
+    }
+
     /// Checks the values and builds.
     pub fn build(self) -> Result<T, ConfigError> {
         RateLimitConfig::try_from(self.spec).map(T::from)
@@ -329,6 +346,16 @@ struct RateLimitSpec {
     max_keys: Raw<usize>,
     #[serde(default = "default_sweep_interval")]
     sweep_interval: Raw<Duration>,
+    #[serde(
+        default,
+        deserialize_with = "fleet_within",
+        skip_serializing_if = "Option::is_none"
+    )]
+    fleet: Option<FleetConfig>,
+}
+
+fn fleet_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FleetConfig>, D::Error> {
+    config::within("fleet", d).map(Some)
 }
 
 fn quota_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Quota>, D::Error> {
@@ -359,9 +386,19 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
                 "a quota such as { per_second = 100, burst = 10 }",
             )
         })?;
+        let quota = quota.validate()?;
+        if let Some(fleet) = &spec.fleet
+            && fleet.lease > quota.burst
+        {
+            return Err(ConfigError::new(
+                "fleet.lease",
+                fleet.lease,
+                format!("[1, {}] (at most the quota's burst)", quota.burst),
+            ));
+        }
         Ok(Self {
             name: name.into(),
-            quota: quota.validate()?,
+            quota,
             max_wait: spec
                 .max_wait
                 .map(|wait| config::positive_duration("max_wait", wait, MAX_WAIT))
@@ -372,6 +409,7 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
                 spec.sweep_interval,
                 SWEEP_INTERVALS,
             )?,
+            fleet: spec.fleet,
         })
     }
 }
@@ -384,6 +422,7 @@ impl From<RateLimitConfig> for RateLimitSpec {
             max_wait: config.max_wait.map(Raw::from),
             max_keys: config.max_keys.into(),
             sweep_interval: config.sweep_interval.into(),
+            fleet: config.fleet,
         }
     }
 }

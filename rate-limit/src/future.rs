@@ -1,4 +1,5 @@
-//! The response future of [`RateLimit`](crate::RateLimit).
+//! The response future of [`RateLimit`](crate::RateLimit), and the round trip of a
+//! fleet-wide limit ([`Ask`]).
 
 use std::fmt;
 use std::future::Future;
@@ -12,35 +13,38 @@ use seawall_core::BoxError;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
-use crate::limiter::Limiter;
+use crate::limiter::{Check, Decision, Limiter};
 use crate::service::Shared;
 
+pub use crate::fleet::Ask;
+
 pin_project! {
-    /// A call through a rate limit: the inner call once admitted, a wait for a permit, or a
-    /// rejection that is ready at once.
+    /// A call through a rate limit: the inner call once admitted, a wait for a permit, a round
+    /// trip to a fleet-wide limit's store, or a rejection that is ready at once.
     ///
     /// A waiting call holds no permit: dropping it takes nothing from the quota and records
     /// nothing.
     ///
-    /// `F` (the inner service's future) and `K` (the limiter's key) are parameters rather than
-    /// bounds, so that whether the future is `Send` depends only on what it holds, also in a
-    /// spawned `async` block.
+    /// `F` (the inner service's future), `K` (the limiter's key) and `A` (its round trip) are
+    /// parameters rather than bounds, so that whether the future is `Send` depends only on
+    /// what it holds, also in a spawned `async` block.
     pub struct ResponseFuture<
         S,
         Req,
         L,
         F = <S as Service<Req>>::Future,
         K = <L as Limiter<Req>>::Key,
+        A = <L as Limiter<Req>>::Ask,
     > {
         #[pin]
-        state: State<S, Req, L, F, K>,
+        state: State<S, Req, L, F, K, A>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
     #[project_replace = StateReplace]
-    enum State<S, Req, L, F, K> {
+    enum State<S, Req, L, F, K, A> {
         Called {
             #[pin]
             future: F,
@@ -50,6 +54,11 @@ pin_project! {
             sleep: Sleep,
             call: Parked<S, Req, L, K>,
         },
+        Asking {
+            #[pin]
+            ask: A,
+            call: Parked<S, Req, L, K>,
+        },
         Rejected {
             error: Option<BoxError>,
         },
@@ -57,14 +66,33 @@ pin_project! {
     }
 }
 
-/// A call waiting for a permit, with the ready service that will take it.
+/// A call waiting for a permit or the store's answer, with the ready service that will take
+/// it.
 struct Parked<S, Req, L, K> {
     service: S,
     request: Req,
     key: K,
     started: Instant,
+    /// Until when the call may wait for a permit.
     deadline: Instant,
+    /// Whether it has waited for one.
+    waited: bool,
     shared: Arc<Shared<L>>,
+}
+
+impl<S, Req, L, K> Parked<S, Req, L, K> {
+    fn new(service: S, request: Req, key: K, max_wait: Duration, shared: Arc<Shared<L>>) -> Self {
+        let started = Instant::now();
+        Self {
+            service,
+            request,
+            key,
+            started,
+            deadline: started + max_wait,
+            waited: false,
+            shared,
+        }
+    }
 }
 
 impl<S, Req, L> ResponseFuture<S, Req, L>
@@ -92,34 +120,79 @@ where
         max_wait: Duration,
         shared: Arc<Shared<L>>,
     ) -> Self {
-        let started = Instant::now();
+        let mut call = Parked::new(service, request, key, max_wait, shared);
+        call.waited = true;
         Self {
             state: State::Waiting {
-                sleep: sleep_until(started + wait),
-                call: Parked {
-                    service,
-                    request,
-                    key,
-                    started,
-                    deadline: started + max_wait,
-                    shared,
-                },
+                sleep: sleep_until(call.started + wait),
+                call,
+            },
+        }
+    }
+
+    pub(crate) fn asking(
+        service: S,
+        request: Req,
+        key: L::Key,
+        ask: L::Ask,
+        max_wait: Duration,
+        shared: Arc<Shared<L>>,
+    ) -> Self {
+        Self {
+            state: State::Asking {
+                ask,
+                call: Parked::new(service, request, key, max_wait, shared),
             },
         }
     }
 }
 
-impl<S, Req, L, F, K> fmt::Debug for ResponseFuture<S, Req, L, F, K> {
+impl<S, Req, L, F, K, A> fmt::Debug for ResponseFuture<S, Req, L, F, K, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Called { .. } => "called",
             State::Waiting { .. } => "waiting",
+            State::Asking { .. } => "asking",
             State::Rejected { .. } => "rejected",
             State::Done => "done",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish()
+    }
+}
+
+/// What a parked call does next.
+enum Next<A> {
+    Call,
+    Wait(Instant),
+    Ask(A),
+    Fail(BoxError),
+}
+
+impl<S, Req, L, K> Parked<S, Req, L, K> {
+    /// What follows from a decision about this call.
+    fn next<A>(&self, check: Check<A>) -> Next<A> {
+        match check {
+            Check::Permit => Next::Call,
+            Check::Ask(ask) => Next::Ask(ask),
+            Check::Unavailable(retry_after) => Next::Fail(self.shared.unavailable(retry_after)),
+            // Another caller took the permit; wait again if the deadline allows.
+            Check::Limited(wait) => match Instant::now().checked_add(wait) {
+                Some(at) if at <= self.deadline => Next::Wait(at),
+                _ => Next::Fail(self.shared.reject(wait)),
+            },
+        }
+    }
+}
+
+impl<A> From<Decision> for Check<A> {
+    fn from(decision: Decision) -> Self {
+        match decision {
+            Decision::Permit => Check::Permit,
+            Decision::Limited(wait) => Check::Limited(wait),
+            Decision::Unavailable(wait) => Check::Unavailable(wait),
+        }
     }
 }
 
@@ -134,42 +207,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
-            match state.as_mut().project() {
+            let next = match state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Waiting { mut sleep, call } => {
                     ready!(sleep.as_mut().poll(cx));
-                    match call.shared.limiter.check(&call.key) {
-                        Ok(()) => {
-                            let StateReplace::Waiting { call, .. } =
-                                state.as_mut().project_replace(State::Done)
-                            else {
-                                unreachable!("the state was Waiting")
-                            };
-                            let Parked {
-                                mut service,
-                                request,
-                                started,
-                                shared,
-                                ..
-                            } = call;
-                            shared.admitted_after(started.elapsed());
-                            state.set(State::Called {
-                                future: service.call(request),
-                            });
+                    match call.next(call.shared.limiter.check(&call.key)) {
+                        Next::Wait(at) => {
+                            sleep.reset(at);
+                            continue;
                         }
-                        Err(wait) => {
-                            // Another caller took the permit; wait again if the deadline allows.
-                            let now = Instant::now();
-                            match now.checked_add(wait) {
-                                Some(at) if at <= call.deadline => sleep.reset(at),
-                                _ => {
-                                    let error = call.shared.reject(wait);
-                                    state.set(State::Done);
-                                    return Poll::Ready(Err(error));
-                                }
-                            }
-                        }
+                        next => next,
                     }
+                }
+                StateProj::Asking { ask, call } => {
+                    let decision = ready!(ask.poll(cx));
+                    call.next(decision.into())
                 }
                 StateProj::Rejected { error } => {
                     let error = error
@@ -178,6 +230,31 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Done => panic!("ResponseFuture polled after completion"),
+            };
+            let mut call = match state.as_mut().project_replace(State::Done) {
+                StateReplace::Waiting { call, .. } | StateReplace::Asking { call, .. } => call,
+                _ => unreachable!("only parked calls go on"),
+            };
+            match next {
+                Next::Call => {
+                    if call.waited {
+                        call.shared.admitted_after(call.started.elapsed());
+                    } else {
+                        call.shared.admitted();
+                    }
+                    state.set(State::Called {
+                        future: call.service.call(call.request),
+                    });
+                }
+                Next::Wait(at) => {
+                    call.waited = true;
+                    state.set(State::Waiting {
+                        sleep: sleep_until(at),
+                        call,
+                    });
+                }
+                Next::Ask(ask) => state.set(State::Asking { ask, call }),
+                Next::Fail(error) => return Poll::Ready(Err(error)),
             }
         }
     }

@@ -4,10 +4,15 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use seawall_core::config::ConfigError;
+
 use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
 use crate::extract::KeyExtractor;
+use crate::fleet::config::FleetConfig;
+use crate::fleet::{Fleet, FleetKeyed};
 use crate::limiter::{Direct, Keyed};
 use crate::service::{RateLimit, Shared};
+use crate::store::QuotaStore;
 
 /// Applies a [`RateLimit`] to every call of the inner service.
 ///
@@ -57,6 +62,63 @@ impl RateLimitLayer {
         RateLimitLayer {
             shared: Arc::new(self.shared.with_limiter(Arc::new(limiter))),
         }
+    }
+
+    /// Keeps the bucket in `store`, which every replica of the fleet shares, as the
+    /// configuration's `fleet` section says, so that the quota holds for the fleet; see
+    /// [`Fleet`] for leases, what happens when the store is down, and the overshoot bound.
+    ///
+    /// A `ConfigError` for `fleet` when the configuration has none.
+    pub fn with_store<S: QuotaStore>(
+        self,
+        store: S,
+    ) -> Result<RateLimitLayer<Fleet<S>>, ConfigError> {
+        let limiter = Fleet::new(&self.shared.config, self.fleet_config()?, store);
+        Ok(RateLimitLayer {
+            shared: Arc::new(self.shared.with_limiter(Arc::new(limiter))),
+        })
+    }
+
+    /// Keeps the bucket in the Redis at the configuration's `fleet.redis_url`, as
+    /// [`with_store`](Self::with_store) does with a [`RedisStore`](crate::store::RedisStore).
+    /// Connects lazily: a Redis that is down when the layer is built is the failure policy's
+    /// to handle, not an error.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn with_redis(
+        self,
+    ) -> Result<RateLimitLayer<Fleet<crate::store::RedisStore>>, ConfigError> {
+        let store = crate::store::RedisStore::open(self.fleet_config()?)?;
+        self.with_store(store)
+    }
+
+    fn fleet_config(&self) -> Result<&FleetConfig, ConfigError> {
+        self.shared.config.fleet.as_ref().ok_or_else(|| {
+            ConfigError::expected(
+                "fleet",
+                "nothing",
+                "a fleet section such as { on_failure = \"local\", expected_replicas = 3 }",
+            )
+        })
+    }
+}
+
+impl<S: QuotaStore> RateLimitLayer<Fleet<S>> {
+    /// One bucket per key that `extractor` reads off each request, shared by the fleet: each
+    /// key's bucket lives in the store under its [`StoreKey`](crate::store::StoreKey) bytes.
+    pub fn keyed<E: KeyExtractor>(self, extractor: E) -> RateLimitLayer<FleetKeyed<E, S>> {
+        let limiter = self
+            .shared
+            .limiter
+            .keyed(extractor, self.shared.config.max_keys);
+        RateLimitLayer {
+            shared: Arc::new(self.shared.with_limiter(Arc::new(limiter))),
+        }
+    }
+
+    /// The limit's bucket in the store, and its local lease.
+    pub fn fleet(&self) -> &Fleet<S> {
+        &self.shared.limiter
     }
 }
 

@@ -7,9 +7,12 @@
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::future::Future;
 use std::hash::{BuildHasher, Hash};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -27,31 +30,73 @@ use crate::clock::{TokioClock, TokioInstant};
 use crate::config::RateLimitConfig;
 use crate::extract::{ExtractKey, KeyExtractor};
 
-/// Finds and charges the bucket of a call. Implemented by [`Direct`] and [`Keyed`] only.
+/// Finds and charges the bucket of a call. Implemented by [`Direct`] and [`Keyed`] (buckets in
+/// the process) and by [`Fleet`](crate::Fleet) and [`FleetKeyed`](crate::FleetKeyed) (buckets in
+/// a store the fleet shares) only.
 pub trait Limiter<Req>: sealed::Sealed + Send + Sync + 'static {
     /// What identifies a bucket; kept by a call that waits, to check the same bucket again.
     type Key: Send + 'static;
 
+    /// A round trip to the shared store, for a limit whose buckets live there.
+    type Ask: Future<Output = Decision> + Send + 'static;
+
     /// The bucket `req` counts against.
     fn key(&self, req: &Req) -> Self::Key;
 
-    /// Takes a permit from `key`'s bucket, or says how long until one comes back.
-    fn check(&self, key: &Self::Key) -> Result<(), Duration>;
+    /// Takes a permit from `key`'s bucket, says how long until one comes back, or asks the
+    /// store.
+    fn check(&self, key: &Self::Key) -> Check<Self::Ask>;
 }
 
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
+}
+
+/// What a [`Limiter`] decides about a call at once.
+#[derive(Debug)]
+pub enum Check<A> {
+    /// Admitted.
+    Permit,
+    /// Over the quota: a permit comes back after this long.
+    Limited(Duration),
+    /// The shared store cannot answer and the limit fails closed; try again after this long.
+    Unavailable(Duration),
+    /// Only the shared store can tell: the round trip that will.
+    Ask(A),
+}
+
+/// What a round trip to the shared store decided about a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted.
+    Permit,
+    /// Over the quota: a permit comes back after this long.
+    Limited(Duration),
+    /// The store could not answer and the limit fails closed; try again after this long.
+    Unavailable(Duration),
+}
+
+/// The round trip of a limit that never asks a store: it cannot be made.
+#[derive(Debug)]
+pub enum NoStore {}
+
+impl Future for NoStore {
+    type Output = Decision;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Decision> {
+        match *self {}
+    }
 }
 
 #[cold]
 #[inline(never)]
-fn wait_time(not_until: &governor::NotUntil<TokioInstant>) -> Duration {
+pub(crate) fn wait_time(not_until: &governor::NotUntil<TokioInstant>) -> Duration {
     not_until.wait_time_from(TokioClock.now())
 }
 
 // ===== Direct =====
 
-type DirectLimiter =
+pub(crate) type DirectLimiter =
     governor::RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
 /// One bucket for every call.
@@ -74,15 +119,17 @@ impl sealed::Sealed for Direct {}
 
 impl<Req> Limiter<Req> for Direct {
     type Key = ();
+    type Ask = NoStore;
 
     #[inline]
     fn key(&self, _req: &Req) {}
 
     #[inline]
-    fn check(&self, _key: &()) -> Result<(), Duration> {
-        self.limiter
-            .check()
-            .map_err(|not_until| wait_time(&not_until))
+    fn check(&self, _key: &()) -> Check<NoStore> {
+        match self.limiter.check() {
+            Ok(()) => Check::Permit,
+            Err(not_until) => Check::Limited(wait_time(&not_until)),
+        }
     }
 }
 
@@ -221,6 +268,7 @@ where
     E: ExtractKey<Req>,
 {
     type Key = E::Key;
+    type Ask = NoStore;
 
     #[inline]
     fn key(&self, req: &Req) -> E::Key {
@@ -228,14 +276,17 @@ where
     }
 
     #[inline]
-    fn check(&self, key: &E::Key) -> Result<(), Duration> {
+    fn check(&self, key: &E::Key) -> Check<NoStore> {
         let result = self.limiter.check_key(key);
         if self.book.sweep_due.load(Ordering::Relaxed)
             && self.book.sweep_due.swap(false, Ordering::Acquire)
         {
             self.sweep();
         }
-        result.map_err(|not_until| wait_time(&not_until))
+        match result {
+            Ok(()) => Check::Permit,
+            Err(not_until) => Check::Limited(wait_time(&not_until)),
+        }
     }
 }
 

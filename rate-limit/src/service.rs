@@ -11,7 +11,7 @@ use tower::Service;
 use crate::config::RateLimitConfig;
 use crate::future::ResponseFuture;
 use crate::layer::{RateLimitedEvent, WaitedEvent};
-use crate::limiter::Limiter;
+use crate::limiter::{Check, Limiter};
 
 pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
 pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
@@ -23,6 +23,7 @@ pub(crate) struct Shared<L> {
     pub(crate) permitted: Counter,
     pub(crate) waited: Counter,
     pub(crate) rejected: Counter,
+    pub(crate) unavailable: Counter,
     pub(crate) on_rejected: Option<RejectedHook>,
     pub(crate) on_waited: Option<WaitedHook>,
 }
@@ -35,6 +36,7 @@ impl<L> Shared<L> {
             permitted: metrics.counter(CALLS, &[("result", "permitted")]),
             waited: metrics.counter(CALLS, &[("result", "waited")]),
             rejected: metrics.counter(CALLS, &[("result", "rejected")]),
+            unavailable: metrics.counter(CALLS, &[("result", "unavailable")]),
             config,
             limiter: Arc::new(limiter),
             on_rejected: None,
@@ -50,6 +52,7 @@ impl<L> Shared<L> {
             permitted: self.permitted.clone(),
             waited: self.waited.clone(),
             rejected: self.rejected.clone(),
+            unavailable: self.unavailable.clone(),
             on_rejected: self.on_rejected.clone(),
             on_waited: self.on_waited.clone(),
         }
@@ -68,6 +71,26 @@ impl<L> Shared<L> {
         Rejected::new(RejectionKind::RateLimited, name.clone())
             .with_retry_after(retry_after)
             .into()
+    }
+
+    /// Records a call refused because the shared store could not answer and the limit fails
+    /// closed, and builds its error.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn unavailable(&self, retry_after: Duration) -> BoxError {
+        let name = &self.config.name;
+        self.unavailable.increment(1);
+        tracing::debug!(%name, ?retry_after, "quota store unavailable, call refused");
+        Rejected::new(RejectionKind::StoreUnavailable, name.clone())
+            .with_retry_after(retry_after)
+            .into()
+    }
+
+    /// Records a call admitted at once.
+    #[inline]
+    pub(crate) fn admitted(&self) {
+        self.permitted.increment(1);
+        tracing::trace!(name = %self.config.name, "permitted");
     }
 
     /// Records a call admitted after waiting `waited`.
@@ -155,12 +178,11 @@ where
         let shared = &*self.shared;
         let key = shared.limiter.key(&req);
         match shared.limiter.check(&key) {
-            Ok(()) => {
-                shared.permitted.increment(1);
-                tracing::trace!(name = %shared.config.name, "permitted");
+            Check::Permit => {
+                shared.admitted();
                 ResponseFuture::called(self.inner.call(req))
             }
-            Err(wait) => self.limited(req, key, wait),
+            check => self.not_at_once(req, key, check),
         }
     }
 }
@@ -168,20 +190,46 @@ where
 impl<S, L> RateLimit<S, L> {
     #[cold]
     #[inline(never)]
-    fn limited<Req>(&mut self, req: Req, key: L::Key, wait: Duration) -> ResponseFuture<S, Req, L>
+    fn not_at_once<Req>(
+        &mut self,
+        req: Req,
+        key: L::Key,
+        check: Check<L::Ask>,
+    ) -> ResponseFuture<S, Req, L>
     where
         S: Service<Req> + Clone,
         L: Limiter<Req>,
     {
         // Never waiting past the caller's deadline: a permit that comes later is no use.
-        match self.shared.config.max_wait.map(Deadline::bound) {
-            Some(max_wait) if wait <= max_wait => {
-                tracing::trace!(name = %self.shared.config.name, ?wait, "waiting for a permit");
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::waiting(ready, req, key, wait, max_wait, self.shared.clone())
+        let max_wait = self.shared.config.max_wait.map(Deadline::bound);
+        match check {
+            Check::Permit => unreachable!("admitted calls are called at once"),
+            Check::Limited(wait) => match max_wait {
+                Some(max_wait) if wait <= max_wait => {
+                    tracing::trace!(name = %self.shared.config.name, ?wait, "waiting for a permit");
+                    let ready = self.take_ready();
+                    ResponseFuture::waiting(ready, req, key, wait, max_wait, self.shared.clone())
+                }
+                _ => ResponseFuture::rejected(self.shared.reject(wait)),
+            },
+            Check::Unavailable(retry_after) => {
+                ResponseFuture::rejected(self.shared.unavailable(retry_after))
             }
-            _ => ResponseFuture::rejected(self.shared.reject(wait)),
+            Check::Ask(ask) => {
+                let ready = self.take_ready();
+                let max_wait = max_wait.unwrap_or(Duration::ZERO);
+                ResponseFuture::asking(ready, req, key, ask, max_wait, self.shared.clone())
+            }
         }
+    }
+
+    /// The service `poll_ready` readied, for a call that goes on later; a clone takes its
+    /// place.
+    fn take_ready(&mut self) -> S
+    where
+        S: Clone,
+    {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }

@@ -6,6 +6,7 @@ use tower::Layer;
 
 use crate::budget::RetryBudget;
 use crate::config::{RetryConfig, RetryConfigBuilder};
+use crate::fleet::{Budget, LayerBudget};
 use crate::policy::DefaultPolicy;
 use crate::service::{Retry, Shared};
 
@@ -53,7 +54,14 @@ impl<P> RetryLayer<P> {
 
     /// Draws retries from `budget`, which other layers may share, instead of the layer's own.
     pub fn with_budget(self, budget: RetryBudget) -> Self {
-        self.update(|shared| shared.budget = Some(budget))
+        self.update(|shared| shared.budget = Some(LayerBudget::Own(budget)))
+    }
+
+    /// Draws retries from `budget`, such as a [`FleetBudget`](crate::FleetBudget) that every
+    /// replica of a fleet shares, instead of the layer's own.
+    pub fn with_shared_budget(self, budget: impl Budget) -> Self {
+        let budget: Arc<dyn Budget> = Arc::new(budget);
+        self.update(|shared| shared.budget = Some(LayerBudget::Shared(budget)))
     }
 
     /// Calls `hook` before the wait for each retry.
@@ -61,9 +69,9 @@ impl<P> RetryLayer<P> {
         self.update(|shared| shared.on_retry = Some(Arc::new(hook)))
     }
 
-    /// The budget retries are drawn from, if any.
+    /// The layer's own budget retries are drawn from, if any (`None` with a shared one).
     pub fn budget(&self) -> Option<&RetryBudget> {
-        self.shared.budget.as_ref()
+        self.shared.budget.as_ref().and_then(LayerBudget::own)
     }
 
     /// The layer instance's name.

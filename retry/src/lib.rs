@@ -54,6 +54,9 @@
 //! # }
 //! ```
 //!
+//! A fleet of replicas can share one budget, so that "retries stay under 10 % of the
+//! traffic" holds for the fleet: see [`fleet`] (with the `redis` feature, in Redis).
+//!
 //! Metrics: `seawall_retry_calls_total{name, kind}` with `kind` one of
 //! `success_without_retry`, `success_with_retry`, `failed_without_retry`, `failed_with_retry`;
 //! `seawall_retry_attempts_total{name}` (every attempt sent, the first included, so attempts
@@ -84,6 +87,7 @@
 
 pub mod budget;
 mod config;
+pub mod fleet;
 pub mod future;
 mod layer;
 pub mod policy;
@@ -91,6 +95,12 @@ mod service;
 
 pub use self::budget::RetryBudget;
 pub use self::config::{BudgetConfig, RetryConfig, RetryConfigBuilder};
+#[cfg(feature = "redis")]
+pub use self::fleet::RedisBudgetStore;
+pub use self::fleet::{
+    Budget, BudgetStore, FleetBudget, FleetBudgetConfig, FleetBudgetConfigBuilder,
+    MemoryBudgetStore,
+};
 pub use self::layer::{RetryEvent, RetryLayer};
 #[cfg(feature = "grpc")]
 pub use self::policy::GrpcPolicy;

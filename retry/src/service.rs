@@ -14,6 +14,7 @@ use tower::Service;
 
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
+use crate::fleet::LayerBudget;
 use crate::future::ResponseFuture;
 use crate::layer::RetryEvent;
 use crate::policy::RetryPolicy;
@@ -52,7 +53,7 @@ pub(crate) struct Shared<P> {
     pub(crate) backoff: Backoff,
     pub(crate) max_delay: Duration,
     pub(crate) max_elapsed: Option<Duration>,
-    pub(crate) budget: Option<RetryBudget>,
+    pub(crate) budget: Option<LayerBudget>,
     pub(crate) seed: u64,
     /// Numbers the retries, whose jitter RNG is seeded from `seed` and this number, so that a
     /// run on one thread repeats exactly.
@@ -71,7 +72,9 @@ impl<P> Shared<P> {
             backoff: config.backoff,
             max_delay: config.max_delay,
             max_elapsed: config.max_elapsed,
-            budget: config.budget.map(RetryBudget::new),
+            budget: config
+                .budget
+                .map(|budget| LayerBudget::Own(RetryBudget::new(budget))),
             // Without a seed, each layer draws its own, so a fleet of clients does not jitter
             // in step.
             seed: config
@@ -193,7 +196,7 @@ where
         let started = if shared.budget.is_some() || shared.max_elapsed.is_some() {
             let now = Instant::now();
             if let Some(budget) = &shared.budget {
-                budget.deposit_at(now);
+                budget.deposit(now);
             }
             Some(now)
         } else {

@@ -17,6 +17,7 @@
 //! | `health` | `health` | the health tracker, `/health/live` and `/health/ready`, gRPC health |
 //! | `throttle` | `throttle` | client-side adaptive throttling: reject locally as the downstream refuses load (SRE book) |
 //! | `http`, `grpc` | `http`, `grpc` | answering rejections with HTTP responses or gRPC statuses |
+//! | (in `rate_limit`, `retry`) | `redis` | quotas and retry budgets shared by a fleet of replicas through Redis |
 //!
 //! Every layer's error is [`BoxError`]; what a layer decides itself is a [`Rejected`], found
 //! anywhere in an error's source chain with [`rejected`]. [`ServiceBuilderExt`] adds the

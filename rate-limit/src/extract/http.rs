@@ -1,6 +1,5 @@
 //! Keys of HTTP requests: the client's address, a header, the route.
 
-use std::hash::RandomState;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, MatchedPath};
@@ -139,20 +138,17 @@ fn parse_ip(entry: &[u8]) -> Option<IpAddr> {
 /// `None`.
 ///
 /// The value is kept as a [`Fingerprint`], so a long token costs no more memory than a short
-/// one and nothing is allocated per call.
+/// one and nothing is allocated per call; a stable one, so that every replica of a fleet-wide
+/// limit finds the same bucket.
 #[derive(Debug, Clone)]
 pub struct Header {
     name: HeaderName,
-    hasher: RandomState,
 }
 
 impl Header {
     /// Groups calls by the first value of the header `name`.
     pub fn new(name: HeaderName) -> Self {
-        Self {
-            name,
-            hasher: RandomState::new(),
-        }
+        Self { name }
     }
 }
 
@@ -164,7 +160,7 @@ impl<B> ExtractKey<Request<B>> for Header {
     fn extract(&self, req: &Request<B>) -> Option<Fingerprint> {
         req.headers()
             .get(&self.name)
-            .map(|value| Fingerprint::of(&self.hasher, value.as_bytes()))
+            .map(|value| Fingerprint::stable(value.as_bytes()))
     }
 }
 
@@ -175,7 +171,7 @@ impl<B> ExtractKey<Request<B>> for Header {
 /// route's quota; outside a router, the raw path is used.
 #[derive(Debug, Clone, Default)]
 pub struct Route {
-    hasher: RandomState,
+    _private: (),
 }
 
 impl Route {
@@ -195,7 +191,7 @@ impl<B> ExtractKey<Request<B>> for Route {
             Some(matched) => matched.as_str(),
             None => req.uri().path(),
         };
-        Fingerprint::of(&self.hasher, path.as_bytes())
+        Fingerprint::stable(path.as_bytes())
     }
 }
 

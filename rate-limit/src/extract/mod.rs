@@ -16,7 +16,7 @@ mod http;
 pub use self::http::{ClientIp, Header, Route};
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::marker::PhantomData;
 
 /// The key type of an extractor.
@@ -93,14 +93,38 @@ impl<F, Req, K> fmt::Debug for KeyFn<F, Req, K> {
 
 /// A 64-bit keyed hash of some bytes (a header value, a path), as a compact key.
 ///
-/// The hash key is random per extractor, so no client can aim for a collision; two distinct
-/// values share a bucket with a chance near `n² / 2⁶⁵` among `n` keys.
+/// [`stable`](Self::stable) hashes with SipHash-2-4 under a fixed key, so every replica of a
+/// service computes the same fingerprint for the same bytes and a fleet-wide limit finds the
+/// same bucket (the `Header` and `Route` extractors use it). That the key is public gives a
+/// client nothing: two distinct values share a bucket with a chance near `n² / 2⁶⁵` among `n`
+/// keys, and aiming at the bucket of a value one knows takes about 2⁶³ tries, while sending
+/// that value itself is easier. [`of`](Self::of) hashes under a `RandomState` of your own,
+/// which differs in every process: fine for a limit kept in the process, wrong for a
+/// fleet-wide one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(u64);
+
+/// SipHash-2-4's key for [`Fingerprint::stable`]: the digits of pi, nothing up the sleeve.
+const STABLE_KEY: (u64, u64) = (0x243f_6a88_85a3_08d3, 0x1319_8a2e_0370_7344);
 
 impl Fingerprint {
     /// The fingerprint of `bytes` under `hasher`'s key.
     pub fn of(hasher: &RandomState, bytes: &[u8]) -> Self {
         Self(hasher.hash_one(bytes))
+    }
+
+    /// The fingerprint of `bytes` that every process computes alike.
+    pub fn stable(bytes: &[u8]) -> Self {
+        // The one hasher in std whose algorithm and key are fixed across processes and Rust
+        // releases; its deprecation points at `DefaultHasher`, which promises neither.
+        #[allow(deprecated)]
+        let mut hasher = std::hash::SipHasher::new_with_keys(STABLE_KEY.0, STABLE_KEY.1);
+        hasher.write(bytes);
+        Self(hasher.finish())
+    }
+
+    /// The hash.
+    pub fn value(&self) -> u64 {
+        self.0
     }
 }

@@ -75,6 +75,22 @@ impl ServerStackConfig {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The rate limit's configuration, if the stack has one.
+    ///
+    /// The stack's own rate limit counts in this process: a `fleet` section is not its to
+    /// serve. To share the quota with other replicas, take the stack
+    /// [`without_rate_limit`](Self::without_rate_limit) and put
+    /// `RateLimitLayer::new(config).with_redis()?` in front of it.
+    pub fn rate_limit(&self) -> Option<&RateLimitConfig> {
+        self.rate_limit.as_ref()
+    }
+
+    /// The same stack without its rate limit, for a service that applies its own.
+    pub fn without_rate_limit(mut self) -> Self {
+        self.rate_limit = None;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -426,6 +426,9 @@ where
             gate.pass().await;
             call.await
         })
+    }
+}
+
 /// A `redis-server` of the test's own, on a free port of 127.0.0.1 in a temporary directory,
 /// with no persistence, for tests of the stores that share quotas across a fleet.
 ///

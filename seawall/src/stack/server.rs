@@ -75,6 +75,12 @@ impl ServerStackConfig {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The bulkhead's configuration, as
+    /// [`BulkheadHandle::reload`](seawall_bulkhead::BulkheadHandle::reload) takes it.
+    pub fn bulkhead(&self) -> &BulkheadConfig {
+        &self.bulkhead
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

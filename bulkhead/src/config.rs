@@ -148,7 +148,7 @@ impl AdaptiveLimit {
     }
 
     /// The name of the algorithm, as written in configuration.
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Aimd(_) => "aimd",
             Self::Vegas(_) => "vegas",

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use seawall_core::config::ConfigError;
 
+use crate::config::BulkheadConfig;
 use crate::state::State;
 
 /// Reads a bulkhead's figures and changes its limit at runtime.
@@ -74,5 +75,51 @@ impl BulkheadHandle {
     /// The number of partitions.
     pub fn partitions(&self) -> usize {
         self.state.semaphore.partitions()
+    }
+
+    /// The configuration the bulkhead was built with or last [reloaded](Self::reload) with
+    /// (the limit in force now is [`limit`](Self::limit): an adaptive limit or
+    /// [`set_limit`](Self::set_limit) moves it).
+    pub fn config(&self) -> BulkheadConfig {
+        self.state.config()
+    }
+
+    /// Takes the limit, `max_queue`, `max_wait` and `sample_window` of `config` while calls
+    /// flow, without a restart.
+    ///
+    /// Calls in flight keep their slots and calls in the queue their places: a lower limit
+    /// admits no new call until those in flight are below it, a shorter queue takes no new
+    /// call until it is below its new length, and a call already waiting keeps the wait it
+    /// started with. An adaptive limit keeps the limit it reached (within its new bounds) and
+    /// adapts from there under its new settings. A `config` with another name, another kind of
+    /// limit (fixed or adaptive), other partitions, borrowing or `max_reader_idle` is refused
+    /// with a [`ConfigError`] naming the field, and the bulkhead goes on as it was.
+    ///
+    /// ```
+    /// use seawall_bulkhead::{BulkheadConfig, BulkheadLayer};
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// let (_layer, handle) = BulkheadLayer::builder().name("db").max_concurrent(10).build()?.pair();
+    /// handle.reload(BulkheadConfig::builder().name("db").max_concurrent(20).max_queue(5).build()?)?;
+    /// assert_eq!(handle.limit(), 20);
+    /// assert_eq!(handle.config().max_queue(), 5);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reload(&self, config: BulkheadConfig) -> Result<(), ConfigError> {
+        if let Some(change) = self.state.reload(&config)? {
+            tracing::info!(
+                name = %self.state.name,
+                from = change.from,
+                to = change.to,
+                "limit set by reload"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing.
+    pub fn check_reload(&self, config: &BulkheadConfig) -> Result<(), ConfigError> {
+        self.state.check_reload(config)
     }
 }

@@ -33,7 +33,7 @@ pub(crate) struct Semaphore {
     in_flight: CacheLine<AtomicUsize>,
     limit: AtomicUsize,
     queued: AtomicUsize,
-    max_queue: usize,
+    max_queue: AtomicUsize,
     borrowing: bool,
     partitions: Box<[Partition]>,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
@@ -58,8 +58,17 @@ impl<T> std::ops::Deref for CacheLine<T> {
 struct Partition {
     share: f64,
     in_flight: AtomicUsize,
-    queue_room: usize,
+    queue_room: AtomicUsize,
     queued: AtomicUsize,
+}
+
+/// A partition's part of a queue of `max_queue`: at least one place when there is a queue.
+fn queue_room(max_queue: usize, share: f64) -> usize {
+    if max_queue == 0 {
+        0
+    } else {
+        ((max_queue as f64 * share).ceil() as usize).max(1)
+    }
 }
 
 impl Partition {
@@ -107,11 +116,7 @@ impl Semaphore {
             .map(|p| Partition {
                 share: p.share,
                 in_flight: AtomicUsize::new(0),
-                queue_room: if max_queue == 0 {
-                    0
-                } else {
-                    ((max_queue as f64 * p.share).ceil() as usize).max(1)
-                },
+                queue_room: AtomicUsize::new(queue_room(max_queue, p.share)),
                 queued: AtomicUsize::new(0),
             })
             .collect();
@@ -119,7 +124,7 @@ impl Semaphore {
             in_flight: CacheLine(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             queued: AtomicUsize::new(0),
-            max_queue,
+            max_queue: AtomicUsize::new(max_queue),
             borrowing,
             partitions,
             queue: Mutex::new(VecDeque::new()),
@@ -164,7 +169,7 @@ impl Semaphore {
             if let Some(in_flight) = self.try_take(partition) {
                 return Acquired::Now(in_flight);
             }
-            if self.max_queue == 0 {
+            if self.max_queue.load(SeqCst) == 0 {
                 return Acquired::Full;
             }
         }
@@ -184,10 +189,10 @@ impl Semaphore {
             return Acquired::Now(in_flight);
         }
         let room = match partition.map(|p| &self.partitions[p]) {
-            Some(p) => p.queued.load(SeqCst) < p.queue_room,
+            Some(p) => p.queued.load(SeqCst) < p.queue_room.load(SeqCst),
             None => true,
         };
-        if queue.len() >= self.max_queue || !room {
+        if queue.len() >= self.max_queue.load(SeqCst) || !room {
             return Acquired::Full;
         }
         let waiter = Arc::new(Waiter {
@@ -341,6 +346,15 @@ impl Semaphore {
             self.release_slow();
         }
         old
+    }
+
+    /// Sets how many calls may wait; calls already waiting beyond it keep their places.
+    pub(crate) fn set_max_queue(&self, max_queue: usize) {
+        let _queue = self.lock();
+        for p in &self.partitions {
+            p.queue_room.store(queue_room(max_queue, p.share), SeqCst);
+        }
+        self.max_queue.store(max_queue, SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Waiter>>> {

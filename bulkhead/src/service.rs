@@ -100,7 +100,7 @@ where
                 // timer, outside a runtime): unwinding then gives the place up.
                 let permit = Permit::queued(self.shared.clone(), partition, waiter);
                 // Never queued past the caller's deadline.
-                let sleep = tokio::time::sleep(Deadline::bound(state.max_wait));
+                let sleep = tokio::time::sleep(Deadline::bound(state.max_wait()));
                 ResponseFuture::waiting(self.inner.clone(), req, permit, sleep)
             }
             Acquired::Full => {

@@ -2,6 +2,7 @@
 //! handles. Created once, when the layer is built.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ use crate::semaphore::{Gauges, Semaphore};
 pub(crate) struct State {
     pub(crate) name: Arc<str>,
     pub(crate) semaphore: Semaphore,
-    pub(crate) max_wait: Duration,
+    /// Nanoseconds a call may wait in the queue; a reload may change it.
+    max_wait: AtomicU64,
     pub(crate) adaptive: Option<Adaptive>,
     pub(crate) partition_names: Box<[Box<str>]>,
     pub(crate) rejected: Counter,
@@ -29,6 +31,8 @@ pub(crate) struct State {
     pub(crate) idle: IdleSlots,
     limit_gauge: metrics::Gauge,
     on_limit_change: OnLimitChange,
+    /// The configuration in force, as a handle reads it back; reloads take turns on it.
+    config: Mutex<BulkheadConfig>,
 }
 
 /// Told the layer's name and the limit before and after, each time the limit moves.
@@ -49,8 +53,8 @@ impl fmt::Debug for OnLimitChange {
 #[derive(Debug)]
 pub(crate) struct Adaptive {
     algorithm: Mutex<Windowed>,
-    min: usize,
-    max: usize,
+    min: AtomicUsize,
+    max: AtomicUsize,
 }
 
 /// A limit that moved.
@@ -69,8 +73,8 @@ impl State {
                 a.initial(),
                 Some(Adaptive {
                     algorithm: Mutex::new(Windowed::new(a, config.sample_window)),
-                    min: a.min(),
-                    max: a.max(),
+                    min: AtomicUsize::new(a.min()),
+                    max: AtomicUsize::new(a.max()),
                 }),
             ),
         };
@@ -91,7 +95,7 @@ impl State {
                 &config.partitions,
                 gauges,
             ),
-            max_wait: config.max_wait,
+            max_wait: AtomicU64::new(nanos(config.max_wait)),
             adaptive,
             partition_names: config
                 .partitions
@@ -107,7 +111,68 @@ impl State {
             wait: metrics.histogram("seawall_bulkhead_wait_seconds", &[]),
             limit_gauge,
             on_limit_change: OnLimitChange::default(),
+            config: Mutex::new(config.clone()),
         }
+    }
+
+    /// How long a call may wait in the queue.
+    pub(crate) fn max_wait(&self) -> Duration {
+        Duration::from_nanos(self.max_wait.load(Ordering::Relaxed))
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> BulkheadConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks that `config` may replace the one in force.
+    pub(crate) fn check_reload(&self, config: &BulkheadConfig) -> Result<(), ConfigError> {
+        check_reload(&self.config(), config)
+    }
+
+    /// Takes the limit, the queue, the wait and the sample window of `config`, keeping the
+    /// calls in flight and in the queue; the limit that moved, if it did.
+    pub(crate) fn reload(
+        &self,
+        config: &BulkheadConfig,
+    ) -> Result<Option<LimitChange>, ConfigError> {
+        let mut live = self.config.lock().unwrap_or_else(PoisonError::into_inner);
+        check_reload(&live, config)?;
+        self.max_wait
+            .store(nanos(config.max_wait), Ordering::Relaxed);
+        self.semaphore.set_max_queue(config.max_queue);
+        let change = match (&config.limit, &self.adaptive) {
+            (Limit::Fixed(limit), _) => self.apply(*limit),
+            (Limit::Adaptive(a), Some(adaptive)) => {
+                let mut algorithm = adaptive
+                    .algorithm
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let unchanged = matches!(&live.limit, Limit::Adaptive(old) if old == a)
+                    && live.sample_window == config.sample_window;
+                let limit = self.semaphore.limit().clamp(a.min(), a.max());
+                if !unchanged {
+                    // The algorithm starts over from the limit it had reached, within the new
+                    // bounds: what it learned under the old settings does not hold for the
+                    // new ones.
+                    *algorithm = Windowed::new(a, config.sample_window);
+                    algorithm.set(limit);
+                }
+                adaptive.min.store(a.min(), Ordering::Relaxed);
+                adaptive.max.store(a.max(), Ordering::Relaxed);
+                self.apply(limit)
+            }
+            (Limit::Adaptive(_), None) => unreachable!("a limit of the same kind, checked"),
+        };
+        *live = config.clone();
+        drop(live);
+        if let Some(change) = change {
+            self.limit_changed(change);
+        }
+        Ok(change)
     }
 
     /// Feeds one finished call to the adaptive limit, if there is one.
@@ -149,7 +214,9 @@ impl State {
                 self.apply(limit)
             }
             Some(adaptive) => {
-                count_in("limit", limit, adaptive.min..=adaptive.max)?;
+                let min = adaptive.min.load(Ordering::Relaxed);
+                let max = adaptive.max.load(Ordering::Relaxed);
+                count_in("limit", limit, min..=max)?;
                 let mut algorithm = adaptive
                     .algorithm
                     .lock()
@@ -202,4 +269,66 @@ impl State {
     pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive.is_some()
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Checks that `config` may replace `live`: the limit stays fixed or adaptive, and everything
+/// but the limit, the queue, the wait and the sample window stays as it is.
+fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), ConfigError> {
+    let kept = |field: &'static str, given: String, live: String| {
+        Err(ConfigError::expected(
+            field,
+            given,
+            format!("{live}, as the live bulkhead has it (a restart changes it)"),
+        ))
+    };
+    if config.name != live.name {
+        return kept(
+            "name",
+            format!("{:?}", config.name),
+            format!("{:?}", live.name),
+        );
+    }
+    match (&config.limit, &live.limit) {
+        (Limit::Fixed(_), Limit::Fixed(_)) | (Limit::Adaptive(_), Limit::Adaptive(_)) => {}
+        (Limit::Fixed(_), Limit::Adaptive(a)) => {
+            return kept(
+                "max_concurrent",
+                "a fixed limit".into(),
+                format!("an adaptive limit ({})", a.kind()),
+            );
+        }
+        (Limit::Adaptive(a), Limit::Fixed(_)) => {
+            return kept(
+                "adaptive",
+                format!("an adaptive limit ({})", a.kind()),
+                "a fixed limit".into(),
+            );
+        }
+    }
+    if config.partitions != live.partitions {
+        return kept(
+            "partitions",
+            format!("{:?}", config.partitions),
+            format!("{:?}", live.partitions),
+        );
+    }
+    if config.borrowing != live.borrowing {
+        return kept(
+            "borrowing",
+            config.borrowing.to_string(),
+            live.borrowing.to_string(),
+        );
+    }
+    if config.max_reader_idle != live.max_reader_idle {
+        return kept(
+            "max_reader_idle",
+            format!("{:?}", config.max_reader_idle),
+            format!("{:?}", live.max_reader_idle),
+        );
+    }
+    Ok(())
 }

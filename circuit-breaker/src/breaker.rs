@@ -32,11 +32,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, Guard};
 use metrics::{Counter, Gauge};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::Outcome;
+use seawall_core::config::ConfigError;
 use seawall_core::metrics::MetricScope;
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::sync::watch;
@@ -273,7 +275,10 @@ impl PermitKind {
     }
 }
 
+/// The rules a breaker judges by, swapped whole by a reload.
 struct Rules {
+    /// What they were made from, as a handle reads it back.
+    config: CircuitBreakerConfig,
     minimum_calls: u64,
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
@@ -287,6 +292,27 @@ struct Rules {
     automatic_transitions: bool,
     seed: u64,
     overload_is_failure: bool,
+}
+
+impl Rules {
+    fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {
+        Self {
+            config: config.clone(),
+            minimum_calls: u64::from(config.minimum_calls),
+            failure_rate: config.failure_rate,
+            slow_call_rate: config.slow_call_rate,
+            slow_call_duration: config.slow_call_duration,
+            consecutive_failures: config.consecutive_failures,
+            open_duration: config.open_duration,
+            hinted_open: config.hinted_open_range(),
+            probes: config.half_open_probes,
+            probes_to_close: config.probes_to_close(),
+            half_open_max_wait: config.half_open_max_wait,
+            automatic_transitions: config.automatic_transitions,
+            seed,
+            overload_is_failure: config.overload_is_failure,
+        }
+    }
 }
 
 /// What transitions keep between them, under the transition lock.
@@ -314,7 +340,12 @@ pub(crate) struct Breaker {
     probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
     window: SlidingWindow,
-    rules: Rules,
+    // Behind an atomic pointer so that a reload swaps them whole while calls read them: a
+    // call loads them only to judge a slow call, an overload or a trip, never on the path of
+    // a plain success.
+    rules: ArcSwap<Rules>,
+    /// Whether slow calls are tracked, so calls are timed; kept with the rules.
+    times_calls: AtomicBool,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
     tracker: Option<Tracker>,
@@ -346,21 +377,8 @@ impl Breaker {
             probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
             window,
-            rules: Rules {
-                minimum_calls: u64::from(config.minimum_calls),
-                failure_rate: config.failure_rate,
-                slow_call_rate: config.slow_call_rate,
-                slow_call_duration: config.slow_call_duration,
-                consecutive_failures: config.consecutive_failures,
-                open_duration: config.open_duration,
-                hinted_open: config.hinted_open_range(),
-                probes: config.half_open_probes,
-                probes_to_close: config.probes_to_close(),
-                half_open_max_wait: config.half_open_max_wait,
-                automatic_transitions: config.automatic_transitions,
-                seed,
-                overload_is_failure: config.overload_is_failure,
-            },
+            rules: ArcSwap::from_pointee(Rules::new(config, seed)),
+            times_calls: AtomicBool::new(config.slow_call_duration.is_some()),
             transitions: Mutex::new(Recovery {
                 openings: 0,
                 previous_open: Duration::ZERO,
@@ -412,7 +430,100 @@ impl Breaker {
     /// Whether calls must be timed: only when slow calls are tracked.
     #[inline]
     pub(crate) fn times_calls(&self) -> bool {
-        self.rules.slow_call_duration.is_some()
+        self.times_calls.load(Ordering::Relaxed)
+    }
+
+    fn rules(&self) -> Guard<Arc<Rules>> {
+        self.rules.load()
+    }
+
+    /// The configuration the breaker judges by now.
+    pub(crate) fn config(&self) -> CircuitBreakerConfig {
+        self.rules().config.clone()
+    }
+
+    /// Checks that `config` may replace the live one: the same name and window.
+    pub(crate) fn check_reload(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        let rules = self.rules();
+        let live = &rules.config;
+        if config.name != live.name {
+            return Err(ConfigError::expected(
+                "name",
+                format_args!("{:?}", config.name()),
+                format!(
+                    "{:?}, the live breaker's name (its metrics go by it)",
+                    live.name()
+                ),
+            ));
+        }
+        if config.window != live.window {
+            return Err(ConfigError::expected(
+                "window",
+                format_args!("{:?}", config.window),
+                format!(
+                    "{:?}, the live breaker's window (a reload keeps the calls in it; a restart \
+                     changes it)",
+                    live.window
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Judges by `config` from now on, keeping the state, the window, the calls in flight and
+    /// the open or half-open phase under way; refused, with nothing changed, when `config`
+    /// names another breaker or another window.
+    pub(crate) fn reload(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        {
+            // Under the transition lock, so that no transition reads half old and half new
+            // rules.
+            let _recovery = self.lock();
+            self.check_reload(config)?;
+            let seed = config.seed.unwrap_or(self.rules().seed);
+            self.rules.store(Arc::new(Rules::new(config, seed)));
+            self.times_calls
+                .store(config.slow_call_duration.is_some(), Ordering::Relaxed);
+            let state = state_of(self.word.load(Ordering::Acquire));
+            if matches!(state, CircuitState::Open | CircuitState::HalfOpen) {
+                // Automatic transitions may have just been turned on.
+                self.follow_time();
+            }
+        }
+        tracing::info!(name = %self.name(), key = self.key(), "circuit breaker reloaded");
+        self.reassess();
+        Ok(())
+    }
+
+    /// Decides again, under the rules now in force, what the calls already recorded decide: a
+    /// window over a lowered threshold trips, probes enough for fewer probes close. Otherwise
+    /// the decision would wait for a call that changes the window, or, in half-open, for a
+    /// probe slot that the probes already decided hold.
+    fn reassess(&self) {
+        let (word, ends) = self.ends(self.word.load(Ordering::Acquire));
+        let now = self.now_nanos();
+        match state_of(word) {
+            CircuitState::Closed => {
+                let counts = self.window.counts(self.since_epoch(Instant::now()).as_secs());
+                let consecutive = self.consecutive.load(Ordering::Relaxed);
+                if self.should_trip(&counts, consecutive) {
+                    self.transition(word, CircuitState::Open, None, now);
+                }
+            }
+            CircuitState::HalfOpen if now < ends => {
+                let probes = self.probes.load(Ordering::Acquire);
+                if probes >> PROBE_TAG_SHIFT != probe_tag(generation_of(word)) {
+                    return;
+                }
+                let rules = self.rules();
+                let needed = rules.probes_to_close;
+                if probe_field(probes, PROBE_OK) >= needed {
+                    self.transition(word, CircuitState::Closed, None, now);
+                } else if probe_field(probes, PROBE_BAD) > rules.probes - needed {
+                    self.transition(word, CircuitState::Open, None, now);
+                }
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<CircuitState> {
@@ -585,7 +696,7 @@ impl Breaker {
             let taken = probe_field(current, PROBE_IN_FLIGHT)
                 + probe_field(current, PROBE_OK)
                 + probe_field(current, PROBE_BAD);
-            if taken >= self.rules.probes {
+            if taken >= self.rules().probes {
                 return false;
             }
             match self.probes.compare_exchange_weak(
@@ -640,13 +751,14 @@ impl Breaker {
         let elapsed = start
             .zip(now)
             .map(|(start, now)| now.saturating_duration_since(start));
-        let slow = match (elapsed, self.rules.slow_call_duration) {
-            (Some(elapsed), Some(limit)) => elapsed > limit,
-            _ => false,
-        };
+        let slow = elapsed.is_some_and(|elapsed| {
+            self.rules()
+                .slow_call_duration
+                .is_some_and(|limit| elapsed > limit)
+        });
         let outcome = match outcome {
             // A downstream shedding load is up: by default its refusals count for nothing.
-            Outcome::Overload if self.rules.overload_is_failure => Outcome::Failure,
+            Outcome::Overload if self.rules().overload_is_failure => Outcome::Failure,
             Outcome::Overload => Outcome::Ignored,
             outcome => outcome,
         };
@@ -733,7 +845,7 @@ impl Breaker {
 
     #[inline]
     fn should_trip(&self, counts: &WindowCounts, consecutive: u32) -> bool {
-        let rules = &self.rules;
+        let rules = self.rules();
         if rules.consecutive_failures.is_some_and(|n| consecutive >= n) {
             return true;
         }
@@ -762,7 +874,8 @@ impl Breaker {
             );
             return;
         }
-        let bad = call.is_failure() || (call.is_slow() && self.rules.slow_call_rate.is_some());
+        let rules = self.rules();
+        let bad = call.is_failure() || (call.is_slow() && rules.slow_call_rate.is_some());
         let counted = call != CallOutcome::Ignored;
         let Some(probes) = self.settle_probe(generation, counted.then_some(bad)) else {
             return;
@@ -771,10 +884,10 @@ impl Breaker {
             return;
         }
         self.count_probe(generation, call);
-        let needed = self.rules.probes_to_close;
+        let needed = rules.probes_to_close;
         if probe_field(probes, PROBE_OK) >= needed {
             self.transition(expected, CircuitState::Closed, None, now);
-        } else if probe_field(probes, PROBE_BAD) > self.rules.probes - needed {
+        } else if probe_field(probes, PROBE_BAD) > rules.probes - needed {
             self.transition(expected, CircuitState::Open, hint, now);
         }
     }
@@ -844,7 +957,7 @@ impl Breaker {
     /// with automatic transitions (as the timer would have made it), at `now` without (an idle
     /// breaker starts its half-open phase with the first call, not long before it).
     fn due_at(&self, due: u64, now: u64) -> u64 {
-        if self.rules.automatic_transitions {
+        if self.rules().automatic_transitions {
             due
         } else {
             now
@@ -911,7 +1024,7 @@ impl Breaker {
                         Some(tag | (word & PROBE_IN_FLIGHT_MASK))
                     });
                 self.probe_counts.store(tag, Ordering::Release);
-                let deadline = at.saturating_add(nanos(self.rules.half_open_max_wait));
+                let deadline = at.saturating_add(nanos(self.rules().half_open_max_wait));
                 self.probe_deadline.store(deadline, Ordering::Release);
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
@@ -960,7 +1073,7 @@ impl Breaker {
     /// Starts the timer task, unless one runs, automatic transitions are off or there is no
     /// runtime to run it (calls and handles still see the moves). Under the transition lock.
     fn follow_time(&self) {
-        if !self.rules.automatic_transitions || self.timed.load(Ordering::Acquire) {
+        if !self.rules().automatic_transitions || self.timed.load(Ordering::Acquire) {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -1005,15 +1118,13 @@ impl Breaker {
         hint: Option<Duration>,
     ) -> Duration {
         recovery.openings = recovery.openings.saturating_add(1);
+        let rules = self.rules();
         if let Some(hint) = hint {
             // A Retry-After of 0 would switch the breaker off, a huge one hold it open for a
             // day whatever the configuration says.
-            return hint.clamp(
-                *self.rules.hinted_open.start(),
-                *self.rules.hinted_open.end(),
-            );
+            return hint.clamp(*rules.hinted_open.start(), *rules.hinted_open.end());
         }
-        match self.rules.open_duration {
+        match rules.open_duration {
             OpenDuration::Fixed(open) => open,
             OpenDuration::Backoff(backoff) => {
                 let previous = if recovery.previous_open.is_zero() {
@@ -1022,7 +1133,7 @@ impl Breaker {
                     recovery.previous_open
                 };
                 // Seeded per opening: reproducible from the seed, and no RNG state to guard.
-                let seed = self.rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let seed = rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let open = open_backoff(&backoff, recovery.openings, previous, &mut rng);
                 recovery.previous_open = open;

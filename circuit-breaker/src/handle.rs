@@ -4,9 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::config::ConfigError;
 use tokio::sync::watch;
 
 use crate::breaker::Breaker;
+use crate::config::CircuitBreakerConfig;
 use crate::state::CircuitState;
 use crate::window::WindowCounts;
 
@@ -106,6 +108,55 @@ impl CircuitBreakerHandle {
     /// the moves time alone makes).
     pub fn subscribe(&self) -> watch::Receiver<CircuitState> {
         self.breaker.subscribe()
+    }
+
+    /// The configuration the breaker judges by now: the one it was built with, or the last
+    /// one [`reload`](Self::reload) took.
+    pub fn config(&self) -> CircuitBreakerConfig {
+        self.breaker.config()
+    }
+
+    /// Judges by `config` from now on, without a restart: thresholds, minimum calls, open
+    /// duration, probes and the rest apply to the next call recorded or the next transition.
+    ///
+    /// The breaker keeps its state, the calls in its window, its run of failures, the calls in
+    /// flight (each is recorded when it ends) and the phase under way: an open breaker stays
+    /// open until the end it was given, a half-open phase keeps its probes and its deadline.
+    /// A `config` with another name or another window is refused with a [`ConfigError`] that
+    /// names the field, and the breaker goes on with the configuration it had.
+    ///
+    /// ```
+    /// use seawall_circuit_breaker::{CircuitBreakerConfig, CircuitBreakerLayer};
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// let (_layer, handle) = CircuitBreakerLayer::builder()
+    ///     .name("db")
+    ///     .count_window(50)
+    ///     .build()?
+    ///     .pair();
+    /// let stricter = CircuitBreakerConfig::builder()
+    ///     .name("db")
+    ///     .count_window(50)
+    ///     .minimum_calls(10)
+    ///     .failure_rate_threshold(0.25)
+    ///     .build()?;
+    /// handle.reload(stricter)?;
+    /// assert_eq!(handle.config().failure_rate_threshold(), Some(0.25));
+    ///
+    /// let resized = CircuitBreakerConfig::builder().name("db").count_window(10).build()?;
+    /// assert_eq!(handle.reload(resized).unwrap_err().field(), "window");
+    /// assert_eq!(handle.config().minimum_calls(), 10);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reload(&self, config: CircuitBreakerConfig) -> Result<(), ConfigError> {
+        self.breaker.reload(&config)
+    }
+
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing: a stack checks
+    /// every layer's new configuration before it reloads any.
+    pub fn check_reload(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
+        self.breaker.check_reload(config)
     }
 }
 

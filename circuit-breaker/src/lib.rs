@@ -25,8 +25,10 @@
 //!   probe slot; late results of an earlier state are not counted;
 //! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
 //!   5xx, gRPC codes at the end of a stream;
-//! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, and subscribe to
-//!   transitions; hooks on state changes, rejections and outcomes. What it reads reflects the
+//! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, subscribe to
+//!   transitions, and [reload](CircuitBreakerHandle::reload) new rules while calls flow (the
+//!   state, the window and the calls in flight stay); hooks on state changes, rejections and
+//!   outcomes. What it reads reflects the
 //!   time elapsed without traffic, and a timer (automatic transitions, on by default; a tokio
 //!   task only while the breaker is open or half-open) moves an idle breaker from open to
 //!   half-open and back, so gauges and health followers see it too;

@@ -1,12 +1,14 @@
 //! The breaker against a plain reference model: random configurations, random sequences of
-//! outcomes, call durations and clock advances, with and without automatic transitions; every
-//! decision, state and count must agree.
+//! outcomes, call durations and clock advances, with and without automatic transitions, and
+//! reloads of new rules along the way; every decision, state and count must agree.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState, WindowCounts};
+use seawall_circuit_breaker::{
+    CircuitBreakerConfig, CircuitBreakerLayer, CircuitState, WindowCounts,
+};
 use seawall_core::BoxError;
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
@@ -35,10 +37,12 @@ struct Config {
     automatic: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Op {
     Call { outcome: Outcome, millis: u64 },
     Advance(u64),
+    /// New rules for the same window and automatic transitions.
+    Reload(Config),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +187,44 @@ impl Model {
         Some(self.phase)
     }
 
+    /// New rules at `now`: what the calls recorded decide under them is decided at once.
+    fn reload(&mut self, config: Config, now: Duration) {
+        self.follow_time(now);
+        self.config = config;
+        match self.state {
+            CircuitState::Closed => {
+                let c = self.counts(now);
+                if self.trips(c) {
+                    self.open(now);
+                }
+            }
+            CircuitState::HalfOpen if now < self.probe_deadline => {
+                if self.probes_ok >= self.needed() {
+                    self.close();
+                } else if self.probes_bad > self.config.probes - self.needed() {
+                    self.open(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn trips(&self, c: WindowCounts) -> bool {
+        let rate = |part: u64| part as f64 / c.calls as f64;
+        self.config
+            .consecutive
+            .is_some_and(|n| self.consecutive >= n)
+            || (c.calls >= u64::from(self.config.minimum_calls)
+                && (self
+                    .config
+                    .failure_rate
+                    .is_some_and(|t| rate(c.failures) >= t)
+                    || self
+                        .config
+                        .slow_call_rate
+                        .is_some_and(|t| rate(c.slow) >= t)))
+    }
+
     /// Records a call admitted in `phase` that ended at `now` after `took`.
     fn record(&mut self, phase: u64, outcome: Outcome, took: Duration, now: Duration) {
         self.follow_time(now);
@@ -209,22 +251,7 @@ impl Model {
                 } else {
                     self.consecutive = 0;
                 }
-                let c = self.counts(now);
-                let rate = |part: u64| part as f64 / c.calls as f64;
-                let trips = self
-                    .config
-                    .consecutive
-                    .is_some_and(|n| self.consecutive >= n)
-                    || (c.calls >= u64::from(self.config.minimum_calls)
-                        && (self
-                            .config
-                            .failure_rate
-                            .is_some_and(|t| rate(c.failures) >= t)
-                            || self
-                                .config
-                                .slow_call_rate
-                                .is_some_and(|t| rate(c.slow) >= t)));
-                if trips {
+                if self.trips(self.counts(now)) {
                     self.open(now);
                 }
             }
@@ -313,8 +340,31 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Either of `op`, or new rules for `window` and `automatic`.
+fn op_or_reload(window: WindowKind, automatic: bool) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => op(),
+        1 => config().prop_map(move |c| {
+            let minimum_calls = match window {
+                WindowKind::Count(n) => c.minimum_calls.min(n),
+                WindowKind::Time(_) => c.minimum_calls,
+            };
+            Op::Reload(Config {
+                window,
+                automatic,
+                minimum_calls,
+                ..c
+            })
+        })
+    ]
+}
+
 fn layer(config: &Config) -> CircuitBreakerLayer {
-    let mut b = CircuitBreakerLayer::builder()
+    CircuitBreakerLayer::new(breaker_config(config))
+}
+
+fn breaker_config(config: &Config) -> CircuitBreakerConfig {
+    let mut b = CircuitBreakerConfig::builder()
         .name("model")
         .minimum_calls(config.minimum_calls)
         .slow_call_duration(SLOW)
@@ -350,8 +400,14 @@ async fn check(config: Config, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let layer = layer.classify(classify);
     let mut model = Model::new(config);
     for (i, op) in ops.into_iter().enumerate() {
-        match op {
+        match op.clone() {
             Op::Advance(millis) => advance(Duration::from_millis(millis)).await,
+            Op::Reload(config) => {
+                handle
+                    .reload(breaker_config(&config))
+                    .expect("the same window");
+                model.reload(config, epoch.elapsed());
+            }
             Op::Call { outcome, millis } => {
                 let svc = layer.layer(service_fn(move |()| async move {
                     sleep(Duration::from_millis(millis)).await;
@@ -384,6 +440,24 @@ proptest! {
     fn breaker_agrees_with_the_reference_model(
         config in config(),
         ops in proptest::collection::vec(op(), 1..80),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(check(config, ops))?;
+    }
+
+    #[test]
+    fn breaker_agrees_with_the_reference_model_across_reloads(
+        (config, ops) in config().prop_flat_map(|config| {
+            let ops = proptest::collection::vec(
+                op_or_reload(config.window, config.automatic),
+                1..80,
+            );
+            (Just(config), ops)
+        }),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()

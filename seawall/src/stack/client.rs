@@ -74,6 +74,19 @@ impl ClientStackConfig {
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The circuit breaker's configuration, as
+    /// [`CircuitBreakerHandle::reload`](seawall_circuit_breaker::CircuitBreakerHandle::reload)
+    /// takes it.
+    pub fn circuit_breaker(&self) -> &CircuitBreakerConfig {
+        &self.circuit_breaker
+    }
+
+    /// The bulkhead's configuration, as
+    /// [`BulkheadHandle::reload`](seawall_bulkhead::BulkheadHandle::reload) takes it.
+    pub fn bulkhead(&self) -> &BulkheadConfig {
+        &self.bulkhead
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -91,6 +91,12 @@ impl ServerStackConfig {
         self.rate_limit = None;
         self
     }
+
+    /// The bulkhead's configuration, as
+    /// [`BulkheadHandle::reload`](seawall_bulkhead::BulkheadHandle::reload) takes it.
+    pub fn bulkhead(&self) -> &BulkheadConfig {
+        &self.bulkhead
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

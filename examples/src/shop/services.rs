@@ -1,0 +1,537 @@
+//! The products, orders and users services: axum routers behind the server stack, on
+//! PostgreSQL through [`Db`].
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use seawall::BoxError;
+use seawall::ServiceBuilderExt;
+use seawall::bulkhead::BulkheadHandle;
+use seawall::circuit_breaker::CircuitState;
+use seawall::health::{ComponentConfig, HealthState, HealthTracker};
+use seawall::stack::ServerStackLayer;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+
+use super::config::{ServiceConfig, ShopConfigError};
+use super::db::{Db, Reply, retry_wait};
+
+/// The largest request body a service reads.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// One running service: its routes, health, database and inbound bulkhead.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// `products`, `orders` or `users`.
+    pub name: &'static str,
+    /// The routes to serve, `/health/*` included.
+    pub router: Router,
+    /// The health behind `/health/*`.
+    pub health: HealthTracker,
+    /// The database.
+    pub db: Db,
+    /// The inbound bulkhead of the server stack.
+    pub server_bulkhead: BulkheadHandle,
+}
+
+impl Service {
+    /// Takes `config` while the service runs; on an error nothing changes.
+    pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
+        let error = |e: seawall::config::ConfigError| ShopConfigError {
+            source: self.name.into(),
+            message: e.within("server.bulkhead").to_string(),
+        };
+        self.db.check_reload(&config.database)?;
+        self.server_bulkhead
+            .check_reload(config.server.bulkhead())
+            .map_err(error)?;
+        self.db.reload(&config.database, config.retry)?;
+        self.server_bulkhead
+            .reload(config.server.bulkhead().clone())
+            .map_err(error)?;
+        Ok(())
+    }
+}
+
+/// A JSON answer.
+pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
+/// `{"error": message}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> Response<Body> {
+    json_response(status, &json!({ "error": message }))
+}
+
+/// The answer to a database failure: 503 with a Retry-After, never the failure's text.
+pub fn unavailable(err: &BoxError) -> Response<Body> {
+    tracing::warn!(error = %err, "database unavailable");
+    let after = seawall::rejected(&**err)
+        .and_then(|r| r.retry_after())
+        .map_or(1, |d| d.as_secs().max(1) + u64::from(d.subsec_nanos() > 0));
+    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily unavailable");
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(after));
+    response
+}
+
+fn answer(result: Result<Reply, BoxError>) -> Response<Body> {
+    match result {
+        Ok(reply) => {
+            let mut response = json_response(reply.status, &reply.body);
+            if reply.replayed {
+                response
+                    .headers_mut()
+                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            response
+        }
+        Err(err) => unavailable(&err),
+    }
+}
+
+fn build(name: &'static str, config: &ServiceConfig, db: Db, routes: Router) -> Service {
+    let stack = ServerStackLayer::new(config.server.clone());
+    let server_bulkhead = stack.bulkhead();
+    let health = HealthTracker::new(name);
+    db.probe(&health);
+    health.follow(
+        ComponentConfig::new("database.breaker").expect("a valid name"),
+        db.breaker().subscribe(),
+        |state: &CircuitState| match state {
+            CircuitState::Open | CircuitState::ForcedOpen => {
+                (HealthState::Unhealthy, Some("database breaker open".into()))
+            }
+            CircuitState::HalfOpen => (
+                HealthState::Degraded,
+                Some("database breaker probing".into()),
+            ),
+            _ => (HealthState::Healthy, None),
+        },
+    );
+    let router = routes
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(ServiceBuilder::new().with_http_errors().layer(stack))
+        .merge(seawall::health::http::router(health.clone()));
+    Service {
+        name,
+        router,
+        health,
+        db,
+        server_bulkhead,
+    }
+}
+
+fn bad_id(rejection: PathRejection) -> Response<Body> {
+    json_error(
+        StatusCode::BAD_REQUEST,
+        &format!("invalid id: {}", rejection.body_text()),
+    )
+}
+
+// ===== products =====
+
+#[derive(Clone)]
+struct ProductsState {
+    db: Db,
+    /// The last list read, served while the database is down.
+    cached: Arc<ArcSwapOption<Value>>,
+}
+
+/// The products service: `GET /products`, `/products/popular`, `/products/{id}`. The list is
+/// served from the last one read, marked `x-fallback: cache`, while the database is down.
+pub fn products(config: &ServiceConfig, db: Db) -> Service {
+    let state = ProductsState {
+        db: db.clone(),
+        cached: Arc::default(),
+    };
+    let routes = Router::new()
+        .route("/products", get(list_products))
+        .route("/products/popular", get(popular_products))
+        .route("/products/{id}", get(product))
+        .with_state(state);
+    build("products", config, db, routes)
+}
+
+fn product_json(row: &tokio_postgres::Row) -> Value {
+    json!({
+        "id": row.get::<_, i64>("id"),
+        "name": row.get::<_, String>("name"),
+        "price_cents": row.get::<_, i64>("price_cents"),
+    })
+}
+
+async fn list_products(State(state): State<ProductsState>) -> Response<Body> {
+    let result = state
+        .db
+        .run(|client, _| async move {
+            let rows = client
+                .query(
+                    "SELECT id, name, price_cents FROM products ORDER BY id LIMIT 100",
+                    &[],
+                )
+                .await?;
+            let list: Vec<Value> = rows.iter().map(product_json).collect();
+            Ok(Reply::new(StatusCode::OK, Value::Array(list)))
+        })
+        .await;
+    match result {
+        Ok(reply) => {
+            state.cached.store(Some(Arc::new(reply.body.clone())));
+            answer(Ok(reply))
+        }
+        Err(err) => match state.cached.load_full() {
+            Some(list) => {
+                tracing::warn!(error = %err, "products served from the cache");
+                let mut response = json_response(StatusCode::OK, &list);
+                response
+                    .headers_mut()
+                    .insert("x-fallback", HeaderValue::from_static("cache"));
+                response
+            }
+            None => unavailable(&err),
+        },
+    }
+}
+
+async fn popular_products(State(state): State<ProductsState>) -> Response<Body> {
+    answer(
+        state
+            .db
+            .run(|client, _| async move {
+                let rows = client
+                    .query(
+                        "SELECT id, name, price_cents FROM products \
+                         ORDER BY popularity DESC, id LIMIT 5",
+                        &[],
+                    )
+                    .await?;
+                Ok(Reply::new(
+                    StatusCode::OK,
+                    Value::Array(rows.iter().map(product_json).collect()),
+                ))
+            })
+            .await,
+    )
+}
+
+async fn product(
+    State(state): State<ProductsState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Response<Body> {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(rejection) => return bad_id(rejection),
+    };
+    answer(
+        state
+            .db
+            .run(move |client, _| async move {
+                let row = client
+                    .query_opt(
+                        "SELECT id, name, price_cents FROM products WHERE id = $1",
+                        &[&id],
+                    )
+                    .await?;
+                Ok(match row {
+                    Some(row) => Reply::new(StatusCode::OK, product_json(&row)),
+                    None => Reply::error(StatusCode::NOT_FOUND, "no such product"),
+                })
+            })
+            .await,
+    )
+}
+
+// ===== users =====
+
+/// The users service: `GET /users/{id}`.
+pub fn users(config: &ServiceConfig, db: Db) -> Service {
+    let routes = Router::new()
+        .route("/users/{id}", get(user))
+        .with_state(db.clone());
+    build("users", config, db, routes)
+}
+
+async fn user(State(db): State<Db>, id: Result<Path<i64>, PathRejection>) -> Response<Body> {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(rejection) => return bad_id(rejection),
+    };
+    answer(
+        db.run(move |client, _| async move {
+            let row = client
+                .query_opt("SELECT id, name, email FROM users WHERE id = $1", &[&id])
+                .await?;
+            Ok(match row {
+                Some(row) => Reply::new(
+                    StatusCode::OK,
+                    json!({
+                        "id": row.get::<_, i64>("id"),
+                        "name": row.get::<_, String>("name"),
+                        "email": row.get::<_, String>("email"),
+                    }),
+                ),
+                None => Reply::error(StatusCode::NOT_FOUND, "no such user"),
+            })
+        })
+        .await,
+    )
+}
+
+// ===== orders =====
+
+/// The orders service: `POST /orders` (with an `Idempotency-Key` header) and
+/// `GET /orders/{id}`.
+pub fn orders(config: &ServiceConfig, db: Db) -> Service {
+    let routes = Router::new()
+        .route("/orders", post(create_order))
+        .route("/orders/{id}", get(order))
+        .with_state(db.clone());
+    build("orders", config, db, routes)
+}
+
+/// An order as a client sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// Who orders.
+    pub user_id: i64,
+    /// What, at least one line.
+    pub items: Vec<NewItem>,
+}
+
+/// One line of an order.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewItem {
+    /// The product.
+    pub product_id: i64,
+    /// How many, 1 to 1000.
+    pub quantity: i32,
+}
+
+/// The longest Idempotency-Key taken.
+const MAX_KEY: usize = 200;
+
+async fn create_order(
+    State(db): State<Db>,
+    headers: HeaderMap,
+    body: Result<Json<NewOrder>, JsonRejection>,
+) -> Response<Body> {
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Ok(key)) if !key.is_empty() && key.len() <= MAX_KEY => key.to_owned(),
+        Some(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key must be 1 to 200 visible characters",
+            );
+        }
+        None => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "an Idempotency-Key header is required",
+            );
+        }
+    };
+    let order = match body {
+        Ok(Json(order)) => order,
+        Err(rejection) => return json_error(rejection.status(), &rejection.body_text()),
+    };
+    if order.items.is_empty() || order.items.len() > 100 {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "an order has 1 to 100 items",
+        );
+    }
+    if order
+        .items
+        .iter()
+        .any(|i| !(1..=1000).contains(&i.quantity))
+    {
+        return json_error(StatusCode::UNPROCESSABLE_ENTITY, "quantities are 1 to 1000");
+    }
+    let mut ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != order.items.len() {
+        return json_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "each product appears once",
+        );
+    }
+    let order = Arc::new(order);
+    answer(
+        db.run(move |mut client, retry| async move {
+            let mut attempt = 1;
+            loop {
+                match place(&mut client, &key, &order).await {
+                    Err(err) => match retry_wait(retry, attempt, &err) {
+                        Some(wait) => {
+                            tracing::debug!(attempt, "order transaction retried: {err}");
+                            tokio::time::sleep(wait).await;
+                            attempt += 1;
+                        }
+                        None => return Err(err.into()),
+                    },
+                    Ok(reply) => return Ok(reply),
+                }
+            }
+        })
+        .await,
+    )
+}
+
+/// One try of placing an order, in a repeatable-read transaction.
+///
+/// Two tries with one key race on the unique index: the loser's insert meets a row its
+/// snapshot cannot see and fails with a serialization failure (40001); its next try sees the
+/// winner's order and answers it.
+async fn place(
+    client: &mut deadpool_postgres::Object,
+    key: &str,
+    order: &NewOrder,
+) -> Result<Reply, tokio_postgres::Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    if let Some(row) = tx
+        .query_opt("SELECT id FROM orders WHERE idempotency_key = $1", &[&key])
+        .await?
+    {
+        let id: i64 = row.get(0);
+        let mut reply = read_order(&tx, id).await?;
+        reply.replayed = true;
+        reply.status = StatusCode::CREATED;
+        return Ok(reply);
+    }
+    let user = tx
+        .query_opt("SELECT 1 FROM users WHERE id = $1", &[&order.user_id])
+        .await?;
+    if user.is_none() {
+        return Ok(Reply::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no such user",
+        ));
+    }
+    let ids: Vec<i64> = order.items.iter().map(|i| i.product_id).collect();
+    let prices = tx
+        .query(
+            "SELECT id, price_cents FROM products WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    if prices.len() != ids.len() {
+        return Ok(Reply::error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown product id",
+        ));
+    }
+    let price = |id: i64| -> i64 {
+        prices
+            .iter()
+            .find(|r| r.get::<_, i64>(0) == id)
+            .map_or(0, |r| r.get(1))
+    };
+    let total: i64 = order
+        .items
+        .iter()
+        .map(|i| price(i.product_id) * i64::from(i.quantity))
+        .sum();
+    let row = tx
+        .query_opt(
+            "INSERT INTO orders (user_id, idempotency_key, total_cents) VALUES ($1, $2, $3) \
+             ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            &[&order.user_id, &key, &total],
+        )
+        .await?;
+    let Some(row) = row else {
+        // Taken since the check above by a transaction this one can see: answer its order.
+        let row = tx
+            .query_one("SELECT id FROM orders WHERE idempotency_key = $1", &[&key])
+            .await?;
+        let mut reply = read_order(&tx, row.get(0)).await?;
+        reply.replayed = true;
+        reply.status = StatusCode::CREATED;
+        return Ok(reply);
+    };
+    let id: i64 = row.get(0);
+    for item in &order.items {
+        tx.execute(
+            "INSERT INTO order_items (order_id, product_id, quantity, price_cents) \
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &id,
+                &item.product_id,
+                &item.quantity,
+                &price(item.product_id),
+            ],
+        )
+        .await?;
+    }
+    let mut reply = read_order(&tx, id).await?;
+    tx.commit().await?;
+    reply.status = StatusCode::CREATED;
+    Ok(reply)
+}
+
+async fn read_order(
+    client: &impl deadpool_postgres::GenericClient,
+    id: i64,
+) -> Result<Reply, tokio_postgres::Error> {
+    let Some(row) = client
+        .query_opt(
+            "SELECT id, user_id, idempotency_key, total_cents FROM orders WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(Reply::error(StatusCode::NOT_FOUND, "no such order"));
+    };
+    let items = client
+        .query(
+            "SELECT product_id, quantity, price_cents FROM order_items \
+             WHERE order_id = $1 ORDER BY product_id",
+            &[&id],
+        )
+        .await?;
+    Ok(Reply::new(
+        StatusCode::OK,
+        json!({
+            "id": row.get::<_, i64>(0),
+            "user_id": row.get::<_, i64>(1),
+            "idempotency_key": row.get::<_, String>(2),
+            "total_cents": row.get::<_, i64>(3),
+            "items": items.iter().map(|i| json!({
+                "product_id": i.get::<_, i64>(0),
+                "quantity": i.get::<_, i32>(1),
+                "price_cents": i.get::<_, i64>(2),
+            })).collect::<Vec<_>>(),
+        }),
+    ))
+}
+
+async fn order(State(db): State<Db>, id: Result<Path<i64>, PathRejection>) -> Response<Body> {
+    let Path(id) = match id {
+        Ok(id) => id,
+        Err(rejection) => return bad_id(rejection),
+    };
+    answer(
+        db.run(move |client, _| async move { Ok(read_order(&client, id).await?) })
+            .await,
+    )
+}

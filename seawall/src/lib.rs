@@ -78,7 +78,8 @@ mod builder;
     feature = "retry",
     feature = "circuit-breaker",
     feature = "bulkhead",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "throttle"
 ))]
 pub mod stack;
 

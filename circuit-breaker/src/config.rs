@@ -18,6 +18,14 @@ const DEFAULT_MAX_KEYS: usize = 10_000;
 /// What the breakers of one keyed layer may hold at most: `max_keys ×` [`key_bytes`].
 const MAX_KEYED_BYTES: u64 = 256 << 20;
 const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
+// Nygard's "Release It!" trips on a handful of failures in a row; five is the most the
+// issue "One default stack" allows a client to send to a dead downstream.
+const DEFAULT_RUN_MIN: u32 = 5;
+// One false trip in ten million calls: a day of a client at 100 calls a second.
+const DEFAULT_RUN_ONE_IN: u64 = 10_000_000;
+const MAX_RUN_MIN: u32 = 100;
+const DEFAULT_OPEN_JITTER: f64 = 0.0;
+const MAX_RUN_ONE_IN: u64 = 1_000_000_000_000_000;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Which calls the failure and slow-call rates are computed over.
@@ -57,6 +65,39 @@ pub enum OpenDuration {
     Backoff(Backoff),
 }
 
+/// How many failures in a row trip the breaker, whatever the window holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConsecutiveFailures {
+    /// Always this many.
+    Fixed(u32),
+    /// As many as make a run that long unlikely at the failure rate seen before it began: `k`
+    /// with `p₀ᵏ ≤ 1 / one_in`, where `p₀` is the failure rate of the calls before the run
+    /// (the window's, or that of the last ten calls if higher), and never fewer than `min`,
+    /// which is what a run from a clean history needs.
+    ///
+    /// A run of `k` failures at an independent failure rate `p₀` starts at a given call with
+    /// probability about `p₀ᵏ`, so a breaker that trips on it opens by chance about once in
+    /// `one_in` calls, whatever `p₀`: after `min` failures from a healthy downstream (an outage
+    /// is found fast), after about fourteen in a 30 % brownout (which stays open: a breaker
+    /// would make that partial failure total). It is the CUSUM test of a jump to a failure
+    /// rate of 1 from `p₀`.
+    Adaptive {
+        /// The run that trips from a clean history, in `[1, 100]`.
+        min: u32,
+        /// How many calls, at the baseline failure rate, hold one such run by chance, in
+        /// `[2, 10^15]`.
+        one_in: u64,
+    },
+}
+
+impl ConsecutiveFailures {
+    /// The default: at least 5 failures in a row, one false trip in 10 million calls.
+    pub const DEFAULT: Self = Self::Adaptive {
+        min: DEFAULT_RUN_MIN,
+        one_in: DEFAULT_RUN_ONE_IN,
+    };
+}
+
 /// A validated circuit breaker configuration.
 ///
 /// Deserializes from, for example,
@@ -71,8 +112,9 @@ pub struct CircuitBreakerConfig {
     pub(crate) failure_rate: Option<f64>,
     pub(crate) slow_call_rate: Option<f64>,
     pub(crate) slow_call_duration: Option<Duration>,
-    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) consecutive_failures: Option<ConsecutiveFailures>,
     pub(crate) open_duration: OpenDuration,
+    pub(crate) open_jitter: f64,
     pub(crate) hinted_open_min: Duration,
     pub(crate) hinted_open_max: Duration,
     pub(crate) half_open_probes: u32,
@@ -129,13 +171,19 @@ impl CircuitBreakerConfig {
     }
 
     /// The run of failures in a row that trips the breaker, if that rule is on.
-    pub fn consecutive_failures(&self) -> Option<u32> {
+    pub fn consecutive_failures(&self) -> Option<ConsecutiveFailures> {
         self.consecutive_failures
     }
 
     /// How long the breaker stays open.
     pub fn open_duration(&self) -> OpenDuration {
         self.open_duration
+    }
+
+    /// How far each open duration is stretched at random: by a factor uniform in
+    /// `[1, 1 + open_jitter]`.
+    pub fn open_jitter(&self) -> f64 {
+        self.open_jitter
     }
 
     /// The range an open duration read from a result (a `Retry-After`) is clamped to.
@@ -251,9 +299,31 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Opens after `failures` failures in a row, in `[1, 1000000]`, whatever the window holds.
+    /// Opens after `failures` failures in a row, in `[1, 1000000]`, whatever the window holds
+    /// (default: [`ConsecutiveFailures::DEFAULT`], a run that adapts to the failure rate).
+    ///
+    /// A fixed run opens a breaker in any brownout sooner or later: at 30 % independent
+    /// errors, 5 in a row come about once in 600 calls.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.spec.consecutive_failures = Some(failures.into());
+        self.spec.consecutive_failures = Some(RunSpec::Fixed(failures.into()));
+        self
+    }
+
+    /// Opens after a run of failures unlikely at the failure rate seen before it: at least
+    /// `min` in `[1, 100]`, such that a run that long comes by chance once in `one_in` calls
+    /// in `[2, 10^15]` (see [`ConsecutiveFailures::Adaptive`]; the default is 5 and 10
+    /// million).
+    pub fn adaptive_consecutive_failures(mut self, min: u32, one_in: u64) -> Self {
+        self.spec.consecutive_failures = Some(RunSpec::Adaptive {
+            min: min.into(),
+            one_in: one_in.into(),
+        });
+        self
+    }
+
+    /// Turns the consecutive-failures rule off (another rule must be on).
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.spec.consecutive_failures = Some(RunSpec::Off);
         self
     }
 
@@ -273,6 +343,14 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     pub fn open_backoff(mut self, backoff: Backoff) -> Self {
         self.spec.open_backoff = Some(backoff);
         self.spec.open_duration = None;
+        self
+    }
+
+    /// Stretches every open duration (fixed or from the backoff, not one a result asked for)
+    /// by a factor uniform in `[1, 1 + jitter]`, `jitter` in `[0, 1]`, so that clients whose
+    /// breakers opened together do not all probe the downstream at the same instant.
+    pub fn open_jitter(mut self, jitter: f64) -> Self {
+        self.spec.open_jitter = Some(jitter.into());
         self
     }
 
@@ -388,8 +466,12 @@ struct CircuitBreakerSpec {
     slow_call_rate_threshold: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     slow_call_duration: Option<Raw<Duration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    consecutive_failures: Option<Raw<u32>>,
+    #[serde(
+        default,
+        deserialize_with = "run_or_off",
+        skip_serializing_if = "Option::is_none"
+    )]
+    consecutive_failures: Option<RunSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     open_duration: Option<Raw<Duration>>,
     #[serde(
@@ -398,6 +480,8 @@ struct CircuitBreakerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     open_backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_jitter: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hinted_open_min: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,6 +502,111 @@ struct CircuitBreakerSpec {
     key_idle_timeout: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     overload_is_failure: Option<Raw<bool>>,
+}
+
+/// A consecutive-failures rule as written: a count, `{ min = 5, one_in = 10000000 }` or `"off"`.
+#[derive(Debug, Clone)]
+enum RunSpec {
+    Fixed(Raw<u32>),
+    Adaptive { min: Raw<u32>, one_in: Raw<u64> },
+    Off,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdaptiveRunSpec {
+    #[serde(default = "default_run_min")]
+    min: Raw<u32>,
+    #[serde(default = "default_run_one_in")]
+    one_in: Raw<u64>,
+}
+
+fn default_run_min() -> Raw<u32> {
+    DEFAULT_RUN_MIN.into()
+}
+
+fn default_run_one_in() -> Raw<u64> {
+    DEFAULT_RUN_ONE_IN.into()
+}
+
+const RUN: &str = r#"a count, "off" or { min = 5, one_in = 10000000 }"#;
+
+impl Serialize for RunSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Fixed(n) => n.serialize(s),
+            Self::Off => s.serialize_str("off"),
+            Self::Adaptive { min, one_in } => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("min", min)?;
+                map.serialize_entry("one_in", one_in)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Reads a count, `"off"` or an adaptive rule's table; anything else is kept as written for
+/// the check to report with the allowed range.
+fn run_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunSpec>, D::Error> {
+    use serde::de::{self, MapAccess, Visitor};
+
+    struct Run;
+
+    impl<'de> Visitor<'de> for Run {
+        type Value = RunSpec;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(RUN)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<RunSpec, E> {
+            match v {
+                "off" => Ok(RunSpec::Off),
+                other => Ok(RunSpec::Fixed(Raw::deserialize(
+                    de::value::StrDeserializer::<E>::new(other),
+                )?)),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::I64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::U64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::F64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::BoolDeserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RunSpec, A::Error> {
+            let spec: AdaptiveRunSpec = config::within(
+                "consecutive_failures",
+                de::value::MapAccessDeserializer::new(map),
+            )?;
+            Ok(RunSpec::Adaptive {
+                min: spec.min,
+                one_in: spec.one_in,
+            })
+        }
+    }
+
+    d.deserialize_any(Run).map(Some)
 }
 
 fn open_backoff_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backoff>, D::Error> {
@@ -453,6 +642,7 @@ impl Default for CircuitBreakerSpec {
             consecutive_failures: None,
             open_duration: None,
             open_backoff: None,
+            open_jitter: None,
             hinted_open_min: None,
             hinted_open_max: None,
             half_open_probes: None,
@@ -522,10 +712,24 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 "a duration in (0s, 86400s] when slow_call_rate_threshold is set",
             ));
         }
-        let consecutive_failures = spec
-            .consecutive_failures
-            .map(|n| config::count_in("consecutive_failures", n, 1..=MAX_CONSECUTIVE))
-            .transpose()?;
+        let consecutive_failures = match spec.consecutive_failures {
+            None => Some(ConsecutiveFailures::DEFAULT),
+            Some(RunSpec::Off) => None,
+            Some(RunSpec::Fixed(n)) => Some(ConsecutiveFailures::Fixed(config::count_in(
+                "consecutive_failures",
+                n,
+                1..=MAX_CONSECUTIVE,
+            )?)),
+            Some(RunSpec::Adaptive { min, one_in }) => {
+                let check = || -> Result<ConsecutiveFailures, ConfigError> {
+                    Ok(ConsecutiveFailures::Adaptive {
+                        min: config::count_in("min", min, 1..=MAX_RUN_MIN)?,
+                        one_in: config::count_in("one_in", one_in, 2..=MAX_RUN_ONE_IN)?,
+                    })
+                };
+                Some(check().map_err(|e| e.within("consecutive_failures"))?)
+            }
+        };
         if failure_rate.is_none() && slow_call_rate.is_none() && consecutive_failures.is_none() {
             return Err(ConfigError::expected(
                 "failure_rate_threshold",
@@ -551,6 +755,11 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 MAX_DURATION,
             )?),
         };
+        let open_jitter = config::ratio_or_zero(
+            "open_jitter",
+            spec.open_jitter
+                .unwrap_or_else(|| DEFAULT_OPEN_JITTER.into()),
+        )?;
         let (hinted_open_min, hinted_open_max) =
             hinted_open(&open_duration, spec.hinted_open_min, spec.hinted_open_max)?;
         let half_open_probes = config::count_in(
@@ -597,6 +806,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             slow_call_duration,
             consecutive_failures,
             open_duration,
+            open_jitter,
             hinted_open_min,
             hinted_open_max,
             half_open_probes,
@@ -695,9 +905,17 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             no_failure_rate: c.failure_rate.is_none().into(),
             slow_call_rate_threshold: c.slow_call_rate.map(Raw::from),
             slow_call_duration: c.slow_call_duration.map(Raw::from),
-            consecutive_failures: c.consecutive_failures.map(Raw::from),
+            consecutive_failures: Some(match c.consecutive_failures {
+                None => RunSpec::Off,
+                Some(ConsecutiveFailures::Fixed(n)) => RunSpec::Fixed(n.into()),
+                Some(ConsecutiveFailures::Adaptive { min, one_in }) => RunSpec::Adaptive {
+                    min: min.into(),
+                    one_in: one_in.into(),
+                },
+            }),
             open_duration,
             open_backoff,
+            open_jitter: Some(c.open_jitter.into()),
             hinted_open_min: Some(c.hinted_open_min.into()),
             hinted_open_max: Some(c.hinted_open_max.into()),
             half_open_probes: Some(c.half_open_probes.into()),
@@ -770,7 +988,7 @@ mod tests {
             ),
             (
                 "failure_rate_threshold",
-                build(|b| b.no_failure_rate()).unwrap_err(),
+                build(|b| b.no_failure_rate().no_consecutive_failures()).unwrap_err(),
             ),
             (
                 "open_duration",
@@ -903,7 +1121,61 @@ mod tests {
                 r#"name = """#,
                 r#"invalid `name`: "", expected a non-empty name"#,
             ),
+            (
+                "consecutive_failures = { min = 0 }",
+                "invalid `consecutive_failures.min`: 0 is outside the allowed range [1, 100]",
+            ),
+            (
+                "consecutive_failures = { one_in = -3 }",
+                "invalid `consecutive_failures.one_in`: -3 is outside the allowed range [2, 1000000000000000]",
+            ),
+            (
+                r#"consecutive_failures = "sometimes""#,
+                r#"invalid `consecutive_failures`: "sometimes" is outside the allowed range [1, 1000000]"#,
+            ),
+            (
+                "open_jitter = 1.5",
+                "invalid `open_jitter`: 1.5 is outside the allowed range [0, 1]",
+            ),
         ]);
+    }
+
+    #[test]
+    fn the_consecutive_rule_reads_as_a_count_a_table_or_off() {
+        let read = |toml: &str| -> CircuitBreakerConfig { toml::from_str(toml).unwrap() };
+        assert_eq!(
+            read("").consecutive_failures(),
+            Some(ConsecutiveFailures::DEFAULT)
+        );
+        assert_eq!(
+            read("consecutive_failures = 3").consecutive_failures(),
+            Some(ConsecutiveFailures::Fixed(3))
+        );
+        assert_eq!(
+            read("consecutive_failures = { min = 3 }").consecutive_failures(),
+            Some(ConsecutiveFailures::Adaptive {
+                min: 3,
+                one_in: 10_000_000
+            })
+        );
+        assert_eq!(
+            read(r#"consecutive_failures = "off""#).consecutive_failures(),
+            None
+        );
+        let typo = toml::from_str::<CircuitBreakerConfig>("consecutive_failures = { mni = 3 }")
+            .unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+        for config in [
+            read("consecutive_failures = 3"),
+            read(r#"consecutive_failures = "off""#),
+            read("consecutive_failures = { min = 4, one_in = 1000 }\nopen_jitter = 0.2"),
+        ] {
+            let json = serde_json::to_string(&config).unwrap();
+            assert_eq!(
+                serde_json::from_str::<CircuitBreakerConfig>(&json).unwrap(),
+                config
+            );
+        }
     }
 
     #[test]

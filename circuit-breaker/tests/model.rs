@@ -23,13 +23,51 @@ enum WindowKind {
     Time(u64),
 }
 
+/// The consecutive-failures rule.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Fixed(u32),
+    /// At least `min`, and as many as make the run rarer than one in `one_in` at the failure
+    /// rate before it.
+    Adaptive {
+        min: u32,
+        one_in: u64,
+    },
+}
+
+impl Run {
+    /// The run that trips after the window's `before` samples (oldest first), as the crate
+    /// documents it: the baseline is the higher of the window's failure rate shrunk by ten
+    /// successes and, for a count window, the last ten calls' rate; the run is the shortest
+    /// `k >= min` with `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
+    fn limit(self, before: &[Sample], ordered: bool) -> u32 {
+        let (min, one_in) = match self {
+            Self::Fixed(n) => return n,
+            Self::Adaptive { min, one_in } => (min, one_in as f64),
+        };
+        let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
+        let window = failures(before) / (before.len() as f64 + 10.0);
+        let recent = if ordered {
+            failures(&before[before.len().saturating_sub(10)..]) / 10.0
+        } else {
+            0.0
+        };
+        let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
+        let mut k = min;
+        while k < 10_000 && p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
+            k += 1;
+        }
+        if p >= 1.0 { u32::MAX } else { k }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Config {
     window: WindowKind,
     minimum_calls: u32,
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
-    consecutive: Option<u32>,
+    consecutive: Option<Run>,
     probes: u32,
     ratio: f64,
     automatic: bool,
@@ -55,6 +93,7 @@ struct Model {
     phase: u64,
     window: VecDeque<(u64, Sample)>,
     consecutive: u32,
+    run_limit: u32,
     open_until: Duration,
     probe_deadline: Duration,
     probes_ok: u32,
@@ -70,6 +109,7 @@ impl Model {
             phase: 0,
             window: VecDeque::new(),
             consecutive: 0,
+            run_limit: u32::MAX,
             open_until: Duration::ZERO,
             probe_deadline: Duration::ZERO,
             probes_ok: 0,
@@ -203,6 +243,21 @@ impl Model {
         };
         match self.state {
             CircuitState::Closed => {
+                if sample.failure
+                    && self.consecutive == 0
+                    && let Some(run) = self.config.consecutive
+                {
+                    let before: Vec<Sample> = self.live(now).copied().collect();
+                    // The count window holds its size, this call included.
+                    let before = match self.config.window {
+                        WindowKind::Count(n) => {
+                            before[before.len().saturating_sub(n as usize - 1)..].to_vec()
+                        }
+                        WindowKind::Time(_) => before,
+                    };
+                    let ordered = matches!(self.config.window, WindowKind::Count(_));
+                    self.run_limit = run.limit(&before, ordered);
+                }
                 self.window.push_back((now.as_secs(), sample));
                 if sample.failure {
                     self.consecutive += 1;
@@ -211,10 +266,8 @@ impl Model {
                 }
                 let c = self.counts(now);
                 let rate = |part: u64| part as f64 / c.calls as f64;
-                let trips = self
-                    .config
-                    .consecutive
-                    .is_some_and(|n| self.consecutive >= n)
+                let trips = (self.config.consecutive.is_some()
+                    && self.consecutive >= self.run_limit)
                     || (c.calls >= u64::from(self.config.minimum_calls)
                         && (self
                             .config
@@ -260,7 +313,14 @@ fn config() -> impl Strategy<Value = Config> {
         1u32..=8,
         rate(),
         rate(),
-        proptest::option::of(1u32..=4),
+        proptest::option::of(prop_oneof![
+            (1u32..=4).prop_map(Run::Fixed),
+            (
+                1u32..=4,
+                prop_oneof![Just(10u64), Just(100), Just(10_000_000)]
+            )
+                .prop_map(|(min, one_in)| Run::Adaptive { min, one_in }),
+        ]),
         1u32..=3,
         prop_oneof![Just(0.5), Just(1.0)],
         any::<bool>(),
@@ -334,9 +394,11 @@ fn layer(config: &Config) -> CircuitBreakerLayer {
     if let Some(t) = config.slow_call_rate {
         b = b.slow_call_rate_threshold(t);
     }
-    if let Some(n) = config.consecutive {
-        b = b.consecutive_failures(n);
-    }
+    b = match config.consecutive {
+        Some(Run::Fixed(n)) => b.consecutive_failures(n),
+        Some(Run::Adaptive { min, one_in }) => b.adaptive_consecutive_failures(min, one_in),
+        None => b.no_consecutive_failures(),
+    };
     b.build().expect("a valid configuration")
 }
 

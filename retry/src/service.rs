@@ -65,18 +65,19 @@ pub(crate) struct Shared<P> {
 impl<P> Shared<P> {
     pub(crate) fn new(config: &RetryConfig, policy: P) -> Self {
         let scope = MetricScope::new(config.name.clone());
+        // Without a seed, each layer draws its own, so a fleet of clients does not jitter in
+        // step.
+        let seed = config
+            .seed
+            .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
         Self {
             name: config.name.clone(),
             max_attempts: config.max_attempts,
             backoff: config.backoff,
             max_delay: config.max_delay,
             max_elapsed: config.max_elapsed,
-            budget: config.budget.map(RetryBudget::new),
-            // Without a seed, each layer draws its own, so a fleet of clients does not jitter
-            // in step.
-            seed: config
-                .seed
-                .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name))),
+            budget: config.budget.map(|budget| RetryBudget::seeded(budget, seed)),
+            seed,
             sequence: AtomicU64::new(0),
             policy: Arc::new(policy),
             metrics: Metrics::new(&scope),

@@ -18,13 +18,22 @@ const DEFAULT_MAX_KEYS: usize = 10_000;
 /// What the breakers of one keyed layer may hold at most: `max_keys ×` [`key_bytes`].
 const MAX_KEYED_BYTES: u64 = 256 << 20;
 const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
+const DEFAULT_HINTED_OPEN_MAX: Duration = Duration::from_secs(300);
 // Nygard's "Release It!" trips on a handful of failures in a row; five is the most the
 // issue "One default stack" allows a client to send to a dead downstream.
 const DEFAULT_RUN_MIN: u32 = 5;
 // One false trip in ten million calls: a day of a client at 100 calls a second.
 const DEFAULT_RUN_ONE_IN: u64 = 10_000_000;
 const MAX_RUN_MIN: u32 = 100;
-const DEFAULT_OPEN_JITTER: f64 = 0.0;
+// Open 1 s, then 2 s, then 3 s while probes keep failing, each stretched by up to a quarter:
+// at most 3.75 s between probes, so a client uses a downstream that came back within 5 s of
+// its return (Polly's default break duration is 5 s), and a probe a second at most.
+const DEFAULT_OPEN_BASE: Duration = Duration::from_secs(1);
+const DEFAULT_OPEN_CAP: Duration = Duration::from_secs(3);
+const DEFAULT_OPEN_JITTER: f64 = 0.25;
+// At 30 % errors, 5 of 10 probes succeed 95 % of the time: one false trip in a brownout costs
+// one open duration, not the whole brownout (0.7^10 = 2.8 % for all ten).
+const DEFAULT_HALF_OPEN_SUCCESS_RATIO: f64 = 0.5;
 const MAX_RUN_ONE_IN: u64 = 1_000_000_000_000_000;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -327,7 +336,8 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Stays open for `duration` each time, in `(0s, 1 day]` (default 30 s).
+    /// Stays open for `duration` each time, in `(0s, 1 day]` (default: an open backoff of 1 s
+    /// doubling to at most 3 s, see [`open_backoff`](Self::open_backoff)).
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.spec.open_duration = Some(duration.into());
         self.spec.open_backoff = None;
@@ -348,7 +358,8 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
 
     /// Stretches every open duration (fixed or from the backoff, not one a result asked for)
     /// by a factor uniform in `[1, 1 + jitter]`, `jitter` in `[0, 1]`, so that clients whose
-    /// breakers opened together do not all probe the downstream at the same instant.
+    /// breakers opened together do not all probe the downstream at the same instant (default
+    /// 0.25).
     pub fn open_jitter(mut self, jitter: f64) -> Self {
         self.spec.open_jitter = Some(jitter.into());
         self
@@ -363,7 +374,8 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     }
 
     /// The longest open duration a result may ask for, in `[hinted_open_min, 1 day]`
-    /// (default: the open backoff's cap, or 10 × the open duration; never under the shortest):
+    /// (default: the open backoff's cap, or 10 × the open duration, or 300 s with the default
+    /// open durations; never under the shortest):
     /// a huge `Retry-After` must not hold the breaker open for a day.
     pub fn hinted_open_max(mut self, max: Duration) -> Self {
         self.spec.hinted_open_max = Some(max.into());
@@ -376,8 +388,9 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// The share of the probes that must succeed to close, in `(0, 1]` (default 1: one failed
-    /// probe opens the breaker again).
+    /// The share of the probes that must succeed to close, in `(0, 1]` (default 0.5, the bar
+    /// the failure rate sets while closed, as Resilience4j judges its half-open calls: a
+    /// brownout's probes close the breaker again, an outage's open it after 6 of 10).
     pub fn half_open_success_ratio(mut self, ratio: f64) -> Self {
         self.spec.half_open_success_ratio = Some(ratio.into());
         self
@@ -519,6 +532,16 @@ struct AdaptiveRunSpec {
     min: Raw<u32>,
     #[serde(default = "default_run_one_in")]
     one_in: Raw<u64>,
+}
+
+/// The default open durations: 1 s, 2 s, then 3 s while probes keep failing (before the
+/// stretch of `open_jitter`).
+fn default_open_backoff() -> Backoff {
+    Backoff::exponential(DEFAULT_OPEN_BASE)
+        .cap(DEFAULT_OPEN_CAP)
+        .jitter(seawall_core::backoff::Jitter::None)
+        .build()
+        .expect("the default open backoff is valid")
 }
 
 fn default_run_min() -> Raw<u32> {
@@ -737,6 +760,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 "at least one trip rule (failure rate, slow-call rate or consecutive failures)",
             ));
         }
+        let defaulted_open = spec.open_duration.is_none() && spec.open_backoff.is_none();
         let open_duration = match (spec.open_duration, spec.open_backoff) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::expected(
@@ -749,19 +773,24 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 config::positive_duration("open_backoff.base", backoff.base(), MAX_DURATION)?;
                 OpenDuration::Backoff(backoff)
             }
-            (fixed, None) => OpenDuration::Fixed(config::positive_duration(
+            (Some(fixed), None) => OpenDuration::Fixed(config::positive_duration(
                 "open_duration",
-                fixed.unwrap_or_else(|| Duration::from_secs(30).into()),
+                fixed,
                 MAX_DURATION,
             )?),
+            (None, None) => OpenDuration::Backoff(default_open_backoff()),
         };
         let open_jitter = config::ratio_or_zero(
             "open_jitter",
             spec.open_jitter
                 .unwrap_or_else(|| DEFAULT_OPEN_JITTER.into()),
         )?;
-        let (hinted_open_min, hinted_open_max) =
-            hinted_open(&open_duration, spec.hinted_open_min, spec.hinted_open_max)?;
+        let (hinted_open_min, hinted_open_max) = hinted_open(
+            &open_duration,
+            defaulted_open,
+            spec.hinted_open_min,
+            spec.hinted_open_max,
+        )?;
         let half_open_probes = config::count_in(
             "half_open_probes",
             spec.half_open_probes.unwrap_or_else(|| 10.into()),
@@ -769,7 +798,8 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
         )?;
         let half_open_success_ratio = config::ratio(
             "half_open_success_ratio",
-            spec.half_open_success_ratio.unwrap_or_else(|| 1.0.into()),
+            spec.half_open_success_ratio
+                .unwrap_or_else(|| DEFAULT_HALF_OPEN_SUCCESS_RATIO.into()),
         )?;
         let half_open_max_wait = config::positive_duration(
             "half_open_max_wait",
@@ -857,9 +887,11 @@ fn max_keys_for(keys: Option<usize>, window: Window) -> Result<usize, ConfigErro
 }
 
 /// The range a result's open duration is clamped to: by default at least 1 s and at most the
-/// backoff's cap (or 10 × the fixed open duration), each default giving way to the other bound.
+/// backoff's cap (or 10 × the fixed open duration, or 300 s when neither is configured), each
+/// default giving way to the other bound.
 fn hinted_open(
     open: &OpenDuration,
+    defaulted_open: bool,
     min: Option<Raw<Duration>>,
     max: Option<Raw<Duration>>,
 ) -> Result<(Duration, Duration), ConfigError> {
@@ -875,6 +907,9 @@ fn hinted_open(
         .map(|d| config::positive_duration("hinted_open_min", d, MAX_DURATION))
         .transpose()?;
     let default_max = || match open {
+        // The short default open durations are for a downstream that says nothing; one that
+        // asks for a wait is heard out up to the former default's bound.
+        _ if defaulted_open => DEFAULT_HINTED_OPEN_MAX,
         OpenDuration::Fixed(d) => d.saturating_mul(10).min(MAX_DURATION),
         OpenDuration::Backoff(b) => b.max_delay(),
     };
@@ -948,8 +983,13 @@ mod tests {
         assert_eq!(c.minimum_calls(), 100);
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
-        assert_eq!(c.probes_to_close(), 10);
+        assert_eq!(c.probes_to_close(), 5);
         assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
+        assert_eq!(c.open_jitter(), 0.25);
+        assert_eq!(
+            c.open_duration(),
+            OpenDuration::Backoff(default_open_backoff())
+        );
         assert!(c.automatic_transitions());
         assert!(!c.overload_is_failure());
     }

@@ -19,9 +19,10 @@
 //!   rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from a healthy downstream,
 //!   so a client that calls once a second stops after five failed calls rather than a hundred,
 //!   but about 14 in a 30 % brownout, which a breaker must not turn into an outage;
-//! - open durations fixed or growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),
-//!   each stretched at random by up to `open_jitter` so that breakers that opened together
-//!   probe apart, or taken from the result that tripped it ([`RetryAfter`], such as a
+//! - open durations fixed or growing with a jittered [`Backoff`](seawall_core::backoff::Backoff)
+//!   (by default 1 s, 2 s, then 3 s while probes fail: a downstream that came back is used
+//!   again within 5 s, and an outage gets a probe a second at most), each stretched at random
+//!   by up to `open_jitter` (default 0.25) so that breakers that opened together probe apart, or taken from the result that tripped it ([`RetryAfter`], such as a
 //!   `Retry-After` header) within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
 //!   the open duration);
 //! - half-open probes bounded under any concurrency, closing on a success ratio, scored when

@@ -29,6 +29,10 @@ fn builder() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
     CircuitBreakerLayer::builder()
         .name("dep")
         .open_duration(secs(10))
+        // Exact open durations, so tests can step the clock to them, and one failed probe
+        // opens again.
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
 }
 
 /// What the downstream does with a call.
@@ -398,6 +402,33 @@ async fn a_failed_probe_opens_the_breaker_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn by_default_half_of_the_probes_close_and_six_failures_of_ten_open_again() {
+    let default_ratio = || {
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .open_duration(secs(10))
+            .open_jitter(0.0)
+            .build()
+            .unwrap()
+            .pair()
+    };
+    // A brownout's probe round: three failures of ten close the breaker again.
+    let (layer, handle) = default_ratio();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail, Pass, Fail, Pass, Fail, Pass, Pass, Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    // An outage's: the sixth failure opens it, before the tenth probe.
+    let (layer, handle) = default_ratio();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail; 5]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_closes_on_a_success_ratio() {
     let (layer, handle) = builder()
         .consecutive_failures(1)
@@ -453,6 +484,35 @@ async fn open_backoff_grows_on_each_reopening_and_starts_over_after_recovery() {
     assert_eq!(handle.state(), CircuitState::Closed);
     run(&layer, &[Fail]).await;
     assert_eq!(handle.open_remaining(), Some(secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_breaker_opens_1s_2s_then_3s_each_stretched_by_up_to_a_quarter() {
+    let mut spread = std::collections::BTreeSet::new();
+    for seed in 0..10 {
+        let (layer, handle) = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .pair();
+        run(&layer, &[Fail]).await;
+        for base in [1000, 2000, 3000, 3000] {
+            let open = handle.open_remaining().unwrap();
+            assert!(
+                open >= ms(base) && open <= ms(base + base / 4),
+                "{open:?} for {base} ms"
+            );
+            spread.insert(open);
+            advance(open).await;
+            run(&layer, &[Fail]).await;
+        }
+    }
+    assert!(
+        spread.len() > 20,
+        "breakers that opened together probe apart"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1394,7 +1454,7 @@ async fn a_slow_probe_fails_when_slow_calls_trip() {
 async fn a_layer_from_a_configuration_file() {
     let config: seawall_circuit_breaker::CircuitBreakerConfig = serde_json::from_str(
         r#"{"name": "dep", "window": {"time": "10s"}, "minimum_calls": 2,
-            "failure_rate_threshold": 0.5, "open_duration": "3s"}"#,
+            "failure_rate_threshold": 0.5, "open_duration": "3s", "open_jitter": 0}"#,
     )
     .unwrap();
     let (layer, handle) = CircuitBreakerLayer::from(config).pair();

@@ -132,7 +132,9 @@ impl RetryBudget {
     pub fn seeded(config: BudgetConfig, seed: u64) -> Self {
         let quiet = nanos(config.quiet_ttl);
         let ttl = nanos(config.ttl);
-        let slot_nanos = (quiet / SLOTS_PER_QUIET).max(ttl.div_ceil(MAX_SLOTS)).max(1);
+        let slot_nanos = (quiet / SLOTS_PER_QUIET)
+            .max(ttl.div_ceil(MAX_SLOTS))
+            .max(1);
         let ttl_slots = ttl.div_ceil(slot_nanos);
         let quiet_slots = quiet.div_ceil(slot_nanos).clamp(1, ttl_slots);
         // One more than the window, for the slot being filled.
@@ -272,7 +274,11 @@ impl BudgetState {
         let from = (slot + 1).saturating_sub(length);
         // Requests since the ledger last looked (those of its slot it had not seen yet).
         let (fresh, seen) = if slot > ledger.seen_slot {
-            let older = sum(&self.deposits, ledger.seen_slot.max(ttl_from), ledger.seen_slot);
+            let older = sum(
+                &self.deposits,
+                ledger.seen_slot.max(ttl_from),
+                ledger.seen_slot,
+            );
             let newer = sum(&self.deposits, ledger.seen_slot + 1, slot);
             let now = sum(&self.deposits, slot, slot);
             (older.saturating_sub(ledger.seen) + newer, now)
@@ -282,7 +288,8 @@ impl BudgetState {
         };
         let elapsed = slot.saturating_sub(ledger.seen_slot) as f64;
         let earned = ratio * fresh as f64 + self.floor_per_slot * elapsed;
-        let cap = ratio * sum(&self.deposits, from, slot) as f64 + self.floor_per_slot * length as f64;
+        let cap =
+            ratio * sum(&self.deposits, from, slot) as f64 + self.floor_per_slot * length as f64;
         let credit = (ledger.credit + earned).min(cap);
         if commit {
             ledger.episode = episode;
@@ -474,8 +481,8 @@ mod tests {
 
         use super::*;
         use proptest::prelude::*;
-        use rand::{Rng, SeedableRng};
         use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
 
         /// Retries granted and requests sent during the fault, and draws for partial retries.
         struct Run {

@@ -76,7 +76,9 @@ impl<P> Shared<P> {
             backoff: config.backoff,
             max_delay: config.max_delay,
             max_elapsed: config.max_elapsed,
-            budget: config.budget.map(|budget| RetryBudget::seeded(budget, seed)),
+            budget: config
+                .budget
+                .map(|budget| RetryBudget::seeded(budget, seed)),
             seed,
             sequence: AtomicU64::new(0),
             policy: Arc::new(policy),

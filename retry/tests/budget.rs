@@ -69,7 +69,9 @@ impl Model {
         let quiet = config.quiet_ttl().as_nanos() as u64;
         let ttl = config.ttl().as_nanos() as u64;
         let slot_nanos = (quiet / 10).max(ttl.div_ceil(1000)).max(1);
-        let quiet = quiet.div_ceil(slot_nanos).clamp(1, ttl.div_ceil(slot_nanos));
+        let quiet = quiet
+            .div_ceil(slot_nanos)
+            .clamp(1, ttl.div_ceil(slot_nanos));
         let floor_per_slot = f64::from(config.min_per_second()) * slot_nanos as f64 / 1e9;
         Self {
             ratio: config.ratio(),

@@ -377,14 +377,21 @@ async fn a_post_whose_attempt_timed_out_after_the_server_acted_is_sent_once() {
 }
 
 #[test]
-fn the_default_stack_is_one_second_three_attempts_and_a_ten_percent_budget() {
+fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
     let config = ClientStackConfig::default();
     let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["name"], "client");
     assert_eq!(json["total_timeout"], "1s");
     assert_eq!(json["attempt_timeout"], "300ms");
     assert_eq!(json["retry"]["max_attempts"], 3);
-    assert_eq!(json["retry"]["budget"]["ratio"], 0.1);
+    assert_eq!(json["retry"]["budget"]["ratio"], 0.09);
+    assert_eq!(
+        json["retry"]["budget"]["min_per_second"], 0,
+        "no floor that multiplies with the fleet"
+    );
+    assert_eq!(json["retry"]["budget"]["quiet_ttl"], "1s");
+    assert_eq!(json["circuit_breaker"]["open_backoff"]["base"], "1s");
+    assert_eq!(json["circuit_breaker"]["open_jitter"], 0.25);
     assert_eq!(
         json["retry"]["max_elapsed"], "1s",
         "retry stays within the total"

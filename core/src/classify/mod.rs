@@ -242,7 +242,11 @@ impl<B: 'static, E: 'static> Classify<::http::Response<B>, E> for DefaultClassif
         })
     }
 
-    fn watch<R: Report>(&self, response: ::http::Response<B>, _report: Option<R>) -> Self::Response<R> {
+    fn watch<R: Report>(
+        &self,
+        response: ::http::Response<B>,
+        _report: Option<R>,
+    ) -> Self::Response<R> {
         response
     }
 }

@@ -22,11 +22,12 @@
 //! (10 s) — failures frequent enough to use every bit of credit — credit earned since that
 //! episode began (and in the `quiet_ttl` before it) counts too, up to `ttl`, so that a client
 //! that calls once a second and fails every third call does not lose its credit before its
-//! next failure. A retry is granted while the credit holds a whole retry; when it holds only
-//! part of one, the retry is granted with that probability and the part is spent either way.
-//! So a client retries, on average, exactly what its requests earn (no more: a part spent on a
-//! draw that lost is gone, so the same credit never buys two draws), and one that calls too
-//! rarely to earn a whole retry still retries some failures. There is no floor unless
+//! next failure. A retry is granted while the credit holds a whole retry. A client too slow to
+//! earn a whole retry in its window at all gets a draw instead: the retry is granted with the
+//! probability of the part it holds, which is spent either way. So a busy client retries at
+//! most what its requests earn, and a slow one the same on average (no more: a part spent on a
+//! draw that lost is gone, so the same credit never buys two draws), and still retries some
+//! failures. There is no floor unless
 //! configured.
 //!
 //! So a client holds at most `ratio × rate × quiet_ttl` of stored credit when a fault begins,
@@ -186,7 +187,7 @@ impl RetryBudget {
         let s = &*self.state;
         let mut ledger = s.ledger();
         let slot = s.slot(Instant::now()).max(ledger.seen_slot);
-        let (credit, _) = s.settle(&mut ledger, slot, false);
+        let (credit, _, _) = s.settle(&mut ledger, slot, false);
         credit.max(0.0) as u64
     }
 
@@ -218,10 +219,14 @@ impl RetryBudget {
         // A caller whose clock read came before another's, but took the lock after, settles
         // at the other's slot: the ledger never goes back, so no request is earned twice.
         let slot = slot.max(ledger.seen_slot);
-        let (credit, frequent) = s.settle(&mut ledger, slot, true);
-        let (granted, left) = if credit >= 1.0 {
-            (true, credit - 1.0)
-        } else if credit > 0.0 {
+        let (credit, cap, frequent) = s.settle(&mut ledger, slot, true);
+        // Float dust from summing parts is no reason to refuse a whole retry.
+        let (granted, left) = if credit >= 1.0 - 1e-9 {
+            (true, (credit - 1.0).max(0.0))
+        } else if credit > 0.0 && cap < 1.0 {
+            // The window cannot hold a whole retry: only a draw lets this client retry at all.
+            // Where it can, the part waits for the rest, so a busy client's retries do not
+            // spread around what its requests earned.
             // Part of a retry buys that chance of one, and is spent whatever the draw.
             (draw(&mut ledger) < credit, 0.0)
         } else {
@@ -251,9 +256,9 @@ impl BudgetState {
     }
 
     /// The credit at `slot`: what the ledger held, plus what the requests since earned, with
-    /// credit older than the window expired; and whether failures are
-    /// frequent. With `commit`, the ledger takes the requests and the episode in.
-    fn settle(&self, ledger: &mut Ledger, slot: u64, commit: bool) -> (f64, bool) {
+    /// credit older than the window expired; the most the window allows; and whether failures
+    /// are frequent. With `commit`, the ledger takes the requests and the episode in.
+    fn settle(&self, ledger: &mut Ledger, slot: u64, commit: bool) -> (f64, f64, bool) {
         let ratio = self.config.ratio;
         let ttl_from = (slot + 1).saturating_sub(self.ttl_slots);
         let requests = sum(&self.deposits, ttl_from, slot);
@@ -296,7 +301,7 @@ impl BudgetState {
             ledger.seen_slot = slot;
             ledger.seen = seen;
         }
-        (credit, frequent)
+        (credit, cap, frequent)
     }
 }
 
@@ -418,6 +423,24 @@ mod tests {
         }
         b.deposit();
         assert!(b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_can_earn_a_whole_retry_waits_for_it_instead_of_drawing() {
+        for seed in 0..64 {
+            let b = RetryBudget::seeded(
+                BudgetConfig::new(0.5, 0, Duration::from_secs(10)).unwrap(),
+                seed,
+            );
+            // Three requests: a retry and a half, in a window that holds more than one.
+            for _ in 0..3 {
+                b.deposit();
+            }
+            assert!(b.withdraw());
+            assert!(!b.withdraw(), "half a retry is no draw (seed {seed})");
+            b.deposit();
+            assert!(b.withdraw(), "the half waited for the rest");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -128,7 +128,7 @@ impl Model {
         self.credit = (self.credit + earned).min(cap);
         if self.credit >= 1.0 - 1e-9 {
             Decision::Grant
-        } else if self.credit > 1e-9 {
+        } else if self.credit > 1e-9 && cap < 1.0 - 1e-9 {
             Decision::Maybe
         } else {
             Decision::Refuse

@@ -44,7 +44,8 @@ use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{CircuitBreakerConfig, OpenDuration, Window};
+use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Window};
+use crate::run::{self, AdaptiveRun, RunRule};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 
@@ -283,8 +284,9 @@ struct Rules {
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
     slow_call_duration: Option<Duration>,
-    consecutive_failures: Option<u32>,
+    consecutive_failures: Option<RunRule>,
     open_duration: OpenDuration,
+    open_jitter: f64,
     hinted_open: RangeInclusive<Duration>,
     probes: u32,
     probes_to_close: u32,
@@ -302,8 +304,14 @@ impl Rules {
             failure_rate: config.failure_rate,
             slow_call_rate: config.slow_call_rate,
             slow_call_duration: config.slow_call_duration,
-            consecutive_failures: config.consecutive_failures,
+            consecutive_failures: config.consecutive_failures.map(|rule| match rule {
+                ConsecutiveFailures::Fixed(n) => RunRule::Fixed(n),
+                ConsecutiveFailures::Adaptive { min, one_in } => {
+                    RunRule::Adaptive(AdaptiveRun::new(min, one_in))
+                }
+            }),
             open_duration: config.open_duration,
+            open_jitter: config.open_jitter,
             hinted_open: config.hinted_open_range(),
             probes: config.half_open_probes,
             probes_to_close: config.probes_to_close(),
@@ -339,6 +347,8 @@ pub(crate) struct Breaker {
     /// the counts reported in half-open; the decision is the probe word's.
     probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
+    /// The run of failures that trips the breaker, set when the current run began.
+    run_limit: AtomicU32,
     window: SlidingWindow,
     // Behind an atomic pointer so that a reload swaps them whole while calls read them: a
     // call loads them only to judge a slow call, an overload or a trip, never on the path of
@@ -376,6 +386,7 @@ impl Breaker {
             probes: AtomicU64::new(0),
             probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
+            run_limit: AtomicU32::new(u32::MAX),
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
             times_calls: AtomicBool::new(config.slow_call_duration.is_some()),
@@ -503,7 +514,9 @@ impl Breaker {
         let now = self.now_nanos();
         match state_of(word) {
             CircuitState::Closed => {
-                let counts = self.window.counts(self.since_epoch(Instant::now()).as_secs());
+                let counts = self
+                    .window
+                    .counts(self.since_epoch(Instant::now()).as_secs());
                 let consecutive = self.consecutive.load(Ordering::Relaxed);
                 if self.should_trip(&counts, consecutive) {
                     self.transition(word, CircuitState::Open, None, now);
@@ -822,7 +835,13 @@ impl Breaker {
             },
         );
         let consecutive = if call.is_failure() {
-            self.consecutive.fetch_add(1, Ordering::Relaxed) + 1
+            let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+            if run == 1
+                && let Some(RunRule::Adaptive(rule)) = self.rules().consecutive_failures
+            {
+                self.start_run(rule, second);
+            }
+            run
         } else {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
@@ -843,10 +862,26 @@ impl Breaker {
         }
     }
 
+    /// A run of failures began with the call just recorded: sets the run that trips from the
+    /// failure rate before it.
+    #[cold]
+    #[inline(never)]
+    fn start_run(&self, rule: AdaptiveRun, second: u64) {
+        let counts = self.window.counts(second);
+        let recent = self.window.failures_before_latest(run::RECENT);
+        let limit = rule.limit(run::baseline(counts.failures, counts.calls, recent));
+        self.run_limit.store(limit, Ordering::Relaxed);
+    }
+
     #[inline]
     fn should_trip(&self, counts: &WindowCounts, consecutive: u32) -> bool {
         let rules = self.rules();
-        if rules.consecutive_failures.is_some_and(|n| consecutive >= n) {
+        let run_limit = match rules.consecutive_failures {
+            Some(RunRule::Fixed(n)) => n,
+            Some(RunRule::Adaptive(_)) => self.run_limit.load(Ordering::Relaxed),
+            None => u32::MAX,
+        };
+        if consecutive >= run_limit {
             return true;
         }
         counts.calls >= rules.minimum_calls
@@ -1124,7 +1159,10 @@ impl Breaker {
             // day whatever the configuration says.
             return hint.clamp(*rules.hinted_open.start(), *rules.hinted_open.end());
         }
-        match rules.open_duration {
+        // Seeded per opening: reproducible from the seed, and no RNG state to guard.
+        let seed = rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let open = match rules.open_duration {
             OpenDuration::Fixed(open) => open,
             OpenDuration::Backoff(backoff) => {
                 let previous = if recovery.previous_open.is_zero() {
@@ -1132,14 +1170,17 @@ impl Breaker {
                 } else {
                     recovery.previous_open
                 };
-                // Seeded per opening: reproducible from the seed, and no RNG state to guard.
-                let seed = rules.seed ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let open = open_backoff(&backoff, recovery.openings, previous, &mut rng);
                 recovery.previous_open = open;
                 open
             }
+        };
+        if rules.open_jitter > 0.0 {
+            // Breakers that opened together would all probe at one instant.
+            let stretch = 1.0 + rng.random_range(0.0..=rules.open_jitter);
+            return open.mul_f64(stretch).min(FOREVER);
         }
+        open
     }
 
     fn announce(&self, from: CircuitState, to: CircuitState) {

@@ -18,6 +18,23 @@ const DEFAULT_MAX_KEYS: usize = 10_000;
 /// What the breakers of one keyed layer may hold at most: `max_keys ×` [`key_bytes`].
 const MAX_KEYED_BYTES: u64 = 256 << 20;
 const DEFAULT_HINTED_OPEN_MIN: Duration = Duration::from_secs(1);
+const DEFAULT_HINTED_OPEN_MAX: Duration = Duration::from_secs(300);
+// Nygard's "Release It!" trips on a handful of failures in a row; five is the most the
+// issue "One default stack" allows a client to send to a dead downstream.
+const DEFAULT_RUN_MIN: u32 = 5;
+// One false trip in ten million calls: a day of a client at 100 calls a second.
+const DEFAULT_RUN_ONE_IN: u64 = 10_000_000;
+const MAX_RUN_MIN: u32 = 100;
+// Open 1 s, then 2 s, then 3 s while probes keep failing, each stretched by up to a quarter:
+// at most 3.75 s between probes, so a client uses a downstream that came back within 5 s of
+// its return (Polly's default break duration is 5 s), and a probe a second at most.
+const DEFAULT_OPEN_BASE: Duration = Duration::from_secs(1);
+const DEFAULT_OPEN_CAP: Duration = Duration::from_secs(3);
+const DEFAULT_OPEN_JITTER: f64 = 0.25;
+// At 30 % errors, 5 of 10 probes succeed 95 % of the time: one false trip in a brownout costs
+// one open duration, not the whole brownout (0.7^10 = 2.8 % for all ten).
+const DEFAULT_HALF_OPEN_SUCCESS_RATIO: f64 = 0.5;
+const MAX_RUN_ONE_IN: u64 = 1_000_000_000_000_000;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Which calls the failure and slow-call rates are computed over.
@@ -57,6 +74,39 @@ pub enum OpenDuration {
     Backoff(Backoff),
 }
 
+/// How many failures in a row trip the breaker, whatever the window holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ConsecutiveFailures {
+    /// Always this many.
+    Fixed(u32),
+    /// As many as make a run that long unlikely at the failure rate seen before it began: `k`
+    /// with `p₀ᵏ ≤ 1 / one_in`, where `p₀` is the failure rate of the calls before the run
+    /// (the window's, or that of the last ten calls if higher), and never fewer than `min`,
+    /// which is what a run from a clean history needs.
+    ///
+    /// A run of `k` failures at an independent failure rate `p₀` starts at a given call with
+    /// probability about `p₀ᵏ`, so a breaker that trips on it opens by chance about once in
+    /// `one_in` calls, whatever `p₀`: after `min` failures from a healthy downstream (an outage
+    /// is found fast), after about fourteen in a 30 % brownout (which stays open: a breaker
+    /// would make that partial failure total). It is the CUSUM test of a jump to a failure
+    /// rate of 1 from `p₀`.
+    Adaptive {
+        /// The run that trips from a clean history, in `[1, 100]`.
+        min: u32,
+        /// How many calls, at the baseline failure rate, hold one such run by chance, in
+        /// `[2, 10^15]`.
+        one_in: u64,
+    },
+}
+
+impl ConsecutiveFailures {
+    /// The default: at least 5 failures in a row, one false trip in 10 million calls.
+    pub const DEFAULT: Self = Self::Adaptive {
+        min: DEFAULT_RUN_MIN,
+        one_in: DEFAULT_RUN_ONE_IN,
+    };
+}
+
 /// A validated circuit breaker configuration.
 ///
 /// Deserializes from, for example,
@@ -71,8 +121,9 @@ pub struct CircuitBreakerConfig {
     pub(crate) failure_rate: Option<f64>,
     pub(crate) slow_call_rate: Option<f64>,
     pub(crate) slow_call_duration: Option<Duration>,
-    pub(crate) consecutive_failures: Option<u32>,
+    pub(crate) consecutive_failures: Option<ConsecutiveFailures>,
     pub(crate) open_duration: OpenDuration,
+    pub(crate) open_jitter: f64,
     pub(crate) hinted_open_min: Duration,
     pub(crate) hinted_open_max: Duration,
     pub(crate) half_open_probes: u32,
@@ -129,13 +180,19 @@ impl CircuitBreakerConfig {
     }
 
     /// The run of failures in a row that trips the breaker, if that rule is on.
-    pub fn consecutive_failures(&self) -> Option<u32> {
+    pub fn consecutive_failures(&self) -> Option<ConsecutiveFailures> {
         self.consecutive_failures
     }
 
     /// How long the breaker stays open.
     pub fn open_duration(&self) -> OpenDuration {
         self.open_duration
+    }
+
+    /// How far each open duration is stretched at random: by a factor uniform in
+    /// `[1, 1 + open_jitter]`.
+    pub fn open_jitter(&self) -> f64 {
+        self.open_jitter
     }
 
     /// The range an open duration read from a result (a `Retry-After`) is clamped to.
@@ -251,13 +308,36 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// Opens after `failures` failures in a row, in `[1, 1000000]`, whatever the window holds.
+    /// Opens after `failures` failures in a row, in `[1, 1000000]`, whatever the window holds
+    /// (default: [`ConsecutiveFailures::DEFAULT`], a run that adapts to the failure rate).
+    ///
+    /// A fixed run opens a breaker in any brownout sooner or later: at 30 % independent
+    /// errors, 5 in a row come about once in 600 calls.
     pub fn consecutive_failures(mut self, failures: u32) -> Self {
-        self.spec.consecutive_failures = Some(failures.into());
+        self.spec.consecutive_failures = Some(RunSpec::Fixed(failures.into()));
         self
     }
 
-    /// Stays open for `duration` each time, in `(0s, 1 day]` (default 30 s).
+    /// Opens after a run of failures unlikely at the failure rate seen before it: at least
+    /// `min` in `[1, 100]`, such that a run that long comes by chance once in `one_in` calls
+    /// in `[2, 10^15]` (see [`ConsecutiveFailures::Adaptive`]; the default is 5 and 10
+    /// million).
+    pub fn adaptive_consecutive_failures(mut self, min: u32, one_in: u64) -> Self {
+        self.spec.consecutive_failures = Some(RunSpec::Adaptive {
+            min: min.into(),
+            one_in: one_in.into(),
+        });
+        self
+    }
+
+    /// Turns the consecutive-failures rule off (another rule must be on).
+    pub fn no_consecutive_failures(mut self) -> Self {
+        self.spec.consecutive_failures = Some(RunSpec::Off);
+        self
+    }
+
+    /// Stays open for `duration` each time, in `(0s, 1 day]` (default: an open backoff of 1 s
+    /// doubling to at most 3 s, see [`open_backoff`](Self::open_backoff)).
     pub fn open_duration(mut self, duration: Duration) -> Self {
         self.spec.open_duration = Some(duration.into());
         self.spec.open_backoff = None;
@@ -276,6 +356,15 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
+    /// Stretches every open duration (fixed or from the backoff, not one a result asked for)
+    /// by a factor uniform in `[1, 1 + jitter]`, `jitter` in `[0, 1]`, so that clients whose
+    /// breakers opened together do not all probe the downstream at the same instant (default
+    /// 0.25).
+    pub fn open_jitter(mut self, jitter: f64) -> Self {
+        self.spec.open_jitter = Some(jitter.into());
+        self
+    }
+
     /// The shortest open duration a result may ask for (see
     /// `CircuitBreakerLayer::open_duration_from`), in `(0s, 1 day]` (default 1 s, or the
     /// longest if that is shorter): a `Retry-After: 0` must not switch the breaker off.
@@ -285,7 +374,8 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
     }
 
     /// The longest open duration a result may ask for, in `[hinted_open_min, 1 day]`
-    /// (default: the open backoff's cap, or 10 × the open duration; never under the shortest):
+    /// (default: the open backoff's cap, or 10 × the open duration, or 300 s with the default
+    /// open durations; never under the shortest):
     /// a huge `Retry-After` must not hold the breaker open for a day.
     pub fn hinted_open_max(mut self, max: Duration) -> Self {
         self.spec.hinted_open_max = Some(max.into());
@@ -298,8 +388,9 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self
     }
 
-    /// The share of the probes that must succeed to close, in `(0, 1]` (default 1: one failed
-    /// probe opens the breaker again).
+    /// The share of the probes that must succeed to close, in `(0, 1]` (default 0.5, the bar
+    /// the failure rate sets while closed, as Resilience4j judges its half-open calls: a
+    /// brownout's probes close the breaker again, an outage's open it after 6 of 10).
     pub fn half_open_success_ratio(mut self, ratio: f64) -> Self {
         self.spec.half_open_success_ratio = Some(ratio.into());
         self
@@ -388,8 +479,12 @@ struct CircuitBreakerSpec {
     slow_call_rate_threshold: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     slow_call_duration: Option<Raw<Duration>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    consecutive_failures: Option<Raw<u32>>,
+    #[serde(
+        default,
+        deserialize_with = "run_or_off",
+        skip_serializing_if = "Option::is_none"
+    )]
+    consecutive_failures: Option<RunSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     open_duration: Option<Raw<Duration>>,
     #[serde(
@@ -398,6 +493,8 @@ struct CircuitBreakerSpec {
         skip_serializing_if = "Option::is_none"
     )]
     open_backoff: Option<Backoff>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open_jitter: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     hinted_open_min: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -418,6 +515,121 @@ struct CircuitBreakerSpec {
     key_idle_timeout: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     overload_is_failure: Option<Raw<bool>>,
+}
+
+/// A consecutive-failures rule as written: a count, `{ min = 5, one_in = 10000000 }` or `"off"`.
+#[derive(Debug, Clone)]
+enum RunSpec {
+    Fixed(Raw<u32>),
+    Adaptive { min: Raw<u32>, one_in: Raw<u64> },
+    Off,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdaptiveRunSpec {
+    #[serde(default = "default_run_min")]
+    min: Raw<u32>,
+    #[serde(default = "default_run_one_in")]
+    one_in: Raw<u64>,
+}
+
+/// The default open durations: 1 s, 2 s, then 3 s while probes keep failing (before the
+/// stretch of `open_jitter`).
+fn default_open_backoff() -> Backoff {
+    Backoff::exponential(DEFAULT_OPEN_BASE)
+        .cap(DEFAULT_OPEN_CAP)
+        .jitter(seawall_core::backoff::Jitter::None)
+        .build()
+        .expect("the default open backoff is valid")
+}
+
+fn default_run_min() -> Raw<u32> {
+    DEFAULT_RUN_MIN.into()
+}
+
+fn default_run_one_in() -> Raw<u64> {
+    DEFAULT_RUN_ONE_IN.into()
+}
+
+const RUN: &str = r#"a count, "off" or { min = 5, one_in = 10000000 }"#;
+
+impl Serialize for RunSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Self::Fixed(n) => n.serialize(s),
+            Self::Off => s.serialize_str("off"),
+            Self::Adaptive { min, one_in } => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("min", min)?;
+                map.serialize_entry("one_in", one_in)?;
+                map.end()
+            }
+        }
+    }
+}
+
+/// Reads a count, `"off"` or an adaptive rule's table; anything else is kept as written for
+/// the check to report with the allowed range.
+fn run_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunSpec>, D::Error> {
+    use serde::de::{self, MapAccess, Visitor};
+
+    struct Run;
+
+    impl<'de> Visitor<'de> for Run {
+        type Value = RunSpec;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(RUN)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<RunSpec, E> {
+            match v {
+                "off" => Ok(RunSpec::Off),
+                other => Ok(RunSpec::Fixed(Raw::deserialize(
+                    de::value::StrDeserializer::<E>::new(other),
+                )?)),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::I64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::U64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::F64Deserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<RunSpec, E> {
+            Ok(RunSpec::Fixed(Raw::deserialize(
+                de::value::BoolDeserializer::<E>::new(v),
+            )?))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RunSpec, A::Error> {
+            let spec: AdaptiveRunSpec = config::within(
+                "consecutive_failures",
+                de::value::MapAccessDeserializer::new(map),
+            )?;
+            Ok(RunSpec::Adaptive {
+                min: spec.min,
+                one_in: spec.one_in,
+            })
+        }
+    }
+
+    d.deserialize_any(Run).map(Some)
 }
 
 fn open_backoff_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Backoff>, D::Error> {
@@ -453,6 +665,7 @@ impl Default for CircuitBreakerSpec {
             consecutive_failures: None,
             open_duration: None,
             open_backoff: None,
+            open_jitter: None,
             hinted_open_min: None,
             hinted_open_max: None,
             half_open_probes: None,
@@ -522,10 +735,24 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 "a duration in (0s, 86400s] when slow_call_rate_threshold is set",
             ));
         }
-        let consecutive_failures = spec
-            .consecutive_failures
-            .map(|n| config::count_in("consecutive_failures", n, 1..=MAX_CONSECUTIVE))
-            .transpose()?;
+        let consecutive_failures = match spec.consecutive_failures {
+            None => Some(ConsecutiveFailures::DEFAULT),
+            Some(RunSpec::Off) => None,
+            Some(RunSpec::Fixed(n)) => Some(ConsecutiveFailures::Fixed(config::count_in(
+                "consecutive_failures",
+                n,
+                1..=MAX_CONSECUTIVE,
+            )?)),
+            Some(RunSpec::Adaptive { min, one_in }) => {
+                let check = || -> Result<ConsecutiveFailures, ConfigError> {
+                    Ok(ConsecutiveFailures::Adaptive {
+                        min: config::count_in("min", min, 1..=MAX_RUN_MIN)?,
+                        one_in: config::count_in("one_in", one_in, 2..=MAX_RUN_ONE_IN)?,
+                    })
+                };
+                Some(check().map_err(|e| e.within("consecutive_failures"))?)
+            }
+        };
         if failure_rate.is_none() && slow_call_rate.is_none() && consecutive_failures.is_none() {
             return Err(ConfigError::expected(
                 "failure_rate_threshold",
@@ -533,6 +760,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 "at least one trip rule (failure rate, slow-call rate or consecutive failures)",
             ));
         }
+        let defaulted_open = spec.open_duration.is_none() && spec.open_backoff.is_none();
         let open_duration = match (spec.open_duration, spec.open_backoff) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::expected(
@@ -545,14 +773,24 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 config::positive_duration("open_backoff.base", backoff.base(), MAX_DURATION)?;
                 OpenDuration::Backoff(backoff)
             }
-            (fixed, None) => OpenDuration::Fixed(config::positive_duration(
+            (Some(fixed), None) => OpenDuration::Fixed(config::positive_duration(
                 "open_duration",
-                fixed.unwrap_or_else(|| Duration::from_secs(30).into()),
+                fixed,
                 MAX_DURATION,
             )?),
+            (None, None) => OpenDuration::Backoff(default_open_backoff()),
         };
-        let (hinted_open_min, hinted_open_max) =
-            hinted_open(&open_duration, spec.hinted_open_min, spec.hinted_open_max)?;
+        let open_jitter = config::ratio_or_zero(
+            "open_jitter",
+            spec.open_jitter
+                .unwrap_or_else(|| DEFAULT_OPEN_JITTER.into()),
+        )?;
+        let (hinted_open_min, hinted_open_max) = hinted_open(
+            &open_duration,
+            defaulted_open,
+            spec.hinted_open_min,
+            spec.hinted_open_max,
+        )?;
         let half_open_probes = config::count_in(
             "half_open_probes",
             spec.half_open_probes.unwrap_or_else(|| 10.into()),
@@ -560,7 +798,8 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
         )?;
         let half_open_success_ratio = config::ratio(
             "half_open_success_ratio",
-            spec.half_open_success_ratio.unwrap_or_else(|| 1.0.into()),
+            spec.half_open_success_ratio
+                .unwrap_or_else(|| DEFAULT_HALF_OPEN_SUCCESS_RATIO.into()),
         )?;
         let half_open_max_wait = config::positive_duration(
             "half_open_max_wait",
@@ -597,6 +836,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             slow_call_duration,
             consecutive_failures,
             open_duration,
+            open_jitter,
             hinted_open_min,
             hinted_open_max,
             half_open_probes,
@@ -647,9 +887,11 @@ fn max_keys_for(keys: Option<usize>, window: Window) -> Result<usize, ConfigErro
 }
 
 /// The range a result's open duration is clamped to: by default at least 1 s and at most the
-/// backoff's cap (or 10 × the fixed open duration), each default giving way to the other bound.
+/// backoff's cap (or 10 × the fixed open duration, or 300 s when neither is configured), each
+/// default giving way to the other bound.
 fn hinted_open(
     open: &OpenDuration,
+    defaulted_open: bool,
     min: Option<Raw<Duration>>,
     max: Option<Raw<Duration>>,
 ) -> Result<(Duration, Duration), ConfigError> {
@@ -665,6 +907,9 @@ fn hinted_open(
         .map(|d| config::positive_duration("hinted_open_min", d, MAX_DURATION))
         .transpose()?;
     let default_max = || match open {
+        // The short default open durations are for a downstream that says nothing; one that
+        // asks for a wait is heard out up to the former default's bound.
+        _ if defaulted_open => DEFAULT_HINTED_OPEN_MAX,
         OpenDuration::Fixed(d) => d.saturating_mul(10).min(MAX_DURATION),
         OpenDuration::Backoff(b) => b.max_delay(),
     };
@@ -695,9 +940,17 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             no_failure_rate: c.failure_rate.is_none().into(),
             slow_call_rate_threshold: c.slow_call_rate.map(Raw::from),
             slow_call_duration: c.slow_call_duration.map(Raw::from),
-            consecutive_failures: c.consecutive_failures.map(Raw::from),
+            consecutive_failures: Some(match c.consecutive_failures {
+                None => RunSpec::Off,
+                Some(ConsecutiveFailures::Fixed(n)) => RunSpec::Fixed(n.into()),
+                Some(ConsecutiveFailures::Adaptive { min, one_in }) => RunSpec::Adaptive {
+                    min: min.into(),
+                    one_in: one_in.into(),
+                },
+            }),
             open_duration,
             open_backoff,
+            open_jitter: Some(c.open_jitter.into()),
             hinted_open_min: Some(c.hinted_open_min.into()),
             hinted_open_max: Some(c.hinted_open_max.into()),
             half_open_probes: Some(c.half_open_probes.into()),
@@ -730,8 +983,13 @@ mod tests {
         assert_eq!(c.minimum_calls(), 100);
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
         assert_eq!(c.half_open_probes(), 10);
-        assert_eq!(c.probes_to_close(), 10);
+        assert_eq!(c.probes_to_close(), 5);
         assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
+        assert_eq!(c.open_jitter(), 0.25);
+        assert_eq!(
+            c.open_duration(),
+            OpenDuration::Backoff(default_open_backoff())
+        );
         assert!(c.automatic_transitions());
         assert!(!c.overload_is_failure());
     }
@@ -770,7 +1028,7 @@ mod tests {
             ),
             (
                 "failure_rate_threshold",
-                build(|b| b.no_failure_rate()).unwrap_err(),
+                build(|b| b.no_failure_rate().no_consecutive_failures()).unwrap_err(),
             ),
             (
                 "open_duration",
@@ -903,7 +1161,61 @@ mod tests {
                 r#"name = """#,
                 r#"invalid `name`: "", expected a non-empty name"#,
             ),
+            (
+                "consecutive_failures = { min = 0 }",
+                "invalid `consecutive_failures.min`: 0 is outside the allowed range [1, 100]",
+            ),
+            (
+                "consecutive_failures = { one_in = -3 }",
+                "invalid `consecutive_failures.one_in`: -3 is outside the allowed range [2, 1000000000000000]",
+            ),
+            (
+                r#"consecutive_failures = "sometimes""#,
+                r#"invalid `consecutive_failures`: "sometimes" is outside the allowed range [1, 1000000]"#,
+            ),
+            (
+                "open_jitter = 1.5",
+                "invalid `open_jitter`: 1.5 is outside the allowed range [0, 1]",
+            ),
         ]);
+    }
+
+    #[test]
+    fn the_consecutive_rule_reads_as_a_count_a_table_or_off() {
+        let read = |toml: &str| -> CircuitBreakerConfig { toml::from_str(toml).unwrap() };
+        assert_eq!(
+            read("").consecutive_failures(),
+            Some(ConsecutiveFailures::DEFAULT)
+        );
+        assert_eq!(
+            read("consecutive_failures = 3").consecutive_failures(),
+            Some(ConsecutiveFailures::Fixed(3))
+        );
+        assert_eq!(
+            read("consecutive_failures = { min = 3 }").consecutive_failures(),
+            Some(ConsecutiveFailures::Adaptive {
+                min: 3,
+                one_in: 10_000_000
+            })
+        );
+        assert_eq!(
+            read(r#"consecutive_failures = "off""#).consecutive_failures(),
+            None
+        );
+        let typo = toml::from_str::<CircuitBreakerConfig>("consecutive_failures = { mni = 3 }")
+            .unwrap_err();
+        assert!(typo.to_string().contains("unknown field"), "{typo}");
+        for config in [
+            read("consecutive_failures = 3"),
+            read(r#"consecutive_failures = "off""#),
+            read("consecutive_failures = { min = 4, one_in = 1000 }\nopen_jitter = 0.2"),
+        ] {
+            let json = serde_json::to_string(&config).unwrap();
+            assert_eq!(
+                serde_json::from_str::<CircuitBreakerConfig>(&json).unwrap(),
+                config
+            );
+        }
     }
 
     #[test]

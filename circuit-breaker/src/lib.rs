@@ -14,10 +14,16 @@
 //!   one bucket per second, O(1) per call and fixed memory), lock-free on every call: atomics
 //!   only, no lock and no allocation on the path of a call;
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
-//!   duration), N failures in a row, with a minimum number of calls for the rates;
-//! - open durations fixed, growing with a jittered [`Backoff`](seawall_core::backoff::Backoff),
-//!   or taken from the result that tripped it ([`RetryAfter`], such as a `Retry-After` header)
-//!   within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
+//!   duration), failures in a row, with a minimum number of calls for the rates. By default
+//!   the failure rate (50 % of 100 calls) and a run of failures that adapts to the failure
+//!   rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from a healthy downstream,
+//!   so a client that calls once a second stops after five failed calls rather than a hundred,
+//!   but about 14 in a 30 % brownout, which a breaker must not turn into an outage;
+//! - open durations fixed or growing with a jittered [`Backoff`](seawall_core::backoff::Backoff)
+//!   (by default 1 s, 2 s, then 3 s while probes fail: a downstream that came back is used
+//!   again within 5 s, and an outage gets a probe a second at most), each stretched at random
+//!   by up to `open_jitter` (default 0.25) so that breakers that opened together probe apart, or taken from the result that tripped it ([`RetryAfter`], such as a
+//!   `Retry-After` header) within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
 //!   the open duration);
 //! - half-open probes bounded under any concurrency, closing on a success ratio, scored when
 //!   their response head arrives (a server-streaming probe does not hold its slot for as long
@@ -85,11 +91,14 @@ mod handle;
 mod keyed;
 mod layer;
 mod retry_after;
+mod run;
 mod service;
 mod state;
 mod window;
 
-pub use self::config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, OpenDuration, Window};
+pub use self::config::{
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, OpenDuration, Window,
+};
 pub use self::handle::CircuitBreakerHandle;
 pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;

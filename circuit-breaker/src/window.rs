@@ -174,6 +174,20 @@ impl CountWindow {
         self.totals.read(self.slots.len() as u64)
     }
 
+    /// Failures among the `n` calls recorded before the latest one (fewer if the window is
+    /// smaller or holds fewer).
+    pub(crate) fn failures_before_latest(&self, n: usize) -> u64 {
+        let len = self.slots.len() as u64;
+        // The cursor counts every call ever recorded; the latest took `cursor - 1`.
+        let Some(latest) = self.cursor.load(Ordering::Relaxed).checked_sub(1) else {
+            return 0;
+        };
+        (1..=(n as u64).min(len - 1).min(latest))
+            .map(|back| self.slots[((latest - back) % len) as usize].load(Ordering::Relaxed))
+            .filter(|&code| code & 2 != 0)
+            .count() as u64
+    }
+
     pub(crate) fn reset(&self) {
         for slot in self.slots.iter() {
             let old = slot.swap(Sample::EMPTY, Ordering::AcqRel);
@@ -320,6 +334,15 @@ impl SlidingWindow {
         match self {
             Self::Count(w) => w.counts(),
             Self::Time(w) => w.counts(second),
+        }
+    }
+
+    /// Failures among the `n` calls before the latest, where the window keeps calls in order
+    /// (a count window); `None` for a time window.
+    pub(crate) fn failures_before_latest(&self, n: usize) -> Option<u64> {
+        match self {
+            Self::Count(w) => Some(w.failures_before_latest(n)),
+            Self::Time(_) => None,
         }
     }
 

@@ -46,6 +46,7 @@ async fn one_breaker_trips_for_every_connection_and_route() {
         .name("api")
         .consecutive_failures(3)
         .open_duration(Duration::from_secs(30))
+        .open_jitter(0.0)
         .build()
         .unwrap()
         .pair();

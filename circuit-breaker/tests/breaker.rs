@@ -29,6 +29,10 @@ fn builder() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
     CircuitBreakerLayer::builder()
         .name("dep")
         .open_duration(secs(10))
+        // Exact open durations, so tests can step the clock to them, and one failed probe
+        // opens again.
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
 }
 
 /// What the downstream does with a call.
@@ -207,6 +211,79 @@ async fn opens_after_consecutive_failures_whatever_the_rate() {
     assert_eq!(handle.state(), CircuitState::Open);
 }
 
+/// `n` calls failing independently with probability `p`, from a seeded stream.
+fn brownout(n: usize, p: f64, seed: u64) -> Vec<Call> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| if rng.random_bool(p) { Fail } else { Pass })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_five_failures_in_a_row_open_a_breaker_with_a_clean_history() {
+    let (layer, handle) = builder().build().unwrap().pair();
+    run(&layer, &[Pass; 200]).await;
+    run(&layer, &[Fail; 4]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(
+        handle.state(),
+        CircuitState::Open,
+        "five calls, long before the window's 100"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thirty_percent_brownout_needs_a_run_the_brownout_hardly_ever_makes() {
+    // Past the onset (a window of the brownout's calls), runs of 5 to 13 failures come
+    // about 40 times in 20 000 calls and open a fixed-run breaker each time; the adaptive one
+    // asks for 14.
+    let calls = brownout(20_000, 0.3, 7);
+    let fixed = builder()
+        .no_failure_rate()
+        .consecutive_failures(5)
+        .build()
+        .unwrap();
+    let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
+    let warm = brownout(100, 0.3, 8);
+    run(&layer, &warm).await;
+    run(&fixed, &warm).await;
+    for chunk in calls.chunks(500) {
+        run(&layer, chunk).await;
+        assert_eq!(handle.state(), CircuitState::Closed);
+    }
+    let fixed_opens = run(&fixed, &calls).await.iter().filter(|&&r| r).count();
+    assert!(fixed_opens > 0, "a fixed run of 5 trips in a brownout");
+    // The same breaker still finds an outage, after a run long for its baseline (over ten
+    // failures while the window reads 20 % or more).
+    run(&layer, &[Pass]).await;
+    let rejected = run(&layer, &[Fail; 14]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert!(!rejected[..10].iter().any(|&r| r), "{rejected:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_that_trips_follows_the_last_calls_before_the_window_catches_up() {
+    let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
+    run(&layer, &[Pass; 100]).await;
+    // Two of the last ten calls failed: a baseline of 20 %, a run of 11.
+    run(&layer, &[Fail, Pass, Pass, Fail, Pass]).await;
+    run(&layer, &[Fail; 10]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_consecutive_rule_can_be_switched_off() {
+    let (layer, handle) = builder().no_consecutive_failures().build().unwrap().pair();
+    run(&layer, &[Fail; 99]).await;
+    assert_eq!(handle.state(), CircuitState::Closed, "the rate rule only");
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
 #[tokio::test(start_paused = true)]
 async fn ignored_outcomes_count_for_nothing() {
     let classify = ClassifyFn::new(|r: Result<&&'static str, &BoxError>| match r {
@@ -325,6 +402,33 @@ async fn a_failed_probe_opens_the_breaker_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn by_default_half_of_the_probes_close_and_six_failures_of_ten_open_again() {
+    let default_ratio = || {
+        CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .open_duration(secs(10))
+            .open_jitter(0.0)
+            .build()
+            .unwrap()
+            .pair()
+    };
+    // A brownout's probe round: three failures of ten close the breaker again.
+    let (layer, handle) = default_ratio();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail, Pass, Fail, Pass, Fail, Pass, Pass, Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    // An outage's: the sixth failure opens it, before the tenth probe.
+    let (layer, handle) = default_ratio();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    run(&layer, &[Fail; 5]).await;
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn half_open_closes_on_a_success_ratio() {
     let (layer, handle) = builder()
         .consecutive_failures(1)
@@ -380,6 +484,57 @@ async fn open_backoff_grows_on_each_reopening_and_starts_over_after_recovery() {
     assert_eq!(handle.state(), CircuitState::Closed);
     run(&layer, &[Fail]).await;
     assert_eq!(handle.open_remaining(), Some(secs(1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn by_default_a_breaker_opens_1s_2s_then_3s_each_stretched_by_up_to_a_quarter() {
+    let mut spread = std::collections::BTreeSet::new();
+    for seed in 0..10 {
+        let (layer, handle) = CircuitBreakerLayer::builder()
+            .consecutive_failures(1)
+            .half_open_probes(1)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .pair();
+        run(&layer, &[Fail]).await;
+        for base in [1000, 2000, 3000, 3000] {
+            let open = handle.open_remaining().unwrap();
+            assert!(
+                open >= ms(base) && open <= ms(base + base / 4),
+                "{open:?} for {base} ms"
+            );
+            spread.insert(open);
+            advance(open).await;
+            run(&layer, &[Fail]).await;
+        }
+    }
+    assert!(
+        spread.len() > 20,
+        "breakers that opened together probe apart"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_jitter_stretches_each_opening_within_its_range_and_spreads_breakers() {
+    let mut opens = Vec::new();
+    for seed in 0..20 {
+        let (layer, handle) = builder()
+            .consecutive_failures(1)
+            .open_duration(secs(5))
+            .open_jitter(0.2)
+            .seed(seed)
+            .build()
+            .unwrap()
+            .pair();
+        run(&layer, &[Fail]).await;
+        let open = handle.open_remaining().unwrap();
+        assert!(open >= secs(5) && open <= secs(6), "{open:?}");
+        opens.push(open);
+    }
+    opens.sort();
+    opens.dedup();
+    assert!(opens.len() > 15, "breakers opened together probe apart");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1299,7 +1454,7 @@ async fn a_slow_probe_fails_when_slow_calls_trip() {
 async fn a_layer_from_a_configuration_file() {
     let config: seawall_circuit_breaker::CircuitBreakerConfig = serde_json::from_str(
         r#"{"name": "dep", "window": {"time": "10s"}, "minimum_calls": 2,
-            "failure_rate_threshold": 0.5, "open_duration": "3s"}"#,
+            "failure_rate_threshold": 0.5, "open_duration": "3s", "open_jitter": 0}"#,
     )
     .unwrap();
     let (layer, handle) = CircuitBreakerLayer::from(config).pair();

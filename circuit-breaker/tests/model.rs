@@ -25,13 +25,51 @@ enum WindowKind {
     Time(u64),
 }
 
+/// The consecutive-failures rule.
+#[derive(Debug, Clone, Copy)]
+enum Run {
+    Fixed(u32),
+    /// At least `min`, and as many as make the run rarer than one in `one_in` at the failure
+    /// rate before it.
+    Adaptive {
+        min: u32,
+        one_in: u64,
+    },
+}
+
+impl Run {
+    /// The run that trips after the window's `before` samples (oldest first), as the crate
+    /// documents it: the baseline is the higher of the window's failure rate shrunk by ten
+    /// successes and, for a count window, the last ten calls' rate; the run is the shortest
+    /// `k >= min` with `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
+    fn limit(self, before: &[Sample], ordered: bool) -> u32 {
+        let (min, one_in) = match self {
+            Self::Fixed(n) => return n,
+            Self::Adaptive { min, one_in } => (min, one_in as f64),
+        };
+        let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
+        let window = failures(before) / (before.len() as f64 + 10.0);
+        let recent = if ordered {
+            failures(&before[before.len().saturating_sub(10)..]) / 10.0
+        } else {
+            0.0
+        };
+        let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
+        let mut k = min;
+        while k < 10_000 && p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
+            k += 1;
+        }
+        if p >= 1.0 { u32::MAX } else { k }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Config {
     window: WindowKind,
     minimum_calls: u32,
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
-    consecutive: Option<u32>,
+    consecutive: Option<Run>,
     probes: u32,
     ratio: f64,
     automatic: bool,
@@ -39,7 +77,10 @@ struct Config {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Call { outcome: Outcome, millis: u64 },
+    Call {
+        outcome: Outcome,
+        millis: u64,
+    },
     Advance(u64),
     /// New rules for the same window and automatic transitions.
     Reload(Config),
@@ -59,6 +100,7 @@ struct Model {
     phase: u64,
     window: VecDeque<(u64, Sample)>,
     consecutive: u32,
+    run_limit: u32,
     open_until: Duration,
     probe_deadline: Duration,
     probes_ok: u32,
@@ -74,6 +116,7 @@ impl Model {
             phase: 0,
             window: VecDeque::new(),
             consecutive: 0,
+            run_limit: u32::MAX,
             open_until: Duration::ZERO,
             probe_deadline: Duration::ZERO,
             probes_ok: 0,
@@ -211,9 +254,13 @@ impl Model {
 
     fn trips(&self, c: WindowCounts) -> bool {
         let rate = |part: u64| part as f64 / c.calls as f64;
-        self.config
-            .consecutive
-            .is_some_and(|n| self.consecutive >= n)
+        // A fixed run applies as configured now; an adaptive one was set when the run began.
+        let run_limit = match self.config.consecutive {
+            Some(Run::Fixed(n)) => n,
+            Some(Run::Adaptive { .. }) => self.run_limit,
+            None => u32::MAX,
+        };
+        self.consecutive >= run_limit
             || (c.calls >= u64::from(self.config.minimum_calls)
                 && (self
                     .config
@@ -245,6 +292,21 @@ impl Model {
         };
         match self.state {
             CircuitState::Closed => {
+                if sample.failure
+                    && self.consecutive == 0
+                    && let Some(run @ Run::Adaptive { .. }) = self.config.consecutive
+                {
+                    let before: Vec<Sample> = self.live(now).copied().collect();
+                    // The count window holds its size, this call included.
+                    let before = match self.config.window {
+                        WindowKind::Count(n) => {
+                            before[before.len().saturating_sub(n as usize - 1)..].to_vec()
+                        }
+                        WindowKind::Time(_) => before,
+                    };
+                    let ordered = matches!(self.config.window, WindowKind::Count(_));
+                    self.run_limit = run.limit(&before, ordered);
+                }
                 self.window.push_back((now.as_secs(), sample));
                 if sample.failure {
                     self.consecutive += 1;
@@ -287,7 +349,14 @@ fn config() -> impl Strategy<Value = Config> {
         1u32..=8,
         rate(),
         rate(),
-        proptest::option::of(1u32..=4),
+        proptest::option::of(prop_oneof![
+            (1u32..=4).prop_map(Run::Fixed),
+            (
+                1u32..=4,
+                prop_oneof![Just(10u64), Just(100), Just(10_000_000)]
+            )
+                .prop_map(|(min, one_in)| Run::Adaptive { min, one_in }),
+        ]),
         1u32..=3,
         prop_oneof![Just(0.5), Just(1.0)],
         any::<bool>(),
@@ -369,6 +438,7 @@ fn breaker_config(config: &Config) -> CircuitBreakerConfig {
         .minimum_calls(config.minimum_calls)
         .slow_call_duration(SLOW)
         .open_duration(OPEN)
+        .open_jitter(0.0)
         .half_open_max_wait(WAIT)
         .automatic_transitions(config.automatic)
         .half_open_probes(config.probes)
@@ -384,9 +454,11 @@ fn breaker_config(config: &Config) -> CircuitBreakerConfig {
     if let Some(t) = config.slow_call_rate {
         b = b.slow_call_rate_threshold(t);
     }
-    if let Some(n) = config.consecutive {
-        b = b.consecutive_failures(n);
-    }
+    b = match config.consecutive {
+        Some(Run::Fixed(n)) => b.consecutive_failures(n),
+        Some(Run::Adaptive { min, one_in }) => b.adaptive_consecutive_failures(min, one_in),
+        None => b.no_consecutive_failures(),
+    };
     b.build().expect("a valid configuration")
 }
 
@@ -504,6 +576,7 @@ async fn check_open_backoff(
         .consecutive_failures(1)
         .half_open_probes(1)
         .open_backoff(backoff)
+        .open_jitter(0.0)
         .seed(seed)
         .build()
         .expect("a valid configuration")

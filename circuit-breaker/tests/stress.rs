@@ -263,6 +263,7 @@ async fn no_rejection_asks_to_wait_longer_than_the_open_duration() {
         .name("stress")
         .consecutive_failures(1)
         .open_duration(OPEN)
+        .open_jitter(0.0)
         .half_open_probes(PROBES)
         .build()
         .unwrap();
@@ -283,6 +284,7 @@ async fn no_rejection_asks_to_wait_longer_than_the_open_backoff_allows() {
         .name("stress")
         .consecutive_failures(1)
         .open_backoff(backoff)
+        .open_jitter(0.0)
         .half_open_probes(PROBES)
         .half_open_max_wait(Duration::from_secs(60))
         .build()

@@ -1,16 +1,55 @@
-//! The retry budget: retries as a share of recent requests.
+//! The retry budget: retries as a share of recent requests, for one client and for a fleet.
 //!
 //! Max attempts alone multiply load exactly when a downstream can least take it: with three
 //! attempts, a failing downstream gets three times the traffic that broke it. A budget caps
-//! retries at a share of the requests seen over the last `ttl` (20 % by default), plus a small
-//! floor per second so that a quiet client can still retry. When the downstream recovers the
-//! budget refills; while it fails, the extra load stays at the ratio, however many attempts
-//! each call may make. This is Finagle's `RetryBudget` and tower's `TpsBudget`.
+//! retries at a share, `ratio`, of the requests seen lately, so that while the downstream
+//! fails the extra load stays at the ratio however many attempts each call may make (the SRE
+//! book, "Handling Overload": retries under 10 % of requests).
 //!
-//! Requests and retries are counted in per-second buckets of atomics, one word per bucket
-//! tagged with its second, so depositing and withdrawing take no lock and memory stays fixed.
-//! A withdrawal is counted first and checked after, and undone when over the budget, so
-//! concurrent withdrawals can never overdraw it.
+//! **Why not Finagle's and tower's budget.** Theirs is the ratio of the last 10 s plus a floor
+//! of 10 retries a second for each client. Both parts break the bound where it matters:
+//!
+//! - *The floor multiplies with the fleet.* 1000 replicas of a caller sharing 1000 requests a
+//!   second (one each a second) get 10 000 retries a second between them: every failure is
+//!   retried twice, and an outage gets three times the load.
+//! - *The window stores credit.* After 10 s of healthy traffic a client holds `ratio × 10 s` of
+//!   retries, which it spends as soon as failures start: over a fault of `D` seconds, retries
+//!   reach `ratio × (1 + 10 s / D)` of requests, 20 % over a 10 s outage for a 10 % ratio.
+//!
+//! **This budget.** Each request earns `ratio` of a retry; a retry spends one. Credit counts
+//! for a short `quiet_ttl` (1 s by default) while retries are rarely wanted: credit older than
+//! that expires. Once retries are wanted for at least `ratio` of the requests of the last `ttl`
+//! (10 s) — failures frequent enough to use every bit of credit — credit earned since that
+//! episode began (and in the `quiet_ttl` before it) counts too, up to `ttl`, so that a client
+//! that calls once a second and fails every third call does not lose its credit before its
+//! next failure. A retry is granted while the credit holds a whole retry. A client too slow to
+//! earn a whole retry in its window at all gets a draw instead: the retry is granted with the
+//! probability of the part it holds, which is spent either way. So a busy client retries at
+//! most what its requests earn, and a slow one the same on average (no more: a part spent on a
+//! draw that lost is gone, so the same credit never buys two draws), and still retries some
+//! failures. There is no floor unless
+//! configured.
+//!
+//! So a client holds at most `ratio × rate × quiet_ttl` of stored credit when a fault begins,
+//! in proportion to its own rate, and a fleet of any size holds `ratio × total rate × quiet_ttl`
+//! between them. Over a fault of `D` seconds hitting every client, the fleet's retries are at
+//! most (in expectation) `ratio × (1 + quiet_ttl / D)` of its requests: 9.9 % with the defaults
+//! (`ratio` 0.09) for any fault of 10 s or more, at any rate and any number of clients.
+//!
+//! The price: a client too slow to earn a whole retry in `quiet_ttl` cannot be sure to retry a
+//! lone transient error. That is arithmetic, not a choice: a fleet of `N` clients sharing `λ`
+//! requests a second sends each of them `λ·D/N` requests during a fault of `D` seconds, and
+//! any rule that lets each client retry its first failure for sure adds `N / (λ·D)` to the
+//! fleet's amplification (+100 % for 1000 clients at 100 requests a second during a 10 s
+//! outage), while a client cannot tell its first failure of a fleet-wide fault from a
+//! transient error. A client may retry it with the probability of its credit; a floor
+//! (`min_per_second`) gives single low-rate clients their certainty back, for deployments that
+//! know they are not a fleet.
+//!
+//! Requests and retries wanted are counted in slots of a tenth of `quiet_ttl` (at most a
+//! thousand over `ttl`), one word per slot tagged with its number, so that a request costs one
+//! compare-and-swap and no lock, and memory stays fixed. The credit itself is kept by the
+//! retries, under a lock taken only by a call that wants a retry.
 //!
 //! Several layers (one per downstream host, say) can share one budget:
 //!
@@ -19,7 +58,7 @@
 //! use seawall_retry::{BudgetConfig, RetryBudget, RetryLayer};
 //!
 //! # fn main() -> Result<(), seawall_core::config::ConfigError> {
-//! let budget = RetryBudget::new(BudgetConfig::new(0.1, 5, Duration::from_secs(10))?);
+//! let budget = RetryBudget::new(BudgetConfig::new(0.1, 0, Duration::from_secs(10))?);
 //! let orders = RetryLayer::builder().name("orders").build()?.with_budget(budget.clone());
 //! let stock = RetryLayer::builder().name("stock").build()?.with_budget(budget);
 //! # drop((orders, stock));
@@ -28,15 +67,20 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::BudgetConfig;
 
-const PPM: u64 = 1_000_000;
 const COUNT_MASK: u64 = u32::MAX as u64;
+/// Slots per `quiet_ttl`.
+const SLOTS_PER_QUIET: u64 = 10;
+/// The most slots over `ttl`.
+const MAX_SLOTS: u64 = 1000;
 
 /// A retry budget shared by every clone of the layers it is given to.
 ///
@@ -49,28 +93,75 @@ pub struct RetryBudget {
 struct BudgetState {
     config: BudgetConfig,
     start: Instant,
-    ttl_secs: u64,
-    ratio_ppm: u64,
-    reserve_ppm: u64,
+    slot_nanos: u64,
+    quiet_slots: u64,
+    ttl_slots: u64,
+    /// `min_per_second` in retries per slot.
+    floor_per_slot: f64,
     deposits: Box<[AtomicU64]>,
-    withdrawals: Box<[AtomicU64]>,
+    wants: Box<[AtomicU64]>,
+    /// The slot of the latest refused withdrawal, plus one; 0 before any.
+    refused: AtomicU64,
+    ledger: Mutex<Ledger>,
+}
+
+/// The credit, as the withdrawals have left it.
+#[derive(Debug)]
+struct Ledger {
+    /// Retries of credit.
+    credit: f64,
+    /// The latest slot whose requests the credit has taken in, and how many of them.
+    seen_slot: u64,
+    seen: u64,
+    /// The slot an episode of frequent failures began in, if one is on.
+    episode: Option<u64>,
+    /// The stream partial retries are drawn from.
+    seed: u64,
+    draws: u64,
 }
 
 impl RetryBudget {
-    /// A budget as `config` says, empty but for its floor.
+    /// A budget as `config` says, empty but for its floor's share of `quiet_ttl`, whose partial
+    /// retries are drawn
+    /// from a random seed.
     pub fn new(config: BudgetConfig) -> Self {
-        let ttl_secs = config.ttl.as_secs().max(1);
-        let slots = || (0..ttl_secs).map(|_| AtomicU64::new(0)).collect();
+        Self::seeded(config, RandomState::new().hash_one(0u8))
+    }
+
+    /// A budget as `config` says whose partial retries are drawn from `seed`, so that runs
+    /// repeat.
+    pub fn seeded(config: BudgetConfig, seed: u64) -> Self {
+        let quiet = nanos(config.quiet_ttl);
+        let ttl = nanos(config.ttl);
+        let slot_nanos = (quiet / SLOTS_PER_QUIET)
+            .max(ttl.div_ceil(MAX_SLOTS))
+            .max(1);
+        let ttl_slots = ttl.div_ceil(slot_nanos);
+        let quiet_slots = quiet.div_ceil(slot_nanos).clamp(1, ttl_slots);
+        // One more than the window, for the slot being filled.
+        let len = ttl_slots + 1;
+        let slots = || (0..len).map(|_| AtomicU64::new(0)).collect();
+        let floor_per_slot = f64::from(config.min_per_second) * slot_nanos as f64 / 1e9;
         Self {
             state: Arc::new(BudgetState {
                 config,
                 start: Instant::now(),
-                ttl_secs,
-                // Rounded down, so the budget never allows more than the ratio says.
-                ratio_ppm: (config.ratio * PPM as f64) as u64,
-                reserve_ppm: u64::from(config.min_per_second) * ttl_secs * PPM,
+                slot_nanos,
+                quiet_slots,
+                ttl_slots,
+                floor_per_slot,
                 deposits: slots(),
-                withdrawals: slots(),
+                wants: slots(),
+                refused: AtomicU64::new(0),
+                ledger: Mutex::new(Ledger {
+                    // The floor's share of the window from the start: a new client may retry.
+                    credit: floor_per_slot * quiet_slots as f64,
+                    seen_slot: 0,
+                    seen: 0,
+                    episode: None,
+                    seed,
+                    draws: 0,
+                }),
             }),
         }
     }
@@ -85,100 +176,186 @@ impl RetryBudget {
         self.deposit_at(Instant::now());
     }
 
-    /// Takes one retry from the budget; `false` when none is left.
+    /// Takes one retry from the budget; `false` when none is left (or, when only part of one
+    /// is, with the probability of what is missing).
     pub fn withdraw(&self) -> bool {
         self.withdraw_at(Instant::now())
     }
 
-    /// Retries left now, rounded down.
+    /// Whole retries left now.
     pub fn available(&self) -> u64 {
         let s = &*self.state;
-        let second = s.second(Instant::now());
-        let allowed = s.allowed_ppm(second);
-        let spent = sum(&s.withdrawals, second, s.ttl_secs) * PPM;
-        allowed.saturating_sub(spent) / PPM
+        let mut ledger = s.ledger();
+        let slot = s.slot(Instant::now()).max(ledger.seen_slot);
+        let (credit, _, _) = s.settle(&mut ledger, slot, false);
+        credit.max(0.0) as u64
+    }
+
+    /// Whether a withdrawal was refused within the last `quiet_ttl`: a retry is unlikely to be
+    /// granted now, so an attempt is likely the last of its call.
+    pub fn recently_refused(&self) -> bool {
+        self.recently_refused_at(Instant::now())
+    }
+
+    pub(crate) fn recently_refused_at(&self, now: Instant) -> bool {
+        let s = &*self.state;
+        match s.refused.load(Ordering::Relaxed) {
+            0 => false,
+            after => s.slot(now) < after - 1 + s.quiet_slots,
+        }
     }
 
     pub(crate) fn deposit_at(&self, now: Instant) {
         let s = &*self.state;
-        let second = s.second(now);
-        increment(&s.deposits[s.slot(second)], second);
+        let slot = s.slot(now);
+        increment(s.at(&s.deposits, slot), slot);
     }
 
     pub(crate) fn withdraw_at(&self, now: Instant) -> bool {
         let s = &*self.state;
-        let second = s.second(now);
-        let slot = &s.withdrawals[s.slot(second)];
-        let tag = increment(slot, second);
-        let spent = sum(&s.withdrawals, second, s.ttl_secs).saturating_mul(PPM);
-        if spent <= s.allowed_ppm(second) {
-            return true;
+        let slot = s.slot(now);
+        increment(s.at(&s.wants, slot), slot);
+        let mut ledger = s.ledger();
+        // A caller whose clock read came before another's, but took the lock after, settles
+        // at the other's slot: the ledger never goes back, so no request is earned twice.
+        let slot = slot.max(ledger.seen_slot);
+        let (credit, cap, frequent) = s.settle(&mut ledger, slot, true);
+        // Float dust from summing parts is no reason to refuse a whole retry.
+        let (granted, left) = if credit >= 1.0 - 1e-9 {
+            (true, (credit - 1.0).max(0.0))
+        } else if credit > 0.0 && cap < 1.0 {
+            // The window cannot hold a whole retry: only a draw lets this client retry at all.
+            // Where it can, the part waits for the rest, so a busy client's retries do not
+            // spread around what its requests earned.
+            // Part of a retry buys that chance of one, and is spent whatever the draw.
+            (draw(&mut ledger) < credit, 0.0)
+        } else {
+            (false, credit)
+        };
+        ledger.credit = left;
+        drop(ledger);
+        if !granted {
+            s.refused.fetch_max(slot + 1, Ordering::Relaxed);
         }
-        decrement(slot, tag);
-        false
+        tracing::trace!(granted, credit, frequent, "retry budget");
+        granted
     }
 }
 
 impl BudgetState {
-    fn second(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.start).as_secs()
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn slot(&self, second: u64) -> usize {
-        (second % self.ttl_secs) as usize
+    fn slot(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.start)) / self.slot_nanos
     }
 
-    fn allowed_ppm(&self, second: u64) -> u64 {
-        let requests = sum(&self.deposits, second, self.ttl_secs);
-        self.ratio_ppm
-            .saturating_mul(requests)
-            .saturating_add(self.reserve_ppm)
+    fn at<'a>(&self, slots: &'a [AtomicU64], slot: u64) -> &'a AtomicU64 {
+        &slots[(slot % slots.len() as u64) as usize]
     }
+
+    /// The credit at `slot`: what the ledger held, plus what the requests since earned, with
+    /// credit older than the window expired; the most the window allows; and whether failures
+    /// are frequent. With `commit`, the ledger takes the requests and the episode in.
+    fn settle(&self, ledger: &mut Ledger, slot: u64, commit: bool) -> (f64, f64, bool) {
+        let ratio = self.config.ratio;
+        let ttl_from = (slot + 1).saturating_sub(self.ttl_slots);
+        let requests = sum(&self.deposits, ttl_from, slot);
+        let wanted = sum(&self.wants, ttl_from, slot);
+        // Retries wanted for at least `ratio` of requests: failures use every bit of credit.
+        let frequent = wanted > 0 && wanted as f64 >= ratio * requests as f64;
+        let episode = match (frequent, ledger.episode) {
+            (false, _) => None,
+            (true, None) => Some(slot),
+            (true, Some(began)) => Some(began.min(slot)),
+        };
+        // The window credit may come from, and its length in slots whether or not the budget
+        // has lived that long.
+        let length = match episode {
+            None => self.quiet_slots,
+            Some(began) => self.ttl_slots.min(slot - began + self.quiet_slots),
+        };
+        let from = (slot + 1).saturating_sub(length);
+        // Requests since the ledger last looked (those of its slot it had not seen yet).
+        let (fresh, seen) = if slot > ledger.seen_slot {
+            let older = sum(
+                &self.deposits,
+                ledger.seen_slot.max(ttl_from),
+                ledger.seen_slot,
+            );
+            let newer = sum(&self.deposits, ledger.seen_slot + 1, slot);
+            let now = sum(&self.deposits, slot, slot);
+            (older.saturating_sub(ledger.seen) + newer, now)
+        } else {
+            let now = sum(&self.deposits, slot, slot);
+            (now.saturating_sub(ledger.seen), now)
+        };
+        let elapsed = slot.saturating_sub(ledger.seen_slot) as f64;
+        let earned = ratio * fresh as f64 + self.floor_per_slot * elapsed;
+        let cap =
+            ratio * sum(&self.deposits, from, slot) as f64 + self.floor_per_slot * length as f64;
+        let credit = (ledger.credit + earned).min(cap);
+        if commit {
+            ledger.episode = episode;
+            ledger.seen_slot = slot;
+            ledger.seen = seen;
+        }
+        (credit, cap, frequent)
+    }
+}
+
+/// A number in `[0, 1)`, the next of the ledger's seeded stream.
+fn draw(ledger: &mut Ledger) -> f64 {
+    ledger.draws += 1;
+    // splitmix64: every draw its own.
+    let mut z = ledger
+        .seed
+        .wrapping_add(ledger.draws.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn tag_of(word: u64) -> u64 {
     word >> 32
 }
 
-/// Adds one to the bucket for `second`, starting it afresh when it still holds an older
-/// second; returns the tag the count went under.
-fn increment(slot: &AtomicU64, second: u64) -> u64 {
-    let tag = second & COUNT_MASK;
-    let mut current = slot.load(Ordering::Acquire);
+/// Adds one to the slot word for `slot`, starting it afresh when it still holds an older
+/// slot.
+fn increment(cell: &AtomicU64, slot: u64) {
+    let tag = slot & COUNT_MASK;
+    let mut current = cell.load(Ordering::Acquire);
     loop {
-        let (next, used) = if tag_of(current) >= tag {
-            // A newer second (from a caller whose clock read came later) keeps its bucket.
+        let next = if tag_of(current) >= tag && current != 0 {
+            // A newer slot (from a caller whose clock read came later) keeps its word.
             let count = (current & COUNT_MASK).saturating_add(1).min(COUNT_MASK);
-            ((current & !COUNT_MASK) | count, tag_of(current))
+            (current & !COUNT_MASK) | count
         } else {
-            ((tag << 32) | 1, tag)
+            (tag << 32) | 1
         };
-        match slot.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return used,
-            Err(actual) => current = actual,
-        }
-    }
-}
-
-/// Takes one back from the bucket if it still holds the count made under `tag`.
-fn decrement(slot: &AtomicU64, tag: u64) {
-    let mut current = slot.load(Ordering::Acquire);
-    while tag_of(current) == tag && current & COUNT_MASK > 0 {
-        match slot.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
-        {
+        match cell.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => return,
             Err(actual) => current = actual,
         }
     }
 }
 
-/// The counts of the buckets whose second lies in the `ttl` seconds ending at `second`.
-fn sum(slots: &[AtomicU64], second: u64, ttl: u64) -> u64 {
-    let now = second & COUNT_MASK;
-    slots
+/// The counts of the slot words whose slot lies in `from..=to`.
+fn sum(cells: &[AtomicU64], from: u64, to: u64) -> u64 {
+    if from > to {
+        return 0;
+    }
+    let (from, to) = (from & COUNT_MASK, to & COUNT_MASK);
+    cells
         .iter()
-        .map(|slot| slot.load(Ordering::Acquire))
-        .filter(|&word| tag_of(word) + ttl > now)
+        .map(|cell| cell.load(Ordering::Acquire))
+        .filter(|&word| word != 0 && (from..=to).contains(&tag_of(word)))
         .map(|word| word & COUNT_MASK)
         .sum()
 }
@@ -194,53 +371,246 @@ impl fmt::Debug for RetryBudget {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     fn budget(ratio: f64, min_per_second: u32, ttl: u64) -> RetryBudget {
-        RetryBudget::new(
+        RetryBudget::seeded(
             BudgetConfig::new(ratio, min_per_second, Duration::from_secs(ttl)).unwrap(),
+            7,
         )
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_floor_alone_allows_min_per_second_times_ttl() {
+    async fn the_floor_alone_allows_min_per_second_over_the_window() {
         let b = budget(0.0, 2, 3);
-        assert_eq!(b.available(), 6);
-        assert!((0..6).all(|_| b.withdraw()));
+        // Quiet: the window is the last second.
+        assert_eq!(b.available(), 2);
+        assert!(b.withdraw());
+        assert!(b.withdraw());
         assert!(!b.withdraw());
     }
 
     #[tokio::test(start_paused = true)]
     async fn requests_earn_their_ratio() {
         let b = budget(0.5, 0, 1);
-        assert!(!b.withdraw());
         b.deposit();
-        assert!(!b.withdraw(), "half a retry is not one");
         b.deposit();
+        assert_eq!(b.available(), 1);
         assert!(b.withdraw());
-        assert!(!b.withdraw());
+        assert_eq!(b.available(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn deposits_expire_after_the_ttl() {
-        let b = budget(1.0, 0, 2);
+    async fn quiet_credit_lasts_quiet_ttl() {
+        let b = budget(1.0, 0, 10);
         b.deposit();
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!b.withdraw());
+        tokio::time::advance(ms(1000)).await;
+        assert_eq!(b.available(), 0, "a request a second old earns nothing now");
         b.deposit();
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(b.withdraw(), "a deposit one second old still counts");
+        tokio::time::advance(ms(900)).await;
+        assert!(b.withdraw(), "one 0.9 s old still counts");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_withdrawal_is_not_counted() {
+    async fn a_refused_withdrawal_is_not_counted_as_spent() {
         let b = budget(1.0, 0, 10);
         for _ in 0..100 {
             assert!(!b.withdraw());
         }
         b.deposit();
         assert!(b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_can_earn_a_whole_retry_waits_for_it_instead_of_drawing() {
+        for seed in 0..64 {
+            let b = RetryBudget::seeded(
+                BudgetConfig::new(0.5, 0, Duration::from_secs(10)).unwrap(),
+                seed,
+            );
+            // Three requests: a retry and a half, in a window that holds more than one.
+            for _ in 0..3 {
+                b.deposit();
+            }
+            assert!(b.withdraw());
+            assert!(!b.withdraw(), "half a retry is no draw (seed {seed})");
+            b.deposit();
+            assert!(b.withdraw(), "the half waited for the rest");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn frequent_failures_keep_the_credit_of_their_episode() {
+        // One request a second, every third wanting a retry: each earns 0.3 of a retry.
+        let b = budget(0.3, 0, 10);
+        let mut granted = 0;
+        for second in 0..30 {
+            b.deposit();
+            if second % 3 == 2 && b.withdraw() {
+                granted += 1;
+            }
+            tokio::time::advance(ms(1000)).await;
+        }
+        // 30 requests earn 9 retries; credit one second old would have earned 3 at most.
+        assert!(granted >= 7, "{granted}");
+        assert!(granted <= 9, "{granted}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_remembered_for_quiet_ttl() {
+        let b = budget(0.0, 0, 10);
+        assert!(!b.recently_refused());
+        assert!(!b.withdraw());
+        assert!(b.recently_refused());
+        tokio::time::advance(ms(1000)).await;
+        assert!(!b.recently_refused());
+    }
+
+    #[test]
+    fn draws_are_spread_over_zero_to_one() {
+        let b = budget(0.1, 0, 10);
+        let mut ledger = b.state.ledger();
+        let draws: Vec<f64> = (0..10_000).map(|_| draw(&mut ledger)).collect();
+        assert!(draws.iter().all(|&d| (0.0..1.0).contains(&d)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn part_of_a_retry_buys_one_draw_at_its_odds() {
+        // Ten requests a second earn 0.9 of a retry in the second credit lasts while quiet.
+        let b = budget(0.09, 0, 10);
+        let mut granted = 0u32;
+        for _ in 0..2000 {
+            for _ in 0..10 {
+                b.deposit();
+                tokio::time::advance(ms(100)).await;
+            }
+            granted += u32::from(b.withdraw());
+        }
+        // 20 000 requests earn 1800 retries, about what the draws grant.
+        assert!((1700..=1900).contains(&granted), "{granted}");
+    }
+
+    mod fleet {
+        //! The bound the module promises for a fleet: over a fault of `D` seconds hitting `N`
+        //! clients that share `λ` requests a second, retries are at most
+        //! `ratio × (1 + quiet_ttl / D)` of the fault's requests (in expectation: the partial
+        //! retries granted on draws add a spread, bounded here by four standard deviations).
+
+        use super::*;
+        use proptest::prelude::*;
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+
+        /// Retries granted and requests sent during the fault, and draws for partial retries.
+        struct Run {
+            retries: u64,
+            requests: u64,
+            retries_wanted: u64,
+        }
+
+        /// `clients` clients sharing `rate` requests a second for `healthy` seconds and then a
+        /// fault of `fault` seconds in which each attempt fails with probability `p`; a failed
+        /// attempt is retried at once, up to two retries per request.
+        fn run(clients: u64, rate: f64, healthy: f64, fault: f64, p: f64, seed: u64) -> Run {
+            let config = BudgetConfig::default();
+            let budgets: Vec<RetryBudget> = (0..clients)
+                .map(|c| RetryBudget::seeded(config, seed ^ c))
+                .collect();
+            let t0 = Instant::now();
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let per_client = rate / clients as f64;
+            let end = healthy + fault;
+            // Every request, in time order: (seconds, client).
+            let mut arrivals: Vec<(f64, u64)> = Vec::new();
+            for c in 0..clients {
+                let mut t = rng.random::<f64>() / per_client;
+                while t < end {
+                    arrivals.push((t, c));
+                    t += 1.0 / per_client;
+                }
+            }
+            arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut run = Run {
+                retries: 0,
+                requests: 0,
+                retries_wanted: 0,
+            };
+            for (t, c) in arrivals {
+                let now = t0 + Duration::from_secs_f64(t);
+                let budget = &budgets[c as usize];
+                budget.deposit_at(now);
+                if t < healthy {
+                    continue;
+                }
+                run.requests += 1;
+                let mut attempts = 1;
+                while attempts < 3 && rng.random_bool(p) {
+                    run.retries_wanted += 1;
+                    if !budget.withdraw_at(now) {
+                        break;
+                    }
+                    run.retries += 1;
+                    attempts += 1;
+                }
+            }
+            run
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+
+            #[test]
+            fn a_fleet_retries_at_most_the_ratio_over_any_fault(
+                clients in prop_oneof![Just(1u64), 2u64..=10, Just(100), Just(1000)],
+                rate in prop_oneof![Just(100.0), Just(1000.0), 100.0f64..=5000.0],
+                healthy in 2.0f64..=20.0,
+                fault in 10.0f64..=20.0,
+                p in prop_oneof![Just(1.0), Just(0.3), 0.05f64..=1.0],
+                seed in any::<u64>(),
+            ) {
+                let run = run(clients, rate, healthy, fault, p, seed);
+                let config = BudgetConfig::default();
+                let expected = config.ratio()
+                    * (1.0 + config.quiet_ttl().as_secs_f64() / fault)
+                    * run.requests as f64;
+                let spread = 4.0 * (run.retries_wanted as f64 / 4.0).sqrt() + 1.0;
+                prop_assert!(
+                    (run.retries as f64) <= expected + spread,
+                    "{} retries for {} requests: over {:.1} + {:.1}",
+                    run.retries, run.requests, expected, spread
+                );
+                prop_assert!(
+                    expected <= 0.1 * run.requests as f64 + 1e-9,
+                    "the default keeps the fleet within the SRE book's 10 %"
+                );
+            }
+        }
+
+        #[test]
+        fn a_floor_multiplies_with_the_fleet() {
+            // What the bound excludes: Finagle's floor of 10 a second for each of 1000 clients
+            // sharing 1000 requests a second lets every failure of an outage be retried twice.
+            let config = BudgetConfig::new(0.1, 10, Duration::from_secs(10)).unwrap();
+            let budgets: Vec<RetryBudget> =
+                (0..1000).map(|c| RetryBudget::seeded(config, c)).collect();
+            let t0 = Instant::now();
+            let (mut retries, mut requests) = (0, 0);
+            for second in 0..10u64 {
+                for (c, budget) in budgets.iter().enumerate() {
+                    let now = t0 + Duration::from_secs(second) + Duration::from_millis(c as u64);
+                    budget.deposit_at(now);
+                    requests += 1;
+                    retries += u64::from(budget.withdraw_at(now));
+                    retries += u64::from(budget.withdraw_at(now));
+                }
+            }
+            assert_eq!((retries, requests), (20_000, 10_000));
+        }
     }
 }

@@ -13,6 +13,11 @@ const MAX_ATTEMPTS: u32 = 100;
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_TTL: Duration = Duration::from_secs(60);
 const MAX_MIN_PER_SECOND: u32 = 1_000_000;
+// See `BudgetConfig::default`: 0.09 × (1 + 1 s / 10 s) is just under the SRE book's 10 %.
+const DEFAULT_RATIO: f64 = 0.09;
+const DEFAULT_TTL: Duration = Duration::from_secs(10);
+const DEFAULT_QUIET_TTL: Duration = Duration::from_secs(1);
+const MIN_QUIET_TTL: Duration = Duration::from_millis(10);
 
 fn default_backoff() -> Backoff {
     Backoff::exponential(Duration::from_millis(100))
@@ -156,7 +161,8 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
         self
     }
 
-    /// The layer's own retry budget (default [`BudgetConfig::default`]: 20 %, 10/s, 10 s).
+    /// The layer's own retry budget (default [`BudgetConfig::default`]: 9 % of requests, no
+    /// floor, credit kept 1 s while failures are rare and up to 10 s while they are frequent).
     pub fn budget(mut self, budget: BudgetConfig) -> Self {
         self.spec.budget = Some(budget);
         self
@@ -245,8 +251,7 @@ fn budget_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BudgetConfig>
     d.deserialize_any(BudgetOrOff)
 }
 
-const BUDGET: &str =
-    r#""off" or a budget such as { ratio = 0.2, min_per_second = 10, ttl = "10s" }"#;
+const BUDGET: &str = r#""off" or a budget such as { ratio = 0.09, ttl = "10s" }"#;
 
 fn write_budget<S: Serializer>(budget: &Option<BudgetConfig>, s: S) -> Result<S::Ok, S::Error> {
     match budget {
@@ -325,27 +330,41 @@ impl From<RetryConfig> for RetrySpec {
     }
 }
 
-/// A validated retry budget: retries allowed as a share of recent requests, plus a floor.
+/// A validated retry budget: retries allowed as a share of recent requests (see the
+/// [`budget`](crate::budget) module for how it holds for a fleet).
 ///
-/// Over any `ttl`, retries may make up at most `ratio` of the requests seen, plus
-/// `min_per_second × ttl` so that a quiet service can still retry. Deserializes from
-/// `{ "ratio": 0.2, "min_per_second": 10, "ttl": "10s" }`.
+/// Retries may make up `ratio` of the requests of the last `quiet_ttl`, or, while failures are
+/// frequent, of the requests since they became so (up to `ttl`), plus `min_per_second` per
+/// second of that window. Deserializes from `{ "ratio": 0.09, "ttl": "10s", "quiet_ttl": "1s",
+/// "min_per_second": 0 }`, every field optional.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "BudgetSpec", into = "BudgetSpec")]
 pub struct BudgetConfig {
     pub(crate) ratio: f64,
     pub(crate) min_per_second: u32,
     pub(crate) ttl: Duration,
+    pub(crate) quiet_ttl: Duration,
 }
 
 impl BudgetConfig {
     /// A budget of `ratio` retries per request in `[0, 1]`, at least `min_per_second` retries
-    /// per second in `[0, 1000000]`, counted over the last `ttl` in `[1s, 60s]` (whole seconds).
+    /// per second in `[0, 1000000]`, credit kept at most `ttl` in `[1s, 60s]` (whole seconds),
+    /// and `quiet_ttl` the default (1 s, or `ttl` if shorter).
     pub fn new(ratio: f64, min_per_second: u32, ttl: Duration) -> Result<Self, ConfigError> {
         Self::try_from(BudgetSpec {
             ratio: ratio.into(),
             min_per_second: min_per_second.into(),
             ttl: ttl.into(),
+            quiet_ttl: None,
+        })
+    }
+
+    /// The same budget with credit kept `quiet_ttl` while failures are rare, in
+    /// `[10ms, ttl]`.
+    pub fn with_quiet_ttl(self, quiet_ttl: Duration) -> Result<Self, ConfigError> {
+        Self::try_from(BudgetSpec {
+            quiet_ttl: Some(quiet_ttl.into()),
+            ..BudgetSpec::from(self)
         })
     }
 
@@ -359,19 +378,27 @@ impl BudgetConfig {
         self.min_per_second
     }
 
-    /// How long a request or retry counts.
+    /// The longest a request's credit counts: while failures are frequent.
     pub fn ttl(&self) -> Duration {
         self.ttl
+    }
+
+    /// How long a request's credit counts while failures are rare.
+    pub fn quiet_ttl(&self) -> Duration {
+        self.quiet_ttl
     }
 }
 
 impl Default for BudgetConfig {
-    /// Finagle's and tower's defaults: 20 % of requests, 10 per second, over 10 s.
+    /// 9 % of requests, no floor, credit kept 1 s while failures are rare and up to 10 s while
+    /// they are frequent: the fleet's retries stay within the SRE book's 10 % over any fault
+    /// of 10 s or more, `0.09 × (1 + 1 s / 10 s) = 9.9 %`, however many clients share it.
     fn default() -> Self {
         Self {
-            ratio: 0.2,
-            min_per_second: 10,
-            ttl: Duration::from_secs(10),
+            ratio: DEFAULT_RATIO,
+            min_per_second: 0,
+            ttl: DEFAULT_TTL,
+            quiet_ttl: DEFAULT_QUIET_TTL,
         }
     }
 }
@@ -379,9 +406,26 @@ impl Default for BudgetConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BudgetSpec {
+    #[serde(default = "default_ratio")]
     ratio: Raw<f64>,
+    #[serde(default = "default_min_per_second")]
     min_per_second: Raw<u32>,
+    #[serde(default = "default_ttl")]
     ttl: Raw<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quiet_ttl: Option<Raw<Duration>>,
+}
+
+fn default_ratio() -> Raw<f64> {
+    DEFAULT_RATIO.into()
+}
+
+fn default_min_per_second() -> Raw<u32> {
+    0.into()
+}
+
+fn default_ttl() -> Raw<Duration> {
+    DEFAULT_TTL.into()
 }
 
 impl TryFrom<BudgetSpec> for BudgetConfig {
@@ -402,10 +446,15 @@ impl TryFrom<BudgetSpec> for BudgetConfig {
                 "whole seconds in [1s, 60s]",
             ));
         }
+        let quiet_ttl = match spec.quiet_ttl {
+            Some(quiet) => config::duration_in("quiet_ttl", quiet, MIN_QUIET_TTL..=ttl)?,
+            None => DEFAULT_QUIET_TTL.min(ttl),
+        };
         Ok(Self {
             ratio,
             min_per_second,
             ttl,
+            quiet_ttl,
         })
     }
 }
@@ -416,6 +465,7 @@ impl From<BudgetConfig> for BudgetSpec {
             ratio: config.ratio.into(),
             min_per_second: config.min_per_second.into(),
             ttl: config.ttl.into(),
+            quiet_ttl: Some(config.quiet_ttl.into()),
         }
     }
 }

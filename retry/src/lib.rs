@@ -5,8 +5,9 @@
 //! brief overload) often works the second time. Retrying it hides the blip from the caller.
 //! Retrying blindly does the opposite when the downstream is truly down: every caller sends
 //! two or three times the traffic that broke it. So every retry here waits on a backoff with
-//! jitter, and draws from a [`RetryBudget`] (on by default: 20 % of recent requests plus 10
-//! per second) so that retries stay a small share of traffic however long the outage lasts.
+//! jitter, and draws from a [`RetryBudget`] (on by default: 9 % of recent requests, with no
+//! per-client floor, so that it holds for a fleet of any size) so that retries stay a small
+//! share of traffic however long the outage lasts.
 //!
 //! What is retried is a [`RetryPolicy`]'s call. [`DefaultPolicy`] never repeats what may not
 //! be sent twice: for an `http::Request` it is `HttpPolicy`, and for other request types it
@@ -29,7 +30,7 @@
 //! use std::time::Duration;
 //! use seawall_core::BoxError;
 //! use seawall_core::backoff::Backoff;
-//! use seawall_retry::RetryLayer;
+//! use seawall_retry::{BudgetConfig, RetryLayer};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -41,6 +42,9 @@
 //!             .name("inventory")
 //!             .max_attempts(3)
 //!             .backoff(Backoff::exponential(Duration::from_millis(10)).cap(Duration::from_secs(1)).build()?)
+//!             // One client, not one of a fleet: a floor of a retry a second lets its first
+//!             // call be retried (the default budget has none, see `budget`).
+//!             .budget(BudgetConfig::new(0.09, 1, Duration::from_secs(10))?)
 //!             .build()?,
 //!     )
 //!     .service(service_fn(move |sku: u32| {

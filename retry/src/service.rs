@@ -66,6 +66,11 @@ pub(crate) struct Shared<P> {
 impl<P> Shared<P> {
     pub(crate) fn new(config: &RetryConfig, policy: P) -> Self {
         let scope = MetricScope::new(config.name.clone());
+        // Without a seed, each layer draws its own, so a fleet of clients does not jitter in
+        // step.
+        let seed = config
+            .seed
+            .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
         Self {
             name: config.name.clone(),
             max_attempts: config.max_attempts,
@@ -74,12 +79,8 @@ impl<P> Shared<P> {
             max_elapsed: config.max_elapsed,
             budget: config
                 .budget
-                .map(|budget| LayerBudget::Own(RetryBudget::new(budget))),
-            // Without a seed, each layer draws its own, so a fleet of clients does not jitter
-            // in step.
-            seed: config
-                .seed
-                .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name))),
+                .map(|budget| LayerBudget::Own(RetryBudget::seeded(budget, seed))),
+            seed,
             sequence: AtomicU64::new(0),
             policy: Arc::new(policy),
             metrics: Metrics::new(&scope),

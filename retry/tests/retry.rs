@@ -128,6 +128,7 @@ async fn a_retry_that_succeeds_returns_its_response() {
     let log = Log::default();
     let svc = builder()
         .backoff(no_jitter(ms(10)))
+        .no_budget()
         .build()
         .unwrap()
         .layer(downstream(&log, |n| {
@@ -503,8 +504,10 @@ async fn an_always_failing_downstream_gets_at_most_the_budgeted_extra_load() {
     }
     let seconds = start.elapsed().as_secs();
     let downstream = log.count() as f64;
+    // The ratio of the requests, and partial retries granted on draws evening out.
     let bound = f64::from(requests) * (1.0 + config.ratio())
-        + f64::from(config.min_per_second()) * (seconds + config.ttl().as_secs()) as f64;
+        + f64::from(config.min_per_second()) * (seconds + config.ttl().as_secs()) as f64
+        + 2.0 * (2.0 * f64::from(requests)).sqrt();
     assert!(
         downstream <= bound,
         "{downstream} downstream calls > {bound}"
@@ -513,6 +516,64 @@ async fn an_always_failing_downstream_gets_at_most_the_budgeted_extra_load() {
     let attempts = recorder.counter("seawall_retry_attempts_total", &[("name", "dep")]);
     assert_eq!(attempts as f64, downstream);
     assert!(recorder.counter("seawall_retry_budget_exhausted_total", &[("name", "dep")]) > 0);
+}
+
+/// Calls one second apart to a downstream that fails the first attempt of every call, through
+/// a layer with the default budget; how many of them were retried.
+async fn retried_of_transient_failures(calls: u32, seed: u64) -> u32 {
+    let layer = builder()
+        .backoff(no_jitter(ms(1)))
+        .seed(seed)
+        .build()
+        .unwrap();
+    let mut retried = 0;
+    for _ in 0..calls {
+        let log = Log::default();
+        let svc = layer.layer(downstream(&log, |n| {
+            if n == 0 { Err("reset".into()) } else { Ok(1) }
+        }));
+        if svc.oneshot(1).await.is_ok() {
+            retried += 1;
+        }
+        advance(Duration::from_secs(1)).await;
+    }
+    retried
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_client_retries_a_transient_error_for_sure() {
+    let layer = builder().backoff(no_jitter(ms(1))).seed(3).build().unwrap();
+    let log = Log::default();
+    let flaky = layer.layer(downstream(&log, |n| {
+        if n == 500 { Err("reset".into()) } else { Ok(1) }
+    }));
+    // 1000 requests a second: 90 retries of credit.
+    for _ in 0..1000 {
+        assert!(flaky.clone().oneshot(1).await.is_ok());
+        advance(ms(1)).await;
+    }
+    assert_eq!(log.count(), 1001, "the one failure was retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_too_slow_to_earn_a_retry_retries_with_the_probability_of_its_credit() {
+    // One request a second earns 0.09 of a retry, which lasts a second: no floor lets it
+    // retry every failure, as a fleet of such clients would multiply its load by two.
+    let retried = retried_of_transient_failures(1000, 1).await;
+    assert!(
+        (50..=140).contains(&retried),
+        "about 9 % of 1000 failures (and their credit's rounding): {retried}"
+    );
+    let floored = RetryLayer::builder()
+        .budget(BudgetConfig::new(0.09, 1, Duration::from_secs(10)).unwrap())
+        .backoff(no_jitter(ms(1)))
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let svc = floored.layer(downstream(&log, |n| {
+        if n == 0 { Err("reset".into()) } else { Ok(1) }
+    }));
+    assert!(svc.oneshot(1).await.is_ok(), "a floor gives it certainty");
 }
 
 #[tokio::test(start_paused = true)]

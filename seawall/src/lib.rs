@@ -80,7 +80,8 @@ mod builder;
     feature = "retry",
     feature = "circuit-breaker",
     feature = "bulkhead",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "throttle"
 ))]
 pub mod stack;
 

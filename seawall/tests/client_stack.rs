@@ -377,14 +377,21 @@ async fn a_post_whose_attempt_timed_out_after_the_server_acted_is_sent_once() {
 }
 
 #[test]
-fn the_default_stack_is_one_second_three_attempts_and_a_ten_percent_budget() {
+fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
     let config = ClientStackConfig::default();
     let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["name"], "client");
     assert_eq!(json["total_timeout"], "1s");
     assert_eq!(json["attempt_timeout"], "300ms");
     assert_eq!(json["retry"]["max_attempts"], 3);
-    assert_eq!(json["retry"]["budget"]["ratio"], 0.1);
+    assert_eq!(json["retry"]["budget"]["ratio"], 0.09);
+    assert_eq!(
+        json["retry"]["budget"]["min_per_second"], 0,
+        "no floor that multiplies with the fleet"
+    );
+    assert_eq!(json["retry"]["budget"]["quiet_ttl"], "1s");
+    assert_eq!(json["circuit_breaker"]["open_backoff"]["base"], "1s");
+    assert_eq!(json["circuit_breaker"]["open_jitter"], 0.25);
     assert_eq!(
         json["retry"]["max_elapsed"], "1s",
         "retry stays within the total"
@@ -394,4 +401,97 @@ fn the_default_stack_is_one_second_three_attempts_and_a_ten_percent_budget() {
     // What it writes, it reads back.
     let again: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&again).unwrap(), json);
+}
+
+// ===== what the default classifier and the throttle do for HTTP =====
+
+/// A dependency that answers every call with `status`, counting the calls it gets.
+fn answering(
+    status: u16,
+    calls: &Arc<AtomicUsize>,
+) -> impl Service<Request<()>, Response = Response<()>, Error = BoxError, Future = impl Send + use<>>
++ Clone
++ Send
++ use<> {
+    let calls = calls.clone();
+    service_fn(move |_req: Request<()>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap()) }
+    })
+}
+
+fn stock_request() -> Request<()> {
+    Request::get("/stock").body(()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn http_500_answers_open_the_breaker_with_no_classifier_chosen() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = ClientStackLayer::new(config());
+    let breaker = layer.circuit_breaker();
+    let svc = layer.layer(answering(500, &calls));
+    for _ in 0..20 {
+        let _ = svc.clone().oneshot(stock_request()).await;
+    }
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "a 500 is a failure, not a success"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn refusals_are_throttled_locally_and_never_open_the_breaker() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = ClientStackLayer::new(config());
+    let (breaker, throttle) = (layer.circuit_breaker(), layer.throttle());
+    let svc = layer.layer(answering(503, &calls));
+    let mut throttled = 0;
+    for _ in 0..200 {
+        match svc.clone().oneshot(stock_request()).await {
+            Ok(res) => assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE),
+            Err(err) => {
+                assert_eq!(
+                    rejected(&*err).map(|r| r.kind()),
+                    Some(RejectionKind::Throttled)
+                );
+                throttled += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "overload is not failure"
+    );
+    assert!(throttled > 50, "most calls stay local: {throttled}");
+    assert!(throttle.rejection_probability() > 0.5);
+    assert!(
+        calls.load(Ordering::SeqCst) < 200 * 3 - throttled,
+        "a throttled call is not retried"
+    );
+}
+
+#[test]
+fn the_throttle_is_configured_with_the_stack() {
+    let config: ClientStackConfig = toml::from_str(
+        r#"
+        name = "payments"
+        total_timeout = "2s"
+        attempt_timeout = "400ms"
+        bulkhead = { max_concurrent = 8 }
+        throttle = { multiplier = 1.5, window = "1s", seed = 3 }
+        "#,
+    )
+    .unwrap();
+    let json = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["throttle"]["multiplier"], 1.5);
+    assert_eq!(
+        json["throttle"]["name"], "payments",
+        "named after the stack"
+    );
+    let layer = ClientStackLayer::new(config);
+    assert_eq!(layer.throttle().name(), "payments");
+    assert_eq!(layer.throttle().multiplier(), 1.5);
 }

@@ -55,6 +55,10 @@ fn client_stack_errors_name_the_full_path() {
             "invalid `retry.budget.ratio`: 2 is outside the allowed range [0, 1]",
         ),
         (
+            "throttle = { multiplier = 0.5 }",
+            "invalid `throttle.multiplier`: 0.5 is outside the allowed range [1, 100]",
+        ),
+        (
             "circuit_breaker = { window = { count = -1 } }",
             "invalid `circuit_breaker.window.count`: -1 is outside the allowed range [1, 100000]",
         ),

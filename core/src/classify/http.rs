@@ -142,6 +142,15 @@ where
     }
 }
 
+/// What `HttpStatus::server_errors()` says of `status`, without building its sets.
+pub(crate) fn server_error_outcome(status: StatusCode) -> Outcome {
+    match status.as_u16() {
+        429 | 503 => Outcome::Overload,
+        500..=599 => Outcome::Failure,
+        _ => Outcome::Success,
+    }
+}
+
 /// A set of status codes 100..=999, one bit each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct StatusSet([u64; 15]);
@@ -255,6 +264,15 @@ mod tests {
             outcome(&c.with_failure(StatusCode::NOT_IMPLEMENTED), 501),
             Outcome::Failure
         );
+    }
+
+    #[test]
+    fn the_default_outcome_is_server_errors_without_its_sets() {
+        let c = HttpStatus::server_errors();
+        for code in 100..=999 {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert_eq!(server_error_outcome(status), c.outcome(status), "{code}");
+        }
     }
 
     #[test]

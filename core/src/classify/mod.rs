@@ -9,7 +9,8 @@
 //! polling and drops the body as soon as `is_end_stream()` is true.
 //!
 //! Built-ins: [`AnyError`] (the default), [`ClassifyFn`] for a closure, `HttpStatus` (feature
-//! `http`) and `GrpcCodes` (feature `grpc`).
+//! `http`), `GrpcCodes` (feature `grpc`) and [`DefaultClassify`], which judges an
+//! `http::Response` by its status and any other response as `AnyError` does.
 //!
 //! Overload is not failure. A downstream that answers `429 Too Many Requests`, `503 Service
 //! Unavailable` (RFC 9110 §15.6.4: "temporary overload or scheduled maintenance") or gRPC
@@ -156,6 +157,100 @@ impl<Res, E> Classify<Res, E> for AnyError {
     }
 }
 
+/// A response type with no outcome of its own: any value is a success and only an error fails.
+///
+/// [`DefaultClassify`] judges such responses as [`AnyError`] does, and `http::Response`s by
+/// their status. It is implemented for the standard library's plain types; implement it for
+/// your own response type (one line, as for the retry crate's `Idempotent`), or give the
+/// layer [`AnyError`] or a classifier of your own:
+///
+/// ```
+/// use seawall_core::classify::{Classified, Classify, DefaultClassify, Outcome, PlainResponse};
+///
+/// struct Stock(u32);
+/// impl PlainResponse for Stock {}
+///
+/// let outcome = Classify::<Stock, ()>::classify(&DefaultClassify, Ok(&Stock(7)));
+/// assert_eq!(outcome, Classified::Now(Outcome::Success));
+/// ```
+pub trait PlainResponse {}
+
+macro_rules! plain {
+    ($($ty:ty),* $(,)?) => {
+        $(impl PlainResponse for $ty {})*
+    };
+}
+
+plain!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    String,
+    &'static str,
+);
+
+impl<T> PlainResponse for Vec<T> {}
+impl<T: ?Sized> PlainResponse for Box<T> {}
+impl<T> PlainResponse for Option<T> {}
+impl<A, B> PlainResponse for (A, B) {}
+
+/// The classifier that is safe without configuration: an `http::Response` (feature `http`)
+/// is judged by its status as `HttpStatus::server_errors()` does
+/// (5xx but 503 a failure, 429 and 503 overload), any other response that is a
+/// [`PlainResponse`] as [`AnyError`] does (every error a failure, every response a success).
+///
+/// `AnyError` over HTTP would count a `500` answer as a success: a breaker would never open
+/// on a failing HTTP dependency, and a throttle would never see its `429`s. The facade's
+/// client stack classifies with this by default.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassify;
+
+impl<Res: PlainResponse, E> Classify<Res, E> for DefaultClassify {
+    type Response<R: Report> = Res;
+
+    fn classify(&self, result: Result<&Res, &E>) -> Classified {
+        Classify::<Res, E>::classify(&AnyError, result)
+    }
+
+    fn watch<R: Report>(&self, response: Res, _report: Option<R>) -> Res {
+        response
+    }
+}
+
+#[cfg(feature = "http")]
+impl<B: 'static, E: 'static> Classify<::http::Response<B>, E> for DefaultClassify {
+    type Response<R: Report> = ::http::Response<B>;
+
+    fn classify(&self, result: Result<&::http::Response<B>, &E>) -> Classified {
+        Classified::Now(match result {
+            Ok(response) => http::server_error_outcome(response.status()),
+            Err(_) => Outcome::Failure,
+        })
+    }
+
+    fn watch<R: Report>(
+        &self,
+        response: ::http::Response<B>,
+        _report: Option<R>,
+    ) -> Self::Response<R> {
+        response
+    }
+}
+
 /// A classifier made from a closure over the result.
 ///
 /// ```
@@ -248,6 +343,27 @@ pub(crate) mod tests {
         let err: Result<u8, &str> = Err("boom");
         assert_eq!(AnyError.report(err, c.clone()), Err("boom"));
         assert_eq!(c.outcomes(), [Outcome::Success, Outcome::Failure]);
+    }
+
+    #[test]
+    fn the_default_judges_plain_responses_as_any_error_does() {
+        let c = Collect::default();
+        assert_eq!(DefaultClassify.report(Ok::<u32, &str>(1), c.clone()), Ok(1));
+        let _ = DefaultClassify.report(Err::<String, _>("boom"), c.clone());
+        assert_eq!(c.outcomes(), [Outcome::Success, Outcome::Failure]);
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_default_judges_http_responses_by_status() {
+        let outcome = |code: u16| {
+            let res = ::http::Response::builder().status(code).body(()).unwrap();
+            Classify::<_, ()>::classify(&DefaultClassify, Ok(&res))
+        };
+        assert_eq!(outcome(200), Classified::Now(Outcome::Success));
+        assert_eq!(outcome(500), Classified::Now(Outcome::Failure));
+        assert_eq!(outcome(503), Classified::Now(Outcome::Overload));
+        assert_eq!(outcome(429), Classified::Now(Outcome::Overload));
     }
 
     #[test]

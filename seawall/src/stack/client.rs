@@ -6,25 +6,27 @@ use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_circuit_breaker::{
     CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, NoRetryAfter,
 };
-use seawall_core::classify::AnyError;
+use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
+use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
 use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The client stack's service over `S`: total timeout, retry, circuit breaker, per-attempt
-/// timeout, bulkhead.
-pub type ClientStack<S, P = DefaultPolicy, C = AnyError> = Timeout<
-    Retry<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, P>,
+/// The client stack's service over `S`: total timeout, retry, client-side throttle, circuit
+/// breaker, per-attempt timeout, bulkhead.
+pub type ClientStack<S, P = DefaultPolicy, C = DefaultClassify> = Timeout<
+    Retry<Throttle<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, C>, P>,
     NoDeadlines,
 >;
 
 /// A validated client stack configuration; every layer is named after the stack (the two
 /// timeouts `<name>.total` and `<name>.attempt`), and retry never plans a wait that would end
-/// after the total timeout.
+/// after the total timeout. `throttle` may be left out (its defaults), as may `retry` and
+/// `circuit_breaker`.
 ///
 /// ```
 /// use seawall::stack::ClientStackConfig;
@@ -46,6 +48,7 @@ pub struct ClientStackConfig {
     total_timeout: Duration,
     attempt_timeout: Duration,
     retry: RetryConfig,
+    throttle: ThrottleConfig,
     circuit_breaker: CircuitBreakerConfig,
     bulkhead: BulkheadConfig,
 }
@@ -65,9 +68,16 @@ impl ClientStackConfig {
             total_timeout: total_timeout.into(),
             attempt_timeout: attempt_timeout.into(),
             retry,
+            throttle: default_throttle(),
             circuit_breaker,
             bulkhead,
         })
+    }
+
+    /// The same stack with `throttle` as its client-side throttle (named after the stack).
+    pub fn with_throttle(mut self, throttle: ThrottleConfig) -> Result<Self, ConfigError> {
+        self.throttle = throttle.named(&*self.name)?;
+        Ok(self)
     }
 
     /// The stack's name.
@@ -97,6 +107,8 @@ struct ClientStackSpec {
     attempt_timeout: Raw<Duration>,
     #[serde(default = "default_retry", deserialize_with = "retry_within")]
     retry: RetryConfig,
+    #[serde(default = "default_throttle", deserialize_with = "throttle_within")]
+    throttle: ThrottleConfig,
     #[serde(default = "default_breaker", deserialize_with = "breaker_within")]
     circuit_breaker: CircuitBreakerConfig,
     #[serde(deserialize_with = "bulkhead_within")]
@@ -105,6 +117,10 @@ struct ClientStackSpec {
 
 fn retry_within<'de, D: Deserializer<'de>>(d: D) -> Result<RetryConfig, D::Error> {
     config::within("retry", d)
+}
+
+fn throttle_within<'de, D: Deserializer<'de>>(d: D) -> Result<ThrottleConfig, D::Error> {
+    config::within("throttle", d)
 }
 
 fn breaker_within<'de, D: Deserializer<'de>>(d: D) -> Result<CircuitBreakerConfig, D::Error> {
@@ -119,6 +135,10 @@ fn default_retry() -> RetryConfig {
     RetryConfig::builder()
         .build()
         .expect("the defaults are valid")
+}
+
+fn default_throttle() -> ThrottleConfig {
+    ThrottleConfig::default()
 }
 
 fn default_breaker() -> CircuitBreakerConfig {
@@ -138,6 +158,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             config::positive_duration("attempt_timeout", spec.attempt_timeout, total_timeout)?;
         Ok(Self {
             retry: spec.retry.named(name.as_str())?.within(total_timeout),
+            throttle: spec.throttle.named(name.as_str())?,
             circuit_breaker: spec.circuit_breaker.named(name.as_str())?,
             bulkhead: spec.bulkhead.named(name.as_str())?,
             name: name.into(),
@@ -154,6 +175,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
             total_timeout: c.total_timeout.into(),
             attempt_timeout: c.attempt_timeout.into(),
             retry: c.retry,
+            throttle: c.throttle,
             circuit_breaker: c.circuit_breaker,
             bulkhead: c.bulkhead,
         }
@@ -162,19 +184,24 @@ impl From<ClientStackConfig> for ClientStackSpec {
 
 /// The client stack as one layer; see the [module docs](super) for the order and why.
 ///
-/// Its state (breaker window, bulkhead slots, retry budget) is made when it is built and shared
-/// by every service it makes.
-pub struct ClientStackLayer<P = DefaultPolicy, C = AnyError> {
+/// Its state (retry budget, throttle window, breaker window, bulkhead slots) is made when it is
+/// built and shared by every service it makes.
+pub struct ClientStackLayer<P = DefaultPolicy, C = DefaultClassify> {
     total: TimeoutLayer,
     retry: RetryLayer<P>,
+    throttle: ThrottleLayer<C>,
     breaker: CircuitBreakerLayer<C>,
     attempt: TimeoutLayer,
     bulkhead: BulkheadLayer<C>,
 }
 
 impl ClientStackLayer {
-    /// The stack `config` describes, with the default retry policy and classifier (any error
-    /// is a failure).
+    /// The stack `config` describes, with the default retry policy and classifier.
+    ///
+    /// The default classifier, [`DefaultClassify`], judges an `http::Response` by its status
+    /// (5xx but 503 a failure, 429 and 503 overload, as `HttpStatus::server_errors()` does), so
+    /// the breaker opens on a failing HTTP dependency and the throttle sees its refusals; any
+    /// other response is a success and any error a failure.
     ///
     /// The default retry policy, [`DefaultPolicy`], never repeats what may not be sent twice:
     /// over an HTTP client it is `HttpPolicy` (only `GET`, `HEAD`, `OPTIONS`, `PUT` and
@@ -194,9 +221,10 @@ impl ClientStackLayer {
         Self {
             total: timeout("total", config.total_timeout),
             retry: RetryLayer::new(config.retry),
-            breaker: CircuitBreakerLayer::new(config.circuit_breaker),
+            throttle: ThrottleLayer::new(config.throttle).classify(DefaultClassify),
+            breaker: CircuitBreakerLayer::new(config.circuit_breaker).classify(DefaultClassify),
             attempt: timeout("attempt", config.attempt_timeout),
-            bulkhead: BulkheadLayer::new(config.bulkhead),
+            bulkhead: BulkheadLayer::new(config.bulkhead).classify(DefaultClassify),
         }
     }
 }
@@ -209,22 +237,29 @@ impl<P, C> ClientStackLayer<P, C> {
         ClientStackLayer {
             total: self.total,
             retry: self.retry.policy(policy),
+            throttle: self.throttle,
             breaker: self.breaker,
             attempt: self.attempt,
             bulkhead: self.bulkhead,
         }
     }
 
-    /// Judges results with `classifier` in the breaker and the bulkhead (for HTTP,
-    /// `HttpStatus` so that 5xx answers count as failures).
+    /// Judges results with `classifier` in the throttle, the breaker and the bulkhead (`GrpcCodes`
+    /// for a tonic `Channel`, whose statuses come in trailers; `AnyError` to count only errors).
     pub fn classify<C2: Clone>(self, classifier: C2) -> ClientStackLayer<P, C2> {
         ClientStackLayer {
             total: self.total,
             retry: self.retry,
+            throttle: self.throttle.classify(classifier.clone()),
             breaker: self.breaker.classify(classifier.clone()),
             attempt: self.attempt,
             bulkhead: self.bulkhead.classify(classifier),
         }
+    }
+
+    /// The throttle's handle: its window and its rejection probability.
+    pub fn throttle(&self) -> ThrottleHandle {
+        self.throttle.handle()
     }
 
     /// The circuit breaker's handle: its state, its figures, forced transitions.
@@ -243,6 +278,7 @@ impl<P, C> Clone for ClientStackLayer<P, C> {
         Self {
             total: self.total.clone(),
             retry: self.retry.clone(),
+            throttle: self.throttle.clone(),
             breaker: self.breaker.clone(),
             attempt: self.attempt.clone(),
             bulkhead: self.bulkhead.clone(),
@@ -264,8 +300,8 @@ impl<S: Clone, P, C> Layer<S> for ClientStackLayer<P, C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let attempt = self.attempt.layer(self.bulkhead.layer(inner));
-        self.total
-            .layer(self.retry.layer(self.breaker.layer(attempt)))
+        let throttled = self.throttle.layer(self.breaker.layer(attempt));
+        self.total.layer(self.retry.layer(throttled))
     }
 }
 
@@ -276,20 +312,16 @@ impl Default for ClientStackConfig {
     ///   (Nielsen, "Response Times: The 3 Important Limits");
     /// - attempt timeout 300 ms: three attempts and their backoff fit in the total, as Polly's
     ///   standard resilience pipeline sizes its attempt timeout at a third of its total;
-    /// - retry: its defaults (3 attempts, exponential backoff with full jitter) with a budget
-    ///   of 10 % of requests, the SRE book's per-client retry ratio ("Handling Overload"), and
-    ///   Finagle's floor of 10 retries per second over 10 s;
-    /// - circuit breaker: its defaults;
+    /// - retry: its defaults (3 attempts, exponential backoff with full jitter, and a budget
+    ///   of 9 % of requests with no per-client floor, so that a fleet of any size stays within
+    ///   the SRE book's 10 % retry ratio, "Handling Overload");
+    /// - circuit breaker: its defaults (a run of failures adapted to the failure rate before
+    ///   it, beside the failure rate; open 1 s, 2 s, then 3 s while probes fail, each stretched
+    ///   by up to a quarter, so a downstream that came back is used within 5 s);
     /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
     ///   (Envoy's default is 1024).
     fn default() -> Self {
-        let retry = RetryConfig::builder()
-            .budget(
-                seawall_retry::BudgetConfig::new(0.1, 10, Duration::from_secs(10))
-                    .expect("a valid budget"),
-            )
-            .build()
-            .expect("the defaults are valid");
+        let retry = default_retry();
         let bulkhead = BulkheadConfig::builder()
             .max_concurrent(1000)
             .max_queue(0)

@@ -11,10 +11,15 @@
 //!    every attempt is judged by the breaker, so a dependency that keeps failing trips it; and
 //!    once it is open, retry sees a `CircuitOpen` rejection with its `retry_after` and gives up
 //!    at once instead of hammering.
-//! 3. **Circuit breaker** — fails fast while the dependency is down.
-//! 4. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
+//! 3. **Client-side throttle** — when the dependency refuses more of its load than it accepts
+//!    (`429`, `503`: overload, not failure), rejects a share of calls locally before they cost
+//!    it anything (the SRE book's `requests − K × accepts` rule). Inside retry, so retries are
+//!    throttled too and a local rejection is never retried; outside the breaker, whose own
+//!    rejections then count for nothing in its window.
+//! 4. **Circuit breaker** — fails fast while the dependency is down.
+//! 5. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
 //!    can still try again within the total budget.
-//! 5. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
+//! 6. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
 //!    cannot take every task and connection of the caller.
 //!
 //! A fallback, when wanted, goes outside all of it with

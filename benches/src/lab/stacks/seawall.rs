@@ -1,12 +1,11 @@
 //! The seawall stack: `seawall::stack::ClientStackLayer` from a `ClientStackConfig`, exactly
-//! what a user gets, with the HTTP forms an HTTP client uses (`HttpPolicy` for retry,
-//! `HttpStatus` for the breaker and bulkhead).
+//! what a user gets: its defaults are the HTTP forms an HTTP client needs (`HttpPolicy` for
+//! retry, statuses judged as `HttpStatus::server_errors()` does in the throttle, the breaker
+//! and the bulkhead), with nothing chosen here.
 
 use std::sync::Arc;
 
 use seawall::circuit_breaker::CircuitState;
-use seawall::classify::HttpStatus;
-use seawall::retry::HttpPolicy;
 use seawall::stack::ClientStackLayer;
 use seawall_core::BoxError;
 use tower::{Layer, Service, ServiceExt};
@@ -19,18 +18,16 @@ use crate::lab::workload::{BreakerProbe, Built};
 
 /// One client's seawall stack over the downstream, its jitter seeded from `seed`.
 ///
-/// Outermost first: total timeout, retry (`HttpPolicy`: idempotent requests on 5xx, 429 and
-/// errors, honouring `Retry-After`, within a retry budget), circuit breaker (one for every
-/// key: the stack has no keyed form), attempt timeout, bulkhead; 5xx answers count as
-/// failures (`HttpStatus::server_errors`). See `seawall::stack` for why in this order.
+/// Outermost first: total timeout, retry (idempotent requests on 5xx, 429 and errors,
+/// honouring `Retry-After`, within a retry budget), client-side throttle, circuit breaker (one
+/// for every key: the stack has no keyed form), attempt timeout, bulkhead; 5xx answers but 503
+/// count as failures, 429 and 503 as overload. See `seawall::stack` for why in this order.
 pub fn seawall(
     downstream: Downstream,
     settings: &SeawallSettings,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
-    let layer = ClientStackLayer::new(settings.for_client(seed))
-        .retry_policy(HttpPolicy::new())
-        .classify(HttpStatus::server_errors());
+    let layer = ClientStackLayer::new(settings.for_client(seed));
     let handle = layer.circuit_breaker();
     let probe: BreakerProbe = Arc::new(move |_key| match handle.state() {
         CircuitState::Open | CircuitState::ForcedOpen => BreakerState::Open,

@@ -60,11 +60,12 @@ impl SeawallSettings {
         Self { config }
     }
 
-    /// The stack of client `client`: its retry jitter and breaker seeded from `seed`.
+    /// The stack of client `client`: its retry jitter, throttle and breaker seeded from `seed`.
     pub fn for_client(&self, seed: u64) -> ClientStackConfig {
         let mut config = self.config.clone();
         config["retry"]["seed"] = seed.into();
         config["circuit_breaker"]["seed"] = seed.wrapping_add(1).into();
+        config["throttle"]["seed"] = seed.wrapping_add(2).into();
         serde_json::from_value(config).expect("validated when read")
     }
 

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::backoff::{Backoff, Jitter};
@@ -94,6 +94,7 @@ fn probe_field(word: u64, unit: u64) -> u32 {
 struct Metrics {
     calls: [Counter; 5],
     rejected: Counter,
+    duration: Histogram,
     transitions: [[Counter; 6]; 6],
     /// `None` for keyed breakers: a per-key state has no single value to report.
     gauges: Option<Gauges>,
@@ -147,6 +148,7 @@ impl Metrics {
         Self {
             calls,
             rejected: scope.counter(CALLS, &[("outcome", "rejected")]),
+            duration: scope.histogram("seawall_circuit_breaker_call_duration_seconds", &[]),
             transitions,
             gauges,
         }
@@ -409,12 +411,6 @@ impl Breaker {
         }
     }
 
-    /// Whether calls must be timed: only when slow calls are tracked.
-    #[inline]
-    pub(crate) fn times_calls(&self) -> bool {
-        self.rules.slow_call_duration.is_some()
-    }
-
     pub(crate) fn subscribe(&self) -> watch::Receiver<CircuitState> {
         self.state_tx.subscribe()
     }
@@ -623,7 +619,7 @@ impl Breaker {
 
     // ===== recording =====
 
-    /// Records how a call admitted with `permit` ended; `start` is when it began, if timed;
+    /// Records how a call admitted with `permit` ended; `start` is when it began;
     /// `hint` how long to stay open should this result trip the breaker.
     #[inline]
     pub(crate) fn record(
@@ -658,6 +654,9 @@ impl Breaker {
             (Outcome::Ignored | Outcome::Overload, _) => CallOutcome::Ignored,
         };
         self.observers.metrics.calls[call.index()].increment(1);
+        if let Some(elapsed) = elapsed {
+            self.observers.metrics.duration.record(elapsed.as_secs_f64());
+        }
         if self.observers.has_outcome_hook.load(Ordering::Relaxed) {
             self.outcome_hook(permit, call, elapsed);
         }

@@ -600,7 +600,7 @@ impl Breaker {
     #[inline(never)]
     fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> BoxError {
         self.observers.metrics.rejected.increment(1);
-        tracing::debug!(name = %self.name(), key = self.key(), %state, ?retry_after, "call rejected");
+        tracing::debug!(rejected_by = %self.name(), rejection = "circuit_open", key = self.key(), %state, ?retry_after, "call rejected");
         let hook = self.observers.hooks().rejected.clone();
         if let Some(hook) = hook {
             hook(RejectedEvent {
@@ -655,7 +655,10 @@ impl Breaker {
         };
         self.observers.metrics.calls[call.index()].increment(1);
         if let Some(elapsed) = elapsed {
-            self.observers.metrics.duration.record(elapsed.as_secs_f64());
+            self.observers
+                .metrics
+                .duration
+                .record(elapsed.as_secs_f64());
         }
         if self.observers.has_outcome_hook.load(Ordering::Relaxed) {
             self.outcome_hook(permit, call, elapsed);

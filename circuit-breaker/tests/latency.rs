@@ -23,7 +23,11 @@ async fn call_durations_go_to_a_histogram_without_slow_call_tracking() {
     });
     let downstream = service_fn(|(ms, ok): (u64, bool)| async move {
         sleep(Duration::from_millis(ms)).await;
-        if ok { Ok(ms) } else { Err(BoxError::from("boom")) }
+        if ok {
+            Ok(ms)
+        } else {
+            Err(BoxError::from("boom"))
+        }
     });
     for call in [(20, true), (300, false)] {
         let _ = layer.layer(downstream).oneshot(call).await;

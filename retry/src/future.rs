@@ -13,8 +13,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use seawall_core::BoxError;
 use tokio::time::{Instant, Sleep, sleep};
-use tracing::Span;
 use tower::Service;
+use tracing::Span;
 
 use crate::layer::RetryEvent;
 use crate::policy::{RetryPolicy, Verdict};
@@ -173,7 +173,11 @@ where
                     if *this.attempt < shared.max_attempts {
                         *this.request = shared.policy.clone_request(&req);
                     }
-                    let span = tracing::debug_span!("retry", name = &*shared.name, attempt = *this.attempt);
+                    let span = tracing::debug_span!(
+                        "retry",
+                        name = &*shared.name,
+                        attempt = *this.attempt
+                    );
                     let future = span.in_scope(|| service.call(req));
                     *this.span = span;
                     this.state.set(State::Called { future });

@@ -34,7 +34,11 @@ async fn each_call_records_its_total_duration_and_attempts() {
         let first = calls.fetch_add(1, Ordering::SeqCst) == 0;
         async move {
             sleep(Duration::from_millis(100)).await;
-            if first { Err(BoxError::from("boom")) } else { Ok(n) }
+            if first {
+                Err(BoxError::from("boom"))
+            } else {
+                Ok(n)
+            }
         }
     });
     let svc = layer.layer(downstream);

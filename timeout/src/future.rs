@@ -132,7 +132,7 @@ fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
         RejectionKind::TimedOut
     };
     shared.remaining.record(0.0);
-    tracing::debug!(name = %shared.name, ?timeout, %kind, "call ended by its timeout");
+    tracing::debug!(rejected_by = %shared.name, rejection = kind.as_str(), ?timeout, "call ended by its timeout");
     if let Some(hook) = &shared.on_timeout {
         hook(TimedOutEvent {
             name: &shared.name,

@@ -5,8 +5,10 @@
 //!   `cargo run -p seawall-examples --bin gateway` (it starts the flaky [`inventory`] it calls).
 //! - [`grpc`]: a tonic server behind the server stack with tonic-health, and a tonic client
 //!   over a layered channel. Run it with `cargo run -p seawall-examples --bin grpc`.
+//! - [`logging`]: `RUST_LOG`, JSON lines and request ids for the examples' logs.
 //! - `observability/`: a Grafana dashboard and Prometheus alert rules for seawall's metrics.
 
 pub mod gateway;
 pub mod grpc;
 pub mod inventory;
+pub mod logging;

@@ -84,7 +84,9 @@ mod builder;
 pub mod stack;
 
 pub use self::builder::ServiceBuilderExt;
-pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
+pub use seawall_core::{
+    BoxError, Rejected, RejectionKind, backoff, classify, config, metrics, rejected,
+};
 
 #[cfg(feature = "bulkhead")]
 pub use seawall_bulkhead as bulkhead;

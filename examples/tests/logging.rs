@@ -48,9 +48,8 @@ async fn a_json_log_line_names_the_request_id_and_the_rejecting_layer() {
 
     let (inventory, _chaos) = inventory(ChaosConfig::builder().build().unwrap());
     let inventory = serve(inventory).await;
-    let mut config = GatewayConfig::default();
     // One call a minute: the second is rate limited.
-    config.server = toml::from_str(
+    let server = toml::from_str(
         r#"
         name = "gateway"
         timeout = "2s"
@@ -59,6 +58,10 @@ async fn a_json_log_line_names_the_request_id_and_the_rejecting_layer() {
         "#,
     )
     .unwrap();
+    let config = GatewayConfig {
+        server,
+        ..GatewayConfig::default()
+    };
     let recorder = PrometheusBuilder::new().build_recorder();
     let gw = gateway(config, &format!("http://{inventory}"), recorder.handle());
     let addr = serve(gw.router).await;

@@ -275,3 +275,74 @@ fn chaos_allocates_nothing_per_call_when_off_or_passing() {
         assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
     }
 }
+
+/// A subscriber that takes every span and event and keeps nothing: the layers' spans and
+/// events are built and dispatched, as they are under a real subscriber with its filter open.
+struct Discard;
+
+impl tracing::Subscriber for Discard {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, _: &tracing::Event<'_>) {}
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn tracing_costs_no_allocation_whether_disabled_or_discarded() {
+    use seawall_circuit_breaker::CircuitBreakerLayer;
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let backoff = seawall_core::backoff::Backoff::constant(Duration::ZERO)
+        .build()
+        .unwrap();
+    let retry = seawall_retry::RetryLayer::builder()
+        .backoff(backoff)
+        .no_budget()
+        .build()
+        .unwrap();
+    let breaker = CircuitBreakerLayer::builder()
+        .count_window(100)
+        .failure_rate_threshold(1.0)
+        .build()
+        .unwrap();
+    let timeout = seawall_timeout::TimeoutLayer::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let bulkhead = seawall_bulkhead::BulkheadLayer::builder()
+        .max_concurrent(1000)
+        .build()
+        .unwrap();
+    let mut stack = tower::ServiceBuilder::new()
+        .layer(timeout)
+        .layer(retry)
+        .layer(breaker)
+        .layer(bulkhead)
+        .service(FailsEveryOther::default());
+    let disabled = tracing::subscriber::NoSubscriber::default();
+    let subscribers = [
+        ("disabled", tracing::Dispatch::new(disabled)),
+        ("discarding", tracing::Dispatch::new(Discard)),
+    ];
+    for (which, subscriber) in subscribers {
+        // Each call fails once (an event) and succeeds on its retry (a span).
+        let per_call = tracing::dispatcher::with_default(&subscriber, || {
+            allocations_per_call(&mut stack, 1000)
+        });
+        assert_eq!(per_call, 0.0, "{which}");
+    }
+}

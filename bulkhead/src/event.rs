@@ -66,7 +66,7 @@ impl fmt::Debug for Hooks {
 impl Hooks {
     pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
         let partition = partition.map(|p| &*state.partition_names[p]);
-        tracing::debug!(name = %state.name, reason = reason.as_str(), partition, "call rejected");
+        tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
         if let Some(hook) = &self.on_rejected {
             hook(RejectedEvent {
                 name: &state.name,

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::backoff::{Backoff, Jitter};
@@ -97,6 +97,7 @@ fn probe_field(word: u64, unit: u64) -> u32 {
 struct Metrics {
     calls: [Counter; 5],
     rejected: Counter,
+    duration: Histogram,
     transitions: [[Counter; 6]; 6],
     /// `None` for keyed breakers: a per-key state has no single value to report.
     gauges: Option<Gauges>,
@@ -150,6 +151,7 @@ impl Metrics {
         Self {
             calls,
             rejected: scope.counter(CALLS, &[("outcome", "rejected")]),
+            duration: scope.histogram("seawall_circuit_breaker_call_duration_seconds", &[]),
             transitions,
             gauges,
         }
@@ -354,8 +356,6 @@ pub(crate) struct Breaker {
     // call loads them only to judge a slow call, an overload or a trip, never on the path of
     // a plain success.
     rules: ArcSwap<Rules>,
-    /// Whether slow calls are tracked, so calls are timed; kept with the rules.
-    times_calls: AtomicBool,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
     tracker: Option<Tracker>,
@@ -389,7 +389,6 @@ impl Breaker {
             run_limit: AtomicU32::new(u32::MAX),
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
-            times_calls: AtomicBool::new(config.slow_call_duration.is_some()),
             transitions: Mutex::new(Recovery {
                 openings: 0,
                 previous_open: Duration::ZERO,
@@ -436,12 +435,6 @@ impl Breaker {
             CircuitState::HalfOpen => CircuitState::Open,
             state => state,
         }
-    }
-
-    /// Whether calls must be timed: only when slow calls are tracked.
-    #[inline]
-    pub(crate) fn times_calls(&self) -> bool {
-        self.times_calls.load(Ordering::Relaxed)
     }
 
     fn rules(&self) -> Guard<Arc<Rules>> {
@@ -492,8 +485,6 @@ impl Breaker {
             self.check_reload(config)?;
             let seed = config.seed.unwrap_or(self.rules().seed);
             self.rules.store(Arc::new(Rules::new(config, seed)));
-            self.times_calls
-                .store(config.slow_call_duration.is_some(), Ordering::Relaxed);
             let state = state_of(self.word.load(Ordering::Acquire));
             if matches!(state, CircuitState::Open | CircuitState::HalfOpen) {
                 // Automatic transitions may have just been turned on.
@@ -728,7 +719,7 @@ impl Breaker {
     #[inline(never)]
     fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> BoxError {
         self.observers.metrics.rejected.increment(1);
-        tracing::debug!(name = %self.name(), key = self.key(), %state, ?retry_after, "call rejected");
+        tracing::debug!(rejected_by = %self.name(), rejection = "circuit_open", key = self.key(), %state, ?retry_after, "call rejected");
         let hook = self.observers.hooks().rejected.clone();
         if let Some(hook) = hook {
             hook(RejectedEvent {
@@ -747,7 +738,7 @@ impl Breaker {
 
     // ===== recording =====
 
-    /// Records how a call admitted with `permit` ended; `start` is when it began, if timed;
+    /// Records how a call admitted with `permit` ended; `start` is when it began;
     /// `hint` how long to stay open should this result trip the breaker.
     #[inline]
     pub(crate) fn record(
@@ -783,6 +774,12 @@ impl Breaker {
             (Outcome::Ignored | Outcome::Overload, _) => CallOutcome::Ignored,
         };
         self.observers.metrics.calls[call.index()].increment(1);
+        if let Some(elapsed) = elapsed {
+            self.observers
+                .metrics
+                .duration
+                .record(elapsed.as_secs_f64());
+        }
         if self.observers.has_outcome_hook.load(Ordering::Relaxed) {
             self.outcome_hook(permit, call, elapsed);
         }

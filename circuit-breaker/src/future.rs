@@ -37,11 +37,11 @@ pub struct CallReport {
 
 impl CallReport {
     pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
-        let start = breaker.times_calls().then(Instant::now);
+        // Every call is timed, for the duration histogram.
         Self {
             breaker,
             permit,
-            start,
+            start: Some(Instant::now()),
             hint: None,
             done: false,
         }

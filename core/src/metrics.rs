@@ -15,6 +15,20 @@
 //! [`MetricScope::bind_late`]). Histogram samples taken before that are dropped. Handles
 //! registered with a recorder in place are the recorder's own, with no cost added per call.
 //!
+//! Call latency goes to histograms (`*_seconds`, and retry's attempts per call). The `metrics`
+//! facade has no notion of buckets: the Prometheus exporter renders a histogram as a summary
+//! (quantiles over a sliding window) unless it is given buckets, which dashboards and alerts
+//! need to aggregate across replicas. [`HISTOGRAMS`] lists every seawall histogram with its
+//! default buckets ([`DURATION_BUCKETS`], [`ATTEMPT_BUCKETS`]), ready for the exporter's
+//! `set_buckets_for_metric`:
+//!
+//! ```ignore
+//! let mut builder = metrics_exporter_prometheus::PrometheusBuilder::new();
+//! for &(metric, buckets) in seawall_core::metrics::HISTOGRAMS {
+//!     builder = builder.set_buckets_for_metric(Matcher::Full(metric.into()), buckets)?;
+//! }
+//! ```
+//!
 //! ```
 //! use seawall_core::metrics::MetricScope;
 //! use seawall_core::testing::TestRecorder;
@@ -91,6 +105,11 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "seawall_chaos_injected_total",
         Some(Unit::Count),
         "Faults a chaos layer injected, by fault.",
+    ),
+    (
+        "seawall_circuit_breaker_call_duration_seconds",
+        Some(Unit::Seconds),
+        "How long calls the breaker let through took, to their outcome.",
     ),
     (
         "seawall_circuit_breaker_calls_total",
@@ -234,6 +253,16 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         "Calls from a fleet-wide retry budget to its shared store.",
     ),
     (
+        "seawall_retry_call_attempts",
+        Some(Unit::Count),
+        "Attempts per call through a retry layer, the first included.",
+    ),
+    (
+        "seawall_retry_call_duration_seconds",
+        Some(Unit::Seconds),
+        "How long calls through a retry layer took, every attempt and wait included.",
+    ),
+    (
         "seawall_retry_calls_total",
         Some(Unit::Count),
         "Calls through a retry layer, by kind.",
@@ -253,6 +282,34 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
         Some(Unit::Count),
         "Calls through a timeout, by result.",
     ),
+    (
+        "seawall_timeout_remaining_seconds",
+        Some(Unit::Seconds),
+        "Time left of a call's timeout when it ended (0 for calls that timed out).",
+    ),
+];
+
+/// Default buckets of the duration histograms, in seconds: 1 ms to 10 s, about three per
+/// decade, so that p50 and p99 of calls from a fast cache to a slow dependency stay within a
+/// bucket of the truth and the 1 s to 10 s timeouts of a typical stack fall on a boundary.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Default buckets of the attempts-per-call histogram: one bucket per attempt up to five, then
+/// the long tail a generous `max_attempts` allows.
+pub const ATTEMPT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0, 10.0];
+
+/// Every seawall histogram and its default buckets.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[
+    ("seawall_bulkhead_wait_seconds", DURATION_BUCKETS),
+    (
+        "seawall_circuit_breaker_call_duration_seconds",
+        DURATION_BUCKETS,
+    ),
+    ("seawall_retry_call_attempts", ATTEMPT_BUCKETS),
+    ("seawall_retry_call_duration_seconds", DURATION_BUCKETS),
+    ("seawall_timeout_remaining_seconds", DURATION_BUCKETS),
 ];
 
 /// The unit and help text of `metric`; one that is missing from the table still gets help
@@ -651,6 +708,18 @@ mod tests {
                 .description("seawall_circuit_breaker_state")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn every_histogram_is_described_with_increasing_buckets() {
+        for &(name, buckets) in HISTOGRAMS {
+            assert!(
+                DESCRIPTIONS.iter().any(|(other, ..)| *other == name),
+                "{name} has no description"
+            );
+            assert!(!buckets.is_empty(), "{name}");
+            assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
+        }
     }
 
     #[test]

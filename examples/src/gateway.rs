@@ -6,7 +6,10 @@
 //!   of idempotent requests on 5xx and 429 with a retry budget, circuit breaker on 5xx,
 //!   per-attempt timeout, bulkhead), and a fallback answers "stock unknown" while the breaker
 //!   is open or the call times out.
-//! - `/metrics` serves every seawall metric for Prometheus; `/health/live` and `/health/ready`
+//! - Every request gets an id and a span (see [`logging`](crate::logging)), so that its logs
+//!   say which layer rejected it.
+//! - `/metrics` serves every seawall metric for Prometheus, latency histograms with buckets
+//!   (see [`prometheus`]); `/health/live` and `/health/ready`
 //!   serve the health tracker, which calls the gateway degraded while the inventory breaker is
 //!   open (the fallback still answers) — never unready for it, so Kubernetes does not take the
 //!   gateway out for a dependency's outage.
@@ -24,7 +27,7 @@ use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use seawall::circuit_breaker::{CircuitBreakerHandle, CircuitState};
 use seawall::classify::HttpStatus;
 use seawall::config::ConfigError;
@@ -180,11 +183,26 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
         .merge(products)
         .merge(seawall::health::http::router(health.clone()))
         .route("/metrics", get(move || async move { metrics.render() }));
+    let router = crate::logging::traced(router);
     Gateway {
         router,
         health,
         breaker,
     }
+}
+
+/// The Prometheus exporter as the gateway sets it up: seawall's latency histograms with their
+/// default buckets, which dashboards aggregate across replicas (without buckets, the exporter
+/// writes each histogram as a summary of quantiles).
+pub fn prometheus() -> PrometheusBuilder {
+    seawall::metrics::HISTOGRAMS.iter().fold(
+        PrometheusBuilder::new(),
+        |builder, &(metric, buckets)| {
+            builder
+                .set_buckets_for_metric(Matcher::Full(metric.to_owned()), buckets)
+                .expect("buckets are never empty")
+        },
+    )
 }
 
 async fn product(State(state): State<AppState>, Path(id): Path<u32>) -> Response<Body> {

@@ -9,6 +9,9 @@ use seawall::chaos::ChaosConfig;
 use seawall_core::testing::serve::{get, serve, text};
 use seawall_examples::gateway::{GatewayConfig, gateway};
 use seawall_examples::inventory::inventory;
+use support::promtool_check_metrics;
+
+mod support;
 
 /// The metric names in `exposition` that have a `# TYPE` line but no `# HELP` line.
 fn undescribed(exposition: &str) -> BTreeSet<&str> {
@@ -61,4 +64,12 @@ async fn metrics_of_layers_built_before_the_recorder_are_exported_and_described(
         "{exposition}"
     );
     assert_eq!(undescribed(exposition), BTreeSet::new(), "{exposition}");
+    // The exporter's default: histograms as summaries.
+    assert!(
+        exposition.contains(
+            "seawall_timeout_remaining_seconds{name=\"inventory.total\",quantile=\"0.99\"}"
+        ),
+        "{exposition}"
+    );
+    promtool_check_metrics(exposition);
 }

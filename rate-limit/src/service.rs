@@ -64,7 +64,7 @@ impl<L> Shared<L> {
     pub(crate) fn reject(&self, retry_after: Duration) -> BoxError {
         let name = &self.config.name;
         self.rejected.increment(1);
-        tracing::debug!(%name, ?retry_after, "rate limited");
+        tracing::debug!(rejected_by = %name, rejection = "rate_limited", ?retry_after, "call rejected");
         if let Some(hook) = &self.on_rejected {
             hook(RateLimitedEvent { name, retry_after });
         }

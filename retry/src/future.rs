@@ -14,6 +14,7 @@ use rand::rngs::SmallRng;
 use seawall_core::BoxError;
 use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
+use tracing::Span;
 
 use crate::layer::RetryEvent;
 use crate::policy::{RetryPolicy, Verdict};
@@ -40,6 +41,9 @@ pin_project! {
         attempt: u32,
         started: Option<Instant>,
         previous_delay: Duration,
+        // The span of the retry in flight (none for the first attempt), a child of the
+        // request's span: what the layers below record lands in it.
+        span: Span,
     }
 }
 
@@ -79,6 +83,7 @@ where
             attempt: 1,
             started,
             previous_delay: Duration::ZERO,
+            span: Span::none(),
         }
     }
 }
@@ -112,15 +117,16 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let polled = this.span.in_scope(|| future.poll(cx));
+                    let result = ready!(polled).map_err(Into::into);
                     let verdict = shared.policy.judge(result.as_ref());
                     let not_before = match verdict {
                         Verdict::Success => {
-                            finish(shared, *this.attempt, true);
+                            finish(shared, *this.attempt, *this.started, true);
                             return Poll::Ready(result);
                         }
                         Verdict::Failure => {
-                            finish(shared, *this.attempt, false);
+                            finish(shared, *this.attempt, *this.started, false);
                             return Poll::Ready(result);
                         }
                         Verdict::Retry { not_before } => not_before,
@@ -139,7 +145,7 @@ where
                     };
                     match plan {
                         None => {
-                            finish(shared, *this.attempt, false);
+                            finish(shared, *this.attempt, *this.started, false);
                             return Poll::Ready(result);
                         }
                         Some(delay) if delay.is_zero() => this.state.set(State::Retrying),
@@ -157,7 +163,7 @@ where
                         .service
                         .get_or_insert_with(|| this.core.template.clone());
                     if let Err(err) = ready!(service.poll_ready(cx)) {
-                        finish(shared, *this.attempt, false);
+                        finish(shared, *this.attempt, *this.started, false);
                         return Poll::Ready(Err(err.into()));
                     }
                     let Some(req) = this.request.take() else {
@@ -167,7 +173,13 @@ where
                     if *this.attempt < shared.max_attempts {
                         *this.request = shared.policy.clone_request(&req);
                     }
-                    let future = service.call(req);
+                    let span = tracing::debug_span!(
+                        "retry",
+                        name = &*shared.name,
+                        attempt = *this.attempt
+                    );
+                    let future = span.in_scope(|| service.call(req));
+                    *this.span = span;
                     this.state.set(State::Called { future });
                 }
             }
@@ -175,7 +187,7 @@ where
     }
 }
 
-fn finish<P>(shared: &Shared<P>, attempts: u32, success: bool) {
+fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, success: bool) {
     let m = &shared.metrics;
     let calls = match (success, attempts > 1) {
         (true, false) => &m.success_without_retry,
@@ -185,6 +197,10 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, success: bool) {
     };
     calls.increment(1);
     m.attempts.increment(u64::from(attempts));
+    m.attempts_per_call.record(f64::from(attempts));
+    if let Some(started) = started {
+        m.duration.record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// The wait before the next attempt, or `None` when no retry may start.

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use seawall_core::BoxError;
 use seawall_core::backoff::Backoff;
 use seawall_core::metrics::MetricScope;
@@ -30,6 +30,8 @@ pub(crate) struct Metrics {
     pub(crate) failed_with_retry: Counter,
     pub(crate) attempts: Counter,
     pub(crate) budget_exhausted: Counter,
+    pub(crate) attempts_per_call: Histogram,
+    pub(crate) duration: Histogram,
 }
 
 impl Metrics {
@@ -42,6 +44,8 @@ impl Metrics {
             failed_with_retry: scope.counter(CALLS, &[("kind", "failed_with_retry")]),
             attempts: scope.counter("seawall_retry_attempts_total", &[]),
             budget_exhausted: scope.counter("seawall_retry_budget_exhausted_total", &[]),
+            attempts_per_call: scope.histogram("seawall_retry_call_attempts", &[]),
+            duration: scope.histogram("seawall_retry_call_duration_seconds", &[]),
         }
     }
 }
@@ -194,15 +198,12 @@ where
         } else {
             None
         };
-        let started = if shared.budget.is_some() || shared.max_elapsed.is_some() {
-            let now = Instant::now();
-            if let Some(budget) = &shared.budget {
-                budget.deposit(now);
-            }
-            Some(now)
-        } else {
-            None
-        };
+        // Every call is timed, for the duration histogram.
+        let now = Instant::now();
+        if let Some(budget) = &shared.budget {
+            budget.deposit(now);
+        }
+        let started = Some(now);
         // The service that `poll_ready` readied takes the first attempt; retries, if any, take
         // a clone of the template.
         let future = self.inner.call(req);

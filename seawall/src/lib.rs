@@ -86,7 +86,9 @@ mod builder;
 pub mod stack;
 
 pub use self::builder::ServiceBuilderExt;
-pub use seawall_core::{BoxError, Rejected, RejectionKind, backoff, classify, config, rejected};
+pub use seawall_core::{
+    BoxError, Rejected, RejectionKind, backoff, classify, config, metrics, rejected,
+};
 
 #[cfg(feature = "bulkhead")]
 #[doc(inline)]

@@ -8,7 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
-use tokio::time::{Sleep, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
 use crate::deadline::{Budget, Deadline};
 use crate::event::TimedOutEvent;
@@ -94,6 +94,13 @@ where
         };
         if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
+            // A call that answers on its first poll took no time: its whole budget is left,
+            // and the clock need not be read.
+            let remaining = match sleep.as_pin_mut() {
+                Some(timer) => timer.deadline().saturating_duration_since(Instant::now()),
+                None => budget.timeout,
+            };
+            this.shared.remaining.record(remaining.as_secs_f64());
             return Poll::Ready(result.map_err(Into::into));
         }
         if sleep.is_none() {
@@ -124,7 +131,8 @@ fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
         shared.timed_out.increment(1);
         RejectionKind::TimedOut
     };
-    tracing::debug!(name = %shared.name, ?timeout, %kind, "call ended by its timeout");
+    shared.remaining.record(0.0);
+    tracing::debug!(rejected_by = %shared.name, rejection = kind.as_str(), ?timeout, "call ended by its timeout");
     if let Some(hook) = &shared.on_timeout {
         hook(TimedOutEvent {
             name: &shared.name,

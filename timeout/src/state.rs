@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use seawall_core::metrics::MetricScope;
 
 use crate::config::TimeoutConfig;
@@ -18,6 +18,7 @@ pub(crate) struct Shared {
     pub(crate) completed: Counter,
     pub(crate) timed_out: Counter,
     pub(crate) deadline_exceeded: Counter,
+    pub(crate) remaining: Histogram,
     pub(crate) on_timeout: Option<TimeoutHook>,
 }
 
@@ -30,6 +31,7 @@ impl Shared {
             completed: metrics.counter(CALLS, &[("result", "completed")]),
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
             deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
+            remaining: metrics.histogram("seawall_timeout_remaining_seconds", &[]),
             on_timeout: None,
         }
     }

@@ -10,7 +10,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().init();
+    seawall_examples::logging::init();
     let tracker = HealthTracker::new("grpc-example");
     let listener = TcpListener::bind("127.0.0.1:50051").await?;
     tokio::spawn(serve(listener, server_config(), tracker));

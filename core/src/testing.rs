@@ -432,9 +432,10 @@ where
 /// A `redis-server` of the test's own, on a free port of 127.0.0.1 in a temporary directory,
 /// with no persistence, for tests of the stores that share quotas across a fleet.
 ///
-/// Tests that need Redis call [`RedisServer::start`] (a server they may stop and restart) or
-/// [`redis_url`] (`SEAWALL_REDIS_URL` when CI exported one, else a server of their own). Where
-/// no server can be started, they skip with a loud message, except in CI (`CI` set), where
+/// Tests that need Redis call [`RedisServer::start`](redis::RedisServer::start) (a server they
+/// may stop and restart) or [`redis_url`](redis::redis_url) (`SEAWALL_REDIS_URL` when CI
+/// exported one, else a server of their own). Where no server can be started, they skip with a
+/// loud message, except in CI (`CI` set), where
 /// they fail: CI installs and starts Redis, so a missing one is a broken CI.
 #[cfg(feature = "test-util")]
 pub mod redis {

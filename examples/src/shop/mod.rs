@@ -209,20 +209,11 @@ impl Shop {
             (&self.users, &users),
         ];
         for (service, config) in pairs {
-            service
-                .db
-                .check_reload(&config.database)
-                .map_err(|e| ShopConfigError {
-                    source: service.name.into(),
-                    ..e
-                })?;
+            service.check_reload(config)?;
         }
         self.gateway.reload(&gateway)?;
         for (service, config) in pairs {
-            service.reload(config).map_err(|e| ShopConfigError {
-                source: service.name.into(),
-                ..e
-            })?;
+            service.reload(config)?;
         }
         tracing::info!("configuration reloaded");
         Ok(())

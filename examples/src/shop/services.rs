@@ -43,21 +43,31 @@ pub struct Service {
 }
 
 impl Service {
-    /// Takes `config` while the service runs; on an error nothing changes.
-    pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
-        let error = |e: seawall::config::ConfigError| ShopConfigError {
+    /// Checks that `config` can replace the live one, changing nothing.
+    pub fn check_reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
+        let named = |e: ShopConfigError| ShopConfigError {
             source: self.name.into(),
-            message: e.within("server.bulkhead").to_string(),
+            ..e
         };
-        self.db.check_reload(&config.database)?;
+        self.db.check_reload(&config.database).map_err(named)?;
         self.server_bulkhead
             .check_reload(config.server.bulkhead())
-            .map_err(error)?;
+            .map_err(|e| ShopConfigError {
+                source: self.name.into(),
+                message: e.within("server.bulkhead").to_string(),
+            })
+    }
+
+    /// Takes `config` while the service runs; on an error nothing changes.
+    pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
+        self.check_reload(config)?;
         self.db.reload(&config.database, config.retry)?;
         self.server_bulkhead
             .reload(config.server.bulkhead().clone())
-            .map_err(error)?;
-        Ok(())
+            .map_err(|e| ShopConfigError {
+                source: self.name.into(),
+                message: e.within("server.bulkhead").to_string(),
+            })
     }
 }
 

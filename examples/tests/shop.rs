@@ -480,7 +480,7 @@ async fn bad_input_gets_a_json_4xx_and_writes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recommendations_fall_back_to_popular_products_and_the_gateway_stays_ready() {
+async fn recommendations_and_search_fall_back_and_the_gateway_stays_ready() {
     let Some(db) = database().await else { return };
     let shop = start(&db.url, Source::default()).await;
     let http = Http::new();
@@ -532,6 +532,35 @@ async fn recommendations_fall_back_to_popular_products_and_the_gateway_stays_rea
         Bytes::new(),
     )
     .await;
+
+    // Search: the search service while it answers, plain SQL while it fails.
+    let search = |q: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://{gw}/api/products/search?q={q}"))
+                .await
+        }
+    };
+    let found = search("Product%2042").await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(found.headers.get("x-fallback").is_none());
+    assert_eq!(found.body["products"][0]["id"], 42);
+    http.send(
+        Method::POST,
+        format!("http://{}/admin/chaos/search/on", shop.addrs.admin),
+        None,
+        Bytes::new(),
+    )
+    .await;
+    for _ in 0..10 {
+        let found = search("Product%2042").await;
+        assert_eq!(found.status, StatusCode::OK);
+        assert_eq!(found.headers["x-fallback"], "sql");
+        assert_eq!(found.body["products"][0]["id"], 42);
+    }
+    let bad = search("%27%3B%20DROP").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body["error"].is_string());
 }
 
 fn write(dir: &Path, service: &str, text: &str) {

@@ -503,7 +503,9 @@ impl Breaker {
         let now = self.now_nanos();
         match state_of(word) {
             CircuitState::Closed => {
-                let counts = self.window.counts(self.since_epoch(Instant::now()).as_secs());
+                let counts = self
+                    .window
+                    .counts(self.since_epoch(Instant::now()).as_secs());
                 let consecutive = self.consecutive.load(Ordering::Relaxed);
                 if self.should_trip(&counts, consecutive) {
                     self.transition(word, CircuitState::Open, None, now);

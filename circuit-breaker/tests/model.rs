@@ -39,7 +39,10 @@ struct Config {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Call { outcome: Outcome, millis: u64 },
+    Call {
+        outcome: Outcome,
+        millis: u64,
+    },
     Advance(u64),
     /// New rules for the same window and automatic transitions.
     Reload(Config),

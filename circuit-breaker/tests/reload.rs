@@ -74,7 +74,11 @@ async fn a_raised_threshold_keeps_the_window_and_trips_later() {
     for _ in 0..5 {
         let _ = svc.clone().oneshot(false).await;
     }
-    assert_eq!(handle.state(), CircuitState::Closed, "7 failures in 9 calls");
+    assert_eq!(
+        handle.state(),
+        CircuitState::Closed,
+        "7 failures in 9 calls"
+    );
     let _ = svc.clone().oneshot(false).await;
     assert_eq!(handle.state(), CircuitState::Open, "8 failures in 10 calls");
 }

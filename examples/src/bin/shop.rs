@@ -1,7 +1,7 @@
 //! The shop: `cargo run -p seawall-examples --bin shop -- postgres://postgres@127.0.0.1:5432/postgres [CONFIG_DIR]`.
 //!
 //! The gateway answers on 127.0.0.1:8080 (`/api/products`, `/api/orders`, `/metrics`,
-//! `/health/ready`), the admin endpoint on 127.0.0.1:8081, the services on 8091 to 8094.
+//! `/health/ready`), the admin endpoint on 127.0.0.1:8081, the services on 8091 to 8095.
 //! Settings are read from `CONFIG_DIR/<service>.toml` (the built-in ones where missing) and
 //! `SHOP__*` variables, and reloaded when a file changes or on SIGHUP. `SHOP_DATABASE_URL`
 //! may name the database instead of the first argument.
@@ -33,6 +33,7 @@ async fn main() -> Result<(), seawall::BoxError> {
         orders: 8092,
         users: 8093,
         recommendations: 8094,
+        search: 8095,
     };
     let shop = Shop::start(&url, Source::from_env(dir), ports, metrics).await?;
     shop.watch(Duration::from_secs(1));

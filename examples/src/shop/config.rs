@@ -30,6 +30,9 @@ pub struct ServiceConfig {
     /// Retries of serialization failures and deadlocks (orders).
     #[serde(default, deserialize_with = "retry_within")]
     pub retry: TxRetryConfig,
+    /// The client stack to the search service (products).
+    #[serde(default, deserialize_with = "search_within")]
+    pub search: Option<ClientStackConfig>,
 }
 
 /// The gateway's settings: its own server stack and a client stack per service it calls.
@@ -184,6 +187,7 @@ within! {
     orders_within: ClientStackConfig = "orders",
     users_within: ClientStackConfig = "users",
     recommendations_within: ClientStackConfig = "recommendations",
+    search_within: Option<ClientStackConfig> = "search",
 }
 
 /// A configuration that could not be read or was refused.

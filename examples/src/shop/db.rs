@@ -146,7 +146,7 @@ impl Db {
         };
         self.breaker
             .check_reload(&config.circuit_breaker)
-            .map_err(error)?;
+            .map_err(|e| error(e.within("circuit_breaker")))?;
         self.bulkhead
             .check_reload(&config.bulkhead)
             .map_err(error)?;
@@ -168,7 +168,7 @@ impl Db {
         };
         self.breaker
             .reload(config.circuit_breaker.clone())
-            .map_err(error)?;
+            .map_err(|e| error(e.within("circuit_breaker")))?;
         self.bulkhead
             .reload(config.bulkhead.clone())
             .map_err(error)?;

@@ -135,7 +135,9 @@ struct AppState {
     popular: Arc<ArcSwapOption<Bytes>>,
 }
 
-fn upstream(
+/// A client stack over `client` as `config` says, retrying what `policy` allows, its breaker
+/// followed by `health` as a non-critical component.
+pub fn upstream(
     config: &ClientStackConfig,
     policy: HttpPolicy,
     client: &Client<HttpConnector, Full<Bytes>>,

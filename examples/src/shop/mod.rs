@@ -53,6 +53,8 @@ pub struct Ports {
     pub users: u16,
     /// The recommendations service.
     pub recommendations: u16,
+    /// The search service.
+    pub search: u16,
 }
 
 /// Where the running shop listens.
@@ -87,6 +89,8 @@ pub struct Shop {
     pub users: Service,
     /// Turns the recommendations' faults on and off.
     pub recommendations_chaos: ChaosHandle,
+    /// Turns the search service's faults on and off.
+    pub search_chaos: ChaosHandle,
     source: Source,
 }
 
@@ -102,29 +106,32 @@ fn serve(listener: TcpListener, router: Router) {
     });
 }
 
-/// The simulated recommendations service: a fixed pick, failing while its chaos is on.
-fn recommendations() -> (Router, ChaosHandle) {
+/// `router` with faults (every call an error) switchable at run time, off to begin with.
+fn chaotic(name: &str, router: Router) -> (Router, ChaosHandle) {
     let chaos = ChaosLayer::new(
         ChaosConfig::builder()
-            .name("recommendations")
+            .name(name)
             .enabled(false)
             .faults(Faults::errors(1.0))
             .build()
             .expect("a valid chaos config"),
     );
     let handle = chaos.handle();
-    let router = Router::new()
-        .route(
-            "/recommendations",
-            get(|| async {
-                json_response(
-                    http::StatusCode::OK,
-                    &json!({ "products": [{ "id": 7 }, { "id": 3 }, { "id": 12 }] }),
-                )
-            }),
-        )
-        .layer(ServiceBuilder::new().with_http_errors().layer(chaos));
+    let router = router.layer(ServiceBuilder::new().with_http_errors().layer(chaos));
     (router, handle)
+}
+
+/// The simulated recommendations service: a fixed pick.
+fn recommendations() -> Router {
+    Router::new().route(
+        "/recommendations",
+        get(|| async {
+            json_response(
+                http::StatusCode::OK,
+                &json!({ "products": [{ "id": 7 }, { "id": 3 }, { "id": 12 }] }),
+            )
+        }),
+    )
 }
 
 impl Shop {
@@ -147,10 +154,15 @@ impl Shop {
             .map(|c| Db::new(database_url, &c.database, c.retry))
             .collect::<Result<Vec<_>, _>>()?;
         dbs[0].migrate().await?;
-        let products = services::products(&configs[0], dbs[0].clone());
+        let search_listener = bind(ports.search).await?;
+        let search_url = format!("http://{}", search_listener.local_addr()?);
+        let (search_router, search_chaos) = chaotic("search", services::search_service());
+        serve(search_listener, search_router);
+        let products = services::products(&configs[0], dbs[0].clone(), Some(&search_url));
         let orders = services::orders(&configs[1], dbs[1].clone());
         let users = services::users(&configs[2], dbs[2].clone());
-        let (recommendations_router, recommendations_chaos) = recommendations();
+        let (recommendations_router, recommendations_chaos) =
+            chaotic("recommendations", recommendations());
 
         let listeners = [
             bind(ports.products).await?,
@@ -189,6 +201,7 @@ impl Shop {
             orders,
             users,
             recommendations_chaos,
+            search_chaos,
             source,
         });
         serve(admin_listener, admin(shop.clone()));
@@ -209,20 +222,11 @@ impl Shop {
             (&self.users, &users),
         ];
         for (service, config) in pairs {
-            service
-                .db
-                .check_reload(&config.database)
-                .map_err(|e| ShopConfigError {
-                    source: service.name.into(),
-                    ..e
-                })?;
+            service.check_reload(config)?;
         }
         self.gateway.reload(&gateway)?;
         for (service, config) in pairs {
-            service.reload(config).map_err(|e| ShopConfigError {
-                source: service.name.into(),
-                ..e
-            })?;
+            service.reload(config)?;
         }
         tracing::info!("configuration reloaded");
         Ok(())
@@ -272,17 +276,19 @@ async fn chaos(
     State(shop): State<Arc<Shop>>,
     Path((dependency, switch)): Path<(String, String)>,
 ) -> axum::response::Response {
-    if dependency != "recommendations" {
-        return json_error(http::StatusCode::NOT_FOUND, "no such dependency");
-    }
+    let handle = match dependency.as_str() {
+        "recommendations" => &shop.recommendations_chaos,
+        "search" => &shop.search_chaos,
+        _ => return json_error(http::StatusCode::NOT_FOUND, "no such dependency"),
+    };
     match switch.as_str() {
-        "on" => shop.recommendations_chaos.enable(),
-        "off" => shop.recommendations_chaos.disable(),
+        "on" => handle.enable(),
+        "off" => handle.disable(),
         _ => return json_error(http::StatusCode::BAD_REQUEST, "switch is on or off"),
     }
     json_response(
         http::StatusCode::OK,
-        &json!({ "recommendations": { "faults": shop.recommendations_chaos.is_enabled() } }),
+        &json!({ dependency: { "faults": handle.is_enabled() } }),
     )
 }
 

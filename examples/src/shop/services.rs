@@ -21,8 +21,16 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
 
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use seawall::retry::HttpPolicy;
+use tower::ServiceExt;
+
 use super::config::{ServiceConfig, ShopConfigError};
 use super::db::{Db, Reply, retry_wait};
+use super::gateway::{Upstream, upstream};
 
 /// The largest request body a service reads.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -43,21 +51,31 @@ pub struct Service {
 }
 
 impl Service {
-    /// Takes `config` while the service runs; on an error nothing changes.
-    pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
-        let error = |e: seawall::config::ConfigError| ShopConfigError {
+    /// Checks that `config` can replace the live one, changing nothing.
+    pub fn check_reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
+        let named = |e: ShopConfigError| ShopConfigError {
             source: self.name.into(),
-            message: e.within("server.bulkhead").to_string(),
+            ..e
         };
-        self.db.check_reload(&config.database)?;
+        self.db.check_reload(&config.database).map_err(named)?;
         self.server_bulkhead
             .check_reload(config.server.bulkhead())
-            .map_err(error)?;
+            .map_err(|e| ShopConfigError {
+                source: self.name.into(),
+                message: e.within("server.bulkhead").to_string(),
+            })
+    }
+
+    /// Takes `config` while the service runs; on an error nothing changes.
+    pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
+        self.check_reload(config)?;
         self.db.reload(&config.database, config.retry)?;
         self.server_bulkhead
             .reload(config.server.bulkhead().clone())
-            .map_err(error)?;
-        Ok(())
+            .map_err(|e| ShopConfigError {
+                source: self.name.into(),
+                message: e.within("server.bulkhead").to_string(),
+            })
     }
 }
 
@@ -103,10 +121,15 @@ fn answer(result: Result<Reply, BoxError>) -> Response<Body> {
     }
 }
 
-fn build(name: &'static str, config: &ServiceConfig, db: Db, routes: Router) -> Service {
+fn build(
+    name: &'static str,
+    config: &ServiceConfig,
+    db: Db,
+    routes: Router,
+    health: HealthTracker,
+) -> Service {
     let stack = ServerStackLayer::new(config.server.clone());
     let server_bulkhead = stack.bulkhead();
-    let health = HealthTracker::new(name);
     db.probe(&health);
     health.follow(
         ComponentConfig::new("database.breaker").expect("a valid name"),
@@ -149,21 +172,113 @@ struct ProductsState {
     db: Db,
     /// The last list read, served while the database is down.
     cached: Arc<ArcSwapOption<Value>>,
+    /// The search service, if there is one.
+    search: Option<(Upstream, Arc<str>)>,
 }
 
-/// The products service: `GET /products`, `/products/popular`, `/products/{id}`. The list is
-/// served from the last one read, marked `x-fallback: cache`, while the database is down.
-pub fn products(config: &ServiceConfig, db: Db) -> Service {
+/// The products service: `GET /products`, `/products/popular`, `/products/{id}` and
+/// `/products/search?q=`. The list is served from the last one read, marked
+/// `x-fallback: cache`, while the database is down. Search asks the search service at
+/// `search_url` through a client stack (`config.search`) and falls back to a plain SQL query
+/// (`x-fallback: sql`) while it fails.
+pub fn products(config: &ServiceConfig, db: Db, search_url: Option<&str>) -> Service {
+    let health = HealthTracker::new("products");
+    let search = match (&config.search, search_url) {
+        (Some(stack), Some(url)) => {
+            let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+            let (upstream, _) = upstream(stack, HttpPolicy::new(), &client, &health);
+            Some((upstream, Arc::from(url.trim_end_matches('/'))))
+        }
+        _ => None,
+    };
     let state = ProductsState {
         db: db.clone(),
         cached: Arc::default(),
+        search,
     };
     let routes = Router::new()
         .route("/products", get(list_products))
         .route("/products/popular", get(popular_products))
+        .route("/products/search", get(search_products))
         .route("/products/{id}", get(product))
         .with_state(state);
-    build("products", config, db, routes)
+    build("products", config, db, routes, health)
+}
+
+/// What a search takes: letters, digits and spaces, 1 to 64 of them.
+fn search_terms(query: Option<&str>) -> Option<String> {
+    let q = query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("q="))?
+        .replace("%20", " ")
+        .replace('+', " ");
+    let valid =
+        (1..=64).contains(&q.len()) && q.chars().all(|c| c.is_ascii_alphanumeric() || c == ' ');
+    valid.then_some(q)
+}
+
+async fn search_products(State(state): State<ProductsState>, uri: http::Uri) -> Response<Body> {
+    let Some(terms) = search_terms(uri.query()) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "q is 1 to 64 letters, digits and spaces",
+        );
+    };
+    if let Some((search, base)) = &state.search {
+        let request = http::Request::get(format!("{base}/search?q={}", terms.replace(' ', "%20")))
+            .body(Full::default())
+            .expect("a valid request");
+        match search.clone().oneshot(request).await {
+            Ok(response) if response.status().is_success() => return response,
+            Ok(response) => tracing::warn!(status = %response.status(), "search failed"),
+            Err(err) => tracing::warn!(error = %err, "search failed"),
+        }
+    }
+    let pattern = format!("%{terms}%");
+    let mut response = answer(
+        state
+            .db
+            .run(move |client, _| async move {
+                let rows = client
+                    .query(
+                        "SELECT id, name, price_cents FROM products WHERE name ILIKE $1 \
+                         ORDER BY id LIMIT 20",
+                        &[&pattern],
+                    )
+                    .await?;
+                Ok(Reply::new(
+                    StatusCode::OK,
+                    json!({ "products": rows.iter().map(product_json).collect::<Vec<_>>() }),
+                ))
+            })
+            .await,
+    );
+    if state.search.is_some() && response.status().is_success() {
+        response
+            .headers_mut()
+            .insert("x-fallback", HeaderValue::from_static("sql"));
+    }
+    response
+}
+
+/// The simulated search service: `GET /search?q=` over the seed products' names.
+pub fn search_service() -> Router {
+    Router::new().route(
+        "/search",
+        get(|uri: http::Uri| async move {
+            let Some(terms) = search_terms(uri.query()) else {
+                return json_error(StatusCode::BAD_REQUEST, "bad query");
+            };
+            let terms = terms.to_lowercase();
+            let found: Vec<Value> = (1..=50i64)
+                .map(|n| (n, format!("Product {n}")))
+                .filter(|(_, name)| name.to_lowercase().contains(&terms))
+                .take(20)
+                .map(|(id, name)| json!({ "id": id, "name": name, "price_cents": 100 * id + 99 }))
+                .collect();
+            json_response(StatusCode::OK, &json!({ "products": found }))
+        }),
+    )
 }
 
 fn product_json(row: &tokio_postgres::Row) -> Value {
@@ -262,7 +377,7 @@ pub fn users(config: &ServiceConfig, db: Db) -> Service {
     let routes = Router::new()
         .route("/users/{id}", get(user))
         .with_state(db.clone());
-    build("users", config, db, routes)
+    build("users", config, db, routes, HealthTracker::new("users"))
 }
 
 async fn user(State(db): State<Db>, id: Result<Path<i64>, PathRejection>) -> Response<Body> {
@@ -300,7 +415,7 @@ pub fn orders(config: &ServiceConfig, db: Db) -> Service {
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(order))
         .with_state(db.clone());
-    build("orders", config, db, routes)
+    build("orders", config, db, routes, HealthTracker::new("orders"))
 }
 
 /// An order as a client sends it.

@@ -889,7 +889,7 @@ fn the_seawall_stack_takes_the_deadline_and_peers_take_its_settings() {
     let peers = PeerSettings::like(&seawall);
     assert_eq!(peers.max_retries, seawall.retry().max_attempts() - 1);
     assert_eq!(peers.attempt_timeout, seawall.attempt_timeout());
-    assert_eq!(peers.budget.unwrap().ratio, 0.1);
+    assert_eq!(peers.budget.unwrap().ratio, 0.09);
     assert_eq!(peers.concurrency, seawall.concurrency_limit());
 
     let file = SeawallSettings::from_toml(

@@ -22,13 +22,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::sync::atomic::{AtomicU64, Ordering};
+use seawall_core::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 

@@ -12,6 +12,7 @@
 //! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
 //!   timeouts.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
+//! - [`sync`]: the atomics and locks of the lock-free cores, loom's under `--cfg loom`.
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
 //!   axum and tonic.
@@ -38,6 +39,7 @@ pub mod deadline;
 mod error;
 pub mod latency;
 pub mod metrics;
+pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -8,8 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -21,6 +20,8 @@ use indexmap::IndexMap;
 use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use seawall_core::sync::{RwLock, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use crate::clock::{TokioClock, TokioInstant};

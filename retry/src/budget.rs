@@ -29,8 +29,8 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::config::BudgetConfig;

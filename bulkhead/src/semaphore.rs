@@ -17,12 +17,13 @@
 //! borrowing, a partition never holds more than its share. The total never exceeds the limit.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::task::Context;
 
 use futures::task::AtomicWaker;
 use metrics::Gauge;
+use seawall_core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use seawall_core::sync::{Mutex, MutexGuard};
 
 use crate::config::PartitionConfig;
 

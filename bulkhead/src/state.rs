@@ -2,8 +2,7 @@
 //! handles. Created once, when the layer is built.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, TryLockError};
+use std::sync::{Arc, PoisonError, TryLockError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -11,6 +10,8 @@ use tokio::time::Instant;
 use metrics::{Counter, Histogram};
 use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use seawall_core::sync::{Mutex, RwLock};
 
 use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
 use crate::idle::IdleSlots;

@@ -1,6 +1,8 @@
 //! Many threads, thousands of calls, random drops, cancellations, failures and futures polled
 //! again after their answer: the limit holds and every slot comes back, exactly once.
 
+mod invariants;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -168,9 +170,8 @@ where
     for client in clients {
         client.await.unwrap();
     }
-    assert!(monitor.await.unwrap() <= limit);
-    assert_eq!(handle.in_flight(), 0, "every slot came back");
-    assert_eq!(handle.queued(), 0, "every waiter left the queue");
+    invariants::within_limit(monitor.await.unwrap(), limit);
+    invariants::every_slot_back(handle);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -185,7 +186,7 @@ async fn the_limit_holds_and_every_slot_comes_back() {
         .pair();
     run(layer.layer(downstream(watch.clone())), 1, &handle, 8).await;
     let most = watch.most.load(Ordering::SeqCst);
-    assert!(most <= 8, "{most} calls were inside the downstream at once");
+    invariants::within_limit(most, 8);
     assert!(most > 1, "the stress test made calls overlap");
 }
 
@@ -204,7 +205,7 @@ async fn partitions_hold_their_shares_and_every_slot_comes_back() {
         .partition_by(|req: &(usize, u8)| req.0)
         .pair();
     run(layer.layer(downstream(watch.clone())), 2, &handle, 10).await;
-    assert!(watch.most.load(Ordering::SeqCst) <= 10);
+    invariants::within_limit(watch.most.load(Ordering::SeqCst), 10);
     assert!(watch.most_by_partition[0].load(Ordering::SeqCst) <= 7);
     assert!(watch.most_by_partition[1].load(Ordering::SeqCst) <= 3);
     assert_eq!(handle.partition_in_flight("live"), Some(0));
@@ -226,7 +227,7 @@ async fn a_borrowing_adaptive_bulkhead_gives_every_slot_back() {
         .partition_by(|req: &(usize, u8)| req.0)
         .pair();
     run(layer.layer(downstream(watch.clone())), 2, &handle, 16).await;
-    assert!(watch.most.load(Ordering::SeqCst) <= 16);
+    invariants::within_limit(watch.most.load(Ordering::SeqCst), 16);
     assert_eq!(handle.partition_in_flight("live"), Some(0));
     assert_eq!(handle.partition_in_flight("batch"), Some(0));
 }

@@ -28,8 +28,7 @@
 //! behaves the same however late the task or the next call runs.
 
 use std::ops::RangeInclusive;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, Guard};
@@ -40,6 +39,8 @@ use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::Outcome;
 use seawall_core::config::ConfigError;
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use seawall_core::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -189,11 +190,11 @@ impl Observers {
         &self.name
     }
 
-    fn hooks(&self) -> std::sync::RwLockReadGuard<'_, Hooks> {
+    fn hooks(&self) -> RwLockReadGuard<'_, Hooks> {
         self.hooks.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn hooks_mut(&self) -> std::sync::RwLockWriteGuard<'_, Hooks> {
+    fn hooks_mut(&self) -> RwLockWriteGuard<'_, Hooks> {
         self.hooks.write().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -8,9 +8,9 @@
 //! say) cannot grow memory without limit; the configuration also refuses a `max_keys` whose
 //! windows would hold more than 256 MiB. When a new key finds the map full, one breaker is
 //! evicted, chosen from a small random sample so that no insertion scans the map under its
-//! write lock: a closed breaker, idle for `key_idle_timeout` if the sample has one, else the
-//! least recently used. An open (or half-open, or forced-open) breaker is evicted only when
-//! every breaker in the map is one: each breaker tells the map when it starts or stops
+//! write lock: a closed breaker that no call is using (its result would be lost with it), idle
+//! for `key_idle_timeout` if the sample has one, else the least recently used. An open (or
+//! half-open, or forced-open) breaker is evicted only when every breaker in the map is one: each breaker tells the map when it starts or stops
 //! rejecting, and the map samples the closed ones first. So a client rotating keys cannot
 //! flush the open breaker of a bad host and reset it to closed.
 //!
@@ -22,13 +22,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::sync::atomic::{AtomicU64, Ordering};
+use seawall_core::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -255,12 +256,16 @@ impl<K: Hash + Eq> Slots<K> {
     }
 
     /// The best of a sample of `list` (all of it when small): one that lets calls through
-    /// before one that rejects them (a breaker may have moved since it was filed), then an idle
-    /// one, then the least recently used.
+    /// before one that rejects them (a breaker may have moved since it was filed), then one no
+    /// call holds, then an idle one, then the least recently used.
+    //
+    // A breaker a call holds is spared because the call's result would go to a breaker no
+    // longer in the map: a failure that trips it would be lost, and the key start over closed.
+    // The map's own reference is the one count a breaker no call (or handle) holds has.
     fn victim(&mut self, list: usize, now: u64, idle: u64) -> Option<usize> {
         let len = self.lists[list].len();
         let looks = len.min(SAMPLE);
-        let mut best: Option<((bool, bool, u64), usize)> = None;
+        let mut best: Option<((bool, bool, bool, u64), usize)> = None;
         for look in 0..looks {
             let at = if len <= SAMPLE {
                 look
@@ -272,6 +277,7 @@ impl<K: Hash + Eq> Slots<K> {
             let last_used = entry.last_used.load(Ordering::Relaxed);
             let rank = (
                 entry.breaker.rejects(),
+                Arc::strong_count(&entry.breaker) > 1,
                 now.saturating_sub(last_used) < idle,
                 last_used,
             );
@@ -279,7 +285,7 @@ impl<K: Hash + Eq> Slots<K> {
                 best = Some((rank, slot));
             }
         }
-        let ((rejects, _, _), slot) = best?;
+        let ((rejects, _, _, _), slot) = best?;
         // Sampled from the closed list but open since: spare it, look at the open list.
         (list == 1 || !rejects).then_some(slot)
     }

@@ -17,8 +17,8 @@
 //! the sum of what the window holds; while calls race, a figure may briefly read one call off,
 //! never more, and readers clamp it to the window's bounds.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use seawall_core::sync::Mutex;
+use seawall_core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// Keeps a hot atomic on a cache line of its own, so that writes to one (the window's cursor,
 /// say) do not slow down every core's reads of another (the breaker's state word).

@@ -137,6 +137,33 @@ async fn an_open_breaker_is_evicted_only_when_every_breaker_is_open() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_breaker_a_call_holds_is_not_evicted_under_it() {
+    use tower::Service;
+
+    let layer = layer(2, Duration::from_secs(60));
+    send(&layer, req("a", true)).await;
+    advance(Duration::from_secs(1)).await;
+    let mut svc = layer.layer(service_fn(|req: Req| async move {
+        if req.fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    // a's second failure in a row, admitted now and ending only after a new key needed room.
+    let in_flight = svc.call(req("a", true));
+    advance(Duration::from_secs(1)).await;
+    send(&layer, req("b", false)).await;
+    send(&layer, req("c", false)).await;
+    in_flight.await.unwrap_err();
+    let a = layer
+        .handle(&"a")
+        .expect("a, least recently used but in use, stays");
+    assert!(a.state().rejects(), "its trip was not lost");
+    assert!(layer.handle(&"b").is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_evicted_key_starts_over_closed() {
     let layer = layer(1, Duration::from_secs(60));
     send(&layer, req("a", true)).await;

@@ -1,6 +1,8 @@
 //! Many tasks on many threads against one breaker: the probe limit holds and every call is
 //! accounted for exactly.
 
+mod invariants;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -105,10 +107,9 @@ async fn a_hammered_half_open_breaker_never_lets_more_than_n_probes_through() {
 
     let rejections = hammer(svc, |_, _| true).await;
 
-    let max = downstream.max_in_flight.load(Ordering::SeqCst);
-    assert!(max <= u64::from(PROBES), "{max} probes in flight at once");
+    invariants::probes_within_limit(downstream.max_in_flight.load(Ordering::SeqCst), PROBES);
     let admitted = downstream.calls.load(Ordering::SeqCst);
-    assert_eq!(admitted + rejections, TASKS * CALLS_PER_TASK + 1);
+    invariants::every_call_accounted(TASKS * CALLS_PER_TASK + 1, admitted, rejections);
     let calls = |outcome| {
         recorder.counter(
             "seawall_circuit_breaker_calls_total",
@@ -192,19 +193,22 @@ async fn probes_cancelled_under_concurrency_leak_no_slot() {
         task.await.unwrap();
     }
 
-    let max = downstream.max_in_flight.load(Ordering::SeqCst);
-    assert!(max <= u64::from(PROBES), "{max} probes in flight at once");
+    invariants::probes_within_limit(downstream.max_in_flight.load(Ordering::SeqCst), PROBES);
     assert_eq!(downstream.in_flight.load(Ordering::SeqCst), 0);
-    // Every slot is free again: PROBES successes in a row close the breaker.
+    let mut successes = Vec::new();
     for _ in 0..PROBES {
-        svc.clone().oneshot(false).await.unwrap();
+        successes.push(svc.clone().oneshot(false).await);
     }
-    assert_eq!(handle.state(), CircuitState::Closed);
+    invariants::no_probe_slot_held(&successes, handle.state());
 }
 
 /// Hammers a breaker that flips between open and half-open (every probe fails) until it has
 /// opened `cycles` times; the longest `retry_after` any rejection carried.
-async fn longest_retry_after(layer: CircuitBreakerLayer, cycles: u64) -> Duration {
+async fn longest_retry_after(
+    layer: CircuitBreakerLayer,
+    cycles: u64,
+    longest_open: Duration,
+) -> Duration {
     let openings = Arc::new(AtomicU64::new(0));
     let counted = openings.clone();
     let layer = layer.on_state_change(move |e| {
@@ -219,7 +223,13 @@ async fn longest_retry_after(layer: CircuitBreakerLayer, cycles: u64) -> Duratio
     let longest = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..8)
         .map(|_| {
-            let task = note_retry_afters(svc.clone(), openings.clone(), cycles, longest.clone());
+            let task = note_retry_afters(
+                svc.clone(),
+                openings.clone(),
+                cycles,
+                longest.clone(),
+                longest_open,
+            );
             tokio::spawn(task)
         })
         .collect();
@@ -240,6 +250,7 @@ async fn note_retry_afters<S>(
     openings: Arc<AtomicU64>,
     cycles: u64,
     longest: Arc<AtomicU64>,
+    longest_open: Duration,
 ) where
     S: Service<(), Response = (), Error = BoxError> + Clone,
 {
@@ -249,7 +260,9 @@ async fn note_retry_afters<S>(
             break;
         }
         let err = svc.clone().oneshot(()).await.unwrap_err();
-        if let Some(after) = rejected(&*err).and_then(|r| r.retry_after()) {
+        if rejected(&*err).is_some()
+            && let Some(after) = invariants::rejection_waits_at_most(&err, longest_open)
+        {
             let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
             longest.fetch_max(nanos, Ordering::Relaxed);
         }
@@ -267,7 +280,7 @@ async fn no_rejection_asks_to_wait_longer_than_the_open_duration() {
         .half_open_probes(PROBES)
         .build()
         .unwrap();
-    let longest = longest_retry_after(layer, 300).await;
+    let longest = longest_retry_after(layer, 300, OPEN).await;
     assert!(longest <= OPEN, "a rejection asked to wait {longest:?}");
 }
 
@@ -289,7 +302,7 @@ async fn no_rejection_asks_to_wait_longer_than_the_open_backoff_allows() {
         .half_open_max_wait(Duration::from_secs(60))
         .build()
         .unwrap();
-    let longest = longest_retry_after(layer, 300).await;
+    let longest = longest_retry_after(layer, 300, CAP).await;
     assert!(longest <= CAP, "a rejection asked to wait {longest:?}");
 }
 

@@ -14,6 +14,7 @@
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
 //! - [`store`]: the timeout, breaker and failure policy around calls to a store a fleet
 //!   shares (the Redis behind a fleet-wide rate limit or retry budget).
+//! - [`sync`]: the atomics and locks of the lock-free cores, loom's under `--cfg loom`.
 //! - `http` and `grpc` (features of the same names): adapters that answer rejections with
 //!   HTTP responses or gRPC statuses, so a stack's error is `Infallible` and goes straight into
 //!   axum and tonic.
@@ -41,6 +42,7 @@ mod error;
 pub mod latency;
 pub mod metrics;
 pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -10,8 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +23,8 @@ use indexmap::IndexMap;
 use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use seawall_core::sync::{RwLock, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use crate::clock::{TokioClock, TokioInstant};

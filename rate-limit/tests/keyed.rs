@@ -1,6 +1,8 @@
 //! Keyed rate limits: independent buckets, bounded key memory, eviction of the oldest keys and
 //! sweeps of idle ones.
 
+mod invariants;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -325,12 +327,10 @@ async fn concurrent_callers_never_get_more_than_each_burst() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(
-        permitted.load(Ordering::Relaxed),
-        8 * 100,
-        "eight keys, 100 each"
-    );
-    assert_eq!(layer.tracked_keys(), 8);
+    let permitted = permitted.load(Ordering::Relaxed);
+    invariants::no_more_than_the_bursts(permitted, 8, 100);
+    assert_eq!(permitted, 8 * 100, "eight keys, 100 each");
+    invariants::key_count_bounded_and_true(layer.tracked_keys(), 8, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -68,10 +68,11 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use seawall_core::sync::Mutex;
+use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
 use crate::config::BudgetConfig;

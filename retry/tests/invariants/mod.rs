@@ -1,0 +1,18 @@
+//! The retry budget's concurrency invariant, written once: the loom model (`tests/loom.rs`,
+//! every interleaving of a few threads across a bucket rotation) and the concurrent test of
+//! `tests/budget.rs` (many tasks on a multi-thread runtime) both check it.
+#![allow(dead_code, unreachable_pub)]
+
+use seawall_retry::BudgetConfig;
+
+/// Within one `ttl`, no more retries were granted than `ratio` of the requests deposited plus
+/// the floor over the `ttl`, however withdrawals raced: the budget is never overdrawn.
+pub fn never_overdrawn(granted: u64, deposits: u64, config: &BudgetConfig) {
+    let ttl = config.ttl().as_secs().max(1);
+    let bound =
+        config.ratio() * deposits as f64 + (u64::from(config.min_per_second()) * ttl) as f64;
+    assert!(
+        granted as f64 <= bound,
+        "{granted} retries granted, the budget allowed {bound}"
+    );
+}

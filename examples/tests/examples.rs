@@ -162,7 +162,7 @@ async fn the_grpc_example_answers_and_sheds_past_its_rate() {
 /// The dashboard and the alert rules name only metrics that seawall exports.
 #[test]
 fn observability_files_use_only_seawall_metrics() {
-    const EXPORTED: [&str; 19] = [
+    const EXPORTED: [&str; 23] = [
         "seawall_circuit_breaker_calls_total",
         "seawall_circuit_breaker_state",
         "seawall_circuit_breaker_transitions_total",
@@ -182,6 +182,11 @@ fn observability_files_use_only_seawall_metrics() {
         "seawall_fallback_calls_total",
         "seawall_health_state",
         "seawall_chaos_injected_total",
+        // Histograms, as their buckets (configured as the gateway does).
+        "seawall_bulkhead_wait_seconds_bucket",
+        "seawall_circuit_breaker_call_duration_seconds_bucket",
+        "seawall_retry_call_duration_seconds_bucket",
+        "seawall_timeout_remaining_seconds_bucket",
     ];
     for file in ["observability/dashboard.json", "observability/alerts.yml"] {
         let text =

@@ -79,7 +79,8 @@ mod builder;
     feature = "retry",
     feature = "circuit-breaker",
     feature = "bulkhead",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "hedge"
 ))]
 pub mod stack;
 

@@ -8,19 +8,25 @@ use seawall_circuit_breaker::{
 };
 use seawall_core::classify::AnyError;
 use seawall_core::config::{self, ConfigError, Raw};
+use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
 use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
 use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
+use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The client stack's service over `S`: total timeout, retry, circuit breaker, per-attempt
-/// timeout, bulkhead.
+/// The client stack's service over `S`: total timeout, retry, hedging (when configured),
+/// circuit breaker, per-attempt timeout, bulkhead.
 pub type ClientStack<S, P = DefaultPolicy, C = AnyError> = Timeout<
-    Retry<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, P>,
+    Retry<Hedged<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, P>, P>,
     NoDeadlines,
 >;
+
+/// `S` hedged with the retry policy `P` deciding what may be sent twice, or `S` itself when
+/// the stack has no `hedge` section.
+pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 
 /// A validated client stack configuration; every layer is named after the stack (the two
 /// timeouts `<name>.total` and `<name>.attempt`), and retry never plans a wait that would end
@@ -48,6 +54,7 @@ pub struct ClientStackConfig {
     retry: RetryConfig,
     circuit_breaker: CircuitBreakerConfig,
     bulkhead: BulkheadConfig,
+    hedge: Option<HedgeConfig>,
 }
 
 impl ClientStackConfig {
@@ -67,7 +74,20 @@ impl ClientStackConfig {
             retry,
             circuit_breaker,
             bulkhead,
+            hedge: None,
         })
+    }
+
+    /// The same stack, hedging with `hedge` (named after the stack) inside retry and outside
+    /// the circuit breaker; see the [module docs](super) for why there.
+    pub fn with_hedge(mut self, hedge: HedgeConfig) -> Result<Self, ConfigError> {
+        self.hedge = Some(hedge.named(&*self.name)?);
+        Ok(self)
+    }
+
+    /// Its hedging, if it hedges (off unless asked for).
+    pub fn hedge(&self) -> Option<&HedgeConfig> {
+        self.hedge.as_ref()
     }
 
     /// The stack's name.
@@ -88,6 +108,12 @@ struct ClientStackSpec {
     circuit_breaker: CircuitBreakerConfig,
     #[serde(deserialize_with = "bulkhead_within")]
     bulkhead: BulkheadConfig,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "hedge_within"
+    )]
+    hedge: Option<HedgeConfig>,
 }
 
 fn retry_within<'de, D: Deserializer<'de>>(d: D) -> Result<RetryConfig, D::Error> {
@@ -100,6 +126,10 @@ fn breaker_within<'de, D: Deserializer<'de>>(d: D) -> Result<CircuitBreakerConfi
 
 fn bulkhead_within<'de, D: Deserializer<'de>>(d: D) -> Result<BulkheadConfig, D::Error> {
     config::within("bulkhead", d)
+}
+
+fn hedge_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HedgeConfig>, D::Error> {
+    config::within("hedge", d)
 }
 
 fn default_retry() -> RetryConfig {
@@ -127,6 +157,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             retry: spec.retry.named(name.as_str())?.within(total_timeout),
             circuit_breaker: spec.circuit_breaker.named(name.as_str())?,
             bulkhead: spec.bulkhead.named(name.as_str())?,
+            hedge: spec.hedge.map(|h| h.named(name.as_str())).transpose()?,
             name: name.into(),
             total_timeout,
             attempt_timeout,
@@ -143,6 +174,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
             retry: c.retry,
             circuit_breaker: c.circuit_breaker,
             bulkhead: c.bulkhead,
+            hedge: c.hedge,
         }
     }
 }
@@ -154,6 +186,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
 pub struct ClientStackLayer<P = DefaultPolicy, C = AnyError> {
     total: TimeoutLayer,
     retry: RetryLayer<P>,
+    hedge: Option<HedgeLayer<P>>,
     breaker: CircuitBreakerLayer<C>,
     attempt: TimeoutLayer,
     bulkhead: BulkheadLayer<C>,
@@ -181,6 +214,9 @@ impl ClientStackLayer {
         Self {
             total: timeout("total", config.total_timeout),
             retry: RetryLayer::new(config.retry),
+            hedge: config
+                .hedge
+                .map(|h| HedgeLayer::new(h).policy(DefaultPolicy)),
             breaker: CircuitBreakerLayer::new(config.circuit_breaker),
             attempt: timeout("attempt", config.attempt_timeout),
             bulkhead: BulkheadLayer::new(config.bulkhead),
@@ -189,12 +225,14 @@ impl ClientStackLayer {
 }
 
 impl<P, C> ClientStackLayer<P, C> {
-    /// Decides what is retried with `policy` (`seawall::retry::HttpPolicy::new().with_method`
-    /// for a `POST` made safe by an idempotency key, `GrpcPolicy` with the idempotent methods
-    /// marked for a tonic `Channel`).
-    pub fn retry_policy<Q>(self, policy: Q) -> ClientStackLayer<Q, C> {
+    /// Decides what is retried, and hedged, with `policy`
+    /// (`seawall::retry::HttpPolicy::new().with_method` for a `POST` made safe by an
+    /// idempotency key, `GrpcPolicy` with the idempotent methods marked for a tonic
+    /// `Channel`): a hedge sends what a retry would, the same copy.
+    pub fn retry_policy<Q: Clone>(self, policy: Q) -> ClientStackLayer<Q, C> {
         ClientStackLayer {
             total: self.total,
+            hedge: self.hedge.map(|h| h.policy(policy.clone())),
             retry: self.retry.policy(policy),
             breaker: self.breaker,
             attempt: self.attempt,
@@ -208,6 +246,7 @@ impl<P, C> ClientStackLayer<P, C> {
         ClientStackLayer {
             total: self.total,
             retry: self.retry,
+            hedge: self.hedge,
             breaker: self.breaker.classify(classifier.clone()),
             attempt: self.attempt,
             bulkhead: self.bulkhead.classify(classifier),
@@ -223,6 +262,11 @@ impl<P, C> ClientStackLayer<P, C> {
     pub fn bulkhead(&self) -> BulkheadHandle {
         self.bulkhead.handle()
     }
+
+    /// The hedge layer's handle (its delay, latency and budget), when the stack hedges.
+    pub fn hedge(&self) -> Option<HedgeHandle> {
+        self.hedge.as_ref().map(HedgeLayer::handle)
+    }
 }
 
 impl<P, C> Clone for ClientStackLayer<P, C> {
@@ -230,6 +274,7 @@ impl<P, C> Clone for ClientStackLayer<P, C> {
         Self {
             total: self.total.clone(),
             retry: self.retry.clone(),
+            hedge: self.hedge.clone(),
             breaker: self.breaker.clone(),
             attempt: self.attempt.clone(),
             bulkhead: self.bulkhead.clone(),
@@ -251,8 +296,12 @@ impl<S: Clone, P, C> Layer<S> for ClientStackLayer<P, C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let attempt = self.attempt.layer(self.bulkhead.layer(inner));
-        self.total
-            .layer(self.retry.layer(self.breaker.layer(attempt)))
+        let breaker = self.breaker.layer(attempt);
+        let hedged = match &self.hedge {
+            Some(hedge) => Either::Left(hedge.layer(breaker)),
+            None => Either::Right(breaker),
+        };
+        self.total.layer(self.retry.layer(hedged))
     }
 }
 
@@ -268,7 +317,9 @@ impl Default for ClientStackConfig {
     ///   Finagle's floor of 10 retries per second over 10 s;
     /// - circuit breaker: its defaults;
     /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
-    ///   (Envoy's default is 1024).
+    ///   (Envoy's default is 1024);
+    /// - no hedging: it adds load, and is for calls whose tail matters more than that
+    ///   ([`with_hedge`](Self::with_hedge), or a `hedge` section).
     fn default() -> Self {
         let retry = RetryConfig::builder()
             .budget(

@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use seawall::circuit_breaker::CircuitState;
 use seawall::classify::HttpStatus;
+use seawall::hedge::HedgeConfig;
 use seawall::retry::HttpPolicy;
 use seawall::stack::ClientStackLayer;
 use seawall_core::BoxError;
 use tower::{Layer, Service, ServiceExt};
 
+use super::balance::Spread;
 use super::classify;
 use super::settings::SeawallSettings;
 use crate::lab::metrics::{BreakerState, Failure};
-use crate::lab::sim::{Downstream, Request, Response};
-use crate::lab::workload::{BreakerProbe, Built};
+use crate::lab::sim::{Request, Response};
+use crate::lab::workload::{BreakerProbe, Built, EjectedProbe};
 
 /// One client's seawall stack over the downstream, its jitter seeded from `seed`.
 ///
@@ -23,12 +25,25 @@ use crate::lab::workload::{BreakerProbe, Built};
 /// errors, honouring `Retry-After`, within a retry budget), circuit breaker (one for every
 /// key: the stack has no keyed form), attempt timeout, bulkhead; 5xx answers count as
 /// failures (`HttpStatus::server_errors`). See `seawall::stack` for why in this order.
+///
+/// `hedge` (the scenario's, when the settings have none) adds hedging between retry and the
+/// breaker; `ejected` reads the outlier ejection under the balancer, when there is one.
 pub fn seawall(
-    downstream: Downstream,
+    downstream: Spread,
     settings: &SeawallSettings,
+    hedge: Option<&HedgeConfig>,
+    ejected: Option<EjectedProbe>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
-    let layer = ClientStackLayer::new(settings.for_client(seed))
+    let mut config = settings.for_client(seed);
+    if let Some(hedge) = hedge
+        && config.hedge().is_none()
+    {
+        config = config
+            .with_hedge(hedge.clone())
+            .expect("a valid hedge config");
+    }
+    let layer = ClientStackLayer::new(config)
         .retry_policy(HttpPolicy::new())
         .classify(HttpStatus::server_errors());
     let handle = layer.circuit_breaker();
@@ -43,5 +58,6 @@ pub fn seawall(
             .map_err(classify as fn(BoxError) -> Failure),
         breaker: Some(probe),
         keyed_breaker: false,
+        ejected,
     }
 }

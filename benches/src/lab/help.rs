@@ -116,6 +116,8 @@ balance = "p2c"              # or "round_robin", or per stack: { seawall = "p2c"
                              # seawall, round-robin for unprotected and naive
 hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its settings have none
 outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer
+                             # (hedge and outlier: the seawall stack only; the peers run
+                             # without them, so their rows show a stack without the feature)
 
 [thresholds]                 # each one present is a verdict (see below)
 amplification_fault_max = 1.1

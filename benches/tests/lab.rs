@@ -48,6 +48,7 @@ fn ok(intended: u64) -> RequestRecord {
         key: 0,
         client: 0,
         breaker: BreakerState::Closed,
+        ejected: 0,
     }
 }
 
@@ -68,6 +69,7 @@ fn trace(requests: Vec<RequestRecord>) -> Trace {
         duration: Duration::from_secs(10),
         clients: 1,
         keyed_breaker: false,
+        endpoint_fault: Vec::new(),
         requests,
         attempts_per_second,
         max_in_flight: 3,
@@ -303,7 +305,10 @@ fn the_built_in_suite_parses_and_quick_keeps_the_events() {
             "slow-200ms",
             "latency-ramp",
             "metastable",
-            "overlap"
+            "overlap",
+            "tail-hedge",
+            "endpoint-bad",
+            "endpoints-four-bad"
         ]
     );
     // Outage and brownout at 100, 1000 and 10,000 req/s from 1, 100 and 1000 clients.
@@ -511,6 +516,7 @@ fn a_stack_of_ones_own_runs_through_run_stack() {
             .service(downstream),
         breaker: None,
         keyed_breaker: false,
+        ejected: None,
     });
     let summary = summarize(&scenario, &trace);
     assert_eq!(summary.requests, 100);
@@ -641,7 +647,11 @@ fn trace_of(scenario: &Scenario) -> Trace {
     let probe = breakers.clone();
     seawall_bench::lab::run_stack(scenario, 5, |downstream, _, _| Built {
         service: tiny_breaker::Breaker {
-            inner: unprotected(downstream, Duration::from_secs(1)).service,
+            inner: unprotected(
+                tower::util::Either::Right(downstream),
+                Duration::from_secs(1),
+            )
+            .service,
             breakers: breakers.clone(),
         },
         breaker: Some({
@@ -649,6 +659,7 @@ fn trace_of(scenario: &Scenario) -> Trace {
             Arc::new(move |key| probe.state(key))
         }),
         keyed_breaker: true,
+        ejected: None,
     })
 }
 
@@ -718,6 +729,7 @@ fn three_clients() -> Trace {
             key: 0,
             client,
             breaker,
+            ejected: 0,
         });
     };
     let down = Outcome::Failed(Failure::Downstream);

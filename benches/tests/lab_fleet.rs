@@ -56,6 +56,7 @@ where
         service: service.map_err(stacks::classify as fn(BoxError) -> Failure),
         breaker: None,
         keyed_breaker: false,
+        ejected: None,
     }
 }
 

@@ -38,6 +38,7 @@ fn bare(
         service: downstream.map_err(stacks::classify as fn(seawall_core::BoxError) -> Failure),
         breaker: None,
         keyed_breaker: false,
+        ejected: None,
     }
 }
 
@@ -139,6 +140,7 @@ concurrency = 1
         service: tower::service_fn(|_req| async { Err::<Response, _>(Failure::Other) }),
         breaker: None,
         keyed_breaker: false,
+        ejected: None,
     });
     // One call per ms of virtual time: 900 in [100 ms, 1 s).
     let late = trace

@@ -70,17 +70,20 @@ pin_project! {
     /// a hedge after each delay, as long as the budget allows. The first success answers the
     /// call and every other attempt is dropped; an error waits for the attempts still in
     /// flight, and is the answer only when none of them succeeds.
-    pub struct ResponseFuture<S, Req, P>
-    where
-        S: Service<Req>,
-    {
+    ///
+    /// The inner future's type is a parameter (its default the inner service's) rather than a
+    /// bound on the type, so that whether the future is `Send` depends only on what it holds:
+    /// a bound here would make rustc prove the inner service's `Service` impl again for a
+    /// spawned `async` block, where it fails for any inner layer whose error converts into
+    /// `BoxError`.
+    pub struct ResponseFuture<S, Req, P, F = <S as Service<Req>>::Future> {
         #[pin]
-        primary: Option<S::Future>,
+        primary: Option<F>,
         // Armed when the first attempt first waits, so a call answered at once never touches
         // the timer wheel.
         #[pin]
         timer: Option<Sleep>,
-        hedging: Option<Hedging<S, Req, S::Future>>,
+        hedging: Option<Hedging<S, Req, F>>,
         // Present when hedges may be sent or the first attempt's latency is recorded.
         core: Option<Arc<Core<S, P>>>,
         // When the first attempt first waited: a call counts its time (and its hedge delay)
@@ -90,14 +93,11 @@ pin_project! {
     }
 }
 
-impl<S, Req, P> ResponseFuture<S, Req, P>
-where
-    S: Service<Req>,
-{
+impl<S, Req, P, F> ResponseFuture<S, Req, P, F> {
     /// The first attempt `primary`; `hedge` is the copy of the request and the delay when the
     /// call may be hedged.
     pub(crate) fn new(
-        primary: S::Future,
+        primary: F,
         core: Option<Arc<Core<S, P>>>,
         hedge: Option<(Req, Duration)>,
     ) -> Self {
@@ -118,10 +118,7 @@ where
     }
 }
 
-impl<S, Req, P> fmt::Debug for ResponseFuture<S, Req, P>
-where
-    S: Service<Req>,
-{
+impl<S, Req, P, F> fmt::Debug for ResponseFuture<S, Req, P, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("primary", &self.primary.is_some())

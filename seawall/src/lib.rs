@@ -81,7 +81,8 @@ mod builder;
     feature = "circuit-breaker",
     feature = "bulkhead",
     feature = "rate-limit",
-    feature = "throttle"
+    feature = "throttle",
+    feature = "hedge"
 ))]
 pub mod stack;
 

@@ -30,6 +30,7 @@ use seawall::circuit_breaker::{CircuitBreakerLayer, KeyedCircuitBreakerLayer};
 use seawall::classify::HttpStatus;
 use seawall::fallback::FallbackLayer;
 use seawall::health::{ComponentConfig, HealthLayer, HealthTracker, RateConfig};
+use seawall::hedge::HedgeLayer;
 use seawall::rate_limit::{Quota, RateLimitLayer, key_fn};
 use seawall::retry::{HttpPolicy, ReplayBody, ReplayBodyLayer, RetryLayer};
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackConfig, ServerStackLayer};
@@ -243,6 +244,19 @@ async fn chaos() {
     );
 }
 
+#[tokio::test]
+async fn hedge() {
+    let layer = HedgeLayer::builder()
+        .delay(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert_eq!(spawn_call!(layer.layer(Echo), 1).unwrap(), 1);
+    assert_eq!(
+        spawn_future!(layer.layer(closure_under_a_timeout!()), 1).unwrap(),
+        1
+    );
+}
+
 fn client_config() -> ClientStackConfig {
     serde_json::from_value(serde_json::json!({
         "name": "dep",
@@ -262,6 +276,15 @@ async fn client_stack() {
         1
     );
     spawn_call!(stack.layer(service_fn(http_echo)), get()).unwrap();
+    let hedged = ClientStackLayer::new(
+        client_config()
+            .with_hedge(seawall::hedge::HedgeConfig::default())
+            .unwrap(),
+    );
+    assert_eq!(
+        spawn_future!(hedged.layer(closure_under_a_timeout!()), 1).unwrap(),
+        1
+    );
 }
 
 #[tokio::test]

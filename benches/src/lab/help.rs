@@ -87,6 +87,8 @@ degraded = 0.8               # share of speed kept while degraded
 quota = { rate = 300, burst = 50, retry_after = "2s" }   # default none
 refuse = { status = 503, retry_after = "1s" }            # how a full queue answers
 error_cost = "0ms"           # how long an `error` or `status` fault holds a worker
+endpoints = 1                # replicas, each with its own workers, queue and latency draws,
+                             # [1, 64]; the quota is over all of them
 
 [[faults]]                   # as many as needed
 kind = "error"               # see the kinds below
@@ -94,6 +96,7 @@ rate = 1.0                   # share of calls hit, (0, 1] (not for `capacity`)
 start = "20s"
 end = "30s"                  # or flapping = { down = "5s", up = "5s", cycles = 6 }
 keys = [0]                   # default every key (not for `capacity`)
+endpoints = [0]              # default every endpoint
 # kind-specific keys:
 latency = { kind = "fixed", value = "2s" }    # `slow`
 from = "20ms"                                 # `latency_ramp`
@@ -106,6 +109,15 @@ workers = 6                                   # `capacity`, at most downstream.w
 rate = [100, 1000, 10000]
 clients = [1, 100, 1000]
 latency_scale = [1, 5]
+
+[stacks]                     # how the stacks meet endpoints and tails; default none of these
+balance = "p2c"              # or "round_robin", or per stack: { seawall = "p2c", naive = "p2c" };
+                             # default p2c (by pending calls) for tower, tower-resilience and
+                             # seawall, round-robin for unprotected and naive
+hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its settings have none
+outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer
+                             # (hedge and outlier: the seawall stack only; the peers run
+                             # without them, so their rows show a stack without the feature)
 
 [thresholds]                 # each one present is a verdict (see below)
 amplification_fault_max = 1.1
@@ -210,4 +222,9 @@ THRESHOLDS (each checked for every stack; the seawall stack's decide the exit st
   accepted_p99_ratio_max     p99 of successes during the span over their p99 before it
   early_retries_max          retries (a request's second attempt or later) a client sent to a
                              key before a Retry-After it had received for that key expired
+  eject_detect_max           the median client's time from the span's start to its first
+                             request sent with an endpoint ejected (several endpoints only)
+  ejected_max                most endpoints a client had ejected when it sent a request
+  healthy_endpoints_success_min  share of the attempts at endpoints no fault hits, during the
+                             span, that they served with a success within the deadline
 "#;

@@ -28,6 +28,8 @@ pub mod stacks;
 pub mod svg;
 pub mod workload;
 
+use std::sync::Arc;
+
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -73,19 +75,49 @@ impl Seeds {
 /// ([`Settings::with_deadline`]).
 pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64) -> Trace {
     let deadline = scenario.workload.deadline;
+    let options = &scenario.stacks;
+    let balance = options.balance(stack.name());
+    // Each client balances with its own choices, seeded apart from its jitter.
+    let spread = |ds, client, seeds: Seeds| {
+        stacks::balance::spread(ds, balance, None, !seeds.client(client)).0
+    };
     match stack {
-        StackKind::Unprotected => {
-            run_stack(scenario, seed, |ds, _, _| stacks::unprotected(ds, deadline))
-        }
-        StackKind::Naive => run_stack(scenario, seed, |ds, _, _| stacks::naive(ds, deadline)),
+        StackKind::Unprotected => run_stack(scenario, seed, |ds, client, seeds| {
+            stacks::unprotected(spread(ds, client, seeds), deadline)
+        }),
+        StackKind::Naive => run_stack(scenario, seed, |ds, client, seeds| {
+            stacks::naive(spread(ds, client, seeds), deadline)
+        }),
         StackKind::Tower => run_stack(scenario, seed, |ds, client, seeds| {
-            stacks::tower(ds, &settings.tower, seeds.client(client))
+            stacks::tower(
+                spread(ds, client, seeds),
+                &settings.tower,
+                seeds.client(client),
+            )
         }),
         StackKind::TowerResilience => run_stack(scenario, seed, |ds, client, seeds| {
-            stacks::tower_resilience(ds, &settings.tower_resilience, seeds.client(client))
+            stacks::tower_resilience(
+                spread(ds, client, seeds),
+                &settings.tower_resilience,
+                seeds.client(client),
+            )
         }),
         StackKind::Seawall => run_stack(scenario, seed, |ds, client, seeds| {
-            stacks::seawall(ds, &settings.seawall, seeds.client(client))
+            let (ds, outlier) = stacks::balance::spread(
+                ds,
+                balance,
+                options.outlier.as_ref(),
+                !seeds.client(client),
+            );
+            let ejected = outlier
+                .map(|handle| Arc::new(move || handle.ejected() as u32) as workload::EjectedProbe);
+            stacks::seawall(
+                ds,
+                &settings.seawall,
+                options.hedge.as_ref(),
+                ejected,
+                seeds.client(client),
+            )
         }),
     }
 }

@@ -6,9 +6,13 @@
 //! headers (`Retry-After`) that the stacks' HTTP classifiers and retry policies read as they
 //! would in production; the small bodies carry the lab's bookkeeping.
 //!
-//! What happens to a call arriving at `t` for a key, in this order:
-//! 1. every fault active at `t` for the key draws its own die (in file order); `capacity`
-//!    faults apply to every call;
+//! A downstream of several endpoints (`downstream.endpoints`) gives each its own workers,
+//! queue and latency draws; [`Downstream::endpoint`] is the service of one of them, and a
+//! fault hits the endpoints it names. The quota is over all of them.
+//!
+//! What happens to a call arriving at `t` for a key at an endpoint, in this order:
+//! 1. every fault active at `t` for the key and the endpoint draws its own die (in file
+//!    order); `capacity` faults apply to every call of the endpoints they hit;
 //! 2. a `hang` that hit: the call never returns and holds no worker;
 //! 3. over the quota: `429` at once, with a `Retry-After`;
 //! 4. an `error` or `status` that hit (the first in file order) without `error_cost`: that
@@ -153,13 +157,16 @@ struct ActiveFault {
     start: Duration,
     end: Duration,
     keys: u64,
+    endpoints: u64,
     rate: f64,
     effect: Effect,
 }
 
 impl ActiveFault {
-    fn active(&self, t: u64, key: u32) -> bool {
-        self.keys & (1 << key) != 0 && self.windows.iter().any(|&(s, e)| s <= t && t < e)
+    fn active(&self, t: u64, key: u32, endpoint: u32) -> bool {
+        self.keys & (1 << key) != 0
+            && self.endpoints & (1 << endpoint) != 0
+            && self.windows.iter().any(|&(s, e)| s <= t && t < e)
     }
 }
 
@@ -290,6 +297,11 @@ pub struct TapReport {
     /// Retries (a request's second attempt or later) a client sent to a key before a
     /// `Retry-After` it had received for that key expired.
     pub early_retries: u64,
+    /// Attempts each endpoint received.
+    pub endpoint_attempts: Vec<u64>,
+    /// Attempts each endpoint received during the fault span, and of them those it served
+    /// with a success within the workload's deadline.
+    pub endpoint_fault: Vec<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -299,9 +311,11 @@ struct Model {
     error_cost: Duration,
     refuse: Reply,
     faults: Vec<ActiveFault>,
-    latency_rng: ChaCha8Rng,
+    /// One stream per endpoint, the first from the downstream's seed.
+    latency_rng: Vec<ChaCha8Rng>,
     fault_rng: ChaCha8Rng,
-    workers: Option<Workers>,
+    /// One pool per endpoint.
+    workers: Vec<Option<Workers>>,
     quota: Option<Bucket>,
     keys: u32,
     // The tap.
@@ -314,6 +328,11 @@ struct Model {
     /// When each (client, key) may be retried, in ns from the epoch.
     not_before: Vec<u64>,
     early_retries: u64,
+    endpoint_attempts: Vec<u64>,
+    endpoint_fault: Vec<(u64, u64)>,
+    /// The fault span in ns from the epoch, and the deadline, for `endpoint_fault`.
+    span: Option<(u64, u64)>,
+    deadline: Duration,
 }
 
 impl Model {
@@ -346,7 +365,29 @@ impl Model {
         call.client as usize * self.keys as usize + call.key as usize
     }
 
-    fn plan(&mut self, now: Instant, call: Call) -> Plan {
+    /// Plans the call, and counts it for its endpoint.
+    fn plan(&mut self, now: Instant, call: Call, endpoint: u32) -> Plan {
+        let plan = self.plan_at(now, call, endpoint);
+        let e = endpoint as usize;
+        self.endpoint_attempts[e] += 1;
+        let t = self.since(now);
+        if let Some((start, end)) = self.span
+            && start <= t
+            && t < end
+        {
+            let served = match plan {
+                Plan::Now(Reply::Ok) => true,
+                Plan::At(at, Reply::Ok) => at - now <= self.deadline,
+                _ => false,
+            };
+            let counts = &mut self.endpoint_fault[e];
+            counts.0 += 1;
+            counts.1 += u64::from(served);
+        }
+        plan
+    }
+
+    fn plan_at(&mut self, now: Instant, call: Call, endpoint: u32) -> Plan {
         let t = self.since(now);
         let tt = Duration::from_nanos(t);
         let mut hang = false;
@@ -354,7 +395,7 @@ impl Model {
         let mut extra = Duration::ZERO;
         let mut ramp: Option<Duration> = None;
         for f in &self.faults {
-            if matches!(f.effect, Effect::Capacity(_)) || !f.active(t, call.key) {
+            if matches!(f.effect, Effect::Capacity(_)) || !f.active(t, call.key, endpoint) {
                 continue;
             }
             if f.rate < 1.0 && self.fault_rng.random::<f64>() >= f.rate {
@@ -402,9 +443,9 @@ impl Model {
         let service = match (fail, ramp) {
             (Some(_), _) => self.error_cost,
             (None, Some(ramp)) => ramp,
-            (None, None) => sample(&self.latency, &mut self.latency_rng),
+            (None, None) => sample(&self.latency, &mut self.latency_rng[endpoint as usize]),
         };
-        let finish = match &mut self.workers {
+        let finish = match &mut self.workers[endpoint as usize] {
             None => now + service,
             Some(workers) => match workers.admit(self.epoch, now, service) {
                 Some(finish) => finish,
@@ -415,10 +456,34 @@ impl Model {
     }
 }
 
-/// The simulated downstream; clones share it.
+/// The simulated downstream, or one of its endpoints; clones share it.
 #[derive(Debug, Clone)]
 pub struct Downstream {
     model: Arc<Mutex<Model>>,
+    endpoint: u32,
+    endpoints: u32,
+}
+
+impl Downstream {
+    /// How many endpoints the downstream has.
+    pub fn endpoints(&self) -> u32 {
+        self.endpoints
+    }
+
+    /// The endpoint `i` alone (the first is the one a downstream of one endpoint is).
+    pub fn endpoint(&self, i: u32) -> Self {
+        assert!(i < self.endpoints, "endpoint {i} of {}", self.endpoints);
+        Self {
+            model: self.model.clone(),
+            endpoint: i,
+            endpoints: self.endpoints,
+        }
+    }
+
+    /// Which endpoint this is.
+    pub fn index(&self) -> u32 {
+        self.endpoint
+    }
 }
 
 /// Reads what the downstream's tap saw.
@@ -441,6 +506,8 @@ impl Tap {
             max_in_flight: m.max_in_flight,
             max_in_flight_per_client: m.max_in_flight_per_client,
             early_retries: m.early_retries,
+            endpoint_attempts: m.endpoint_attempts.clone(),
+            endpoint_fault: m.endpoint_fault.clone(),
         }
     }
 }
@@ -473,26 +540,42 @@ pub fn downstream(
             keys: f.keys.as_ref().map_or(all_keys, |keys| {
                 keys.iter().fold(0, |bits, k| bits | 1 << k)
             }),
+            endpoints: f.endpoints.as_ref().map_or(u64::MAX, |endpoints| {
+                endpoints.iter().fold(0, |bits, e| bits | 1 << e)
+            }),
             rate: f.rate,
             effect: f.effect,
         })
         .collect();
     let d = &scenario.downstream;
-    let workers = d.workers.map(|n| Workers {
-        free_at: (0..n).map(|i| Reverse((epoch, i))).collect(),
-        starts: BinaryHeap::new(),
-        queue_limit: d.queue_limit,
-        degrade_above: d.degrade_above,
-        degraded: d.degraded,
-        limits: faults
-            .iter()
-            .filter_map(|f| match f.effect {
-                Effect::Capacity(w) => Some(f.windows.iter().map(move |&(s, e)| (s, e, w))),
-                _ => None,
-            })
-            .flatten()
-            .collect(),
-    });
+    let pool = |endpoint: u32| {
+        d.workers.map(|n| Workers {
+            free_at: (0..n).map(|i| Reverse((epoch, i))).collect(),
+            starts: BinaryHeap::new(),
+            queue_limit: d.queue_limit,
+            degrade_above: d.degrade_above,
+            degraded: d.degraded,
+            limits: faults
+                .iter()
+                .filter(|f| f.endpoints & (1 << endpoint) != 0)
+                .filter_map(|f| match f.effect {
+                    Effect::Capacity(w) => Some(f.windows.iter().map(move |&(s, e)| (s, e, w))),
+                    _ => None,
+                })
+                .flatten()
+                .collect(),
+        })
+    };
+    let workers = (0..d.endpoints).map(pool).collect();
+    // The first endpoint draws from the downstream's seed, so that a downstream of one
+    // endpoint is the same as before endpoints existed.
+    let latency_rng = (0..d.endpoints)
+        .map(|i| {
+            ChaCha8Rng::seed_from_u64(
+                seeds[0].wrapping_add(u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            )
+        })
+        .collect();
     let clients = scenario.workload.clients as usize;
     let model = Model {
         epoch,
@@ -503,7 +586,7 @@ pub fn downstream(
             retry_after: d.refuse.retry_after,
         },
         faults,
-        latency_rng: ChaCha8Rng::seed_from_u64(seeds[0]),
+        latency_rng,
         fault_rng: ChaCha8Rng::seed_from_u64(seeds[1]),
         workers,
         quota: d.quota.map(|q| Bucket {
@@ -522,11 +605,17 @@ pub fn downstream(
         max_in_flight_per_client: 0,
         not_before: vec![0; clients * scenario.workload.keys as usize],
         early_retries: 0,
+        endpoint_attempts: vec![0; d.endpoints as usize],
+        endpoint_fault: vec![(0, 0); d.endpoints as usize],
+        span: scenario.span().map(|(s, e)| (ns(s), ns(e))),
+        deadline: scenario.workload.deadline,
     };
     let model = Arc::new(Mutex::new(model));
     (
         Downstream {
             model: model.clone(),
+            endpoint: 0,
+            endpoints: d.endpoints,
         },
         Tap { model },
     )
@@ -547,7 +636,7 @@ impl Service<Request> for Downstream {
         let plan = {
             let mut m = lock(&self.model);
             m.record(now, call);
-            m.plan(now, call)
+            m.plan(now, call, self.endpoint)
         };
         let guard = InFlight {
             model: self.model.clone(),

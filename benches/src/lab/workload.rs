@@ -24,6 +24,9 @@ use crate::lab::sim::{self, Call, Origin, Request, Response, Tap};
 /// Reads a client's breaker state for a key; stacks without a breaker have none.
 pub type BreakerProbe = Arc<dyn Fn(u32) -> BreakerState + Send + Sync>;
 
+/// Reads how many endpoints a client has ejected; stacks without outlier ejection have none.
+pub type EjectedProbe = Arc<dyn Fn() -> u32 + Send + Sync>;
+
 /// One client's stack, ready to run.
 pub struct Built<S> {
     /// The stack over the downstream.
@@ -32,6 +35,8 @@ pub struct Built<S> {
     pub breaker: Option<BreakerProbe>,
     /// Whether the breaker keeps one state per key (otherwise one for every key).
     pub keyed_breaker: bool,
+    /// Reads how many endpoints the stack has ejected.
+    pub ejected: Option<EjectedProbe>,
 }
 
 impl<S> std::fmt::Debug for Built<S> {
@@ -235,6 +240,9 @@ where
                 if let Some(probe) = &stack.breaker {
                     record.breaker = probe(record.key);
                 }
+                if let Some(probe) = &stack.ejected {
+                    record.ejected = probe();
+                }
                 let call = Call {
                     id,
                     key: record.key,
@@ -280,6 +288,7 @@ where
                     key,
                     client,
                     breaker: BreakerState::Closed,
+                    ejected: 0,
                 });
                 let c = client as usize;
                 if !self.backlog[c].is_empty() {
@@ -382,5 +391,6 @@ where
         max_in_flight: tap.max_in_flight,
         max_in_flight_per_client: tap.max_in_flight_per_client,
         early_retries: tap.early_retries,
+        endpoint_fault: tap.endpoint_fault,
     }
 }

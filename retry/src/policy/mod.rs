@@ -31,6 +31,8 @@
 
 #[cfg(feature = "grpc")]
 mod grpc;
+#[cfg(feature = "hedge")]
+mod hedge;
 #[cfg(feature = "http")]
 mod http;
 

@@ -8,20 +8,32 @@ use seawall_circuit_breaker::{
 };
 use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, Raw};
+use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
 use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
 use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
+use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// The client stack's service over `S`: total timeout, retry, client-side throttle, circuit
-/// breaker, per-attempt timeout, bulkhead.
+/// The client stack's service over `S`: total timeout, retry, hedging (when configured),
+/// client-side throttle, circuit breaker, per-attempt timeout, bulkhead.
 pub type ClientStack<S, P = DefaultPolicy, C = DefaultClassify> = Timeout<
-    Retry<Throttle<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, C>, P>,
+    Retry<
+        Hedged<
+            Throttle<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, C>,
+            P,
+        >,
+        P,
+    >,
     NoDeadlines,
 >;
+
+/// `S` hedged with the retry policy `P` deciding what may be sent twice, or `S` itself when
+/// the stack has no `hedge` section.
+pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 
 /// A validated client stack configuration; every layer is named after the stack (the two
 /// timeouts `<name>.total` and `<name>.attempt`), and retry never plans a wait that would end
@@ -51,6 +63,7 @@ pub struct ClientStackConfig {
     throttle: ThrottleConfig,
     circuit_breaker: CircuitBreakerConfig,
     bulkhead: BulkheadConfig,
+    hedge: Option<HedgeConfig>,
 }
 
 impl ClientStackConfig {
@@ -71,6 +84,7 @@ impl ClientStackConfig {
             throttle: default_throttle(),
             circuit_breaker,
             bulkhead,
+            hedge: None,
         })
     }
 
@@ -78,6 +92,18 @@ impl ClientStackConfig {
     pub fn with_throttle(mut self, throttle: ThrottleConfig) -> Result<Self, ConfigError> {
         self.throttle = throttle.named(&*self.name)?;
         Ok(self)
+    }
+
+    /// The same stack, hedging with `hedge` (named after the stack) inside retry and outside
+    /// the circuit breaker; see the [module docs](super) for why there.
+    pub fn with_hedge(mut self, hedge: HedgeConfig) -> Result<Self, ConfigError> {
+        self.hedge = Some(hedge.named(&*self.name)?);
+        Ok(self)
+    }
+
+    /// Its hedging, if it hedges (off unless asked for).
+    pub fn hedge(&self) -> Option<&HedgeConfig> {
+        self.hedge.as_ref()
     }
 
     /// The stack's name.
@@ -113,6 +139,12 @@ struct ClientStackSpec {
     circuit_breaker: CircuitBreakerConfig,
     #[serde(deserialize_with = "bulkhead_within")]
     bulkhead: BulkheadConfig,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "hedge_within"
+    )]
+    hedge: Option<HedgeConfig>,
 }
 
 fn retry_within<'de, D: Deserializer<'de>>(d: D) -> Result<RetryConfig, D::Error> {
@@ -129,6 +161,10 @@ fn breaker_within<'de, D: Deserializer<'de>>(d: D) -> Result<CircuitBreakerConfi
 
 fn bulkhead_within<'de, D: Deserializer<'de>>(d: D) -> Result<BulkheadConfig, D::Error> {
     config::within("bulkhead", d)
+}
+
+fn hedge_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HedgeConfig>, D::Error> {
+    config::within("hedge", d)
 }
 
 fn default_retry() -> RetryConfig {
@@ -161,6 +197,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             throttle: spec.throttle.named(name.as_str())?,
             circuit_breaker: spec.circuit_breaker.named(name.as_str())?,
             bulkhead: spec.bulkhead.named(name.as_str())?,
+            hedge: spec.hedge.map(|h| h.named(name.as_str())).transpose()?,
             name: name.into(),
             total_timeout,
             attempt_timeout,
@@ -178,6 +215,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
             throttle: c.throttle,
             circuit_breaker: c.circuit_breaker,
             bulkhead: c.bulkhead,
+            hedge: c.hedge,
         }
     }
 }
@@ -190,6 +228,7 @@ pub struct ClientStackLayer<P = DefaultPolicy, C = DefaultClassify> {
     total: TimeoutLayer,
     retry: RetryLayer<P>,
     throttle: ThrottleLayer<C>,
+    hedge: Option<HedgeLayer<P>>,
     breaker: CircuitBreakerLayer<C>,
     attempt: TimeoutLayer,
     bulkhead: BulkheadLayer<C>,
@@ -222,6 +261,9 @@ impl ClientStackLayer {
             total: timeout("total", config.total_timeout),
             retry: RetryLayer::new(config.retry),
             throttle: ThrottleLayer::new(config.throttle).classify(DefaultClassify),
+            hedge: config
+                .hedge
+                .map(|h| HedgeLayer::new(h).policy(DefaultPolicy)),
             breaker: CircuitBreakerLayer::new(config.circuit_breaker).classify(DefaultClassify),
             attempt: timeout("attempt", config.attempt_timeout),
             bulkhead: BulkheadLayer::new(config.bulkhead).classify(DefaultClassify),
@@ -230,12 +272,14 @@ impl ClientStackLayer {
 }
 
 impl<P, C> ClientStackLayer<P, C> {
-    /// Decides what is retried with `policy` (`seawall::retry::HttpPolicy::new().with_method`
-    /// for a `POST` made safe by an idempotency key, `GrpcPolicy` with the idempotent methods
-    /// marked for a tonic `Channel`).
-    pub fn retry_policy<Q>(self, policy: Q) -> ClientStackLayer<Q, C> {
+    /// Decides what is retried, and hedged, with `policy`
+    /// (`seawall::retry::HttpPolicy::new().with_method` for a `POST` made safe by an
+    /// idempotency key, `GrpcPolicy` with the idempotent methods marked for a tonic
+    /// `Channel`): a hedge sends what a retry would, the same copy.
+    pub fn retry_policy<Q: Clone>(self, policy: Q) -> ClientStackLayer<Q, C> {
         ClientStackLayer {
             total: self.total,
+            hedge: self.hedge.map(|h| h.policy(policy.clone())),
             retry: self.retry.policy(policy),
             throttle: self.throttle,
             breaker: self.breaker,
@@ -251,6 +295,7 @@ impl<P, C> ClientStackLayer<P, C> {
             total: self.total,
             retry: self.retry,
             throttle: self.throttle.classify(classifier.clone()),
+            hedge: self.hedge,
             breaker: self.breaker.classify(classifier.clone()),
             attempt: self.attempt,
             bulkhead: self.bulkhead.classify(classifier),
@@ -271,6 +316,11 @@ impl<P, C> ClientStackLayer<P, C> {
     pub fn bulkhead(&self) -> BulkheadHandle {
         self.bulkhead.handle()
     }
+
+    /// The hedge layer's handle (its delay, latency and budget), when the stack hedges.
+    pub fn hedge(&self) -> Option<HedgeHandle> {
+        self.hedge.as_ref().map(HedgeLayer::handle)
+    }
 }
 
 impl<P, C> Clone for ClientStackLayer<P, C> {
@@ -279,6 +329,7 @@ impl<P, C> Clone for ClientStackLayer<P, C> {
             total: self.total.clone(),
             retry: self.retry.clone(),
             throttle: self.throttle.clone(),
+            hedge: self.hedge.clone(),
             breaker: self.breaker.clone(),
             attempt: self.attempt.clone(),
             bulkhead: self.bulkhead.clone(),
@@ -301,7 +352,11 @@ impl<S: Clone, P, C> Layer<S> for ClientStackLayer<P, C> {
     fn layer(&self, inner: S) -> Self::Service {
         let attempt = self.attempt.layer(self.bulkhead.layer(inner));
         let throttled = self.throttle.layer(self.breaker.layer(attempt));
-        self.total.layer(self.retry.layer(throttled))
+        let hedged = match &self.hedge {
+            Some(hedge) => Either::Left(hedge.layer(throttled)),
+            None => Either::Right(throttled),
+        };
+        self.total.layer(self.retry.layer(hedged))
     }
 }
 
@@ -319,7 +374,9 @@ impl Default for ClientStackConfig {
     ///   it, beside the failure rate; open 1 s, 2 s, then 3 s while probes fail, each stretched
     ///   by up to a quarter, so a downstream that came back is used within 5 s);
     /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
-    ///   (Envoy's default is 1024).
+    ///   (Envoy's default is 1024);
+    /// - no hedging: it adds load, and is for calls whose tail matters more than that
+    ///   ([`with_hedge`](Self::with_hedge), or a `hedge` section).
     fn default() -> Self {
         let retry = default_retry();
         let bulkhead = BulkheadConfig::builder()

@@ -11,15 +11,26 @@
 //!    every attempt is judged by the breaker, so a dependency that keeps failing trips it; and
 //!    once it is open, retry sees a `CircuitOpen` rejection with its `retry_after` and gives up
 //!    at once instead of hammering.
-//! 3. **Client-side throttle** — when the dependency refuses more of its load than it accepts
+//! 3. **Hedging**, off unless the config has a `hedge` section — a call that has not answered
+//!    after the hedge delay is sent again, and the first answer wins. It sits inside the total
+//!    timeout, which bounds the call and all its hedges, and inside retry: retry is for calls
+//!    that failed, hedging for calls that are slow, and retry sees one attempt however many
+//!    hedges it took. It sits outside the throttle, the breaker, the per-attempt timeout and the bulkhead, so
+//!    each hedge is an attempt of its own to them, and the loser, dropped, is a cancellation
+//!    the breaker does not count. What may be hedged is the retry policy's decision (the same
+//!    copy a retry would send: a `POST` is never hedged by default). The two extra-load
+//!    bounds add up: hedges are at most the hedge budget's ratio of requests (10 % by
+//!    default) and retries the retry budget's, so with both on at their defaults a client
+//!    sends at most 1.2 attempts per request, plus the retry budget's floor.
+//! 4. **Client-side throttle** — when the dependency refuses more of its load than it accepts
 //!    (`429`, `503`: overload, not failure), rejects a share of calls locally before they cost
 //!    it anything (the SRE book's `requests − K × accepts` rule). Inside retry, so retries are
 //!    throttled too and a local rejection is never retried; outside the breaker, whose own
 //!    rejections then count for nothing in its window.
-//! 4. **Circuit breaker** — fails fast while the dependency is down.
-//! 5. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
+//! 5. **Circuit breaker** — fails fast while the dependency is down.
+//! 6. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
 //!    can still try again within the total budget.
-//! 6. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
+//! 7. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
 //!    cannot take every task and connection of the caller.
 //!
 //! A fallback, when wanted, goes outside all of it with
@@ -43,5 +54,5 @@
 mod client;
 mod server;
 
-pub use self::client::{ClientStack, ClientStackConfig, ClientStackLayer};
+pub use self::client::{ClientStack, ClientStackConfig, ClientStackLayer, Hedged};
 pub use self::server::{ServerStack, ServerStackConfig, ServerStackLayer};

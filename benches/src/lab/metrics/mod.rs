@@ -83,6 +83,8 @@ pub struct RequestRecord {
     pub client: u32,
     /// Its client's breaker state for its key when it was sent.
     pub breaker: BreakerState,
+    /// Endpoints its client had ejected when it was sent.
+    pub ejected: u32,
 }
 
 impl RequestRecord {
@@ -131,6 +133,9 @@ pub struct Trace {
     /// Retries a client sent to a key before a `Retry-After` it had received for that key
     /// expired.
     pub early_retries: u64,
+    /// Per endpoint, the attempts it received during the fault span and those it served with
+    /// a success within the deadline.
+    pub endpoint_fault: Vec<(u64, u64)>,
 }
 
 /// Latency percentiles, in milliseconds, nearest rank.
@@ -281,12 +286,26 @@ pub struct Summary {
     pub accepted_p99_ratio: Option<f64>,
     /// Retries sent to a key before a `Retry-After` received for it expired.
     pub early_retries: u64,
+    /// The median client's time from the first fault's start to its first request sent with
+    /// an endpoint ejected, in ms; only for a downstream of several endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eject_detect_ms: Option<f64>,
+    /// The most endpoints a client had ejected when it sent a request; only for a downstream
+    /// of several endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ejected_max: Option<u32>,
+    /// Share of the attempts that reached endpoints no fault hits during the fault span that
+    /// they served with a success within the deadline; only for a downstream of several
+    /// endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_endpoints_success: Option<f64>,
 }
 
 /// The figures of `trace`, a run of `scenario`.
 pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
     let reqs = &trace.requests;
     let n = reqs.len() as u64;
+    let endpoints = scenario.downstream.endpoints > 1;
     let windows = scenario.fault_windows();
     let phases = &scenario.workload.phases;
     let in_fault = |t: Duration| {
@@ -439,7 +458,43 @@ pub fn summarize(scenario: &Scenario, trace: &Trace) -> Summary {
         healthy_keys_success,
         accepted_p99_ratio,
         early_retries: trace.early_retries,
+        eject_detect_ms: endpoints.then(|| eject_detect(scenario, trace)).flatten(),
+        ejected_max: endpoints.then(|| reqs.iter().map(|r| r.ejected).max().unwrap_or(0)),
+        healthy_endpoints_success: endpoints
+            .then(|| healthy_endpoints_success(scenario, trace))
+            .flatten(),
     }
+}
+
+/// The median client's time from the first fault's start to its first request sent with an
+/// endpoint ejected, in ms; a client that never ejected counts as never.
+fn eject_detect(scenario: &Scenario, trace: &Trace) -> Option<f64> {
+    let (start, end) = scenario.span()?;
+    let (s, e) = (start.as_nanos() as u64, end.as_nanos() as u64);
+    let mut at: Vec<Option<u64>> = vec![None; trace.clients.max(1) as usize];
+    for r in trace
+        .requests
+        .iter()
+        .filter(|r| r.intended >= s && r.intended < e && r.ejected > 0)
+    {
+        let c = &mut at[r.client as usize];
+        c.get_or_insert(r.intended - s);
+    }
+    at.sort_by_key(|t| t.unwrap_or(u64::MAX));
+    at[(at.len() - 1) / 2].map(|ns| ns as f64 / 1e6)
+}
+
+/// Successes within the deadline over attempts, at the endpoints no fault hits, during the
+/// fault span.
+fn healthy_endpoints_success(scenario: &Scenario, trace: &Trace) -> Option<f64> {
+    let (mut attempts, mut served) = (0, 0);
+    for (e, &(a, s)) in trace.endpoint_fault.iter().enumerate() {
+        if !scenario.faults.iter().any(|f| f.hits_endpoint(e as u32)) {
+            attempts += a;
+            served += s;
+        }
+    }
+    ratio(served, attempts)
 }
 
 const STEP: u64 = 100_000_000;

@@ -275,6 +275,26 @@ pub fn verdicts(scenario: &Scenario, thresholds: &Thresholds, summary: &Summary)
         count(s.early_retries),
         "",
     );
+    max(
+        "eject_detect_max",
+        time(t.eject_detect_max),
+        s.eject_detect_ms,
+        " ms",
+    );
+    max(
+        "ejected_max",
+        t.ejected_max.map(|x| x as f64),
+        s.ejected_max.map(f64::from),
+        "",
+    );
+    if let Some(limit) = t.healthy_endpoints_success_min {
+        out.push(min_check(
+            "healthy_endpoints_success_min",
+            limit,
+            s.healthy_endpoints_success,
+            "",
+        ));
+    }
     for v in &mut out {
         v.feature = scenario.feature(v.threshold).map(str::to_owned);
     }

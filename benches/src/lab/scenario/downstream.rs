@@ -8,6 +8,9 @@ use serde::Deserialize;
 
 use super::MAX_DURATION;
 
+/// The most endpoints a downstream may have (a fault names them in a 64-bit set).
+pub const MAX_ENDPOINTS: u32 = 64;
+
 /// The healthy downstream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "DownstreamSpec")]
@@ -28,6 +31,9 @@ pub struct Downstream {
     pub refuse: Refuse,
     /// How long an injected error or status holds a worker.
     pub error_cost: Duration,
+    /// Endpoints (replicas), each with its own workers, queue and latency draws; the quota
+    /// is over all of them.
+    pub endpoints: u32,
 }
 
 /// A quota: a token bucket of `burst` tokens refilled at `rate` per second, over every caller.
@@ -89,6 +95,8 @@ struct DownstreamSpec {
     refuse: Refuse,
     #[serde(default, with = "config::duration")]
     error_cost: Duration,
+    #[serde(default = "one")]
+    endpoints: u32,
 }
 
 fn default_latency() -> Latency {
@@ -113,6 +121,7 @@ impl Default for Downstream {
             quota: None,
             refuse: Refuse::default(),
             error_cost: Duration::ZERO,
+            endpoints: 1,
         }
     }
 }
@@ -130,6 +139,7 @@ impl TryFrom<DownstreamSpec> for Downstream {
             quota: spec.quota,
             refuse: spec.refuse,
             error_cost: spec.error_cost,
+            endpoints: spec.endpoints,
         };
         downstream.validate()?;
         Ok(downstream)
@@ -186,6 +196,7 @@ impl Downstream {
             ));
         }
         builder.build().map_err(|e| prefixed("downstream.", &e))?;
+        config::count_in("downstream.endpoints", self.endpoints, 1..=MAX_ENDPOINTS)?;
         if let Some(quota) = &self.quota {
             super::workload::rate("downstream.quota.rate", quota.rate)?;
             config::count_in("downstream.quota.burst", quota.burst, 1..=1_000_000)?;
@@ -201,13 +212,13 @@ impl Downstream {
         Ok(())
     }
 
-    /// Calls per second the workers can serve at the healthy latency, when the downstream has
-    /// workers.
+    /// Calls per second the workers of every endpoint can serve at the healthy latency, when
+    /// the downstream has workers.
     pub fn capacity_rps(&self) -> Option<f64> {
         let mean = self.latency.mean().as_secs_f64();
         self.workers
             .filter(|_| mean > 0.0)
-            .map(|w| f64::from(w) / mean)
+            .map(|w| f64::from(w) * f64::from(self.endpoints) / mean)
     }
 }
 

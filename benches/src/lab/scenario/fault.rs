@@ -85,6 +85,8 @@ pub struct Fault {
     pub flapping: Option<Flap>,
     /// The keys it hits; every key when absent.
     pub keys: Option<Vec<u32>>,
+    /// The endpoints it hits (`downstream.endpoints`); every endpoint when absent.
+    pub endpoints: Option<Vec<u32>>,
     /// What it injects.
     pub effect: Effect,
 }
@@ -115,6 +117,7 @@ struct FaultSpec {
     latency: Option<Latency>,
     flapping: Option<Flap>,
     keys: Option<Vec<u32>>,
+    endpoints: Option<Vec<u32>>,
     #[serde(default, with = "config::duration")]
     from: Option<Duration>,
     #[serde(default, with = "config::duration")]
@@ -263,6 +266,15 @@ impl TryFrom<FaultSpec> for Fault {
         {
             return Err(ConfigError::new("faults.keys", "[]", "at least one key"));
         }
+        if let Some(endpoints) = &spec.endpoints
+            && endpoints.is_empty()
+        {
+            return Err(ConfigError::new(
+                "faults.endpoints",
+                "[]",
+                "at least one endpoint",
+            ));
+        }
         Ok(Self {
             kind,
             rate,
@@ -270,6 +282,7 @@ impl TryFrom<FaultSpec> for Fault {
             end,
             flapping: spec.flapping,
             keys: spec.keys,
+            endpoints: spec.endpoints,
             effect,
         })
     }
@@ -296,6 +309,13 @@ impl Fault {
     /// Whether it hits calls for `key`.
     pub fn hits_key(&self, key: u32) -> bool {
         self.keys.as_ref().is_none_or(|keys| keys.contains(&key))
+    }
+
+    /// Whether it hits calls that reach `endpoint`.
+    pub fn hits_endpoint(&self, endpoint: u32) -> bool {
+        self.endpoints
+            .as_ref()
+            .is_none_or(|endpoints| endpoints.contains(&endpoint))
     }
 
     /// The same fault with every duration it injects multiplied by `k`.

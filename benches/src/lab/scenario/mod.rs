@@ -18,6 +18,7 @@ pub mod downstream;
 mod error;
 pub mod fault;
 pub mod matrix;
+pub mod stacks;
 pub mod thresholds;
 pub mod workload;
 
@@ -32,6 +33,7 @@ pub use self::downstream::{Downstream, Quota, Refuse};
 pub use self::error::ScenarioError;
 pub use self::fault::{Effect, Fault, FaultKind, Flap};
 pub use self::matrix::{Cell, Matrix};
+pub use self::stacks::{Balance, StackOptions};
 pub use self::thresholds::Thresholds;
 pub use self::workload::{Arrivals, Mode, Phase, Workload};
 
@@ -40,7 +42,7 @@ use self::error::{error_at, find_key};
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// The built-in suite, in the order it runs.
-pub const BUILT_IN: [(&str, &str); 19] = [
+pub const BUILT_IN: [(&str, &str); 22] = [
     (
         "control.toml",
         include_str!("../../../scenarios/control.toml"),
@@ -114,6 +116,18 @@ pub const BUILT_IN: [(&str, &str); 19] = [
         "overlap.toml",
         include_str!("../../../scenarios/overlap.toml"),
     ),
+    (
+        "tail-hedge.toml",
+        include_str!("../../../scenarios/tail-hedge.toml"),
+    ),
+    (
+        "endpoint-bad.toml",
+        include_str!("../../../scenarios/endpoint-bad.toml"),
+    ),
+    (
+        "endpoints-four-bad.toml",
+        include_str!("../../../scenarios/endpoints-four-bad.toml"),
+    ),
 ];
 
 /// One scenario (or one cell of a scenario's matrix): a downstream, its faults, the load, and
@@ -146,6 +160,9 @@ pub struct Scenario {
     pub known_failing: BTreeMap<String, KnownFailure>,
     /// Verdicts that only a feature can pass, with the feature's name.
     pub features: BTreeMap<String, String>,
+    /// How the stacks spread calls over the endpoints, and the hedging and outlier ejection
+    /// asked of them.
+    pub stacks: StackOptions,
 }
 
 /// A verdict the seawall stack is known to fail: it is printed as failing, but does not fail
@@ -204,6 +221,8 @@ struct ScenarioSpec {
     known_failing: Option<Spanned<BTreeMap<String, KnownFailure>>>,
     #[serde(default)]
     features: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    stacks: Option<StackOptions>,
 }
 
 impl Scenario {
@@ -276,6 +295,21 @@ impl Scenario {
                         "faults.keys",
                         key,
                         format!("keys below workload.keys ({})", workload.keys),
+                    ),
+                ));
+            }
+            if let Some(endpoints) = &fault.endpoints
+                && let Some(&endpoint) = endpoints.iter().find(|&&e| e >= downstream.endpoints)
+            {
+                return Err(fail(
+                    span,
+                    ConfigError::new(
+                        "faults.endpoints",
+                        endpoint,
+                        format!(
+                            "endpoints below downstream.endpoints ({})",
+                            downstream.endpoints
+                        ),
                     ),
                 ));
             }
@@ -384,6 +418,7 @@ impl Scenario {
             cell: None,
             known_failing,
             features,
+            stacks: spec.stacks.unwrap_or_default(),
         })
     }
 
@@ -536,18 +571,22 @@ impl Scenario {
             .collect()
     }
 
-    /// The workers in service at `t`, if the downstream has workers.
+    /// The workers in service at `t` over every endpoint, if the downstream has workers.
     pub fn workers_at(&self, t: Duration) -> Option<u32> {
         let all = self.downstream.workers?;
         Some(
-            self.faults
-                .iter()
-                .filter(|f| f.active_at(t))
-                .filter_map(|f| match f.effect {
-                    Effect::Capacity(w) => Some(w),
-                    _ => None,
+            (0..self.downstream.endpoints)
+                .map(|endpoint| {
+                    self.faults
+                        .iter()
+                        .filter(|f| f.active_at(t) && f.hits_endpoint(endpoint))
+                        .filter_map(|f| match f.effect {
+                            Effect::Capacity(w) => Some(w),
+                            _ => None,
+                        })
+                        .fold(all, u32::min)
                 })
-                .fold(all, u32::min),
+                .sum(),
         )
     }
 
@@ -561,7 +600,10 @@ impl Scenario {
                 let hit = f.rate
                     * f.keys
                         .as_ref()
-                        .map_or(1.0, |k| k.len() as f64 / f64::from(self.workload.keys));
+                        .map_or(1.0, |k| k.len() as f64 / f64::from(self.workload.keys))
+                    * f.endpoints.as_ref().map_or(1.0, |e| {
+                        e.len() as f64 / f64::from(self.downstream.endpoints)
+                    });
                 let ramp = ramp_at(from, to, f.start, f.end, t).as_secs_f64();
                 mean += hit * (ramp - base);
             }

@@ -80,10 +80,19 @@ pub struct Thresholds {
     /// Retries a client sent to a key before a `Retry-After` it had received for that key
     /// expired.
     pub early_retries_max: Option<u64>,
+    /// The median client's time from the first fault's start to its first request sent with
+    /// an endpoint ejected.
+    #[serde(with = "config::duration")]
+    pub eject_detect_max: Option<Duration>,
+    /// The most endpoints a client had ejected at once.
+    pub ejected_max: Option<u64>,
+    /// Share of the attempts at endpoints no fault hits, during the fault span, served with a
+    /// success within the deadline.
+    pub healthy_endpoints_success_min: Option<f64>,
 }
 
 /// Every threshold's name, in the order verdicts are listed.
-pub const NAMES: [&str; 29] = [
+pub const NAMES: [&str; 32] = [
     "amplification_max",
     "amplification_fault_max",
     "amplification_open_max",
@@ -113,6 +122,9 @@ pub const NAMES: [&str; 29] = [
     "goodput_after_min",
     "accepted_p99_ratio_max",
     "early_retries_max",
+    "eject_detect_max",
+    "ejected_max",
+    "healthy_endpoints_success_min",
 ];
 
 impl Thresholds {
@@ -128,6 +140,10 @@ impl Thresholds {
             ("thresholds.false_timeout_max", self.false_timeout_max),
             ("thresholds.goodput_min", self.goodput_min),
             ("thresholds.goodput_after_min", self.goodput_after_min),
+            (
+                "thresholds.healthy_endpoints_success_min",
+                self.healthy_endpoints_success_min,
+            ),
         ];
         for (field, value) in ratios {
             if let Some(value) = value {
@@ -200,6 +216,9 @@ impl Thresholds {
             t.goodput_after_min.is_some(),
             t.accepted_p99_ratio_max.is_some(),
             t.early_retries_max.is_some(),
+            t.eject_detect_max.is_some(),
+            t.ejected_max.is_some(),
+            t.healthy_endpoints_success_min.is_some(),
         ];
         NAMES
             .iter()
@@ -219,6 +238,7 @@ impl Thresholds {
             &mut self.p999_max,
             &mut self.p99_after_max,
             &mut self.false_open_time_max,
+            &mut self.eject_detect_max,
         ]
         .into_iter()
         .flatten()

@@ -8,6 +8,7 @@
 //! timeout: it is the caller's budget, as a propagated deadline would be. Each builder returns a [`Built`]: the service, whose errors are already sorted
 //! into [`Failure`]s, and, when it has a circuit breaker, a probe of its state.
 
+pub mod balance;
 pub mod peers;
 mod seawall;
 pub mod settings;

@@ -16,10 +16,11 @@ use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Service, ServiceBuilder};
 
+use super::balance::Spread;
 use super::settings::{NAIVE_RETRIES, NAIVE_TIMEOUT, PeerSettings};
 use super::{SharedRng, StatusError, classify, status_as_error};
 use crate::lab::metrics::{BreakerState, Failure};
-use crate::lab::sim::{Downstream, Request, Response};
+use crate::lab::sim::{Request, Response};
 use crate::lab::workload::{BreakerProbe, Built};
 
 fn built<S>(service: S, breaker: Option<BreakerProbe>) -> Built<S> {
@@ -27,6 +28,7 @@ fn built<S>(service: S, breaker: Option<BreakerProbe>) -> Built<S> {
         service,
         breaker,
         keyed_breaker: false,
+        ejected: None,
     }
 }
 
@@ -34,7 +36,7 @@ fn built<S>(service: S, breaker: Option<BreakerProbe>) -> Built<S> {
 
 /// No protection: the downstream as it is, with only the caller's deadline.
 pub fn unprotected(
-    downstream: Downstream,
+    downstream: Spread,
     deadline: std::time::Duration,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let service = ServiceBuilder::new()
@@ -84,7 +86,7 @@ fn clone(req: &Request) -> Option<Request> {
 /// 3 retries, no backoff or jitter, no budget, no breaker, a 1 s timeout per attempt, and
 /// the workload's deadline as its total timeout.
 pub fn naive(
-    downstream: Downstream,
+    downstream: Spread,
     deadline: std::time::Duration,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let service = ServiceBuilder::new()
@@ -156,7 +158,7 @@ impl Policy<Request, Response, BoxError> for BudgetPolicy {
 /// tower's built-ins: a total timeout, retry with `TpsBudget` and jittered backoff, load shed
 /// over a concurrency limit, and a per-attempt timeout.
 pub fn tower(
-    downstream: Downstream,
+    downstream: Spread,
     settings: &PeerSettings,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
@@ -237,7 +239,7 @@ fn is_rejection(err: &TrAttemptError) -> bool {
 /// clock does not move: in the lab an opened breaker stays open until the run ends, so a run
 /// in which it opened is marked invalid.
 pub fn tower_resilience(
-    downstream: Downstream,
+    downstream: Spread,
     settings: &PeerSettings,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {

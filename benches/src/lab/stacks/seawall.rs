@@ -6,28 +6,44 @@
 use std::sync::Arc;
 
 use seawall::circuit_breaker::CircuitState;
+use seawall::hedge::HedgeConfig;
 use seawall::stack::ClientStackLayer;
 use seawall_core::BoxError;
 use tower::{Layer, Service, ServiceExt};
 
+use super::balance::Spread;
 use super::classify;
 use super::settings::SeawallSettings;
 use crate::lab::metrics::{BreakerState, Failure};
-use crate::lab::sim::{Downstream, Request, Response};
-use crate::lab::workload::{BreakerProbe, Built};
+use crate::lab::sim::{Request, Response};
+use crate::lab::workload::{BreakerProbe, Built, EjectedProbe};
 
 /// One client's seawall stack over the downstream, its jitter seeded from `seed`.
 ///
-/// Outermost first: total timeout, retry (idempotent requests on 5xx, 429 and errors,
-/// honouring `Retry-After`, within a retry budget), client-side throttle, circuit breaker (one
-/// for every key: the stack has no keyed form), attempt timeout, bulkhead; 5xx answers but 503
-/// count as failures, 429 and 503 as overload. See `seawall::stack` for why in this order.
+/// Outermost first: total timeout, retry (idempotent requests on 5xx, 429 and errors, honouring
+/// `Retry-After`, within a retry budget), hedging when asked for, client-side throttle, circuit
+/// breaker (one for every key: the stack has no keyed form), attempt timeout, bulkhead; 5xx
+/// answers but 503 count as failures, 429 and 503 as overload. See `seawall::stack` for why in
+/// this order.
+///
+/// `hedge` (the scenario's, when the settings have none) adds hedging between retry and the
+/// throttle; `ejected` reads the outlier ejection under the balancer, when there is one.
 pub fn seawall(
-    downstream: Downstream,
+    downstream: Spread,
     settings: &SeawallSettings,
+    hedge: Option<&HedgeConfig>,
+    ejected: Option<EjectedProbe>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
-    let layer = ClientStackLayer::new(settings.for_client(seed));
+    let mut config = settings.for_client(seed);
+    if let Some(hedge) = hedge
+        && config.hedge().is_none()
+    {
+        config = config
+            .with_hedge(hedge.clone())
+            .expect("a valid hedge config");
+    }
+    let layer = ClientStackLayer::new(config);
     let handle = layer.circuit_breaker();
     let probe: BreakerProbe = Arc::new(move |_key| match handle.state() {
         CircuitState::Open | CircuitState::ForcedOpen => BreakerState::Open,
@@ -40,5 +56,6 @@ pub fn seawall(
             .map_err(classify as fn(BoxError) -> Failure),
         breaker: Some(probe),
         keyed_breaker: false,
+        ejected,
     }
 }

@@ -13,6 +13,7 @@ use seawall::bulkhead::BulkheadLayer;
 use seawall::circuit_breaker::CircuitBreakerLayer;
 use seawall::rate_limit::{Quota, RateLimitLayer};
 use seawall::retry::RetryLayer;
+use seawall::throttle::ThrottleLayer;
 use seawall::timeout::TimeoutLayer;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tracing::field::{Field, Visit};
@@ -213,6 +214,30 @@ async fn a_full_bulkhead_a_rate_limit_and_a_timeout_say_which_layer_and_why() {
     }
     assert!(rejection_by(&events, "pool").field("reason").is_some());
     assert!(rejection_by(&events, "api").field("retry_after").is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttle_says_that_it_rejected_the_call() {
+    let (capture, _guard) = capture();
+    let layer = ThrottleLayer::builder()
+        .name("search")
+        .accept_failures(false)
+        .seed(7)
+        .build()
+        .unwrap();
+    let refusing = service_fn(|_: u64| async { Err::<u64, BoxError>("refused".into()) });
+    let svc = layer.layer(refusing);
+    for _ in 0..100 {
+        let _ = svc.clone().oneshot(0).instrument(request_span()).await;
+    }
+    let events = capture.take();
+    let event = events
+        .iter()
+        .find(|e| e.field("rejected_by") == Some("search"))
+        .unwrap_or_else(|| panic!("no rejection by the throttle: {events:#?}"));
+    assert_eq!(event.field("rejection"), Some("throttled"), "{event:?}");
+    assert!(event.target.starts_with("seawall_throttle"), "{event:?}");
+    assert_in_request_span(event);
 }
 
 #[tokio::test(start_paused = true)]

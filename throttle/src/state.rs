@@ -143,7 +143,7 @@ impl State {
         }
         self.window.add(false);
         self.calls[CallResult::Rejected.index()].increment(1);
-        tracing::debug!(name = %self.name, probability, "call throttled");
+        tracing::debug!(rejected_by = %self.name, rejection = "throttled", probability, "call rejected");
         let hook = self.hooks().on_rejected.clone();
         if let Some(hook) = hook {
             hook(RejectedEvent {

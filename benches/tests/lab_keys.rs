@@ -742,9 +742,13 @@ end = "2s"
     for stack in StackKind::ALL {
         let trace = run(&scenario, stack, &settings, 1);
         for r in &trace.requests {
-            // Nothing answers: each request ends at its 300 ms budget (sent up to 1 ms late).
-            assert_eq!(failed(r), Some(Failure::Timeout), "{stack}: {r:?}");
-            assert!(r.latency <= 301 * MS, "{stack}: {r:?}");
+            // Nothing answers: each request ends at its 300 ms budget (sent up to 1 ms late), or
+            // sooner when a breaker that counted the earlier hangs rejects it at once.
+            match failed(r) {
+                Some(Failure::Timeout) => assert!(r.latency <= 301 * MS, "{stack}: {r:?}"),
+                Some(Failure::CircuitOpen) => assert!(r.latency < 300 * MS, "{stack}: {r:?}"),
+                other => panic!("{stack}: {other:?} in {r:?}"),
+            }
         }
     }
 }

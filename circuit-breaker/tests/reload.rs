@@ -17,6 +17,11 @@ fn config(minimum_calls: u32, threshold: f64) -> CircuitBreakerConfig {
         .failure_rate_threshold(threshold)
         .open_duration(Duration::from_secs(10))
         .half_open_probes(2)
+        // The rate rule alone, exact open times and every probe needed to close: the tests
+        // count calls and step the clock to the end of each phase.
+        .no_consecutive_failures()
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
         .build()
         .unwrap()
 }
@@ -98,6 +103,9 @@ async fn an_open_breaker_stays_open_until_the_end_it_was_given() {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(1))
         .half_open_probes(1)
+        .no_consecutive_failures()
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
         .build()
         .unwrap();
     handle.reload(shorter).unwrap();
@@ -156,6 +164,9 @@ async fn probes_that_already_decide_under_fewer_probes_close_the_breaker() {
         .minimum_calls(2)
         .open_duration(Duration::from_secs(10))
         .half_open_probes(1)
+        .no_consecutive_failures()
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
         .build()
         .unwrap();
     handle.reload(one_probe).unwrap();

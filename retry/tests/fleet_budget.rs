@@ -106,8 +106,9 @@ async fn without_the_store_the_policy_decides_once_the_lease_is_spent() {
     for (policy, expected) in [
         (OnStoreFailure::FailOpen, 30),
         (OnStoreFailure::FailClosed, 0),
-        // Its own budget: ratio 0.1 of its 30 requests, floor 3 / 3 replicas × 10 s.
-        (OnStoreFailure::Local, 13),
+        // Its own budget: ratio 0.1 of its 30 requests, and the floor of 3 / 3 replicas a
+        // second over the 1 s its credit lasts while no retry was wanted before.
+        (OnStoreFailure::Local, 4),
     ] {
         let store = MemoryBudgetStore::new();
         store.set_down(true);

@@ -71,7 +71,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use seawall_core::sync::Mutex;
+use seawall_core::sync::{Mutex, MutexGuard};
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use tokio::time::Instant;
 
@@ -244,7 +244,7 @@ impl RetryBudget {
 }
 
 impl BudgetState {
-    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -71,8 +71,8 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use seawall_core::sync::{Mutex, MutexGuard};
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
+use seawall_core::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use crate::config::BudgetConfig;

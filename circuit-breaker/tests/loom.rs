@@ -79,7 +79,14 @@ fn breaker(
         seawall_circuit_breaker::CircuitBreakerConfigBuilder<CircuitBreakerLayer>,
     ) -> seawall_circuit_breaker::CircuitBreakerConfigBuilder<CircuitBreakerLayer>,
 ) -> (Svc, CircuitBreakerHandle, Arc<Downstream>) {
-    let builder = CircuitBreakerLayer::builder().name("loom").seed(7);
+    // The models count calls and step to exact open ends: the rules they set, no adaptive run,
+    // no open jitter, every probe needed to close.
+    let builder = CircuitBreakerLayer::builder()
+        .name("loom")
+        .seed(7)
+        .no_consecutive_failures()
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0);
     let downstream = Arc::new(Downstream::default());
     let d = downstream.clone();
     let (layer, handle) = build(builder)
@@ -268,6 +275,8 @@ fn keyed(
         .name("loom")
         .seed(7)
         .consecutive_failures(1)
+        .open_jitter(0.0)
+        .half_open_success_ratio(1.0)
         .open_duration(OPEN)
         .max_keys(max_keys)
         .build()

@@ -9,7 +9,7 @@ use seawall_bench::lab::metrics::{Failure, Outcome, Trace, summarize};
 use seawall_bench::lab::run_stack;
 use seawall_bench::lab::scenario::{Balance, Scenario};
 use seawall_bench::lab::stacks::balance::spread;
-use seawall_bench::lab::stacks::{self, Built};
+use seawall_bench::lab::stacks::{self, Built, Settings};
 use seawall_bench::lab::workload::EjectedProbe;
 use seawall_core::BoxError;
 use tower::ServiceExt;
@@ -192,4 +192,42 @@ ejected_max = 1
         "{:?}",
         trace.endpoint_fault
     );
+}
+
+#[test]
+fn the_tower_stack_hedges_with_towers_hedge_when_the_scenario_asks() {
+    let text = r#"
+id = "tail"
+duration = "2s"
+[workload]
+rate = 500
+[downstream]
+latency = { kind = "fixed", value = "5ms" }
+workers = 50
+[[faults]]
+kind = "slow"
+rate = 0.05
+latency = { kind = "fixed", value = "400ms" }
+start = "1s"
+end = "2s"
+"#;
+    let hedged = format!(
+        "{text}[stacks]\nhedge = {{ delay = {{ quantile = 0.9, min_samples = 20, window = \"1s\" }} }}\n"
+    );
+    let settings = Settings::default().tower;
+    let run = |s: &Scenario| {
+        run_stack(s, 1, |ds, client, seeds| {
+            let ds = spread(ds, Balance::P2c, None, !seeds.client(client)).0;
+            stacks::tower(ds, &settings, s.stacks.hedge.as_ref(), seeds.client(client))
+        })
+    };
+    let (plain, hedged) = (parse(text), parse(&hedged));
+    let without = summarize(&plain, &run(&plain));
+    let with = summarize(&hedged, &run(&hedged));
+    // Without a hedge, the 5 % of calls that take 400 ms are the tail; with one, a second
+    // attempt sent after p90 of recent latency (5 ms) answers in 5 ms.
+    let p999 =
+        |s: &seawall_bench::lab::metrics::Summary| s.latency_success.as_ref().unwrap().p999_ms;
+    assert!(p999(&without) >= 400.0, "{without:?}");
+    assert!(p999(&with) < 100.0, "{with:?}");
 }

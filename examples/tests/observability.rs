@@ -1,5 +1,6 @@
-//! The dashboard's queries are valid PromQL, checked by Prometheus' own parser (promtool, from
-//! Debian's `prometheus` package, which CI installs).
+//! The dashboard's queries are valid PromQL and the shop's Prometheus configuration is valid,
+//! checked by Prometheus' own tools (promtool, from Debian's `prometheus` package, which CI
+//! installs).
 
 use std::path::Path;
 use std::process::Command;
@@ -59,6 +60,56 @@ fn every_dashboard_query_parses_as_promql() {
     assert!(
         out.status.success(),
         "promtool rejects a dashboard query:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shop's Prometheus configuration is valid, loads the alert rules and scrapes the port the
+/// `shop` binary's gateway listens on.
+#[test]
+fn the_shop_prometheus_config_is_valid_and_scrapes_the_gateway() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config_path = dir.join("src/shop/prometheus.yml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let bin = std::fs::read_to_string(dir.join("src/bin/shop.rs")).unwrap();
+    let port = bin
+        .split("gateway: ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the shop binary sets its gateway port");
+    assert!(
+        config.contains(&format!("\"127.0.0.1:{port}\"")),
+        "the scrape target is the gateway's port {port}"
+    );
+    let rules = config
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("- ")
+                .filter(|l| l.ends_with(".yml"))
+        })
+        .expect("a rule file");
+    assert!(
+        config_path.parent().unwrap().join(rules).is_file(),
+        "the rule file {rules} exists next to the config"
+    );
+    if Command::new("promtool").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is missing, and CI installs it"
+        );
+        eprintln!("SKIPPED: promtool is not installed (apt-get install prometheus)");
+        return;
+    }
+    let out = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejects the shop's config:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -114,10 +114,12 @@ latency_scale = [1, 5]
 balance = "p2c"              # or "round_robin", or per stack: { seawall = "p2c", naive = "p2c" };
                              # default p2c (by pending calls) for tower, tower-resilience and
                              # seawall, round-robin for unprotected and naive
-hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its settings have none
+hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its settings have none;
+                             # the tower stack hedges with tower::hedge at the same percentile
+                             # (a fixed delay: seawall-hedge's default p95)
 outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer
-                             # (hedge and outlier: the seawall stack only; the peers run
-                             # without them, so their rows show a stack without the feature)
+                             # (the seawall stack only; the other stacks without hedging or
+                             # ejection show a stack without the feature)
 
 [thresholds]                 # each one present is a verdict (see below)
 amplification_fault_max = 1.1

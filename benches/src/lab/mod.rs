@@ -92,6 +92,7 @@ pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64
             stacks::tower(
                 spread(ds, client, seeds),
                 &settings.tower,
+                options.hedge.as_ref(),
                 seeds.client(client),
             )
         }),

@@ -36,7 +36,8 @@ impl Balance {
 pub struct StackOptions {
     /// The balance of each stack named; the others take their default.
     pub balance: BTreeMap<String, Balance>,
-    /// Hedging, for the stacks that hedge (the seawall stack's `hedge` section).
+    /// Hedging, for the stacks that hedge (the seawall stack's `hedge` section; tower's
+    /// hedge at the same percentile).
     pub hedge: Option<HedgeConfig>,
     /// Outlier ejection under the balancer, for the stacks that eject.
     pub outlier: Option<OutlierConfig>,

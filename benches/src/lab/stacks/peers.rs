@@ -10,7 +10,11 @@
 use std::future::{Ready, ready};
 use std::sync::Arc;
 
+use seawall::hedge::{Delay, HedgeConfig, PercentileDelay};
 use seawall_core::BoxError;
+use tower::buffer::Buffer;
+use tower::hedge::Hedge;
+use tower::layer::layer_fn;
 use tower::retry::Policy;
 use tower::retry::backoff::{Backoff, ExponentialBackoff, ExponentialBackoffMaker, MakeBackoff};
 use tower::retry::budget::{Budget, TpsBudget};
@@ -155,11 +159,43 @@ impl Policy<Request, Response, BoxError> for BudgetPolicy {
     }
 }
 
+/// A [`PercentileDelay`]'s values, read through its serde form (its methods are setters).
+#[derive(serde::Deserialize)]
+struct Percentile {
+    quantile: f64,
+    min_samples: u64,
+    #[serde(with = "seawall_core::config::duration")]
+    window: std::time::Duration,
+}
+
+/// Hedges every request (tower's hedge has no method or budget check; the lab's requests are
+/// all idempotent reads).
+#[derive(Debug, Clone, Copy)]
+struct HedgeAll;
+
+impl tower::hedge::Policy<Request> for HedgeAll {
+    fn clone_request(&self, req: &Request) -> Option<Request> {
+        clone(req)
+    }
+
+    fn can_retry(&self, _req: &Request) -> bool {
+        true
+    }
+}
+
 /// tower's built-ins: a total timeout, retry with `TpsBudget` and jittered backoff, load shed
 /// over a concurrency limit, and a per-attempt timeout.
+///
+/// With `hedge` (a scenario that asks the stacks to hedge), `tower::hedge` sits between retry
+/// and load shed (behind a `Buffer`, since tower's retry clones its service and a hedge is not
+/// `Clone`), where the seawall stack hedges: it hedges once a call has waited past the
+/// configured percentile of its recent latencies (tower's hedge has only percentile delays, so
+/// a fixed delay is read as seawall-hedge's default percentile), after as many samples, over
+/// the same rotation period. It has no hedge budget.
 pub fn tower(
     downstream: Spread,
     settings: &PeerSettings,
+    hedge: Option<&HedgeConfig>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let mut backoff = ExponentialBackoffMaker::new(
@@ -178,10 +214,33 @@ pub fn tower(
         max_retries: settings.max_retries,
         deposited: false,
     };
+    let hedge = hedge.map(|config| {
+        let percentile = match config.delay() {
+            Delay::Percentile(percentile) => *percentile,
+            Delay::Fixed(_) => PercentileDelay::default(),
+        };
+        let p: Percentile = serde_json::to_value(percentile)
+            .and_then(serde_json::from_value)
+            .expect("a percentile delay reads back");
+        // `Hedge` is not `Clone` and tower's retry clones its service: a `Buffer` makes it so,
+        // as a tower user would (a task that owns the hedge; bounded like the concurrency).
+        let bound = settings.concurrency.max(1);
+        layer_fn(move |service| {
+            let hedge = Hedge::new::<Request>(
+                service,
+                HedgeAll,
+                p.min_samples,
+                p.quantile as f32,
+                p.window,
+            );
+            Buffer::new(hedge, bound)
+        })
+    });
     let service = ServiceBuilder::new()
         .map_result(status_back as fn(Result<Response, BoxError>) -> Result<Response, Failure>)
         .timeout(settings.total_timeout)
         .layer(tower::retry::RetryLayer::new(policy))
+        .option_layer(hedge)
         .load_shed()
         .concurrency_limit(settings.concurrency)
         .timeout(settings.attempt_timeout)

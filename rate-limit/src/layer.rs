@@ -1,17 +1,18 @@
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower::Layer;
 
 use seawall_core::config::ConfigError;
 
 use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
+use crate::event::{RateLimitedEvent, WaitedEvent};
 use crate::extract::KeyExtractor;
 use crate::fleet::config::FleetConfig;
 use crate::fleet::{Fleet, FleetKeyed};
 use crate::limiter::{Direct, Keyed};
-use crate::service::{RateLimit, Shared};
+use crate::service::RateLimit;
+use crate::state::Shared;
 use crate::store::QuotaStore;
 
 /// Applies a [`RateLimit`] to every call of the inner service.
@@ -20,24 +21,6 @@ use crate::store::QuotaStore;
 /// then); every service it makes, and every clone of it, shares them.
 pub struct RateLimitLayer<L = Direct> {
     shared: Arc<Shared<L>>,
-}
-
-/// What a rejection hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// How long until the call's bucket has a permit again.
-    pub retry_after: Duration,
-}
-
-/// What a wait hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WaitedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// How long the call waited for its permit.
-    pub waited: Duration,
 }
 
 impl RateLimitLayer {

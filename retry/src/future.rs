@@ -16,9 +16,9 @@ use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 use tracing::Span;
 
-use crate::layer::RetryEvent;
+use crate::event::RetryEvent;
 use crate::policy::{RetryPolicy, Verdict};
-use crate::service::{Core, Shared};
+use crate::state::{Core, Shared};
 
 pin_project! {
     /// One call with its retries: the current attempt, the wait before the next one, or the

@@ -1,14 +1,15 @@
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower::Layer;
 
 use crate::budget::RetryBudget;
 use crate::config::{RetryConfig, RetryConfigBuilder};
+use crate::event::RetryEvent;
 use crate::fleet::{Budget, LayerBudget};
 use crate::policy::DefaultPolicy;
-use crate::service::{Retry, Shared};
+use crate::service::Retry;
+use crate::state::Shared;
 
 /// Applies [`Retry`] to every call of the inner service.
 ///
@@ -17,17 +18,6 @@ use crate::service::{Retry, Shared};
 /// one budget.
 pub struct RetryLayer<P = DefaultPolicy> {
     shared: Arc<Shared<P>>,
-}
-
-/// What a retry hook is told, before the wait for each retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// The number of the attempt about to be made: 2 for the first retry.
-    pub attempt: u32,
-    /// The wait before it.
-    pub delay: Duration,
 }
 
 impl RetryLayer {

@@ -91,21 +91,24 @@
 
 pub mod budget;
 mod config;
+mod event;
 pub mod fleet;
 pub mod future;
 mod layer;
 pub mod policy;
 mod service;
+mod state;
 
 pub use self::budget::RetryBudget;
 pub use self::config::{BudgetConfig, RetryConfig, RetryConfigBuilder};
+pub use self::event::RetryEvent;
 #[cfg(feature = "redis")]
 pub use self::fleet::RedisBudgetStore;
 pub use self::fleet::{
     Budget, BudgetStore, FleetBudget, FleetBudgetConfig, FleetBudgetConfigBuilder,
     MemoryBudgetStore,
 };
-pub use self::layer::{RetryEvent, RetryLayer};
+pub use self::layer::RetryLayer;
 #[cfg(feature = "grpc")]
 pub use self::policy::GrpcPolicy;
 #[cfg(feature = "http")]

@@ -21,6 +21,11 @@
 //! [`OnStoreFailure`] policy says, chosen explicitly for each layer: admit, refuse, or fall
 //! back to a local share of the quota.
 //!
+//! What every fleet-wide layer configures the same way (the store's URL, its key prefix, the
+//! failure policy and the guard) is a [`StoreConfig`], checked once here; with the `redis`
+//! feature, `RedisScript` is the connection and the script each layer's Redis store runs.
+//! Each layer keeps only its own script and its arithmetic.
+//!
 //! Metrics (names chosen by the layer, see [`StoreMetricNames`]): store errors by `error`
 //! (`timeout`, `connection`, `script`, `response`), fallbacks by `policy`, round trips and
 //! their duration.
@@ -52,9 +57,15 @@
 //! # }
 //! ```
 
+mod config;
 mod guard;
+#[cfg(feature = "redis")]
+mod redis;
 
+pub use self::config::{RawStoreConfig, StoreConfig, redacted};
 pub use self::guard::{
     Guarded, OnStoreFailure, StoreError, StoreErrorKind, StoreGuard, StoreGuardConfig,
     StoreMetricNames,
 };
+#[cfg(feature = "redis")]
+pub use self::redis::RedisScript;

@@ -61,7 +61,7 @@ impl<S: fmt::Debug, P: fmt::Debug> fmt::Debug for Retry<S, P> {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
             .field("name", &shared.name)
-            .field("max_attempts", &shared.max_attempts)
+            .field("max_attempts", &shared.settings.max_attempts())
             .field("policy", &shared.policy)
             .finish()
     }
@@ -83,7 +83,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.core.shared;
-        let request = if shared.max_attempts > 1 {
+        let request = if shared.settings.max_attempts() > 1 {
             shared.policy.clone_request(&req)
         } else {
             None

@@ -1,8 +1,8 @@
 //! What every service of one retry layer shares: its settings, budget, metric handles and hook.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
@@ -45,13 +45,66 @@ impl Metrics {
     }
 }
 
-/// What every clone of one layer's services shares.
-pub(crate) struct Shared<P> {
-    pub(crate) name: Arc<str>,
+/// The settings a handle may reload, shared by every copy of a layer's state: `max_attempts`
+/// is read by every call, so it is an atomic; the rest only when a retry is planned, under a
+/// lock taken only then.
+pub(crate) struct Settings {
+    pub(crate) max_attempts: AtomicU32,
+    pub(crate) config: RwLock<RetryConfig>,
+}
+
+/// What a retry's plan reads of the settings.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) max_delay: Duration,
     pub(crate) max_elapsed: Option<Duration>,
+}
+
+impl Settings {
+    fn new(config: &RetryConfig) -> Self {
+        Self {
+            max_attempts: AtomicU32::new(config.max_attempts),
+            config: RwLock::new(config.clone()),
+        }
+    }
+
+    /// The most attempts a call may make now.
+    #[inline]
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.max_attempts.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> RwLockReadGuard<'_, RetryConfig> {
+        self.config.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The limits a retry is planned within now.
+    pub(crate) fn limits(&self) -> Limits {
+        let config = self.config();
+        Limits {
+            max_attempts: config.max_attempts,
+            backoff: config.backoff,
+            max_delay: config.max_delay,
+            max_elapsed: config.max_elapsed,
+        }
+    }
+
+    /// Takes `config` in, which the caller has checked.
+    pub(crate) fn set(&self, config: RetryConfig) {
+        let mut live = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        self.max_attempts
+            .store(config.max_attempts, Ordering::Relaxed);
+        *live = config;
+    }
+}
+
+/// What every clone of one layer's services shares.
+pub(crate) struct Shared<P> {
+    pub(crate) name: Arc<str>,
+    pub(crate) settings: Arc<Settings>,
     pub(crate) budget: Option<LayerBudget>,
     pub(crate) seed: u64,
     /// Numbers the retries, whose jitter RNG is seeded from `seed` and this number, so that a
@@ -72,10 +125,7 @@ impl<P> Shared<P> {
             .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
         Self {
             name: config.name.clone(),
-            max_attempts: config.max_attempts,
-            backoff: config.backoff,
-            max_delay: config.max_delay,
-            max_elapsed: config.max_elapsed,
+            settings: Arc::new(Settings::new(config)),
             budget: config
                 .budget
                 .map(|budget| LayerBudget::Own(RetryBudget::seeded(budget, seed))),
@@ -91,10 +141,7 @@ impl<P> Shared<P> {
     pub(crate) fn with_policy<Q>(&self, policy: Arc<Q>) -> Shared<Q> {
         Shared {
             name: self.name.clone(),
-            max_attempts: self.max_attempts,
-            backoff: self.backoff,
-            max_delay: self.max_delay,
-            max_elapsed: self.max_elapsed,
+            settings: self.settings.clone(),
             budget: self.budget.clone(),
             seed: self.seed,
             sequence: AtomicU64::new(0),

@@ -10,6 +10,7 @@ use crate::event::{RateLimitedEvent, WaitedEvent};
 use crate::extract::KeyExtractor;
 use crate::fleet::config::FleetConfig;
 use crate::fleet::{Fleet, FleetKeyed};
+use crate::handle::RateLimitHandle;
 use crate::limiter::{Direct, Keyed};
 use crate::service::RateLimit;
 use crate::state::Shared;
@@ -132,7 +133,31 @@ impl<L> RateLimitLayer<L> {
     }
 }
 
+impl RateLimitLayer<Direct> {
+    /// A handle that reads the limit's configuration and reloads its quota.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+}
+
 impl<E: KeyExtractor> RateLimitLayer<Keyed<E>> {
+    /// A handle that reads the limit's configuration and reloads the quota of every key.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+
     /// How many keys are tracked now.
     pub fn tracked_keys(&self) -> usize {
         self.shared.limiter.len()

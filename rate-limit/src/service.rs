@@ -99,7 +99,7 @@ impl<S, L> RateLimit<S, L> {
         L: Limiter<Req>,
     {
         // Never waiting past the caller's deadline: a permit that comes later is no use.
-        let max_wait = self.shared.config.max_wait.map(Deadline::bound);
+        let max_wait = self.shared.live.max_wait().map(Deadline::bound);
         match check {
             Check::Permit => unreachable!("admitted calls are called at once"),
             Check::Limited(wait) => match max_wait {

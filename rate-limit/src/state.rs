@@ -1,7 +1,8 @@
 //! What every service of one rate limit layer shares: its configuration, limiter, metric
 //! handles and hooks.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use metrics::Counter;
@@ -14,9 +15,61 @@ use crate::event::{RateLimitedEvent, WaitedEvent};
 pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
 pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
 
+/// What a handle may change while calls flow: `max_wait` (read only by calls that find no
+/// permit) and the configuration in force, which reloads take turns on.
+pub(crate) struct Live {
+    name: Arc<str>,
+    /// Nanoseconds; `u64::MAX` for none.
+    max_wait: AtomicU64,
+    config: Mutex<RateLimitConfig>,
+}
+
+const NO_WAIT: u64 = u64::MAX;
+
+impl Live {
+    fn new(config: &RateLimitConfig) -> Self {
+        let live = Self {
+            name: config.name.clone(),
+            max_wait: AtomicU64::new(NO_WAIT),
+            config: Mutex::new(config.clone()),
+        };
+        live.set_max_wait(config.max_wait);
+        live
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long a call may wait for a permit now.
+    pub(crate) fn max_wait(&self) -> Option<Duration> {
+        match self.max_wait.load(Ordering::Relaxed) {
+            NO_WAIT => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    pub(crate) fn set_max_wait(&self, max_wait: Option<Duration>) {
+        let nanos = max_wait.map_or(NO_WAIT, |wait| {
+            u64::try_from(wait.as_nanos()).unwrap_or(NO_WAIT - 1)
+        });
+        self.max_wait.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The configuration in force, held against other reloads.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, RateLimitConfig> {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn config(&self) -> RateLimitConfig {
+        self.lock().clone()
+    }
+}
+
 /// What every clone of one layer's services shares.
 pub(crate) struct Shared<L> {
     pub(crate) config: RateLimitConfig,
+    pub(crate) live: Arc<Live>,
     pub(crate) limiter: Arc<L>,
     pub(crate) permitted: Counter,
     pub(crate) waited: Counter,
@@ -35,6 +88,7 @@ impl<L> Shared<L> {
             waited: metrics.counter(CALLS, &[("result", "waited")]),
             rejected: metrics.counter(CALLS, &[("result", "rejected")]),
             unavailable: metrics.counter(CALLS, &[("result", "unavailable")]),
+            live: Arc::new(Live::new(&config)),
             config,
             limiter: Arc::new(limiter),
             on_rejected: None,
@@ -46,6 +100,7 @@ impl<L> Shared<L> {
     pub(crate) fn with_limiter<M>(&self, limiter: Arc<M>) -> Shared<M> {
         Shared {
             config: self.config.clone(),
+            live: self.live.clone(),
             limiter,
             permitted: self.permitted.clone(),
             waited: self.waited.clone(),

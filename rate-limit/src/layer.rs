@@ -122,12 +122,13 @@ impl<L> RateLimitLayer<L> {
         self
     }
 
-    /// The layer's configuration.
+    /// The layer's configuration, as it was built (a [`RateLimitHandle`] reads the one in
+    /// force after a reload).
     pub fn config(&self) -> &RateLimitConfig {
         &self.shared.config
     }
 
-    /// The configured quota.
+    /// The quota the layer was built with.
     pub fn quota(&self) -> Quota {
         self.shared.config.quota
     }

@@ -28,7 +28,8 @@ pub enum RejectionKind {
     /// The caller's own deadline passed (or had passed on arrival): a timeout shortened to it
     /// by deadline propagation elapsed, or a queue was left when it passed.
     DeadlineExceeded,
-    /// A retry budget has no retries left.
+    /// A retry layer had a retry to make and its retry budget had none left: the call ends
+    /// with its last error, which is this rejection's [`source`](Error::source).
     BudgetExhausted,
     /// A chaos layer injected this failure on purpose.
     Injected,
@@ -105,13 +106,26 @@ impl fmt::Display for RejectionKind {
 
 /// A call that a layer refused or ended by its own decision, not the inner service's.
 ///
-/// Find it in any stack's error with [`rejected`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Find it in any stack's error with [`rejected`]. A rejection that ends a call which had
+/// already failed (a retry refused by the budget) carries that failure as its
+/// [`source`](Error::source).
+#[derive(Debug, Clone)]
 pub struct Rejected {
     kind: RejectionKind,
     name: Arc<str>,
     retry_after: Option<Duration>,
+    source: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
+
+/// Two rejections are equal when their kind, layer and hint are: their sources are not
+/// compared.
+impl PartialEq for Rejected {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.name == other.name && self.retry_after == other.retry_after
+    }
+}
+
+impl Eq for Rejected {}
 
 impl Rejected {
     /// A rejection of `kind` by the layer instance called `name`.
@@ -120,7 +134,16 @@ impl Rejected {
             kind,
             name: name.into(),
             retry_after: None,
+            source: None,
         }
+    }
+
+    /// Adds the error that the call had failed with when the layer ended it, as its
+    /// [`source`](Error::source).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(Arc::from(source.into()));
+        self
     }
 
     /// Adds a hint of how long until the call may succeed.
@@ -156,7 +179,13 @@ impl fmt::Display for Rejected {
     }
 }
 
-impl Error for Rejected {}
+impl Error for Rejected {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn Error + 'static))
+    }
+}
 
 /// Finds the [`Rejected`] in `err` or anywhere in its source chain.
 ///
@@ -237,6 +266,29 @@ mod tests {
             assert_eq!(serde_json::to_string(&kind).unwrap(), json);
             assert_eq!(serde_json::from_str::<RejectionKind>(&json).unwrap(), kind);
         }
+    }
+
+    #[test]
+    fn a_rejection_carries_the_error_it_ended_the_call_with() {
+        let last: BoxError = Rejected::new(RejectionKind::TimedOut, "attempt").into();
+        let err: BoxError = Rejected::new(RejectionKind::BudgetExhausted, "retry")
+            .with_source(last)
+            .into();
+        assert_eq!(
+            rejected(&*err).map(Rejected::kind),
+            Some(RejectionKind::BudgetExhausted)
+        );
+        let source = err.source().expect("the last error");
+        assert_eq!(
+            rejected(source).map(Rejected::kind),
+            Some(RejectionKind::TimedOut)
+        );
+        assert_eq!(err.to_string(), "retry budget exhausted (retry)");
+        assert!(
+            Rejected::new(RejectionKind::CircuitOpen, "db")
+                .source()
+                .is_none()
+        );
     }
 
     #[test]

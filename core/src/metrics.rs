@@ -225,7 +225,7 @@ const DESCRIPTIONS: &[(&str, Option<Unit>, &str)] = &[
     (
         "seawall_retry_attempts_total",
         Some(Unit::Count),
-        "Retries made (attempts after the first).",
+        "Attempts sent, the first of each call included: over seawall_retry_calls_total, the load retries multiply.",
     ),
     (
         "seawall_retry_budget_exhausted_total",
@@ -720,6 +720,16 @@ mod tests {
             assert!(!buckets.is_empty(), "{name}");
             assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{name}");
         }
+    }
+
+    #[test]
+    fn retry_attempts_are_described_as_every_attempt_as_the_alerts_read_them() {
+        // The amplification alert divides attempts by calls: the first attempts are in.
+        let (_, _, help) = DESCRIPTIONS
+            .iter()
+            .find(|(name, ..)| *name == "seawall_retry_attempts_total")
+            .expect("described");
+        assert!(help.contains("the first of each call included"), "{help}");
     }
 
     #[test]

@@ -19,21 +19,20 @@ pub enum Cause {
 }
 
 impl Cause {
-    /// Every cause, in the order of [`index`](Self::index).
-    pub(crate) const ALL: [Self; 12] = [
-        Self::Rejected(RejectionKind::CircuitOpen),
-        Self::Rejected(RejectionKind::BulkheadFull),
-        Self::Rejected(RejectionKind::RateLimited),
-        Self::Rejected(RejectionKind::TimedOut),
-        Self::Rejected(RejectionKind::DeadlineExceeded),
-        Self::Rejected(RejectionKind::BudgetExhausted),
-        Self::Rejected(RejectionKind::Injected),
-        Self::Rejected(RejectionKind::Throttled),
-        Self::Rejected(RejectionKind::StoreUnavailable),
-        Self::Error,
-        Self::Failure,
-        Self::Overload,
-    ];
+    /// Every cause, in the order of [`index`](Self::index): every rejection kind core knows,
+    /// then the rest.
+    pub(crate) const ALL: [Self; RejectionKind::ALL.len() + 3] = {
+        let kinds = RejectionKind::ALL.len();
+        let mut all = [Self::Error; RejectionKind::ALL.len() + 3];
+        let mut i = 0;
+        while i < kinds {
+            all[i] = Self::Rejected(RejectionKind::ALL[i]);
+            i += 1;
+        }
+        all[kinds + 1] = Self::Failure;
+        all[kinds + 2] = Self::Overload;
+        all
+    };
 
     /// The metric label: the rejection kind (`circuit_open`, ...), `error`, `failure` or
     /// `overload`.
@@ -47,8 +46,7 @@ impl Cause {
     }
 
     pub(crate) fn index(self) -> usize {
-        // A rejection kind added after this list counts as an error.
-        let error = Self::ALL.len() - 3;
+        let error = RejectionKind::ALL.len();
         Self::ALL.iter().position(|c| *c == self).unwrap_or(error)
     }
 

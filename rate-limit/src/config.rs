@@ -122,7 +122,7 @@ impl Quota {
     }
 
     /// As [`check`](Self::check), for a quota given to a builder: errors name `quota.<field>`.
-    fn validate(self) -> Result<Self, ConfigError> {
+    pub(crate) fn validate(self) -> Result<Self, ConfigError> {
         self.check().map_err(|e| e.within("quota"))
     }
 
@@ -259,6 +259,22 @@ impl RateLimitConfig {
     /// How the quota is shared with the other replicas of a fleet, if it is.
     pub fn fleet(&self) -> Option<&FleetConfig> {
         self.fleet.as_ref()
+    }
+
+    /// The same configuration with `quota`, checked as a builder checks it.
+    pub(crate) fn with_quota(mut self, quota: Quota) -> Result<Self, ConfigError> {
+        let quota = quota.validate()?;
+        if let Some(fleet) = &self.fleet
+            && fleet.lease > quota.burst
+        {
+            return Err(ConfigError::new(
+                "fleet.lease",
+                fleet.lease,
+                format!("[1, {}] (at most the quota's burst)", quota.burst),
+            ));
+        }
+        self.quota = quota;
+        Ok(self)
     }
 }
 

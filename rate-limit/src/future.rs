@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::limiter::{Check, Decision, Limiter};
-use crate::service::Shared;
+use crate::state::Shared;
 
 pub use crate::fleet::Ask;
 

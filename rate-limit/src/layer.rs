@@ -1,17 +1,19 @@
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower::Layer;
 
 use seawall_core::config::ConfigError;
 
 use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
+use crate::event::{RateLimitedEvent, WaitedEvent};
 use crate::extract::KeyExtractor;
 use crate::fleet::config::FleetConfig;
 use crate::fleet::{Fleet, FleetKeyed};
+use crate::handle::RateLimitHandle;
 use crate::limiter::{Direct, Keyed};
-use crate::service::{RateLimit, Shared};
+use crate::service::RateLimit;
+use crate::state::Shared;
 use crate::store::QuotaStore;
 
 /// Applies a [`RateLimit`] to every call of the inner service.
@@ -20,24 +22,6 @@ use crate::store::QuotaStore;
 /// then); every service it makes, and every clone of it, shares them.
 pub struct RateLimitLayer<L = Direct> {
     shared: Arc<Shared<L>>,
-}
-
-/// What a rejection hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// How long until the call's bucket has a permit again.
-    pub retry_after: Duration,
-}
-
-/// What a wait hook is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WaitedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// How long the call waited for its permit.
-    pub waited: Duration,
 }
 
 impl RateLimitLayer {
@@ -138,18 +122,43 @@ impl<L> RateLimitLayer<L> {
         self
     }
 
-    /// The layer's configuration.
+    /// The layer's configuration, as it was built (a [`RateLimitHandle`] reads the one in
+    /// force after a reload).
     pub fn config(&self) -> &RateLimitConfig {
         &self.shared.config
     }
 
-    /// The configured quota.
+    /// The quota the layer was built with.
     pub fn quota(&self) -> Quota {
         self.shared.config.quota
     }
 }
 
+impl RateLimitLayer<Direct> {
+    /// A handle that reads the limit's configuration and reloads its quota.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+}
+
 impl<E: KeyExtractor> RateLimitLayer<Keyed<E>> {
+    /// A handle that reads the limit's configuration and reloads the quota of every key.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+
     /// How many keys are tracked now.
     pub fn tracked_keys(&self) -> usize {
         self.shared.limiter.len()

@@ -96,20 +96,25 @@
 
 pub mod clock;
 mod config;
+mod event;
 pub mod extract;
 mod fleet;
 pub mod future;
+mod handle;
 mod layer;
 mod limiter;
 mod service;
+mod state;
 pub mod store;
 
 pub use self::config::{Period, Quota, RateLimitConfig, RateLimitConfigBuilder};
+pub use self::event::{RateLimitedEvent, WaitedEvent};
 #[cfg(feature = "http")]
 pub use self::extract::{ClientIp, Header, Route};
 pub use self::extract::{ExtractKey, Fingerprint, KeyExtractor, KeyFn, key_fn};
 pub use self::fleet::config::{FleetConfig, FleetConfigBuilder};
 pub use self::fleet::{Fleet, FleetBucket, FleetKeyed};
-pub use self::layer::{RateLimitLayer, RateLimitedEvent, WaitedEvent};
+pub use self::handle::RateLimitHandle;
+pub use self::layer::RateLimitLayer;
 pub use self::limiter::{Check, Decision, Direct, Keyed, Limiter, NoStore};
 pub use self::service::RateLimit;

@@ -14,6 +14,7 @@ use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -28,7 +29,7 @@ use seawall_core::sync::{RwLock, RwLockWriteGuard};
 use tokio::time::Instant;
 
 use crate::clock::{TokioClock, TokioInstant};
-use crate::config::RateLimitConfig;
+use crate::config::{Quota, RateLimitConfig};
 use crate::extract::{ExtractKey, KeyExtractor};
 
 /// Finds and charges the bucket of a call. Implemented by [`Direct`] and [`Keyed`] (buckets in
@@ -89,6 +90,12 @@ impl Future for NoStore {
     }
 }
 
+/// A limit whose quota a handle may change: a new quota takes effect for the next call.
+pub(crate) trait SetQuota: Send + Sync + 'static {
+    /// Admits by `quota` from now on, every bucket afresh.
+    fn set_quota(&self, quota: Quota);
+}
+
 #[cold]
 #[inline(never)]
 pub(crate) fn wait_time(not_until: &governor::NotUntil<TokioInstant>) -> Duration {
@@ -102,17 +109,26 @@ pub(crate) type DirectLimiter =
 
 /// One bucket for every call.
 pub struct Direct {
-    limiter: DirectLimiter,
+    // Swapped whole when the quota is reloaded: governor fixes a bucket's quota when it makes
+    // it. A load is a few atomic operations and no lock.
+    limiter: ArcSwap<DirectLimiter>,
+}
+
+fn direct(quota: Quota) -> DirectLimiter {
+    governor::RateLimiter::direct_with_clock(quota.to_governor(), TokioClock)
 }
 
 impl Direct {
     pub(crate) fn new(config: &RateLimitConfig) -> Self {
         Self {
-            limiter: governor::RateLimiter::direct_with_clock(
-                config.quota.to_governor(),
-                TokioClock,
-            ),
+            limiter: ArcSwap::from_pointee(direct(config.quota)),
         }
+    }
+}
+
+impl SetQuota for Direct {
+    fn set_quota(&self, quota: Quota) {
+        self.limiter.store(Arc::new(direct(quota)));
     }
 }
 
@@ -127,7 +143,7 @@ impl<Req> Limiter<Req> for Direct {
 
     #[inline]
     fn check(&self, _key: &()) -> Check<NoStore> {
-        match self.limiter.check() {
+        match self.limiter.load().check() {
             Ok(()) => Check::Permit,
             Err(not_until) => Check::Limited(wait_time(&not_until)),
         }
@@ -164,7 +180,8 @@ type KeyedLimiter<K> =
 ///   most once per interval, never per call.
 pub struct Keyed<E: KeyExtractor> {
     extractor: E,
-    limiter: KeyedLimiter<E::Key>,
+    // Swapped whole, with a new map of keys, when the quota is reloaded.
+    limiter: ArcSwap<KeyedLimiter<E::Key>>,
     book: Arc<KeyBook>,
 }
 
@@ -229,10 +246,9 @@ impl<E: KeyExtractor> Keyed<E> {
             evicted: MetricScope::new(config.name.clone())
                 .counter("seawall_rate_limit_keys_evicted_total", &[]),
         });
-        let store = KeyStore::new(book.clone());
         Self {
             extractor,
-            limiter: governor::RateLimiter::new(config.quota.to_governor(), store, TokioClock),
+            limiter: ArcSwap::from_pointee(keyed(config.quota, &book)),
             book,
         }
     }
@@ -252,13 +268,27 @@ impl<E: KeyExtractor> Keyed<E> {
     #[inline(never)]
     pub fn sweep(&self) {
         let before = self.len();
-        self.limiter.retain_recent();
+        self.limiter.load().retain_recent();
         tracing::debug!(
             name = %self.book.name,
             before,
             after = self.len(),
             "swept idle rate limit keys"
         );
+    }
+}
+
+fn keyed<K: Hash + Eq + Clone>(quota: Quota, book: &Arc<KeyBook>) -> KeyedLimiter<K> {
+    governor::RateLimiter::new(quota.to_governor(), KeyStore::new(book.clone()), TokioClock)
+}
+
+impl<E: KeyExtractor> SetQuota for Keyed<E> {
+    fn set_quota(&self, quota: Quota) {
+        let limiter = keyed(quota, &self.book);
+        // Calls still on the old map may count a key or two into the new length: it is a
+        // gauge, and the shards bound the map, not the count.
+        self.book.len.store(0, Ordering::Relaxed);
+        self.limiter.store(Arc::new(limiter));
     }
 }
 
@@ -278,7 +308,7 @@ where
 
     #[inline]
     fn check(&self, key: &E::Key) -> Check<NoStore> {
-        let result = self.limiter.check_key(key);
+        let result = self.limiter.load().check_key(key);
         if self.book.sweep_due.load(Ordering::Relaxed)
             && self.book.sweep_due.swap(false, Ordering::Acquire)
         {

@@ -3,114 +3,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use metrics::Counter;
-use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Deadline, Rejected, RejectionKind};
+use seawall_core::{BoxError, Deadline};
 use tower::Service;
 
-use crate::config::RateLimitConfig;
 use crate::future::ResponseFuture;
-use crate::layer::{RateLimitedEvent, WaitedEvent};
 use crate::limiter::{Check, Limiter};
-
-pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
-pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
-
-/// What every clone of one layer's services shares.
-pub(crate) struct Shared<L> {
-    pub(crate) config: RateLimitConfig,
-    pub(crate) limiter: Arc<L>,
-    pub(crate) permitted: Counter,
-    pub(crate) waited: Counter,
-    pub(crate) rejected: Counter,
-    pub(crate) unavailable: Counter,
-    pub(crate) on_rejected: Option<RejectedHook>,
-    pub(crate) on_waited: Option<WaitedHook>,
-}
-
-impl<L> Shared<L> {
-    pub(crate) fn new(config: RateLimitConfig, limiter: L) -> Self {
-        const CALLS: &str = "seawall_rate_limit_calls_total";
-        let metrics = MetricScope::new(config.name.clone());
-        Self {
-            permitted: metrics.counter(CALLS, &[("result", "permitted")]),
-            waited: metrics.counter(CALLS, &[("result", "waited")]),
-            rejected: metrics.counter(CALLS, &[("result", "rejected")]),
-            unavailable: metrics.counter(CALLS, &[("result", "unavailable")]),
-            config,
-            limiter: Arc::new(limiter),
-            on_rejected: None,
-            on_waited: None,
-        }
-    }
-
-    /// The same metric handles and hooks over another limiter.
-    pub(crate) fn with_limiter<M>(&self, limiter: Arc<M>) -> Shared<M> {
-        Shared {
-            config: self.config.clone(),
-            limiter,
-            permitted: self.permitted.clone(),
-            waited: self.waited.clone(),
-            rejected: self.rejected.clone(),
-            unavailable: self.unavailable.clone(),
-            on_rejected: self.on_rejected.clone(),
-            on_waited: self.on_waited.clone(),
-        }
-    }
-
-    /// Records a rejection and builds its error.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn reject(&self, retry_after: Duration) -> BoxError {
-        let name = &self.config.name;
-        self.rejected.increment(1);
-        tracing::debug!(rejected_by = %name, rejection = "rate_limited", ?retry_after, "call rejected");
-        if let Some(hook) = &self.on_rejected {
-            hook(RateLimitedEvent { name, retry_after });
-        }
-        Rejected::new(RejectionKind::RateLimited, name.clone())
-            .with_retry_after(retry_after)
-            .into()
-    }
-
-    /// Records a call refused because the shared store could not answer and the limit fails
-    /// closed, and builds its error.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn unavailable(&self, retry_after: Duration) -> BoxError {
-        let name = &self.config.name;
-        self.unavailable.increment(1);
-        tracing::debug!(%name, ?retry_after, "quota store unavailable, call refused");
-        Rejected::new(RejectionKind::StoreUnavailable, name.clone())
-            .with_retry_after(retry_after)
-            .into()
-    }
-
-    /// Records a call admitted at once.
-    #[inline]
-    pub(crate) fn admitted(&self) {
-        self.permitted.increment(1);
-        tracing::trace!(name = %self.config.name, "permitted");
-    }
-
-    /// Records a call admitted after waiting `waited`.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn admitted_after(&self, waited: Duration) {
-        let name = &self.config.name;
-        self.waited.increment(1);
-        tracing::trace!(%name, ?waited, "permitted after waiting");
-        if let Some(hook) = &self.on_waited {
-            hook(WaitedEvent { name, waited });
-        }
-    }
-}
-
-impl<L> Clone for Shared<L> {
-    fn clone(&self) -> Self {
-        self.with_limiter(self.limiter.clone())
-    }
-}
+use crate::state::Shared;
 
 /// Admits calls at the rate of a quota, rejecting the rest with
 /// [`Rejected`](seawall_core::Rejected) of kind `RateLimited` or making them wait up to a max.
@@ -201,7 +99,7 @@ impl<S, L> RateLimit<S, L> {
         L: Limiter<Req>,
     {
         // Never waiting past the caller's deadline: a permit that comes later is no use.
-        let max_wait = self.shared.config.max_wait.map(Deadline::bound);
+        let max_wait = self.shared.live.max_wait().map(Deadline::bound);
         match check {
             Check::Permit => unreachable!("admitted calls are called at once"),
             Check::Limited(wait) => match max_wait {

@@ -75,6 +75,8 @@ use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
+use seawall_core::config::ConfigError;
+
 use crate::config::BudgetConfig;
 
 const COUNT_MASK: u64 = u32::MAX as u64;
@@ -92,13 +94,10 @@ pub struct RetryBudget {
 }
 
 struct BudgetState {
-    config: BudgetConfig,
     start: Instant,
     slot_nanos: u64,
     quiet_slots: u64,
     ttl_slots: u64,
-    /// `min_per_second` in retries per slot.
-    floor_per_slot: f64,
     deposits: Box<[AtomicU64]>,
     wants: Box<[AtomicU64]>,
     /// The slot of the latest refused withdrawal, plus one; 0 before any.
@@ -106,9 +105,13 @@ struct BudgetState {
     ledger: Mutex<Ledger>,
 }
 
-/// The credit, as the withdrawals have left it.
+/// The credit, as the withdrawals have left it, and the ratio and floor it is earned by
+/// (which a reload may change).
 #[derive(Debug)]
 struct Ledger {
+    config: BudgetConfig,
+    /// `min_per_second` in retries per slot.
+    floor_per_slot: f64,
     /// Retries of credit.
     credit: f64,
     /// The latest slot whose requests the credit has taken in, and how many of them.
@@ -142,19 +145,19 @@ impl RetryBudget {
         // One more than the window, for the slot being filled.
         let len = ttl_slots + 1;
         let slots = || (0..len).map(|_| AtomicU64::new(0)).collect();
-        let floor_per_slot = f64::from(config.min_per_second) * slot_nanos as f64 / 1e9;
+        let floor_per_slot = floor_per_slot(&config, slot_nanos);
         Self {
             state: Arc::new(BudgetState {
-                config,
                 start: Instant::now(),
                 slot_nanos,
                 quiet_slots,
                 ttl_slots,
-                floor_per_slot,
                 deposits: slots(),
                 wants: slots(),
                 refused: AtomicU64::new(0),
                 ledger: Mutex::new(Ledger {
+                    config,
+                    floor_per_slot,
                     // The floor's share of the window from the start: a new client may retry.
                     credit: floor_per_slot * quiet_slots as f64,
                     seen_slot: 0,
@@ -167,9 +170,35 @@ impl RetryBudget {
         }
     }
 
-    /// The budget's configuration.
-    pub fn config(&self) -> &BudgetConfig {
-        &self.state.config
+    /// The budget's configuration: the one it was made with, or the last one
+    /// [`reload`](Self::reload) took.
+    pub fn config(&self) -> BudgetConfig {
+        self.state.ledger().config
+    }
+
+    /// Earns credit by `config`'s `ratio` and `min_per_second` from now on, without a restart;
+    /// every layer given this budget follows it.
+    ///
+    /// The budget keeps the requests it counted and the credit it holds (at most what the new
+    /// ratio allows over its window, from the next withdrawal on). Its windows stay: a
+    /// `config` with another `ttl` or `quiet_ttl` is refused with a [`ConfigError`] naming the
+    /// field, and the budget goes on as it was.
+    pub fn reload(&self, config: BudgetConfig) -> Result<(), ConfigError> {
+        let s = &*self.state;
+        let mut ledger = s.ledger();
+        check_reload(&ledger.config, &config)?;
+        // Credit earned so far is settled under the old ratio before the new one applies.
+        let slot = s.slot(Instant::now()).max(ledger.seen_slot);
+        let (credit, _, _) = s.settle(&mut ledger, slot, true);
+        ledger.credit = credit;
+        ledger.floor_per_slot = floor_per_slot(&config, s.slot_nanos);
+        ledger.config = config;
+        Ok(())
+    }
+
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing.
+    pub fn check_reload(&self, config: &BudgetConfig) -> Result<(), ConfigError> {
+        check_reload(&self.state.ledger().config, config)
     }
 
     /// Counts one request, which earns the budget `ratio` of a retry.
@@ -260,7 +289,8 @@ impl BudgetState {
     /// credit older than the window expired; the most the window allows; and whether failures
     /// are frequent. With `commit`, the ledger takes the requests and the episode in.
     fn settle(&self, ledger: &mut Ledger, slot: u64, commit: bool) -> (f64, f64, bool) {
-        let ratio = self.config.ratio;
+        let ratio = ledger.config.ratio;
+        let floor_per_slot = ledger.floor_per_slot;
         let ttl_from = (slot + 1).saturating_sub(self.ttl_slots);
         let requests = sum(&self.deposits, ttl_from, slot);
         let wanted = sum(&self.wants, ttl_from, slot);
@@ -293,9 +323,8 @@ impl BudgetState {
             (now.saturating_sub(ledger.seen), now)
         };
         let elapsed = slot.saturating_sub(ledger.seen_slot) as f64;
-        let earned = ratio * fresh as f64 + self.floor_per_slot * elapsed;
-        let cap =
-            ratio * sum(&self.deposits, from, slot) as f64 + self.floor_per_slot * length as f64;
+        let earned = ratio * fresh as f64 + floor_per_slot * elapsed;
+        let cap = ratio * sum(&self.deposits, from, slot) as f64 + floor_per_slot * length as f64;
         let credit = (ledger.credit + earned).min(cap);
         if commit {
             ledger.episode = episode;
@@ -304,6 +333,29 @@ impl BudgetState {
         }
         (credit, cap, frequent)
     }
+}
+
+/// `min_per_second` in retries per slot.
+fn floor_per_slot(config: &BudgetConfig, slot_nanos: u64) -> f64 {
+    f64::from(config.min_per_second) * slot_nanos as f64 / 1e9
+}
+
+/// Checks that `config` may replace `live`: the windows stay as they are.
+fn check_reload(live: &BudgetConfig, config: &BudgetConfig) -> Result<(), ConfigError> {
+    let kept = |field: &'static str, given: Duration, live: Duration| {
+        Err(ConfigError::expected(
+            field,
+            format_args!("{given:?}"),
+            format!("{live:?}, as the live budget has it (a restart changes it)"),
+        ))
+    };
+    if config.ttl != live.ttl {
+        return kept("ttl", config.ttl, live.ttl);
+    }
+    if config.quiet_ttl != live.quiet_ttl {
+        return kept("quiet_ttl", config.quiet_ttl, live.quiet_ttl);
+    }
+    Ok(())
 }
 
 /// A number in `[0, 1)`, the next of the ledger's seeded stream.
@@ -364,7 +416,7 @@ fn sum(cells: &[AtomicU64], from: u64, to: u64) -> u64 {
 impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBudget")
-            .field("config", &self.state.config)
+            .field("config", &self.config())
             .field("available", &self.available())
             .finish()
     }

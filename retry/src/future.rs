@@ -11,14 +11,14 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use seawall_core::BoxError;
+use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 use tracing::Span;
 
-use crate::layer::RetryEvent;
+use crate::event::RetryEvent;
 use crate::policy::{RetryPolicy, Verdict};
-use crate::service::{Core, Shared};
+use crate::state::{Core, Shared};
 
 pin_project! {
     /// One call with its retries: the current attempt, the wait before the next one, or the
@@ -141,15 +141,23 @@ where
                             result.as_ref().err(),
                         )
                     } else {
-                        None
+                        Plan::Stop
                     };
                     match plan {
-                        None => {
+                        Plan::Stop => {
                             finish(shared, *this.attempt, *this.started, false);
                             return Poll::Ready(result);
                         }
-                        Some(delay) if delay.is_zero() => this.state.set(State::Retrying),
-                        Some(delay) => this.state.set(State::Waiting {
+                        Plan::BudgetExhausted => {
+                            finish(shared, *this.attempt, *this.started, false);
+                            return Poll::Ready(result.map_err(|last| {
+                                Rejected::new(RejectionKind::BudgetExhausted, shared.name.clone())
+                                    .with_source(last)
+                                    .into()
+                            }));
+                        }
+                        Plan::Retry(delay) if delay.is_zero() => this.state.set(State::Retrying),
+                        Plan::Retry(delay) => this.state.set(State::Waiting {
                             sleep: sleep(delay),
                         }),
                     }
@@ -170,7 +178,7 @@ where
                         unreachable!("a retry is planned only with a copy of the request");
                     };
                     *this.attempt += 1;
-                    if *this.attempt < shared.max_attempts {
+                    if *this.attempt < shared.settings.max_attempts() {
                         *this.request = shared.policy.clone_request(&req);
                     }
                     let span = tracing::debug_span!(
@@ -203,7 +211,19 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, succes
     }
 }
 
-/// The wait before the next attempt, or `None` when no retry may start.
+/// What follows a result the policy would retry.
+enum Plan {
+    /// A retry, after this wait.
+    Retry(Duration),
+    /// No retry: the call ends with its result.
+    Stop,
+    /// No retry because the budget has none left: an error ends the call as a
+    /// `BudgetExhausted` rejection whose source is the error, so that a retry layer further out
+    /// does not retry what this one refused. A response is returned as it is.
+    BudgetExhausted,
+}
+
+/// The wait before the next attempt, or why no retry may start.
 #[cold]
 #[inline(never)]
 fn plan_retry<P>(
@@ -213,31 +233,32 @@ fn plan_retry<P>(
     previous_delay: &mut Duration,
     not_before: Option<Duration>,
     error: Option<&BoxError>,
-) -> Option<Duration> {
+) -> Plan {
     let name = &*shared.name;
-    if attempt >= shared.max_attempts {
+    let limits = shared.settings.limits();
+    if attempt >= limits.max_attempts {
         tracing::debug!(name, attempt, "max attempts reached");
-        return None;
+        return Plan::Stop;
     }
     if let Some(hint) = not_before
-        && hint > shared.max_delay
+        && hint > limits.max_delay
     {
-        tracing::debug!(name, attempt, ?hint, max_delay = ?shared.max_delay, "retry hint beyond max delay, giving up");
-        return None;
+        tracing::debug!(name, attempt, ?hint, max_delay = ?limits.max_delay, "retry hint beyond max delay, giving up");
+        return Plan::Stop;
     }
     // A fresh small RNG per retry keeps the future small; numbering the retries makes a run on
     // one thread repeat exactly.
     let n = shared.sequence.fetch_add(1, Ordering::Relaxed);
     let mut rng = SmallRng::seed_from_u64(shared.seed.wrapping_add(n));
     // Before the first retry, zero: the backoff reads it as its base.
-    let backoff = shared.backoff.delay(attempt, *previous_delay, &mut rng);
+    let backoff = limits.backoff.delay(attempt, *previous_delay, &mut rng);
     *previous_delay = backoff;
     // Never sooner than the hint (at most `max_delay`, checked above), never longer than
     // `max_delay`.
     let delay = not_before
         .map_or(backoff, |hint| hint.max(backoff))
-        .min(shared.max_delay);
-    if let (Some(max), Some(started)) = (shared.max_elapsed, started)
+        .min(limits.max_delay);
+    if let (Some(max), Some(started)) = (limits.max_elapsed, started)
         && started.elapsed() + delay > max
     {
         tracing::debug!(
@@ -246,14 +267,14 @@ fn plan_retry<P>(
             ?delay,
             "retry would end after max elapsed, giving up"
         );
-        return None;
+        return Plan::Stop;
     }
     if let Some(budget) = &shared.budget
         && !budget.withdraw()
     {
         shared.metrics.budget_exhausted.increment(1);
         tracing::debug!(name, attempt, "retry budget exhausted");
-        return None;
+        return Plan::BudgetExhausted;
     }
     let next = attempt + 1;
     match error {
@@ -267,5 +288,5 @@ fn plan_retry<P>(
             delay,
         });
     }
-    Some(delay)
+    Plan::Retry(delay)
 }

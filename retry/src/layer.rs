@@ -1,14 +1,16 @@
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tower::Layer;
 
 use crate::budget::RetryBudget;
 use crate::config::{RetryConfig, RetryConfigBuilder};
+use crate::event::RetryEvent;
 use crate::fleet::{Budget, LayerBudget};
+use crate::handle::RetryHandle;
 use crate::policy::DefaultPolicy;
-use crate::service::{Retry, Shared};
+use crate::service::Retry;
+use crate::state::Shared;
 
 /// Applies [`Retry`] to every call of the inner service.
 ///
@@ -17,17 +19,6 @@ use crate::service::{Retry, Shared};
 /// one budget.
 pub struct RetryLayer<P = DefaultPolicy> {
     shared: Arc<Shared<P>>,
-}
-
-/// What a retry hook is told, before the wait for each retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// The number of the attempt about to be made: 2 for the first retry.
-    pub attempt: u32,
-    /// The wait before it.
-    pub delay: Duration,
 }
 
 impl RetryLayer {
@@ -79,6 +70,22 @@ impl<P> RetryLayer<P> {
         &self.shared.name
     }
 
+    /// A handle that reads and reloads the layer's settings and its own budget (as the layer
+    /// has them now: take it after `with_budget`).
+    pub fn handle(&self) -> RetryHandle {
+        RetryHandle::new(
+            self.shared.name.clone(),
+            self.shared.settings.clone(),
+            self.shared.budget.clone(),
+        )
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RetryHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+
     fn update(self, f: impl FnOnce(&mut Shared<P>)) -> Self {
         let mut shared = self.shared.with_policy(self.shared.policy.clone());
         f(&mut shared);
@@ -113,12 +120,13 @@ impl<S: Clone, P> Layer<S> for RetryLayer<P> {
 impl<P: fmt::Debug> fmt::Debug for RetryLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.shared;
+        let limits = s.settings.limits();
         f.debug_struct("RetryLayer")
             .field("name", &s.name)
-            .field("max_attempts", &s.max_attempts)
-            .field("backoff", &s.backoff)
-            .field("max_delay", &s.max_delay)
-            .field("max_elapsed", &s.max_elapsed)
+            .field("max_attempts", &limits.max_attempts)
+            .field("backoff", &limits.backoff)
+            .field("max_delay", &limits.max_delay)
+            .field("max_elapsed", &limits.max_elapsed)
             .field("budget", &s.budget)
             .field("policy", &s.policy)
             .finish()

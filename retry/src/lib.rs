@@ -7,7 +7,10 @@
 //! two or three times the traffic that broke it. So every retry here waits on a backoff with
 //! jitter, and draws from a [`RetryBudget`] (on by default: 9 % of recent requests, with no
 //! per-client floor, so that it holds for a fleet of any size) so that retries stay a small
-//! share of traffic however long the outage lasts.
+//! share of traffic however long the outage lasts. A retry the budget refuses ends the call
+//! with a [`Rejected`](seawall_core::Rejected) of kind `BudgetExhausted` whose `source()` is
+//! the last error (a response is returned as it came), so that a retry layer further out does
+//! not retry what this one refused.
 //!
 //! What is retried is a [`RetryPolicy`]'s call. [`DefaultPolicy`] never repeats what may not
 //! be sent twice: for an `http::Request` it is `HttpPolicy`, and for other request types it
@@ -91,21 +94,26 @@
 
 pub mod budget;
 mod config;
+mod event;
 pub mod fleet;
 pub mod future;
+mod handle;
 mod layer;
 pub mod policy;
 mod service;
+mod state;
 
 pub use self::budget::RetryBudget;
 pub use self::config::{BudgetConfig, RetryConfig, RetryConfigBuilder};
+pub use self::event::RetryEvent;
 #[cfg(feature = "redis")]
 pub use self::fleet::RedisBudgetStore;
 pub use self::fleet::{
     Budget, BudgetStore, FleetBudget, FleetBudgetConfig, FleetBudgetConfigBuilder,
     MemoryBudgetStore,
 };
-pub use self::layer::{RetryEvent, RetryLayer};
+pub use self::handle::RetryHandle;
+pub use self::layer::RetryLayer;
 #[cfg(feature = "grpc")]
 pub use self::policy::GrpcPolicy;
 #[cfg(feature = "http")]

@@ -281,7 +281,7 @@ async fn concurrent_withdrawals_never_overdraw() {
     }
     // 500 a second over the 60 s window: 30 000, of 40 000 wanted.
     let granted = granted.load(Ordering::SeqCst);
-    invariants::never_overdrawn(granted, 0, budget.config());
+    invariants::never_overdrawn(granted, 0, &budget.config());
     assert!(
         granted >= 30_000 - 8,
         "a budget with room left refused: {granted} of 30000"

@@ -369,3 +369,58 @@ async fn the_script_reloads_after_a_flush_and_a_garbage_field_is_a_script_error(
     assert_eq!(err.kind(), seawall_core::store::StoreErrorKind::Script);
     assert!(err.message().contains("no count"), "{err}");
 }
+
+/// The bound's last term, in Redis: a lease taken near the end of one window is charged to
+/// that window, and the replica may still spend it in the next one, which the store counts
+/// afresh; so a window may see up to N × `max_lease` retries over its own ratio and floor, and
+/// no more. With one replica, a ratio of 0.5, no floor, a ttl of 1 s and a lease of at most
+/// 5: the lease taken in the first second is spent two seconds later in a window with no
+/// request at all, and nothing past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_carried_into_the_next_window_is_the_most_it_overshoots() {
+    let Some((url, _server)) = redis_url().await else {
+        return;
+    };
+    let config = FleetBudgetConfig::builder()
+        .name(unique("carried"))
+        .budget(BudgetConfig::new(0.5, 0, Duration::from_secs(1)).unwrap())
+        .redis_url(&url)
+        .key_prefix("seawall-test:retry_budget")
+        .max_lease(5)
+        // Syncs only when asked for one: the test decides when leases are taken and dropped.
+        .sync_interval(Duration::from_secs(10))
+        .on_failure(OnStoreFailure::FailClosed)
+        .build()
+        .unwrap();
+    let budget = FleetBudget::redis(config).unwrap();
+    for _ in 0..200 {
+        budget.deposit(Instant::now());
+    }
+    // Retries wanted now and then: each refused one wakes the sync task, which sizes the
+    // lease to twice the retries wanted since its last sync, at most 5.
+    for _ in 0..10 {
+        let _ = budget.withdraw(Instant::now());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let held = budget.leased();
+    assert!(
+        (1..=5).contains(&held),
+        "a lease, charged to this second: {held}"
+    );
+
+    // The store's window has moved past every request and retry counted so far.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut carried = 0;
+    while budget.withdraw(Instant::now()) {
+        carried += 1;
+        assert!(carried <= 5, "more than max_lease");
+    }
+    assert_eq!(
+        carried, held,
+        "a window with no request spends the lease carried into it, at most N × max_lease"
+    );
+    budget.sync().await;
+    assert_eq!(budget.leased(), 0, "the new window grants nothing");
+    assert!(!budget.withdraw(Instant::now()));
+}

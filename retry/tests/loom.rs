@@ -81,7 +81,7 @@ fn withdrawals_racing_across_a_bucket_rotation_never_overdraw() {
         depositing.join().unwrap();
         // The window holds second 1's two requests and second 2's one.
         let granted = granted.load(Ordering::SeqCst);
-        never_overdrawn(granted, 3, budget.config());
-        never_overdrawn(granted + budget.available(), 3, budget.config());
+        never_overdrawn(granted, 3, &budget.config());
+        never_overdrawn(granted + budget.available(), 3, &budget.config());
     });
 }

@@ -195,6 +195,66 @@ async fn budget_exhaustion_stops_retries_and_is_counted() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_refused_by_the_budget_ends_as_budget_exhausted_with_the_last_error() {
+    let layer = builder()
+        .max_attempts(3)
+        .backoff(no_jitter(Duration::ZERO))
+        .budget(BudgetConfig::new(0.0, 0, Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let err = layer
+        .layer(always_failing(&log))
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert_eq!(log.count(), 1, "an empty budget allows no retry");
+    let rejection = rejected(&*err).expect("a rejection");
+    assert_eq!(rejection.kind(), RejectionKind::BudgetExhausted);
+    assert_eq!(rejection.name(), "dep");
+    let last = std::error::Error::source(&*err).expect("the last error as its source");
+    assert_eq!(last.to_string(), "unavailable");
+
+    // Max attempts reached is no budget refusal: the last error comes back as it was.
+    let spent = builder()
+        .max_attempts(1)
+        .no_budget()
+        .build()
+        .unwrap()
+        .layer(always_failing(&log))
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert!(rejected(&*spent).is_none(), "{spent}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_layer_further_out_does_not_retry_what_the_budget_refused() {
+    let inner = builder()
+        .name("inner")
+        .max_attempts(3)
+        .backoff(no_jitter(Duration::ZERO))
+        .budget(BudgetConfig::new(0.0, 0, Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
+    let outer = builder()
+        .name("outer")
+        .max_attempts(3)
+        .backoff(no_jitter(Duration::ZERO))
+        .no_budget()
+        .build()
+        .unwrap();
+    let log = Log::default();
+    let svc = outer.layer(inner.layer(always_failing(&log)));
+    let err = svc.oneshot(1).await.unwrap_err();
+    assert_eq!(log.count(), 1, "one attempt: no retry inside, none outside");
+    assert_eq!(
+        rejected(&*err).map(Rejected::kind),
+        Some(RejectionKind::BudgetExhausted)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn metrics_count_calls_by_kind_and_every_attempt() {
     let recorder = TestRecorder::new();
     let layer = recorder.install_for(|| {

@@ -7,7 +7,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 #[cfg(feature = "grpc")]
-use super::GrpcCodes;
+use super::codes::GrpcCodes;
 use super::{Outcome, Report};
 
 pin_project! {

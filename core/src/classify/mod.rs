@@ -28,6 +28,8 @@
 #[cfg(feature = "http")]
 mod body;
 #[cfg(feature = "grpc")]
+mod codes;
+#[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
 mod http;
@@ -35,8 +37,10 @@ mod http;
 #[cfg(feature = "http")]
 pub use self::body::ReportBody;
 #[cfg(feature = "grpc")]
+pub use self::codes::GrpcCodes;
+#[cfg(feature = "grpc")]
 #[allow(deprecated)]
-pub use self::grpc::{GrpcBody, GrpcCodes};
+pub use self::grpc::GrpcBody;
 #[cfg(feature = "http")]
 pub use self::http::HttpStatus;
 

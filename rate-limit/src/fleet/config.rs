@@ -1,16 +1,13 @@
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::config::{self, ConfigError, Raw};
-use seawall_core::store::{OnStoreFailure, StoreGuardConfig};
+use seawall_core::store::{OnStoreFailure, RawStoreConfig, StoreConfig, StoreGuardConfig};
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_KEY_PREFIX: &str = "seawall:rate_limit";
-const MAX_KEY_PREFIX: usize = 256;
 const MAX_LEASE: u32 = 100_000;
-const MAX_REPLICAS: u32 = 100_000;
-const URL_SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
+const SHARED: &str = "the quota, which `on_failure = \"local\"` divides it by";
 
 /// How a rate limit shares its quota with the other replicas of a fleet: where the store is,
 /// how its buckets are named, how many cells a replica leases at once, and what happens when
@@ -30,44 +27,41 @@ const URL_SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
 /// open_for = "1s"                  # ...for this long, then one call probes
 /// ```
 ///
-/// and checks the values as it does. The URL's password, if any, never appears in `Debug`
-/// output or logs.
+/// and checks the values as it does (the store's part as every fleet-wide layer does, see
+/// [`StoreConfig`]). The URL's password, if any, never appears in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "FleetSpec", into = "FleetSpec")]
 pub struct FleetConfig {
-    pub(crate) redis_url: Option<String>,
-    pub(crate) key_prefix: Arc<str>,
+    pub(crate) store: StoreConfig,
     pub(crate) lease: u32,
-    pub(crate) on_failure: OnStoreFailure,
-    pub(crate) expected_replicas: Option<u32>,
-    pub(crate) guard: StoreGuardConfig,
 }
 
 impl FleetConfig {
     /// A builder for a fleet configuration; the failure policy is required.
     pub fn builder() -> FleetConfigBuilder {
+        let store = RawStoreConfig::new(DEFAULT_KEY_PREFIX);
         FleetConfigBuilder {
             spec: FleetSpec {
-                redis_url: None,
-                key_prefix: default_key_prefix(),
+                redis_url: store.redis_url,
+                key_prefix: store.key_prefix,
                 lease: default_lease(),
-                on_failure: None,
-                expected_replicas: None,
-                timeout: default_timeout(),
-                failures: default_failures(),
-                open_for: default_open_for(),
+                on_failure: store.on_failure,
+                expected_replicas: store.expected_replicas,
+                timeout: store.timeout,
+                failures: store.failures,
+                open_for: store.open_for,
             },
         }
     }
 
     /// The Redis the quota lives in, if configured.
     pub fn redis_url(&self) -> Option<&str> {
-        self.redis_url.as_deref()
+        self.store.redis_url()
     }
 
     /// What bucket names start with.
     pub fn key_prefix(&self) -> &str {
-        &self.key_prefix
+        self.store.key_prefix()
     }
 
     /// Cells a replica takes from the store at once.
@@ -77,44 +71,31 @@ impl FleetConfig {
 
     /// What a call gets while the store cannot answer.
     pub fn on_failure(&self) -> OnStoreFailure {
-        self.on_failure
+        self.store.on_failure()
     }
 
     /// How many replicas share the quota, for the `local` failure policy.
     pub fn expected_replicas(&self) -> Option<u32> {
-        self.expected_replicas
+        self.store.expected_replicas()
     }
 
     /// The timeout and breaker around calls to the store.
     pub fn guard(&self) -> &StoreGuardConfig {
-        &self.guard
+        self.store.guard()
+    }
+
+    /// The store's part: URL, key prefix, failure policy and guard.
+    pub fn store(&self) -> &StoreConfig {
+        &self.store
     }
 }
 
 impl fmt::Debug for FleetConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FleetConfig")
-            .field("redis_url", &self.redis_url.as_deref().map(redacted))
-            .field("key_prefix", &self.key_prefix)
+            .field("store", &self.store)
             .field("lease", &self.lease)
-            .field("on_failure", &self.on_failure)
-            .field("expected_replicas", &self.expected_replicas)
-            .field("guard", &self.guard)
             .finish()
-    }
-}
-
-/// `url` with any password replaced by `***`.
-pub(crate) fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -233,79 +214,34 @@ impl TryFrom<FleetSpec> for FleetConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FleetSpec) -> Result<Self, ConfigError> {
-        const URL: &str = "a `redis://host:port` or `unix:///path` URL";
-        let redis_url = match spec.redis_url {
-            None => None,
-            Some(url) => {
-                let url = url.expected("redis_url", URL)?;
-                if !URL_SCHEMES.iter().any(|s| url.starts_with(s)) || url.len() <= 8 {
-                    return Err(ConfigError::expected(
-                        "redis_url",
-                        format_args!("{:?}", redacted(&url)),
-                        URL,
-                    ));
-                }
-                Some(url)
-            }
+        let raw = RawStoreConfig {
+            redis_url: spec.redis_url,
+            key_prefix: spec.key_prefix,
+            on_failure: spec.on_failure,
+            expected_replicas: spec.expected_replicas,
+            timeout: spec.timeout,
+            failures: spec.failures,
+            open_for: spec.open_for,
         };
-        const PREFIX: &str = "a non-empty prefix of at most 256 bytes without spaces";
-        let key_prefix = spec.key_prefix.expected("key_prefix", PREFIX)?;
-        if key_prefix.is_empty()
-            || key_prefix.len() > MAX_KEY_PREFIX
-            || key_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ConfigError::expected(
-                "key_prefix",
-                format_args!("{key_prefix:?}"),
-                PREFIX,
-            ));
-        }
-        let lease = config::count_in("lease", spec.lease, 1..=MAX_LEASE)?;
-        let on_failure = match spec.on_failure {
-            Some(policy) => policy.expected("on_failure", OnStoreFailure::EXPECTED)?,
-            None => {
-                return Err(ConfigError::expected(
-                    "on_failure",
-                    "nothing",
-                    OnStoreFailure::EXPECTED,
-                ));
-            }
-        };
-        let expected_replicas = spec
-            .expected_replicas
-            .map(|n| config::count_in("expected_replicas", n, 1..=MAX_REPLICAS))
-            .transpose()?;
-        if on_failure == OnStoreFailure::Local && expected_replicas.is_none() {
-            return Err(ConfigError::expected(
-                "expected_replicas",
-                "nothing",
-                "how many replicas share the quota, which `on_failure = \"local\"` divides it by",
-            ));
-        }
         Ok(Self {
-            redis_url,
-            key_prefix: key_prefix.into(),
-            lease,
-            on_failure,
-            expected_replicas,
-            guard: StoreGuardConfig::from_raw(spec.timeout, spec.failures, spec.open_for)?,
+            store: StoreConfig::from_raw(raw, SHARED)?,
+            lease: config::count_in("lease", spec.lease, 1..=MAX_LEASE)?,
         })
     }
 }
 
 impl From<FleetConfig> for FleetSpec {
     fn from(config: FleetConfig) -> Self {
+        let store = config.store.to_raw();
         Self {
-            redis_url: config.redis_url.map(Raw::from),
-            key_prefix: config.key_prefix.to_string().into(),
+            redis_url: store.redis_url,
+            key_prefix: store.key_prefix,
             lease: config.lease.into(),
-            on_failure: Some(config.on_failure.into()),
-            expected_replicas: config.expected_replicas.map(Raw::from),
-            timeout: config.guard.timeout().into(),
-            failures: config.guard.failures().into(),
-            open_for: config.guard.open_for().into(),
+            on_failure: store.on_failure,
+            expected_replicas: store.expected_replicas,
+            timeout: store.timeout,
+            failures: store.failures,
+            open_for: store.open_for,
         }
     }
 }

@@ -178,7 +178,7 @@ fn nanos(d: Duration) -> u64 {
 impl<S: QuotaStore> FleetCore<S> {
     fn new(config: &RateLimitConfig, fleet: &FleetConfig, store: S) -> Self {
         let quota = config.quota;
-        let replicas = fleet.expected_replicas.unwrap_or(1).max(1);
+        let replicas = fleet.expected_replicas().unwrap_or(1).max(1);
         let share = |n: u32| (n / replicas).max(1);
         let local = match quota.period() {
             crate::config::Period::Second => Quota::per_second(share(quota.rate())),
@@ -190,10 +190,10 @@ impl<S: QuotaStore> FleetCore<S> {
             store,
             quota,
             lease: fleet.lease,
-            on_failure: fleet.on_failure,
+            on_failure: fleet.on_failure(),
             local_quota: local.to_governor(),
             guard: Arc::new(StoreGuard::new(
-                fleet.guard,
+                *fleet.guard(),
                 &MetricScope::new(config.name.clone()),
                 &METRICS,
             )),
@@ -330,7 +330,7 @@ impl<S: QuotaStore> Future for Ask<S> {
 
 impl<S: QuotaStore> Fleet<S> {
     pub(crate) fn new(config: &RateLimitConfig, fleet: &FleetConfig, store: S) -> Self {
-        let mut key = fleet.key_prefix.as_bytes().to_vec();
+        let mut key = fleet.key_prefix().as_bytes().to_vec();
         key.push(b':');
         key.extend_from_slice(config.name.as_bytes());
         Self {

@@ -3,15 +3,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError, Script};
+use redis::aio::ConnectionManager;
 use seawall_core::config::ConfigError;
+use seawall_core::store::RedisScript;
 
 use super::{Grant, QuotaStore, StoreError, StoreErrorKind};
 use crate::config::Quota;
-use crate::fleet::config::{FleetConfig, redacted};
+use crate::fleet::config::FleetConfig;
 
 /// The script, loaded into Redis once and called by its SHA1 (`EVALSHA`); a server that lost
 /// it (restarted, or `SCRIPT FLUSH`) answers `NOSCRIPT` and it is loaded again at once.
@@ -31,18 +30,14 @@ const GCRA: &str = include_str!("gcra.lua");
 /// connection is to one server.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
-    script: Arc<Script>,
-    url: Option<Arc<str>>,
+    script: RedisScript,
 }
 
 impl RedisStore {
     /// A store on an existing connection manager.
     pub fn new(conn: ConnectionManager) -> Self {
         Self {
-            conn,
-            script: Arc::new(Script::new(GCRA)),
-            url: None,
+            script: RedisScript::new(conn, GCRA),
         }
     }
 
@@ -52,66 +47,28 @@ impl RedisStore {
     ///
     /// A `ConfigError` for `fleet.redis_url` when there is none or it is not a valid URL.
     pub fn open(fleet: &FleetConfig) -> Result<Self, ConfigError> {
-        const EXPECTED: &str = "a `redis://host:port` or `unix:///path` URL";
-        let url = fleet
-            .redis_url()
-            .ok_or_else(|| ConfigError::expected("fleet.redis_url", "nothing", EXPECTED))?;
-        let invalid = |e: RedisError| {
-            ConfigError::expected(
-                "fleet.redis_url",
-                format_args!("{:?} ({:?})", redacted(url), e.kind()),
-                EXPECTED,
-            )
-        };
-        let client = Client::open(url).map_err(invalid)?;
-        let timeout = fleet.guard().timeout();
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(invalid)?;
-        Ok(Self {
-            url: Some(redacted(url).into()),
-            ..Self::new(conn)
-        })
+        let script = RedisScript::open(fleet.store(), GCRA).map_err(|e| e.within("fleet"))?;
+        Ok(Self { script })
     }
 
     /// The SHA1 the script is called by.
     pub fn script_sha(&self) -> &str {
-        self.script.get_hash()
+        self.script.sha()
     }
 
     /// Loads the script now, so that the first calls find it.
     pub async fn load(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.script
-            .prepare_invoke()
-            .load_async(&mut conn)
-            .await
-            .map(drop)
-            .map_err(store_error)
+        self.script.load().await
     }
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("url", &self.url)
+            .field("url", &self.script.url())
             .field("script_sha", &self.script_sha())
             .finish()
     }
-}
-
-/// Sorts a Redis error into what the guard counts: the server's own errors (a failing
-/// script, a wrong type) apart from unreachable servers and answers that make no sense.
-fn store_error(err: RedisError) -> StoreError {
-    let kind = match err.kind() {
-        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreErrorKind::Response,
-        ErrorKind::Server(_) | ErrorKind::Extension => StoreErrorKind::Script,
-        _ if err.is_timeout() => StoreErrorKind::Timeout,
-        _ => StoreErrorKind::Connection,
-    };
-    StoreError::new(kind, err)
 }
 
 /// Reads the script's `{granted, wait_us}`.
@@ -135,24 +92,11 @@ impl QuotaStore for RedisStore {
     type Future = Pin<Box<dyn Future<Output = Result<Grant, StoreError>> + Send>>;
 
     fn take(&self, key: &[u8], quota: &Quota, cells: u32) -> Self::Future {
-        let mut conn = self.conn.clone();
-        let script = self.script.clone();
-        let key = key.to_vec();
         let interval = u64::try_from(quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX);
-        let burst = quota.burst();
+        let reply = self.script.invoke(key, (interval, quota.burst(), cells));
         // The `redis` crate's calls borrow the connection, so the round trip is boxed: one
         // allocation per round trip, next to the network's cost and the command's own buffers.
-        Box::pin(async move {
-            let reply: redis::Value = script
-                .key(key)
-                .arg(interval)
-                .arg(burst)
-                .arg(cells)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(store_error)?;
-            grant(reply, cells)
-        })
+        Box::pin(async move { grant(reply.await?, cells) })
     }
 }
 

@@ -3,21 +3,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::config::{self, ConfigError, Raw};
-use seawall_core::store::{OnStoreFailure, StoreGuardConfig};
+use seawall_core::store::{OnStoreFailure, RawStoreConfig, StoreConfig, StoreGuardConfig};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::BudgetConfig;
 
 const DEFAULT_NAME: &str = "retry_budget";
 const DEFAULT_KEY_PREFIX: &str = "seawall:retry_budget";
-const MAX_KEY_PREFIX: usize = 256;
 const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 const SYNC_INTERVALS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(10);
 const DEFAULT_MAX_LEASE: u32 = 100;
 const MAX_LEASE: u32 = 1_000_000;
-const MAX_REPLICAS: u32 = 100_000;
-const URL_SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
+const SHARED: &str = "the budget, which `on_failure = \"local\"` divides its floor by";
 
 /// A retry budget shared by a fleet: the budget itself, where it is kept, how replicas sync
 /// with it, and what happens when the store cannot answer.
@@ -45,31 +43,28 @@ const URL_SCHEMES: [&str; 3] = ["redis://", "redis+unix://", "unix://"];
 pub struct FleetBudgetConfig {
     pub(crate) name: Arc<str>,
     pub(crate) budget: BudgetConfig,
-    pub(crate) redis_url: Option<String>,
-    pub(crate) key_prefix: Arc<str>,
+    pub(crate) store: StoreConfig,
     pub(crate) sync_interval: Duration,
     pub(crate) max_lease: u32,
-    pub(crate) on_failure: OnStoreFailure,
-    pub(crate) expected_replicas: Option<u32>,
-    pub(crate) guard: StoreGuardConfig,
 }
 
 impl FleetBudgetConfig {
     /// A builder; the failure policy is required.
     pub fn builder() -> FleetBudgetConfigBuilder {
+        let store = RawStoreConfig::new(DEFAULT_KEY_PREFIX);
         FleetBudgetConfigBuilder {
             spec: FleetBudgetSpec {
                 name: default_name(),
                 budget: None,
-                redis_url: None,
-                key_prefix: default_key_prefix(),
+                redis_url: store.redis_url,
+                key_prefix: store.key_prefix,
                 sync_interval: default_sync_interval(),
                 max_lease: default_max_lease(),
-                on_failure: None,
-                expected_replicas: None,
-                timeout: StoreGuardConfig::default().timeout().into(),
-                failures: StoreGuardConfig::default().failures().into(),
-                open_for: StoreGuardConfig::default().open_for().into(),
+                on_failure: store.on_failure,
+                expected_replicas: store.expected_replicas,
+                timeout: store.timeout,
+                failures: store.failures,
+                open_for: store.open_for,
             },
         }
     }
@@ -86,12 +81,12 @@ impl FleetBudgetConfig {
 
     /// The Redis the budget lives in, if configured.
     pub fn redis_url(&self) -> Option<&str> {
-        self.redis_url.as_deref()
+        self.store.redis_url()
     }
 
     /// What the budget's key starts with.
     pub fn key_prefix(&self) -> &str {
-        &self.key_prefix
+        self.store.key_prefix()
     }
 
     /// How often a replica syncs with the store.
@@ -106,17 +101,22 @@ impl FleetBudgetConfig {
 
     /// What retries past the lease get while the store cannot answer.
     pub fn on_failure(&self) -> OnStoreFailure {
-        self.on_failure
+        self.store.on_failure()
     }
 
     /// How many replicas share the budget, for the `local` policy.
     pub fn expected_replicas(&self) -> Option<u32> {
-        self.expected_replicas
+        self.store.expected_replicas()
     }
 
     /// The timeout and breaker around calls to the store.
     pub fn guard(&self) -> &StoreGuardConfig {
-        &self.guard
+        self.store.guard()
+    }
+
+    /// The store's part: URL, key prefix, failure policy and guard.
+    pub fn store(&self) -> &StoreConfig {
+        &self.store
     }
 }
 
@@ -125,28 +125,10 @@ impl fmt::Debug for FleetBudgetConfig {
         f.debug_struct("FleetBudgetConfig")
             .field("name", &self.name)
             .field("budget", &self.budget)
-            .field("redis_url", &self.redis_url.as_deref().map(redacted))
-            .field("key_prefix", &self.key_prefix)
+            .field("store", &self.store)
             .field("sync_interval", &self.sync_interval)
             .field("max_lease", &self.max_lease)
-            .field("on_failure", &self.on_failure)
-            .field("expected_replicas", &self.expected_replicas)
-            .field("guard", &self.guard)
             .finish()
-    }
-}
-
-/// `url` with any password replaced by `***`.
-pub(crate) fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(user, _)| user);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -297,89 +279,46 @@ impl TryFrom<FleetBudgetSpec> for FleetBudgetConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FleetBudgetSpec) -> Result<Self, ConfigError> {
-        const URL: &str = "a `redis://host:port` or `unix:///path` URL";
-        const PREFIX: &str = "a non-empty prefix of at most 256 bytes without spaces";
         let name = config::name(spec.name)?;
-        let redis_url = match spec.redis_url {
-            None => None,
-            Some(url) => {
-                let url = url.expected("redis_url", URL)?;
-                if !URL_SCHEMES.iter().any(|s| url.starts_with(s)) || url.len() <= 8 {
-                    return Err(ConfigError::expected(
-                        "redis_url",
-                        format_args!("{:?}", redacted(&url)),
-                        URL,
-                    ));
-                }
-                Some(url)
-            }
+        let raw = RawStoreConfig {
+            redis_url: spec.redis_url,
+            key_prefix: spec.key_prefix,
+            on_failure: spec.on_failure,
+            expected_replicas: spec.expected_replicas,
+            timeout: spec.timeout,
+            failures: spec.failures,
+            open_for: spec.open_for,
         };
-        let key_prefix = spec.key_prefix.expected("key_prefix", PREFIX)?;
-        if key_prefix.is_empty()
-            || key_prefix.len() > MAX_KEY_PREFIX
-            || key_prefix
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(ConfigError::expected(
-                "key_prefix",
-                format_args!("{key_prefix:?}"),
-                PREFIX,
-            ));
-        }
-        let on_failure = match spec.on_failure {
-            Some(policy) => policy.expected("on_failure", OnStoreFailure::EXPECTED)?,
-            None => {
-                return Err(ConfigError::expected(
-                    "on_failure",
-                    "nothing",
-                    OnStoreFailure::EXPECTED,
-                ));
-            }
-        };
-        let expected_replicas = spec
-            .expected_replicas
-            .map(|n| config::count_in("expected_replicas", n, 1..=MAX_REPLICAS))
-            .transpose()?;
-        if on_failure == OnStoreFailure::Local && expected_replicas.is_none() {
-            return Err(ConfigError::expected(
-                "expected_replicas",
-                "nothing",
-                "how many replicas share the budget, which `on_failure = \"local\"` divides its floor by",
-            ));
-        }
+        let store = StoreConfig::from_raw(raw, SHARED)?;
         Ok(Self {
             name: name.into(),
             budget: spec.budget.unwrap_or_default(),
-            redis_url,
-            key_prefix: key_prefix.into(),
+            store,
             sync_interval: config::duration_in(
                 "sync_interval",
                 spec.sync_interval,
                 SYNC_INTERVALS,
             )?,
             max_lease: config::count_in("max_lease", spec.max_lease, 1..=MAX_LEASE)?,
-            on_failure,
-            expected_replicas,
-            guard: StoreGuardConfig::from_raw(spec.timeout, spec.failures, spec.open_for)?,
         })
     }
 }
 
 impl From<FleetBudgetConfig> for FleetBudgetSpec {
     fn from(config: FleetBudgetConfig) -> Self {
+        let store = config.store.to_raw();
         Self {
             name: config.name.to_string().into(),
             budget: Some(config.budget),
-            redis_url: config.redis_url.map(Raw::from),
-            key_prefix: config.key_prefix.to_string().into(),
+            redis_url: store.redis_url,
+            key_prefix: store.key_prefix,
             sync_interval: config.sync_interval.into(),
             max_lease: config.max_lease.into(),
-            on_failure: Some(config.on_failure.into()),
-            expected_replicas: config.expected_replicas.map(Raw::from),
-            timeout: config.guard.timeout().into(),
-            failures: config.guard.failures().into(),
-            open_for: config.guard.open_for().into(),
+            on_failure: store.on_failure,
+            expected_replicas: store.expected_replicas,
+            timeout: store.timeout,
+            failures: store.failures,
+            open_for: store.open_for,
         }
     }
 }

@@ -197,11 +197,11 @@ impl<S: BudgetStore> FleetBudget<S> {
     /// A fleet-wide budget as `config` says, in `store`. Its sync task starts on the first
     /// request, on the runtime that request runs on.
     pub fn new(config: FleetBudgetConfig, store: S) -> Self {
-        let mut key = config.key_prefix.as_bytes().to_vec();
+        let mut key = config.key_prefix().as_bytes().to_vec();
         key.push(b':');
         key.extend_from_slice(config.name.as_bytes());
         let budget = config.budget;
-        let replicas = config.expected_replicas.unwrap_or(1).max(1);
+        let replicas = config.expected_replicas().unwrap_or(1).max(1);
         let local = BudgetConfig::new(
             budget.ratio(),
             budget.min_per_second() / replicas,
@@ -211,7 +211,7 @@ impl<S: BudgetStore> FleetBudget<S> {
         let scope = MetricScope::new(config.name.clone());
         Self {
             inner: Arc::new(Inner {
-                guard: Arc::new(StoreGuard::new(config.guard, &scope, &METRICS)),
+                guard: Arc::new(StoreGuard::new(*config.guard(), &scope, &METRICS)),
                 store,
                 key: key.into(),
                 deposits: AtomicU64::new(0),
@@ -363,8 +363,8 @@ impl<S: BudgetStore> Budget for FleetBudget<S> {
             inner.wake.notify_one();
             return false;
         }
-        inner.guard.fell_back(inner.config.on_failure);
-        match inner.config.on_failure {
+        inner.guard.fell_back(inner.config.on_failure());
+        match inner.config.on_failure() {
             OnStoreFailure::FailOpen => true,
             OnStoreFailure::FailClosed => false,
             OnStoreFailure::Local => inner.local.withdraw_at(now),

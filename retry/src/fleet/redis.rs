@@ -3,14 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, ErrorKind, RedisError, Script};
+use redis::aio::ConnectionManager;
 use seawall_core::config::ConfigError;
-use seawall_core::store::{StoreError, StoreErrorKind};
+use seawall_core::store::{RedisScript, StoreError, StoreErrorKind};
 
-use super::config::{FleetBudgetConfig, redacted};
+use super::config::FleetBudgetConfig;
 use super::{BudgetStore, FleetBudget};
 use crate::config::BudgetConfig;
 
@@ -26,18 +24,14 @@ const BUDGET: &str = include_str!("budget.lua");
 /// [`ConnectionManager`] handle.
 #[derive(Clone)]
 pub struct RedisBudgetStore {
-    conn: ConnectionManager,
-    script: Arc<Script>,
-    url: Option<Arc<str>>,
+    script: RedisScript,
 }
 
 impl RedisBudgetStore {
     /// A store on an existing connection manager (one can serve every store of a process).
     pub fn new(conn: ConnectionManager) -> Self {
         Self {
-            conn,
-            script: Arc::new(Script::new(BUDGET)),
-            url: None,
+            script: RedisScript::new(conn, BUDGET),
         }
     }
 
@@ -45,27 +39,8 @@ impl RedisBudgetStore {
     /// called within a tokio runtime. A `ConfigError` for `redis_url` when there is none or it
     /// is not a valid URL.
     pub fn open(config: &FleetBudgetConfig) -> Result<Self, ConfigError> {
-        const EXPECTED: &str = "a `redis://host:port` or `unix:///path` URL";
-        let url = config
-            .redis_url()
-            .ok_or_else(|| ConfigError::expected("redis_url", "nothing", EXPECTED))?;
-        let invalid = |e: RedisError| {
-            ConfigError::expected(
-                "redis_url",
-                format_args!("{:?} ({:?})", redacted(url), e.kind()),
-                EXPECTED,
-            )
-        };
-        let client = Client::open(url).map_err(invalid)?;
-        let timeout = config.guard().timeout();
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_lazy_with_config(client, manager).map_err(invalid)?;
         Ok(Self {
-            url: Some(redacted(url).into()),
-            ..Self::new(conn)
+            script: RedisScript::open(config.store(), BUDGET)?,
         })
     }
 }
@@ -82,44 +57,24 @@ impl FleetBudget<RedisBudgetStore> {
 impl fmt::Debug for RedisBudgetStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBudgetStore")
-            .field("url", &self.url)
-            .field("script_sha", &self.script.get_hash())
+            .field("url", &self.script.url())
+            .field("script_sha", &self.script.sha())
             .finish()
     }
-}
-
-fn store_error(err: RedisError) -> StoreError {
-    let kind = match err.kind() {
-        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreErrorKind::Response,
-        ErrorKind::Server(_) | ErrorKind::Extension => StoreErrorKind::Script,
-        _ if err.is_timeout() => StoreErrorKind::Timeout,
-        _ => StoreErrorKind::Connection,
-    };
-    StoreError::new(kind, err)
 }
 
 impl BudgetStore for RedisBudgetStore {
     type Future = Pin<Box<dyn Future<Output = Result<u32, StoreError>> + Send>>;
 
     fn sync(&self, key: &[u8], budget: &BudgetConfig, deposits: u64, want: u32) -> Self::Future {
-        let mut conn = self.conn.clone();
-        let script = self.script.clone();
-        let key = key.to_vec();
         let ttl = budget.ttl().as_secs().max(1);
         let floor = u64::from(budget.min_per_second()) * ttl;
-        let ratio = budget.ratio();
+        let reply = self
+            .script
+            .invoke(key, (deposits, want, budget.ratio(), floor, ttl));
         // The `redis` crate's calls borrow the connection: one allocation per sync.
         Box::pin(async move {
-            let reply: redis::Value = script
-                .key(key)
-                .arg(deposits)
-                .arg(want)
-                .arg(ratio)
-                .arg(floor)
-                .arg(ttl)
-                .invoke_async(&mut conn)
-                .await
-                .map_err(store_error)?;
+            let reply = reply.await?;
             let bad = || {
                 StoreError::new(
                     StoreErrorKind::Response,

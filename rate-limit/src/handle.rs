@@ -1,0 +1,148 @@
+//! A handle on a rate limit: read its configuration and reload its quota while calls flow.
+
+use std::fmt;
+use std::sync::Arc;
+
+use seawall_core::config::ConfigError;
+
+use crate::config::{Quota, RateLimitConfig};
+use crate::limiter::SetQuota;
+use crate::state::Live;
+
+/// Reads and reloads one rate limit's quota and `max_wait`; cheap to clone, and shared with
+/// every service of the layer it came from.
+///
+/// From [`RateLimitLayer::handle`](crate::RateLimitLayer::handle) or
+/// [`RateLimitLayer::pair`](crate::RateLimitLayer::pair), for a limit kept in the process
+/// (one bucket, or one per key).
+#[derive(Clone)]
+pub struct RateLimitHandle {
+    live: Arc<Live>,
+    limiter: Arc<dyn SetQuota>,
+}
+
+impl RateLimitHandle {
+    pub(crate) fn new(live: Arc<Live>, limiter: Arc<dyn SetQuota>) -> Self {
+        Self { live, limiter }
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        self.live.name()
+    }
+
+    /// The configuration the limit admits by now: the one it was built with, or the last one
+    /// [`reload`](Self::reload) took.
+    pub fn config(&self) -> RateLimitConfig {
+        self.live.config()
+    }
+
+    /// The quota in force.
+    pub fn quota(&self) -> Quota {
+        self.live.config().quota
+    }
+
+    /// Admits by `config`'s quota and `max_wait` from now on, without a restart.
+    ///
+    /// The same quota keeps every bucket as it is: the calls it admitted stay spent. **A new
+    /// quota starts every bucket afresh and full**: up to its burst passes at once, then calls
+    /// at the new rate (governor's buckets are fixed to their quota, and a bucket's state
+    /// read by another quota would mean another thing). A new `max_wait` applies to the next
+    /// call that finds no permit; a call waiting already keeps the wait it was given, and no
+    /// call in flight is failed by a reload. A `config` with another name, `max_keys`,
+    /// `sweep_interval` or `fleet` is refused with a [`ConfigError`] that names the field,
+    /// and the limit goes on with the configuration it had.
+    ///
+    /// ```
+    /// use seawall_rate_limit::{Quota, RateLimitConfig, RateLimitLayer};
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// let (_layer, handle) = RateLimitLayer::builder()
+    ///     .name("api")
+    ///     .quota(Quota::per_second(100))
+    ///     .build()?
+    ///     .pair();
+    /// let slower = RateLimitConfig::builder().name("api").quota(Quota::per_second(10)).build()?;
+    /// handle.reload(slower)?;
+    /// assert_eq!(handle.quota(), Quota::per_second(10));
+    ///
+    /// let other = RateLimitConfig::builder().name("web").quota(Quota::per_second(1)).build()?;
+    /// assert_eq!(handle.reload(other).unwrap_err().field(), "name");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn reload(&self, config: RateLimitConfig) -> Result<(), ConfigError> {
+        let mut live = self.live.lock();
+        check_reload(&live, &config)?;
+        if config.quota != live.quota {
+            self.limiter.set_quota(config.quota);
+            tracing::info!(name = %live.name, from = %live.quota, to = %config.quota, "rate limit quota reloaded");
+        }
+        self.live.set_max_wait(config.max_wait);
+        *live = config;
+        Ok(())
+    }
+
+    /// Admits by `quota` from now on, the rest of the configuration kept; as
+    /// [`reload`](Self::reload) does. A `ConfigError` for `quota.<field>` when the quota is out
+    /// of range.
+    pub fn set_quota(&self, quota: Quota) -> Result<(), ConfigError> {
+        self.reload(self.live.config().with_quota(quota)?)
+    }
+
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing.
+    pub fn check_reload(&self, config: &RateLimitConfig) -> Result<(), ConfigError> {
+        check_reload(&self.live.lock(), config)
+    }
+}
+
+/// Checks that `config` may replace `live`: only the quota and `max_wait` change.
+fn check_reload(live: &RateLimitConfig, config: &RateLimitConfig) -> Result<(), ConfigError> {
+    let kept = |field: &'static str, given: String, live: String| {
+        Err(ConfigError::expected(
+            field,
+            given,
+            format!("{live}, as the live rate limit has it (a restart changes it)"),
+        ))
+    };
+    if config.name != live.name {
+        return kept(
+            "name",
+            format!("{:?}", config.name),
+            format!("{:?}", live.name),
+        );
+    }
+    if config.max_keys != live.max_keys {
+        return kept(
+            "max_keys",
+            config.max_keys.to_string(),
+            live.max_keys.to_string(),
+        );
+    }
+    if config.sweep_interval != live.sweep_interval {
+        return kept(
+            "sweep_interval",
+            format!("{:?}", config.sweep_interval),
+            format!("{:?}", live.sweep_interval),
+        );
+    }
+    if config.fleet != live.fleet {
+        return kept(
+            "fleet",
+            format!("{:?}", config.fleet),
+            format!("{:?}", live.fleet),
+        );
+    }
+    Ok(())
+}
+
+impl fmt::Debug for RateLimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = self.live.config();
+        f.debug_struct("RateLimitHandle")
+            .field("name", &config.name)
+            .field("quota", &config.quota)
+            .field("max_wait", &config.max_wait)
+            .finish()
+    }
+}

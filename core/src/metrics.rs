@@ -346,6 +346,12 @@ fn is_fallback(recorder: &dyn Recorder) -> bool {
     std::mem::size_of_val(recorder) == 0
 }
 
+/// Whether a recorder is installed now, globally or on this thread: a thread-local and a
+/// global load. A layer that keeps a gauge only for a recorder asks this until one is.
+pub fn recorder_installed() -> bool {
+    !metrics::with_recorder(is_fallback)
+}
+
 impl MetricScope {
     /// A scope whose metrics carry the label `name = <name>`.
     pub fn new(name: impl Into<Arc<str>>) -> Self {

@@ -10,6 +10,7 @@
 //! stacks against a simulated failing downstream on a paused clock.
 
 pub mod alloc;
+pub mod contenders;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod overhead;

@@ -455,6 +455,33 @@ async fn metrics_follow_the_bulkhead() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_in_flight_gauge_starts_at_the_calls_in_flight_when_a_recorder_comes() {
+    // Without a recorder the gauge is not kept; the first call that sees one starts it.
+    let gate = Gate::new();
+    let layer = layer(3, 0);
+    let mut svc = layer.layer(gate.service());
+    let mut a = call(&mut svc, 1).await;
+    let mut b = call(&mut svc, 2).await;
+    assert_pending!(a.poll());
+    assert_pending!(b.poll());
+    let recorder = TestRecorder::new();
+    let gauge = || recorder.gauge("seawall_bulkhead_in_flight", &[("name", "db")]);
+    svc.ready().await.unwrap();
+    let mut c = recorder.install_for(|| spawn(svc.call(3)));
+    assert_pending!(c.poll());
+    assert_eq!(gauge(), Some(3.0));
+    gate.open(3);
+    assert_ready_ok!(a.poll());
+    assert_ready_ok!(b.poll());
+    assert_ready_ok!(c.poll());
+    assert_eq!(
+        gauge(),
+        Some(0.0),
+        "kept after the recorder's scope, once bound"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_rejection_hook_hears_why() {
     let gate = Gate::new();
     let heard = Arc::new(Mutex::new(Vec::new()));

@@ -157,6 +157,7 @@ pub struct OutcomeEvent<'a> {
     pub outcome: CallOutcome,
     /// The state the call was admitted in.
     pub state: CircuitState,
-    /// How long the call took, when slow calls are tracked.
+    /// How long the call took; `None` for a call that began before the hook was set (and
+    /// with neither a slow-call rule nor a metrics recorder, was not timed).
     pub duration: Option<Duration>,
 }

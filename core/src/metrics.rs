@@ -43,7 +43,7 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use metrics::{
@@ -346,6 +346,12 @@ fn is_fallback(recorder: &dyn Recorder) -> bool {
     std::mem::size_of_val(recorder) == 0
 }
 
+/// Whether a recorder is installed now, globally or on this thread: a thread-local and a
+/// global load. A layer that keeps a gauge only for a recorder asks this until one is.
+pub fn recorder_installed() -> bool {
+    !metrics::with_recorder(is_fallback)
+}
+
 impl MetricScope {
     /// A scope whose metrics carry the label `name = <name>`.
     pub fn new(name: impl Into<Arc<str>>) -> Self {
@@ -378,6 +384,13 @@ impl MetricScope {
         late
     }
 
+    /// Whether the scope's handles keep what they are given: a recorder was installed when
+    /// they were registered, or they have bound to one since. A layer that pays for a sample
+    /// only a recorder keeps (a clock read for a duration) asks this first; it is one load.
+    pub fn is_recording(&self) -> bool {
+        self.waiting.recording.load(Ordering::Relaxed)
+    }
+
     /// The layer instance's name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
@@ -391,7 +404,10 @@ impl MetricScope {
                 late: self.late(metric, key),
                 pending: AtomicU64::new(0),
             }))),
-            false => register_counter(recorder, metric, &key),
+            false => {
+                self.waiting.recording.store(true, Ordering::Relaxed);
+                register_counter(recorder, metric, &key)
+            }
         })
     }
 
@@ -403,7 +419,10 @@ impl MetricScope {
                 late: self.late(metric, key),
                 value: AtomicU64::new(0f64.to_bits()),
             }))),
-            false => register_gauge(recorder, metric, &key),
+            false => {
+                self.waiting.recording.store(true, Ordering::Relaxed);
+                register_gauge(recorder, metric, &key)
+            }
         })
     }
 
@@ -414,7 +433,10 @@ impl MetricScope {
             true => Histogram::from_arc(self.wait(Arc::new(LateHistogram {
                 late: self.late(metric, key),
             }))),
-            false => register_histogram(recorder, metric, &key),
+            false => {
+                self.waiting.recording.store(true, Ordering::Relaxed);
+                register_histogram(recorder, metric, &key)
+            }
         })
     }
 
@@ -473,18 +495,26 @@ trait Bind: Send + Sync {
 
 /// The late handles of one scope that have not been bound yet.
 #[derive(Default)]
-struct Waiting(Mutex<Vec<Weak<dyn Bind>>>);
+struct Waiting {
+    handles: Mutex<Vec<Weak<dyn Bind>>>,
+    /// Whether a recorder has been seen: at registration, or by a binding since.
+    recording: AtomicBool,
+}
 
 impl Waiting {
     fn push(&self, late: Weak<dyn Bind>) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(late);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(late);
     }
 
     fn bind_all(&self) {
         if metrics::with_recorder(is_fallback) {
             return;
         }
-        let waiting = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        self.recording.store(true, Ordering::Relaxed);
+        let waiting = std::mem::take(&mut *self.handles.lock().unwrap_or_else(|e| e.into_inner()));
         for late in waiting.iter().filter_map(Weak::upgrade) {
             late.bind();
         }

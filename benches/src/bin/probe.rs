@@ -1,0 +1,133 @@
+//! Runs `calls` calls through one contender and exits: the driver `benches/callgrind.sh` counts
+//! instructions of, since instruction counts stay put on a noisy machine where timings move.
+//!
+//! `probe <contender> <calls>`; `probe list` prints the contenders.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use seawall_bench::overhead::{bare, call_now, yielding};
+use tower::{Layer, Service};
+
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+fn run<S>(mut svc: S, calls: u64)
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..calls {
+        black_box(call_now(&mut svc, black_box(i)));
+    }
+}
+
+/// Every contender, as `path/contender`; the driver runs them in this order.
+const CONTENDERS: &[&str] = &[
+    "bare/bare",
+    "bare-pending/bare",
+    "timeout/seawall",
+    "timeout/tower",
+    "timeout-pending/seawall",
+    "timeout-pending/tower",
+    "retry/seawall",
+    "retry/tower",
+    "retry-pending/seawall",
+    "retry-pending/tower",
+    "circuit-breaker/seawall-count",
+    "circuit-breaker/seawall-time-10s",
+    "bulkhead/seawall",
+    "bulkhead/tower",
+    "bulkhead-pending/seawall",
+    "bulkhead-pending/tower",
+    "rate-limit/seawall",
+    "rate-limit/tower",
+    "rate-limit-keyed/seawall",
+    "fallback/seawall",
+    "chaos/seawall",
+    "throttle/seawall",
+    "hedge/seawall",
+    "stack/seawall",
+    "stack-pending/seawall",
+];
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let name = args.next().unwrap_or_else(|| "list".to_owned());
+    if name == "list" {
+        for c in CONTENDERS {
+            println!("{c}");
+        }
+        return;
+    }
+    let calls: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("usage: probe <contender> <calls>");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime");
+    let _guard = rt.enter();
+    use seawall_bench::contenders as c;
+    match name.as_str() {
+        "bare/bare" => run(bare(), calls),
+        "bare-pending/bare" => run(yielding(), calls),
+        "timeout/seawall" => run(c::seawall_timeout(TIMEOUT).layer(bare()), calls),
+        "timeout/tower" => run(
+            tower::timeout::TimeoutLayer::new(TIMEOUT).layer(bare()),
+            calls,
+        ),
+        "timeout-pending/seawall" => run(c::seawall_timeout(TIMEOUT).layer(yielding()), calls),
+        "timeout-pending/tower" => run(
+            tower::timeout::TimeoutLayer::new(TIMEOUT).layer(yielding()),
+            calls,
+        ),
+        "retry/seawall" => run(c::seawall_retry().layer(bare()), calls),
+        "retry/tower" => run(c::tower_retry().layer(bare()), calls),
+        "retry-pending/seawall" => run(c::seawall_retry().layer(yielding()), calls),
+        "retry-pending/tower" => run(c::tower_retry().layer(yielding()), calls),
+        "circuit-breaker/seawall-count" => run(c::seawall_breaker_count().layer(bare()), calls),
+        "circuit-breaker/seawall-time-10s" => run(c::seawall_breaker_time().layer(bare()), calls),
+        "bulkhead/seawall" => run(c::seawall_bulkhead().layer(bare()), calls),
+        "bulkhead/tower" => run(c::tower_bulkhead().layer(bare()), calls),
+        "bulkhead-pending/seawall" => run(c::seawall_bulkhead().layer(yielding()), calls),
+        "bulkhead-pending/tower" => run(c::tower_bulkhead().layer(yielding()), calls),
+        "rate-limit/seawall" => run(c::seawall_rate_limit().layer(bare()), calls),
+        "rate-limit/tower" => run(c::tower_rate_limit().layer(bare()), calls),
+        "rate-limit-keyed/seawall" => run(c::seawall_rate_limit_keyed().layer(bare()), calls),
+        "fallback/seawall" => run(
+            seawall_fallback::FallbackLayer::builder()
+                .value(0u64)
+                .expect("a valid fallback")
+                .layer(bare()),
+            calls,
+        ),
+        "chaos/seawall" => run(
+            seawall_chaos::ChaosLayer::builder()
+                .enabled(false)
+                .seed(1)
+                .build()
+                .expect("a valid chaos config")
+                .layer(bare()),
+            calls,
+        ),
+        "throttle/seawall" => run(
+            seawall_throttle::ThrottleLayer::builder()
+                .build()
+                .expect("a valid throttle")
+                .layer(bare()),
+            calls,
+        ),
+        "hedge/seawall" => run(
+            seawall_hedge::HedgeLayer::builder()
+                .delay(Duration::from_millis(100))
+                .build()
+                .expect("a valid hedge")
+                .layer(bare()),
+            calls,
+        ),
+        "stack/seawall" => run(c::seawall_stack().layer(bare()), calls),
+        "stack-pending/seawall" => run(c::seawall_stack().layer(yielding()), calls),
+        other => panic!("no contender {other:?}; `probe list` prints them"),
+    }
+}

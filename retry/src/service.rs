@@ -15,7 +15,7 @@ use tower::Service;
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
 use crate::fleet::LayerBudget;
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, attempt};
 use crate::layer::RetryEvent;
 use crate::policy::RetryPolicy;
 
@@ -206,7 +206,8 @@ where
         let started = Some(now);
         // The service that `poll_ready` readied takes the first attempt; retries, if any, take
         // a clone of the template.
-        let future = self.inner.call(req);
+        let attempt = attempt(shared, 1, request.is_some(), now);
+        let future = attempt.scope(|| self.inner.call(req));
         ResponseFuture::new(future, request, self.core.clone(), started)
     }
 }

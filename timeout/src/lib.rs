@@ -65,14 +65,20 @@ mod config;
 pub mod deadline;
 mod event;
 pub mod future;
+mod handle;
 mod inbound;
 mod layer;
 mod service;
 mod state;
 
-pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
-pub use self::deadline::{Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::config::{
+    AdaptiveTimeout, DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder, TimeoutMode,
+};
+pub use self::deadline::{
+    Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines, ScopedDeadlines,
+};
 pub use self::event::TimedOutEvent;
+pub use self::handle::TimeoutHandle;
 pub use self::inbound::{InboundDeadline, InboundDeadlineLayer, InboundFuture};
 pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;

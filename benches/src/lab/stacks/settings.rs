@@ -93,10 +93,10 @@ impl SeawallSettings {
     }
 
     /// The attempt timeout if fixed; if adaptive, the fixed one the peers get in its place
-    /// ([`PEER_ATTEMPT_TIMEOUT`]).
+    /// ([`PEER_ATTEMPT_TIMEOUT`], no longer than the total).
     pub fn attempt_timeout(&self) -> Duration {
         match self.config["attempt_timeout"] {
-            Value::Object(_) => PEER_ATTEMPT_TIMEOUT,
+            Value::Object(_) => PEER_ATTEMPT_TIMEOUT.min(self.total_timeout()),
             _ => self.duration("attempt_timeout"),
         }
     }

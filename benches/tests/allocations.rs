@@ -34,6 +34,21 @@ fn timeout_allocates_nothing_per_call() {
 }
 
 #[test]
+fn an_adaptive_timeout_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall_timeout::TimeoutLayer::builder()
+        .adaptive(seawall_timeout::AdaptiveTimeout::new().ceiling(Duration::from_secs(1)))
+        .build()
+        .unwrap();
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+    assert_eq!(
+        allocations_per_call(&mut layer.layer(seawall_bench::overhead::yielding()), 1000),
+        0.0
+    );
+}
+
+#[test]
 fn fallback_allocates_nothing_per_call() {
     let layer = seawall_fallback::FallbackLayer::builder()
         .value(0u64)
@@ -256,6 +271,18 @@ fn the_client_stack_allocates_nothing_per_call() {
     }))
     .unwrap();
     let layer = seawall::stack::ClientStackLayer::new(config);
+    assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
+    assert_eq!(
+        allocations_per_call(&mut layer.layer(seawall_bench::overhead::yielding()), 1000),
+        0.0
+    );
+}
+
+#[test]
+fn the_default_client_stack_allocates_nothing_per_call() {
+    let rt = runtime();
+    let _guard = rt.enter();
+    let layer = seawall::stack::ClientStackLayer::new(Default::default());
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
     assert_eq!(
         allocations_per_call(&mut layer.layer(seawall_bench::overhead::yielding()), 1000),

@@ -898,6 +898,21 @@ fn the_seawall_stack_takes_the_deadline_and_peers_take_its_settings() {
     assert_eq!(late.retry().max_elapsed(), Some(Duration::from_secs(5)));
     let short = seawall.with_deadline(Duration::from_millis(200));
     assert_eq!(short.attempt_timeout(), Duration::from_millis(200));
+    // The default attempt timeout is adaptive, its ceiling half of whatever the total is.
+    assert_eq!(
+        late.for_client(1).attempt().timeout(),
+        Duration::from_millis(2500)
+    );
+    let capped = SeawallSettings::from_toml(
+        "name = \"c\"\ntotal_timeout = \"2s\"\nattempt_timeout = { ceiling = \"800ms\" }\n[bulkhead]\nmax_concurrent = 7\n",
+    )
+    .unwrap()
+    .with_deadline(Duration::from_millis(500));
+    assert_eq!(
+        capped.for_client(1).attempt().timeout(),
+        Duration::from_millis(500),
+        "a ceiling past the deadline is cut to it"
+    );
     let peers = PeerSettings::like(&seawall);
     assert_eq!(peers.max_retries, seawall.retry().max_attempts() - 1);
     assert_eq!(peers.attempt_timeout, seawall.attempt_timeout());

@@ -4,6 +4,8 @@
 //!   itself (an open circuit, a full bulkhead, a timeout), and [`rejected`] to find it in any
 //!   stack's [`BoxError`].
 //! - [`classify`]: whether a result is a success, a failure or neither.
+//! - [`attempt`]: which [`Attempt`] of a call a retry layer is making, and whether it is the
+//!   last.
 //! - [`backoff`]: backoff curves with a cap and jitter.
 //! - `body` (feature `http`): request bodies held in memory so a retry or a hedge can send
 //!   them again.
@@ -32,6 +34,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod attempt;
 pub mod backoff;
 #[cfg(feature = "http")]
 pub mod body;
@@ -53,5 +56,6 @@ pub mod http;
 #[cfg(feature = "http")]
 pub mod respond;
 
+pub use self::attempt::Attempt;
 pub use self::deadline::Deadline;
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};

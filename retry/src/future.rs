@@ -11,7 +11,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::{Attempt, BoxError, Rejected, RejectionKind};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 use tracing::Span;
@@ -186,12 +186,37 @@ where
                         name = &*shared.name,
                         attempt = *this.attempt
                     );
-                    let future = span.in_scope(|| service.call(req));
+                    let attempt = attempt(
+                        shared,
+                        *this.attempt,
+                        this.request.is_some(),
+                        Instant::now(),
+                    );
+                    let future = span.in_scope(|| attempt.scope(|| service.call(req)));
                     *this.span = span;
                     this.state.set(State::Called { future });
                 }
             }
         }
+    }
+}
+
+/// Attempt `number`, the last when no copy of the request is kept for another or the budget
+/// refused a retry lately: the layers below (an attempt timeout) read it while called.
+pub(crate) fn attempt<P>(
+    shared: &Shared<P>,
+    number: u32,
+    copy_kept: bool,
+    now: Instant,
+) -> Attempt {
+    let refused = shared
+        .budget
+        .as_ref()
+        .and_then(|budget| budget.own())
+        .is_some_and(|budget| budget.recently_refused_at(now));
+    Attempt {
+        number,
+        last: !copy_kept || refused,
     }
 }
 

@@ -6,7 +6,7 @@ use seawall_core::BoxError;
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, attempt};
 use crate::policy::RetryPolicy;
 use crate::state::{Core, Shared};
 
@@ -96,7 +96,8 @@ where
         let started = Some(now);
         // The service that `poll_ready` readied takes the first attempt; retries, if any, take
         // a clone of the template.
-        let future = self.inner.call(req);
+        let attempt = attempt(shared, 1, request.is_some(), now);
+        let future = attempt.scope(|| self.inner.call(req));
         ResponseFuture::new(future, request, self.core.clone(), started)
     }
 }

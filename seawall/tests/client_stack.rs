@@ -382,7 +382,15 @@ fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
     let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["name"], "client");
     assert_eq!(json["total_timeout"], "1s");
-    assert_eq!(json["attempt_timeout"], "300ms");
+    assert_eq!(
+        json["attempt_timeout"],
+        serde_json::json!({
+            "multiplier": 3.0, "quantile": 0.99, "floor": "100ms", "window": "30s",
+            "min_samples": 100
+        }),
+        "adaptive, its ceiling half the total"
+    );
+    assert_eq!(config.attempt().timeout(), Duration::from_millis(500));
     assert_eq!(json["retry"]["max_attempts"], 3);
     assert_eq!(json["retry"]["budget"]["ratio"], 0.09);
     assert_eq!(

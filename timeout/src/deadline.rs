@@ -66,6 +66,31 @@ impl<Req> Deadlines<Req> for NoDeadlines {
     }
 }
 
+/// Propagation within the process, for any request type: the timeout is cut to the
+/// [current](Deadline::current) deadline, and the call's own deadline is made current for the
+/// layers below while they are called and polled. No header is read or written.
+///
+/// A client stack's total timeout uses it, so that its attempts know the time left (an
+/// attempt that no retry can follow may use all of it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScopedDeadlines;
+
+impl<Req> Deadlines<Req> for ScopedDeadlines {
+    fn apply(&self, _req: &mut Req, timeout: Duration) -> Budget {
+        let now = Instant::now();
+        let caller = Deadline::current().map(|deadline| deadline.0.saturating_duration_since(now));
+        let (budget, by_caller) = match caller {
+            Some(caller) if caller <= timeout => (caller, true),
+            _ => (timeout, false),
+        };
+        Budget {
+            timeout: budget,
+            deadline: Some(Deadline(now + budget)),
+            by_caller,
+        }
+    }
+}
+
 /// Propagation through HTTP headers and the [`Deadline`] extension.
 #[derive(Debug, Clone)]
 pub struct HeaderDeadlines {

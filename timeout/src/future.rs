@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
@@ -18,14 +19,17 @@ pin_project! {
     /// The inner call, raced against its timeout; or, when the caller's time was already up,
     /// the rejection, ready at once.
     ///
-    /// The timer starts when the inner call first returns `Pending`: a call that answers on its
-    /// first poll (a cache hit, a rejection from an inner layer) never touches the timer wheel.
-    /// Under deadline propagation it fires at the deadline the inner call was handed, so the
-    /// two never disagree.
+    /// The timer is armed when the inner call first returns `Pending`: a call that answers on
+    /// its first poll (a cache hit, a rejection from an inner layer) never touches the timer
+    /// wheel. Under deadline propagation it fires at the deadline the inner call was handed,
+    /// and under an adaptive timeout at the call's start plus its timeout, the start its
+    /// latency is measured from: the timer, the deadline and the measurement never disagree.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
         budget: Budget,
+        // When the call started, for a timeout that learns from latency.
+        started: Option<Instant>,
         shared: Arc<Shared>,
     }
 }
@@ -45,10 +49,16 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, budget: Budget, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        inner: F,
+        budget: Budget,
+        started: Option<Instant>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Self {
             state: State::Running { inner, sleep: None },
             budget,
+            started,
             shared,
         }
     }
@@ -57,6 +67,7 @@ impl<F> ResponseFuture<F> {
         Self {
             state: State::Expired,
             budget,
+            started: None,
             shared,
         }
     }
@@ -97,26 +108,58 @@ where
             // A call that answers on its first poll took no time: its whole budget is left,
             // and the clock need not be read.
             let remaining = match sleep.as_pin_mut() {
-                Some(timer) => timer.deadline().saturating_duration_since(Instant::now()),
-                None => budget.timeout,
+                Some(timer) => {
+                    let now = Instant::now();
+                    if let Some(started) = *this.started {
+                        this.shared.live.answered(now - started, now);
+                    }
+                    timer.deadline().saturating_duration_since(now)
+                }
+                None => {
+                    if let Some(started) = *this.started {
+                        this.shared.live.answered(Duration::ZERO, started);
+                    }
+                    budget.timeout
+                }
             };
             this.shared.remaining.record(remaining.as_secs_f64());
             return Poll::Ready(result.map_err(Into::into));
         }
         if sleep.is_none() {
-            sleep.set(Some(timer(budget)));
+            sleep.set(Some(timer(budget, *this.started)));
         }
-        if let Some(timer) = sleep.as_pin_mut() {
-            ready!(timer.poll(cx));
+        if let Some(mut timer) = sleep.as_pin_mut() {
+            loop {
+                ready!(timer.as_mut().poll(cx));
+                let Some(started) = *this.started else {
+                    break;
+                };
+                let at = timer.deadline();
+                if budget.deadline.is_none() {
+                    // The timeout has risen since this call started (calls cut off before it
+                    // doubled it): the call gets that longer time, so that one wave of calls
+                    // to a downstream that became slower is not all cut at the old timeout.
+                    let longer = started + this.shared.live.timeout_at(at);
+                    if longer > at {
+                        timer.as_mut().reset(longer);
+                        continue;
+                    }
+                }
+                // A call cut off took at least the time it was given: counting it so lets
+                // the timeout climb when every call has become slower.
+                this.shared.live.cut(at - started, at, budget.by_caller);
+                break;
+            }
         }
         Poll::Ready(Err(timed_out(this.shared, budget)))
     }
 }
 
-fn timer(budget: Budget) -> Sleep {
-    match budget.deadline {
-        Some(Deadline(at)) => sleep_until(at),
-        None => sleep(budget.timeout),
+fn timer(budget: Budget, started: Option<Instant>) -> Sleep {
+    match (budget.deadline, started) {
+        (Some(Deadline(at)), _) => sleep_until(at),
+        (None, Some(started)) => sleep_until(started + budget.timeout),
+        (None, None) => sleep(budget.timeout),
     }
 }
 

@@ -6,8 +6,9 @@ use seawall_core::metrics::MetricScope;
 use tower::Layer;
 
 use crate::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
-use crate::deadline::{HeaderDeadlines, NoDeadlines};
+use crate::deadline::{HeaderDeadlines, NoDeadlines, ScopedDeadlines};
 use crate::event::TimedOutEvent;
+use crate::handle::TimeoutHandle;
 use crate::service::Timeout;
 use crate::state::Shared;
 
@@ -34,6 +35,16 @@ impl TimeoutLayer {
         TimeoutConfigBuilder::new()
     }
 
+    /// Honours the caller's [current](seawall_core::Deadline::current) deadline and makes its
+    /// own current for the layers below, with any request type and no headers: a client
+    /// stack's total timeout, which the attempts below it must not outlive.
+    pub fn scoped(self) -> TimeoutLayer<ScopedDeadlines> {
+        TimeoutLayer {
+            shared: self.shared,
+            deadlines: ScopedDeadlines,
+        }
+    }
+
     /// Propagates deadlines through HTTP requests as `config` says; the layer then takes
     /// `http::Request`s only.
     pub fn propagate(self, config: DeadlineConfig) -> TimeoutLayer<HeaderDeadlines> {
@@ -51,9 +62,20 @@ impl<D> TimeoutLayer<D> {
         self
     }
 
-    /// The configured timeout.
+    /// The longest a call may take: the fixed timeout, or an adaptive timeout's ceiling.
     pub fn timeout(&self) -> Duration {
-        self.shared.timeout
+        self.shared.live.ceiling()
+    }
+
+    /// A handle on the layer's timeout: read it, reload it.
+    pub fn handle(&self) -> TimeoutHandle {
+        TimeoutHandle::new(self.shared.name.clone(), self.shared.live.clone())
+    }
+
+    /// The layer and a handle on its timeout.
+    pub fn pair(self) -> (Self, TimeoutHandle) {
+        let handle = self.handle();
+        (self, handle)
     }
 }
 
@@ -75,7 +97,7 @@ impl<D: fmt::Debug> fmt::Debug for TimeoutLayer<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TimeoutLayer")
             .field("name", &self.shared.name)
-            .field("timeout", &self.shared.timeout)
+            .field("timeout", &self.shared.live.ceiling())
             .field("deadlines", &self.deadlines)
             .finish()
     }

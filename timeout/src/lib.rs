@@ -27,6 +27,37 @@
 //! # }
 //! ```
 //!
+//! # Adaptive timeouts
+//!
+//! A fixed attempt timeout is a guess about a downstream's latency: too short and a downstream
+//! that became uniformly slower (a bigger query, a colder cache) is cut off, every attempt a
+//! failure, slow turned into an outage; too long and a black hole holds every caller for the
+//! whole of it. An [`AdaptiveTimeout`] follows the downstream instead: 3 × the 99th percentile
+//! of the last 30 s of calls, between a floor and a ceiling. A call cut off counts as having
+//! taken the time it was given, and each cut doubles the timeout of the calls that follow
+//! until one answers in time, so the timeout climbs to a slower downstream within a few cuts
+//! while a black hole is still cut, at the ceiling at the latest. Under a retry layer, an
+//! attempt that no retry can follow ([`seawall_core::Attempt`]) may use what is left of the
+//! caller's [`Deadline`] (made current by a [`scoped`](TimeoutLayer::scoped) or propagating
+//! timeout above): cutting it early would only turn a slow answer into a failure.
+//!
+//! ```
+//! use std::time::Duration;
+//! use seawall_timeout::{AdaptiveTimeout, TimeoutLayer};
+//!
+//! # fn main() -> Result<(), seawall_core::config::ConfigError> {
+//! let (attempt, handle) = TimeoutLayer::builder()
+//!     .name("inventory.attempt")
+//!     .adaptive(AdaptiveTimeout::new().ceiling(Duration::from_millis(500)))
+//!     .build()?
+//!     .pair();
+//! // Until 100 calls were seen, the ceiling.
+//! assert_eq!(handle.timeout(), Duration::from_millis(500));
+//! # let _ = attempt;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Deadline propagation ([`TimeoutLayer::propagate`]) shortens the timeout to the caller's
 //! own deadline, read from `grpc-timeout` (and optionally a header in milliseconds), and on a
 //! client writes the budget left as `grpc-timeout`; see [`deadline`]. A call ended by the
@@ -38,6 +69,9 @@
 //!
 //! Metrics: `seawall_timeout_calls_total{name, result = "completed" | "timed_out" |
 //! "deadline_exceeded"}`.
+//!
+//! A [`TimeoutHandle`] reads a live timeout and reloads it (a new duration, or an adaptive
+//! timeout's bounds) without a restart; calls in flight keep the timeout they were given.
 //!
 //! # Differences from `tower::timeout`
 //!
@@ -65,14 +99,20 @@ mod config;
 pub mod deadline;
 mod event;
 pub mod future;
+mod handle;
 mod inbound;
 mod layer;
 mod service;
 mod state;
 
-pub use self::config::{DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder};
-pub use self::deadline::{Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines};
+pub use self::config::{
+    AdaptiveTimeout, DeadlineConfig, TimeoutConfig, TimeoutConfigBuilder, TimeoutMode,
+};
+pub use self::deadline::{
+    Budget, Deadline, Deadlines, HeaderDeadlines, NoDeadlines, ScopedDeadlines,
+};
 pub use self::event::TimedOutEvent;
+pub use self::handle::TimeoutHandle;
 pub use self::inbound::{InboundDeadline, InboundDeadlineLayer, InboundFuture};
 pub use self::layer::TimeoutLayer;
 pub use self::service::Timeout;

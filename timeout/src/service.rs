@@ -2,7 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::BoxError;
+use std::time::Duration;
+
+use seawall_core::{Attempt, BoxError, Deadline};
+use tokio::time::Instant;
 use tower::Service;
 
 use crate::deadline::Deadlines;
@@ -59,7 +62,7 @@ impl<S: fmt::Debug, D: fmt::Debug> fmt::Debug for Timeout<S, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Timeout")
             .field("inner", &self.inner)
-            .field("timeout", &self.shared.timeout)
+            .field("timeout", &self.shared.live.ceiling())
             .field("deadlines", &self.deadlines)
             .finish()
     }
@@ -80,12 +83,46 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let budget = self.deadlines.apply(&mut req, self.shared.timeout);
+        let live = &*self.shared.live;
+        let (timeout, started, extended) = match &live.adaptive {
+            None => (live.ceiling(), None, false),
+            Some(_) => {
+                let now = Instant::now();
+                let (timeout, extended) = attempt_timeout(live.timeout_at(now), now);
+                (timeout, Some(now), extended)
+            }
+        };
+        let mut budget = self.deadlines.apply(&mut req, timeout);
+        if extended {
+            // Given the caller's whole budget, past its usual timeout: if it still times out,
+            // the downstream was slow, not the caller short of time.
+            budget.by_caller = false;
+        }
         tracing::trace!(name = %self.shared.name, timeout = ?budget.timeout, "call");
         if budget.by_caller && budget.timeout.is_zero() {
             // The caller has given up already: calling the inner service would be wasted work.
             return ResponseFuture::expired(budget, self.shared.clone());
         }
-        ResponseFuture::new(self.inner.call(req), budget, self.shared.clone())
+        let inner = match budget.deadline {
+            // The layers below see the deadline while they are called, as while polled.
+            Some(deadline) => deadline.scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        ResponseFuture::new(inner, budget, started, self.shared.clone())
     }
+}
+
+/// The timeout of an attempt whose usual timeout is `usual`, and whether it was lengthened: an
+/// attempt that no retry can follow gets what is left of the caller's deadline, if more, since
+/// cutting it early would only turn a slow answer into a failure.
+fn attempt_timeout(usual: Duration, now: Instant) -> (Duration, bool) {
+    if let Some(Attempt { last: true, .. }) = Attempt::current()
+        && let Some(Deadline(at)) = Deadline::current()
+    {
+        let left = at.saturating_duration_since(now);
+        if left > usual {
+            return (left, true);
+        }
+    }
+    (usual, false)
 }

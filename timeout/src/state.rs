@@ -1,20 +1,24 @@
-//! What every clone of one layer's services shares: the timeout, the metric handles and the
-//! hook. Created once, when the layer is built.
+//! What every clone of one layer's services shares: the timeout (fixed, or learned from recent
+//! latency), the metric handles and the hook. Created once, when the layer is built.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+use seawall_core::config::ConfigError;
+use seawall_core::latency::{CachedQuantile, LatencyEstimate};
 use seawall_core::metrics::MetricScope;
+use tokio::time::Instant;
 
-use crate::config::TimeoutConfig;
+use crate::config::{AdaptiveTimeout, TimeoutConfig, TimeoutMode};
 use crate::event::TimeoutHook;
 
 /// What every clone of one layer's services shares.
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
-    pub(crate) timeout: Duration,
+    pub(crate) live: Arc<Live>,
     pub(crate) completed: Counter,
     pub(crate) timed_out: Counter,
     pub(crate) deadline_exceeded: Counter,
@@ -27,7 +31,7 @@ impl Shared {
         const CALLS: &str = "seawall_timeout_calls_total";
         Self {
             name: config.name.clone(),
-            timeout: config.timeout,
+            live: Arc::new(Live::new(config)),
             completed: metrics.counter(CALLS, &[("result", "completed")]),
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
             deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
@@ -35,4 +39,220 @@ impl Shared {
             on_timeout: None,
         }
     }
+}
+
+/// The values a handle may change while calls run: read with relaxed atomic loads, so a call
+/// sees the old values or the new ones and a call in flight keeps the timeout it was given.
+pub(crate) struct Live {
+    /// The fixed timeout, or the adaptive ceiling, in nanoseconds.
+    timeout: AtomicU64,
+    /// The configuration in force, for handles to read and compare; never locked on a
+    /// call's path.
+    config: Mutex<TimeoutConfig>,
+    pub(crate) adaptive: Option<Adaptive>,
+}
+
+/// An adaptive timeout's estimate and its reloadable bounds.
+pub(crate) struct Adaptive {
+    estimate: LatencyEstimate,
+    quantile: CachedQuantile,
+    /// The multiplier, as `f64` bits.
+    multiplier: AtomicU64,
+    floor: AtomicU64,
+    /// How many times the timeout is doubled: once per call cut off, back to none when a call
+    /// answers within the learned timeout.
+    backoff: AtomicU32,
+}
+
+/// Enough doublings to take a 1 ms timeout past a day.
+const MAX_DOUBLINGS: u32 = 27;
+
+impl Adaptive {
+    /// The multiple of the recent percentile between the floor and the ceiling; `None` until
+    /// the window holds enough calls.
+    fn base_at(&self, now: Instant) -> Option<Duration> {
+        let percentile = self.quantile.get(&self.estimate, now)?;
+        let multiplier = f64::from_bits(self.multiplier.load(Ordering::Relaxed));
+        let floor = Duration::from_nanos(self.floor.load(Ordering::Relaxed));
+        Some(percentile.mul_f64(multiplier).max(floor))
+    }
+}
+
+impl Live {
+    fn new(config: &TimeoutConfig) -> Self {
+        let adaptive = match &config.timeout {
+            TimeoutMode::Fixed(_) => None,
+            TimeoutMode::Adaptive(a) => Some(Adaptive {
+                estimate: LatencyEstimate::new(a.window).expect("checked with the config"),
+                // A tenth of the time 1 % of a window at 1000 calls a second takes to fill.
+                quantile: CachedQuantile::new(a.quantile, a.min_samples, a.window / 300),
+                multiplier: AtomicU64::new(a.multiplier.to_bits()),
+                floor: AtomicU64::new(nanos(a.floor)),
+                backoff: AtomicU32::new(0),
+            }),
+        };
+        Self {
+            timeout: AtomicU64::new(nanos(config.timeout())),
+            config: Mutex::new(config.clone()),
+            adaptive,
+        }
+    }
+
+    /// The fixed timeout, or the adaptive ceiling.
+    pub(crate) fn ceiling(&self) -> Duration {
+        Duration::from_nanos(self.timeout.load(Ordering::Relaxed))
+    }
+
+    /// The timeout of a call starting at `now`: the fixed one, or the multiple of the recent
+    /// percentile between the floor and the ceiling (the ceiling until enough calls were seen),
+    /// doubled for each call cut off since one answered within it.
+    pub(crate) fn timeout_at(&self, now: Instant) -> Duration {
+        let ceiling = self.ceiling();
+        let Some(a) = &self.adaptive else {
+            return ceiling;
+        };
+        match a.base_at(now) {
+            None => ceiling,
+            Some(base) => {
+                let doublings = a.backoff.load(Ordering::Relaxed);
+                // Ceiling last: a reload seen half-done (a new floor above the old ceiling)
+                // never lets a call wait past either ceiling.
+                base.saturating_mul(1 << doublings).min(ceiling)
+            }
+        }
+    }
+
+    /// Feeds a call that answered after `latency`, at `now`, into the estimate; an answer
+    /// within the learned timeout ends its backoff.
+    pub(crate) fn answered(&self, latency: Duration, now: Instant) {
+        let Some(a) = &self.adaptive else {
+            return;
+        };
+        a.estimate.record_at(latency, now);
+        if a.backoff.load(Ordering::Relaxed) != 0
+            && a.base_at(now).is_some_and(|base| latency <= base)
+        {
+            a.backoff.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Feeds a call cut off after `latency`, at `now`, into the estimate as having taken at
+    /// least that long, and doubles the timeout of the calls that follow (up to the ceiling)
+    /// unless `by_caller`: the caller's deadline cut it, which says nothing of the downstream.
+    pub(crate) fn cut(&self, latency: Duration, now: Instant, by_caller: bool) {
+        let Some(a) = &self.adaptive else {
+            return;
+        };
+        a.estimate.record_at(latency, now);
+        if !by_caller {
+            let _ = a
+                .backoff
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |doublings| {
+                    (doublings < MAX_DOUBLINGS).then_some(doublings + 1)
+                });
+        }
+    }
+
+    /// The percentile the timeout follows, as last computed, if it learns and has seen enough.
+    pub(crate) fn percentile(&self) -> Option<Duration> {
+        let a = self.adaptive.as_ref()?;
+        a.quantile.get(&a.estimate, Instant::now())
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> TimeoutConfig {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TimeoutConfig> {
+        self.config.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `config` may replace the one in force: the same name and mode, and for an
+    /// adaptive timeout the same estimate (quantile, window, samples).
+    pub(crate) fn check_reload(&self, config: &TimeoutConfig) -> Result<(), ConfigError> {
+        check_reload(&self.lock(), config)
+    }
+
+    /// Puts `config` in force, if [`check_reload`](Self::check_reload) takes it.
+    pub(crate) fn reload(&self, config: &TimeoutConfig) -> Result<(), ConfigError> {
+        // Under the lock, so that two reloads never leave half of each in force.
+        let mut live = self.lock();
+        check_reload(&live, config)?;
+        if let (Some(a), TimeoutMode::Adaptive(new)) = (&self.adaptive, &config.timeout) {
+            a.multiplier
+                .store(new.multiplier.to_bits(), Ordering::Relaxed);
+            a.floor.store(nanos(new.floor), Ordering::Relaxed);
+        }
+        self.timeout
+            .store(nanos(config.timeout()), Ordering::Relaxed);
+        *live = config.clone();
+        Ok(())
+    }
+}
+
+fn check_reload(live: &TimeoutConfig, config: &TimeoutConfig) -> Result<(), ConfigError> {
+    if config.name != live.name {
+        return Err(ConfigError::expected(
+            "name",
+            format_args!("{:?}", config.name()),
+            format!(
+                "{:?}, the live timeout's name (its metrics go by it)",
+                live.name()
+            ),
+        ));
+    }
+    match (&live.timeout, &config.timeout) {
+        (TimeoutMode::Fixed(_), TimeoutMode::Fixed(_)) => Ok(()),
+        (TimeoutMode::Adaptive(old), TimeoutMode::Adaptive(new)) => same_estimate(old, new),
+        (TimeoutMode::Fixed(_), TimeoutMode::Adaptive(_)) => Err(ConfigError::expected(
+            "timeout",
+            "an adaptive timeout",
+            "a duration: the live timeout is fixed (a restart makes it adaptive)",
+        )),
+        (TimeoutMode::Adaptive(_), TimeoutMode::Fixed(d)) => Err(ConfigError::expected(
+            "timeout",
+            format_args!("{d:?}"),
+            "an adaptive table: the live timeout is adaptive (a restart makes it fixed)",
+        )),
+    }
+}
+
+fn same_estimate(old: &AdaptiveTimeout, new: &AdaptiveTimeout) -> Result<(), ConfigError> {
+    let keep = |field: &'static str, new: String, old: String| {
+        Err(ConfigError::expected(
+            field,
+            new,
+            format!(
+                "{old}, the live timeout's (a reload keeps the latencies it learned; a \
+                 restart changes it)"
+            ),
+        ))
+    };
+    if new.quantile != old.quantile {
+        return keep(
+            "timeout.quantile",
+            new.quantile.to_string(),
+            old.quantile.to_string(),
+        );
+    }
+    if new.window != old.window {
+        return keep(
+            "timeout.window",
+            format!("{:?}", new.window),
+            format!("{:?}", old.window),
+        );
+    }
+    if new.min_samples != old.min_samples {
+        return keep(
+            "timeout.min_samples",
+            new.min_samples.to_string(),
+            old.min_samples.to_string(),
+        );
+    }
+    Ok(())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -23,6 +23,7 @@ use seawall::classify::HttpStatus;
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
 use seawall::retry::HttpPolicy;
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackLayer};
+use seawall::timeout::TimeoutHandle;
 use seawall::{BoxError, ServiceBuilderExt};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
@@ -53,6 +54,8 @@ pub struct StackHandles {
     pub breaker: CircuitBreakerHandle,
     /// Its bulkhead.
     pub bulkhead: BulkheadHandle,
+    /// Its per-attempt timeout.
+    pub attempt_timeout: TimeoutHandle,
 }
 
 impl StackHandles {
@@ -63,12 +66,16 @@ impl StackHandles {
             .map_err(|e| within(e.within("circuit_breaker")))?;
         self.bulkhead
             .check_reload(config.bulkhead())
-            .map_err(|e| within(e.within("bulkhead")))
+            .map_err(|e| within(e.within("bulkhead")))?;
+        self.attempt_timeout
+            .check_reload(&config.attempt())
+            .map_err(|e| within(e.within("attempt_timeout")))
     }
 
     fn reload(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
         self.breaker.reload(config.circuit_breaker().clone())?;
-        self.bulkhead.reload(config.bulkhead().clone())
+        self.bulkhead.reload(config.bulkhead().clone())?;
+        self.attempt_timeout.reload(config.attempt())
     }
 }
 
@@ -149,6 +156,7 @@ pub fn upstream(
     let handles = StackHandles {
         breaker: stack.circuit_breaker(),
         bulkhead: stack.bulkhead(),
+        attempt_timeout: stack.attempt_timeout(),
     };
     let name = config.name().to_owned();
     // A dependency that is down makes the gateway degraded, never unready: the other routes

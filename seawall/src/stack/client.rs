@@ -11,8 +11,12 @@ use seawall_core::config::{self, ConfigError, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
 use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
-use seawall_timeout::{NoDeadlines, Timeout, TimeoutConfig, TimeoutLayer};
-use serde::{Deserialize, Deserializer, Serialize};
+use seawall_timeout::{
+    AdaptiveTimeout, NoDeadlines, ScopedDeadlines, Timeout, TimeoutConfig, TimeoutHandle,
+    TimeoutLayer, TimeoutMode,
+};
+use serde::de::{self, IntoDeserializer, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tower::Layer;
 use tower::util::Either;
 
@@ -28,7 +32,7 @@ pub type ClientStack<S, P = DefaultPolicy, C = DefaultClassify> = Timeout<
         >,
         P,
     >,
-    NoDeadlines,
+    ScopedDeadlines,
 >;
 
 /// `S` hedged with the retry policy `P` deciding what may be sent twice, or `S` itself when
@@ -37,8 +41,13 @@ pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 
 /// A validated client stack configuration; every layer is named after the stack (the two
 /// timeouts `<name>.total` and `<name>.attempt`), and retry never plans a wait that would end
-/// after the total timeout. `throttle` may be left out (its defaults), as may `retry` and
-/// `circuit_breaker`.
+/// after the total timeout. `throttle` may be left out (its defaults), as may `retry`,
+/// `circuit_breaker` and `attempt_timeout`.
+///
+/// `attempt_timeout` is a duration for a fixed timeout, or a table for one learned from recent
+/// latency ([`AdaptiveTimeout`]: `{ multiplier = 3, floor = "100ms", ceiling = "500ms" }`, any
+/// field left out at its default; the ceiling defaults to half the total timeout). Left out,
+/// it is adaptive with every default.
 ///
 /// ```
 /// use seawall::stack::ClientStackConfig;
@@ -58,7 +67,7 @@ pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 pub struct ClientStackConfig {
     name: Arc<str>,
     total_timeout: Duration,
-    attempt_timeout: Duration,
+    attempt_timeout: TimeoutMode,
     retry: RetryConfig,
     throttle: ThrottleConfig,
     circuit_breaker: CircuitBreakerConfig,
@@ -67,11 +76,12 @@ pub struct ClientStackConfig {
 }
 
 impl ClientStackConfig {
-    /// Checks and builds a configuration. `attempt_timeout` must not exceed `total_timeout`.
+    /// Checks and builds a configuration. `attempt_timeout` (a `Duration`, or an
+    /// [`AdaptiveTimeout`]) must not exceed `total_timeout`, nor an adaptive one's ceiling.
     pub fn new(
         name: impl Into<String>,
         total_timeout: Duration,
-        attempt_timeout: Duration,
+        attempt_timeout: impl Into<TimeoutMode>,
         retry: RetryConfig,
         circuit_breaker: CircuitBreakerConfig,
         bulkhead: BulkheadConfig,
@@ -79,7 +89,7 @@ impl ClientStackConfig {
         Self::try_from(ClientStackSpec {
             name: name.into().into(),
             total_timeout: total_timeout.into(),
-            attempt_timeout: attempt_timeout.into(),
+            attempt_timeout: AttemptSpec::from(attempt_timeout.into()),
             retry,
             throttle: default_throttle(),
             circuit_breaker,
@@ -111,6 +121,32 @@ impl ClientStackConfig {
         &self.name
     }
 
+    /// The per-attempt timeout: fixed, or adaptive (with no ceiling when it is half the total
+    /// timeout).
+    pub fn attempt_timeout(&self) -> &TimeoutMode {
+        &self.attempt_timeout
+    }
+
+    /// The per-attempt timeout's configuration, as
+    /// [`TimeoutHandle::reload`](seawall_timeout::TimeoutHandle::reload) takes it (named
+    /// `<name>.attempt`, an adaptive ceiling resolved).
+    pub fn attempt(&self) -> TimeoutConfig {
+        let builder = TimeoutConfig::builder().name(format!("{}.attempt", self.name));
+        match self.attempt_timeout {
+            TimeoutMode::Fixed(timeout) => builder.timeout(timeout),
+            TimeoutMode::Adaptive(adaptive) => builder.adaptive(
+                adaptive.ceiling(
+                    adaptive
+                        .get_ceiling()
+                        .unwrap_or(self.total_timeout / 2)
+                        .max(adaptive.get_floor()),
+                ),
+            ),
+        }
+        .build()
+        .expect("checked when the stack config was")
+    }
+
     /// The circuit breaker's configuration, as
     /// [`CircuitBreakerHandle::reload`](seawall_circuit_breaker::CircuitBreakerHandle::reload)
     /// takes it.
@@ -130,7 +166,8 @@ impl ClientStackConfig {
 struct ClientStackSpec {
     name: Raw<String>,
     total_timeout: Raw<Duration>,
-    attempt_timeout: Raw<Duration>,
+    #[serde(default)]
+    attempt_timeout: AttemptSpec,
     #[serde(default = "default_retry", deserialize_with = "retry_within")]
     retry: RetryConfig,
     #[serde(default = "default_throttle", deserialize_with = "throttle_within")]
@@ -145,6 +182,91 @@ struct ClientStackSpec {
         deserialize_with = "hedge_within"
     )]
     hedge: Option<HedgeConfig>,
+}
+
+/// An attempt timeout as written: a duration, or an adaptive table.
+#[derive(Debug, Clone)]
+enum AttemptSpec {
+    Fixed(Raw<Duration>),
+    Adaptive(AdaptiveTimeout),
+}
+
+impl Default for AttemptSpec {
+    fn default() -> Self {
+        Self::Adaptive(AdaptiveTimeout::default())
+    }
+}
+
+impl From<TimeoutMode> for AttemptSpec {
+    fn from(mode: TimeoutMode) -> Self {
+        match mode {
+            TimeoutMode::Fixed(timeout) => Self::Fixed(timeout.into()),
+            TimeoutMode::Adaptive(adaptive) => Self::Adaptive(adaptive),
+        }
+    }
+}
+
+impl Serialize for AttemptSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fixed(timeout) => timeout.serialize(s),
+            Self::Adaptive(adaptive) => adaptive.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AttemptSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AttemptVisitor;
+
+        impl AttemptVisitor {
+            fn fixed<'de, V, E>(value: V) -> Result<AttemptSpec, E>
+            where
+                V: IntoDeserializer<'de, E>,
+                E: de::Error,
+            {
+                Raw::deserialize(value.into_deserializer()).map(AttemptSpec::Fixed)
+            }
+        }
+
+        impl<'de> Visitor<'de> for AttemptVisitor {
+            type Value = AttemptSpec;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration such as "300ms", or { multiplier = 3 }"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AttemptSpec, E> {
+                Self::fixed(v)
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<AttemptSpec, E> {
+                Self::fixed(v)
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<AttemptSpec, E> {
+                Self::fixed(v)
+            }
+
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<AttemptSpec, E> {
+                Self::fixed(v)
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AttemptSpec, E> {
+                Self::fixed(v)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AttemptSpec, A::Error> {
+                config::within(
+                    "attempt_timeout",
+                    de::value::MapAccessDeserializer::new(map),
+                )
+                .map(AttemptSpec::Adaptive)
+            }
+        }
+
+        d.deserialize_any(AttemptVisitor)
+    }
 }
 
 fn retry_within<'de, D: Deserializer<'de>>(d: D) -> Result<RetryConfig, D::Error> {
@@ -190,8 +312,30 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
         let name = config::name(spec.name)?;
         let total_timeout =
             config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
-        let attempt_timeout =
-            config::positive_duration("attempt_timeout", spec.attempt_timeout, total_timeout)?;
+        let attempt_timeout = match spec.attempt_timeout {
+            AttemptSpec::Fixed(timeout) => TimeoutMode::Fixed(config::positive_duration(
+                "attempt_timeout",
+                timeout,
+                total_timeout,
+            )?),
+            AttemptSpec::Adaptive(adaptive) => {
+                let ceiling = adaptive.get_ceiling().unwrap_or(total_timeout / 2);
+                if adaptive.get_ceiling().is_some() {
+                    config::duration_in(
+                        "attempt_timeout.ceiling",
+                        ceiling,
+                        adaptive.get_floor()..=total_timeout,
+                    )?;
+                }
+                // The ceiling must be checked with the rest of the table: a floor above half
+                // the total is its error.
+                adaptive
+                    .ceiling(ceiling)
+                    .check()
+                    .map_err(|e| e.within("attempt_timeout"))?;
+                TimeoutMode::Adaptive(adaptive)
+            }
+        };
         Ok(Self {
             retry: spec.retry.named(name.as_str())?.within(total_timeout),
             throttle: spec.throttle.named(name.as_str())?,
@@ -225,7 +369,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
 /// Its state (retry budget, throttle window, breaker window, bulkhead slots) is made when it is
 /// built and shared by every service it makes.
 pub struct ClientStackLayer<P = DefaultPolicy, C = DefaultClassify> {
-    total: TimeoutLayer,
+    total: TimeoutLayer<ScopedDeadlines>,
     retry: RetryLayer<P>,
     throttle: ThrottleLayer<C>,
     hedge: Option<HedgeLayer<P>>,
@@ -257,15 +401,16 @@ impl ClientStackLayer {
                     .expect("checked when the stack config was"),
             )
         };
+        let attempt = TimeoutLayer::new(config.attempt());
         Self {
-            total: timeout("total", config.total_timeout),
+            total: timeout("total", config.total_timeout).scoped(),
             retry: RetryLayer::new(config.retry),
             throttle: ThrottleLayer::new(config.throttle).classify(DefaultClassify),
             hedge: config
                 .hedge
                 .map(|h| HedgeLayer::new(h).policy(DefaultPolicy)),
             breaker: CircuitBreakerLayer::new(config.circuit_breaker).classify(DefaultClassify),
-            attempt: timeout("attempt", config.attempt_timeout),
+            attempt,
             bulkhead: BulkheadLayer::new(config.bulkhead).classify(DefaultClassify),
         }
     }
@@ -317,6 +462,12 @@ impl<P, C> ClientStackLayer<P, C> {
         self.bulkhead.handle()
     }
 
+    /// The per-attempt timeout's handle: the timeout a call gets now, the latency it learned,
+    /// reload.
+    pub fn attempt_timeout(&self) -> TimeoutHandle {
+        self.attempt.handle()
+    }
+
     /// The hedge layer's handle (its delay, latency and budget), when the stack hedges.
     pub fn hedge(&self) -> Option<HedgeHandle> {
         self.hedge.as_ref().map(HedgeLayer::handle)
@@ -365,8 +516,14 @@ impl Default for ClientStackConfig {
     /// than a benchmark:
     /// - total timeout 1 s: the limit for a user's flow of thought to stay uninterrupted
     ///   (Nielsen, "Response Times: The 3 Important Limits");
-    /// - attempt timeout 300 ms: three attempts and their backoff fit in the total, as Polly's
-    ///   standard resilience pipeline sizes its attempt timeout at a third of its total;
+    /// - attempt timeout adaptive ([`AdaptiveTimeout::default`]): 3 × the 99th percentile of
+    ///   the last 30 s of attempts, between 100 ms and half the total (500 ms), and half the
+    ///   total until 100 attempts were seen; an attempt that no retry can follow may use what
+    ///   is left of the total. A fixed timeout (Polly's standard pipeline uses a third of the
+    ///   total) either cuts a downstream that became uniformly slower, turning slow into an
+    ///   outage, or waits long on a black hole; one learned from the downstream's own latency
+    ///   does neither (Dean and Barroso, "The Tail at Scale"; the AWS Builders' Library,
+    ///   "Timeouts, retries and backoff with jitter");
     /// - retry: its defaults (3 attempts, exponential backoff with full jitter, and a budget
     ///   of 9 % of requests with no per-client floor, so that a fleet of any size stays within
     ///   the SRE book's 10 % retry ratio, "Handling Overload");
@@ -387,7 +544,7 @@ impl Default for ClientStackConfig {
         Self::new(
             "client",
             Duration::from_secs(1),
-            Duration::from_millis(300),
+            AdaptiveTimeout::default(),
             retry,
             default_breaker(),
             bulkhead,

@@ -44,9 +44,11 @@ impl SeawallSettings {
         &self.config
     }
 
-    /// The same stack with `deadline` as its total timeout (and its attempt timeout no
-    /// longer): the workload's deadline is each request's total budget. A retry limit that was
-    /// the old total's (`max_elapsed`, which a stack sets to its total) follows it.
+    /// The same stack with `deadline` as its total timeout (and its attempt timeout, or an
+    /// adaptive one's ceiling, no longer): the workload's deadline is each request's total
+    /// budget. A retry limit that was the old total's (`max_elapsed`, which a stack sets to
+    /// its total) follows it, as does an adaptive attempt timeout with no ceiling of its own
+    /// (half the total).
     pub fn with_deadline(&self, deadline: Duration) -> Self {
         let mut config = self.config.clone();
         let old_total = config["total_timeout"].clone();
@@ -54,8 +56,14 @@ impl SeawallSettings {
             config["retry"]["max_elapsed"] = text(deadline);
         }
         config["total_timeout"] = text(deadline);
-        if self.attempt_timeout() > deadline {
-            config["attempt_timeout"] = text(deadline);
+        match self.adaptive_ceiling() {
+            None if self.attempt_timeout() > deadline => {
+                config["attempt_timeout"] = text(deadline);
+            }
+            Some(Some(ceiling)) if ceiling > deadline => {
+                config["attempt_timeout"]["ceiling"] = text(deadline);
+            }
+            _ => {}
         }
         Self { config }
     }
@@ -84,9 +92,25 @@ impl SeawallSettings {
         self.duration("total_timeout")
     }
 
-    /// The attempt timeout.
+    /// The attempt timeout if fixed; if adaptive, the fixed one the peers get in its place
+    /// ([`PEER_ATTEMPT_TIMEOUT`], no longer than the total).
     pub fn attempt_timeout(&self) -> Duration {
-        self.duration("attempt_timeout")
+        match self.config["attempt_timeout"] {
+            Value::Object(_) => PEER_ATTEMPT_TIMEOUT.min(self.total_timeout()),
+            _ => self.duration("attempt_timeout"),
+        }
+    }
+
+    /// `None` for a fixed attempt timeout; for an adaptive one its ceiling, if set.
+    fn adaptive_ceiling(&self) -> Option<Option<Duration>> {
+        match &self.config["attempt_timeout"] {
+            Value::Object(table) => Some(table.get("ceiling").map(|c| {
+                serde_json::from_value::<Text>(c.clone())
+                    .expect("validated when read")
+                    .0
+            })),
+            _ => None,
+        }
     }
 
     /// The retry configuration.
@@ -218,6 +242,11 @@ impl PeerSettings {
         }
     }
 }
+
+/// The fixed attempt timeout the peers get where the seawall stack's learns from latency (no
+/// peer can): what seawall's default was before it did, a third of the 1 s total as Polly's
+/// standard pipeline sizes it, so the peers' rows stay comparable across versions.
+pub const PEER_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The naive client's retries.
 pub const NAIVE_RETRIES: u32 = 3;

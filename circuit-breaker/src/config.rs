@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::backoff::Backoff;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "circuit_breaker";
 const MAX_WINDOW_CALLS: u32 = 100_000;
 const MAX_WINDOW_SECS: u64 = 3600;
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;

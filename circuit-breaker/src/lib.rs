@@ -104,5 +104,5 @@ pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;
-pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
+pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 pub use self::window::WindowCounts;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use seawall_core::Event;
 use seawall_core::config::ConfigError;
 
 use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
@@ -24,7 +25,7 @@ pub struct RateLimitLayer<L = Direct> {
 
 /// What a rejection hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitedEvent<'a> {
+pub struct RejectedEvent<'a> {
     /// The layer instance's name.
     pub name: &'a str,
     /// How long until the call's bucket has a permit again.
@@ -38,6 +39,14 @@ pub struct WaitedEvent<'a> {
     pub name: &'a str,
     /// How long the call waited for its permit.
     pub waited: Duration,
+}
+
+impl Event for RejectedEvent<'_> {
+    type Of<'a> = RejectedEvent<'a>;
+}
+
+impl Event for WaitedEvent<'_> {
+    type Of<'a> = WaitedEvent<'a>;
 }
 
 impl RateLimitLayer {
@@ -124,18 +133,20 @@ impl<S: QuotaStore> RateLimitLayer<Fleet<S>> {
 
 impl<L> RateLimitLayer<L> {
     /// Calls `hook` each time a call is rejected.
-    pub fn on_rejected(
-        mut self,
-        hook: impl Fn(RateLimitedEvent<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        Arc::make_mut(&mut self.shared).on_rejected = Some(Arc::new(hook));
+    pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_rejected.set(hook);
         self
     }
 
     /// Calls `hook` each time a call is admitted after waiting for a permit.
-    pub fn on_waited(mut self, hook: impl Fn(WaitedEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).on_waited = Some(Arc::new(hook));
+    pub fn on_waited(self, hook: impl Fn(WaitedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_waited.set(hook);
         self
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
     }
 
     /// The layer's configuration.

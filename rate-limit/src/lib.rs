@@ -96,7 +96,7 @@
 
 pub mod clock;
 mod config;
-pub mod extract;
+pub use seawall_core::key as extract;
 mod fleet;
 pub mod future;
 mod layer;
@@ -110,6 +110,6 @@ pub use self::extract::{ClientIp, Header, Route};
 pub use self::extract::{ExtractKey, Fingerprint, KeyExtractor, KeyFn, key_fn};
 pub use self::fleet::config::{FleetConfig, FleetConfigBuilder};
 pub use self::fleet::{Fleet, FleetBucket, FleetKeyed};
-pub use self::layer::{RateLimitLayer, RateLimitedEvent, WaitedEvent};
+pub use self::layer::{RateLimitLayer, RejectedEvent, WaitedEvent};
 pub use self::limiter::{Check, Decision, Direct, Keyed, Limiter, NoStore};
 pub use self::service::RateLimit;

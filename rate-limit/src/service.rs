@@ -5,16 +5,13 @@ use std::time::Duration;
 
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Deadline, Rejected, RejectionKind};
+use seawall_core::{BoxError, Deadline, Hook, Rejected, RejectionKind};
 use tower::Service;
 
 use crate::config::RateLimitConfig;
 use crate::future::ResponseFuture;
-use crate::layer::{RateLimitedEvent, WaitedEvent};
+use crate::layer::{RejectedEvent, WaitedEvent};
 use crate::limiter::{Check, Limiter};
-
-pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
-pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
 
 /// What every clone of one layer's services shares.
 pub(crate) struct Shared<L> {
@@ -24,8 +21,8 @@ pub(crate) struct Shared<L> {
     pub(crate) waited: Counter,
     pub(crate) rejected: Counter,
     pub(crate) unavailable: Counter,
-    pub(crate) on_rejected: Option<RejectedHook>,
-    pub(crate) on_waited: Option<WaitedHook>,
+    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
+    pub(crate) on_waited: Hook<WaitedEvent<'static>>,
 }
 
 impl<L> Shared<L> {
@@ -39,8 +36,8 @@ impl<L> Shared<L> {
             unavailable: metrics.counter(CALLS, &[("result", "unavailable")]),
             config,
             limiter: Arc::new(limiter),
-            on_rejected: None,
-            on_waited: None,
+            on_rejected: Hook::default(),
+            on_waited: Hook::default(),
         }
     }
 
@@ -65,9 +62,7 @@ impl<L> Shared<L> {
         let name = &self.config.name;
         self.rejected.increment(1);
         tracing::debug!(rejected_by = %name, rejection = "rate_limited", ?retry_after, "call rejected");
-        if let Some(hook) = &self.on_rejected {
-            hook(RateLimitedEvent { name, retry_after });
-        }
+        self.on_rejected.call(RejectedEvent { name, retry_after });
         Rejected::new(RejectionKind::RateLimited, name.clone())
             .with_retry_after(retry_after)
             .into()
@@ -100,9 +95,7 @@ impl<L> Shared<L> {
         let name = &self.config.name;
         self.waited.increment(1);
         tracing::trace!(%name, ?waited, "permitted after waiting");
-        if let Some(hook) = &self.on_waited {
-            hook(WaitedEvent { name, waited });
-        }
+        self.on_waited.call(WaitedEvent { name, waited });
     }
 }
 

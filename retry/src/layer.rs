@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Event;
 use tower::Layer;
 
 use crate::budget::RetryBudget;
@@ -28,6 +29,10 @@ pub struct RetryEvent<'a> {
     pub attempt: u32,
     /// The wait before it.
     pub delay: Duration,
+}
+
+impl Event for RetryEvent<'_> {
+    type Of<'a> = RetryEvent<'a>;
 }
 
 impl RetryLayer {
@@ -66,7 +71,8 @@ impl<P> RetryLayer<P> {
 
     /// Calls `hook` before the wait for each retry.
     pub fn on_retry(self, hook: impl Fn(RetryEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.update(|shared| shared.on_retry = Some(Arc::new(hook)))
+        self.shared.on_retry.set(hook);
+        self
     }
 
     /// The layer's own budget retries are drawn from, if any (`None` with a shared one).

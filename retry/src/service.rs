@@ -6,9 +6,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
-use seawall_core::BoxError;
 use seawall_core::backoff::Backoff;
 use seawall_core::metrics::MetricScope;
+use seawall_core::{BoxError, Hook};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -18,8 +18,6 @@ use crate::fleet::LayerBudget;
 use crate::future::ResponseFuture;
 use crate::layer::RetryEvent;
 use crate::policy::RetryPolicy;
-
-pub(crate) type RetryHook = Arc<dyn Fn(RetryEvent<'_>) + Send + Sync>;
 
 /// The metric handles of one layer instance.
 #[derive(Clone)]
@@ -64,7 +62,7 @@ pub(crate) struct Shared<P> {
     pub(crate) sequence: AtomicU64,
     pub(crate) policy: Arc<P>,
     pub(crate) metrics: Metrics,
-    pub(crate) on_retry: Option<RetryHook>,
+    pub(crate) on_retry: Hook<RetryEvent<'static>>,
 }
 
 impl<P> Shared<P> {
@@ -88,7 +86,7 @@ impl<P> Shared<P> {
             sequence: AtomicU64::new(0),
             policy: Arc::new(policy),
             metrics: Metrics::new(&scope),
-            on_retry: None,
+            on_retry: Hook::default(),
         }
     }
 

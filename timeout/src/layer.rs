@@ -46,14 +46,19 @@ impl TimeoutLayer {
 
 impl<D> TimeoutLayer<D> {
     /// Calls `hook` each time a call times out or its caller's deadline passes.
-    pub fn on_timeout(mut self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).on_timeout = Some(Arc::new(hook));
+    pub fn on_timeout(self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_timeout.set(hook);
         self
     }
 
     /// The configured timeout.
     pub fn timeout(&self) -> Duration {
         self.shared.timeout
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 

@@ -238,17 +238,39 @@ impl CircuitBreakerConfig {
 }
 
 /// Builds a [`CircuitBreakerConfig`], or straight a layer when made by
-/// `CircuitBreakerLayer::builder`.
+/// `CircuitBreakerLayer::builder` or `KeyedCircuitBreakerLayer::builder` (whose key extractor
+/// `X` is).
 #[derive(Debug)]
-pub struct CircuitBreakerConfigBuilder<T = CircuitBreakerConfig> {
+pub struct CircuitBreakerConfigBuilder<T = CircuitBreakerConfig, X = ()> {
     spec: CircuitBreakerSpec,
+    extra: X,
     _output: PhantomData<fn() -> T>,
 }
 
-impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
+/// What a [`CircuitBreakerConfigBuilder`] makes of a checked configuration and what it was
+/// given besides (nothing, or a keyed breaker's key extractor).
+pub trait FromConfig<X> {
+    /// The value built from `config` and `extra`.
+    fn from_config(config: CircuitBreakerConfig, extra: X) -> Self;
+}
+
+impl<T: From<CircuitBreakerConfig>> FromConfig<()> for T {
+    fn from_config(config: CircuitBreakerConfig, (): ()) -> Self {
+        T::from(config)
+    }
+}
+
+impl<T> CircuitBreakerConfigBuilder<T> {
     pub(crate) fn new() -> Self {
+        Self::with(())
+    }
+}
+
+impl<T, X> CircuitBreakerConfigBuilder<T, X> {
+    pub(crate) fn with(extra: X) -> Self {
         Self {
             spec: CircuitBreakerSpec::default(),
+            extra,
             _output: PhantomData,
         }
     }
@@ -454,10 +476,13 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self.spec.key_idle_timeout = Some(idle.into());
         self
     }
+}
 
+impl<T: FromConfig<X>, X> CircuitBreakerConfigBuilder<T, X> {
     /// Checks the values and builds.
     pub fn build(self) -> Result<T, ConfigError> {
-        CircuitBreakerConfig::try_from(self.spec).map(T::from)
+        let config = CircuitBreakerConfig::try_from(self.spec)?;
+        Ok(T::from_config(config, self.extra))
     }
 }
 

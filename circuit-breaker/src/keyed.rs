@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::breaker::{Breaker, Observers, Tracker, random_seed};
-use crate::config::CircuitBreakerConfig;
+use crate::config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, FromConfig};
 use crate::future::{CallReport, Policy, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
 use crate::retry_after::{NoRetryAfter, RetryAfter};
@@ -46,15 +46,15 @@ use crate::state::{OutcomeEvent, RejectedEvent, StateChangedEvent};
 ///
 /// ```
 /// use http::Request;
-/// use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+/// use seawall_circuit_breaker::KeyedCircuitBreakerLayer;
 /// use seawall_core::key::key_fn;
 ///
 /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
-/// let config = CircuitBreakerConfig::builder().name("upstreams").max_keys(1000).build()?;
-/// let layer = KeyedCircuitBreakerLayer::new(
-///     config,
-///     key_fn(|req: &Request<()>| req.uri().host().unwrap_or_default().to_owned()),
-/// );
+/// let by_host = key_fn(|req: &Request<()>| req.uri().host().unwrap_or_default().to_owned());
+/// let layer = KeyedCircuitBreakerLayer::builder(by_host)
+///     .name("upstreams")
+///     .max_keys(1000)
+///     .build()?;
 /// # let _ = layer;
 /// # Ok(())
 /// # }
@@ -342,6 +342,20 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
                 retry_after: NoRetryAfter,
             }),
         }
+    }
+}
+
+impl<K, F: KeyExtractor<Key = K>> KeyedCircuitBreakerLayer<K, F> {
+    /// A builder keyed by `key` whose `build` makes the layer; `max_keys` and
+    /// `key_idle_timeout` bound the map.
+    pub fn builder(key: F) -> CircuitBreakerConfigBuilder<Self, F> {
+        CircuitBreakerConfigBuilder::with(key)
+    }
+}
+
+impl<K, F: KeyExtractor<Key = K>> FromConfig<F> for KeyedCircuitBreakerLayer<K, F> {
+    fn from_config(config: CircuitBreakerConfig, key: F) -> Self {
+        Self::new(config, key)
     }
 }
 

@@ -97,7 +97,8 @@ mod state;
 mod window;
 
 pub use self::config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, OpenDuration, Window,
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, FromConfig,
+    OpenDuration, Window,
 };
 pub use self::handle::CircuitBreakerHandle;
 pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};

@@ -304,10 +304,14 @@ async fn a_breaker_keyed_by_a_header_trips_per_value() {
             .body(())
             .unwrap()
     };
-    let layer = KeyedCircuitBreakerLayer::new(
-        config(10, Duration::from_secs(60)),
-        Header::new(HeaderName::from_static("x-tenant")),
-    );
+    let layer = KeyedCircuitBreakerLayer::builder(Header::new(HeaderName::from_static("x-tenant")))
+        .name("tenants")
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .max_keys(10)
+        .build()
+        .unwrap();
+    assert_eq!(layer.name(), "tenants");
     let svc = layer.layer(service_fn(fails_on_fail_path));
     for req in [
         tenant("a", "/fail"),

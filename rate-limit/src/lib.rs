@@ -96,6 +96,8 @@
 
 pub mod clock;
 mod config;
+// The extractors live in `seawall_core::key`, where the keyed breaker finds them too; this
+// name keeps the rate limit's paths.
 pub use seawall_core::key as extract;
 mod fleet;
 pub mod future;

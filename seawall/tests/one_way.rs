@@ -78,7 +78,12 @@ async fn with_methods_take_configurations_straight_in() {
                 .unwrap(),
         )
         .with_circuit_breaker(CircuitBreakerConfig::builder().build().unwrap())
-        .with_bulkhead(BulkheadConfig::builder().build().unwrap())
+        .with_bulkhead(
+            BulkheadConfig::builder()
+                .max_concurrent(10)
+                .build()
+                .unwrap(),
+        )
         .with_rate_limit(
             RateLimitConfig::builder()
                 .quota(Quota::per_second(10))
@@ -102,13 +107,19 @@ async fn with_methods_take_configurations_straight_in() {
         second,
         RetryConfig::builder().build().unwrap(),
         CircuitBreakerConfig::builder().build().unwrap(),
-        BulkheadConfig::builder().build().unwrap(),
+        BulkheadConfig::builder()
+            .max_concurrent(10)
+            .build()
+            .unwrap(),
     )
     .unwrap();
     let server = ServerStackConfig::new(
         "server",
         None,
-        BulkheadConfig::builder().build().unwrap(),
+        BulkheadConfig::builder()
+            .max_concurrent(10)
+            .build()
+            .unwrap(),
         second,
     )
     .unwrap();

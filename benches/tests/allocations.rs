@@ -52,6 +52,7 @@ fn an_adaptive_timeout_allocates_nothing_per_call() {
 fn fallback_allocates_nothing_per_call() {
     let layer = seawall_fallback::FallbackLayer::builder()
         .value(0u64)
+        .build()
         .unwrap();
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
@@ -62,8 +63,12 @@ fn health_layer_allocates_nothing_per_call() {
     let _guard = rt.enter();
     let tracker = seawall_health::HealthTracker::new("bench");
     let component = seawall_health::ComponentConfig::new("api").unwrap();
-    let layer =
-        seawall_health::HealthLayer::new(&tracker, seawall_health::RateConfig::new(component));
+    let layer = seawall_health::HealthLayer::new(
+        &tracker,
+        seawall_health::RateConfig::builder(component)
+            .build()
+            .unwrap(),
+    );
     assert_eq!(allocations_per_call(&mut layer.layer(bare()), 1000), 0.0);
 }
 
@@ -183,11 +188,12 @@ fn circuit_breaker_allocates_nothing_per_call() {
 #[test]
 fn keyed_circuit_breaker_allocates_nothing_per_call_for_a_known_key() {
     use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+    use seawall_core::key::key_fn;
 
     let rt = runtime();
     let _guard = rt.enter();
     let config = CircuitBreakerConfig::builder().build().unwrap();
-    let keyed = KeyedCircuitBreakerLayer::new(config, |req: &u64| req % 4);
+    let keyed = KeyedCircuitBreakerLayer::new(config, key_fn(|req: &u64| req % 4));
     assert_eq!(allocations_per_call(&mut keyed.layer(bare()), 1000), 0.0);
 }
 

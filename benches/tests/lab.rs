@@ -936,7 +936,7 @@ budget = { ratio = 0.2, min_per_second = 10, ttl = "10s" }
 concurrency = 32
 breaker_failure_rate = 0.5
 breaker_window = 100
-breaker_min_calls = 20
+breaker_minimum_calls = 20
 breaker_open = "1s"
 breaker_probes = 5
 "#,
@@ -1034,7 +1034,7 @@ backoff_max = "100ms"
 concurrency = 8
 breaker_failure_rate = 0.5
 breaker_window = 100
-breaker_min_calls = 20
+breaker_minimum_calls = 20
 breaker_open = "1s"
 breaker_probes = 5
 "#,

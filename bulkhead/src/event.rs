@@ -1,7 +1,8 @@
 //! What the bulkhead's hooks are told.
 
-use std::fmt;
 use std::sync::Arc;
+
+use seawall_core::{Event, Hook};
 
 use crate::state::State;
 
@@ -47,33 +48,29 @@ pub struct LimitChangedEvent<'a> {
     pub to: usize,
 }
 
-pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
-
-/// The hooks of one layer.
-#[derive(Clone, Default)]
-pub(crate) struct Hooks {
-    pub(crate) on_rejected: Option<RejectedHook>,
+impl Event for RejectedEvent<'_> {
+    type Of<'a> = RejectedEvent<'a>;
 }
 
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_rejected", &self.on_rejected.is_some())
-            .finish()
-    }
+impl Event for LimitChangedEvent<'_> {
+    type Of<'a> = LimitChangedEvent<'a>;
+}
+
+/// The hooks of one layer.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Hooks {
+    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
 }
 
 impl Hooks {
     pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
         let partition = partition.map(|p| &*state.partition_names[p]);
         tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
-        if let Some(hook) = &self.on_rejected {
-            hook(RejectedEvent {
-                name: &state.name,
-                reason,
-                partition,
-            });
-        }
+        self.on_rejected.call(RejectedEvent {
+            name: &state.name,
+            reason,
+            partition,
+        });
     }
 }
 

@@ -92,8 +92,8 @@ impl<C, K> BulkheadLayer<C, K> {
     }
 
     /// Calls `hook` each time a call is rejected.
-    pub fn on_rejected(mut self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_rejected = Some(Arc::new(hook));
+    pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.hooks.on_rejected.set(hook);
         self
     }
 

@@ -158,9 +158,9 @@ impl Faults {
 /// Faults that replace the layer's usual ones from `start` to `end`, counted from the layer's
 /// epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "WindowSpec", into = "WindowSpec")]
-pub struct Window {
-    /// When the window opens.
+#[serde(try_from = "PhaseSpec", into = "PhaseSpec")]
+pub struct Phase {
+    /// When the phase opens.
     pub start: Duration,
     /// When it closes (exclusive).
     pub end: Duration,
@@ -172,20 +172,20 @@ fn faults_within<'de, D: Deserializer<'de>>(d: D) -> Result<Faults, D::Error> {
     config::within("faults", d)
 }
 
-/// A window as written.
+/// A phase as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WindowSpec {
+struct PhaseSpec {
     start: Raw<Duration>,
     end: Raw<Duration>,
     #[serde(deserialize_with = "faults_within")]
     faults: Faults,
 }
 
-impl TryFrom<WindowSpec> for Window {
+impl TryFrom<PhaseSpec> for Phase {
     type Error = ConfigError;
 
-    fn try_from(spec: WindowSpec) -> Result<Self, ConfigError> {
+    fn try_from(spec: PhaseSpec) -> Result<Self, ConfigError> {
         Ok(Self {
             start: spec.start.value("start", DURATIONS)?,
             end: spec.end.value("end", DURATIONS)?,
@@ -194,8 +194,8 @@ impl TryFrom<WindowSpec> for Window {
     }
 }
 
-impl From<Window> for WindowSpec {
-    fn from(w: Window) -> Self {
+impl From<Phase> for PhaseSpec {
+    fn from(w: Phase) -> Self {
         Self {
             start: w.start.into(),
             end: w.end.into(),
@@ -260,12 +260,12 @@ impl From<Flapping> for FlappingSpec {
 }
 
 impl Flapping {
-    /// The down phases as windows.
-    pub fn windows(&self) -> impl Iterator<Item = Window> + '_ {
+    /// The down phases, each a [`Phase`].
+    pub fn phases(&self) -> impl Iterator<Item = Phase> + '_ {
         let period = self.down + self.up;
         (0..self.cycles).map(move |i| {
             let start = self.start + period * i;
-            Window {
+            Phase {
                 start,
                 end: start + self.down,
                 faults: self.faults,
@@ -283,7 +283,7 @@ impl Flapping {
 /// seed = 7
 /// latency = { kind = "uniform", min = "8ms", max = "12ms" }
 /// faults = { error = 0.01 }
-/// windows = [{ start = "20s", end = "30s", faults = { error = 1.0 } }]
+/// phases = [{ start = "20s", end = "30s", faults = { error = 1.0 } }]
 /// capacity = { workers = 10, degrade_above = 20, degraded = 0.8 }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -294,7 +294,7 @@ pub struct ChaosConfig {
     pub(crate) seed: u64,
     pub(crate) latency: Option<Latency>,
     pub(crate) faults: Faults,
-    pub(crate) windows: Vec<Window>,
+    pub(crate) phases: Vec<Phase>,
     pub(crate) flapping: Option<Flapping>,
     pub(crate) capacity: Option<Capacity>,
 }
@@ -325,17 +325,17 @@ impl ChaosConfig {
         self.latency
     }
 
-    /// The faults injected outside any window.
+    /// The faults injected outside any phase.
     pub fn faults(&self) -> &Faults {
         &self.faults
     }
 
-    /// Every window, flapping included, in order of start.
-    pub fn windows(&self) -> Vec<Window> {
-        let mut windows = self.windows.clone();
-        windows.extend(self.flapping.iter().flat_map(Flapping::windows));
-        windows.sort_by_key(|w| w.start);
-        windows
+    /// Every phase, flapping included, in order of start.
+    pub fn phases(&self) -> Vec<Phase> {
+        let mut phases = self.phases.clone();
+        phases.extend(self.flapping.iter().flat_map(Flapping::phases));
+        phases.sort_by_key(|w| w.start);
+        phases
     }
 
     /// The capacity model, if any.
@@ -385,21 +385,21 @@ impl<T: From<ChaosConfig>> ChaosConfigBuilder<T> {
         self
     }
 
-    /// The faults injected outside any window.
+    /// The faults injected outside any phase.
     pub fn faults(mut self, faults: Faults) -> Self {
         self.spec.faults = faults;
         self
     }
 
     /// Injects `faults` instead of the usual ones from `start` to `end` after the epoch.
-    pub fn window(mut self, start: Duration, end: Duration, faults: Faults) -> Self {
-        self.spec.windows.push(Window { start, end, faults });
+    pub fn phase(mut self, start: Duration, end: Duration, faults: Faults) -> Self {
+        self.spec.phases.push(Phase { start, end, faults });
         self
     }
 
     /// Every call fails from `start` to `end` after the epoch.
     pub fn outage(self, start: Duration, end: Duration) -> Self {
-        self.window(start, end, Faults::errors(1.0))
+        self.phase(start, end, Faults::errors(1.0))
     }
 
     /// A downstream that goes down and comes back on a cycle.
@@ -434,10 +434,10 @@ struct ChaosSpec {
     #[serde(deserialize_with = "faults_within")]
     faults: Faults,
     #[serde(
-        deserialize_with = "windows_within",
+        deserialize_with = "phases_within",
         skip_serializing_if = "Vec::is_empty"
     )]
-    windows: Vec<Window>,
+    phases: Vec<Phase>,
     #[serde(
         deserialize_with = "flapping_within",
         skip_serializing_if = "Option::is_none"
@@ -454,8 +454,8 @@ fn latency_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Latency>, D:
     config::within("latency", d)
 }
 
-fn windows_within<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Window>, D::Error> {
-    config::within("windows", d)
+fn phases_within<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Phase>, D::Error> {
+    config::within("phases", d)
 }
 
 fn flapping_within<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Flapping>, D::Error> {
@@ -474,7 +474,7 @@ impl Default for ChaosSpec {
             seed: 0.into(),
             latency: None,
             faults: Faults::none(),
-            windows: Vec::new(),
+            phases: Vec::new(),
             flapping: None,
             capacity: None,
         }
@@ -490,16 +490,16 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
             latency.validate("latency")?;
         }
         spec.faults.validate().map_err(|e| e.within("faults"))?;
-        for (i, window) in spec.windows.iter().enumerate() {
-            let within = |e: ConfigError| e.within(&format!("windows[{i}]"));
-            if window.start >= window.end {
+        for (i, phase) in spec.phases.iter().enumerate() {
+            let within = |e: ConfigError| e.within(&format!("phases[{i}]"));
+            if phase.start >= phase.end {
                 return Err(within(ConfigError::new(
                     "end",
-                    format_args!("{:?}", window.end),
-                    format!("({:?}, 86400s]: after start", window.start),
+                    format_args!("{:?}", phase.end),
+                    format!("({:?}, 86400s]: after start", phase.start),
                 )));
             }
-            window
+            phase
                 .faults
                 .validate()
                 .map_err(|e| within(e.within("faults")))?;
@@ -529,7 +529,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
             seed: spec.seed.value("seed", "[0, 18446744073709551615]")?,
             latency: spec.latency,
             faults: spec.faults,
-            windows: spec.windows,
+            phases: spec.phases,
             flapping: spec.flapping,
             capacity: spec.capacity,
         })
@@ -544,7 +544,7 @@ impl From<ChaosConfig> for ChaosSpec {
             seed: config.seed.into(),
             latency: config.latency,
             faults: config.faults,
-            windows: config.windows,
+            phases: config.phases,
             flapping: config.flapping,
             capacity: config.capacity,
         }
@@ -592,11 +592,11 @@ mod tests {
             .outage(ms(20), ms(10))
             .build()
             .unwrap_err();
-        assert_eq!(err.field(), "windows[0].end");
+        assert_eq!(err.field(), "phases[0].end");
     }
 
     #[test]
-    fn flapping_expands_into_windows() {
+    fn flapping_expands_into_phases() {
         let config = ChaosConfig::builder()
             .flapping(Flapping {
                 start: ms(100),
@@ -607,7 +607,7 @@ mod tests {
             })
             .build()
             .unwrap();
-        let starts: Vec<_> = config.windows().iter().map(|w| (w.start, w.end)).collect();
+        let starts: Vec<_> = config.phases().iter().map(|w| (w.start, w.end)).collect();
         assert_eq!(
             starts,
             [(ms(100), ms(105)), (ms(115), ms(120)), (ms(130), ms(135))]
@@ -619,11 +619,11 @@ mod tests {
         let config: ChaosConfig = serde_json::from_str(
             r#"{"enabled": true, "seed": 3,
                 "latency": {"kind": "long_tail", "median": "10ms", "p99": "50ms"},
-                "windows": [{"start": "1s", "end": "2s", "faults": {"error": 1.0}}]}"#,
+                "phases": [{"start": "1s", "end": "2s", "faults": {"error": 1.0}}]}"#,
         )
         .unwrap();
         assert!(config.enabled());
-        assert_eq!(config.windows().len(), 1);
+        assert_eq!(config.phases().len(), 1);
         let typo = serde_json::from_str::<ChaosConfig>(r#"{"faults": {"eror": 0.1}}"#);
         assert!(typo.unwrap_err().to_string().contains("unknown field"));
         let bad = serde_json::from_str::<ChaosConfig>(r#"{"faults": {"error": 2.0}}"#);
@@ -666,16 +666,16 @@ mod tests {
                 r#"invalid `faults.slow_latency.max`: "-5s" is outside the allowed range [0ns, 86400s]"#,
             ),
             (
-                r#"windows = [{ start = "-5s", end = "1s", faults = {} }]"#,
-                r#"invalid `windows.start`: "-5s" is outside the allowed range [0ns, 86400s]"#,
+                r#"phases = [{ start = "-5s", end = "1s", faults = {} }]"#,
+                r#"invalid `phases.start`: "-5s" is outside the allowed range [0ns, 86400s]"#,
             ),
             (
-                r#"windows = [{ start = "1s", end = "2s", faults = {} }, { start = "3s", end = "2s", faults = {} }]"#,
-                "invalid `windows[1].end`: 2s is outside the allowed range (3s, 86400s]: after start",
+                r#"phases = [{ start = "1s", end = "2s", faults = {} }, { start = "3s", end = "2s", faults = {} }]"#,
+                "invalid `phases[1].end`: 2s is outside the allowed range (3s, 86400s]: after start",
             ),
             (
-                r#"windows = [{ start = "1s", end = "2s", faults = { error = 2 } }]"#,
-                "invalid `windows[0].faults.error`: 2 is outside the allowed range [0, 1]",
+                r#"phases = [{ start = "1s", end = "2s", faults = { error = 2 } }]"#,
+                "invalid `phases[0].faults.error`: 2 is outside the allowed range [0, 1]",
             ),
             (
                 r#"flapping = { start = "1s", down = "1s", up = "1s", cycles = -1, faults = {} }"#,

@@ -1,6 +1,6 @@
 //! What the chaos layer's hook is told.
 
-use std::sync::Arc;
+use seawall_core::Event;
 
 /// The kind of fault injected into a call, the `fault` label of
 /// `seawall_chaos_injected_total`.
@@ -53,4 +53,6 @@ pub struct InjectedEvent<'a> {
     pub fault: Fault,
 }
 
-pub(crate) type InjectedHook = Arc<dyn Fn(InjectedEvent<'_>) + Send + Sync>;
+impl Event for InjectedEvent<'_> {
+    type Of<'a> = InjectedEvent<'a>;
+}

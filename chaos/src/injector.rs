@@ -1,4 +1,4 @@
-//! Deciding, call by call, what to inject: the schedule of windows, the dice and the capacity
+//! Deciding, call by call, what to inject: the schedule of phases, the dice and the capacity
 //! model, all behind one lock so that a seed gives the same faults for the same calls.
 
 use rand::{Rng, SeedableRng};
@@ -6,7 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 
 use crate::capacity::CapacityModel;
-use crate::config::{ChaosConfig, Faults, Window};
+use crate::config::{ChaosConfig, Faults, Phase};
 use crate::latency::{Latency, sample};
 
 /// What happens to one call.
@@ -26,12 +26,12 @@ pub(crate) enum Decision {
     QueueFull,
 }
 
-/// The faults in force and when: the usual ones and the windows, sorted by start.
+/// The faults in force and when: the usual ones and the phases, sorted by start.
 #[derive(Debug, Clone)]
 pub(crate) struct Schedule {
     pub(crate) epoch: Instant,
     faults: Faults,
-    windows: Box<[Window]>,
+    phases: Box<[Phase]>,
     latency: Option<Latency>,
 }
 
@@ -40,18 +40,18 @@ impl Schedule {
         Self {
             epoch,
             faults: config.faults,
-            windows: config.windows().into(),
+            phases: config.phases().into(),
             latency: config.latency,
         }
     }
 
-    /// The faults in force at `now`: the first window open then, or the usual ones (always
+    /// The faults in force at `now`: the first phase open then, or the usual ones (always
     /// before the epoch).
     pub(crate) fn faults_at(&self, now: Instant) -> &Faults {
         let Some(elapsed) = now.checked_duration_since(self.epoch) else {
             return &self.faults;
         };
-        self.windows
+        self.phases
             .iter()
             .take_while(|w| w.start <= elapsed)
             .find(|w| elapsed < w.end)

@@ -8,8 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
-/// The longest delay, window or period a chaos configuration takes.
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The longest delay, phase or period a chaos configuration takes.
+pub(crate) use seawall_core::config::MAX_DURATION;
 
 /// How long an injected delay lasts, drawn afresh for every call.
 ///

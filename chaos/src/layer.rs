@@ -69,15 +69,15 @@ impl<T, R> ChaosLayer<T, R> {
         }
     }
 
-    /// Counts the schedule's windows from `epoch` instead of from when the layer was built.
+    /// Counts the schedule's phases from `epoch` instead of from when the layer was built.
     pub fn starting_at(mut self, epoch: Instant) -> Self {
         Arc::make_mut(&mut self.shared).restart_at(epoch);
         self
     }
 
     /// Calls `hook` each time a fault is injected.
-    pub fn on_injected(mut self, hook: impl Fn(InjectedEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).on_injected = Some(Arc::new(hook));
+    pub fn on_injected(self, hook: impl Fn(InjectedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_injected.set(hook);
         self
     }
 
@@ -88,9 +88,20 @@ impl<T, R> ChaosLayer<T, R> {
         }
     }
 
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, ChaosHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+
     /// The configuration the layer was built from.
     pub fn config(&self) -> &ChaosConfig {
         &self.shared.config
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 

@@ -1,12 +1,12 @@
 //! Fault injection for tower services: errors, chosen responses, latency, hangs, outage
-//! windows, flapping and a capacity model, all from a seeded random number generator.
+//! phases, flapping and a capacity model, all from a seeded random number generator.
 //!
 //! What it is for: proving that a stack survives what production will do to it. Put a
 //! [`ChaosLayer`] over a real client in an integration test, a staging deployment or a game
 //! day, or over a stub to build a simulated downstream (seawall's failure-behaviour lab does
 //! exactly that). Everything it decides comes from a `ChaCha8` generator seeded from the
 //! configuration, so a run on tokio's paused clock repeats exactly; all time is tokio time, so
-//! windows run in virtual time under a paused clock and in real time otherwise.
+//! phases run in virtual time under a paused clock and in real time otherwise.
 //!
 //! What it injects, per call, in this order:
 //! - at most one of an error (`Rejected` of kind `Injected`), a hang (the call never returns)
@@ -16,7 +16,7 @@
 //!   depth, refusal past a queue limit;
 //! - and, with its own probability, an extra slow-call delay.
 //!
-//! The probabilities change on a schedule: [`Window`]s replace the usual [`Faults`] for a
+//! The probabilities change on a schedule: [`Phase`]s replace the usual [`Faults`] for a
 //! while, [`Flapping`] repeats down and up phases. [`ChaosLayer::target`] restricts all of it
 //! to the calls a predicate picks (one shard, one tenant, one route).
 //!
@@ -67,7 +67,7 @@ mod state;
 mod target;
 
 pub use self::capacity::Capacity;
-pub use self::config::{ChaosConfig, ChaosConfigBuilder, Faults, Flapping, Window};
+pub use self::config::{ChaosConfig, ChaosConfigBuilder, Faults, Flapping, Phase};
 pub use self::event::{Fault, InjectedEvent};
 pub use self::latency::Latency;
 pub use self::layer::{ChaosHandle, ChaosLayer};

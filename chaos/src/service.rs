@@ -35,20 +35,7 @@ impl<S, T, R> Chaos<S, T, R> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    seawall_core::define_inner_service_accessors!();
 }
 
 impl<S: Clone, T: Clone, R: Clone> Clone for Chaos<S, T, R> {

@@ -7,11 +7,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 use tokio::time::Instant;
 
 use crate::config::ChaosConfig;
-use crate::event::{Fault, InjectedEvent, InjectedHook};
+use crate::event::{Fault, InjectedEvent};
 use crate::injector::{Injector, Schedule};
 
 /// What every clone of one layer's services shares.
@@ -23,7 +23,7 @@ pub(crate) struct Shared {
     pub(crate) schedule: Schedule,
     pub(crate) injector: Arc<Mutex<Injector>>,
     injected: [Counter; Fault::ALL.len()],
-    pub(crate) on_injected: Option<InjectedHook>,
+    pub(crate) on_injected: Hook<InjectedEvent<'static>>,
 }
 
 impl Shared {
@@ -36,7 +36,7 @@ impl Shared {
             injected: Fault::ALL.map(|fault| {
                 metrics.counter("seawall_chaos_injected_total", &[("fault", fault.as_str())])
             }),
-            on_injected: None,
+            on_injected: Hook::default(),
             config,
         }
     }
@@ -58,12 +58,10 @@ impl Shared {
     pub(crate) fn injected(&self, fault: Fault) {
         self.injected[fault as usize].increment(1);
         tracing::trace!(name = %self.name, fault = fault.as_str(), "injected");
-        if let Some(hook) = &self.on_injected {
-            hook(InjectedEvent {
-                name: &self.name,
-                fault,
-            });
-        }
+        self.on_injected.call(InjectedEvent {
+            name: &self.name,
+            fault,
+        });
     }
 
     #[cold]

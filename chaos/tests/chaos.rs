@@ -131,7 +131,7 @@ async fn a_hang_never_returns() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn outage_window_follows_the_virtual_clock() {
+async fn outage_phase_follows_the_virtual_clock() {
     let layer = ChaosLayer::builder()
         .enabled(true)
         .outage(Duration::from_secs(20), Duration::from_secs(30))
@@ -355,7 +355,7 @@ async fn clones_on_many_threads_share_one_injector() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_hook_hears_every_injection_and_windows_count_from_the_epoch_given() {
+async fn the_hook_hears_every_injection_and_phases_count_from_the_epoch_given() {
     use std::sync::{Arc, Mutex};
 
     use seawall_chaos::Fault;

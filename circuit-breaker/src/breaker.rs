@@ -40,22 +40,18 @@ use seawall_core::classify::Outcome;
 use seawall_core::config::ConfigError;
 use seawall_core::metrics::MetricScope;
 use seawall_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use seawall_core::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::sync::{Mutex, MutexGuard};
+use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Window};
 use crate::run::{self, AdaptiveRun, RunRule};
-use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
+use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 
 /// Beyond any duration a configuration allows.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
-
-pub(crate) type StateChangeHook = Arc<dyn Fn(StateChangeEvent<'_>) + Send + Sync>;
-pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
-pub(crate) type OutcomeHook = Arc<dyn Fn(OutcomeEvent<'_>) + Send + Sync>;
 
 // ===== state word =====
 
@@ -160,18 +156,17 @@ impl Metrics {
 }
 
 #[derive(Default)]
-struct Hooks {
-    state_change: Option<StateChangeHook>,
-    rejected: Option<RejectedHook>,
-    outcome: Option<OutcomeHook>,
+pub(crate) struct Hooks {
+    pub(crate) state_change: Hook<StateChangedEvent<'static>>,
+    pub(crate) rejected: Hook<RejectedEvent<'static>>,
+    pub(crate) outcome: Hook<OutcomeEvent<'static>>,
 }
 
 /// The metric handles and hooks of one layer, shared by all its breakers.
 pub(crate) struct Observers {
     name: Arc<str>,
     metrics: Metrics,
-    hooks: RwLock<Hooks>,
-    has_outcome_hook: AtomicBool,
+    pub(crate) hooks: Hooks,
     /// Whether the duration histogram keeps its samples (its handle is a recorder's); until
     /// then a call is not timed.
     scope: MetricScope,
@@ -184,8 +179,7 @@ impl Observers {
         Self {
             metrics: Metrics::new(&scope, gauges),
             name,
-            hooks: RwLock::default(),
-            has_outcome_hook: AtomicBool::new(false),
+            hooks: Hooks::default(),
             scope,
         }
     }
@@ -198,32 +192,11 @@ impl Observers {
     // the first call recorded after it was installed.
     #[inline]
     fn wants_durations(&self) -> bool {
-        self.has_outcome_hook.load(Ordering::Relaxed) || self.scope.is_recording()
+        self.hooks.outcome.is_set() || self.scope.is_recording()
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
-    }
-
-    fn hooks(&self) -> RwLockReadGuard<'_, Hooks> {
-        self.hooks.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn hooks_mut(&self) -> RwLockWriteGuard<'_, Hooks> {
-        self.hooks.write().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn set_on_state_change(&self, hook: StateChangeHook) {
-        self.hooks_mut().state_change = Some(hook);
-    }
-
-    pub(crate) fn set_on_rejected(&self, hook: RejectedHook) {
-        self.hooks_mut().rejected = Some(hook);
-    }
-
-    pub(crate) fn set_on_outcome(&self, hook: OutcomeHook) {
-        self.hooks_mut().outcome = Some(hook);
-        self.has_outcome_hook.store(true, Ordering::Release);
     }
 }
 
@@ -749,15 +722,12 @@ impl Breaker {
     fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> BoxError {
         self.observers.metrics.rejected.increment(1);
         tracing::debug!(rejected_by = %self.name(), rejection = "circuit_open", key = self.key(), %state, ?retry_after, "call rejected");
-        let hook = self.observers.hooks().rejected.clone();
-        if let Some(hook) = hook {
-            hook(RejectedEvent {
-                name: self.name(),
-                key: self.key(),
-                state,
-                retry_after,
-            });
-        }
+        self.observers.hooks.rejected.call(RejectedEvent {
+            name: self.name(),
+            key: self.key(),
+            state,
+            retry_after,
+        });
         let rejection = Rejected::new(RejectionKind::CircuitOpen, self.name().clone());
         match retry_after {
             Some(after) => rejection.with_retry_after(after).into(),
@@ -809,7 +779,7 @@ impl Breaker {
                 .duration
                 .record(elapsed.as_secs_f64());
         }
-        if self.observers.has_outcome_hook.load(Ordering::Relaxed) {
+        if self.observers.hooks.outcome.is_set() {
             self.outcome_hook(permit, call, elapsed);
         }
         tracing::trace!(name = %self.name(), outcome = call.as_str(), "call recorded");
@@ -825,16 +795,13 @@ impl Breaker {
 
     #[cold]
     fn outcome_hook(&self, permit: Permit, outcome: CallOutcome, duration: Option<Duration>) {
-        let hook = self.observers.hooks().outcome.clone();
-        if let Some(hook) = hook {
-            hook(OutcomeEvent {
-                name: self.name(),
-                key: self.key(),
-                outcome,
-                state: permit.kind.state(),
-                duration,
-            });
-        }
+        self.observers.hooks.outcome.call(OutcomeEvent {
+            name: self.name(),
+            key: self.key(),
+            outcome,
+            state: permit.kind.state(),
+            duration,
+        });
     }
 
     #[inline]
@@ -1211,15 +1178,12 @@ impl Breaker {
 
     fn announce(&self, from: CircuitState, to: CircuitState) {
         tracing::info!(name = %self.name(), key = self.key(), %from, %to, "circuit breaker state changed");
-        let hook = self.observers.hooks().state_change.clone();
-        if let Some(hook) = hook {
-            hook(StateChangeEvent {
-                name: self.name(),
-                key: self.key(),
-                from,
-                to,
-            });
-        }
+        self.observers.hooks.state_change.call(StateChangedEvent {
+            name: self.name(),
+            key: self.key(),
+            from,
+            to,
+        });
     }
 }
 
@@ -1341,7 +1305,7 @@ mod tests {
     #[test]
     fn an_outcome_hook_times_calls() {
         let b = breaker(&config(false));
-        b.observers().set_on_outcome(Arc::new(|_| {}));
+        b.observers().hooks.outcome.set(|_| {});
         assert!(b.times_calls());
     }
 

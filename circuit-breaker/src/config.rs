@@ -4,13 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::backoff::Backoff;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
 const DEFAULT_NAME: &str = "circuit_breaker";
 const MAX_WINDOW_CALLS: u32 = 100_000;
 const MAX_WINDOW_SECS: u64 = 3600;
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_PROBES: u32 = 1000;
 const MAX_CONSECUTIVE: u32 = 1_000_000;
 const MAX_KEYS: usize = 1_000_000;
@@ -239,17 +238,39 @@ impl CircuitBreakerConfig {
 }
 
 /// Builds a [`CircuitBreakerConfig`], or straight a layer when made by
-/// `CircuitBreakerLayer::builder`.
+/// `CircuitBreakerLayer::builder` or `KeyedCircuitBreakerLayer::builder` (whose key extractor
+/// `X` is).
 #[derive(Debug)]
-pub struct CircuitBreakerConfigBuilder<T = CircuitBreakerConfig> {
+pub struct CircuitBreakerConfigBuilder<T = CircuitBreakerConfig, X = ()> {
     spec: CircuitBreakerSpec,
+    extra: X,
     _output: PhantomData<fn() -> T>,
 }
 
-impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
+/// What a [`CircuitBreakerConfigBuilder`] makes of a checked configuration and what it was
+/// given besides (nothing, or a keyed breaker's key extractor).
+pub trait FromConfig<X> {
+    /// The value built from `config` and `extra`.
+    fn from_config(config: CircuitBreakerConfig, extra: X) -> Self;
+}
+
+impl<T: From<CircuitBreakerConfig>> FromConfig<()> for T {
+    fn from_config(config: CircuitBreakerConfig, (): ()) -> Self {
+        T::from(config)
+    }
+}
+
+impl<T> CircuitBreakerConfigBuilder<T> {
     pub(crate) fn new() -> Self {
+        Self::with(())
+    }
+}
+
+impl<T, X> CircuitBreakerConfigBuilder<T, X> {
+    pub(crate) fn with(extra: X) -> Self {
         Self {
             spec: CircuitBreakerSpec::default(),
+            extra,
             _output: PhantomData,
         }
     }
@@ -455,10 +476,13 @@ impl<T: From<CircuitBreakerConfig>> CircuitBreakerConfigBuilder<T> {
         self.spec.key_idle_timeout = Some(idle.into());
         self
     }
+}
 
+impl<T: FromConfig<X>, X> CircuitBreakerConfigBuilder<T, X> {
     /// Checks the values and builds.
     pub fn build(self) -> Result<T, ConfigError> {
-        CircuitBreakerConfig::try_from(self.spec).map(T::from)
+        let config = CircuitBreakerConfig::try_from(self.spec)?;
+        Ok(T::from_config(config, self.extra))
     }
 }
 

@@ -1,8 +1,8 @@
 //! One breaker per key: per downstream host, route or tenant.
 //!
 //! One breaker for a whole client trips for everyone when one host (or one tenant's traffic)
-//! goes bad. A keyed breaker takes a key from each request with a closure and keeps a breaker
-//! per key, so one bad host is cut off while the others carry on.
+//! goes bad. A keyed breaker takes a key from each request with an extractor (the one key
+//! trait of `seawall_core::key`, which keyed rate limits use too) and keeps a breaker per key, so one bad host is cut off while the others carry on.
 //!
 //! The breakers live in a map bounded by `max_keys`, so unbounded key sets (client addresses,
 //! say) cannot grow memory without limit; the configuration also refuses a `max_keys` whose
@@ -28,30 +28,33 @@ use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::key::{ExtractKey, KeyExtractor};
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::breaker::{Breaker, Observers, Tracker, random_seed};
-use crate::config::CircuitBreakerConfig;
+use crate::config::{CircuitBreakerConfig, CircuitBreakerConfigBuilder, FromConfig};
 use crate::future::{CallReport, Policy, ResponseFuture};
 use crate::handle::CircuitBreakerHandle;
 use crate::retry_after::{NoRetryAfter, RetryAfter};
 use crate::service::call;
-use crate::state::{OutcomeEvent, RejectedEvent, StateChangeEvent};
+use crate::state::{OutcomeEvent, RejectedEvent, StateChangedEvent};
 
 /// Keeps one circuit breaker per key taken from each request.
 ///
 /// ```
 /// use http::Request;
-/// use seawall_circuit_breaker::{CircuitBreakerConfig, KeyedCircuitBreakerLayer};
+/// use seawall_circuit_breaker::KeyedCircuitBreakerLayer;
+/// use seawall_core::key::key_fn;
 ///
 /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
-/// let config = CircuitBreakerConfig::builder().name("upstreams").max_keys(1000).build()?;
-/// let layer = KeyedCircuitBreakerLayer::new(config, |req: &Request<()>| {
-///     req.uri().host().unwrap_or_default().to_owned()
-/// });
+/// let by_host = key_fn(|req: &Request<()>| req.uri().host().unwrap_or_default().to_owned());
+/// let layer = KeyedCircuitBreakerLayer::builder(by_host)
+///     .name("upstreams")
+///     .max_keys(1000)
+///     .build()?;
 /// # let _ = layer;
 /// # Ok(())
 /// # }
@@ -316,9 +319,12 @@ fn nanos(d: Duration) -> u64 {
 impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     /// A layer keeping a breaker per key that `key` takes from each request, each configured
     /// by `config` (whose `max_keys` and `key_idle_timeout` bound the map).
-    pub fn new<Req>(config: CircuitBreakerConfig, key: F) -> Self
+    ///
+    /// `key` is any [`ExtractKey`]: a closure through [`key_fn`](seawall_core::key::key_fn),
+    /// or (feature `axum` of `seawall-core`) `ClientIp`, `Header` or `Route`.
+    pub fn new(config: CircuitBreakerConfig, key: F) -> Self
     where
-        F: Fn(&Req) -> K,
+        F: KeyExtractor<Key = K>,
     {
         let observers = Arc::new(Observers::new(config.name.clone(), false));
         let seed = config.seed.unwrap_or_else(random_seed);
@@ -336,6 +342,20 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
                 retry_after: NoRetryAfter,
             }),
         }
+    }
+}
+
+impl<K, F: KeyExtractor<Key = K>> KeyedCircuitBreakerLayer<K, F> {
+    /// A builder keyed by `key` whose `build` makes the layer; `max_keys` and
+    /// `key_idle_timeout` bound the map.
+    pub fn builder(key: F) -> CircuitBreakerConfigBuilder<Self, F> {
+        CircuitBreakerConfigBuilder::with(key)
+    }
+}
+
+impl<K, F: KeyExtractor<Key = K>> FromConfig<F> for KeyedCircuitBreakerLayer<K, F> {
+    fn from_config(config: CircuitBreakerConfig, key: F) -> Self {
+        Self::new(config, key)
     }
 }
 
@@ -373,21 +393,21 @@ impl<K, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
     /// Calls `hook` on every state change of any key's breaker.
     pub fn on_state_change(
         self,
-        hook: impl Fn(StateChangeEvent<'_>) + Send + Sync + 'static,
+        hook: impl Fn(StateChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        self.map.observers.set_on_state_change(Arc::new(hook));
+        self.map.observers.hooks.state_change.set(hook);
         self
     }
 
     /// Calls `hook` on every rejected call.
     pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.map.observers.set_on_rejected(Arc::new(hook));
+        self.map.observers.hooks.rejected.set(hook);
         self
     }
 
     /// Calls `hook` with the outcome of every call let through.
     pub fn on_outcome(self, hook: impl Fn(OutcomeEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.map.observers.set_on_outcome(Arc::new(hook));
+        self.map.observers.hooks.outcome.set(hook);
         self
     }
 
@@ -408,6 +428,11 @@ impl<K, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
 }
 
 impl<K: Hash + Eq + Clone, F, C, H> KeyedCircuitBreakerLayer<K, F, C, H> {
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.map.config.name
+    }
+
     /// A handle on the breaker of `key`, if it has one.
     pub fn handle(&self, key: &K) -> Option<CircuitBreakerHandle> {
         let breakers = self.map.breakers.read().unwrap_or_else(|e| e.into_inner());
@@ -463,20 +488,7 @@ pub struct KeyedCircuitBreaker<S, K, F, C, H> {
 }
 
 impl<S, K, F, C, H> KeyedCircuitBreaker<S, K, F, C, H> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    seawall_core::define_inner_service_accessors!();
 }
 
 impl<S: Clone, K, F, C, H> Clone for KeyedCircuitBreaker<S, K, F, C, H> {
@@ -503,7 +515,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone + fmt::Debug,
-    F: Fn(&Req) -> K,
+    F: ExtractKey<Req, Key = K>,
     C: Classify<S::Response, BoxError>,
     H: RetryAfter<S::Response, BoxError>,
 {
@@ -516,7 +528,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let breaker = self.map.breaker((self.map.key)(&req));
+        let breaker = self.map.breaker(self.map.key.extract(&req));
         call(&mut self.inner, req, breaker, &self.policy)
     }
 }

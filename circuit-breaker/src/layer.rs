@@ -10,7 +10,7 @@ use crate::future::Policy;
 use crate::handle::CircuitBreakerHandle;
 use crate::retry_after::NoRetryAfter;
 use crate::service::CircuitBreaker;
-use crate::state::{OutcomeEvent, RejectedEvent, StateChangeEvent};
+use crate::state::{OutcomeEvent, RejectedEvent, StateChangedEvent};
 
 /// Puts one circuit breaker in front of every service it wraps.
 ///
@@ -77,24 +77,25 @@ impl<C, H> CircuitBreakerLayer<C, H> {
         }
     }
 
-    /// Calls `hook` on every state change. Hooks are shared by every clone of the layer.
+    /// Calls `hook` on every state change. Hooks are shared by every clone of the layer and
+    /// every handle, whenever they were made.
     pub fn on_state_change(
         self,
-        hook: impl Fn(StateChangeEvent<'_>) + Send + Sync + 'static,
+        hook: impl Fn(StateChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        self.breaker.observers().set_on_state_change(Arc::new(hook));
+        self.breaker.observers().hooks.state_change.set(hook);
         self
     }
 
     /// Calls `hook` on every rejected call.
     pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.breaker.observers().set_on_rejected(Arc::new(hook));
+        self.breaker.observers().hooks.rejected.set(hook);
         self
     }
 
     /// Calls `hook` with the outcome of every call let through.
     pub fn on_outcome(self, hook: impl Fn(OutcomeEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.breaker.observers().set_on_outcome(Arc::new(hook));
+        self.breaker.observers().hooks.outcome.set(hook);
         self
     }
 
@@ -107,6 +108,11 @@ impl<C, H> CircuitBreakerLayer<C, H> {
     pub fn pair(self) -> (Self, CircuitBreakerHandle) {
         let handle = self.handle();
         (self, handle)
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        self.breaker.observers().name()
     }
 }
 

@@ -97,12 +97,13 @@ mod state;
 mod window;
 
 pub use self::config::{
-    CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, OpenDuration, Window,
+    CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, FromConfig,
+    OpenDuration, Window,
 };
 pub use self::handle::CircuitBreakerHandle;
 pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;
-pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangeEvent};
+pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 pub use self::window::WindowCounts;

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use seawall_core::Event;
+
 /// Where a circuit breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CircuitState {
@@ -122,7 +124,7 @@ impl CallOutcome {
 
 /// What a state-change hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateChangeEvent<'a> {
+pub struct StateChangedEvent<'a> {
     /// The layer instance's name.
     pub name: &'a str,
     /// The key of a keyed breaker, as `Debug` writes it.
@@ -160,4 +162,16 @@ pub struct OutcomeEvent<'a> {
     /// How long the call took; `None` for a call that began before the hook was set (and
     /// with neither a slow-call rule nor a metrics recorder, was not timed).
     pub duration: Option<Duration>,
+}
+
+impl Event for StateChangedEvent<'_> {
+    type Of<'a> = StateChangedEvent<'a>;
+}
+
+impl Event for RejectedEvent<'_> {
+    type Of<'a> = RejectedEvent<'a>;
+}
+
+impl Event for OutcomeEvent<'_> {
+    type Of<'a> = OutcomeEvent<'a>;
 }

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seawall_circuit_breaker::{CircuitBreakerConfig, CircuitState, KeyedCircuitBreakerLayer};
+use seawall_core::key::{KeyFn, key_fn};
 use seawall_core::testing::TestRecorder;
 use seawall_core::{BoxError, RejectionKind, rejected};
 use tokio::time::advance;
@@ -27,18 +28,17 @@ fn config(max_keys: usize, idle: Duration) -> CircuitBreakerConfig {
         .unwrap()
 }
 
-fn layer(
-    max_keys: usize,
-    idle: Duration,
-) -> KeyedCircuitBreakerLayer<&'static str, fn(&Req) -> &'static str> {
-    KeyedCircuitBreakerLayer::new(config(max_keys, idle), (|r: &Req| r.host) as fn(&Req) -> _)
+type HostKey = KeyFn<fn(&Req) -> &'static str, Req, &'static str>;
+
+fn layer(max_keys: usize, idle: Duration) -> KeyedCircuitBreakerLayer<&'static str, HostKey> {
+    KeyedCircuitBreakerLayer::new(
+        config(max_keys, idle),
+        key_fn((|r: &Req| r.host) as fn(&Req) -> _),
+    )
 }
 
 /// Sends `req` through `layer`; whether the breaker rejected it.
-async fn send<F>(layer: &KeyedCircuitBreakerLayer<&'static str, F>, req: Req) -> bool
-where
-    F: Fn(&Req) -> &'static str,
-{
+async fn send(layer: &KeyedCircuitBreakerLayer<&'static str, HostKey>, req: Req) -> bool {
     let svc = layer.layer(service_fn(|req: Req| async move {
         if req.fail {
             Err::<(), BoxError>("down".into())
@@ -225,9 +225,10 @@ async fn all_keys_count_into_the_layer_metrics_and_hooks() {
 #[tokio::test(start_paused = true)]
 async fn a_key_taken_from_http_requests() {
     let config = config(10, Duration::from_secs(60));
-    let layer = KeyedCircuitBreakerLayer::new(config, |req: &http::Request<()>| {
-        req.uri().host().unwrap_or_default().to_owned()
-    });
+    let layer = KeyedCircuitBreakerLayer::new(
+        config,
+        key_fn(|req: &http::Request<()>| req.uri().host().unwrap_or_default().to_owned()),
+    );
     let svc = layer.layer(service_fn(|req: http::Request<()>| async move {
         if req.uri().path() == "/fail" {
             Err::<(), BoxError>("down".into())
@@ -249,6 +250,92 @@ async fn a_key_taken_from_http_requests() {
         layer.handle(&"y".to_owned()).unwrap().state(),
         CircuitState::Closed
     );
+}
+
+/// A breaker keyed by the client's address (the rate limit's `ClientIp`) trips for the failing
+/// client only.
+#[cfg(not(loom))]
+#[tokio::test(start_paused = true)]
+async fn a_breaker_keyed_by_client_ip_trips_per_client() {
+    use std::net::{IpAddr, SocketAddr};
+
+    use axum::extract::ConnectInfo;
+    use seawall_core::key::ClientIp;
+
+    let from = |peer: &str, path: &str| {
+        let mut req = http::Request::get(path).body(()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        req
+    };
+    let layer =
+        KeyedCircuitBreakerLayer::new(config(10, Duration::from_secs(60)), ClientIp::peer());
+    let svc = layer.layer(service_fn(fails_on_fail_path));
+    for req in [
+        from("10.0.0.1:1000", "/fail"),
+        from("10.0.0.1:1001", "/fail"),
+        from("10.0.0.2:1000", "/ok"),
+    ] {
+        let _ = svc.clone().oneshot(req).await;
+    }
+    let bad: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
+    let good: Option<IpAddr> = Some("10.0.0.2".parse().unwrap());
+    assert_eq!(layer.handle(&bad).unwrap().state(), CircuitState::Open);
+    assert_eq!(layer.handle(&good).unwrap().state(), CircuitState::Closed);
+    let err = svc
+        .clone()
+        .oneshot(from("10.0.0.1:1002", "/ok"))
+        .await
+        .unwrap_err();
+    assert_eq!(rejected(&*err).unwrap().kind(), RejectionKind::CircuitOpen);
+    svc.oneshot(from("10.0.0.2:1001", "/ok")).await.unwrap();
+}
+
+/// A breaker keyed by a header (the rate limit's `Header`) trips for the failing tenant only.
+#[cfg(not(loom))]
+#[tokio::test(start_paused = true)]
+async fn a_breaker_keyed_by_a_header_trips_per_value() {
+    use http::HeaderName;
+    use seawall_core::key::{Fingerprint, Header};
+
+    let tenant = |name: &'static str, path: &str| {
+        http::Request::get(path)
+            .header("x-tenant", name)
+            .body(())
+            .unwrap()
+    };
+    let layer = KeyedCircuitBreakerLayer::builder(Header::new(HeaderName::from_static("x-tenant")))
+        .name("tenants")
+        .consecutive_failures(2)
+        .open_duration(Duration::from_secs(10))
+        .max_keys(10)
+        .build()
+        .unwrap();
+    assert_eq!(layer.name(), "tenants");
+    let svc = layer.layer(service_fn(fails_on_fail_path));
+    for req in [
+        tenant("a", "/fail"),
+        tenant("a", "/fail"),
+        tenant("b", "/ok"),
+    ] {
+        let _ = svc.clone().oneshot(req).await;
+    }
+    let a = Some(Fingerprint::stable(b"a"));
+    let b = Some(Fingerprint::stable(b"b"));
+    assert_eq!(layer.handle(&a).unwrap().state(), CircuitState::Open);
+    assert_eq!(layer.handle(&b).unwrap().state(), CircuitState::Closed);
+    let err = svc.clone().oneshot(tenant("a", "/ok")).await.unwrap_err();
+    assert_eq!(rejected(&*err).unwrap().kind(), RejectionKind::CircuitOpen);
+    svc.oneshot(tenant("b", "/ok")).await.unwrap();
+}
+
+#[cfg(not(loom))]
+async fn fails_on_fail_path(req: http::Request<()>) -> Result<(), BoxError> {
+    if req.uri().path() == "/fail" {
+        Err("down".into())
+    } else {
+        Ok(())
+    }
 }
 
 mod model {
@@ -279,7 +366,7 @@ mod model {
     /// Which keys the map may evict for a new key: the breakers that let calls through if any
     /// does (else all), and of those the idle ones if any (else all), used least recently.
     fn acceptable(
-        layer: &KeyedCircuitBreakerLayer<&'static str, fn(&Req) -> &'static str>,
+        layer: &KeyedCircuitBreakerLayer<&'static str, super::HostKey>,
         last_used: &BTreeMap<&'static str, Duration>,
         now: Duration,
     ) -> BTreeSet<&'static str> {

@@ -282,7 +282,10 @@ fn keyed(
         .build()
         .unwrap();
     let key: fn(&(u64, bool)) -> u64 = |req| req.0;
-    let layer = seawall_circuit_breaker::KeyedCircuitBreakerLayer::new(config, key);
+    let layer = seawall_circuit_breaker::KeyedCircuitBreakerLayer::new(
+        config,
+        seawall_core::key::key_fn(key),
+    );
     let svc = layer.layer(service_fn(|(_, fail): (u64, bool)| {
         std::future::ready(if fail {
             Err::<(), BoxError>("down".into())

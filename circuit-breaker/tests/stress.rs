@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use seawall_circuit_breaker::{CircuitBreakerLayer, CircuitState};
+use seawall_core::key::key_fn;
 use seawall_core::testing::TestRecorder;
 use seawall_core::{BoxError, RejectionKind, rejected};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -338,7 +339,7 @@ async fn rotating_keys_never_evict_an_open_breaker() {
         .max_keys(MAX_KEYS)
         .build()
         .unwrap();
-    let layer = KeyedCircuitBreakerLayer::new(config, |req: &(u64, bool)| req.0);
+    let layer = KeyedCircuitBreakerLayer::new(config, key_fn(|req: &(u64, bool)| req.0));
     let svc = layer.layer(service_fn(|(_, fail): (u64, bool)| async move {
         if fail {
             Err::<(), BoxError>("down".into())

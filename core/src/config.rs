@@ -138,6 +138,10 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The longest duration a setting takes (a day), where a longer one can only be a mistake in
+/// units.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Checks that a layer instance's name (the `name` label of its metrics) is not empty.
 pub fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() {

@@ -11,6 +11,10 @@
 //!   them again.
 //! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
 //! - [`deadline`]: the caller's [`Deadline`], which every layer that waits reads.
+//! - [`hook`]: [`Hook`], the one type every layer keeps its `on_*` closures in.
+//! - [`key`]: what a keyed layer (a breaker per key, a rate limit per key) groups calls by:
+//!   [`key::ExtractKey`], [`key::key_fn`] for closures, and with the `axum` feature
+//!   `ClientIp`, `Header` and `Route`.
 //! - [`latency`]: a lock-free estimate of recent latency percentiles, for hedging and adaptive
 //!   timeouts.
 //! - [`metrics`](mod@metrics): metric handles registered once per layer instance.
@@ -42,6 +46,8 @@ pub mod classify;
 pub mod config;
 pub mod deadline;
 mod error;
+pub mod hook;
+pub mod key;
 pub mod latency;
 pub mod metrics;
 pub mod store;
@@ -58,4 +64,42 @@ pub mod respond;
 
 pub use self::attempt::Attempt;
 pub use self::deadline::Deadline;
+
+/// `get_ref`, `get_mut` and `into_inner` for a service wrapping `inner: S`, as every seawall
+/// service has them (tower-http's macro of the same name is the precedent): called inside the
+/// service's `impl<S, …>` block.
+///
+/// ```
+/// struct Wrapper<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Wrapper<S> {
+///     seawall_core::define_inner_service_accessors!();
+/// }
+///
+/// let mut w = Wrapper { inner: 1 };
+/// *w.get_mut() += 1;
+/// assert_eq!((*w.get_ref(), w.into_inner()), (2, 2));
+/// ```
+#[macro_export]
+macro_rules! define_inner_service_accessors {
+    () => {
+        /// The inner service.
+        pub fn get_ref(&self) -> &S {
+            &self.inner
+        }
+
+        /// The inner service, mutably.
+        pub fn get_mut(&mut self) -> &mut S {
+            &mut self.inner
+        }
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+}
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};
+pub use self::hook::{Event, Hook};

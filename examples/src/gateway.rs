@@ -125,6 +125,7 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
                 .body(Body::from("stock unknown"))
                 .expect("a valid response")
         })
+        .build()
         .expect("a valid fallback");
     let inventory: Inventory = BoxCloneSyncService::new(
         ServiceBuilder::new()

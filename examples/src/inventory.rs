@@ -31,7 +31,7 @@ pub fn flaky() -> ChaosConfig {
         });
     for minute in 0..60 {
         let start = Duration::from_secs(minute * 60 + 30);
-        builder = builder.window(start, start + Duration::from_secs(20), outage);
+        builder = builder.phase(start, start + Duration::from_secs(20), outage);
     }
     builder.build().expect("a valid chaos configuration")
 }

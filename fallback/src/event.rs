@@ -1,6 +1,6 @@
 //! What the fallback's hook is told.
 
-use std::sync::Arc;
+use seawall_core::Event;
 
 use crate::trigger::Cause;
 
@@ -13,4 +13,6 @@ pub struct FallbackEvent<'a> {
     pub cause: Cause,
 }
 
-pub(crate) type FallbackHook = Arc<dyn Fn(FallbackEvent<'_>) + Send + Sync>;
+impl Event for FallbackEvent<'_> {
+    type Of<'a> = FallbackEvent<'a>;
+}

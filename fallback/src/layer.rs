@@ -29,13 +29,14 @@ impl FallbackLayer<(), When> {
 
 impl<Src, W> FallbackLayer<Src, W> {
     /// Calls `hook` each time the fallback answers.
-    pub fn on_fallback(mut self, hook: impl Fn(FallbackEvent<'_>) + Send + Sync + 'static) -> Self
-    where
-        Src: Clone,
-        W: Clone,
-    {
-        Arc::make_mut(&mut self.shared).on_fallback = Some(Arc::new(hook));
+    pub fn on_fallback(self, hook: impl Fn(FallbackEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_fallback.set(hook);
         self
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 
@@ -64,14 +65,19 @@ impl<S, Src, W> Layer<S> for FallbackLayer<Src, W> {
     }
 }
 
-/// Builds a [`FallbackLayer`]: when it fires (`on_*`), then what answers (the finishing
-/// method: [`value`](Self::value), [`with`](Self::with), [`with_async`](Self::with_async),
-/// [`with_request`](Self::with_request) or [`failover`](Self::failover)).
+/// Builds a [`FallbackLayer`]: when it fires (`on_*`), what answers ([`value`](Self::value),
+/// [`with`](Self::with), [`with_async`](Self::with_async), [`with_request`](Self::with_request)
+/// or [`failover`](Self::failover)), then [`build`](Self::build).
 #[derive(Debug, Clone)]
-pub struct FallbackLayerBuilder<W> {
+pub struct FallbackLayerBuilder<W, Src = NoAnswer> {
     name: Arc<str>,
     trigger: W,
+    source: Src,
 }
+
+/// The source of a builder that has none yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAnswer;
 
 impl FallbackLayerBuilder<When> {
     /// A builder with the name and trigger of a configuration.
@@ -79,9 +85,12 @@ impl FallbackLayerBuilder<When> {
         Self {
             name: config.name,
             trigger: config.on,
+            source: NoAnswer,
         }
     }
+}
 
+impl<Src> FallbackLayerBuilder<When, Src> {
     /// Fires on every error (the default).
     pub fn on_any_error(mut self) -> Self {
         self.trigger = When::AnyError;
@@ -95,15 +104,16 @@ impl FallbackLayerBuilder<When> {
     }
 
     /// Fires on whatever `classifier` calls a failure, answers (a 5xx, say) as well as errors.
-    pub fn on_failure<C>(self, classifier: C) -> FallbackLayerBuilder<OnFailure<C>> {
+    pub fn on_failure<C>(self, classifier: C) -> FallbackLayerBuilder<OnFailure<C>, Src> {
         FallbackLayerBuilder {
             name: self.name,
             trigger: OnFailure::new(classifier),
+            source: self.source,
         }
     }
 }
 
-impl<C> FallbackLayerBuilder<OnFailure<C>> {
+impl<C, Src> FallbackLayerBuilder<OnFailure<C>, Src> {
     /// Also fires on what the classifier calls overload (a 429 or 503 with `HttpStatus`),
     /// with the cause `overload`.
     pub fn or_overload(mut self) -> Self {
@@ -112,7 +122,7 @@ impl<C> FallbackLayerBuilder<OnFailure<C>> {
     }
 }
 
-impl<W> FallbackLayerBuilder<W> {
+impl<W, Src> FallbackLayerBuilder<W, Src> {
     /// The layer instance's name (default `"fallback"`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into().into();
@@ -120,33 +130,25 @@ impl<W> FallbackLayerBuilder<W> {
     }
 
     /// Answers with a clone of `value`.
-    pub fn value<Res>(self, value: Res) -> Result<FallbackLayer<Value<Res>, W>, ConfigError>
-    where
-        W: Checked,
-    {
-        self.finish(Value(value))
+    pub fn value<Res>(self, value: Res) -> FallbackLayerBuilder<W, Value<Res>> {
+        self.answer(Value(value))
     }
 
     /// Answers with `f` of the failure.
-    pub fn with<F, Res>(self, f: F) -> Result<FallbackLayer<FromFailure<F>, W>, ConfigError>
+    pub fn with<F, Res>(self, f: F) -> FallbackLayerBuilder<W, FromFailure<F>>
     where
         F: Fn(Failed<Res>) -> Res,
-        W: Checked,
     {
-        self.finish(FromFailure(f))
+        self.answer(FromFailure(f))
     }
 
     /// Answers with the future `f` makes of the failure; it may fail too.
-    pub fn with_async<F, Fut, Res>(
-        self,
-        f: F,
-    ) -> Result<FallbackLayer<FromFailureAsync<F>, W>, ConfigError>
+    pub fn with_async<F, Fut, Res>(self, f: F) -> FallbackLayerBuilder<W, FromFailureAsync<F>>
     where
         F: Fn(Failed<Res>) -> Fut,
         Fut: Future<Output = Result<Res, BoxError>>,
-        W: Checked,
     {
-        self.finish(FromFailureAsync(f))
+        self.answer(FromFailureAsync(f))
     }
 
     /// Keeps `keep(&request)` from every request and answers with the future `f` makes of it
@@ -155,14 +157,13 @@ impl<W> FallbackLayerBuilder<W> {
         self,
         keep: K,
         f: F,
-    ) -> Result<FallbackLayer<WithRequest<K, F, T>, W>, ConfigError>
+    ) -> FallbackLayerBuilder<W, WithRequest<K, F, T>>
     where
         K: Fn(&Req) -> T,
         F: Fn(T, Failed<Res>) -> Fut,
         Fut: Future<Output = Result<Res, BoxError>>,
-        W: Checked,
     {
-        self.finish(WithRequest {
+        self.answer(WithRequest {
             keep,
             answer: f,
             _kept: PhantomData,
@@ -170,25 +171,49 @@ impl<W> FallbackLayerBuilder<W> {
     }
 
     /// Sends the request to `service` instead (it is cloned for every call).
-    pub fn failover<S>(self, service: S) -> Result<FallbackLayer<Failover<S>, W>, ConfigError>
-    where
-        W: Checked,
-    {
-        self.finish(Failover(service))
+    pub fn failover<S>(self, service: S) -> FallbackLayerBuilder<W, Failover<S>> {
+        self.answer(Failover(service))
     }
 
-    fn finish<Src>(self, source: Src) -> Result<FallbackLayer<Src, W>, ConfigError>
-    where
-        W: Checked,
-    {
+    fn answer<Src2>(self, source: Src2) -> FallbackLayerBuilder<W, Src2> {
+        FallbackLayerBuilder {
+            name: self.name,
+            trigger: self.trigger,
+            source,
+        }
+    }
+}
+
+impl<W: Checked, Src: Answer> FallbackLayerBuilder<W, Src> {
+    /// The layer, or the first setting out of range.
+    pub fn build(self) -> Result<FallbackLayer<Src, W>, ConfigError> {
         seawall_core::config::check_name(&self.name)?;
         self.trigger.check()?;
         let metrics = MetricScope::new(self.name.clone());
         Ok(FallbackLayer {
-            shared: Arc::new(Shared::new(self.name, source, self.trigger, &metrics)),
+            shared: Arc::new(Shared::new(self.name, self.source, self.trigger, &metrics)),
         })
     }
 }
+
+/// What answers in place of the inner service: the source chosen on the builder, without
+/// which it has nothing to build.
+pub trait Answer: sealed::Sealed {}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+impl<Res> sealed::Sealed for Value<Res> {}
+impl<Res> Answer for Value<Res> {}
+impl<F> sealed::Sealed for FromFailure<F> {}
+impl<F> Answer for FromFailure<F> {}
+impl<F> sealed::Sealed for FromFailureAsync<F> {}
+impl<F> Answer for FromFailureAsync<F> {}
+impl<K, F, T> sealed::Sealed for WithRequest<K, F, T> {}
+impl<K, F, T> Answer for WithRequest<K, F, T> {}
+impl<S> sealed::Sealed for Failover<S> {}
+impl<S> Answer for Failover<S> {}
 
 /// A trigger that can check itself when the layer is built.
 pub trait Checked {

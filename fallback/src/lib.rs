@@ -29,7 +29,8 @@
 //! let layer = FallbackLayer::builder()
 //!     .name("recommendations")
 //!     .on_rejections([RejectionKind::CircuitOpen, RejectionKind::TimedOut])
-//!     .value(vec!["best-sellers"])?;
+//!     .value(vec!["best-sellers"])
+//!     .build()?;
 //! assert_eq!(layer.layer(recommendations).oneshot(7).await?, ["best-sellers"]);
 //! # Ok(())
 //! # }
@@ -51,6 +52,6 @@ mod trigger;
 
 pub use self::config::FallbackConfig;
 pub use self::event::FallbackEvent;
-pub use self::layer::{Checked, FallbackLayer, FallbackLayerBuilder};
+pub use self::layer::{Answer, Checked, FallbackLayer, FallbackLayerBuilder, NoAnswer};
 pub use self::service::Fallback;
 pub use self::trigger::{Cause, Failed, OnFailure, Trigger, When};

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use metrics::Counter;
+use seawall_core::Hook;
 use seawall_core::metrics::MetricScope;
 
-use crate::event::{FallbackEvent, FallbackHook};
+use crate::event::FallbackEvent;
 use crate::trigger::Cause;
 
 /// What every clone of one layer's services shares.
@@ -17,7 +18,7 @@ pub(crate) struct Shared<Src, W> {
     pub(crate) trigger: W,
     pub(crate) calls: Counter,
     fired: [Counter; Cause::ALL.len()],
-    pub(crate) on_fallback: Option<FallbackHook>,
+    pub(crate) on_fallback: Hook<FallbackEvent<'static>>,
 }
 
 impl<Src, W> Shared<Src, W> {
@@ -30,7 +31,7 @@ impl<Src, W> Shared<Src, W> {
             fired: Cause::ALL.map(|cause| {
                 metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
             }),
-            on_fallback: None,
+            on_fallback: Hook::default(),
         }
     }
 
@@ -38,11 +39,9 @@ impl<Src, W> Shared<Src, W> {
     pub(crate) fn fired(&self, cause: Cause) {
         self.fired[cause.index()].increment(1);
         tracing::debug!(name = %self.name, cause = cause.as_str(), "fallback answered");
-        if let Some(hook) = &self.on_fallback {
-            hook(FallbackEvent {
-                name: &self.name,
-                cause,
-            });
-        }
+        self.on_fallback.call(FallbackEvent {
+            name: &self.name,
+            cause,
+        });
     }
 }

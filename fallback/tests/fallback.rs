@@ -29,7 +29,7 @@ fn downstream(
 
 #[tokio::test]
 async fn a_success_is_never_replaced() {
-    let layer = FallbackLayer::builder().value(999u64).unwrap();
+    let layer = FallbackLayer::builder().value(999u64).build().unwrap();
     assert_eq!(
         layer
             .layer(downstream(|_| "io".into()))
@@ -45,6 +45,7 @@ async fn a_value_answers_a_chosen_rejection() {
     let layer = FallbackLayer::builder()
         .on_rejections([RejectionKind::CircuitOpen])
         .value(999u64)
+        .build()
         .unwrap();
     let svc = layer.layer(downstream(|_| rejection(RejectionKind::CircuitOpen)));
     assert_eq!(svc.oneshot(1).await.unwrap(), 999);
@@ -55,6 +56,7 @@ async fn other_rejections_and_errors_pass_through_as_they_were() {
     let layer = FallbackLayer::builder()
         .on_rejections([RejectionKind::CircuitOpen])
         .value(999u64)
+        .build()
         .unwrap();
     let full = layer.layer(downstream(|_| rejection(RejectionKind::BulkheadFull)));
     let err = full.oneshot(1).await.unwrap_err();
@@ -70,7 +72,11 @@ async fn other_rejections_and_errors_pass_through_as_they_were() {
 
 #[tokio::test]
 async fn any_error_fires_on_plain_errors_and_rejections() {
-    let layer = FallbackLayer::builder().on_any_error().value(0u64).unwrap();
+    let layer = FallbackLayer::builder()
+        .on_any_error()
+        .value(0u64)
+        .build()
+        .unwrap();
     assert_eq!(
         layer
             .layer(downstream(|_| "io".into()))
@@ -98,6 +104,7 @@ async fn a_closure_sees_the_failure() {
                 _ => 500,
             },
         )
+        .build()
         .unwrap();
     let limited = layer.layer(downstream(|_| rejection(RejectionKind::RateLimited)));
     assert_eq!(limited.oneshot(1).await.unwrap(), 429);
@@ -112,6 +119,7 @@ async fn an_async_closure_answers_and_may_fail_itself() {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             Ok(7)
         })
+        .build()
         .unwrap();
     assert_eq!(
         layer
@@ -124,6 +132,7 @@ async fn an_async_closure_answers_and_may_fail_itself() {
 
     let failing = FallbackLayer::builder()
         .with_async(|_failed: Failed<u64>| async { Err::<u64, BoxError>("cache down".into()) })
+        .build()
         .unwrap();
     let err = failing
         .layer(downstream(|_| "io".into()))
@@ -151,6 +160,7 @@ async fn with_request_keeps_only_what_it_needs() {
             },
             |id, _failed: Failed<String>| async move { Ok(format!("order {id} queued")) },
         )
+        .build()
         .unwrap();
     let svc = layer.layer(service_fn(|order: Order| async move {
         if order.id == 1 {
@@ -174,7 +184,7 @@ async fn with_request_keeps_only_what_it_needs() {
 #[tokio::test]
 async fn failover_sends_the_request_to_the_other_service() {
     let replica = service_fn(|n: u64| async move { Ok::<_, std::io::Error>(n + 1000) });
-    let layer = FallbackLayer::builder().failover(replica).unwrap();
+    let layer = FallbackLayer::builder().failover(replica).build().unwrap();
     let svc = layer.layer(downstream(|_| "primary down".into()));
     assert_eq!(
         svc.clone().oneshot(2).await.unwrap(),
@@ -189,6 +199,7 @@ async fn a_classifier_replaces_failed_answers_too() {
     let layer = FallbackLayer::builder()
         .on_failure(HttpStatus::server_errors())
         .with(|_failed: Failed<Response<&'static str>>| Response::new("cached page"))
+        .build()
         .unwrap();
     let svc = layer.layer(service_fn(|status: u16| async move {
         Ok::<_, BoxError>(
@@ -222,6 +233,7 @@ async fn overload_answers_are_replaced_when_chosen() {
         .on_failure(HttpStatus::server_errors())
         .or_overload()
         .with(|_failed: Failed<Response<&'static str>>| Response::new("cached page"))
+        .build()
         .unwrap();
     let svc = layer.layer(service_fn(|status: u16| async move {
         Ok::<_, BoxError>(
@@ -241,7 +253,7 @@ async fn overload_answers_are_replaced_when_chosen() {
 
 #[tokio::test]
 async fn a_panic_is_not_caught() {
-    let layer = FallbackLayer::builder().value(0u64).unwrap();
+    let layer = FallbackLayer::builder().value(0u64).build().unwrap();
     let svc = layer.layer(service_fn(|_: u64| async {
         if true {
             panic!("bug in the handler");
@@ -258,7 +270,7 @@ async fn each_answer_is_counted_by_cause_and_heard_by_the_hook() {
     let heard = Arc::new(AtomicUsize::new(0));
     let count = heard.clone();
     let layer = recorder
-        .install_for(|| FallbackLayer::builder().name("catalog").value(0u64))
+        .install_for(|| FallbackLayer::builder().name("catalog").value(0u64).build())
         .unwrap()
         .on_fallback(move |event| {
             assert_eq!(event.name, "catalog");
@@ -297,6 +309,7 @@ async fn an_empty_rejection_list_is_a_config_error() {
     let err = FallbackLayer::builder()
         .on_rejections([])
         .value(0u64)
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "on.rejections");
 }

@@ -24,19 +24,9 @@ impl Default for Hysteresis {
 }
 
 impl Hysteresis {
-    /// Bad observations in a row before a component is at least degraded (default 2), before
-    /// it takes the severity they agree on (default 4), and good ones before it is healthy
-    /// again (default 3).
-    pub fn new(
-        degrade_after: u32,
-        unhealthy_after: u32,
-        recover_after: u32,
-    ) -> Result<Self, ConfigError> {
-        Self::try_from(HysteresisSpec {
-            degrade_after: degrade_after.into(),
-            unhealthy_after: unhealthy_after.into(),
-            recover_after: recover_after.into(),
-        })
+    /// A builder starting from the defaults, whose `build` checks the counts.
+    pub fn builder() -> HysteresisBuilder {
+        HysteresisBuilder(HysteresisSpec::default())
     }
 
     /// No hysteresis: every observation counts at once.
@@ -46,6 +36,36 @@ impl Hysteresis {
             unhealthy_after: 1,
             recover_after: 1,
         }
+    }
+}
+
+/// Builds a [`Hysteresis`].
+#[derive(Debug, Clone)]
+pub struct HysteresisBuilder(HysteresisSpec);
+
+impl HysteresisBuilder {
+    /// Bad observations in a row before a component is at least degraded (default 2).
+    pub fn degrade_after(mut self, n: u32) -> Self {
+        self.0.degrade_after = n.into();
+        self
+    }
+
+    /// Bad observations in a row before it takes the severity they agree on (default 4; at
+    /// least `degrade_after`).
+    pub fn unhealthy_after(mut self, n: u32) -> Self {
+        self.0.unhealthy_after = n.into();
+        self
+    }
+
+    /// Good observations in a row before it is healthy again (default 3).
+    pub fn recover_after(mut self, n: u32) -> Self {
+        self.0.recover_after = n.into();
+        self
+    }
+
+    /// The hysteresis, or the first count out of range.
+    pub fn build(self) -> Result<Hysteresis, ConfigError> {
+        Hysteresis::try_from(self.0)
     }
 }
 
@@ -197,22 +217,50 @@ pub struct ProbeConfig {
 }
 
 impl ProbeConfig {
-    /// A probe of `component` every `interval`, each check given `timeout`.
-    pub fn new(
-        component: ComponentConfig,
-        interval: Duration,
-        timeout: Duration,
-    ) -> Result<Self, ConfigError> {
-        Self::try_from(ProbeSpec {
+    /// A builder for a probe of `component`; its `interval` and `timeout` have no default.
+    pub fn builder(component: ComponentConfig) -> ProbeConfigBuilder {
+        ProbeConfigBuilder {
             component,
-            interval: interval.into(),
-            timeout: timeout.into(),
-        })
+            interval: None,
+            timeout: None,
+        }
     }
 
     /// The component the probe reports into.
     pub fn component(&self) -> &ComponentConfig {
         &self.component
+    }
+}
+
+/// Builds a [`ProbeConfig`].
+#[derive(Debug, Clone)]
+pub struct ProbeConfigBuilder {
+    component: ComponentConfig,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+}
+
+impl ProbeConfigBuilder {
+    /// How often the check runs (at most an hour).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = Some(interval);
+        self
+    }
+
+    /// How long each check may take (at most `interval`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The probe's configuration, or the first setting missing or out of range.
+    pub fn build(self) -> Result<ProbeConfig, ConfigError> {
+        let unset = |field| ConfigError::new(field, "unset", "a positive duration");
+        ProbeConfig::try_from(ProbeSpec {
+            component: self.component,
+            interval: self.interval.ok_or_else(|| unset("interval"))?.into(),
+            timeout: self.timeout.ok_or_else(|| unset("timeout"))?.into(),
+        })
     }
 }
 
@@ -253,8 +301,8 @@ impl From<ProbeConfig> for ProbeSpec {
 /// Error rate and latency of the calls through a [`HealthLayer`](crate::HealthLayer), judged
 /// once a second over a window.
 ///
-/// A call is bad when it fails or, with `slow_call`, takes longer than that. With at least
-/// `min_calls` in the window, a bad ratio at or above `degraded_rate` is a degraded
+/// A call is bad when it fails or, with `slow_call_duration`, takes longer than that. With at least
+/// `minimum_calls` in the window, a bad ratio at or above `degraded_rate` is a degraded
 /// observation, at or above `unhealthy_rate` an unhealthy one; anything else (fewer calls
 /// included) is a good one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -262,28 +310,31 @@ impl From<ProbeConfig> for ProbeSpec {
 pub struct RateConfig {
     pub(crate) component: ComponentConfig,
     pub(crate) window_secs: u32,
-    pub(crate) min_calls: u32,
+    pub(crate) minimum_calls: u32,
     pub(crate) degraded_rate: f64,
     pub(crate) unhealthy_rate: f64,
-    pub(crate) slow_call: Option<Duration>,
+    pub(crate) slow_call_duration: Option<Duration>,
 }
 
 impl RateConfig {
-    /// Defaults for `component`: a 10 s window, 20 calls at least, degraded at 10 % bad
-    /// calls, unhealthy at 50 %, no latency threshold.
-    pub fn new(component: ComponentConfig) -> Self {
+    /// A builder for `component`, starting from the defaults: a 10 s window, 20 calls at
+    /// least, degraded at 10 % bad calls, unhealthy at 50 %, no latency threshold.
+    pub fn builder(component: ComponentConfig) -> RateConfigBuilder {
+        RateConfigBuilder(Self::new(component).into())
+    }
+
+    fn new(component: ComponentConfig) -> Self {
         Self {
             component,
             window_secs: 10,
-            min_calls: 20,
+            minimum_calls: 20,
             degraded_rate: 0.1,
             unhealthy_rate: 0.5,
-            slow_call: None,
+            slow_call_duration: None,
         }
     }
 
-    /// The window, in whole seconds within `[1, 60]`.
-    pub fn window(mut self, window: Duration) -> Result<Self, ConfigError> {
+    fn window(mut self, window: Duration) -> Result<Self, ConfigError> {
         let secs = config::duration_in(
             "window",
             window,
@@ -293,14 +344,12 @@ impl RateConfig {
         Ok(self)
     }
 
-    /// The fewest calls in the window for the rates to count.
-    pub fn min_calls(mut self, min_calls: u32) -> Result<Self, ConfigError> {
-        self.min_calls = config::count_in("min_calls", min_calls, 1..=1_000_000)?;
+    fn minimum_calls(mut self, minimum_calls: u32) -> Result<Self, ConfigError> {
+        self.minimum_calls = config::count_in("minimum_calls", minimum_calls, 1..=1_000_000)?;
         Ok(self)
     }
 
-    /// The bad-call ratios for a degraded and an unhealthy observation.
-    pub fn rates(mut self, degraded: f64, unhealthy: f64) -> Result<Self, ConfigError> {
+    fn rates(mut self, degraded: f64, unhealthy: f64) -> Result<Self, ConfigError> {
         self.degraded_rate = config::ratio("degraded_rate", degraded)?;
         if !(degraded..=1.0).contains(&unhealthy) {
             return Err(ConfigError::new(
@@ -312,15 +361,41 @@ impl RateConfig {
         self.unhealthy_rate = unhealthy;
         Ok(self)
     }
+}
 
-    /// Counts calls longer than `threshold` as bad.
-    pub fn slow_call(mut self, threshold: Duration) -> Result<Self, ConfigError> {
-        self.slow_call = Some(config::positive_duration(
-            "slow_call",
-            threshold,
-            Duration::from_secs(3600),
-        )?);
-        Ok(self)
+/// Builds a [`RateConfig`]; `build` checks every setting.
+#[derive(Debug, Clone)]
+pub struct RateConfigBuilder(RateSpec);
+
+impl RateConfigBuilder {
+    /// The window, in whole seconds within `[1, 60]` (default 10 s).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.0.window = window.into();
+        self
+    }
+
+    /// The fewest calls in the window for the rates to count (default 20).
+    pub fn minimum_calls(mut self, minimum_calls: u32) -> Self {
+        self.0.minimum_calls = minimum_calls.into();
+        self
+    }
+
+    /// The bad-call ratios for a degraded and an unhealthy observation (default 0.1 and 0.5).
+    pub fn rates(mut self, degraded: f64, unhealthy: f64) -> Self {
+        self.0.degraded_rate = degraded.into();
+        self.0.unhealthy_rate = unhealthy.into();
+        self
+    }
+
+    /// Counts calls longer than `threshold` as bad (at most an hour).
+    pub fn slow_call_duration(mut self, threshold: Duration) -> Self {
+        self.0.slow_call_duration = Some(threshold.into());
+        self
+    }
+
+    /// The configuration, or the first setting out of range.
+    pub fn build(self) -> Result<RateConfig, ConfigError> {
+        RateConfig::try_from(self.0)
     }
 }
 
@@ -332,13 +407,13 @@ struct RateSpec {
     #[serde(default = "ten_seconds")]
     window: Raw<Duration>,
     #[serde(default = "twenty")]
-    min_calls: Raw<u32>,
+    minimum_calls: Raw<u32>,
     #[serde(default = "tenth")]
     degraded_rate: Raw<f64>,
     #[serde(default = "half")]
     unhealthy_rate: Raw<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    slow_call: Option<Raw<Duration>>,
+    slow_call_duration: Option<Raw<Duration>>,
 }
 
 fn ten_seconds() -> Raw<Duration> {
@@ -363,19 +438,19 @@ impl TryFrom<RateSpec> for RateConfig {
             spec.window,
             Duration::from_secs(1)..=Duration::from_secs(60),
         )?;
-        let min_calls = config::count_in("min_calls", spec.min_calls, 1..=1_000_000)?;
+        let minimum_calls = config::count_in("minimum_calls", spec.minimum_calls, 1..=1_000_000)?;
         let degraded = spec.degraded_rate.value("degraded_rate", "(0, 1]")?;
         let unhealthy = spec
             .unhealthy_rate
             .value("unhealthy_rate", "[degraded_rate, 1]")?;
         let config = Self::new(spec.component)
             .window(window)?
-            .min_calls(min_calls)?
+            .minimum_calls(minimum_calls)?
             .rates(degraded, unhealthy)?;
-        match spec.slow_call {
+        match spec.slow_call_duration {
             Some(threshold) => Ok(Self {
-                slow_call: Some(config::positive_duration(
-                    "slow_call",
+                slow_call_duration: Some(config::positive_duration(
+                    "slow_call_duration",
                     threshold,
                     Duration::from_secs(3600),
                 )?),
@@ -391,10 +466,10 @@ impl From<RateConfig> for RateSpec {
         Self {
             component: c.component,
             window: Duration::from_secs(u64::from(c.window_secs)).into(),
-            min_calls: c.min_calls.into(),
+            minimum_calls: c.minimum_calls.into(),
             degraded_rate: c.degraded_rate.into(),
             unhealthy_rate: c.unhealthy_rate.into(),
-            slow_call: c.slow_call.map(Raw::from),
+            slow_call_duration: c.slow_call_duration.map(Raw::from),
         }
     }
 }
@@ -405,21 +480,53 @@ mod tests {
 
     #[test]
     fn hysteresis_orders_its_thresholds() {
-        assert!(Hysteresis::new(3, 2, 1).is_err());
-        assert_eq!(
-            Hysteresis::new(0, 2, 1).unwrap_err().field(),
-            "degrade_after"
-        );
-        assert!(Hysteresis::new(1, 1, 1).is_ok());
+        let counts = |d, u, r| {
+            Hysteresis::builder()
+                .degrade_after(d)
+                .unhealthy_after(u)
+                .recover_after(r)
+                .build()
+        };
+        assert!(counts(3, 2, 1).is_err());
+        assert_eq!(counts(0, 2, 1).unwrap_err().field(), "degrade_after");
+        assert!(counts(1, 1, 1).is_ok());
     }
 
     #[test]
     fn probe_timeout_fits_in_its_interval() {
         let db = ComponentConfig::new("db").unwrap();
-        let err = ProbeConfig::new(db.clone(), Duration::from_secs(1), Duration::from_secs(2))
+        let probe = |interval, timeout| {
+            ProbeConfig::builder(db.clone())
+                .interval(Duration::from_secs(interval))
+                .timeout(Duration::from_secs(timeout))
+                .build()
+        };
+        assert_eq!(probe(1, 2).unwrap_err().field(), "timeout");
+        assert!(probe(5, 1).is_ok());
+    }
+
+    #[test]
+    fn a_probe_needs_its_interval_and_timeout() {
+        let db = || ComponentConfig::new("db").unwrap();
+        let only_timeout = ProbeConfig::builder(db()).timeout(Duration::from_secs(1));
+        assert_eq!(only_timeout.build().unwrap_err().field(), "interval");
+        let only_interval = ProbeConfig::builder(db()).interval(Duration::from_secs(1));
+        assert_eq!(only_interval.build().unwrap_err().field(), "timeout");
+    }
+
+    #[test]
+    fn the_rate_builder_checks_what_the_setters_took() {
+        let api = || ComponentConfig::new("api").unwrap();
+        assert!(RateConfig::builder(api()).build().is_ok());
+        let err = RateConfig::builder(api())
+            .rates(0.5, 0.2)
+            .build()
             .unwrap_err();
-        assert_eq!(err.field(), "timeout");
-        assert!(ProbeConfig::new(db, Duration::from_secs(5), Duration::from_secs(1)).is_ok());
+        assert_eq!(err.field(), "unhealthy_rate");
+        let err = RateConfig::builder(api())
+            .window(Duration::from_secs(61))
+            .build();
+        assert_eq!(err.unwrap_err().field(), "window");
     }
 
     #[test]
@@ -450,8 +557,8 @@ mod tests {
             ),
             (
                 r#"component = { name = "api" }
-                   min_calls = -1"#,
-                "invalid `min_calls`: -1 is outside the allowed range [1, 1000000]",
+                   minimum_calls = -1"#,
+                "invalid `minimum_calls`: -1 is outside the allowed range [1, 1000000]",
             ),
             (
                 r#"component = { name = "api" }
@@ -465,8 +572,8 @@ mod tests {
             ),
             (
                 r#"component = { name = "api" }
-                   slow_call = "-5s""#,
-                r#"invalid `slow_call`: "-5s" is outside the allowed range (0s, 3600s]"#,
+                   slow_call_duration = "-5s""#,
+                r#"invalid `slow_call_duration`: "-5s" is outside the allowed range (0s, 3600s]"#,
             ),
         ]);
         assert_errors::<ProbeConfig>(&[
@@ -488,12 +595,12 @@ mod tests {
     #[test]
     fn rates_read_from_configuration_with_defaults() {
         let rate: RateConfig = serde_json::from_str(
-            r#"{"component": {"name": "api", "critical": false}, "window": "30s", "slow_call": "250ms"}"#,
+            r#"{"component": {"name": "api", "critical": false}, "window": "30s", "slow_call_duration": "250ms"}"#,
         )
         .unwrap();
         assert_eq!(rate.window_secs, 30);
-        assert_eq!(rate.min_calls, 20);
-        assert_eq!(rate.slow_call, Some(Duration::from_millis(250)));
+        assert_eq!(rate.minimum_calls, 20);
+        assert_eq!(rate.slow_call_duration, Some(Duration::from_millis(250)));
         assert!(!rate.component.is_critical());
         let bad = serde_json::from_str::<RateConfig>(
             r#"{"component": {"name": "api"}, "degraded_rate": 0.6, "unhealthy_rate": 0.5}"#,

@@ -27,7 +27,11 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn new(inner: F, shared: Arc<Shared<C>>) -> Self {
         // The clock is read only when latency counts.
-        let start = shared.window.config().slow_call.map(|_| Instant::now());
+        let start = shared
+            .window
+            .config()
+            .slow_call_duration
+            .map(|_| Instant::now());
         Self {
             inner,
             shared,
@@ -56,7 +60,7 @@ impl fmt::Debug for CallReport {
 
 impl Report for CallReport {
     fn report(self, outcome: Outcome) {
-        let slow = match (self.start, self.window.config().slow_call) {
+        let slow = match (self.start, self.window.config().slow_call_duration) {
             (Some(start), Some(threshold)) => start.elapsed() > threshold,
             _ => false,
         };

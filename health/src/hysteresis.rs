@@ -199,7 +199,12 @@ mod tests {
                 0..60,
             ),
         ) {
-            let h = Hysteresis::new(d, d + u, r).unwrap();
+            let h = Hysteresis::builder()
+                .degrade_after(d)
+                .unhealthy_after(d + u)
+                .recover_after(r)
+                .build()
+                .unwrap();
             let mut c = ComponentState::new(h);
             for (i, o) in observations.iter().enumerate() {
                 c.observe(*o);

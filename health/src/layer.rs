@@ -29,6 +29,11 @@ impl HealthLayer {
 }
 
 impl<C> HealthLayer<C> {
+    /// The name of the component the layer reports as.
+    pub fn name(&self) -> &str {
+        self.shared.window.config().component.name()
+    }
+
     /// Judges calls with `classifier` (for example `HttpStatus` to count 5xx answers too).
     pub fn classify<C2>(self, classifier: C2) -> HealthLayer<C2> {
         HealthLayer {

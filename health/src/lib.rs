@@ -33,9 +33,11 @@
 //! # async fn main() -> Result<(), seawall_core::config::ConfigError> {
 //! let tracker = HealthTracker::new("shop");
 //! let db = ComponentConfig::new("db")?.hysteresis(Hysteresis::none());
-//! tracker.probe(ProbeConfig::new(db, Duration::from_secs(5), Duration::from_secs(1))?, || async {
-//!     Err::<(), _>("connection refused")
-//! });
+//! let probe = ProbeConfig::builder(db)
+//!     .interval(Duration::from_secs(5))
+//!     .timeout(Duration::from_secs(1))
+//!     .build()?;
+//! tracker.probe(probe, || async { Err::<(), _>("connection refused") });
 //! tokio::time::sleep(Duration::from_millis(1)).await;
 //! assert_eq!(tracker.state(), HealthState::Unhealthy);
 //! assert_eq!(tracker.report().components[0].detail.as_deref(), Some("connection refused"));
@@ -56,7 +58,10 @@ mod state;
 mod tracker;
 mod window;
 
-pub use self::config::{ComponentConfig, Hysteresis, ProbeConfig, RateConfig};
+pub use self::config::{
+    ComponentConfig, Hysteresis, HysteresisBuilder, ProbeConfig, ProbeConfigBuilder, RateConfig,
+    RateConfigBuilder,
+};
 pub use self::future::CallReport;
 pub use self::layer::HealthLayer;
 pub use self::service::HealthService;

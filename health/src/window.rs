@@ -129,7 +129,7 @@ impl RateWindow {
     }
 
     fn judge(&self, calls: u64, bad: u64) -> HealthState {
-        if calls < u64::from(self.config.min_calls) {
+        if calls < u64::from(self.config.minimum_calls) {
             return HealthState::Healthy;
         }
         let rate = bad as f64 / calls as f64;

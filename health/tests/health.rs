@@ -36,7 +36,11 @@ async fn settle() {
 /// A probe whose check succeeds while `up` is set.
 fn probe_db(tracker: &HealthTracker, up: &Arc<AtomicBool>) {
     let up = up.clone();
-    let config = ProbeConfig::new(component("db"), secs(5), secs(1)).unwrap();
+    let config = ProbeConfig::builder(component("db"))
+        .interval(secs(5))
+        .timeout(secs(1))
+        .build()
+        .unwrap();
     tracker.probe(config, move || {
         let up = up.load(Ordering::SeqCst);
         async move {
@@ -92,12 +96,11 @@ async fn a_probe_degrades_then_makes_unhealthy_then_recovers() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_probe_counts_as_a_failure_after_its_timeout() {
     let tracker = HealthTracker::new("shop");
-    let config = ProbeConfig::new(
-        component("db").hysteresis(Hysteresis::none()),
-        secs(5),
-        secs(1),
-    )
-    .unwrap();
+    let config = ProbeConfig::builder(component("db").hysteresis(Hysteresis::none()))
+        .interval(secs(5))
+        .timeout(secs(1))
+        .build()
+        .unwrap();
     tracker.probe(config, std::future::pending::<Result<(), &str>>);
     settle().await;
     assert_eq!(tracker.state(), Healthy);
@@ -116,7 +119,11 @@ async fn probes_stop_when_the_tracker_is_dropped() {
     let count = checks.clone();
     let tracker = HealthTracker::new("shop");
     tracker.probe(
-        ProbeConfig::new(component("db"), secs(1), secs(1)).unwrap(),
+        ProbeConfig::builder(component("db"))
+            .interval(secs(1))
+            .timeout(secs(1))
+            .build()
+            .unwrap(),
         move || {
             count.fetch_add(1, Ordering::SeqCst);
             async { Ok::<(), &str>(()) }
@@ -205,12 +212,17 @@ async fn a_follower_maps_a_watched_state() {
 }
 
 fn rate_layer(tracker: &HealthTracker) -> HealthLayer {
-    let config = RateConfig::new(component("api").hysteresis(Hysteresis::new(1, 2, 2).unwrap()))
+    let hysteresis = Hysteresis::builder()
+        .degrade_after(1)
+        .unhealthy_after(2)
+        .recover_after(2)
+        .build()
+        .unwrap();
+    let config = RateConfig::builder(component("api").hysteresis(hysteresis))
         .window(secs(5))
-        .unwrap()
-        .min_calls(10)
-        .unwrap()
-        .slow_call(Duration::from_millis(500))
+        .minimum_calls(10)
+        .slow_call_duration(Duration::from_millis(500))
+        .build()
         .unwrap();
     HealthLayer::new(tracker, config)
 }

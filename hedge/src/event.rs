@@ -1,8 +1,8 @@
 //! What the hedge's hooks are told.
 
-use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
+
+use seawall_core::{Event, Hook};
 
 /// What a hedge hook is told when a hedge is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,24 +35,22 @@ pub struct BudgetExhaustedEvent<'a> {
     pub attempt: u32,
 }
 
-pub(crate) type HedgeHook = Arc<dyn Fn(HedgeEvent<'_>) + Send + Sync>;
-pub(crate) type WonHook = Arc<dyn Fn(HedgeWonEvent<'_>) + Send + Sync>;
-pub(crate) type BudgetHook = Arc<dyn Fn(BudgetExhaustedEvent<'_>) + Send + Sync>;
-
-/// The hooks of one layer.
-#[derive(Clone, Default)]
-pub(crate) struct Hooks {
-    pub(crate) on_hedge: Option<HedgeHook>,
-    pub(crate) on_hedge_won: Option<WonHook>,
-    pub(crate) on_budget_exhausted: Option<BudgetHook>,
+impl Event for HedgeEvent<'_> {
+    type Of<'a> = HedgeEvent<'a>;
 }
 
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_hedge", &self.on_hedge.is_some())
-            .field("on_hedge_won", &self.on_hedge_won.is_some())
-            .field("on_budget_exhausted", &self.on_budget_exhausted.is_some())
-            .finish()
-    }
+impl Event for HedgeWonEvent<'_> {
+    type Of<'a> = HedgeWonEvent<'a>;
+}
+
+impl Event for BudgetExhaustedEvent<'_> {
+    type Of<'a> = BudgetExhaustedEvent<'a>;
+}
+
+/// The hooks of one layer.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Hooks {
+    pub(crate) on_hedge: Hook<HedgeEvent<'static>>,
+    pub(crate) on_hedge_won: Hook<HedgeWonEvent<'static>>,
+    pub(crate) on_budget_exhausted: Hook<BudgetExhaustedEvent<'static>>,
 }

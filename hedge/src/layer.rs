@@ -54,26 +54,23 @@ impl<P> HedgeLayer<P> {
     }
 
     /// Calls `hook` each time a hedge is sent.
-    pub fn on_hedge(mut self, hook: impl Fn(HedgeEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_hedge = Some(Arc::new(hook));
+    pub fn on_hedge(self, hook: impl Fn(HedgeEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.hooks.on_hedge.set(hook);
         self
     }
 
     /// Calls `hook` each time a hedge answers a call before the first attempt.
-    pub fn on_hedge_won(
-        mut self,
-        hook: impl Fn(HedgeWonEvent<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_hedge_won = Some(Arc::new(hook));
+    pub fn on_hedge_won(self, hook: impl Fn(HedgeWonEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.hooks.on_hedge_won.set(hook);
         self
     }
 
     /// Calls `hook` each time a hedge is due but the budget is spent.
     pub fn on_budget_exhausted(
-        mut self,
+        self,
         hook: impl Fn(BudgetExhaustedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        Arc::make_mut(&mut self.shared).hooks.on_budget_exhausted = Some(Arc::new(hook));
+        self.shared.hooks.on_budget_exhausted.set(hook);
         self
     }
 

@@ -237,34 +237,30 @@ impl<P> Shared<P> {
         let name = &*self.state.name;
         self.state.metrics.sent.increment(1);
         tracing::trace!(name, attempt, ?waited, "hedge sent");
-        if let Some(hook) = &self.hooks.on_hedge {
-            hook(HedgeEvent {
-                name,
-                attempt,
-                waited,
-            });
-        }
+        self.hooks.on_hedge.call(HedgeEvent {
+            name,
+            attempt,
+            waited,
+        });
     }
 
     pub(crate) fn hedge_won(&self, attempt: u32, elapsed: Duration) {
         let name = &*self.state.name;
         self.state.metrics.won.increment(1);
         tracing::trace!(name, attempt, ?elapsed, "hedge answered first");
-        if let Some(hook) = &self.hooks.on_hedge_won {
-            hook(HedgeWonEvent {
-                name,
-                attempt,
-                elapsed,
-            });
-        }
+        self.hooks.on_hedge_won.call(HedgeWonEvent {
+            name,
+            attempt,
+            elapsed,
+        });
     }
 
     pub(crate) fn budget_exhausted(&self, attempt: u32) {
         let name = &*self.state.name;
         self.state.metrics.budget_exhausted.increment(1);
         tracing::debug!(name, attempt, "hedge budget exhausted");
-        if let Some(hook) = &self.hooks.on_budget_exhausted {
-            hook(BudgetExhaustedEvent { name, attempt });
-        }
+        self.hooks
+            .on_budget_exhausted
+            .call(BudgetExhaustedEvent { name, attempt });
     }
 }

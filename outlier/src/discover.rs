@@ -41,7 +41,7 @@ impl<D, K, C, P> OutlierDiscover<D, K, C, P> {
 impl<D, K, C, P> Stream for OutlierDiscover<D, K, C, P>
 where
     D: Discover<Key = K>,
-    K: Clone + fmt::Debug,
+    K: Clone + fmt::Debug + 'static,
     P: Clone,
 {
     type Item = Result<Change<K, Endpoint<D::Service, K, C, P>>, D::Error>;

@@ -1,8 +1,10 @@
 //! What the outlier detector's hooks and handle tell.
 
 use std::fmt;
-use std::sync::Arc;
+use std::marker::PhantomData;
 use std::time::Duration;
+
+use seawall_core::{Event, Hook};
 
 /// Why an endpoint was ejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -104,33 +106,43 @@ pub struct EndpointStatus<K> {
     pub failures: u64,
 }
 
-pub(crate) type EjectedHook<K> = Arc<dyn Fn(EjectedEvent<'_, K>) + Send + Sync>;
-pub(crate) type ReturnedHook<K> = Arc<dyn Fn(ReturnedEvent<'_, K>) + Send + Sync>;
-pub(crate) type SkippedHook<K> = Arc<dyn Fn(SkippedEvent<'_, K>) + Send + Sync>;
+/// Names [`EjectedEvent`] for its hook.
+pub(crate) struct Ejected<K>(PhantomData<fn() -> K>);
+
+impl<K: 'static> Event for Ejected<K> {
+    type Of<'a> = EjectedEvent<'a, K>;
+}
+
+/// Names [`ReturnedEvent`] for its hook.
+pub(crate) struct Returned<K>(PhantomData<fn() -> K>);
+
+impl<K: 'static> Event for Returned<K> {
+    type Of<'a> = ReturnedEvent<'a, K>;
+}
+
+/// Names [`SkippedEvent`] for its hook.
+pub(crate) struct Skipped<K>(PhantomData<fn() -> K>);
+
+impl<K: 'static> Event for Skipped<K> {
+    type Of<'a> = SkippedEvent<'a, K>;
+}
+
+// Each event borrows the key, so a hook is named by a marker: `EjectedEvent<'static, K>` would
+// ask `K: 'static` of every type that holds the set.
 
 /// The hooks of one endpoint set.
 pub(crate) struct Hooks<K> {
-    pub(crate) on_ejected: Option<EjectedHook<K>>,
-    pub(crate) on_returned: Option<ReturnedHook<K>>,
-    pub(crate) on_skipped: Option<SkippedHook<K>>,
+    pub(crate) on_ejected: Hook<Ejected<K>>,
+    pub(crate) on_returned: Hook<Returned<K>>,
+    pub(crate) on_skipped: Hook<Skipped<K>>,
 }
 
 impl<K> Default for Hooks<K> {
     fn default() -> Self {
         Self {
-            on_ejected: None,
-            on_returned: None,
-            on_skipped: None,
-        }
-    }
-}
-
-impl<K> Clone for Hooks<K> {
-    fn clone(&self) -> Self {
-        Self {
-            on_ejected: self.on_ejected.clone(),
-            on_returned: self.on_returned.clone(),
-            on_skipped: self.on_skipped.clone(),
+            on_ejected: Hook::default(),
+            on_returned: Hook::default(),
+            on_skipped: Hook::default(),
         }
     }
 }
@@ -138,9 +150,9 @@ impl<K> Clone for Hooks<K> {
 impl<K> fmt::Debug for Hooks<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hooks")
-            .field("on_ejected", &self.on_ejected.is_some())
-            .field("on_returned", &self.on_returned.is_some())
-            .field("on_skipped", &self.on_skipped.is_some())
+            .field("on_ejected", &self.on_ejected)
+            .field("on_returned", &self.on_returned)
+            .field("on_skipped", &self.on_skipped)
             .finish()
     }
 }

@@ -46,7 +46,7 @@ impl<K> OutlierHandle<K> {
     }
 }
 
-impl<K: Clone + PartialEq + fmt::Debug> OutlierHandle<K> {
+impl<K: Clone + PartialEq + fmt::Debug + 'static> OutlierHandle<K> {
     /// Every endpoint with its state, in the order they joined.
     pub fn endpoints(&self) -> Vec<EndpointStatus<K>> {
         self.set.statuses()

@@ -69,20 +69,29 @@ impl<K, C, P> OutlierLayer<K, C, P> {
     }
 
     /// Calls `hook` each time an endpoint is ejected.
-    pub fn on_ejected(self, hook: impl Fn(EjectedEvent<'_, K>) + Send + Sync + 'static) -> Self {
-        self.set.set_hooks(|h| h.on_ejected = Some(Arc::new(hook)));
+    pub fn on_ejected(self, hook: impl Fn(EjectedEvent<'_, K>) + Send + Sync + 'static) -> Self
+    where
+        K: 'static,
+    {
+        self.set.hooks.on_ejected.set(hook);
         self
     }
 
     /// Calls `hook` each time an ejected endpoint comes back in.
-    pub fn on_returned(self, hook: impl Fn(ReturnedEvent<'_, K>) + Send + Sync + 'static) -> Self {
-        self.set.set_hooks(|h| h.on_returned = Some(Arc::new(hook)));
+    pub fn on_returned(self, hook: impl Fn(ReturnedEvent<'_, K>) + Send + Sync + 'static) -> Self
+    where
+        K: 'static,
+    {
+        self.set.hooks.on_returned.set(hook);
         self
     }
 
     /// Calls `hook` each time a detector would eject an endpoint but the share cap refuses.
-    pub fn on_skipped(self, hook: impl Fn(SkippedEvent<'_, K>) + Send + Sync + 'static) -> Self {
-        self.set.set_hooks(|h| h.on_skipped = Some(Arc::new(hook)));
+    pub fn on_skipped(self, hook: impl Fn(SkippedEvent<'_, K>) + Send + Sync + 'static) -> Self
+    where
+        K: 'static,
+    {
+        self.set.hooks.on_skipped.set(hook);
         self
     }
 
@@ -103,7 +112,7 @@ impl<K, C, P> OutlierLayer<K, C, P> {
     }
 }
 
-impl<K: fmt::Debug, C, P: Clone> OutlierLayer<K, C, P> {
+impl<K: fmt::Debug + 'static, C, P: Clone> OutlierLayer<K, C, P> {
     /// `svc` as the endpoint `key` of the set, for a hand-made list of endpoints (a
     /// `ServiceList` of them, say). The endpoint leaves the set when its last clone is dropped.
     pub fn endpoint<S>(&self, key: K, svc: S) -> Endpoint<S, K, C, P> {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use futures::task::AtomicWaker;
@@ -49,7 +49,7 @@ pub(crate) struct SetState<K> {
     next_evaluation: AtomicU64,
     /// Whether ejected endpoints return only after a probe.
     pub(crate) probes: AtomicBool,
-    hooks: RwLock<Hooks<K>>,
+    pub(crate) hooks: Hooks<K>,
     scope: MetricScope,
     metrics: Metrics,
 }
@@ -109,21 +109,10 @@ impl<K> SetState<K> {
             ejected: AtomicUsize::new(0),
             next_evaluation: AtomicU64::new(nanos(config.interval)),
             probes: AtomicBool::new(false),
-            hooks: RwLock::default(),
+            hooks: Hooks::default(),
             scope,
             metrics,
         }
-    }
-
-    pub(crate) fn set_hooks(&self, update: impl FnOnce(&mut Hooks<K>)) {
-        update(&mut self.hooks.write().unwrap_or_else(PoisonError::into_inner));
-    }
-
-    fn hooks(&self) -> Hooks<K> {
-        self.hooks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
@@ -174,7 +163,7 @@ impl<K> SetState<K> {
     }
 }
 
-impl<K: fmt::Debug> SetState<K> {
+impl<K: fmt::Debug + 'static> SetState<K> {
     /// Brings back the endpoints whose ejection time is up, when no probe decides.
     fn sweep(&self, now: Instant) {
         if self.probes.load(Ordering::Acquire) {
@@ -355,15 +344,13 @@ impl<K: fmt::Debug> SetState<K> {
             ejections,
             "endpoint ejected"
         );
-        if let Some(hook) = self.hooks().on_ejected {
-            hook(EjectedEvent {
-                name: &self.name,
-                key: &member.key,
-                reason,
-                duration,
-                ejections,
-            });
-        }
+        self.hooks.on_ejected.call(EjectedEvent {
+            name: &self.name,
+            key: &member.key,
+            reason,
+            duration,
+            ejections,
+        });
     }
 
     fn skipped(&self, member: &MemberState<K>, reason: EjectionReason) {
@@ -374,13 +361,11 @@ impl<K: fmt::Debug> SetState<K> {
             reason = reason.as_str(),
             "ejection skipped: the share of endpoints ejected is at its cap"
         );
-        if let Some(hook) = self.hooks().on_skipped {
-            hook(SkippedEvent {
-                name: &self.name,
-                key: &member.key,
-                reason,
-            });
-        }
+        self.hooks.on_skipped.call(SkippedEvent {
+            name: &self.name,
+            key: &member.key,
+            reason,
+        });
     }
 
     /// Brings `member` back in if it is still ejected until `until`; `false` when something
@@ -408,13 +393,11 @@ impl<K: fmt::Debug> SetState<K> {
             gauge.set(0.0);
         }
         tracing::info!(name = %self.name, endpoint = ?member.key, probed, "endpoint returned");
-        if let Some(hook) = self.hooks().on_returned {
-            hook(ReturnedEvent {
-                name: &self.name,
-                key: &member.key,
-                probed,
-            });
-        }
+        self.hooks.on_returned.call(ReturnedEvent {
+            name: &self.name,
+            key: &member.key,
+            probed,
+        });
         member.waker.wake();
         true
     }

@@ -6,7 +6,7 @@ use tower::Layer;
 use seawall_core::config::ConfigError;
 
 use crate::config::{Quota, RateLimitConfig, RateLimitConfigBuilder};
-use crate::event::{RateLimitedEvent, WaitedEvent};
+use crate::event::{RejectedEvent, WaitedEvent};
 use crate::extract::KeyExtractor;
 use crate::fleet::config::FleetConfig;
 use crate::fleet::{Fleet, FleetKeyed};
@@ -108,18 +108,20 @@ impl<S: QuotaStore> RateLimitLayer<Fleet<S>> {
 
 impl<L> RateLimitLayer<L> {
     /// Calls `hook` each time a call is rejected.
-    pub fn on_rejected(
-        mut self,
-        hook: impl Fn(RateLimitedEvent<'_>) + Send + Sync + 'static,
-    ) -> Self {
-        Arc::make_mut(&mut self.shared).on_rejected = Some(Arc::new(hook));
+    pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_rejected.set(hook);
         self
     }
 
     /// Calls `hook` each time a call is admitted after waiting for a permit.
-    pub fn on_waited(mut self, hook: impl Fn(WaitedEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).on_waited = Some(Arc::new(hook));
+    pub fn on_waited(self, hook: impl Fn(WaitedEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_waited.set(hook);
         self
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
     }
 
     /// The layer's configuration, as it was built (a [`RateLimitHandle`] reads the one in

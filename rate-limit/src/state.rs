@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use metrics::Counter;
 use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 
 use crate::config::RateLimitConfig;
-use crate::event::{RateLimitedEvent, WaitedEvent};
-
-pub(crate) type RejectedHook = Arc<dyn Fn(RateLimitedEvent<'_>) + Send + Sync>;
-pub(crate) type WaitedHook = Arc<dyn Fn(WaitedEvent<'_>) + Send + Sync>;
+use crate::event::{RejectedEvent, WaitedEvent};
 
 /// What a handle may change while calls flow: `max_wait` (read only by calls that find no
 /// permit) and the configuration in force, which reloads take turns on.
@@ -75,8 +72,8 @@ pub(crate) struct Shared<L> {
     pub(crate) waited: Counter,
     pub(crate) rejected: Counter,
     pub(crate) unavailable: Counter,
-    pub(crate) on_rejected: Option<RejectedHook>,
-    pub(crate) on_waited: Option<WaitedHook>,
+    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
+    pub(crate) on_waited: Hook<WaitedEvent<'static>>,
 }
 
 impl<L> Shared<L> {
@@ -91,8 +88,8 @@ impl<L> Shared<L> {
             live: Arc::new(Live::new(&config)),
             config,
             limiter: Arc::new(limiter),
-            on_rejected: None,
-            on_waited: None,
+            on_rejected: Hook::default(),
+            on_waited: Hook::default(),
         }
     }
 
@@ -118,9 +115,7 @@ impl<L> Shared<L> {
         let name = &self.config.name;
         self.rejected.increment(1);
         tracing::debug!(rejected_by = %name, rejection = "rate_limited", ?retry_after, "call rejected");
-        if let Some(hook) = &self.on_rejected {
-            hook(RateLimitedEvent { name, retry_after });
-        }
+        self.on_rejected.call(RejectedEvent { name, retry_after });
         Rejected::new(RejectionKind::RateLimited, name.clone())
             .with_retry_after(retry_after)
             .into()
@@ -153,9 +148,7 @@ impl<L> Shared<L> {
         let name = &self.config.name;
         self.waited.increment(1);
         tracing::trace!(%name, ?waited, "permitted after waiting");
-        if let Some(hook) = &self.on_waited {
-            hook(WaitedEvent { name, waited });
-        }
+        self.on_waited.call(WaitedEvent { name, waited });
     }
 }
 

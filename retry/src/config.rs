@@ -3,14 +3,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_core::backoff::{Backoff, Jitter};
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
 const DEFAULT_NAME: &str = "retry";
 const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 const MAX_ATTEMPTS: u32 = 100;
-const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 const MAX_TTL: Duration = Duration::from_secs(60);
 const MAX_MIN_PER_SECOND: u32 = 1_000_000;
 // See `BudgetConfig::default`: 0.09 × (1 + 1 s / 10 s) is just under the SRE book's 10 %.

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use seawall_core::Event;
+
 /// What a retry hook is told, before the wait for each retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryEvent<'a> {
@@ -11,4 +13,8 @@ pub struct RetryEvent<'a> {
     pub attempt: u32,
     /// The wait before it.
     pub delay: Duration,
+}
+
+impl Event for RetryEvent<'_> {
+    type Of<'a> = RetryEvent<'a>;
 }

@@ -306,12 +306,10 @@ fn plan_retry<P>(
         Some(error) => tracing::debug!(name, attempt = next, ?delay, %error, "retrying"),
         None => tracing::debug!(name, attempt = next, ?delay, "retrying"),
     }
-    if let Some(hook) = &shared.on_retry {
-        hook(RetryEvent {
-            name,
-            attempt: next,
-            delay,
-        });
-    }
+    shared.on_retry.call(RetryEvent {
+        name,
+        attempt: next,
+        delay,
+    });
     Plan::Retry(delay)
 }

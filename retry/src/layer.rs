@@ -57,7 +57,8 @@ impl<P> RetryLayer<P> {
 
     /// Calls `hook` before the wait for each retry.
     pub fn on_retry(self, hook: impl Fn(RetryEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.update(|shared| shared.on_retry = Some(Arc::new(hook)))
+        self.shared.on_retry.set(hook);
+        self
     }
 
     /// The layer's own budget retries are drawn from, if any (`None` with a shared one).

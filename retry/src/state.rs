@@ -6,6 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+use seawall_core::Hook;
 use seawall_core::backoff::Backoff;
 use seawall_core::metrics::MetricScope;
 
@@ -13,8 +14,6 @@ use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
 use crate::event::RetryEvent;
 use crate::fleet::LayerBudget;
-
-pub(crate) type RetryHook = Arc<dyn Fn(RetryEvent<'_>) + Send + Sync>;
 
 /// The metric handles of one layer instance.
 #[derive(Clone)]
@@ -112,7 +111,7 @@ pub(crate) struct Shared<P> {
     pub(crate) sequence: AtomicU64,
     pub(crate) policy: Arc<P>,
     pub(crate) metrics: Metrics,
-    pub(crate) on_retry: Option<RetryHook>,
+    pub(crate) on_retry: Hook<RetryEvent<'static>>,
 }
 
 impl<P> Shared<P> {
@@ -133,7 +132,7 @@ impl<P> Shared<P> {
             sequence: AtomicU64::new(0),
             policy: Arc::new(policy),
             metrics: Metrics::new(&scope),
-            on_retry: None,
+            on_retry: Hook::default(),
         }
     }
 

@@ -180,6 +180,7 @@ async fn a_handler_gets_the_fallback_once_the_breaker_is_open_and_metrics_show_i
             .name("inventory")
             .on_rejections([RejectionKind::CircuitOpen])
             .value("cached stock")
+            .build()
             .unwrap();
         (ClientStackLayer::new(config()), fallback)
     });

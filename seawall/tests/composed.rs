@@ -30,6 +30,7 @@ async fn an_open_breaker_is_answered_by_the_fallback_without_calling_the_downstr
         .name("inventory")
         .on_rejections([RejectionKind::CircuitOpen])
         .value("cached stock")
+        .build()
         .unwrap();
     let svc = ServiceBuilder::new()
         .with_fallback(fallback)

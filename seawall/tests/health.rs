@@ -25,10 +25,10 @@ fn app(tracker: &HealthTracker) -> Router {
     let component = ComponentConfig::new("api")
         .unwrap()
         .hysteresis(Hysteresis::none());
-    let rate = RateConfig::new(component)
+    let rate = RateConfig::builder(component)
         .window(Duration::from_secs(5))
-        .unwrap()
-        .min_calls(10)
+        .minimum_calls(10)
+        .build()
         .unwrap();
     let api = Router::new()
         .route("/work", get(|| async { "done" }))

@@ -164,7 +164,7 @@ async fn circuit_breaker() {
         seawall::circuit_breaker::CircuitBreakerConfig::builder()
             .build()
             .unwrap(),
-        |n: &u64| n % 4,
+        seawall::key::key_fn(|n: &u64| n % 4),
     );
     assert_eq!(spawn_call!(keyed.clone().layer(Echo), 1).unwrap(), 1);
     assert_eq!(
@@ -209,13 +209,14 @@ async fn fallback() {
     let value = FallbackLayer::builder()
         .on_rejections([RejectionKind::CircuitOpen])
         .value(0u64)
+        .build()
         .unwrap();
     assert_eq!(spawn_call!(value.clone().layer(Echo), 1).unwrap(), 1);
     assert_eq!(
         spawn_future!(value.layer(closure_under_a_timeout!()), 1).unwrap(),
         1
     );
-    let failover = FallbackLayer::builder().failover(Echo).unwrap();
+    let failover = FallbackLayer::builder().failover(Echo).build().unwrap();
     assert_eq!(spawn_call!(failover.layer(Echo), 1).unwrap(), 1);
 }
 
@@ -224,7 +225,9 @@ async fn health() {
     let tracker = HealthTracker::new("app");
     let layer = HealthLayer::new(
         &tracker,
-        RateConfig::new(ComponentConfig::new("api").unwrap()),
+        RateConfig::builder(ComponentConfig::new("api").unwrap())
+            .build()
+            .unwrap(),
     );
     assert_eq!(spawn_call!(layer.clone().layer(Echo), 1).unwrap(), 1);
     assert_eq!(

@@ -1,5 +1,7 @@
 //! What the throttle's hooks are told.
 
+use seawall_core::Event;
+
 /// What a rejection hook is told about a call the throttle refused locally.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RejectedEvent<'a> {
@@ -12,13 +14,21 @@ pub struct RejectedEvent<'a> {
 /// What a throttling hook is told when the throttle starts rejecting calls (its rejection
 /// probability rose above zero) or stops.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ThrottlingEvent<'a> {
+pub struct ThrottlingChangedEvent<'a> {
     /// The layer instance's name.
     pub name: &'a str,
     /// Whether the throttle now rejects calls.
     pub throttling: bool,
     /// The rejection probability now.
     pub probability: f64,
+}
+
+impl Event for RejectedEvent<'_> {
+    type Of<'a> = RejectedEvent<'a>;
+}
+
+impl Event for ThrottlingChangedEvent<'_> {
+    type Of<'a> = ThrottlingChangedEvent<'a>;
 }
 
 /// How a call through the throttle ended, as its metrics count it.

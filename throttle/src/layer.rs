@@ -5,7 +5,7 @@ use seawall_core::classify::AnyError;
 use tower::Layer;
 
 use crate::config::{ThrottleConfig, ThrottleConfigBuilder};
-use crate::event::{RejectedEvent, ThrottlingEvent};
+use crate::event::{RejectedEvent, ThrottlingChangedEvent};
 use crate::handle::ThrottleHandle;
 use crate::service::Throttle;
 use crate::state::{Shared, State};
@@ -56,13 +56,16 @@ impl<C> ThrottleLayer<C> {
     /// Calls `hook` on every call the throttle rejects. The hook is the throttle's, shared by
     /// every clone of the layer whenever it is set.
     pub fn on_rejected(self, hook: impl Fn(RejectedEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.shared.state.set_on_rejected(Arc::new(hook));
+        self.shared.state.hooks.on_rejected.set(hook);
         self
     }
 
     /// Calls `hook` when the throttle starts rejecting calls and when it stops.
-    pub fn on_throttling(self, hook: impl Fn(ThrottlingEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.shared.state.set_on_throttling(Arc::new(hook));
+    pub fn on_throttling(
+        self,
+        hook: impl Fn(ThrottlingChangedEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
+        self.shared.state.hooks.on_throttling.set(hook);
         self
     }
 

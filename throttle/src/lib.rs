@@ -121,7 +121,7 @@ mod state;
 mod window;
 
 pub use self::config::{ThrottleConfig, ThrottleConfigBuilder};
-pub use self::event::{CallResult, RejectedEvent, ThrottlingEvent};
+pub use self::event::{CallResult, RejectedEvent, ThrottlingChangedEvent};
 pub use self::future::CallReport;
 pub use self::handle::ThrottleHandle;
 pub use self::layer::ThrottleLayer;

@@ -3,38 +3,26 @@
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
 
 use metrics::{Counter, Gauge};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::classify::Outcome;
 use seawall_core::metrics::MetricScope;
-use seawall_core::{BoxError, Rejected, RejectionKind};
+use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
-use crate::event::{CallResult, RejectedEvent, ThrottlingEvent};
+use crate::event::{CallResult, RejectedEvent, ThrottlingChangedEvent};
 use crate::window::{ThrottleCounts, Window};
 
-pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
-pub(crate) type ThrottlingHook = Arc<dyn Fn(ThrottlingEvent<'_>) + Send + Sync>;
-
-/// The hooks of one throttle, shared by every clone of its layer whenever they are set.
-#[derive(Default)]
-struct Hooks {
-    on_rejected: Option<RejectedHook>,
-    on_throttling: Option<ThrottlingHook>,
-}
-
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_rejected", &self.on_rejected.is_some())
-            .field("on_throttling", &self.on_throttling.is_some())
-            .finish()
-    }
+/// The hooks of one throttle, shared by every clone of its layer and every handle.
+#[derive(Default, Debug)]
+pub(crate) struct Hooks {
+    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
+    pub(crate) on_throttling: Hook<ThrottlingChangedEvent<'static>>,
 }
 
 /// Random draws in `[0, 1)` that every clone takes from one seeded ChaCha8 stream: draw `n`
@@ -71,7 +59,7 @@ pub(crate) struct State {
     throttling: AtomicBool,
     calls: [Counter; 5],
     probability: Gauge,
-    hooks: RwLock<Hooks>,
+    pub(crate) hooks: Hooks,
 }
 
 impl State {
@@ -105,7 +93,7 @@ impl State {
             throttling: AtomicBool::new(false),
             calls,
             probability,
-            hooks: RwLock::default(),
+            hooks: Hooks::default(),
         }
     }
 
@@ -144,13 +132,10 @@ impl State {
         self.window.add(false);
         self.calls[CallResult::Rejected.index()].increment(1);
         tracing::debug!(rejected_by = %self.name, rejection = "throttled", probability, "call rejected");
-        let hook = self.hooks().on_rejected.clone();
-        if let Some(hook) = hook {
-            hook(RejectedEvent {
-                name: &self.name,
-                probability,
-            });
-        }
+        self.hooks.on_rejected.call(RejectedEvent {
+            name: &self.name,
+            probability,
+        });
         Err(Rejected::new(RejectionKind::Throttled, self.name.clone()).into())
     }
 
@@ -201,32 +186,11 @@ impl State {
         } else {
             tracing::info!(name = %self.name, "throttling stopped");
         }
-        let hook = self.hooks().on_throttling.clone();
-        if let Some(hook) = hook {
-            hook(ThrottlingEvent {
-                name: &self.name,
-                throttling,
-                probability,
-            });
-        }
-    }
-
-    fn hooks(&self) -> std::sync::RwLockReadGuard<'_, Hooks> {
-        self.hooks.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub(crate) fn set_on_rejected(&self, hook: RejectedHook) {
-        self.hooks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_rejected = Some(hook);
-    }
-
-    pub(crate) fn set_on_throttling(&self, hook: ThrottlingHook) {
-        self.hooks
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .on_throttling = Some(hook);
+        self.hooks.on_throttling.call(ThrottlingChangedEvent {
+            name: &self.name,
+            throttling,
+            probability,
+        });
     }
 
     /// The counts decayed to now.

@@ -1,9 +1,8 @@
 //! What the timeout's hook is told.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::RejectionKind;
+use seawall_core::{Event, RejectionKind};
 
 /// What a timeout hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,4 +15,6 @@ pub struct TimedOutEvent<'a> {
     pub kind: RejectionKind,
 }
 
-pub(crate) type TimeoutHook = Arc<dyn Fn(TimedOutEvent<'_>) + Send + Sync>;
+impl Event for TimedOutEvent<'_> {
+    type Of<'a> = TimedOutEvent<'a>;
+}

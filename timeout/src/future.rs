@@ -176,12 +176,10 @@ fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
     };
     shared.remaining.record(0.0);
     tracing::debug!(rejected_by = %shared.name, rejection = kind.as_str(), ?timeout, "call ended by its timeout");
-    if let Some(hook) = &shared.on_timeout {
-        hook(TimedOutEvent {
-            name: &shared.name,
-            timeout,
-            kind,
-        });
-    }
+    shared.on_timeout.call(TimedOutEvent {
+        name: &shared.name,
+        timeout,
+        kind,
+    });
     Rejected::new(kind, shared.name.clone()).into()
 }

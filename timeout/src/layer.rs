@@ -57,8 +57,8 @@ impl TimeoutLayer {
 
 impl<D> TimeoutLayer<D> {
     /// Calls `hook` each time a call times out or its caller's deadline passes.
-    pub fn on_timeout(mut self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {
-        Arc::make_mut(&mut self.shared).on_timeout = Some(Arc::new(hook));
+    pub fn on_timeout(self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.shared.on_timeout.set(hook);
         self
     }
 
@@ -76,6 +76,11 @@ impl<D> TimeoutLayer<D> {
     pub fn pair(self) -> (Self, TimeoutHandle) {
         let handle = self.handle();
         (self, handle)
+    }
+
+    /// The layer instance's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 

@@ -6,13 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
+use seawall_core::Hook;
 use seawall_core::config::ConfigError;
 use seawall_core::latency::{CachedQuantile, LatencyEstimate};
 use seawall_core::metrics::MetricScope;
 use tokio::time::Instant;
 
 use crate::config::{AdaptiveTimeout, TimeoutConfig, TimeoutMode};
-use crate::event::TimeoutHook;
+use crate::event::TimedOutEvent;
 
 /// What every clone of one layer's services shares.
 #[derive(Clone)]
@@ -23,7 +24,7 @@ pub(crate) struct Shared {
     pub(crate) timed_out: Counter,
     pub(crate) deadline_exceeded: Counter,
     pub(crate) remaining: Histogram,
-    pub(crate) on_timeout: Option<TimeoutHook>,
+    pub(crate) on_timeout: Hook<TimedOutEvent<'static>>,
 }
 
 impl Shared {
@@ -36,7 +37,7 @@ impl Shared {
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
             deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
             remaining: metrics.histogram("seawall_timeout_remaining_seconds", &[]),
-            on_timeout: None,
+            on_timeout: Hook::default(),
         }
     }
 }

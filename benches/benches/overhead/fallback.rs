@@ -10,6 +10,7 @@ pub(crate) fn bench(c: &mut Criterion) {
     cmp.contender("bare", bare());
     let seawall = seawall_fallback::FallbackLayer::builder()
         .value(0u64)
+        .build()
         .expect("a valid fallback");
     cmp.contender("seawall", seawall.layer(bare()));
     let resilience = tower_resilience::fallback::FallbackLayer::<u64, u64, Infallible>::value(0);

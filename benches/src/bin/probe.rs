@@ -98,6 +98,7 @@ fn main() {
         "fallback/seawall" => run(
             seawall_fallback::FallbackLayer::builder()
                 .value(0u64)
+                .build()
                 .expect("a valid fallback")
                 .layer(bare()),
             calls,

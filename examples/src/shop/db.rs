@@ -190,12 +190,11 @@ impl Db {
     /// `database` of `health`.
     pub fn probe(&self, health: &HealthTracker) {
         let pool = self.pool.clone();
-        let config = ProbeConfig::new(
-            ComponentConfig::new("database").expect("a valid name"),
-            Duration::from_secs(1),
-            Duration::from_millis(500),
-        )
-        .expect("a valid probe");
+        let config = ProbeConfig::builder(ComponentConfig::new("database").expect("a valid name"))
+            .interval(Duration::from_secs(1))
+            .timeout(Duration::from_millis(500))
+            .build()
+            .expect("a valid probe");
         health.probe(config, move || {
             let pool = pool.clone();
             async move {

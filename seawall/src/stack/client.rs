@@ -349,6 +349,12 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
     }
 }
 
+impl From<ClientStackConfig> for ClientStackLayer {
+    fn from(config: ClientStackConfig) -> Self {
+        Self::new(config)
+    }
+}
+
 impl From<ClientStackConfig> for ClientStackSpec {
     fn from(c: ClientStackConfig) -> Self {
         Self {

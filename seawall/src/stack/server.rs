@@ -149,6 +149,12 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
     }
 }
 
+impl From<ServerStackConfig> for ServerStackLayer {
+    fn from(config: ServerStackConfig) -> Self {
+        Self::new(config)
+    }
+}
+
 impl From<ServerStackConfig> for ServerStackSpec {
     fn from(c: ServerStackConfig) -> Self {
         Self {

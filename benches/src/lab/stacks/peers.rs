@@ -306,7 +306,7 @@ pub fn tower_resilience(
         .name("lab")
         .failure_rate_threshold(settings.breaker_failure_rate)
         .sliding_window_size(settings.breaker_window)
-        .minimum_number_of_calls(settings.breaker_min_calls)
+        .minimum_number_of_calls(settings.breaker_minimum_calls)
         .wait_duration_in_open(settings.breaker_open)
         .permitted_calls_in_half_open(settings.breaker_probes)
         .build_with_handle()

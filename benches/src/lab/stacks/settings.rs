@@ -186,7 +186,7 @@ pub struct PeerSettings {
     /// The calls a breaker judges its failure rate over.
     pub breaker_window: usize,
     /// The fewest calls in the window before a breaker may open.
-    pub breaker_min_calls: usize,
+    pub breaker_minimum_calls: usize,
     /// How long a breaker stays open before probing.
     #[serde(with = "config::duration")]
     pub breaker_open: Duration,
@@ -218,7 +218,7 @@ impl PeerSettings {
             concurrency: seawall.concurrency_limit(),
             breaker_failure_rate: breaker.failure_rate_threshold().unwrap_or(1.0),
             breaker_window: window,
-            breaker_min_calls: breaker.minimum_calls() as usize,
+            breaker_minimum_calls: breaker.minimum_calls() as usize,
             breaker_open: match breaker.open_duration() {
                 OpenDuration::Fixed(d) => d,
                 OpenDuration::Backoff(b) => b.base(),

@@ -1,18 +1,18 @@
-//! Which bucket a call counts against, for a keyed rate limit.
+//! What a keyed layer groups calls by: the key of a breaker per key, a rate limit per key.
 //!
-//! A keyed limit gives every key (a client address, an API key, a route) its own quota, so one
-//! busy client cannot spend everyone's. An extractor names the key type ([`KeyExtractor`]) and
+//! A keyed layer gives every key (a client address, an API key, a route) its own breaker or
+//! quota, so one failing or busy client cannot open or spend everyone's. An extractor names the key type ([`KeyExtractor`]) and
 //! reads the key off a request ([`ExtractKey`]); [`key_fn`] turns a closure into one, and with
-//! the `http` feature `ClientIp`, `Header` and `Route` cover the usual cases.
+//! the `axum` feature `ClientIp`, `Header` and `Route` cover the usual cases.
 //!
 //! Keys live in a map of bounded size, so they should be small and owned: an address, a
 //! number, a [`Fingerprint`] of some bytes. Keeping a request's own buffers (a `HeaderValue`
 //! straight from hyper, say) would keep whole read buffers alive.
 
-#[cfg(feature = "http")]
+#[cfg(feature = "axum")]
 mod http;
 
-#[cfg(feature = "http")]
+#[cfg(feature = "axum")]
 pub use self::http::{ClientIp, Header, Route};
 
 use std::fmt;
@@ -40,7 +40,7 @@ pub struct KeyFn<F, Req, K> {
 /// Groups calls by what `f` returns for their request.
 ///
 /// ```
-/// use seawall_rate_limit::key_fn;
+/// use seawall_core::key::key_fn;
 ///
 /// // Tenants by the high bits of a request id.
 /// let by_tenant = key_fn(|id: &u64| id >> 48);

@@ -347,6 +347,7 @@ pub(crate) fn reject<C>(
     reason: RejectReason,
 ) -> BoxError {
     shared.state.rejected.increment(1);
+    shared.state.count_rejected();
     shared.hooks.rejected(&shared.state, reason, partition);
     // A caller whose deadline passed (in the queue, say) ran out of its own time.
     let kind = match Deadline::current() {

@@ -17,7 +17,11 @@
 //!   (latency-based, for servers) as Netflix's `concurrency-limits` defines them. Each
 //!   finished call is a sample of its latency, the calls in flight when it started and
 //!   whether it dropped (a failure by the classifier, or a `Rejected` from further in);
-//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window).
+//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window). A window
+//!   without a sign of overload (no drop, calls finishing as fast as they come) never leaves
+//!   the limit below what Little's law needs for the calls offered, arrival rate × mean
+//!   latency with headroom, so a downstream that only got slower is not cut off as if it
+//!   were queueing.
 //! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
 //!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
 //!   take every slot. With borrowing (the default) a partition may use any idle slot, the

@@ -15,7 +15,7 @@ use seawall_core::sync::{Mutex, RwLock};
 
 use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
 use crate::idle::IdleSlots;
-use crate::limit::Windowed;
+use crate::limit::{Load, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
 
 #[derive(Debug)]
@@ -50,12 +50,17 @@ impl fmt::Debug for OnLimitChange {
     }
 }
 
-/// An adaptive limit: the algorithm behind a lock, and its bounds.
+/// An adaptive limit: the algorithm behind a lock, its bounds, and what its Little's-law floor
+/// counts besides the samples.
 #[derive(Debug)]
 pub(crate) struct Adaptive {
     algorithm: Mutex<Windowed>,
     min: AtomicUsize,
     max: AtomicUsize,
+    /// Calls rejected since the last window closed: demand the limit turned away.
+    rejected: AtomicU64,
+    /// Successes since the last window closed that found the algorithm busy.
+    unsampled: AtomicU64,
 }
 
 /// A limit that moved.
@@ -76,6 +81,8 @@ impl State {
                     algorithm: Mutex::new(Windowed::new(a, config.sample_window)),
                     min: AtomicUsize::new(a.min()),
                     max: AtomicUsize::new(a.max()),
+                    rejected: AtomicU64::new(0),
+                    unsampled: AtomicU64::new(0),
                 }),
             ),
         };
@@ -193,10 +200,18 @@ impl State {
             match adaptive.algorithm.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::WouldBlock) => {
+                    adaptive.unsampled.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
         };
-        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped) else {
+        let load = || Load {
+            in_flight: self.semaphore.in_flight(),
+            rejected: adaptive.rejected.swap(0, Ordering::Relaxed),
+            unsampled: adaptive.unsampled.swap(0, Ordering::Relaxed),
+        };
+        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped, load) else {
             return;
         };
         let change = self.apply(limit);
@@ -265,6 +280,14 @@ impl State {
     /// Gives back the slots of response bodies whose readers stopped reading; true if any.
     pub(crate) fn release_idle(&self) -> bool {
         self.idle.sweep(&self.semaphore) > 0
+    }
+
+    /// Counts a rejected call for the adaptive limit's floor.
+    #[cold]
+    pub(crate) fn count_rejected(&self) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn is_adaptive(&self) -> bool {

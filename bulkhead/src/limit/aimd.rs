@@ -42,8 +42,9 @@ impl Aimd {
         self.limit
     }
 
-    pub(crate) fn set(&mut self, limit: usize) {
+    pub(crate) fn set(&mut self, limit: usize) -> usize {
         self.limit = limit.clamp(self.min, self.max);
+        self.limit
     }
 }
 

@@ -93,8 +93,9 @@ impl Vegas {
         self.limit()
     }
 
-    pub(crate) fn set(&mut self, limit: usize) {
+    pub(crate) fn set(&mut self, limit: usize) -> usize {
         self.estimate = limit.clamp(self.min, self.max) as f64;
+        self.limit()
     }
 }
 

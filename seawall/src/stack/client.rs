@@ -373,8 +373,15 @@ impl Default for ClientStackConfig {
     /// - circuit breaker: its defaults (a run of failures adapted to the failure rate before
     ///   it, beside the failure rate; open 1 s, 2 s, then 3 s while probes fail, each stretched
     ///   by up to a quarter, so a downstream that came back is used within 5 s);
-    /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
-    ///   (Envoy's default is 1024);
+    /// - bulkhead: a fixed 1000 calls at once and no queue, Polly's standard concurrency
+    ///   limiter (Envoy's default is 1024). By Little's law a client needs rate × latency calls
+    ///   in flight: 1000 carries 1000 req/s even when every call takes the whole 1 s total
+    ///   timeout, and 10,000 req/s at up to 100 ms, so the cap only stops a client piling up
+    ///   calls against a black hole. Fixed rather than adaptive: overload is handled by the
+    ///   throttle, the breaker and the attempt timeout, and an adaptive limit learns in windows
+    ///   of at least 10 calls, which a client of a large fleet at a few calls a second never
+    ///   fills (an adaptive limit, with its Little's-law floor, is a `bulkhead.adaptive`
+    ///   section away);
     /// - no hedging: it adds load, and is for calls whose tail matters more than that
     ///   ([`with_hedge`](Self::with_hedge), or a `hedge` section).
     fn default() -> Self {

@@ -1,10 +1,5 @@
 //! What the bulkhead's hooks are told.
 
-use std::fmt;
-use std::sync::Arc;
-
-use crate::state::State;
-
 /// Why a call was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -45,51 +40,4 @@ pub struct LimitChangedEvent<'a> {
     pub from: usize,
     /// The limit now.
     pub to: usize,
-}
-
-pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
-
-/// The hooks of one layer.
-#[derive(Clone, Default)]
-pub(crate) struct Hooks {
-    pub(crate) on_rejected: Option<RejectedHook>,
-}
-
-impl fmt::Debug for Hooks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hooks")
-            .field("on_rejected", &self.on_rejected.is_some())
-            .finish()
-    }
-}
-
-impl Hooks {
-    pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
-        let partition = partition.map(|p| &*state.partition_names[p]);
-        tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
-        if let Some(hook) = &self.on_rejected {
-            hook(RejectedEvent {
-                name: &state.name,
-                reason,
-                partition,
-            });
-        }
-    }
-}
-
-/// Everything one layer's services share: the state, the hooks and the classifier.
-pub(crate) struct Shared<C> {
-    pub(crate) state: Arc<State>,
-    pub(crate) hooks: Hooks,
-    pub(crate) classify: Arc<C>,
-}
-
-impl<C> Clone for Shared<C> {
-    fn clone(&self) -> Self {
-        Self {
-            state: self.state.clone(),
-            hooks: self.hooks.clone(),
-            classify: self.classify.clone(),
-        }
-    }
 }

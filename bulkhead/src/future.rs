@@ -14,8 +14,9 @@ use seawall_core::{BoxError, Deadline, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use crate::event::{RejectReason, Shared};
+use crate::event::RejectReason;
 use crate::semaphore::Waiter;
+use crate::state::Shared;
 
 pin_project! {
     #[project = StateProj]

@@ -132,13 +132,11 @@ mod state;
 #[cfg(feature = "http")]
 #[allow(deprecated)]
 pub use self::body::{BodyEnd, HoldBody};
-pub use self::config::{
-    AdaptiveLimit, AimdConfig, BulkheadConfig, BulkheadConfigBuilder, Gradient2Config, Limit,
-    PartitionConfig, VegasConfig,
-};
+pub use self::config::{BulkheadConfig, BulkheadConfigBuilder, Limit, PartitionConfig};
 pub use self::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 pub use self::future::Completion;
 pub use self::handle::BulkheadHandle;
 pub use self::layer::BulkheadLayer;
+pub use self::limit::{AdaptiveLimit, AimdConfig, Gradient2Config, VegasConfig};
 pub use self::partition::{PartitionFn, PartitionKey, Unpartitioned};
 pub use self::service::Bulkhead;

@@ -1,5 +1,5 @@
 //! What every clone of one bulkhead shares: the semaphore, the limit algorithm, the metric
-//! handles. Created once, when the layer is built.
+//! handles, the hooks. Created once, when the layer is built.
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, TryLockError};
@@ -13,9 +13,10 @@ use seawall_core::metrics::MetricScope;
 use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use seawall_core::sync::{Mutex, RwLock};
 
-use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
+use crate::config::{BulkheadConfig, Limit};
+use crate::event::{RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
-use crate::limit::{Load, Windowed};
+use crate::limit::{Load, MAX_LIMIT, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
 
 #[derive(Debug)]
@@ -355,4 +356,51 @@ fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), Co
         );
     }
     Ok(())
+}
+
+pub(crate) type RejectedHook = Arc<dyn Fn(RejectedEvent<'_>) + Send + Sync>;
+
+/// The hooks of one layer.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) on_rejected: Option<RejectedHook>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("on_rejected", &self.on_rejected.is_some())
+            .finish()
+    }
+}
+
+impl Hooks {
+    pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
+        let partition = partition.map(|p| &*state.partition_names[p]);
+        tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
+        if let Some(hook) = &self.on_rejected {
+            hook(RejectedEvent {
+                name: &state.name,
+                reason,
+                partition,
+            });
+        }
+    }
+}
+
+/// Everything one layer's services share: the state, the hooks and the classifier.
+pub(crate) struct Shared<C> {
+    pub(crate) state: Arc<State>,
+    pub(crate) hooks: Hooks,
+    pub(crate) classify: Arc<C>,
+}
+
+impl<C> Clone for Shared<C> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            hooks: self.hooks.clone(),
+            classify: self.classify.clone(),
+        }
+    }
 }

@@ -45,6 +45,7 @@
 //! highest rate times the highest latency the client must carry.
 
 pub(crate) mod aimd;
+mod bounds;
 pub(crate) mod gradient2;
 pub(crate) mod vegas;
 
@@ -52,7 +53,97 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::AdaptiveLimit;
+use seawall_core::config::ConfigError;
+use serde::{Deserialize, Serialize};
+
+pub use self::aimd::AimdConfig;
+use self::bounds::Bounds;
+pub(crate) use self::bounds::MAX_LIMIT;
+pub use self::gradient2::Gradient2Config;
+pub use self::vegas::VegasConfig;
+
+/// An adaptive limit algorithm, as Netflix's `concurrency-limits` defines it.
+///
+/// Written in configuration as `{ "aimd": { ... } }`, `{ "vegas": { ... } }` or
+/// `{ "gradient2": { ... } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveLimit {
+    /// Loss-based: grows by one while calls succeed, shrinks by a ratio on a drop. For clients.
+    Aimd(AimdConfig),
+    /// Latency-based, after TCP Vegas: estimates the queue from how far latency rose above the
+    /// no-load latency. For servers.
+    Vegas(VegasConfig),
+    /// Latency-based: scales the limit by the ratio of long-term to current latency. For
+    /// servers.
+    Gradient2(Gradient2Config),
+}
+
+impl AdaptiveLimit {
+    /// The limit before any call has been observed.
+    pub fn initial(&self) -> usize {
+        self.bounds().initial
+    }
+
+    fn bounds(&self) -> &Bounds {
+        match self {
+            Self::Aimd(c) => &c.bounds,
+            Self::Vegas(c) => &c.bounds,
+            Self::Gradient2(c) => &c.bounds,
+        }
+    }
+
+    /// The smallest limit the algorithm may set.
+    pub fn min(&self) -> usize {
+        self.bounds().min
+    }
+
+    /// The largest limit the algorithm may set.
+    pub fn max(&self) -> usize {
+        self.bounds().max
+    }
+
+    /// The name of the algorithm, as written in configuration.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Aimd(_) => "aimd",
+            Self::Vegas(_) => "vegas",
+            Self::Gradient2(_) => "gradient2",
+        }
+    }
+
+    /// Checks the settings; errors name their field within `adaptive.<algorithm>`.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|e| e.within(&format!("adaptive.{}", self.kind())))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Aimd(c) => c.check(),
+            Self::Vegas(c) => c.check(),
+            Self::Gradient2(c) => c.check(),
+        }
+    }
+}
+
+impl From<AimdConfig> for AdaptiveLimit {
+    fn from(config: AimdConfig) -> Self {
+        Self::Aimd(config)
+    }
+}
+
+impl From<VegasConfig> for AdaptiveLimit {
+    fn from(config: VegasConfig) -> Self {
+        Self::Vegas(config)
+    }
+}
+
+impl From<Gradient2Config> for AdaptiveLimit {
+    fn from(config: Gradient2Config) -> Self {
+        Self::Gradient2(config)
+    }
+}
 
 /// Windows with fewer samples are skipped.
 const MIN_WINDOW_SAMPLES: u32 = 10;
@@ -239,7 +330,6 @@ fn whole(estimate: f64, min: usize, max: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AimdConfig, VegasConfig};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -419,7 +509,6 @@ mod tests {
 mod properties {
     use super::tests::{opened, window};
     use super::*;
-    use crate::config::{AimdConfig, Gradient2Config, VegasConfig};
     use proptest::prelude::*;
 
     fn configs(max: usize) -> [AdaptiveLimit; 3] {
@@ -586,7 +675,7 @@ mod properties {
         ) {
             let config = Gradient2Config::new().min(1).max(1000);
             let mut algorithm = Algorithm::new(&AdaptiveLimit::Gradient2(config));
-            let mut limit = config.initial;
+            let mut limit = config.bounds.initial;
             for &(rtt, in_flight, dropped) in &samples {
                 let next = algorithm.update(rtt, in_flight, dropped);
                 let most = limit as f64 + config.smoothing * config.queue_size as f64 + 1.0;

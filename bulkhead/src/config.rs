@@ -19,13 +19,13 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_READER_IDLE: Duration = Duration::from_secs(30);
 const READER_IDLES: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
-const MAX_QUEUE: usize = 1_000_000;
+const MAX_QUEUE_LIMIT: usize = 1_000_000;
 const MAX_PARTITIONS: usize = 64;
 
 /// A validated bulkhead configuration.
 ///
 /// Deserializes from, for example,
-/// `{ "name": "db", "max_concurrent": 10, "max_queue": 20, "max_wait": "50ms" }` or
+/// `{ "name": "db", "max_concurrent": 10, "queue_limit": 20, "max_wait": "50ms" }` or
 /// `{ "adaptive": { "vegas": { "initial": 20, "max": 200 } } }`, and checks the values as it
 /// does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ const MAX_PARTITIONS: usize = 64;
 pub struct BulkheadConfig {
     pub(crate) name: Arc<str>,
     pub(crate) limit: Limit,
-    pub(crate) max_queue: usize,
+    pub(crate) queue_limit: usize,
     pub(crate) max_wait: Duration,
     pub(crate) sample_window: Duration,
     pub(crate) partitions: Vec<PartitionConfig>,
@@ -65,8 +65,8 @@ impl BulkheadConfig {
     }
 
     /// How many calls may wait for a slot.
-    pub fn max_queue(&self) -> usize {
-        self.max_queue
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
     }
 
     /// How long a call may wait for a slot.
@@ -166,7 +166,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
                 name: default_name(),
                 max_concurrent: None,
                 adaptive: None,
-                max_queue: 0.into(),
+                queue_limit: 0.into(),
                 max_wait: default_max_wait(),
                 sample_window: default_sample_window(),
                 partitions: Vec::new(),
@@ -199,8 +199,8 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
 
     /// How many calls may wait for a slot when none is free (default 0: a full bulkhead
     /// rejects at once).
-    pub fn max_queue(mut self, max_queue: usize) -> Self {
-        self.spec.max_queue = max_queue.into();
+    pub fn queue_limit(mut self, queue_limit: usize) -> Self {
+        self.spec.queue_limit = queue_limit.into();
         self
     }
 
@@ -271,7 +271,7 @@ struct BulkheadSpec {
     )]
     adaptive: Option<AdaptiveLimit>,
     #[serde(default = "no_queue")]
-    max_queue: Raw<usize>,
+    queue_limit: Raw<usize>,
     #[serde(default = "default_max_wait")]
     max_wait: Raw<Duration>,
     #[serde(default = "default_sample_window")]
@@ -338,7 +338,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
                 ));
             }
         };
-        let max_queue = config::count_in("max_queue", spec.max_queue, 0..=MAX_QUEUE)?;
+        let queue_limit = config::count_in("queue_limit", spec.queue_limit, 0..=MAX_QUEUE_LIMIT)?;
         let max_wait = config::positive_duration("max_wait", spec.max_wait, MAX_WAIT)?;
         let sample_window =
             config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
@@ -350,7 +350,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
             sample_window,
             name: name.into(),
             limit,
-            max_queue,
+            queue_limit,
             max_wait,
             partitions: spec.partitions,
             borrowing: spec.borrowing.expected("borrowing", "true or false")?,
@@ -401,7 +401,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
             name: config.name.to_string().into(),
             max_concurrent: max_concurrent.map(Raw::from),
             adaptive,
-            max_queue: config.max_queue.into(),
+            queue_limit: config.queue_limit.into(),
             max_wait: config.max_wait.into(),
             sample_window: config.sample_window.into(),
             partitions: config.partitions,
@@ -509,8 +509,8 @@ mod tests {
             "max_wait"
         );
         assert_eq!(
-            fixed(1).max_queue(2_000_000).build().unwrap_err().field(),
-            "max_queue"
+            fixed(1).queue_limit(2_000_000).build().unwrap_err().field(),
+            "queue_limit"
         );
     }
 
@@ -534,7 +534,7 @@ mod tests {
     #[test]
     fn deserializes_fixed_and_adaptive_limits() {
         let config: BulkheadConfig = serde_json::from_str(
-            r#"{"name": "db", "max_concurrent": 10, "max_queue": 5, "max_wait": "50ms",
+            r#"{"name": "db", "max_concurrent": 10, "queue_limit": 5, "max_wait": "50ms",
                 "partitions": [{"name": "live", "share": 0.9}, {"name": "batch", "share": 0.1}]}"#,
         )
         .unwrap();
@@ -583,8 +583,8 @@ mod tests {
                 "invalid `max_concurrent`: -1 is outside the allowed range [1, 1000000]",
             ),
             (
-                "max_concurrent = 1\nmax_queue = -1",
-                "invalid `max_queue`: -1 is outside the allowed range [0, 1000000]",
+                "max_concurrent = 1\nqueue_limit = -1",
+                "invalid `queue_limit`: -1 is outside the allowed range [0, 1000000]",
             ),
             (
                 "max_concurrent = 1\nmax_wait = \"-5s\"",
@@ -634,7 +634,7 @@ mod tests {
         let config = BulkheadConfig::builder()
             .name("db")
             .adaptive(Gradient2Config::new().max(400))
-            .max_queue(8)
+            .queue_limit(8)
             .max_wait(Duration::from_millis(20))
             .partition("live", 0.75)
             .borrowing(false)

@@ -9,7 +9,7 @@
 //! everyone and tells load balancers to go elsewhere.
 //!
 //! - **Fixed**: [`max_concurrent`](BulkheadConfigBuilder::max_concurrent), with
-//!   [`max_queue`](BulkheadConfigBuilder::max_queue) and
+//!   [`queue_limit`](BulkheadConfigBuilder::queue_limit) and
 //!   [`max_wait`](BulkheadConfigBuilder::max_wait). A queued call also leaves when its
 //!   caller's [`Deadline`](seawall_core::Deadline) passes, as `DeadlineExceeded`.
 //! - **Adaptive**: the limit finds what the downstream can take, between a min and a max;
@@ -53,7 +53,7 @@
 //! let (bulkhead, handle) = BulkheadLayer::builder()
 //!     .name("api")
 //!     .max_concurrent(64)
-//!     .max_queue(128)
+//!     .queue_limit(128)
 //!     .max_wait(Duration::from_millis(50))
 //!     .build()?
 //!     .pair();

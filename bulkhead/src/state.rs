@@ -99,7 +99,7 @@ impl State {
             name: config.name.clone(),
             semaphore: Semaphore::new(
                 limit,
-                config.max_queue,
+                config.queue_limit,
                 config.borrowing,
                 &config.partitions,
                 gauges,
@@ -152,7 +152,7 @@ impl State {
         check_reload(&live, config)?;
         self.max_wait
             .store(nanos(config.max_wait), Ordering::Relaxed);
-        self.semaphore.set_max_queue(config.max_queue);
+        self.semaphore.set_queue_limit(config.queue_limit);
         let change = match (&config.limit, &self.adaptive) {
             (Limit::Fixed(limit), _) => self.apply(*limit),
             (Limit::Adaptive(a), Some(adaptive)) => {

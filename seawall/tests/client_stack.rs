@@ -261,7 +261,7 @@ fn the_stack_config_loads_from_toml() {
 
         [bulkhead]
         max_concurrent = 64
-        max_queue = 16
+        queue_limit = 16
         max_wait = "20ms"
         "#,
     )
@@ -397,7 +397,7 @@ fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
         "retry stays within the total"
     );
     assert_eq!(json["bulkhead"]["max_concurrent"], 1000);
-    assert_eq!(json["bulkhead"]["max_queue"], 0);
+    assert_eq!(json["bulkhead"]["queue_limit"], 0);
     // What it writes, it reads back.
     let again: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&again).unwrap(), json);

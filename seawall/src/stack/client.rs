@@ -388,7 +388,7 @@ impl Default for ClientStackConfig {
         let retry = default_retry();
         let bulkhead = BulkheadConfig::builder()
             .max_concurrent(1000)
-            .max_queue(0)
+            .queue_limit(0)
             .build()
             .expect("the defaults are valid");
         Self::new(

@@ -313,6 +313,80 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Takes a breaker's key from a request: any `Fn(&Req) -> K`, or a type such as
+/// [`ByAuthority`] that takes it from requests of any body type.
+pub trait KeyFn<Req> {
+    /// The key.
+    type Key;
+
+    /// The key of `req`.
+    fn key(&self, req: &Req) -> Self::Key;
+}
+
+impl<Req, K, F: Fn(&Req) -> K> KeyFn<Req> for F {
+    type Key = K;
+
+    fn key(&self, req: &Req) -> K {
+        self(req)
+    }
+}
+
+/// Keys a request by its URI's authority (`host:port`, compared without case): a breaker per
+/// downstream host. Requests without an authority (a client bound to one host, which sends
+/// only paths, or a request that is not HTTP) share one breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ByAuthority;
+
+impl<Req: HasAuthority> KeyFn<Req> for ByAuthority {
+    type Key = Option<http::uri::Authority>;
+
+    fn key(&self, req: &Req) -> Self::Key {
+        req.authority().cloned()
+    }
+}
+
+/// A request that may name the host it goes to, for [`ByAuthority`]: an `http::Request` names
+/// its URI's authority; the plain types name none, as a type of one's own does with an empty
+/// `impl HasAuthority for MyRequest {}`.
+pub trait HasAuthority {
+    /// The authority (`host:port`) the request goes to, if it names one.
+    fn authority(&self) -> Option<&http::uri::Authority> {
+        None
+    }
+}
+
+impl<B> HasAuthority for http::Request<B> {
+    fn authority(&self) -> Option<&http::uri::Authority> {
+        self.uri().authority()
+    }
+}
+
+macro_rules! no_authority {
+    ($($ty:ty),* $(,)?) => {
+        $(impl HasAuthority for $ty {})*
+    };
+}
+
+no_authority!(
+    (),
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    String,
+    &str,
+);
+
 impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     /// A layer keeping a breaker per key that `key` takes from each request, each configured
     /// by `config` (whose `max_keys` and `key_idle_timeout` bound the map).
@@ -320,6 +394,12 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     where
         F: Fn(&Req) -> K,
     {
+        Self::with_key_fn(config, key)
+    }
+
+    /// A layer keeping a breaker per key that `key`, a [`KeyFn`] such as [`ByAuthority`], takes
+    /// from each request; as [`new`](Self::new) otherwise.
+    pub fn with_key_fn(config: CircuitBreakerConfig, key: F) -> Self {
         let observers = Arc::new(Observers::new(config.name.clone(), false));
         let seed = config.seed.unwrap_or_else(random_seed);
         Self {
@@ -503,7 +583,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone + fmt::Debug,
-    F: Fn(&Req) -> K,
+    F: KeyFn<Req, Key = K>,
     C: Classify<S::Response, BoxError>,
     H: RetryAfter<S::Response, BoxError>,
 {
@@ -516,7 +596,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let breaker = self.map.breaker((self.map.key)(&req));
+        let breaker = self.map.breaker(self.map.key.key(&req));
         call(&mut self.inner, req, breaker, &self.policy)
     }
 }

@@ -100,7 +100,9 @@ pub use self::config::{
     CircuitBreakerConfig, CircuitBreakerConfigBuilder, ConsecutiveFailures, OpenDuration, Window,
 };
 pub use self::handle::CircuitBreakerHandle;
-pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
+pub use self::keyed::{
+    ByAuthority, HasAuthority, KeyFn, KeyedCircuitBreaker, KeyedCircuitBreakerLayer,
+};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use seawall_core::config::ConfigError;
 use seawall::stack::BreakerKey;
+use seawall_core::config::ConfigError;
 use seawall_hedge::HedgeConfig;
 use seawall_outlier::OutlierConfig;
 use serde::Deserialize;

@@ -190,8 +190,8 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
         self
     }
 
-    /// A limit that adapts to the downstream, from [`AimdConfig`], [`VegasConfig`] or
-    /// [`Gradient2Config`].
+    /// A limit that adapts to the downstream, from [`AimdConfig`](crate::AimdConfig),
+    /// [`VegasConfig`](crate::VegasConfig) or [`Gradient2Config`](crate::Gradient2Config).
     pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
         self.spec.adaptive = Some(limit.into());
         self

@@ -5,6 +5,8 @@ use std::time::Duration;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::limit::{AdaptiveLimit, MAX_LIMIT};
+
 const DEFAULT_NAME: &str = "bulkhead";
 const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SAMPLE_WINDOW: Duration = Duration::from_secs(1);
@@ -17,15 +19,13 @@ const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_MAX_READER_IDLE: Duration = Duration::from_secs(30);
 const READER_IDLES: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
-/// The largest limit any bulkhead accepts.
-pub(crate) const MAX_LIMIT: usize = 1_000_000;
-const MAX_QUEUE: usize = 1_000_000;
+const MAX_QUEUE_LIMIT: usize = 1_000_000;
 const MAX_PARTITIONS: usize = 64;
 
 /// A validated bulkhead configuration.
 ///
 /// Deserializes from, for example,
-/// `{ "name": "db", "max_concurrent": 10, "max_queue": 20, "max_wait": "50ms" }` or
+/// `{ "name": "db", "max_concurrent": 10, "queue_limit": 20, "max_wait": "50ms" }` or
 /// `{ "adaptive": { "vegas": { "initial": 20, "max": 200 } } }`, and checks the values as it
 /// does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ const MAX_PARTITIONS: usize = 64;
 pub struct BulkheadConfig {
     pub(crate) name: Arc<str>,
     pub(crate) limit: Limit,
-    pub(crate) max_queue: usize,
+    pub(crate) queue_limit: usize,
     pub(crate) max_wait: Duration,
     pub(crate) sample_window: Duration,
     pub(crate) partitions: Vec<PartitionConfig>,
@@ -65,8 +65,8 @@ impl BulkheadConfig {
     }
 
     /// How many calls may wait for a slot.
-    pub fn max_queue(&self) -> usize {
-        self.max_queue
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
     }
 
     /// How long a call may wait for a slot.
@@ -103,465 +103,6 @@ pub enum Limit {
     Fixed(usize),
     /// A limit that follows what the downstream can take.
     Adaptive(AdaptiveLimit),
-}
-
-/// An adaptive limit algorithm, as Netflix's `concurrency-limits` defines it.
-///
-/// Written in configuration as `{ "aimd": { ... } }`, `{ "vegas": { ... } }` or
-/// `{ "gradient2": { ... } }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AdaptiveLimit {
-    /// Loss-based: grows by one while calls succeed, shrinks by a ratio on a drop. For clients.
-    Aimd(AimdConfig),
-    /// Latency-based, after TCP Vegas: estimates the queue from how far latency rose above the
-    /// no-load latency. For servers.
-    Vegas(VegasConfig),
-    /// Latency-based: scales the limit by the ratio of long-term to current latency. For
-    /// servers.
-    Gradient2(Gradient2Config),
-}
-
-impl AdaptiveLimit {
-    /// The limit before any call has been observed.
-    pub fn initial(&self) -> usize {
-        self.bounds().0
-    }
-
-    /// The initial, smallest and largest limit.
-    fn bounds(&self) -> (usize, usize, usize) {
-        match self {
-            Self::Aimd(c) => (c.initial, c.min, c.max),
-            Self::Vegas(c) => (c.initial, c.min, c.max),
-            Self::Gradient2(c) => (c.initial, c.min, c.max),
-        }
-    }
-
-    /// The smallest limit the algorithm may set.
-    pub fn min(&self) -> usize {
-        self.bounds().1
-    }
-
-    /// The largest limit the algorithm may set.
-    pub fn max(&self) -> usize {
-        self.bounds().2
-    }
-
-    /// The name of the algorithm, as written in configuration.
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Self::Aimd(_) => "aimd",
-            Self::Vegas(_) => "vegas",
-            Self::Gradient2(_) => "gradient2",
-        }
-    }
-
-    /// Checks the settings; errors name their field within `adaptive.<algorithm>`.
-    fn validate(&self) -> Result<(), ConfigError> {
-        self.check()
-            .map_err(|e| e.within(&format!("adaptive.{}", self.kind())))
-    }
-
-    fn check(&self) -> Result<(), ConfigError> {
-        let (initial, min, max) = self.bounds();
-        config::count_in("min", min, 1..=MAX_LIMIT)?;
-        config::count_in("max", max, min..=MAX_LIMIT)?;
-        config::count_in("initial", initial, min..=max)?;
-        match self {
-            Self::Aimd(c) => {
-                if !(0.5..1.0).contains(&c.backoff_ratio) {
-                    return Err(ConfigError::new(
-                        "backoff_ratio",
-                        c.backoff_ratio,
-                        "[0.5, 1)",
-                    ));
-                }
-                config::positive_duration("timeout", c.timeout, MAX_WAIT)?;
-            }
-            Self::Vegas(c) => {
-                config::ratio("smoothing", c.smoothing)?;
-                config::count_in("probe_multiplier", c.probe_multiplier, 1..=1_000_000)?;
-            }
-            Self::Gradient2(c) => {
-                config::ratio("smoothing", c.smoothing)?;
-                config::count_in("queue_size", c.queue_size, 0..=MAX_LIMIT)?;
-                config::count_in("long_window", c.long_window, 1..=1_000_000)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl From<AimdConfig> for AdaptiveLimit {
-    fn from(config: AimdConfig) -> Self {
-        Self::Aimd(config)
-    }
-}
-
-impl From<VegasConfig> for AdaptiveLimit {
-    fn from(config: VegasConfig) -> Self {
-        Self::Vegas(config)
-    }
-}
-
-impl From<Gradient2Config> for AdaptiveLimit {
-    fn from(config: Gradient2Config) -> Self {
-        Self::Gradient2(config)
-    }
-}
-
-/// Settings of the AIMD limit; checked when the bulkhead is built.
-///
-/// Each call that succeeds while at least half the limit is in use adds one; a drop (a
-/// failure, a `Rejected` from further in, or a call slower than `timeout`) multiplies the
-/// limit by `backoff_ratio`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "AimdSpec", into = "AimdSpec")]
-pub struct AimdConfig {
-    pub(crate) initial: usize,
-    pub(crate) min: usize,
-    pub(crate) max: usize,
-    pub(crate) backoff_ratio: f64,
-    pub(crate) timeout: Duration,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct AimdSpec {
-    initial: Raw<usize>,
-    min: Raw<usize>,
-    max: Raw<usize>,
-    backoff_ratio: Raw<f64>,
-    timeout: Raw<Duration>,
-}
-
-impl Default for AimdSpec {
-    fn default() -> Self {
-        AimdConfig::default().into()
-    }
-}
-
-impl From<AimdConfig> for AimdSpec {
-    fn from(c: AimdConfig) -> Self {
-        Self {
-            initial: c.initial.into(),
-            min: c.min.into(),
-            max: c.max.into(),
-            backoff_ratio: c.backoff_ratio.into(),
-            timeout: c.timeout.into(),
-        }
-    }
-}
-
-impl TryFrom<AimdSpec> for AimdConfig {
-    type Error = ConfigError;
-
-    fn try_from(spec: AimdSpec) -> Result<Self, ConfigError> {
-        Ok(Self {
-            initial: spec.initial.value("aimd.initial", LIMITS)?,
-            min: spec.min.value("aimd.min", LIMITS)?,
-            max: spec.max.value("aimd.max", LIMITS)?,
-            backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
-            timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
-        })
-    }
-}
-
-/// The range of every limit, for a value that is no count at all.
-const LIMITS: &str = "[1, 1000000]";
-
-impl Default for AimdConfig {
-    fn default() -> Self {
-        Self {
-            initial: 10,
-            min: 1,
-            max: 200,
-            backoff_ratio: 0.9,
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl AimdConfig {
-    /// Netflix's defaults: initial 10, min 1, max 200, backoff ratio 0.9, timeout 5 s.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The limit to start from.
-    #[must_use]
-    pub fn initial(mut self, initial: usize) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// The smallest limit, at least 1.
-    #[must_use]
-    pub fn min(mut self, min: usize) -> Self {
-        self.min = min;
-        self
-    }
-
-    /// The largest limit.
-    #[must_use]
-    pub fn max(mut self, max: usize) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// What a drop multiplies the limit by, in `[0.5, 1)`.
-    #[must_use]
-    pub fn backoff_ratio(mut self, ratio: f64) -> Self {
-        self.backoff_ratio = ratio;
-        self
-    }
-
-    /// A call slower than this counts as a drop.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-}
-
-/// Settings of the Vegas limit; checked when the bulkhead is built.
-///
-/// The queue is estimated as `limit × (1 − no-load latency / latency)`; with Netflix's
-/// functions of the limit (`log10` based) it grows fast while there is no queue, slowly while
-/// the queue is small, and shrinks once the queue is large or a call drops.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "VegasSpec", into = "VegasSpec")]
-pub struct VegasConfig {
-    pub(crate) initial: usize,
-    pub(crate) min: usize,
-    pub(crate) max: usize,
-    pub(crate) smoothing: f64,
-    pub(crate) probe_multiplier: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct VegasSpec {
-    initial: Raw<usize>,
-    min: Raw<usize>,
-    max: Raw<usize>,
-    smoothing: Raw<f64>,
-    probe_multiplier: Raw<u32>,
-}
-
-impl Default for VegasSpec {
-    fn default() -> Self {
-        VegasConfig::default().into()
-    }
-}
-
-impl From<VegasConfig> for VegasSpec {
-    fn from(c: VegasConfig) -> Self {
-        Self {
-            initial: c.initial.into(),
-            min: c.min.into(),
-            max: c.max.into(),
-            smoothing: c.smoothing.into(),
-            probe_multiplier: c.probe_multiplier.into(),
-        }
-    }
-}
-
-impl TryFrom<VegasSpec> for VegasConfig {
-    type Error = ConfigError;
-
-    fn try_from(spec: VegasSpec) -> Result<Self, ConfigError> {
-        Ok(Self {
-            initial: spec.initial.value("vegas.initial", LIMITS)?,
-            min: spec.min.value("vegas.min", LIMITS)?,
-            max: spec.max.value("vegas.max", LIMITS)?,
-            smoothing: spec.smoothing.value("vegas.smoothing", "(0, 1]")?,
-            probe_multiplier: spec
-                .probe_multiplier
-                .value("vegas.probe_multiplier", "[1, 1000000]")?,
-        })
-    }
-}
-
-impl Default for VegasConfig {
-    fn default() -> Self {
-        Self {
-            initial: 20,
-            min: 1,
-            max: 1000,
-            smoothing: 1.0,
-            probe_multiplier: 30,
-        }
-    }
-}
-
-impl VegasConfig {
-    /// Netflix's defaults: initial 20, min 1, max 1000, smoothing 1, probe multiplier 30.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The limit to start from.
-    #[must_use]
-    pub fn initial(mut self, initial: usize) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// The smallest limit, at least 1.
-    #[must_use]
-    pub fn min(mut self, min: usize) -> Self {
-        self.min = min;
-        self
-    }
-
-    /// The largest limit.
-    #[must_use]
-    pub fn max(mut self, max: usize) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// How much of each new estimate is taken, in `(0, 1]`.
-    #[must_use]
-    pub fn smoothing(mut self, smoothing: f64) -> Self {
-        self.smoothing = smoothing;
-        self
-    }
-
-    /// The no-load latency is measured afresh about every `probe_multiplier × limit` calls.
-    #[must_use]
-    pub fn probe_multiplier(mut self, multiplier: u32) -> Self {
-        self.probe_multiplier = multiplier;
-        self
-    }
-}
-
-/// Settings of the Gradient2 limit; checked when the bulkhead is built.
-///
-/// The limit is scaled by `long-term latency / latest latency` (kept within `[0.5, 1]`), plus
-/// `queue_size` of headroom, and smoothed.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "Gradient2Spec", into = "Gradient2Spec")]
-pub struct Gradient2Config {
-    pub(crate) initial: usize,
-    pub(crate) min: usize,
-    pub(crate) max: usize,
-    pub(crate) smoothing: f64,
-    pub(crate) queue_size: usize,
-    pub(crate) long_window: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct Gradient2Spec {
-    initial: Raw<usize>,
-    min: Raw<usize>,
-    max: Raw<usize>,
-    smoothing: Raw<f64>,
-    queue_size: Raw<usize>,
-    long_window: Raw<u32>,
-}
-
-impl Default for Gradient2Spec {
-    fn default() -> Self {
-        Gradient2Config::default().into()
-    }
-}
-
-impl From<Gradient2Config> for Gradient2Spec {
-    fn from(c: Gradient2Config) -> Self {
-        Self {
-            initial: c.initial.into(),
-            min: c.min.into(),
-            max: c.max.into(),
-            smoothing: c.smoothing.into(),
-            queue_size: c.queue_size.into(),
-            long_window: c.long_window.into(),
-        }
-    }
-}
-
-impl TryFrom<Gradient2Spec> for Gradient2Config {
-    type Error = ConfigError;
-
-    fn try_from(spec: Gradient2Spec) -> Result<Self, ConfigError> {
-        Ok(Self {
-            initial: spec.initial.value("gradient2.initial", LIMITS)?,
-            min: spec.min.value("gradient2.min", LIMITS)?,
-            max: spec.max.value("gradient2.max", LIMITS)?,
-            smoothing: spec.smoothing.value("gradient2.smoothing", "(0, 1]")?,
-            queue_size: spec
-                .queue_size
-                .value("gradient2.queue_size", "[0, 1000000]")?,
-            long_window: spec
-                .long_window
-                .value("gradient2.long_window", "[1, 1000000]")?,
-        })
-    }
-}
-
-impl Default for Gradient2Config {
-    fn default() -> Self {
-        Self {
-            initial: 20,
-            min: 20,
-            max: 200,
-            smoothing: 0.2,
-            queue_size: 4,
-            long_window: 600,
-        }
-    }
-}
-
-impl Gradient2Config {
-    /// Netflix's defaults: initial 20, min 20, max 200, smoothing 0.2, queue size 4, long
-    /// window 600 calls.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The limit to start from.
-    #[must_use]
-    pub fn initial(mut self, initial: usize) -> Self {
-        self.initial = initial;
-        self
-    }
-
-    /// The smallest limit, at least 1.
-    #[must_use]
-    pub fn min(mut self, min: usize) -> Self {
-        self.min = min;
-        self
-    }
-
-    /// The largest limit.
-    #[must_use]
-    pub fn max(mut self, max: usize) -> Self {
-        self.max = max;
-        self
-    }
-
-    /// How much of each new estimate is taken, in `(0, 1]`.
-    #[must_use]
-    pub fn smoothing(mut self, smoothing: f64) -> Self {
-        self.smoothing = smoothing;
-        self
-    }
-
-    /// How far the limit may grow past what is in use while latency stays low.
-    #[must_use]
-    pub fn queue_size(mut self, queue_size: usize) -> Self {
-        self.queue_size = queue_size;
-        self
-    }
-
-    /// Over how many calls the long-term latency is averaged.
-    #[must_use]
-    pub fn long_window(mut self, calls: u32) -> Self {
-        self.long_window = calls;
-        self
-    }
 }
 
 /// One partition of a partitioned bulkhead: a name and the share of the limit it is sure of.
@@ -625,7 +166,7 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
                 name: default_name(),
                 max_concurrent: None,
                 adaptive: None,
-                max_queue: 0.into(),
+                queue_limit: 0.into(),
                 max_wait: default_max_wait(),
                 sample_window: default_sample_window(),
                 partitions: Vec::new(),
@@ -649,8 +190,8 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
         self
     }
 
-    /// A limit that adapts to the downstream, from [`AimdConfig`], [`VegasConfig`] or
-    /// [`Gradient2Config`].
+    /// A limit that adapts to the downstream, from [`AimdConfig`](crate::AimdConfig),
+    /// [`VegasConfig`](crate::VegasConfig) or [`Gradient2Config`](crate::Gradient2Config).
     pub fn adaptive(mut self, limit: impl Into<AdaptiveLimit>) -> Self {
         self.spec.adaptive = Some(limit.into());
         self
@@ -658,8 +199,8 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
 
     /// How many calls may wait for a slot when none is free (default 0: a full bulkhead
     /// rejects at once).
-    pub fn max_queue(mut self, max_queue: usize) -> Self {
-        self.spec.max_queue = max_queue.into();
+    pub fn queue_limit(mut self, queue_limit: usize) -> Self {
+        self.spec.queue_limit = queue_limit.into();
         self
     }
 
@@ -730,7 +271,7 @@ struct BulkheadSpec {
     )]
     adaptive: Option<AdaptiveLimit>,
     #[serde(default = "no_queue")]
-    max_queue: Raw<usize>,
+    queue_limit: Raw<usize>,
     #[serde(default = "default_max_wait")]
     max_wait: Raw<Duration>,
     #[serde(default = "default_sample_window")]
@@ -797,7 +338,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
                 ));
             }
         };
-        let max_queue = config::count_in("max_queue", spec.max_queue, 0..=MAX_QUEUE)?;
+        let queue_limit = config::count_in("queue_limit", spec.queue_limit, 0..=MAX_QUEUE_LIMIT)?;
         let max_wait = config::positive_duration("max_wait", spec.max_wait, MAX_WAIT)?;
         let sample_window =
             config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
@@ -809,7 +350,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
             sample_window,
             name: name.into(),
             limit,
-            max_queue,
+            queue_limit,
             max_wait,
             partitions: spec.partitions,
             borrowing: spec.borrowing.expected("borrowing", "true or false")?,
@@ -860,7 +401,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
             name: config.name.to_string().into(),
             max_concurrent: max_concurrent.map(Raw::from),
             adaptive,
-            max_queue: config.max_queue.into(),
+            queue_limit: config.queue_limit.into(),
             max_wait: config.max_wait.into(),
             sample_window: config.sample_window.into(),
             partitions: config.partitions,
@@ -873,6 +414,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::{AimdConfig, Gradient2Config, VegasConfig};
 
     fn fixed(n: usize) -> BulkheadConfigBuilder {
         BulkheadConfig::builder().max_concurrent(n)
@@ -967,8 +509,8 @@ mod tests {
             "max_wait"
         );
         assert_eq!(
-            fixed(1).max_queue(2_000_000).build().unwrap_err().field(),
-            "max_queue"
+            fixed(1).queue_limit(2_000_000).build().unwrap_err().field(),
+            "queue_limit"
         );
     }
 
@@ -992,7 +534,7 @@ mod tests {
     #[test]
     fn deserializes_fixed_and_adaptive_limits() {
         let config: BulkheadConfig = serde_json::from_str(
-            r#"{"name": "db", "max_concurrent": 10, "max_queue": 5, "max_wait": "50ms",
+            r#"{"name": "db", "max_concurrent": 10, "queue_limit": 5, "max_wait": "50ms",
                 "partitions": [{"name": "live", "share": 0.9}, {"name": "batch", "share": 0.1}]}"#,
         )
         .unwrap();
@@ -1041,8 +583,8 @@ mod tests {
                 "invalid `max_concurrent`: -1 is outside the allowed range [1, 1000000]",
             ),
             (
-                "max_concurrent = 1\nmax_queue = -1",
-                "invalid `max_queue`: -1 is outside the allowed range [0, 1000000]",
+                "max_concurrent = 1\nqueue_limit = -1",
+                "invalid `queue_limit`: -1 is outside the allowed range [0, 1000000]",
             ),
             (
                 "max_concurrent = 1\nmax_wait = \"-5s\"",
@@ -1092,7 +634,7 @@ mod tests {
         let config = BulkheadConfig::builder()
             .name("db")
             .adaptive(Gradient2Config::new().max(400))
-            .max_queue(8)
+            .queue_limit(8)
             .max_wait(Duration::from_millis(20))
             .partition("live", 0.75)
             .borrowing(false)

@@ -1,10 +1,6 @@
 //! What the bulkhead's hooks are told.
 
-use std::sync::Arc;
-
-use seawall_core::{Event, Hook};
-
-use crate::state::State;
+use seawall_core::Event;
 
 /// Why a call was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,39 +50,4 @@ impl Event for RejectedEvent<'_> {
 
 impl Event for LimitChangedEvent<'_> {
     type Of<'a> = LimitChangedEvent<'a>;
-}
-
-/// The hooks of one layer.
-#[derive(Clone, Default, Debug)]
-pub(crate) struct Hooks {
-    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
-}
-
-impl Hooks {
-    pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
-        let partition = partition.map(|p| &*state.partition_names[p]);
-        tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
-        self.on_rejected.call(RejectedEvent {
-            name: &state.name,
-            reason,
-            partition,
-        });
-    }
-}
-
-/// Everything one layer's services share: the state, the hooks and the classifier.
-pub(crate) struct Shared<C> {
-    pub(crate) state: Arc<State>,
-    pub(crate) hooks: Hooks,
-    pub(crate) classify: Arc<C>,
-}
-
-impl<C> Clone for Shared<C> {
-    fn clone(&self) -> Self {
-        Self {
-            state: self.state.clone(),
-            hooks: self.hooks.clone(),
-            classify: self.classify.clone(),
-        }
-    }
 }

@@ -14,8 +14,9 @@ use seawall_core::{BoxError, Deadline, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use crate::event::{RejectReason, Shared};
+use crate::event::RejectReason;
 use crate::semaphore::Waiter;
+use crate::state::Shared;
 
 pin_project! {
     #[project = StateProj]
@@ -347,6 +348,7 @@ pub(crate) fn reject<C>(
     reason: RejectReason,
 ) -> BoxError {
     shared.state.rejected.increment(1);
+    shared.state.count_rejected();
     shared.hooks.rejected(&shared.state, reason, partition);
     // A caller whose deadline passed (in the queue, say) ran out of its own time.
     let kind = match Deadline::current() {

@@ -84,7 +84,7 @@ impl BulkheadHandle {
         self.state.config()
     }
 
-    /// Takes the limit, `max_queue`, `max_wait` and `sample_window` of `config` while calls
+    /// Takes the limit, `queue_limit`, `max_wait` and `sample_window` of `config` while calls
     /// flow, without a restart.
     ///
     /// Calls in flight keep their slots and calls in the queue their places: a lower limit
@@ -100,9 +100,9 @@ impl BulkheadHandle {
     ///
     /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
     /// let (_layer, handle) = BulkheadLayer::builder().name("db").max_concurrent(10).build()?.pair();
-    /// handle.reload(BulkheadConfig::builder().name("db").max_concurrent(20).max_queue(5).build()?)?;
+    /// handle.reload(BulkheadConfig::builder().name("db").max_concurrent(20).queue_limit(5).build()?)?;
     /// assert_eq!(handle.limit(), 20);
-    /// assert_eq!(handle.config().max_queue(), 5);
+    /// assert_eq!(handle.config().queue_limit(), 5);
     /// # Ok(())
     /// # }
     /// ```

@@ -5,11 +5,11 @@ use seawall_core::classify::AnyError;
 use tower::Layer;
 
 use crate::config::{BulkheadConfig, BulkheadConfigBuilder};
-use crate::event::{Hooks, LimitChangedEvent, RejectedEvent, Shared};
+use crate::event::{LimitChangedEvent, RejectedEvent};
 use crate::handle::BulkheadHandle;
 use crate::partition::{PartitionFn, Unpartitioned};
 use crate::service::Bulkhead;
-use crate::state::State;
+use crate::state::{Hooks, Shared, State};
 
 /// Applies a [`Bulkhead`] to every call of the inner service.
 ///

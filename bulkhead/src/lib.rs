@@ -9,7 +9,7 @@
 //! everyone and tells load balancers to go elsewhere.
 //!
 //! - **Fixed**: [`max_concurrent`](BulkheadConfigBuilder::max_concurrent), with
-//!   [`max_queue`](BulkheadConfigBuilder::max_queue) and
+//!   [`queue_limit`](BulkheadConfigBuilder::queue_limit) and
 //!   [`max_wait`](BulkheadConfigBuilder::max_wait). A queued call also leaves when its
 //!   caller's [`Deadline`](seawall_core::Deadline) passes, as `DeadlineExceeded`.
 //! - **Adaptive**: the limit finds what the downstream can take, between a min and a max;
@@ -17,7 +17,11 @@
 //!   (latency-based, for servers) as Netflix's `concurrency-limits` defines them. Each
 //!   finished call is a sample of its latency, the calls in flight when it started and
 //!   whether it dropped (a failure by the classifier, or a `Rejected` from further in);
-//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window).
+//!   the limit moves once per [sample window](BulkheadConfigBuilder::sample_window). A window
+//!   without a sign of overload (no drop, calls finishing as fast as they come) never leaves
+//!   the limit below what Little's law needs for the calls offered, arrival rate × mean
+//!   latency with headroom, so a downstream that only got slower is not cut off as if it
+//!   were queueing.
 //! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
 //!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
 //!   take every slot. With borrowing (the default) a partition may use any idle slot, the
@@ -49,7 +53,7 @@
 //! let (bulkhead, handle) = BulkheadLayer::builder()
 //!     .name("api")
 //!     .max_concurrent(64)
-//!     .max_queue(128)
+//!     .queue_limit(128)
 //!     .max_wait(Duration::from_millis(50))
 //!     .build()?
 //!     .pair();
@@ -128,13 +132,11 @@ mod state;
 #[cfg(feature = "http")]
 #[allow(deprecated)]
 pub use self::body::{BodyEnd, HoldBody};
-pub use self::config::{
-    AdaptiveLimit, AimdConfig, BulkheadConfig, BulkheadConfigBuilder, Gradient2Config, Limit,
-    PartitionConfig, VegasConfig,
-};
+pub use self::config::{BulkheadConfig, BulkheadConfigBuilder, Limit, PartitionConfig};
 pub use self::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 pub use self::future::Completion;
 pub use self::handle::BulkheadHandle;
 pub use self::layer::BulkheadLayer;
+pub use self::limit::{AdaptiveLimit, AimdConfig, Gradient2Config, VegasConfig};
 pub use self::partition::{PartitionFn, PartitionKey, Unpartitioned};
 pub use self::service::Bulkhead;

@@ -35,7 +35,7 @@ pub(crate) struct Semaphore {
     in_flight: CacheLine<AtomicUsize>,
     limit: AtomicUsize,
     queued: AtomicUsize,
-    max_queue: AtomicUsize,
+    queue_limit: AtomicUsize,
     borrowing: bool,
     partitions: Box<[Partition]>,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
@@ -69,12 +69,12 @@ struct Partition {
     queued: AtomicUsize,
 }
 
-/// A partition's part of a queue of `max_queue`: at least one place when there is a queue.
-fn queue_room(max_queue: usize, share: f64) -> usize {
-    if max_queue == 0 {
+/// A partition's part of a queue of `queue_limit`: at least one place when there is a queue.
+fn queue_room(queue_limit: usize, share: f64) -> usize {
+    if queue_limit == 0 {
         0
     } else {
-        ((max_queue as f64 * share).ceil() as usize).max(1)
+        ((queue_limit as f64 * share).ceil() as usize).max(1)
     }
 }
 
@@ -113,7 +113,7 @@ pub(crate) struct Gauges {
 impl Semaphore {
     pub(crate) fn new(
         limit: usize,
-        max_queue: usize,
+        queue_limit: usize,
         borrowing: bool,
         partitions: &[PartitionConfig],
         gauges: Gauges,
@@ -123,7 +123,7 @@ impl Semaphore {
             .map(|p| Partition {
                 share: p.share,
                 in_flight: AtomicUsize::new(0),
-                queue_room: AtomicUsize::new(queue_room(max_queue, p.share)),
+                queue_room: AtomicUsize::new(queue_room(queue_limit, p.share)),
                 queued: AtomicUsize::new(0),
             })
             .collect();
@@ -131,7 +131,7 @@ impl Semaphore {
             in_flight: CacheLine(AtomicUsize::new(0)),
             limit: AtomicUsize::new(limit),
             queued: AtomicUsize::new(0),
-            max_queue: AtomicUsize::new(max_queue),
+            queue_limit: AtomicUsize::new(queue_limit),
             borrowing,
             partitions,
             queue: Mutex::new(VecDeque::new()),
@@ -177,7 +177,7 @@ impl Semaphore {
             if let Some(in_flight) = self.try_take(partition) {
                 return Acquired::Now(in_flight);
             }
-            if self.max_queue.load(SeqCst) == 0 {
+            if self.queue_limit.load(SeqCst) == 0 {
                 return Acquired::Full;
             }
         }
@@ -200,7 +200,7 @@ impl Semaphore {
             Some(p) => p.queued.load(SeqCst) < p.queue_room.load(SeqCst),
             None => true,
         };
-        if queue.len() >= self.max_queue.load(SeqCst) || !room {
+        if queue.len() >= self.queue_limit.load(SeqCst) || !room {
             return Acquired::Full;
         }
         let waiter = Arc::new(Waiter {
@@ -390,12 +390,12 @@ impl Semaphore {
     }
 
     /// Sets how many calls may wait; calls already waiting beyond it keep their places.
-    pub(crate) fn set_max_queue(&self, max_queue: usize) {
+    pub(crate) fn set_queue_limit(&self, queue_limit: usize) {
         let _queue = self.lock();
         for p in &self.partitions {
-            p.queue_room.store(queue_room(max_queue, p.share), SeqCst);
+            p.queue_room.store(queue_room(queue_limit, p.share), SeqCst);
         }
-        self.max_queue.store(max_queue, SeqCst);
+        self.queue_limit.store(queue_limit, SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Waiter>>> {
@@ -425,10 +425,10 @@ mod tests {
     use super::*;
     use std::task::Waker;
 
-    fn semaphore(limit: usize, max_queue: usize) -> Semaphore {
+    fn semaphore(limit: usize, queue_limit: usize) -> Semaphore {
         Semaphore::new(
             limit,
-            max_queue,
+            queue_limit,
             true,
             &[],
             Gauges {

@@ -6,11 +6,11 @@ use seawall_core::classify::{AnyError, Classify};
 use seawall_core::{BoxError, Deadline};
 use tower::Service;
 
-use crate::event::{RejectReason, Shared};
+use crate::event::RejectReason;
 use crate::future::{Completion, Permit, ResponseFuture, reject};
 use crate::partition::{PartitionKey, Unpartitioned};
 use crate::semaphore::Acquired;
-use crate::state::State;
+use crate::state::{Shared, State};
 
 /// Limits the calls in flight to the inner service; made by
 /// [`BulkheadLayer`](crate::BulkheadLayer).

@@ -1,5 +1,5 @@
 //! What every clone of one bulkhead shares: the semaphore, the limit algorithm, the metric
-//! handles. Created once, when the layer is built.
+//! handles, the hooks. Created once, when the layer is built.
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, TryLockError};
@@ -8,14 +8,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use metrics::{Counter, Histogram};
+use seawall_core::Hook;
 use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
 use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use seawall_core::sync::{Mutex, RwLock};
 
-use crate::config::{BulkheadConfig, Limit, MAX_LIMIT};
+use crate::config::{BulkheadConfig, Limit};
+use crate::event::{RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
-use crate::limit::Windowed;
+use crate::limit::{Load, MAX_LIMIT, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
 
 #[derive(Debug)]
@@ -50,12 +52,17 @@ impl fmt::Debug for OnLimitChange {
     }
 }
 
-/// An adaptive limit: the algorithm behind a lock, and its bounds.
+/// An adaptive limit: the algorithm behind a lock, its bounds, and what its Little's-law floor
+/// counts besides the samples.
 #[derive(Debug)]
 pub(crate) struct Adaptive {
     algorithm: Mutex<Windowed>,
     min: AtomicUsize,
     max: AtomicUsize,
+    /// Calls rejected since the last window closed: demand the limit turned away.
+    rejected: AtomicU64,
+    /// Successes since the last window closed that found the algorithm busy.
+    unsampled: AtomicU64,
 }
 
 /// A limit that moved.
@@ -76,6 +83,8 @@ impl State {
                     algorithm: Mutex::new(Windowed::new(a, config.sample_window)),
                     min: AtomicUsize::new(a.min()),
                     max: AtomicUsize::new(a.max()),
+                    rejected: AtomicU64::new(0),
+                    unsampled: AtomicU64::new(0),
                 }),
             ),
         };
@@ -91,7 +100,7 @@ impl State {
             name: config.name.clone(),
             semaphore: Semaphore::new(
                 limit,
-                config.max_queue,
+                config.queue_limit,
                 config.borrowing,
                 &config.partitions,
                 gauges,
@@ -144,7 +153,7 @@ impl State {
         check_reload(&live, config)?;
         self.max_wait
             .store(nanos(config.max_wait), Ordering::Relaxed);
-        self.semaphore.set_max_queue(config.max_queue);
+        self.semaphore.set_queue_limit(config.queue_limit);
         let change = match (&config.limit, &self.adaptive) {
             (Limit::Fixed(limit), _) => self.apply(*limit),
             (Limit::Adaptive(a), Some(adaptive)) => {
@@ -193,10 +202,18 @@ impl State {
             match adaptive.algorithm.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
+                Err(TryLockError::WouldBlock) => {
+                    adaptive.unsampled.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
             }
         };
-        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped) else {
+        let load = || Load {
+            in_flight: self.semaphore.in_flight(),
+            rejected: adaptive.rejected.swap(0, Ordering::Relaxed),
+            unsampled: adaptive.unsampled.swap(0, Ordering::Relaxed),
+        };
+        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped, load) else {
             return;
         };
         let change = self.apply(limit);
@@ -267,6 +284,14 @@ impl State {
         self.idle.sweep(&self.semaphore) > 0
     }
 
+    /// Counts a rejected call for the adaptive limit's floor.
+    #[cold]
+    pub(crate) fn count_rejected(&self) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive.is_some()
     }
@@ -332,4 +357,39 @@ fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), Co
         );
     }
     Ok(())
+}
+
+/// The hooks of one layer.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Hooks {
+    pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
+}
+
+impl Hooks {
+    pub(crate) fn rejected(&self, state: &State, reason: RejectReason, partition: Option<usize>) {
+        let partition = partition.map(|p| &*state.partition_names[p]);
+        tracing::debug!(rejected_by = %state.name, rejection = "bulkhead_full", reason = reason.as_str(), partition, "call rejected");
+        self.on_rejected.call(RejectedEvent {
+            name: &state.name,
+            reason,
+            partition,
+        });
+    }
+}
+
+/// Everything one layer's services share: the state, the hooks and the classifier.
+pub(crate) struct Shared<C> {
+    pub(crate) state: Arc<State>,
+    pub(crate) hooks: Hooks,
+    pub(crate) classify: Arc<C>,
+}
+
+impl<C> Clone for Shared<C> {
+    fn clone(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            hooks: self.hooks.clone(),
+            classify: self.classify.clone(),
+        }
+    }
 }

@@ -309,3 +309,95 @@ async fn a_hook_may_set_the_limit_itself() {
     one_window(&svc).await;
     assert_eq!(handle.limit(), 19);
 }
+
+// ===== the Little's-law floor =====
+
+/// Sends `rate` calls a second for `secs` virtual seconds, open loop, each taking
+/// `latency(elapsed)` behind `workers` workers (a FIFO queue past them); returns the share of
+/// calls answered and the limit at the end.
+async fn open_loop(
+    limit: impl Into<AdaptiveLimit>,
+    rate: u64,
+    secs: u64,
+    workers: usize,
+    latency: fn(Duration) -> Duration,
+) -> (f64, usize) {
+    let (layer, handle) = BulkheadLayer::builder()
+        .adaptive(limit)
+        .build()
+        .unwrap()
+        .pair();
+    let start = Instant::now();
+    let workers = Arc::new(tokio::sync::Semaphore::new(workers));
+    let svc = layer.layer(service_fn(move |()| {
+        let workers = workers.clone();
+        async move {
+            let _worker = workers.acquire_owned().await.unwrap();
+            sleep(latency(start.elapsed())).await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    let gap = Duration::from_secs(1) / rate as u32;
+    for i in 0..rate * secs {
+        tokio::time::sleep_until(start + gap * i as u32).await;
+        let svc = svc.clone();
+        let answered = answered.clone();
+        calls.push(tokio::spawn(async move {
+            if svc.oneshot(()).await.is_ok() {
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let limit = handle.limit();
+    for call in calls {
+        call.await.unwrap();
+    }
+    let sent = (rate * secs) as f64;
+    (answered.load(Ordering::SeqCst) as f64 / sent, limit)
+}
+
+/// 20 ms for 5 s, then up to 70 ms over 10 s, and 70 ms from there.
+fn ramp(elapsed: Duration) -> Duration {
+    let over = elapsed.saturating_sub(Duration::from_secs(5)).as_secs_f64() / 10.0;
+    ms(20) + ms(50).mul_f64(over.min(1.0))
+}
+
+/// A downstream that got slower without being overloaded (1000 calls a second, 70 ms at most,
+/// 200 workers): a latency-based limit alone cuts as the latency rises and turns away calls
+/// the downstream would serve; the floor keeps what Little's law needs (70 calls).
+async fn keeps_up_with_a_slower_downstream(limit: impl Into<AdaptiveLimit>) {
+    let (success, limit) = open_loop(limit, 1000, 20, 200, ramp).await;
+    assert!(success >= 0.99, "success {success}, limit {limit}");
+    assert!(limit >= 70, "limit {limit}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn vegas_keeps_up_with_a_slower_downstream() {
+    keeps_up_with_a_slower_downstream(VegasConfig::new().initial(40).max(1000)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn gradient2_keeps_up_with_a_slower_downstream() {
+    keeps_up_with_a_slower_downstream(Gradient2Config::new().initial(40).max(1000)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_keeps_up_with_a_slower_downstream() {
+    keeps_up_with_a_slower_downstream(AimdConfig::new().initial(40).max(1000)).await;
+}
+
+/// 1500 calls a second against 10 workers of 10 ms (1000 a second): calls pile up in the
+/// downstream's queue, and the limit falls instead of following the latency up. (Gradient2
+/// with its 600-window long average and 1 s windows holds here for longer, floor or not.)
+#[tokio::test(start_paused = true)]
+async fn a_queueing_downstream_still_lowers_the_limit() {
+    for limit in [
+        AdaptiveLimit::from(VegasConfig::new().initial(100).max(1000)),
+        AdaptiveLimit::from(AimdConfig::new().initial(100).max(1000).timeout(ms(50))),
+    ] {
+        let (_, end) = open_loop(limit.clone(), 1500, 20, 10, |_| ms(10)).await;
+        assert!(end < 100, "{limit:?}: {end}");
+    }
+}

@@ -23,7 +23,7 @@ fn layer(limit: usize, queue: usize) -> BulkheadLayer {
     BulkheadLayer::builder()
         .name("db")
         .max_concurrent(limit)
-        .max_queue(queue)
+        .queue_limit(queue)
         .max_wait(ms(100))
         .build()
         .unwrap()

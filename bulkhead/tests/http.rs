@@ -155,7 +155,7 @@ fn idle_layer(queue: usize) -> (BulkheadLayer, BulkheadHandle) {
     BulkheadLayer::builder()
         .name("api")
         .max_concurrent(1)
-        .max_queue(queue)
+        .queue_limit(queue)
         .max_wait(Duration::from_secs(3))
         .max_reader_idle(Duration::from_millis(1600))
         .build()

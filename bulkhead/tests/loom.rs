@@ -55,7 +55,7 @@ fn bulkhead(limit: usize, queue: usize) -> (Svc, BulkheadHandle, Arc<Inside>) {
     let (layer, handle) = BulkheadLayer::builder()
         .name("loom")
         .max_concurrent(limit)
-        .max_queue(queue)
+        .queue_limit(queue)
         .build()
         .unwrap()
         .pair();

@@ -38,7 +38,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct Model {
     limit: usize,
-    max_queue: usize,
+    queue_limit: usize,
     now: u64,
     running: Vec<u32>,
     queue: VecDeque<(u32, u64)>,
@@ -50,7 +50,7 @@ impl Model {
     fn call(&mut self, id: u32) {
         if self.queue.is_empty() && self.running.len() < self.limit {
             self.running.push(id);
-        } else if self.queue.len() < self.max_queue {
+        } else if self.queue.len() < self.queue_limit {
             self.queue.push_back((id, self.now + MAX_WAIT_MS));
         } else {
             self.rejected.push(id);
@@ -95,7 +95,7 @@ impl Model {
     }
 }
 
-fn run(limit: usize, max_queue: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
+fn run(limit: usize, queue_limit: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -117,7 +117,7 @@ fn run(limit: usize, max_queue: usize, ops: Vec<Op>) -> Result<(), TestCaseError
         };
         let (layer, handle) = BulkheadLayer::builder()
             .max_concurrent(limit)
-            .max_queue(max_queue)
+            .queue_limit(queue_limit)
             .max_wait(Duration::from_millis(MAX_WAIT_MS))
             .build()
             .unwrap()
@@ -125,7 +125,7 @@ fn run(limit: usize, max_queue: usize, ops: Vec<Op>) -> Result<(), TestCaseError
         let mut svc = layer.layer(downstream);
         let mut model = Model {
             limit,
-            max_queue,
+            queue_limit,
             ..Model::default()
         };
         let mut live = Vec::new();
@@ -225,9 +225,9 @@ proptest! {
     #[test]
     fn the_bulkhead_behaves_as_a_fifo_semaphore_with_a_bounded_queue(
         limit in 1..=4usize,
-        max_queue in 0..=4usize,
+        queue_limit in 0..=4usize,
         ops in prop::collection::vec(op(), 1..60),
     ) {
-        run(limit, max_queue, ops)?;
+        run(limit, queue_limit, ops)?;
     }
 }

@@ -133,7 +133,7 @@ async fn with_borrowing_an_idle_share_is_used() {
 #[tokio::test(start_paused = true)]
 async fn a_partition_below_its_share_is_served_before_borrowers() {
     let gate = Gate::new();
-    let (layer, handle) = partitioned(builder().max_queue(20).max_wait(Duration::from_secs(5)));
+    let (layer, handle) = partitioned(builder().queue_limit(20).max_wait(Duration::from_secs(5)));
     let mut svc = layer.layer(gate.service());
     let mut running = Vec::new();
     for i in 0..10 {
@@ -163,7 +163,7 @@ async fn a_partition_below_its_share_is_served_before_borrowers() {
 #[tokio::test(start_paused = true)]
 async fn a_partition_queues_only_its_share_of_the_queue() {
     let gate = Gate::new();
-    let (layer, handle) = partitioned(builder().max_queue(10));
+    let (layer, handle) = partitioned(builder().queue_limit(10));
     let mut svc = layer.layer(gate.service());
     let mut running = Vec::new();
     for i in 0..10 {

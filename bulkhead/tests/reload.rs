@@ -17,7 +17,7 @@ fn config(limit: usize, queue: usize) -> BulkheadConfig {
     BulkheadConfig::builder()
         .name("db")
         .max_concurrent(limit)
-        .max_queue(queue)
+        .queue_limit(queue)
         .max_wait(Duration::from_millis(100))
         .build()
         .unwrap()
@@ -94,7 +94,7 @@ async fn a_raised_limit_and_queue_take_effect_at_once() {
     assert_full(assert_ready!(call(&mut svc, 2).await.poll()));
 
     handle.reload(config(2, 1)).unwrap();
-    assert_eq!(handle.config().max_queue(), 1);
+    assert_eq!(handle.config().queue_limit(), 1);
     let mut b = call(&mut svc, 2).await;
     assert_pending!(b.poll());
     let mut c = call(&mut svc, 3).await;
@@ -140,7 +140,7 @@ async fn a_longer_wait_applies_to_the_next_queued_call() {
     let longer = BulkheadConfig::builder()
         .name("db")
         .max_concurrent(1)
-        .max_queue(1)
+        .queue_limit(1)
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
@@ -190,7 +190,7 @@ async fn a_reload_that_changes_what_needs_a_restart_is_refused_and_the_old_confi
     );
 
     assert_eq!(handle.limit(), 4, "the old limit stays");
-    assert_eq!(handle.config().max_queue(), 2, "the old queue stays");
+    assert_eq!(handle.config().queue_limit(), 2, "the old queue stays");
     handle.check_reload(&config(8, 0)).unwrap();
     assert_eq!(handle.limit(), 4, "a check changes nothing");
 }

@@ -179,7 +179,7 @@ async fn the_limit_holds_and_every_slot_comes_back() {
     let watch = Watch::default();
     let (layer, handle) = BulkheadLayer::builder()
         .max_concurrent(8)
-        .max_queue(4)
+        .queue_limit(4)
         .max_wait(Duration::from_millis(2))
         .build()
         .unwrap()
@@ -195,7 +195,7 @@ async fn partitions_hold_their_shares_and_every_slot_comes_back() {
     let watch = Watch::default();
     let (layer, handle) = BulkheadLayer::builder()
         .max_concurrent(10)
-        .max_queue(20)
+        .queue_limit(20)
         .max_wait(Duration::from_millis(2))
         .partition("live", 0.7)
         .partition("batch", 0.3)
@@ -218,7 +218,7 @@ async fn a_borrowing_adaptive_bulkhead_gives_every_slot_back() {
     let (layer, handle) = BulkheadLayer::builder()
         .adaptive(AimdConfig::new().initial(8).min(2).max(16))
         .sample_window(Duration::from_millis(100))
-        .max_queue(20)
+        .queue_limit(20)
         .max_wait(Duration::from_millis(2))
         .partition("live", 0.5)
         .partition("batch", 0.5)

@@ -101,7 +101,7 @@ pub use self::config::{
     OpenDuration, Window,
 };
 pub use self::handle::CircuitBreakerHandle;
-pub use self::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
+pub use self::keyed::{ByAuthority, HasAuthority, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
 pub use self::layer::CircuitBreakerLayer;
 pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;

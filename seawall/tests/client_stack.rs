@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use seawall::circuit_breaker::CircuitState;
 use seawall::fallback::FallbackLayer;
-use seawall::stack::{ClientStack, ClientStackConfig, ClientStackLayer};
+use seawall::stack::{BreakerKey, ClientStack, ClientStackConfig, ClientStackLayer};
 use seawall::{BoxError, RejectionKind, ServiceBuilderExt, rejected};
 use seawall_core::testing::TestRecorder;
 use seawall_core::testing::serve::serve;
@@ -193,7 +193,7 @@ async fn a_handler_gets_the_fallback_once_the_breaker_is_open_and_metrics_show_i
             .service(dependency_svc),
     );
     let app = Router::new()
-        .route("/stock", get(stock))
+        .route("/stock", routing::get(stock))
         .with_state(inventory);
 
     let mut answers = Vec::new();
@@ -262,7 +262,7 @@ fn the_stack_config_loads_from_toml() {
 
         [bulkhead]
         max_concurrent = 64
-        max_queue = 16
+        queue_limit = 16
         max_wait = "20ms"
         "#,
     )
@@ -406,7 +406,7 @@ fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
         "retry stays within the total"
     );
     assert_eq!(json["bulkhead"]["max_concurrent"], 1000);
-    assert_eq!(json["bulkhead"]["max_queue"], 0);
+    assert_eq!(json["bulkhead"]["queue_limit"], 0);
     // What it writes, it reads back.
     let again: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();
     assert_eq!(serde_json::to_value(&again).unwrap(), json);
@@ -503,4 +503,82 @@ fn the_throttle_is_configured_with_the_stack() {
     let layer = ClientStackLayer::new(config);
     assert_eq!(layer.throttle().name(), "payments");
     assert_eq!(layer.throttle().multiplier(), 1.5);
+}
+
+// ===== a breaker per authority =====
+
+/// Two hosts behind one client: `bad` answers every call with 500, `good` with 200.
+fn two_hosts() -> impl Service<
+    Request<()>,
+    Response = Response<Full<Bytes>>,
+    Error = BoxError,
+    Future = impl Send + use<>,
+> + Clone {
+    service_fn(|req: Request<()>| async move {
+        let status = match req.uri().host() {
+            Some("bad") => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::OK,
+        };
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        Ok::<_, BoxError>(response)
+    })
+}
+
+fn get(uri: &str) -> Request<()> {
+    Request::get(uri).body(()).unwrap()
+}
+
+/// Sends 50 calls to the failing host, then 20 to the healthy one; the status of each of the
+/// healthy host's answers (or the rejection).
+async fn healthy_after_bad(
+    config: ClientStackConfig,
+) -> (Vec<Option<StatusCode>>, ClientStackLayer) {
+    let layer = ClientStackLayer::new(config);
+    let svc = layer.layer(two_hosts());
+    for _ in 0..50 {
+        let _ = svc.clone().oneshot(get("http://bad/items")).await;
+    }
+    let mut good = Vec::new();
+    for _ in 0..20 {
+        let answer = svc.clone().oneshot(get("http://good/items")).await;
+        good.push(answer.ok().map(|r| r.status()));
+    }
+    (good, layer)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_per_authority_keeps_a_healthy_host_reachable() {
+    let config = config().with_breaker_key(BreakerKey::Authority);
+    let (good, layer) = healthy_after_bad(config).await;
+    assert!(good.iter().all(|s| *s == Some(StatusCode::OK)), "{good:?}");
+    let bad = http::uri::Authority::from_static("bad");
+    let healthy = http::uri::Authority::from_static("good");
+    let state = |a: &http::uri::Authority| layer.circuit_breaker_for(Some(a)).unwrap().state();
+    assert_eq!(state(&bad), CircuitState::Open);
+    assert_eq!(state(&healthy), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_breaker_opens_for_every_host() {
+    // The default: what the keyed stack is for.
+    let (good, layer) = healthy_after_bad(config()).await;
+    assert!(good.iter().all(Option::is_none), "{good:?}");
+    assert_eq!(layer.circuit_breaker().state(), CircuitState::Open);
+}
+
+#[test]
+fn the_breaker_key_reads_and_writes_in_config_files() {
+    let mut json = serde_json::to_value(config()).unwrap();
+    assert!(
+        json.get("circuit_breaker_key").is_none(),
+        "one breaker is left out"
+    );
+    json["circuit_breaker_key"] = "authority".into();
+    let keyed: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(keyed.breaker_key(), BreakerKey::Authority);
+    assert_eq!(serde_json::to_value(&keyed).unwrap(), json);
+    json["circuit_breaker_key"] = "path".into();
+    let err = serde_json::from_value::<ClientStackConfig>(json).unwrap_err();
+    assert!(err.to_string().contains("unknown variant"), "{err}");
 }

@@ -42,6 +42,9 @@ impl Idempotent for Op {
     }
 }
 
+// Names no host: one breaker, whatever the stack's breaker key.
+impl seawall::circuit_breaker::HasAuthority for Op {}
+
 /// A dependency whose `slow`-th call (counting from 0) takes a second and every other 10 ms.
 fn dependency(
     calls: &Arc<AtomicUsize>,

@@ -103,7 +103,7 @@ async fn the_callers_deadline_is_answered_as_a_gateway_timeout() {
 fn server_stack(rate_limit: bool) -> ServerStackLayer {
     let mut config = serde_json::json!({
         "name": "api",
-        "bulkhead": { "max_concurrent": 1, "max_queue": 1, "max_wait": "10s" },
+        "bulkhead": { "max_concurrent": 1, "queue_limit": 1, "max_wait": "10s" },
         "timeout": "5s",
     });
     if rate_limit {

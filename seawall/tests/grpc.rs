@@ -26,7 +26,7 @@ fn server_stack(quota: serde_json::Value, slots: usize, timeout: &str) -> Server
     let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
         "name": "health",
         "rate_limit": { "quota": quota },
-        "bulkhead": { "max_concurrent": slots, "max_queue": 0 },
+        "bulkhead": { "max_concurrent": slots, "queue_limit": 0 },
         "timeout": timeout,
     }))
     .unwrap();

@@ -18,7 +18,7 @@ fn stack(quota: serde_json::Value, slots: usize, timeout: &str) -> ServerStackLa
     let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
         "name": "api",
         "rate_limit": { "quota": quota },
-        "bulkhead": { "max_concurrent": slots, "max_queue": 0 },
+        "bulkhead": { "max_concurrent": slots, "queue_limit": 0 },
         "timeout": timeout,
     }))
     .unwrap();

@@ -116,6 +116,7 @@ pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64
                 ds,
                 &settings.seawall,
                 options.hedge.as_ref(),
+                options.circuit_breaker_key,
                 ejected,
                 seeds.client(client),
             )

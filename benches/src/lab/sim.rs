@@ -80,9 +80,18 @@ pub type Request = http::Request<Call>;
 /// The downstream's (or a fallback's) answer.
 pub type Response = http::Response<Origin>;
 
-/// A request for `call`.
+/// A request for `call`, to the host `key-<key>` (which a breaker per authority keys by).
 pub fn request(call: Call) -> Request {
-    http::Request::new(call)
+    let mut request = http::Request::new(call);
+    *request.uri_mut() = format!("http://key-{}/", call.key)
+        .parse()
+        .expect("a valid URI");
+    request
+}
+
+/// The authority of the requests for `key`.
+pub fn authority(key: u32) -> http::uri::Authority {
+    format!("key-{key}").parse().expect("a valid authority")
 }
 
 /// A fallback's answer, `200` marked as not the downstream's.

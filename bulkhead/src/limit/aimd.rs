@@ -6,7 +6,141 @@
 
 use std::time::Duration;
 
-use crate::config::AimdConfig;
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Serialize};
+
+use super::bounds::Bounds;
+
+/// The longest `timeout` accepted.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Settings of the AIMD limit; checked when the bulkhead is built.
+///
+/// Each call that succeeds while at least half the limit is in use adds one; a drop (a
+/// failure, a `Rejected` from further in, or a call slower than `timeout`) multiplies the
+/// limit by `backoff_ratio`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "AimdSpec", into = "AimdSpec")]
+pub struct AimdConfig {
+    pub(crate) bounds: Bounds,
+    pub(crate) backoff_ratio: f64,
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct AimdSpec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    backoff_ratio: Raw<f64>,
+    timeout: Raw<Duration>,
+}
+
+impl Default for AimdSpec {
+    fn default() -> Self {
+        AimdConfig::default().into()
+    }
+}
+
+impl From<AimdConfig> for AimdSpec {
+    fn from(c: AimdConfig) -> Self {
+        Self {
+            initial: c.bounds.initial.into(),
+            min: c.bounds.min.into(),
+            max: c.bounds.max.into(),
+            backoff_ratio: c.backoff_ratio.into(),
+            timeout: c.timeout.into(),
+        }
+    }
+}
+
+impl TryFrom<AimdSpec> for AimdConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: AimdSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bounds: Bounds::from_spec(
+                ["aimd.initial", "aimd.min", "aimd.max"],
+                spec.initial,
+                spec.min,
+                spec.max,
+            )?,
+            backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
+            timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
+        })
+    }
+}
+
+impl Default for AimdConfig {
+    fn default() -> Self {
+        Self {
+            bounds: Bounds {
+                initial: 10,
+                min: 1,
+                max: 200,
+            },
+            backoff_ratio: 0.9,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AimdConfig {
+    /// Netflix's defaults: initial 10, min 1, max 200, backoff ratio 0.9, timeout 5 s.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.bounds.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.bounds.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.bounds.max = max;
+        self
+    }
+
+    /// What a drop multiplies the limit by, in `[0.5, 1)`.
+    #[must_use]
+    pub fn backoff_ratio(mut self, ratio: f64) -> Self {
+        self.backoff_ratio = ratio;
+        self
+    }
+
+    /// A call slower than this counts as a drop.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Checks the settings; errors name the field within the algorithm.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.bounds.check()?;
+        if !(0.5..1.0).contains(&self.backoff_ratio) {
+            return Err(ConfigError::new(
+                "backoff_ratio",
+                self.backoff_ratio,
+                "[0.5, 1)",
+            ));
+        }
+        config::positive_duration("timeout", self.timeout, MAX_TIMEOUT)?;
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Aimd {
@@ -20,9 +154,9 @@ pub(crate) struct Aimd {
 impl Aimd {
     pub(crate) fn new(config: &AimdConfig) -> Self {
         Self {
-            limit: config.initial,
-            min: config.min,
-            max: config.max,
+            limit: config.bounds.initial,
+            min: config.bounds.min,
+            max: config.bounds.max,
             backoff_ratio: config.backoff_ratio,
             timeout: config.timeout,
         }
@@ -42,8 +176,9 @@ impl Aimd {
         self.limit
     }
 
-    pub(crate) fn set(&mut self, limit: usize) {
+    pub(crate) fn set(&mut self, limit: usize) -> usize {
         self.limit = limit.clamp(self.min, self.max);
+        self.limit
     }
 }
 

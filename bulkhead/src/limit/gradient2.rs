@@ -7,11 +7,153 @@
 
 use std::time::Duration;
 
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Serialize};
+
+use super::bounds::{Bounds, MAX_LIMIT};
 use super::whole;
-use crate::config::Gradient2Config;
 
 /// The first calls are averaged plainly before the exponential average takes over.
 const WARMUP: u32 = 10;
+
+/// Settings of the Gradient2 limit; checked when the bulkhead is built.
+///
+/// The limit is scaled by `long-term latency / latest latency` (kept within `[0.5, 1]`), plus
+/// `queue_size` of headroom, and smoothed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Gradient2Spec", into = "Gradient2Spec")]
+pub struct Gradient2Config {
+    pub(crate) bounds: Bounds,
+    pub(crate) smoothing: f64,
+    pub(crate) queue_size: usize,
+    pub(crate) long_window: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Gradient2Spec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    smoothing: Raw<f64>,
+    queue_size: Raw<usize>,
+    long_window: Raw<u32>,
+}
+
+impl Default for Gradient2Spec {
+    fn default() -> Self {
+        Gradient2Config::default().into()
+    }
+}
+
+impl From<Gradient2Config> for Gradient2Spec {
+    fn from(c: Gradient2Config) -> Self {
+        Self {
+            initial: c.bounds.initial.into(),
+            min: c.bounds.min.into(),
+            max: c.bounds.max.into(),
+            smoothing: c.smoothing.into(),
+            queue_size: c.queue_size.into(),
+            long_window: c.long_window.into(),
+        }
+    }
+}
+
+impl TryFrom<Gradient2Spec> for Gradient2Config {
+    type Error = ConfigError;
+
+    fn try_from(spec: Gradient2Spec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bounds: Bounds::from_spec(
+                ["gradient2.initial", "gradient2.min", "gradient2.max"],
+                spec.initial,
+                spec.min,
+                spec.max,
+            )?,
+            smoothing: spec.smoothing.value("gradient2.smoothing", "(0, 1]")?,
+            queue_size: spec
+                .queue_size
+                .value("gradient2.queue_size", "[0, 1000000]")?,
+            long_window: spec
+                .long_window
+                .value("gradient2.long_window", "[1, 1000000]")?,
+        })
+    }
+}
+
+impl Default for Gradient2Config {
+    fn default() -> Self {
+        Self {
+            bounds: Bounds {
+                initial: 20,
+                min: 20,
+                max: 200,
+            },
+            smoothing: 0.2,
+            queue_size: 4,
+            long_window: 600,
+        }
+    }
+}
+
+impl Gradient2Config {
+    /// Netflix's defaults: initial 20, min 20, max 200, smoothing 0.2, queue size 4, long
+    /// window 600 calls.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.bounds.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.bounds.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.bounds.max = max;
+        self
+    }
+
+    /// How much of each new estimate is taken, in `(0, 1]`.
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// How far the limit may grow past what is in use while latency stays low.
+    #[must_use]
+    pub fn queue_size(mut self, queue_size: usize) -> Self {
+        self.queue_size = queue_size;
+        self
+    }
+
+    /// Over how many calls the long-term latency is averaged.
+    #[must_use]
+    pub fn long_window(mut self, calls: u32) -> Self {
+        self.long_window = calls;
+        self
+    }
+
+    /// Checks the settings; errors name the field within the algorithm.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.bounds.check()?;
+        config::ratio("smoothing", self.smoothing)?;
+        config::count_in("queue_size", self.queue_size, 0..=MAX_LIMIT)?;
+        config::count_in("long_window", self.long_window, 1..=1_000_000)?;
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Gradient2 {
@@ -57,9 +199,9 @@ impl ExpAverage {
 impl Gradient2 {
     pub(crate) fn new(config: &Gradient2Config) -> Self {
         Self {
-            estimate: config.initial as f64,
-            min: config.min,
-            max: config.max,
+            estimate: config.bounds.initial as f64,
+            min: config.bounds.min,
+            max: config.bounds.max,
             smoothing: config.smoothing,
             queue_size: config.queue_size as f64,
             long_rtt: ExpAverage::new(config.long_window),
@@ -87,8 +229,9 @@ impl Gradient2 {
         self.limit()
     }
 
-    pub(crate) fn set(&mut self, limit: usize) {
+    pub(crate) fn set(&mut self, limit: usize) -> usize {
         self.estimate = limit.clamp(self.min, self.max) as f64;
+        self.limit()
     }
 }
 

@@ -20,8 +20,32 @@
 //!
 //! Each algorithm is a plain state machine over samples (no clock, no locks), which keeps
 //! them easy to check against Netflix's definitions.
+//!
+//! # The Little's-law floor
+//!
+//! A latency-based algorithm reads rising latency as a queue it caused, and cuts the limit. A
+//! downstream that got slower without being overloaded (a colder cache, a longer query) also
+//! answers later, and there the cut only rejects calls the downstream would have served: at an
+//! arrival rate λ and a mean latency W, Little's law says λ × W calls are in flight on average,
+//! whatever the limit. So, for all three algorithms alike, a window that shows no sign of
+//! overload lifts the limit to at least
+//!
+//! `floor = 1.25 × λW + 3 × √(λW)`
+//!
+//! - `3 × √(λW)`: with arrivals at random, the calls in flight vary around λW as a Poisson
+//!   count (an M/G/∞ queue), which stays under this about 99.9 % of the time;
+//! - `1.25`: the latency may rise by a quarter during the next window before the floor follows.
+//!
+//! Overload shows as a drop (a failure, an overload refusal, a rejection from further in) or as
+//! calls that did not finish as fast as they came: more than 5 % of the window's arrivals
+//! either rejected by this bulkhead or still piling up in flight. In such a window the floor
+//! does not apply and the algorithm alone moves the limit, down. λ counts the calls this
+//! bulkhead rejected too, so the floor is what the offered load needs, not what the limit let
+//! in. The floor never exceeds the algorithm's maximum: set that maximum to at least the
+//! highest rate times the highest latency the client must carry.
 
 pub(crate) mod aimd;
+mod bounds;
 pub(crate) mod gradient2;
 pub(crate) mod vegas;
 
@@ -29,10 +53,107 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::AdaptiveLimit;
+use seawall_core::config::ConfigError;
+use serde::{Deserialize, Serialize};
+
+pub use self::aimd::AimdConfig;
+use self::bounds::Bounds;
+pub(crate) use self::bounds::MAX_LIMIT;
+pub use self::gradient2::Gradient2Config;
+pub use self::vegas::VegasConfig;
+
+/// An adaptive limit algorithm, as Netflix's `concurrency-limits` defines it.
+///
+/// Written in configuration as `{ "aimd": { ... } }`, `{ "vegas": { ... } }` or
+/// `{ "gradient2": { ... } }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdaptiveLimit {
+    /// Loss-based: grows by one while calls succeed, shrinks by a ratio on a drop. For clients.
+    Aimd(AimdConfig),
+    /// Latency-based, after TCP Vegas: estimates the queue from how far latency rose above the
+    /// no-load latency. For servers.
+    Vegas(VegasConfig),
+    /// Latency-based: scales the limit by the ratio of long-term to current latency. For
+    /// servers.
+    Gradient2(Gradient2Config),
+}
+
+impl AdaptiveLimit {
+    /// The limit before any call has been observed.
+    pub fn initial(&self) -> usize {
+        self.bounds().initial
+    }
+
+    fn bounds(&self) -> &Bounds {
+        match self {
+            Self::Aimd(c) => &c.bounds,
+            Self::Vegas(c) => &c.bounds,
+            Self::Gradient2(c) => &c.bounds,
+        }
+    }
+
+    /// The smallest limit the algorithm may set.
+    pub fn min(&self) -> usize {
+        self.bounds().min
+    }
+
+    /// The largest limit the algorithm may set.
+    pub fn max(&self) -> usize {
+        self.bounds().max
+    }
+
+    /// The name of the algorithm, as written in configuration.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Aimd(_) => "aimd",
+            Self::Vegas(_) => "vegas",
+            Self::Gradient2(_) => "gradient2",
+        }
+    }
+
+    /// Checks the settings; errors name their field within `adaptive.<algorithm>`.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|e| e.within(&format!("adaptive.{}", self.kind())))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match self {
+            Self::Aimd(c) => c.check(),
+            Self::Vegas(c) => c.check(),
+            Self::Gradient2(c) => c.check(),
+        }
+    }
+}
+
+impl From<AimdConfig> for AdaptiveLimit {
+    fn from(config: AimdConfig) -> Self {
+        Self::Aimd(config)
+    }
+}
+
+impl From<VegasConfig> for AdaptiveLimit {
+    fn from(config: VegasConfig) -> Self {
+        Self::Vegas(config)
+    }
+}
+
+impl From<Gradient2Config> for AdaptiveLimit {
+    fn from(config: Gradient2Config) -> Self {
+        Self::Gradient2(config)
+    }
+}
 
 /// Windows with fewer samples are skipped.
 const MIN_WINDOW_SAMPLES: u32 = 10;
+/// How far the latency may rise within one window before the floor follows.
+const FLOOR_HEADROOM: f64 = 1.25;
+/// Standard deviations of the calls in flight (a Poisson count) the floor leaves room for.
+const FLOOR_DEVIATIONS: f64 = 3.0;
+/// The share of a window's arrivals that may be rejected or left in flight before the window
+/// counts as overloaded.
+const BACKLOG_TOLERANCE: f64 = 0.05;
 /// Calls faster than this say nothing about the downstream (cache hits, local answers).
 const MIN_RTT: Duration = Duration::from_micros(100);
 
@@ -43,6 +164,8 @@ pub(crate) struct Windowed {
     length: Duration,
     next_update: Option<Instant>,
     window: Window,
+    /// When the current window began, and the calls in flight then.
+    started: Option<(Instant, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -50,8 +173,44 @@ struct Window {
     min_rtt: Option<Duration>,
     sum: Duration,
     count: u32,
+    /// Every call that finished, those too fast to be a sample included.
+    finished: u64,
     max_in_flight: usize,
     dropped: bool,
+}
+
+/// What the bulkhead counted while a window was open, read when it closes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Load {
+    /// Calls in flight now.
+    pub(crate) in_flight: usize,
+    /// Calls this bulkhead rejected during the window.
+    pub(crate) rejected: u64,
+    /// Calls that finished during the window without reaching the algorithm (its lock was
+    /// busy).
+    pub(crate) unsampled: u64,
+}
+
+/// The limit Little's law asks for, when a window shows no sign of overload.
+///
+/// `finished` calls ended during the window of `elapsed`, `in_flight` calls were in flight
+/// at its start and `load` at its end; `mean` is the window's mean latency.
+fn littles_law_floor(
+    elapsed: Duration,
+    finished: u64,
+    in_flight_before: usize,
+    load: Load,
+    mean: Duration,
+) -> Option<usize> {
+    let finished = finished + load.unsampled;
+    let admitted = (finished + load.in_flight as u64).saturating_sub(in_flight_before as u64);
+    let arrivals = admitted + load.rejected;
+    if elapsed.is_zero() || (finished as f64) < (1.0 - BACKLOG_TOLERANCE) * arrivals as f64 {
+        return None;
+    }
+    let in_flight = arrivals as f64 / elapsed.as_secs_f64() * mean.as_secs_f64();
+    let floor = FLOOR_HEADROOM * in_flight + FLOOR_DEVIATIONS * in_flight.sqrt();
+    Some(floor.ceil() as usize)
 }
 
 impl Windowed {
@@ -61,34 +220,51 @@ impl Windowed {
             length,
             next_update: None,
             window: Window::default(),
+            started: None,
         }
     }
 
-    /// Adds one finished call; returns the limit when a window closed and moved it.
+    /// Adds one finished call; returns the limit when a window closed and moved it. `load` is
+    /// read only when a window closes.
     pub(crate) fn sample(
         &mut self,
         now: Instant,
         rtt: Duration,
         in_flight: usize,
         dropped: bool,
+        load: impl FnOnce() -> Load,
     ) -> Option<usize> {
-        if rtt < MIN_RTT {
-            return None;
-        }
         let w = &mut self.window;
-        w.min_rtt = Some(w.min_rtt.map_or(rtt, |min| min.min(rtt)));
-        w.sum += rtt;
-        w.count += 1;
-        w.max_in_flight = w.max_in_flight.max(in_flight);
-        w.dropped |= dropped;
+        w.finished += 1;
+        if rtt >= MIN_RTT {
+            w.min_rtt = Some(w.min_rtt.map_or(rtt, |min| min.min(rtt)));
+            w.sum += rtt;
+            w.count += 1;
+            w.max_in_flight = w.max_in_flight.max(in_flight);
+            w.dropped |= dropped;
+        }
         if self.next_update.is_some_and(|next| now <= next) {
             return None;
         }
         let w = std::mem::take(&mut self.window);
         self.next_update = Some(now + self.length);
-        (w.count >= MIN_WINDOW_SAMPLES).then(|| {
-            let average = w.sum / w.count;
-            self.algorithm.update(average, w.max_in_flight, w.dropped)
+        let load = load();
+        let started = self.started.replace((now, load.in_flight));
+        if w.count < MIN_WINDOW_SAMPLES {
+            return None;
+        }
+        let average = w.sum / w.count;
+        let limit = self.algorithm.update(average, w.max_in_flight, w.dropped);
+        let floor = match started {
+            Some((start, in_flight_before)) if !w.dropped => {
+                let elapsed = now.saturating_duration_since(start);
+                littles_law_floor(elapsed, w.finished, in_flight_before, load, average)
+            }
+            _ => None,
+        };
+        Some(match floor {
+            Some(floor) if floor > limit => self.algorithm.set(floor),
+            _ => limit,
         })
     }
 
@@ -125,8 +301,9 @@ impl Algorithm {
         }
     }
 
-    /// Overrides the current estimate (from a handle); the algorithm goes on from there.
-    fn set(&mut self, limit: usize) {
+    /// Overrides the current estimate (from a handle, or the floor); the algorithm goes on
+    /// from there. Returns the limit now, within the bounds.
+    fn set(&mut self, limit: usize) -> usize {
         match self {
             Self::Aimd(a) => a.set(limit),
             Self::Vegas(v) => v.set(limit),
@@ -153,7 +330,6 @@ fn whole(estimate: f64, min: usize, max: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AimdConfig;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -165,12 +341,18 @@ mod tests {
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
         // The first sample opens the first window.
-        assert_eq!(w.sample(start, ms(5), 20, false), None);
+        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
         for i in 0..20 {
-            assert_eq!(w.sample(start + ms(i), ms(5), 20, true), None);
+            assert_eq!(
+                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                None
+            );
         }
         // Twenty drops in the window: one backoff, not twenty.
-        assert_eq!(w.sample(start + ms(101), ms(5), 20, false), Some(18));
+        assert_eq!(
+            w.sample(start + ms(101), ms(5), 20, false, Load::default),
+            Some(18)
+        );
     }
 
     #[test]
@@ -178,30 +360,180 @@ mod tests {
         let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(20).max(100));
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
-        assert_eq!(w.sample(start, ms(5), 20, false), None);
+        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
         for i in 0..5 {
-            assert_eq!(w.sample(start + ms(i), ms(5), 20, true), None);
+            assert_eq!(
+                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                None
+            );
         }
         assert_eq!(
-            w.sample(start + ms(101), ms(5), 20, true),
+            w.sample(start + ms(101), ms(5), 20, true, Load::default),
             None,
             "six samples"
         );
         for i in 0..30 {
-            w.sample(start + ms(102 + i), Duration::from_micros(50), 20, true);
+            w.sample(
+                start + ms(102 + i),
+                Duration::from_micros(50),
+                20,
+                true,
+                Load::default,
+            );
         }
         assert_eq!(
-            w.sample(start + ms(300), Duration::from_micros(50), 20, true),
+            w.sample(
+                start + ms(300),
+                Duration::from_micros(50),
+                20,
+                true,
+                Load::default
+            ),
             None
         );
+    }
+
+    /// Feeds one window of `n` calls at `rate` a second, each taking `rtt`, with `load` read
+    /// when it closes; returns the limit it closes with.
+    pub(super) fn window(
+        w: &mut Windowed,
+        now: &mut Instant,
+        n: u64,
+        rtt: Duration,
+        dropped: bool,
+        load: Load,
+    ) -> Option<usize> {
+        let length = w.length;
+        let step = length / n as u32 + Duration::from_nanos(1);
+        let mut limit = None;
+        for _ in 0..n {
+            *now += step;
+            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, || load) {
+                limit = Some(l);
+            }
+        }
+        limit
+    }
+
+    /// A windowed algorithm whose first window is open, with `in_flight` calls in flight.
+    pub(super) fn opened(config: &AdaptiveLimit, in_flight: usize) -> (Windowed, Instant) {
+        let mut w = Windowed::new(config, ms(100));
+        let start = Instant::now();
+        let load = Load {
+            in_flight,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(start, ms(5), in_flight, false, || load), None);
+        (w, start)
+    }
+
+    #[test]
+    fn a_slower_downstream_without_overload_lifts_the_limit_to_the_floor() {
+        // 1000 calls a second, latency rising from 20 ms to 70 ms: Vegas alone reads the rise
+        // as a queue and cuts; the floor keeps 1.25 x 70 + 3 x sqrt(70) = 113 calls.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(40).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let mut limit = 0;
+        for step in 0..=10 {
+            let rtt = ms(20 + 5 * step);
+            let in_flight = (rtt.as_millis()) as usize;
+            let load = Load {
+                in_flight,
+                ..Load::default()
+            };
+            limit = window(&mut w, &mut now, 100, rtt, false, load).unwrap();
+            let need = in_flight;
+            assert!(limit >= need, "{rtt:?}: {limit} < {need}");
+        }
+        assert!(limit >= 113, "{limit}");
+    }
+
+    #[test]
+    fn overload_turns_the_floor_off() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(200).max(1000));
+        let healthy = Load {
+            in_flight: 10,
+            ..Load::default()
+        };
+        // Drops.
+        let (mut w, mut now) = opened(&config, 10);
+        window(&mut w, &mut now, 100, ms(10), false, healthy);
+        let before = window(&mut w, &mut now, 100, ms(10), false, healthy).unwrap();
+        let after = window(&mut w, &mut now, 100, ms(40), true, healthy).unwrap();
+        assert!(after < before, "a drop: {before} -> {after}");
+        // Calls piling up in flight: 100 finished, 140 more in flight than before.
+        let (mut w, mut now) = opened(&config, 10);
+        window(&mut w, &mut now, 100, ms(10), false, healthy);
+        let piling = Load {
+            in_flight: 150,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 100, ms(400), false, piling).unwrap();
+        assert!(limit < 200, "a backlog: {limit}");
+        // Calls this bulkhead turned away.
+        let busy = Load {
+            in_flight: 150,
+            ..Load::default()
+        };
+        let (mut w, mut now) = opened(&config, 150);
+        window(&mut w, &mut now, 100, ms(10), false, busy);
+        let turned_away = Load {
+            in_flight: 150,
+            rejected: 50,
+            unsampled: 0,
+        };
+        let limit = window(&mut w, &mut now, 100, ms(400), false, turned_away).unwrap();
+        assert!(limit < 200, "rejections: {limit}");
+    }
+
+    #[test]
+    fn rejections_count_as_demand_in_the_floor() {
+        // 100 finished and 4 turned away in 100 ms (under the 5 % tolerance): λ = 1040/s.
+        let floor = littles_law_floor(
+            ms(100),
+            100,
+            10,
+            Load {
+                in_flight: 10,
+                rejected: 4,
+                unsampled: 0,
+            },
+            ms(50),
+        );
+        // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
+        assert_eq!(floor, Some(87));
     }
 }
 
 #[cfg(test)]
 mod properties {
+    use super::tests::{opened, window};
     use super::*;
-    use crate::config::{AimdConfig, Gradient2Config, VegasConfig};
     use proptest::prelude::*;
+
+    fn configs(max: usize) -> [AdaptiveLimit; 3] {
+        [
+            AdaptiveLimit::Aimd(AimdConfig::new().initial(10).max(max)),
+            AdaptiveLimit::Vegas(VegasConfig::new().initial(10).max(max)),
+            AdaptiveLimit::Gradient2(Gradient2Config::new().initial(20).max(max)),
+        ]
+    }
+
+    /// How a window shows overload, if it does.
+    #[derive(Debug, Clone, Copy)]
+    enum Overload {
+        Drops,
+        Backlog,
+        Rejections,
+    }
+
+    fn overload() -> impl Strategy<Value = Overload> {
+        prop_oneof![
+            Just(Overload::Drops),
+            Just(Overload::Backlog),
+            Just(Overload::Rejections)
+        ]
+    }
 
     fn sample() -> impl Strategy<Value = (Duration, usize, bool)> {
         (1..200u64, 0..300usize, prop::bool::weighted(0.1))
@@ -214,6 +546,77 @@ mod properties {
     }
 
     proptest! {
+        /// Whatever the latency does, a window without overload leaves a limit of at least
+        /// the calls Little's law puts in flight (within the maximum), and exactly what the
+        /// model says: the algorithm's limit, lifted to the floor.
+        #[test]
+        fn the_floor_holds_under_any_latency_ramp_without_overload(
+            calls in 10..400u64,
+            latencies in prop::collection::vec(1..300u64, 1..30),
+            max in 50..2000usize,
+        ) {
+            for config in &configs(max) {
+                let mut model = Algorithm::new(config);
+                let (mut w, mut now) = opened(config, 1);
+                for &latency in &latencies {
+                    let rtt = Duration::from_millis(latency);
+                    let load = Load { in_flight: 1, ..Load::default() };
+                    let step = Duration::from_millis(100) / calls as u32 + Duration::from_nanos(1);
+                    let limit = window(&mut w, &mut now, calls, rtt, false, load).unwrap();
+                    let need = rtt.as_secs_f64() / step.as_secs_f64();
+                    prop_assert!(limit as f64 >= need.ceil().min(max as f64) - 1e-9,
+                        "{config:?} at {rtt:?}: {limit} < {need}");
+                    let floor = (1.25 * need + 3.0 * need.sqrt()).ceil() as usize;
+                    let alone = model.update(rtt, 1, false);
+                    let expected = if floor > alone { model.set(floor) } else { alone };
+                    prop_assert_eq!(limit, expected, "{:?} at {:?}", config, rtt);
+                }
+            }
+        }
+
+        /// In a window that shows overload the floor stays out of the way: the limit is the
+        /// algorithm's alone, and a drop lowers it.
+        #[test]
+        fn the_limit_falls_under_overload(
+            calls in 20..400u64,
+            latencies in prop::collection::vec(1..300u64, 1..30),
+            kind in overload(),
+        ) {
+            for config in &configs(1000) {
+                let mut model = Algorithm::new(config);
+                let (mut w, mut now) = opened(config, 10);
+                let mut in_flight = 10;
+                let mut before = config.initial();
+                for &latency in &latencies {
+                    let rtt = Duration::from_millis(latency);
+                    let (dropped, load) = match kind {
+                        Overload::Drops => (true, Load { in_flight, ..Load::default() }),
+                        Overload::Backlog => {
+                            in_flight += calls as usize / 2;
+                            (false, Load { in_flight, ..Load::default() })
+                        }
+                        Overload::Rejections => (false, Load {
+                            in_flight,
+                            rejected: calls / 2,
+                            unsampled: 0,
+                        }),
+                    };
+                    let limit = window(&mut w, &mut now, calls, rtt, dropped, load).unwrap();
+                    prop_assert_eq!(limit, model.update(rtt, in_flight, dropped), "{:?}", config);
+                    match config {
+                        AdaptiveLimit::Aimd(_) if dropped && before > config.min() => {
+                            prop_assert!(limit < before, "{config:?}: {before} -> {limit}");
+                        }
+                        AdaptiveLimit::Vegas(_) if dropped => {
+                            prop_assert!(limit <= before, "{config:?}: {before} -> {limit}");
+                        }
+                        _ => {}
+                    }
+                    before = limit;
+                }
+            }
+        }
+
         #[test]
         fn every_algorithm_stays_within_its_bounds(
             (min, max, initial) in bounds(),
@@ -272,7 +675,7 @@ mod properties {
         ) {
             let config = Gradient2Config::new().min(1).max(1000);
             let mut algorithm = Algorithm::new(&AdaptiveLimit::Gradient2(config));
-            let mut limit = config.initial;
+            let mut limit = config.bounds.initial;
             for &(rtt, in_flight, dropped) in &samples {
                 let next = algorithm.update(rtt, in_flight, dropped);
                 let most = limit as f64 + config.smoothing * config.queue_size as f64 + 1.0;

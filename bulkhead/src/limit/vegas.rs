@@ -9,8 +9,135 @@
 
 use std::time::Duration;
 
+use seawall_core::config::{self, ConfigError, Raw};
+use serde::{Deserialize, Serialize};
+
+use super::bounds::Bounds;
 use super::{log10_root, whole};
-use crate::config::VegasConfig;
+
+/// Settings of the Vegas limit; checked when the bulkhead is built.
+///
+/// The queue is estimated as `limit × (1 − no-load latency / latency)`; with Netflix's
+/// functions of the limit (`log10` based) it grows fast while there is no queue, slowly while
+/// the queue is small, and shrinks once the queue is large or a call drops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "VegasSpec", into = "VegasSpec")]
+pub struct VegasConfig {
+    pub(crate) bounds: Bounds,
+    pub(crate) smoothing: f64,
+    pub(crate) probe_multiplier: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct VegasSpec {
+    initial: Raw<usize>,
+    min: Raw<usize>,
+    max: Raw<usize>,
+    smoothing: Raw<f64>,
+    probe_multiplier: Raw<u32>,
+}
+
+impl Default for VegasSpec {
+    fn default() -> Self {
+        VegasConfig::default().into()
+    }
+}
+
+impl From<VegasConfig> for VegasSpec {
+    fn from(c: VegasConfig) -> Self {
+        Self {
+            initial: c.bounds.initial.into(),
+            min: c.bounds.min.into(),
+            max: c.bounds.max.into(),
+            smoothing: c.smoothing.into(),
+            probe_multiplier: c.probe_multiplier.into(),
+        }
+    }
+}
+
+impl TryFrom<VegasSpec> for VegasConfig {
+    type Error = ConfigError;
+
+    fn try_from(spec: VegasSpec) -> Result<Self, ConfigError> {
+        Ok(Self {
+            bounds: Bounds::from_spec(
+                ["vegas.initial", "vegas.min", "vegas.max"],
+                spec.initial,
+                spec.min,
+                spec.max,
+            )?,
+            smoothing: spec.smoothing.value("vegas.smoothing", "(0, 1]")?,
+            probe_multiplier: spec
+                .probe_multiplier
+                .value("vegas.probe_multiplier", "[1, 1000000]")?,
+        })
+    }
+}
+
+impl Default for VegasConfig {
+    fn default() -> Self {
+        Self {
+            bounds: Bounds {
+                initial: 20,
+                min: 1,
+                max: 1000,
+            },
+            smoothing: 1.0,
+            probe_multiplier: 30,
+        }
+    }
+}
+
+impl VegasConfig {
+    /// Netflix's defaults: initial 20, min 1, max 1000, smoothing 1, probe multiplier 30.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The limit to start from.
+    #[must_use]
+    pub fn initial(mut self, initial: usize) -> Self {
+        self.bounds.initial = initial;
+        self
+    }
+
+    /// The smallest limit, at least 1.
+    #[must_use]
+    pub fn min(mut self, min: usize) -> Self {
+        self.bounds.min = min;
+        self
+    }
+
+    /// The largest limit.
+    #[must_use]
+    pub fn max(mut self, max: usize) -> Self {
+        self.bounds.max = max;
+        self
+    }
+
+    /// How much of each new estimate is taken, in `(0, 1]`.
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// The no-load latency is measured afresh about every `probe_multiplier × limit` calls.
+    #[must_use]
+    pub fn probe_multiplier(mut self, multiplier: u32) -> Self {
+        self.probe_multiplier = multiplier;
+        self
+    }
+
+    /// Checks the settings; errors name the field within the algorithm.
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        self.bounds.check()?;
+        config::ratio("smoothing", self.smoothing)?;
+        config::count_in("probe_multiplier", self.probe_multiplier, 1..=1_000_000)?;
+        Ok(())
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Vegas {
@@ -28,9 +155,9 @@ pub(crate) struct Vegas {
 impl Vegas {
     pub(crate) fn new(config: &VegasConfig) -> Self {
         let mut vegas = Self {
-            estimate: config.initial as f64,
-            min: config.min,
-            max: config.max,
+            estimate: config.bounds.initial as f64,
+            min: config.bounds.min,
+            max: config.bounds.max,
             smoothing: config.smoothing,
             probe_multiplier: f64::from(config.probe_multiplier),
             probe_count: 0,
@@ -93,8 +220,9 @@ impl Vegas {
         self.limit()
     }
 
-    pub(crate) fn set(&mut self, limit: usize) {
+    pub(crate) fn set(&mut self, limit: usize) -> usize {
         self.estimate = limit.clamp(self.min, self.max) as f64;
+        self.limit()
     }
 }
 

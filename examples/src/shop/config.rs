@@ -74,7 +74,7 @@ pub struct DatabaseConfig {
 struct DatabaseSpec {
     pool_size: Raw<usize>,
     #[serde(default = "default_queue")]
-    max_queue: Raw<usize>,
+    queue_limit: Raw<usize>,
     #[serde(default = "default_wait")]
     max_wait: Raw<Duration>,
     query_timeout: Raw<Duration>,
@@ -102,7 +102,7 @@ impl TryFrom<DatabaseSpec> for DatabaseConfig {
 
     fn try_from(spec: DatabaseSpec) -> Result<Self, ConfigError> {
         let pool_size = config::count_in("pool_size", spec.pool_size, 1..=256)?;
-        let max_queue = config::count_in("max_queue", spec.max_queue, 0..=10_000)?;
+        let queue_limit = config::count_in("queue_limit", spec.queue_limit, 0..=10_000)?;
         let max_wait = config::duration_in(
             "max_wait",
             spec.max_wait,
@@ -116,7 +116,7 @@ impl TryFrom<DatabaseSpec> for DatabaseConfig {
         let bulkhead = BulkheadConfig::builder()
             .name("db")
             .max_concurrent(pool_size)
-            .max_queue(max_queue)
+            .queue_limit(queue_limit)
             .max_wait(max_wait)
             .build()?;
         Ok(Self {

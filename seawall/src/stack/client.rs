@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_circuit_breaker::{
-    CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, NoRetryAfter,
+    ByAuthority, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
+    KeyedCircuitBreaker, KeyedCircuitBreakerLayer, NoRetryAfter,
 };
 use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, Raw};
@@ -23,17 +24,48 @@ use tower::util::Either;
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The client stack's service over `S`: total timeout, retry, hedging (when configured),
-/// client-side throttle, circuit breaker, per-attempt timeout, bulkhead.
+/// client-side throttle, circuit breaker (one, or one per authority), per-attempt timeout,
+/// bulkhead.
 pub type ClientStack<S, P = DefaultPolicy, C = DefaultClassify> = Timeout<
-    Retry<
-        Hedged<
-            Throttle<CircuitBreaker<Timeout<Bulkhead<S, C>, NoDeadlines>, C, NoRetryAfter>, C>,
-            P,
-        >,
-        P,
-    >,
+    Retry<Hedged<Throttle<Breakers<Timeout<Bulkhead<S, C>, NoDeadlines>, C>, C>, P>, P>,
     ScopedDeadlines,
 >;
+
+/// `S` behind one circuit breaker, or behind a breaker per URI authority when the stack's
+/// [`circuit_breaker_key`](ClientStackConfig::with_breaker_key) says so.
+pub type Breakers<S, C> = Either<
+    CircuitBreaker<S, C, NoRetryAfter>,
+    KeyedCircuitBreaker<S, Option<http::uri::Authority>, ByAuthority, C, NoRetryAfter>,
+>;
+
+/// Which circuit breaker a call of the client stack goes through.
+///
+/// One breaker is the default: a stack usually serves one dependency, and a breaker per key
+/// costs a map lookup (a read lock and a hash) on every call. A client whose requests go to
+/// several hosts (absolute URIs, a shared client) keys by authority so that one failing host
+/// does not open the breaker for the others. The key is the authority, not the path: a path
+/// holds ids (`/users/42`), which would make a breaker per resource, each with too few calls
+/// to judge, and a host is what fails as a whole (its process, its network, its pool); routes
+/// of one host that fail apart need a key of their own
+/// (`seawall::circuit_breaker::KeyedCircuitBreakerLayer` with a route template).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakerKey {
+    /// One breaker for every call.
+    #[default]
+    One,
+    /// A breaker per URI authority (`host:port`) of an HTTP request, at most the circuit
+    /// breaker's `max_keys` of them (idle ones evicted first, open ones last); requests
+    /// without an authority share one.
+    Authority,
+}
+
+impl BreakerKey {
+    fn is_one(&self) -> bool {
+        *self == Self::One
+    }
+}
 
 /// `S` hedged with the retry policy `P` deciding what may be sent twice, or `S` itself when
 /// the stack has no `hedge` section.
@@ -73,6 +105,7 @@ pub struct ClientStackConfig {
     circuit_breaker: CircuitBreakerConfig,
     bulkhead: BulkheadConfig,
     hedge: Option<HedgeConfig>,
+    circuit_breaker_key: BreakerKey,
 }
 
 impl ClientStackConfig {
@@ -95,7 +128,20 @@ impl ClientStackConfig {
             circuit_breaker,
             bulkhead,
             hedge: None,
+            circuit_breaker_key: BreakerKey::One,
         })
+    }
+
+    /// The same stack with a circuit breaker per `key` (one breaker unless asked); the breaker
+    /// configuration's `max_keys` and `key_idle_timeout` bound the breakers kept.
+    pub fn with_breaker_key(mut self, key: BreakerKey) -> Self {
+        self.circuit_breaker_key = key;
+        self
+    }
+
+    /// Which circuit breaker a call goes through.
+    pub fn breaker_key(&self) -> BreakerKey {
+        self.circuit_breaker_key
     }
 
     /// The same stack with `throttle` as its client-side throttle (named after the stack).
@@ -174,6 +220,8 @@ struct ClientStackSpec {
     throttle: ThrottleConfig,
     #[serde(default = "default_breaker", deserialize_with = "breaker_within")]
     circuit_breaker: CircuitBreakerConfig,
+    #[serde(default, skip_serializing_if = "BreakerKey::is_one")]
+    circuit_breaker_key: BreakerKey,
     #[serde(deserialize_with = "bulkhead_within")]
     bulkhead: BulkheadConfig,
     #[serde(
@@ -342,6 +390,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             circuit_breaker: spec.circuit_breaker.named(name.as_str())?,
             bulkhead: spec.bulkhead.named(name.as_str())?,
             hedge: spec.hedge.map(|h| h.named(name.as_str())).transpose()?,
+            circuit_breaker_key: spec.circuit_breaker_key,
             name: name.into(),
             total_timeout,
             attempt_timeout,
@@ -366,6 +415,7 @@ impl From<ClientStackConfig> for ClientStackSpec {
             circuit_breaker: c.circuit_breaker,
             bulkhead: c.bulkhead,
             hedge: c.hedge,
+            circuit_breaker_key: c.circuit_breaker_key,
         }
     }
 }
@@ -379,10 +429,18 @@ pub struct ClientStackLayer<P = DefaultPolicy, C = DefaultClassify> {
     retry: RetryLayer<P>,
     throttle: ThrottleLayer<C>,
     hedge: Option<HedgeLayer<P>>,
-    breaker: CircuitBreakerLayer<C>,
+    breaker: BreakerLayer<C>,
+    /// With a breaker per authority, a breaker no call goes through, for `circuit_breaker()`.
+    unkeyed: Option<CircuitBreakerHandle>,
     attempt: TimeoutLayer,
     bulkhead: BulkheadLayer<C>,
 }
+
+/// One circuit breaker, or one per authority.
+type BreakerLayer<C> = Either<
+    CircuitBreakerLayer<C>,
+    KeyedCircuitBreakerLayer<Option<http::uri::Authority>, ByAuthority, C>,
+>;
 
 impl ClientStackLayer {
     /// The stack `config` describes, with the default retry policy and classifier.
@@ -415,7 +473,17 @@ impl ClientStackLayer {
             hedge: config
                 .hedge
                 .map(|h| HedgeLayer::new(h).policy(DefaultPolicy)),
-            breaker: CircuitBreakerLayer::new(config.circuit_breaker).classify(DefaultClassify),
+            unkeyed: (config.circuit_breaker_key != BreakerKey::One)
+                .then(|| CircuitBreakerLayer::new(config.circuit_breaker.clone()).handle()),
+            breaker: match config.circuit_breaker_key {
+                BreakerKey::One => Either::Left(
+                    CircuitBreakerLayer::new(config.circuit_breaker).classify(DefaultClassify),
+                ),
+                BreakerKey::Authority => Either::Right(
+                    KeyedCircuitBreakerLayer::new(config.circuit_breaker, ByAuthority)
+                        .classify(DefaultClassify),
+                ),
+            },
             attempt,
             bulkhead: BulkheadLayer::new(config.bulkhead).classify(DefaultClassify),
         }
@@ -434,6 +502,7 @@ impl<P, C> ClientStackLayer<P, C> {
             retry: self.retry.policy(policy),
             throttle: self.throttle,
             breaker: self.breaker,
+            unkeyed: self.unkeyed,
             attempt: self.attempt,
             bulkhead: self.bulkhead,
         }
@@ -447,7 +516,11 @@ impl<P, C> ClientStackLayer<P, C> {
             retry: self.retry,
             throttle: self.throttle.classify(classifier.clone()),
             hedge: self.hedge,
-            breaker: self.breaker.classify(classifier.clone()),
+            breaker: match self.breaker {
+                Either::Left(one) => Either::Left(one.classify(classifier.clone())),
+                Either::Right(keyed) => Either::Right(keyed.classify(classifier.clone())),
+            },
+            unkeyed: self.unkeyed,
             attempt: self.attempt,
             bulkhead: self.bulkhead.classify(classifier),
         }
@@ -458,9 +531,26 @@ impl<P, C> ClientStackLayer<P, C> {
         self.throttle.handle()
     }
 
-    /// The circuit breaker's handle: its state, its figures, forced transitions.
+    /// The circuit breaker's handle: its state, its figures, forced transitions. With a
+    /// breaker per authority there is no one breaker: this is a breaker no call goes through;
+    /// see [`circuit_breaker_for`](Self::circuit_breaker_for).
     pub fn circuit_breaker(&self) -> CircuitBreakerHandle {
-        self.breaker.handle()
+        match &self.breaker {
+            Either::Left(one) => one.handle(),
+            Either::Right(_) => self.unkeyed.clone().expect("kept with a keyed breaker"),
+        }
+    }
+
+    /// The handle of the breaker that calls to `authority` go through: the one breaker, or
+    /// that authority's once a call was made to it (`None` before).
+    pub fn circuit_breaker_for(
+        &self,
+        authority: Option<&http::uri::Authority>,
+    ) -> Option<CircuitBreakerHandle> {
+        match &self.breaker {
+            Either::Left(one) => Some(one.handle()),
+            Either::Right(keyed) => keyed.handle(&authority.cloned()),
+        }
     }
 
     /// The bulkhead's handle: in flight, queued, the limit.
@@ -488,6 +578,7 @@ impl<P, C> Clone for ClientStackLayer<P, C> {
             throttle: self.throttle.clone(),
             hedge: self.hedge.clone(),
             breaker: self.breaker.clone(),
+            unkeyed: self.unkeyed.clone(),
             attempt: self.attempt.clone(),
             bulkhead: self.bulkhead.clone(),
         }
@@ -536,15 +627,22 @@ impl Default for ClientStackConfig {
     /// - circuit breaker: its defaults (a run of failures adapted to the failure rate before
     ///   it, beside the failure rate; open 1 s, 2 s, then 3 s while probes fail, each stretched
     ///   by up to a quarter, so a downstream that came back is used within 5 s);
-    /// - bulkhead: 1000 calls at once and no queue, Polly's standard concurrency limiter
-    ///   (Envoy's default is 1024);
+    /// - bulkhead: a fixed 1000 calls at once and no queue, Polly's standard concurrency
+    ///   limiter (Envoy's default is 1024). By Little's law a client needs rate × latency calls
+    ///   in flight: 1000 carries 1000 req/s even when every call takes the whole 1 s total
+    ///   timeout, and 10,000 req/s at up to 100 ms, so the cap only stops a client piling up
+    ///   calls against a black hole. Fixed rather than adaptive: overload is handled by the
+    ///   throttle, the breaker and the attempt timeout, and an adaptive limit learns in windows
+    ///   of at least 10 calls, which a client of a large fleet at a few calls a second never
+    ///   fills (an adaptive limit, with its Little's-law floor, is a `bulkhead.adaptive`
+    ///   section away);
     /// - no hedging: it adds load, and is for calls whose tail matters more than that
     ///   ([`with_hedge`](Self::with_hedge), or a `hedge` section).
     fn default() -> Self {
         let retry = default_retry();
         let bulkhead = BulkheadConfig::builder()
             .max_concurrent(1000)
-            .max_queue(0)
+            .queue_limit(0)
             .build()
             .expect("the defaults are valid");
         Self::new(

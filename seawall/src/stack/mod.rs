@@ -54,5 +54,7 @@
 mod client;
 mod server;
 
-pub use self::client::{ClientStack, ClientStackConfig, ClientStackLayer, Hedged};
+pub use self::client::{
+    BreakerKey, Breakers, ClientStack, ClientStackConfig, ClientStackLayer, Hedged,
+};
 pub use self::server::{ServerStack, ServerStackConfig, ServerStackLayer};

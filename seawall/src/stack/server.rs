@@ -32,7 +32,7 @@ pub type ServerStack<S> = InboundDeadline<
 /// let config: ServerStackConfig = serde_json::from_str(r#"{
 ///     "name": "api",
 ///     "rate_limit": { "quota": { "per_second": 100, "burst": 20 } },
-///     "bulkhead": { "max_concurrent": 64, "max_queue": 64, "max_wait": "100ms" },
+///     "bulkhead": { "max_concurrent": 64, "queue_limit": 64, "max_wait": "100ms" },
 ///     "timeout": "2s"
 /// }"#).unwrap();
 /// assert_eq!(config.name(), "api");

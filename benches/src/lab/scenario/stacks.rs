@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use seawall::stack::BreakerKey;
 use seawall_core::config::ConfigError;
 use seawall_hedge::HedgeConfig;
 use seawall_outlier::OutlierConfig;
@@ -41,6 +42,9 @@ pub struct StackOptions {
     pub hedge: Option<HedgeConfig>,
     /// Outlier ejection under the balancer, for the stacks that eject.
     pub outlier: Option<OutlierConfig>,
+    /// The seawall stack's circuit breaker key (its `circuit_breaker_key`), when the settings
+    /// have the default one breaker.
+    pub circuit_breaker_key: Option<BreakerKey>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +60,7 @@ struct StacksSpec {
     balance: Option<BalanceSpec>,
     hedge: Option<HedgeConfig>,
     outlier: Option<OutlierConfig>,
+    circuit_breaker_key: Option<BreakerKey>,
 }
 
 /// The stacks a balance may be chosen for.
@@ -93,6 +98,7 @@ impl TryFrom<StacksSpec> for StackOptions {
             balance,
             hedge: spec.hedge,
             outlier: spec.outlier,
+            circuit_breaker_key: spec.circuit_breaker_key,
         })
     }
 }

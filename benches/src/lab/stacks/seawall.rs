@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use seawall::circuit_breaker::CircuitState;
 use seawall::hedge::HedgeConfig;
-use seawall::stack::ClientStackLayer;
+use seawall::stack::{BreakerKey, ClientStackLayer};
 use seawall_core::BoxError;
 use tower::{Layer, Service, ServiceExt};
 
@@ -15,7 +15,7 @@ use super::balance::Spread;
 use super::classify;
 use super::settings::SeawallSettings;
 use crate::lab::metrics::{BreakerState, Failure};
-use crate::lab::sim::{Request, Response};
+use crate::lab::sim::{self, Request, Response};
 use crate::lab::workload::{BreakerProbe, Built, EjectedProbe};
 
 /// One client's seawall stack over the downstream, its jitter seeded from `seed`.
@@ -32,10 +32,17 @@ pub fn seawall(
     downstream: Spread,
     settings: &SeawallSettings,
     hedge: Option<&HedgeConfig>,
+    breaker_key: Option<BreakerKey>,
     ejected: Option<EjectedProbe>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let mut config = settings.for_client(seed);
+    if let Some(key) = breaker_key
+        && config.breaker_key() == BreakerKey::One
+    {
+        config = config.with_breaker_key(key);
+    }
+    let keyed = config.breaker_key() != BreakerKey::One;
     if let Some(hedge) = hedge
         && config.hedge().is_none()
     {
@@ -44,18 +51,31 @@ pub fn seawall(
             .expect("a valid hedge config");
     }
     let layer = ClientStackLayer::new(config);
-    let handle = layer.circuit_breaker();
-    let probe: BreakerProbe = Arc::new(move |_key| match handle.state() {
-        CircuitState::Open | CircuitState::ForcedOpen => BreakerState::Open,
-        CircuitState::HalfOpen => BreakerState::HalfOpen,
-        _ => BreakerState::Closed,
+    let handles = layer.clone();
+    let one = layer.circuit_breaker();
+    let authorities: Vec<_> = (0..64).map(sim::authority).collect();
+    let probe: BreakerProbe = Arc::new(move |key| {
+        let state = if keyed {
+            let authority = authorities.get(key as usize).cloned();
+            let authority = authority.unwrap_or_else(|| sim::authority(key));
+            handles
+                .circuit_breaker_for(Some(&authority))
+                .map(|h| h.state())
+        } else {
+            Some(one.state())
+        };
+        match state {
+            Some(CircuitState::Open | CircuitState::ForcedOpen) => BreakerState::Open,
+            Some(CircuitState::HalfOpen) => BreakerState::HalfOpen,
+            _ => BreakerState::Closed,
+        }
     });
     Built {
         service: layer
             .layer(downstream)
             .map_err(classify as fn(BoxError) -> Failure),
         breaker: Some(probe),
-        keyed_breaker: false,
+        keyed_breaker: keyed,
         ejected,
     }
 }

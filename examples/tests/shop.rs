@@ -271,6 +271,17 @@ struct Answer {
 struct Http(Client<HttpConnector, Full<Bytes>>);
 
 impl Http {
+    /// A client that opens a connection for each request: after refusing a body it did not
+    /// read (413), a server closes the connection, and a pooled client may send the next
+    /// request on it before it sees the close (hyper's `IncompleteMessage`).
+    fn unpooled() -> Self {
+        Self(
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
+        )
+    }
+
     fn new() -> Self {
         Self(Client::builder(TokioExecutor::new()).build_http())
     }
@@ -413,7 +424,7 @@ async fn one_idempotency_key_places_one_order() {
 async fn bad_input_gets_a_json_4xx_and_writes_nothing() {
     let Some(db) = database().await else { return };
     let shop = start(&db.url, Source::default()).await;
-    let http = Http::new();
+    let http = Http::unpooled();
     let url = format!("http://{}/api/orders", shop.addrs.gateway);
     let huge = format!(
         "{{\"user_id\": 1, \"items\": [{}]}}",

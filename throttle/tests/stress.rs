@@ -111,8 +111,10 @@ async fn concurrent_decays_keep_the_counts_sane() {
             let (handle, made) = (handle.clone(), made.clone());
             tokio::spawn(async move {
                 for n in 0..CALLS {
-                    let _ = svc.clone().oneshot(n).await;
+                    // Counted before the call: a call another task's window has recorded is
+                    // always counted here already, so the check below cannot race it.
                     made.fetch_add(1, Ordering::Relaxed);
+                    let _ = svc.clone().oneshot(n).await;
                     if n % 64 == 0 {
                         let counts = handle.counts();
                         assert!(counts.accepts <= counts.requests, "{counts:?}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::{Attempt, BoxError};
-use seawall_retry::{BudgetConfig, RetryLayer};
+use seawall_retry::{BudgetConfig, RetryBudget, RetryLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// A downstream that always fails, and notes the attempt current when it was called.
@@ -71,21 +71,25 @@ async fn a_single_attempt_is_the_last() {
 #[tokio::test(start_paused = true)]
 async fn after_the_budget_refused_a_retry_every_attempt_is_the_last() {
     let seen = Arc::default();
-    // No floor: a budget that has earned nothing refuses the first retry.
-    let budget = BudgetConfig::new(0.1, 0, Duration::from_secs(10)).unwrap();
+    // No floor, and ten requests' credit: one whole retry. Below a whole retry the budget
+    // would draw, so the credit must be whole for the refusal to be certain.
+    let budget = RetryBudget::new(BudgetConfig::new(0.1, 0, Duration::from_secs(10)).unwrap());
+    for _ in 0..10 {
+        budget.deposit();
+    }
     let mut svc = RetryLayer::builder()
         .name("dep")
         .max_attempts(3)
         .backoff(backoff())
-        .budget(budget)
         .build()
         .unwrap()
+        .with_budget(budget)
         .layer(failing(&seen));
     let _ = svc.ready().await.unwrap().call(1).await;
     let _ = svc.ready().await.unwrap().call(2).await;
     assert_eq!(
         *seen.lock().unwrap(),
-        [attempt(1, false), attempt(1, true)],
-        "the first call's retry was refused, so the second call's attempt is the last"
+        [attempt(1, false), attempt(2, false), attempt(1, true)],
+        "the first call's second retry was refused, so the second call's attempt is the last"
     );
 }

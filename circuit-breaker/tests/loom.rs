@@ -263,13 +263,15 @@ fn forced_states_racing_with_calls_settle_on_the_last_one() {
 }
 
 type KeyedSvc = tower::util::BoxCloneSyncService<(u64, bool), (), BoxError>;
+/// The keyed layer's key: the request's first field.
+type KeyOf = seawall_core::key::KeyFn<fn(&(u64, bool)) -> u64, (u64, bool), u64>;
 
 /// A keyed breaker of at most `max_keys` keys over a downstream that fails when told to.
 fn keyed(
     max_keys: usize,
 ) -> (
     KeyedSvc,
-    seawall_circuit_breaker::KeyedCircuitBreakerLayer<u64, fn(&(u64, bool)) -> u64>,
+    seawall_circuit_breaker::KeyedCircuitBreakerLayer<u64, KeyOf>,
 ) {
     let config = seawall_circuit_breaker::CircuitBreakerConfig::builder()
         .name("loom")

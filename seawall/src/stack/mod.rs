@@ -58,4 +58,6 @@ pub use self::client::{
     BreakerKey, Breakers, ClientStack, ClientStackConfig, ClientStackConfigBuilder,
     ClientStackLayer, Hedged,
 };
-pub use self::server::{ServerStack, ServerStackConfig, ServerStackConfigBuilder, ServerStackLayer};
+pub use self::server::{
+    ServerStack, ServerStackConfig, ServerStackConfigBuilder, ServerStackLayer,
+};

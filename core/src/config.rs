@@ -142,12 +142,10 @@ impl std::error::Error for ConfigError {}
 /// units.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// Checks that a layer instance's name (the `name` label of its metrics) is not empty.
+/// Checks that a layer instance's name (the `name` label of its metrics) is a valid
+/// [`Name`](crate::Name): not empty, not too long, safe as a label value and in a log line.
 pub fn check_name(name: &str) -> Result<(), ConfigError> {
-    if name.is_empty() {
-        return Err(ConfigError::expected("name", "\"\"", "a non-empty name"));
-    }
-    Ok(())
+    crate::Name::check(name)
 }
 
 /// A layer instance's name as written, checked.
@@ -159,9 +157,7 @@ pub fn name(name: impl Into<Raw<String>>) -> Result<String, ConfigError> {
 
 /// A checked layer instance name.
 pub fn layer_name(name: impl Into<String>) -> Result<Arc<str>, ConfigError> {
-    let name = name.into();
-    check_name(&name)?;
-    Ok(name.into())
+    crate::Name::new(name.into()).map(crate::Name::into_arc)
 }
 
 /// Checks that `value` is above zero and at most `max`.

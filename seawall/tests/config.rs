@@ -234,3 +234,117 @@ fn the_retry_budget_switches_off_from_toml() {
     let json = serde_json::to_value(&config).unwrap();
     assert_eq!(json["retry"]["budget"], "off", "{json}");
 }
+
+/// Every builder's `.name(..)` takes a plain string and refuses, at `build()`, a name that is
+/// not safe as a metric label value and in a log line, with an error on the field `name`.
+#[test]
+fn every_builder_refuses_an_unsafe_name_at_build() {
+    use seawall::chaos::ChaosConfig;
+    use seawall::circuit_breaker::CircuitBreakerConfig;
+    use seawall::fallback::FallbackLayer;
+    use seawall::health::ComponentConfig;
+    use seawall::hedge::HedgeConfig;
+    use seawall::outlier::OutlierConfig;
+    use seawall::rate_limit::{Quota, RateLimitConfig};
+    use seawall::retry::RetryConfig;
+    use seawall::throttle::ThrottleConfig;
+    use seawall::timeout::TimeoutConfig;
+    use seawall_core::config::ConfigError;
+
+    let second = Duration::from_secs(1);
+    let long = "x".repeat(129);
+    for bad in ["orders db", "a\nb", "a\"b", "", long.as_str()] {
+        let errors: Vec<(&str, ConfigError)> = vec![
+            (
+                "breaker",
+                CircuitBreakerConfig::builder()
+                    .name(bad)
+                    .build()
+                    .unwrap_err(),
+            ),
+            (
+                "retry",
+                RetryConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            (
+                "timeout",
+                TimeoutConfig::builder()
+                    .name(bad)
+                    .timeout(second)
+                    .build()
+                    .unwrap_err(),
+            ),
+            (
+                "bulkhead",
+                BulkheadConfig::builder()
+                    .name(bad)
+                    .max_concurrent(1)
+                    .build()
+                    .unwrap_err(),
+            ),
+            (
+                "rate limit",
+                RateLimitConfig::builder()
+                    .name(bad)
+                    .quota(Quota::per_second(1))
+                    .build()
+                    .unwrap_err(),
+            ),
+            (
+                "chaos",
+                ChaosConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            (
+                "hedge",
+                HedgeConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            (
+                "throttle",
+                ThrottleConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            (
+                "outlier",
+                OutlierConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            ("health", ComponentConfig::new(bad).unwrap_err()),
+            (
+                "fallback",
+                FallbackLayer::builder()
+                    .name(bad)
+                    .value(0u64)
+                    .build()
+                    .unwrap_err(),
+            ),
+            (
+                "client stack",
+                ClientStackConfig::builder().name(bad).build().unwrap_err(),
+            ),
+            (
+                "server stack",
+                ServerStackConfig::builder()
+                    .name(bad)
+                    .bulkhead(BulkheadConfig::builder().max_concurrent(1).build().unwrap())
+                    .timeout(second)
+                    .build()
+                    .unwrap_err(),
+            ),
+        ];
+        for (layer, err) in errors {
+            assert_eq!(err.field(), "name", "{layer} with {bad:?}: {err}");
+            assert!(!err.to_string().contains('\n'), "{layer}: {err}");
+        }
+    }
+    let toml = client("").replace("\"inventory\"", "\"orders db\"");
+    let err = toml::from_str::<ClientStackConfig>(&toml).unwrap_err();
+    assert!(err.message().contains("invalid `name`"), "{err}");
+    let longest = "x".repeat(121);
+    let err = ClientStackConfig::builder()
+        .name(longest)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "name", "room is kept for `.attempt`: {err}");
+    ClientStackConfig::builder()
+        .name("x".repeat(120))
+        .build()
+        .unwrap();
+}

@@ -24,6 +24,7 @@ use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "client";
+const ATTEMPT_SUFFIX: &str = ".attempt";
 const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client stack's service over `S`: total timeout, retry, hedging (when configured),
@@ -163,7 +164,7 @@ impl ClientStackConfig {
     /// [`TimeoutHandle::reload`](seawall_timeout::TimeoutHandle::reload) takes it (named
     /// `<name>.attempt`, an adaptive ceiling resolved).
     pub fn attempt(&self) -> TimeoutConfig {
-        let builder = TimeoutConfig::builder().name(format!("{}.attempt", self.name));
+        let builder = TimeoutConfig::builder().name(format!("{}{ATTEMPT_SUFFIX}", self.name));
         match self.attempt_timeout {
             TimeoutMode::Fixed(timeout) => builder.timeout(timeout),
             TimeoutMode::Adaptive(adaptive) => builder.adaptive(
@@ -440,6 +441,14 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
 
     fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
         let name = config::name(spec.name)?;
+        // The longest name a layer of the stack takes must be a valid name too.
+        if name.len() + ATTEMPT_SUFFIX.len() > seawall_core::Name::MAX_LEN {
+            return Err(ConfigError::expected(
+                "name",
+                format_args!("a name of {} bytes", name.len()),
+                "a name of at most 120 bytes (its timeouts add `.attempt`)",
+            ));
+        }
         let total_timeout =
             config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
         let attempt_timeout = match spec.attempt_timeout {

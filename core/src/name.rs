@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::config::{self, ConfigError};
 
 /// A checked layer instance name; see the [module docs](self) for what a name may hold.
 ///
@@ -28,11 +28,9 @@ use crate::config::ConfigError;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Name(Arc<str>);
 
-const ALLOWED: &str = "a name of at most 128 ASCII letters, digits and `_ - . : /`";
-
 impl Name {
     /// The longest name, in bytes.
-    pub const MAX_LEN: usize = 128;
+    pub const MAX_LEN: usize = config::MAX_NAME_LEN;
 
     /// `name`, if it is a valid name; a [`ConfigError`] for the field `name` otherwise.
     pub fn new(name: impl Into<Arc<str>>) -> Result<Self, ConfigError> {
@@ -43,14 +41,7 @@ impl Name {
 
     /// Checks that `name` is a valid name.
     pub fn check(name: &str) -> Result<(), ConfigError> {
-        if name.is_empty() {
-            return Err(ConfigError::expected("name", "\"\"", "a non-empty name"));
-        }
-        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b);
-        if name.len() > Self::MAX_LEN || !name.bytes().all(allowed) {
-            return Err(ConfigError::expected("name", shown(name), ALLOWED));
-        }
-        Ok(())
+        config::check_name(name)
     }
 
     /// The name.
@@ -61,16 +52,6 @@ impl Name {
     /// The name as the shared string metric handles and events hold.
     pub fn into_arc(self) -> Arc<str> {
         self.0
-    }
-}
-
-/// A name as an error shows it: escaped, and cut short when long, so the error itself is safe
-/// in a log line.
-fn shown(name: &str) -> String {
-    const SHOWN: usize = 40;
-    match name.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
-        None => format!("{name:?}"),
     }
 }
 
@@ -172,7 +153,7 @@ mod tests {
         ] {
             let err = Name::new(name).unwrap_err();
             assert_eq!(err.field(), "name", "{name:?}");
-            assert!(err.to_string().contains(ALLOWED), "{err}");
+            assert!(err.to_string().contains("at most 128 ASCII"), "{err}");
             assert!(!err.to_string().contains('\n'), "{err}");
         }
         let long = "x".repeat(Name::MAX_LEN + 1);

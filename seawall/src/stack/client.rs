@@ -115,6 +115,29 @@ pub struct ClientStackConfig {
 impl ClientStackConfig {
     /// A builder starting from the [defaults](Self::default), whose `build` checks the values
     /// as reading the configuration from a file does, with the same errors.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use seawall::stack::{ClientStackConfig, ClientStackLayer};
+    ///
+    /// # fn main() -> Result<(), seawall::config::ConfigError> {
+    /// let config = ClientStackConfig::builder()
+    ///     .name("inventory")
+    ///     .total_timeout(Duration::from_secs(2))
+    ///     .attempt_timeout(Duration::from_millis(500))
+    ///     .build()?;
+    /// let layer = ClientStackLayer::new(config);
+    /// # let _ = layer;
+    ///
+    /// let too_long = ClientStackConfig::builder()
+    ///     .total_timeout(Duration::from_secs(1))
+    ///     .attempt_timeout(Duration::from_secs(2))
+    ///     .build();
+    /// assert_eq!(too_long.unwrap_err().field(), "attempt_timeout");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> ClientStackConfigBuilder {
         ClientStackConfigBuilder::new()
     }

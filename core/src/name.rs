@@ -15,7 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::{self, ConfigError};
 
-/// A checked layer instance name; see the [module docs](self) for what a name may hold.
+/// A checked layer instance name: non-empty, at most [`Name::MAX_LEN`] bytes, only ASCII
+/// letters, digits and `_ - . : /`, so that it is safe as a metric label value and in a log line.
 ///
 /// ```
 /// use seawall_core::Name;

@@ -7,7 +7,7 @@ use tower::Layer;
 use crate::config::{BulkheadConfig, BulkheadConfigBuilder};
 use crate::event::{LimitChangedEvent, RejectedEvent};
 use crate::handle::BulkheadHandle;
-use crate::partition::{PartitionFn, Unpartitioned};
+use crate::partition::{PartitionByKey, PartitionFn, Unpartitioned};
 use crate::service::Bulkhead;
 use crate::state::{Hooks, Shared, State};
 
@@ -88,6 +88,38 @@ impl<C, K> BulkheadLayer<C, K> {
         BulkheadLayer {
             shared: self.shared,
             key: PartitionFn::new(key),
+        }
+    }
+
+    /// Spreads calls over the partitions by the key `extract` reads (core's one key trait:
+    /// `ClientIp`, `Header`, `Route`, `ByAuthority` or [`key_fn`](seawall_core::key::key_fn)),
+    /// by a hash of the key, so a key always lands in the same partition and no memory is kept
+    /// per key. One noisy key then takes at most its partition's share (with borrowing, more
+    /// only while the others leave slots idle), shared with the keys hashed beside it: with
+    /// `n` equal partitions, one key's neighbours are about a `1/n` of the others.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use seawall_bulkhead::BulkheadLayer;
+    /// use seawall_core::key::key_fn;
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// let mut builder = BulkheadLayer::builder().max_concurrent(100).borrowing(false);
+    /// for tenant in ["a", "b", "c", "d"] {
+    ///     builder = builder.partition(tenant, 0.25);
+    /// }
+    /// let layer = builder.build()?.partition_by_key(key_fn(|req: &Request<()>| {
+    ///     let tenant = req.headers().get("x-tenant-id")?.to_str().ok()?;
+    ///     tenant.parse::<u64>().ok()
+    /// }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn partition_by_key<X>(self, extract: X) -> BulkheadLayer<C, PartitionByKey<X>> {
+        let partitions = self.shared.state.semaphore.partitions();
+        BulkheadLayer {
+            shared: self.shared,
+            key: PartitionByKey::new(extract, partitions),
         }
     }
 

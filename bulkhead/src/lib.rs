@@ -23,7 +23,8 @@
 //!   latency with headroom, so a downstream that only got slower is not cut off as if it
 //!   were queueing.
 //! - **Partitioned**: a share of the limit per partition (say live 0.9, batch 0.1) and a key
-//!   that puts each call in one ([`BulkheadLayer::partition_by`]), so one noisy tenant cannot
+//!   that puts each call in one ([`BulkheadLayer::partition_by`], or by any of core's key
+//!   extractors, [`BulkheadLayer::partition_by_key`]), so one noisy tenant cannot
 //!   take every slot. With borrowing (the default) a partition may use any idle slot, the
 //!   total never exceeds the limit, and when a slot frees, calls of a partition below its
 //!   share are served before anyone else's; a lent slot comes back when the borrower's call
@@ -138,5 +139,5 @@ pub use self::future::Completion;
 pub use self::handle::BulkheadHandle;
 pub use self::layer::BulkheadLayer;
 pub use self::limit::{AdaptiveLimit, AimdConfig, Gradient2Config, VegasConfig};
-pub use self::partition::{PartitionFn, PartitionKey, Unpartitioned};
+pub use self::partition::{PartitionByKey, PartitionFn, PartitionKey, Unpartitioned};
 pub use self::service::Bulkhead;

@@ -2,10 +2,15 @@
 //!
 //! A key is a plain function of the request that returns a partition's index, in the order
 //! the partitions were configured: no string or map lookup per call. An index past the last
-//! partition counts as the last one.
+//! partition counts as the last one. Or it is core's one key trait, [`ExtractKey`] (a client
+//! address, a header, a route, a host), whose keys are hashed onto the partitions: no memory
+//! per key, however many keys there are.
 
 use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
+
+use seawall_core::key::ExtractKey;
 
 /// Picks the partition of a request.
 pub trait PartitionKey<Req> {
@@ -53,5 +58,36 @@ where
     #[inline]
     fn partition(&self, req: &Req) -> Option<usize> {
         Some((self.0)(req))
+    }
+}
+
+/// Spreads the keys of an [`ExtractKey`] over the partitions by a hash of the key; made by
+/// [`BulkheadLayer::partition_by_key`](crate::BulkheadLayer::partition_by_key).
+#[derive(Debug, Clone)]
+pub struct PartitionByKey<X> {
+    extract: X,
+    partitions: usize,
+}
+
+impl<X> PartitionByKey<X> {
+    pub(crate) fn new(extract: X, partitions: usize) -> Self {
+        Self {
+            extract,
+            partitions,
+        }
+    }
+}
+
+impl<Req, X: ExtractKey<Req>> PartitionKey<Req> for PartitionByKey<X> {
+    #[inline]
+    fn partition(&self, req: &Req) -> Option<usize> {
+        if self.partitions == 0 {
+            return None;
+        }
+        // A fixed hasher: the same key lands in the same partition for the layer's life, and
+        // hashing allocates nothing.
+        let hash =
+            BuildHasherDefault::<DefaultHasher>::default().hash_one(self.extract.extract(req));
+        Some((hash % self.partitions as u64) as usize)
     }
 }

@@ -218,3 +218,73 @@ async fn a_client_that_never_reads_gives_its_slot_back_when_served() {
     assert_eq!(status, StatusCode::OK, "the unread body's slot went back");
     drop(stalled);
 }
+
+/// Core's `Header` extractor partitions the bulkhead: a tenant that holds its partition's one
+/// slot meets a full bulkhead, while tenants hashed to the other partition get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulkhead_partitioned_by_a_header_keeps_a_noisy_tenant_to_its_share() {
+    use seawall_core::key::Header;
+    use seawall_core::testing::serve::get_with;
+
+    trace_init();
+    let gate = Gate::new();
+    let held = gate.clone();
+    let (bulkhead, handle) = BulkheadLayer::builder()
+        .name("tenants")
+        .max_concurrent(2)
+        .partition("even", 0.5)
+        .partition("odd", 0.5)
+        .borrowing(false)
+        .build()
+        .unwrap()
+        .partition_by_key(Header::new(http::HeaderName::from_static("x-tenant")))
+        .pair();
+    let app = Router::new()
+        .route(
+            "/",
+            routing::get(move |headers: http::HeaderMap| {
+                let gate = held.clone();
+                async move {
+                    if headers.contains_key("x-hold") {
+                        gate.pass().await;
+                    }
+                    "done"
+                }
+            }),
+        )
+        .layer(
+            ServiceBuilder::new()
+                .layer(ErrorResponseLayer::new())
+                .layer(bulkhead),
+        );
+    let addr = serve(app).await;
+
+    let noisy = tokio::spawn(async move {
+        get_with(addr, "/", &[("x-tenant", "noisy"), ("x-hold", "1")])
+            .await
+            .status()
+    });
+    gate.arrived(1).await;
+    assert_eq!(handle.in_flight(), 1);
+    assert_eq!(
+        get_with(addr, "/", &[("x-tenant", "noisy")]).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the noisy tenant's partition is full"
+    );
+    let mut others = Vec::new();
+    for n in 0..16 {
+        let tenant = format!("tenant-{n}");
+        others.push(get_with(addr, "/", &[("x-tenant", &tenant)]).await.status());
+    }
+    assert!(
+        others.contains(&StatusCode::OK),
+        "tenants of the other partition get through: {others:?}"
+    );
+    assert!(
+        others.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "tenants hashed beside the noisy one share its partition: {others:?}"
+    );
+    gate.open(1);
+    assert_eq!(noisy.await.unwrap(), StatusCode::OK);
+    assert_eq!(handle.in_flight(), 0);
+}

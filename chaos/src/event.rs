@@ -44,6 +44,15 @@ impl Fault {
     }
 }
 
+impl seawall_core::metrics::Label for Fault {
+    const KEY: &'static str = "fault";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 /// What an injection hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InjectedEvent<'a> {

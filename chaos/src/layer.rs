@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use seawall_core::key::KeyExtractor;
 use seawall_core::metrics::MetricScope;
 use tokio::time::Instant;
 use tower::Layer;
@@ -10,7 +11,7 @@ use crate::config::{ChaosConfig, ChaosConfigBuilder};
 use crate::event::InjectedEvent;
 use crate::service::Chaos;
 use crate::state::Shared;
-use crate::target::{Everything, NoResponse, RespondFn, TargetFn};
+use crate::target::{Everything, NoResponse, RespondFn, TargetFn, TargetKeys};
 
 /// Applies [`Chaos`] to every call of the inner service.
 ///
@@ -45,6 +46,38 @@ impl<T, R> ChaosLayer<T, R> {
         ChaosLayer {
             shared: self.shared,
             target: TargetFn(Arc::new(predicate)),
+            respond: self.respond,
+        }
+    }
+
+    /// Injects faults only into the calls whose key, as `extract` reads it (core's one key
+    /// trait: `Route`, `Header`, `ClientIp`, `ByAuthority` or
+    /// [`key_fn`](seawall_core::key::key_fn)), is one of `keys`: one route, one tenant, one
+    /// host fails while the rest work. The keys are the ones given, so memory stays bounded
+    /// whatever the traffic.
+    ///
+    /// ```
+    /// use seawall_chaos::{ChaosLayer, Faults};
+    /// use seawall_core::key::key_fn;
+    ///
+    /// # fn main() -> Result<(), seawall_core::config::ConfigError> {
+    /// // Only tenant 7's calls fail.
+    /// let layer = ChaosLayer::builder()
+    ///     .faults(Faults::errors(1.0))
+    ///     .build()?
+    ///     .target_keys(key_fn(|req: &(u32, String)| req.0), [7]);
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn target_keys<X: KeyExtractor>(
+        self,
+        extract: X,
+        keys: impl IntoIterator<Item = X::Key>,
+    ) -> ChaosLayer<TargetKeys<X>, R> {
+        ChaosLayer {
+            shared: self.shared,
+            target: TargetKeys::new(extract, keys),
             respond: self.respond,
         }
     }

@@ -18,7 +18,9 @@
 //!
 //! The probabilities change on a schedule: [`Phase`]s replace the usual [`Faults`] for a
 //! while, [`Flapping`] repeats down and up phases. [`ChaosLayer::target`] restricts all of it
-//! to the calls a predicate picks (one shard, one tenant, one route).
+//! to the calls a predicate picks (one shard, one tenant, one route), and
+//! [`ChaosLayer::target_keys`] to the calls of chosen keys as core's key extractors read them
+//! (a `Route`, a `Header` value, a `ClientIp`).
 //!
 //! It is off unless enabled (in the configuration or through [`ChaosHandle::enable`]): a layer
 //! left in a stack by mistake does nothing.
@@ -72,4 +74,4 @@ pub use self::event::{Fault, InjectedEvent};
 pub use self::latency::Latency;
 pub use self::layer::{ChaosHandle, ChaosLayer};
 pub use self::service::Chaos;
-pub use self::target::{Everything, NoResponse, Respond, RespondFn, Target, TargetFn};
+pub use self::target::{Everything, NoResponse, Respond, RespondFn, Target, TargetFn, TargetKeys};

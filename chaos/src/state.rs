@@ -33,9 +33,8 @@ impl Shared {
             enabled: Arc::new(AtomicBool::new(config.enabled)),
             schedule: Schedule::new(&config, epoch),
             injector: Arc::new(Mutex::new(Injector::new(&config, epoch))),
-            injected: Fault::ALL.map(|fault| {
-                metrics.counter("seawall_chaos_injected_total", &[("fault", fault.as_str())])
-            }),
+            injected: metrics
+                .counters::<Fault, { Fault::ALL.len() }>("seawall_chaos_injected_total"),
             on_injected: Hook::default(),
             config,
         }

@@ -1,7 +1,10 @@
 //! Which calls a chaos layer touches, and what it answers in place of the inner service.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
+
+use seawall_core::key::{ExtractKey, KeyExtractor};
 
 /// Picks the calls a chaos layer may inject faults into; the others pass untouched.
 pub trait Target<Req>: Clone {
@@ -40,6 +43,38 @@ where
 {
     fn matches(&self, req: &Req) -> bool {
         (self.0)(req)
+    }
+}
+
+/// Targets the calls whose key, read by core's one key trait, is one of a fixed set; made by
+/// [`ChaosLayer::target_keys`](crate::ChaosLayer::target_keys).
+pub struct TargetKeys<X: KeyExtractor>(Arc<(X, HashSet<X::Key>)>);
+
+impl<X: KeyExtractor> Clone for TargetKeys<X> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<X: KeyExtractor + fmt::Debug> fmt::Debug for TargetKeys<X> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetKeys")
+            .field("extract", &self.0.0)
+            .field("keys", &self.0.1.len())
+            .finish()
+    }
+}
+
+impl<X: KeyExtractor> TargetKeys<X> {
+    pub(crate) fn new(extract: X, keys: impl IntoIterator<Item = X::Key>) -> Self {
+        Self(Arc::new((extract, keys.into_iter().collect())))
+    }
+}
+
+impl<X: ExtractKey<Req>, Req> Target<Req> for TargetKeys<X> {
+    fn matches(&self, req: &Req) -> bool {
+        let (extract, keys) = &*self.0;
+        keys.contains(&extract.extract(req))
     }
 }
 

@@ -110,9 +110,7 @@ impl Metrics {
     fn new(scope: &MetricScope, gauges: bool) -> Self {
         const CALLS: &str = "seawall_circuit_breaker_calls_total";
         const TRANSITIONS: &str = "seawall_circuit_breaker_transitions_total";
-        let calls = std::array::from_fn(|i| {
-            scope.counter(CALLS, &[("outcome", CallOutcome::ALL[i].as_str())])
-        });
+        let calls = scope.counters::<CallOutcome, { CallOutcome::ALL.len() }>(CALLS);
         let transitions = std::array::from_fn(|from| {
             std::array::from_fn(|to| {
                 if from == to {
@@ -126,19 +124,11 @@ impl Metrics {
             })
         });
         let gauges = gauges.then(|| {
-            let state: [Gauge; 6] = std::array::from_fn(|i| {
-                let state = CircuitState::ALL[i];
-                let gauge = scope.gauge(
-                    "seawall_circuit_breaker_state",
-                    &[("state", state.as_str())],
-                );
-                gauge.set(if state == CircuitState::Closed {
-                    1.0
-                } else {
-                    0.0
-                });
-                gauge
-            });
+            let state = scope.gauges::<CircuitState, { CircuitState::ALL.len() }>(
+                "seawall_circuit_breaker_state",
+                &[],
+            );
+            state[CircuitState::Closed.index()].set(1.0);
             Gauges {
                 state,
                 failure_rate: scope.gauge("seawall_circuit_breaker_failure_rate", &[]),

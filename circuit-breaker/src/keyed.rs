@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+pub use seawall_core::key::{ByAuthority, HasAuthority};
 use seawall_core::key::{ExtractKey, KeyExtractor};
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, RwLock};
@@ -315,64 +316,6 @@ impl Entry {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
-
-/// Keys a request by its URI's authority (`host:port`, compared without case): a breaker per
-/// downstream host. Requests without an authority (a client bound to one host, which sends
-/// only paths, or a request that is not HTTP) share one breaker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ByAuthority;
-
-impl KeyExtractor for ByAuthority {
-    type Key = Option<http::uri::Authority>;
-}
-
-impl<Req: HasAuthority> ExtractKey<Req> for ByAuthority {
-    fn extract(&self, req: &Req) -> Self::Key {
-        req.authority().cloned()
-    }
-}
-
-/// A request that may name the host it goes to, for [`ByAuthority`]: an `http::Request` names
-/// its URI's authority; the plain types name none, as a type of one's own does with an empty
-/// `impl HasAuthority for MyRequest {}`.
-pub trait HasAuthority {
-    /// The authority (`host:port`) the request goes to, if it names one.
-    fn authority(&self) -> Option<&http::uri::Authority> {
-        None
-    }
-}
-
-impl<B> HasAuthority for http::Request<B> {
-    fn authority(&self) -> Option<&http::uri::Authority> {
-        self.uri().authority()
-    }
-}
-
-macro_rules! no_authority {
-    ($($ty:ty),* $(,)?) => {
-        $(impl HasAuthority for $ty {})*
-    };
-}
-
-no_authority!(
-    (),
-    bool,
-    char,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    String,
-    &str,
-);
 
 impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     /// A layer keeping a breaker per key that `key` takes from each request, each configured

@@ -66,6 +66,15 @@ impl CircuitState {
     }
 }
 
+impl seawall_core::metrics::Label for CircuitState {
+    const KEY: &'static str = "state";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 impl fmt::Display for CircuitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
@@ -119,6 +128,15 @@ impl CallOutcome {
     /// Whether the call was slow.
     pub fn is_slow(self) -> bool {
         matches!(self, Self::SlowSuccess | Self::SlowFailure)
+    }
+}
+
+impl seawall_core::metrics::Label for CallOutcome {
+    const KEY: &'static str = "outcome";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
     }
 }
 

@@ -142,12 +142,33 @@ impl std::error::Error for ConfigError {}
 /// units.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// Checks that a layer instance's name (the `name` label of its metrics) is not empty.
+/// The longest layer instance name, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+const NAME_ALLOWED: &str = "a name of at most 128 ASCII letters, digits and `_ - . : /`";
+
+/// Checks that a layer instance's name (the `name` label of its metrics) is a valid
+/// [`Name`](crate::Name): not empty, at most [`MAX_NAME_LEN`] bytes, and only ASCII letters,
+/// digits and `_ - . : /`, safe as a label value and in a log line.
 pub fn check_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty() {
         return Err(ConfigError::expected("name", "\"\"", "a non-empty name"));
     }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b);
+    if name.len() > MAX_NAME_LEN || !name.bytes().all(allowed) {
+        return Err(ConfigError::expected("name", shown(name), NAME_ALLOWED));
+    }
     Ok(())
+}
+
+/// A name as an error shows it: escaped, and cut short when long, so the error itself is safe
+/// in a log line.
+fn shown(name: &str) -> String {
+    const SHOWN: usize = 40;
+    match name.char_indices().nth(SHOWN) {
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
+        None => format!("{name:?}"),
+    }
 }
 
 /// A layer instance's name as written, checked.

@@ -9,7 +9,8 @@
 //! - [`backoff`]: backoff curves with a cap and jitter.
 //! - `body` (feature `http`): request bodies held in memory so a retry or a hedge can send
 //!   them again.
-//! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share.
+//! - [`config`]: [`ConfigError`](config::ConfigError) and the checks builders share; [`Name`],
+//!   a layer instance's checked name.
 //! - [`deadline`]: the caller's [`Deadline`], which every layer that waits reads.
 //! - [`hook`]: [`Hook`], the one type every layer keeps its `on_*` closures in.
 //! - [`key`]: what a keyed layer (a breaker per key, a rate limit per key) groups calls by:
@@ -50,6 +51,7 @@ pub mod hook;
 pub mod key;
 pub mod latency;
 pub mod metrics;
+mod name;
 pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
@@ -103,3 +105,4 @@ macro_rules! define_inner_service_accessors {
 }
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};
 pub use self::hook::{Event, Hook};
+pub use self::name::Name;

@@ -47,8 +47,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use metrics::{
-    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Level,
-    Metadata, Recorder, SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label as KeyLabel,
+    Level, Metadata, Recorder, SharedString, Unit,
 };
 
 /// The metric handles of one layer instance are registered through this.
@@ -426,6 +426,27 @@ impl MetricScope {
         })
     }
 
+    /// One counter of `metric` per value of the label `L`, in the order of `L::ALL`.
+    pub fn counters<L: Label, const N: usize>(&self, metric: &'static str) -> [Counter; N] {
+        const { assert!(N == L::ALL.len(), "one handle per value of the label") };
+        std::array::from_fn(|i| self.counter(metric, &[(L::KEY, L::ALL[i].as_str())]))
+    }
+
+    /// One gauge of `metric` per value of the label `L`, in the order of `L::ALL`, each with
+    /// the `extra` labels first.
+    pub fn gauges<L: Label, const N: usize>(
+        &self,
+        metric: &'static str,
+        extra: &[(&'static str, &str)],
+    ) -> [Gauge; N] {
+        const { assert!(N == L::ALL.len(), "one handle per value of the label") };
+        std::array::from_fn(|i| {
+            let mut labels = extra.to_vec();
+            labels.push((L::KEY, L::ALL[i].as_str()));
+            self.gauge(metric, &labels)
+        })
+    }
+
     /// Registers the histogram `metric` with the extra `labels`.
     pub fn histogram(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
         let key = self.key(metric, labels);
@@ -441,8 +462,8 @@ impl MetricScope {
     }
 
     fn key(&self, metric: &'static str, labels: &[(&'static str, &str)]) -> Key {
-        let labels = std::iter::once(Label::new("name", self.name.to_string()))
-            .chain(labels.iter().map(|&(k, v)| Label::new(k, v.to_owned())))
+        let labels = std::iter::once(KeyLabel::new("name", self.name.to_string()))
+            .chain(labels.iter().map(|&(k, v)| KeyLabel::new(k, v.to_owned())))
             .collect::<Vec<_>>();
         Key::from_parts(metric, labels)
     }
@@ -602,6 +623,37 @@ impl GaugeFn for LateGauge {
     }
 }
 
+/// A metric label whose values are a fixed set, as an enum: its key and every value are
+/// written once, beside the type, and [`MetricScope::counters`] and [`MetricScope::gauges`]
+/// register one handle per value from them, so a layer indexes an array per call instead of
+/// looking a label up.
+///
+/// ```
+/// use seawall_core::metrics::{Label, MetricScope};
+///
+/// #[derive(Clone, Copy)]
+/// enum Outcome { Hit, Miss }
+///
+/// impl Label for Outcome {
+///     const KEY: &'static str = "outcome";
+///     const ALL: &'static [Self] = &[Self::Hit, Self::Miss];
+///     fn as_str(self) -> &'static str {
+///         match self { Self::Hit => "hit", Self::Miss => "miss" }
+///     }
+/// }
+///
+/// let calls: [_; 2] = MetricScope::new("cache").counters::<Outcome, 2>("seawall_cache_calls_total");
+/// calls[Outcome::Miss as usize].increment(1);
+/// ```
+pub trait Label: Copy + 'static {
+    /// The label's key (`outcome`, `state`).
+    const KEY: &'static str;
+    /// Every value, in the order arrays of handles are indexed by.
+    const ALL: &'static [Self];
+    /// The value as exported.
+    fn as_str(self) -> &'static str;
+}
+
 /// Samples go to the recorder's histogram once there is one; earlier ones are dropped.
 struct LateHistogram {
     late: Late<Histogram>,
@@ -652,6 +704,43 @@ mod tests {
             recorder.gauge("seawall_test_level", &[("name", "payments")]),
             Some(1.0)
         );
+    }
+
+    #[derive(Clone, Copy)]
+    enum Tier {
+        Low,
+        High,
+    }
+
+    impl super::Label for Tier {
+        const KEY: &'static str = "level";
+        const ALL: &'static [Self] = &[Self::Low, Self::High];
+        fn as_str(self) -> &'static str {
+            match self {
+                Self::Low => "low",
+                Self::High => "high",
+            }
+        }
+    }
+
+    #[test]
+    fn a_label_gets_one_handle_per_value_keyed_and_in_order() {
+        let recorder = TestRecorder::new();
+        let (counters, gauges) = recorder.install_for(|| {
+            let scope = MetricScope::new("db");
+            (
+                scope.counters::<Tier, 2>("seawall_test_calls_total"),
+                scope.gauges::<Tier, 2>("seawall_test_level", &[("component", "disk")]),
+            )
+        });
+        counters[Tier::High as usize].increment(3);
+        gauges[Tier::Low as usize].set(1.0);
+        let high = [("name", "db"), ("level", "high")];
+        assert_eq!(recorder.counter("seawall_test_calls_total", &high), 3);
+        let low = [("name", "db"), ("level", "low")];
+        assert_eq!(recorder.counter("seawall_test_calls_total", &low), 0);
+        let low = [("name", "db"), ("component", "disk"), ("level", "low")];
+        assert_eq!(recorder.gauge("seawall_test_level", &low), Some(1.0));
     }
 
     #[test]

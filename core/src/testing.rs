@@ -216,15 +216,26 @@ pub mod serve {
     /// Sends `GET path` to `addr` over a connection of its own and returns the response with its
     /// body read.
     pub async fn get(addr: SocketAddr, path: &str) -> Response<Bytes> {
+        get_with(addr, path, &[]).await
+    }
+
+    /// Sends `GET path` with `headers` to `addr` over a connection of its own and returns the
+    /// response with its body read.
+    pub async fn get_with(
+        addr: SocketAddr,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response<Bytes> {
         let stream = TcpStream::connect(addr).await.expect("a connection");
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .expect("an HTTP/1 handshake");
         tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", "localhost")
-            .body(Empty::<Bytes>::new())
-            .expect("a valid request");
+        let mut req = Request::get(path).header("host", "localhost");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req.body(Empty::<Bytes>::new()).expect("a valid request");
         let res = sender.send_request(req).await.expect("a response");
         let (parts, body) = res.into_parts();
         let body = body.collect().await.expect("a body").to_bytes();

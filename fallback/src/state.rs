@@ -28,9 +28,7 @@ impl<Src, W> Shared<Src, W> {
             source,
             trigger,
             calls: metrics.counter("seawall_fallback_calls_total", &[]),
-            fired: Cause::ALL.map(|cause| {
-                metrics.counter("seawall_fallback_total", &[("cause", cause.as_str())])
-            }),
+            fired: metrics.counters::<Cause, { Cause::ALL.len() }>("seawall_fallback_total"),
             on_fallback: Hook::default(),
         }
     }

@@ -55,6 +55,15 @@ impl Cause {
     }
 }
 
+impl seawall_core::metrics::Label for Cause {
+    const KEY: &'static str = "cause";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 /// What the fallback is handed when it fires.
 #[derive(Debug)]
 pub enum Failed<Res> {

@@ -42,6 +42,15 @@ impl HealthState {
     }
 }
 
+impl seawall_core::metrics::Label for HealthState {
+    const KEY: &'static str = "state";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 impl fmt::Display for HealthState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

@@ -61,12 +61,7 @@ impl fmt::Debug for HealthTracker {
 }
 
 fn state_gauges(metrics: &MetricScope, component: &str) -> [Gauge; 4] {
-    HealthState::ALL.map(|state| {
-        metrics.gauge(
-            "seawall_health_state",
-            &[("component", component), ("state", state.as_str())],
-        )
-    })
+    metrics.gauges::<HealthState, 4>("seawall_health_state", &[("component", component)])
 }
 
 fn set_gauges(gauges: &[Gauge; 4], current: HealthState) {

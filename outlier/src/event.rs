@@ -44,6 +44,15 @@ impl EjectionReason {
     }
 }
 
+impl seawall_core::metrics::Label for EjectionReason {
+    const KEY: &'static str = "reason";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 impl fmt::Display for EjectionReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())

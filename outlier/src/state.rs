@@ -82,12 +82,9 @@ impl<K> SetState<K> {
         let metrics = Metrics {
             endpoints: scope.gauge("seawall_outlier_endpoints", &[]),
             ejected: scope.gauge("seawall_outlier_ejected", &[]),
-            ejections: EjectionReason::ALL.map(|reason| {
-                scope.counter(
-                    "seawall_outlier_ejections_total",
-                    &[("reason", reason.as_str())],
-                )
-            }),
+            ejections: scope.counters::<EjectionReason, { EjectionReason::ALL.len() }>(
+                "seawall_outlier_ejections_total",
+            ),
             skipped: scope.counter("seawall_outlier_ejections_skipped_total", &[]),
         };
         metrics.endpoints.set(0.0);

@@ -88,7 +88,7 @@ pub mod stack;
 
 pub use self::builder::ServiceBuilderExt;
 pub use seawall_core::{
-    BoxError, Rejected, RejectionKind, backoff, classify, config, key, metrics, rejected,
+    BoxError, Name, Rejected, RejectionKind, backoff, classify, config, key, metrics, rejected,
 };
 
 #[cfg(feature = "bulkhead")]

@@ -65,7 +65,6 @@ async fn with_methods_take_configurations_straight_in() {
     use seawall::chaos::ChaosConfig;
     use seawall::circuit_breaker::CircuitBreakerConfig;
     use seawall::rate_limit::RateLimitConfig;
-    use seawall::retry::RetryConfig;
     use seawall::stack::{ClientStackConfig, ServerStackConfig};
     use seawall::timeout::TimeoutConfig;
     use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -101,28 +100,29 @@ async fn with_methods_take_configurations_straight_in() {
     assert_eq!(svc.oneshot(7).await.unwrap(), 7);
 
     let second = Duration::from_secs(1);
-    let client = ClientStackConfig::new(
-        "client",
-        second,
-        second,
-        RetryConfig::builder().build().unwrap(),
-        CircuitBreakerConfig::builder().build().unwrap(),
-        BulkheadConfig::builder()
-            .max_concurrent(10)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let server = ServerStackConfig::new(
-        "server",
-        None,
-        BulkheadConfig::builder()
-            .max_concurrent(10)
-            .build()
-            .unwrap(),
-        second,
-    )
-    .unwrap();
+    let client = ClientStackConfig::builder()
+        .name("client")
+        .total_timeout(second)
+        .attempt_timeout(second)
+        .bulkhead(
+            BulkheadConfig::builder()
+                .max_concurrent(10)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let server = ServerStackConfig::builder()
+        .name("server")
+        .bulkhead(
+            BulkheadConfig::builder()
+                .max_concurrent(10)
+                .build()
+                .unwrap(),
+        )
+        .timeout(second)
+        .build()
+        .unwrap();
     let _stacks = ServiceBuilder::new()
         .with_server_stack(server)
         .with_client_stack(client)

@@ -70,3 +70,12 @@ impl CallResult {
         self as usize
     }
 }
+
+impl seawall_core::metrics::Label for CallResult {
+    const KEY: &'static str = "result";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}

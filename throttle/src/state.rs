@@ -65,12 +65,8 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn new(config: &ThrottleConfig) -> Self {
         let metrics = MetricScope::new(config.name.clone());
-        let calls = std::array::from_fn(|i| {
-            metrics.counter(
-                "seawall_throttle_calls_total",
-                &[("result", CallResult::ALL[i].as_str())],
-            )
-        });
+        let calls = metrics
+            .counters::<CallResult, { CallResult::ALL.len() }>("seawall_throttle_calls_total");
         let probability = metrics.gauge("seawall_throttle_rejection_probability", &[]);
         probability.set(0.0);
         let seed = config

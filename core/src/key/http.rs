@@ -150,6 +150,11 @@ impl Header {
     pub fn new(name: HeaderName) -> Self {
         Self { name }
     }
+
+    /// The key of the calls whose header has `value`, to name them (a chaos target, say).
+    pub fn key(value: impl AsRef<[u8]>) -> Option<Fingerprint> {
+        Some(Fingerprint::stable(value.as_ref()))
+    }
 }
 
 impl KeyExtractor for Header {
@@ -178,6 +183,12 @@ impl Route {
     /// Groups calls by route.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The key of the calls to `route` (`/users/{id}` under a router), to name them (a chaos
+    /// target, say).
+    pub fn key(route: &str) -> Fingerprint {
+        Fingerprint::stable(route.as_bytes())
     }
 }
 
@@ -289,6 +300,7 @@ mod tests {
         assert_eq!(with("alice"), with("alice"));
         assert_ne!(with("alice"), with("bob"));
         assert!(with("alice").is_some());
+        assert_eq!(with("alice"), Header::key("alice"));
         assert_eq!(header.extract(&Request::new(())), None);
     }
 
@@ -298,5 +310,6 @@ mod tests {
         let path = |p: &str| Request::builder().uri(p).body(()).unwrap();
         assert_eq!(route.extract(&path("/a")), route.extract(&path("/a")));
         assert_ne!(route.extract(&path("/a")), route.extract(&path("/b")));
+        assert_eq!(route.extract(&path("/a")), Route::key("/a"));
     }
 }

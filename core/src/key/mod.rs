@@ -1,17 +1,23 @@
-//! What a keyed layer groups calls by: the key of a breaker per key, a rate limit per key.
+//! What a keyed layer groups calls by: the key of a breaker per key, a rate limit per key, a
+//! bulkhead's partitions, the calls a chaos layer targets.
 //!
 //! A keyed layer gives every key (a client address, an API key, a route) its own breaker or
 //! quota, so one failing or busy client cannot open or spend everyone's. An extractor names the key type ([`KeyExtractor`]) and
-//! reads the key off a request ([`ExtractKey`]); [`key_fn`] turns a closure into one, and with
-//! the `axum` feature `ClientIp`, `Header` and `Route` cover the usual cases.
+//! reads the key off a request ([`ExtractKey`]); [`key_fn`] turns a closure into one, with the
+//! `http` feature `ByAuthority` keys by the host a request goes to, and with the `axum`
+//! feature `ClientIp`, `Header` and `Route` cover the usual cases.
 //!
 //! Keys live in a map of bounded size, so they should be small and owned: an address, a
 //! number, a [`Fingerprint`] of some bytes. Keeping a request's own buffers (a `HeaderValue`
 //! straight from hyper, say) would keep whole read buffers alive.
 
+#[cfg(feature = "http")]
+mod authority;
 #[cfg(feature = "axum")]
 mod http;
 
+#[cfg(feature = "http")]
+pub use self::authority::{ByAuthority, HasAuthority};
 #[cfg(feature = "axum")]
 pub use self::http::{ClientIp, Header, Route};
 

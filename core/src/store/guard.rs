@@ -60,6 +60,15 @@ impl OnStoreFailure {
     pub const EXPECTED: &'static str = "one of `fail_open`, `fail_closed`, `local`";
 }
 
+impl crate::metrics::Label for OnStoreFailure {
+    const KEY: &'static str = "policy";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 impl fmt::Display for OnStoreFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(self.as_str())
@@ -169,6 +178,15 @@ impl StoreErrorKind {
     }
 }
 
+impl crate::metrics::Label for StoreErrorKind {
+    const KEY: &'static str = "error";
+    const ALL: &'static [Self] = &Self::ALL;
+
+    fn as_str(self) -> &'static str {
+        Self::as_str(self)
+    }
+}
+
 /// A failed call to a shared store. Its message is for logs, never for clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError {
@@ -230,10 +248,9 @@ struct StoreMetrics {
 impl StoreMetrics {
     fn new(scope: &MetricScope, names: &StoreMetricNames) -> Self {
         Self {
-            errors: StoreErrorKind::ALL
-                .map(|k| scope.counter(names.errors, &[("error", k.as_str())])),
-            fallbacks: OnStoreFailure::ALL
-                .map(|p| scope.counter(names.fallbacks, &[("policy", p.as_str())])),
+            errors: scope.counters::<StoreErrorKind, { StoreErrorKind::ALL.len() }>(names.errors),
+            fallbacks: scope
+                .counters::<OnStoreFailure, { OnStoreFailure::ALL.len() }>(names.fallbacks),
             round_trips: scope.counter(names.round_trips, &[]),
             round_trip_seconds: scope.histogram(names.round_trip_seconds, &[]),
         }

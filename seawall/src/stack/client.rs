@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use tower::Layer;
 use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_NAME: &str = "client";
+const ATTEMPT_SUFFIX: &str = ".attempt";
+const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The client stack's service over `S`: total timeout, retry, hedging (when configured),
 /// client-side throttle, circuit breaker (one, or one per authority), per-attempt timeout,
@@ -109,27 +113,33 @@ pub struct ClientStackConfig {
 }
 
 impl ClientStackConfig {
-    /// Checks and builds a configuration. `attempt_timeout` (a `Duration`, or an
-    /// [`AdaptiveTimeout`]) must not exceed `total_timeout`, nor an adaptive one's ceiling.
-    pub fn new(
-        name: impl Into<String>,
-        total_timeout: Duration,
-        attempt_timeout: impl Into<TimeoutMode>,
-        retry: RetryConfig,
-        circuit_breaker: CircuitBreakerConfig,
-        bulkhead: BulkheadConfig,
-    ) -> Result<Self, ConfigError> {
-        Self::try_from(ClientStackSpec {
-            name: name.into().into(),
-            total_timeout: total_timeout.into(),
-            attempt_timeout: AttemptSpec::from(attempt_timeout.into()),
-            retry,
-            throttle: default_throttle(),
-            circuit_breaker,
-            bulkhead,
-            hedge: None,
-            circuit_breaker_key: BreakerKey::One,
-        })
+    /// A builder starting from the [defaults](Self::default), whose `build` checks the values
+    /// as reading the configuration from a file does, with the same errors.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use seawall::stack::{ClientStackConfig, ClientStackLayer};
+    ///
+    /// # fn main() -> Result<(), seawall::config::ConfigError> {
+    /// let config = ClientStackConfig::builder()
+    ///     .name("inventory")
+    ///     .total_timeout(Duration::from_secs(2))
+    ///     .attempt_timeout(Duration::from_millis(500))
+    ///     .build()?;
+    /// let layer = ClientStackLayer::new(config);
+    /// # let _ = layer;
+    ///
+    /// let too_long = ClientStackConfig::builder()
+    ///     .total_timeout(Duration::from_secs(1))
+    ///     .attempt_timeout(Duration::from_secs(2))
+    ///     .build();
+    /// assert_eq!(too_long.unwrap_err().field(), "attempt_timeout");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn builder() -> ClientStackConfigBuilder {
+        ClientStackConfigBuilder::new()
     }
 
     /// The same stack with a circuit breaker per `key` (one breaker unless asked); the breaker
@@ -177,7 +187,7 @@ impl ClientStackConfig {
     /// [`TimeoutHandle::reload`](seawall_timeout::TimeoutHandle::reload) takes it (named
     /// `<name>.attempt`, an adaptive ceiling resolved).
     pub fn attempt(&self) -> TimeoutConfig {
-        let builder = TimeoutConfig::builder().name(format!("{}.attempt", self.name));
+        let builder = TimeoutConfig::builder().name(format!("{}{ATTEMPT_SUFFIX}", self.name));
         match self.attempt_timeout {
             TimeoutMode::Fixed(timeout) => builder.timeout(timeout),
             TimeoutMode::Adaptive(adaptive) => builder.adaptive(
@@ -204,6 +214,94 @@ impl ClientStackConfig {
     /// [`BulkheadHandle::reload`](seawall_bulkhead::BulkheadHandle::reload) takes it.
     pub fn bulkhead(&self) -> &BulkheadConfig {
         &self.bulkhead
+    }
+}
+
+/// Builds a [`ClientStackConfig`], or straight a layer when made by
+/// [`ClientStackLayer::builder`].
+#[derive(Debug)]
+pub struct ClientStackConfigBuilder<T = ClientStackConfig> {
+    spec: ClientStackSpec,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: From<ClientStackConfig>> ClientStackConfigBuilder<T> {
+    fn new() -> Self {
+        Self {
+            spec: ClientStackSpec {
+                name: String::from(DEFAULT_NAME).into(),
+                total_timeout: DEFAULT_TOTAL_TIMEOUT.into(),
+                attempt_timeout: AttemptSpec::default(),
+                retry: default_retry(),
+                throttle: default_throttle(),
+                circuit_breaker: default_breaker(),
+                circuit_breaker_key: BreakerKey::One,
+                bulkhead: default_bulkhead(),
+                hedge: None,
+            },
+            _output: PhantomData,
+        }
+    }
+
+    /// The stack's name, which names every layer in it (default `"client"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.spec.name = name.into().into();
+        self
+    }
+
+    /// How long the caller waits, retries included, in `(0s, 1 day]` (default 1 s).
+    pub fn total_timeout(mut self, timeout: Duration) -> Self {
+        self.spec.total_timeout = timeout.into();
+        self
+    }
+
+    /// The per-attempt timeout: a `Duration` (at most the total timeout), or an
+    /// [`AdaptiveTimeout`] (default: adaptive with every default).
+    pub fn attempt_timeout(mut self, timeout: impl Into<TimeoutMode>) -> Self {
+        self.spec.attempt_timeout = AttemptSpec::from(timeout.into());
+        self
+    }
+
+    /// The retry layer's configuration (default: its defaults), named after the stack.
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.spec.retry = retry;
+        self
+    }
+
+    /// The client-side throttle's configuration (default: its defaults).
+    pub fn throttle(mut self, throttle: ThrottleConfig) -> Self {
+        self.spec.throttle = throttle;
+        self
+    }
+
+    /// The circuit breaker's configuration (default: its defaults).
+    pub fn circuit_breaker(mut self, breaker: CircuitBreakerConfig) -> Self {
+        self.spec.circuit_breaker = breaker;
+        self
+    }
+
+    /// One circuit breaker, or one per key (default one).
+    pub fn breaker_key(mut self, key: BreakerKey) -> Self {
+        self.spec.circuit_breaker_key = key;
+        self
+    }
+
+    /// The bulkhead's configuration (default: a fixed 1000 calls at once, no queue).
+    pub fn bulkhead(mut self, bulkhead: BulkheadConfig) -> Self {
+        self.spec.bulkhead = bulkhead;
+        self
+    }
+
+    /// Hedges with `hedge` (default: no hedging).
+    pub fn hedge(mut self, hedge: HedgeConfig) -> Self {
+        self.spec.hedge = Some(hedge);
+        self
+    }
+
+    /// Checks the values and builds; an error names the field as a configuration file would
+    /// (`attempt_timeout`, `attempt_timeout.ceiling`).
+    pub fn build(self) -> Result<T, ConfigError> {
+        ClientStackConfig::try_from(self.spec).map(T::from)
     }
 }
 
@@ -347,6 +445,14 @@ fn default_throttle() -> ThrottleConfig {
     ThrottleConfig::default()
 }
 
+fn default_bulkhead() -> BulkheadConfig {
+    BulkheadConfig::builder()
+        .max_concurrent(1000)
+        .queue_limit(0)
+        .build()
+        .expect("the defaults are valid")
+}
+
 fn default_breaker() -> CircuitBreakerConfig {
     CircuitBreakerConfig::builder()
         .build()
@@ -358,6 +464,14 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
 
     fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
         let name = config::name(spec.name)?;
+        // The longest name a layer of the stack takes must be a valid name too.
+        if name.len() + ATTEMPT_SUFFIX.len() > seawall_core::Name::MAX_LEN {
+            return Err(ConfigError::expected(
+                "name",
+                format_args!("a name of {} bytes", name.len()),
+                "a name of at most 120 bytes (its timeouts add `.attempt`)",
+            ));
+        }
         let total_timeout =
             config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
         let attempt_timeout = match spec.attempt_timeout {
@@ -443,6 +557,11 @@ type BreakerLayer<C> = Either<
 >;
 
 impl ClientStackLayer {
+    /// A builder whose `build` makes the layer, with the default retry policy and classifier.
+    pub fn builder() -> ClientStackConfigBuilder<Self> {
+        ClientStackConfigBuilder::new()
+    }
+
     /// The stack `config` describes, with the default retry policy and classifier.
     ///
     /// The default classifier, [`DefaultClassify`], judges an `http::Response` by its status
@@ -639,20 +758,6 @@ impl Default for ClientStackConfig {
     /// - no hedging: it adds load, and is for calls whose tail matters more than that
     ///   ([`with_hedge`](Self::with_hedge), or a `hedge` section).
     fn default() -> Self {
-        let retry = default_retry();
-        let bulkhead = BulkheadConfig::builder()
-            .max_concurrent(1000)
-            .queue_limit(0)
-            .build()
-            .expect("the defaults are valid");
-        Self::new(
-            "client",
-            Duration::from_secs(1),
-            AdaptiveTimeout::default(),
-            retry,
-            default_breaker(),
-            bulkhead,
-        )
-        .expect("the defaults are valid")
+        Self::builder().build().expect("the defaults are valid")
     }
 }

@@ -55,6 +55,9 @@ mod client;
 mod server;
 
 pub use self::client::{
-    BreakerKey, Breakers, ClientStack, ClientStackConfig, ClientStackLayer, Hedged,
+    BreakerKey, Breakers, ClientStack, ClientStackConfig, ClientStackConfigBuilder,
+    ClientStackLayer, Hedged,
 };
-pub use self::server::{ServerStack, ServerStackConfig, ServerStackLayer};
+pub use self::server::{
+    ServerStack, ServerStackConfig, ServerStackConfigBuilder, ServerStackLayer,
+};

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tower::Layer;
 use tower::util::Either;
 
 const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_NAME: &str = "server";
 
 /// The server stack's service over `S`: the caller's deadline stamped on arrival, rate limit
 /// (when configured), bulkhead, timeout.
@@ -48,21 +50,12 @@ pub struct ServerStackConfig {
 }
 
 impl ServerStackConfig {
-    /// Checks and builds a configuration; the caller's deadline is read from `grpc-timeout`
-    /// (see [`DeadlineConfig::inbound`]) as the request arrives.
-    pub fn new(
-        name: impl Into<String>,
-        rate_limit: Option<RateLimitConfig>,
-        bulkhead: BulkheadConfig,
-        timeout: Duration,
-    ) -> Result<Self, ConfigError> {
-        Self::try_from(ServerStackSpec {
-            name: name.into().into(),
-            rate_limit,
-            bulkhead,
-            timeout: timeout.into(),
-            deadlines: DeadlineConfig::inbound(),
-        })
+    /// A builder, whose `build` checks the values as reading the configuration from a file
+    /// does, with the same errors. The bulkhead and the timeout have no default; the caller's
+    /// deadline is read from `grpc-timeout` (see [`DeadlineConfig::inbound`]) unless
+    /// [`deadlines`](ServerStackConfigBuilder::deadlines) says otherwise.
+    pub fn builder() -> ServerStackConfigBuilder {
+        ServerStackConfigBuilder::new()
     }
 
     /// Reads the caller's deadline as `deadlines` says instead.
@@ -96,6 +89,79 @@ impl ServerStackConfig {
     /// [`BulkheadHandle::reload`](seawall_bulkhead::BulkheadHandle::reload) takes it.
     pub fn bulkhead(&self) -> &BulkheadConfig {
         &self.bulkhead
+    }
+}
+
+/// Builds a [`ServerStackConfig`], or straight a layer when made by
+/// [`ServerStackLayer::builder`].
+#[derive(Debug)]
+pub struct ServerStackConfigBuilder<T = ServerStackConfig> {
+    name: Raw<String>,
+    rate_limit: Option<RateLimitConfig>,
+    bulkhead: Option<BulkheadConfig>,
+    timeout: Option<Raw<Duration>>,
+    deadlines: DeadlineConfig,
+    _output: PhantomData<fn() -> T>,
+}
+
+impl<T: From<ServerStackConfig>> ServerStackConfigBuilder<T> {
+    fn new() -> Self {
+        Self {
+            name: String::from(DEFAULT_NAME).into(),
+            rate_limit: None,
+            bulkhead: None,
+            timeout: None,
+            deadlines: DeadlineConfig::inbound(),
+            _output: PhantomData,
+        }
+    }
+
+    /// The stack's name, which names every layer in it (default `"server"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into().into();
+        self
+    }
+
+    /// A rate limit in front of the bulkhead (default: none).
+    pub fn rate_limit(mut self, rate_limit: RateLimitConfig) -> Self {
+        self.rate_limit = Some(rate_limit);
+        self
+    }
+
+    /// The bulkhead's configuration (required).
+    pub fn bulkhead(mut self, bulkhead: BulkheadConfig) -> Self {
+        self.bulkhead = Some(bulkhead);
+        self
+    }
+
+    /// How long an admitted call may run, in `(0s, 1 day]` (required).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout.into());
+        self
+    }
+
+    /// How the caller's deadline is read (default [`DeadlineConfig::inbound`]).
+    pub fn deadlines(mut self, deadlines: DeadlineConfig) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// Checks the values and builds; an error names the field as a configuration file would.
+    pub fn build(self) -> Result<T, ConfigError> {
+        let bulkhead = self.bulkhead.ok_or_else(|| {
+            ConfigError::expected("bulkhead", "nothing", "a bulkhead configuration")
+        })?;
+        let timeout = self.timeout.ok_or_else(|| {
+            ConfigError::expected("timeout", "nothing", "a duration in (0s, 1day]")
+        })?;
+        ServerStackConfig::try_from(ServerStackSpec {
+            name: self.name,
+            rate_limit: self.rate_limit,
+            bulkhead,
+            timeout,
+            deadlines: self.deadlines,
+        })
+        .map(T::from)
     }
 }
 
@@ -177,6 +243,11 @@ pub struct ServerStackLayer {
 }
 
 impl ServerStackLayer {
+    /// A builder whose `build` makes the layer.
+    pub fn builder() -> ServerStackConfigBuilder<Self> {
+        ServerStackConfigBuilder::new()
+    }
+
     /// The stack `config` describes.
     pub fn new(config: ServerStackConfig) -> Self {
         let timeout = TimeoutConfig::builder()

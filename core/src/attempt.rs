@@ -7,7 +7,7 @@
 //! answer into a failure, and the attempt may as well use what is left of the caller's
 //! [`Deadline`](crate::Deadline).
 //!
-//! The retry layer makes the [`Attempt`] current (a tokio task-local, as the deadline is)
+//! The retry layer makes the [`Attempt`] current (on the thread, as the deadline is)
 //! while it calls the layers below, so layers generic over any request type read it, with no
 //! request extension and no allocation.
 //!
@@ -19,8 +19,9 @@
 //! assert_eq!(last.scope(Attempt::current), Some(last));
 //! ```
 
-tokio::task_local! {
-    static CURRENT: Attempt;
+std::thread_local! {
+    // Set only by `scope`, around a call: see `crate::current`.
+    static CURRENT: std::cell::Cell<Option<Attempt>> = const { std::cell::Cell::new(None) };
 }
 
 /// One attempt of a call: its number (1 for the first) and whether it is the last.
@@ -35,13 +36,15 @@ pub struct Attempt {
 impl Attempt {
     /// The attempt being made, when called from inside a retry layer's `call` of the layers
     /// below.
+    #[inline]
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(|attempt| *attempt).ok()
+        crate::current::get(&CURRENT)
     }
 
     /// Runs `f` (the call of the layers below) with `self` as the [current](Self::current)
     /// attempt.
+    #[inline]
     pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+        crate::current::scope(&CURRENT, self, f)
     }
 }

@@ -9,9 +9,10 @@
 //!
 //! The deadline is stamped once, when the request arrives (a server stack's outermost layer
 //! reads `grpc-timeout`), and travels two ways: as a request extension, for requests handed
-//! between tasks, and as the [current](Deadline::current) deadline (a tokio task-local) while
-//! the layers below are called and polled, so that layers generic over any request type read
-//! it too. It lives here, in seawall-core, because those layers depend on nothing else.
+//! between tasks, and as the [current](Deadline::current) deadline (set on the thread around
+//! each call and poll of the layers below, as a task-local would be), so that layers generic
+//! over any request type read it too. It lives here, in seawall-core, because those layers
+//! depend on nothing else.
 //!
 //! ```
 //! use std::time::Duration;
@@ -38,8 +39,9 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline(pub Instant);
 
-tokio::task_local! {
-    static CURRENT: Deadline;
+std::thread_local! {
+    // Set only by `scope`, around a call or a poll: see `crate::current`.
+    static CURRENT: std::cell::Cell<Option<Deadline>> = const { std::cell::Cell::new(None) };
 }
 
 impl Deadline {
@@ -55,13 +57,15 @@ impl Deadline {
 
     /// The deadline of the call being served, when code runs inside a call under a layer
     /// that stamps or propagates deadlines.
+    #[inline]
     pub fn current() -> Option<Self> {
-        CURRENT.try_with(|deadline| *deadline).ok()
+        crate::current::get(&CURRENT)
     }
 
     /// Runs `f` with `self` as the [current](Self::current) deadline.
+    #[inline]
     pub fn scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
+        crate::current::scope(&CURRENT, self, f)
     }
 
     /// `wait`, cut to what is left of the [current](Self::current) deadline, if any.

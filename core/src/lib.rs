@@ -45,6 +45,7 @@ pub mod backoff;
 pub mod body;
 pub mod classify;
 pub mod config;
+mod current;
 pub mod deadline;
 mod error;
 pub mod hook;

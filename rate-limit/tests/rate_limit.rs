@@ -444,3 +444,42 @@ proptest! {
         })?;
     }
 }
+
+/// Threads calling one limiter far below its quota: a thread that read the clock before another
+/// thread's last admission (preempted between the two, say) must not be refused for it. At one
+/// call a nanosecond with a burst of one, such a stale reading finds the bucket's next arrival
+/// ahead of it, and a fresh reading finds it passed (a refusal with `retry_after` zero). More
+/// threads than cores, so that threads are preempted mid-call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn contention_refuses_nothing_far_below_the_quota() {
+    const TASKS: usize = 8;
+    const CALLS: usize = 50_000;
+    let echo = service_fn(|n: u32| std::future::ready(Ok::<u32, std::convert::Infallible>(n)));
+    let svc = layer(Quota::per_second(1_000_000_000).with_burst(1)).layer(echo);
+    let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let mut svc = svc.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let mut refused = Vec::new();
+                for _ in 0..CALLS {
+                    if let Err(err) = svc.ready().await.unwrap().call(7).await {
+                        refused.push(rejected(&*err).and_then(|r| r.retry_after()));
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    for task in tasks {
+        let refused = task.await.unwrap();
+        assert!(
+            refused.is_empty(),
+            "{} of {CALLS} calls refused, retry_after {:?}",
+            refused.len(),
+            &refused[..refused.len().min(5)]
+        );
+    }
+}

@@ -230,9 +230,13 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, succes
     };
     calls.increment(1);
     m.attempts.increment(u64::from(attempts));
-    m.attempts_per_call.record(f64::from(attempts));
-    if let Some(started) = started {
-        m.duration.record(started.elapsed().as_secs_f64());
+    // Only a recorder keeps a sample (the counters above bind one installed since), so without
+    // one neither histogram is fed and the clock is not read.
+    if m.scope.is_recording() {
+        m.attempts_per_call.record(f64::from(attempts));
+        if let Some(started) = started {
+            m.duration.record(started.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     pub(crate) budget_exhausted: Counter,
     pub(crate) attempts_per_call: Histogram,
     pub(crate) duration: Histogram,
+    pub(crate) scope: MetricScope,
 }
 
 impl Metrics {
@@ -40,6 +41,7 @@ impl Metrics {
             budget_exhausted: scope.counter("seawall_retry_budget_exhausted_total", &[]),
             attempts_per_call: scope.histogram("seawall_retry_call_attempts", &[]),
             duration: scope.histogram("seawall_retry_call_duration_seconds", &[]),
+            scope: scope.clone(),
         }
     }
 }

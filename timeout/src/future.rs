@@ -105,6 +105,12 @@ where
         };
         if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
+            // Only a recorder keeps the time left (the counter above binds one installed
+            // since): without one, a fixed timeout reads no clock here.
+            let recording = this.shared.metrics.is_recording();
+            if !recording && this.started.is_none() {
+                return Poll::Ready(result.map_err(Into::into));
+            }
             // A call that answers on its first poll took no time: its whole budget is left,
             // and the clock need not be read.
             let remaining = match sleep.as_pin_mut() {
@@ -122,7 +128,9 @@ where
                     budget.timeout
                 }
             };
-            this.shared.remaining.record(remaining.as_secs_f64());
+            if recording {
+                this.shared.remaining.record(remaining.as_secs_f64());
+            }
             return Poll::Ready(result.map_err(Into::into));
         }
         if sleep.is_none() {

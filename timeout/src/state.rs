@@ -25,6 +25,7 @@ pub(crate) struct Shared {
     pub(crate) deadline_exceeded: Counter,
     pub(crate) remaining: Histogram,
     pub(crate) on_timeout: Hook<TimedOutEvent<'static>>,
+    pub(crate) metrics: MetricScope,
 }
 
 impl Shared {
@@ -38,6 +39,7 @@ impl Shared {
             deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
             remaining: metrics.histogram("seawall_timeout_remaining_seconds", &[]),
             on_timeout: Hook::default(),
+            metrics,
         }
     }
 }

@@ -23,7 +23,7 @@ use self::config::FleetConfig;
 use crate::clock::TokioClock;
 use crate::config::{Quota, RateLimitConfig};
 use crate::extract::{ExtractKey, KeyExtractor};
-use crate::limiter::{Check, Decision, DirectLimiter, Limiter, sealed, wait_time};
+use crate::limiter::{Check, Decision, DirectLimiter, Limiter, admit, sealed};
 use crate::store::{QuotaStore, StoreKey};
 
 const METRICS: StoreMetricNames = StoreMetricNames {
@@ -254,9 +254,9 @@ impl<S: QuotaStore> FleetCore<S> {
                 let local = bucket.local.get_or_init(|| {
                     governor::RateLimiter::direct_with_clock(self.local_quota, TokioClock)
                 });
-                match local.check() {
+                match admit(|| local.check()) {
                     Ok(()) => Decision::Permit,
-                    Err(not_until) => Decision::Limited(wait_time(&not_until)),
+                    Err(wait) => Decision::Limited(wait),
                 }
             }
         }

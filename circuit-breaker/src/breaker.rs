@@ -239,8 +239,6 @@ impl Tracker {
 pub(crate) struct Permit {
     generation: u64,
     kind: PermitKind,
-    /// The runs of failures begun when the call was admitted.
-    runs: u32,
 }
 
 impl Permit {
@@ -340,9 +338,6 @@ pub(crate) struct Breaker {
     /// the counts reported in half-open; the decision is the probe word's.
     probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
-    /// Runs of failures begun so far: a success ends the current run only if its call was
-    /// admitted after the run began.
-    runs: AtomicU32,
     /// The run of failures that trips the breaker, set when the current run began.
     run_limit: AtomicU32,
     window: SlidingWindow,
@@ -383,7 +378,6 @@ impl Breaker {
             probes: AtomicU64::new(0),
             probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
-            runs: AtomicU32::new(0),
             run_limit: AtomicU32::new(u32::MAX),
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
@@ -649,7 +643,6 @@ impl Breaker {
         Some(Permit {
             generation: generation_of(word),
             kind,
-            runs: self.runs.load(Ordering::Relaxed),
         })
     }
 
@@ -687,7 +680,6 @@ impl Breaker {
                         return Ok(Permit {
                             generation,
                             kind: PermitKind::Probe,
-                            runs: 0,
                         });
                     } else {
                         return Err(self.reject(CircuitState::HalfOpen, None));
@@ -837,20 +829,14 @@ impl Breaker {
         );
         let consecutive = if call.is_failure() {
             let run = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-            if run == 1 {
-                self.runs.fetch_add(1, Ordering::Relaxed);
-                if let Some(RunRule::Adaptive(rule)) = self.rules().consecutive_failures {
-                    self.start_run(rule, second);
-                }
+            if run == 1
+                && let Some(RunRule::Adaptive(rule)) = self.rules().consecutive_failures
+            {
+                self.start_run(rule, second);
             }
             run
         } else {
-            // The answer to a call sent before the run began says nothing of the downstream
-            // since: at an outage's onset the calls already in flight still succeed, and
-            // would otherwise break the run for as long as the downstream's latency.
-            if self.consecutive.load(Ordering::Relaxed) != 0
-                && permit.runs == self.runs.load(Ordering::Relaxed)
-            {
+            if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
             if !changed {

@@ -11,13 +11,6 @@
 //! `min` long: the default `min = 5, one_in = 10⁷` trips after 5 failures from a healthy
 //! downstream, 7 from 10 % errors and 14 from 30 %.
 //!
-//! A success ends a run only if its call was admitted after the run's first failure was
-//! recorded. At an outage's onset the calls already in flight still succeed, one between each
-//! of the new calls' instant failures: at 1000 calls a second and 10 ms of latency they broke
-//! every run for 10 ms and, counted in the last ten calls, raised the baseline so far that the
-//! breaker needed about 30 failures instead of 5. Such a success says nothing of the
-//! downstream after the run began.
-//!
 //! The baseline leaves out the run itself (otherwise an outage would raise its own bar) and is
 //! the higher of two estimates: the window's failure rate, shrunk toward zero by ten calls'
 //! worth of successes so that a few calls after a reset say little, and the failure rate of

@@ -154,7 +154,7 @@ impl<T: From<RetryConfig>> RetryConfigBuilder<T> {
     }
 
     /// The longest a call may take, in `(0s, 1 day]`: no retry starts whose wait would end
-    /// later (default: no limit).
+    /// then or later (default: no limit).
     pub fn max_elapsed(mut self, max_elapsed: Duration) -> Self {
         self.spec.max_elapsed = Some(max_elapsed.into());
         self

@@ -287,8 +287,10 @@ fn plan_retry<P>(
     let delay = not_before
         .map_or(backoff, |hint| hint.max(backoff))
         .min(limits.max_delay);
+    // A retry whose wait ends at the limit would have no time at all: the caller's deadline
+    // (a stack's total timeout) abandons it as it starts, after the downstream took it.
     if let (Some(max), Some(started)) = (limits.max_elapsed, started)
-        && started.elapsed() + delay > max
+        && started.elapsed() + delay >= max
     {
         tracing::debug!(
             name,

@@ -170,6 +170,22 @@ async fn stops_before_a_wait_would_pass_max_elapsed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn no_retry_starts_at_the_instant_max_elapsed_ends() {
+    // A wait that ends exactly at the limit leaves the retry no time: a stack's total timeout
+    // fires at that instant and abandons an attempt the downstream still works on.
+    let log = Log::default();
+    let layer = builder()
+        .max_attempts(10)
+        .backoff(no_jitter(ms(100)))
+        .max_elapsed(ms(200))
+        .no_budget()
+        .build()
+        .unwrap();
+    assert!(layer.layer(always_failing(&log)).oneshot(1).await.is_err());
+    assert_eq!(log.times(), [ms(0), ms(100)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn budget_exhaustion_stops_retries_and_is_counted() {
     let recorder = TestRecorder::new();
     let layer = recorder.install_for(|| {

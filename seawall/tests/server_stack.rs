@@ -95,6 +95,44 @@ async fn past_the_quota_is_429_with_retry_after_and_other_routes_are_unaffected(
 }
 
 #[tokio::test]
+async fn the_rate_limit_handle_reloads_the_quota_while_the_stack_serves() {
+    trace_init();
+    let stack = stack(plenty(), 100, "1s");
+    let handle = stack.rate_limit().expect("the stack has a rate limit");
+    let addr = serve(app(stack, Gate::new())).await;
+    for _ in 0..10 {
+        assert_eq!(get_path(addr, "/api/fast").await.status, StatusCode::OK);
+    }
+    let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "api",
+        "rate_limit": { "quota": { "per_minute": 2, "burst": 2 } },
+        "bulkhead": { "max_concurrent": 100, "queue_limit": 0 },
+        "timeout": "1s",
+    }))
+    .unwrap();
+    handle.reload(config.rate_limit().unwrap().clone()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(get_path(addr, "/api/fast").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        get_path(addr, "/api/fast").await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the served stack limits by the new quota"
+    );
+}
+
+#[test]
+fn a_stack_without_a_rate_limit_has_no_rate_limit_handle() {
+    let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "api",
+        "bulkhead": { "max_concurrent": 1 },
+        "timeout": "1s",
+    }))
+    .unwrap();
+    assert!(ServerStackLayer::new(config).rate_limit().is_none());
+}
+
+#[tokio::test]
 async fn a_full_bulkhead_is_503_and_frees_up_when_calls_end() {
     trace_init();
     let gate = Gate::new();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_core::config::{self, ConfigError, Raw};
-use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitLayer};
+use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use seawall_timeout::{
     DeadlineConfig, HeaderDeadlines, InboundDeadline, InboundDeadlineLayer, Timeout, TimeoutConfig,
     TimeoutLayer,
@@ -195,6 +195,12 @@ impl ServerStackLayer {
     /// The bulkhead's handle: in flight, queued, the limit.
     pub fn bulkhead(&self) -> BulkheadHandle {
         self.bulkhead.handle()
+    }
+
+    /// The rate limit's handle (its quota and `max_wait`, reloaded live), when the stack has
+    /// one.
+    pub fn rate_limit(&self) -> Option<RateLimitHandle> {
+        self.rate_limit.as_ref().map(|r| r.handle())
     }
 }
 

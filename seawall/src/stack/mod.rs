@@ -57,4 +57,4 @@ mod server;
 pub use self::client::{
     BreakerKey, Breakers, ClientStack, ClientStackConfig, ClientStackLayer, Hedged,
 };
-pub use self::server::{ServerStack, ServerStackConfig, ServerStackLayer};
+pub use self::server::{FleetLimiter, ServerStack, ServerStackConfig, ServerStackLayer};

@@ -30,10 +30,8 @@ use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use seawall::circuit_breaker::{CircuitBreakerHandle, CircuitState};
 use seawall::classify::HttpStatus;
-use seawall::config::ConfigError;
 use seawall::fallback::{Failed, FallbackLayer};
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
-use seawall::rate_limit::RateLimitLayer;
 use seawall::retry::HttpPolicy;
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackConfig, ServerStackLayer};
 use seawall::{BoxError, RejectionKind, ServiceBuilderExt};
@@ -43,38 +41,22 @@ use tower::{ServiceBuilder, ServiceExt};
 
 /// The gateway's settings: its own server stack and the client stack to the inventory.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "GatewaySpec")]
+#[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Inbound. A `fleet` section in its rate limit shares the quota through Redis.
+    #[serde(deserialize_with = "server_within")]
     pub server: ServerStackConfig,
     /// Outbound, to the inventory service.
+    #[serde(deserialize_with = "inventory_within")]
     pub inventory: ClientStackConfig,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GatewaySpec {
-    server: ServerStackConfig,
-    inventory: ClientStackConfig,
+fn server_within<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ServerStackConfig, D::Error> {
+    seawall::config::within("server", d)
 }
 
-impl TryFrom<GatewaySpec> for GatewayConfig {
-    type Error = ConfigError;
-
-    fn try_from(spec: GatewaySpec) -> Result<Self, ConfigError> {
-        let fleet = spec.server.rate_limit().and_then(|r| r.fleet());
-        if fleet.is_some_and(|fleet| fleet.redis_url().is_none()) {
-            return Err(ConfigError::expected(
-                "server.rate_limit.fleet.redis_url",
-                "nothing",
-                "a `redis://host:port` URL for the quota the gateway's replicas share",
-            ));
-        }
-        Ok(Self {
-            server: spec.server,
-            inventory: spec.inventory,
-        })
-    }
+fn inventory_within<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientStackConfig, D::Error> {
+    seawall::config::within("inventory", d)
 }
 
 impl Default for GatewayConfig {
@@ -157,17 +139,9 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
         },
     );
 
-    // A quota shared with the other replicas replaces the stack's own, in the same place:
-    // before anything else.
-    let (shared_limit, server) = match config.server.rate_limit() {
-        Some(limit) if limit.fleet().is_some() => {
-            let limit = RateLimitLayer::new(limit.clone())
-                .with_redis()
-                .expect("the redis_url was checked when the settings were read");
-            (Some(limit), config.server.without_rate_limit())
-        }
-        _ => (None, config.server),
-    };
+    // With a `fleet` section the stack's rate limit is a quota shared with the other replicas,
+    // in Redis.
+    let server = config.server;
     let products = Router::new()
         .route("/products/{id}", get(product))
         .with_state(AppState {
@@ -177,7 +151,6 @@ pub fn gateway(config: GatewayConfig, inventory_url: &str, metrics: PrometheusHa
         .layer(
             ServiceBuilder::new()
                 .with_http_errors()
-                .option_layer(shared_limit)
                 .layer(ServerStackLayer::new(server)),
         );
     let router = Router::new()

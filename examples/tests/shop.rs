@@ -690,6 +690,195 @@ async fn a_reload_under_traffic_takes_the_new_threshold_and_fails_no_call() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Waits until `done` holds, as the watcher picks up a file change; panics after 10 s.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the file change was not picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A directory of config files for one test.
+fn config_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("seawall-shop-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_new_retry_attempts_and_a_new_rate_limit() {
+    let Some(db) = database().await else { return };
+    let dir = config_dir("retry-rate-limit");
+    // Recommendations: retries wait 1 ms and draw from a budget with credit to spare, and the
+    // breaker judges no window of these few calls, so each request's attempts all reach the
+    // breaker, whose window counts them.
+    let gateway = builtin("gateway")
+        .replace(
+            "retry = { max_attempts = 1 }",
+            r#"retry = { max_attempts = 1, backoff = { kind = "constant", base = "1ms", jitter = "none" }, budget = { ratio = 0.2, min_per_second = 1000 } }"#,
+        )
+        .replace(
+            "window = { count = 20 }, minimum_calls = 5,",
+            r#"window = { count = 100 }, minimum_calls = 100, consecutive_failures = "off","#,
+        );
+    write(&dir, "gateway", &gateway);
+    let source = Source {
+        dir: Some(dir.clone()),
+        env: Vec::new(),
+    };
+    let shop = start(&db.url, source).await;
+    shop.watch(Duration::from_millis(50));
+    let http = Http::new();
+    let gw = shop.addrs.gateway;
+    let recommendations = &shop.gateway.recommendations;
+    let rate_limit = shop.gateway.server.rate_limit.clone().unwrap();
+    shop.recommendations_chaos.enable();
+
+    http.get(format!("http://{gw}/api/recommendations")).await;
+    assert_eq!(recommendations.breaker.counts().calls, 1, "one attempt");
+    for _ in 0..10 {
+        let answer = http.get(format!("http://{gw}/api/products")).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+
+    let edited = gateway
+        .replace("max_attempts = 1,", "max_attempts = 3,")
+        .replace(
+            "rate_limit = { quota = { per_second = 2000, burst = 500 } }",
+            "rate_limit = { quota = { per_minute = 3, burst = 3 } }",
+        );
+    write(&dir, "gateway", &edited);
+    until("retry", || {
+        recommendations.retry.config().max_attempts() == 3
+    })
+    .await;
+    until("rate limit", || rate_limit.quota().burst() == 3).await;
+
+    http.get(format!("http://{gw}/api/recommendations")).await;
+    assert_eq!(
+        recommendations.breaker.counts().calls,
+        1 + 3,
+        "three attempts now, in the window the breaker kept"
+    );
+    let mut limited = 0;
+    for _ in 0..10 {
+        let answer = http.get(format!("http://{gw}/api/products")).await;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+            assert!(answer.headers.contains_key("retry-after"));
+        } else {
+            assert_eq!(answer.status, StatusCode::OK);
+        }
+    }
+    // Three a minute, the recommendations call above one of them.
+    assert_eq!(limited, 10 - 2, "the new quota answers 429");
+
+    let unlimited = edited.replace("rate_limit = { quota = { per_minute = 3, burst = 3 } }", "");
+    write(&dir, "gateway", &unlimited);
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("server.rate_limit"),
+        "a rate limit is taken away by a restart: {err}"
+    );
+    assert_eq!(rate_limit.quota().burst(), 3, "the old config stays");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_the_gateways_new_attempt_timeouts_and_fails_no_call() {
+    let Some(db) = database().await else { return };
+    let dir = config_dir("attempt-timeout");
+    write(&dir, "gateway", builtin("gateway"));
+    let source = Source {
+        dir: Some(dir.clone()),
+        env: Vec::new(),
+    };
+    let shop = start(&db.url, source).await;
+    shop.watch(Duration::from_millis(50));
+    let orders = shop.gateway.orders.attempt_timeout.clone();
+    let products = shop.gateway.products.attempt_timeout.clone();
+    assert_eq!(orders.timeout(), Duration::from_secs(1));
+    assert_eq!(products.timeout(), Duration::from_millis(500));
+
+    let http = Http::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut traffic = Vec::new();
+    for worker in 0..4 {
+        let (http, shop, stop) = (http.clone(), shop.clone(), stop.clone());
+        traffic.push(tokio::spawn(async move {
+            let mut n = 0;
+            let mut failed = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let answer = http
+                    .order(&shop, &format!("timeout-{worker}-{n}"), &an_order())
+                    .await;
+                if answer.status != StatusCode::CREATED {
+                    failed.push((answer.status, answer.body));
+                }
+                n += 1;
+            }
+            (n, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let shorter = builtin("gateway")
+        .replace(
+            "total_timeout = \"2s\"\nattempt_timeout = \"1s\"",
+            "total_timeout = \"2s\"\nattempt_timeout = \"700ms\"",
+        )
+        .replace("attempt_timeout = \"500ms\"", "attempt_timeout = \"250ms\"");
+    assert_ne!(shorter, builtin("gateway"));
+    write(&dir, "gateway", &shorter);
+    until("orders", || orders.timeout() == Duration::from_millis(700)).await;
+    assert_eq!(products.timeout(), Duration::from_millis(250));
+
+    let longer_than_total =
+        shorter.replace("attempt_timeout = \"700ms\"", "attempt_timeout = \"5s\"");
+    write(&dir, "gateway", &longer_than_total);
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("orders.attempt_timeout"),
+        "the error names the field: {err}"
+    );
+    let adaptive = shorter.replace(
+        "attempt_timeout = \"700ms\"",
+        "attempt_timeout = { multiplier = 3 }",
+    );
+    write(&dir, "gateway", &adaptive);
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("orders.attempt_timeout"),
+        "a fixed timeout becomes adaptive by a restart: {err}"
+    );
+    assert_eq!(
+        orders.timeout(),
+        Duration::from_millis(700),
+        "the old config stays"
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0;
+    for task in traffic {
+        let (n, failed) = task.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "no call fails because of a reload: {failed:?}"
+        );
+        total += n;
+    }
+    assert_eq!(
+        sql_count(&db.url, "SELECT count(*) FROM orders").await,
+        total as i64
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[derive(Default)]
 struct Tally {
     created: Vec<(String, i64)>,

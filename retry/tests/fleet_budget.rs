@@ -393,6 +393,17 @@ async fn a_lease_carried_into_the_next_window_is_the_most_it_overshoots() {
         .build()
         .unwrap();
     let budget = FleetBudget::redis(config).unwrap();
+    // The store counts in seconds of its clock, this machine's: starting early in one, the
+    // requests and the lease below fall in the same second, and the lease is granted from
+    // requests the window still holds.
+    while SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis()
+        > 50
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     for _ in 0..200 {
         budget.deposit(Instant::now());
     }
@@ -402,7 +413,9 @@ async fn a_lease_carried_into_the_next_window_is_the_most_it_overshoots() {
         let _ = budget.withdraw(Instant::now());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The last withdrawal may have spent the lease the task took after the one before it; a
+    // sync now holds at least one, whatever the task's timing on a busy machine.
+    budget.sync().await;
     let held = budget.leased();
     assert!(
         (1..=5).contains(&held),
@@ -423,4 +436,55 @@ async fn a_lease_carried_into_the_next_window_is_the_most_it_overshoots() {
     budget.sync().await;
     assert_eq!(budget.leased(), 0, "the new window grants nothing");
     assert!(!budget.withdraw(Instant::now()));
+}
+
+/// A manual `sync` racing the sync task (or another manual one) must not size its lease from
+/// the same lease count the other one read: each would take `max_lease` less what is held,
+/// and together they would hold more than `max_lease`, the overshoot bound's one term per
+/// replica. Several syncs are started at once from tasks on a multi-thread runtime, round
+/// after round, each round after retries were wanted (so the lease sized to its maximum), and
+/// the lease held never passes `max_lease`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_syncs_never_lease_more_than_max_lease() {
+    let Some((url, _server)) = redis_url().await else {
+        return;
+    };
+    let config = FleetBudgetConfig::builder()
+        .name(unique("concurrent"))
+        // Credit to spare: the store grants whatever is asked.
+        .budget(BudgetConfig::new(1.0, 1000, Duration::from_secs(10)).unwrap())
+        .redis_url(&url)
+        .key_prefix("seawall-test:retry_budget")
+        .max_lease(5)
+        .sync_interval(Duration::from_millis(10))
+        .on_failure(OnStoreFailure::FailClosed)
+        .build()
+        .unwrap();
+    let budget = FleetBudget::redis(config).unwrap();
+    budget.deposit(Instant::now());
+    let mut most = 0;
+    for _ in 0..50 {
+        while budget.withdraw(Instant::now()) {}
+        for _ in 0..10 {
+            let _ = budget.withdraw(Instant::now());
+        }
+        let syncs: Vec<_> = (0..4)
+            .map(|_| {
+                let budget = budget.clone();
+                tokio::spawn(async move {
+                    tokio::join!(budget.sync(), budget.sync());
+                })
+            })
+            .collect();
+        for sync in syncs {
+            sync.await.unwrap();
+        }
+        most = most.max(budget.leased());
+        assert!(
+            budget.leased() <= 5,
+            "{} leased, max_lease 5",
+            budget.leased()
+        );
+    }
+    assert!(most >= 1, "leases were taken");
 }

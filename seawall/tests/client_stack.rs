@@ -104,6 +104,39 @@ async fn a_transient_failure_is_retried_away() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_retry_handle_reloads_max_attempts_while_the_stack_serves() {
+    let dependency = Dependency::default();
+    // Only the window judges, so that the failures in a row stay retries, not an open breaker.
+    let mut built = serde_json::to_value(config()).unwrap();
+    built["circuit_breaker"]["consecutive_failures"] = "off".into();
+    let built: ClientStackConfig = serde_json::from_value(built).unwrap();
+    let layer = ClientStackLayer::new(built.clone());
+    let retry = layer.retry();
+    let svc = layer.layer(dependency.service());
+    dependency.failures_left.store(3, Ordering::SeqCst);
+    assert!(svc.clone().oneshot(1).await.is_err());
+    assert_eq!(dependency.calls(), 3, "three attempts as built");
+
+    // As the stack's config file would say it after an edit: the same but for `max_attempts`.
+    let mut edited = serde_json::to_value(built).unwrap();
+    edited["retry"]["max_attempts"] = 5.into();
+    let edited: ClientStackConfig = serde_json::from_value(edited).unwrap();
+    retry.reload(edited.retry().clone()).unwrap();
+    assert_eq!(retry.config().max_attempts(), 5);
+    dependency.failures_left.store(4, Ordering::SeqCst);
+    assert_eq!(
+        svc.oneshot(2).await.unwrap(),
+        2,
+        "the fifth attempt succeeds"
+    );
+    assert_eq!(
+        dependency.calls(),
+        3 + 5,
+        "the same service takes the new attempts"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_dead_dependency_opens_the_breaker_and_calls_stop_reaching_it() {
     let dependency = Dependency::default();
     dependency.failures_left.store(usize::MAX, Ordering::SeqCst);

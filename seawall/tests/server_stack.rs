@@ -95,6 +95,44 @@ async fn past_the_quota_is_429_with_retry_after_and_other_routes_are_unaffected(
 }
 
 #[tokio::test]
+async fn the_rate_limit_handle_reloads_the_quota_while_the_stack_serves() {
+    trace_init();
+    let stack = stack(plenty(), 100, "1s");
+    let handle = stack.rate_limit().expect("the stack has a rate limit");
+    let addr = serve(app(stack, Gate::new())).await;
+    for _ in 0..10 {
+        assert_eq!(get_path(addr, "/api/fast").await.status, StatusCode::OK);
+    }
+    let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "api",
+        "rate_limit": { "quota": { "per_minute": 2, "burst": 2 } },
+        "bulkhead": { "max_concurrent": 100, "queue_limit": 0 },
+        "timeout": "1s",
+    }))
+    .unwrap();
+    handle.reload(config.rate_limit().unwrap().clone()).unwrap();
+    for _ in 0..2 {
+        assert_eq!(get_path(addr, "/api/fast").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        get_path(addr, "/api/fast").await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the served stack limits by the new quota"
+    );
+}
+
+#[test]
+fn a_stack_without_a_rate_limit_has_no_rate_limit_handle() {
+    let config: ServerStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "api",
+        "bulkhead": { "max_concurrent": 1 },
+        "timeout": "1s",
+    }))
+    .unwrap();
+    assert!(ServerStackLayer::new(config).rate_limit().is_none());
+}
+
+#[tokio::test]
 async fn a_full_bulkhead_is_503_and_frees_up_when_calls_end() {
     trace_init();
     let gate = Gate::new();
@@ -136,4 +174,78 @@ fn a_config_with_an_unknown_field_is_refused() {
     }))
     .unwrap_err();
     assert!(err.to_string().contains("unknown field `timout`"), "{err}");
+}
+
+/// A stack config whose rate limit of 4 a minute is the fleet's, in the Redis at `url`.
+fn fleet_config(url: &str, prefix: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": "api",
+        "rate_limit": {
+            "quota": { "per_minute": 4, "burst": 4 },
+            "fleet": {
+                "redis_url": url,
+                "key_prefix": prefix,
+                "lease": 1,
+                "on_failure": "fail_closed",
+            },
+        },
+        "bulkhead": { "max_concurrent": 100, "queue_limit": 0 },
+        "timeout": "1s",
+    })
+}
+
+/// Two replicas of a service, each its own server stack from the same config, hold one quota
+/// between them: 4 calls pass of 8, where two stacks counting apart would pass all 8.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_section_makes_the_rate_limit_the_fleets_in_redis() {
+    trace_init();
+    let Some((url, _server)) = seawall_core::testing::redis::redis_url().await else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("seawall-test:server-stack:{}:{nanos}", std::process::id());
+    let config: ServerStackConfig = serde_json::from_value(fleet_config(&url, &prefix)).unwrap();
+    let replicas = [
+        serve(app(ServerStackLayer::new(config.clone()), Gate::new())).await,
+        serve(app(ServerStackLayer::new(config), Gate::new())).await,
+    ];
+    let mut passed = 0;
+    for _ in 0..4 {
+        for addr in replicas {
+            let answer = get_path(addr, "/api/fast").await;
+            match answer.status {
+                StatusCode::OK => passed += 1,
+                StatusCode::TOO_MANY_REQUESTS => assert!(answer.retry_after.is_some()),
+                other => panic!("{other}: {}", answer.body),
+            }
+        }
+    }
+    assert_eq!(passed, 4, "the fleet's quota, not 4 per replica");
+}
+
+#[cfg(feature = "redis")]
+#[test]
+fn a_fleet_section_without_a_redis_url_is_refused_with_its_path() {
+    let mut config = fleet_config("redis://127.0.0.1:1", "p");
+    config["rate_limit"]["fleet"]
+        .as_object_mut()
+        .unwrap()
+        .remove("redis_url");
+    let err = serde_json::from_value::<ServerStackConfig>(config).unwrap_err();
+    assert!(
+        err.to_string().contains("rate_limit.fleet.redis_url"),
+        "{err}"
+    );
+}
+
+#[cfg(not(feature = "redis"))]
+#[test]
+fn a_fleet_section_is_refused_without_the_redis_feature() {
+    let err = serde_json::from_value::<ServerStackConfig>(fleet_config("redis://127.0.0.1:1", "p"))
+        .unwrap_err();
+    assert!(err.to_string().contains("rate_limit.fleet"), "{err}");
 }

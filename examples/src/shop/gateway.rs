@@ -21,7 +21,7 @@ use seawall::bulkhead::BulkheadHandle;
 use seawall::circuit_breaker::{CircuitBreakerHandle, CircuitState};
 use seawall::classify::HttpStatus;
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
-use seawall::retry::HttpPolicy;
+use seawall::retry::{HttpPolicy, RetryHandle};
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackLayer};
 use seawall::timeout::TimeoutHandle;
 use seawall::{BoxError, ServiceBuilderExt};
@@ -29,7 +29,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::config::{GatewayConfig, ShopConfigError};
-use super::services::{MAX_BODY, json_error};
+use super::services::{MAX_BODY, ServerHandles, json_error};
 
 /// Calls to one service, as the gateway's handlers make them.
 pub type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, BoxError>;
@@ -56,11 +56,18 @@ pub struct StackHandles {
     pub bulkhead: BulkheadHandle,
     /// Its per-attempt timeout.
     pub attempt_timeout: TimeoutHandle,
+    /// Its retry.
+    pub retry: RetryHandle,
 }
 
 impl StackHandles {
-    fn check(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing; an error names
+    /// the field under the stack's name.
+    pub fn check(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
         let within = |e: seawall::config::ConfigError| e.within(config.name());
+        self.retry
+            .check_reload(config.retry())
+            .map_err(|e| within(e.within("retry")))?;
         self.breaker
             .check_reload(config.circuit_breaker())
             .map_err(|e| within(e.within("circuit_breaker")))?;
@@ -72,7 +79,9 @@ impl StackHandles {
             .map_err(|e| within(e.within("attempt_timeout")))
     }
 
-    fn reload(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
+    /// Takes `config`'s retry, breaker, bulkhead and attempt timeout settings while calls flow.
+    pub fn reload(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
+        self.retry.reload(config.retry().clone())?;
         self.breaker.reload(config.circuit_breaker().clone())?;
         self.bulkhead.reload(config.bulkhead().clone())?;
         self.attempt_timeout.reload(config.attempt())
@@ -94,8 +103,8 @@ pub struct Gateway {
     pub users: StackHandles,
     /// The recommendations stack.
     pub recommendations: StackHandles,
-    /// The inbound bulkhead.
-    pub server_bulkhead: BulkheadHandle,
+    /// The server stack's handles.
+    pub server: ServerHandles,
 }
 
 impl Gateway {
@@ -114,16 +123,11 @@ impl Gateway {
         for (handles, stack) in pairs {
             handles.check(stack).map_err(error)?;
         }
-        self.server_bulkhead
-            .check_reload(config.server.bulkhead())
-            .map_err(|e| error(e.within("server.bulkhead")))?;
+        self.server.check(&config.server).map_err(error)?;
         for (handles, stack) in pairs {
             handles.reload(stack).map_err(error)?;
         }
-        self.server_bulkhead
-            .reload(config.server.bulkhead().clone())
-            .map_err(error)?;
-        Ok(())
+        self.server.reload(&config.server).map_err(error)
     }
 }
 
@@ -157,6 +161,7 @@ pub fn upstream(
         breaker: stack.circuit_breaker(),
         bulkhead: stack.bulkhead(),
         attempt_timeout: stack.attempt_timeout(),
+        retry: stack.retry(),
     };
     let name = config.name().to_owned();
     // A dependency that is down makes the gateway degraded, never unready: the other routes
@@ -211,7 +216,7 @@ pub fn gateway(config: &GatewayConfig, urls: &Urls, metrics: PrometheusHandle) -
     };
     refresh_popular(state.clone());
     let stack = ServerStackLayer::new(config.server.clone());
-    let server_bulkhead = stack.bulkhead();
+    let server = ServerHandles::new(&stack);
     let api = Router::new()
         .route("/api/products", get(to_products))
         .route("/api/products/{*rest}", get(to_products))
@@ -233,7 +238,7 @@ pub fn gateway(config: &GatewayConfig, urls: &Urls, metrics: PrometheusHandle) -
         orders: orders_h,
         users: users_h,
         recommendations: recommendations_h,
-        server_bulkhead,
+        server,
     }
 }
 

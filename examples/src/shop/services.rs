@@ -15,8 +15,10 @@ use seawall::BoxError;
 use seawall::ServiceBuilderExt;
 use seawall::bulkhead::BulkheadHandle;
 use seawall::circuit_breaker::CircuitState;
+use seawall::config::ConfigError;
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
-use seawall::stack::ServerStackLayer;
+use seawall::rate_limit::RateLimitHandle;
+use seawall::stack::{ServerStackConfig, ServerStackLayer};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceBuilder;
@@ -30,12 +32,69 @@ use tower::ServiceExt;
 
 use super::config::{ServiceConfig, ShopConfigError};
 use super::db::{Db, Reply, retry_wait};
-use super::gateway::{Upstream, upstream};
+use super::gateway::{StackHandles, Upstream, upstream};
 
 /// The largest request body a service reads.
 pub const MAX_BODY: usize = 16 * 1024;
 
-/// One running service: its routes, health, database and inbound bulkhead.
+/// A server stack's handles: what a reload changes while the stack serves.
+#[derive(Debug, Clone)]
+pub struct ServerHandles {
+    /// Its bulkhead.
+    pub bulkhead: BulkheadHandle,
+    /// Its rate limit, when it has one.
+    pub rate_limit: Option<RateLimitHandle>,
+}
+
+impl ServerHandles {
+    /// The handles of `stack`.
+    pub fn new(stack: &ServerStackLayer) -> Self {
+        Self {
+            bulkhead: stack.bulkhead(),
+            rate_limit: stack.rate_limit(),
+        }
+    }
+
+    /// Whether [`reload`](Self::reload) would take `config`, changing nothing; an error names
+    /// the field under `server`.
+    pub fn check(&self, config: &ServerStackConfig) -> Result<(), ConfigError> {
+        self.bulkhead
+            .check_reload(config.bulkhead())
+            .map_err(|e| e.within("bulkhead").within("server"))?;
+        match (&self.rate_limit, config.rate_limit()) {
+            (Some(live), Some(next)) => live.check_reload(next).map_err(|e| e.within("rate_limit")),
+            (None, None) => Ok(()),
+            // The stack's layers are fixed when it is built: a rate limit is added or taken
+            // away by a restart, never by a reload.
+            (Some(_), None) => Err(ConfigError::expected(
+                "rate_limit",
+                "nothing",
+                "a rate limit, as the live stack has one (a restart removes it)",
+            )),
+            (None, Some(_)) => Err(ConfigError::expected(
+                "rate_limit",
+                "a rate limit",
+                "nothing, as the live stack has none (a restart adds it)",
+            )),
+        }
+        .map_err(|e| e.within("server"))
+    }
+
+    /// Takes `config`'s bulkhead limits and rate limit quota while the stack serves.
+    pub fn reload(&self, config: &ServerStackConfig) -> Result<(), ConfigError> {
+        self.check(config)?;
+        self.bulkhead
+            .reload(config.bulkhead().clone())
+            .map_err(|e| e.within("server.bulkhead"))?;
+        if let (Some(live), Some(next)) = (&self.rate_limit, config.rate_limit()) {
+            live.reload(next.clone())
+                .map_err(|e| e.within("server.rate_limit"))?;
+        }
+        Ok(())
+    }
+}
+
+/// One running service: its routes, health, database and server stack.
 #[derive(Debug, Clone)]
 pub struct Service {
     /// `products`, `orders` or `users`.
@@ -46,8 +105,10 @@ pub struct Service {
     pub health: HealthTracker,
     /// The database.
     pub db: Db,
-    /// The inbound bulkhead of the server stack.
-    pub server_bulkhead: BulkheadHandle,
+    /// The server stack's handles.
+    pub server: ServerHandles,
+    /// The client stack to the search service (products).
+    pub search: Option<StackHandles>,
 }
 
 impl Service {
@@ -57,25 +118,37 @@ impl Service {
             source: self.name.into(),
             ..e
         };
+        let error = |e: ConfigError| ShopConfigError {
+            source: self.name.into(),
+            message: e.to_string(),
+        };
         self.db.check_reload(&config.database).map_err(named)?;
-        self.server_bulkhead
-            .check_reload(config.server.bulkhead())
-            .map_err(|e| ShopConfigError {
-                source: self.name.into(),
-                message: e.within("server.bulkhead").to_string(),
-            })
+        self.server.check(&config.server).map_err(error)?;
+        match (&self.search, &config.search) {
+            (Some(live), Some(next)) => live.check(next).map_err(|e| e.within("search")),
+            (None, None) => Ok(()),
+            _ => Err(ConfigError::expected(
+                "search",
+                "another search section",
+                "a section as the live service has (a restart adds or removes it)",
+            )),
+        }
+        .map_err(error)
     }
 
     /// Takes `config` while the service runs; on an error nothing changes.
     pub fn reload(&self, config: &ServiceConfig) -> Result<(), ShopConfigError> {
         self.check_reload(config)?;
+        let error = |e: ConfigError| ShopConfigError {
+            source: self.name.into(),
+            message: e.to_string(),
+        };
         self.db.reload(&config.database, config.retry)?;
-        self.server_bulkhead
-            .reload(config.server.bulkhead().clone())
-            .map_err(|e| ShopConfigError {
-                source: self.name.into(),
-                message: e.within("server.bulkhead").to_string(),
-            })
+        self.server.reload(&config.server).map_err(error)?;
+        if let (Some(live), Some(next)) = (&self.search, &config.search) {
+            live.reload(next).map_err(|e| error(e.within("search")))?;
+        }
+        Ok(())
     }
 }
 
@@ -127,9 +200,10 @@ fn build(
     db: Db,
     routes: Router,
     health: HealthTracker,
+    search: Option<StackHandles>,
 ) -> Service {
     let stack = ServerStackLayer::new(config.server.clone());
-    let server_bulkhead = stack.bulkhead();
+    let server = ServerHandles::new(&stack);
     db.probe(&health);
     health.follow(
         ComponentConfig::new("database.breaker").expect("a valid name"),
@@ -154,7 +228,8 @@ fn build(
         router,
         health,
         db,
-        server_bulkhead,
+        server,
+        search,
     }
 }
 
@@ -186,10 +261,14 @@ pub fn products(config: &ServiceConfig, db: Db, search_url: Option<&str>) -> Ser
     let search = match (&config.search, search_url) {
         (Some(stack), Some(url)) => {
             let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-            let (upstream, _) = upstream(stack, HttpPolicy::new(), &client, &health);
-            Some((upstream, Arc::from(url.trim_end_matches('/'))))
+            let (upstream, handles) = upstream(stack, HttpPolicy::new(), &client, &health);
+            Some((upstream, Arc::from(url.trim_end_matches('/')), handles))
         }
         _ => None,
+    };
+    let (search, search_handles) = match search {
+        Some((upstream, url, handles)) => (Some((upstream, url)), Some(handles)),
+        None => (None, None),
     };
     let state = ProductsState {
         db: db.clone(),
@@ -202,7 +281,7 @@ pub fn products(config: &ServiceConfig, db: Db, search_url: Option<&str>) -> Ser
         .route("/products/search", get(search_products))
         .route("/products/{id}", get(product))
         .with_state(state);
-    build("products", config, db, routes, health)
+    build("products", config, db, routes, health, search_handles)
 }
 
 /// What a search takes: letters, digits and spaces, 1 to 64 of them.
@@ -377,7 +456,14 @@ pub fn users(config: &ServiceConfig, db: Db) -> Service {
     let routes = Router::new()
         .route("/users/{id}", get(user))
         .with_state(db.clone());
-    build("users", config, db, routes, HealthTracker::new("users"))
+    build(
+        "users",
+        config,
+        db,
+        routes,
+        HealthTracker::new("users"),
+        None,
+    )
 }
 
 async fn user(State(db): State<Db>, id: Result<Path<i64>, PathRejection>) -> Response<Body> {
@@ -415,7 +501,14 @@ pub fn orders(config: &ServiceConfig, db: Db) -> Service {
         .route("/orders", post(create_order))
         .route("/orders/{id}", get(order))
         .with_state(db.clone());
-    build("orders", config, db, routes, HealthTracker::new("orders"))
+    build(
+        "orders",
+        config,
+        db,
+        routes,
+        HealthTracker::new("orders"),
+        None,
+    )
 }
 
 /// An order as a client sends it.

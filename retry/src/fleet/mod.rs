@@ -59,7 +59,7 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use seawall_core::metrics::MetricScope;
 use seawall_core::store::{OnStoreFailure, StoreError, StoreGuard, StoreMetricNames};
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio::time::Instant;
 
 pub use self::config::{FleetBudgetConfig, FleetBudgetConfigBuilder};
@@ -185,6 +185,10 @@ struct Inner<S> {
     leased_at: AtomicU64,
     /// The store could not answer the last sync.
     failing: AtomicBool,
+    /// Held for a whole sync: a sync sizes its request from the lease held, which another
+    /// sync in flight has not added its grant to yet, so two at once would each take up to
+    /// `max_lease`.
+    syncing: Mutex<()>,
     /// This replica's own budget, for the `local` policy; it counts every request, so that it
     /// is ready when needed.
     local: RetryBudget,
@@ -219,6 +223,7 @@ impl<S: BudgetStore> FleetBudget<S> {
                 spent: AtomicU64::new(0),
                 leased_at: AtomicU64::new(0),
                 failing: AtomicBool::new(false),
+                syncing: Mutex::new(()),
                 local: RetryBudget::new(local),
                 wake: Arc::new(Notify::new()),
                 started: OnceLock::new(),
@@ -250,7 +255,9 @@ impl<S: BudgetStore> FleetBudget<S> {
     }
 
     /// Syncs with the store now: flushes the requests counted since the last sync and refills
-    /// the lease. The sync task does this every `sync_interval`.
+    /// the lease. The sync task does this every `sync_interval`; a sync already under way
+    /// (the task's, or another caller's) finishes first, so the lease never passes
+    /// `max_lease`.
     pub async fn sync(&self) {
         self.inner.sync().await;
     }
@@ -289,6 +296,7 @@ impl<S: BudgetStore> Inner<S> {
     }
 
     async fn sync(&self) {
+        let _one_at_a_time = self.syncing.lock().await;
         let now = Instant::now();
         // A lease older than the ttl was charged to a window that has passed.
         let ttl = self.config.budget.ttl();

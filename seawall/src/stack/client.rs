@@ -11,7 +11,7 @@ use seawall_circuit_breaker::{
 use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
-use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryLayer};
+use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryHandle, RetryLayer};
 use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use seawall_timeout::{
     AdaptiveTimeout, NoDeadlines, ScopedDeadlines, Timeout, TimeoutConfig, TimeoutHandle,
@@ -201,6 +201,12 @@ impl ClientStackConfig {
         }
         .build()
         .expect("checked when the stack config was")
+    }
+
+    /// The retry configuration, as [`RetryHandle::reload`] takes it (named after the stack,
+    /// its waits bounded by the total timeout).
+    pub fn retry(&self) -> &RetryConfig {
+        &self.retry
     }
 
     /// The circuit breaker's configuration, as
@@ -643,6 +649,11 @@ impl<P, C> ClientStackLayer<P, C> {
             attempt: self.attempt,
             bulkhead: self.bulkhead.classify(classifier),
         }
+    }
+
+    /// The retry layer's handle: its settings, and its budget's, reloaded live.
+    pub fn retry(&self) -> RetryHandle {
+        self.retry.handle()
     }
 
     /// The throttle's handle: its window and its rejection probability.

@@ -59,5 +59,5 @@ pub use self::client::{
     ClientStackLayer, Hedged,
 };
 pub use self::server::{
-    ServerStack, ServerStackConfig, ServerStackConfigBuilder, ServerStackLayer,
+    FleetLimiter, ServerStack, ServerStackConfig, ServerStackConfigBuilder, ServerStackLayer,
 };

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_core::config::{self, ConfigError, Raw};
-use seawall_rate_limit::{Direct, RateLimit, RateLimitConfig, RateLimitLayer};
+use seawall_rate_limit::{
+    Direct, Fleet, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
+};
 use seawall_timeout::{
     DeadlineConfig, HeaderDeadlines, InboundDeadline, InboundDeadlineLayer, Timeout, TimeoutConfig,
     TimeoutLayer,
@@ -18,13 +20,26 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "server";
 
 /// The server stack's service over `S`: the caller's deadline stamped on arrival, rate limit
-/// (when configured), bulkhead, timeout.
+/// (when configured: in this process, or shared by the fleet through Redis when its config has
+/// a `fleet` section), bulkhead, timeout.
 pub type ServerStack<S> = InboundDeadline<
     Either<
-        RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, Direct>,
+        Either<
+            RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, Direct>,
+            RateLimit<Bulkhead<Timeout<S, HeaderDeadlines>>, FleetLimiter>,
+        >,
         Bulkhead<Timeout<S, HeaderDeadlines>>,
     >,
 >;
+
+/// Where the server stack's fleet-wide rate limit keeps its quota: Redis (feature `redis`).
+#[cfg(feature = "redis")]
+pub type FleetLimiter = Fleet<seawall_rate_limit::store::RedisStore>;
+
+/// Where the server stack's fleet-wide rate limit keeps its quota: with the `redis` feature,
+/// Redis; without it, a config with a `fleet` section is refused, and no call goes here.
+#[cfg(not(feature = "redis"))]
+pub type FleetLimiter = Fleet<seawall_rate_limit::store::MemoryStore>;
 
 /// A validated server stack configuration; every layer is named after the stack.
 ///
@@ -71,10 +86,10 @@ impl ServerStackConfig {
 
     /// The rate limit's configuration, if the stack has one.
     ///
-    /// The stack's own rate limit counts in this process: a `fleet` section is not its to
-    /// serve. To share the quota with other replicas, take the stack
-    /// [`without_rate_limit`](Self::without_rate_limit) and put
-    /// `RateLimitLayer::new(config).with_redis()?` in front of it.
+    /// With a `fleet` section (feature `redis`), the quota is the fleet's, kept in the Redis
+    /// at `fleet.redis_url` with the section's lease and failure policy, as
+    /// `RateLimitLayer::with_redis` keeps it (build that stack inside a tokio runtime: it
+    /// starts its connection manager there); without one, it counts in this process.
     pub fn rate_limit(&self) -> Option<&RateLimitConfig> {
         self.rate_limit.as_ref()
     }
@@ -202,17 +217,46 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
 
     fn try_from(spec: ServerStackSpec) -> Result<Self, ConfigError> {
         let name = config::name(spec.name)?;
+        let rate_limit = spec
+            .rate_limit
+            .map(|r| r.named(name.as_str()))
+            .transpose()?;
+        if let Some(fleet) = rate_limit.as_ref().and_then(RateLimitConfig::fleet) {
+            check_fleet(fleet).map_err(|e| e.within("rate_limit"))?;
+        }
         Ok(Self {
-            rate_limit: spec
-                .rate_limit
-                .map(|r| r.named(name.as_str()))
-                .transpose()?,
+            rate_limit,
             bulkhead: spec.bulkhead.named(name.as_str())?,
             timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
             deadlines: spec.deadlines,
             name: name.into(),
         })
     }
+}
+
+/// A fleet section is served from Redis: it must say where (the URL itself was checked as it
+/// was read).
+#[cfg(feature = "redis")]
+fn check_fleet(fleet: &seawall_rate_limit::FleetConfig) -> Result<(), ConfigError> {
+    match fleet.redis_url() {
+        Some(_) => Ok(()),
+        None => Err(ConfigError::expected(
+            "fleet.redis_url",
+            "nothing",
+            "a redis:// URL: the server stack keeps a fleet's quota in Redis",
+        )),
+    }
+}
+
+/// Without Redis a fleet section cannot be served, and a quota silently kept per process would
+/// multiply by the replicas: refused.
+#[cfg(not(feature = "redis"))]
+fn check_fleet(_: &seawall_rate_limit::FleetConfig) -> Result<(), ConfigError> {
+    Err(ConfigError::expected(
+        "fleet",
+        "a fleet section",
+        "none, or seawall built with its `redis` feature, which serves it",
+    ))
 }
 
 impl From<ServerStackConfig> for ServerStackLayer {
@@ -237,7 +281,7 @@ impl From<ServerStackConfig> for ServerStackSpec {
 #[derive(Clone)]
 pub struct ServerStackLayer {
     inbound: InboundDeadlineLayer,
-    rate_limit: Option<RateLimitLayer>,
+    rate_limit: Option<Either<RateLimitLayer, RateLimitLayer<FleetLimiter>>>,
     bulkhead: BulkheadLayer,
     timeout: TimeoutLayer<HeaderDeadlines>,
 }
@@ -257,7 +301,7 @@ impl ServerStackLayer {
             .expect("checked when the stack config was");
         Self {
             inbound: InboundDeadlineLayer::new(config.deadlines.clone()),
-            rate_limit: config.rate_limit.map(RateLimitLayer::new),
+            rate_limit: config.rate_limit.map(rate_limit),
             bulkhead: BulkheadLayer::new(config.bulkhead),
             timeout: TimeoutLayer::new(timeout).propagate(config.deadlines),
         }
@@ -267,6 +311,33 @@ impl ServerStackLayer {
     pub fn bulkhead(&self) -> BulkheadHandle {
         self.bulkhead.handle()
     }
+
+    /// The rate limit's handle (its quota and `max_wait`, reloaded live), when the stack has
+    /// one counted in this process (a fleet's quota lives in its store).
+    pub fn rate_limit(&self) -> Option<RateLimitHandle> {
+        match self.rate_limit.as_ref()? {
+            Either::Left(local) => Some(local.handle()),
+            Either::Right(_) => None,
+        }
+    }
+}
+
+/// The rate limit `config` describes: in this process, or the fleet's when it has a `fleet`
+/// section.
+fn rate_limit(config: RateLimitConfig) -> Either<RateLimitLayer, RateLimitLayer<FleetLimiter>> {
+    let fleet = config.fleet().is_some();
+    let layer = RateLimitLayer::new(config);
+    if !fleet {
+        return Either::Left(layer);
+    }
+    #[cfg(feature = "redis")]
+    return Either::Right(
+        layer
+            .with_redis()
+            .expect("checked when the stack config was"),
+    );
+    #[cfg(not(feature = "redis"))]
+    unreachable!("a fleet section is refused without the `redis` feature")
 }
 
 impl fmt::Debug for ServerStackLayer {
@@ -284,7 +355,8 @@ impl<S> Layer<S> for ServerStackLayer {
     fn layer(&self, inner: S) -> Self::Service {
         let admitted = self.bulkhead.layer(self.timeout.layer(inner));
         self.inbound.layer(match &self.rate_limit {
-            Some(rate_limit) => Either::Left(rate_limit.layer(admitted)),
+            Some(Either::Left(local)) => Either::Left(Either::Left(local.layer(admitted))),
+            Some(Either::Right(fleet)) => Either::Left(Either::Right(fleet.layer(admitted))),
             None => Either::Right(admitted),
         })
     }

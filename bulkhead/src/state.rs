@@ -304,57 +304,50 @@ fn nanos(d: Duration) -> u64 {
 /// Checks that `config` may replace `live`: the limit stays fixed or adaptive, and everything
 /// but the limit, the queue, the wait and the sample window stays as it is.
 fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), ConfigError> {
-    let kept = |field: &'static str, given: String, live: String| {
-        Err(ConfigError::expected(
-            field,
-            given,
-            format!("{live}, as the live bulkhead has it (a restart changes it)"),
-        ))
-    };
     if config.name != live.name {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "name",
-            format!("{:?}", config.name),
-            format!("{:?}", live.name),
-        );
+            format_args!("{:?}", config.name),
+            format_args!("{:?}", live.name),
+        ));
     }
     match (&config.limit, &live.limit) {
         (Limit::Fixed(_), Limit::Fixed(_)) | (Limit::Adaptive(_), Limit::Adaptive(_)) => {}
         (Limit::Fixed(_), Limit::Adaptive(a)) => {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "max_concurrent",
-                "a fixed limit".into(),
-                format!("an adaptive limit ({})", a.kind()),
-            );
+                "a fixed limit",
+                format_args!("an adaptive limit ({})", a.kind()),
+            ));
         }
         (Limit::Adaptive(a), Limit::Fixed(_)) => {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "adaptive",
-                format!("an adaptive limit ({})", a.kind()),
-                "a fixed limit".into(),
-            );
+                format_args!("an adaptive limit ({})", a.kind()),
+                "a fixed limit",
+            ));
         }
     }
     if config.partitions != live.partitions {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "partitions",
-            format!("{:?}", config.partitions),
-            format!("{:?}", live.partitions),
-        );
+            format_args!("{:?}", config.partitions),
+            format_args!("{:?}", live.partitions),
+        ));
     }
     if config.borrowing != live.borrowing {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "borrowing",
-            config.borrowing.to_string(),
-            live.borrowing.to_string(),
-        );
+            format_args!("{}", config.borrowing),
+            format_args!("{}", live.borrowing),
+        ));
     }
     if config.max_reader_idle != live.max_reader_idle {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "max_reader_idle",
-            format!("{:?}", config.max_reader_idle),
-            format!("{:?}", live.max_reader_idle),
-        );
+            format_args!("{:?}", config.max_reader_idle),
+            format_args!("{:?}", live.max_reader_idle),
+        ));
     }
     Ok(())
 }

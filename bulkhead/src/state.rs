@@ -1,7 +1,6 @@
 //! What every clone of one bulkhead shares: the semaphore, the limit algorithm, the metric
 //! handles, the hooks. Created once, when the layer is built.
 
-use std::fmt;
 use std::sync::{Arc, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -11,11 +10,11 @@ use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::Mutex;
 use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use seawall_core::sync::{Mutex, RwLock};
 
 use crate::config::{BulkheadConfig, Limit};
-use crate::event::{RejectReason, RejectedEvent};
+use crate::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
 use crate::limit::{Load, MAX_LIMIT, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
@@ -33,23 +32,11 @@ pub(crate) struct State {
     /// Response bodies waiting for their readers, whose slots go back after a while.
     pub(crate) idle: IdleSlots,
     limit_gauge: metrics::Gauge,
-    on_limit_change: OnLimitChange,
+    /// Here rather than in [`Hooks`]: handles reach the state, and a handle's `set_limit`
+    /// fires it too.
+    pub(crate) on_limit_change: Hook<LimitChangedEvent<'static>>,
     /// The configuration in force, as a handle reads it back; reloads take turns on it.
     config: Mutex<BulkheadConfig>,
-}
-
-/// Told the layer's name and the limit before and after, each time the limit moves.
-pub(crate) type LimitHook = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
-
-/// The limit hook, set at any time through the layer and fired by adaptation and by handles.
-#[derive(Default)]
-struct OnLimitChange(RwLock<Option<LimitHook>>);
-
-impl fmt::Debug for OnLimitChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = self.0.read().map(|hook| hook.is_some()).unwrap_or(true);
-        f.debug_tuple("OnLimitChange").field(&set).finish()
-    }
 }
 
 /// An adaptive limit: the algorithm behind a lock, its bounds, and what its Little's-law floor
@@ -120,7 +107,7 @@ impl State {
             ),
             wait: metrics.histogram("seawall_bulkhead_wait_seconds", &[]),
             limit_gauge,
-            on_limit_change: OnLimitChange::default(),
+            on_limit_change: Hook::default(),
             config: Mutex::new(config.clone()),
         }
     }
@@ -249,25 +236,13 @@ impl State {
         Ok(change)
     }
 
-    pub(crate) fn set_on_limit_change(&self, hook: LimitHook) {
-        *self
-            .on_limit_change
-            .0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(hook);
-    }
-
     fn limit_changed(&self, change: LimitChange) {
         tracing::debug!(name = %self.name, from = change.from, to = change.to, "limit changed");
-        let hook = self
-            .on_limit_change
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(hook) = hook {
-            hook(&self.name, change.from, change.to);
-        }
+        self.on_limit_change.call(LimitChangedEvent {
+            name: &self.name,
+            from: change.from,
+            to: change.to,
+        });
     }
 
     fn apply(&self, limit: usize) -> Option<LimitChange> {

@@ -11,9 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds::Bounds;
 
-/// The longest `timeout` accepted.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
 /// Settings of the AIMD limit; checked when the bulkhead is built.
 ///
 /// Each call that succeeds while at least half the limit is in use adds one; a drop (a
@@ -137,7 +134,7 @@ impl AimdConfig {
                 "[0.5, 1)",
             ));
         }
-        config::positive_duration("timeout", self.timeout, MAX_TIMEOUT)?;
+        config::positive_duration("timeout", self.timeout, config::MAX_DURATION)?;
         Ok(())
     }
 }

@@ -12,13 +12,12 @@ const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(1);
 const DEFAULT_SAMPLE_WINDOW: Duration = Duration::from_secs(1);
 const SAMPLE_WINDOWS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(60);
-const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 // Half nginx's `send_timeout` (60 s), which closes a connection whose client read nothing for
 // that long: giving a slot back costs the reader nothing (its response goes on streaming), so
 // the bar may be lower. A healthy client on a slow link asks for the next frame far sooner.
 const DEFAULT_MAX_READER_IDLE: Duration = Duration::from_secs(30);
 const READER_IDLES: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(10)..=Duration::from_secs(24 * 3600);
+    Duration::from_millis(10)..=config::MAX_DURATION;
 const MAX_QUEUE_LIMIT: usize = 1_000_000;
 const MAX_PARTITIONS: usize = 64;
 
@@ -339,7 +338,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
             }
         };
         let queue_limit = config::count_in("queue_limit", spec.queue_limit, 0..=MAX_QUEUE_LIMIT)?;
-        let max_wait = config::positive_duration("max_wait", spec.max_wait, MAX_WAIT)?;
+        let max_wait = config::positive_duration("max_wait", spec.max_wait, config::MAX_DURATION)?;
         let sample_window =
             config::duration_in("sample_window", spec.sample_window, SAMPLE_WINDOWS)?;
         validate_partitions(&spec.partitions)?;
@@ -508,6 +507,13 @@ mod tests {
                 .field(),
             "max_wait"
         );
+        // The house's longest duration, as every layer's waits and timeouts.
+        assert!(fixed(1).max_wait(config::MAX_DURATION).build().is_ok());
+        let long = fixed(1)
+            .max_wait(config::MAX_DURATION + Duration::from_nanos(1))
+            .build()
+            .unwrap_err();
+        assert_eq!((long.field(), long.allowed()), ("max_wait", "(0s, 86400s]"));
         assert_eq!(
             fixed(1).queue_limit(2_000_000).build().unwrap_err().field(),
             "queue_limit"

@@ -131,16 +131,12 @@ impl<C, K> BulkheadLayer<C, K> {
 
     /// Calls `hook` each time the limit moves: by the adaptive algorithm or by a
     /// [`BulkheadHandle::set_limit`]. The hook is the bulkhead's, shared by every clone of the
-    /// layer and every handle, whenever they were made.
+    /// layer and every handle, whenever they were made; setting it again replaces it.
     pub fn on_limit_change(
         self,
         hook: impl Fn(LimitChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
-        self.shared
-            .state
-            .set_on_limit_change(Arc::new(move |name, from, to| {
-                hook(LimitChangedEvent { name, from, to })
-            }));
+        self.shared.state.on_limit_change.set(hook);
         self
     }
 

@@ -1,7 +1,6 @@
 //! What every clone of one bulkhead shares: the semaphore, the limit algorithm, the metric
 //! handles, the hooks. Created once, when the layer is built.
 
-use std::fmt;
 use std::sync::{Arc, PoisonError, TryLockError};
 use std::time::Duration;
 
@@ -11,11 +10,11 @@ use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::config::{ConfigError, count_in};
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::Mutex;
 use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use seawall_core::sync::{Mutex, RwLock};
 
 use crate::config::{BulkheadConfig, Limit};
-use crate::event::{RejectReason, RejectedEvent};
+use crate::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
 use crate::limit::{Load, MAX_LIMIT, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
@@ -33,23 +32,11 @@ pub(crate) struct State {
     /// Response bodies waiting for their readers, whose slots go back after a while.
     pub(crate) idle: IdleSlots,
     limit_gauge: metrics::Gauge,
-    on_limit_change: OnLimitChange,
+    /// Here rather than in [`Hooks`]: handles reach the state, and a handle's `set_limit`
+    /// fires it too.
+    pub(crate) on_limit_change: Hook<LimitChangedEvent<'static>>,
     /// The configuration in force, as a handle reads it back; reloads take turns on it.
     config: Mutex<BulkheadConfig>,
-}
-
-/// Told the layer's name and the limit before and after, each time the limit moves.
-pub(crate) type LimitHook = Arc<dyn Fn(&str, usize, usize) + Send + Sync>;
-
-/// The limit hook, set at any time through the layer and fired by adaptation and by handles.
-#[derive(Default)]
-struct OnLimitChange(RwLock<Option<LimitHook>>);
-
-impl fmt::Debug for OnLimitChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let set = self.0.read().map(|hook| hook.is_some()).unwrap_or(true);
-        f.debug_tuple("OnLimitChange").field(&set).finish()
-    }
 }
 
 /// An adaptive limit: the algorithm behind a lock, its bounds, and what its Little's-law floor
@@ -120,7 +107,7 @@ impl State {
             ),
             wait: metrics.histogram("seawall_bulkhead_wait_seconds", &[]),
             limit_gauge,
-            on_limit_change: OnLimitChange::default(),
+            on_limit_change: Hook::default(),
             config: Mutex::new(config.clone()),
         }
     }
@@ -249,25 +236,13 @@ impl State {
         Ok(change)
     }
 
-    pub(crate) fn set_on_limit_change(&self, hook: LimitHook) {
-        *self
-            .on_limit_change
-            .0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(hook);
-    }
-
     fn limit_changed(&self, change: LimitChange) {
         tracing::debug!(name = %self.name, from = change.from, to = change.to, "limit changed");
-        let hook = self
-            .on_limit_change
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(hook) = hook {
-            hook(&self.name, change.from, change.to);
-        }
+        self.on_limit_change.call(LimitChangedEvent {
+            name: &self.name,
+            from: change.from,
+            to: change.to,
+        });
     }
 
     fn apply(&self, limit: usize) -> Option<LimitChange> {
@@ -304,57 +279,50 @@ fn nanos(d: Duration) -> u64 {
 /// Checks that `config` may replace `live`: the limit stays fixed or adaptive, and everything
 /// but the limit, the queue, the wait and the sample window stays as it is.
 fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), ConfigError> {
-    let kept = |field: &'static str, given: String, live: String| {
-        Err(ConfigError::expected(
-            field,
-            given,
-            format!("{live}, as the live bulkhead has it (a restart changes it)"),
-        ))
-    };
     if config.name != live.name {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "name",
-            format!("{:?}", config.name),
-            format!("{:?}", live.name),
-        );
+            format_args!("{:?}", config.name),
+            format_args!("{:?}", live.name),
+        ));
     }
     match (&config.limit, &live.limit) {
         (Limit::Fixed(_), Limit::Fixed(_)) | (Limit::Adaptive(_), Limit::Adaptive(_)) => {}
         (Limit::Fixed(_), Limit::Adaptive(a)) => {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "max_concurrent",
-                "a fixed limit".into(),
-                format!("an adaptive limit ({})", a.kind()),
-            );
+                "a fixed limit",
+                format_args!("an adaptive limit ({})", a.kind()),
+            ));
         }
         (Limit::Adaptive(a), Limit::Fixed(_)) => {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "adaptive",
-                format!("an adaptive limit ({})", a.kind()),
-                "a fixed limit".into(),
-            );
+                format_args!("an adaptive limit ({})", a.kind()),
+                "a fixed limit",
+            ));
         }
     }
     if config.partitions != live.partitions {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "partitions",
-            format!("{:?}", config.partitions),
-            format!("{:?}", live.partitions),
-        );
+            format_args!("{:?}", config.partitions),
+            format_args!("{:?}", live.partitions),
+        ));
     }
     if config.borrowing != live.borrowing {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "borrowing",
-            config.borrowing.to_string(),
-            live.borrowing.to_string(),
-        );
+            format_args!("{}", config.borrowing),
+            format_args!("{}", live.borrowing),
+        ));
     }
     if config.max_reader_idle != live.max_reader_idle {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "max_reader_idle",
-            format!("{:?}", config.max_reader_idle),
-            format!("{:?}", live.max_reader_idle),
-        );
+            format_args!("{:?}", config.max_reader_idle),
+            format_args!("{:?}", live.max_reader_idle),
+        ));
     }
     Ok(())
 }

@@ -296,6 +296,29 @@ async fn a_limit_set_by_the_handle_fires_the_hook() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn one_limit_hook_reaches_every_clone_service_and_handle_and_a_new_one_replaces_it() {
+    let (layer, handle) = aimd_layer(20);
+    // Made before any hook is set.
+    let svc = layer.layer(downstream_failing_with(|| "boom".into()));
+    let later = handle.clone();
+    let heard = |log: &Arc<Mutex<Vec<usize>>>| {
+        let log = log.clone();
+        move |event: seawall_bulkhead::LimitChangedEvent<'_>| log.lock().unwrap().push(event.to)
+    };
+    let first = Arc::new(Mutex::new(Vec::new()));
+    let _ = layer.clone().on_limit_change(heard(&first));
+    one_window(&svc).await;
+    later.set_limit(50).unwrap();
+    // Set on another clone, it replaces the first for all of them.
+    let second = Arc::new(Mutex::new(Vec::new()));
+    let _ = layer.clone().on_limit_change(heard(&second));
+    handle.set_limit(40).unwrap();
+    one_window(&svc).await;
+    assert_eq!(*first.lock().unwrap(), [18, 50]);
+    assert_eq!(*second.lock().unwrap(), [40, 36]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hook_may_set_the_limit_itself() {
     // The hook runs outside the algorithm's lock: a hook that pins the limit does not deadlock.
     let (layer, handle) = aimd_layer(20);

@@ -288,3 +288,60 @@ async fn a_bulkhead_partitioned_by_a_header_keeps_a_noisy_tenant_to_its_share() 
     assert_eq!(noisy.await.unwrap(), StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
 }
+
+/// Tells a test when the response body it belongs to is dropped.
+struct DroppedWith(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Drop for DroppedWith {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_body_gives_the_slot_back_when_hyper_drops_the_body() {
+    trace_init();
+    let (tx, dropped) = tokio::sync::oneshot::channel();
+    let guard = std::sync::Arc::new(std::sync::Mutex::new(Some(tx)));
+    let (bulkhead, handle) = BulkheadLayer::builder()
+        .name("api")
+        .max_concurrent(1)
+        // Longer than any test: only the drop of the body may give the slot back.
+        .max_reader_idle(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+        .pair();
+    let endless = routing::get(move || {
+        let on_drop = DroppedWith(guard.lock().unwrap().take());
+        async move {
+            let chunk = Bytes::from(vec![0u8; 64 * 1024]);
+            Body::from_stream(futures::stream::repeat_with(move || {
+                let _ = &on_drop;
+                Ok::<_, Infallible>(chunk.clone())
+            }))
+        }
+    });
+    let app = Router::new().route("/", endless).layer(
+        ServiceBuilder::new()
+            .layer(ErrorResponseLayer::new())
+            .layer(bulkhead.release_on_body_end()),
+    );
+    let addr = serve(app).await;
+
+    let client = TcpStream::connect(addr).await.unwrap();
+    client.writable().await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n";
+    assert_eq!(client.try_write(request).unwrap(), request.len());
+    // The head and the first frames arrive: the body is streaming and holds the slot.
+    client.readable().await.unwrap();
+    let mut head = [0u8; 1024];
+    let read = client.try_read(&mut head).unwrap();
+    assert!(head[..read].starts_with(b"HTTP/1.1 200"));
+    assert_eq!(handle.in_flight(), 1);
+    // Gone with unread bytes: the next write of hyper fails and it drops the body.
+    drop(client);
+    dropped.await.unwrap();
+    assert_eq!(handle.in_flight(), 0, "the body's drop gave its slot back");
+}

@@ -434,24 +434,17 @@ impl Breaker {
         let rules = self.rules();
         let live = &rules.config;
         if config.name != live.name {
-            return Err(ConfigError::expected(
+            return Err(ConfigError::needs_restart(
                 "name",
                 format_args!("{:?}", config.name()),
-                format!(
-                    "{:?}, the live breaker's name (its metrics go by it)",
-                    live.name()
-                ),
+                format_args!("{:?}", live.name()),
             ));
         }
         if config.window != live.window {
-            return Err(ConfigError::expected(
+            return Err(ConfigError::needs_restart(
                 "window",
                 format_args!("{:?}", config.window),
-                format!(
-                    "{:?}, the live breaker's window (a reload keeps the calls in it; a restart \
-                     changes it)",
-                    live.window
-                ),
+                format_args!("{:?}", live.window),
             ));
         }
         Ok(())

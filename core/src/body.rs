@@ -266,20 +266,7 @@ pub struct ReplayBodyService<S> {
 }
 
 impl<S> ReplayBodyService<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::define_inner_service_accessors!();
 }
 
 impl<S, B> Service<Request<B>> for ReplayBodyService<S>

@@ -93,6 +93,32 @@ impl ConfigError {
         }
     }
 
+    /// An error for `field` of a configuration given to a live layer's `reload`, which was
+    /// given `given` where the layer keeps `live` until a restart: a window, a name its
+    /// metrics go by, a kind of limit.
+    ///
+    /// ```
+    /// use seawall_core::config::ConfigError;
+    ///
+    /// let err = ConfigError::needs_restart("window", "20 calls", "10 calls");
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid `window`: 20 calls, expected 10 calls, as the live layer has it (a restart \
+    ///      changes it)"
+    /// );
+    /// ```
+    pub fn needs_restart(
+        field: impl Into<Cow<'static, str>>,
+        given: impl fmt::Display,
+        live: impl fmt::Display,
+    ) -> Self {
+        Self::expected(
+            field,
+            given,
+            format!("{live}, as the live layer has it (a restart changes it)"),
+        )
+    }
+
     /// The same error for a field of the configuration at `prefix` (`retry`), as an outer
     /// configuration reports an error of one it holds. The prefix goes after the path of the
     /// configuration being read when the error was made, if any.

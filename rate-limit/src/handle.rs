@@ -98,40 +98,33 @@ impl RateLimitHandle {
 
 /// Checks that `config` may replace `live`: only the quota and `max_wait` change.
 fn check_reload(live: &RateLimitConfig, config: &RateLimitConfig) -> Result<(), ConfigError> {
-    let kept = |field: &'static str, given: String, live: String| {
-        Err(ConfigError::expected(
-            field,
-            given,
-            format!("{live}, as the live rate limit has it (a restart changes it)"),
-        ))
-    };
     if config.name != live.name {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "name",
-            format!("{:?}", config.name),
-            format!("{:?}", live.name),
-        );
+            format_args!("{:?}", config.name),
+            format_args!("{:?}", live.name),
+        ));
     }
     if config.max_keys != live.max_keys {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "max_keys",
-            config.max_keys.to_string(),
-            live.max_keys.to_string(),
-        );
+            format_args!("{}", config.max_keys),
+            format_args!("{}", live.max_keys),
+        ));
     }
     if config.sweep_interval != live.sweep_interval {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "sweep_interval",
-            format!("{:?}", config.sweep_interval),
-            format!("{:?}", live.sweep_interval),
-        );
+            format_args!("{:?}", config.sweep_interval),
+            format_args!("{:?}", live.sweep_interval),
+        ));
     }
     if config.fleet != live.fleet {
-        return kept(
+        return Err(ConfigError::needs_restart(
             "fleet",
-            format!("{:?}", config.fleet),
-            format!("{:?}", live.fleet),
-        );
+            format_args!("{:?}", config.fleet),
+            format_args!("{:?}", live.fleet),
+        ));
     }
     Ok(())
 }

@@ -342,18 +342,19 @@ fn floor_per_slot(config: &BudgetConfig, slot_nanos: u64) -> f64 {
 
 /// Checks that `config` may replace `live`: the windows stay as they are.
 fn check_reload(live: &BudgetConfig, config: &BudgetConfig) -> Result<(), ConfigError> {
-    let kept = |field: &'static str, given: Duration, live: Duration| {
-        Err(ConfigError::expected(
-            field,
-            format_args!("{given:?}"),
-            format!("{live:?}, as the live budget has it (a restart changes it)"),
-        ))
-    };
     if config.ttl != live.ttl {
-        return kept("ttl", config.ttl, live.ttl);
+        return Err(ConfigError::needs_restart(
+            "ttl",
+            format_args!("{:?}", config.ttl),
+            format_args!("{:?}", live.ttl),
+        ));
     }
     if config.quiet_ttl != live.quiet_ttl {
-        return kept("quiet_ttl", config.quiet_ttl, live.quiet_ttl);
+        return Err(ConfigError::needs_restart(
+            "quiet_ttl",
+            format_args!("{:?}", config.quiet_ttl),
+            format_args!("{:?}", live.quiet_ttl),
+        ));
     }
     Ok(())
 }

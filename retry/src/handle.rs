@@ -95,35 +95,28 @@ impl RetryHandle {
     /// every layer's new configuration before it reloads any.
     pub fn check_reload(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         let live = self.settings.config();
-        let kept = |field: &'static str, given: String, live: String| {
-            Err(ConfigError::expected(
-                field,
-                given,
-                format!("{live}, as the live layer has it (a restart changes it)"),
-            ))
-        };
         if config.name != live.name {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "name",
-                format!("{:?}", config.name),
-                format!("{:?}", live.name),
-            );
+                format_args!("{:?}", config.name),
+                format_args!("{:?}", live.name),
+            ));
         }
         if config.seed != live.seed {
-            return kept(
+            return Err(ConfigError::needs_restart(
                 "seed",
-                format!("{:?}", config.seed),
-                format!("{:?}", live.seed),
-            );
+                format_args!("{:?}", config.seed),
+                format_args!("{:?}", live.seed),
+            ));
         }
         match (&self.budget, &config.budget) {
             (Some(LayerBudget::Own(budget)), Some(next)) => {
                 budget.check_reload(next).map_err(|e| e.within("budget"))
             }
             (Some(LayerBudget::Own(_)), None) => {
-                kept("budget", "\"off\"".into(), "a budget".into())
+                Err(ConfigError::needs_restart("budget", "\"off\"", "a budget"))
             }
-            (None, Some(_)) => kept("budget", "a budget".into(), "\"off\"".into()),
+            (None, Some(_)) => Err(ConfigError::needs_restart("budget", "a budget", "\"off\"")),
             (None, None) | (Some(LayerBudget::Shared(_)), _) => Ok(()),
         }
     }

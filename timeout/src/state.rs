@@ -196,62 +196,50 @@ impl Live {
 
 fn check_reload(live: &TimeoutConfig, config: &TimeoutConfig) -> Result<(), ConfigError> {
     if config.name != live.name {
-        return Err(ConfigError::expected(
+        return Err(ConfigError::needs_restart(
             "name",
             format_args!("{:?}", config.name()),
-            format!(
-                "{:?}, the live timeout's name (its metrics go by it)",
-                live.name()
-            ),
+            format_args!("{:?}", live.name()),
         ));
     }
     match (&live.timeout, &config.timeout) {
         (TimeoutMode::Fixed(_), TimeoutMode::Fixed(_)) => Ok(()),
         (TimeoutMode::Adaptive(old), TimeoutMode::Adaptive(new)) => same_estimate(old, new),
-        (TimeoutMode::Fixed(_), TimeoutMode::Adaptive(_)) => Err(ConfigError::expected(
+        (TimeoutMode::Fixed(d), TimeoutMode::Adaptive(_)) => Err(ConfigError::needs_restart(
             "timeout",
             "an adaptive timeout",
-            "a duration: the live timeout is fixed (a restart makes it adaptive)",
+            format_args!("a fixed timeout ({d:?})"),
         )),
-        (TimeoutMode::Adaptive(_), TimeoutMode::Fixed(d)) => Err(ConfigError::expected(
+        (TimeoutMode::Adaptive(_), TimeoutMode::Fixed(d)) => Err(ConfigError::needs_restart(
             "timeout",
-            format_args!("{d:?}"),
-            "an adaptive table: the live timeout is adaptive (a restart makes it fixed)",
+            format_args!("a fixed timeout ({d:?})"),
+            "an adaptive timeout",
         )),
     }
 }
 
+/// The estimate's shape stays: a reload keeps the latencies it learned.
 fn same_estimate(old: &AdaptiveTimeout, new: &AdaptiveTimeout) -> Result<(), ConfigError> {
-    let keep = |field: &'static str, new: String, old: String| {
-        Err(ConfigError::expected(
-            field,
-            new,
-            format!(
-                "{old}, the live timeout's (a reload keeps the latencies it learned; a \
-                 restart changes it)"
-            ),
-        ))
-    };
     if new.quantile != old.quantile {
-        return keep(
+        return Err(ConfigError::needs_restart(
             "timeout.quantile",
-            new.quantile.to_string(),
-            old.quantile.to_string(),
-        );
+            format_args!("{}", new.quantile),
+            format_args!("{}", old.quantile),
+        ));
     }
     if new.window != old.window {
-        return keep(
+        return Err(ConfigError::needs_restart(
             "timeout.window",
-            format!("{:?}", new.window),
-            format!("{:?}", old.window),
-        );
+            format_args!("{:?}", new.window),
+            format_args!("{:?}", old.window),
+        ));
     }
     if new.min_samples != old.min_samples {
-        return keep(
+        return Err(ConfigError::needs_restart(
             "timeout.min_samples",
-            new.min_samples.to_string(),
-            old.min_samples.to_string(),
-        );
+            format_args!("{}", new.min_samples),
+            format_args!("{}", old.min_samples),
+        ));
     }
     Ok(())
 }

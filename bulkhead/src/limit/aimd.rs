@@ -11,9 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::bounds::Bounds;
 
-/// The longest `timeout` accepted.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-
 /// Settings of the AIMD limit; checked when the bulkhead is built.
 ///
 /// Each call that succeeds while at least half the limit is in use adds one; a drop (a
@@ -45,10 +42,11 @@ impl Default for AimdSpec {
 
 impl From<AimdConfig> for AimdSpec {
     fn from(c: AimdConfig) -> Self {
+        let [initial, min, max] = c.bounds.to_spec();
         Self {
-            initial: c.bounds.initial.into(),
-            min: c.bounds.min.into(),
-            max: c.bounds.max.into(),
+            initial,
+            min,
+            max,
             backoff_ratio: c.backoff_ratio.into(),
             timeout: c.timeout.into(),
         }
@@ -60,12 +58,7 @@ impl TryFrom<AimdSpec> for AimdConfig {
 
     fn try_from(spec: AimdSpec) -> Result<Self, ConfigError> {
         Ok(Self {
-            bounds: Bounds::from_spec(
-                ["aimd.initial", "aimd.min", "aimd.max"],
-                spec.initial,
-                spec.min,
-                spec.max,
-            )?,
+            bounds: Bounds::from_spec("aimd", [spec.initial, spec.min, spec.max])?,
             backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
             timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
         })
@@ -75,11 +68,7 @@ impl TryFrom<AimdSpec> for AimdConfig {
 impl Default for AimdConfig {
     fn default() -> Self {
         Self {
-            bounds: Bounds {
-                initial: 10,
-                min: 1,
-                max: 200,
-            },
+            bounds: Bounds::new(10, 1, 200),
             backoff_ratio: 0.9,
             timeout: Duration::from_secs(5),
         }
@@ -137,7 +126,7 @@ impl AimdConfig {
                 "[0.5, 1)",
             ));
         }
-        config::positive_duration("timeout", self.timeout, MAX_TIMEOUT)?;
+        config::positive_duration("timeout", self.timeout, config::MAX_DURATION)?;
         Ok(())
     }
 }

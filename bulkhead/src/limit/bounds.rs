@@ -16,18 +16,29 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
-    /// The bounds read from a spec; errors name `fields` (initial, min, max).
+    pub(crate) const fn new(initial: usize, min: usize, max: usize) -> Self {
+        Self { initial, min, max }
+    }
+
+    /// The bounds as an algorithm's spec writes them: `initial`, `min`, `max`.
+    pub(crate) fn to_spec(self) -> [Raw<usize>; 3] {
+        [self.initial.into(), self.min.into(), self.max.into()]
+    }
+
+    /// The bounds read from the spec of `algorithm` (`aimd`); errors name
+    /// `<algorithm>.<field>`.
     pub(crate) fn from_spec(
-        fields: [&'static str; 3],
-        initial: Raw<usize>,
-        min: Raw<usize>,
-        max: Raw<usize>,
+        algorithm: &str,
+        [initial, min, max]: [Raw<usize>; 3],
     ) -> Result<Self, ConfigError> {
-        Ok(Self {
-            initial: initial.value(fields[0], LIMITS)?,
-            min: min.value(fields[1], LIMITS)?,
-            max: max.value(fields[2], LIMITS)?,
-        })
+        let read = || {
+            Ok(Self {
+                initial: initial.value("initial", LIMITS)?,
+                min: min.value("min", LIMITS)?,
+                max: max.value("max", LIMITS)?,
+            })
+        };
+        read().map_err(|e: ConfigError| e.within(algorithm))
     }
 
     /// Checks `1 ≤ min ≤ initial ≤ max ≤ MAX_LIMIT`.

@@ -48,10 +48,11 @@ impl Default for Gradient2Spec {
 
 impl From<Gradient2Config> for Gradient2Spec {
     fn from(c: Gradient2Config) -> Self {
+        let [initial, min, max] = c.bounds.to_spec();
         Self {
-            initial: c.bounds.initial.into(),
-            min: c.bounds.min.into(),
-            max: c.bounds.max.into(),
+            initial,
+            min,
+            max,
             smoothing: c.smoothing.into(),
             queue_size: c.queue_size.into(),
             long_window: c.long_window.into(),
@@ -64,12 +65,7 @@ impl TryFrom<Gradient2Spec> for Gradient2Config {
 
     fn try_from(spec: Gradient2Spec) -> Result<Self, ConfigError> {
         Ok(Self {
-            bounds: Bounds::from_spec(
-                ["gradient2.initial", "gradient2.min", "gradient2.max"],
-                spec.initial,
-                spec.min,
-                spec.max,
-            )?,
+            bounds: Bounds::from_spec("gradient2", [spec.initial, spec.min, spec.max])?,
             smoothing: spec.smoothing.value("gradient2.smoothing", "(0, 1]")?,
             queue_size: spec
                 .queue_size
@@ -84,11 +80,7 @@ impl TryFrom<Gradient2Spec> for Gradient2Config {
 impl Default for Gradient2Config {
     fn default() -> Self {
         Self {
-            bounds: Bounds {
-                initial: 20,
-                min: 20,
-                max: 200,
-            },
+            bounds: Bounds::new(20, 20, 200),
             smoothing: 0.2,
             queue_size: 4,
             long_window: 600,

@@ -46,10 +46,11 @@ impl Default for VegasSpec {
 
 impl From<VegasConfig> for VegasSpec {
     fn from(c: VegasConfig) -> Self {
+        let [initial, min, max] = c.bounds.to_spec();
         Self {
-            initial: c.bounds.initial.into(),
-            min: c.bounds.min.into(),
-            max: c.bounds.max.into(),
+            initial,
+            min,
+            max,
             smoothing: c.smoothing.into(),
             probe_multiplier: c.probe_multiplier.into(),
         }
@@ -61,12 +62,7 @@ impl TryFrom<VegasSpec> for VegasConfig {
 
     fn try_from(spec: VegasSpec) -> Result<Self, ConfigError> {
         Ok(Self {
-            bounds: Bounds::from_spec(
-                ["vegas.initial", "vegas.min", "vegas.max"],
-                spec.initial,
-                spec.min,
-                spec.max,
-            )?,
+            bounds: Bounds::from_spec("vegas", [spec.initial, spec.min, spec.max])?,
             smoothing: spec.smoothing.value("vegas.smoothing", "(0, 1]")?,
             probe_multiplier: spec
                 .probe_multiplier
@@ -78,11 +74,7 @@ impl TryFrom<VegasSpec> for VegasConfig {
 impl Default for VegasConfig {
     fn default() -> Self {
         Self {
-            bounds: Bounds {
-                initial: 20,
-                min: 1,
-                max: 1000,
-            },
+            bounds: Bounds::new(20, 1, 1000),
             smoothing: 1.0,
             probe_multiplier: 30,
         }

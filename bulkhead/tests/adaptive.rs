@@ -424,3 +424,18 @@ async fn a_queueing_downstream_still_lowers_the_limit() {
         assert!(end < 100, "{limit:?}: {end}");
     }
 }
+
+/// 5000 calls a second at a flat 20 ms with workers to spare: Little's law needs 100 calls in
+/// flight, and a limit starting at 20 turns most calls away while the latency stays flat. Slow
+/// start doubles it each window (20, 40, 80, then the floor); the additive rules alone (6 a
+/// window for Vegas, 1 for AIMD) would still be under 70 after 8 s.
+#[tokio::test(start_paused = true)]
+async fn a_limit_that_turns_calls_away_at_flat_latency_grows_within_a_few_windows() {
+    for limit in [
+        AdaptiveLimit::from(VegasConfig::new().initial(20).max(1000)),
+        AdaptiveLimit::from(AimdConfig::new().initial(20).max(1000)),
+    ] {
+        let (_, end) = open_loop(limit.clone(), 5000, 8, 1000, |_| ms(20)).await;
+        assert!(end >= 100, "{limit:?}: {end}");
+    }
+}

@@ -36,13 +36,19 @@
 //!   count (an M/G/∞ queue), which stays under this about 99.9 % of the time;
 //! - `1.25`: the latency may rise by a quarter during the next window before the floor follows.
 //!
-//! Overload shows as a drop (a failure, an overload refusal, a rejection from further in) or as
-//! calls that did not finish as fast as they came: more than 5 % of the window's arrivals
-//! either rejected by this bulkhead or still piling up in flight. In such a window the floor
-//! does not apply and the algorithm alone moves the limit, down. λ counts the calls this
-//! bulkhead rejected too, so the floor is what the offered load needs, not what the limit let
-//! in. The floor never exceeds the algorithm's maximum: set that maximum to at least the
-//! highest rate times the highest latency the client must carry.
+//! Overload shows as an overload refusal (429, 503 with Retry-After, `RESOURCE_EXHAUSTED`),
+//! a call shed further in (a breaker, a timeout), or calls that did not finish as fast as they
+//! came: more than 5 % of the window's arrivals either rejected by this bulkhead or still
+//! piling up in flight. In such a window the floor does not apply and the algorithm alone
+//! moves the limit, down. A plain failure is a drop for the algorithm, which backs off, but
+//! not overload: a downstream failing 30 % of its calls in a brownout is not asking for fewer
+//! of them, and a limit under Little's law there only turns its successes away too. λ counts
+//! the calls this bulkhead rejected too, so the floor is what the offered load needs, not what
+//! the limit let in; W counts the time calls cancelled before their answer (by a timeout
+//! further out) held their slots, so 5 % of calls hanging until a 100 ms timeout raise the
+//! floor as they raise the calls in flight. The floor never exceeds the algorithm's maximum:
+//! set that maximum to at least the highest rate times the highest latency the client must
+//! carry.
 //!
 //! # Slow start
 //!
@@ -208,6 +214,8 @@ struct Window {
     finished: u64,
     max_in_flight: usize,
     dropped: bool,
+    /// A call was refused for overload, here or further in.
+    overload: bool,
 }
 
 /// What the bulkhead counted while a window was open, read when it closes.
@@ -220,6 +228,10 @@ pub(crate) struct Load {
     /// Calls that finished during the window without reaching the algorithm (its lock was
     /// busy).
     pub(crate) unsampled: u64,
+    /// Calls cancelled during the window before their answer (a timeout further out).
+    pub(crate) cancelled: u64,
+    /// How long those cancelled calls held their slots, in all.
+    pub(crate) cancelled_time: Duration,
 }
 
 /// What a closed window says about the demand on the limit.
@@ -244,13 +256,18 @@ fn demand(
     mean: Duration,
 ) -> Option<Demand> {
     let finished = finished + load.unsampled;
+    // Cancelled calls left without an answer: neither served nor piling up, but they held
+    // their slots, which Little's law counts.
     let admitted = (finished + load.in_flight as u64).saturating_sub(in_flight_before as u64);
     let arrivals = admitted + load.rejected;
     if elapsed.is_zero() {
         return None;
     }
     let keeps_up = |n: u64| finished as f64 >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
-    let in_flight = arrivals as f64 / elapsed.as_secs_f64() * mean.as_secs_f64();
+    let busy = mean.as_secs_f64() * finished as f64 + load.cancelled_time.as_secs_f64();
+    let mean = busy / (finished + load.cancelled).max(1) as f64;
+    let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
+    let in_flight = rate * mean;
     let floor = FLOOR_HEADROOM * in_flight + FLOOR_DEVIATIONS * in_flight.sqrt();
     Some(Demand {
         floor: floor.ceil() as usize,
@@ -273,7 +290,8 @@ impl Windowed {
         }
     }
 
-    /// Adds one finished call; returns the limit when a window closed and moved it. `load` is
+    /// Adds one finished call; returns the limit when a window closed and moved it. A call
+    /// `dropped` failed or was refused; `overload` says the refusal was for overload. `load` is
     /// read only when a window closes.
     pub(crate) fn sample(
         &mut self,
@@ -281,6 +299,7 @@ impl Windowed {
         rtt: Duration,
         in_flight: usize,
         dropped: bool,
+        overload: bool,
         load: impl FnOnce() -> Load,
     ) -> Option<usize> {
         let w = &mut self.window;
@@ -291,6 +310,7 @@ impl Windowed {
             w.count += 1;
             w.max_in_flight = w.max_in_flight.max(in_flight);
             w.dropped |= dropped;
+            w.overload |= overload;
         }
         if self.next_update.is_some_and(|next| now <= next) {
             return None;
@@ -308,7 +328,7 @@ impl Windowed {
         let before = self.limit;
         let limit = self.algorithm.update(average, w.max_in_flight, w.dropped);
         let demand = match started {
-            Some((start, in_flight_before)) if !w.dropped => {
+            Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
                 demand(elapsed, w.finished, in_flight_before, load, average)
             }
@@ -322,7 +342,7 @@ impl Windowed {
             }
             _ => 0,
         };
-        if w.dropped || demand.is_some_and(|d| !d.served && (queued || !d.limited)) {
+        if w.overload || demand.is_some_and(|d| !d.served && (queued || !d.limited)) {
             self.threshold = (before / 2).max(1);
         }
         self.limit = if lift > limit {
@@ -421,16 +441,19 @@ mod tests {
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
         // The first sample opens the first window.
-        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
+        assert_eq!(
+            w.sample(start, ms(5), 20, false, false, Load::default),
+            None
+        );
         for i in 0..20 {
             assert_eq!(
-                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                w.sample(start + ms(i), ms(5), 20, true, true, Load::default),
                 None
             );
         }
         // Twenty drops in the window: one backoff, not twenty.
         assert_eq!(
-            w.sample(start + ms(101), ms(5), 20, false, Load::default),
+            w.sample(start + ms(101), ms(5), 20, false, false, Load::default),
             Some(18)
         );
     }
@@ -440,15 +463,18 @@ mod tests {
         let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(20).max(100));
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
-        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
+        assert_eq!(
+            w.sample(start, ms(5), 20, false, false, Load::default),
+            None
+        );
         for i in 0..5 {
             assert_eq!(
-                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                w.sample(start + ms(i), ms(5), 20, true, true, Load::default),
                 None
             );
         }
         assert_eq!(
-            w.sample(start + ms(101), ms(5), 20, true, Load::default),
+            w.sample(start + ms(101), ms(5), 20, true, true, Load::default),
             None,
             "six samples"
         );
@@ -458,6 +484,7 @@ mod tests {
                 Duration::from_micros(50),
                 20,
                 true,
+                true,
                 Load::default,
             );
         }
@@ -466,6 +493,7 @@ mod tests {
                 start + ms(300),
                 Duration::from_micros(50),
                 20,
+                true,
                 true,
                 Load::default
             ),
@@ -488,7 +516,7 @@ mod tests {
         let mut limit = None;
         for _ in 0..n {
             *now += step;
-            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, || load) {
+            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, dropped, || load) {
                 limit = Some(l);
             }
         }
@@ -503,7 +531,10 @@ mod tests {
             in_flight,
             ..Load::default()
         };
-        assert_eq!(w.sample(start, ms(5), in_flight, false, || load), None);
+        assert_eq!(
+            w.sample(start, ms(5), in_flight, false, false, || load),
+            None
+        );
         (w, start)
     }
 
@@ -561,6 +592,7 @@ mod tests {
             in_flight: 150,
             rejected: 50,
             unsampled: 0,
+            ..Load::default()
         };
         let limit = window(&mut w, &mut now, 100, ms(400), false, turned_away).unwrap();
         assert!(limit < 200, "rejections: {limit}");
@@ -573,6 +605,7 @@ mod tests {
             in_flight,
             rejected: 1800,
             unsampled: 0,
+            ..Load::default()
         }
     }
 
@@ -621,12 +654,59 @@ mod tests {
     }
 
     #[test]
+    fn failures_back_off_the_algorithm_down_to_the_floor_only() {
+        // 1000 calls a second at 20 ms, 30 % failing: Little's law needs 20 calls, with the
+        // floor's headroom 1.25 x 20 + 3 x sqrt(20) = 38.4.
+        let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(100).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let load = Load {
+            in_flight: 20,
+            ..Load::default()
+        };
+        let mut limit = 100;
+        for i in 0..3000u32 {
+            now += ms(1);
+            let failed = i % 10 < 3;
+            if let Some(l) = w.sample(now, ms(20), 20, failed, false, || load) {
+                limit = l;
+            }
+        }
+        assert_eq!(limit, 39);
+        // The same failures, refused for overload: the floor stays out of the way.
+        let (mut w, mut now) = opened(&config, 20);
+        for i in 0..3000u32 {
+            now += ms(1);
+            let refused = i % 10 < 3;
+            if let Some(l) = w.sample(now, ms(20), 20, refused, refused, || load) {
+                limit = l;
+            }
+        }
+        assert!(limit < 39, "{limit}");
+    }
+
+    #[test]
+    fn cancelled_calls_count_in_the_floor_by_the_time_they_held_their_slots() {
+        // 950 answers in 10 ms and 50 calls cancelled after 100 ms in one second: 14.5 calls
+        // in flight on average, 1.25 x 14.5 + 3 x sqrt(14.5) = 29.5.
+        let load = Load {
+            in_flight: 10,
+            cancelled: 50,
+            cancelled_time: ms(5000),
+            ..Load::default()
+        };
+        let d = demand(ms(1000), 950, 10, load, ms(10)).unwrap();
+        assert_eq!(d.floor, 30);
+        assert!(d.served);
+    }
+
+    #[test]
     fn rejections_count_as_demand_in_the_floor() {
         // 100 finished and 4 turned away in 100 ms (under the 5 % tolerance): λ = 1040/s.
         let load = Load {
             in_flight: 10,
             rejected: 4,
             unsampled: 0,
+            ..Load::default()
         };
         let d = demand(ms(100), 100, 10, load, ms(50)).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
@@ -733,6 +813,7 @@ mod properties {
                             in_flight,
                             rejected: calls / 2,
                             unsampled: 0,
+                            ..Load::default()
                         }),
                     };
                     let limit = window(&mut w, &mut now, calls, rtt, dropped, load).unwrap();
@@ -773,7 +854,7 @@ mod properties {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
                     let rejected = CALLS * share;
-                    let load = Load { in_flight: 10, rejected, unsampled: 0 };
+                    let load = Load { in_flight: 10, rejected, unsampled: 0, ..Load::default() };
                     let got = window(&mut w, &mut now, CALLS, rtt, dropped, load).unwrap();
 
                     let mean = latency as f64;

@@ -277,8 +277,10 @@ impl<C> Permit<C> {
         let shared = self.shared();
         match (shared.classify.classify(result.as_ref()), result) {
             (Classified::Now(outcome), result) => {
+                // A call shed further in (a breaker, a timeout, another bulkhead) is the stack
+                // asking for less, as an overload refusal is.
                 let outcome = match &result {
-                    Err(err) if rejected(&**err).is_some() => Outcome::Failure,
+                    Err(err) if rejected(&**err).is_some() => Outcome::Overload,
                     _ => outcome,
                 };
                 let classify = &shared.classify;
@@ -304,11 +306,16 @@ impl<C> Permit<C> {
             && outcome != Outcome::Ignored
         {
             let shared = self.shared();
-            // Overload is the downstream saying "less", as plainly as a failure.
+            // A failure backs the algorithm off, but only overload says the downstream wants
+            // fewer calls: a brownout's errors are no reason to go below what Little's law
+            // needs.
             let dropped = matches!(outcome, Outcome::Failure | Outcome::Overload);
+            let overload = outcome == Outcome::Overload;
             let now = Instant::now();
             let rtt = now.saturating_duration_since(sample.start);
-            shared.state.sample(now, rtt, sample.in_flight, dropped);
+            shared
+                .state
+                .sample(now, rtt, sample.in_flight, dropped, overload);
         }
         self.release();
     }
@@ -335,6 +342,12 @@ impl<C> Permit<C> {
 
 impl<C> Drop for Permit<C> {
     fn drop(&mut self) {
+        if let Slot::Held(Some(sample)) = &self.slot {
+            // Cancelled before its answer (a timeout further out, a caller gone): no outcome,
+            // but the slot was busy all that time, which Little's law must count.
+            let held = sample.start.elapsed();
+            self.shared().state.count_cancelled(held);
+        }
         self.release();
     }
 }

@@ -50,6 +50,10 @@ pub(crate) struct Adaptive {
     rejected: AtomicU64,
     /// Successes since the last window closed that found the algorithm busy.
     unsampled: AtomicU64,
+    /// Calls cancelled before their answer since the last window closed, and the nanoseconds
+    /// they held their slots.
+    cancelled: AtomicU64,
+    cancelled_nanos: AtomicU64,
 }
 
 /// A limit that moved.
@@ -72,6 +76,8 @@ impl State {
                     max: AtomicUsize::new(a.max()),
                     rejected: AtomicU64::new(0),
                     unsampled: AtomicU64::new(0),
+                    cancelled: AtomicU64::new(0),
+                    cancelled_nanos: AtomicU64::new(0),
                 }),
             ),
         };
@@ -172,11 +178,19 @@ impl State {
         Ok(change)
     }
 
-    /// Feeds one finished call to the adaptive limit, if there is one.
+    /// Feeds one finished call to the adaptive limit, if there is one. A call `dropped` failed
+    /// or was refused, for `overload` when that is set.
     ///
     /// A drop always counts; a success is skipped when another thread is updating the limit
     /// at that moment, so finishing a call never waits on a lock behind other calls.
-    pub(crate) fn sample(&self, now: Instant, rtt: Duration, in_flight: usize, dropped: bool) {
+    pub(crate) fn sample(
+        &self,
+        now: Instant,
+        rtt: Duration,
+        in_flight: usize,
+        dropped: bool,
+        overload: bool,
+    ) {
         let Some(adaptive) = &self.adaptive else {
             return;
         };
@@ -199,8 +213,12 @@ impl State {
             in_flight: self.semaphore.in_flight(),
             rejected: adaptive.rejected.swap(0, Ordering::Relaxed),
             unsampled: adaptive.unsampled.swap(0, Ordering::Relaxed),
+            cancelled: adaptive.cancelled.swap(0, Ordering::Relaxed),
+            cancelled_time: Duration::from_nanos(
+                adaptive.cancelled_nanos.swap(0, Ordering::Relaxed),
+            ),
         };
-        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped, load) else {
+        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped, overload, load) else {
             return;
         };
         let change = self.apply(limit);
@@ -264,6 +282,18 @@ impl State {
     pub(crate) fn count_rejected(&self) {
         if let Some(adaptive) = &self.adaptive {
             adaptive.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a call cancelled after holding its slot for `held`, for the adaptive limit's
+    /// floor.
+    #[cold]
+    pub(crate) fn count_cancelled(&self, held: Duration) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.cancelled.fetch_add(1, Ordering::Relaxed);
+            adaptive
+                .cancelled_nanos
+                .fetch_add(nanos(held), Ordering::Relaxed);
         }
     }
 

@@ -424,3 +424,61 @@ async fn a_queueing_downstream_still_lowers_the_limit() {
         assert!(end < 100, "{limit:?}: {end}");
     }
 }
+
+/// 5000 calls a second at a flat 20 ms with workers to spare: Little's law needs 100 calls in
+/// flight, and a limit starting at 20 turns most calls away while the latency stays flat. Slow
+/// start doubles it each window (20, 40, 80, then the floor); the additive rules alone (6 a
+/// window for Vegas, 1 for AIMD) would still be under 70 after 8 s.
+#[tokio::test(start_paused = true)]
+async fn a_limit_that_turns_calls_away_at_flat_latency_grows_within_a_few_windows() {
+    for limit in [
+        AdaptiveLimit::from(VegasConfig::new().initial(20).max(1000)),
+        AdaptiveLimit::from(AimdConfig::new().initial(20).max(1000)),
+    ] {
+        let (_, end) = open_loop(limit.clone(), 5000, 8, 1000, |_| ms(20)).await;
+        assert!(end >= 100, "{limit:?}: {end}");
+    }
+}
+
+/// 1000 calls a second, one in ten hanging until the caller's 200 ms timeout cancels it: 29
+/// calls in flight on average, 20 of them cancelled ones that never report a latency. The
+/// floor counts the time they held their slots, so no call is turned away once the first
+/// windows have passed.
+#[tokio::test(start_paused = true)]
+async fn calls_cancelled_by_a_timeout_further_out_count_in_the_floor() {
+    let (layer, handle) = BulkheadLayer::builder()
+        .adaptive(VegasConfig::new().initial(20).max(1000))
+        .build()
+        .unwrap()
+        .pair();
+    let svc = layer.layer(service_fn(|hang: bool| async move {
+        sleep(if hang {
+            Duration::from_secs(3600)
+        } else {
+            ms(10)
+        })
+        .await;
+        Ok::<_, std::convert::Infallible>(())
+    }));
+    let start = Instant::now();
+    let turned_away = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    for i in 0..10_000u32 {
+        tokio::time::sleep_until(start + ms(1) * i).await;
+        let svc = svc.clone();
+        let turned_away = turned_away.clone();
+        calls.push(tokio::spawn(async move {
+            let call = svc.oneshot(i % 10 == 0);
+            if let Ok(Err(_)) = tokio::time::timeout(ms(200), call).await
+                && i >= 3000
+            {
+                turned_away.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    let limit = handle.limit();
+    assert_eq!(turned_away.load(Ordering::SeqCst), 0, "limit {limit}");
+}

@@ -36,13 +36,43 @@
 //!   count (an M/G/∞ queue), which stays under this about 99.9 % of the time;
 //! - `1.25`: the latency may rise by a quarter during the next window before the floor follows.
 //!
-//! Overload shows as a drop (a failure, an overload refusal, a rejection from further in) or as
-//! calls that did not finish as fast as they came: more than 5 % of the window's arrivals
-//! either rejected by this bulkhead or still piling up in flight. In such a window the floor
-//! does not apply and the algorithm alone moves the limit, down. λ counts the calls this
-//! bulkhead rejected too, so the floor is what the offered load needs, not what the limit let
-//! in. The floor never exceeds the algorithm's maximum: set that maximum to at least the
-//! highest rate times the highest latency the client must carry.
+//! Overload shows as an overload refusal (429, 503 with Retry-After, `RESOURCE_EXHAUSTED`),
+//! a call shed further in (a breaker, a timeout), or calls that did not finish as fast as they
+//! came: more than 5 % of the window's arrivals either rejected by this bulkhead or still
+//! piling up in flight. In such a window the floor does not apply and the algorithm alone
+//! moves the limit, down. A plain failure is a drop for the algorithm, which backs off, but
+//! not overload: a downstream failing 30 % of its calls in a brownout is not asking for fewer
+//! of them, and a limit under Little's law there only turns its successes away too. λ counts
+//! the calls this bulkhead rejected too, so the floor is what the offered load needs, not what
+//! the limit let in; W counts the time calls cancelled before their answer (by a timeout
+//! further out) held their slots, so 5 % of calls hanging until a 100 ms timeout raise the
+//! floor as they raise the calls in flight. The floor never exceeds the algorithm's maximum:
+//! set that maximum to at least the highest rate times the highest latency the client must
+//! carry.
+//!
+//! # Slow start
+//!
+//! A limit that starts low and grows by a few calls a window takes minutes to reach what a
+//! busy client needs: at 10 000 calls a second and 20 ms, Little's law asks for 200 calls in
+//! flight, and Vegas's `+6` a one-second window gets there from 20 in 30 s, turning away
+//! 80–95 % of the calls meanwhile. The floor does not help, since a window in which the limit
+//! turned calls away is not one without overload.
+//!
+//! What tells "my own limit is the bottleneck" from "the downstream queues" is whether the
+//! latency rose with the calls let in. A window in which the limit turned away more than 5 %
+//! of the arrivals, while those it admitted finished as fast as they came and the mean latency
+//! stayed within `f(limit) = max(1, ⌊log10 limit⌋)` queued calls of the lowest window mean
+//! seen (Vegas's estimate `limit × (1 − base / mean)`, and the band in which Vegas itself
+//! grows fastest), shows a limit too low for a downstream that is not queueing: it doubles the
+//! limit, as TCP's slow start does each round trip, up to the offered load's floor. A
+//! downstream at its knee makes the calls past its workers wait, so the first doubling past
+//! the knee shows as a queue: 20 calls on 11 workers of 10 ms keep 9 waiting, a mean near
+//! 18 ms and an estimate of 9 calls against `f = 1`. That window ends slow start and, as TCP's
+//! `ssthresh`, half the limit of the last overloaded window (a queue while turning calls away,
+//! a drop, a backlog) caps later doublings; above it only the algorithm's own rule moves the
+//! limit. At 10 000 calls a second and 20 ms the limit goes 20, 40, 80, 160, then the floor
+//! (292) in five windows instead of thirty. Gradient2 has no slow start: its long-term average
+//! latency would take the queue of one doubling past the knee as the new normal.
 
 pub(crate) mod aimd;
 mod bounds;
@@ -166,6 +196,13 @@ pub(crate) struct Windowed {
     window: Window,
     /// When the current window began, and the calls in flight then.
     started: Option<(Instant, usize)>,
+    /// The limit in force.
+    limit: usize,
+    /// The lowest window mean latency seen: the latency without a queue.
+    base: Option<Duration>,
+    /// Half the limit at which a window last showed overload: slow start stops there, as
+    /// TCP's does at its `ssthresh`.
+    threshold: usize,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +214,8 @@ struct Window {
     finished: u64,
     max_in_flight: usize,
     dropped: bool,
+    /// A call was refused for overload, here or further in.
+    overload: bool,
 }
 
 /// What the bulkhead counted while a window was open, read when it closes.
@@ -189,28 +228,52 @@ pub(crate) struct Load {
     /// Calls that finished during the window without reaching the algorithm (its lock was
     /// busy).
     pub(crate) unsampled: u64,
+    /// Calls cancelled during the window before their answer (a timeout further out).
+    pub(crate) cancelled: u64,
+    /// How long those cancelled calls held their slots, in all.
+    pub(crate) cancelled_time: Duration,
 }
 
-/// The limit Little's law asks for, when a window shows no sign of overload.
-///
-/// `finished` calls ended during the window of `elapsed`, `in_flight` calls were in flight
-/// at its start and `load` at its end; `mean` is the window's mean latency.
-fn littles_law_floor(
+/// What a closed window says about the demand on the limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Demand {
+    /// The limit Little's law asks for at the offered rate (rejected calls included).
+    floor: usize,
+    /// No sign of overload: nearly every arrival finished.
+    served: bool,
+    /// The limit itself turned calls away, while those it admitted finished as fast as they
+    /// came.
+    limited: bool,
+}
+
+/// Reads a window of `elapsed` in which `finished` calls ended, `in_flight_before` were in
+/// flight at its start and `load` at its end; `mean` is the window's mean latency.
+fn demand(
     elapsed: Duration,
     finished: u64,
     in_flight_before: usize,
     load: Load,
     mean: Duration,
-) -> Option<usize> {
+) -> Option<Demand> {
     let finished = finished + load.unsampled;
+    // Cancelled calls left without an answer: neither served nor piling up, but they held
+    // their slots, which Little's law counts.
     let admitted = (finished + load.in_flight as u64).saturating_sub(in_flight_before as u64);
     let arrivals = admitted + load.rejected;
-    if elapsed.is_zero() || (finished as f64) < (1.0 - BACKLOG_TOLERANCE) * arrivals as f64 {
+    if elapsed.is_zero() {
         return None;
     }
-    let in_flight = arrivals as f64 / elapsed.as_secs_f64() * mean.as_secs_f64();
+    let keeps_up = |n: u64| finished as f64 >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
+    let busy = mean.as_secs_f64() * finished as f64 + load.cancelled_time.as_secs_f64();
+    let mean = busy / (finished + load.cancelled).max(1) as f64;
+    let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
+    let in_flight = rate * mean;
     let floor = FLOOR_HEADROOM * in_flight + FLOOR_DEVIATIONS * in_flight.sqrt();
-    Some(floor.ceil() as usize)
+    Some(Demand {
+        floor: floor.ceil() as usize,
+        served: keeps_up(arrivals),
+        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
+    })
 }
 
 impl Windowed {
@@ -221,10 +284,14 @@ impl Windowed {
             next_update: None,
             window: Window::default(),
             started: None,
+            limit: config.initial(),
+            base: None,
+            threshold: usize::MAX,
         }
     }
 
-    /// Adds one finished call; returns the limit when a window closed and moved it. `load` is
+    /// Adds one finished call; returns the limit when a window closed and moved it. A call
+    /// `dropped` failed or was refused; `overload` says the refusal was for overload. `load` is
     /// read only when a window closes.
     pub(crate) fn sample(
         &mut self,
@@ -232,6 +299,7 @@ impl Windowed {
         rtt: Duration,
         in_flight: usize,
         dropped: bool,
+        overload: bool,
         load: impl FnOnce() -> Load,
     ) -> Option<usize> {
         let w = &mut self.window;
@@ -242,6 +310,7 @@ impl Windowed {
             w.count += 1;
             w.max_in_flight = w.max_in_flight.max(in_flight);
             w.dropped |= dropped;
+            w.overload |= overload;
         }
         if self.next_update.is_some_and(|next| now <= next) {
             return None;
@@ -254,23 +323,48 @@ impl Windowed {
             return None;
         }
         let average = w.sum / w.count;
+        let base = self.base.map_or(average, |base| base.min(average));
+        self.base = Some(base);
+        let before = self.limit;
         let limit = self.algorithm.update(average, w.max_in_flight, w.dropped);
-        let floor = match started {
-            Some((start, in_flight_before)) if !w.dropped => {
+        let demand = match started {
+            Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
-                littles_law_floor(elapsed, w.finished, in_flight_before, load, average)
+                demand(elapsed, w.finished, in_flight_before, load, average)
             }
             _ => None,
         };
-        Some(match floor {
-            Some(floor) if floor > limit => self.algorithm.set(floor),
-            _ => limit,
-        })
+        let queued = queueing(before, base, average);
+        let lift = match demand {
+            Some(d) if d.served => d.floor,
+            Some(d) if d.limited && !queued && self.algorithm.slow_starts() => {
+                (2 * before).min(d.floor).min(self.threshold)
+            }
+            _ => 0,
+        };
+        if w.overload || demand.is_some_and(|d| !d.served && (queued || !d.limited)) {
+            self.threshold = (before / 2).max(1);
+        }
+        self.limit = if lift > limit {
+            self.algorithm.set(lift)
+        } else {
+            limit
+        };
+        Some(self.limit)
     }
 
     pub(crate) fn set(&mut self, limit: usize) {
-        self.algorithm.set(limit);
+        self.limit = self.algorithm.set(limit);
     }
+}
+
+/// Whether a window's `mean` latency shows a queue in front of the downstream: more than
+/// `f(limit) = max(1, ⌊log10 limit⌋)` calls by Vegas's estimate `limit × (1 − base / mean)`,
+/// the most its slow start lets wait.
+fn queueing(limit: usize, base: Duration, mean: Duration) -> bool {
+    let limit = limit as f64;
+    let queue = limit * (1.0 - base.as_secs_f64() / mean.as_secs_f64().max(1e-9));
+    queue > log10_root(limit)
 }
 
 /// One adaptive algorithm's state.
@@ -299,6 +393,12 @@ impl Algorithm {
             Self::Vegas(v) => v.update(rtt, in_flight, dropped),
             Self::Gradient2(g) => g.update(rtt, in_flight),
         }
+    }
+
+    /// Whether slow start may double the limit. Not Gradient2's: its long-term average latency
+    /// would take the queue of one doubling past the knee as the new normal and hold there.
+    fn slow_starts(&self) -> bool {
+        !matches!(self, Self::Gradient2(_))
     }
 
     /// Overrides the current estimate (from a handle, or the floor); the algorithm goes on
@@ -331,7 +431,7 @@ fn whole(estimate: f64, min: usize, max: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn ms(n: u64) -> Duration {
+    pub(super) fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
@@ -341,16 +441,19 @@ mod tests {
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
         // The first sample opens the first window.
-        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
+        assert_eq!(
+            w.sample(start, ms(5), 20, false, false, Load::default),
+            None
+        );
         for i in 0..20 {
             assert_eq!(
-                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                w.sample(start + ms(i), ms(5), 20, true, true, Load::default),
                 None
             );
         }
         // Twenty drops in the window: one backoff, not twenty.
         assert_eq!(
-            w.sample(start + ms(101), ms(5), 20, false, Load::default),
+            w.sample(start + ms(101), ms(5), 20, false, false, Load::default),
             Some(18)
         );
     }
@@ -360,15 +463,18 @@ mod tests {
         let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(20).max(100));
         let mut w = Windowed::new(&config, ms(100));
         let start = Instant::now();
-        assert_eq!(w.sample(start, ms(5), 20, false, Load::default), None);
+        assert_eq!(
+            w.sample(start, ms(5), 20, false, false, Load::default),
+            None
+        );
         for i in 0..5 {
             assert_eq!(
-                w.sample(start + ms(i), ms(5), 20, true, Load::default),
+                w.sample(start + ms(i), ms(5), 20, true, true, Load::default),
                 None
             );
         }
         assert_eq!(
-            w.sample(start + ms(101), ms(5), 20, true, Load::default),
+            w.sample(start + ms(101), ms(5), 20, true, true, Load::default),
             None,
             "six samples"
         );
@@ -378,6 +484,7 @@ mod tests {
                 Duration::from_micros(50),
                 20,
                 true,
+                true,
                 Load::default,
             );
         }
@@ -386,6 +493,7 @@ mod tests {
                 start + ms(300),
                 Duration::from_micros(50),
                 20,
+                true,
                 true,
                 Load::default
             ),
@@ -408,7 +516,7 @@ mod tests {
         let mut limit = None;
         for _ in 0..n {
             *now += step;
-            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, || load) {
+            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, dropped, || load) {
                 limit = Some(l);
             }
         }
@@ -423,7 +531,10 @@ mod tests {
             in_flight,
             ..Load::default()
         };
-        assert_eq!(w.sample(start, ms(5), in_flight, false, || load), None);
+        assert_eq!(
+            w.sample(start, ms(5), in_flight, false, false, || load),
+            None
+        );
         (w, start)
     }
 
@@ -481,33 +592,132 @@ mod tests {
             in_flight: 150,
             rejected: 50,
             unsampled: 0,
+            ..Load::default()
         };
         let limit = window(&mut w, &mut now, 100, ms(400), false, turned_away).unwrap();
         assert!(limit < 200, "rejections: {limit}");
     }
 
+    /// A window in which the limit turned away nine calls in ten of a demand for 400 calls in
+    /// flight (20 000 calls a second at `rtt`).
+    fn limited(in_flight: usize) -> Load {
+        Load {
+            in_flight,
+            rejected: 1800,
+            unsampled: 0,
+            ..Load::default()
+        }
+    }
+
+    #[test]
+    fn slow_start_doubles_while_the_limit_turns_calls_away_and_latency_is_flat() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let limits: Vec<_> = (0..6)
+            .map(|_| window(&mut w, &mut now, 200, ms(20), false, limited(20)).unwrap())
+            .collect();
+        // Doubling, up to what the offered load needs: λW = 20 000/s x 20 ms = 400, with
+        // the floor's headroom 1.25 x 400 + 3 x sqrt(400) = 560.
+        assert_eq!(limits, [40, 80, 160, 320, 560, 560]);
+    }
+
+    #[test]
+    fn slow_start_ends_at_the_first_sign_of_queueing_and_then_stops_at_half_that_limit() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        assert_eq!(
+            window(&mut w, &mut now, 200, ms(20), false, limited(20)),
+            Some(40)
+        );
+        // 40 x (1 - 20/21) = 1.9 calls queued, more than log10(40) rounds down to: Vegas alone.
+        let limit = window(&mut w, &mut now, 200, ms(21), false, limited(20)).unwrap();
+        assert!(limit < 80, "{limit}");
+        // The limit falls (a handle, drops); at flat latency slow start doubles it again, up to
+        // half the limit that queued.
+        w.set(6);
+        let limits: Vec<_> = (0..3)
+            .map(|_| window(&mut w, &mut now, 200, ms(20), false, limited(20)).unwrap())
+            .collect();
+        assert_eq!(limits[..2], [12, 20]);
+        assert!(limits[2] < 40, "{limits:?}");
+    }
+
+    #[test]
+    fn slow_start_waits_for_drops_and_backlogs_to_clear() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let dropped = window(&mut w, &mut now, 200, ms(20), true, limited(20)).unwrap();
+        assert!(dropped <= 20, "a drop: {dropped}");
+        // The calls admitted pile up in flight: the downstream does not keep up.
+        let piling = window(&mut w, &mut now, 200, ms(20), false, limited(200)).unwrap();
+        assert!(piling < 2 * dropped, "a backlog: {dropped} -> {piling}");
+    }
+
+    #[test]
+    fn failures_back_off_the_algorithm_down_to_the_floor_only() {
+        // 1000 calls a second at 20 ms, 30 % failing: Little's law needs 20 calls, with the
+        // floor's headroom 1.25 x 20 + 3 x sqrt(20) = 38.4.
+        let config = AdaptiveLimit::Aimd(AimdConfig::new().initial(100).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let load = Load {
+            in_flight: 20,
+            ..Load::default()
+        };
+        let mut limit = 100;
+        for i in 0..3000u32 {
+            now += ms(1);
+            let failed = i % 10 < 3;
+            if let Some(l) = w.sample(now, ms(20), 20, failed, false, || load) {
+                limit = l;
+            }
+        }
+        assert_eq!(limit, 39);
+        // The same failures, refused for overload: the floor stays out of the way.
+        let (mut w, mut now) = opened(&config, 20);
+        for i in 0..3000u32 {
+            now += ms(1);
+            let refused = i % 10 < 3;
+            if let Some(l) = w.sample(now, ms(20), 20, refused, refused, || load) {
+                limit = l;
+            }
+        }
+        assert!(limit < 39, "{limit}");
+    }
+
+    #[test]
+    fn cancelled_calls_count_in_the_floor_by_the_time_they_held_their_slots() {
+        // 950 answers in 10 ms and 50 calls cancelled after 100 ms in one second: 14.5 calls
+        // in flight on average, 1.25 x 14.5 + 3 x sqrt(14.5) = 29.5.
+        let load = Load {
+            in_flight: 10,
+            cancelled: 50,
+            cancelled_time: ms(5000),
+            ..Load::default()
+        };
+        let d = demand(ms(1000), 950, 10, load, ms(10)).unwrap();
+        assert_eq!(d.floor, 30);
+        assert!(d.served);
+    }
+
     #[test]
     fn rejections_count_as_demand_in_the_floor() {
         // 100 finished and 4 turned away in 100 ms (under the 5 % tolerance): λ = 1040/s.
-        let floor = littles_law_floor(
-            ms(100),
-            100,
-            10,
-            Load {
-                in_flight: 10,
-                rejected: 4,
-                unsampled: 0,
-            },
-            ms(50),
-        );
+        let load = Load {
+            in_flight: 10,
+            rejected: 4,
+            unsampled: 0,
+            ..Load::default()
+        };
+        let d = demand(ms(100), 100, 10, load, ms(50)).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
-        assert_eq!(floor, Some(87));
+        assert_eq!(d.floor, 87);
+        assert!(d.served && !d.limited);
     }
 }
 
 #[cfg(test)]
 mod properties {
-    use super::tests::{opened, window};
+    use super::tests::{ms, opened, window};
     use super::*;
     use proptest::prelude::*;
 
@@ -579,14 +789,18 @@ mod properties {
         #[test]
         fn the_limit_falls_under_overload(
             calls in 20..400u64,
-            latencies in prop::collection::vec(1..300u64, 1..30),
+            latencies in prop::collection::vec(2..300u64, 1..30),
             kind in overload(),
         ) {
             for config in &configs(1000) {
                 let mut model = Algorithm::new(config);
                 let (mut w, mut now) = opened(config, 10);
                 let mut in_flight = 10;
-                let mut before = config.initial();
+                // A first window at 1 ms, so that every later one shows a queue.
+                let load = Load { in_flight, ..Load::default() };
+                let first = window(&mut w, &mut now, calls, ms(1), true, load).unwrap();
+                let mut before = model.update(ms(1), in_flight, true);
+                prop_assert_eq!(first, before);
                 for &latency in &latencies {
                     let rtt = Duration::from_millis(latency);
                     let (dropped, load) = match kind {
@@ -599,6 +813,7 @@ mod properties {
                             in_flight,
                             rejected: calls / 2,
                             unsampled: 0,
+                            ..Load::default()
                         }),
                     };
                     let limit = window(&mut w, &mut now, calls, rtt, dropped, load).unwrap();
@@ -613,6 +828,60 @@ mod properties {
                         _ => {}
                     }
                     before = limit;
+                }
+            }
+        }
+
+        /// Windows in which the limit turns calls away, with or without a queue: the limit is
+        /// the reference model's (the algorithm's, lifted to double the limit, at most to the
+        /// offered load's floor and to half the limit of the last overloaded window, while
+        /// the mean latency stays within `f(limit)` queued calls of the lowest seen), and
+        /// slow start never more than doubles it. Gradient2 has no slow start.
+        #[test]
+        fn slow_start_matches_its_reference_model(
+            windows in prop::collection::vec((10..60u64, 0..4u64, prop::bool::weighted(0.1)), 1..40),
+            max in 50..3000usize,
+        ) {
+            const CALLS: u64 = 100;
+            for config in &configs(max) {
+                let slow_starts = !matches!(config, AdaptiveLimit::Gradient2(_));
+                let mut model = Algorithm::new(config);
+                let (mut w, mut now) = opened(config, 10);
+                let mut limit = config.initial();
+                let mut base = f64::INFINITY;
+                let mut threshold = usize::MAX;
+                for &(latency, share, dropped) in &windows {
+                    let rtt = ms(latency);
+                    // 0, 1, 2 or 3 calls turned away for each one admitted.
+                    let rejected = CALLS * share;
+                    let load = Load { in_flight: 10, rejected, unsampled: 0, ..Load::default() };
+                    let got = window(&mut w, &mut now, CALLS, rtt, dropped, load).unwrap();
+
+                    let mean = latency as f64;
+                    base = base.min(mean);
+                    let alone = model.update(rtt, 10, dropped);
+                    let step = 100.0 / CALLS as f64 + 1e-6;
+                    let need = mean / step * (1 + share) as f64;
+                    let floor = (1.25 * need + 3.0 * need.sqrt()).ceil() as usize;
+                    let queued = limit as f64 * (1.0 - base / mean)
+                        > (limit as f64).log10().floor().max(1.0);
+                    let lift = match (dropped, share) {
+                        (true, _) => 0,
+                        (false, 0) => floor,
+                        (false, _) if !queued && slow_starts => {
+                            (2 * limit).min(floor).min(threshold)
+                        }
+                        _ => 0,
+                    };
+                    if dropped || (share > 0 && queued) {
+                        threshold = (limit / 2).max(1);
+                    }
+                    let expected = if lift > alone { model.set(lift) } else { alone };
+                    prop_assert_eq!(got, expected, "{:?} at {:?}", config, rtt);
+                    if share > 0 {
+                        prop_assert!(got <= alone.max(2 * limit), "{limit} -> {got}");
+                    }
+                    limit = got;
                 }
             }
         }

@@ -235,10 +235,10 @@ impl<T: From<BulkheadConfig>> BulkheadConfigBuilder<T> {
         self
     }
 
-    /// How long a response body that holds a slot (with
-    /// [`release_on_body_end`](crate::BulkheadLayer::release_on_body_end), or a classifier
-    /// that waits for the end of the body such as `GrpcCodes`) may wait for its reader to ask
-    /// for the next frame before its slot is given back, in `[10ms, 1 day]` (default 30 s).
+    /// How long a response body that holds a slot (with `BulkheadLayer::release_on_body_end`
+    /// of the `http` feature, or a classifier that waits for the end of the body such as
+    /// `GrpcCodes`) may wait for its reader to ask for the next frame before its slot is given
+    /// back, in `[10ms, 1 day]` (default 30 s).
     ///
     /// A client that stops reading (a full socket buffer, a closed HTTP/2 window) would
     /// otherwise hold its slot for as long as its connection lives. Time the body spends

@@ -307,6 +307,7 @@ fn the_built_in_suite_parses_and_quick_keeps_the_events() {
             "metastable",
             "overlap",
             "tail-hedge",
+            "tail-hedge-fixed",
             "endpoint-bad",
             "endpoints-four-bad"
         ]

@@ -231,3 +231,59 @@ end = "2s"
     assert!(p999(&without) >= 400.0, "{without:?}");
     assert!(p999(&with) < 100.0, "{with:?}");
 }
+
+#[test]
+fn tower_resilience_hedges_with_its_hedge_when_the_scenario_asks_for_a_fixed_delay() {
+    use seawall_bench::lab::report::{run_scenario, table};
+    use seawall_bench::lab::stacks::StackKind;
+
+    // 5 % of calls take 200 ms, under the peers' 300 ms attempt timeout: no call fails, so
+    // every attempt beyond one a request is a hedge.
+    let text = r#"
+id = "tail"
+duration = "2s"
+[workload]
+rate = 500
+[downstream]
+latency = { kind = "fixed", value = "5ms" }
+workers = 50
+[[faults]]
+kind = "slow"
+rate = 0.05
+latency = { kind = "fixed", value = "200ms" }
+start = "1s"
+end = "2s"
+"#;
+    let stacks = [
+        StackKind::Tower,
+        StackKind::TowerResilience,
+        StackKind::Seawall,
+    ];
+    let run = |hedge: &str| {
+        let scenario = parse(&format!("{text}[stacks]\nhedge = {hedge}\n"));
+        run_scenario(&scenario, &stacks, &Settings::default(), 1)
+    };
+    let fixed = run(r#"{ delay = "15ms" }"#);
+    // tower-resilience's hedge has no percentile delay: with one it does not hedge.
+    let percentile = run(r#"{ delay = { quantile = 0.9, min_samples = 20, window = "1s" } }"#);
+    let row = |report: &seawall_bench::lab::report::ScenarioReport| {
+        report
+            .stacks
+            .iter()
+            .find(|s| s.stack == "tower-resilience")
+            .map(|s| s.summary.clone())
+            .expect("a tower-resilience row")
+    };
+    let (hedged, plain) = (row(&fixed), row(&percentile));
+    assert!(
+        table(&fixed, 1, false).contains("tower-resilience"),
+        "{}",
+        table(&fixed, 1, false)
+    );
+    let p999 = |s: &seawall_bench::lab::metrics::Summary| s.latency_success.unwrap().p999_ms;
+    assert_eq!(plain.amplification, 1.0, "{plain:?}");
+    assert!(p999(&plain) >= 200.0, "{plain:?}");
+    // The slow 5 % of the last second are hedged after 15 ms and answered 5 ms later.
+    assert!(hedged.amplification > 1.01, "{hedged:?}");
+    assert!(p999(&hedged) < 50.0, "{hedged:?}");
+}

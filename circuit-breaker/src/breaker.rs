@@ -278,6 +278,14 @@ struct Rules {
 }
 
 impl Rules {
+    /// Whether every rate with a threshold is below it, so that successes alone cannot trip.
+    fn rates_below(&self, counts: &WindowCounts) -> bool {
+        self.failure_rate.is_none_or(|t| counts.failure_rate() < t)
+            && self
+                .slow_call_rate
+                .is_none_or(|t| counts.slow_call_rate() < t)
+    }
+
     fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {
         Self {
             config: config.clone(),
@@ -487,7 +495,9 @@ impl Breaker {
                     .window
                     .counts(self.since_epoch(Instant::now()).as_secs());
                 let consecutive = self.consecutive.load(Ordering::Relaxed);
-                if self.should_trip(&counts, consecutive) {
+                // New thresholds: the window's calm was judged by the old ones.
+                self.window.settle(0, false);
+                if self.should_trip(&self.rules(), &counts, consecutive) {
                     self.transition(word, CircuitState::Open, None, now);
                 }
             }
@@ -833,7 +843,9 @@ impl Breaker {
             gauges.failure_rate.set(counts.failure_rate());
             gauges.slow_call_rate.set(counts.slow_call_rate());
         }
-        if permit.kind == PermitKind::Closed && self.should_trip(&counts, consecutive) {
+        let rules = self.rules();
+        self.window.settle(second, rules.rates_below(&counts));
+        if permit.kind == PermitKind::Closed && self.should_trip(&rules, &counts, consecutive) {
             self.transition(word, CircuitState::Open, hint, self.now_nanos());
         }
     }
@@ -850,8 +862,7 @@ impl Breaker {
     }
 
     #[inline]
-    fn should_trip(&self, counts: &WindowCounts, consecutive: u32) -> bool {
-        let rules = self.rules();
+    fn should_trip(&self, rules: &Rules, counts: &WindowCounts, consecutive: u32) -> bool {
         let run_limit = match rules.consecutive_failures {
             Some(RunRule::Fixed(n)) => n,
             Some(RunRule::Adaptive(_)) => self.run_limit.load(Ordering::Relaxed),
@@ -860,13 +871,7 @@ impl Breaker {
         if consecutive >= run_limit {
             return true;
         }
-        counts.calls >= rules.minimum_calls
-            && (rules
-                .failure_rate
-                .is_some_and(|t| counts.failure_rate() >= t)
-                || rules
-                    .slow_call_rate
-                    .is_some_and(|t| counts.slow_call_rate() >= t))
+        counts.calls >= rules.minimum_calls && !rules.rates_below(counts)
     }
 
     fn record_probe(&self, generation: u64, call: CallOutcome, hint: Option<Duration>) {

@@ -11,7 +11,10 @@
 //!   bucket of its second and to the totals. When the clock enters a new second, the buckets
 //!   of the seconds that fell out of the window are emptied (and taken off the totals) once,
 //!   by whichever call first sees the new second: O(1) per call, amortised over seconds, not
-//!   a rescan of every recorded call.
+//!   a rescan of every recorded call. A success can only lower the rates, so while the last
+//!   decision in the current second found every rate below its threshold (the window is
+//!   *calm*), a success that is not slow asks for no new decision: a failure, a slow call or
+//!   a new second (whose expired buckets may raise a rate) does.
 //!
 //! Totals are adjusted by the same amounts as the slots and buckets, so they always converge to
 //! the sum of what the window holds; while calls race, a figure may briefly read one call off,
@@ -43,6 +46,10 @@ pub(crate) struct Sample {
 
 impl Sample {
     const EMPTY: u8 = 0;
+    const PLAIN: Self = Self {
+        failure: false,
+        slow: false,
+    };
 
     fn encode(self) -> u8 {
         1 | (u8::from(self.failure) << 1) | (u8::from(self.slow) << 2)
@@ -234,6 +241,9 @@ pub(crate) struct TimeWindow {
     /// Taken only to move `head` into a new second, at most once a second.
     advance: Mutex<()>,
     totals: Padded<Totals>,
+    /// `second + 1` when a decision in `second` found every rate below its threshold; 0 when
+    /// none did since the last failure, reset or reload.
+    calm: AtomicU64,
 }
 
 impl TimeWindow {
@@ -243,6 +253,7 @@ impl TimeWindow {
             head: Padded::default(),
             advance: Mutex::new(()),
             totals: Padded::default(),
+            calm: AtomicU64::new(0),
         }
     }
 
@@ -250,16 +261,26 @@ impl TimeWindow {
         self.buckets.len() as u64
     }
 
-    /// Records `sample` in second `second` (counted from the breaker's start).
+    /// Records `sample` in second `second` (counted from the breaker's start); whether the
+    /// breaker must decide again, which a success that is not slow in a calm second need not.
     #[inline]
-    pub(crate) fn record(&self, second: u64, sample: Sample) {
+    pub(crate) fn record(&self, second: u64, sample: Sample) -> bool {
         let head = self.advance_to(second);
         if second + self.span() <= head {
             // Measured long before a later call moved the window on: no live bucket is its.
-            return;
+            return true;
         }
         self.buckets[(second % self.span()) as usize].add(sample);
         self.totals.apply(sample.encode(), true);
+        sample != Sample::PLAIN || self.calm.load(Ordering::Relaxed) != head + 1
+    }
+
+    /// Records what the decision made in second `second` found: whether every rate was below
+    /// its threshold. A decision that raced a failure's may mark a second calm that is not;
+    /// the next failure, slow call or second decides again.
+    pub(crate) fn settle(&self, second: u64, calm: bool) {
+        self.calm
+            .store(if calm { second + 1 } else { 0 }, Ordering::Relaxed);
     }
 
     /// The counts of the window that ends in second `second`.
@@ -270,6 +291,7 @@ impl TimeWindow {
 
     pub(crate) fn reset(&self) {
         let _guard = self.advance.lock().unwrap_or_else(|e| e.into_inner());
+        self.calm.store(0, Ordering::Relaxed);
         for bucket in self.buckets.iter() {
             let (c, f, s) = bucket.take();
             self.totals.add(c, f, s, false);
@@ -317,16 +339,21 @@ impl SlidingWindow {
         matches!(self, Self::Time(_))
     }
 
-    /// Records `sample`; whether the counts may have changed (a count window full of
-    /// successes that records one more does not change).
+    /// Records `sample`; whether the breaker must decide again (not when a count window full
+    /// of successes records one more, nor for a success in a calm time window).
     #[inline]
     pub(crate) fn record(&self, second: u64, sample: Sample) -> bool {
         match self {
             Self::Count(w) => w.record(sample),
-            Self::Time(w) => {
-                w.record(second, sample);
-                true
-            }
+            Self::Time(w) => w.record(second, sample),
+        }
+    }
+
+    /// Records whether the decision made in second `second` found every rate below its
+    /// threshold (a time window's calm); nothing for a count window.
+    pub(crate) fn settle(&self, second: u64, calm: bool) {
+        if let Self::Time(w) = self {
+            w.settle(second, calm);
         }
     }
 
@@ -453,6 +480,42 @@ mod tests {
                 model.push((now, s));
                 let live = model.iter().filter(|(t, _)| t + span > now).map(|(_, s)| s);
                 prop_assert_eq!(w.counts(now), counts_of(live));
+            }
+        }
+    }
+
+    proptest! {
+        /// The breaker decides again after every call but a success that is not slow in a calm
+        /// second; across bucket boundaries and resets, that never misses a call after which
+        /// the reference model's window trips.
+        #[test]
+        fn time_window_asks_for_every_decision_that_trips(
+            span in 1u64..6,
+            minimum in 1u64..8,
+            threshold in 0.1f64..1.0,
+            steps in proptest::collection::vec((0u64..3, sample()), 0..300),
+        ) {
+            let trips = |c: WindowCounts| c.calls >= minimum && c.failure_rate() >= threshold;
+            let w = TimeWindow::new(span);
+            let mut now = 0;
+            let mut model: Vec<(u64, Sample)> = Vec::new();
+            for (advance, s) in steps {
+                now += advance;
+                let decide = w.record(now, s);
+                model.push((now, s));
+                let live = counts_of(model.iter().filter(|(t, _)| t + span > now).map(|(_, s)| s));
+                if !decide {
+                    prop_assert!(!trips(live), "skipped a decision that trips: {live:?}");
+                    continue;
+                }
+                let counts = w.counts(now);
+                prop_assert_eq!(counts, live);
+                w.settle(now, counts.failure_rate() < threshold);
+                if trips(counts) {
+                    // The breaker opens, and its window starts empty when it closes.
+                    w.reset();
+                    model.clear();
+                }
             }
         }
     }

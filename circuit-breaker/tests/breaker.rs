@@ -177,6 +177,43 @@ async fn time_window_forgets_failures_older_than_its_span() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn time_window_success_trips_once_a_new_second_drops_the_successes_before_it() {
+    let (layer, handle) = builder()
+        .time_window(secs(2))
+        .minimum_calls(3)
+        .failure_rate_threshold(0.5)
+        .no_consecutive_failures()
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass, Pass, Pass, Pass]).await;
+    advance(secs(1)).await;
+    // 2 of 6 failed: below the threshold, so the successes of this second decide nothing.
+    run(&layer, &[Fail, Fail, Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    advance(secs(1)).await;
+    // The first second's successes fell out: with this success, 2 of 4 failed.
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "{:?}", handle.counts());
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_window_success_that_reaches_the_minimum_calls_trips() {
+    let (layer, handle) = builder()
+        .time_window(secs(10))
+        .minimum_calls(3)
+        .failure_rate_threshold(0.5)
+        .no_consecutive_failures()
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed, "fewer than 3 calls");
+    run(&layer, &[Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "2 of 3 failed");
+}
+
+#[tokio::test(start_paused = true)]
 async fn opens_on_slow_call_rate() {
     let (layer, handle) = builder()
         .count_window(4)

@@ -348,6 +348,7 @@ fn is_fallback(recorder: &dyn Recorder) -> bool {
 
 /// Whether a recorder is installed now, globally or on this thread: a thread-local and a
 /// global load. A layer that keeps a gauge only for a recorder asks this until one is.
+#[inline]
 pub fn recorder_installed() -> bool {
     !metrics::with_recorder(is_fallback)
 }

@@ -116,7 +116,9 @@ balance = "p2c"              # or "round_robin", or per stack: { seawall = "p2c"
                              # seawall, round-robin for unprotected and naive
 hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its settings have none;
                              # the tower stack hedges with tower::hedge at the same percentile
-                             # (a fixed delay: seawall-hedge's default p95)
+                             # (a fixed delay: seawall-hedge's default p95); tower-resilience
+                             # with its hedge at the same fixed delay (it has no percentile
+                             # delay, so with one it does not hedge)
 outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer
                              # (the seawall stack only; the other stacks without hedging or
                              # ejection show a stack without the feature)

@@ -100,6 +100,7 @@ pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64
             stacks::tower_resilience(
                 spread(ds, client, seeds),
                 &settings.tower_resilience,
+                options.hedge.as_ref(),
                 seeds.client(client),
             )
         }),

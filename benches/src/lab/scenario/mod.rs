@@ -42,7 +42,7 @@ use self::error::{error_at, find_key};
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// The built-in suite, in the order it runs.
-pub const BUILT_IN: [(&str, &str); 22] = [
+pub const BUILT_IN: [(&str, &str); 23] = [
     (
         "control.toml",
         include_str!("../../../scenarios/control.toml"),
@@ -119,6 +119,10 @@ pub const BUILT_IN: [(&str, &str); 22] = [
     (
         "tail-hedge.toml",
         include_str!("../../../scenarios/tail-hedge.toml"),
+    ),
+    (
+        "tail-hedge-fixed.toml",
+        include_str!("../../../scenarios/tail-hedge-fixed.toml"),
     ),
     (
         "endpoint-bad.toml",

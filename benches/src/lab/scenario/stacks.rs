@@ -38,7 +38,7 @@ pub struct StackOptions {
     /// The balance of each stack named; the others take their default.
     pub balance: BTreeMap<String, Balance>,
     /// Hedging, for the stacks that hedge (the seawall stack's `hedge` section; tower's
-    /// hedge at the same percentile).
+    /// hedge at the same percentile; tower-resilience's at the same fixed delay).
     pub hedge: Option<HedgeConfig>,
     /// Outlier ejection under the balancer, for the stacks that eject.
     pub outlier: Option<OutlierConfig>,

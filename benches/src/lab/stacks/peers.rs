@@ -256,6 +256,7 @@ mod tr {
     pub(super) use tower_resilience::circuitbreaker::{
         CircuitBreakerError, CircuitBreakerLayer, CircuitState,
     };
+    pub(super) use tower_resilience::hedge::{HedgeError, HedgeLayer};
     pub(super) use tower_resilience::retry::{FnInterval, RetryBudgetBuilder, RetryLayer};
     pub(super) use tower_resilience::timelimiter::{TimeLimiterError, TimeLimiterLayer};
 }
@@ -285,6 +286,28 @@ impl From<TrError> for Failure {
     }
 }
 
+/// An attempt's error as tower-resilience's hedge takes it: its hedge asks for `Clone` errors
+/// (and `BoxError` is not), though it moves its attempts' errors and never clones them.
+#[derive(Debug)]
+struct SharedError(Arc<TrAttemptError>);
+
+impl Clone for SharedError {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+fn share(err: TrAttemptError) -> SharedError {
+    SharedError(Arc::new(err))
+}
+
+/// The attempt's error back from the hedge's: `AllAttemptsFailed` carries the first attempt's
+/// error, as a call that was not hedged fails, so the retry above judges it the same way.
+fn unshare(err: tr::HedgeError<SharedError>) -> TrAttemptError {
+    Arc::try_unwrap(err.into_inner().0)
+        .expect("tower-resilience's hedge moves its attempts' errors, it never clones them")
+}
+
 fn is_rejection(err: &TrAttemptError) -> bool {
     use tr::{BulkheadServiceError as B, CircuitBreakerError as C};
     matches!(err, C::OpenCircuit | C::Inner(B::Bulkhead(_)))
@@ -294,12 +317,18 @@ fn is_rejection(err: &TrAttemptError) -> bool {
 /// (one token per success, `1 / ratio` per retry) and seeded jittered backoff, a count-based
 /// circuit breaker, a bulkhead that rejects when full, and a per-attempt time limiter.
 ///
+/// With `hedge` (a scenario that asks the stacks to hedge) and a fixed delay, its hedge sits
+/// between retry and the breaker, where the seawall stack hedges, with the same delay and
+/// attempts; it has no hedge budget. It has only fixed (or per-attempt) delays, so with a
+/// percentile delay it does not hedge.
+///
 /// Its breaker times its open state with `std::time::Instant`, wall time, which a paused
 /// clock does not move: in the lab an opened breaker stays open until the run ends, so a run
 /// in which it opened is marked invalid.
 pub fn tower_resilience(
     downstream: Spread,
     settings: &PeerSettings,
+    hedge: Option<&HedgeConfig>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let (breaker, handle) = tr::CircuitBreakerLayer::builder()
@@ -340,6 +369,20 @@ pub fn tower_resilience(
         }))
         .retry_on(|err: &TrAttemptError| !is_rejection(err))
         .build();
+    let hedge = hedge.and_then(|config| match config.delay() {
+        Delay::Fixed(delay) => Some(
+            ServiceBuilder::new()
+                .map_err(unshare as fn(_) -> _)
+                .layer(
+                    tr::HedgeLayer::builder()
+                        .delay(*delay)
+                        .max_hedged_attempts(config.max_attempts() as usize)
+                        .build(),
+                )
+                .map_err(share as fn(_) -> _),
+        ),
+        Delay::Percentile(_) => None,
+    });
     let service = ServiceBuilder::new()
         .map_result(classify_tr as fn(Result<Response, TrError>) -> Result<Response, Failure>)
         .layer(
@@ -349,6 +392,7 @@ pub fn tower_resilience(
                 .build(),
         )
         .layer(retry)
+        .option_layer(hedge)
         .layer(breaker)
         .layer(bulkhead)
         .layer(

@@ -30,6 +30,7 @@
 //! ```
 //!
 //! ```
+//! # #[cfg(feature = "test-util")] {
 //! use seawall_core::metrics::MetricScope;
 //! use seawall_core::testing::TestRecorder;
 //!
@@ -40,6 +41,7 @@
 //! let recorder = TestRecorder::new();
 //! recorder.install_for(|| calls.increment(1));
 //! assert_eq!(recorder.counter("seawall_timeout_calls_total", &[("name", "db")]), 3);
+//! # }
 //! ```
 
 use std::fmt;

@@ -46,7 +46,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Window};
-use crate::run::{self, AdaptiveRun, RunRule};
+use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, Slot};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 
@@ -229,6 +229,8 @@ impl Tracker {
 pub(crate) struct Permit {
     generation: u64,
     kind: PermitKind,
+    /// The call's place in admission order, for a call admitted while closed.
+    seq: Option<u64>,
 }
 
 impl Permit {
@@ -336,8 +338,11 @@ pub(crate) struct Breaker {
     /// the counts reported in half-open; the decision is the probe word's.
     probe_counts: AtomicU64,
     consecutive: Padded<AtomicU32>,
-    /// The run of failures that trips the breaker, set when the current run began.
+    /// The run of failures that trips the breaker, set when the current run began (in
+    /// completion order, the rule used when the admission ring has lost the run).
     run_limit: AtomicU32,
+    /// The outcomes of the calls admitted while closed, in admission order.
+    ring: AdmissionRing,
     window: SlidingWindow,
     // Behind an atomic pointer so that a reload swaps them whole while calls read them: a
     // call loads them only to judge a slow call, an overload or a trip, never on the path of
@@ -377,6 +382,7 @@ impl Breaker {
             probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
             run_limit: AtomicU32::new(u32::MAX),
+            ring: AdmissionRing::new(),
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
             slow_rule: AtomicBool::new(config.slow_call_duration.is_some()),
@@ -497,7 +503,8 @@ impl Breaker {
                 let consecutive = self.consecutive.load(Ordering::Relaxed);
                 // New thresholds: the window's calm was judged by the old ones.
                 self.window.settle(0, false);
-                if self.should_trip(&self.rules(), &counts, consecutive) {
+                let latest = self.ring.latest();
+                if self.should_trip(&self.rules(), &counts, latest, consecutive) {
                     self.transition(word, CircuitState::Open, None, now);
                 }
             }
@@ -627,15 +634,16 @@ impl Breaker {
 
     #[inline]
     fn fast_permit(&self, word: u64) -> Option<Permit> {
-        let kind = match state_of(word) {
-            CircuitState::Closed => PermitKind::Closed,
-            CircuitState::MetricsOnly => PermitKind::MetricsOnly,
-            CircuitState::Disabled => PermitKind::Untracked,
+        let (kind, seq) = match state_of(word) {
+            CircuitState::Closed => (PermitKind::Closed, Some(self.ring.admit())),
+            CircuitState::MetricsOnly => (PermitKind::MetricsOnly, None),
+            CircuitState::Disabled => (PermitKind::Untracked, None),
             _ => return None,
         };
         Some(Permit {
             generation: generation_of(word),
             kind,
+            seq,
         })
     }
 
@@ -673,6 +681,7 @@ impl Breaker {
                         return Ok(Permit {
                             generation,
                             kind: PermitKind::Probe,
+                            seq: None,
                         });
                     } else {
                         return Err(self.reject(CircuitState::HalfOpen, None));
@@ -805,11 +814,22 @@ impl Breaker {
         second: u64,
         hint: Option<Duration>,
     ) {
+        let word = self.word.load(Ordering::Acquire);
+        let late = word != pack(permit.generation, permit.kind.state());
+        // The slot is written first, so that a run found by a failure that ends at the same
+        // time reads what this call became.
+        let in_ring = permit.seq.is_some_and(|seq| {
+            let slot = match call {
+                _ if late || call == CallOutcome::Ignored => Slot::Skipped,
+                _ if call.is_failure() => Slot::Failure,
+                _ => Slot::Success,
+            };
+            self.ring.complete(seq, slot)
+        });
         if call == CallOutcome::Ignored {
             return;
         }
-        let word = self.word.load(Ordering::Acquire);
-        if word != pack(permit.generation, permit.kind.state()) {
+        if late {
             tracing::trace!(name = %self.name(), "late result not counted");
             return;
         }
@@ -845,30 +865,72 @@ impl Breaker {
         }
         let rules = self.rules();
         self.window.settle(second, rules.rates_below(&counts));
-        if permit.kind == PermitKind::Closed && self.should_trip(&rules, &counts, consecutive) {
+        let seq = permit.seq.filter(|_| in_ring && call.is_failure());
+        if permit.kind == PermitKind::Closed && self.should_trip(&rules, &counts, seq, consecutive)
+        {
             self.transition(word, CircuitState::Open, hint, self.now_nanos());
         }
     }
 
-    /// A run of failures began with the call just recorded: sets the run that trips from the
-    /// failure rate before it.
+    /// A run of failures began, in completion order, with the call just recorded: sets the run
+    /// that trips from the failure rate before it, for when the admission ring has lost the
+    /// run.
     #[cold]
     #[inline(never)]
     fn start_run(&self, rule: AdaptiveRun, second: u64) {
         let counts = self.window.counts(second);
         let recent = self.window.failures_before_latest(run::RECENT);
-        let limit = rule.limit(run::baseline(counts.failures, counts.calls, recent));
+        let limit = rule.limit(run::baseline(1, counts.failures, counts.calls, recent));
         self.run_limit.store(limit, Ordering::Relaxed);
     }
 
-    #[inline]
-    fn should_trip(&self, rules: &Rules, counts: &WindowCounts, consecutive: u32) -> bool {
-        let run_limit = match rules.consecutive_failures {
-            Some(RunRule::Fixed(n)) => n,
-            Some(RunRule::Adaptive(_)) => self.run_limit.load(Ordering::Relaxed),
-            None => u32::MAX,
+    /// Whether the run of failures that call `seq` (in admission order) belongs to trips the
+    /// breaker; where the ring has lost that run, or there is no call, whether the run of
+    /// `consecutive` failures in completion order does.
+    #[cold]
+    #[inline(never)]
+    fn run_trips(
+        &self,
+        rule: RunRule,
+        counts: &WindowCounts,
+        seq: Option<u64>,
+        consecutive: u32,
+    ) -> bool {
+        let recent = self.window.ordered_len().map(|n| run::RECENT.min(n - 1));
+        let Some(found) = seq.and_then(|seq| self.ring.run_around(seq, recent.unwrap_or(0))) else {
+            let limit = match rule {
+                RunRule::Fixed(n) => n,
+                RunRule::Adaptive(_) => self.run_limit.load(Ordering::Relaxed),
+            };
+            return consecutive >= limit;
         };
-        if consecutive >= run_limit {
+        if found.failures == 0 {
+            return false;
+        }
+        let limit = match rule {
+            RunRule::Fixed(n) => n,
+            RunRule::Adaptive(rule) => rule.limit(run::baseline(
+                u64::from(found.failures),
+                counts.failures,
+                counts.calls,
+                recent.map(|_| found.recent),
+            )),
+        };
+        found.failures >= limit
+    }
+
+    #[inline]
+    fn should_trip(
+        &self,
+        rules: &Rules,
+        counts: &WindowCounts,
+        seq: Option<u64>,
+        consecutive: u32,
+    ) -> bool {
+        if let Some(rule) = rules.consecutive_failures
+            && (seq.is_some() || consecutive > 0)
+            && self.run_trips(rule, counts, seq, consecutive)
+        {
             return true;
         }
         counts.calls >= rules.minimum_calls && !rules.rates_below(counts)
@@ -961,6 +1023,9 @@ impl Breaker {
         if permit.kind == PermitKind::Probe {
             self.settle_probe(permit.generation, None);
         }
+        if let Some(seq) = permit.seq {
+            self.ring.complete(seq, Slot::Skipped);
+        }
     }
 
     // ===== transitions =====
@@ -1045,6 +1110,7 @@ impl Breaker {
             }
             CircuitState::Closed | CircuitState::MetricsOnly => {
                 self.window.reset();
+                self.ring.restart();
                 self.consecutive.store(0, Ordering::Relaxed);
                 if from == CircuitState::HalfOpen && to == CircuitState::Closed {
                     recovery.openings = 0;

@@ -74,6 +74,11 @@ pub enum OpenDuration {
 }
 
 /// How many failures in a row trip the breaker, whatever the window holds.
+///
+/// "In a row" is in admission order: calls admitted one after another that all failed (calls
+/// whose outcome is ignored or that were cancelled left out). A call still in flight between
+/// two failures keeps them apart until it ends; a success that comes back late from a call
+/// admitted before the run does not end it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ConsecutiveFailures {
     /// Always this many.
@@ -462,7 +467,7 @@ impl<T, X> CircuitBreakerConfigBuilder<T, X> {
     }
 
     /// Keyed breaker only: the most keys kept, in `[1, 1000000]` and such that `max_keys ×`
-    /// the window stays within 256 MiB (about 2 KiB per key plus a byte per call of a count
+    /// the window stays within 256 MiB (about 6 KiB per key plus a byte per call of a count
     /// window or 24 bytes per second of a time window; a `ConfigError` past that). Default
     /// 10000, or as many as fit in 256 MiB with a large window.
     pub fn max_keys(mut self, keys: usize) -> Self {
@@ -879,10 +884,11 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
     }
 }
 
-/// Roughly what one key of a keyed layer holds: the breaker and its map entry (about 1.5 KiB)
-/// and its window, a byte per call of a count window or 24 bytes per second of a time window.
+/// Roughly what one key of a keyed layer holds: the breaker and its map entry (about 1.5 KiB),
+/// its admission ring (4 KiB) and its window, a byte per call of a count window or 24 bytes per
+/// second of a time window.
 fn key_bytes(window: Window) -> u64 {
-    2048 + match window {
+    6144 + match window {
         Window::Count(calls) => u64::from(calls),
         Window::Time(span) => 24 * span.as_secs(),
     }
@@ -1302,14 +1308,14 @@ mod tests {
         assert_eq!(build(|b| b).unwrap().max_keys(), 10_000);
         assert_eq!(
             build(|b| b.count_window(100_000)).unwrap().max_keys(),
-            2630,
+            2528,
             "the default gives way to a large window"
         );
         assert_eq!(
-            build(|b| b.count_window(100_000).max_keys(2630))
+            build(|b| b.count_window(100_000).max_keys(2528))
                 .unwrap()
                 .max_keys(),
-            2630
+            2528
         );
         let err = build(|b| b.count_window(100_000).max_keys(10_000)).unwrap_err();
         assert_eq!(err.field(), "max_keys");
@@ -1318,7 +1324,7 @@ mod tests {
             build(|b| b.time_window(Duration::from_secs(3600)).max_keys(1_000_000)).unwrap_err();
         assert_eq!(
             err.allowed(),
-            "[1, 3034] with this window, so that max_keys × window stays within 256 MiB"
+            "[1, 2900] with this window, so that max_keys × window stays within 256 MiB"
         );
         let err = serde_json::from_str::<CircuitBreakerConfig>(
             r#"{"window": {"count": 50000}, "max_keys": 100000}"#,

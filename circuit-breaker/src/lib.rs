@@ -14,7 +14,9 @@
 //!   one bucket per second, O(1) per call and fixed memory), lock-free on every call: atomics
 //!   only, no lock and no allocation on the path of a call;
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
-//!   duration), failures in a row, with a minimum number of calls for the rates. By default
+//!   duration), failures in a row (in the order the calls were admitted, so that the calls
+//!   in flight when an outage begins do not end its run by succeeding late), with a minimum
+//!   number of calls for the rates. By default
 //!   the failure rate (50 % of 100 calls) and a run of failures that adapts to the failure
 //!   rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from a healthy downstream,
 //!   so a client that calls once a second stops after five failed calls rather than a hundred,

@@ -17,6 +17,26 @@
 //! the last ten calls. The window's rate is steady once a brownout has lasted a window; the
 //! last ten calls' rate rises after the first short run of a brownout, so that the runs that
 //! follow need more failures before the window has caught up.
+//!
+//! A run is counted in admission order: `k` calls admitted one after another (leaving out those
+//! whose outcome was ignored or which were cancelled) that all failed. In completion order, the
+//! calls in flight when an outage begins (rate × latency of them) come back as successes between
+//! the new calls' instant failures and end every run; a call still in flight between two
+//! failures keeps them apart only until it completes. So every call admitted while closed takes
+//! a sequence number, and its outcome goes into a fixed ring of [`RING`] slots, each an atomic
+//! word of the sequence number's lap and the call's state. A failure looks along the ring both
+//! ways from its own slot for the run it belongs to: a success, a call still in flight or the
+//! start of the closed phase ends it. More calls in flight than the ring holds overwrite the
+//! slots of the oldest; a run that reaches such a slot (or a call whose own slot is gone) is
+//! judged by the completion-order rule instead, which never opens in a brownout the ring would
+//! keep closed (it only sees shorter runs).
+//!
+//! The run's baseline (window and recent calls) then leaves out the run as found, and the recent
+//! calls are the ones admitted just before it.
+
+use seawall_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::window::Padded;
 
 /// Calls of the latest ones that the short estimate of the baseline covers.
 pub(crate) const RECENT: usize = 10;
@@ -66,15 +86,209 @@ impl AdaptiveRun {
     }
 }
 
-/// The baseline failure rate before a run that has just begun with one failure, from the
-/// window's `failures` of `calls` (that failure included) and, where the window keeps calls
-/// in order, the `recent` failures among the [`RECENT`] calls before it.
-pub(crate) fn baseline(failures: u64, calls: u64, recent: Option<u64>) -> f64 {
-    let before = failures.saturating_sub(1) as f64;
-    let calls = calls.saturating_sub(1) as f64;
+/// The baseline failure rate before a run of `run` failures, from the window's `failures` of
+/// `calls` (the run's included) and, where the window keeps calls in order, the `recent`
+/// failures among the [`RECENT`] calls before it.
+pub(crate) fn baseline(run: u64, failures: u64, calls: u64, recent: Option<u64>) -> f64 {
+    let before = failures.saturating_sub(run) as f64;
+    let calls = calls.saturating_sub(run) as f64;
     let window = before / (calls + PRIOR_CALLS);
     let recent = recent.map_or(0.0, |f| f as f64 / RECENT as f64);
     window.max(recent)
+}
+
+/// Calls the admission ring remembers: more in flight at once and the oldest lose their slots.
+//
+// 4 KiB a breaker: 1024 calls in flight is 10,000 calls a second at 100 ms. Small under loom,
+// whose atomics are heavy.
+pub(crate) const RING: usize = if cfg!(loom) { 8 } else { 1024 };
+const RING_BITS: u32 = RING.trailing_zeros();
+const STATE_BITS: u32 = 2;
+const LAP_MASK: u32 = u32::MAX >> STATE_BITS;
+
+/// What a slot of the admission ring says about its call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// Admitted, no outcome yet (or admitted and not yet written).
+    InFlight = 0,
+    Success = 1,
+    Failure = 2,
+    /// Ignored, cancelled, or a late result of an earlier phase: not part of any run.
+    Skipped = 3,
+    /// Overwritten by a call [`RING`] admissions later.
+    Gone = 4,
+}
+
+/// A run found in the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// Failures in it.
+    pub(crate) failures: u32,
+    /// Failures among the last `recent` completed calls admitted before it.
+    pub(crate) recent: u64,
+}
+
+/// The outcomes of the latest [`RING`] calls admitted while closed, by admission order.
+#[derive(Debug)]
+pub(crate) struct AdmissionRing {
+    next: Padded<AtomicU64>,
+    /// Bumped by every failure between writing its slot and looking for its run: of two
+    /// failures written at once, the later bump sees the earlier one's slot.
+    failures: Padded<AtomicU64>,
+    /// The first sequence number of the closed phase: runs never reach before it.
+    floor: AtomicU64,
+    slots: Box<[AtomicU32]>,
+}
+
+impl AdmissionRing {
+    pub(crate) fn new() -> Self {
+        const { assert!(RING.is_power_of_two()) };
+        Self {
+            next: Padded::default(),
+            failures: Padded::default(),
+            floor: AtomicU64::new(0),
+            slots: (0..RING).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn lap(seq: u64) -> u32 {
+        (seq >> RING_BITS) as u32 & LAP_MASK
+    }
+
+    fn slot(&self, seq: u64) -> &AtomicU32 {
+        &self.slots[seq as usize & (RING - 1)]
+    }
+
+    /// Takes the next sequence number and marks its call in flight.
+    #[inline]
+    pub(crate) fn admit(&self) -> u64 {
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.slot(seq)
+            .store(Self::lap(seq) << STATE_BITS, Ordering::Release);
+        seq
+    }
+
+    /// Writes how call `seq` ended, unless its slot has gone to a later call; false if it has.
+    #[inline]
+    pub(crate) fn complete(&self, seq: u64, slot: Slot) -> bool {
+        let word = (Self::lap(seq) << STATE_BITS) | slot as u32;
+        let cell = self.slot(seq);
+        let current = cell.load(Ordering::Relaxed);
+        if current >> STATE_BITS != Self::lap(seq) {
+            return false;
+        }
+        // Only this call writes its slot until the ring comes round again: a later call takes
+        // it over with a plain store, which a compare-and-swap here would not overwrite.
+        let written = cell
+            .compare_exchange(current, word, Ordering::Release, Ordering::Relaxed)
+            .is_ok();
+        if written && slot == Slot::Failure {
+            // Two failures written at once must not both miss the other (the store-buffer
+            // pattern): their bumps of one counter are ordered, and the later one acquires
+            // the earlier one's slot.
+            self.failures.fetch_add(1, Ordering::AcqRel);
+        }
+        written
+    }
+
+    fn read(&self, seq: u64) -> Slot {
+        let word = self.slot(seq).load(Ordering::Acquire);
+        let (lap, want) = (word >> STATE_BITS, Self::lap(seq));
+        if lap != want {
+            // Laps wrap at 2³⁰: a slot a later lap wrote reads ahead of `want`, one not yet
+            // written by `seq` itself behind it.
+            let ahead = lap.wrapping_sub(want) & LAP_MASK;
+            return if ahead < LAP_MASK / 2 {
+                Slot::Gone
+            } else {
+                Slot::InFlight
+            };
+        }
+        match word & ((1 << STATE_BITS) - 1) {
+            0 => Slot::InFlight,
+            1 => Slot::Success,
+            2 => Slot::Failure,
+            _ => Slot::Skipped,
+        }
+    }
+
+    /// Starts a closed phase: calls admitted before now are no part of its runs.
+    pub(crate) fn restart(&self) {
+        self.floor
+            .store(self.next.load(Ordering::Relaxed), Ordering::Release);
+    }
+
+    /// The sequence number the latest admitted call took, if any in this phase.
+    pub(crate) fn latest(&self) -> Option<u64> {
+        let next = self.next.load(Ordering::Acquire);
+        (next > self.floor.load(Ordering::Acquire)).then(|| next - 1)
+    }
+
+    /// The run of failures that call `seq` ends or belongs to (none if it did not fail), and
+    /// the failures among up to `recent` completed calls admitted before it; `None` when the
+    /// ring no longer holds the whole run.
+    pub(crate) fn run_around(&self, seq: u64, recent: usize) -> Option<Run> {
+        let floor = self.floor.load(Ordering::Acquire);
+        let next = self.next.load(Ordering::Acquire);
+        let mut failures = 0u32;
+        let mut at = seq;
+        // Backwards to the first call that is not part of the run.
+        let mut before = loop {
+            if at < floor {
+                break None;
+            }
+            match self.read(at) {
+                Slot::Failure => failures += 1,
+                Slot::Skipped => {}
+                Slot::Success | Slot::InFlight => break Some(at),
+                Slot::Gone => return None,
+            }
+            if seq - at >= RING as u64 {
+                return None;
+            }
+            let Some(earlier) = at.checked_sub(1) else {
+                break None;
+            };
+            at = earlier;
+        };
+        if failures == 0 {
+            return Some(Run {
+                failures,
+                recent: 0,
+            });
+        }
+        // Forwards over calls admitted after it that failed already.
+        let mut after = seq + 1;
+        while after < next && after - seq < RING as u64 {
+            match self.read(after) {
+                Slot::Failure => failures += 1,
+                Slot::Skipped => {}
+                Slot::Success | Slot::InFlight => break,
+                Slot::Gone => return None,
+            }
+            after += 1;
+        }
+        // The completed calls just before the run; a call in flight there says nothing yet.
+        let (mut seen, mut recent_failures) = (0, 0);
+        while let Some(at) =
+            before.filter(|&at| at >= floor && seen < recent && seq - at < RING as u64)
+        {
+            match self.read(at) {
+                Slot::Failure => {
+                    seen += 1;
+                    recent_failures += 1;
+                }
+                Slot::Success => seen += 1,
+                Slot::Skipped | Slot::InFlight => {}
+                Slot::Gone => break,
+            }
+            before = at.checked_sub(1);
+        }
+        Some(Run {
+            failures,
+            recent: recent_failures,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -106,13 +320,15 @@ mod tests {
     #[test]
     fn the_baseline_leaves_out_the_run_and_takes_the_higher_estimate() {
         // 100 calls, the new failure only: a clean history.
-        assert_eq!(baseline(1, 100, Some(0)), 0.0);
+        assert_eq!(baseline(1, 1, 100, Some(0)), 0.0);
         // 30 failures before in 99 calls, shrunk by 10.
-        assert!((baseline(31, 100, Some(2)) - 30.0 / 109.0).abs() < 1e-12);
+        assert!((baseline(1, 31, 100, Some(2)) - 30.0 / 109.0).abs() < 1e-12);
+        // A run of 4: left out, failures and calls alike.
+        assert!((baseline(4, 34, 100, Some(2)) - 30.0 / 106.0).abs() < 1e-12);
         // The last ten calls say more than a window full of older successes.
-        assert_eq!(baseline(3, 100, Some(2)), 0.2);
+        assert_eq!(baseline(1, 3, 100, Some(2)), 0.2);
         // A time window keeps no order: its rate alone.
-        assert!((baseline(3, 100, None) - 2.0 / 109.0).abs() < 1e-12);
+        assert!((baseline(1, 3, 100, None) - 2.0 / 109.0).abs() < 1e-12);
     }
 
     proptest! {

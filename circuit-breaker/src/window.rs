@@ -373,6 +373,14 @@ impl SlidingWindow {
         }
     }
 
+    /// The calls a count window holds; `None` for a time window, which keeps no order.
+    pub(crate) fn ordered_len(&self) -> Option<usize> {
+        match self {
+            Self::Count(w) => Some(w.slots.len()),
+            Self::Time(_) => None,
+        }
+    }
+
     pub(crate) fn reset(&self) {
         match self {
             Self::Count(w) => w.reset(),

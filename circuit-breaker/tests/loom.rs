@@ -213,6 +213,29 @@ fn concurrent_failures_trip_the_breaker_once() {
 }
 
 #[test]
+fn a_run_whose_failures_end_at_once_is_seen_by_one_of_them() {
+    model(2, || {
+        let (mut svc, handle, downstream) = breaker(|b| {
+            b.no_failure_rate()
+                .consecutive_failures(2)
+                .open_duration(OPEN)
+        });
+        // Admitted one after the other; they end on two threads at once.
+        let calls: Vec<_> = (0..2).map(|_| svc.call(true)).collect();
+        let threads: Vec<_> = calls
+            .into_iter()
+            .map(|call| thread::spawn(move || block_on(call).is_err()))
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        assert_eq!(handle.state(), CircuitState::Open, "the run was missed");
+        assert_eq!(downstream.openings.load(Ordering::SeqCst), 1);
+        announced_state_is_current(&handle);
+    });
+}
+
+#[test]
 fn late_results_of_an_earlier_generation_are_not_counted() {
     model(3, || {
         let (mut svc, handle, _) = breaker(|b| b.consecutive_failures(1).open_duration(OPEN));

@@ -38,22 +38,19 @@ enum Run {
 }
 
 impl Run {
-    /// The run that trips after the window's `before` samples (oldest first), as the crate
-    /// documents it: the baseline is the higher of the window's failure rate shrunk by ten
-    /// successes and, for a count window, the last ten calls' rate; the run is the shortest
-    /// `k >= min` with `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
-    fn limit(self, before: &[Sample], ordered: bool) -> u32 {
+    /// The run that trips after the window's `before` samples (oldest first) and the `recent`
+    /// calls before the run (for a count window), as the crate documents it: the baseline is
+    /// the higher of the window's failure rate shrunk by ten successes and the recent calls'
+    /// failures over ten; the run is the shortest `k >= min` with
+    /// `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
+    fn limit(self, before: &[Sample], recent: &[Sample]) -> u32 {
         let (min, one_in) = match self {
             Self::Fixed(n) => return n,
             Self::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
         let window = failures(before) / (before.len() as f64 + 10.0);
-        let recent = if ordered {
-            failures(&before[before.len().saturating_sub(10)..]) / 10.0
-        } else {
-            0.0
-        };
+        let recent = failures(recent) / 10.0;
         let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
         let mut k = min;
         while k < 10_000 && p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
@@ -98,9 +95,9 @@ struct Model {
     state: CircuitState,
     /// Bumped on every move, so that a result of an earlier state is not counted.
     phase: u64,
+    /// Every call recorded in the closed phase, in order (calls are one at a time, so
+    /// admission and completion order agree); the window is the live part of it.
     window: VecDeque<(u64, Sample)>,
-    consecutive: u32,
-    run_limit: u32,
     open_until: Duration,
     probe_deadline: Duration,
     probes_ok: u32,
@@ -115,8 +112,6 @@ impl Model {
             state: CircuitState::Closed,
             phase: 0,
             window: VecDeque::new(),
-            consecutive: 0,
-            run_limit: u32::MAX,
             open_until: Duration::ZERO,
             probe_deadline: Duration::ZERO,
             probes_ok: 0,
@@ -173,7 +168,6 @@ impl Model {
         self.state = CircuitState::Closed;
         self.phase += 1;
         self.window.clear();
-        self.consecutive = 0;
     }
 
     /// When a move that fell due at `due` is found at `now`, it takes effect: when it was due
@@ -237,7 +231,7 @@ impl Model {
         match self.state {
             CircuitState::Closed => {
                 let c = self.counts(now);
-                if self.trips(c) {
+                if self.trips(c, now) {
                     self.open(now);
                 }
             }
@@ -252,15 +246,36 @@ impl Model {
         }
     }
 
-    fn trips(&self, c: WindowCounts) -> bool {
-        let rate = |part: u64| part as f64 / c.calls as f64;
-        // A fixed run applies as configured now; an adaptive one was set when the run began.
-        let run_limit = match self.config.consecutive {
-            Some(Run::Fixed(n)) => n,
-            Some(Run::Adaptive { .. }) => self.run_limit,
-            None => u32::MAX,
+    /// Whether the latest run of failures trips the breaker: the baseline leaves the run out.
+    fn run_trips(&self, now: Duration) -> bool {
+        let Some(rule) = self.config.consecutive else {
+            return false;
         };
-        self.consecutive >= run_limit
+        let run = self
+            .window
+            .iter()
+            .rev()
+            .take_while(|(_, s)| s.failure)
+            .count();
+        if run == 0 {
+            return false;
+        }
+        let live: Vec<Sample> = self.live(now).copied().collect();
+        let before = &live[..live.len().saturating_sub(run)];
+        let all: Vec<Sample> = self.window.iter().map(|(_, s)| *s).collect();
+        let earlier = &all[..all.len() - run];
+        let recent = match self.config.window {
+            WindowKind::Count(n) => {
+                &earlier[earlier.len().saturating_sub(10.min(n as usize - 1))..]
+            }
+            WindowKind::Time(_) => &[],
+        };
+        run as u32 >= rule.limit(before, recent)
+    }
+
+    fn trips(&self, c: WindowCounts, now: Duration) -> bool {
+        let rate = |part: u64| part as f64 / c.calls as f64;
+        self.run_trips(now)
             || (c.calls >= u64::from(self.config.minimum_calls)
                 && (self
                     .config
@@ -292,28 +307,8 @@ impl Model {
         };
         match self.state {
             CircuitState::Closed => {
-                if sample.failure
-                    && self.consecutive == 0
-                    && let Some(run @ Run::Adaptive { .. }) = self.config.consecutive
-                {
-                    let before: Vec<Sample> = self.live(now).copied().collect();
-                    // The count window holds its size, this call included.
-                    let before = match self.config.window {
-                        WindowKind::Count(n) => {
-                            before[before.len().saturating_sub(n as usize - 1)..].to_vec()
-                        }
-                        WindowKind::Time(_) => before,
-                    };
-                    let ordered = matches!(self.config.window, WindowKind::Count(_));
-                    self.run_limit = run.limit(&before, ordered);
-                }
                 self.window.push_back((now.as_secs(), sample));
-                if sample.failure {
-                    self.consecutive += 1;
-                } else {
-                    self.consecutive = 0;
-                }
-                if self.trips(self.counts(now)) {
+                if self.trips(self.counts(now), now) {
                     self.open(now);
                 }
             }

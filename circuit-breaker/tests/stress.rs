@@ -413,3 +413,83 @@ async fn rotating_keys_never_evict_an_open_breaker() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failures_never_five_in_a_row_in_admission_order_never_open_whatever_order_they_end_in() {
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("stress")
+        .no_failure_rate()
+        .consecutive_failures(5)
+        .build()
+        .unwrap()
+        .pair();
+    // Failures come back at once, successes after many yields: in completion order, runs of
+    // failures far longer than five.
+    let svc = layer.layer(service_fn(|fail: bool| async move {
+        for _ in 0..if fail { 0 } else { 50 } {
+            tokio::task::yield_now().await;
+        }
+        if fail {
+            Err::<(), BoxError>("down".into())
+        } else {
+            Ok(())
+        }
+    }));
+    // Numbered as the breaker admits them: every fourth call succeeds.
+    let admission = Arc::new(std::sync::Mutex::new(0u64));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|_| {
+            let mut svc = svc.clone();
+            let admission = admission.clone();
+            tokio::spawn(async move {
+                for _ in 0..CALLS_PER_TASK {
+                    svc.ready().await.unwrap();
+                    let call = {
+                        let mut n = admission.lock().unwrap();
+                        *n += 1;
+                        svc.call(!n.is_multiple_of(4))
+                    };
+                    let result = call.await;
+                    assert!(!result.is_err_and(|e| rejected(&*e).is_some()));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_whose_failures_end_at_once_on_many_threads_opens_the_breaker() {
+    const RUN: usize = 5;
+    let (layer, handle) = CircuitBreakerLayer::builder()
+        .name("stress")
+        .no_failure_rate()
+        .consecutive_failures(RUN as u32)
+        .build()
+        .unwrap()
+        .pair();
+    for round in 0..300 {
+        handle.reset();
+        let barrier = Arc::new(tokio::sync::Barrier::new(RUN));
+        let mut calls = Vec::new();
+        for _ in 0..RUN {
+            let barrier = barrier.clone();
+            let svc = layer.layer(service_fn(move |()| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Err::<(), BoxError>("down".into())
+                }
+            }));
+            let call = svc.oneshot(());
+            calls.push(tokio::spawn(call));
+        }
+        for call in calls {
+            let _ = call.await.unwrap();
+        }
+        assert_eq!(handle.state(), CircuitState::Open, "round {round}");
+    }
+}

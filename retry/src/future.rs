@@ -11,7 +11,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use seawall_core::{Attempt, BoxError, Rejected, RejectionKind};
+use seawall_core::{Attempt, BoxError, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
 use tracing::Span;
@@ -265,6 +265,21 @@ fn plan_retry<P>(
 ) -> Plan {
     let name = &*shared.name;
     let limits = shared.settings.limits();
+    let now = Instant::now();
+    // The downstream's own hint (a response's Retry-After, a status's pushback) holds back
+    // every retry of the layer; an inner layer's (a breaker's, a keyed rate limit's) speaks
+    // for what this request met there, and only holds back this request.
+    if let Some(hint) = not_before
+        && error.is_none_or(|e| rejected(&**e).is_none())
+    {
+        shared.suspension.hold(now, hint);
+    }
+    let held = shared.suspension.left(now);
+    let not_before = match not_before {
+        _ if held.is_zero() => not_before,
+        Some(hint) => Some(hint.max(held)),
+        None => Some(held),
+    };
     if attempt >= limits.max_attempts {
         tracing::debug!(name, attempt, "max attempts reached");
         return Plan::Stop;
@@ -290,7 +305,7 @@ fn plan_retry<P>(
     // A retry whose wait ends at the limit would have no time at all: the caller's deadline
     // (a stack's total timeout) abandons it as it starts, after the downstream took it.
     if let (Some(max), Some(started)) = (limits.max_elapsed, started)
-        && started.elapsed() + delay >= max
+        && now.saturating_duration_since(started) + delay >= max
     {
         tracing::debug!(
             name,

@@ -23,6 +23,13 @@
 //! it; and a wait longer than `max_delay` ends the retries at once instead of holding the
 //! caller.
 //!
+//! A downstream's `Retry-After` (or gRPC pushback) holds back the retries of every request of
+//! the layer until it expires, not only of the request that got it: the server asked all its
+//! callers to wait, and the requests in flight beside that one would otherwise retry into the
+//! same refusal. First attempts still go out (they are the traffic the downstream limits).
+//! The layer keeps one deadline for this, whatever the number of requests or keys; an inner
+//! layer's `retry_after` (a breaker's, a keyed rate limit's) holds back only its own request.
+//!
 //! Where it goes in a client stack: inside a total timeout (which bounds the whole call,
 //! retries included; dropping the call stops retrying at once) and outside the circuit
 //! breaker and a per-attempt timeout, so each attempt is judged and bounded on its own. For

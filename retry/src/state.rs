@@ -9,6 +9,7 @@ use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::backoff::Backoff;
 use seawall_core::metrics::MetricScope;
+use tokio::time::Instant;
 
 use crate::budget::RetryBudget;
 use crate::config::RetryConfig;
@@ -102,6 +103,43 @@ impl Settings {
     }
 }
 
+/// Until when a downstream's `Retry-After` holds back every retry of the layer.
+///
+/// A 429 or 503 with `Retry-After` speaks for the downstream, not for the one request that got
+/// it: the requests in flight beside it would otherwise retry into the same refusal before it
+/// expires. One word per layer, however many requests: nanoseconds since the layer was built.
+pub(crate) struct Suspension {
+    epoch: Instant,
+    until: AtomicU64,
+}
+
+impl Suspension {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            until: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Holds retries back until `after` past `now`, unless they are held longer already.
+    pub(crate) fn hold(&self, now: Instant, after: Duration) {
+        let until = self
+            .nanos_at(now)
+            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        self.until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// How long retries are still held back at `now`; zero when they are not.
+    pub(crate) fn left(&self, now: Instant) -> Duration {
+        let until = self.until.load(Ordering::Relaxed);
+        Duration::from_nanos(until.saturating_sub(self.nanos_at(now)))
+    }
+}
+
 /// What every clone of one layer's services shares.
 pub(crate) struct Shared<P> {
     pub(crate) name: Arc<str>,
@@ -111,6 +149,7 @@ pub(crate) struct Shared<P> {
     /// Numbers the retries, whose jitter RNG is seeded from `seed` and this number, so that a
     /// run on one thread repeats exactly.
     pub(crate) sequence: AtomicU64,
+    pub(crate) suspension: Arc<Suspension>,
     pub(crate) policy: Arc<P>,
     pub(crate) metrics: Metrics,
     pub(crate) on_retry: Hook<RetryEvent<'static>>,
@@ -132,6 +171,7 @@ impl<P> Shared<P> {
                 .map(|budget| LayerBudget::Own(RetryBudget::seeded(budget, seed))),
             seed,
             sequence: AtomicU64::new(0),
+            suspension: Arc::new(Suspension::new()),
             policy: Arc::new(policy),
             metrics: Metrics::new(&scope),
             on_retry: Hook::default(),
@@ -146,6 +186,7 @@ impl<P> Shared<P> {
             budget: self.budget.clone(),
             seed: self.seed,
             sequence: AtomicU64::new(0),
+            suspension: self.suspension.clone(),
             policy,
             metrics: self.metrics.clone(),
             on_retry: self.on_retry.clone(),

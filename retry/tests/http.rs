@@ -337,3 +337,86 @@ async fn works_with_axum_bodies_and_routers() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(*attempts.lock().unwrap(), ["order 7", "order 7", "order 7"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_holds_back_the_retries_of_every_request_until_it_expires() {
+    for code in [429, 503] {
+        let seen = Seen::default();
+        // The first request is refused for 2 s; the second, sent 100 ms later, is refused
+        // without a hint.
+        let svc = layer().layer(downstream(&seen, move |n| match n {
+            0 => with_retry_after(code, "2"),
+            1 => status(503),
+            _ => status(200),
+        }));
+        let (first, second) = tokio::join!(svc.clone().oneshot(request(Method::GET)), async {
+            tokio::time::sleep(ms(100)).await;
+            svc.clone().oneshot(request(Method::GET)).await
+        });
+        assert_eq!(first.unwrap().status(), StatusCode::OK);
+        assert_eq!(second.unwrap().status(), StatusCode::OK);
+        let times = seen.times();
+        assert_eq!(
+            times[..2],
+            [ms(0), ms(100)],
+            "{code}: first attempts go at once"
+        );
+        assert!(
+            times[2..].iter().all(|t| *t >= Duration::from_secs(2)),
+            "{code}: a retry went before the Retry-After expired: {times:?}"
+        );
+        // Once it has expired, a retry waits on its backoff alone.
+        let seen = Seen::default();
+        let svc = layer().layer(downstream(&seen, |n| match n {
+            0 => with_retry_after(503, "1"),
+            1 => status(200),
+            2 => status(503),
+            _ => status(200),
+        }));
+        svc.clone().oneshot(request(Method::GET)).await.unwrap();
+        let start = Instant::now();
+        svc.oneshot(request(Method::GET)).await.unwrap();
+        assert_eq!(start.elapsed(), ms(10), "{code}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_layers_retry_after_holds_back_only_its_own_request() {
+    use seawall_core::{Rejected, RejectionKind};
+    let seen = Seen::default();
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = {
+        let calls = calls.clone();
+        let seen = seen.clone();
+        service_fn(move |_: Request<Empty<Bytes>>| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            seen.0.lock().unwrap().push((Instant::now(), Bytes::new()));
+            async move {
+                match n {
+                    // A keyed rate limit below refuses this request's key for 2 s.
+                    0 => Err::<Response<()>, BoxError>(
+                        Rejected::new(RejectionKind::RateLimited, "per-tenant")
+                            .with_retry_after(Duration::from_secs(2))
+                            .into(),
+                    ),
+                    1 => Ok(status(503)),
+                    _ => Ok(status(200)),
+                }
+            }
+        })
+    };
+    let svc = layer().layer(inner);
+    let (first, second) = tokio::join!(svc.clone().oneshot(request(Method::GET)), async {
+        tokio::time::sleep(ms(100)).await;
+        svc.clone().oneshot(request(Method::GET)).await
+    });
+    first.unwrap();
+    second.unwrap();
+    let times = seen.times();
+    assert_eq!(
+        times[..3],
+        [ms(0), ms(100), ms(110)],
+        "the other request retried on its backoff"
+    );
+    assert_eq!(times[3], Duration::from_secs(2));
+}

@@ -73,6 +73,28 @@
 //! limit. At 10 000 calls a second and 20 ms the limit goes 20, 40, 80, 160, then the floor
 //! (292) in five windows instead of thirty. Gradient2 has no slow start: its long-term average
 //! latency would take the queue of one doubling past the knee as the new normal.
+//!
+//! # A slower downstream, or a queue behind our own calls
+//!
+//! Both raise the latency while the limit turns calls away, and Vegas's estimate reads both
+//! as a queue. Throughput tells them apart. A downstream that queues at its capacity keeps
+//! completing calls at that capacity, whatever the latency; one that got slower completes
+//! `limit / latency` a second at a pinned limit, so its completions fall as its latency rises.
+//! A window whose mean latency rose more than 1.5 × the last window's, and whose completions
+//! a second fell by more than the square root of that rise, is a slower downstream: the
+//! limit goes to Little's law at the offered load (the larger of the two windows' arrivals a
+//! second, since our own rejections and a breaker further out hide some of it, times the new
+//! latency, with the floor's headroom, capped at the maximum), and the new latency becomes
+//! the latency without a queue. Completions that held, or fell by less (a capacity degrading
+//! under a queue loses a fifth), are a queue and the algorithm cuts as before. At 1000 calls
+//! a second stepping from 10 ms to 200 ms, with the limit at 23: completions fall from 1000 to
+//! 115 a second while latency rises 20 ×, and the limit goes to 293 in one window.
+//!
+//! One window cannot tell a slower downstream from one that lost capacity (half its workers
+//! at a pinned limit also halve completions and double latency), so the raise is a probe: the
+//! next window keeps it only if completions rose by half the raise (at most by a quarter);
+//! otherwise the limit, and the latency without a queue, go back to what they were, and the
+//! algorithm cuts from there.
 
 pub(crate) mod aimd;
 mod bounds;
@@ -186,6 +208,11 @@ const FLOOR_DEVIATIONS: f64 = 3.0;
 const BACKLOG_TOLERANCE: f64 = 0.05;
 /// Calls faster than this say nothing about the downstream (cache hits, local answers).
 const MIN_RTT: Duration = Duration::from_micros(100);
+/// How far a window's mean latency must rise over the last window's before its completions
+/// are read as a slower downstream or a queue.
+const LATENCY_RISE: f64 = 1.5;
+/// How much a raise for a slower downstream must lift completions a second, at most, to stay.
+const PROBE_GAIN: f64 = 1.25;
 
 /// An algorithm fed with one summary per window of samples.
 #[derive(Debug)]
@@ -203,6 +230,41 @@ pub(crate) struct Windowed {
     /// Half the limit at which a window last showed overload: slow start stops there, as
     /// TCP's does at its `ssthresh`.
     threshold: usize,
+    /// The last window's completions and arrivals a second, and its mean latency.
+    last: Option<Pace>,
+    /// A limit raised for a slower downstream, kept only if the next window's completions
+    /// follow it.
+    probe: Option<Probe>,
+}
+
+/// What a raise for a slower downstream replaced, to go back to if completions do not follow.
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    limit: usize,
+    base: Option<Duration>,
+    /// Completions a second that must be reached to keep the raise.
+    target: f64,
+}
+
+/// How fast a window's calls came and went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Pace {
+    completed: f64,
+    offered: f64,
+    mean: Duration,
+}
+
+impl Pace {
+    /// Whether `now`, a window whose latency rose well above this one's, shows a downstream
+    /// that got slower rather than a queue behind our own calls: at a pinned limit `L` a
+    /// slower downstream completes `L / latency` a second, so completions fall with the rise,
+    /// while a queue keeps them at the downstream's capacity. Completions falling by more
+    /// than the square root of the latency's rise is the first; holding, the second.
+    fn slowed(&self, now: &Pace) -> bool {
+        let rise = now.mean.as_secs_f64() / self.mean.as_secs_f64().max(1e-9);
+        rise > LATENCY_RISE
+            && now.completed * now.completed * rise < self.completed * self.completed
+    }
 }
 
 #[derive(Debug, Default)]
@@ -244,6 +306,8 @@ struct Demand {
     /// The limit itself turned calls away, while those it admitted finished as fast as they
     /// came.
     limited: bool,
+    /// Completions and arrivals a second, and the mean latency.
+    pace: Pace,
 }
 
 /// Reads a window of `elapsed` in which `finished` calls ended, `in_flight_before` were in
@@ -273,6 +337,11 @@ fn demand(
         floor: floor.ceil() as usize,
         served: keeps_up(arrivals),
         limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
+        pace: Pace {
+            completed: finished as f64 / elapsed.as_secs_f64(),
+            offered: rate,
+            mean: Duration::from_secs_f64(mean),
+        },
     })
 }
 
@@ -287,6 +356,8 @@ impl Windowed {
             limit: config.initial(),
             base: None,
             threshold: usize::MAX,
+            last: None,
+            probe: None,
         }
     }
 
@@ -334,15 +405,47 @@ impl Windowed {
             }
             _ => None,
         };
-        let queued = queueing(before, base, average);
-        let lift = match demand {
-            Some(d) if d.served => d.floor,
-            Some(d) if d.limited && !queued && self.algorithm.slow_starts() => {
+        let last = std::mem::replace(&mut self.last, demand.map(|d| d.pace));
+        if let Some(probe) = self.probe.take()
+            && !demand.is_some_and(|d| d.pace.completed >= probe.target)
+        {
+            // Completions did not follow the raise: a downstream that lost capacity (its
+            // queue looks the same for one window), not one that got slower.
+            self.base = probe.base;
+            if let Some(base) = probe.base {
+                self.algorithm.rebase(base);
+            }
+            self.threshold = (probe.limit / 2).max(1);
+            self.limit = self.algorithm.set(probe.limit);
+            return Some(self.limit);
+        }
+        let slowed = match (last, demand) {
+            (Some(last), Some(d)) => last.slowed(&d.pace).then(|| {
+                // Little's law at the offered load, which our own rejections and a breaker
+                // further out may hide this window: the larger of the two windows' arrivals.
+                let need = d.pace.offered.max(last.offered) * d.pace.mean.as_secs_f64();
+                (FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize
+            }),
+            _ => None,
+        };
+        let old_base = self.base;
+        if slowed.is_some() {
+            // The downstream's latency without a queue is this window's now.
+            self.base = Some(average);
+            self.algorithm.rebase(average);
+        }
+        let queued = slowed.is_none() && queueing(before, base, average);
+        let lift = match (slowed, demand) {
+            (Some(need), _) => need,
+            (None, Some(d)) if d.served => d.floor,
+            (None, Some(d)) if d.limited && !queued && self.algorithm.slow_starts() => {
                 (2 * before).min(d.floor).min(self.threshold)
             }
             _ => 0,
         };
-        if w.overload || demand.is_some_and(|d| !d.served && (queued || !d.limited)) {
+        if w.overload
+            || slowed.is_none() && demand.is_some_and(|d| !d.served && (queued || !d.limited))
+        {
             self.threshold = (before / 2).max(1);
         }
         self.limit = if lift > limit {
@@ -350,6 +453,18 @@ impl Windowed {
         } else {
             limit
         };
+        if let (Some(_), Some(d)) = (slowed, demand)
+            && self.limit > before
+        {
+            // Raising the limit raises a slower downstream's completions in proportion:
+            // keep the raise if they rise by half of it (at most by a quarter).
+            let raise = self.limit as f64 / before.max(1) as f64;
+            self.probe = Some(Probe {
+                limit: before,
+                base: old_base,
+                target: d.pace.completed * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
+            });
+        }
         Some(self.limit)
     }
 
@@ -408,6 +523,13 @@ impl Algorithm {
             Self::Aimd(a) => a.set(limit),
             Self::Vegas(v) => v.set(limit),
             Self::Gradient2(g) => g.set(limit),
+        }
+    }
+
+    /// Takes `rtt` as the downstream's latency without a queue, where the algorithm keeps one.
+    fn rebase(&mut self, rtt: Duration) {
+        if let Self::Vegas(v) = self {
+            v.rebase(rtt);
         }
     }
 }
@@ -713,6 +835,95 @@ mod tests {
         assert_eq!(d.floor, 87);
         assert!(d.served && !d.limited);
     }
+
+    /// A window of `calls` answers at `rtt` after one healthy window of 100 answers at 10 ms
+    /// (1000 a second with 100 ms windows), with the limit at 23 and `rejected` calls turned
+    /// away in the second; returns the limit before and after it.
+    fn after_a_rise(calls: u64, rtt: Duration, in_flight: usize, rejected: u64) -> (usize, usize) {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(23).max(1000));
+        let (mut w, mut now) = opened(&config, 10);
+        let healthy = Load {
+            in_flight: 10,
+            ..Load::default()
+        };
+        let before = window(&mut w, &mut now, 100, ms(10), false, healthy).unwrap();
+        let load = Load {
+            in_flight,
+            rejected,
+            ..Load::default()
+        };
+        (
+            before,
+            window(&mut w, &mut now, calls, rtt, false, load).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_slower_downstream_at_a_pinned_limit_lifts_it_to_what_the_offered_load_needs() {
+        // Latency 10 -> 200 ms at 1000 calls a second: 23 calls in flight complete 115 a
+        // second (completions / 8.3 while latency x 20), the rest are turned away. Little's
+        // law at the offered (12 answers + 13 more in flight + 75 turned away) / 0.1 s =
+        // 1000 a second x 200 ms = 200, with the floor's headroom 1.25 x 200 + 3 x sqrt(200)
+        // = 292.4.
+        let (before, after) = after_a_rise(12, ms(200), 23, 75);
+        assert!(before < 30, "{before}");
+        assert_eq!(after, 293);
+    }
+
+    #[test]
+    fn a_queue_behind_our_own_calls_is_still_cut() {
+        // Latency x 2.5 while completions hold at 1000 a second: the downstream queues at its
+        // capacity, Vegas cuts the queue as before.
+        let (before, after) = after_a_rise(100, ms(25), 23, 50);
+        assert!(after < before, "{before} -> {after}");
+        // Completions falling by only 20 % (a capacity that degrades under the queue) is
+        // still a queue: less than the square root of the rise.
+        let (before, after) = after_a_rise(80, ms(25), 23, 50);
+        assert!(after < before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn a_raise_whose_completions_do_not_follow_is_taken_back() {
+        // Capacity halved at a pinned limit looks like a slower downstream for one window:
+        // completions halve, latency doubles. The raise is a probe: completions that stay at
+        // the capacity put the limit back, and Vegas cuts from there.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(23).max(1000));
+        let (mut w, mut now) = opened(&config, 10);
+        let pinned = Load {
+            in_flight: 10,
+            rejected: 50,
+            ..Load::default()
+        };
+        let before = window(&mut w, &mut now, 100, ms(10), false, pinned).unwrap();
+        let raised = window(&mut w, &mut now, 40, ms(25), false, pinned).unwrap();
+        assert!(raised > before, "{before} -> {raised}");
+        let back = window(&mut w, &mut now, 40, ms(60), false, pinned).unwrap();
+        assert_eq!(back, before);
+    }
+
+    #[test]
+    fn after_a_slowdown_flat_latency_is_no_queue() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(23).max(1000));
+        let (mut w, mut now) = opened(&config, 10);
+        let healthy = Load {
+            in_flight: 10,
+            ..Load::default()
+        };
+        window(&mut w, &mut now, 100, ms(10), false, healthy);
+        let slow = Load {
+            in_flight: 23,
+            rejected: 75,
+            ..Load::default()
+        };
+        let lifted = window(&mut w, &mut now, 12, ms(200), false, slow).unwrap();
+        // The limit now lets the load in: 100 answers a window at 200 ms, 200 in flight.
+        let served = Load {
+            in_flight: 200,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 100, ms(200), false, served).unwrap();
+        assert!(limit >= 200 && lifted >= 200, "{lifted} -> {limit}");
+    }
 }
 
 #[cfg(test)]
@@ -882,6 +1093,49 @@ mod properties {
                         prop_assert!(got <= alone.max(2 * limit), "{limit} -> {got}");
                     }
                     limit = got;
+                }
+            }
+        }
+
+        /// A window whose latency rose over the last one's: if its completions fell by more
+        /// than the square root of the rise (the reference model's test), the limit is the
+        /// algorithm's, lifted to Little's law at the larger offered load and the new latency;
+        /// if they held, it never grows past slow start's doubling.
+        #[test]
+        fn a_slowdown_matches_its_reference_model(
+            (n1, a) in (10..200u64, 1..100u64),
+            (n2, b) in (10..200u64, 1..400u64),
+            max in 50..3000usize,
+        ) {
+            for config in &configs(max) {
+                let mut model = Algorithm::new(config);
+                let (mut w, mut now) = opened(config, 10);
+                let pace = |n: u64, rejected: u64, rtt: u64| {
+                    let elapsed = (ms(100) / n as u32 + Duration::from_nanos(1)) * n as u32;
+                    let secs = elapsed.as_secs_f64();
+                    (n as f64 / secs, (n + rejected) as f64 / secs, rtt as f64 / 1000.0)
+                };
+                let floor = |need: f64| (1.25 * need + 3.0 * need.sqrt()).ceil() as usize;
+                let healthy = Load { in_flight: 10, ..Load::default() };
+                let first = window(&mut w, &mut now, n1, ms(a), false, healthy).unwrap();
+                let (done1, offered1, w1) = pace(n1, 0, a);
+                let alone = model.update(ms(a), 10, false);
+                let lift = floor(offered1 * w1);
+                let expected = if lift > alone { model.set(lift) } else { alone };
+                prop_assert_eq!(first, expected);
+
+                // Half the arrivals turned away.
+                let turned = Load { in_flight: 10, rejected: n2, ..Load::default() };
+                let got = window(&mut w, &mut now, n2, ms(b), false, turned).unwrap();
+                let (done2, offered2, w2) = pace(n2, n2, b);
+                let alone = model.update(ms(b), 10, false);
+                let rise = w2 / w1;
+                if rise > 1.5 && done2 * done2 * rise < done1 * done1 {
+                    let lift = floor(offered1.max(offered2) * w2);
+                    let expected = if lift > alone { model.set(lift) } else { alone };
+                    prop_assert_eq!(got, expected, "{:?}: {} at {}ms -> {} at {}ms", config, n1, a, n2, b);
+                } else if rise > 1.5 && done2 >= done1 {
+                    prop_assert!(got <= alone.max(2 * first), "{config:?}: {first} -> {got}");
                 }
             }
         }

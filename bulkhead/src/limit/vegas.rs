@@ -234,6 +234,12 @@ impl Vegas {
         self.estimate = limit.clamp(self.min, self.max) as f64;
         self.limit()
     }
+
+    /// Takes `rtt` as the no-load latency from now on: the downstream itself got slower.
+    pub(crate) fn rebase(&mut self, rtt: Duration) {
+        self.rtt_noload = Some(rtt);
+        self.probe_count = 0;
+    }
 }
 
 #[cfg(test)]

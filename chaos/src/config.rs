@@ -1,7 +1,7 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -289,7 +289,7 @@ impl Flapping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ChaosSpec", into = "ChaosSpec")]
 pub struct ChaosConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) enabled: bool,
     pub(crate) seed: u64,
     pub(crate) latency: Option<Latency>,
@@ -485,7 +485,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ChaosSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         if let Some(latency) = &spec.latency {
             latency.validate("latency")?;
         }
@@ -524,7 +524,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
             }
         }
         Ok(Self {
-            name: name.into(),
+            name,
             enabled: spec.enabled.expected("enabled", "true or false")?,
             seed: spec.seed.value("seed", "[0, 18446744073709551615]")?,
             latency: spec.latency,
@@ -539,7 +539,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
 impl From<ChaosConfig> for ChaosSpec {
     fn from(config: ChaosConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             enabled: config.enabled.into(),
             seed: config.seed.into(),
             latency: config.latency,

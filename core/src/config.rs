@@ -23,7 +23,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -195,20 +194,6 @@ fn shown(name: &str) -> String {
         Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
         None => format!("{name:?}"),
     }
-}
-
-/// A layer instance's name as written, checked.
-pub fn name(name: impl Into<Raw<String>>) -> Result<String, ConfigError> {
-    let name = name.into().expected("name", "a non-empty name")?;
-    check_name(&name)?;
-    Ok(name)
-}
-
-/// A checked layer instance name.
-pub fn layer_name(name: impl Into<String>) -> Result<Arc<str>, ConfigError> {
-    let name = name.into();
-    check_name(&name)?;
-    Ok(name.into())
 }
 
 /// Checks that `value` is above zero and at most `max`.
@@ -589,7 +574,6 @@ mod tests {
     #[test]
     fn names_must_not_be_empty() {
         assert_eq!(check_name("").unwrap_err().field(), "name");
-        assert_eq!(layer_name("db").unwrap().as_ref(), "db");
     }
 
     #[test]

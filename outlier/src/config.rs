@@ -1,8 +1,8 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
@@ -22,7 +22,7 @@ const MAX_EJECTION: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "OutlierSpec", into = "OutlierSpec")]
 pub struct OutlierConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) success_rate: Option<SuccessRateConfig>,
     pub(crate) interval: Duration,
@@ -462,7 +462,7 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
     type Error = ConfigError;
 
     fn try_from(spec: OutlierSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let consecutive_failures = spec
             .consecutive_failures
             .map(|n| config::count_in("consecutive_failures", n, 1..=MAX_COUNT))
@@ -483,7 +483,7 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
             .endpoint_labels
             .expected("endpoint_labels", "true or false")?;
         Ok(Self {
-            name: name.into(),
+            name,
             consecutive_failures,
             success_rate: spec.success_rate,
             interval,
@@ -498,7 +498,7 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
 impl From<OutlierConfig> for OutlierSpec {
     fn from(c: OutlierConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             consecutive_failures: c.consecutive_failures.map(Raw::from),
             success_rate: c.success_rate,
             interval: c.interval.into(),

@@ -1,9 +1,9 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_core::latency::LatencyEstimate;
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
@@ -22,7 +22,7 @@ const MAX_MIN_SAMPLES: u64 = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TimeoutSpec", into = "TimeoutSpec")]
 pub struct TimeoutConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) timeout: TimeoutMode,
 }
 
@@ -35,7 +35,8 @@ impl TimeoutConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -429,7 +430,7 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
         let timeout = spec.timeout.ok_or_else(|| {
             ConfigError::expected("timeout", "nothing", "a duration in (0s, 86400s]")
         })?;
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let timeout = match timeout {
             TimeoutModeSpec::Fixed(timeout) => {
                 TimeoutMode::Fixed(config::positive_duration("timeout", timeout, MAX_TIMEOUT)?)
@@ -446,17 +447,14 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
                 TimeoutMode::Adaptive(adaptive)
             }
         };
-        Ok(Self {
-            name: name.into(),
-            timeout,
-        })
+        Ok(Self { name, timeout })
     }
 }
 
 impl From<TimeoutConfig> for TimeoutSpec {
     fn from(config: TimeoutConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             timeout: Some(config.timeout.into()),
         }
     }

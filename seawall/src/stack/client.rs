@@ -1,6 +1,5 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
@@ -8,6 +7,7 @@ use seawall_circuit_breaker::{
     ByAuthority, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
     KeyedCircuitBreaker, KeyedCircuitBreakerLayer, NoRetryAfter,
 };
+use seawall_core::Name;
 use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
@@ -101,7 +101,7 @@ pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "ClientStackSpec", into = "ClientStackSpec")]
 pub struct ClientStackConfig {
-    name: Arc<str>,
+    name: Name,
     total_timeout: Duration,
     attempt_timeout: TimeoutMode,
     retry: RetryConfig,
@@ -469,7 +469,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         // The longest name a layer of the stack takes must be a valid name too.
         if name.len() + ATTEMPT_SUFFIX.len() > seawall_core::Name::MAX_LEN {
             return Err(ConfigError::expected(
@@ -511,7 +511,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             bulkhead: spec.bulkhead.named(name.as_str())?,
             hedge: spec.hedge.map(|h| h.named(name.as_str())).transpose()?,
             circuit_breaker_key: spec.circuit_breaker_key,
-            name: name.into(),
+            name,
             total_timeout,
             attempt_timeout,
         })
@@ -527,7 +527,7 @@ impl From<ClientStackConfig> for ClientStackLayer {
 impl From<ClientStackConfig> for ClientStackSpec {
     fn from(c: ClientStackConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             total_timeout: c.total_timeout.into(),
             attempt_timeout: c.attempt_timeout.into(),
             retry: c.retry,

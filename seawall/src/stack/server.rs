@@ -1,9 +1,9 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_rate_limit::{
     Direct, Fleet, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
@@ -57,7 +57,7 @@ pub type FleetLimiter = Fleet<seawall_rate_limit::store::MemoryStore>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "ServerStackSpec", into = "ServerStackSpec")]
 pub struct ServerStackConfig {
-    name: Arc<str>,
+    name: Name,
     rate_limit: Option<RateLimitConfig>,
     bulkhead: BulkheadConfig,
     timeout: Duration,
@@ -216,7 +216,7 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ServerStackSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let rate_limit = spec
             .rate_limit
             .map(|r| r.named(name.as_str()))
@@ -229,7 +229,7 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
             bulkhead: spec.bulkhead.named(name.as_str())?,
             timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
             deadlines: spec.deadlines,
-            name: name.into(),
+            name,
         })
     }
 }
@@ -268,7 +268,7 @@ impl From<ServerStackConfig> for ServerStackLayer {
 impl From<ServerStackConfig> for ServerStackSpec {
     fn from(c: ServerStackConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             rate_limit: c.rate_limit,
             bulkhead: c.bulkhead,
             timeout: c.timeout.into(),

@@ -2,11 +2,11 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use seawall_core::Name;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, DURATIONS, MAX_DURATION, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::capacity::Capacity;
-use crate::latency::{DURATIONS, Latency, MAX_DURATION};
+use crate::latency::Latency;
 
 const DEFAULT_NAME: &str = "chaos";
 
@@ -239,7 +239,7 @@ impl TryFrom<FlappingSpec> for Flapping {
     fn try_from(spec: FlappingSpec) -> Result<Self, ConfigError> {
         Ok(Self {
             start: spec.start.value("start", DURATIONS)?,
-            down: spec.down.value("down", "(0s, 86400s]")?,
+            down: spec.down.value("down", config::POSITIVE_DURATIONS)?,
             up: spec.up.value("up", DURATIONS)?,
             cycles: spec.cycles.value("cycles", "[1, 1000000]")?,
             faults: spec.faults,
@@ -496,7 +496,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
                 return Err(within(ConfigError::new(
                     "end",
                     format_args!("{:?}", phase.end),
-                    format!("({:?}, 86400s]: after start", phase.start),
+                    format!("({:?}, {MAX_DURATION:?}]: after start", phase.start),
                 )));
             }
             phase

@@ -757,7 +757,10 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             return Err(ConfigError::expected(
                 "slow_call_duration",
                 "nothing",
-                "a duration in (0s, 86400s] when slow_call_rate_threshold is set",
+                format!(
+                    "a duration in {} when slow_call_rate_threshold is set",
+                    config::POSITIVE_DURATIONS
+                ),
             ));
         }
         let consecutive_failures = match spec.consecutive_failures {

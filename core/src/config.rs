@@ -167,6 +167,12 @@ impl std::error::Error for ConfigError {}
 /// units.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The allowed range of a duration above zero and at most [`MAX_DURATION`], as an error says it.
+pub const POSITIVE_DURATIONS: &str = "(0s, 86400s]";
+
+/// The allowed range of a duration of at most [`MAX_DURATION`], as an error says it.
+pub const DURATIONS: &str = "[0ns, 86400s]";
+
 /// The longest layer instance name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -569,6 +575,20 @@ mod tests {
         assert_eq!(ratio("r", 1.0), Ok(1.0));
         assert_eq!(ratio_or_zero("r", 0.0), Ok(0.0));
         assert!(ratio_or_zero("r", -0.1).is_err());
+    }
+
+    #[test]
+    fn the_range_texts_say_max_duration() {
+        assert_eq!(POSITIVE_DURATIONS, format!("(0s, {MAX_DURATION:?}]"));
+        assert_eq!(
+            DURATIONS,
+            format!("[{:?}, {MAX_DURATION:?}]", Duration::ZERO)
+        );
+        let above = MAX_DURATION + Duration::from_nanos(1);
+        let err = positive_duration("d", above, MAX_DURATION).unwrap_err();
+        assert_eq!(err.allowed(), POSITIVE_DURATIONS);
+        let err = duration_in("d", above, Duration::ZERO..=MAX_DURATION).unwrap_err();
+        assert_eq!(err.allowed(), DURATIONS);
     }
 
     #[test]

@@ -3,7 +3,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use seawall_core::Name;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -11,7 +11,6 @@ const DEFAULT_NAME: &str = "outlier";
 const MAX_COUNT: u32 = 1_000_000;
 const INTERVALS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3600);
-const MAX_EJECTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated outlier detection configuration.
 ///
@@ -472,11 +471,11 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
         }
         let interval = config::duration_in("interval", spec.interval, INTERVALS)?;
         let base_ejection_time =
-            config::positive_duration("base_ejection_time", spec.base_ejection_time, MAX_EJECTION)?;
+            config::positive_duration("base_ejection_time", spec.base_ejection_time, MAX_DURATION)?;
         let max_ejection_time = config::duration_in(
             "max_ejection_time",
             spec.max_ejection_time,
-            base_ejection_time..=MAX_EJECTION,
+            base_ejection_time..=MAX_DURATION,
         )?;
         let max_ejected_share = config::ratio_or_zero("max_ejected_share", spec.max_ejected_share)?;
         let endpoint_labels = spec
@@ -626,6 +625,14 @@ mod tests {
             (
                 "base_ejection_time = \"0s\"",
                 "invalid `base_ejection_time`: 0ns is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "base_ejection_time = \"90000s\"",
+                "invalid `base_ejection_time`: 90000s is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "base_ejection_time = \"60s\"\nmax_ejection_time = \"90000s\"",
+                "invalid `max_ejection_time`: 90000s is outside the allowed range [60s, 86400s]",
             ),
             (
                 "base_ejection_time = \"60s\"\nmax_ejection_time = \"30s\"",

@@ -60,7 +60,9 @@ impl TryFrom<AimdSpec> for AimdConfig {
         Ok(Self {
             bounds: Bounds::from_spec("aimd", [spec.initial, spec.min, spec.max])?,
             backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
-            timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
+            timeout: spec
+                .timeout
+                .value("aimd.timeout", config::POSITIVE_DURATIONS)?,
         })
     }
 }

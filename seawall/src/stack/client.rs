@@ -9,7 +9,7 @@ use seawall_circuit_breaker::{
 };
 use seawall_core::Name;
 use seawall_core::classify::DefaultClassify;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryHandle, RetryLayer};
 use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
@@ -22,7 +22,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tower::Layer;
 use tower::util::Either;
 
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "client";
 const ATTEMPT_SUFFIX: &str = ".attempt";
 const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -479,7 +478,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             ));
         }
         let total_timeout =
-            config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
+            config::positive_duration("total_timeout", spec.total_timeout, MAX_DURATION)?;
         let attempt_timeout = match spec.attempt_timeout {
             AttemptSpec::Fixed(timeout) => TimeoutMode::Fixed(config::positive_duration(
                 "attempt_timeout",

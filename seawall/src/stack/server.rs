@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
 use seawall_core::Name;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use seawall_rate_limit::{
     Direct, Fleet, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
 };
@@ -16,7 +16,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 use tower::util::Either;
 
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "server";
 
 /// The server stack's service over `S`: the caller's deadline stamped on arrival, rate limit
@@ -227,7 +226,7 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
         Ok(Self {
             rate_limit,
             bulkhead: spec.bulkhead.named(name.as_str())?,
-            timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
+            timeout: config::positive_duration("timeout", spec.timeout, MAX_DURATION)?,
             deadlines: spec.deadlines,
             name,
         })

@@ -104,6 +104,39 @@ macro_rules! define_inner_service_accessors {
         }
     };
 }
+
+/// Implements a trait whose methods all have defaults for the standard library's plain types:
+/// `()`, `bool`, `char`, the integers and floats, `String` and `&str`. It is what makes these
+/// types plain requests and responses to seawall (`key::HasAuthority`,
+/// [`PlainResponse`](classify::PlainResponse), the retry crate's `Idempotent`), so the three
+/// agree on one list.
+///
+/// ```
+/// trait Plain {
+///     fn plain(&self) -> bool {
+///         true
+///     }
+/// }
+/// seawall_core::impl_for_plain_types!(Plain);
+///
+/// assert!(7u8.plain() && "x".plain() && ().plain());
+/// ```
+#[macro_export]
+macro_rules! impl_for_plain_types {
+    ($trait:path) => {
+        $crate::impl_for_plain_types!(@each $trait;
+            (), bool, char,
+            u8, u16, u32, u64, u128, usize,
+            i8, i16, i32, i64, i128, isize,
+            f32, f64,
+            String, &str,
+        );
+    };
+    (@each $trait:path; $($ty:ty),* $(,)?) => {
+        $(impl $trait for $ty {})*
+    };
+}
+
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};
 pub use self::hook::{Event, Hook};
 pub use self::name::Name;

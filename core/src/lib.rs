@@ -85,9 +85,38 @@ pub use self::deadline::Deadline;
 /// *w.get_mut() += 1;
 /// assert_eq!((*w.get_ref(), w.into_inner()), (2, 2));
 /// ```
+///
+/// A service that implements `Drop` cannot move `inner` out: `(ref)` gives it `get_ref` and
+/// `get_mut` only.
+///
+/// ```
+/// struct Guarded<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Drop for Guarded<S> {
+///     fn drop(&mut self) {}
+/// }
+///
+/// impl<S> Guarded<S> {
+///     seawall_core::define_inner_service_accessors!(ref);
+/// }
+///
+/// let mut g = Guarded { inner: 1 };
+/// *g.get_mut() += 1;
+/// assert_eq!(*g.get_ref(), 2);
+/// ```
 #[macro_export]
 macro_rules! define_inner_service_accessors {
     () => {
+        $crate::define_inner_service_accessors!(ref);
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+    (ref) => {
         /// The inner service.
         pub fn get_ref(&self) -> &S {
             &self.inner
@@ -96,11 +125,6 @@ macro_rules! define_inner_service_accessors {
         /// The inner service, mutably.
         pub fn get_mut(&mut self) -> &mut S {
             &mut self.inner
-        }
-
-        /// Unwraps the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
         }
     };
 }

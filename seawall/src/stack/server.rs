@@ -319,6 +319,15 @@ impl ServerStackLayer {
             Either::Right(_) => None,
         }
     }
+
+    /// The rate limit kept in the fleet's store, when the stack's has a `fleet` section. Its
+    /// quota has no reload handle yet: a restart changes it.
+    pub fn fleet_rate_limit(&self) -> Option<&RateLimitLayer<FleetLimiter>> {
+        match self.rate_limit.as_ref()? {
+            Either::Left(_) => None,
+            Either::Right(fleet) => Some(fleet),
+        }
+    }
 }
 
 /// The rate limit `config` describes: in this process, or the fleet's when it has a `fleet`

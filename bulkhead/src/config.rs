@@ -1,7 +1,7 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -30,7 +30,7 @@ const MAX_PARTITIONS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "BulkheadSpec", into = "BulkheadSpec")]
 pub struct BulkheadConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) limit: Limit,
     pub(crate) queue_limit: usize,
     pub(crate) max_wait: Duration,
@@ -49,7 +49,8 @@ impl BulkheadConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -315,7 +316,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
     type Error = ConfigError;
 
     fn try_from(spec: BulkheadSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let limit = match (spec.max_concurrent, spec.adaptive) {
             (Some(n), None) => Limit::Fixed(config::count_in("max_concurrent", n, 1..=MAX_LIMIT)?),
             (None, Some(adaptive)) => {
@@ -347,7 +348,7 @@ impl TryFrom<BulkheadSpec> for BulkheadConfig {
         Ok(Self {
             max_reader_idle,
             sample_window,
-            name: name.into(),
+            name,
             limit,
             queue_limit,
             max_wait,
@@ -397,7 +398,7 @@ impl From<BulkheadConfig> for BulkheadSpec {
             Limit::Adaptive(adaptive) => (None, Some(adaptive)),
         };
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             max_concurrent: max_concurrent.map(Raw::from),
             adaptive,
             queue_limit: config.queue_limit.into(),

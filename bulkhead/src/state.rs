@@ -90,7 +90,7 @@ impl State {
         gauges.in_flight.set(0.0);
         gauges.queued.set(0.0);
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             semaphore: Semaphore::new(
                 limit,
                 config.queue_limit,

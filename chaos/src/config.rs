@@ -1,12 +1,12 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::Name;
+use seawall_core::config::{self, ConfigError, DURATIONS, MAX_DURATION, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::capacity::Capacity;
-use crate::latency::{DURATIONS, Latency, MAX_DURATION};
+use crate::latency::Latency;
 
 const DEFAULT_NAME: &str = "chaos";
 
@@ -239,7 +239,7 @@ impl TryFrom<FlappingSpec> for Flapping {
     fn try_from(spec: FlappingSpec) -> Result<Self, ConfigError> {
         Ok(Self {
             start: spec.start.value("start", DURATIONS)?,
-            down: spec.down.value("down", "(0s, 86400s]")?,
+            down: spec.down.value("down", config::POSITIVE_DURATIONS)?,
             up: spec.up.value("up", DURATIONS)?,
             cycles: spec.cycles.value("cycles", "[1, 1000000]")?,
             faults: spec.faults,
@@ -289,7 +289,7 @@ impl Flapping {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ChaosSpec", into = "ChaosSpec")]
 pub struct ChaosConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) enabled: bool,
     pub(crate) seed: u64,
     pub(crate) latency: Option<Latency>,
@@ -485,7 +485,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ChaosSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         if let Some(latency) = &spec.latency {
             latency.validate("latency")?;
         }
@@ -496,7 +496,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
                 return Err(within(ConfigError::new(
                     "end",
                     format_args!("{:?}", phase.end),
-                    format!("({:?}, 86400s]: after start", phase.start),
+                    format!("({:?}, {MAX_DURATION:?}]: after start", phase.start),
                 )));
             }
             phase
@@ -524,7 +524,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
             }
         }
         Ok(Self {
-            name: name.into(),
+            name,
             enabled: spec.enabled.expected("enabled", "true or false")?,
             seed: spec.seed.value("seed", "[0, 18446744073709551615]")?,
             latency: spec.latency,
@@ -539,7 +539,7 @@ impl TryFrom<ChaosSpec> for ChaosConfig {
 impl From<ChaosConfig> for ChaosSpec {
     fn from(config: ChaosConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             enabled: config.enabled.into(),
             seed: config.seed.into(),
             latency: config.latency,

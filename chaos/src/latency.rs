@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, DURATIONS, MAX_DURATION, Raw};
 use serde::{Deserialize, Serialize};
-
-/// The longest delay, phase or period a chaos configuration takes.
-pub(crate) use seawall_core::config::MAX_DURATION;
 
 /// How long an injected delay lasts, drawn afresh for every call.
 ///
@@ -39,9 +36,6 @@ pub enum Latency {
         p99: Duration,
     },
 }
-
-/// The range of every duration, for a value that is no duration at all.
-pub(crate) const DURATIONS: &str = "[0ns, 86400s]";
 
 /// A latency as written.
 #[derive(Debug, Clone, Serialize, Deserialize)]

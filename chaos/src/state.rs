@@ -29,7 +29,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: ChaosConfig, metrics: &MetricScope, epoch: Instant) -> Self {
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             enabled: Arc::new(AtomicBool::new(config.enabled)),
             schedule: Schedule::new(&config, epoch),
             injector: Arc::new(Mutex::new(Injector::new(&config, epoch))),

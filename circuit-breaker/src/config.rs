@@ -1,8 +1,8 @@
 use std::marker::PhantomData;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::backoff::Backoff;
 use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -119,7 +119,7 @@ impl ConsecutiveFailures {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "CircuitBreakerSpec", into = "CircuitBreakerSpec")]
 pub struct CircuitBreakerConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) window: Window,
     pub(crate) minimum_calls: u32,
     pub(crate) failure_rate: Option<f64>,
@@ -149,7 +149,8 @@ impl CircuitBreakerConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -713,7 +714,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
     type Error = ConfigError;
 
     fn try_from(spec: CircuitBreakerSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let window = match spec.window {
             WindowSpec::Count(n) => {
                 Window::Count(config::count_in("window.count", n, 1..=MAX_WINDOW_CALLS)?)
@@ -761,7 +762,10 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             return Err(ConfigError::expected(
                 "slow_call_duration",
                 "nothing",
-                "a duration in (0s, 86400s] when slow_call_rate_threshold is set",
+                format!(
+                    "a duration in {} when slow_call_rate_threshold is set",
+                    config::POSITIVE_DURATIONS
+                ),
             ));
         }
         let consecutive_failures = match spec.consecutive_failures {
@@ -857,7 +861,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             .map(|seed| seed.value("seed", "[0, 18446744073709551615]"))
             .transpose()?;
         Ok(Self {
-            name: name.into(),
+            name,
             window,
             minimum_calls,
             failure_rate,
@@ -963,7 +967,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             OpenDuration::Backoff(b) => (None, Some(b)),
         };
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             window: c.window.into(),
             minimum_calls: Some(c.minimum_calls.into()),
             failure_rate_threshold: c.failure_rate.map(Raw::from),

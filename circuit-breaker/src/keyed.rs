@@ -327,7 +327,7 @@ impl<K, F> KeyedCircuitBreakerLayer<K, F> {
     where
         F: KeyExtractor<Key = K>,
     {
-        let observers = Arc::new(Observers::new(config.name.clone(), false));
+        let observers = Arc::new(Observers::new(config.name.clone().into(), false));
         let seed = config.seed.unwrap_or_else(random_seed);
         Self {
             map: Arc::new(BreakerMap {

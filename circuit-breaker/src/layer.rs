@@ -29,7 +29,7 @@ pub struct CircuitBreakerLayer<C = AnyError, H = NoRetryAfter> {
 impl CircuitBreakerLayer {
     /// A layer from a validated configuration.
     pub fn new(config: CircuitBreakerConfig) -> Self {
-        let observers = Arc::new(Observers::new(config.name.clone(), true));
+        let observers = Arc::new(Observers::new(config.name.clone().into(), true));
         Self {
             breaker: Breaker::new(&config, observers, None, None),
             policy: Arc::new(Policy {

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, ConfigError, Raw};
 
 const MAX_BASE: Duration = Duration::from_secs(3600);
-const MAX_CAP: Duration = Duration::from_secs(24 * 3600);
+const MAX_CAP: Duration = config::MAX_DURATION;
 const MAX_FACTOR: f64 = 100.0;
 
 /// How the un-jittered delay grows with the attempt number.

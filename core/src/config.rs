@@ -23,7 +23,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -168,6 +167,12 @@ impl std::error::Error for ConfigError {}
 /// units.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The allowed range of a duration above zero and at most [`MAX_DURATION`], as an error says it.
+pub const POSITIVE_DURATIONS: &str = "(0s, 86400s]";
+
+/// The allowed range of a duration of at most [`MAX_DURATION`], as an error says it.
+pub const DURATIONS: &str = "[0ns, 86400s]";
+
 /// The longest layer instance name, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -195,20 +200,6 @@ fn shown(name: &str) -> String {
         Some((cut, _)) => format!("{:?}… ({} bytes)", &name[..cut], name.len()),
         None => format!("{name:?}"),
     }
-}
-
-/// A layer instance's name as written, checked.
-pub fn name(name: impl Into<Raw<String>>) -> Result<String, ConfigError> {
-    let name = name.into().expected("name", "a non-empty name")?;
-    check_name(&name)?;
-    Ok(name)
-}
-
-/// A checked layer instance name.
-pub fn layer_name(name: impl Into<String>) -> Result<Arc<str>, ConfigError> {
-    let name = name.into();
-    check_name(&name)?;
-    Ok(name.into())
 }
 
 /// Checks that `value` is above zero and at most `max`.
@@ -587,9 +578,22 @@ mod tests {
     }
 
     #[test]
+    fn the_range_texts_say_max_duration() {
+        assert_eq!(POSITIVE_DURATIONS, format!("(0s, {MAX_DURATION:?}]"));
+        assert_eq!(
+            DURATIONS,
+            format!("[{:?}, {MAX_DURATION:?}]", Duration::ZERO)
+        );
+        let above = MAX_DURATION + Duration::from_nanos(1);
+        let err = positive_duration("d", above, MAX_DURATION).unwrap_err();
+        assert_eq!(err.allowed(), POSITIVE_DURATIONS);
+        let err = duration_in("d", above, Duration::ZERO..=MAX_DURATION).unwrap_err();
+        assert_eq!(err.allowed(), DURATIONS);
+    }
+
+    #[test]
     fn names_must_not_be_empty() {
         assert_eq!(check_name("").unwrap_err().field(), "name");
-        assert_eq!(layer_name("db").unwrap().as_ref(), "db");
     }
 
     #[test]

@@ -85,9 +85,38 @@ pub use self::deadline::Deadline;
 /// *w.get_mut() += 1;
 /// assert_eq!((*w.get_ref(), w.into_inner()), (2, 2));
 /// ```
+///
+/// A service that implements `Drop` cannot move `inner` out: `(ref)` gives it `get_ref` and
+/// `get_mut` only.
+///
+/// ```
+/// struct Guarded<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Drop for Guarded<S> {
+///     fn drop(&mut self) {}
+/// }
+///
+/// impl<S> Guarded<S> {
+///     seawall_core::define_inner_service_accessors!(ref);
+/// }
+///
+/// let mut g = Guarded { inner: 1 };
+/// *g.get_mut() += 1;
+/// assert_eq!(*g.get_ref(), 2);
+/// ```
 #[macro_export]
 macro_rules! define_inner_service_accessors {
     () => {
+        $crate::define_inner_service_accessors!(ref);
+
+        /// Unwraps the inner service.
+        pub fn into_inner(self) -> S {
+            self.inner
+        }
+    };
+    (ref) => {
         /// The inner service.
         pub fn get_ref(&self) -> &S {
             &self.inner
@@ -97,13 +126,41 @@ macro_rules! define_inner_service_accessors {
         pub fn get_mut(&mut self) -> &mut S {
             &mut self.inner
         }
-
-        /// Unwraps the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
     };
 }
+
+/// Implements a trait whose methods all have defaults for the standard library's plain types:
+/// `()`, `bool`, `char`, the integers and floats, `String` and `&str`. It is what makes these
+/// types plain requests and responses to seawall (`key::HasAuthority`,
+/// [`PlainResponse`](classify::PlainResponse), the retry crate's `Idempotent`), so the three
+/// agree on one list.
+///
+/// ```
+/// trait Plain {
+///     fn plain(&self) -> bool {
+///         true
+///     }
+/// }
+/// seawall_core::impl_for_plain_types!(Plain);
+///
+/// assert!(7u8.plain() && "x".plain() && ().plain());
+/// ```
+#[macro_export]
+macro_rules! impl_for_plain_types {
+    ($trait:path) => {
+        $crate::impl_for_plain_types!(@each $trait;
+            (), bool, char,
+            u8, u16, u32, u64, u128, usize,
+            i8, i16, i32, i64, i128, isize,
+            f32, f64,
+            String, &str,
+        );
+    };
+    (@each $trait:path; $($ty:ty),* $(,)?) => {
+        $(impl $trait for $ty {})*
+    };
+}
+
 pub use self::error::{BoxError, Rejected, RejectionKind, rejected};
 pub use self::hook::{Event, Hook};
 pub use self::name::Name;

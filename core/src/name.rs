@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{self, ConfigError};
+use crate::config::{self, ConfigError, Raw};
 
 /// A checked layer instance name: non-empty, at most [`Name::MAX_LEN`] bytes, only ASCII
 /// letters, digits and `_ - . : /`, so that it is safe as a metric label value and in a log line.
@@ -38,6 +38,12 @@ impl Name {
         let name = name.into();
         Self::check(&name)?;
         Ok(Self(name))
+    }
+
+    /// The name as a configuration wrote it: a [`ConfigError`] for the field `name` when it is
+    /// not a string or not a valid name.
+    pub fn from_raw(name: impl Into<Raw<String>>) -> Result<Self, ConfigError> {
+        Self::new(name.into().expected("name", "a non-empty name")?)
     }
 
     /// Checks that `name` is a valid name.
@@ -95,6 +101,12 @@ impl TryFrom<String> for Name {
 impl From<Name> for String {
     fn from(name: Name) -> Self {
         name.0.to_string()
+    }
+}
+
+impl From<Name> for Raw<String> {
+    fn from(name: Name) -> Self {
+        String::from(name).into()
     }
 }
 
@@ -160,6 +172,18 @@ mod tests {
         let long = "x".repeat(Name::MAX_LEN + 1);
         let err = Name::new(long).unwrap_err();
         assert!(err.value().ends_with("… (129 bytes)"), "{err}");
+    }
+
+    #[test]
+    fn a_name_as_written_is_checked_on_the_name_field() {
+        assert_eq!(Name::from_raw("db".to_owned()).unwrap().as_str(), "db");
+        let not_a_string = serde_json::from_str::<Raw<String>>("7").unwrap();
+        assert_eq!(
+            Name::from_raw(not_a_string).unwrap_err().to_string(),
+            "invalid `name`: 7, expected a non-empty name"
+        );
+        let err = Name::from_raw("a b".to_owned()).unwrap_err();
+        assert_eq!(err.field(), "name");
     }
 
     #[test]

@@ -152,3 +152,46 @@ async fn a_database_reload_applies_thresholds_and_refuses_a_window_change() {
     );
     assert_eq!(db.query_timeout(), Duration::from_secs(2));
 }
+
+/// A server stack whose rate limit of 4 a minute is the fleet's (its Redis is never reached:
+/// the store connects on the first call).
+fn fleet_stack(per_minute: Option<u32>) -> seawall::stack::ServerStackConfig {
+    let rate_limit = per_minute.map(|n| {
+        format!(
+            "[rate_limit]\nquota = {{ per_minute = {n}, burst = 4 }}\n\
+             fleet = {{ redis_url = \"redis://127.0.0.1:1\", on_failure = \"fail_closed\" }}\n"
+        )
+    });
+    let file = format!(
+        "name = \"products\"\ntimeout = \"1s\"\nbulkhead = {{ max_concurrent = 10 }}\n{}",
+        rate_limit.unwrap_or_default()
+    );
+    toml::from_str(&file).unwrap()
+}
+
+#[tokio::test]
+async fn a_fleet_rate_limit_reload_is_refused_as_needing_a_restart_not_as_missing() {
+    use seawall::stack::ServerStackLayer;
+    use seawall_examples::shop::services::ServerHandles;
+
+    let live = fleet_stack(Some(4));
+    let handles = ServerHandles::new(&ServerStackLayer::new(live.clone()));
+    assert!(
+        handles.rate_limit.is_none(),
+        "a fleet's limit has no local handle"
+    );
+    handles.reload(&live).unwrap();
+
+    let err = handles.check(&fleet_stack(Some(8))).unwrap_err();
+    assert_eq!(err.field(), "server.rate_limit.quota");
+    assert!(!err.to_string().contains("restart adds"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("in the fleet's store, as the live layer has it"),
+        "{err}"
+    );
+
+    let err = handles.check(&fleet_stack(None)).unwrap_err();
+    assert_eq!(err.field(), "server.rate_limit");
+    assert!(err.to_string().contains("a restart removes it"), "{err}");
+}

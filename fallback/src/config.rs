@@ -1,6 +1,5 @@
-use std::sync::Arc;
-
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::Name;
+use seawall_core::config::{ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
 use crate::trigger::When;
@@ -15,7 +14,7 @@ const DEFAULT_NAME: &str = "fallback";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "FallbackSpec", into = "FallbackSpec")]
 pub struct FallbackConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) on: When,
 }
 
@@ -41,10 +40,11 @@ impl FallbackConfig {
 
 impl Default for FallbackConfig {
     fn default() -> Self {
-        Self {
-            name: DEFAULT_NAME.into(),
+        Self::try_from(FallbackSpec {
+            name: default_name(),
             on: When::AnyError,
-        }
+        })
+        .expect("the defaults are valid")
     }
 }
 
@@ -69,7 +69,7 @@ impl TryFrom<FallbackSpec> for FallbackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FallbackSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         if matches!(&spec.on, When::Rejections(kinds) if kinds.is_empty()) {
             return Err(ConfigError::expected(
                 "on.rejections",
@@ -77,17 +77,14 @@ impl TryFrom<FallbackSpec> for FallbackConfig {
                 "at least one rejection kind",
             ));
         }
-        Ok(Self {
-            name: name.into(),
-            on: spec.on,
-        })
+        Ok(Self { name, on: spec.on })
     }
 }
 
 impl From<FallbackConfig> for FallbackSpec {
     fn from(config: FallbackConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             on: config.on,
         }
     }

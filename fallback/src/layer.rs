@@ -83,7 +83,7 @@ impl FallbackLayerBuilder<When> {
     /// A builder with the name and trigger of a configuration.
     pub fn from_config(config: FallbackConfig) -> Self {
         Self {
-            name: config.name,
+            name: config.name.into(),
             trigger: config.on,
             source: NoAnswer,
         }

@@ -1,6 +1,6 @@
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -119,7 +119,7 @@ impl From<Hysteresis> for HysteresisSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ComponentSpec", into = "ComponentSpec")]
 pub struct ComponentConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) critical: bool,
     pub(crate) hysteresis: Hysteresis,
 }
@@ -185,9 +185,9 @@ impl TryFrom<ComponentSpec> for ComponentConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ComponentSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         Ok(Self {
-            name: name.into(),
+            name,
             critical: spec.critical.expected("critical", "true or false")?,
             hysteresis: spec.hysteresis,
         })
@@ -197,7 +197,7 @@ impl TryFrom<ComponentSpec> for ComponentConfig {
 impl From<ComponentConfig> for ComponentSpec {
     fn from(c: ComponentConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             critical: c.critical.into(),
             hysteresis: c.hysteresis,
         }

@@ -137,7 +137,7 @@ impl HealthTracker {
         let mut registry = self.inner.lock();
         let index = registry.components.len();
         registry.components.push(Entry {
-            name: config.name,
+            name: config.name.into(),
             critical: config.critical,
             state: ComponentState::new(config.hysteresis),
             detail: None,

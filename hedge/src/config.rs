@@ -1,8 +1,8 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_core::latency::LatencyEstimate;
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
@@ -23,7 +23,7 @@ const MAX_BUDGET_WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "HedgeSpec", into = "HedgeSpec")]
 pub struct HedgeConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) delay: Delay,
     pub(crate) max_attempts: u32,
     pub(crate) budget: BudgetConfig,
@@ -38,7 +38,8 @@ impl HedgeConfig {
     /// The same configuration for a layer instance called `name`. An empty name is a
     /// `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -460,7 +461,7 @@ impl TryFrom<HedgeSpec> for HedgeConfig {
     type Error = ConfigError;
 
     fn try_from(spec: HedgeSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let delay = match spec.delay {
             DelaySpec::Fixed(delay) => {
                 Delay::Fixed(config::positive_duration("delay", delay, MAX_DELAY)?)
@@ -472,7 +473,7 @@ impl TryFrom<HedgeSpec> for HedgeConfig {
         };
         let max_attempts = config::count_in("max_attempts", spec.max_attempts, 2..=MAX_ATTEMPTS)?;
         Ok(Self {
-            name: name.into(),
+            name,
             delay,
             max_attempts,
             budget: spec.budget,
@@ -483,7 +484,7 @@ impl TryFrom<HedgeSpec> for HedgeConfig {
 impl From<HedgeConfig> for HedgeSpec {
     fn from(config: HedgeConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             delay: match config.delay {
                 Delay::Fixed(delay) => DelaySpec::Fixed(delay.into()),
                 Delay::Percentile(delay) => DelaySpec::Percentile(delay),

@@ -92,7 +92,7 @@ impl State {
         };
         let origin = Instant::now();
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             max_attempts: config.max_attempts,
             delay,
             current_delay: AtomicU64::new(current),

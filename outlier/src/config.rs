@@ -1,9 +1,9 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::Name;
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -11,7 +11,6 @@ const DEFAULT_NAME: &str = "outlier";
 const MAX_COUNT: u32 = 1_000_000;
 const INTERVALS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(3600);
-const MAX_EJECTION: Duration = Duration::from_secs(24 * 3600);
 
 /// A validated outlier detection configuration.
 ///
@@ -22,7 +21,7 @@ const MAX_EJECTION: Duration = Duration::from_secs(24 * 3600);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "OutlierSpec", into = "OutlierSpec")]
 pub struct OutlierConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) consecutive_failures: Option<u32>,
     pub(crate) success_rate: Option<SuccessRateConfig>,
     pub(crate) interval: Duration,
@@ -462,7 +461,7 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
     type Error = ConfigError;
 
     fn try_from(spec: OutlierSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let consecutive_failures = spec
             .consecutive_failures
             .map(|n| config::count_in("consecutive_failures", n, 1..=MAX_COUNT))
@@ -472,18 +471,18 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
         }
         let interval = config::duration_in("interval", spec.interval, INTERVALS)?;
         let base_ejection_time =
-            config::positive_duration("base_ejection_time", spec.base_ejection_time, MAX_EJECTION)?;
+            config::positive_duration("base_ejection_time", spec.base_ejection_time, MAX_DURATION)?;
         let max_ejection_time = config::duration_in(
             "max_ejection_time",
             spec.max_ejection_time,
-            base_ejection_time..=MAX_EJECTION,
+            base_ejection_time..=MAX_DURATION,
         )?;
         let max_ejected_share = config::ratio_or_zero("max_ejected_share", spec.max_ejected_share)?;
         let endpoint_labels = spec
             .endpoint_labels
             .expected("endpoint_labels", "true or false")?;
         Ok(Self {
-            name: name.into(),
+            name,
             consecutive_failures,
             success_rate: spec.success_rate,
             interval,
@@ -498,7 +497,7 @@ impl TryFrom<OutlierSpec> for OutlierConfig {
 impl From<OutlierConfig> for OutlierSpec {
     fn from(c: OutlierConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             consecutive_failures: c.consecutive_failures.map(Raw::from),
             success_rate: c.success_rate,
             interval: c.interval.into(),
@@ -626,6 +625,14 @@ mod tests {
             (
                 "base_ejection_time = \"0s\"",
                 "invalid `base_ejection_time`: 0ns is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "base_ejection_time = \"90000s\"",
+                "invalid `base_ejection_time`: 90000s is outside the allowed range (0s, 86400s]",
+            ),
+            (
+                "base_ejection_time = \"60s\"\nmax_ejection_time = \"90000s\"",
+                "invalid `max_ejection_time`: 90000s is outside the allowed range [60s, 86400s]",
             ),
             (
                 "base_ejection_time = \"60s\"\nmax_ejection_time = \"30s\"",

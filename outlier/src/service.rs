@@ -61,15 +61,8 @@ impl<S, K, C, P> Endpoint<S, K, C, P> {
         self.binding.member.until() != 0
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
+    // `Endpoint` implements `Drop`, so `into_inner` could not move `inner` out.
+    seawall_core::define_inner_service_accessors!(ref);
 
     /// Waits for the ejection, ending `until` (nanoseconds from the set's origin): `Ready`
     /// once the sleep is over.

@@ -90,7 +90,7 @@ impl<K> SetState<K> {
         metrics.endpoints.set(0.0);
         metrics.ejected.set(0.0);
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             settings: Settings {
                 consecutive_failures: config.consecutive_failures,
                 success_rate: config.success_rate,

@@ -1,9 +1,9 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -210,7 +210,7 @@ impl From<Quota> for QuotaSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "RateLimitSpec", into = "RateLimitSpec")]
 pub struct RateLimitConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) quota: Quota,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) max_keys: usize,
@@ -227,7 +227,8 @@ impl RateLimitConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -394,7 +395,7 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RateLimitSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let quota = spec.quota.ok_or_else(|| {
             ConfigError::expected(
                 "quota",
@@ -413,7 +414,7 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
             ));
         }
         Ok(Self {
-            name: name.into(),
+            name,
             quota,
             max_wait: spec
                 .max_wait
@@ -433,7 +434,7 @@ impl TryFrom<RateLimitSpec> for RateLimitConfig {
 impl From<RateLimitConfig> for RateLimitSpec {
     fn from(config: RateLimitConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             quota: Some(config.quota),
             max_wait: config.max_wait.map(Raw::from),
             max_keys: config.max_keys.into(),

@@ -272,7 +272,7 @@ fn nanos_since(epoch: Instant) -> u64 {
 impl<E: KeyExtractor> Keyed<E> {
     pub(crate) fn new(config: &RateLimitConfig, extractor: E) -> Self {
         let book = Arc::new(KeyBook {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             len: AtomicUsize::new(0),
             max: config.max_keys,
             epoch: Instant::now(),

@@ -26,7 +26,7 @@ const NO_WAIT: u64 = u64::MAX;
 impl Live {
     fn new(config: &RateLimitConfig) -> Self {
         let live = Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             max_wait: AtomicU64::new(NO_WAIT),
             config: Mutex::new(config.clone()),
         };

@@ -1,7 +1,7 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -35,7 +35,7 @@ fn default_backoff() -> Backoff {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RetrySpec", into = "RetrySpec")]
 pub struct RetryConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
     pub(crate) max_delay: Duration,
@@ -53,7 +53,8 @@ impl RetryConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -289,7 +290,7 @@ impl TryFrom<RetrySpec> for RetryConfig {
     type Error = ConfigError;
 
     fn try_from(spec: RetrySpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let max_attempts = config::count_in("max_attempts", spec.max_attempts, 1..=MAX_ATTEMPTS)?;
         let max_delay = match spec.max_delay {
             Some(d) => config::positive_duration("max_delay", d, MAX_DURATION)?,
@@ -304,7 +305,7 @@ impl TryFrom<RetrySpec> for RetryConfig {
             .map(|seed| seed.value("seed", "[0, 18446744073709551615]"))
             .transpose()?;
         Ok(Self {
-            name: name.into(),
+            name,
             max_attempts,
             backoff: spec.backoff,
             max_delay,
@@ -318,7 +319,7 @@ impl TryFrom<RetrySpec> for RetryConfig {
 impl From<RetryConfig> for RetrySpec {
     fn from(config: RetryConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             max_attempts: config.max_attempts.into(),
             backoff: config.backoff,
             max_delay: Some(config.max_delay.into()),

@@ -162,9 +162,9 @@ impl<P> Shared<P> {
         // step.
         let seed = config
             .seed
-            .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
+            .unwrap_or_else(|| RandomState::new().hash_one(config.name.as_ptr()));
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             settings: Arc::new(Settings::new(config)),
             budget: config
                 .budget

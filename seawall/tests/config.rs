@@ -87,6 +87,10 @@ fn client_stack_errors_name_the_full_path() {
             r#"invalid `total_timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
         ),
         (
+            r#"total_timeout = "90000s""#,
+            "invalid `total_timeout`: 90000s is outside the allowed range (0s, 86400s]",
+        ),
+        (
             r#"attempt_timeout = "3s""#,
             "invalid `attempt_timeout`: 3s is outside the allowed range (0s, 2s]",
         ),
@@ -216,6 +220,10 @@ fn server_stack_errors_name_the_full_path() {
         (
             r#"timeout = "-5s""#,
             r#"invalid `timeout`: "-5s" is outside the allowed range (0s, 86400s]"#,
+        ),
+        (
+            r#"timeout = "90000s""#,
+            "invalid `timeout`: 90000s is outside the allowed range (0s, 86400s]",
         ),
         (
             r#"deadlines = { header = "bad header" }"#,

@@ -1,7 +1,7 @@
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError};
 use serde::{Deserialize, Serialize};
 
@@ -23,7 +23,7 @@ const MAX_MIN_REQUESTS: u32 = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ThrottleSpec", into = "ThrottleSpec")]
 pub struct ThrottleConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) multiplier: f64,
     pub(crate) window: Duration,
     pub(crate) min_requests: u32,
@@ -41,7 +41,8 @@ impl ThrottleConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -217,7 +218,7 @@ impl TryFrom<ThrottleSpec> for ThrottleConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ThrottleSpec) -> Result<Self, ConfigError> {
-        config::check_name(&spec.name)?;
+        let name = Name::new(spec.name)?;
         if !(1.0..=MAX_MULTIPLIER).contains(&spec.multiplier) {
             return Err(ConfigError::new("multiplier", spec.multiplier, "[1, 100]"));
         }
@@ -226,7 +227,7 @@ impl TryFrom<ThrottleSpec> for ThrottleConfig {
             config::count_in("min_requests", spec.min_requests, 1..=MAX_MIN_REQUESTS)?;
         let max_window = config::duration_in("max_window", spec.max_window, window..=MAX_WINDOW)?;
         Ok(Self {
-            name: spec.name.into(),
+            name,
             multiplier: spec.multiplier,
             window,
             min_requests,
@@ -240,7 +241,7 @@ impl TryFrom<ThrottleSpec> for ThrottleConfig {
 impl From<ThrottleConfig> for ThrottleSpec {
     fn from(c: ThrottleConfig) -> Self {
         Self {
-            name: c.name.to_string(),
+            name: c.name.into(),
             multiplier: c.multiplier,
             window: c.window,
             min_requests: c.min_requests,

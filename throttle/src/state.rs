@@ -71,9 +71,9 @@ impl State {
         probability.set(0.0);
         let seed = config
             .seed
-            .unwrap_or_else(|| RandomState::new().hash_one(Arc::as_ptr(&config.name)));
+            .unwrap_or_else(|| RandomState::new().hash_one(config.name.as_ptr()));
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             window: Window::new(
                 config.window,
                 config.max_window,

@@ -1,15 +1,14 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::Name;
+use seawall_core::config::{self, ConfigError, MAX_DURATION, POSITIVE_DURATIONS, Raw};
 use seawall_core::latency::LatencyEstimate;
 use serde::de::{self, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "timeout";
 const MAX_MULTIPLIER: f64 = 100.0;
 const MAX_MIN_SAMPLES: u64 = 1_000_000;
@@ -22,7 +21,7 @@ const MAX_MIN_SAMPLES: u64 = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "TimeoutSpec", into = "TimeoutSpec")]
 pub struct TimeoutConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) timeout: TimeoutMode,
 }
 
@@ -35,7 +34,8 @@ impl TimeoutConfig {
     /// The same configuration for a layer instance called `name` (as a ready-made stack names
     /// its layers after itself). An empty name is a `ConfigError`.
     pub fn named(mut self, name: impl Into<String>) -> Result<Self, ConfigError> {
-        self.name = seawall_core::config::layer_name(name)?;
+        let name: String = name.into();
+        self.name = Name::new(name)?;
         Ok(self)
     }
 
@@ -48,7 +48,7 @@ impl TimeoutConfig {
     pub fn timeout(&self) -> Duration {
         match &self.timeout {
             TimeoutMode::Fixed(timeout) => *timeout,
-            TimeoutMode::Adaptive(adaptive) => adaptive.ceiling.unwrap_or(MAX_TIMEOUT),
+            TimeoutMode::Adaptive(adaptive) => adaptive.ceiling.unwrap_or(MAX_DURATION),
         }
     }
 
@@ -223,10 +223,10 @@ impl AdaptiveTimeout {
         if !(self.quantile > 0.0 && self.quantile < 1.0) {
             return Err(ConfigError::new("quantile", self.quantile, "(0, 1)"));
         }
-        let ceiling = self.ceiling.unwrap_or(MAX_TIMEOUT);
+        let ceiling = self.ceiling.unwrap_or(MAX_DURATION);
         config::positive_duration("floor", self.floor, ceiling)?;
         if let Some(ceiling) = self.ceiling {
-            config::duration_in("ceiling", ceiling, self.floor..=MAX_TIMEOUT)?;
+            config::duration_in("ceiling", ceiling, self.floor..=MAX_DURATION)?;
         }
         config::duration_in("window", self.window, LatencyEstimate::WINDOWS)?;
         config::count_in("min_samples", self.min_samples, 1..=MAX_MIN_SAMPLES)?;
@@ -275,7 +275,7 @@ impl TryFrom<AdaptiveSpec> for AdaptiveTimeout {
             floor: spec.floor.value("floor", "(0s, ceiling]")?,
             ceiling: spec
                 .ceiling
-                .map(|c| c.value("ceiling", "[floor, 86400s]"))
+                .map(|c| c.value("ceiling", format!("[floor, {MAX_DURATION:?}]")))
                 .transpose()?,
             window: spec.window.value("window", "[10ms, 3600s]")?,
             min_samples: spec.min_samples.value("min_samples", "[1, 1000000]")?,
@@ -427,12 +427,16 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
 
     fn try_from(spec: TimeoutSpec) -> Result<Self, ConfigError> {
         let timeout = spec.timeout.ok_or_else(|| {
-            ConfigError::expected("timeout", "nothing", "a duration in (0s, 86400s]")
+            ConfigError::expected(
+                "timeout",
+                "nothing",
+                format!("a duration in {POSITIVE_DURATIONS}"),
+            )
         })?;
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let timeout = match timeout {
             TimeoutModeSpec::Fixed(timeout) => {
-                TimeoutMode::Fixed(config::positive_duration("timeout", timeout, MAX_TIMEOUT)?)
+                TimeoutMode::Fixed(config::positive_duration("timeout", timeout, MAX_DURATION)?)
             }
             TimeoutModeSpec::Adaptive(adaptive) => {
                 adaptive.check().map_err(|e| e.within("timeout"))?;
@@ -440,23 +444,20 @@ impl TryFrom<TimeoutSpec> for TimeoutConfig {
                     return Err(ConfigError::expected(
                         "timeout.ceiling",
                         "nothing",
-                        "a duration in [floor, 86400s]",
+                        format!("a duration in [floor, {MAX_DURATION:?}]"),
                     ));
                 }
                 TimeoutMode::Adaptive(adaptive)
             }
         };
-        Ok(Self {
-            name: name.into(),
-            timeout,
-        })
+        Ok(Self { name, timeout })
     }
 }
 
 impl From<TimeoutConfig> for TimeoutSpec {
     fn from(config: TimeoutConfig) -> Self {
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             timeout: Some(config.timeout.into()),
         }
     }

@@ -32,7 +32,7 @@ impl Shared {
     pub(crate) fn new(config: &TimeoutConfig, metrics: MetricScope) -> Self {
         const CALLS: &str = "seawall_timeout_calls_total";
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             live: Arc::new(Live::new(config)),
             completed: metrics.counter(CALLS, &[("result", "completed")]),
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),

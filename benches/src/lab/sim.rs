@@ -274,7 +274,7 @@ impl Workers {
 
 /// Draws a delay from `latency`.
 pub fn sample(latency: &Latency, rng: &mut ChaCha8Rng) -> Duration {
-    const MAX: f64 = 86_400.0;
+    const MAX: f64 = seawall_core::config::MAX_DURATION.as_secs_f64();
     match *latency {
         Latency::Fixed { value } => value,
         Latency::Uniform { min, max } => {

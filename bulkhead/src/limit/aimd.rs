@@ -9,7 +9,7 @@ use std::time::Duration;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
-use super::bounds::Bounds;
+use super::bounds::{Bounds, bounds_setters};
 
 /// Settings of the AIMD limit; checked when the bulkhead is built.
 ///
@@ -60,7 +60,9 @@ impl TryFrom<AimdSpec> for AimdConfig {
         Ok(Self {
             bounds: Bounds::from_spec("aimd", [spec.initial, spec.min, spec.max])?,
             backoff_ratio: spec.backoff_ratio.value("aimd.backoff_ratio", "[0.5, 1)")?,
-            timeout: spec.timeout.value("aimd.timeout", "(0s, 86400s]")?,
+            timeout: spec
+                .timeout
+                .value("aimd.timeout", config::POSITIVE_DURATIONS)?,
         })
     }
 }
@@ -81,26 +83,7 @@ impl AimdConfig {
         Self::default()
     }
 
-    /// The limit to start from.
-    #[must_use]
-    pub fn initial(mut self, initial: usize) -> Self {
-        self.bounds.initial = initial;
-        self
-    }
-
-    /// The smallest limit, at least 1.
-    #[must_use]
-    pub fn min(mut self, min: usize) -> Self {
-        self.bounds.min = min;
-        self
-    }
-
-    /// The largest limit.
-    #[must_use]
-    pub fn max(mut self, max: usize) -> Self {
-        self.bounds.max = max;
-        self
-    }
+    bounds_setters!();
 
     /// What a drop multiplies the limit by, in `[0.5, 1)`.
     #[must_use]

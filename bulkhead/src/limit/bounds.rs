@@ -8,6 +8,9 @@ pub(crate) const MAX_LIMIT: usize = 1_000_000;
 const LIMITS: &str = "[1, 1000000]";
 
 /// The initial, smallest and largest limit of an adaptive algorithm.
+///
+/// Each algorithm's spec writes the three fields itself: serde's `flatten` cannot share them,
+/// as it does not work with the specs' `deny_unknown_fields`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Bounds {
     pub(crate) initial: usize,
@@ -49,3 +52,31 @@ impl Bounds {
         Ok(())
     }
 }
+
+/// The `initial`, `min` and `max` setters of an algorithm's configuration, whose `bounds`
+/// field is a [`Bounds`].
+macro_rules! bounds_setters {
+    () => {
+        /// The limit to start from.
+        #[must_use]
+        pub fn initial(mut self, initial: usize) -> Self {
+            self.bounds.initial = initial;
+            self
+        }
+
+        /// The smallest limit, at least 1.
+        #[must_use]
+        pub fn min(mut self, min: usize) -> Self {
+            self.bounds.min = min;
+            self
+        }
+
+        /// The largest limit.
+        #[must_use]
+        pub fn max(mut self, max: usize) -> Self {
+            self.bounds.max = max;
+            self
+        }
+    };
+}
+pub(crate) use bounds_setters;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
-use super::bounds::Bounds;
+use super::bounds::{Bounds, bounds_setters};
 use super::{log10_root, whole};
 
 /// Settings of the Vegas limit; checked when the bulkhead is built.
@@ -100,26 +100,7 @@ impl VegasConfig {
         Self::default()
     }
 
-    /// The limit to start from.
-    #[must_use]
-    pub fn initial(mut self, initial: usize) -> Self {
-        self.bounds.initial = initial;
-        self
-    }
-
-    /// The smallest limit, at least 1.
-    #[must_use]
-    pub fn min(mut self, min: usize) -> Self {
-        self.bounds.min = min;
-        self
-    }
-
-    /// The largest limit.
-    #[must_use]
-    pub fn max(mut self, max: usize) -> Self {
-        self.bounds.max = max;
-        self
-    }
+    bounds_setters!();
 
     /// How much of each new estimate is taken, in `(0, 1]`.
     #[must_use]

@@ -179,33 +179,7 @@ impl<Res, E> Classify<Res, E> for AnyError {
 /// ```
 pub trait PlainResponse {}
 
-macro_rules! plain {
-    ($($ty:ty),* $(,)?) => {
-        $(impl PlainResponse for $ty {})*
-    };
-}
-
-plain!(
-    (),
-    bool,
-    char,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    f32,
-    f64,
-    String,
-    &'static str,
-);
+crate::impl_for_plain_types!(PlainResponse);
 
 impl<T> PlainResponse for Vec<T> {}
 impl<T: ?Sized> PlainResponse for Box<T> {}

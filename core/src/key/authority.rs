@@ -34,28 +34,4 @@ impl<B> HasAuthority for http::Request<B> {
     }
 }
 
-macro_rules! no_authority {
-    ($($ty:ty),* $(,)?) => {
-        $(impl HasAuthority for $ty {})*
-    };
-}
-
-no_authority!(
-    (),
-    bool,
-    char,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    String,
-    &str,
-);
+crate::impl_for_plain_types!(HasAuthority);

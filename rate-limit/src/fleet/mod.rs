@@ -186,7 +186,7 @@ impl<S: QuotaStore> FleetCore<S> {
         }
         .with_burst(share(quota.burst()));
         Self {
-            name: config.name.clone(),
+            name: config.name.clone().into(),
             store,
             quota,
             lease: fleet.lease,

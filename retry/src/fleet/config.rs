@@ -1,7 +1,7 @@
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
+use seawall_core::Name;
 use seawall_core::config::{self, ConfigError, Raw};
 use seawall_core::store::{OnStoreFailure, RawStoreConfig, StoreConfig, StoreGuardConfig};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -41,7 +41,7 @@ const SHARED: &str = "the budget, which `on_failure = \"local\"` divides its flo
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "FleetBudgetSpec", into = "FleetBudgetSpec")]
 pub struct FleetBudgetConfig {
-    pub(crate) name: Arc<str>,
+    pub(crate) name: Name,
     pub(crate) budget: BudgetConfig,
     pub(crate) store: StoreConfig,
     pub(crate) sync_interval: Duration,
@@ -279,7 +279,7 @@ impl TryFrom<FleetBudgetSpec> for FleetBudgetConfig {
     type Error = ConfigError;
 
     fn try_from(spec: FleetBudgetSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let raw = RawStoreConfig {
             redis_url: spec.redis_url,
             key_prefix: spec.key_prefix,
@@ -291,7 +291,7 @@ impl TryFrom<FleetBudgetSpec> for FleetBudgetConfig {
         };
         let store = StoreConfig::from_raw(raw, SHARED)?;
         Ok(Self {
-            name: name.into(),
+            name,
             budget: spec.budget.unwrap_or_default(),
             store,
             sync_interval: config::duration_in(
@@ -308,7 +308,7 @@ impl From<FleetBudgetConfig> for FleetBudgetSpec {
     fn from(config: FleetBudgetConfig) -> Self {
         let store = config.store.to_raw();
         Self {
-            name: config.name.to_string().into(),
+            name: config.name.into(),
             budget: Some(config.budget),
             redis_url: store.redis_url,
             key_prefix: store.key_prefix,

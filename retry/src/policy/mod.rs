@@ -127,31 +127,7 @@ pub trait Idempotent {
     }
 }
 
-macro_rules! idempotent {
-    ($($ty:ty),* $(,)?) => {
-        $(impl Idempotent for $ty {})*
-    };
-}
-
-idempotent!(
-    (),
-    bool,
-    char,
-    u8,
-    u16,
-    u32,
-    u64,
-    u128,
-    usize,
-    i8,
-    i16,
-    i32,
-    i64,
-    i128,
-    isize,
-    String,
-    &str,
-);
+seawall_core::impl_for_plain_types!(Idempotent);
 
 /// The default policy: nothing that may not be sent twice is retried.
 ///
@@ -314,6 +290,22 @@ mod tests {
             RetryPolicy::<u64, ()>::clone_request(&DefaultPolicy, &7),
             Some(7)
         );
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_plain_types_are_idempotent_keyless_and_plain_responses_alike() {
+        use seawall_core::classify::PlainResponse;
+        use seawall_core::key::HasAuthority;
+
+        fn plain<T: Idempotent + HasAuthority + PlainResponse>(request: T) -> bool {
+            request.authority().is_none() && request.is_idempotent()
+        }
+        let borrowed = String::from("a request");
+        assert!(plain(()) && plain(true) && plain('c'));
+        assert!(plain(1u8) && plain(1u64) && plain(1usize) && plain(-1i32) && plain(-1isize));
+        assert!(plain(1.5f32) && plain(1.5f64));
+        assert!(plain(borrowed.clone()) && plain(borrowed.as_str()));
     }
 
     #[test]

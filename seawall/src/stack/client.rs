@@ -1,6 +1,5 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
@@ -8,8 +7,9 @@ use seawall_circuit_breaker::{
     ByAuthority, CircuitBreaker, CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer,
     KeyedCircuitBreaker, KeyedCircuitBreakerLayer, NoRetryAfter,
 };
+use seawall_core::Name;
 use seawall_core::classify::DefaultClassify;
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryHandle, RetryLayer};
 use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
@@ -22,7 +22,6 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tower::Layer;
 use tower::util::Either;
 
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "client";
 const ATTEMPT_SUFFIX: &str = ".attempt";
 const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -101,7 +100,7 @@ pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "ClientStackSpec", into = "ClientStackSpec")]
 pub struct ClientStackConfig {
-    name: Arc<str>,
+    name: Name,
     total_timeout: Duration,
     attempt_timeout: TimeoutMode,
     retry: RetryConfig,
@@ -469,7 +468,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ClientStackSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         // The longest name a layer of the stack takes must be a valid name too.
         if name.len() + ATTEMPT_SUFFIX.len() > seawall_core::Name::MAX_LEN {
             return Err(ConfigError::expected(
@@ -479,7 +478,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             ));
         }
         let total_timeout =
-            config::positive_duration("total_timeout", spec.total_timeout, MAX_TIMEOUT)?;
+            config::positive_duration("total_timeout", spec.total_timeout, MAX_DURATION)?;
         let attempt_timeout = match spec.attempt_timeout {
             AttemptSpec::Fixed(timeout) => TimeoutMode::Fixed(config::positive_duration(
                 "attempt_timeout",
@@ -511,7 +510,7 @@ impl TryFrom<ClientStackSpec> for ClientStackConfig {
             bulkhead: spec.bulkhead.named(name.as_str())?,
             hedge: spec.hedge.map(|h| h.named(name.as_str())).transpose()?,
             circuit_breaker_key: spec.circuit_breaker_key,
-            name: name.into(),
+            name,
             total_timeout,
             attempt_timeout,
         })
@@ -527,7 +526,7 @@ impl From<ClientStackConfig> for ClientStackLayer {
 impl From<ClientStackConfig> for ClientStackSpec {
     fn from(c: ClientStackConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             total_timeout: c.total_timeout.into(),
             attempt_timeout: c.attempt_timeout.into(),
             retry: c.retry,

@@ -1,10 +1,10 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 use std::time::Duration;
 
 use seawall_bulkhead::{Bulkhead, BulkheadConfig, BulkheadHandle, BulkheadLayer};
-use seawall_core::config::{self, ConfigError, Raw};
+use seawall_core::Name;
+use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use seawall_rate_limit::{
     Direct, Fleet, RateLimit, RateLimitConfig, RateLimitHandle, RateLimitLayer,
 };
@@ -16,7 +16,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tower::Layer;
 use tower::util::Either;
 
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 const DEFAULT_NAME: &str = "server";
 
 /// The server stack's service over `S`: the caller's deadline stamped on arrival, rate limit
@@ -57,7 +56,7 @@ pub type FleetLimiter = Fleet<seawall_rate_limit::store::MemoryStore>;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "ServerStackSpec", into = "ServerStackSpec")]
 pub struct ServerStackConfig {
-    name: Arc<str>,
+    name: Name,
     rate_limit: Option<RateLimitConfig>,
     bulkhead: BulkheadConfig,
     timeout: Duration,
@@ -216,7 +215,7 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
     type Error = ConfigError;
 
     fn try_from(spec: ServerStackSpec) -> Result<Self, ConfigError> {
-        let name = config::name(spec.name)?;
+        let name = Name::from_raw(spec.name)?;
         let rate_limit = spec
             .rate_limit
             .map(|r| r.named(name.as_str()))
@@ -227,9 +226,9 @@ impl TryFrom<ServerStackSpec> for ServerStackConfig {
         Ok(Self {
             rate_limit,
             bulkhead: spec.bulkhead.named(name.as_str())?,
-            timeout: config::positive_duration("timeout", spec.timeout, MAX_TIMEOUT)?,
+            timeout: config::positive_duration("timeout", spec.timeout, MAX_DURATION)?,
             deadlines: spec.deadlines,
-            name: name.into(),
+            name,
         })
     }
 }
@@ -268,7 +267,7 @@ impl From<ServerStackConfig> for ServerStackLayer {
 impl From<ServerStackConfig> for ServerStackSpec {
     fn from(c: ServerStackConfig) -> Self {
         Self {
-            name: c.name.to_string().into(),
+            name: c.name.into(),
             rate_limit: c.rate_limit,
             bulkhead: c.bulkhead,
             timeout: c.timeout.into(),
@@ -318,6 +317,15 @@ impl ServerStackLayer {
         match self.rate_limit.as_ref()? {
             Either::Left(local) => Some(local.handle()),
             Either::Right(_) => None,
+        }
+    }
+
+    /// The rate limit kept in the fleet's store, when the stack's has a `fleet` section. Its
+    /// quota has no reload handle yet: a restart changes it.
+    pub fn fleet_rate_limit(&self) -> Option<&RateLimitLayer<FleetLimiter>> {
+        match self.rate_limit.as_ref()? {
+            Either::Left(_) => None,
+            Either::Right(fleet) => Some(fleet),
         }
     }
 }

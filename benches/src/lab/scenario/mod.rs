@@ -39,7 +39,7 @@ pub use self::workload::{Arrivals, Mode, Phase, Workload};
 
 use self::error::{error_at, find_key};
 
-pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+pub(crate) use seawall_core::config::MAX_DURATION;
 
 /// The built-in suite, in the order it runs.
 pub const BUILT_IN: [(&str, &str); 23] = [

@@ -80,8 +80,8 @@ const NOISE_SIGMAS: f64 = 2.0;
 /// of `R` requests are binomial with variance `R (1/K)(1 − 1/K)`, so the excess has mean 0
 /// and standard deviation `√((K − 1) R)`. Without this test a small window rejects on noise:
 /// with the default window of about 10 requests and a downstream accepting 73 % (offered
-/// 1.5× its capacity), `R − 2A > 0` (5 or fewer accepts of 10) holds about 5 % of the time;
-/// with `R − 2A > 2√R` (1 or no accept of 10) about 10⁻⁵. A downstream refusing everything
+/// 1.5× its capacity), `R − 2A > 0` (4 or fewer accepts of 10) holds about 3 % of the time;
+/// with `R − 2A > 2√R` (1 or no accept of 10) about 5·10⁻⁵. A downstream refusing everything
 /// still engages once `R > 4 (K − 1)`: 5 requests at K = 2. Large windows are unaffected:
 /// `2√R` is 2 % of 10 000 requests.
 #[inline]

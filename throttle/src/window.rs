@@ -59,7 +59,8 @@ impl ThrottleCounts {
 
     /// `max(0, (requests − K × accepts) / (requests + 1))`, the SRE book's client-side
     /// throttling probability, once the excess less the rounding of the counts (`(K + 1) / 4096`
-    /// of a request) is beyond noise (see [`beyond_noise`]); below that it is 0.
+    /// of a request) exceeds `2√((K − 1) × requests)`, two standard deviations of what a
+    /// downstream accepting exactly `1/K` gives by chance; below that it is 0.
     pub fn rejection_probability(&self, multiplier: f64) -> f64 {
         let excess = self.requests - multiplier * self.accepts;
         let rounding = (multiplier + 1.0) / ONE as f64;

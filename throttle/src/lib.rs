@@ -38,9 +38,16 @@
 //! once `r·τ ≫ 1`. When the downstream's capacity is `C < r/K`, the throttle settles where it
 //! sends `K·C`.
 //!
+//! - *Noise.* The formula engages only once `R − K·A` exceeds `2·√((K − 1)·R)`, two standard
+//!   deviations of what a downstream accepting exactly `1/K` gives by chance (accepts are then
+//!   binomial). A small window would otherwise reject on noise: 1000 clients at 1.5 requests a
+//!   second hold about 10 requests each, and against a downstream accepting 73 % of them
+//!   `R − 2A > 0` holds about 3 % of the time, `R − 2A > 2√R` about 5·10⁻⁵ of it. At
+//!   `r·τ = 500` requests the bound is 9 % of the window.
 //! - *Reaction.* When accepts stop, `A` decays as `e^{−t/τ}` while `R` holds, so the first
-//!   local rejection comes after `τ·ln K` (0.35 s with the defaults), at any rate of at least
-//!   `min_requests / τ`.
+//!   local rejection comes after about `τ·ln(K / (1 − 2√((K − 1)/R)))` (0.39 s with the
+//!   defaults at 1000 requests a second, `τ·ln K` = 0.35 s as the window grows), at any rate
+//!   of at least `min_requests / τ`.
 //! - *Recovery.* After a long full refusal `p ≈ r·τ / (r·τ + 1)`. Once the downstream accepts
 //!   again, the trickle's accepts grow the window's accepts about `e`-fold per `τ`, and
 //!   rejections stop when `A` reaches `R/K`: about `τ·ln(r·τ/K)` (3.9 s at 10 000 requests a
@@ -51,8 +58,9 @@
 //!   defaults) each request ages the window by `1/min_requests` instead of time doing it, so
 //!   the window holds about [`min_requests`](ThrottleConfigBuilder::min_requests) requests (10
 //!   by default: at 1 request a second with a random 30 % refused, under 1 % of calls are
-//!   rejected locally), and reaction and recovery take about `min_requests·ln K` and
-//!   `min_requests·ln(min_requests/K)` of its own calls. Time still ages the window at least
+//!   rejected locally), and reaction takes about 17 of its own calls with the defaults
+//!   (`A = 10.5·e^{−n/10}` must fall below `(10.5 − 2√10.5)/2`; 7 without the noise bound) and
+//!   recovery about `min_requests·ln(min_requests/K)`. Time still ages the window at least
 //!   as [`max_window`](ThrottleConfigBuilder::max_window) would (30 s), so a client that was
 //!   silent forgets.
 //!

@@ -58,15 +58,36 @@ impl ThrottleCounts {
     }
 
     /// `max(0, (requests − K × accepts) / (requests + 1))`, the SRE book's client-side
-    /// throttling probability; an excess within the rounding of the counts (`(K + 1) / 4096`
-    /// of a request) is none.
+    /// throttling probability, once the excess less the rounding of the counts (`(K + 1) / 4096`
+    /// of a request) exceeds `2√((K − 1) × requests)`, two standard deviations of what a
+    /// downstream accepting exactly `1/K` gives by chance; below that it is 0.
     pub fn rejection_probability(&self, multiplier: f64) -> f64 {
         let excess = self.requests - multiplier * self.accepts;
-        if excess <= (multiplier + 1.0) / ONE as f64 {
+        let rounding = (multiplier + 1.0) / ONE as f64;
+        if excess <= rounding || !beyond_noise(excess - rounding, self.requests, multiplier) {
             return 0.0;
         }
         excess / (self.requests + 1.0)
     }
+}
+
+/// How many standard deviations of noise an excess must clear before the throttle engages.
+const NOISE_SIGMAS: f64 = 2.0;
+
+/// Whether `requests − K × accepts` is more than [`NOISE_SIGMAS`] standard deviations above
+/// what a downstream accepting exactly `1/K` of the calls gives by chance.
+///
+/// The formula engages where the accepted share falls below `1/K`. At that share, accepts out
+/// of `R` requests are binomial with variance `R (1/K)(1 − 1/K)`, so the excess has mean 0
+/// and standard deviation `√((K − 1) R)`. Without this test a small window rejects on noise:
+/// with the default window of about 10 requests and a downstream accepting 73 % (offered
+/// 1.5× its capacity), `R − 2A > 0` (4 or fewer accepts of 10) holds about 3 % of the time;
+/// with `R − 2A > 2√R` (1 or no accept of 10) about 5·10⁻⁵. A downstream refusing everything
+/// still engages once `R > 4 (K − 1)`: 5 requests at K = 2. Large windows are unaffected:
+/// `2√R` is 2 % of 10 000 requests.
+#[inline]
+fn beyond_noise(excess: f64, requests: f64, multiplier: f64) -> bool {
+    excess > 0.0 && excess * excess > NOISE_SIGMAS * NOISE_SIGMAS * (multiplier - 1.0) * requests
 }
 
 #[derive(Debug)]
@@ -189,12 +210,16 @@ impl Window {
         before.is_multiple_of(SAMPLE_EVERY) && self.advance(now())
     }
 
-    /// Whether requests exceed K × accepts by more than the counts' rounding: whether any call
-    /// may be rejected.
+    /// Whether requests exceed K × accepts by more than the counts' rounding and beyond noise:
+    /// whether any call may be rejected.
     #[inline]
     pub(crate) fn may_reject(&self) -> bool {
         let word = self.counts.load(Ordering::Acquire);
-        (word >> HALF) as f64 > self.multiplier * (word & LOW) as f64 + self.multiplier + 1.0
+        let requests = (word >> HALF) as f64;
+        let excess = requests - self.multiplier * (word & LOW) as f64;
+        // In units of 1/4096 request, so the noise bound scales by 4096 once more.
+        let rounding = self.multiplier + 1.0;
+        excess > rounding && beyond_noise(excess - rounding, requests * ONE as f64, self.multiplier)
     }
 
     /// The counts as they stand (decayed to the last tick a call saw).
@@ -272,6 +297,12 @@ mod tests {
             }
         );
         assert!(!w.may_reject(), "2 requests, K x 1 accept");
+        // Refusals alone clear the noise bound 2√((K − 1) R) from the fifth request on.
+        let (w, _) = window();
+        for _ in 0..4 {
+            w.add(false);
+        }
+        assert!(!w.may_reject(), "4 refusals are within noise");
         w.add(false);
         assert!(w.may_reject());
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use seawall_core::classify::HttpStatus;
 use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
-use seawall_throttle::{ThrottleHandle, ThrottleLayer};
+use seawall_throttle::{ThrottleCounts, ThrottleHandle, ThrottleLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// What the downstream does with one call.
@@ -122,7 +122,10 @@ impl Model {
     fn probability(&self) -> f64 {
         let k = self.settings.multiplier;
         let excess = self.requests - k * self.accepts;
-        if excess <= (k + 1.0) / 4096.0 {
+        // The formula engages only beyond two standard deviations of the excess a downstream
+        // accepting 1/K of the calls gives by chance, √((K − 1) R), past the counts' rounding.
+        let rounding = (k + 1.0) / 4096.0;
+        if excess <= rounding || excess - rounding <= 2.0 * ((k - 1.0) * self.requests).sqrt() {
             return 0.0;
         }
         excess / (self.requests + 1.0)
@@ -248,5 +251,28 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(run(settings, ops))?;
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_probability_is_the_formula_beyond_noise_and_zero_within_it(
+        requests in 0u32..20_000,
+        accepted_share in 0.0f64..=1.0,
+        multiplier in prop_oneof![Just(1.0), Just(1.5), Just(2.0), Just(4.0), 1.0f64..100.0],
+    ) {
+        let requests = f64::from(requests);
+        let accepts = (requests * accepted_share).floor();
+        let counts = ThrottleCounts { requests, accepts };
+        let p = counts.rejection_probability(multiplier);
+        let excess = requests - multiplier * accepts;
+        let formula = (excess / (requests + 1.0)).max(0.0);
+        let noise = 2.0 * ((multiplier - 1.0) * requests).sqrt() + (multiplier + 1.0) / 4096.0;
+        if excess > noise + 1e-9 {
+            prop_assert!((p - formula).abs() < 1e-12, "{p} vs the formula's {formula}");
+        } else if excess < noise - 1e-9 {
+            prop_assert_eq!(p, 0.0);
+        }
+        prop_assert!((0.0..1.0).contains(&p));
     }
 }

@@ -156,10 +156,14 @@ async fn a_database_reload_applies_thresholds_and_refuses_a_window_change() {
 /// A server stack whose rate limit of 4 a minute is the fleet's (its Redis is never reached:
 /// the store connects on the first call).
 fn fleet_stack(per_minute: Option<u32>) -> seawall::stack::ServerStackConfig {
+    fleet_stack_at("redis://127.0.0.1:1", per_minute)
+}
+
+fn fleet_stack_at(url: &str, per_minute: Option<u32>) -> seawall::stack::ServerStackConfig {
     let rate_limit = per_minute.map(|n| {
         format!(
             "[rate_limit]\nquota = {{ per_minute = {n}, burst = 4 }}\n\
-             fleet = {{ redis_url = \"redis://127.0.0.1:1\", on_failure = \"fail_closed\" }}\n"
+             fleet = {{ redis_url = \"{url}\", on_failure = \"fail_closed\" }}\n"
         )
     });
     let file = format!(
@@ -170,25 +174,34 @@ fn fleet_stack(per_minute: Option<u32>) -> seawall::stack::ServerStackConfig {
 }
 
 #[tokio::test]
-async fn a_fleet_rate_limit_reload_is_refused_as_needing_a_restart_not_as_missing() {
+async fn a_fleet_rate_limit_reload_applies_a_changed_quota_and_refuses_what_needs_a_restart() {
+    use seawall::rate_limit::Quota;
     use seawall::stack::ServerStackLayer;
     use seawall_examples::shop::services::ServerHandles;
 
     let live = fleet_stack(Some(4));
     let handles = ServerHandles::new(&ServerStackLayer::new(live.clone()));
-    assert!(
-        handles.rate_limit.is_none(),
-        "a fleet's limit has no local handle"
-    );
+    let rate_limit = handles
+        .rate_limit
+        .clone()
+        .expect("a fleet's limit has a handle");
     handles.reload(&live).unwrap();
 
-    let err = handles.check(&fleet_stack(Some(8))).unwrap_err();
-    assert_eq!(err.field(), "server.rate_limit.quota");
-    assert!(!err.to_string().contains("restart adds"), "{err}");
-    assert!(
-        err.to_string()
-            .contains("in the fleet's store, as the live layer has it"),
-        "{err}"
+    handles.reload(&fleet_stack(Some(8))).unwrap();
+    assert_eq!(
+        rate_limit.quota(),
+        Quota::per_minute(8).with_burst(4),
+        "the handle shows the new quota"
+    );
+
+    let moved = fleet_stack_at("redis://127.0.0.1:2", Some(16));
+    let err = handles.reload(&moved).unwrap_err();
+    assert_eq!(err.field(), "server.rate_limit.fleet.redis_url", "{err}");
+    assert!(err.to_string().contains("a restart changes it"), "{err}");
+    assert_eq!(
+        rate_limit.quota(),
+        Quota::per_minute(8).with_burst(4),
+        "a refused reload changes nothing"
     );
 
     let err = handles.check(&fleet_stack(None)).unwrap_err();

@@ -4,8 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use seawall_core::config::ConfigError;
+use seawall_core::store::redacted;
 
 use crate::config::{Quota, RateLimitConfig};
+use crate::fleet::config::FleetConfig;
 use crate::limiter::SetQuota;
 use crate::state::Live;
 
@@ -14,7 +16,8 @@ use crate::state::Live;
 ///
 /// From [`RateLimitLayer::handle`](crate::RateLimitLayer::handle) or
 /// [`RateLimitLayer::pair`](crate::RateLimitLayer::pair), for a limit kept in the process
-/// (one bucket, or one per key).
+/// (one bucket, or one per key) or in the fleet's store ([`Fleet`](crate::Fleet),
+/// [`FleetKeyed`](crate::FleetKeyed)).
 #[derive(Clone)]
 pub struct RateLimitHandle {
     live: Arc<Live>,
@@ -45,13 +48,17 @@ impl RateLimitHandle {
     /// Admits by `config`'s quota and `max_wait` from now on, without a restart.
     ///
     /// The same quota keeps every bucket as it is: the calls it admitted stay spent. **A new
-    /// quota starts every bucket afresh and full**: up to its burst passes at once, then calls
-    /// at the new rate (governor's buckets are fixed to their quota, and a bucket's state
-    /// read by another quota would mean another thing). A new `max_wait` applies to the next
-    /// call that finds no permit; a call waiting already keeps the wait it was given, and no
-    /// call in flight is failed by a reload. A `config` with another name, `max_keys`,
-    /// `sweep_interval` or `fleet` is refused with a [`ConfigError`] that names the field,
-    /// and the limit goes on with the configuration it had.
+    /// quota starts every bucket kept in the process afresh and full**: up to its burst
+    /// passes at once, then calls at the new rate (governor's buckets are fixed to their
+    /// quota, and a bucket's state read by another quota would mean another thing). A bucket
+    /// kept in the fleet's store keeps its state instead, read by the new quota as the share
+    /// of its window spent, and cells leased under the old quota are spent; see
+    /// [`Fleet`](crate::Fleet). A new `max_wait` applies to the next call that finds no
+    /// permit; a call waiting already keeps the wait it was given, and no call in flight is
+    /// failed by a reload. A `config` with another name, `max_keys`, `sweep_interval`, or
+    /// any other `fleet` section or field of it (`fleet.redis_url`, `fleet.key_prefix`,
+    /// `fleet.lease`, ...) is refused with a [`ConfigError`] that names the field, and the
+    /// limit goes on with the configuration it had.
     ///
     /// ```
     /// use seawall_rate_limit::{Quota, RateLimitConfig, RateLimitLayer};
@@ -119,12 +126,77 @@ fn check_reload(live: &RateLimitConfig, config: &RateLimitConfig) -> Result<(), 
             format_args!("{:?}", live.sweep_interval),
         ));
     }
-    if config.fleet != live.fleet {
-        return Err(ConfigError::needs_restart(
+    match (&live.fleet, &config.fleet) {
+        (Some(live), Some(config)) => check_fleet(live, config).map_err(|e| e.within("fleet")),
+        (None, None) => Ok(()),
+        (live, config) => Err(ConfigError::needs_restart(
             "fleet",
-            format_args!("{:?}", config.fleet),
-            format_args!("{:?}", live.fleet),
+            describe(config.as_ref()),
+            describe(live.as_ref()),
+        )),
+    }
+}
+
+fn describe(fleet: Option<&FleetConfig>) -> &'static str {
+    match fleet {
+        Some(_) => "a fleet section",
+        None => "none",
+    }
+}
+
+/// Checks that a fleet section may replace the live one: where the buckets are, how they are
+/// leased and guarded is fixed when the layer is built (its store connection, bucket names
+/// and breaker are made then).
+fn check_fleet(live: &FleetConfig, config: &FleetConfig) -> Result<(), ConfigError> {
+    let url = |fleet: &FleetConfig| fleet.redis_url().map_or_else(|| "none".into(), redacted);
+    if config.redis_url() != live.redis_url() {
+        return Err(ConfigError::needs_restart(
+            "redis_url",
+            url(config),
+            url(live),
         ));
+    }
+    let fields = [
+        (
+            "key_prefix",
+            format!("{:?}", config.key_prefix()),
+            format!("{:?}", live.key_prefix()),
+        ),
+        (
+            "lease",
+            config.lease().to_string(),
+            live.lease().to_string(),
+        ),
+        (
+            "on_failure",
+            format!("{:?}", config.on_failure()),
+            format!("{:?}", live.on_failure()),
+        ),
+        (
+            "expected_replicas",
+            format!("{:?}", config.expected_replicas()),
+            format!("{:?}", live.expected_replicas()),
+        ),
+        (
+            "timeout",
+            format!("{:?}", config.guard().timeout()),
+            format!("{:?}", live.guard().timeout()),
+        ),
+        (
+            "failures",
+            config.guard().failures().to_string(),
+            live.guard().failures().to_string(),
+        ),
+        (
+            "open_for",
+            format!("{:?}", config.guard().open_for()),
+            format!("{:?}", live.guard().open_for()),
+        ),
+    ];
+    for (field, given, was) in fields {
+        if given != was {
+            return Err(ConfigError::needs_restart(field, given, was));
+        }
     }
     Ok(())
 }

@@ -104,6 +104,32 @@ impl<S: QuotaStore> RateLimitLayer<Fleet<S>> {
     pub fn fleet(&self) -> &Fleet<S> {
         &self.shared.limiter
     }
+
+    /// A handle that reads the limit's configuration and reloads its quota, for this replica
+    /// (each replica reloads its own, as it reads its own configuration).
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
+}
+
+impl<E: KeyExtractor, S: QuotaStore> RateLimitLayer<FleetKeyed<E, S>> {
+    /// A handle that reads the limit's configuration and reloads the quota of every key, for
+    /// this replica.
+    pub fn handle(&self) -> RateLimitHandle {
+        RateLimitHandle::new(self.shared.live.clone(), self.shared.limiter.clone())
+    }
+
+    /// The layer and a handle on it.
+    pub fn pair(self) -> (Self, RateLimitHandle) {
+        let handle = self.handle();
+        (self, handle)
+    }
 }
 
 impl<L> RateLimitLayer<L> {

@@ -473,3 +473,182 @@ proptest! {
         }
     }
 }
+
+/// The same configuration as `layer` makes, with `quota`.
+fn reloaded(quota: Quota, fleet: FleetConfigBuilder) -> RateLimitConfig {
+    RateLimitConfig::builder()
+        .name("api")
+        .quota(quota)
+        .fleet(fleet.build().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reloaded_fleet_quota_applies_to_the_next_calls_and_keeps_the_stored_state() {
+    let store = MemoryStore::new();
+    let (layer, handle) = layer(
+        &store,
+        Quota::per_minute(4),
+        fleet(OnStoreFailure::FailClosed),
+    )
+    .pair();
+    let mut svc = layer.layer(echo());
+    assert_eq!(admitted(&mut svc, 2).await, 2, "half of 4 a minute");
+
+    handle
+        .reload(reloaded(
+            Quota::per_minute(8),
+            fleet(OnStoreFailure::FailClosed),
+        ))
+        .unwrap();
+    assert_eq!(handle.quota(), Quota::per_minute(8));
+    assert_eq!(
+        admitted(&mut svc, 10).await,
+        4,
+        "half the window of 8 a minute is left, where 4 a minute left 2"
+    );
+    let (_, after) = call(&mut svc).await.unwrap_err();
+    assert_eq!(
+        after,
+        Some(Duration::from_millis(7_500)),
+        "a cell every 7.5 s"
+    );
+
+    advance(Duration::from_secs(30)).await;
+    handle.set_quota(Quota::per_minute(2)).unwrap();
+    assert_eq!(
+        admitted(&mut svc, 10).await,
+        1,
+        "half the window back is 1 of 2 a minute, where 8 a minute gave 4"
+    );
+    let (_, after) = call(&mut svc).await.unwrap_err();
+    assert_eq!(after, Some(Duration::from_secs(30)), "then one every 30 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cells_leased_under_the_old_quota_are_spent_after_a_reload() {
+    let store = MemoryStore::new();
+    let policy = || fleet(OnStoreFailure::FailClosed).lease(5);
+    let (layer, handle) = layer(&store, Quota::per_second(100).with_burst(20), policy()).pair();
+    let mut svc = layer.layer(echo());
+    assert_eq!(admitted(&mut svc, 1).await, 1);
+    assert_eq!(layer.fleet().leased(), 4);
+    handle
+        .reload(reloaded(Quota::per_second(10).with_burst(5), policy()))
+        .unwrap();
+    let trips = store.round_trips();
+    assert_eq!(admitted(&mut svc, 4).await, 4);
+    assert_eq!(
+        store.round_trips(),
+        trips,
+        "the leased cells are spent, not asked for again"
+    );
+    assert_eq!(layer.fleet().leased(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_local_share_follows_a_reloaded_quota_while_the_store_is_down() {
+    let store = MemoryStore::new();
+    store.set_state(StoreState::Down);
+    let local = || fleet(OnStoreFailure::Local);
+    let (layer, handle) = layer(&store, Quota::per_second(10), local()).pair();
+    let mut svc = layer.layer(echo());
+    assert_eq!(admitted(&mut svc, 20).await, 5, "10 over 2 replicas");
+    handle
+        .reload(reloaded(Quota::per_second(30), local()))
+        .unwrap();
+    assert_eq!(
+        admitted(&mut svc, 40).await,
+        15,
+        "30 over 2 replicas, a fresh local bucket"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_fleet_limit_reloads_every_key() {
+    let store = MemoryStore::new();
+    let (layer, handle) = layer(
+        &store,
+        Quota::per_second(2),
+        fleet(OnStoreFailure::FailClosed),
+    )
+    .keyed(key_fn(|n: &u32| *n))
+    .pair();
+    let mut svc = layer.layer(echo());
+    assert_eq!(admitted(&mut svc, 5).await, 2);
+    handle
+        .set_quota(Quota::per_second(2).with_burst(4))
+        .unwrap();
+    assert_eq!(admitted(&mut svc, 5).await, 2, "two more cells of burst");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_reload_refuses_what_only_a_restart_changes_and_keeps_the_old_quota() {
+    let store = MemoryStore::new();
+    let (_layer, handle) = layer(
+        &store,
+        Quota::per_second(10),
+        fleet(OnStoreFailure::FailClosed).redis_url("redis://app:s3cret@cache:6379"),
+    )
+    .pair();
+    let base = || fleet(OnStoreFailure::FailClosed).redis_url("redis://app:s3cret@cache:6379");
+    let cases = [
+        (
+            base().redis_url("redis://app:other@cache2:6379"),
+            "fleet.redis_url",
+        ),
+        (base().key_prefix("other"), "fleet.key_prefix"),
+        (base().lease(2), "fleet.lease"),
+        (
+            fleet(OnStoreFailure::FailOpen).redis_url("redis://app:s3cret@cache:6379"),
+            "fleet.on_failure",
+        ),
+        (base().expected_replicas(3), "fleet.expected_replicas"),
+        (base().timeout(Duration::from_millis(80)), "fleet.timeout"),
+        (base().failures(7), "fleet.failures"),
+        (base().open_for(Duration::from_secs(5)), "fleet.open_for"),
+    ];
+    for (next, field) in cases {
+        let err = handle
+            .reload(reloaded(Quota::per_second(20), next))
+            .unwrap_err();
+        assert_eq!(err.field(), field, "{err}");
+        assert!(err.to_string().contains("a restart changes it"), "{err}");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(!err.to_string().contains("other@"), "{err}");
+    }
+    let without = RateLimitConfig::builder()
+        .name("api")
+        .quota(Quota::per_second(20))
+        .build()
+        .unwrap();
+    assert_eq!(handle.reload(without).unwrap_err().field(), "fleet");
+
+    let err = handle.set_quota(Quota::per_second(0)).unwrap_err();
+    assert_eq!(err.field(), "quota.per_second");
+    assert_eq!(handle.quota(), Quota::per_second(10), "the old quota stays");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_forgets_the_refusal_cached_under_the_old_quota() {
+    let store = MemoryStore::new();
+    let (layer, handle) = layer(
+        &store,
+        Quota::per_minute(4).with_burst(2),
+        fleet(OnStoreFailure::FailClosed),
+    )
+    .pair();
+    let mut svc = layer.layer(echo());
+    assert_eq!(
+        admitted(&mut svc, 3).await,
+        2,
+        "the third is refused and cached"
+    );
+    handle.set_quota(Quota::per_minute(8)).unwrap();
+    assert_eq!(
+        admitted(&mut svc, 10).await,
+        4,
+        "half the window of 8 a minute, at once"
+    );
+}

@@ -13,7 +13,7 @@ use seawall_core::testing::TestRecorder;
 use seawall_core::testing::redis::{RedisServer, redis_url};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_rate_limit::store::{OnStoreFailure, QuotaStore, RedisStore, StoreErrorKind};
-use seawall_rate_limit::{Fleet, FleetConfig, Quota, RateLimit, RateLimitLayer};
+use seawall_rate_limit::{Fleet, FleetConfig, Quota, RateLimit, RateLimitConfig, RateLimitLayer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -489,4 +489,122 @@ fn a_bad_url_is_a_config_error_naming_the_field() {
         .unwrap();
     let err = RedisStore::open(&config).unwrap_err();
     assert_eq!(err.field(), "fleet.redis_url");
+}
+
+/// A replica of `name` at `quota`, asking Redis per call, and its reload handle.
+fn reloadable(url: &str, name: &str, quota: Quota) -> (Svc, seawall_rate_limit::RateLimitHandle) {
+    let (layer, handle) = replica(name, quota, fleet(url, 1, OnStoreFailure::FailClosed)).pair();
+    (layer.layer(echo()), handle)
+}
+
+/// The same configuration with `quota`, as a reloaded file would give it.
+fn with_quota(handle: &seawall_rate_limit::RateLimitHandle, quota: Quota) -> RateLimitConfig {
+    let config = handle.config();
+    RateLimitConfig::builder()
+        .name(config.name())
+        .quota(quota)
+        .fleet(config.fleet().unwrap().clone())
+        .build()
+        .unwrap()
+}
+
+async fn admitted(svc: &mut Svc, n: u32) -> u32 {
+    let mut ok = 0;
+    for _ in 0..n {
+        ok += u32::from(call(svc).await.is_ok());
+    }
+    ok
+}
+
+/// How long the next call is told to wait.
+async fn refused_for(svc: &mut Svc) -> Duration {
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    let rejection = rejected(&*err).expect("a rejection");
+    assert_eq!(rejection.kind(), RejectionKind::RateLimited);
+    rejection.retry_after().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_quota_reloaded_higher_admits_the_difference_within_the_window() {
+    let Some((url, _server)) = redis_url().await else {
+        return;
+    };
+    let (mut svc, handle) = reloadable(&url, &unique("reload-up"), Quota::per_minute(4));
+    assert_eq!(
+        admitted(&mut svc, 2).await,
+        2,
+        "half the window of 4 a minute"
+    );
+    handle
+        .reload(with_quota(&handle, Quota::per_minute(8)))
+        .unwrap();
+    assert_eq!(handle.quota(), Quota::per_minute(8));
+    // Redis keeps the bucket's TAT: half the window is spent, and half of 8 is left where 4
+    // a minute left 2.
+    assert_eq!(admitted(&mut svc, 10).await, 4);
+    let wait = refused_for(&mut svc).await;
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(7_500),
+        "a cell every 7.5 s now, not 15 s: {wait:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_quota_reloaded_lower_refuses() {
+    let Some((url, _server)) = redis_url().await else {
+        return;
+    };
+    let (mut svc, handle) = reloadable(&url, &unique("reload-down"), Quota::per_minute(8));
+    assert_eq!(
+        admitted(&mut svc, 4).await,
+        4,
+        "half the window of 8 a minute"
+    );
+    handle.set_quota(Quota::per_minute(4)).unwrap();
+    assert_eq!(
+        admitted(&mut svc, 10).await,
+        2,
+        "half of 4 is left, where 8 a minute left 4"
+    );
+    let wait = refused_for(&mut svc).await;
+    assert!(
+        wait > Duration::from_millis(7_500) && wait <= Duration::from_secs(15),
+        "a cell every 15 s now: {wait:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_fleet_quota_is_refused_with_its_field_path_and_the_old_one_stays() {
+    let Some((url, _server)) = redis_url().await else {
+        return;
+    };
+    let name = unique("reload-bad");
+    let (layer, handle) = replica(
+        &name,
+        Quota::per_minute(8),
+        fleet(&url, 4, OnStoreFailure::FailClosed),
+    )
+    .pair();
+    let err = handle.set_quota(Quota::per_minute(0)).unwrap_err();
+    assert_eq!(err.field(), "quota.per_minute", "{err}");
+    let err = handle
+        .set_quota(Quota::per_minute(8).with_burst(2))
+        .unwrap_err();
+    assert_eq!(
+        err.field(),
+        "fleet.lease",
+        "a lease of 4 needs a burst of 4: {err}"
+    );
+    let moved = RateLimitConfig::builder()
+        .name(&name)
+        .quota(Quota::per_minute(16))
+        .fleet(fleet("redis://127.0.0.1:1", 4, OnStoreFailure::FailClosed))
+        .build()
+        .unwrap();
+    let err = handle.reload(moved).unwrap_err();
+    assert_eq!(err.field(), "fleet.redis_url", "{err}");
+    assert!(err.to_string().contains("a restart changes it"), "{err}");
+    assert_eq!(handle.quota(), Quota::per_minute(8));
+    let mut svc = layer.layer(echo());
+    assert_eq!(admitted(&mut svc, 10).await, 8, "still 8 a minute");
 }

@@ -227,6 +227,54 @@ async fn a_fleet_section_makes_the_rate_limit_the_fleets_in_redis() {
     assert_eq!(passed, 4, "the fleet's quota, not 4 per replica");
 }
 
+/// A fleet's rate limit reloads through the stack's one handle: from 4 to 8 a minute, the
+/// bucket in Redis kept, so 4 more calls pass in the window where 4 a minute passed none.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_handle_reloads_a_fleets_quota_while_the_stack_serves() {
+    trace_init();
+    let Some((url, _server)) = seawall_core::testing::redis::redis_url().await else {
+        return;
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let prefix = format!("seawall-test:server-stack:{}:{nanos}", std::process::id());
+    let config: ServerStackConfig = serde_json::from_value(fleet_config(&url, &prefix)).unwrap();
+    let stack = ServerStackLayer::new(config);
+    let handle = stack
+        .rate_limit()
+        .expect("a fleet's limit has a handle too");
+    let addr = serve(app(stack, Gate::new())).await;
+    let mut passed = 0;
+    for _ in 0..2 {
+        passed += u32::from(get_path(addr, "/api/fast").await.status == StatusCode::OK);
+    }
+    assert_eq!(passed, 2);
+
+    let mut faster = fleet_config(&url, &prefix);
+    faster["rate_limit"]["quota"] = serde_json::json!({ "per_minute": 8, "burst": 8 });
+    let faster: ServerStackConfig = serde_json::from_value(faster).unwrap();
+    handle.reload(faster.rate_limit().unwrap().clone()).unwrap();
+    let mut passed = 0;
+    for _ in 0..6 {
+        passed += u32::from(get_path(addr, "/api/fast").await.status == StatusCode::OK);
+    }
+    assert_eq!(
+        passed, 4,
+        "half the window of 8 a minute, where 4 a minute left 2"
+    );
+
+    let mut moved = fleet_config(&url, &format!("{prefix}-moved"));
+    moved["rate_limit"]["quota"] = serde_json::json!({ "per_minute": 8, "burst": 8 });
+    let moved: ServerStackConfig = serde_json::from_value(moved).unwrap();
+    let err = handle
+        .reload(moved.rate_limit().unwrap().clone())
+        .unwrap_err();
+    assert_eq!(err.field(), "fleet.key_prefix", "{err}");
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn a_fleet_section_without_a_redis_url_is_refused_with_its_path() {

@@ -17,7 +17,7 @@ use seawall::bulkhead::BulkheadHandle;
 use seawall::circuit_breaker::CircuitState;
 use seawall::config::ConfigError;
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
-use seawall::rate_limit::{RateLimitConfig, RateLimitHandle};
+use seawall::rate_limit::RateLimitHandle;
 use seawall::stack::{ServerStackConfig, ServerStackLayer};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -42,11 +42,8 @@ pub const MAX_BODY: usize = 16 * 1024;
 pub struct ServerHandles {
     /// Its bulkhead.
     pub bulkhead: BulkheadHandle,
-    /// Its rate limit, when it has one counted in this process.
+    /// Its rate limit, when it has one: counted in this process or in the fleet's store.
     pub rate_limit: Option<RateLimitHandle>,
-    /// The configuration of its rate limit when the fleet's store keeps it, which a reload
-    /// cannot change.
-    pub fleet_rate_limit: Option<RateLimitConfig>,
 }
 
 impl ServerHandles {
@@ -55,7 +52,6 @@ impl ServerHandles {
         Self {
             bulkhead: stack.bulkhead(),
             rate_limit: stack.rate_limit(),
-            fleet_rate_limit: stack.fleet_rate_limit().map(|fleet| fleet.config().clone()),
         }
     }
 
@@ -65,24 +61,17 @@ impl ServerHandles {
         self.bulkhead
             .check_reload(config.bulkhead())
             .map_err(|e| e.within("bulkhead").within("server"))?;
-        match (
-            &self.rate_limit,
-            &self.fleet_rate_limit,
-            config.rate_limit(),
-        ) {
-            (Some(live), _, Some(next)) => {
-                live.check_reload(next).map_err(|e| e.within("rate_limit"))
-            }
-            (_, Some(live), Some(next)) => check_fleet_rate_limit(live, next),
-            (None, None, None) => Ok(()),
+        match (&self.rate_limit, config.rate_limit()) {
+            (Some(live), Some(next)) => live.check_reload(next).map_err(|e| e.within("rate_limit")),
+            (None, None) => Ok(()),
             // The stack's layers are fixed when it is built: a rate limit is added or taken
             // away by a restart, never by a reload.
-            (_, _, None) => Err(ConfigError::expected(
+            (Some(_), None) => Err(ConfigError::expected(
                 "rate_limit",
                 "nothing",
                 "a rate limit, as the live stack has one (a restart removes it)",
             )),
-            (None, None, Some(_)) => Err(ConfigError::expected(
+            (None, Some(_)) => Err(ConfigError::expected(
                 "rate_limit",
                 "a rate limit",
                 "nothing, as the live stack has none (a restart adds it)",
@@ -92,7 +81,7 @@ impl ServerHandles {
     }
 
     /// Takes `config`'s bulkhead limits and rate limit quota while the stack serves (a fleet's
-    /// rate limit only as it is).
+    /// too: its buckets in the store are kept).
     pub fn reload(&self, config: &ServerStackConfig) -> Result<(), ConfigError> {
         self.check(config)?;
         self.bulkhead
@@ -104,31 +93,6 @@ impl ServerHandles {
         }
         Ok(())
     }
-}
-
-/// Whether `next` is the fleet's rate limit the stack runs, which is all a reload may give it:
-/// a fleet-backed limit has no reload handle yet, so another quota or setting waits for a
-/// restart.
-fn check_fleet_rate_limit(
-    live: &RateLimitConfig,
-    next: &RateLimitConfig,
-) -> Result<(), ConfigError> {
-    if next.quota() != live.quota() {
-        return Err(ConfigError::needs_restart(
-            "quota",
-            next.quota(),
-            format_args!("{} in the fleet's store", live.quota()),
-        )
-        .within("rate_limit"));
-    }
-    if next != live {
-        return Err(ConfigError::needs_restart(
-            "rate_limit",
-            "another fleet rate limit",
-            "the fleet rate limit it was built with",
-        ));
-    }
-    Ok(())
 }
 
 /// One running service: its routes, health, database and server stack.

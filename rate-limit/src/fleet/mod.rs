@@ -9,10 +9,11 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use metrics::Counter;
 use pin_project_lite::pin_project;
 use seawall_core::metrics::MetricScope;
@@ -23,7 +24,7 @@ use self::config::FleetConfig;
 use crate::clock::TokioClock;
 use crate::config::{Quota, RateLimitConfig};
 use crate::extract::{ExtractKey, KeyExtractor};
-use crate::limiter::{Check, Decision, DirectLimiter, Limiter, admit, sealed};
+use crate::limiter::{Check, Decision, DirectLimiter, Limiter, SetQuota, admit, sealed};
 use crate::store::{QuotaStore, StoreKey};
 
 const METRICS: StoreMetricNames = StoreMetricNames {
@@ -63,6 +64,19 @@ const METRICS: StoreMetricNames = StoreMetricNames {
 ///   (`fail_closed`, rejection kind `StoreUnavailable`), or limited by a local bucket of the
 ///   quota divided by `expected_replicas`, rounded down (`local`). No call waits on the store
 ///   longer than the timeout.
+///
+/// **Reloading the quota** ([`RateLimitHandle::reload`](crate::RateLimitHandle::reload)) applies
+/// to the next round trip of every bucket, and the local share of the `local` policy follows
+/// it (divided as at build). The store keeps each bucket's theoretical arrival time (TAT),
+/// which is a time, not a count of cells: the script reads it with the quota each call
+/// passes, so what a bucket has spent carries over as *the share of its window* spent. A
+/// bucket that spent all 4 cells of 4 a minute is empty under 8 a minute too and gets a cell
+/// every 7.5 s from then; one that spent 2 of 4 (half its window) has 4 of 8 left; reloaded
+/// lower, the same 2 of 4 leave 1 of 2. A refusal this replica cached is forgotten, so the
+/// next call asks the store under the new quota. Cells leased under the old quota are spent, not
+/// dropped: the store charged them already, so dropping them would give nothing back to the
+/// fleet, only admit fewer calls, and the overshoot bound above holds through a reload as it
+/// does at any time.
 pub struct Fleet<S: QuotaStore> {
     core: Arc<FleetCore<S>>,
     bucket: Arc<Bucket>,
@@ -95,12 +109,41 @@ impl fmt::Debug for FleetBucket {
 struct FleetCore<S> {
     name: Arc<str>,
     store: S,
-    quota: Quota,
+    // Swapped whole by a reload; a load is a few atomic operations and no lock.
+    quota: ArcSwap<FleetQuota>,
+    replicas: u32,
     lease: u32,
     on_failure: OnStoreFailure,
-    local_quota: governor::Quota,
     guard: Arc<StoreGuard>,
     epoch: Instant,
+}
+
+/// The quota in force, and the share of it a replica allows alone under the `local` policy.
+#[derive(Debug)]
+struct FleetQuota {
+    quota: Quota,
+    local: governor::Quota,
+}
+
+impl FleetQuota {
+    fn new(quota: Quota, replicas: u32) -> Self {
+        let share = |n: u32| (n / replicas).max(1);
+        let local = match quota.period() {
+            crate::config::Period::Second => Quota::per_second(share(quota.rate())),
+            crate::config::Period::Minute => Quota::per_minute(share(quota.rate())),
+        }
+        .with_burst(share(quota.burst()));
+        Self {
+            quota,
+            local: local.to_governor(),
+        }
+    }
+}
+
+/// A bucket's local share under the `local` policy, and the quota it was divided from.
+struct LocalShare {
+    quota: Quota,
+    limiter: DirectLimiter,
 }
 
 /// One bucket's replica-local state: its store key, leased cells, the cached "no".
@@ -112,8 +155,9 @@ struct Bucket {
     refill_until: AtomicU64,
     /// The store had no cell for this bucket before this time, in ns after the epoch.
     denied_until: AtomicU64,
-    /// The local share of the quota, made the first time the `local` policy needs it.
-    local: OnceLock<DirectLimiter>,
+    /// The local share of the quota, made the first time the `local` policy needs it, and
+    /// again the first time after a reload changed the quota.
+    local: ArcSwapOption<LocalShare>,
 }
 
 impl fmt::Debug for Bucket {
@@ -132,7 +176,7 @@ impl Bucket {
             cells: AtomicU32::new(0),
             refill_until: AtomicU64::new(0),
             denied_until: AtomicU64::new(0),
-            local: OnceLock::new(),
+            local: ArcSwapOption::empty(),
         }
     }
 
@@ -152,6 +196,12 @@ impl Bucket {
             }
         }
         false
+    }
+
+    /// Forgets the cached "no": it was the old quota's answer, and a larger quota may have a
+    /// cell free before it ends.
+    fn forget_refusal(&self) {
+        self.denied_until.store(0, Ordering::Release);
     }
 
     /// Whether this call may take the lease round trip (none is out, or the last one timed
@@ -177,21 +227,14 @@ fn nanos(d: Duration) -> u64 {
 
 impl<S: QuotaStore> FleetCore<S> {
     fn new(config: &RateLimitConfig, fleet: &FleetConfig, store: S) -> Self {
-        let quota = config.quota;
         let replicas = fleet.expected_replicas().unwrap_or(1).max(1);
-        let share = |n: u32| (n / replicas).max(1);
-        let local = match quota.period() {
-            crate::config::Period::Second => Quota::per_second(share(quota.rate())),
-            crate::config::Period::Minute => Quota::per_minute(share(quota.rate())),
-        }
-        .with_burst(share(quota.burst()));
         Self {
             name: config.name.clone().into(),
             store,
-            quota,
+            quota: ArcSwap::from_pointee(FleetQuota::new(config.quota, replicas)),
+            replicas,
             lease: fleet.lease,
             on_failure: fleet.on_failure(),
-            local_quota: local.to_governor(),
             guard: Arc::new(StoreGuard::new(
                 *fleet.guard(),
                 &MetricScope::new(config.name.clone()),
@@ -233,10 +276,9 @@ impl<S: QuotaStore> FleetCore<S> {
             false => 1,
         };
         tracing::trace!(name = %self.name, want, "asking the shared store");
+        let quota = self.quota.load().quota;
         Check::Ask(Ask {
-            call: self
-                .guard
-                .guard(self.store.take(&bucket.key, &self.quota, want)),
+            call: self.guard.guard(self.store.take(&bucket.key, &quota, want)),
             want,
             bucket: bucket.clone(),
             core: self.clone(),
@@ -251,15 +293,44 @@ impl<S: QuotaStore> FleetCore<S> {
             OnStoreFailure::FailOpen => Decision::Permit,
             OnStoreFailure::FailClosed => Decision::Unavailable(retry_after),
             OnStoreFailure::Local => {
-                let local = bucket.local.get_or_init(|| {
-                    governor::RateLimiter::direct_with_clock(self.local_quota, TokioClock)
-                });
-                match admit(|| local.check()) {
+                let local = self.local_share(bucket);
+                match admit(|| local.limiter.check()) {
                     Ok(()) => Decision::Permit,
                     Err(wait) => Decision::Limited(wait),
                 }
             }
         }
+    }
+
+    /// `bucket`'s local share of the quota in force, made afresh when there is none yet or
+    /// the quota changed since.
+    #[cold]
+    #[inline(never)]
+    fn local_share(&self, bucket: &Bucket) -> Arc<LocalShare> {
+        let quota = self.quota.load();
+        loop {
+            let current = bucket.local.load_full();
+            if let Some(share) = &current
+                && share.quota == quota.quota
+            {
+                return share.clone();
+            }
+            let fresh = Arc::new(LocalShare {
+                quota: quota.quota,
+                limiter: governor::RateLimiter::direct_with_clock(quota.local, TokioClock),
+            });
+            // Two calls making the share at once would each spend a cell of their own.
+            let before = bucket.local.compare_and_swap(&current, Some(fresh.clone()));
+            if same(&before, &current) {
+                return fresh;
+            }
+        }
+    }
+
+    /// Takes `quota` for the next round trips, and its local share for the next fallbacks.
+    fn set_quota(&self, quota: Quota) {
+        self.quota
+            .store(Arc::new(FleetQuota::new(quota, self.replicas)));
     }
 
     /// Takes in the store's answer to a round trip for `want` cells.
@@ -289,6 +360,14 @@ impl<S: QuotaStore> FleetCore<S> {
             }
             Err(()) => self.fall_back(bucket, self.guard.config().open_for()),
         }
+    }
+}
+
+fn same(a: &Option<Arc<LocalShare>>, b: &Option<Arc<LocalShare>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -373,6 +452,13 @@ impl<S: QuotaStore> Fleet<S> {
 
 impl<S: QuotaStore> sealed::Sealed for Fleet<S> {}
 
+impl<S: QuotaStore> SetQuota for Fleet<S> {
+    fn set_quota(&self, quota: Quota) {
+        self.core.set_quota(quota);
+        self.bucket.forget_refusal();
+    }
+}
+
 impl<S: QuotaStore, Req> Limiter<Req> for Fleet<S> {
     type Key = ();
     type Ask = Ask<S>;
@@ -418,6 +504,21 @@ impl<E: KeyExtractor, S: QuotaStore> FleetKeyed<E, S> {
 }
 
 impl<E: KeyExtractor, S: QuotaStore> sealed::Sealed for FleetKeyed<E, S> {}
+
+impl<E: KeyExtractor, S: QuotaStore> SetQuota for FleetKeyed<E, S> {
+    fn set_quota(&self, quota: Quota) {
+        self.core.set_quota(quota);
+        for shard in &self.buckets.shards {
+            for bucket in shard
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+            {
+                bucket.forget_refusal();
+            }
+        }
+    }
+}
 
 impl<E, S, Req> Limiter<Req> for FleetKeyed<E, S>
 where

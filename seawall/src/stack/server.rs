@@ -312,16 +312,18 @@ impl ServerStackLayer {
     }
 
     /// The rate limit's handle (its quota and `max_wait`, reloaded live), when the stack has
-    /// one counted in this process (a fleet's quota lives in its store).
+    /// one: counted in this process, or the fleet's in its store, whose reload keeps the
+    /// store's buckets and refuses another `fleet` section as needing a restart (see
+    /// [`RateLimitHandle::reload`]).
     pub fn rate_limit(&self) -> Option<RateLimitHandle> {
         match self.rate_limit.as_ref()? {
             Either::Left(local) => Some(local.handle()),
-            Either::Right(_) => None,
+            Either::Right(fleet) => Some(fleet.handle()),
         }
     }
 
-    /// The rate limit kept in the fleet's store, when the stack's has a `fleet` section. Its
-    /// quota has no reload handle yet: a restart changes it.
+    /// The rate limit kept in the fleet's store, when the stack's has a `fleet` section: its
+    /// store and lease ([`rate_limit`](Self::rate_limit) reloads it).
     pub fn fleet_rate_limit(&self) -> Option<&RateLimitLayer<FleetLimiter>> {
         match self.rate_limit.as_ref()? {
             Either::Left(_) => None,

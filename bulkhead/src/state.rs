@@ -18,6 +18,7 @@ use crate::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
 use crate::limit::{Load, MAX_LIMIT, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
+use seawall_core::time::nanos;
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -300,10 +301,6 @@ impl State {
     pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive.is_some()
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Checks that `config` may replace `live`: the limit stays fixed or adaptive, and everything

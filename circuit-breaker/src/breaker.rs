@@ -49,6 +49,7 @@ use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Win
 use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, Slot};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
+use seawall_core::time::nanos;
 
 /// Beyond any duration a configuration allows.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -1306,10 +1307,6 @@ async fn follow_time(mut timer: Timer, mut changes: watch::Receiver<CircuitState
             }
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A per-process random seed, from the standard library's randomly keyed hasher.

@@ -24,7 +24,6 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
@@ -42,6 +41,7 @@ use crate::handle::CircuitBreakerHandle;
 use crate::retry_after::{NoRetryAfter, RetryAfter};
 use crate::service::call;
 use crate::state::{OutcomeEvent, RejectedEvent, StateChangedEvent};
+use seawall_core::time::nanos;
 
 /// Keeps one circuit breaker per key taken from each request.
 ///
@@ -311,10 +311,6 @@ impl Entry {
         }
         self.breaker.clone()
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl<K, F> KeyedCircuitBreakerLayer<K, F> {

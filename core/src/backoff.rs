@@ -30,6 +30,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, ConfigError, Raw};
+use crate::time::nanos;
 
 const MAX_BASE: Duration = Duration::from_secs(3600);
 const MAX_CAP: Duration = config::MAX_DURATION;
@@ -154,10 +155,6 @@ fn uniform<R: Rng + ?Sized>(rng: &mut R, low: Duration, high: Duration) -> Durat
         return Duration::from_nanos(low);
     }
     Duration::from_nanos(rng.random_range(low..=high))
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Builds a [`Backoff`], checking every value.

@@ -57,6 +57,7 @@ pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
+pub mod time;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;

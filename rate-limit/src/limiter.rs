@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::clock::{TokioClock, TokioInstant};
 use crate::config::{Quota, RateLimitConfig};
 use crate::extract::{ExtractKey, KeyExtractor};
+use seawall_core::time::nanos;
 
 /// Finds and charges the bucket of a call. Implemented by [`Direct`] and [`Keyed`] (buckets in
 /// the process) and by [`Fleet`](crate::Fleet) and [`FleetKeyed`](crate::FleetKeyed) (buckets in
@@ -259,10 +260,6 @@ impl KeyBook {
             self.sweep_due.store(true, Ordering::Release);
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn nanos_since(epoch: Instant) -> u64 {

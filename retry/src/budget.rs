@@ -69,7 +69,6 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
 
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, MutexGuard};
@@ -78,6 +77,7 @@ use tokio::time::Instant;
 use seawall_core::config::ConfigError;
 
 use crate::config::BudgetConfig;
+use seawall_core::time::nanos;
 
 const COUNT_MASK: u64 = u32::MAX as u64;
 /// Slots per `quiet_ttl`.
@@ -372,10 +372,6 @@ fn draw(ledger: &mut Ledger) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 fn tag_of(word: u64) -> u64 {
     word >> 32
 }
@@ -425,6 +421,8 @@ impl fmt::Debug for RetryBudget {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ms(n: u64) -> Duration {

@@ -9,6 +9,7 @@ use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::backoff::Backoff;
 use seawall_core::metrics::MetricScope;
+use seawall_core::time::nanos;
 use tokio::time::Instant;
 
 use crate::budget::RetryBudget;
@@ -122,14 +123,12 @@ impl Suspension {
     }
 
     fn nanos_at(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        nanos(at.saturating_duration_since(self.epoch))
     }
 
     /// Holds retries back until `after` past `now`, unless they are held longer already.
     pub(crate) fn hold(&self, now: Instant, after: Duration) {
-        let until = self
-            .nanos_at(now)
-            .saturating_add(u64::try_from(after.as_nanos()).unwrap_or(u64::MAX));
+        let until = self.nanos_at(now).saturating_add(nanos(after));
         self.until.fetch_max(until, Ordering::Relaxed);
     }
 

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{AdaptiveTimeout, TimeoutConfig, TimeoutMode};
 use crate::event::TimedOutEvent;
+use seawall_core::time::nanos;
 
 /// What every clone of one layer's services shares.
 #[derive(Clone)]
@@ -242,8 +243,4 @@ fn same_estimate(old: &AdaptiveTimeout, new: &AdaptiveTimeout) -> Result<(), Con
         ));
     }
     Ok(())
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

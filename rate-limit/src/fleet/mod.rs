@@ -26,6 +26,7 @@ use crate::config::{Quota, RateLimitConfig};
 use crate::extract::{ExtractKey, KeyExtractor};
 use crate::limiter::{Check, Decision, DirectLimiter, Limiter, SetQuota, admit, sealed};
 use crate::store::{QuotaStore, StoreKey};
+use seawall_core::time::nanos;
 
 const METRICS: StoreMetricNames = StoreMetricNames {
     errors: "seawall_rate_limit_store_errors_total",
@@ -219,10 +220,6 @@ impl Bucket {
                 )
                 .is_ok()
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl<S: QuotaStore> FleetCore<S> {

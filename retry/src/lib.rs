@@ -23,6 +23,15 @@
 //! it; and a wait longer than `max_delay` ends the retries at once instead of holding the
 //! caller.
 //!
+//! An overload refusal ([`Verdict::Overloaded`]: a `429` or `503`, `RESOURCE_EXHAUSTED`, a
+//! gRPC pushback) is retried after a wait drawn uniformly from zero to half the time the call
+//! has left (when `max_elapsed` bounds the call, as a stack's total timeout does), or after its
+//! backoff or `Retry-After` when longer. A downstream that refuses refuses a burst of calls at
+//! once; retried within the backoff's first 100 ms, the burst's retries come back as a smaller
+//! copy of it, into the same overload whenever that lasts longer, while spread over the time
+//! the callers will still wait they reach the downstream in the moments the burst left idle.
+//! With a 1 s deadline the retry of a fast refusal waits 0–500 ms, and still has half a second.
+//!
 //! A downstream's `Retry-After` (or gRPC pushback) holds back the retries of every request of
 //! the layer until it expires, not only of the request that got it: the server asked all its
 //! callers to wait, and the requests in flight beside that one would otherwise retry into the

@@ -420,3 +420,47 @@ async fn an_inner_layers_retry_after_holds_back_only_its_own_request() {
     );
     assert_eq!(times[3], Duration::from_secs(2));
 }
+
+/// The retry times of 100 requests sent at once through a layer with the default backoff
+/// (100 ms, full jitter) and a 1 s limit, whose first attempts are all answered `code`.
+async fn retries_of_a_burst(code: u16) -> Vec<Duration> {
+    let seen = Seen::default();
+    let svc = RetryLayer::builder()
+        .name("burst")
+        .max_attempts(2)
+        .max_elapsed(Duration::from_secs(1))
+        .no_budget()
+        .seed(7)
+        .build()
+        .unwrap()
+        .layer(downstream(&seen, move |n| {
+            status(if n < 100 { code } else { 200 })
+        }));
+    let calls = (0..100).map(|_| svc.clone().oneshot(request(Method::GET)));
+    for res in futures::future::join_all(calls).await {
+        assert_eq!(res.unwrap().status(), StatusCode::OK);
+    }
+    seen.times()[100..].to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retries_of_a_burst_of_overload_refusals_spread_over_half_the_time_left() {
+    for code in [429, 503] {
+        let retries = retries_of_a_burst(code).await;
+        assert!(
+            retries.iter().all(|t| *t <= ms(500)),
+            "{code}: the call keeps half its time: {retries:?}"
+        );
+        // Uniform over 500 ms: about half after 250 ms (the backoff alone: none after 100 ms).
+        let late = retries.iter().filter(|t| **t > ms(250)).count();
+        assert!(
+            (25..=75).contains(&late),
+            "{code}: {late} of 100 retries after 250 ms: {retries:?}"
+        );
+    }
+    let failures = retries_of_a_burst(502).await;
+    assert!(
+        failures.iter().all(|t| *t <= ms(100)),
+        "a failure that is not overload waits on the backoff alone: {failures:?}"
+    );
+}

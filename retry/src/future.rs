@@ -121,7 +121,7 @@ where
                     let polled = this.span.in_scope(|| future.poll(cx));
                     let result = ready!(polled).map_err(Into::into);
                     let verdict = shared.policy.judge(result.as_ref());
-                    let (not_before, overload) = match verdict {
+                    let ask = match verdict {
                         Verdict::Success => {
                             finish(shared, *this.attempt, *this.started, true);
                             return Poll::Ready(result);
@@ -130,17 +130,23 @@ where
                             finish(shared, *this.attempt, *this.started, false);
                             return Poll::Ready(result);
                         }
-                        Verdict::Retry { not_before } => (not_before, false),
-                        Verdict::Overloaded { not_before } => (not_before, true),
+                        Verdict::Retry { not_before } => Ask {
+                            not_before,
+                            overload: false,
+                        },
+                        Verdict::Overloaded { not_before } => Ask {
+                            not_before,
+                            overload: true,
+                        },
                     };
-                    let plan = if this.request.is_some() {
+                    let plan = if let Some(request) = this.request.as_ref() {
                         plan_retry(
                             shared,
+                            shared.policy.authority(request),
                             *this.attempt,
                             *this.started,
                             this.previous_delay,
-                            not_before,
-                            overload,
+                            ask,
                             result.as_ref().err(),
                         )
                     } else {
@@ -243,6 +249,14 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, succes
     }
 }
 
+/// What the policy asked of a retry: not before when, if it named a time, and whether the
+/// downstream refused for load.
+#[derive(Clone, Copy)]
+struct Ask {
+    not_before: Option<Duration>,
+    overload: bool,
+}
+
 /// What follows a result the policy would retry.
 enum Plan {
     /// A retry, after this wait.
@@ -260,25 +274,29 @@ enum Plan {
 #[inline(never)]
 fn plan_retry<P>(
     shared: &Shared<P>,
+    authority: Option<&str>,
     attempt: u32,
     started: Option<Instant>,
     previous_delay: &mut Duration,
-    not_before: Option<Duration>,
-    overload: bool,
+    Ask {
+        not_before,
+        overload,
+    }: Ask,
     error: Option<&BoxError>,
 ) -> Plan {
     let name = &*shared.name;
     let limits = shared.settings.limits();
     let now = Instant::now();
     // The downstream's own hint (a response's Retry-After, a status's pushback) holds back
-    // every retry of the layer; an inner layer's (a breaker's, a keyed rate limit's) speaks
-    // for what this request met there, and only holds back this request.
+    // every retry of the layer to the same authority; an inner layer's (a breaker's, a keyed
+    // rate limit's) speaks for what this request met there, and only holds back this request.
+    let key = shared.suspension.key(authority);
     if let Some(hint) = not_before
         && error.is_none_or(|e| rejected(&**e).is_none())
     {
-        shared.suspension.hold(now, hint);
+        shared.suspension.hold(key, now, hint);
     }
-    let held = shared.suspension.left(now);
+    let held = shared.suspension.left(key, now);
     let not_before = match not_before {
         _ if held.is_zero() => not_before,
         Some(hint) => Some(hint.max(held)),

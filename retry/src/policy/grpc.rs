@@ -238,6 +238,10 @@ where
             Err(err) => self.judge_error(err),
         }
     }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        super::http::authority(req)
+    }
 }
 
 impl fmt::Debug for GrpcPolicy {
@@ -309,6 +313,15 @@ mod tests {
                 .with_code(Code::Aborted)
                 .retries(Code::Aborted)
         );
+    }
+
+    #[test]
+    fn the_authority_is_the_uris() {
+        let req = Request::post("http://catalog:50051/shop.Catalog/GetProduct")
+            .body(())
+            .unwrap();
+        let authority = RetryPolicy::<_, Response<()>>::authority(&GrpcPolicy::new(), &req);
+        assert_eq!(authority, Some("catalog:50051"));
     }
 
     #[test]

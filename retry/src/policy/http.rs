@@ -158,6 +158,15 @@ where
             Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
     }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        authority(req)
+    }
+}
+
+/// The authority of `req`'s URI, if it names one.
+pub(super) fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str())
 }
 
 impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for HttpPolicy
@@ -176,6 +185,10 @@ where
             Ok(res) => self.judge_response(res.status(), res.headers()),
             Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
+    }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        authority(req)
     }
 }
 

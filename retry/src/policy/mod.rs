@@ -85,6 +85,14 @@ pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
 
     /// What the result of one attempt means.
     fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict;
+
+    /// The authority (`host:port`) `req` goes to: a `Retry-After` it gets holds back the
+    /// retries to that authority only. `None` (the default) for a request that names none,
+    /// whose hints hold back the retries of every such request of the layer.
+    fn authority<'a>(&self, req: &'a Req) -> Option<&'a str> {
+        let _ = req;
+        None
+    }
 }
 
 /// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.

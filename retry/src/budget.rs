@@ -250,10 +250,11 @@ impl RetryBudget {
         // at the other's slot: the ledger never goes back, so no request is earned twice.
         let slot = slot.max(ledger.seen_slot);
         let (credit, cap, frequent) = s.settle(&mut ledger, slot, true);
-        // Float dust from summing parts is no reason to refuse a whole retry.
+        // Float dust from summing parts is no reason to refuse a whole retry, nor to draw on a
+        // part where the window holds a whole one.
         let (granted, left) = if credit >= 1.0 - 1e-9 {
             (true, (credit - 1.0).max(0.0))
-        } else if credit > 0.0 && cap < 1.0 {
+        } else if credit > 0.0 && cap < 1.0 - 1e-9 {
             // The window cannot hold a whole retry: only a draw lets this client retry at all.
             // Where it can, the part waits for the rest, so a busy client's retries do not
             // spread around what its requests earned.
@@ -444,6 +445,31 @@ mod tests {
         assert!(b.withdraw());
         assert!(b.withdraw());
         assert!(!b.withdraw());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_holding_a_whole_retry_but_for_float_dust_keeps_its_part() {
+        // 0.15 × 6 + 0.01 × 10 sums to just under 1: the window holds a whole retry, so the
+        // 0.3 earned waits for the rest instead of being spent on a draw.
+        let b = RetryBudget::seeded(
+            BudgetConfig::new(0.15, 2, Duration::from_secs(1))
+                .unwrap()
+                .with_quiet_ttl(ms(50))
+                .unwrap(),
+            0,
+        );
+        for _ in 0..4 {
+            b.deposit();
+        }
+        b.withdraw();
+        b.deposit();
+        b.deposit();
+        assert!(!b.withdraw(), "0.3 of a retry is no whole one");
+        tokio::time::advance(ms(350)).await;
+        assert!(
+            b.withdraw(),
+            "0.3 kept and 0.7 of floor since make a whole retry"
+        );
     }
 
     #[tokio::test(start_paused = true)]

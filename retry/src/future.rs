@@ -9,8 +9,9 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use seawall_core::time::nanos;
 use seawall_core::{Attempt, BoxError, Rejected, RejectionKind, rejected};
 use tokio::time::{Instant, Sleep, sleep};
 use tower::Service;
@@ -120,7 +121,7 @@ where
                     let polled = this.span.in_scope(|| future.poll(cx));
                     let result = ready!(polled).map_err(Into::into);
                     let verdict = shared.policy.judge(result.as_ref());
-                    let not_before = match verdict {
+                    let ask = match verdict {
                         Verdict::Success => {
                             finish(shared, *this.attempt, *this.started, true);
                             return Poll::Ready(result);
@@ -129,15 +130,23 @@ where
                             finish(shared, *this.attempt, *this.started, false);
                             return Poll::Ready(result);
                         }
-                        Verdict::Retry { not_before } => not_before,
+                        Verdict::Retry { not_before } => Ask {
+                            not_before,
+                            overload: false,
+                        },
+                        Verdict::Overloaded { not_before } => Ask {
+                            not_before,
+                            overload: true,
+                        },
                     };
-                    let plan = if this.request.is_some() {
+                    let plan = if let Some(request) = this.request.as_ref() {
                         plan_retry(
                             shared,
+                            shared.policy.authority(request),
                             *this.attempt,
                             *this.started,
                             this.previous_delay,
-                            not_before,
+                            ask,
                             result.as_ref().err(),
                         )
                     } else {
@@ -240,6 +249,14 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, succes
     }
 }
 
+/// What the policy asked of a retry: not before when, if it named a time, and whether the
+/// downstream refused for load.
+#[derive(Clone, Copy)]
+struct Ask {
+    not_before: Option<Duration>,
+    overload: bool,
+}
+
 /// What follows a result the policy would retry.
 enum Plan {
     /// A retry, after this wait.
@@ -257,24 +274,29 @@ enum Plan {
 #[inline(never)]
 fn plan_retry<P>(
     shared: &Shared<P>,
+    authority: Option<&str>,
     attempt: u32,
     started: Option<Instant>,
     previous_delay: &mut Duration,
-    not_before: Option<Duration>,
+    Ask {
+        not_before,
+        overload,
+    }: Ask,
     error: Option<&BoxError>,
 ) -> Plan {
     let name = &*shared.name;
     let limits = shared.settings.limits();
     let now = Instant::now();
     // The downstream's own hint (a response's Retry-After, a status's pushback) holds back
-    // every retry of the layer; an inner layer's (a breaker's, a keyed rate limit's) speaks
-    // for what this request met there, and only holds back this request.
+    // every retry of the layer to the same authority; an inner layer's (a breaker's, a keyed
+    // rate limit's) speaks for what this request met there, and only holds back this request.
+    let key = shared.suspension.key(authority);
     if let Some(hint) = not_before
         && error.is_none_or(|e| rejected(&**e).is_none())
     {
-        shared.suspension.hold(now, hint);
+        shared.suspension.hold(key, now, hint);
     }
-    let held = shared.suspension.left(now);
+    let held = shared.suspension.left(key, now);
     let not_before = match not_before {
         _ if held.is_zero() => not_before,
         Some(hint) => Some(hint.max(held)),
@@ -297,10 +319,23 @@ fn plan_retry<P>(
     // Before the first retry, zero: the backoff reads it as its base.
     let backoff = limits.backoff.delay(attempt, *previous_delay, &mut rng);
     *previous_delay = backoff;
+    // An overload refusal says only "not now", and one downstream refuses a whole burst of
+    // calls at once. Retried within the backoff's first 100 ms, the burst's retries come back
+    // as a smaller copy of it, into the same overload whenever that lasts longer; spread over
+    // half the time the call has left, they reach the downstream in moments the burst did not
+    // fill, and the call keeps the other half for the retry itself.
+    let spread = match (overload, limits.max_elapsed, started) {
+        (true, Some(max), Some(started)) => {
+            let left = max.saturating_sub(now.saturating_duration_since(started));
+            Duration::from_nanos(rng.random_range(0..=nanos(left / 2)))
+        }
+        _ => Duration::ZERO,
+    };
     // Never sooner than the hint (at most `max_delay`, checked above), never longer than
     // `max_delay`.
     let delay = not_before
         .map_or(backoff, |hint| hint.max(backoff))
+        .max(spread)
         .min(limits.max_delay);
     // A retry whose wait ends at the limit would have no time at all: the caller's deadline
     // (a stack's total timeout) abandons it as it starts, after the downstream took it.

@@ -23,12 +23,26 @@
 //! it; and a wait longer than `max_delay` ends the retries at once instead of holding the
 //! caller.
 //!
+//! An overload refusal ([`Verdict::Overloaded`]: a `429` or `503`, `RESOURCE_EXHAUSTED`, a
+//! gRPC pushback) is retried after a wait drawn uniformly from zero to half the time the call
+//! has left (when `max_elapsed` bounds the call, as a stack's total timeout does), or after its
+//! backoff or `Retry-After` when longer. A downstream that refuses refuses a burst of calls at
+//! once; retried within the backoff's first 100 ms, the burst's retries come back as a smaller
+//! copy of it, into the same overload whenever that lasts longer, while spread over the time
+//! the callers will still wait they reach the downstream in the moments the burst left idle.
+//! With a 1 s deadline the retry of a fast refusal waits 0–500 ms, and still has half a second.
+//!
 //! A downstream's `Retry-After` (or gRPC pushback) holds back the retries of every request of
-//! the layer until it expires, not only of the request that got it: the server asked all its
-//! callers to wait, and the requests in flight beside that one would otherwise retry into the
-//! same refusal. First attempts still go out (they are the traffic the downstream limits).
-//! The layer keeps one deadline for this, whatever the number of requests or keys; an inner
-//! layer's `retry_after` (a breaker's, a keyed rate limit's) holds back only its own request.
+//! the layer to the same authority (the URI's `host:port`, for HTTP and gRPC) until it
+//! expires, not only of the request that got it: the server asked all its callers to wait, and
+//! the requests in flight beside that one would otherwise retry into the same refusal. The
+//! other hosts a shared client calls did not ask, and their retries go on. First attempts still
+//! go out (they are the traffic the downstream limits). The holds live in a fixed table of 16
+//! authorities, a new one taking the slot that expires first, so that hosts chosen by whoever
+//! writes the URIs cannot grow it (a host pushed out of the table still holds the request that
+//! got its hint); requests that name no authority (other request types, relative URIs, the
+//! policies [`RetryOn`] and [`PolicyFn`]) share one layer-wide hold. An inner layer's
+//! `retry_after` (a breaker's, a keyed rate limit's) holds back only its own request.
 //!
 //! Where it goes in a client stack: inside a total timeout (which bounds the whole call,
 //! retries included; dropping the call stops retrying at once) and outside the circuit

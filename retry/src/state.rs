@@ -1,8 +1,8 @@
 //! What every service of one retry layer shares: its settings, budget, metric handles and hook.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram};
@@ -104,21 +104,45 @@ impl Settings {
     }
 }
 
-/// Until when a downstream's `Retry-After` holds back every retry of the layer.
+/// How many authorities a layer holds back retries to at once.
+pub(crate) const HELD_AUTHORITIES: usize = 16;
+
+/// Until when a downstream's `Retry-After` holds back the retries of the layer: per authority
+/// (the host the requests go to), or layer-wide for requests that name none.
 ///
-/// A 429 or 503 with `Retry-After` speaks for the downstream, not for the one request that got
-/// it: the requests in flight beside it would otherwise retry into the same refusal before it
-/// expires. One word per layer, however many requests: nanoseconds since the layer was built.
+/// A 429 or 503 with `Retry-After` speaks for the host that sent it, not for the one request
+/// that got it: the requests in flight beside it would otherwise retry into the same refusal
+/// before it expires. It does not speak for the other hosts a shared client calls. The holds
+/// are a fixed table of [`HELD_AUTHORITIES`] (authority hash, deadline) slots, a new authority
+/// taking the slot that expires first, so that a caller cycling through hosts of its choosing
+/// cannot grow it; an authority pushed out only loses the hold on requests beside the one that
+/// got the hint (whose own wait stands). Deadlines are nanoseconds since the layer was built.
 pub(crate) struct Suspension {
     epoch: Instant,
-    until: AtomicU64,
+    hasher: RandomState,
+    keyless: AtomicU64,
+    /// The latest deadline of any slot, so that a retry planned while no authority is held
+    /// takes no lock.
+    latest: AtomicU64,
+    // Taken only when a retry is planned while a hold may be on.
+    slots: Mutex<[Hold; HELD_AUTHORITIES]>,
+}
+
+/// One authority's hold: its hash and deadline (0 for a free slot).
+#[derive(Clone, Copy, Default)]
+struct Hold {
+    key: u64,
+    until: u64,
 }
 
 impl Suspension {
     fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            until: AtomicU64::new(0),
+            hasher: RandomState::new(),
+            keyless: AtomicU64::new(0),
+            latest: AtomicU64::new(0),
+            slots: Mutex::new([Hold::default(); HELD_AUTHORITIES]),
         }
     }
 
@@ -126,16 +150,57 @@ impl Suspension {
         nanos(at.saturating_duration_since(self.epoch))
     }
 
-    /// Holds retries back until `after` past `now`, unless they are held longer already.
-    pub(crate) fn hold(&self, now: Instant, after: Duration) {
-        let until = self.nanos_at(now).saturating_add(nanos(after));
-        self.until.fetch_max(until, Ordering::Relaxed);
+    fn slots(&self) -> MutexGuard<'_, [Hold; HELD_AUTHORITIES]> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// How long retries are still held back at `now`; zero when they are not.
-    pub(crate) fn left(&self, now: Instant) -> Duration {
-        let until = self.until.load(Ordering::Relaxed);
-        Duration::from_nanos(until.saturating_sub(self.nanos_at(now)))
+    /// The key of `authority` (`host:port`, whose host is case-insensitive), `None` for a
+    /// request that names none.
+    pub(crate) fn key(&self, authority: Option<&str>) -> Option<u64> {
+        let authority = authority.filter(|a| !a.is_empty())?;
+        let mut hasher = self.hasher.build_hasher();
+        for byte in authority.bytes() {
+            hasher.write_u8(byte.to_ascii_lowercase());
+        }
+        Some(hasher.finish())
+    }
+
+    /// Holds back retries to `key` until `after` past `now`, unless they are held longer
+    /// already.
+    pub(crate) fn hold(&self, key: Option<u64>, now: Instant, after: Duration) {
+        let until = self.nanos_at(now).saturating_add(nanos(after)).max(1);
+        let Some(key) = key else {
+            self.keyless.fetch_max(until, Ordering::Relaxed);
+            return;
+        };
+        self.latest.fetch_max(until, Ordering::Relaxed);
+        let mut slots = self.slots();
+        let slot = match slots.iter().position(|h| h.until != 0 && h.key == key) {
+            Some(i) => &mut slots[i],
+            // Free slots and expired holds have the earliest deadlines.
+            None => {
+                let earliest = slots.iter_mut().min_by_key(|h| h.until);
+                let slot = earliest.expect("the table has slots");
+                *slot = Hold { key, until: 0 };
+                slot
+            }
+        };
+        slot.until = slot.until.max(until);
+    }
+
+    /// How long retries to `key` are still held back at `now`; zero when they are not.
+    pub(crate) fn left(&self, key: Option<u64>, now: Instant) -> Duration {
+        let now = self.nanos_at(now);
+        let until = match key {
+            None => self.keyless.load(Ordering::Relaxed),
+            Some(_) if self.latest.load(Ordering::Relaxed) <= now => 0,
+            Some(key) => self
+                .slots()
+                .iter()
+                .find(|h| h.until != 0 && h.key == key)
+                .map_or(0, |h| h.until),
+        };
+        Duration::from_nanos(until.saturating_sub(now))
     }
 }
 
@@ -201,4 +266,57 @@ impl<P> Shared<P> {
 pub(crate) struct Core<S, P> {
     pub(crate) shared: Arc<Shared<P>>,
     pub(crate) template: S,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn holds_are_per_authority_case_insensitive_and_keyless_requests_share_one() {
+        let s = Suspension::new();
+        let now = Instant::now();
+        let (a, b) = (s.key(Some("a.example:80")), s.key(Some("B.example:80")));
+        s.hold(a, now, Duration::from_secs(2));
+        assert_eq!(
+            s.left(s.key(Some("A.EXAMPLE:80")), now),
+            Duration::from_secs(2)
+        );
+        assert_eq!(s.left(b, now), Duration::ZERO);
+        assert_eq!(s.left(None, now), Duration::ZERO);
+        s.hold(None, now, Duration::from_secs(1));
+        assert_eq!(s.left(None, now), Duration::from_secs(1));
+        assert_eq!(s.left(b, now), Duration::ZERO);
+        assert_eq!(s.key(Some("")), None, "an empty authority names none");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn authorities_cycled_by_the_thousand_keep_the_table_at_its_size() {
+        let s = Suspension::new();
+        let start = Instant::now();
+        for i in 0..100_000u64 {
+            let now = start + Duration::from_micros(i);
+            s.hold(
+                s.key(Some(&format!("host-{i}:443"))),
+                now,
+                Duration::from_secs(60),
+            );
+        }
+        let now = start + Duration::from_millis(100);
+        let live = s
+            .slots()
+            .iter()
+            .filter(|h| h.until > s.nanos_at(now))
+            .count();
+        assert_eq!(live, HELD_AUTHORITIES, "a fixed table, whatever the hosts");
+        // The latest authorities keep their holds; the earliest to expire made room.
+        for i in 100_000 - HELD_AUTHORITIES as u64..100_000 {
+            assert!(s.left(s.key(Some(&format!("host-{i}:443"))), now) > Duration::ZERO);
+        }
+        assert_eq!(s.left(s.key(Some("host-0:443")), now), Duration::ZERO);
+        // A longer hold is not cut by a shorter one for the same authority.
+        let key = s.key(Some("host-99999:443"));
+        s.hold(key, now, Duration::from_millis(1));
+        assert!(s.left(key, now) > Duration::from_secs(59));
+    }
 }

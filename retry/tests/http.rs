@@ -420,3 +420,154 @@ async fn an_inner_layers_retry_after_holds_back_only_its_own_request() {
     );
     assert_eq!(times[3], Duration::from_secs(2));
 }
+
+/// The retry times of 100 requests sent at once through a layer with the default backoff
+/// (100 ms, full jitter) and a 1 s limit, whose first attempts are all answered `code`.
+async fn retries_of_a_burst(code: u16) -> Vec<Duration> {
+    let seen = Seen::default();
+    let svc = RetryLayer::builder()
+        .name("burst")
+        .max_attempts(2)
+        .max_elapsed(Duration::from_secs(1))
+        .no_budget()
+        .seed(7)
+        .build()
+        .unwrap()
+        .layer(downstream(&seen, move |n| {
+            status(if n < 100 { code } else { 200 })
+        }));
+    let calls = (0..100).map(|_| svc.clone().oneshot(request(Method::GET)));
+    for res in futures::future::join_all(calls).await {
+        assert_eq!(res.unwrap().status(), StatusCode::OK);
+    }
+    seen.times()[100..].to_vec()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retries_of_a_burst_of_overload_refusals_spread_over_half_the_time_left() {
+    for code in [429, 503] {
+        let retries = retries_of_a_burst(code).await;
+        assert!(
+            retries.iter().all(|t| *t <= ms(500)),
+            "{code}: the call keeps half its time: {retries:?}"
+        );
+        // Uniform over 500 ms: about half after 250 ms (the backoff alone: none after 100 ms).
+        let late = retries.iter().filter(|t| **t > ms(250)).count();
+        assert!(
+            (25..=75).contains(&late),
+            "{code}: {late} of 100 retries after 250 ms: {retries:?}"
+        );
+    }
+    let failures = retries_of_a_burst(502).await;
+    assert!(
+        failures.iter().all(|t| *t <= ms(100)),
+        "a failure that is not overload waits on the backoff alone: {failures:?}"
+    );
+}
+
+fn to(authority: &str, method: Method) -> Request<Empty<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(format!("http://{authority}/orders"))
+        .body(Empty::new())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_holds_back_only_the_retries_to_its_authority() {
+    // `a` refuses for 2 s; 100 ms later `b` and `a` again refuse without a hint.
+    let seen = Seen::default();
+    let svc = layer().layer(downstream(&seen, |n| match n {
+        0 => with_retry_after(503, "2"),
+        1 | 2 => status(503),
+        _ => status(200),
+    }));
+    let later = |authority: &'static str| {
+        let svc = svc.clone();
+        async move {
+            tokio::time::sleep(ms(100)).await;
+            svc.oneshot(to(authority, Method::GET)).await
+        }
+    };
+    let (a, b, again) = tokio::join!(
+        svc.clone().oneshot(to("a.example", Method::GET)),
+        later("b.example"),
+        async {
+            tokio::task::yield_now().await;
+            later("A.Example").await
+        },
+    );
+    for res in [a, b, again] {
+        assert_eq!(res.unwrap().status(), StatusCode::OK);
+    }
+    let times = seen.times();
+    assert_eq!(
+        times[..3],
+        [ms(0), ms(100), ms(100)],
+        "first attempts go at once"
+    );
+    assert_eq!(
+        times[3],
+        ms(110),
+        "the other host's retry waits on its backoff alone"
+    );
+    assert_eq!(
+        times[4..],
+        [Duration::from_secs(2), Duration::from_secs(2)],
+        "the retries to the host that asked wait for its Retry-After"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hosts_cycled_by_the_thousand_neither_hold_other_hosts_nor_lose_their_own_hint() {
+    // 1000 hosts each refuse once for 60 s, then a new host refuses once without a hint.
+    let seen = Seen::default();
+    let patient = RetryLayer::builder()
+        .name("hosts")
+        .max_attempts(2)
+        .backoff(
+            Backoff::constant(ms(10))
+                .jitter(Jitter::None)
+                .build()
+                .unwrap(),
+        )
+        .max_delay(Duration::from_secs(120))
+        .no_budget()
+        .build()
+        .unwrap()
+        .policy(HttpPolicy::new());
+    let svc = patient.layer(downstream(&seen, |n| match n {
+        0..1000 => with_retry_after(503, "60"),
+        1000 => status(503),
+        _ => status(200),
+    }));
+    let cycled = (0..1000).map(|i| {
+        let svc = svc.clone();
+        async move {
+            tokio::time::sleep(ms(i)).await;
+            svc.oneshot(to(&format!("host-{i}.example"), Method::GET))
+                .await
+        }
+    });
+    let (cycled, fresh) = tokio::join!(futures::future::join_all(cycled), async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let start = Instant::now();
+        let res = svc.clone().oneshot(to("fresh.example", Method::GET)).await;
+        (res, start.elapsed())
+    });
+    let (res, took) = fresh;
+    assert_eq!(res.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        took,
+        ms(10),
+        "a host nobody held back retries on its backoff"
+    );
+    for res in cycled {
+        assert_eq!(res.unwrap().status(), StatusCode::OK);
+    }
+    let times = seen.times();
+    assert!(
+        times[1002..].iter().all(|t| *t >= Duration::from_secs(60)),
+        "every host's own hint still holds its request, evicted from the table or not"
+    );
+}

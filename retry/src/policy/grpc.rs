@@ -132,10 +132,13 @@ impl GrpcPolicy {
         if !self.retries(code) {
             return Verdict::Failure;
         }
+        // As seawall-core's `GrpcCodes` counts them: `RESOURCE_EXHAUSTED`, and any code with a
+        // pushback, are the server asking for less load.
         match metadata.get(RETRY_PUSHBACK_MS) {
+            None if code == Code::ResourceExhausted => Verdict::OVERLOADED,
             None => Verdict::RETRY,
             Some(value) => match parse_pushback(value.as_bytes()) {
-                Some(ms) => Verdict::Retry {
+                Some(ms) => Verdict::Overloaded {
                     not_before: Some(Duration::from_millis(ms)),
                 },
                 None => Verdict::Failure,
@@ -235,6 +238,10 @@ where
             Err(err) => self.judge_error(err),
         }
     }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        super::http::authority(req)
+    }
 }
 
 impl fmt::Debug for GrpcPolicy {
@@ -275,9 +282,10 @@ mod tests {
         assert_eq!(judge(Code::Internal, None), Verdict::Failure);
         assert_eq!(
             judge(Code::Unavailable, Some("250")),
-            Verdict::Retry {
+            Verdict::Overloaded {
                 not_before: Some(Duration::from_millis(250))
-            }
+            },
+            "a pushback asks for less load"
         );
         assert_eq!(judge(Code::Unavailable, Some("-1")), Verdict::Failure);
         assert_eq!(judge(Code::Unavailable, Some("soon")), Verdict::Failure);
@@ -296,12 +304,24 @@ mod tests {
     fn the_code_set_is_configurable() {
         let policy = GrpcPolicy::codes([Code::ResourceExhausted, Code::Aborted]);
         assert!(policy.retries(Code::Aborted));
+        let judge = |code| policy.judge_response(StatusCode::OK, &trailers_only(code, None));
+        assert_eq!(judge(Code::ResourceExhausted), Verdict::OVERLOADED);
+        assert_eq!(judge(Code::Aborted), Verdict::RETRY);
         assert!(!policy.retries(Code::Unavailable));
         assert!(
             GrpcPolicy::new()
                 .with_code(Code::Aborted)
                 .retries(Code::Aborted)
         );
+    }
+
+    #[test]
+    fn the_authority_is_the_uris() {
+        let req = Request::post("http://catalog:50051/shop.Catalog/GetProduct")
+            .body(())
+            .unwrap();
+        let authority = RetryPolicy::<_, Response<()>>::authority(&GrpcPolicy::new(), &req);
+        assert_eq!(authority, Some("catalog:50051"));
     }
 
     #[test]

@@ -16,7 +16,9 @@ use super::{DefaultPolicy, RetryPolicy, Verdict, rejection_verdict};
 /// have taken effect before it failed), on every 5xx but `501 Not Implemented` and
 /// `505`, on `429 Too Many Requests`, and on errors (a refused connection, a reset). A
 /// `Retry-After` on a `429` or `503`, in seconds or as an HTTP-date, is the shortest wait
-/// before the retry; one longer than the layer's `max_delay` ends the retries at once.
+/// before the retry; one longer than the layer's `max_delay` ends the retries at once. A `429`
+/// or `503` is an overload refusal ([`Verdict::Overloaded`]): its retry waits a random part of
+/// half the time the call has left, not only the backoff.
 ///
 /// The request body must be replayable ([`TryCloneBody`]): wrap bodies of any type with
 /// [`ReplayBodyLayer`](crate::ReplayBodyLayer).
@@ -64,14 +66,14 @@ impl HttpPolicy {
     pub fn new() -> Self {
         Self {
             retried: HttpStatus::server_errors()
-                .with_too_many_requests()
                 .ignoring(StatusCode::NOT_IMPLEMENTED)
                 .ignoring(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
             methods: IDEMPOTENT.iter().fold(0, |bits, m| bits | method_bit(m)),
         }
     }
 
-    /// Retries the statuses `statuses` calls failures or overload instead.
+    /// Retries the statuses `statuses` calls failures or overload instead (overload as
+    /// [`Verdict::Overloaded`]).
     #[must_use]
     pub fn retrying(mut self, statuses: HttpStatus) -> Self {
         self.retried = statuses;
@@ -93,27 +95,26 @@ impl HttpPolicy {
 
     /// The verdict on a response with `status` and `headers`.
     pub fn judge_response(&self, status: StatusCode, headers: &HeaderMap) -> Verdict {
-        verdict(
-            matches!(
-                self.retried.outcome(status),
-                Outcome::Failure | Outcome::Overload
-            ),
-            status,
-            headers,
-        )
+        verdict(self.retried.outcome(status), status, headers)
     }
 }
 
-/// The verdict on a response with `status` and `headers`, retried or not.
-fn verdict(retried: bool, status: StatusCode, headers: &HeaderMap) -> Verdict {
-    if retried {
-        let not_before = match status {
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                headers.get(RETRY_AFTER).and_then(parse_retry_after)
-            }
-            _ => None,
-        };
-        Verdict::Retry { not_before }
+/// The verdict on a response with `status` and `headers`, by the outcome its status has.
+fn verdict(outcome: Outcome, status: StatusCode, headers: &HeaderMap) -> Verdict {
+    let not_before = || match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+            headers.get(RETRY_AFTER).and_then(parse_retry_after)
+        }
+        _ => None,
+    };
+    if outcome == Outcome::Overload {
+        Verdict::Overloaded {
+            not_before: not_before(),
+        }
+    } else if outcome == Outcome::Failure {
+        Verdict::Retry {
+            not_before: not_before(),
+        }
     } else if status.is_server_error() {
         Verdict::Failure
     } else {
@@ -121,12 +122,14 @@ fn verdict(retried: bool, status: StatusCode, headers: &HeaderMap) -> Verdict {
     }
 }
 
-/// The statuses `HttpPolicy::new()` retries, without building its status set per call.
-fn retried_by_default(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || (status.is_server_error()
-            && status != StatusCode::NOT_IMPLEMENTED
-            && status != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+/// The outcome `HttpPolicy::new()` gives `status`, without building its status set per call.
+fn outcome_by_default(status: StatusCode) -> Outcome {
+    match status {
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => Outcome::Overload,
+        StatusCode::NOT_IMPLEMENTED | StatusCode::HTTP_VERSION_NOT_SUPPORTED => Outcome::Success,
+        _ if status.is_server_error() => Outcome::Failure,
+        _ => Outcome::Success,
+    }
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -148,13 +151,22 @@ where
     fn judge(&self, result: Result<&Response<ResB>, &BoxError>) -> Verdict {
         match result {
             Ok(res) => verdict(
-                retried_by_default(res.status()),
+                outcome_by_default(res.status()),
                 res.status(),
                 res.headers(),
             ),
             Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
     }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        authority(req)
+    }
+}
+
+/// The authority of `req`'s URI, if it names one.
+pub(super) fn authority<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str())
 }
 
 impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for HttpPolicy
@@ -173,6 +185,10 @@ where
             Ok(res) => self.judge_response(res.status(), res.headers()),
             Err(err) => rejection_verdict(err).unwrap_or(Verdict::RETRY),
         }
+    }
+
+    fn authority<'a>(&self, req: &'a Request<B>) -> Option<&'a str> {
+        authority(req)
     }
 }
 
@@ -271,15 +287,16 @@ mod tests {
         assert_eq!(judge(200), Verdict::Success);
         assert_eq!(judge(404), Verdict::Success);
         assert_eq!(judge(500), Verdict::RETRY);
-        assert_eq!(judge(503), Verdict::RETRY);
-        assert_eq!(judge(429), Verdict::RETRY);
+        assert_eq!(judge(502), Verdict::RETRY);
+        assert_eq!(judge(503), Verdict::OVERLOADED);
+        assert_eq!(judge(429), Verdict::OVERLOADED);
         assert_eq!(judge(501), Verdict::Failure);
     }
 
     #[test]
     fn retry_after_counts_on_429_and_503_only() {
         let policy = HttpPolicy::new();
-        let after = Verdict::Retry {
+        let after = Verdict::Overloaded {
             not_before: Some(Duration::from_secs(3)),
         };
         assert_eq!(

@@ -61,11 +61,21 @@ pub enum Verdict {
         /// The shortest wait before the retry; a longer backoff delay still applies.
         not_before: Option<Duration>,
     },
+    /// The downstream refused the attempt for load (a `429`, a `503`, `RESOURCE_EXHAUSTED`):
+    /// retried as [`Retry`](Self::Retry) is, after a wait spread over the time the call has
+    /// left (see [`RetryLayer`](crate::RetryLayer)).
+    Overloaded {
+        /// The shortest wait before the retry, when the downstream named one.
+        not_before: Option<Duration>,
+    },
 }
 
 impl Verdict {
     /// A retry after the backoff delay alone.
     pub const RETRY: Self = Self::Retry { not_before: None };
+
+    /// A retry of an overload refusal that named no wait.
+    pub const OVERLOADED: Self = Self::Overloaded { not_before: None };
 }
 
 /// Decides which requests may be retried and which results call for a retry.
@@ -75,6 +85,14 @@ pub trait RetryPolicy<Req, Res>: Send + Sync + 'static {
 
     /// What the result of one attempt means.
     fn judge(&self, result: Result<&Res, &BoxError>) -> Verdict;
+
+    /// The authority (`host:port`) `req` goes to: a `Retry-After` it gets holds back the
+    /// retries to that authority only. `None` (the default) for a request that names none,
+    /// whose hints hold back the retries of every such request of the layer.
+    fn authority<'a>(&self, req: &'a Req) -> Option<&'a str> {
+        let _ = req;
+        None
+    }
 }
 
 /// The verdict on an error that holds a [`Rejected`](seawall_core::Rejected), if it does.
@@ -195,7 +213,8 @@ where
             return verdict;
         }
         match self.classify.classify(result) {
-            Classified::Now(Outcome::Failure | Outcome::Overload) => Verdict::RETRY,
+            Classified::Now(Outcome::Failure) => Verdict::RETRY,
+            Classified::Now(Outcome::Overload) => Verdict::OVERLOADED,
             Classified::Now(_) | Classified::AtEndOfStream => Verdict::Success,
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use seawall_bench::lab::metrics::{Failure, Outcome, Trace, summarize};
 use seawall_bench::lab::run_stack;
 use seawall_bench::lab::scenario::{Balance, Scenario};
-use seawall_bench::lab::stacks::balance::spread;
+use seawall_bench::lab::stacks::balance::{spread, spread_tower_resilience};
 use seawall_bench::lab::stacks::{self, Built, Settings};
 use seawall_bench::lab::workload::EjectedProbe;
 use seawall_core::BoxError;
@@ -192,6 +192,107 @@ ejected_max = 1
         "{:?}",
         trace.endpoint_fault
     );
+}
+
+/// A scenario of five endpoints, endpoint 0 failing every call for the whole run, with
+/// outlier ejection for the stacks that have it.
+fn one_bad_of_five(duration: &str, outlier: &str) -> Scenario {
+    parse(&format!(
+        r#"
+id = "eject"
+duration = "{duration}"
+[workload]
+rate = 1000
+[downstream]
+endpoints = 5
+[[faults]]
+kind = "error"
+start = "0s"
+end = "{duration}"
+endpoints = [0]
+[stacks]
+outlier = {outlier}
+"#
+    ))
+}
+
+#[test]
+fn tower_resilience_outlier_detection_ejects_the_failing_endpoint() {
+    let s = one_bad_of_five("2s", "{}");
+    let config = s.stacks.outlier.clone();
+    let run = |outlier: Option<&seawall_outlier::OutlierConfig>| {
+        run_stack(&s, 1, |ds, _, _| {
+            let (service, detector) = spread_tower_resilience(ds, Balance::P2c, outlier, 7);
+            let ejected =
+                detector.map(|d| Arc::new(move || d.ejected_count() as u32) as EjectedProbe);
+            Built {
+                service: service.map_err(stacks::classify as fn(BoxError) -> Failure),
+                breaker: None,
+                keyed_breaker: false,
+                ejected,
+            }
+        })
+    };
+    // As with seawall-outlier: the fifth failure in a row ejects endpoint 0, which then gets
+    // nothing more in the run (its 30 s ejection outlasts it), and the run does not stall.
+    let trace = run(config.as_ref());
+    assert_eq!(trace.endpoint_fault[0], (5, 0));
+    let summary = summarize(&s, &trace);
+    assert_eq!(summary.ejected_max, Some(1));
+    assert!(
+        summary.eject_detect_ms.is_some_and(|ms| ms < 100.0),
+        "{summary:?}"
+    );
+    // Without it, p2c keeps sending to the endpoint that fails fast.
+    let trace = run(None);
+    assert!(
+        trace.endpoint_fault[0].0 > 100,
+        "{:?}",
+        trace.endpoint_fault
+    );
+}
+
+#[test]
+fn tower_resilience_row_is_invalid_where_its_ejection_outlasts_its_ejection_time() {
+    use seawall_bench::lab::report::{TOWER_RESILIENCE_EJECTION_INVALID, run_scenario, table};
+    use seawall_bench::lab::stacks::StackKind;
+
+    let row = |s: &Scenario| {
+        let report = run_scenario(s, &[StackKind::TowerResilience], &Settings::default(), 1);
+        let row = report.stacks[0].clone();
+        (row, table(&report, 1, false))
+    };
+    // Ejected at once for 1 s, in a run of 3 s: on a clock that moves, endpoint 0 would be
+    // back after 1 s; on the paused one it stays out to the end.
+    let (outlasted, text) = row(&one_bad_of_five("3s", r#"{ base_ejection_time = "1s" }"#));
+    assert!(
+        outlasted.summary.ejected_max.is_some_and(|n| n > 0),
+        "{text}"
+    );
+    assert!(!outlasted.valid, "{text}");
+    assert_eq!(
+        outlasted.invalid_reason.as_deref(),
+        Some(TOWER_RESILIENCE_EJECTION_INVALID),
+        "{text}"
+    );
+    // Marked, and no verdict is read from its figures.
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("tower-resilience !"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with(" -"), "{line}");
+    assert!(
+        text.contains(&format!(
+            "! tower-resilience: invalid, {TOWER_RESILIENCE_EJECTION_INVALID}"
+        )),
+        "{text}"
+    );
+    // Ejected for 30 s in a run of 2 s: the clock never reaches the end of the ejection, so
+    // the row is the crate's behaviour.
+    let (within, text) = row(&one_bad_of_five("2s", "{}"));
+    assert!(within.summary.ejected_max.is_some_and(|n| n > 0), "{text}");
+    assert!(within.valid, "{text}");
+    assert_eq!(within.invalid_reason, None);
 }
 
 #[test]

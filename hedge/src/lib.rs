@@ -27,8 +27,10 @@
 //!   are not hedged.
 //! - **Only what is safe to send twice**: a [`HedgePolicy`] copies the request when the call
 //!   is made (the first attempt takes the request); [`DefaultPolicy`] hedges any `Clone`
-//!   request, `HttpPolicy` (feature `http`) only idempotent methods with replayable bodies
-//!   (put seawall-core's `ReplayBodyLayer` above the hedge for bodies of any type).
+//!   request (an `http::Request` with a `Clone` body included, whatever its method),
+//!   `HttpPolicy` (feature `http`) only idempotent methods with replayable bodies (put
+//!   seawall-core's `ReplayBodyLayer` above the hedge for bodies of any type): give HTTP
+//!   calls `HttpPolicy`.
 //!
 //! Where it goes in a client stack: inside the total timeout (which bounds the call and every
 //! hedge) and retry, outside the circuit breaker, the per-attempt timeout and a bulkhead, so

@@ -18,8 +18,10 @@ pub trait HedgePolicy<Req>: Send + Sync + 'static {
 
 /// Hedges any request that is `Clone`.
 ///
-/// An `http::Request` is not `Clone`: HTTP calls take [`HttpPolicy`](crate::HttpPolicy)
-/// (feature `http`), which hedges only idempotent methods.
+/// That includes an `http::Request` whose body is `Clone`, whatever its method, a `POST`
+/// too: HTTP calls take [`HttpPolicy`](crate::HttpPolicy) (feature `http`), which hedges only
+/// idempotent methods (the `seawall` client stack hedges with its retry policy, which does the
+/// same).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 

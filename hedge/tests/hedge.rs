@@ -459,3 +459,28 @@ async fn calls_answered_at_their_first_poll_count_as_taking_no_time() {
         "the first bucket's midpoint"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn hooks_are_told_of_each_hedge_sent_and_of_the_hedge_that_won() {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let won = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let (sent, won) = (sent.clone(), won.clone());
+        fixed(ms(50))
+            .on_hedge(move |e| {
+                sent.lock()
+                    .unwrap()
+                    .push((e.name.to_owned(), e.attempt, e.waited))
+            })
+            .on_hedge_won(move |e| won.lock().unwrap().push((e.attempt, e.elapsed)))
+    };
+    let downstream = Scripted::default();
+    let svc = layer.layer(downstream.clone());
+    warm(&svc, 10).await;
+    assert!(sent.lock().unwrap().is_empty() && won.lock().unwrap().is_empty());
+
+    downstream.script([Step::Answer(ms(1000)), Step::Answer(ms(10))]);
+    svc.oneshot(7).await.unwrap();
+    assert_eq!(*sent.lock().unwrap(), [("search".to_owned(), 2, ms(50))]);
+    assert_eq!(*won.lock().unwrap(), [(2, ms(60))]);
+}

@@ -112,6 +112,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         layer: impl Into<crate::hedge::HedgeLayer<P>>,
     ) -> With<crate::hedge::HedgeLayer<P>, L>;
 
+    /// Adds outlier ejection to a set of endpoints (a `tower::discover::Discover`); put a
+    /// balancer such as `tower::balance::p2c::Balance` over it.
+    #[cfg(feature = "outlier")]
+    fn with_outlier<K, C, P>(
+        self,
+        layer: impl Into<crate::outlier::OutlierLayer<K, C, P>>,
+    ) -> With<crate::outlier::OutlierLayer<K, C, P>, L>;
+
     /// Adds fault injection.
     #[cfg(feature = "chaos")]
     fn with_chaos<T, R>(
@@ -237,6 +245,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: impl Into<crate::hedge::HedgeLayer<P>>,
     ) -> With<crate::hedge::HedgeLayer<P>, L> {
+        self.layer(layer.into())
+    }
+
+    #[cfg(feature = "outlier")]
+    fn with_outlier<K, C, P>(
+        self,
+        layer: impl Into<crate::outlier::OutlierLayer<K, C, P>>,
+    ) -> With<crate::outlier::OutlierLayer<K, C, P>, L> {
         self.layer(layer.into())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use seawall::circuit_breaker::{CircuitBreakerLayer, CircuitState};
 use seawall::fallback::FallbackLayer;
 use seawall::{BoxError, RejectionKind, ServiceBuilderExt};
-use tower::{ServiceBuilder, ServiceExt, service_fn};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_is_answered_by_the_fallback_without_calling_the_downstream() {
@@ -140,4 +140,45 @@ async fn a_hedge_that_loses_is_no_failure_to_the_breaker_below() {
     // One attempt of each call finished; every other was dropped and counts for nothing.
     let counts = handle.counts();
     assert_eq!((counts.calls, counts.failures), (40, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outlier_ejection_goes_under_a_balancer_from_its_configuration() {
+    use seawall::outlier::OutlierConfig;
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::Constant;
+
+    // As loaded from a configuration file:
+    let config: OutlierConfig = serde_json::from_value(
+        serde_json::json!({ "name": "backends", "consecutive_failures": 3 }),
+    )
+    .unwrap();
+    // Five backends; the first fails every call.
+    let backends = (0..5).map(|i| {
+        Constant::new(
+            service_fn(move |_: ()| async move {
+                if i == 0 {
+                    Err::<usize, BoxError>("down".into())
+                } else {
+                    Ok(i)
+                }
+            }),
+            0,
+        )
+    });
+    let set = ServiceBuilder::new()
+        .with_outlier(config)
+        .service(ServiceList::new(backends));
+    let mut balance = Balance::new(set);
+    let mut failures = 0;
+    for _ in 0..100 {
+        if balance.ready().await.unwrap().call(()).await.is_err() {
+            failures += 1;
+        }
+    }
+    assert_eq!(
+        failures, 3,
+        "the third failure in a row ejected the first backend"
+    );
 }

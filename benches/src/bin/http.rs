@@ -1,8 +1,9 @@
 //! Requests a second and latency percentiles over HTTP on 127.0.0.1: an axum app bare, behind
-//! seawall's server stack, and with a handler that calls a second local service through a
-//! plain hyper client and through seawall's client stack. A closed-loop load generator (a
-//! fixed number of connections, each sending its next request when the last one answered)
-//! drives each variant in turn, for several rounds, in one run.
+//! seawall's server stack and behind tower-resilience's equivalent, and with a handler that
+//! calls a second local service through a plain hyper client, through seawall's client stack
+//! and through tower-resilience's equivalent. A closed-loop load generator (a fixed number of
+//! connections, each sending its next request when the last one answered) drives each variant
+//! in turn, for several rounds, in one run.
 //!
 //! `cargo run --release -p seawall-bench --no-default-features --bin http -- [seconds] [rounds] [connections]`
 
@@ -43,6 +44,102 @@ fn server_stack() -> Router {
     )
 }
 
+// ===== tower-resilience =====
+
+mod tr {
+    pub(super) use tower_resilience::bulkhead::{BulkheadLayer, BulkheadServiceError};
+    pub(super) use tower_resilience::circuitbreaker::{CircuitBreakerError, CircuitBreakerLayer};
+    pub(super) use tower_resilience::retry::RetryLayer;
+    pub(super) use tower_resilience::timelimiter::{TimeLimiterError, TimeLimiterLayer};
+}
+
+type TrServerError = tr::TimeLimiterError<tr::BulkheadServiceError<std::convert::Infallible>>;
+
+/// tower-resilience's errors as the statuses seawall's HTTP adapter answers with: 504 for a
+/// timeout, 503 for a full bulkhead. Its errors are not `Infallible`, so axum needs the
+/// `HandleErrorLayer` a seawall stack does without.
+async fn tr_status(err: TrServerError) -> StatusCode {
+    match err {
+        tr::TimeLimiterError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        tr::TimeLimiterError::Inner(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The server stack's equivalent in tower-resilience: a 2 s time limiter over a bulkhead of
+/// 1000 that rejects when full.
+fn tr_server_stack() -> Router {
+    let bulkhead = tr::BulkheadLayer::builder()
+        .name("api")
+        .max_concurrent_calls(1000)
+        .reject_when_full()
+        .build()
+        .expect("a valid bulkhead");
+    bare().layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(tr_status))
+            .layer(
+                tr::TimeLimiterLayer::builder()
+                    .timeout_duration(Duration::from_secs(2))
+                    .cancel_running_future(true)
+                    .build(),
+            )
+            .layer(bulkhead),
+    )
+}
+
+type TrAttemptError = tr::CircuitBreakerError<
+    tr::BulkheadServiceError<tr::TimeLimiterError<hyper_util::client::legacy::Error>>,
+>;
+
+/// The client stack's equivalent in tower-resilience over `client`: a 10 s time limiter, 3
+/// attempts, a count-based breaker of 100 calls, a bulkhead of 1000 and a 1 s time limiter per
+/// attempt (the order of the lab's tower-resilience stack).
+fn tr_client_stack(client: Client<HttpConnector, Empty<Bytes>>) -> Downstream {
+    let breaker = tr::CircuitBreakerLayer::builder()
+        .name("downstream")
+        .sliding_window_size(100)
+        .build()
+        .expect("a valid breaker");
+    let bulkhead = tr::BulkheadLayer::builder()
+        .name("downstream")
+        .max_concurrent_calls(1000)
+        .reject_when_full()
+        .build()
+        .expect("a valid bulkhead");
+    let retry = tr::RetryLayer::<
+        Request<Empty<Bytes>>,
+        Response<hyper::body::Incoming>,
+        TrAttemptError,
+    >::builder()
+    .max_attempts(3)
+    .build();
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(|res: Response<hyper::body::Incoming>| res.map(Body::new))
+            .map_err(|_: tr::TimeLimiterError<TrAttemptError>| {
+                BoxError::from("the downstream failed")
+            })
+            .layer(
+                tr::TimeLimiterLayer::builder()
+                    .timeout_duration(Duration::from_secs(10))
+                    .cancel_running_future(true)
+                    .build(),
+            )
+            .layer(retry)
+            .layer(breaker)
+            .layer(bulkhead)
+            .layer(
+                tr::TimeLimiterLayer::builder()
+                    .timeout_duration(Duration::from_secs(1))
+                    .cancel_running_future(true)
+                    .build(),
+            )
+            .service(client),
+    )
+}
+
+// ===== handlers =====
+
 #[derive(Clone)]
 struct Calling {
     downstream: Downstream,
@@ -62,11 +159,21 @@ async fn call_downstream(State(state): State<Calling>) -> Response<Body> {
     }
 }
 
-/// A handler that calls `url` through a hyper client, behind seawall's client stack or not.
-fn calling(url: String, with_stack: bool) -> Router {
+/// Which client stack a handler calls through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    None,
+    Seawall,
+    TowerResilience,
+}
+
+/// A handler that calls `url` through a hyper client, behind a client stack or not.
+fn calling(url: String, stack: Stack) -> Router {
     let client =
         Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(HttpConnector::new());
-    let downstream = if with_stack {
+    let downstream = if stack == Stack::TowerResilience {
+        tr_client_stack(client)
+    } else if stack == Stack::Seawall {
         let config: ClientStackConfig = serde_json::from_value(serde_json::json!({
             "name": "downstream",
             "total_timeout": "10s",
@@ -189,13 +296,18 @@ fn main() {
         let variants = [
             ("bare", serve(bare()).await),
             ("server stack", serve(server_stack()).await),
+            ("server, tower-resilience", serve(tr_server_stack()).await),
             (
                 "handler, plain client",
-                serve(calling(downstream.clone(), false)).await,
+                serve(calling(downstream.clone(), Stack::None)).await,
             ),
             (
                 "handler, client stack",
-                serve(calling(downstream.clone(), true)).await,
+                serve(calling(downstream.clone(), Stack::Seawall)).await,
+            ),
+            (
+                "handler, tower-resilience",
+                serve(calling(downstream.clone(), Stack::TowerResilience)).await,
             ),
         ];
         println!(

@@ -37,8 +37,9 @@ usage: lab [--scenario NAME|FILE]... [--stack a,b,c] [--settings FILE]
 Every stack gets the workload's deadline as its total timeout (the unprotected one nothing
 else). The peers
 see 5xx and 429 as errors and do not read Retry-After (their crates have no such concept); a
-tower-resilience row whose breaker opened is marked invalid: it times its open state with
-std::time::Instant, which the paused clock does not move.
+tower-resilience row whose breaker opened, or whose outlier ejection went on past its ejection
+time, is marked invalid (`!`, no verdicts counted): it times both with std::time::Instant,
+which the paused clock does not move.
 
 exit status: 0 when every seawall verdict passes or is a known failure of its scenario, 1 when
 one fails unexpectedly, 2 on a usage or file error";
@@ -119,9 +120,10 @@ hedge = { delay = "20ms" }   # the seawall stack's `hedge` section when its sett
                              # (a fixed delay: seawall-hedge's default p95); tower-resilience
                              # with its hedge at the same fixed delay (it has no percentile
                              # delay, so with one it does not hedge)
-outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer
-                             # (the seawall stack only; the other stacks without hedging or
-                             # ejection show a stack without the feature)
+outlier = {}                 # seawall-outlier's ejection under the seawall stack's p2c balancer;
+                             # tower-resilience's outlier detection under its own, with the same
+                             # failures in a row, ejection times and share (tower has none: it
+                             # shows a stack without the feature)
 
 [thresholds]                 # each one present is a verdict (see below)
 amplification_fault_max = 1.1

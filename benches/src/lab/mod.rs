@@ -97,10 +97,20 @@ pub fn run(scenario: &Scenario, stack: StackKind, settings: &Settings, seed: u64
             )
         }),
         StackKind::TowerResilience => run_stack(scenario, seed, |ds, client, seeds| {
+            let (ds, outlier) = stacks::balance::spread_tower_resilience(
+                ds,
+                balance,
+                options.outlier.as_ref(),
+                !seeds.client(client),
+            );
+            let ejected = outlier.map(|detector| {
+                Arc::new(move || detector.ejected_count() as u32) as workload::EjectedProbe
+            });
             stacks::tower_resilience(
-                spread(ds, client, seeds),
+                ds,
                 &settings.tower_resilience,
                 options.hedge.as_ref(),
+                ejected,
                 seeds.client(client),
             )
         }),

@@ -16,6 +16,12 @@ pub const SCHEMA_VERSION: u32 = 2;
 pub const TOWER_RESILIENCE_INVALID: &str = "its breaker opened, and it times the open state with \
 std::time::Instant, which the paused clock does not move: it would stay open to the end";
 
+/// Why a tower-resilience row whose outlier ejection outlasted its ejection time is not its
+/// behaviour.
+pub const TOWER_RESILIENCE_EJECTION_INVALID: &str = "its outlier detection ejected an endpoint \
+and the run went on past the ejection time, but it times ejections with std::time::Instant, \
+which the paused clock does not move: the endpoint stayed out to the end";
+
 /// One stack's results in one scenario cell.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StackReport {
@@ -25,7 +31,7 @@ pub struct StackReport {
     pub valid: bool,
     /// Why not, when it does not.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub invalid_reason: Option<&'static str>,
+    pub invalid_reason: Option<String>,
     /// What it ran with.
     pub settings: Value,
     /// Every figure.
@@ -160,16 +166,64 @@ pub fn stack_report(
             v.known_failing = scenario.known_failure(v.threshold).map(str::to_owned);
         }
     }
-    let invalid = stack == StackKind::TowerResilience && summary.breaker_opens > 0;
+    let invalid_reason = (stack == StackKind::TowerResilience)
+        .then(|| tower_resilience_invalid(scenario, &trace, &summary))
+        .flatten();
     StackReport {
         stack: stack.name(),
-        valid: !invalid,
-        invalid_reason: invalid.then_some(TOWER_RESILIENCE_INVALID),
+        valid: invalid_reason.is_none(),
+        invalid_reason,
         settings: settings.json(stack, deadline),
         series: metrics::series(&trace, deadline.as_nanos() as u64),
         verdicts,
         summary,
     }
+}
+
+/// Why a tower-resilience run is not its behaviour, if it is not: where its wall-clock timing
+/// (of an open breaker, of an ejection) would have ended something that, on the paused clock,
+/// went on to the end of the run.
+fn tower_resilience_invalid(
+    scenario: &Scenario,
+    trace: &metrics::Trace,
+    summary: &Summary,
+) -> Option<String> {
+    let breaker = (summary.breaker_opens > 0).then_some(TOWER_RESILIENCE_INVALID);
+    let ejection = scenario
+        .stacks
+        .outlier
+        .as_ref()
+        .filter(|config| {
+            // A first ejection's time; one never ends on the paused clock, so there is no second.
+            let first = config.base_ejection_time().min(config.max_ejection_time());
+            ejection_outlasted(trace, first)
+        })
+        .map(|_| TOWER_RESILIENCE_EJECTION_INVALID);
+    let reasons: Vec<&str> = breaker.into_iter().chain(ejection).collect();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
+}
+
+/// Whether a client sent a request `ejection` or more after its first request that saw an
+/// endpoint ejected (the ejection would have ended by then on a clock that moves), or saw
+/// fewer ejected than before (the wall clock ended one: a slow run).
+fn ejection_outlasted(trace: &metrics::Trace, ejection: std::time::Duration) -> bool {
+    let ejection = ejection.as_nanos() as u64;
+    let mut seen: Vec<(Option<u64>, u32)> = vec![(None, 0); trace.clients as usize];
+    // A request never sent has read no count.
+    let mut sent = trace
+        .requests
+        .iter()
+        .filter(|r| r.outcome != metrics::Outcome::Unanswered);
+    sent.any(|r| {
+        let (first, last) = &mut seen[r.client as usize];
+        let ended =
+            r.ejected < *last || first.is_some_and(|t| r.intended >= t.saturating_add(ejection));
+        if r.ejected > 0 && first.is_none() {
+            *first = Some(r.intended);
+        }
+        *last = r.ejected;
+        ended
+    })
 }
 
 /// The report of one scenario cell from its stacks' reports.
@@ -343,7 +397,7 @@ pub const COLUMNS: [(&str, bool, &str); 25] = [
     (
         "verdicts",
         true,
-        "the scenario's thresholds this stack meets, of all",
+        "the scenario's thresholds this stack meets, of all (- on an invalid row, marked !)",
     ),
 ];
 
@@ -382,7 +436,12 @@ fn cells(s: &StackReport) -> Vec<String> {
         m.breaker_opens.to_string(),
         format!("{} ({})", m.max_in_flight, m.max_in_flight_per_client),
         m.early_retries.to_string(),
-        format!("{passed}/{}", s.verdicts.len()),
+        // An invalid row's figures are not the stack's behaviour: no verdict is read from them.
+        if s.valid {
+            format!("{passed}/{}", s.verdicts.len())
+        } else {
+            "-".into()
+        },
     ]
 }
 
@@ -433,7 +492,7 @@ pub fn table(report: &ScenarioReport, seed: u64, wide: bool) -> String {
             out,
             "  ! {}: invalid, {}",
             s.stack,
-            s.invalid_reason.unwrap_or("")
+            s.invalid_reason.as_deref().unwrap_or("")
         );
     }
     for s in report

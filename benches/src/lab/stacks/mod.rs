@@ -41,7 +41,8 @@ pub enum StackKind {
     Naive,
     /// tower's built-ins: retry with `TpsBudget`, timeouts, concurrency limit and load shed.
     Tower,
-    /// The tower-resilience crate: retry, circuit breaker, bulkhead and time limiters.
+    /// The tower-resilience crate: retry, circuit breaker, bulkhead and time limiters (and its
+    /// hedge and outlier detection where a scenario asks for them).
     TowerResilience,
     /// seawall's client stack.
     Seawall,

@@ -25,7 +25,7 @@ use super::settings::{NAIVE_RETRIES, NAIVE_TIMEOUT, PeerSettings};
 use super::{SharedRng, StatusError, classify, status_as_error};
 use crate::lab::metrics::{BreakerState, Failure};
 use crate::lab::sim::{Request, Response};
-use crate::lab::workload::{BreakerProbe, Built};
+use crate::lab::workload::{BreakerProbe, Built, EjectedProbe};
 
 fn built<S>(service: S, breaker: Option<BreakerProbe>) -> Built<S> {
     Built {
@@ -324,11 +324,15 @@ fn is_rejection(err: &TrAttemptError) -> bool {
 ///
 /// Its breaker times its open state with `std::time::Instant`, wall time, which a paused
 /// clock does not move: in the lab an opened breaker stays open until the run ends, so a run
-/// in which it opened is marked invalid.
+/// in which it opened is marked invalid. Its outlier ejection, when the scenario asks for one,
+/// is under the balancer in `downstream` ([`spread_tower_resilience`]); `ejected` reads it.
+///
+/// [`spread_tower_resilience`]: super::balance::spread_tower_resilience
 pub fn tower_resilience(
     downstream: Spread,
     settings: &PeerSettings,
     hedge: Option<&HedgeConfig>,
+    ejected: Option<EjectedProbe>,
     seed: u64,
 ) -> Built<impl Service<Request, Response = Response, Error = Failure>> {
     let (breaker, handle) = tr::CircuitBreakerLayer::builder()
@@ -408,5 +412,8 @@ pub fn tower_resilience(
         tr::CircuitState::Open => BreakerState::Open,
         tr::CircuitState::HalfOpen => BreakerState::HalfOpen,
     });
-    built(service, Some(probe))
+    Built {
+        ejected,
+        ..built(service, Some(probe))
+    }
 }

@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
+use crate::cover;
 use crate::deadline::{Budget, Deadline};
 use crate::event::TimedOutEvent;
 use crate::state::Shared;
@@ -24,13 +25,26 @@ pin_project! {
     /// wheel. Under deadline propagation it fires at the deadline the inner call was handed,
     /// and under an adaptive timeout at the call's start plus its timeout, the start its
     /// latency is measured from: the timer, the deadline and the measurement never disagree.
+    /// A timeout with a deadline arms none while a timeout below has one armed that fires no
+    /// later (a client stack's total over its attempt timeout): one timer per waiting call.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
         budget: Budget,
         // When the call started, for a timeout that learns from latency.
         started: Option<Instant>,
+        // Whether the call has returned `Pending`: it then took time, and it may have told a
+        // timeout above that a timer is armed for it.
+        waited: bool,
         shared: Arc<Shared>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if this.waited {
+                cover::withdraw();
+            }
+        }
     }
 }
 
@@ -59,6 +73,7 @@ impl<F> ResponseFuture<F> {
             state: State::Running { inner, sleep: None },
             budget,
             started,
+            waited: false,
             shared,
         }
     }
@@ -68,6 +83,7 @@ impl<F> ResponseFuture<F> {
             state: State::Expired,
             budget,
             started: None,
+            waited: false,
             shared,
         }
     }
@@ -99,9 +115,15 @@ where
         else {
             return Poll::Ready(Err(timed_out(this.shared, budget)));
         };
-        let polled = match budget.deadline {
-            Some(deadline) => deadline.scope(|| inner.as_mut().poll(cx)),
-            None => inner.as_mut().poll(cx),
+        // With a deadline, the layers below may report a timer that fires no later (see
+        // `cover`): then this poll needs no timer of its own.
+        let (polled, covered_until) = match budget.deadline {
+            Some(deadline) => {
+                let listening = cover::listen(deadline.0);
+                let polled = deadline.scope(|| inner.as_mut().poll(cx));
+                (polled, listening.covered().then_some(deadline.0))
+            }
+            None => (inner.as_mut().poll(cx), None),
         };
         if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
@@ -113,20 +135,22 @@ where
             }
             // A call that answers on its first poll took no time: its whole budget is left,
             // and the clock need not be read.
-            let remaining = match sleep.as_pin_mut() {
-                Some(timer) => {
-                    let now = Instant::now();
-                    if let Some(started) = *this.started {
-                        this.shared.live.answered(now - started, now);
-                    }
-                    timer.deadline().saturating_duration_since(now)
+            let remaining = if *this.waited {
+                let now = Instant::now();
+                if let Some(started) = *this.started {
+                    this.shared.live.answered(now - started, now);
                 }
-                None => {
-                    if let Some(started) = *this.started {
-                        this.shared.live.answered(Duration::ZERO, started);
-                    }
-                    budget.timeout
+                let at = match (sleep.as_pin_mut(), budget.deadline) {
+                    (Some(timer), _) => timer.deadline(),
+                    (None, Some(Deadline(at))) => at,
+                    (None, None) => now,
+                };
+                at.saturating_duration_since(now)
+            } else {
+                if let Some(started) = *this.started {
+                    this.shared.live.answered(Duration::ZERO, started);
                 }
+                budget.timeout
             };
             if recording {
                 this.shared.remaining.record(remaining.as_secs_f64());
@@ -134,11 +158,20 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         if sleep.is_none() {
+            if let Some(deadline) = covered_until {
+                *this.waited = true;
+                cover::report(deadline);
+                return Poll::Pending;
+            }
             sleep.set(Some(timer(budget, *this.started)));
         }
         if let Some(mut timer) = sleep.as_pin_mut() {
             loop {
-                ready!(timer.as_mut().poll(cx));
+                if timer.as_mut().poll(cx).is_pending() {
+                    *this.waited = true;
+                    cover::report(timer.deadline());
+                    return Poll::Pending;
+                }
                 let Some(started) = *this.started else {
                     break;
                 };
@@ -190,4 +223,59 @@ fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
         kind,
     });
     Rejected::new(kind, shared.name.clone()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{Pending, pending};
+    use std::pin::pin;
+    use std::task::Waker;
+
+    use tower::{Layer, Service, service_fn};
+
+    use super::*;
+    use crate::TimeoutLayer;
+
+    fn timeout(timeout: u64) -> TimeoutLayer {
+        TimeoutLayer::builder()
+            .name("dep")
+            .timeout(Duration::from_millis(timeout))
+            .build()
+            .unwrap()
+    }
+
+    /// Whether each of a total timeout's and an attempt timeout's futures has a timer armed
+    /// after their first poll, the attempt's inner call still waiting.
+    fn armed_after_first_poll(total: u64, attempt: u64) -> (bool, bool) {
+        let hanging = service_fn(|()| pending::<Result<(), BoxError>>());
+        let mut svc = timeout(total)
+            .scoped()
+            .layer(timeout(attempt).layer(hanging));
+        let mut call: Pin<&mut ResponseFuture<ResponseFuture<Pending<_>>>> = pin!(svc.call(()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        let State::Running { inner, .. } = &call.state else {
+            panic!("called");
+        };
+        (has_timer(&call.state), has_timer(&inner.state))
+    }
+
+    fn has_timer<F>(state: &State<F>) -> bool {
+        matches!(state, State::Running { sleep: Some(_), .. })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_timeout_arms_no_timer_while_an_earlier_attempt_timer_is_armed() {
+        assert_eq!(armed_after_first_poll(500, 300), (false, true));
+        assert_eq!(
+            armed_after_first_poll(300, 300),
+            (false, true),
+            "one timer for one instant"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_timeout_arms_its_timer_when_the_attempt_would_outlive_it() {
+        assert_eq!(armed_after_first_poll(200, 300), (true, true));
+    }
 }

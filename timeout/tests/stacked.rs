@@ -182,11 +182,11 @@ impl<F: Future> Future for AbandonFuture<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        if let Some(mut future) = self.0.take() {
-            if let Poll::Ready(output) = future.as_mut().poll(cx) {
-                return Poll::Ready(output);
-            }
-            // Dropped pending, its timer with it, within the total's poll.
+        // Dropped pending, its timer with it, within the total's poll.
+        if let Some(mut future) = self.0.take()
+            && let Poll::Ready(output) = future.as_mut().poll(cx)
+        {
+            return Poll::Ready(output);
         }
         Poll::Pending
     }
@@ -248,8 +248,12 @@ async fn a_failed_attempt_followed_by_a_wait_without_a_timer_leaves_the_total_to
 #[tokio::test(start_paused = true)]
 async fn the_total_records_the_budget_left_after_a_wait_under_an_attempt() {
     let recorder = TestRecorder::new();
-    let (total, attempt) =
-        recorder.install_for(|| (timeout("total", ms(500)).scoped(), timeout("attempt", ms(300))));
+    let (total, attempt) = recorder.install_for(|| {
+        (
+            timeout("total", ms(500)).scoped(),
+            timeout("attempt", ms(300)),
+        )
+    });
     let downstream = service_fn(|wait: u64| async move {
         if wait > 0 {
             sleep(ms(wait)).await;

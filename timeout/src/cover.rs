@@ -14,76 +14,64 @@
 //! armed, stays armed.
 //!
 //! A report is only good while its timer is: a timeout future that reported and is dropped
-//! withdraws every report of the poll, so that a layer between that abandons a waiting
-//! attempt never leaves the listener without a timer. Reports live in a thread-local cell set
-//! around the poll, as the current deadline does: only the layers polled below, on this
-//! thread, within this poll, can report.
+//! withdraws the reports of the poll, so that a layer between that abandons a waiting attempt
+//! never leaves the listener without a timer. Reports live in a thread-local cell set around
+//! the poll, as the current deadline does: only the layers polled below, on this thread,
+//! within this poll, can report.
 
 use std::cell::Cell;
 
 use tokio::time::Instant;
 
-#[derive(Clone, Copy)]
-struct Listener {
-    deadline: Instant,
-    covered: bool,
-}
-
 std::thread_local! {
-    static LISTENER: Cell<Option<Listener>> = const { Cell::new(None) };
+    // The earliest timer reported since the innermost listener started listening.
+    static EARLIEST: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// A poll of the layers below, listening for their timers until dropped.
+/// A poll of the layers below, listening for the timers they arm.
 pub(crate) struct Listening {
-    outer: Option<Listener>,
+    outer: Option<Instant>,
 }
 
-/// Listens for timers armed below that fire no later than `deadline`.
+/// Listens for the timers armed below until [`Listening::covers`].
 #[inline]
-pub(crate) fn listen(deadline: Instant) -> Listening {
+pub(crate) fn listen() -> Listening {
     Listening {
-        outer: LISTENER.replace(Some(Listener {
-            deadline,
-            covered: false,
-        })),
+        outer: EARLIEST.replace(None),
     }
 }
 
 impl Listening {
-    /// Whether a timer reported since [`listen`] fires no later than the deadline.
+    /// Stops listening: whether a timer reported since [`listen`] fires no later than
+    /// `deadline`.
     #[inline]
-    pub(crate) fn covered(&self) -> bool {
-        LISTENER.get().is_some_and(|l| l.covered)
+    pub(crate) fn covers(self, deadline: Instant) -> bool {
+        let earliest = EARLIEST.replace(self.outer);
+        std::mem::forget(self);
+        earliest.is_some_and(|at| at <= deadline)
     }
 }
 
 impl Drop for Listening {
-    #[inline]
+    // Only when the poll below panicked: `covers` puts the outer listener's back otherwise.
     fn drop(&mut self) {
-        LISTENER.set(self.outer);
+        EARLIEST.set(self.outer);
     }
 }
 
 /// Tells the timeout listening above, if any, that a timer armed for this call fires at `at`.
 #[inline]
 pub(crate) fn report(at: Instant) {
-    if let Some(l) = LISTENER.get()
-        && !l.covered
-        && at <= l.deadline
-    {
-        LISTENER.set(Some(Listener { covered: true, ..l }));
-    }
+    let earliest = match EARLIEST.get() {
+        Some(earlier) if earlier <= at => earlier,
+        _ => at,
+    };
+    EARLIEST.set(Some(earliest));
 }
 
 /// Withdraws the reports made to the timeout listening above: a timer reported may be gone.
+/// A timer reported after this, in the same poll, is armed.
 #[inline]
 pub(crate) fn withdraw() {
-    if let Some(l) = LISTENER.get()
-        && l.covered
-    {
-        LISTENER.set(Some(Listener {
-            covered: false,
-            ..l
-        }));
-    }
+    EARLIEST.set(None);
 }

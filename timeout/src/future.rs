@@ -33,18 +33,7 @@ pin_project! {
         budget: Budget,
         // When the call started, for a timeout that learns from latency.
         started: Option<Instant>,
-        // Whether the call has returned `Pending`: it then took time, and it may have told a
-        // timeout above that a timer is armed for it.
-        waited: bool,
         shared: Arc<Shared>,
-    }
-
-    impl<F> PinnedDrop for ResponseFuture<F> {
-        fn drop(this: Pin<&mut Self>) {
-            if this.waited {
-                cover::withdraw();
-            }
-        }
     }
 }
 
@@ -56,6 +45,7 @@ pin_project! {
             inner: F,
             #[pin]
             sleep: Option<Sleep>,
+            waited: Waited,
         },
         // The caller's deadline had passed before the inner service was called.
         Expired,
@@ -70,10 +60,13 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            state: State::Running { inner, sleep: None },
+            state: State::Running {
+                inner,
+                sleep: None,
+                waited: Waited(false),
+            },
             budget,
             started,
-            waited: false,
             shared,
         }
     }
@@ -83,7 +76,6 @@ impl<F> ResponseFuture<F> {
             state: State::Expired,
             budget,
             started: None,
-            waited: false,
             shared,
         }
     }
@@ -111,17 +103,18 @@ where
         let StateProj::Running {
             mut inner,
             mut sleep,
+            waited,
         } = this.state.project()
         else {
             return Poll::Ready(Err(timed_out(this.shared, budget)));
         };
-        // With a deadline, the layers below may report a timer that fires no later (see
-        // `cover`): then this poll needs no timer of its own.
+        // With a deadline, a timer armed below that fires no later wakes the call in time:
+        // while one is, this timeout needs none of its own.
         let (polled, covered_until) = match budget.deadline {
             Some(deadline) => {
-                let listening = cover::listen(deadline.0);
+                let listening = cover::listen();
                 let polled = deadline.scope(|| inner.as_mut().poll(cx));
-                (polled, listening.covered().then_some(deadline.0))
+                (polled, listening.covers(deadline.0).then_some(deadline.0))
             }
             None => (inner.as_mut().poll(cx), None),
         };
@@ -135,7 +128,7 @@ where
             }
             // A call that answers on its first poll took no time: its whole budget is left,
             // and the clock need not be read.
-            let remaining = if *this.waited {
+            let remaining = if waited.0 {
                 let now = Instant::now();
                 if let Some(started) = *this.started {
                     this.shared.live.answered(now - started, now);
@@ -159,7 +152,7 @@ where
         }
         if sleep.is_none() {
             if let Some(deadline) = covered_until {
-                *this.waited = true;
+                waited.0 = true;
                 cover::report(deadline);
                 return Poll::Pending;
             }
@@ -168,7 +161,7 @@ where
         if let Some(mut timer) = sleep.as_pin_mut() {
             loop {
                 if timer.as_mut().poll(cx).is_pending() {
-                    *this.waited = true;
+                    waited.0 = true;
                     cover::report(timer.deadline());
                     return Poll::Pending;
                 }
@@ -193,6 +186,20 @@ where
             }
         }
         Poll::Ready(Err(timed_out(this.shared, budget)))
+    }
+}
+
+/// Whether a call has returned `Pending`: it then took time, and it told the timeout listening
+/// above, if any, of the timer that will wake it.
+struct Waited(bool);
+
+impl Drop for Waited {
+    #[inline]
+    fn drop(&mut self) {
+        // Dropped with the call, its timer with it (or the one below it told of).
+        if self.0 {
+            cover::withdraw();
+        }
     }
 }
 

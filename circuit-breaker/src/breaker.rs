@@ -49,7 +49,7 @@ use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Win
 use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, Slot};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
-use seawall_core::time::nanos;
+use seawall_core::time::{nanos, seconds_since};
 
 /// Beyond any duration a configuration allows.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -789,7 +789,7 @@ impl Breaker {
         match permit.kind {
             PermitKind::Probe => self.record_probe(permit.generation, call, hint),
             PermitKind::Closed | PermitKind::MetricsOnly => {
-                let second = now.map_or(0, |now| self.since_epoch(now).as_secs());
+                let second = now.map_or(0, |now| seconds_since(self.epoch, now));
                 self.record_closed(permit, call, second, hint);
             }
             PermitKind::Untracked => {}

@@ -1,6 +1,10 @@
-//! Durations as the `u64` nanoseconds that lock-free state keeps in an atomic word.
+//! Durations as the `u64` nanoseconds that lock-free state keeps in an atomic word, and the
+//! whole seconds since an instant that per-second buckets are indexed by.
 
+use std::cell::Cell;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 /// `d` in nanoseconds, saturating at `u64::MAX` (about 584 years).
 #[inline]
@@ -8,9 +12,107 @@ pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// A second this thread found: `second` whole seconds after `epoch`, from `start` until `end`.
+#[derive(Clone, Copy)]
+struct Found {
+    epoch: Instant,
+    start: Instant,
+    end: Instant,
+    second: u64,
+}
+
+std::thread_local! {
+    static FOUND: Cell<Option<Found>> = const { Cell::new(None) };
+}
+
+/// Whole seconds from `epoch` to `now`, zero when `now` is earlier: the bucket of a
+/// per-second window (a time-window breaker's) that a call at `now` falls in.
+///
+/// An `Instant` subtraction is a call into std and a `Duration` built, about 55 instructions,
+/// as much as the rest of a time-window breaker's bookkeeping. Calls come many to a second, so
+/// this thread keeps the last second it found, with the instants it runs between: a call in
+/// the same second compares instants instead, and gets the same answer.
+#[inline]
+pub fn seconds_since(epoch: Instant, now: Instant) -> u64 {
+    match FOUND.get() {
+        Some(found) if found.epoch == epoch && found.start <= now && now < found.end => {
+            found.second
+        }
+        _ => find_second(epoch, now),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn find_second(epoch: Instant, now: Instant) -> u64 {
+    let second = now.saturating_duration_since(epoch).as_secs();
+    let start = epoch.checked_add(Duration::from_secs(second));
+    if let Some(start) = start.filter(|start| *start <= now)
+        && let Some(end) = start.checked_add(Duration::from_secs(1))
+    {
+        FOUND.set(Some(Found {
+            epoch,
+            start,
+            end,
+            second,
+        }));
+    }
+    second
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// Against the subtraction, with the clock crossing second boundaries between calls,
+        /// going back (another runtime's clock), and several epochs in turn.
+        #[test]
+        fn seconds_since_is_the_whole_seconds_of_the_difference(
+            steps in proptest::collection::vec((0usize..3, -1_500_000_000i64..1_500_000_000), 1..200),
+        ) {
+            let base = Instant::now();
+            let epochs = [
+                base,
+                base + Duration::from_nanos(999_999_999),
+                base + Duration::from_secs(5),
+            ];
+            let mut at = base + Duration::from_secs(10);
+            for (epoch, step) in steps {
+                at = if step >= 0 {
+                    at + Duration::from_nanos(step.unsigned_abs())
+                } else {
+                    at.checked_sub(Duration::from_nanos(step.unsigned_abs())).unwrap_or(base)
+                };
+                let epoch = epochs[epoch];
+                prop_assert_eq!(
+                    seconds_since(epoch, at),
+                    at.saturating_duration_since(epoch).as_secs()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn seconds_since_at_the_edges_of_a_second() {
+        let epoch = Instant::now();
+        let second = Duration::from_secs(1);
+        let nano = Duration::from_nanos(1);
+        for (at, expected) in [
+            (epoch + second - nano, 0),
+            (epoch + second, 1),
+            (epoch + second - nano, 0),
+            (epoch + 2 * second - nano, 1),
+            (epoch + 2 * second, 2),
+            (epoch, 0),
+        ] {
+            assert_eq!(seconds_since(epoch, at), expected, "{:?}", at - epoch);
+        }
+        let earlier = epoch.checked_sub(second).unwrap_or(epoch);
+        assert_eq!(seconds_since(epoch, earlier), 0, "before the epoch");
+    }
 
     #[test]
     fn nanos_saturate_beyond_u64() {

@@ -194,6 +194,68 @@ async fn a_hung_attempt_is_cut_by_the_attempt_timeout_and_retried() {
     );
 }
 
+/// The layer that ended a call to a dependency that never answers, its kind, and how long the
+/// call took, under `config` with `total_timeout` (the breaker judging by its window only, so
+/// that the failures in a row stay retries).
+async fn hung_call_ended_by(total_timeout: &str) -> (String, RejectionKind, Duration) {
+    let mut built = serde_json::to_value(config()).unwrap();
+    built["total_timeout"] = total_timeout.into();
+    built["circuit_breaker"]["consecutive_failures"] = "off".into();
+    let built: ClientStackConfig = serde_json::from_value(built).unwrap();
+    let hung = service_fn(|_: u64| std::future::pending::<Result<u64, BoxError>>());
+    let svc = ClientStackLayer::new(built).layer(hung);
+    let start = tokio::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(10), svc.oneshot(1))
+        .await
+        .expect("a timeout of the stack fires")
+        .unwrap_err();
+    let rejection = rejected(&*err).expect("a rejection");
+    (
+        rejection.name().to_owned(),
+        rejection.kind(),
+        start.elapsed(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_that_end_before_the_total_end_the_call_as_the_attempt_timeout() {
+    // Three attempts of 300 ms with 10 ms between them: 920 ms, within the total's 2 s.
+    assert_eq!(
+        hung_call_ended_by("2s").await,
+        (
+            "inventory.attempt".into(),
+            RejectionKind::TimedOut,
+            Duration::from_millis(920)
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_would_outlive_the_total_is_ended_by_the_total_timeout() {
+    // The second attempt starts at 310 ms and would end at 610, after the total's 500.
+    assert_eq!(
+        hung_call_ended_by("500ms").await,
+        (
+            "inventory.total".into(),
+            RejectionKind::TimedOut,
+            Duration::from_millis(500)
+        )
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_total_as_long_as_the_attempt_ends_the_call_as_the_attempt_timeout() {
+    // Both fire at 300 ms; the attempt's answer comes first and no retry fits after it.
+    assert_eq!(
+        hung_call_ended_by("300ms").await,
+        (
+            "inventory.attempt".into(),
+            RejectionKind::TimedOut,
+            Duration::from_millis(300)
+        )
+    );
+}
+
 type Inventory = BoxCloneSyncService<u64, &'static str, BoxError>;
 
 async fn stock(State(inventory): State<Inventory>) -> String {

@@ -4,13 +4,14 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::time::{Instant, Sleep, sleep, sleep_until};
 
+use crate::cover;
 use crate::deadline::{Budget, Deadline};
 use crate::event::TimedOutEvent;
 use crate::state::Shared;
@@ -24,6 +25,8 @@ pin_project! {
     /// wheel. Under deadline propagation it fires at the deadline the inner call was handed,
     /// and under an adaptive timeout at the call's start plus its timeout, the start its
     /// latency is measured from: the timer, the deadline and the measurement never disagree.
+    /// A timeout with a deadline arms none while a timeout below has one armed that fires no
+    /// later (a client stack's total over its attempt timeout): one timer per waiting call.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -42,6 +45,7 @@ pin_project! {
             inner: F,
             #[pin]
             sleep: Option<Sleep>,
+            waited: Waited,
         },
         // The caller's deadline had passed before the inner service was called.
         Expired,
@@ -56,7 +60,11 @@ impl<F> ResponseFuture<F> {
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            state: State::Running { inner, sleep: None },
+            state: State::Running {
+                inner,
+                sleep: None,
+                waited: Waited(false),
+            },
             budget,
             started,
             shared,
@@ -95,13 +103,20 @@ where
         let StateProj::Running {
             mut inner,
             mut sleep,
+            waited,
         } = this.state.project()
         else {
             return Poll::Ready(Err(timed_out(this.shared, budget)));
         };
-        let polled = match budget.deadline {
-            Some(deadline) => deadline.scope(|| inner.as_mut().poll(cx)),
-            None => inner.as_mut().poll(cx),
+        // With a deadline, a timer armed below that fires no later wakes the call in time:
+        // while one is, this timeout needs none of its own.
+        let (polled, covered_until) = match budget.deadline {
+            Some(deadline) => {
+                let listening = cover::listen();
+                let polled = deadline.scope(|| inner.as_mut().poll(cx));
+                (polled, listening.covers(deadline.0).then_some(deadline.0))
+            }
+            None => (inner.as_mut().poll(cx), None),
         };
         if let Poll::Ready(result) = polled {
             this.shared.completed.increment(1);
@@ -113,20 +128,22 @@ where
             }
             // A call that answers on its first poll took no time: its whole budget is left,
             // and the clock need not be read.
-            let remaining = match sleep.as_pin_mut() {
-                Some(timer) => {
-                    let now = Instant::now();
-                    if let Some(started) = *this.started {
-                        this.shared.live.answered(now - started, now);
-                    }
-                    timer.deadline().saturating_duration_since(now)
+            let remaining = if waited.0 {
+                let now = Instant::now();
+                if let Some(started) = *this.started {
+                    this.shared.live.answered(now - started, now);
                 }
-                None => {
-                    if let Some(started) = *this.started {
-                        this.shared.live.answered(Duration::ZERO, started);
-                    }
-                    budget.timeout
+                let at = match (sleep.as_pin_mut(), budget.deadline) {
+                    (Some(timer), _) => timer.deadline(),
+                    (None, Some(Deadline(at))) => at,
+                    (None, None) => now,
+                };
+                at.saturating_duration_since(now)
+            } else {
+                if let Some(started) = *this.started {
+                    this.shared.live.answered(Duration::ZERO, started);
                 }
+                budget.timeout
             };
             if recording {
                 this.shared.remaining.record(remaining.as_secs_f64());
@@ -134,11 +151,20 @@ where
             return Poll::Ready(result.map_err(Into::into));
         }
         if sleep.is_none() {
+            if let Some(deadline) = covered_until {
+                waited.0 = true;
+                cover::report(deadline);
+                return Poll::Pending;
+            }
             sleep.set(Some(timer(budget, *this.started)));
         }
         if let Some(mut timer) = sleep.as_pin_mut() {
             loop {
-                ready!(timer.as_mut().poll(cx));
+                if timer.as_mut().poll(cx).is_pending() {
+                    waited.0 = true;
+                    cover::report(timer.deadline());
+                    return Poll::Pending;
+                }
                 let Some(started) = *this.started else {
                     break;
                 };
@@ -160,6 +186,20 @@ where
             }
         }
         Poll::Ready(Err(timed_out(this.shared, budget)))
+    }
+}
+
+/// Whether a call has returned `Pending`: it then took time, and it told the timeout listening
+/// above, if any, of the timer that will wake it.
+struct Waited(bool);
+
+impl Drop for Waited {
+    #[inline]
+    fn drop(&mut self) {
+        // Dropped with the call, its timer with it (or the one below it told of).
+        if self.0 {
+            cover::withdraw();
+        }
     }
 }
 
@@ -190,4 +230,59 @@ fn timed_out(shared: &Shared, budget: Budget) -> BoxError {
         kind,
     });
     Rejected::new(kind, shared.name.clone()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{Pending, pending};
+    use std::pin::pin;
+    use std::task::Waker;
+
+    use tower::{Layer, Service, service_fn};
+
+    use super::*;
+    use crate::TimeoutLayer;
+
+    fn timeout(timeout: u64) -> TimeoutLayer {
+        TimeoutLayer::builder()
+            .name("dep")
+            .timeout(Duration::from_millis(timeout))
+            .build()
+            .unwrap()
+    }
+
+    /// Whether each of a total timeout's and an attempt timeout's futures has a timer armed
+    /// after their first poll, the attempt's inner call still waiting.
+    fn armed_after_first_poll(total: u64, attempt: u64) -> (bool, bool) {
+        let hanging = service_fn(|()| pending::<Result<(), BoxError>>());
+        let mut svc = timeout(total)
+            .scoped()
+            .layer(timeout(attempt).layer(hanging));
+        let mut call: Pin<&mut ResponseFuture<ResponseFuture<Pending<_>>>> = pin!(svc.call(()));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        let State::Running { inner, .. } = &call.state else {
+            panic!("called");
+        };
+        (has_timer(&call.state), has_timer(&inner.state))
+    }
+
+    fn has_timer<F>(state: &State<F>) -> bool {
+        matches!(state, State::Running { sleep: Some(_), .. })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_timeout_arms_no_timer_while_an_earlier_attempt_timer_is_armed() {
+        assert_eq!(armed_after_first_poll(500, 300), (false, true));
+        assert_eq!(
+            armed_after_first_poll(300, 300),
+            (false, true),
+            "one timer for one instant"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_total_timeout_arms_its_timer_when_the_attempt_would_outlive_it() {
+        assert_eq!(armed_after_first_poll(200, 300), (true, true));
+    }
 }

@@ -78,7 +78,10 @@
 //! - **The timer starts at the first `Pending`.** tower's [`Timeout`][tower-timeout] creates a
 //!   `Sleep` in `call`, for every call. Here a call that answers on its first poll (a cache hit, a
 //!   rejection from an inner layer) never touches the timer wheel; the timer is armed when the
-//!   inner call first waits.
+//!   inner call first waits. A timeout with a deadline ([`scoped`](TimeoutLayer::scoped) or
+//!   propagating) over another timeout arms no timer of its own while the one below fires
+//!   first, so a client stack's total and attempt timeouts cost one timer while an attempt
+//!   waits, and which of them ends the call is unchanged.
 //! - **Deadline propagation.** tower's timeout is one fixed duration. This one shortens itself to
 //!   the caller's deadline (`grpc-timeout`, a millisecond header or a [`Deadline`] extension),
 //!   makes that deadline current for the layers and handler below, and writes the budget left on
@@ -96,6 +99,7 @@
 //! [tower-timeout]: https://docs.rs/tower/0.5/tower/timeout/struct.Timeout.html
 
 mod config;
+mod cover;
 pub mod deadline;
 mod event;
 pub mod future;

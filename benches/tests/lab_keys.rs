@@ -756,3 +756,99 @@ end = "2s"
         }
     }
 }
+
+/// Arrivals counted in bins of a sixth of each segment's per-client gap, from `from` to
+/// `to`, as shares of what the segment's rate gives.
+fn bin_shares(plan: &[workload::Arrival], from: f64, to: f64, rate: f64, gap: f64) -> Vec<f64> {
+    let bin = gap / 6.0;
+    let bins = ((to - from) / bin).floor() as usize;
+    let mut counts = vec![0u64; bins];
+    for a in plan {
+        let t = a.at as f64 / S as f64;
+        if t >= from {
+            let i = ((t - from) / bin) as usize;
+            if i < bins {
+                counts[i] += 1;
+            }
+        }
+    }
+    counts.iter().map(|&c| c as f64 / (rate * bin)).collect()
+}
+
+#[test]
+fn a_fleet_stepping_its_rate_keeps_its_arrivals_spread() {
+    // 10 000 clients at 1/s each, stepping up to 1.5/s, down to 0.5/s, and back to 1/s. Had
+    // each client kept its phase across a step, the first gap after it would be the old one:
+    // after the step up, 1000/s for two thirds of a second and then 2000/s for a third (the
+    // clients whose old gap ended late, plus the early ones' second send); after the step
+    // down, every client within the first two thirds of a second, 15 000/s against 5000/s.
+    let scenario = parse(
+        r#"
+id = "steps"
+duration = "8s"
+[workload]
+rate = 10000
+clients = 10000
+phases = [
+    { start = "2s", end = "4s", rate = 15000 },
+    { start = "4s", end = "6s", rate = 5000 },
+]
+"#,
+    );
+    let plan = workload::arrivals(&scenario, 7);
+    assert_eq!(plan, workload::arrivals(&scenario, 7));
+    for (from, to, rate) in [
+        (1.0, 2.0, 10_000.0),
+        (2.0, 4.0, 15_000.0),
+        (4.0, 6.0, 5_000.0),
+        (6.0, 8.0, 10_000.0),
+    ] {
+        let shares = bin_shares(&plan, from, to, rate, 10_000.0 / rate);
+        assert!(!shares.is_empty());
+        for (i, share) in shares.iter().enumerate() {
+            assert!(
+                (0.9..=1.1).contains(share),
+                "bin {i} after {from} s holds {share:.3} of {rate}/s: {shares:.3?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_stepping_its_rate_sends_after_the_scaled_rest_of_its_gap() {
+    // One client at 1/s, 2/s from 10 s to 20 s: the gap that spans a step runs at the old
+    // rate up to the step and at the new one after it, so what was left of it at the step
+    // is halved going up and doubled going down.
+    let scenario = parse(
+        r#"
+id = "step"
+duration = "30s"
+[workload]
+rate = 1
+phases = [{ start = "10s", end = "20s", rate = 2 }]
+"#,
+    );
+    for seed in 1..=5 {
+        let at: Vec<f64> = workload::arrivals(&scenario, seed)
+            .iter()
+            .map(|a| a.at as f64 / S as f64)
+            .collect();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-8;
+        for pair in at.windows(2) {
+            let (t, next) = (pair[0], pair[1]);
+            let expected = if t < 10.0 && t + 1.0 > 10.0 {
+                10.0 + (t + 1.0 - 10.0) / 2.0
+            } else if !(10.0..20.0).contains(&t) {
+                t + 1.0
+            } else if t + 0.5 > 20.0 {
+                20.0 + (t + 0.5 - 20.0) * 2.0
+            } else {
+                t + 0.5
+            };
+            assert!(
+                close(next, expected),
+                "seed {seed}: {t} then {next}, not {expected}"
+            );
+        }
+    }
+}

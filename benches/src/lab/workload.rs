@@ -18,7 +18,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tower::Service;
 
 use crate::lab::metrics::{BreakerState, Failure, Outcome, RequestRecord, Trace};
-use crate::lab::scenario::{Arrivals, Mode, Scenario};
+use crate::lab::scenario::{Arrivals, Mode, Scenario, Workload};
 use crate::lab::sim::{self, Call, Origin, Request, Response, Tap};
 
 /// Reads a client's breaker state for a key; stacks without a breaker have none.
@@ -60,13 +60,20 @@ pub struct Arrival {
 /// The intended send times of an open-loop run, every client's merged in time order.
 ///
 /// The total rate is split evenly between clients; each client's arrivals start at a random
-/// offset (uniform within one of its gaps), so that clients do not send in lockstep.
+/// offset (uniform within one of its gaps), so that clients do not send in lockstep, and a gap
+/// that spans a rate step is rescaled at it.
 pub fn arrivals(scenario: &Scenario, seed: u64) -> Vec<Arrival> {
     let w = &scenario.workload;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let end = scenario.duration.as_nanos() as f64;
     let clients = f64::from(w.clients);
     let mut plan = Vec::with_capacity((w.rate * scenario.duration.as_secs_f64() * 1.1) as usize);
+    let mut steps: Vec<f64> = (w.phases.iter())
+        .flat_map(|p| [p.start, p.end])
+        .map(|d| d.as_nanos() as f64)
+        .collect();
+    steps.sort_by(f64::total_cmp);
+    steps.dedup();
     for client in 0..w.clients {
         let gap = |t: f64, rng: &mut ChaCha8Rng| {
             let mean = 1e9 * clients / w.rate_at(Duration::from_nanos(t as u64));
@@ -75,17 +82,38 @@ pub fn arrivals(scenario: &Scenario, seed: u64) -> Vec<Arrival> {
                 Arrivals::Poisson => -(1.0 - rng.random::<f64>()).ln() * mean,
             }
         };
-        let mut t = rng.random::<f64>() * gap(0.0, &mut rng);
+        let offset = rng.random::<f64>() * gap(0.0, &mut rng);
+        let mut t = across_steps(w, &steps, 0.0, offset);
         while t < end {
             plan.push(Arrival {
                 at: t.round() as u64,
                 client,
             });
-            t += gap(t, &mut rng);
+            t = across_steps(w, &steps, t, gap(t, &mut rng));
         }
     }
     plan.sort_unstable();
     plan
+}
+
+/// Where a gap drawn at `t` at the rate there ends when it spans rate steps: what is left of
+/// it at a step is scaled by the ratio of the gaps.
+///
+/// A client that kept its phase (the rest of its old gap unscaled) would bunch a fleet whose
+/// phases are uniform: after a step from 1/s to 1.5/s a thousand clients send 1000/s for
+/// two thirds of a second and then 2000/s. Scaled, uniform phases stay uniform, and Poisson
+/// gaps become those of the new rate.
+fn across_steps(w: &Workload, steps: &[f64], t: f64, gap: f64) -> f64 {
+    let rate = |t: f64| w.rate_at(Duration::from_nanos(t as u64));
+    let (mut from, mut next) = (t, t + gap);
+    for &step in &steps[steps.partition_point(|&s| s <= t)..] {
+        if step >= next {
+            break;
+        }
+        next = step + (next - step) * rate(from) / rate(step);
+        from = step;
+    }
+    next
 }
 
 /// The first call of each closed-loop caller: a random instant in the first 100 ms, and the

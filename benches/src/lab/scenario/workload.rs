@@ -53,7 +53,8 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrivals {
-    /// A client's request i at `offset + i × clients / rate`.
+    /// A client's request i at `offset + i × clients / rate` (a gap that spans a phase's
+    /// start or end rescaled there to the new rate).
     #[default]
     Uniform,
     /// Exponential gaps with mean `clients / rate`, from the seeded arrivals stream.

@@ -223,6 +223,7 @@ impl Semaphore {
     }
 
     /// Takes a slot for `partition` if the limits allow, and returns the calls in flight.
+    #[inline]
     fn try_take(&self, partition: Option<usize>) -> Option<usize> {
         let limit = self.limit.load(SeqCst);
         let partition = partition.map(|p| &self.partitions[p]);

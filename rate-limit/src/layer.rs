@@ -11,7 +11,7 @@ use crate::extract::KeyExtractor;
 use crate::fleet::config::FleetConfig;
 use crate::fleet::{Fleet, FleetKeyed};
 use crate::handle::RateLimitHandle;
-use crate::limiter::{Direct, Keyed};
+use crate::limiter::{Direct, Keyed, sealed::Sealed};
 use crate::service::RateLimit;
 use crate::state::Shared;
 use crate::store::QuotaStore;
@@ -212,7 +212,7 @@ impl<L> Clone for RateLimitLayer<L> {
     }
 }
 
-impl<S, L> Layer<S> for RateLimitLayer<L> {
+impl<S, L: Sealed> Layer<S> for RateLimitLayer<L> {
     type Service = RateLimit<S, L>;
 
     fn layer(&self, inner: S) -> Self::Service {

@@ -118,5 +118,7 @@ pub use self::fleet::config::{FleetConfig, FleetConfigBuilder};
 pub use self::fleet::{Fleet, FleetBucket, FleetKeyed};
 pub use self::handle::RateLimitHandle;
 pub use self::layer::RateLimitLayer;
-pub use self::limiter::{Check, Decision, Direct, Keyed, Limiter, NoStore};
+pub use self::limiter::{
+    Check, Decision, Direct, DirectCache, Keyed, KeyedCache, Limiter, NoStore,
+};
 pub use self::service::RateLimit;

@@ -7,7 +7,7 @@ use seawall_core::{BoxError, Deadline};
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::limiter::{Check, Limiter};
+use crate::limiter::{Check, Limiter, sealed::Sealed};
 use crate::state::Shared;
 
 /// Admits calls at the rate of a quota, rejecting the rest with
@@ -15,26 +15,33 @@ use crate::state::Shared;
 ///
 /// Made by [`RateLimitLayer`](crate::RateLimitLayer). The inner service must be `Clone`: a
 /// call that waits takes the ready service with it and leaves a clone behind.
-pub struct RateLimit<S, L> {
+pub struct RateLimit<S, L: Sealed> {
     inner: S,
     shared: Arc<Shared<L>>,
+    /// This clone's copy of the limiter, which a reload swaps.
+    cache: L::Cache,
 }
 
-impl<S, L> RateLimit<S, L> {
+impl<S, L: Sealed> RateLimit<S, L> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<L>>) -> Self {
-        Self { inner, shared }
+        let cache = shared.limiter.cache();
+        Self {
+            inner,
+            shared,
+            cache,
+        }
     }
 
     seawall_core::define_inner_service_accessors!();
 }
 
-impl<S: Clone, L> Clone for RateLimit<S, L> {
+impl<S: Clone, L: Sealed> Clone for RateLimit<S, L> {
     fn clone(&self) -> Self {
         Self::new(self.inner.clone(), self.shared.clone())
     }
 }
 
-impl<S: fmt::Debug, L: fmt::Debug> fmt::Debug for RateLimit<S, L> {
+impl<S: fmt::Debug, L: Sealed + fmt::Debug> fmt::Debug for RateLimit<S, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -62,7 +69,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &*self.shared;
         let key = shared.limiter.key(&req);
-        match shared.limiter.check(&key) {
+        match shared.limiter.check_cached(&mut self.cache, &key) {
             Check::Permit => {
                 shared.admitted();
                 ResponseFuture::called(self.inner.call(req))
@@ -72,7 +79,7 @@ where
     }
 }
 
-impl<S, L> RateLimit<S, L> {
+impl<S, L: Sealed> RateLimit<S, L> {
     #[cold]
     #[inline(never)]
     fn not_at_once<Req>(

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use metrics::Counter;
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 
 use crate::config::RateLimitConfig;
@@ -68,7 +68,7 @@ pub(crate) struct Shared<L> {
     pub(crate) config: RateLimitConfig,
     pub(crate) live: Arc<Live>,
     pub(crate) limiter: Arc<L>,
-    pub(crate) permitted: Counter,
+    pub(crate) permitted: CallCounter,
     pub(crate) waited: Counter,
     pub(crate) rejected: Counter,
     pub(crate) unavailable: Counter,
@@ -81,7 +81,7 @@ impl<L> Shared<L> {
         const CALLS: &str = "seawall_rate_limit_calls_total";
         let metrics = MetricScope::new(config.name.clone());
         Self {
-            permitted: metrics.counter(CALLS, &[("result", "permitted")]),
+            permitted: metrics.call_counter(CALLS, &[("result", "permitted")]),
             waited: metrics.counter(CALLS, &[("result", "waited")]),
             rejected: metrics.counter(CALLS, &[("result", "rejected")]),
             unavailable: metrics.counter(CALLS, &[("result", "unavailable")]),

@@ -96,6 +96,66 @@ async fn every_key_of_a_keyed_limit_takes_the_new_quota() {
     assert_eq!(layer.tracked_keys(), 2);
 }
 
+/// How many of `n` calls in a row through this very service (no clone) are admitted.
+async fn admitted_by<S>(svc: &mut S, n: u32) -> u32
+where
+    S: Service<u32, Response = u32, Error = BoxError>,
+{
+    let mut admitted = 0;
+    for i in 0..n {
+        match svc.ready().await.unwrap().call(i).await {
+            Ok(_) => admitted += 1,
+            Err(err) => assert_eq!(
+                rejected(&*err).map(|r| r.kind()),
+                Some(RejectionKind::RateLimited),
+                "{err}"
+            ),
+        }
+    }
+    admitted
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_made_before_a_reload_admits_by_the_new_quota() {
+    let (layer, handle) = RateLimitLayer::new(config(Quota::per_minute(1))).pair();
+    let mut early = layer.layer(echo());
+    let mut early_clone = early.clone();
+    assert_eq!(admitted_by(&mut early, 2).await, 1);
+
+    handle.set_quota(Quota::per_minute(3)).unwrap();
+    assert_eq!(
+        admitted_by(&mut early, 4).await,
+        3,
+        "the new burst, through the service that called before the reload"
+    );
+    handle.set_quota(Quota::per_minute(2)).unwrap();
+    assert_eq!(
+        admitted_by(&mut early_clone, 3).await,
+        2,
+        "the newest quota, through a clone made before both reloads"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_service_made_before_a_reload_admits_by_the_new_quota() {
+    let (layer, handle) = RateLimitLayer::new(config(Quota::per_minute(1)))
+        .keyed(key_fn(|n: &u32| *n % 2))
+        .pair();
+    let mut early = layer.layer(echo());
+    assert_eq!(
+        admitted_by(&mut early, 4).await,
+        2,
+        "one for each of two keys"
+    );
+
+    handle.set_quota(Quota::per_minute(3)).unwrap();
+    assert_eq!(
+        admitted_by(&mut early, 8).await,
+        6,
+        "three for each key, through the service that called before the reload"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_reload_that_would_change_what_cannot_change_is_refused_and_the_old_quota_stays() {
     let (layer, handle) = RateLimitLayer::new(config(Quota::per_second(1))).pair();

@@ -447,7 +447,11 @@ impl<S: QuotaStore> Fleet<S> {
     }
 }
 
-impl<S: QuotaStore> sealed::Sealed for Fleet<S> {}
+impl<S: QuotaStore> sealed::Sealed for Fleet<S> {
+    type Cache = ();
+
+    fn cache(&self) {}
+}
 
 impl<S: QuotaStore> SetQuota for Fleet<S> {
     fn set_quota(&self, quota: Quota) {
@@ -500,7 +504,11 @@ impl<E: KeyExtractor, S: QuotaStore> FleetKeyed<E, S> {
     }
 }
 
-impl<E: KeyExtractor, S: QuotaStore> sealed::Sealed for FleetKeyed<E, S> {}
+impl<E: KeyExtractor, S: QuotaStore> sealed::Sealed for FleetKeyed<E, S> {
+    type Cache = ();
+
+    fn cache(&self) {}
+}
 
 impl<E: KeyExtractor, S: QuotaStore> SetQuota for FleetKeyed<E, S> {
     fn set_quota(&self, quota: Quota) {

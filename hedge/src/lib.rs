@@ -38,6 +38,10 @@
 //! each hedge is an attempt of its own to them. `poll_ready` readies the first attempt's
 //! service; each hedge readies a clone of its own.
 //!
+//! A [`HedgeHandle`] reads the delay, the latency and the budget, and
+//! [reloads](HedgeHandle::reload) a fixed delay, the most attempts and the budget ratio live,
+//! for every service of the layer, with no lock on the calls' path (atomics they already read).
+//!
 //! The path that does not hedge allocates nothing. A call answered at its first poll does not
 //! read the clock (it counts as taking no time); one that waits reads it when it first waits,
 //! for its hedge timer, and again when it answers, for the estimate: a call's latency and its

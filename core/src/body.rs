@@ -27,7 +27,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::request::Parts;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -98,6 +98,22 @@ pub fn clone_http_request<B: TryCloneBody>(req: &Request<B>) -> Option<Request<B
     *copy.headers_mut() = req.headers().clone();
     *copy.extensions_mut() = req.extensions().clone();
     Some(copy)
+}
+
+/// The methods whose requests the retry and hedge policies send twice by default: `GET`,
+/// `HEAD`, `OPTIONS`, `PUT` and `DELETE`. A `POST` or `PATCH` that timed out may have taken
+/// effect, so it is sent once unless a policy is told otherwise.
+pub const IDEMPOTENT_METHODS: [Method; 5] = [
+    Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::PUT,
+    Method::DELETE,
+];
+
+/// Whether `method` is one of [`IDEMPOTENT_METHODS`].
+pub fn is_idempotent_method(method: &Method) -> bool {
+    IDEMPOTENT_METHODS.contains(method)
 }
 
 pin_project! {

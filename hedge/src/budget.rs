@@ -22,10 +22,16 @@ use crate::config::BudgetConfig;
 const PPM: u64 = 1_000_000;
 const COUNT_MASK: u64 = u32::MAX as u64;
 
+/// `ratio` in parts per million, rounded down, so the budget never allows more than the
+/// ratio says.
+fn ratio_ppm(ratio: f64) -> u64 {
+    (ratio * PPM as f64) as u64
+}
+
 pub(crate) struct Budget {
     start: Instant,
     window_secs: u64,
-    ratio_ppm: u64,
+    ratio_ppm: AtomicU64,
     deposits: Box<[AtomicU64]>,
     withdrawals: Box<[AtomicU64]>,
 }
@@ -38,8 +44,7 @@ impl Budget {
         Self {
             start,
             window_secs,
-            // Rounded down, so the budget never allows more than the ratio says.
-            ratio_ppm: (config.ratio * PPM as f64) as u64,
+            ratio_ppm: AtomicU64::new(ratio_ppm(config.ratio)),
             deposits: slots(),
             withdrawals: slots(),
         }
@@ -81,13 +86,21 @@ impl Budget {
         now.saturating_duration_since(self.start).as_secs()
     }
 
+    /// Allows `ratio` of the requests of the window from now on, the requests and hedges
+    /// already counted included.
+    pub(crate) fn set_ratio(&self, ratio: f64) {
+        self.ratio_ppm.store(ratio_ppm(ratio), Ordering::Relaxed);
+    }
+
     fn slot(&self, second: u64) -> usize {
         (second % self.window_secs) as usize
     }
 
     fn allowed_ppm(&self, second: u64) -> u64 {
         let requests = sum(&self.deposits, second, self.window_secs);
-        self.ratio_ppm.saturating_mul(requests)
+        self.ratio_ppm
+            .load(Ordering::Relaxed)
+            .saturating_mul(requests)
     }
 }
 
@@ -95,7 +108,7 @@ impl fmt::Debug for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("window_secs", &self.window_secs)
-            .field("ratio_ppm", &self.ratio_ppm)
+            .field("ratio_ppm", &self.ratio_ppm.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }

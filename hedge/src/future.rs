@@ -224,7 +224,7 @@ where
                             hedging.sent += 1;
                             shared.hedge_sent(hedging.sent, now - start);
                             hedging.readying = Some(core.template.clone());
-                            if hedging.sent < shared.state.max_attempts {
+                            if hedging.sent < shared.state.max_attempts() {
                                 let next = start + hedging.delay * hedging.sent;
                                 let timer = this.timer.as_mut().as_pin_mut().expect("armed");
                                 timer.reset(next);
@@ -280,7 +280,7 @@ fn next_request<Req, P: HedgePolicy<Req>>(
     sent: u32,
     shared: &Shared<P>,
 ) -> Req {
-    if sent < shared.state.max_attempts
+    if sent < shared.state.max_attempts()
         && let Some(copy) = held
             .as_ref()
             .and_then(|req| shared.policy.clone_request(req))

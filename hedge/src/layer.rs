@@ -17,7 +17,8 @@ use crate::state::{Shared, State};
 /// makes, and by every [`HedgeHandle`]; a router that calls `layer` per connection still has
 /// one budget.
 ///
-/// `P` decides which requests may be hedged ([`DefaultPolicy`]: any `Clone` request).
+/// `P` decides which requests may be hedged ([`DefaultPolicy`]: a `Clone` request whose type
+/// is [`Idempotent`](crate::Idempotent), an `http::Request` only with an idempotent method).
 pub struct HedgeLayer<P = DefaultPolicy> {
     shared: Arc<Shared<P>>,
 }
@@ -117,7 +118,7 @@ impl<P> fmt::Debug for HedgeLayer<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HedgeLayer")
             .field("name", &self.shared.state.name)
-            .field("max_attempts", &self.shared.state.max_attempts)
+            .field("max_attempts", &self.shared.state.max_attempts())
             .finish_non_exhaustive()
     }
 }

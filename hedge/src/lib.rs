@@ -26,16 +26,21 @@
 //!   It has no floor, so the bound holds for a fleet of any size; while it is spent, calls
 //!   are not hedged.
 //! - **Only what is safe to send twice**: a [`HedgePolicy`] copies the request when the call
-//!   is made (the first attempt takes the request); [`DefaultPolicy`] hedges any `Clone`
-//!   request (an `http::Request` with a `Clone` body included, whatever its method),
-//!   `HttpPolicy` (feature `http`) only idempotent methods with replayable bodies (put
-//!   seawall-core's `ReplayBodyLayer` above the hedge for bodies of any type): give HTTP
-//!   calls `HttpPolicy`.
+//!   is made (the first attempt takes the request). Nothing that may not be sent twice is
+//!   hedged by default: [`DefaultPolicy`] hedges a `Clone` request whose type is
+//!   [`Idempotent`] (an `http::Request` only with `GET`, `HEAD`, `OPTIONS`, `PUT` or
+//!   `DELETE`, so a `POST` is sent once; the plain types; a type of yours that implements
+//!   it), `HttpPolicy` (feature `http`) the same methods with replayable bodies (put
+//!   seawall-core's `ReplayBodyLayer` above the hedge for bodies of any type).
 //!
 //! Where it goes in a client stack: inside the total timeout (which bounds the call and every
 //! hedge) and retry, outside the circuit breaker, the per-attempt timeout and a bulkhead, so
 //! each hedge is an attempt of its own to them. `poll_ready` readies the first attempt's
 //! service; each hedge readies a clone of its own.
+//!
+//! A [`HedgeHandle`] reads the delay, the latency and the budget, and
+//! [reloads](HedgeHandle::reload) a fixed delay, the most attempts and the budget ratio live,
+//! for every service of the layer, with no lock on the calls' path (atomics they already read).
 //!
 //! The path that does not hedge allocates nothing. A call answered at its first poll does not
 //! read the clock (it counts as taking no time); one that waits reads it when it first waits,
@@ -99,8 +104,10 @@
 //! - **A fixed delay or a percentile, up to N attempts.** tower's sends at most one hedge, after a
 //!   percentile counted in whole milliseconds; here the delay may be fixed, and
 //!   [`max_attempts`](HedgeConfigBuilder::max_attempts) bounds the attempts.
-//! - **Only what is safe to send twice.** tower's `Policy::can_retry` has no default; `HttpPolicy`
-//!   (feature `http`) hedges only idempotent methods.
+//! - **Only what is safe to send twice.** tower's hedge sends again whatever its `Policy` clones,
+//!   and has no default policy: a `Clone` `POST` is hedged as readily as a `GET`. Here the
+//!   default hedges only [`Idempotent`] requests, an `http::Request` only with an idempotent
+//!   method.
 //!
 //! [tower-hedge]: https://docs.rs/tower/0.5/tower/hedge/struct.Hedge.html
 
@@ -120,5 +127,5 @@ pub use self::handle::HedgeHandle;
 pub use self::layer::HedgeLayer;
 #[cfg(feature = "http")]
 pub use self::policy::HttpPolicy;
-pub use self::policy::{DefaultPolicy, HedgePolicy, PolicyFn};
+pub use self::policy::{DefaultPolicy, HedgePolicy, Idempotent, PolicyFn};
 pub use self::service::Hedge;

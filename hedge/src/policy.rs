@@ -1,8 +1,10 @@
 //! Which requests may be hedged: a hedge sends the request a second time, so it must be safe
 //! to send twice and it must be copied before the first attempt takes it.
 //!
-//! Built-ins: [`DefaultPolicy`] (any `Clone` request), [`PolicyFn`] (a closure) and
-//! `HttpPolicy` (feature `http`: idempotent methods only, with replayable bodies).
+//! Nothing that may not be sent twice is hedged by default. Built-ins: [`DefaultPolicy`] (an
+//! [`Idempotent`] request: an `http::Request` with an idempotent method, a plain type, or a
+//! type of yours that says so), [`PolicyFn`] (a closure) and `HttpPolicy` (feature `http`:
+//! idempotent methods only, with replayable bodies).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -16,18 +18,65 @@ pub trait HedgePolicy<Req>: Send + Sync + 'static {
     fn clone_request(&self, req: &Req) -> Option<Req>;
 }
 
-/// Hedges any request that is `Clone`.
+/// A request type whose requests may be sent more than once: all of them (the default), or
+/// those for which [`is_idempotent`](Self::is_idempotent) says so.
 ///
-/// That includes an `http::Request` whose body is `Clone`, whatever its method, a `POST`
-/// too: HTTP calls take [`HttpPolicy`](crate::HttpPolicy) (feature `http`), which hedges only
-/// idempotent methods (the `seawall` client stack hedges with its retry policy, which does the
-/// same).
+/// [`DefaultPolicy`] hedges only requests of such types. The standard library's plain types
+/// (the integers and floats, `bool`, `char`, `()`, `String`, `&str`) are, and an
+/// `http::Request` (feature `http`) is when its method is idempotent (`GET`, `HEAD`,
+/// `OPTIONS`, `PUT`, `DELETE`). Implement it for your own request type to say which requests
+/// are safe to send twice:
+///
+/// ```
+/// use seawall_hedge::Idempotent;
+///
+/// #[derive(Clone)]
+/// enum Op {
+///     Get(u64),
+///     Create(String),
+/// }
+///
+/// impl Idempotent for Op {
+///     fn is_idempotent(&self) -> bool {
+///         matches!(self, Op::Get(_))
+///     }
+/// }
+/// ```
+///
+/// It says what seawall-retry's `Idempotent` says, for the hedge layer: a type used with both
+/// layers' default policies implements both (the two become one trait in seawall-core when
+/// the retry policy's HTTP judging no longer needs a trait of its own crate).
+pub trait Idempotent {
+    /// Whether this request may be sent again while an attempt that may take effect is in
+    /// flight.
+    fn is_idempotent(&self) -> bool {
+        true
+    }
+}
+
+seawall_core::impl_for_plain_types!(Idempotent);
+
+/// For `http::Request`s: whether the method is idempotent.
+#[cfg(feature = "http")]
+impl<B> Idempotent for ::http::Request<B> {
+    fn is_idempotent(&self) -> bool {
+        seawall_core::body::is_idempotent_method(self.method())
+    }
+}
+
+/// The default policy: nothing that may not be sent twice is hedged.
+///
+/// Hedges a `Clone` request whose type is [`Idempotent`] and says so for this request: an
+/// `http::Request` with a `Clone` body only when its method is idempotent (a `POST` or
+/// `PATCH` is sent once), a plain type always. For HTTP bodies that are not `Clone` (a
+/// streaming body behind seawall-core's `ReplayBodyLayer`), use `HttpPolicy` (feature
+/// `http`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DefaultPolicy;
 
-impl<Req: Clone> HedgePolicy<Req> for DefaultPolicy {
+impl<Req: Clone + Idempotent> HedgePolicy<Req> for DefaultPolicy {
     fn clone_request(&self, req: &Req) -> Option<Req> {
-        Some(req.clone())
+        req.is_idempotent().then(|| req.clone())
     }
 }
 
@@ -90,7 +139,7 @@ pub use self::http::HttpPolicy;
 #[cfg(feature = "http")]
 mod http {
     use http::{Method, Request};
-    use seawall_core::body::{TryCloneBody, clone_http_request};
+    use seawall_core::body::{TryCloneBody, clone_http_request, is_idempotent_method};
 
     use super::HedgePolicy;
 
@@ -127,10 +176,7 @@ mod http {
 
         /// Whether a request with `method` may be hedged.
         pub fn hedges_method(&self, method: &Method) -> bool {
-            matches!(
-                *method,
-                Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-            ) || self.extra.contains(method)
+            is_idempotent_method(method) || self.extra.contains(method)
         }
     }
 

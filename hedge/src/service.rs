@@ -49,7 +49,7 @@ impl<S: fmt::Debug, P> fmt::Debug for Hedge<S, P> {
         f.debug_struct("Hedge")
             .field("inner", &self.inner)
             .field("name", &state.name)
-            .field("max_attempts", &state.max_attempts)
+            .field("max_attempts", &state.max_attempts())
             .finish_non_exhaustive()
     }
 }

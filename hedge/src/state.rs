@@ -3,12 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use metrics::Counter;
+use seawall_core::config::ConfigError;
 use seawall_core::latency::{CachedQuantile, LatencyEstimate};
 use seawall_core::metrics::MetricScope;
+use seawall_core::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::budget::Budget;
@@ -62,8 +64,10 @@ const UNKNOWN: u64 = u64::MAX;
 /// The layer's settings and counters.
 pub(crate) struct State {
     pub(crate) name: Arc<str>,
-    pub(crate) max_attempts: u32,
+    max_attempts: AtomicU32,
     delay: DelaySource,
+    /// The configuration in force: read and replaced by reloads, never by calls.
+    config: Mutex<HedgeConfig>,
     /// The hedge delay as of the latest clock read, in nanoseconds, or `UNKNOWN`.
     current_delay: AtomicU64,
     /// First attempts answered at their first poll since the latest clock read, for the
@@ -93,8 +97,9 @@ impl State {
         let origin = Instant::now();
         Self {
             name: config.name.clone().into(),
-            max_attempts: config.max_attempts,
+            max_attempts: AtomicU32::new(config.max_attempts),
             delay,
+            config: Mutex::new(config.clone()),
             current_delay: AtomicU64::new(current),
             at_once: AtomicU64::new(0),
             budget: Budget::new(&config.budget, origin),
@@ -109,6 +114,41 @@ impl State {
                 budget_exhausted: scope.counter("seawall_hedge_budget_exhausted_total", &[]),
             },
         }
+    }
+
+    /// The most attempts per call, the first included.
+    #[inline]
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.max_attempts.load(Ordering::Relaxed)
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> HedgeConfig {
+        self.config.lock().expect("never poisoned").clone()
+    }
+
+    /// Whether `config` can be applied live: the same name, the same kind of delay (a
+    /// percentile's estimate, with its window, is built with the layer, and so is its cached
+    /// quantile) and the same budget window (its buckets).
+    pub(crate) fn check_reload(&self, config: &HedgeConfig) -> Result<(), ConfigError> {
+        check_reload(&self.config.lock().expect("never poisoned"), config)
+    }
+
+    /// Applies `config` from the next call on: the fixed delay, the most attempts and the
+    /// budget ratio; refused, with nothing changed, as [`check_reload`](Self::check_reload)
+    /// says. Calls already waiting keep the delay they started with.
+    pub(crate) fn reload(&self, config: &HedgeConfig) -> Result<(), ConfigError> {
+        let mut live = self.config.lock().expect("never poisoned");
+        check_reload(&live, config)?;
+        if let Delay::Fixed(delay) = config.delay {
+            self.current_delay.store(nanos(delay), Ordering::Relaxed);
+        }
+        self.max_attempts
+            .store(config.max_attempts, Ordering::Relaxed);
+        self.budget.set_ratio(config.budget.ratio);
+        *live = config.clone();
+        tracing::info!(name = %self.name, "hedge reloaded");
+        Ok(())
     }
 
     /// Counts a call (it earns the budget its share of a hedge) and returns the delay after
@@ -202,6 +242,35 @@ impl State {
     }
 }
 
+fn check_reload(live: &HedgeConfig, config: &HedgeConfig) -> Result<(), ConfigError> {
+    if config.name != live.name {
+        return Err(ConfigError::needs_restart(
+            "name",
+            format_args!("{:?}", config.name()),
+            format_args!("{:?}", live.name()),
+        ));
+    }
+    match (&config.delay, &live.delay) {
+        (Delay::Fixed(_), Delay::Fixed(_)) => {}
+        (Delay::Percentile(new), Delay::Percentile(old)) if new == old => {}
+        (new, old) => {
+            return Err(ConfigError::needs_restart(
+                "delay",
+                format_args!("{new:?}"),
+                format_args!("{old:?}"),
+            ));
+        }
+    }
+    if config.budget.window != live.budget.window {
+        return Err(ConfigError::needs_restart(
+            "budget.window",
+            format_args!("{:?}", config.budget.window),
+            format_args!("{:?}", live.budget.window),
+        ));
+    }
+    Ok(())
+}
+
 fn nanos(delay: Duration) -> u64 {
     u64::try_from(delay.as_nanos()).unwrap_or(UNKNOWN - 1)
 }
@@ -210,7 +279,7 @@ impl fmt::Debug for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("State")
             .field("name", &self.name)
-            .field("max_attempts", &self.max_attempts)
+            .field("max_attempts", &self.max_attempts())
             .finish_non_exhaustive()
     }
 }

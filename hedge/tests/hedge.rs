@@ -484,3 +484,65 @@ async fn hooks_are_told_of_each_hedge_sent_and_of_the_hedge_that_won() {
     assert_eq!(*sent.lock().unwrap(), [("search".to_owned(), 2, ms(50))]);
     assert_eq!(*won.lock().unwrap(), [(2, ms(60))]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_applies_to_services_made_before_it() {
+    let (layer, handle) = fixed(ms(50)).pair();
+    let downstream = Scripted::default();
+    let svc = layer.layer(downstream.clone());
+    let before = svc.clone();
+    warm(&svc, 20).await;
+    assert_eq!(handle.budget_available(), 2);
+
+    let reloaded = seawall_hedge::HedgeConfig::builder()
+        .name("search")
+        .delay(ms(20))
+        .max_attempts(3)
+        .budget(BudgetConfig::new(0.5, Duration::from_secs(10)).unwrap())
+        .build()
+        .unwrap();
+    handle.reload(reloaded.clone()).unwrap();
+    assert_eq!(handle.config(), reloaded);
+    assert_eq!(
+        handle.budget_available(),
+        10,
+        "half of the 20 calls counted"
+    );
+
+    downstream.script([
+        Step::Answer(ms(1000)),
+        Step::Answer(ms(1000)),
+        Step::Answer(ms(5)),
+    ]);
+    assert_eq!(before.oneshot(9).await.unwrap(), (9, 23));
+    downstream.log(|log| {
+        let first = log.started[20];
+        assert_eq!(log.started[21] - first, ms(20), "the new delay");
+        assert_eq!(log.started[22] - first, ms(40), "a third attempt");
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_of_what_the_layer_was_built_with_is_refused_and_changes_nothing() {
+    let (_layer, handle) = fixed(ms(50)).pair();
+    let live = handle.config();
+    let config = || seawall_hedge::HedgeConfig::builder().name("search");
+    let cases = [
+        (config().name("other").delay(ms(20)).build(), "name"),
+        (config().build(), "delay"),
+        (
+            config()
+                .delay(ms(20))
+                .budget(BudgetConfig::new(0.1, Duration::from_secs(30)).unwrap())
+                .build(),
+            "budget.window",
+        ),
+    ];
+    for (config, field) in cases {
+        let config = config.unwrap();
+        assert_eq!(handle.check_reload(&config).unwrap_err().field(), field);
+        assert_eq!(handle.reload(config).unwrap_err().field(), field);
+        assert_eq!(handle.config(), live);
+        assert_eq!(handle.delay(), Some(ms(50)));
+    }
+}

@@ -45,6 +45,10 @@
 //! Where it goes in a client stack: around each endpoint, under the balancer; retry and the
 //! circuit breaker (for the whole dependency) above the balancer.
 //!
+//! An [`OutlierHandle`] lists the endpoints, ejects or returns one by hand, and
+//! [reloads](OutlierHandle::reload) the detectors, ejection times and share cap live for
+//! every endpoint of the set (read without a lock, by failures and ejections only).
+//!
 //! ```
 //! use seawall_core::BoxError;
 //! use seawall_outlier::OutlierLayer;

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use futures::task::AtomicWaker;
 use metrics::{Counter, Gauge};
 use seawall_core::classify::Outcome;
+use seawall_core::config::ConfigError;
 use seawall_core::metrics::MetricScope;
 use tokio::time::Instant;
 
@@ -17,9 +19,11 @@ use crate::event::{
     EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
 };
 
-/// The detectors' settings, in nanoseconds where they are times.
+/// The detectors' settings, in nanoseconds where they are times, and the configuration they
+/// come from.
 #[derive(Debug)]
 struct Settings {
+    config: OutlierConfig,
     consecutive_failures: Option<u32>,
     success_rate: Option<SuccessRateConfig>,
     interval: u64,
@@ -27,6 +31,22 @@ struct Settings {
     max_ejection: u64,
     max_ejected_share: f64,
     endpoint_labels: bool,
+}
+
+impl Settings {
+    fn new(config: &OutlierConfig) -> Self {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Self {
+            config: config.clone(),
+            consecutive_failures: config.consecutive_failures,
+            success_rate: config.success_rate,
+            interval: nanos(config.interval),
+            base_ejection: nanos(config.base_ejection_time),
+            max_ejection: nanos(config.max_ejection_time),
+            max_ejected_share: config.max_ejected_share,
+            endpoint_labels: config.endpoint_labels,
+        }
+    }
 }
 
 struct Metrics {
@@ -39,7 +59,8 @@ struct Metrics {
 /// One endpoint set.
 pub(crate) struct SetState<K> {
     pub(crate) name: Arc<str>,
-    settings: Settings,
+    /// Replaced whole by a reload; read without a lock, by failures and ejections only.
+    settings: ArcSwap<Settings>,
     origin: Instant,
     /// Every endpoint made for the set; an endpoint leaves when its last service is dropped.
     members: Mutex<Vec<Weak<MemberState<K>>>>,
@@ -77,7 +98,6 @@ pub(crate) struct MemberState<K> {
 
 impl<K> SetState<K> {
     pub(crate) fn new(config: &OutlierConfig) -> Self {
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let scope = MetricScope::new(config.name.clone());
         let metrics = Metrics {
             endpoints: scope.gauge("seawall_outlier_endpoints", &[]),
@@ -91,25 +111,54 @@ impl<K> SetState<K> {
         metrics.ejected.set(0.0);
         Self {
             name: config.name.clone().into(),
-            settings: Settings {
-                consecutive_failures: config.consecutive_failures,
-                success_rate: config.success_rate,
-                interval: nanos(config.interval),
-                base_ejection: nanos(config.base_ejection_time),
-                max_ejection: nanos(config.max_ejection_time),
-                max_ejected_share: config.max_ejected_share,
-                endpoint_labels: config.endpoint_labels,
-            },
+            settings: ArcSwap::from_pointee(Settings::new(config)),
             origin: Instant::now(),
             members: Mutex::default(),
             endpoints: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
-            next_evaluation: AtomicU64::new(nanos(config.interval)),
+            next_evaluation: AtomicU64::new(
+                u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX),
+            ),
             probes: AtomicBool::new(false),
             hooks: Hooks::default(),
             scope,
             metrics,
         }
+    }
+
+    /// The configuration in force.
+    pub(crate) fn config(&self) -> OutlierConfig {
+        self.settings.load().config.clone()
+    }
+
+    /// Whether `config` can be applied live: the same name, and endpoint labels on or off as
+    /// they are (an endpoint's gauge is registered when it joins).
+    pub(crate) fn check_reload(&self, config: &OutlierConfig) -> Result<(), ConfigError> {
+        let live = &self.settings.load().config;
+        if config.name != live.name {
+            return Err(ConfigError::needs_restart(
+                "name",
+                format_args!("{:?}", config.name()),
+                format_args!("{:?}", live.name()),
+            ));
+        }
+        if config.endpoint_labels != live.endpoint_labels {
+            return Err(ConfigError::needs_restart(
+                "endpoint_labels",
+                config.endpoint_labels,
+                live.endpoint_labels,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Judges and ejects by `config` from now on; ejections under way keep the end they were
+    /// given, and endpoints ejected over a lowered share cap stay out until their time is up.
+    pub(crate) fn reload(&self, config: &OutlierConfig) -> Result<(), ConfigError> {
+        self.check_reload(config)?;
+        self.settings.store(Arc::new(Settings::new(config)));
+        tracing::info!(name = %self.name, "outlier detection reloaded");
+        Ok(())
     }
 
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
@@ -135,7 +184,7 @@ impl<K> SetState<K> {
     /// How many of `endpoints` may be ejected at once: the share, rounded down, and never
     /// the last one in.
     pub(crate) fn allowed(&self, endpoints: usize) -> usize {
-        let share = (self.settings.max_ejected_share * endpoints as f64).floor() as usize;
+        let share = (self.settings.load().max_ejected_share * endpoints as f64).floor() as usize;
         share.min(endpoints.saturating_sub(1))
     }
 
@@ -177,7 +226,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
 
     /// A new endpoint of the set.
     pub(crate) fn register(self: &Arc<Self>, key: K) -> Arc<MemberState<K>> {
-        let gauge = self.settings.endpoint_labels.then(|| {
+        let gauge = self.settings.load().endpoint_labels.then(|| {
             let gauge = self.scope.gauge(
                 "seawall_outlier_endpoint_ejected",
                 &[("endpoint", &format!("{key:?}"))],
@@ -222,6 +271,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 let now = Instant::now();
                 if self
                     .settings
+                    .load()
                     .consecutive_failures
                     .is_some_and(|threshold| failures >= threshold)
                 {
@@ -303,7 +353,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
     /// The ejections in a row `member` is at with one more, and how long that one lasts:
     /// each interval spent in since its last return takes one off.
     fn ejection_time(&self, member: &MemberState<K>, at: u64) -> (u32, u64) {
-        let s = &self.settings;
+        let s = self.settings.load();
         let before = member.ejections.load(Ordering::Acquire);
         let returned = member.returned_at.load(Ordering::Acquire);
         let in_for = at.saturating_sub(returned) / s.interval.max(1);
@@ -405,10 +455,11 @@ impl<K: fmt::Debug + 'static> SetState<K> {
     /// so the set needs no timer of its own. Counts older than two intervals (a quiet spell
     /// with no failure) say nothing of now and are dropped instead of compared.
     fn evaluate_if_due(&self, now: Instant) {
-        let Some(config) = self.settings.success_rate else {
+        let settings = self.settings.load();
+        let Some(config) = settings.success_rate else {
             return;
         };
-        let interval = self.settings.interval;
+        let interval = settings.interval;
         let at = self.nanos(now);
         let due = self.next_evaluation.load(Ordering::Acquire);
         if at < due

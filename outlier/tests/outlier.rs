@@ -518,3 +518,51 @@ async fn a_cancelled_call_records_nothing() {
     assert_eq!(handle.endpoints()[0].failures, 0);
     assert_eq!(handle.ejected(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_applies_to_endpoints_made_before_it() {
+    let (layer, handle) = layer().pair();
+    let backend = Backend::failing();
+    let mut bad = layer.endpoint(0, backend.clone());
+    let _good = layer.endpoint(1, Backend::default());
+    for _ in 0..2 {
+        assert!(call(&mut bad).await.is_err());
+    }
+    assert!(!bad.is_ejected());
+
+    let stricter = seawall_outlier::OutlierConfig::builder()
+        .name("backends")
+        .no_success_rate()
+        .consecutive_failures(3)
+        .base_ejection_time(secs(5))
+        .build()
+        .unwrap();
+    handle.reload(stricter.clone()).unwrap();
+    assert_eq!(handle.config(), stricter);
+    assert!(call(&mut bad).await.is_err());
+    assert!(bad.is_ejected(), "three failures in a row now eject");
+    tokio::time::sleep(secs(5)).await;
+    assert_ready_ok!(poll_ready(&mut bad));
+    assert_eq!(handle.ejected(), 0, "back after the new base time");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_of_what_the_set_was_built_with_is_refused_and_changes_nothing() {
+    let (_layer, handle) = layer().pair();
+    let live = handle.config();
+    let config = || {
+        seawall_outlier::OutlierConfig::builder()
+            .name("backends")
+            .consecutive_failures(2)
+    };
+    let cases = [
+        (config().name("others").build(), "name"),
+        (config().endpoint_labels(true).build(), "endpoint_labels"),
+    ];
+    for (config, field) in cases {
+        let config = config.unwrap();
+        assert_eq!(handle.check_reload(&config).unwrap_err().field(), field);
+        assert_eq!(handle.reload(config).unwrap_err().field(), field);
+        assert_eq!(handle.config(), live);
+    }
+}

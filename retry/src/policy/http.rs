@@ -3,8 +3,8 @@ use std::time::{Duration, SystemTime};
 use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use seawall_core::BoxError;
-use seawall_core::body::TryCloneBody;
 pub use seawall_core::body::clone_http_request;
+use seawall_core::body::{IDEMPOTENT_METHODS, TryCloneBody, is_idempotent_method};
 use seawall_core::classify::{HttpStatus, Outcome};
 
 use super::{DefaultPolicy, RetryPolicy, Verdict, rejection_verdict};
@@ -40,14 +40,6 @@ const METHODS: [Method; 9] = [
     Method::CONNECT,
 ];
 
-const IDEMPOTENT: [Method; 5] = [
-    Method::GET,
-    Method::HEAD,
-    Method::OPTIONS,
-    Method::PUT,
-    Method::DELETE,
-];
-
 fn method_bit(method: &Method) -> u16 {
     METHODS
         .iter()
@@ -68,7 +60,9 @@ impl HttpPolicy {
             retried: HttpStatus::server_errors()
                 .ignoring(StatusCode::NOT_IMPLEMENTED)
                 .ignoring(StatusCode::HTTP_VERSION_NOT_SUPPORTED),
-            methods: IDEMPOTENT.iter().fold(0, |bits, m| bits | method_bit(m)),
+            methods: IDEMPOTENT_METHODS
+                .iter()
+                .fold(0, |bits, m| bits | method_bit(m)),
         }
     }
 
@@ -132,17 +126,13 @@ fn outcome_by_default(status: StatusCode) -> Outcome {
     }
 }
 
-fn is_idempotent(method: &Method) -> bool {
-    IDEMPOTENT.contains(method)
-}
-
 /// For HTTP the default policy is `HttpPolicy::new()`: a `POST` or `PATCH` is never sent twice.
 impl<B, ResB> RetryPolicy<Request<B>, Response<ResB>> for DefaultPolicy
 where
     B: TryCloneBody,
 {
     fn clone_request(&self, req: &Request<B>) -> Option<Request<B>> {
-        if !is_idempotent(req.method()) {
+        if !is_idempotent_method(req.method()) {
             return None;
         }
         clone_http_request(req)

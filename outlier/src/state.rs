@@ -12,6 +12,7 @@ use metrics::{Counter, Gauge};
 use seawall_core::classify::Outcome;
 use seawall_core::config::ConfigError;
 use seawall_core::metrics::MetricScope;
+use seawall_core::time::nanos;
 use tokio::time::Instant;
 
 use crate::config::{OutlierConfig, SuccessRateConfig};
@@ -35,7 +36,6 @@ struct Settings {
 
 impl Settings {
     fn new(config: &OutlierConfig) -> Self {
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Self {
             config: config.clone(),
             consecutive_failures: config.consecutive_failures,
@@ -116,9 +116,7 @@ impl<K> SetState<K> {
             members: Mutex::default(),
             endpoints: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
-            next_evaluation: AtomicU64::new(
-                u64::try_from(config.interval.as_nanos()).unwrap_or(u64::MAX),
-            ),
+            next_evaluation: AtomicU64::new(nanos(config.interval)),
             probes: AtomicBool::new(false),
             hooks: Hooks::default(),
             scope,
@@ -162,8 +160,7 @@ impl<K> SetState<K> {
     }
 
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
-        let nanos = now.saturating_duration_since(self.origin).as_nanos();
-        u64::try_from(nanos).unwrap_or(u64::MAX)
+        nanos(now.saturating_duration_since(self.origin))
     }
 
     pub(crate) fn instant(&self, nanos: u64) -> Instant {

@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::Outcome;
 use seawall_core::config::ConfigError;
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, MutexGuard};
 use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
@@ -93,7 +93,7 @@ fn probe_field(word: u64, unit: u64) -> u32 {
 // ===== observers: metrics and hooks, shared by every breaker of a keyed layer =====
 
 struct Metrics {
-    calls: [Counter; 5],
+    calls: [CallCounter; 5],
     rejected: Counter,
     duration: Histogram,
     transitions: [[Counter; 6]; 6],
@@ -111,7 +111,7 @@ impl Metrics {
     fn new(scope: &MetricScope, gauges: bool) -> Self {
         const CALLS: &str = "seawall_circuit_breaker_calls_total";
         const TRANSITIONS: &str = "seawall_circuit_breaker_transitions_total";
-        let calls = scope.counters::<CallOutcome, { CallOutcome::ALL.len() }>(CALLS);
+        let calls = scope.call_counters::<CallOutcome, { CallOutcome::ALL.len() }>(CALLS);
         let transitions = std::array::from_fn(|from| {
             std::array::from_fn(|to| {
                 if from == to {

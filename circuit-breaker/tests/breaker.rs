@@ -1533,3 +1533,21 @@ async fn rejections_further_in_count_for_nothing_but_timeouts_count() {
         "timeouts are the downstream's"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    use seawall_core::testing::TestRecorder;
+
+    let layer = builder().build().unwrap();
+    run(&layer, &[Pass, Fail]).await;
+    let recorder = TestRecorder::new();
+    let mut call = task::spawn(layer.layer(downstream()).oneshot(Pass));
+    assert!(recorder.install_for(|| assert_ready!(call.poll())).is_ok());
+    let calls = |outcome| {
+        recorder.counter(
+            "seawall_circuit_breaker_calls_total",
+            &[("name", "dep"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((calls("success"), calls("failure")), (2, 1));
+}

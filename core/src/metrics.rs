@@ -461,6 +461,16 @@ impl MetricScope {
         std::array::from_fn(|i| self.counter(metric, &[(L::KEY, L::ALL[i].as_str())]))
     }
 
+    /// One [`CallCounter`] of `metric` per value of the label `L`, in the order of `L::ALL`:
+    /// [`counters`](Self::counters) for a layer's per-call path.
+    pub fn call_counters<L: Label, const N: usize>(
+        &self,
+        metric: &'static str,
+    ) -> [CallCounter; N] {
+        const { assert!(N == L::ALL.len(), "one handle per value of the label") };
+        std::array::from_fn(|i| self.call_counter(metric, &[(L::KEY, L::ALL[i].as_str())]))
+    }
+
     /// One gauge of `metric` per value of the label `L`, in the order of `L::ALL`, each with
     /// the `extra` labels first.
     pub fn gauges<L: Label, const N: usize>(
@@ -934,6 +944,19 @@ mod tests {
         calls.increment(5);
         let labels = [("name", "api"), ("result", "ok")];
         assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 5);
+    }
+
+    #[test]
+    fn call_counters_get_one_handle_per_value_keyed_and_in_order() {
+        let scope = MetricScope::new("db");
+        let calls = scope.call_counters::<Tier, 2>("seawall_test_calls_total");
+        calls[Tier::High as usize].increment(3);
+        let recorder = TestRecorder::new();
+        recorder.install_for(|| calls[Tier::Low as usize].increment(1));
+        let high = [("name", "db"), ("level", "high")];
+        assert_eq!(recorder.counter("seawall_test_calls_total", &high), 3);
+        let low = [("name", "db"), ("level", "low")];
+        assert_eq!(recorder.counter("seawall_test_calls_total", &low), 1);
     }
 
     #[test]

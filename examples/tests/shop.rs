@@ -879,6 +879,68 @@ async fn a_reload_takes_the_gateways_new_attempt_timeouts_and_fails_no_call() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_a_new_hedge_delay_and_refuses_turning_hedging_on_or_off() {
+    let Some(db) = database().await else { return };
+    let dir = config_dir("hedge");
+    let section = "[products]\nname = \"products\"\n";
+    let hedged =
+        |hedge: &str| builtin("gateway").replace(section, &format!("{section}hedge = {hedge}\n"));
+    let gateway = hedged(r#"{ delay = "200ms" }"#);
+    assert_ne!(gateway, builtin("gateway"));
+    write(&dir, "gateway", &gateway);
+    let source = Source {
+        dir: Some(dir.clone()),
+        env: Vec::new(),
+    };
+    let shop = start(&db.url, source).await;
+    shop.watch(Duration::from_millis(50));
+    let hedge = shop.gateway.products.hedge.clone().expect("products hedge");
+    assert!(shop.gateway.orders.hedge.is_none());
+    assert_eq!(hedge.delay(), Some(Duration::from_millis(200)));
+    assert_eq!(hedge.max_attempts(), 2);
+    let http = Http::new();
+    let products = format!("http://{}/api/products", shop.addrs.gateway);
+    assert_eq!(http.get(products.clone()).await.status, StatusCode::OK);
+
+    let sooner = hedged(r#"{ delay = "50ms", max_attempts = 3 }"#);
+    write(&dir, "gateway", &sooner);
+    until("hedge", || hedge.delay() == Some(Duration::from_millis(50))).await;
+    assert_eq!(hedge.max_attempts(), 3);
+    assert_eq!(http.get(products.clone()).await.status, StatusCode::OK);
+
+    write(&dir, "gateway", &hedged("{}"));
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("products.hedge.delay"),
+        "a fixed delay becomes a percentile by a restart: {err}"
+    );
+    write(&dir, "gateway", builtin("gateway"));
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("products.hedge") && err.to_string().contains("restart"),
+        "hedging is turned off by a restart: {err}"
+    );
+    let orders_too = sooner.replace(
+        "[orders]\nname = \"orders\"\n",
+        "[orders]\nname = \"orders\"\nhedge = { delay = \"50ms\" }\n",
+    );
+    assert_ne!(orders_too, sooner);
+    write(&dir, "gateway", &orders_too);
+    let err = shop.reload().unwrap_err();
+    assert!(
+        err.to_string().contains("orders.hedge") && err.to_string().contains("restart"),
+        "hedging is turned on by a restart: {err}"
+    );
+    assert_eq!(
+        (hedge.delay(), hedge.max_attempts()),
+        (Some(Duration::from_millis(50)), 3),
+        "the old config stays"
+    );
+    assert_eq!(http.get(products).await.status, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[derive(Default)]
 struct Tally {
     created: Vec<(String, i64)>,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::Counter;
 use seawall_core::config::ConfigError;
 use seawall_core::latency::{CachedQuantile, LatencyEstimate};
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::sync::Mutex;
 use tokio::time::Instant;
 
@@ -27,7 +27,7 @@ enum DelaySource {
 }
 
 pub(crate) struct Metrics {
-    calls: Counter,
+    calls: CallCounter,
     sent: Counter,
     won: Counter,
     budget_exhausted: Counter,
@@ -108,7 +108,7 @@ impl State {
                 nanos: AtomicU64::new(0),
             },
             metrics: Metrics {
-                calls: scope.counter("seawall_hedge_calls_total", &[]),
+                calls: scope.call_counter("seawall_hedge_calls_total", &[]),
                 sent: scope.counter("seawall_hedge_sent_total", &[]),
                 won: scope.counter("seawall_hedge_won_total", &[]),
                 budget_exhausted: scope.counter("seawall_hedge_budget_exhausted_total", &[]),

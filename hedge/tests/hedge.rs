@@ -546,3 +546,15 @@ async fn a_reload_of_what_the_layer_was_built_with_is_refused_and_changes_nothin
         assert_eq!(handle.delay(), Some(ms(50)));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    let mut svc = fixed(ms(50)).layer(Scripted::default());
+    svc.clone().oneshot(1).await.unwrap();
+    let recorder = TestRecorder::new();
+    svc.ready().await.unwrap();
+    let call = recorder.install_for(|| svc.call(2));
+    call.await.unwrap();
+    let calls = recorder.counter("seawall_hedge_calls_total", &[("name", "search")]);
+    assert_eq!(calls, 2);
+}

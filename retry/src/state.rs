@@ -8,7 +8,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::backoff::Backoff;
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::time::nanos;
 use tokio::time::Instant;
 
@@ -20,11 +20,11 @@ use crate::fleet::LayerBudget;
 /// The metric handles of one layer instance.
 #[derive(Clone)]
 pub(crate) struct Metrics {
-    pub(crate) success_without_retry: Counter,
-    pub(crate) success_with_retry: Counter,
-    pub(crate) failed_without_retry: Counter,
-    pub(crate) failed_with_retry: Counter,
-    pub(crate) attempts: Counter,
+    pub(crate) success_without_retry: CallCounter,
+    pub(crate) success_with_retry: CallCounter,
+    pub(crate) failed_without_retry: CallCounter,
+    pub(crate) failed_with_retry: CallCounter,
+    pub(crate) attempts: CallCounter,
     pub(crate) budget_exhausted: Counter,
     pub(crate) attempts_per_call: Histogram,
     pub(crate) duration: Histogram,
@@ -35,11 +35,11 @@ impl Metrics {
     fn new(scope: &MetricScope) -> Self {
         const CALLS: &str = "seawall_retry_calls_total";
         Self {
-            success_without_retry: scope.counter(CALLS, &[("kind", "success_without_retry")]),
-            success_with_retry: scope.counter(CALLS, &[("kind", "success_with_retry")]),
-            failed_without_retry: scope.counter(CALLS, &[("kind", "failed_without_retry")]),
-            failed_with_retry: scope.counter(CALLS, &[("kind", "failed_with_retry")]),
-            attempts: scope.counter("seawall_retry_attempts_total", &[]),
+            success_without_retry: scope.call_counter(CALLS, &[("kind", "success_without_retry")]),
+            success_with_retry: scope.call_counter(CALLS, &[("kind", "success_with_retry")]),
+            failed_without_retry: scope.call_counter(CALLS, &[("kind", "failed_without_retry")]),
+            failed_with_retry: scope.call_counter(CALLS, &[("kind", "failed_with_retry")]),
+            attempts: scope.call_counter("seawall_retry_attempts_total", &[]),
             budget_exhausted: scope.counter("seawall_retry_budget_exhausted_total", &[]),
             attempts_per_call: scope.histogram("seawall_retry_call_attempts", &[]),
             duration: scope.histogram("seawall_retry_call_duration_seconds", &[]),

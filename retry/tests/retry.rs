@@ -670,3 +670,22 @@ async fn no_wait_is_longer_than_max_delay() {
     let _ = layer.layer(always_failing(&log)).oneshot(1).await;
     assert_eq!(log.times(), [ms(0), ms(100), ms(300), ms(550), ms(800)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    let log = Log::default();
+    let svc = builder()
+        .build()
+        .unwrap()
+        .layer(downstream(&log, |_| Ok(1)));
+    svc.clone().oneshot(1).await.unwrap();
+    let recorder = TestRecorder::new();
+    let mut call = task::spawn(svc.oneshot(2));
+    recorder.install_for(|| assert_ready!(call.poll())).unwrap();
+    let calls = recorder.counter(
+        "seawall_retry_calls_total",
+        &[("name", "dep"), ("kind", "success_without_retry")],
+    );
+    let attempts = recorder.counter("seawall_retry_attempts_total", &[("name", "dep")]);
+    assert_eq!((calls, attempts), (2, 2));
+}

@@ -6,11 +6,11 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use metrics::{Counter, Gauge};
+use metrics::Gauge;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::classify::Outcome;
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 use tokio::time::Instant;
 
@@ -57,7 +57,7 @@ pub(crate) struct State {
     draws: Draws,
     /// Whether the last admission saw a rejection probability above zero.
     throttling: AtomicBool,
-    calls: [Counter; 5],
+    calls: [CallCounter; 5],
     probability: Gauge,
     pub(crate) hooks: Hooks,
 }
@@ -66,7 +66,7 @@ impl State {
     pub(crate) fn new(config: &ThrottleConfig) -> Self {
         let metrics = MetricScope::new(config.name.clone());
         let calls = metrics
-            .counters::<CallResult, { CallResult::ALL.len() }>("seawall_throttle_calls_total");
+            .call_counters::<CallResult, { CallResult::ALL.len() }>("seawall_throttle_calls_total");
         let probability = metrics.gauge("seawall_throttle_rejection_probability", &[]);
         probability.set(0.0);
         let seed = config

@@ -416,3 +416,21 @@ async fn grpc_overload_counts_when_the_stream_ends() {
         "a body dropped before its end counts for nothing"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    let svc = builder()
+        .build()
+        .unwrap()
+        .layer(downstream(Arc::new(AtomicUsize::new(200))));
+    svc.clone().oneshot(()).await.unwrap();
+    let recorder = TestRecorder::new();
+    let call = svc.oneshot(());
+    let answer = recorder.install_for(|| futures::FutureExt::now_or_never(call));
+    assert!(answer.expect("answered at once").is_ok());
+    let succeeded = recorder.counter(
+        "seawall_throttle_calls_total",
+        &[("name", "dep"), ("result", "success")],
+    );
+    assert_eq!(succeeded, 2);
+}

@@ -9,7 +9,7 @@ use metrics::{Counter, Histogram};
 use seawall_core::Hook;
 use seawall_core::config::ConfigError;
 use seawall_core::latency::{CachedQuantile, LatencyEstimate};
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 use tokio::time::Instant;
 
 use crate::config::{AdaptiveTimeout, TimeoutConfig, TimeoutMode};
@@ -21,7 +21,7 @@ use seawall_core::time::nanos;
 pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) live: Arc<Live>,
-    pub(crate) completed: Counter,
+    pub(crate) completed: CallCounter,
     pub(crate) timed_out: Counter,
     pub(crate) deadline_exceeded: Counter,
     pub(crate) remaining: Histogram,
@@ -35,7 +35,7 @@ impl Shared {
         Self {
             name: config.name.clone().into(),
             live: Arc::new(Live::new(config)),
-            completed: metrics.counter(CALLS, &[("result", "completed")]),
+            completed: metrics.call_counter(CALLS, &[("result", "completed")]),
             timed_out: metrics.counter(CALLS, &[("result", "timed_out")]),
             deadline_exceeded: metrics.counter(CALLS, &[("result", "deadline_exceeded")]),
             remaining: metrics.histogram("seawall_timeout_remaining_seconds", &[]),

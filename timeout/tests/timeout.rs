@@ -181,6 +181,20 @@ async fn every_service_of_a_layer_counts_into_the_same_metrics() {
     assert_eq!(calls("timed_out"), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    let svc = layer(ms(100)).layer(service_fn(|()| async { Ok::<_, BoxError>(()) }));
+    svc.clone().oneshot(()).await.unwrap();
+    let recorder = TestRecorder::new();
+    let mut call = task::spawn(svc.oneshot(()));
+    recorder.install_for(|| assert_ready!(call.poll())).unwrap();
+    let completed = recorder.counter(
+        "seawall_timeout_calls_total",
+        &[("name", "dep"), ("result", "completed")],
+    );
+    assert_eq!(completed, 2);
+}
+
 // ===== deadline propagation =====
 
 fn request(headers: &[(&'static str, &'static str)]) -> Request<()> {

@@ -20,7 +20,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use seawall::bulkhead::BulkheadHandle;
 use seawall::circuit_breaker::{CircuitBreakerHandle, CircuitState};
 use seawall::classify::HttpStatus;
+use seawall::config::ConfigError;
 use seawall::health::{ComponentConfig, HealthState, HealthTracker};
+use seawall::hedge::HedgeHandle;
 use seawall::retry::{HttpPolicy, RetryHandle};
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackLayer};
 use seawall::timeout::TimeoutHandle;
@@ -58,13 +60,15 @@ pub struct StackHandles {
     pub attempt_timeout: TimeoutHandle,
     /// Its retry.
     pub retry: RetryHandle,
+    /// Its hedging, if it hedges.
+    pub hedge: Option<HedgeHandle>,
 }
 
 impl StackHandles {
     /// Whether [`reload`](Self::reload) would take `config`, changing nothing; an error names
     /// the field under the stack's name.
-    pub fn check(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
-        let within = |e: seawall::config::ConfigError| e.within(config.name());
+    pub fn check(&self, config: &ClientStackConfig) -> Result<(), ConfigError> {
+        let within = |e: ConfigError| e.within(config.name());
         self.retry
             .check_reload(config.retry())
             .map_err(|e| within(e.within("retry")))?;
@@ -76,15 +80,37 @@ impl StackHandles {
             .map_err(|e| within(e.within("bulkhead")))?;
         self.attempt_timeout
             .check_reload(&config.attempt())
-            .map_err(|e| within(e.within("attempt_timeout")))
+            .map_err(|e| within(e.within("attempt_timeout")))?;
+        match (&self.hedge, config.hedge()) {
+            (Some(live), Some(next)) => live.check_reload(next).map_err(|e| e.within("hedge")),
+            (None, None) => Ok(()),
+            // The stack's layers are fixed when it is built: hedging is turned on or off by a
+            // restart, never by a reload.
+            (Some(_), None) => Err(ConfigError::expected(
+                "hedge",
+                "nothing",
+                "a hedge, as the live stack hedges (a restart turns it off)",
+            )),
+            (None, Some(_)) => Err(ConfigError::expected(
+                "hedge",
+                "a hedge",
+                "nothing, as the live stack does not hedge (a restart turns it on)",
+            )),
+        }
+        .map_err(within)
     }
 
-    /// Takes `config`'s retry, breaker, bulkhead and attempt timeout settings while calls flow.
-    pub fn reload(&self, config: &ClientStackConfig) -> Result<(), seawall::config::ConfigError> {
+    /// Takes `config`'s retry, breaker, bulkhead, attempt timeout and hedge settings while
+    /// calls flow.
+    pub fn reload(&self, config: &ClientStackConfig) -> Result<(), ConfigError> {
         self.retry.reload(config.retry().clone())?;
         self.breaker.reload(config.circuit_breaker().clone())?;
         self.bulkhead.reload(config.bulkhead().clone())?;
-        self.attempt_timeout.reload(config.attempt())
+        self.attempt_timeout.reload(config.attempt())?;
+        if let (Some(live), Some(next)) = (&self.hedge, config.hedge()) {
+            live.reload(next.clone())?;
+        }
+        Ok(())
     }
 }
 
@@ -110,7 +136,7 @@ pub struct Gateway {
 impl Gateway {
     /// Takes `config` while the gateway runs; on an error nothing changes.
     pub fn reload(&self, config: &GatewayConfig) -> Result<(), ShopConfigError> {
-        let error = |e: seawall::config::ConfigError| ShopConfigError {
+        let error = |e: ConfigError| ShopConfigError {
             source: "gateway".into(),
             message: e.to_string(),
         };
@@ -162,6 +188,7 @@ pub fn upstream(
         bulkhead: stack.bulkhead(),
         attempt_timeout: stack.attempt_timeout(),
         retry: stack.retry(),
+        hedge: stack.hedge(),
     };
     let name = config.name().to_owned();
     // A dependency that is down makes the gateway degraded, never unready: the other routes

@@ -8,8 +8,9 @@
 //! Recommendations fall back to a cached list of popular products while they fail (flip their
 //! faults on the admin port). Settings come from one TOML file per service, overridden by
 //! `SHOP__<SERVICE>__<PATH>` variables ([`config`]), and are reloaded while the shop runs
-//! ([`Shop::reload`], [`Shop::watch`]): the live breakers, bulkheads, retries, rate limits,
-//! pools and timeouts take new values without losing their state or the calls in flight.
+//! ([`Shop::reload`], [`Shop::watch`]): the live breakers, bulkheads, retries, hedges, rate
+//! limits, pools and timeouts take new values without losing their state or the calls in
+//! flight.
 //!
 //! Run it with `cargo run -p seawall-examples --bin shop -- postgres://...` (see the README).
 

@@ -693,7 +693,8 @@ impl<P, C> ClientStackLayer<P, C> {
         self.attempt.handle()
     }
 
-    /// The hedge layer's handle (its delay, latency and budget), when the stack hedges.
+    /// The hedge layer's handle, when the stack hedges: its delay, latency and budget, and
+    /// reload (a fixed delay, the most attempts and the budget ratio; the rest needs a restart).
     pub fn hedge(&self) -> Option<HedgeHandle> {
         self.hedge.as_ref().map(HedgeLayer::handle)
     }

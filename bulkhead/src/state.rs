@@ -306,13 +306,7 @@ impl State {
 /// Checks that `config` may replace `live`: the limit stays fixed or adaptive, and everything
 /// but the limit, the queue, the wait and the sample window stays as it is.
 fn check_reload(live: &BulkheadConfig, config: &BulkheadConfig) -> Result<(), ConfigError> {
-    if config.name != live.name {
-        return Err(ConfigError::needs_restart(
-            "name",
-            format_args!("{:?}", config.name),
-            format_args!("{:?}", live.name),
-        ));
-    }
+    ConfigError::same_name(&config.name, &live.name)?;
     match (&config.limit, &live.limit) {
         (Limit::Fixed(_), Limit::Fixed(_)) | (Limit::Adaptive(_), Limit::Adaptive(_)) => {}
         (Limit::Fixed(_), Limit::Adaptive(a)) => {

@@ -448,13 +448,7 @@ impl Breaker {
     pub(crate) fn check_reload(&self, config: &CircuitBreakerConfig) -> Result<(), ConfigError> {
         let rules = self.rules();
         let live = &rules.config;
-        if config.name != live.name {
-            return Err(ConfigError::needs_restart(
-                "name",
-                format_args!("{:?}", config.name()),
-                format_args!("{:?}", live.name()),
-            ));
-        }
+        ConfigError::same_name(&config.name, &live.name)?;
         if config.window != live.window {
             return Err(ConfigError::needs_restart(
                 "window",

@@ -118,6 +118,19 @@ impl ConfigError {
         )
     }
 
+    /// `Ok` when a reload's configuration names the live layer; otherwise the error that a
+    /// layer is renamed by a restart, never by a reload (its metrics and spans carry the name).
+    pub fn same_name(given: &str, live: &str) -> Result<(), Self> {
+        if given == live {
+            return Ok(());
+        }
+        Err(Self::needs_restart(
+            "name",
+            format_args!("{given:?}"),
+            format_args!("{live:?}"),
+        ))
+    }
+
     /// The same error for a field of the configuration at `prefix` (`retry`), as an outer
     /// configuration reports an error of one it holds. The prefix goes after the path of the
     /// configuration being read when the error was made, if any.

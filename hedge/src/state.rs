@@ -243,13 +243,7 @@ impl State {
 }
 
 fn check_reload(live: &HedgeConfig, config: &HedgeConfig) -> Result<(), ConfigError> {
-    if config.name != live.name {
-        return Err(ConfigError::needs_restart(
-            "name",
-            format_args!("{:?}", config.name()),
-            format_args!("{:?}", live.name()),
-        ));
-    }
+    ConfigError::same_name(&config.name, &live.name)?;
     match (&config.delay, &live.delay) {
         (Delay::Fixed(_), Delay::Fixed(_)) => {}
         (Delay::Percentile(new), Delay::Percentile(old)) if new == old => {}

@@ -133,13 +133,7 @@ impl<K> SetState<K> {
     /// they are (an endpoint's gauge is registered when it joins).
     pub(crate) fn check_reload(&self, config: &OutlierConfig) -> Result<(), ConfigError> {
         let live = &self.settings.load().config;
-        if config.name != live.name {
-            return Err(ConfigError::needs_restart(
-                "name",
-                format_args!("{:?}", config.name()),
-                format_args!("{:?}", live.name()),
-            ));
-        }
+        ConfigError::same_name(&config.name, &live.name)?;
         if config.endpoint_labels != live.endpoint_labels {
             return Err(ConfigError::needs_restart(
                 "endpoint_labels",

@@ -105,13 +105,7 @@ impl RateLimitHandle {
 
 /// Checks that `config` may replace `live`: only the quota and `max_wait` change.
 fn check_reload(live: &RateLimitConfig, config: &RateLimitConfig) -> Result<(), ConfigError> {
-    if config.name != live.name {
-        return Err(ConfigError::needs_restart(
-            "name",
-            format_args!("{:?}", config.name),
-            format_args!("{:?}", live.name),
-        ));
-    }
+    ConfigError::same_name(&config.name, &live.name)?;
     if config.max_keys != live.max_keys {
         return Err(ConfigError::needs_restart(
             "max_keys",

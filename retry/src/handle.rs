@@ -95,13 +95,7 @@ impl RetryHandle {
     /// every layer's new configuration before it reloads any.
     pub fn check_reload(&self, config: &RetryConfig) -> Result<(), ConfigError> {
         let live = self.settings.config();
-        if config.name != live.name {
-            return Err(ConfigError::needs_restart(
-                "name",
-                format_args!("{:?}", config.name),
-                format_args!("{:?}", live.name),
-            ));
-        }
+        ConfigError::same_name(&config.name, &live.name)?;
         if config.seed != live.seed {
             return Err(ConfigError::needs_restart(
                 "seed",

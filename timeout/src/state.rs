@@ -196,13 +196,7 @@ impl Live {
 }
 
 fn check_reload(live: &TimeoutConfig, config: &TimeoutConfig) -> Result<(), ConfigError> {
-    if config.name != live.name {
-        return Err(ConfigError::needs_restart(
-            "name",
-            format_args!("{:?}", config.name()),
-            format_args!("{:?}", live.name()),
-        ));
-    }
+    ConfigError::same_name(&config.name, &live.name)?;
     match (&live.timeout, &config.timeout) {
         (TimeoutMode::Fixed(_), TimeoutMode::Fixed(_)) => Ok(()),
         (TimeoutMode::Adaptive(old), TimeoutMode::Adaptive(new)) => same_estimate(old, new),

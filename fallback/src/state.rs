@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use metrics::Counter;
 use seawall_core::Hook;
-use seawall_core::metrics::MetricScope;
+use seawall_core::metrics::{CallCounter, MetricScope};
 
 use crate::event::FallbackEvent;
 use crate::trigger::Cause;
@@ -16,7 +16,7 @@ pub(crate) struct Shared<Src, W> {
     pub(crate) name: Arc<str>,
     pub(crate) source: Src,
     pub(crate) trigger: W,
-    pub(crate) calls: Counter,
+    pub(crate) calls: CallCounter,
     fired: [Counter; Cause::ALL.len()],
     pub(crate) on_fallback: Hook<FallbackEvent<'static>>,
 }
@@ -27,7 +27,7 @@ impl<Src, W> Shared<Src, W> {
             name,
             source,
             trigger,
-            calls: metrics.counter("seawall_fallback_calls_total", &[]),
+            calls: metrics.call_counter("seawall_fallback_calls_total", &[]),
             fired: metrics.counters::<Cause, { Cause::ALL.len() }>("seawall_fallback_total"),
             on_fallback: Hook::default(),
         }

@@ -1,5 +1,6 @@
 //! Fallback behaviour for each trigger and each source.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -301,6 +302,28 @@ async fn each_answer_is_counted_by_cause_and_heard_by_the_hook() {
     assert_eq!(
         recorder.counter("seawall_fallback_calls_total", &[("name", "catalog")]),
         5
+    );
+}
+
+#[tokio::test]
+async fn calls_counted_before_a_recorder_is_installed_reach_it() {
+    let layer = FallbackLayer::builder()
+        .name("catalog")
+        .value(0u64)
+        .build()
+        .unwrap();
+    let svc = layer.layer(downstream(|_| "io".into()));
+    svc.clone().oneshot(1).await.unwrap();
+    let recorder = TestRecorder::new();
+    let mut call = std::pin::pin!(svc.oneshot(3));
+    let answer = recorder.install_for(|| {
+        call.as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    });
+    assert!(matches!(answer, std::task::Poll::Ready(Ok(0))));
+    assert_eq!(
+        recorder.counter("seawall_fallback_calls_total", &[("name", "catalog")]),
+        2
     );
 }
 

@@ -9,7 +9,6 @@ const DEFAULT_NAME: &str = "throttle";
 const DEFAULT_MULTIPLIER: f64 = 2.0;
 const DEFAULT_WINDOW: Duration = Duration::from_millis(500);
 const DEFAULT_MIN_REQUESTS: u32 = 10;
-const DEFAULT_MAX_WINDOW: Duration = Duration::from_secs(30);
 const MAX_MULTIPLIER: f64 = 100.0;
 const MIN_WINDOW: Duration = Duration::from_millis(10);
 const MAX_WINDOW: Duration = Duration::from_secs(3600);
@@ -18,7 +17,7 @@ const MAX_MIN_REQUESTS: u32 = 1_000_000;
 /// A validated throttle configuration.
 ///
 /// Deserializes from, for example, `{ "name": "inventory", "multiplier": 2.0, "window":
-/// "500ms", "min_requests": 10, "max_window": "30s" }`, checking every value; every field
+/// "500ms", "min_requests": 10, "max_window": "5s" }`, checking every value; every field
 /// may be left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "ThrottleSpec", into = "ThrottleSpec")]
@@ -61,7 +60,7 @@ impl ThrottleConfig {
         self.window
     }
 
-    /// The requests the window holds at least, below that rate.
+    /// The requests the window holds at least, below that rate, as far as `max_window` lets it.
     pub fn min_requests(&self) -> u32 {
         self.min_requests
     }
@@ -121,17 +120,21 @@ impl<T: From<ThrottleConfig>> ThrottleConfigBuilder<T> {
     }
 
     /// The fewest requests the window holds, in `[1, 1000000]` (default 10): below `min_requests
-    /// / window` requests a second the window stretches to the last `min_requests` requests,
-    /// so that a single refusal of a client that calls rarely does not throttle it.
+    /// / window` requests a second the window stretches towards the last `min_requests`
+    /// requests, no further than [`max_window`](Self::max_window) (by default not at all).
     pub fn min_requests(mut self, requests: u32) -> Self {
         self.spec.min_requests = requests;
         self
     }
 
-    /// The longest the window stretches, in `[window, 1h]` (default 30 s): a client that has
-    /// not called for a while forgets what it saw.
+    /// The longest the window stretches for a client that calls rarely, in `[window, 1h]`
+    /// (default: `window`, so that it never stretches). A longer `max_window` lets a client
+    /// below `min_requests / window` requests a second throttle on its own last `min_requests`
+    /// requests, at the price of a recovery that takes about that many of its calls: at two
+    /// requests a second and the default `min_requests`, several seconds of local rejections
+    /// after the downstream accepts again (see the crate docs, "Low rates").
     pub fn max_window(mut self, max_window: Duration) -> Self {
-        self.spec.max_window = max_window;
+        self.spec.max_window = Some(max_window);
         self
     }
 
@@ -168,8 +171,12 @@ struct ThrottleSpec {
     window: Duration,
     #[serde(default = "default_min_requests")]
     min_requests: u32,
-    #[serde(default = "default_max_window", with = "config::duration")]
-    max_window: Duration,
+    #[serde(
+        default,
+        with = "config::duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    max_window: Option<Duration>,
     #[serde(default = "yes")]
     accept_failures: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,10 +199,6 @@ fn default_min_requests() -> u32 {
     DEFAULT_MIN_REQUESTS
 }
 
-fn default_max_window() -> Duration {
-    DEFAULT_MAX_WINDOW
-}
-
 fn yes() -> bool {
     true
 }
@@ -207,7 +210,7 @@ impl Default for ThrottleSpec {
             multiplier: DEFAULT_MULTIPLIER,
             window: DEFAULT_WINDOW,
             min_requests: DEFAULT_MIN_REQUESTS,
-            max_window: DEFAULT_MAX_WINDOW,
+            max_window: None,
             accept_failures: true,
             seed: None,
         }
@@ -225,7 +228,10 @@ impl TryFrom<ThrottleSpec> for ThrottleConfig {
         let window = config::duration_in("window", spec.window, MIN_WINDOW..=MAX_WINDOW)?;
         let min_requests =
             config::count_in("min_requests", spec.min_requests, 1..=MAX_MIN_REQUESTS)?;
-        let max_window = config::duration_in("max_window", spec.max_window, window..=MAX_WINDOW)?;
+        let max_window = match spec.max_window {
+            Some(max_window) => config::duration_in("max_window", max_window, window..=MAX_WINDOW)?,
+            None => window,
+        };
         Ok(Self {
             name,
             multiplier: spec.multiplier,
@@ -245,7 +251,7 @@ impl From<ThrottleConfig> for ThrottleSpec {
             multiplier: c.multiplier,
             window: c.window,
             min_requests: c.min_requests,
-            max_window: c.max_window,
+            max_window: (c.max_window != c.window).then_some(c.max_window),
             accept_failures: c.accept_failures,
             seed: c.seed,
         }
@@ -276,9 +282,19 @@ mod tests {
         assert_eq!(c.multiplier(), 2.0);
         assert_eq!(c.window(), Duration::from_millis(500));
         assert_eq!(c.min_requests(), 10);
-        assert_eq!(c.max_window(), Duration::from_secs(30));
+        assert_eq!(c.max_window(), c.window());
         assert!(c.accept_failures());
         assert_eq!(c.seed(), None);
+    }
+
+    #[test]
+    fn the_window_stretches_no_further_than_itself_unless_told() {
+        let c = build(|b| b.window(Duration::from_secs(2))).unwrap();
+        assert_eq!(c.max_window(), Duration::from_secs(2));
+        let c: ThrottleConfig = serde_json::from_str(r#"{"window": "2s"}"#).unwrap();
+        assert_eq!(c.max_window(), Duration::from_secs(2));
+        let c = build(|b| b.max_window(Duration::from_secs(30))).unwrap();
+        assert_eq!(c.max_window(), Duration::from_secs(30));
     }
 
     #[test]

@@ -115,8 +115,11 @@ async fn local_rejections_stop_after_the_downstream_recovers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_low_rate_client_is_not_throttled_by_occasional_refusals() {
-    let layer = builder().build().unwrap();
+async fn a_stretched_window_does_not_throttle_a_low_rate_client_on_occasional_refusals() {
+    let layer = builder()
+        .max_window(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let count = calls.clone();
     // One call a second; three in ten refused.
@@ -136,8 +139,11 @@ async fn a_low_rate_client_is_not_throttled_by_occasional_refusals() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_low_rate_client_is_not_throttled_by_runs_of_refusals_from_a_downstream_accepting_most() {
-    let layer = builder().build().unwrap();
+async fn a_stretched_window_does_not_throttle_a_low_rate_client_on_runs_of_refusals() {
+    let layer = builder()
+        .max_window(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let count = calls.clone();
     // 1.5 calls a second (a client of a fleet of 1000 at 1500/s); 6 accepted then 4 refused:
@@ -159,8 +165,12 @@ async fn a_low_rate_client_is_not_throttled_by_runs_of_refusals_from_a_downstrea
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_low_rate_client_facing_full_refusal_is_throttled_after_a_handful_of_calls() {
-    let layer = builder().build().unwrap();
+async fn a_stretched_window_throttles_a_low_rate_client_facing_full_refusal_after_a_handful_of_calls()
+ {
+    let layer = builder()
+        .max_window(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let status = Arc::new(AtomicUsize::new(200));
     let svc = layer
         .classify(HttpStatus::default())
@@ -174,6 +184,32 @@ async fn a_low_rate_client_facing_full_refusal_is_throttled_after_a_handful_of_c
     // 10.5 e^(-n/10) after n refusals; the formula engages once R − 2A > 2√R (noise), after
     // n > 10 ln(21 / (10.5 − 6.48)) ≈ 16.5, so at the 17th refusal, plus the first draws.
     assert!(first <= Duration::from_secs(25), "after {first:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_calling_rarely_after_an_overload_stops_rejecting_within_a_second() {
+    // A replica of a fleet: 40 requests a second refused for 10 s, then 2 a second, all
+    // accepted. By time alone the window keeps e^-2 of what it held after a second, and the
+    // noise bound (R − 2A > 2√R) cannot hold with R ≈ 1.
+    let layer = builder().build().unwrap();
+    let status = Arc::new(AtomicUsize::new(429));
+    let svc = layer
+        .classify(HttpStatus::default())
+        .layer(downstream(status.clone()));
+    let start = Instant::now();
+    let (refused, _) = drive(&svc, 40, ms(10_000), start).await;
+    assert!(
+        refused.len() > 300,
+        "throttled while refused: {}",
+        refused.len()
+    );
+    status.store(200, Ordering::Relaxed);
+    let (rejected, _) = drive(&svc, 2, ms(10_000), start).await;
+    let late = rejected.iter().filter(|t| **t > ms(11_000)).count();
+    assert_eq!(
+        late, 0,
+        "local rejections after the first second: {rejected:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

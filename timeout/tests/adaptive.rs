@@ -119,8 +119,8 @@ async fn climbs_when_the_downstream_becomes_uniformly_slower() {
     calls(&svc, 200, ms(10)).await;
     settle().await;
     assert!(within(handle.timeout(), ms(30)));
-    // Every call now takes 200 ms: the first ones are cut, and count as having taken the
-    // time they were given, so the percentile climbs by ×3 a step until calls fit.
+    // Every call now takes 200 ms: the first ones are cut, each cut doubles the timeout of
+    // the calls after it, and the doubled calls that answer raise the percentile.
     let mut rounds = 0;
     while calls(&svc, 10, ms(200)).await < 10 {
         rounds += 1;
@@ -543,6 +543,25 @@ async fn a_passing_tail_of_hanging_calls_is_cut_at_the_timeout_it_had() {
         tail.iter().all(|t| within(*t, ms(100))),
         "the timeout followed the tail: {tail:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_share_that_answers_when_given_longer_is_followed() {
+    // A fifth of the calls take 60 ms, twice the learned 30 ms: more than a retry budget
+    // carries. The calls a cut's doubling gives 60 ms answer, over 1 % of the window, and the
+    // timeout follows them.
+    let (layer, handle) = layer(adaptive());
+    let svc = layer.layer(downstream());
+    let healthy = open_loop(&svc, 2, |_| Some(ms(10)), &handle).await;
+    assert!(within(healthy[1], ms(30)), "{healthy:?}");
+    let slow = open_loop(
+        &svc,
+        3,
+        |n| Some(ms(if n % 5 == 0 { 60 } else { 10 })),
+        &handle,
+    )
+    .await;
+    assert!(slow[2] >= ms(180), "{slow:?}");
 }
 
 /// What the estimate holds of a latency: the midpoint of its bucket (16 per power of two,

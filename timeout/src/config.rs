@@ -85,10 +85,13 @@ impl From<AdaptiveTimeout> for TimeoutMode {
 ///
 /// The timeout is `multiplier` × the `quantile` of the latencies of the calls of the last
 /// `window`, kept between `floor` and `ceiling`; until the window holds `min_samples` calls,
-/// it is the ceiling. A call that times out counts as having taken the time it was given, so
-/// when a downstream becomes uniformly slower the percentile climbs by `multiplier` each time
-/// 1 % of the window has timed out, until the timeout covers the new latency. A black hole is
-/// still cut at the ceiling at the latest.
+/// it is the ceiling. Each call cut off doubles the timeout of the calls that follow until one
+/// answers within it. A cut call counts as the percentile its timeout came from (that timeout
+/// without its doublings, over `multiplier`): it says only that the call would have taken at
+/// least that long, so cuts may hold the percentile but never raise it. When a downstream
+/// becomes uniformly slower, the doubled calls answer and their latencies raise the
+/// percentile; when a share of calls hangs (calls better cut and retried), nothing answers
+/// above the timeout and it stays. A black hole is still cut at the ceiling at the latest.
 ///
 /// The defaults, and why (the "Tail at Scale" sizing of Dean and Barroso, and the AWS
 /// Builders' Library's rule to time out at the downstream's p99.9 so that at most 0.1 % of

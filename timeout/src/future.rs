@@ -179,8 +179,8 @@ where
                         continue;
                     }
                 }
-                // A call cut off took at least the time it was given: counting it so lets
-                // the timeout climb when every call has become slower.
+                // A cut says only that the call would have taken at least its time: it may
+                // hold the learned timeout, never raise it (answers do).
                 this.shared.live.cut(at - started, at, budget.by_caller);
                 break;
             }

@@ -33,10 +33,15 @@
 //! that became uniformly slower (a bigger query, a colder cache) is cut off, every attempt a
 //! failure, slow turned into an outage; too long and a black hole holds every caller for the
 //! whole of it. An [`AdaptiveTimeout`] follows the downstream instead: 3 × the 99th percentile
-//! of the last 30 s of calls, between a floor and a ceiling. A call cut off counts as having
-//! taken the time it was given, and each cut doubles the timeout of the calls that follow
-//! until one answers in time, so the timeout climbs to a slower downstream within a few cuts
-//! while a black hole is still cut, at the ceiling at the latest. Under a retry layer, an
+//! of the last 30 s of calls, between a floor and a ceiling. Each cut doubles the timeout of
+//! the calls that follow until one answers in time, so the timeout climbs to a slower
+//! downstream within a few cuts while a black hole is still cut, at the ceiling at the latest.
+//! A cut says only that the call would have taken at least its time, so it counts as the
+//! percentile that time came from: cuts hold the timeout where it is and never raise it; only
+//! calls that answer do (the doubling's among them). A downstream that got slower answers
+//! the doubled calls and the timeout follows; a tail of calls that hang or take seconds (2 %
+//! of calls, say) answers nothing, and is cut at the timeout it had and retried, rather than
+//! tripling the timeout each time its cuts fill 1 % of the window. Under a retry layer, an
 //! attempt that no retry can follow ([`seawall_core::Attempt`]) may use what is left of the
 //! caller's [`Deadline`] (made current by a [`scoped`](TimeoutLayer::scoped) or propagating
 //! timeout above): cutting it early would only turn a slow answer into a failure.

@@ -140,14 +140,24 @@ impl Live {
         }
     }
 
-    /// Feeds a call cut off after `latency`, at `now`, into the estimate as having taken at
-    /// least that long, and doubles the timeout of the calls that follow (up to the ceiling)
-    /// unless `by_caller`: the caller's deadline cut it, which says nothing of the downstream.
+    /// Feeds a call cut off after `latency`, at `now`, into the estimate, and doubles the
+    /// timeout of the calls that follow (up to the ceiling) unless `by_caller`: the caller's
+    /// deadline cut it, which says nothing of the downstream.
+    ///
+    /// A cut says only that the call would have taken at least its time, so it counts as the
+    /// percentile that time came from (the timeout without its doublings, over the
+    /// multiplier): at the percentile's rank it holds the timeout where it is, never raises
+    /// it. Only answers raise it, the doubling's probes that answered among them.
     pub(crate) fn cut(&self, latency: Duration, now: Instant, by_caller: bool) {
         let Some(a) = &self.adaptive else {
             return;
         };
-        a.estimate.record_at(latency, now);
+        let given = a
+            .base_at(now)
+            .map_or(latency, |base| base.min(self.ceiling()));
+        let multiplier = f64::from_bits(a.multiplier.load(Ordering::Relaxed));
+        a.estimate
+            .record_at(latency.min(given).div_f64(multiplier), now);
         if !by_caller {
             let _ = a
                 .backoff

@@ -69,6 +69,7 @@
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use seawall_core::sync::atomic::{AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, MutexGuard};
@@ -241,6 +242,57 @@ impl RetryBudget {
         increment(s.at(&s.deposits, slot), slot);
     }
 
+    /// Counts one request in `slot`, the slot of the clock reading it came at.
+    #[inline]
+    pub(crate) fn deposit_in(&self, slot: Slot) {
+        let s = &*self.state;
+        // The index is `slot.number` modulo the length, found when the slot was.
+        increment(&s.deposits[slot.index], slot.number);
+    }
+
+    /// [`recently_refused_at`](Self::recently_refused_at) a reading in `slot`.
+    #[inline]
+    pub(crate) fn recently_refused_in(&self, slot: Slot) -> bool {
+        let s = &*self.state;
+        match s.refused.load(Ordering::Relaxed) {
+            0 => false,
+            after => slot.number < after - 1 + s.quiet_slots,
+        }
+    }
+
+    /// The slot `now` falls in, through `cache`: the same answer as the subtraction from the
+    /// budget's start, which a reading within the cached slot skips.
+    #[inline]
+    pub(crate) fn slot_of(&self, cache: &mut SlotCache, now: Instant) -> Slot {
+        if cache.start <= now && now < cache.end {
+            cache.slot
+        } else {
+            self.find_slot(cache, now)
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_slot(&self, cache: &mut SlotCache, now: Instant) -> Slot {
+        let s = &*self.state;
+        let number = s.slot(now);
+        let slot = Slot {
+            number,
+            index: (number % s.deposits.len() as u64) as usize,
+        };
+        let slot_start = number
+            .checked_mul(s.slot_nanos)
+            .and_then(|from| s.start.checked_add(Duration::from_nanos(from)));
+        // A reading before the budget's start falls in slot 0 too, but not between these
+        // bounds: it is not cached.
+        if let Some(start) = slot_start.filter(|start| *start <= now)
+            && let Some(end) = start.checked_add(Duration::from_nanos(s.slot_nanos))
+        {
+            *cache = SlotCache { start, end, slot };
+        }
+        slot
+    }
+
     pub(crate) fn withdraw_at(&self, now: Instant) -> bool {
         let s = &*self.state;
         let slot = s.slot(now);
@@ -270,6 +322,42 @@ impl RetryBudget {
         }
         tracing::trace!(granted, credit, frequent, "retry budget");
         granted
+    }
+}
+
+/// The budget slot a caller's latest clock reading fell in, with the instants it runs between.
+///
+/// Finding a reading's slot is an `Instant` subtraction, a `u128` conversion and a division:
+/// 123 of the retry layer's 448 instructions a call, where tower's `TpsBudget` pays 55 for its
+/// subtraction (callgrind, `benches/callgrind.sh retry`). Calls come many to a slot (a tenth
+/// of `quiet_ttl`, 100 ms by default), so each service keeps the last slot it found, and a
+/// reading within it costs two comparisons.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SlotCache {
+    start: Instant,
+    end: Instant,
+    slot: Slot,
+}
+
+/// A budget slot: its number, and its index in the slot words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Slot {
+    number: u64,
+    index: usize,
+}
+
+impl SlotCache {
+    /// A cache that holds no slot yet.
+    pub(crate) fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            start: now,
+            end: now,
+            slot: Slot {
+                number: 0,
+                index: 0,
+            },
+        }
     }
 }
 
@@ -379,6 +467,7 @@ fn tag_of(word: u64) -> u64 {
 
 /// Adds one to the slot word for `slot`, starting it afresh when it still holds an older
 /// slot.
+#[inline]
 fn increment(cell: &AtomicU64, slot: u64) {
     let tag = slot & COUNT_MASK;
     let mut current = cell.load(Ordering::Acquire);
@@ -546,6 +635,66 @@ mod tests {
         assert!(b.recently_refused());
         tokio::time::advance(ms(1000)).await;
         assert!(!b.recently_refused());
+    }
+
+    proptest::proptest! {
+        /// Against the subtraction, with readings crossing slot boundaries, going back
+        /// (another runtime's clock), and before the budget's start.
+        #[test]
+        fn a_cached_slot_is_the_slot_of_the_subtraction(
+            quiet_ms in 10u64..2_000,
+            steps in proptest::collection::vec(-300_000_000i64..300_000_000, 1..200),
+        ) {
+            let b = RetryBudget::seeded(
+                BudgetConfig::new(0.1, 0, Duration::from_secs(10))
+                    .unwrap()
+                    .with_quiet_ttl(ms(quiet_ms))
+                    .unwrap(),
+                7,
+            );
+            let start = b.state.start;
+            let before = start.checked_sub(Duration::from_secs(1)).unwrap_or(start);
+            let mut cache = SlotCache::new();
+            let mut at = start + Duration::from_secs(1);
+            for step in steps {
+                at = if step >= 0 {
+                    at + Duration::from_nanos(step.unsigned_abs())
+                } else {
+                    at.checked_sub(Duration::from_nanos(step.unsigned_abs()))
+                        .unwrap_or(before)
+                        .max(before)
+                };
+                let slot = b.slot_of(&mut cache, at);
+                proptest::prop_assert_eq!(slot.number, b.state.slot(at));
+                proptest::prop_assert_eq!(
+                    &b.state.deposits[slot.index] as *const AtomicU64,
+                    b.state.at(&b.state.deposits, slot.number) as *const AtomicU64
+                );
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_slot_ends_at_the_next_slots_first_nanosecond() {
+        let b = budget(0.1, 0, 10);
+        let (start, slot) = (b.state.start, Duration::from_nanos(b.state.slot_nanos));
+        let nano = Duration::from_nanos(1);
+        let mut cache = SlotCache::new();
+        for (at, expected) in [
+            (start, 0),
+            (start + slot - nano, 0),
+            (start + slot, 1),
+            (start + slot - nano, 0),
+            (start + 2 * slot - nano, 1),
+            (start + 2 * slot, 2),
+        ] {
+            assert_eq!(
+                b.slot_of(&mut cache, at).number,
+                expected,
+                "{:?}",
+                at - start
+            );
+        }
     }
 
     #[test]

@@ -2,11 +2,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::BoxError;
+use seawall_core::{Attempt, BoxError};
 use tokio::time::Instant;
 use tower::Service;
 
-use crate::future::{ResponseFuture, attempt};
+use crate::budget::SlotCache;
+use crate::fleet::LayerBudget;
+use crate::future::ResponseFuture;
 use crate::policy::RetryPolicy;
 use crate::state::{Core, Shared};
 
@@ -17,6 +19,7 @@ use crate::state::{Core, Shared};
 pub struct Retry<S, P> {
     inner: S,
     core: Arc<Core<S, P>>,
+    slots: SlotCache,
 }
 
 impl<S: Clone, P> Retry<S, P> {
@@ -25,6 +28,7 @@ impl<S: Clone, P> Retry<S, P> {
         Self {
             inner,
             core: Arc::new(Core { shared, template }),
+            slots: SlotCache::new(),
         }
     }
 }
@@ -38,6 +42,7 @@ impl<S: Clone, P> Clone for Retry<S, P> {
         Self {
             inner: self.inner.clone(),
             core: self.core.clone(),
+            slots: self.slots,
         }
     }
 }
@@ -70,21 +75,33 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.core.shared;
-        let request = if shared.settings.max_attempts() > 1 {
+        let max_attempts = shared.settings.max_attempts();
+        let request = if max_attempts > 1 {
             shared.policy.clone_request(&req)
         } else {
             None
         };
         // Every call is timed, for the duration histogram.
         let now = Instant::now();
-        if let Some(budget) = &shared.budget {
-            budget.deposit(now);
-        }
-        let started = Some(now);
+        let refused = match &shared.budget {
+            Some(LayerBudget::Own(budget)) => {
+                let slot = budget.slot_of(&mut self.slots, now);
+                budget.deposit_in(slot);
+                budget.recently_refused_in(slot)
+            }
+            Some(LayerBudget::Shared(budget)) => {
+                budget.deposit(now);
+                false
+            }
+            None => false,
+        };
         // The service that `poll_ready` readied takes the first attempt; retries, if any, take
         // a clone of the template.
-        let attempt = attempt(shared, 1, request.is_some(), now);
+        let attempt = Attempt {
+            number: 1,
+            last: request.is_none() || refused,
+        };
         let future = attempt.scope(|| self.inner.call(req));
-        ResponseFuture::new(future, request, self.core.clone(), started)
+        ResponseFuture::new(future, request, self.core.clone(), Some(now))
     }
 }

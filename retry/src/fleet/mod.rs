@@ -108,14 +108,6 @@ pub(crate) enum LayerBudget {
 
 impl LayerBudget {
     #[inline]
-    pub(crate) fn deposit(&self, now: Instant) {
-        match self {
-            Self::Own(budget) => budget.deposit_at(now),
-            Self::Shared(budget) => budget.deposit(now),
-        }
-    }
-
-    #[inline]
     pub(crate) fn withdraw(&self) -> bool {
         match self {
             Self::Own(budget) => budget.withdraw(),

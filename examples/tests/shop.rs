@@ -1011,9 +1011,13 @@ async fn a_postgres_outage_fails_fast_and_the_shop_recovers_without_a_restart() 
                 {
                     tally.unavailable_without_retry_after += 1;
                 }
+                // A 504 is the gateway's attempt timeout ending a call to the orders service
+                // that was waiting on the database when it died; counted below, and rare.
                 assert!(
-                    answer.status.is_success() || answer.status == StatusCode::SERVICE_UNAVAILABLE,
-                    "only 2xx and 503 during an outage, got {} {:?}",
+                    answer.status.is_success()
+                        || answer.status == StatusCode::SERVICE_UNAVAILABLE
+                        || answer.status == StatusCode::GATEWAY_TIMEOUT,
+                    "only 2xx, 503 and 504 during an outage, got {} {:?}",
                     answer.status,
                     answer.body
                 );
@@ -1082,6 +1086,13 @@ async fn a_postgres_outage_fails_fast_and_the_shop_recovers_without_a_restart() 
     assert_eq!(
         tally.unavailable_without_retry_after, 0,
         "every 503 says when to come back"
+    );
+    // Only calls in flight when the database died can outlast the attempt timeout (a CI run sharing
+    // its cores with four builds gave a few in 3000); the rest fail fast.
+    let timed_out = tally.statuses.get(&504).copied().unwrap_or(0);
+    assert!(
+        timed_out <= REQUESTS / 100,
+        "{timed_out} gateway timeouts: the outage is not failing fast"
     );
     // The gateway's own deadline is 3 s: no answer waits past it (1 s of slack for the
     // machine).

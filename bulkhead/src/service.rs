@@ -106,5 +106,8 @@ fn retry_after_idle(state: &State, partition: Option<usize>, acquired: Acquired)
     if state.release_idle() && matches!(acquired, Acquired::Full) {
         return state.semaphore.acquire(partition);
     }
+    if matches!(acquired, Acquired::Full) && state.raise_for_full() {
+        return state.semaphore.acquire(partition);
+    }
     acquired
 }

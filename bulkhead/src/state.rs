@@ -278,6 +278,30 @@ impl State {
         self.idle.sweep(&self.semaphore) > 0
     }
 
+    /// A call found every slot taken: an adaptive limit raises itself to let it in when the
+    /// downstream shows no queue (see [`Windowed::full`]); true if it did.
+    #[cold]
+    pub(crate) fn raise_for_full(&self) -> bool {
+        let Some(adaptive) = &self.adaptive else {
+            return false;
+        };
+        let mut algorithm = adaptive
+            .algorithm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let max = adaptive.max.load(Ordering::Relaxed);
+        let in_flight = self.semaphore.in_flight();
+        let Some(limit) = algorithm.full(Instant::now(), in_flight, max) else {
+            return false;
+        };
+        let change = self.apply(limit);
+        drop(algorithm);
+        if let Some(change) = change {
+            self.limit_changed(change);
+        }
+        true
+    }
+
     /// Counts a rejected call for the adaptive limit's floor.
     #[cold]
     pub(crate) fn count_rejected(&self) {

@@ -482,3 +482,79 @@ async fn calls_cancelled_by_a_timeout_further_out_count_in_the_floor() {
     let limit = handle.limit();
     assert_eq!(turned_away.load(Ordering::SeqCst), 0, "limit {limit}");
 }
+
+/// Sends `per_ms` calls a millisecond for `n` milliseconds through `svc` without waiting for
+/// them; returns how many the bulkhead rejected.
+async fn send_open_loop<S>(svc: S, per_ms: u64, n: u64) -> usize
+where
+    S: tower::Service<u64, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..n * per_ms {
+        let (svc, rejected) = (svc.clone(), rejected.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(err) = svc.oneshot(i).await
+                && seawall_core::rejected(&*err).is_some()
+            {
+                rejected.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        if (i + 1).is_multiple_of(per_ms) {
+            sleep(ms(1)).await;
+        }
+    }
+    sleep(ms(100)).await;
+    for task in tasks {
+        task.abort();
+    }
+    rejected.load(Ordering::SeqCst)
+}
+
+fn vegas_layer() -> (BulkheadLayer, BulkheadHandle) {
+    BulkheadLayer::builder()
+        .name("dep")
+        .adaptive(VegasConfig::new().initial(20).max(1000))
+        .sample_window(ms(100))
+        .build()
+        .unwrap()
+        .pair()
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_hanging_in_their_slots_turn_no_other_call_away() {
+    let (layer, handle) = vegas_layer();
+    // A call a millisecond at 10 ms; after 300 ms one in 20 hangs, holding its slot: 35 by
+    // the end, far past the 23 that 10 calls in flight asked for.
+    let svc = layer.layer(service_fn(|i: u64| async move {
+        let hangs = i >= 300 && i.is_multiple_of(20);
+        sleep(if hangs {
+            Duration::from_secs(3600)
+        } else {
+            ms(10)
+        })
+        .await;
+        Ok::<_, BoxError>(())
+    }));
+    assert_eq!(send_open_loop(svc, 1, 1000).await, 0);
+    assert!(handle.in_flight() >= 30, "{}", handle.in_flight());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downstream_slowing_every_call_still_turns_calls_away() {
+    let (layer, handle) = vegas_layer();
+    // Twice what 10 calls at once at 10 ms serve: each call past 10 slows every call.
+    let downstream = Downstream::new(10);
+    let svc = layer.layer(service_fn(move |_: u64| {
+        let ds = downstream.clone();
+        let latency = ds.latency();
+        async move {
+            sleep(latency).await;
+            ds.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, BoxError>(())
+        }
+    }));
+    assert!(send_open_loop(svc, 2, 1000).await > 0);
+    assert!(handle.limit() < 40, "{}", handle.limit());
+}

@@ -95,6 +95,35 @@
 //! next window keeps it only if completions rose by half the raise (at most by a quarter);
 //! otherwise the limit, and the latency without a queue, go back to what they were, and the
 //! algorithm cuts from there.
+//!
+//! # A call that finds the limit full
+//!
+//! A window learns after a second; the call that finds the limit full needs an answer now.
+//! A queue in front of the downstream delays every call behind it, the fastest too, while a
+//! share of calls that hang (until a timeout further out) or come late leaves the others as
+//! fast as before. So such a call is let in over the limit when the fastest of the last 16 to
+//! 32 successes shows no queue by Vegas's estimate at the calls in flight (`in_flight × (1 −
+//! fastest seen / fastest recent) ≤ f(in_flight)`), a success finished within four of those
+//! latencies (a black hole lets nothing in), and the limit is under its maximum. Turning it
+//! away could only lose a call the downstream serves at its pace: 5 % of 1000 calls a second
+//! hanging for 160 ms hold 8 slots more than the floor learned before the fault, and Poisson
+//! peaks of the calls in flight reach 30–35 against a healthy floor of 23. The fastest recent
+//! success lags a queue that builds meanwhile by a round trip, so at most one call over the
+//! limit per call that finished (four in a burst) comes in, and each raise lasts until the
+//! next call finishes: at 1500 calls a second against 1100 served, unpaced raises let in
+//! 26 calls against a limit of 15 and doubled the accepted latency.
+//!
+//! When the recent successes do show a queue, two faster moves than a window's end:
+//! - every recent success 1.5 × slower than the last window's mean closes the window (of at
+//!   least 10 samples) at the next call, so an overload's onset is cut within tens of
+//!   milliseconds, and a slower downstream's first window of slow calls is read at once;
+//! - a cut to half the limit or less is checked a round trip (at the cut's latency) later: a
+//!   queue behind our own calls shrinks with them, so the fastest success since falls at
+//!   least halfway back to the latency without a queue; if it did not, the downstream got
+//!   slower, and the limit goes to Little's law at the last window's offered load and the
+//!   new latency, as a probe that the next window keeps only if completions follow. At
+//!   1000 calls a second stepping from 10 ms to 200 ms, the cut (23 to 4) comes ~0.1 s after
+//!   the first slow answers and the lift (to ~290) 0.4 s later, instead of a window or two.
 
 pub(crate) mod aimd;
 mod bounds;
@@ -213,6 +242,14 @@ const MIN_RTT: Duration = Duration::from_micros(100);
 const LATENCY_RISE: f64 = 1.5;
 /// How much a raise for a slower downstream must lift completions a second, at most, to stay.
 const PROBE_GAIN: f64 = 1.25;
+/// The successes in each half of the recent ones whose fastest shows a queue or none.
+const RECENT_SUCCESSES: u32 = 16;
+/// How many calls may be let in over the limit between two that finish: arrivals come in
+/// bursts (a retry beside a first attempt), and a call over the limit at no queue is one the
+/// downstream serves.
+const RAISE_BURST: u32 = 4;
+/// How many recent latencies may pass without a success before the recent ones are stale.
+const STALE_AFTER: u32 = 4;
 
 /// An algorithm fed with one summary per window of samples.
 #[derive(Debug)]
@@ -235,6 +272,68 @@ pub(crate) struct Windowed {
     /// A limit raised for a slower downstream, kept only if the next window's completions
     /// follow it.
     probe: Option<Probe>,
+    /// The fastest of the last successes.
+    recent: Recent,
+    /// The fastest success seen: the downstream's latency without a queue.
+    fastest: Option<Duration>,
+    /// The limit raised over the windows' own for a call that found it full while no queue
+    /// showed; it lasts until the next call finishes.
+    raised: Option<usize>,
+    /// A cut to half the limit or less, to be checked a round trip later.
+    cut: Option<Cut>,
+    /// How many calls may still be let in over the limit: one more for each call that
+    /// finishes, at most `RAISE_BURST`.
+    credit: u32,
+}
+
+/// A cut to half the limit or less. If the calls let in after it are no faster, the latency
+/// was not a queue behind our own calls but a slower downstream.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    at: Instant,
+    /// The limit it set.
+    to: usize,
+    /// The fastest recent success when it was made.
+    fastest: Duration,
+}
+
+/// The fastest of the last 16 to 32 successes, and when the latest finished. A queue in front
+/// of the downstream delays every call, the fastest too; a share of slow or hung calls does
+/// not delay the others.
+#[derive(Debug, Default, Clone, Copy)]
+struct Recent {
+    current: Option<Duration>,
+    count: u32,
+    previous: Option<Duration>,
+    latest: Option<Instant>,
+}
+
+impl Recent {
+    fn add(&mut self, now: Instant, rtt: Duration) {
+        self.current = Some(self.current.map_or(rtt, |min| min.min(rtt)));
+        self.count += 1;
+        if self.count == RECENT_SUCCESSES {
+            self.previous = self.current.take();
+            self.count = 0;
+        }
+        self.latest = Some(now);
+    }
+
+    /// The fastest of the last successes, however long ago.
+    fn min(&self) -> Option<Duration> {
+        match (self.current, self.previous) {
+            (Some(c), Some(p)) => Some(c.min(p)),
+            (c, p) => c.or(p),
+        }
+    }
+
+    /// The fastest of at least 16 successes, the latest `now` is still recent to.
+    fn fastest(&self, now: Instant) -> Option<Duration> {
+        let previous = self.previous?;
+        let fastest = self.current.map_or(previous, |c| c.min(previous));
+        let since = now.saturating_duration_since(self.latest?);
+        (since <= fastest * STALE_AFTER).then_some(fastest)
+    }
 }
 
 /// What a raise for a slower downstream replaced, to go back to if completions do not follow.
@@ -242,6 +341,7 @@ pub(crate) struct Windowed {
 struct Probe {
     limit: usize,
     base: Option<Duration>,
+    fastest: Option<Duration>,
     /// Completions a second that must be reached to keep the raise.
     target: f64,
 }
@@ -358,7 +458,78 @@ impl Windowed {
             threshold: usize::MAX,
             last: None,
             probe: None,
+            recent: Recent::default(),
+            fastest: None,
+            raised: None,
+            cut: None,
+            credit: 0,
         }
+    }
+
+    /// A call found the limit full with `in_flight` calls: the limit that lets it in, if any.
+    ///
+    /// - The fastest recent successes show no queue (`in_flight × (1 − fastest seen / fastest
+    ///   recent) ≤ f`, Vegas's band of no queue) and the limit is under `max`: such a call is
+    ///   demand the downstream serves at its pace, as when a share of calls hangs until a
+    ///   timeout, and turning it away is never better. The raise lasts until the next call
+    ///   finishes, which checks again.
+    /// - A cut to half or less was made a round trip ago at its latency, and the fastest
+    ///   success since is still more than halfway from the latency without a queue to the one
+    ///   at the cut: the cut did not shorten a queue, so the downstream got slower. The limit
+    ///   goes to Little's law at the offered load and the new latency, as a probe.
+    ///
+    /// Otherwise, when every recent success is 1.5 × slower than the last window's mean, the
+    /// window of at least 10 samples closes at the next sample: a queue or a slower downstream
+    /// is acted on within a few round trips rather than at the end of a window.
+    pub(crate) fn full(&mut self, now: Instant, in_flight: usize, max: usize) -> Option<usize> {
+        let recent = self.recent.fastest(now)?;
+        let fastest = self.fastest?;
+        let queue = in_flight as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64());
+        // Calls let in over the limit are paced by the calls that finish: the fastest recent
+        // success lags a queue that builds meanwhile.
+        if self.credit > 0 && in_flight < max && queue <= log10_root(in_flight as f64) {
+            self.credit -= 1;
+            let limit = (in_flight + 1).max(self.limit);
+            self.raised = Some(limit);
+            return Some(limit);
+        }
+        if let Some(cut) = self.cut
+            && now.saturating_duration_since(cut.at) >= 2 * cut.fastest
+        {
+            self.cut = None;
+            if let Some(last) = self.last
+                && 2 * recent > fastest + cut.fastest
+            {
+                let need = last.offered * recent.as_secs_f64();
+                let lift = (FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize;
+                if lift > self.limit {
+                    let before = self.limit;
+                    let raise = lift as f64 / before.max(1) as f64;
+                    self.probe = Some(Probe {
+                        limit: before,
+                        base: self.base,
+                        fastest: self.fastest,
+                        // What the cut limit completed at the new latency, raised by half
+                        // the raise (at most by a quarter).
+                        target: cut.to as f64 / recent.as_secs_f64()
+                            * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
+                    });
+                    self.base = Some(recent);
+                    self.algorithm.rebase(recent);
+                    self.fastest = Some(recent);
+                    self.limit = self.algorithm.set(lift);
+                    return Some(self.limit);
+                }
+            }
+        }
+        if self.window.count >= MIN_WINDOW_SAMPLES
+            && self
+                .last
+                .is_some_and(|last| recent.as_secs_f64() > LATENCY_RISE * last.mean.as_secs_f64())
+        {
+            self.next_update = Some(now);
+        }
+        None
     }
 
     /// Adds one finished call; returns the limit when a window closed and moved it. A call
@@ -373,6 +544,13 @@ impl Windowed {
         overload: bool,
         load: impl FnOnce() -> Load,
     ) -> Option<usize> {
+        if !dropped && rtt >= MIN_RTT {
+            self.recent.add(now, rtt);
+            self.fastest = Some(self.fastest.map_or(rtt, |f| f.min(rtt)));
+        }
+        // A raise let one call in; the next that finishes takes it back.
+        let raised = self.raised.take().is_some();
+        self.credit = (self.credit + 1).min(RAISE_BURST);
         let w = &mut self.window;
         w.finished += 1;
         if rtt >= MIN_RTT {
@@ -384,20 +562,22 @@ impl Windowed {
             w.overload |= overload;
         }
         if self.next_update.is_some_and(|next| now <= next) {
-            return None;
+            return raised.then_some(self.limit);
         }
         let w = std::mem::take(&mut self.window);
         self.next_update = Some(now + self.length);
         let load = load();
         let started = self.started.replace((now, load.in_flight));
         if w.count < MIN_WINDOW_SAMPLES {
-            return None;
+            return raised.then_some(self.limit);
         }
         let average = w.sum / w.count;
         let base = self.base.map_or(average, |base| base.min(average));
         self.base = Some(base);
         let before = self.limit;
-        let limit = self.algorithm.update(average, w.max_in_flight, w.dropped);
+        let limit = self
+            .algorithm
+            .update(average, w.max_in_flight.min(before), w.dropped);
         let demand = match started {
             Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
@@ -412,6 +592,7 @@ impl Windowed {
             // Completions did not follow the raise: a downstream that lost capacity (its
             // queue looks the same for one window), not one that got slower.
             self.base = probe.base;
+            self.fastest = probe.fastest;
             if let Some(base) = probe.base {
                 self.algorithm.rebase(base);
             }
@@ -429,10 +610,12 @@ impl Windowed {
             _ => None,
         };
         let old_base = self.base;
+        let old_fastest = self.fastest;
         if slowed.is_some() {
             // The downstream's latency without a queue is this window's now.
             self.base = Some(average);
             self.algorithm.rebase(average);
+            self.fastest = self.recent.min().or(self.fastest);
         }
         let queued = slowed.is_none() && queueing(before, base, average);
         let lift = match (slowed, demand) {
@@ -462,9 +645,18 @@ impl Windowed {
             self.probe = Some(Probe {
                 limit: before,
                 base: old_base,
+                fastest: old_fastest,
                 target: d.pace.completed * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
             });
         }
+        self.cut = (slowed.is_none() && 2 * self.limit <= before)
+            .then(|| self.recent.min())
+            .flatten()
+            .map(|fastest| Cut {
+                at: now,
+                to: self.limit,
+                fastest,
+            });
         Some(self.limit)
     }
 
@@ -924,6 +1116,115 @@ mod tests {
         let limit = window(&mut w, &mut now, 100, ms(200), false, served).unwrap();
         assert!(limit >= 200 && lifted >= 200, "{lifted} -> {limit}");
     }
+
+    /// A windowed Vegas after one healthy window of 100 calls at 10 ms, with the limit it
+    /// closed with.
+    fn healthy() -> (Windowed, Instant, usize) {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, ms(100));
+        let mut now = Instant::now();
+        let load = Load {
+            in_flight: 10,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(now, ms(10), 10, false, false, || load), None);
+        let limit = window(&mut w, &mut now, 100, ms(10), false, load).unwrap();
+        (w, now, limit)
+    }
+
+    /// Calls finishing one a millisecond, each taking `rtt`.
+    fn finish(w: &mut Windowed, now: &mut Instant, n: usize, rtt: Duration, in_flight: usize) {
+        for _ in 0..n {
+            *now += ms(1);
+            w.sample(*now, rtt, in_flight, false, false, Load::default);
+        }
+    }
+
+    #[test]
+    fn a_full_limit_lets_calls_in_while_the_fastest_successes_show_no_queue() {
+        let (mut w, now, limit) = healthy();
+        // Calls hanging until a timeout hold slots; the others still finish at 10 ms.
+        for i in 0..RAISE_BURST as usize {
+            assert_eq!(w.full(now, limit + i, 1000), Some(limit + i + 1));
+        }
+        assert_eq!(
+            w.full(now, limit + 4, 1000),
+            None,
+            "paced by the calls that finish"
+        );
+        assert_eq!(w.full(now, 1000, 1000), None, "never past the maximum");
+    }
+
+    #[test]
+    fn a_raise_lasts_until_the_next_call_finishes() {
+        let (mut w, mut now, limit) = healthy();
+        assert_eq!(w.full(now, limit, 1000), Some(limit + 1));
+        now += ms(1);
+        let back = w.sample(now, ms(10), limit, false, false, Load::default);
+        assert_eq!(back, Some(limit));
+        now += ms(1);
+        assert_eq!(
+            w.sample(now, ms(10), limit, false, false, Load::default),
+            None
+        );
+    }
+
+    #[test]
+    fn a_full_limit_turns_calls_away_once_every_recent_success_waited() {
+        let (mut w, mut now, limit) = healthy();
+        // Four calls queued in front of every call: 4 ms more each.
+        finish(&mut w, &mut now, 32, ms(14), limit);
+        assert_eq!(w.full(now, limit, 1000), None);
+    }
+
+    #[test]
+    fn successes_that_stopped_let_nothing_in() {
+        let (mut w, mut now, limit) = healthy();
+        // A black hole: nothing finished for longer than four recent latencies.
+        now += ms(41);
+        assert_eq!(w.full(now, limit, 1000), None);
+    }
+
+    #[test]
+    fn every_recent_success_slower_by_half_closes_the_window_early() {
+        let (mut w, mut now, limit) = healthy();
+        finish(&mut w, &mut now, 32, ms(20), limit);
+        assert_eq!(w.full(now, limit, 1000), None);
+        now += ms(1);
+        let closed = w.sample(now, ms(20), limit, false, false, Load::default);
+        assert!(closed.is_some(), "the window closes 33 ms into its 100 ms");
+    }
+
+    /// A windowed Vegas whose last window cut its limit by half on a rise from 10 to 40 ms
+    /// that did not lower completions; with that limit.
+    fn cut() -> (Windowed, Instant, usize, usize) {
+        let (mut w, mut now, before) = healthy();
+        let load = Load {
+            in_flight: before,
+            rejected: 50,
+            ..Load::default()
+        };
+        let after = window(&mut w, &mut now, 100, ms(40), false, load).unwrap();
+        assert!(2 * after <= before, "{before} -> {after}");
+        (w, now, before, after)
+    }
+
+    #[test]
+    fn a_cut_that_did_not_lower_the_latency_lifts_the_limit_to_littles_law() {
+        let (mut w, mut now, _, after) = cut();
+        // A round trip at 40 ms later the calls let in since are just as slow.
+        finish(&mut w, &mut now, 80, ms(40), after);
+        let lifted = w.full(now, after, 1000).unwrap();
+        // 1500 calls a second offered (a third turned away) at 40 ms: 60 in flight.
+        assert!(lifted >= 60, "{after} -> {lifted}");
+    }
+
+    #[test]
+    fn a_cut_that_lowered_the_latency_was_a_queue() {
+        let (mut w, mut now, _, after) = cut();
+        finish(&mut w, &mut now, 80, ms(14), after);
+        assert_eq!(w.full(now, after, 1000), None);
+    }
 }
 
 #[cfg(test)]
@@ -1136,6 +1437,69 @@ mod properties {
                     prop_assert_eq!(got, expected, "{:?}: {} at {}ms -> {} at {}ms", config, n1, a, n2, b);
                 } else if rise > 1.5 && done2 >= done1 {
                     prop_assert!(got <= alone.max(2 * first), "{config:?}: {first} -> {got}");
+                }
+            }
+        }
+
+        /// A call that finds the limit full is let in exactly when the reference model says:
+        /// credit left (one per call finished since, at most four), a success within four
+        /// recent latencies, and the fastest of the last 16 to 32 successes at most `f` queued
+        /// calls (Vegas's estimate at the calls in flight) above the fastest seen; then the
+        /// limit is the calls in flight plus one, within the maximum, until a call finishes.
+        #[test]
+        fn calls_over_a_full_limit_match_their_reference_model(
+            events in prop::collection::vec(
+                (0..3u64, 5..40u64, prop::bool::weighted(0.2), 0..3usize, 10..60usize),
+                1..300,
+            ),
+        ) {
+            const MAX: usize = 50;
+            let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(MAX));
+            // Windows of a minute: the windows' own limit stays where it starts.
+            let mut w = Windowed::new(&config, Duration::from_secs(60));
+            let mut now = Instant::now();
+            let mut fastest: Option<u64> = None;
+            let mut recent: Vec<u64> = Vec::new();
+            let (mut latest, mut credit) = (None, 0u32);
+            let mut limit = w.limit;
+            for &(step, rtt, dropped, fulls, in_flight) in &events {
+                now += ms(step);
+                let got = w.sample(now, ms(rtt), in_flight, dropped, false, Load::default);
+                if got.is_some() {
+                    limit = w.limit;
+                }
+                credit = (credit + 1).min(4);
+                if !dropped {
+                    fastest = Some(fastest.map_or(rtt, |f| f.min(rtt)));
+                    recent.push(rtt);
+                    latest = Some(now);
+                }
+                for extra in 0..fulls {
+                    let in_flight = in_flight + extra;
+                    // The last full half of 16 and the one filling.
+                    let halves = recent.len() / 16;
+                    let window = &recent[(16 * halves).saturating_sub(16).min(recent.len())..];
+                    let window = if halves == 0 { &recent[..0] } else { window };
+                    let fresh = window.iter().min().copied().filter(|&min| {
+                        latest.is_some_and(|l| now.duration_since(l) <= ms(4 * min))
+                    });
+                    let admit = match (fresh, fastest) {
+                        (Some(r), Some(f)) => {
+                            let ratio = ms(f).as_secs_f64() / ms(r).as_secs_f64();
+                            let queue = in_flight as f64 * (1.0 - ratio);
+                            credit > 0 && in_flight < MAX && queue <= log10_root(in_flight as f64)
+                        }
+                        _ => false,
+                    };
+                    let got = w.full(now, in_flight, MAX);
+                    if admit {
+                        credit -= 1;
+                        prop_assert_eq!(got, Some((in_flight + 1).max(limit)));
+                    } else if got.is_some() {
+                        // Otherwise only a cut that did not lower the latency lifts it, as
+                        // a probe.
+                        prop_assert!(w.probe.is_some(), "let in over the model: {:?}", got);
+                    }
                 }
             }
         }

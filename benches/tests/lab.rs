@@ -72,6 +72,7 @@ fn trace(requests: Vec<RequestRecord>) -> Trace {
         endpoint_fault: Vec::new(),
         requests,
         attempts_per_second,
+        queue_wait_per_second: Vec::new(),
         max_in_flight: 3,
         max_in_flight_per_client: 3,
         early_retries: 0,

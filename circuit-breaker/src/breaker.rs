@@ -15,7 +15,8 @@
 //!
 //! Half-open probes live in one more `AtomicU64`: the generation's low 16 bits, probes in
 //! flight, successes and failures, 16 bits each, changed only by compare-and-swap, so no
-//! interleaving ever admits more than the configured number of probes at once. A probe that
+//! interleaving ever admits more than the configured number of probes at once, nor (with
+//! slow start) more in flight than one plus the phase's successes. A probe that
 //! belongs to an earlier half-open phase keeps its slot until it ends (it still loads the
 //! downstream) but its result does not count in the current phase.
 //!
@@ -274,6 +275,7 @@ struct Rules {
     hinted_open: RangeInclusive<Duration>,
     probes: u32,
     probes_to_close: u32,
+    probe_slow_start: bool,
     half_open_max_wait: Duration,
     automatic_transitions: bool,
     seed: u64,
@@ -307,6 +309,7 @@ impl Rules {
             hinted_open: config.hinted_open_range(),
             probes: config.half_open_probes,
             probes_to_close: config.probes_to_close(),
+            probe_slow_start: config.half_open_slow_start,
             half_open_max_wait: config.half_open_max_wait,
             automatic_transitions: config.automatic_transitions,
             seed,
@@ -696,10 +699,11 @@ impl Breaker {
             if current >> PROBE_TAG_SHIFT != tag {
                 return false;
             }
-            let taken = probe_field(current, PROBE_IN_FLIGHT)
-                + probe_field(current, PROBE_OK)
-                + probe_field(current, PROBE_BAD);
-            if taken >= self.rules().probes {
+            let in_flight = probe_field(current, PROBE_IN_FLIGHT);
+            let succeeded = probe_field(current, PROBE_OK);
+            let taken = in_flight + succeeded + probe_field(current, PROBE_BAD);
+            let rules = self.rules();
+            if taken >= rules.probes || (rules.probe_slow_start && in_flight > succeeded) {
                 return false;
             }
             match self.probes.compare_exchange_weak(

@@ -138,6 +138,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
     pub(crate) overload_is_failure: bool,
+    pub(crate) half_open_slow_start: bool,
 }
 
 impl CircuitBreakerConfig {
@@ -234,6 +235,12 @@ impl CircuitBreakerConfig {
     /// Whether an overload refusal counts as a failure.
     pub fn overload_is_failure(&self) -> bool {
         self.overload_is_failure
+    }
+
+    /// Whether half-open lets its probes through one at a time at first, one more at once
+    /// with each success.
+    pub fn half_open_slow_start(&self) -> bool {
+        self.half_open_slow_start
     }
 
     /// Probes that must succeed before the breaker closes.
@@ -461,6 +468,21 @@ impl<T, X> CircuitBreakerConfigBuilder<T, X> {
         self
     }
 
+    /// Whether half-open starts with one probe in flight and lets one more through at once
+    /// with each success, up to `half_open_probes` in all, as TCP's slow start grows its
+    /// window (default on).
+    ///
+    /// A half-open client then adds load in proportion to how fast the downstream answers
+    /// (Little's law: at most `1 + successes` calls per round trip), not to its own rate: a
+    /// downstream still draining a backlog gets one call per client per queueing delay, and a
+    /// healthy one every probe as soon as it answers. Without it, a fleet of clients that
+    /// opened together sends up to `half_open_probes` each into the backlog the moment their
+    /// open durations end, and every probe times out there.
+    pub fn half_open_slow_start(mut self, on: bool) -> Self {
+        self.spec.half_open_slow_start = Some(on.into());
+        self
+    }
+
     /// Seeds the jitter of the open backoff, so that runs repeat (default: a random seed).
     pub fn seed(mut self, seed: u64) -> Self {
         self.spec.seed = Some(seed.into());
@@ -535,6 +557,8 @@ struct CircuitBreakerSpec {
     half_open_success_ratio: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     half_open_max_wait: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    half_open_slow_start: Option<Raw<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     automatic_transitions: Option<Raw<bool>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -701,6 +725,7 @@ impl Default for CircuitBreakerSpec {
             half_open_probes: None,
             half_open_success_ratio: None,
             half_open_max_wait: None,
+            half_open_slow_start: None,
             automatic_transitions: None,
             seed: None,
             max_keys: None,
@@ -884,6 +909,11 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 .map(|on| on.expected("overload_is_failure", "true or false"))
                 .transpose()?
                 .unwrap_or(false),
+            half_open_slow_start: spec
+                .half_open_slow_start
+                .map(|on| on.expected("half_open_slow_start", "true or false"))
+                .transpose()?
+                .unwrap_or(true),
         })
     }
 }
@@ -990,6 +1020,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             half_open_probes: Some(c.half_open_probes.into()),
             half_open_success_ratio: Some(c.half_open_success_ratio.into()),
             half_open_max_wait: Some(c.half_open_max_wait.into()),
+            half_open_slow_start: (!c.half_open_slow_start).then_some(false.into()),
             automatic_transitions: Some(c.automatic_transitions.into()),
             seed: c.seed.map(Raw::from),
             max_keys: Some(c.max_keys.into()),
@@ -1111,6 +1142,13 @@ mod tests {
         let counted: CircuitBreakerConfig =
             serde_json::from_str(r#"{"overload_is_failure": true}"#).unwrap();
         assert!(counted.overload_is_failure());
+        assert!(c.half_open_slow_start());
+        let all_at_once: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"half_open_slow_start": false}"#).unwrap();
+        assert!(!all_at_once.half_open_slow_start());
+        let back: CircuitBreakerConfig =
+            serde_json::from_value(serde_json::to_value(&all_at_once).unwrap()).unwrap();
+        assert_eq!(back, all_at_once);
         let bad =
             serde_json::from_str::<CircuitBreakerConfig>(r#"{"half_open_probes": 0}"#).unwrap_err();
         assert!(bad.to_string().contains("half_open_probes"), "{bad}");

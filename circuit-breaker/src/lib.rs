@@ -27,7 +27,11 @@
 //!   by up to `open_jitter` (default 0.25) so that breakers that opened together probe apart, or taken from the result that tripped it ([`RetryAfter`], such as a
 //!   `Retry-After` header) within a configured range (by default at least 1 s and at most the backoff's cap, or 10 ×
 //!   the open duration);
-//! - half-open probes bounded under any concurrency, closing on a success ratio, scored when
+//! - half-open probes bounded under any concurrency, let through one at a time at first and one
+//!   more at once with each success (slow start, on by default: a downstream still draining a
+//!   backlog gets one probe per client per round trip, not a second of each client's traffic,
+//!   so that a fleet whose breakers opened together does not refill the backlog as their open
+//!   durations end), closing on a success ratio, scored when
 //!   their response head arrives (a server-streaming probe does not hold its slot for as long
 //!   as the stream lives), with a maximum wait (60 s by default); dropped calls free their
 //!   probe slot; late results of an earlier state are not counted;

@@ -755,6 +755,7 @@ async fn half_open_admits_at_most_n_probes() {
     let (layer, handle) = builder()
         .consecutive_failures(1)
         .half_open_probes(2)
+        .half_open_slow_start(false)
         .build()
         .unwrap()
         .pair();
@@ -785,6 +786,78 @@ async fn half_open_admits_at_most_n_probes() {
     send.send_response("ok");
     assert!(assert_ready!(probes[1].poll()).is_ok());
     assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_open_starts_with_one_probe_and_lets_one_more_through_per_success() {
+    let (mock, mut mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(10)
+        .half_open_success_ratio(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut first = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(first.poll());
+    let mut second = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert!(
+        is_open(&assert_ready!(second.poll()).unwrap_err()),
+        "one probe in flight before any success"
+    );
+
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_response("ok");
+    assert!(assert_ready!(first.poll()).is_ok());
+    let mut two = Vec::new();
+    for _ in 0..2 {
+        two.push(task::spawn(svc.ready().await.unwrap().call(Pass)));
+    }
+    for probe in &mut two {
+        assert_pending!(probe.poll());
+    }
+    let mut third = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert!(
+        is_open(&assert_ready!(third.poll()).unwrap_err()),
+        "two in flight after one success"
+    );
+
+    // A failure frees its place without widening the window.
+    let (_, send) = mock_handle.next_request().await.unwrap();
+    send.send_error("down");
+    assert!(assert_ready!(two[0].poll()).is_err());
+    let mut refill = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert_pending!(refill.poll());
+    let mut over = task::spawn(svc.ready().await.unwrap().call(Pass));
+    assert!(is_open(&assert_ready!(over.poll()).unwrap_err()));
+    assert_eq!(handle.state(), CircuitState::HalfOpen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_slow_start_half_open_lets_every_probe_through_at_once() {
+    let (mock, _mock_handle) = tower_test::mock::pair::<Call, &'static str>();
+    let (layer, _handle) = builder()
+        .consecutive_failures(1)
+        .half_open_probes(3)
+        .half_open_slow_start(false)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail]).await;
+    advance(secs(10)).await;
+    let mut svc = layer.layer(mock);
+    let mut probes = Vec::new();
+    for _ in 0..3 {
+        probes.push(task::spawn(svc.ready().await.unwrap().call(Pass)));
+    }
+    for probe in &mut probes {
+        assert_pending!(probe.poll());
+    }
+    let fourth = svc.ready().await.unwrap().call(Pass).await;
+    assert!(is_open(&fourth.unwrap_err()));
 }
 
 #[tokio::test(start_paused = true)]

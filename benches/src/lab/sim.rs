@@ -239,9 +239,14 @@ impl Workers {
         }
     }
 
-    /// When a call arriving at `now` that needs `service` of a worker finishes, or `None`
-    /// when the queue is full.
-    fn admit(&mut self, epoch: Instant, now: Instant, service: Duration) -> Option<Instant> {
+    /// When a call arriving at `now` that needs `service` of a worker starts and finishes, or
+    /// `None` when the queue is full.
+    fn admit(
+        &mut self,
+        epoch: Instant,
+        now: Instant,
+        service: Duration,
+    ) -> Option<(Instant, Instant)> {
         let queued = self.queued(now);
         loop {
             let Reverse((free, i)) = self.free_at.pop().expect("at least one worker");
@@ -267,7 +272,7 @@ impl Workers {
             if start > now {
                 self.starts.push(Reverse(start));
             }
-            return Some(finish);
+            return Some((start, finish));
         }
     }
 }
@@ -299,6 +304,9 @@ pub struct TapReport {
     pub attempts: Vec<u16>,
     /// Attempts per second of the run, by when they reached the downstream.
     pub per_second: Vec<u32>,
+    /// The longest an attempt reaching the downstream in each second waited for a worker, in
+    /// microseconds; empty for a downstream without workers.
+    pub queue_wait_per_second: Vec<u64>,
     /// The most calls in flight at the downstream at once.
     pub max_in_flight: u32,
     /// The most calls in flight at once from one client.
@@ -330,6 +338,7 @@ struct Model {
     // The tap.
     attempts: Vec<u16>,
     per_second: Vec<u32>,
+    queue_wait_per_second: Vec<u64>,
     in_flight: u32,
     max_in_flight: u32,
     client_in_flight: Vec<u32>,
@@ -457,7 +466,13 @@ impl Model {
         let finish = match &mut self.workers[endpoint as usize] {
             None => now + service,
             Some(workers) => match workers.admit(self.epoch, now, service) {
-                Some(finish) => finish,
+                Some((start, finish)) => {
+                    let second = (t / 1_000_000_000) as usize;
+                    if let Some(wait) = self.queue_wait_per_second.get_mut(second) {
+                        *wait = (*wait).max((start - now).as_micros() as u64);
+                    }
+                    finish
+                }
                 None => return answer(now + extra, self.refuse),
             },
         };
@@ -512,6 +527,7 @@ impl Tap {
         TapReport {
             attempts: m.attempts.clone(),
             per_second: m.per_second.clone(),
+            queue_wait_per_second: m.queue_wait_per_second.clone(),
             max_in_flight: m.max_in_flight,
             max_in_flight_per_client: m.max_in_flight_per_client,
             early_retries: m.early_retries,
@@ -608,6 +624,11 @@ pub fn downstream(
         keys: scenario.workload.keys,
         attempts: Vec::with_capacity(requests),
         per_second: vec![0; seconds],
+        queue_wait_per_second: if d.workers.is_some() {
+            vec![0; seconds]
+        } else {
+            Vec::new()
+        },
         in_flight: 0,
         max_in_flight: 0,
         client_in_flight: vec![0; clients],

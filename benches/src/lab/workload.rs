@@ -416,6 +416,7 @@ where
         keyed_breaker,
         requests: records,
         attempts_per_second: tap.per_second,
+        queue_wait_per_second: tap.queue_wait_per_second,
         max_in_flight: tap.max_in_flight,
         max_in_flight_per_client: tap.max_in_flight_per_client,
         early_retries: tap.early_retries,

@@ -126,6 +126,9 @@ pub struct Trace {
     pub requests: Vec<RequestRecord>,
     /// Attempts that reached the downstream in each second.
     pub attempts_per_second: Vec<u32>,
+    /// The longest an attempt of each second waited for a downstream worker, in microseconds;
+    /// empty when the downstream has no workers.
+    pub queue_wait_per_second: Vec<u64>,
     /// The most calls in flight at the downstream at once.
     pub max_in_flight: u32,
     /// The most calls in flight at the downstream at once from one client.

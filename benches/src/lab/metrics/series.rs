@@ -25,6 +25,10 @@ pub struct Series {
     pub breaker_open: Vec<f64>,
     /// Share of the requests of each second sent with their breaker half-open.
     pub breaker_half_open: Vec<f64>,
+    /// The longest an attempt reaching the downstream in each second waited in its queue, in
+    /// milliseconds: the backlog a queueing downstream had; absent for one without workers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queue_wait_ms: Vec<f64>,
 }
 
 /// The per-second series of `trace`, with successes counted as goodput within `deadline` ns.
@@ -78,6 +82,12 @@ pub fn series(trace: &Trace, deadline: u64) -> Series {
             .iter()
             .take(secs)
             .copied()
+            .collect(),
+        queue_wait_ms: trace
+            .queue_wait_per_second
+            .iter()
+            .take(secs)
+            .map(|&us| us as f64 / 1000.0)
             .collect(),
         offered,
         successes,

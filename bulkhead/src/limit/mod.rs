@@ -64,8 +64,19 @@
 //! stayed within `f(limit) = max(1, ⌊log10 limit⌋)` queued calls of the lowest window mean
 //! seen (Vegas's estimate `limit × (1 − base / mean)`, and the band in which Vegas itself
 //! grows fastest), shows a limit too low for a downstream that is not queueing: it doubles the
-//! limit, as TCP's slow start does each round trip, up to the offered load's floor. A
-//! downstream at its knee makes the calls past its workers wait, so the first doubling past
+//! limit, as TCP's slow start does each round trip, up to the offered load's floor.
+//!
+//! A window's mean is itself noisy: a long tail's latencies spread about as wide as their
+//! mean, so over `n` calls the mean wanders by `1/√n` of itself. The mean is therefore
+//! lowered by three standard errors of its difference from the lowest one (each the
+//! window's deviation over `√n`) before the test. At a median of 50 ms and a p99 of 400 ms
+//! (deviation ≈ 1.1 × mean) 570 calls a window give a standard error of 4.6 %: a mean of
+//! 70.7 ms against the lowest, 64.8 ms, read as 40 × (1 − 64.8 / 70.7) = 3.3 queued calls
+//! and ended slow start at 40, against a floor of 115; lowered by 3 × √2 × 4.6 % it reads
+//! none. A real queue stands far outside this noise: 20 calls on 11 workers of 8–12 ms wait
+//! about 8 ms, while the standard error over 1000 calls is 0.1 ms.
+//!
+//! A downstream at its knee makes the calls past its workers wait, so the first doubling past
 //! the knee shows as a queue: 20 calls on 11 workers of 10 ms keep 9 waiting, a mean near
 //! 18 ms and an estimate of 9 calls against `f = 1`. That window ends slow start and, as TCP's
 //! `ssthresh`, half the limit of the last overloaded window (a queue while turning calls away,
@@ -232,6 +243,9 @@ const MIN_WINDOW_SAMPLES: u32 = 10;
 const FLOOR_HEADROOM: f64 = 1.25;
 /// Standard deviations of the calls in flight (a Poisson count) the floor leaves room for.
 const FLOOR_DEVIATIONS: f64 = 3.0;
+/// Standard errors by which two window means may differ before the difference is read as a
+/// queue: 3 leaves about one window in a thousand of a latency that did not change.
+const NOISE_DEVIATIONS: f64 = 3.0;
 /// The share of a window's arrivals that may be rejected or left in flight before the window
 /// counts as overloaded.
 const BACKLOG_TOLERANCE: f64 = 0.05;
@@ -264,6 +278,8 @@ pub(crate) struct Windowed {
     limit: usize,
     /// The lowest window mean latency seen: the latency without a queue.
     base: Option<Duration>,
+    /// The standard error of that window's mean, in seconds.
+    base_error: f64,
     /// Half the limit at which a window last showed overload: slow start stops there, as
     /// TCP's does at its `ssthresh`.
     threshold: usize,
@@ -341,6 +357,7 @@ impl Recent {
 struct Probe {
     limit: usize,
     base: Option<Duration>,
+    base_error: f64,
     fastest: Option<Duration>,
     /// Completions a second that must be reached to keep the raise.
     target: f64,
@@ -371,6 +388,8 @@ impl Pace {
 struct Window {
     min_rtt: Option<Duration>,
     sum: Duration,
+    /// The sum of the squared latencies, in seconds², for the mean's standard error.
+    sum_squares: f64,
     count: u32,
     /// Every call that finished, those too fast to be a sample included.
     finished: u64,
@@ -445,6 +464,20 @@ fn demand(
     })
 }
 
+impl Window {
+    /// The standard error of the window's mean latency, in seconds: the latencies' own
+    /// spread over `√n`.
+    fn standard_error(&self) -> f64 {
+        let n = f64::from(self.count);
+        if self.count < 2 {
+            return 0.0;
+        }
+        let mean = self.sum.as_secs_f64() / n;
+        let variance = (self.sum_squares / n - mean * mean).max(0.0) * n / (n - 1.0);
+        (variance / n).sqrt()
+    }
+}
+
 impl Windowed {
     pub(crate) fn new(config: &AdaptiveLimit, length: Duration) -> Self {
         Self {
@@ -455,6 +488,7 @@ impl Windowed {
             started: None,
             limit: config.initial(),
             base: None,
+            base_error: 0.0,
             threshold: usize::MAX,
             last: None,
             probe: None,
@@ -508,6 +542,7 @@ impl Windowed {
                     self.probe = Some(Probe {
                         limit: before,
                         base: self.base,
+                        base_error: self.base_error,
                         fastest: self.fastest,
                         // What the cut limit completed at the new latency, raised by half
                         // the raise (at most by a quarter).
@@ -515,6 +550,7 @@ impl Windowed {
                             * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
                     });
                     self.base = Some(recent);
+                    self.base_error = 0.0;
                     self.algorithm.rebase(recent);
                     self.fastest = Some(recent);
                     self.limit = self.algorithm.set(lift);
@@ -556,6 +592,7 @@ impl Windowed {
         if rtt >= MIN_RTT {
             w.min_rtt = Some(w.min_rtt.map_or(rtt, |min| min.min(rtt)));
             w.sum += rtt;
+            w.sum_squares += rtt.as_secs_f64() * rtt.as_secs_f64();
             w.count += 1;
             w.max_in_flight = w.max_in_flight.max(in_flight);
             w.dropped |= dropped;
@@ -572,8 +609,13 @@ impl Windowed {
             return raised.then_some(self.limit);
         }
         let average = w.sum / w.count;
-        let base = self.base.map_or(average, |base| base.min(average));
-        self.base = Some(base);
+        let error = w.standard_error();
+        if self.base.is_none_or(|base| average < base) {
+            self.base = Some(average);
+            self.base_error = error;
+        }
+        let base = self.base.unwrap_or(average);
+        let noise = error.hypot(self.base_error);
         let before = self.limit;
         let limit = self
             .algorithm
@@ -592,6 +634,7 @@ impl Windowed {
             // Completions did not follow the raise: a downstream that lost capacity (its
             // queue looks the same for one window), not one that got slower.
             self.base = probe.base;
+            self.base_error = probe.base_error;
             self.fastest = probe.fastest;
             if let Some(base) = probe.base {
                 self.algorithm.rebase(base);
@@ -610,14 +653,16 @@ impl Windowed {
             _ => None,
         };
         let old_base = self.base;
+        let old_base_error = self.base_error;
         let old_fastest = self.fastest;
         if slowed.is_some() {
             // The downstream's latency without a queue is this window's now.
             self.base = Some(average);
+            self.base_error = error;
             self.algorithm.rebase(average);
             self.fastest = self.recent.min().or(self.fastest);
         }
-        let queued = slowed.is_none() && queueing(before, base, average);
+        let queued = slowed.is_none() && queueing(before, base, average, noise);
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
             (None, Some(d)) if d.served => d.floor,
@@ -645,6 +690,7 @@ impl Windowed {
             self.probe = Some(Probe {
                 limit: before,
                 base: old_base,
+                base_error: old_base_error,
                 fastest: old_fastest,
                 target: d.pace.completed * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
             });
@@ -667,10 +713,12 @@ impl Windowed {
 
 /// Whether a window's `mean` latency shows a queue in front of the downstream: more than
 /// `f(limit) = max(1, ⌊log10 limit⌋)` calls by Vegas's estimate `limit × (1 − base / mean)`,
-/// the most its slow start lets wait.
-fn queueing(limit: usize, base: Duration, mean: Duration) -> bool {
+/// the most its slow start lets wait, once the mean is lowered by `NOISE_DEVIATIONS` times
+/// `noise`, the standard error (seconds) of its difference from `base`.
+fn queueing(limit: usize, base: Duration, mean: Duration, noise: f64) -> bool {
     let limit = limit as f64;
-    let queue = limit * (1.0 - base.as_secs_f64() / mean.as_secs_f64().max(1e-9));
+    let mean = (mean.as_secs_f64() - NOISE_DEVIATIONS * noise).max(1e-9);
+    let queue = limit * (1.0 - base.as_secs_f64() / mean);
     queue > log10_root(limit)
 }
 
@@ -956,6 +1004,62 @@ mod tests {
         assert!(limits[2] < 40, "{limits:?}");
     }
 
+    /// Feeds one window of `n` calls that take `rtts` in turn, as [`window`] does.
+    pub(super) fn spread_window(
+        w: &mut Windowed,
+        now: &mut Instant,
+        n: u64,
+        rtts: [Duration; 2],
+        dropped: bool,
+        load: Load,
+    ) -> Option<usize> {
+        let step = w.length / n as u32 + Duration::from_nanos(1);
+        let mut limit = None;
+        for i in 0..n {
+            *now += step;
+            let rtt = rtts[i as usize % 2];
+            if let Some(l) = w.sample(*now, rtt, load.in_flight, dropped, dropped, || load) {
+                limit = Some(l);
+            }
+        }
+        limit
+    }
+
+    #[test]
+    fn slow_start_reads_a_long_tail_s_noise_as_no_queue() {
+        // Calls of 10 and 130 ms: a mean of 70 ms whose standard error over 200 calls is
+        // 60 / sqrt(200) = 4.2 ms. A window at 73 ms reads at 40 calls as 40 x (1 - 70/73)
+        // = 1.6 queued against f = 1, but the two means differ by 0.7 of the standard error
+        // of their difference (6 ms), which a latency that did not change shows often.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        let lower = [ms(10), ms(130)];
+        let higher = [ms(13), ms(133)];
+        assert_eq!(
+            spread_window(&mut w, &mut now, 200, lower, false, limited(20)),
+            Some(40)
+        );
+        let limits: Vec<_> = (0..2)
+            .map(|_| spread_window(&mut w, &mut now, 200, higher, false, limited(20)).unwrap())
+            .collect();
+        assert_eq!(limits, [80, 160]);
+    }
+
+    #[test]
+    fn slow_start_still_ends_at_a_queue_far_outside_the_noise() {
+        // 8 and 12 ms (standard error 0.14 ms over 200 calls), then 18 and 22 ms: the mean
+        // doubles, 40 x (1 - 10/20) = 20 queued calls.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let (mut w, mut now) = opened(&config, 20);
+        assert_eq!(
+            spread_window(&mut w, &mut now, 200, [ms(8), ms(12)], false, limited(20)),
+            Some(40)
+        );
+        let limit =
+            spread_window(&mut w, &mut now, 200, [ms(18), ms(22)], false, limited(20)).unwrap();
+        assert!(limit < 80, "{limit}");
+    }
+
     #[test]
     fn slow_start_waits_for_drops_and_backlogs_to_clear() {
         let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
@@ -1229,7 +1333,7 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    use super::tests::{ms, opened, window};
+    use super::tests::{ms, opened, spread_window, window};
     use super::*;
     use proptest::prelude::*;
 
@@ -1347,11 +1451,15 @@ mod properties {
         /// Windows in which the limit turns calls away, with or without a queue: the limit is
         /// the reference model's (the algorithm's, lifted to double the limit, at most to the
         /// offered load's floor and to half the limit of the last overloaded window, while
-        /// the mean latency stays within `f(limit)` queued calls of the lowest seen), and
-        /// slow start never more than doubles it. Gradient2 has no slow start.
+        /// the mean latency stays within `f(limit)` queued calls of the lowest seen, once
+        /// lowered by three standard errors of the difference of the two means), and slow
+        /// start never more than doubles it. Gradient2 has no slow start.
         #[test]
         fn slow_start_matches_its_reference_model(
-            windows in prop::collection::vec((10..60u64, 0..4u64, prop::bool::weighted(0.1)), 1..40),
+            windows in prop::collection::vec(
+                (10..60u64, 0..10u64, 0..4u64, prop::bool::weighted(0.1)),
+                1..40,
+            ),
             max in 50..3000usize,
         ) {
             const CALLS: u64 = 100;
@@ -1361,21 +1469,30 @@ mod properties {
                 let (mut w, mut now) = opened(config, 10);
                 let mut limit = config.initial();
                 let mut base = f64::INFINITY;
+                let mut base_error = 0.0;
                 let mut threshold = usize::MAX;
-                for &(latency, share, dropped) in &windows {
+                for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
                     let rejected = CALLS * share;
                     let load = Load { in_flight: 10, rejected, unsampled: 0, ..Load::default() };
-                    let got = window(&mut w, &mut now, CALLS, rtt, dropped, load).unwrap();
+                    // Calls `spread` faster and slower in turn: the same mean.
+                    let rtts = [ms(latency - spread), ms(latency + spread)];
+                    let got = spread_window(&mut w, &mut now, CALLS, rtts, dropped, load).unwrap();
 
                     let mean = latency as f64;
-                    base = base.min(mean);
+                    // The sample deviation of ±spread over n calls, over √n.
+                    let error = spread as f64 / (CALLS as f64 - 1.0).sqrt();
+                    if mean < base {
+                        base = mean;
+                        base_error = error;
+                    }
+                    let lowered = mean - 3.0 * f64::hypot(error, base_error);
                     let alone = model.update(rtt, 10, dropped);
                     let step = 100.0 / CALLS as f64 + 1e-6;
                     let need = mean / step * (1 + share) as f64;
                     let floor = (1.25 * need + 3.0 * need.sqrt()).ceil() as usize;
-                    let queued = limit as f64 * (1.0 - base / mean)
+                    let queued = limit as f64 * (1.0 - base / lowered.max(1e-6))
                         > (limit as f64).log10().floor().max(1.0);
                     let lift = match (dropped, share) {
                         (true, _) => 0,

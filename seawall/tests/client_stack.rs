@@ -550,9 +550,17 @@ async fn refusals_are_throttled_locally_and_never_open_the_breaker() {
     let layer = ClientStackLayer::new(config());
     let (breaker, throttle) = (layer.circuit_breaker(), layer.throttle());
     let svc = layer.layer(answering(503, &calls));
-    let mut throttled = 0;
+    // 200 calls a second, each sent whether or not the ones before have ended (the throttle's
+    // window ages by time: a client calling one call at a time, each call retried over half
+    // its deadline, sends too few requests a second for it to act on).
+    let mut sent = Vec::new();
     for _ in 0..200 {
-        match svc.clone().oneshot(stock_request()).await {
+        sent.push(tokio::spawn(svc.clone().oneshot(stock_request())));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut throttled = 0;
+    for call in sent {
+        match call.await.unwrap() {
             Ok(res) => assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE),
             Err(err) => {
                 assert_eq!(
@@ -562,7 +570,6 @@ async fn refusals_are_throttled_locally_and_never_open_the_breaker() {
                 throttled += 1;
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
         breaker.state(),

@@ -754,9 +754,15 @@ impl Default for ClientStackConfig {
     /// - retry: its defaults (3 attempts, exponential backoff with full jitter, and a budget
     ///   of 9 % of requests with no per-client floor, so that a fleet of any size stays within
     ///   the SRE book's 10 % retry ratio, "Handling Overload");
+    /// - client-side throttle: its defaults (the SRE book's rule with K = 2 over a window of
+    ///   500 ms that ages by time at any rate, so a client stops rejecting within about a
+    ///   second once its downstream accepts again, and one sending under 8 requests a second
+    ///   leaves its load to the retry budget and `Retry-After`);
     /// - circuit breaker: its defaults (a run of failures adapted to the failure rate before
     ///   it, beside the failure rate; open 1 s, 2 s, then 3 s while probes fail, each stretched
-    ///   by up to a quarter, so a downstream that came back is used within 5 s);
+    ///   by up to a quarter, so a downstream that came back is used within 5 s; half-open
+    ///   probes one call at first and one more at once per success, so a fleet whose breakers
+    ///   opened together does not refill a backlog still draining);
     /// - bulkhead: a fixed 1000 calls at once and no queue, Polly's standard concurrency
     ///   limiter (Envoy's default is 1024). By Little's law a client needs rate × latency calls
     ///   in flight: 1000 carries 1000 req/s even when every call takes the whole 1 s total

@@ -42,8 +42,8 @@
 //!   deviations of what a downstream accepting exactly `1/K` gives by chance (accepts are then
 //!   binomial). A small window would otherwise reject on noise: 1000 clients at 1.5 requests a
 //!   second, each window stretched to 10 requests (*Low rates* below), against a downstream
-//!   accepting 73 % of them, `R − 2A > 0` holds about 3 % of the time, `R − 2A > 2√R` about 5·10⁻⁵ of it. At
-//!   `r·τ = 500` requests the bound is 9 % of the window.
+//!   accepting 73 % of them, `R − 2A > 0` holds about 3 % of the time, `R − 2A > 2√R` about
+//!   5·10⁻⁵ of it. At `r·τ = 500` requests the bound is 9 % of the window.
 //! - *Reaction.* When accepts stop, `A` decays as `e^{−t/τ}` while `R` holds, so the first
 //!   local rejection comes after about `τ·ln(K / (1 − 2√((K − 1)/R)))` (0.39 s with the
 //!   defaults at 1000 requests a second, `τ·ln K` = 0.35 s as the window grows), at any rate

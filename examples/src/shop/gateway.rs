@@ -31,7 +31,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
 use super::config::{GatewayConfig, ShopConfigError};
-use super::services::{MAX_BODY, ServerHandles, json_error};
+use super::services::{MAX_BODY, ServerHandles, check_optional_layer, json_error};
 
 /// Calls to one service, as the gateway's handlers make them.
 pub type Upstream = BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, BoxError>;
@@ -81,22 +81,12 @@ impl StackHandles {
         self.attempt_timeout
             .check_reload(&config.attempt())
             .map_err(|e| within(e.within("attempt_timeout")))?;
-        match (&self.hedge, config.hedge()) {
-            (Some(live), Some(next)) => live.check_reload(next).map_err(|e| e.within("hedge")),
-            (None, None) => Ok(()),
-            // The stack's layers are fixed when it is built: hedging is turned on or off by a
-            // restart, never by a reload.
-            (Some(_), None) => Err(ConfigError::expected(
-                "hedge",
-                "nothing",
-                "a hedge, as the live stack hedges (a restart turns it off)",
-            )),
-            (None, Some(_)) => Err(ConfigError::expected(
-                "hedge",
-                "a hedge",
-                "nothing, as the live stack does not hedge (a restart turns it on)",
-            )),
-        }
+        check_optional_layer(
+            "hedge",
+            self.hedge.as_ref(),
+            config.hedge(),
+            HedgeHandle::check_reload,
+        )
         .map_err(within)
     }
 

@@ -46,6 +46,31 @@ pub struct ServerHandles {
     pub rate_limit: Option<RateLimitHandle>,
 }
 
+/// Checks the reload of a layer a stack has or lacks since it was built (a hedge, a rate
+/// limit): `check` when both the live stack and `next` have it; otherwise the error that a
+/// restart, never a reload, adds or removes it.
+pub(crate) fn check_optional_layer<L, C>(
+    field: &'static str,
+    live: Option<&L>,
+    next: Option<&C>,
+    check: impl FnOnce(&L, &C) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    match (live, next) {
+        (Some(live), Some(next)) => check(live, next).map_err(|e| e.within(field)),
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(ConfigError::expected(
+            field,
+            "none",
+            "one, as the live stack has one (a restart removes it)",
+        )),
+        (None, Some(_)) => Err(ConfigError::expected(
+            field,
+            "one",
+            "none, as the live stack has none (a restart adds it)",
+        )),
+    }
+}
+
 impl ServerHandles {
     /// The handles of `stack`.
     pub fn new(stack: &ServerStackLayer) -> Self {
@@ -61,22 +86,12 @@ impl ServerHandles {
         self.bulkhead
             .check_reload(config.bulkhead())
             .map_err(|e| e.within("bulkhead").within("server"))?;
-        match (&self.rate_limit, config.rate_limit()) {
-            (Some(live), Some(next)) => live.check_reload(next).map_err(|e| e.within("rate_limit")),
-            (None, None) => Ok(()),
-            // The stack's layers are fixed when it is built: a rate limit is added or taken
-            // away by a restart, never by a reload.
-            (Some(_), None) => Err(ConfigError::expected(
-                "rate_limit",
-                "nothing",
-                "a rate limit, as the live stack has one (a restart removes it)",
-            )),
-            (None, Some(_)) => Err(ConfigError::expected(
-                "rate_limit",
-                "a rate limit",
-                "nothing, as the live stack has none (a restart adds it)",
-            )),
-        }
+        check_optional_layer(
+            "rate_limit",
+            self.rate_limit.as_ref(),
+            config.rate_limit(),
+            RateLimitHandle::check_reload,
+        )
         .map_err(|e| e.within("server"))
     }
 

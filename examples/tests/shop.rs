@@ -352,6 +352,17 @@ async fn start(url: &str, source: Source) -> Arc<Shop> {
         .expect("the shop starts")
 }
 
+/// The shop reading its configuration from the files in `dir`, and watching them.
+async fn start_watching(url: &str, dir: &Path) -> Arc<Shop> {
+    let source = Source {
+        dir: Some(dir.to_path_buf()),
+        env: Vec::new(),
+    };
+    let shop = start(url, source).await;
+    shop.watch(Duration::from_millis(50));
+    shop
+}
+
 // ===== the tests =====
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,12 +737,7 @@ async fn a_reload_takes_new_retry_attempts_and_a_new_rate_limit() {
             r#"window = { count = 100 }, minimum_calls = 100, consecutive_failures = "off","#,
         );
     write(&dir, "gateway", &gateway);
-    let source = Source {
-        dir: Some(dir.clone()),
-        env: Vec::new(),
-    };
-    let shop = start(&db.url, source).await;
-    shop.watch(Duration::from_millis(50));
+    let shop = start_watching(&db.url, &dir).await;
     let http = Http::new();
     let gw = shop.addrs.gateway;
     let recommendations = &shop.gateway.recommendations;
@@ -793,12 +799,7 @@ async fn a_reload_takes_the_gateways_new_attempt_timeouts_and_fails_no_call() {
     let Some(db) = database().await else { return };
     let dir = config_dir("attempt-timeout");
     write(&dir, "gateway", builtin("gateway"));
-    let source = Source {
-        dir: Some(dir.clone()),
-        env: Vec::new(),
-    };
-    let shop = start(&db.url, source).await;
-    shop.watch(Duration::from_millis(50));
+    let shop = start_watching(&db.url, &dir).await;
     let orders = shop.gateway.orders.attempt_timeout.clone();
     let products = shop.gateway.products.attempt_timeout.clone();
     assert_eq!(orders.timeout(), Duration::from_secs(1));
@@ -889,12 +890,7 @@ async fn a_reload_takes_a_new_hedge_delay_and_refuses_turning_hedging_on_or_off(
     let gateway = hedged(r#"{ delay = "200ms" }"#);
     assert_ne!(gateway, builtin("gateway"));
     write(&dir, "gateway", &gateway);
-    let source = Source {
-        dir: Some(dir.clone()),
-        env: Vec::new(),
-    };
-    let shop = start(&db.url, source).await;
-    shop.watch(Duration::from_millis(50));
+    let shop = start_watching(&db.url, &dir).await;
     let hedge = shop.gateway.products.hedge.clone().expect("products hedge");
     assert!(shop.gateway.orders.hedge.is_none());
     assert_eq!(hedge.delay(), Some(Duration::from_millis(200)));

@@ -18,7 +18,10 @@
 //! - the limit grows only when the window reached it: a window whose busiest moment is half
 //!   the limit would otherwise grow it by `6f` each second of healthy traffic, and an
 //!   overload would start against a limit far above what the downstream serves without a
-//!   queue. Growth where the limit turns calls away is slow start's (see the module above).
+//!   queue. Growth where the limit turns calls away is slow start's (see the module above);
+//! - a rise of the window's mean within three standard errors of its difference from the
+//!   lowest mean is noise, not a queue (see "Slow start" in the module above): at a long
+//!   tail's 64.8 ms and 70.7 ms, 80 calls read as 7 queued and were cut by 4 each window.
 
 use std::time::Duration;
 
@@ -135,6 +138,8 @@ pub(crate) struct Vegas {
     probe_count: u64,
     probe_jitter: f64,
     rtt_noload: Option<Duration>,
+    /// How much of the next latency may be the noise of a window's mean, in seconds.
+    noise: f64,
     rng: u64,
 }
 
@@ -149,6 +154,7 @@ impl Vegas {
             probe_count: 0,
             probe_jitter: 1.0,
             rtt_noload: None,
+            noise: 0.0,
             rng: 0x9E37_79B9_7F4A_7C15,
         };
         vegas.reset_probe_jitter();
@@ -186,7 +192,9 @@ impl Vegas {
         };
 
         let estimate = self.estimate;
-        let queue = (estimate * (1.0 - noload.as_secs_f64() / rtt.as_secs_f64())).ceil();
+        // A rise within the window mean's own noise is no queue.
+        let rtt = (rtt.as_secs_f64() - self.noise).max(noload.as_secs_f64());
+        let queue = (estimate * (1.0 - noload.as_secs_f64() / rtt)).ceil();
         let f = log10_root(estimate);
         // Growth needs a limit that was reached: a window's busiest moment at half the limit
         // says nothing of whether more calls would be served without a queue.
@@ -209,6 +217,11 @@ impl Vegas {
         let next = next.clamp(self.min as f64, self.max as f64);
         self.estimate = (1.0 - self.smoothing) * estimate + self.smoothing * next;
         self.limit()
+    }
+
+    /// Takes `noise` (seconds) of the next latency as the noise of a window's mean.
+    pub(crate) fn allow_noise(&mut self, noise: f64) {
+        self.noise = noise;
     }
 
     pub(crate) fn set(&mut self, limit: usize) -> usize {
@@ -270,6 +283,20 @@ mod tests {
         v.update(ms(10), 38, false);
         // 38 calls on a downstream that serves 11 at a time: an estimated 28 wait, 3 stay.
         assert_eq!(v.update(ms(35), 38, false), 13);
+    }
+
+    #[test]
+    fn a_rise_within_the_window_mean_s_noise_is_no_queue() {
+        // A long tail at 80 calls: 64.8 ms then 70.7 ms reads as ceil(80 × (1 − 64.8/70.7))
+        // = 7 queued > 6f = 6 and cuts; with 3 × √2 × 4.6 % of noise allowed it reads none.
+        let micros = Duration::from_micros;
+        let mut v = vegas(80);
+        v.update(micros(64_800), 80, false);
+        assert_eq!(v.update(micros(70_700), 80, false), 76);
+        let mut v = vegas(80);
+        v.update(micros(64_800), 80, false);
+        v.allow_noise(0.195 * 0.0707);
+        assert_eq!(v.update(micros(70_700), 80, false), 86);
     }
 
     #[test]

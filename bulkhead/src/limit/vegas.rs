@@ -21,7 +21,8 @@
 //!   queue. Growth where the limit turns calls away is slow start's (see the module above);
 //! - a rise of the window's mean within three standard errors of its difference from the
 //!   lowest mean is noise, not a queue (see "Slow start" in the module above): at a long
-//!   tail's 64.8 ms and 70.7 ms, 80 calls read as 7 queued and were cut by 4 each window.
+//!   tail's 64.8 ms and 70.7 ms, 80 calls read as 7 queued and were cut by 4 each window. A
+//!   rise beyond it is read in full.
 
 use std::time::Duration;
 
@@ -29,7 +30,7 @@ use seawall_core::config::{self, ConfigError, Raw};
 use serde::{Deserialize, Serialize};
 
 use super::bounds::{Bounds, bounds_setters};
-use super::{log10_root, whole};
+use super::{beyond_noise, log10_root, whole};
 
 /// Settings of the Vegas limit; checked when the bulkhead is built.
 ///
@@ -192,9 +193,8 @@ impl Vegas {
         };
 
         let estimate = self.estimate;
-        // A rise within the window mean's own noise is no queue.
-        let rtt = (rtt.as_secs_f64() - self.noise).max(noload.as_secs_f64());
-        let queue = (estimate * (1.0 - noload.as_secs_f64() / rtt)).ceil();
+        let rtt = beyond_noise(rtt, noload, self.noise);
+        let queue = (estimate * (1.0 - noload.as_secs_f64() / rtt.as_secs_f64())).ceil();
         let f = log10_root(estimate);
         // Growth needs a limit that was reached: a window's busiest moment at half the limit
         // says nothing of whether more calls would be served without a queue.
@@ -297,6 +297,19 @@ mod tests {
         v.update(micros(64_800), 80, false);
         v.allow_noise(0.195 * 0.0707);
         assert_eq!(v.update(micros(70_700), 80, false), 86);
+    }
+
+    #[test]
+    fn a_rise_beyond_the_window_mean_s_noise_is_read_in_full() {
+        // A queue formed within the first window: its mean (87.5 ms, standard error 0.78 ms)
+        // is the lowest, then 100 ms: 16 standard errors above, a queue of
+        // ceil(100 × (1 − 87.5/100)) = 13 > 6f = 12, which cuts. Shaving 3 × 0.78 ms off the
+        // rise would read ceil(10.4) = 11 and hold the limit.
+        let micros = Duration::from_micros;
+        let mut v = vegas(100);
+        v.update(micros(87_500), 100, false);
+        v.allow_noise(3.0 * 0.000_78);
+        assert!(v.update(micros(100_000), 100, false) < 100);
     }
 
     #[test]

@@ -277,8 +277,7 @@ fn finish<P>(shared: &Shared<P>, attempts: u32, started: Option<Instant>, succes
         (false, false) => &m.failed_without_retry,
         (false, true) => &m.failed_with_retry,
     };
-    calls.increment(1);
-    m.attempts.increment(u64::from(attempts));
+    calls.increment_both(1, &m.attempts, u64::from(attempts));
     // Only a recorder keeps a sample (the counters above bind one installed since), so without
     // one neither histogram is fed and the clock is not read.
     if m.scope.is_recording() {

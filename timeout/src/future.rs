@@ -105,7 +105,12 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();
         let budget = this.budget;
-        let StateProj::Running { mut inner, .. } = this.state.project() else {
+        let StateProj::Running {
+            mut inner,
+            sleep,
+            waited,
+        } = this.state.project()
+        else {
             return Poll::Ready(Err(timed_out(this.shared, *budget)));
         };
         // With a deadline, a timer armed below that fires no later wakes the call in time:
@@ -119,7 +124,16 @@ where
             None => (inner.as_mut().poll(cx), None),
         };
         let Poll::Ready(result) = polled else {
-            return self.wait(covered_until, cx).map(Err);
+            // A timer below covers the call until its deadline: this timeout arms none, and
+            // a stack's total takes no call out of line on each `Pending` of an attempt.
+            if let Some(deadline) = covered_until
+                && sleep.is_none()
+            {
+                waited.0 = true;
+                cover::report(deadline);
+                return Poll::Pending;
+            }
+            return self.wait(cx).map(Err);
         };
         this.shared.completed.increment(1);
         // Only a recorder keeps the time left (the counter above binds one installed since):
@@ -164,15 +178,10 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    /// Waits for the timer of a call whose inner call returned `Pending`: arms it on the
-    /// first `Pending` unless a timer below covers the call until then, and gives the call's
-    /// error once it fires.
+    /// Waits for the timer of a call whose inner call returned `Pending` and that no timer
+    /// below covers: arms it on the first `Pending`, and gives the call's error once it fires.
     #[inline(never)]
-    fn wait(
-        self: Pin<&mut Self>,
-        covered_until: Option<Instant>,
-        cx: &mut Context<'_>,
-    ) -> Poll<BoxError> {
+    fn wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BoxError> {
         let this = self.project();
         let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
         let StateProj::Running {
@@ -182,11 +191,6 @@ impl<F> ResponseFuture<F> {
             return Poll::Ready(timed_out(shared, budget));
         };
         if sleep.is_none() {
-            if let Some(deadline) = covered_until {
-                waited.0 = true;
-                cover::report(deadline);
-                return Poll::Pending;
-            }
             sleep.set(Some(timer(budget, started)));
         }
         if let Some(mut timer) = sleep.as_pin_mut() {

@@ -97,10 +97,10 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    // Only the answer of a fixed timeout without a recorder is polled inline: arming and
-    // polling the timer, an adaptive timeout's recording and the time-left histogram are out
-    // of line, which keeps this poll small enough to inline into the caller's
-    // (callgrind, `benches/callgrind.sh timeout`).
+    // Only the answer of a fixed timeout without a recorder and a `Pending` covered from below
+    // are polled inline: arming and polling the timer, an adaptive timeout's recording and the
+    // time-left histogram are out of line, which keeps this poll small enough to inline into
+    // the caller's (callgrind, `benches/callgrind.sh timeout`).
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.as_mut().project();

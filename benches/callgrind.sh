@@ -6,6 +6,8 @@
 #
 #   benches/callgrind.sh                # every contender
 #   benches/callgrind.sh bulkhead       # the contenders whose name contains "bulkhead"
+#   FUNCTIONS=1 benches/callgrind.sh timeout-pending/seawall
+#                                       # and each one's instructions per call by function
 #
 # Needs valgrind. Builds the probe without the lab's tokio `test-util` (see RESULTS.md).
 set -euo pipefail
@@ -20,9 +22,25 @@ cargo build --quiet --release --manifest-path "$root/Cargo.toml" -p seawall-benc
     --no-default-features --bin probe
 probe="$target/release/probe"
 
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
 instructions() {
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$probe" "$1" "$2" 2>&1 \
+    valgrind --tool=callgrind --callgrind-out-file="$out/$2" "$probe" "$1" "$2" 2>&1 \
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+
+# Exclusive instructions per call by function: the same difference as the totals, by name.
+functions() {
+    for n in "$FEW" "$MANY"; do
+        callgrind_annotate --threshold=100 --auto=no "$out/$n" 2>/dev/null \
+            | awk -v n="$n" '/^ *[0-9,]+ .*:/ { c = $1; gsub(",", "", c); $1 = "";
+                  sub(/^ *(\([^)]*\))? */, ""); print n "\t" c "\t" $0 }'
+    done | awk -F'\t' -v few="$FEW" -v d=$((MANY - FEW)) '
+        { cost[$3] += ($1 == few ? -$2 : $2) }
+        END { for (f in cost) if (cost[f] / d >= 0.5 || cost[f] / d <= -0.5)
+                  printf "%10.1f  %s\n", cost[f] / d, substr(f, 1, 140) }' \
+        | sort -rn
 }
 
 printf '%-36s %14s\n' contender 'instr/call'
@@ -32,4 +50,5 @@ for contender in $("$probe" list); do
     many=$(instructions "$contender" "$MANY")
     awk -v c="$contender" -v a="$few" -v b="$many" -v n=$((MANY - FEW)) \
         'BEGIN { printf "%-36s %14.1f\n", c, (b - a) / n }'
+    if [[ -n ${FUNCTIONS:-} ]]; then functions; fi
 done

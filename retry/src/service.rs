@@ -73,6 +73,8 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Inline with the future's poll: see there.
+    #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.core.shared;
         let max_attempts = shared.settings.max_attempts();

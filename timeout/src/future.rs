@@ -97,16 +97,21 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let budget = *this.budget;
+    // Only the answer of a fixed timeout without a recorder and a `Pending` covered from below
+    // are polled inline: arming and polling the timer, an adaptive timeout's recording and the
+    // time-left histogram are out of line, which keeps this poll small enough to inline into
+    // the caller's (callgrind, `benches/callgrind.sh timeout`).
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
+        let budget = this.budget;
         let StateProj::Running {
             mut inner,
-            mut sleep,
+            sleep,
             waited,
         } = this.state.project()
         else {
-            return Poll::Ready(Err(timed_out(this.shared, budget)));
+            return Poll::Ready(Err(timed_out(this.shared, *budget)));
         };
         // With a deadline, a timer armed below that fires no later wakes the call in time:
         // while one is, this timeout needs none of its own.
@@ -118,45 +123,75 @@ where
             }
             None => (inner.as_mut().poll(cx), None),
         };
-        if let Poll::Ready(result) = polled {
-            this.shared.completed.increment(1);
-            // Only a recorder keeps the time left (the counter above binds one installed
-            // since): without one, a fixed timeout reads no clock here.
-            let recording = this.shared.metrics.is_recording();
-            if !recording && this.started.is_none() {
-                return Poll::Ready(result.map_err(Into::into));
-            }
-            // A call that answers on its first poll took no time: its whole budget is left,
-            // and the clock need not be read.
-            let remaining = if waited.0 {
-                let now = Instant::now();
-                if let Some(started) = *this.started {
-                    this.shared.live.answered(now - started, now);
-                }
-                let at = match (sleep.as_pin_mut(), budget.deadline) {
-                    (Some(timer), _) => timer.deadline(),
-                    (None, Some(Deadline(at))) => at,
-                    (None, None) => now,
-                };
-                at.saturating_duration_since(now)
-            } else {
-                if let Some(started) = *this.started {
-                    this.shared.live.answered(Duration::ZERO, started);
-                }
-                budget.timeout
-            };
-            if recording {
-                this.shared.remaining.record(remaining.as_secs_f64());
-            }
-            return Poll::Ready(result.map_err(Into::into));
-        }
-        if sleep.is_none() {
-            if let Some(deadline) = covered_until {
+        let Poll::Ready(result) = polled else {
+            // A timer below covers the call until its deadline: this timeout arms none, and
+            // a stack's total takes no call out of line on each `Pending` of an attempt.
+            if let Some(deadline) = covered_until
+                && sleep.is_none()
+            {
                 waited.0 = true;
                 cover::report(deadline);
                 return Poll::Pending;
             }
-            sleep.set(Some(timer(budget, *this.started)));
+            return self.wait(cx).map(Err);
+        };
+        this.shared.completed.increment(1);
+        // Only a recorder keeps the time left (the counter above binds one installed since):
+        // without one, a fixed timeout reads no clock here.
+        if this.started.is_some() || this.shared.metrics.is_recording() {
+            self.answered();
+        }
+        Poll::Ready(result.map_err(Into::into))
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    /// Records an answer: an adaptive timeout's latency, and the time left for a recorder.
+    #[inline(never)]
+    fn answered(self: Pin<&mut Self>) {
+        let this = self.project();
+        let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
+        let StateProj::Running { sleep, waited, .. } = this.state.project() else {
+            return;
+        };
+        // A call that answers on its first poll took no time: its whole budget is left, and
+        // the clock need not be read.
+        let remaining = if waited.0 {
+            let now = Instant::now();
+            if let Some(started) = started {
+                shared.live.answered(now - started, now);
+            }
+            let at = match (sleep.as_pin_mut(), budget.deadline) {
+                (Some(timer), _) => timer.deadline(),
+                (None, Some(Deadline(at))) => at,
+                (None, None) => now,
+            };
+            at.saturating_duration_since(now)
+        } else {
+            if let Some(started) = started {
+                shared.live.answered(Duration::ZERO, started);
+            }
+            budget.timeout
+        };
+        if shared.metrics.is_recording() {
+            shared.remaining.record(remaining.as_secs_f64());
+        }
+    }
+
+    /// Waits for the timer of a call whose inner call returned `Pending` and that no timer
+    /// below covers: arms it on the first `Pending`, and gives the call's error once it fires.
+    #[inline(never)]
+    fn wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BoxError> {
+        let this = self.project();
+        let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
+        let StateProj::Running {
+            mut sleep, waited, ..
+        } = this.state.project()
+        else {
+            return Poll::Ready(timed_out(shared, budget));
+        };
+        if sleep.is_none() {
+            sleep.set(Some(timer(budget, started)));
         }
         if let Some(mut timer) = sleep.as_pin_mut() {
             loop {
@@ -165,7 +200,7 @@ where
                     cover::report(timer.deadline());
                     return Poll::Pending;
                 }
-                let Some(started) = *this.started else {
+                let Some(started) = started else {
                     break;
                 };
                 let at = timer.deadline();
@@ -173,7 +208,7 @@ where
                     // The timeout has risen since this call started (calls cut off before it
                     // doubled it): the call gets that longer time, so that one wave of calls
                     // to a downstream that became slower is not all cut at the old timeout.
-                    let longer = started + this.shared.live.timeout_at(at);
+                    let longer = started + shared.live.timeout_at(at);
                     if longer > at {
                         timer.as_mut().reset(longer);
                         continue;
@@ -181,11 +216,11 @@ where
                 }
                 // A cut says only that the call would have taken at least its time: it may
                 // hold the learned timeout, never raise it (answers do).
-                this.shared.live.cut(at - started, at, budget.by_caller);
+                shared.live.cut(at - started, at, budget.by_caller);
                 break;
             }
         }
-        Poll::Ready(Err(timed_out(this.shared, budget)))
+        Poll::Ready(timed_out(shared, budget))
     }
 }
 
@@ -203,6 +238,7 @@ impl Drop for Waited {
     }
 }
 
+#[inline]
 fn timer(budget: Budget, started: Option<Instant>) -> Sleep {
     match (budget.deadline, started) {
         (Some(Deadline(at)), _) => sleep_until(at),

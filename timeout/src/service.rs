@@ -69,6 +69,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let live = &*self.shared.live;
         let (timeout, started, extended) = match &live.adaptive {

@@ -103,6 +103,7 @@ impl Live {
     }
 
     /// The fixed timeout, or the adaptive ceiling.
+    #[inline]
     pub(crate) fn ceiling(&self) -> Duration {
         Duration::from_nanos(self.timeout.load(Ordering::Relaxed))
     }

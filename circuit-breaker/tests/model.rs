@@ -66,6 +66,8 @@ struct Config {
     minimum_calls: u32,
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
+    /// Standard deviations of noise a rate must clear above its threshold.
+    margin: f64,
     consecutive: Option<Run>,
     probes: u32,
     ratio: f64,
@@ -273,18 +275,27 @@ impl Model {
         run as u32 >= rule.limit(before, recent)
     }
 
+    /// Whether `part` of the window's calls trip a threshold `t`: every call, or a rate `r`
+    /// with `r >= t` and `(r - t)² · n >= z² · t(1 - t)`, as the crate documents it.
+    fn rate_trips(&self, part: u64, calls: u64, t: f64) -> bool {
+        let z = self.config.margin;
+        let r = part as f64 / calls as f64;
+        calls > 0
+            && r >= t
+            && (part == calls || (r - t) * (r - t) * calls as f64 >= z * z * (t * (1.0 - t)))
+    }
+
     fn trips(&self, c: WindowCounts, now: Duration) -> bool {
-        let rate = |part: u64| part as f64 / c.calls as f64;
         self.run_trips(now)
             || (c.calls >= u64::from(self.config.minimum_calls)
                 && (self
                     .config
                     .failure_rate
-                    .is_some_and(|t| rate(c.failures) >= t)
+                    .is_some_and(|t| self.rate_trips(c.failures, c.calls, t))
                     || self
                         .config
                         .slow_call_rate
-                        .is_some_and(|t| rate(c.slow) >= t)))
+                        .is_some_and(|t| self.rate_trips(c.slow, c.calls, t))))
     }
 
     /// Records a call admitted in `phase` that ended at `now` after `took`.
@@ -339,8 +350,9 @@ fn config() -> impl Strategy<Value = Config> {
         (1u64..=4).prop_map(WindowKind::Time)
     ];
     let rate = || proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]);
+    let margin = prop_oneof![Just(0.0), Just(0.5), Just(1.0), Just(3.0)];
     (
-        window,
+        (window, margin),
         1u32..=8,
         rate(),
         rate(),
@@ -358,7 +370,7 @@ fn config() -> impl Strategy<Value = Config> {
     )
         .prop_map(
             |(
-                window,
+                (window, margin),
                 minimum,
                 failure_rate,
                 slow_call_rate,
@@ -381,6 +393,7 @@ fn config() -> impl Strategy<Value = Config> {
                     minimum_calls,
                     failure_rate,
                     slow_call_rate,
+                    margin,
                     consecutive,
                     probes,
                     ratio,
@@ -437,7 +450,8 @@ fn breaker_config(config: &Config) -> CircuitBreakerConfig {
         .half_open_max_wait(WAIT)
         .automatic_transitions(config.automatic)
         .half_open_probes(config.probes)
-        .half_open_success_ratio(config.ratio);
+        .half_open_success_ratio(config.ratio)
+        .noise_margin(config.margin);
     b = match config.window {
         WindowKind::Count(n) => b.count_window(n),
         WindowKind::Time(s) => b.time_window(Duration::from_secs(s)),

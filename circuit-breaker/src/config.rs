@@ -90,13 +90,14 @@ pub enum ConsecutiveFailures {
     Fixed(u32),
     /// As many as make a run that long unlikely at the failure rate seen before it began: `k`
     /// with `p₀ᵏ ≤ 1 / one_in`, where `p₀` is the failure rate of the calls before the run
-    /// (the window's, or that of the last ten calls if higher), and never fewer than `min`,
-    /// which is what a run from a clean history needs.
+    /// (the window's, taken two standard errors up for its noise, or that of the last ten
+    /// calls if higher), and never fewer than `min`, which is what a run from a clean history
+    /// needs.
     ///
     /// A run of `k` failures at an independent failure rate `p₀` starts at a given call with
     /// probability about `p₀ᵏ`, so a breaker that trips on it opens by chance about once in
     /// `one_in` calls, whatever `p₀`: after `min` failures from a healthy downstream (an outage
-    /// is found fast), after about fourteen in a 30 % brownout (which stays open: a breaker
+    /// is found fast), after about sixteen in a 30 % brownout (which stays open: a breaker
     /// would make that partial failure total). It is the CUSUM test of a jump to a failure
     /// rate of 1 from `p₀`.
     Adaptive {

@@ -316,6 +316,22 @@ async fn the_run_that_trips_follows_the_last_calls_before_the_window_catches_up(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_is_judged_against_the_window_rate_raised_by_its_noise() {
+    // 2 failures in every 9 calls: the window without the run reads 20 of 99 (shrunk by ten
+    // successes), 0.20 and a run of 11; a window that reads so little may hold a true 30 %,
+    // whose runs of 11 come ten times as often as one in 10⁷, so the rule takes the estimate
+    // two standard errors up (0.28) and asks for 13.
+    let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
+    let pattern = [Fail, Pass, Pass, Pass, Fail, Pass, Pass, Pass, Pass];
+    let history: Vec<Call> = pattern.iter().copied().cycle().take(200).collect();
+    run(&layer, &history).await;
+    run(&layer, &[Fail; 12]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_consecutive_rule_can_be_switched_off() {
     let (layer, handle) = builder().no_consecutive_failures().build().unwrap().pair();
     run(&layer, &[Fail; 99]).await;

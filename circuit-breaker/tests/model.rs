@@ -40,7 +40,8 @@ enum Run {
 impl Run {
     /// The run that trips after the window's `before` samples (oldest first) and the `recent`
     /// calls before the run (for a count window), as the crate documents it: the baseline is
-    /// the higher of the window's failure rate shrunk by ten successes and the recent calls'
+    /// the higher of the window's failure rate shrunk by ten successes (over `n + 10` calls)
+    /// and raised by two standard errors (`√(p(1 - p)/(n + 10))`), and the recent calls'
     /// failures over ten; the run is the shortest `k >= min` with
     /// `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
     fn limit(self, before: &[Sample], recent: &[Sample]) -> u32 {
@@ -49,7 +50,9 @@ impl Run {
             Self::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
-        let window = failures(before) / (before.len() as f64 + 10.0);
+        let n = before.len() as f64 + 10.0;
+        let window = failures(before) / n;
+        let window = window + 2.0 * (window * (1.0 - window) / n).sqrt();
         let recent = failures(recent) / 10.0;
         let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
         let mut k = min;

@@ -266,8 +266,8 @@ struct Rules {
     /// What they were made from, as a handle reads it back.
     config: CircuitBreakerConfig,
     minimum_calls: u64,
-    failure_rate: Option<f64>,
-    slow_call_rate: Option<f64>,
+    failure_rate: Option<RateRule>,
+    slow_call_rate: Option<RateRule>,
     slow_call_duration: Option<Duration>,
     consecutive_failures: Option<RunRule>,
     open_duration: OpenDuration,
@@ -283,20 +283,26 @@ struct Rules {
 }
 
 impl Rules {
-    /// Whether every rate with a threshold is below it, so that successes alone cannot trip.
+    /// Whether no rate with a threshold trips it, so that successes alone cannot trip (a
+    /// success lowers a rate or adds a call, and neither raises the rule's statistic).
     fn rates_below(&self, counts: &WindowCounts) -> bool {
-        self.failure_rate.is_none_or(|t| counts.failure_rate() < t)
+        self.failure_rate
+            .is_none_or(|rule| !rule.trips(counts.failure_rate(), counts.calls))
             && self
                 .slow_call_rate
-                .is_none_or(|t| counts.slow_call_rate() < t)
+                .is_none_or(|rule| !rule.trips(counts.slow_call_rate(), counts.calls))
     }
 
     fn new(config: &CircuitBreakerConfig, seed: u64) -> Self {
         Self {
             config: config.clone(),
             minimum_calls: u64::from(config.minimum_calls),
-            failure_rate: config.failure_rate,
-            slow_call_rate: config.slow_call_rate,
+            failure_rate: config
+                .failure_rate
+                .map(|t| RateRule::new(t, config.noise_margin)),
+            slow_call_rate: config
+                .slow_call_rate
+                .map(|t| RateRule::new(t, config.noise_margin)),
             slow_call_duration: config.slow_call_duration,
             consecutive_failures: config.consecutive_failures.map(|rule| match rule {
                 ConsecutiveFailures::Fixed(n) => RunRule::Fixed(n),
@@ -315,6 +321,32 @@ impl Rules {
             seed,
             overload_is_failure: config.overload_is_failure,
         }
+    }
+}
+
+/// A rate threshold with its noise margin (see
+/// [`noise_margin`](crate::CircuitBreakerConfigBuilder::noise_margin)).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateRule {
+    threshold: f64,
+    /// `z² · t(1 − t)`: what `(r − t)² · n` must reach.
+    noise: f64,
+}
+
+impl RateRule {
+    pub(crate) fn new(threshold: f64, sigmas: f64) -> Self {
+        Self {
+            threshold,
+            noise: sigmas * sigmas * (threshold * (1.0 - threshold)),
+        }
+    }
+
+    /// Whether a rate `rate` over `calls` calls trips: at or above the threshold by the noise
+    /// margin, or every call counted. Squared, so that no call takes a square root.
+    #[inline]
+    pub(crate) fn trips(self, rate: f64, calls: u64) -> bool {
+        let excess = rate - self.threshold;
+        excess >= 0.0 && (rate >= 1.0 || excess * excess * calls as f64 >= self.noise)
     }
 }
 
@@ -1334,6 +1366,39 @@ mod tests {
     fn breaker(config: &CircuitBreakerConfig) -> Arc<Breaker> {
         let observers = Arc::new(Observers::new("b".into(), true));
         Breaker::new(config, observers, None, None)
+    }
+
+    proptest::proptest! {
+        /// The squared test agrees with `failures ≥ t·n + z·√(n·t(1 − t))`, or every call
+        /// failed, away from ties that rounding may decide either way.
+        #[test]
+        fn a_rate_trips_above_its_threshold_by_z_standard_deviations(
+            calls in 1u64..20_000,
+            share in 0.0f64..=1.0,
+            threshold in 0.01f64..=1.0,
+            sigmas in 0.0f64..=10.0,
+        ) {
+            let failures = ((calls as f64 * share).round() as u64).min(calls);
+            let bar = threshold * calls as f64
+                + sigmas * (calls as f64 * threshold * (1.0 - threshold)).sqrt();
+            proptest::prop_assume!((failures as f64 - bar).abs() > 1e-6 || failures == calls);
+            let rule = RateRule::new(threshold, sigmas);
+            let rate = failures as f64 / calls as f64;
+            let model = failures as f64 >= bar || (failures == calls && rate >= threshold);
+            proptest::prop_assert_eq!(rule.trips(rate, calls), model);
+        }
+    }
+
+    #[test]
+    fn a_rate_rule_without_margin_is_the_bare_threshold() {
+        let rule = RateRule::new(0.5, 0.0);
+        assert!(!rule.trips(0.49, 100));
+        assert!(rule.trips(0.5, 100));
+        let margin = RateRule::new(0.5, 3.0);
+        assert!(!margin.trips(0.64, 100));
+        assert!(margin.trips(0.65, 100));
+        assert!(margin.trips(1.0, 1), "every call failed");
+        assert!(!margin.trips(0.0, 0));
     }
 
     #[test]

@@ -34,6 +34,11 @@ const DEFAULT_OPEN_JITTER: f64 = 0.25;
 // one open duration, not the whole brownout (0.7^10 = 2.8 % for all ten).
 const DEFAULT_HALF_OPEN_SUCCESS_RATIO: f64 = 0.5;
 const MAX_RUN_ONE_IN: u64 = 1_000_000_000_000_000;
+// Three standard deviations: a 100-call window at 40 % errors against a 50 % threshold then
+// trips about once in ten million calls (as the run rule's `one_in`), where the bare threshold
+// trips once in 300 (see `noise_margin`).
+const DEFAULT_NOISE_MARGIN: f64 = 3.0;
+const MAX_NOISE_MARGIN: f64 = 10.0;
 const DEFAULT_HALF_OPEN_MAX_WAIT: Duration = Duration::from_secs(60);
 
 /// Which calls the failure and slow-call rates are computed over.
@@ -85,13 +90,14 @@ pub enum ConsecutiveFailures {
     Fixed(u32),
     /// As many as make a run that long unlikely at the failure rate seen before it began: `k`
     /// with `p₀ᵏ ≤ 1 / one_in`, where `p₀` is the failure rate of the calls before the run
-    /// (the window's, or that of the last ten calls if higher), and never fewer than `min`,
-    /// which is what a run from a clean history needs.
+    /// (the window's, taken two standard errors up for its noise, or that of the last ten
+    /// calls if higher), and never fewer than `min`, which is what a run from a clean history
+    /// needs.
     ///
     /// A run of `k` failures at an independent failure rate `p₀` starts at a given call with
     /// probability about `p₀ᵏ`, so a breaker that trips on it opens by chance about once in
     /// `one_in` calls, whatever `p₀`: after `min` failures from a healthy downstream (an outage
-    /// is found fast), after about fourteen in a 30 % brownout (which stays open: a breaker
+    /// is found fast), after about sixteen in a 30 % brownout (which stays open: a breaker
     /// would make that partial failure total). It is the CUSUM test of a jump to a failure
     /// rate of 1 from `p₀`.
     Adaptive {
@@ -125,6 +131,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) failure_rate: Option<f64>,
     pub(crate) slow_call_rate: Option<f64>,
     pub(crate) slow_call_duration: Option<Duration>,
+    pub(crate) noise_margin: f64,
     pub(crate) consecutive_failures: Option<ConsecutiveFailures>,
     pub(crate) open_duration: OpenDuration,
     pub(crate) open_jitter: f64,
@@ -183,6 +190,12 @@ impl CircuitBreakerConfig {
     /// How long a call must take to count as slow, if slow calls are tracked.
     pub fn slow_call_duration(&self) -> Option<Duration> {
         self.slow_call_duration
+    }
+
+    /// The standard deviations of sampling noise by which a rate must exceed its threshold
+    /// to trip the breaker.
+    pub fn noise_margin(&self) -> f64 {
+        self.noise_margin
     }
 
     /// The run of failures in a row that trips the breaker, if that rule is on.
@@ -339,6 +352,30 @@ impl<T, X> CircuitBreakerConfigBuilder<T, X> {
     /// [`slow_call_duration`](Self::slow_call_duration).
     pub fn slow_call_rate_threshold(mut self, rate: f64) -> Self {
         self.spec.slow_call_rate_threshold = Some(rate.into());
+        self
+    }
+
+    /// How far, in standard deviations of sampling noise, a rate must exceed its threshold to
+    /// trip, in `[0, 10]` (default 3; 0 trips on the threshold alone).
+    ///
+    /// A window of `n` calls at a true failure rate `p` reads a rate that varies by
+    /// `σ = √(p(1 − p)/n)`: 0.049 for 100 calls at 40 %. A threshold of 50 % is then 2σ away,
+    /// and a sliding window, decided again at every call, crosses it about once in 300 calls: a
+    /// 40 % brownout opens the breaker about every 300 ms at 1000 calls a second. So a rate
+    /// `r` over `n` calls trips a threshold `t` only when `(r − t)² · n ≥ z² · t(1 − t)` with
+    /// `r ≥ t` (that is, when `failures ≥ t·n + z·√(n·t(1 − t))`: the one-sided test of "the
+    /// true rate is above `t`" at `z` standard deviations), or when every call in the window
+    /// failed, whatever its size. The same holds for the slow-call rate.
+    ///
+    /// With `z = 3`, 100 calls and `t = 0.5`, that is 65 failures: a true rate of 40 % crosses
+    /// it about once in 10⁷ calls (a false opening in one of 17 brownouts of 60 s at 10,000
+    /// calls a second), 45 % once in 10⁵, 30 % once in 5·10¹²; at 50 % and above the breaker
+    /// opens as its threshold says. A downstream that fails every call trips after 65 calls instead
+    /// of 50 (6.5 ms at 10,000 calls a second, 65 ms at 1000, 0.65 s at 100), and the run rule
+    /// (5 failures in a row by default) trips well before either. Larger windows shrink the
+    /// margin: 1.5 points of rate at 10,000 calls.
+    pub fn noise_margin(mut self, sigmas: f64) -> Self {
+        self.spec.noise_margin = Some(sigmas.into());
         self
     }
 
@@ -531,6 +568,8 @@ struct CircuitBreakerSpec {
     slow_call_rate_threshold: Option<Raw<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     slow_call_duration: Option<Raw<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    noise_margin: Option<Raw<f64>>,
     #[serde(
         default,
         deserialize_with = "run_or_off",
@@ -716,6 +755,7 @@ impl Default for CircuitBreakerSpec {
             no_failure_rate: no(),
             slow_call_rate_threshold: None,
             slow_call_duration: None,
+            noise_margin: None,
             consecutive_failures: None,
             open_duration: None,
             open_backoff: None,
@@ -793,6 +833,12 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 ),
             ));
         }
+        let noise_margin = config::count_in(
+            "noise_margin",
+            spec.noise_margin
+                .unwrap_or_else(|| DEFAULT_NOISE_MARGIN.into()),
+            0.0..=MAX_NOISE_MARGIN,
+        )?;
         let consecutive_failures = match spec.consecutive_failures {
             None => Some(ConsecutiveFailures::DEFAULT),
             Some(RunSpec::Off) => None,
@@ -892,6 +938,7 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
             failure_rate,
             slow_call_rate,
             slow_call_duration,
+            noise_margin,
             consecutive_failures,
             open_duration,
             open_jitter,
@@ -1004,6 +1051,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             no_failure_rate: c.failure_rate.is_none().into(),
             slow_call_rate_threshold: c.slow_call_rate.map(Raw::from),
             slow_call_duration: c.slow_call_duration.map(Raw::from),
+            noise_margin: Some(c.noise_margin.into()),
             consecutive_failures: Some(match c.consecutive_failures {
                 None => RunSpec::Off,
                 Some(ConsecutiveFailures::Fixed(n)) => RunSpec::Fixed(n.into()),
@@ -1047,6 +1095,7 @@ mod tests {
         assert_eq!(c.window(), Window::Count(100));
         assert_eq!(c.minimum_calls(), 100);
         assert_eq!(c.failure_rate_threshold(), Some(0.5));
+        assert_eq!(c.noise_margin(), 3.0);
         assert_eq!(c.half_open_probes(), 10);
         assert_eq!(c.probes_to_close(), 5);
         assert_eq!(c.half_open_max_wait(), Duration::from_secs(60));
@@ -1082,6 +1131,11 @@ mod tests {
             (
                 "half_open_probes",
                 build(|b| b.half_open_probes(0)).unwrap_err(),
+            ),
+            ("noise_margin", build(|b| b.noise_margin(-1.0)).unwrap_err()),
+            (
+                "noise_margin",
+                build(|b| b.noise_margin(f64::NAN)).unwrap_err(),
             ),
             (
                 "minimum_calls",
@@ -1194,6 +1248,10 @@ mod tests {
                 r#"invalid `slow_call_duration`: "-5s" is outside the allowed range (0s, 86400s]"#,
             ),
             (
+                "noise_margin = 11",
+                "invalid `noise_margin`: 11 is outside the allowed range [0, 10]",
+            ),
+            (
                 "consecutive_failures = -1",
                 "invalid `consecutive_failures`: -1 is outside the allowed range [1, 1000000]",
             ),
@@ -1297,6 +1355,7 @@ mod tests {
                 .time_window(Duration::from_secs(5))
                 .no_failure_rate()
                 .consecutive_failures(3)
+                .noise_margin(2.5)
                 .half_open_max_wait(Duration::from_secs(2))
                 .automatic_transitions(false)
                 .overload_is_failure(true)

@@ -110,7 +110,7 @@ enum Call {
 /// The rule as specified: a run is failures consecutive in admission order, calls ignored or
 /// cancelled left out, ended by a success or a call in flight. An adaptive run's baseline is
 /// the window's failure rate (the last `window` outcomes in completion order) without the run,
-/// shrunk by ten successes, or the failures among the last `min(10, window - 1)` completed
+/// shrunk by ten successes and raised by two standard errors, or the failures among the last `min(10, window - 1)` completed
 /// calls admitted before it over ten, whichever is higher.
 struct Model {
     rule: Rule,
@@ -155,8 +155,9 @@ impl Model {
             Rule::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = self.completed.iter().filter(|f| **f).count();
-        let window = failures.saturating_sub(run) as f64
-            / (self.completed.len().saturating_sub(run) as f64 + 10.0);
+        let n = self.completed.len().saturating_sub(run) as f64 + 10.0;
+        let window = failures.saturating_sub(run) as f64 / n;
+        let window = window + 2.0 * (window * (1.0 - window) / n).sqrt();
         let recent: Vec<bool> = self.calls[..first]
             .iter()
             .rev()

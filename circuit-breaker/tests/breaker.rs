@@ -33,6 +33,9 @@ fn builder() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
         // opens again.
         .open_jitter(0.0)
         .half_open_success_ratio(1.0)
+        // The thresholds alone, so that a handful of calls decides a rate; the noise margin
+        // has tests of its own.
+        .noise_margin(0.0)
 }
 
 /// What the downstream does with a call.
@@ -313,12 +316,109 @@ async fn the_run_that_trips_follows_the_last_calls_before_the_window_catches_up(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_run_is_judged_against_the_window_rate_raised_by_its_noise() {
+    // 2 failures in every 9 calls: the window without the run reads 20 of 99 (shrunk by ten
+    // successes), 0.20 and a run of 11; a window that reads so little may hold a true 30 %,
+    // whose runs of 11 come ten times as often as one in 10⁷, so the rule takes the estimate
+    // two standard errors up (0.28) and asks for 13.
+    let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
+    let pattern = [Fail, Pass, Pass, Pass, Fail, Pass, Pass, Pass, Pass];
+    let history: Vec<Call> = pattern.iter().copied().cycle().take(200).collect();
+    run(&layer, &history).await;
+    run(&layer, &[Fail; 12]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_consecutive_rule_can_be_switched_off() {
     let (layer, handle) = builder().no_consecutive_failures().build().unwrap().pair();
     run(&layer, &[Fail; 99]).await;
     assert_eq!(handle.state(), CircuitState::Closed, "the rate rule only");
     run(&layer, &[Fail]).await;
     assert_eq!(handle.state(), CircuitState::Open);
+}
+
+/// A breaker with the default rules and noise margin (`builder()` sets the margin to 0).
+fn defaults() -> CircuitBreakerConfigBuilder<CircuitBreakerLayer> {
+    CircuitBreakerLayer::builder().name("dep").open_jitter(0.0)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forty_percent_brownout_does_not_trip_the_rate_rule_beyond_noise() {
+    // 50 % of 100 calls is 2σ above a true 40 %, which a window decided at every call crosses
+    // about once in 300 calls; 65 (the default 3σ margin) about once in 10 million.
+    let calls = brownout(100_000, 0.4, 12);
+    let on_threshold = builder().no_consecutive_failures().build().unwrap();
+    let (layer, handle) = defaults().no_consecutive_failures().build().unwrap().pair();
+    run(&layer, &[Pass; 100]).await;
+    run(&on_threshold, &[Pass; 100]).await;
+    for chunk in calls.chunks(1000) {
+        run(&layer, chunk).await;
+        assert_eq!(handle.state(), CircuitState::Closed);
+    }
+    let opens = run(&on_threshold, &calls)
+        .await
+        .iter()
+        .filter(|&&r| r)
+        .count();
+    assert!(opens > 0, "the bare threshold trips on noise");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_downstream_failing_every_call_trips_the_rate_rule_after_50_plus_3_sigma_failures() {
+    // 50 + 3 × √(100 × 0.5 × 0.5) = 65 failures of the last 100 calls.
+    let (layer, handle) = defaults().no_consecutive_failures().build().unwrap().pair();
+    run(&layer, &[Pass; 100]).await;
+    run(&layer, &[Fail; 64]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forty_percent_brownout_does_not_open_the_default_breaker() {
+    // Thirty seconds at 1000 calls a second, after a healthy minute.
+    let (layer, handle) = defaults().build().unwrap().pair();
+    run(&layer, &[Pass; 1000]).await;
+    for chunk in brownout(30_000, 0.4, 13).chunks(1000) {
+        run(&layer, chunk).await;
+        assert_eq!(handle.state(), CircuitState::Closed);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_of_only_failures_trips_whatever_its_size() {
+    // 4 calls cannot clear 3σ over 50 % (2 + 3 × 1 = 5), but a window of nothing else trips.
+    let (layer, handle) = defaults()
+        .count_window(4)
+        .no_consecutive_failures()
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Fail, Fail, Fail, Pass]).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    run(&layer, &[Fail, Fail, Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Closed, "3 of 4");
+    run(&layer, &[Fail]).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_slow_call_rate_clears_the_same_margin() {
+    let (layer, handle) = defaults()
+        .slow_call_duration(ms(100))
+        .slow_call_rate_threshold(0.5)
+        .build()
+        .unwrap()
+        .pair();
+    run(&layer, &[Pass; 36]).await;
+    run(&layer, &[Call::SlowOk(200); 64]).await;
+    assert_eq!(handle.counts().slow, 64);
+    assert_eq!(handle.state(), CircuitState::Closed, "64 slow of 100");
+    run(&layer, &[Call::SlowOk(200)]).await;
+    assert_eq!(handle.state(), CircuitState::Open, "65 slow of 100");
 }
 
 #[tokio::test(start_paused = true)]
@@ -1541,7 +1641,8 @@ async fn a_slow_probe_fails_when_slow_calls_trip() {
 async fn a_layer_from_a_configuration_file() {
     let config: seawall_circuit_breaker::CircuitBreakerConfig = serde_json::from_str(
         r#"{"name": "dep", "window": {"time": "10s"}, "minimum_calls": 2,
-            "failure_rate_threshold": 0.5, "open_duration": "3s", "open_jitter": 0}"#,
+            "failure_rate_threshold": 0.5, "noise_margin": 0, "open_duration": "3s",
+            "open_jitter": 0}"#,
     )
     .unwrap();
     let (layer, handle) = CircuitBreakerLayer::from(config).pair();

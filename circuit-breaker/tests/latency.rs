@@ -17,6 +17,7 @@ async fn call_durations_go_to_a_histogram_without_slow_call_tracking() {
             .name("dep")
             .count_window(2)
             .minimum_calls(2)
+            .noise_margin(0.0)
             .build()
             .unwrap()
             .pair()

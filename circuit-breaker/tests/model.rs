@@ -40,7 +40,8 @@ enum Run {
 impl Run {
     /// The run that trips after the window's `before` samples (oldest first) and the `recent`
     /// calls before the run (for a count window), as the crate documents it: the baseline is
-    /// the higher of the window's failure rate shrunk by ten successes and the recent calls'
+    /// the higher of the window's failure rate shrunk by ten successes (over `n + 10` calls)
+    /// and raised by two standard errors (`√(p(1 - p)/(n + 10))`), and the recent calls'
     /// failures over ten; the run is the shortest `k >= min` with
     /// `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
     fn limit(self, before: &[Sample], recent: &[Sample]) -> u32 {
@@ -49,7 +50,9 @@ impl Run {
             Self::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
-        let window = failures(before) / (before.len() as f64 + 10.0);
+        let n = before.len() as f64 + 10.0;
+        let window = failures(before) / n;
+        let window = window + 2.0 * (window * (1.0 - window) / n).sqrt();
         let recent = failures(recent) / 10.0;
         let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
         let mut k = min;
@@ -66,6 +69,8 @@ struct Config {
     minimum_calls: u32,
     failure_rate: Option<f64>,
     slow_call_rate: Option<f64>,
+    /// Standard deviations of noise a rate must clear above its threshold.
+    margin: f64,
     consecutive: Option<Run>,
     probes: u32,
     ratio: f64,
@@ -273,18 +278,27 @@ impl Model {
         run as u32 >= rule.limit(before, recent)
     }
 
+    /// Whether `part` of the window's calls trip a threshold `t`: every call, or a rate `r`
+    /// with `r >= t` and `(r - t)² · n >= z² · t(1 - t)`, as the crate documents it.
+    fn rate_trips(&self, part: u64, calls: u64, t: f64) -> bool {
+        let z = self.config.margin;
+        let r = part as f64 / calls as f64;
+        calls > 0
+            && r >= t
+            && (part == calls || (r - t) * (r - t) * calls as f64 >= z * z * (t * (1.0 - t)))
+    }
+
     fn trips(&self, c: WindowCounts, now: Duration) -> bool {
-        let rate = |part: u64| part as f64 / c.calls as f64;
         self.run_trips(now)
             || (c.calls >= u64::from(self.config.minimum_calls)
                 && (self
                     .config
                     .failure_rate
-                    .is_some_and(|t| rate(c.failures) >= t)
+                    .is_some_and(|t| self.rate_trips(c.failures, c.calls, t))
                     || self
                         .config
                         .slow_call_rate
-                        .is_some_and(|t| rate(c.slow) >= t)))
+                        .is_some_and(|t| self.rate_trips(c.slow, c.calls, t))))
     }
 
     /// Records a call admitted in `phase` that ended at `now` after `took`.
@@ -339,8 +353,9 @@ fn config() -> impl Strategy<Value = Config> {
         (1u64..=4).prop_map(WindowKind::Time)
     ];
     let rate = || proptest::option::of(prop_oneof![Just(0.25), Just(0.5), Just(1.0)]);
+    let margin = prop_oneof![Just(0.0), Just(0.5), Just(1.0), Just(3.0)];
     (
-        window,
+        (window, margin),
         1u32..=8,
         rate(),
         rate(),
@@ -358,7 +373,7 @@ fn config() -> impl Strategy<Value = Config> {
     )
         .prop_map(
             |(
-                window,
+                (window, margin),
                 minimum,
                 failure_rate,
                 slow_call_rate,
@@ -381,6 +396,7 @@ fn config() -> impl Strategy<Value = Config> {
                     minimum_calls,
                     failure_rate,
                     slow_call_rate,
+                    margin,
                     consecutive,
                     probes,
                     ratio,
@@ -437,7 +453,8 @@ fn breaker_config(config: &Config) -> CircuitBreakerConfig {
         .half_open_max_wait(WAIT)
         .automatic_transitions(config.automatic)
         .half_open_probes(config.probes)
-        .half_open_success_ratio(config.ratio);
+        .half_open_success_ratio(config.ratio)
+        .noise_margin(config.margin);
     b = match config.window {
         WindowKind::Count(n) => b.count_window(n),
         WindowKind::Time(s) => b.time_window(Duration::from_secs(s)),

@@ -17,9 +17,10 @@ fn config(minimum_calls: u32, threshold: f64) -> CircuitBreakerConfig {
         .failure_rate_threshold(threshold)
         .open_duration(Duration::from_secs(10))
         .half_open_probes(2)
-        // The rate rule alone, exact open times and every probe needed to close: the tests
-        // count calls and step the clock to the end of each phase.
+        // The rate rule alone on its threshold, exact open times and every probe needed to
+        // close: the tests count calls and step the clock to the end of each phase.
         .no_consecutive_failures()
+        .noise_margin(0.0)
         .open_jitter(0.0)
         .half_open_success_ratio(1.0)
         .build()

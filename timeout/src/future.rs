@@ -140,7 +140,11 @@ where
                 };
                 at.saturating_duration_since(now)
             } else {
-                if let Some(started) = *this.started {
+                // An error that took no time is a refusal below (a full bulkhead), not the
+                // downstream's latency: it must not end a backoff its slower calls need.
+                if let Some(started) = *this.started
+                    && result.is_ok()
+                {
                     this.shared.live.answered(Duration::ZERO, started);
                 }
                 budget.timeout

@@ -181,7 +181,8 @@ async fn a_refusal_that_took_no_time_does_not_end_the_backoff() {
     calls(&svc, 200, ms(10)).await;
     settle().await;
     let learned = handle.timeout();
-    one_call(&svc, None).await;
+    let (_, ended) = one_call(&svc, None).await;
+    assert_eq!(ended, Err(RejectionKind::TimedOut));
     assert_eq!(handle.timeout(), learned * 2, "backed off once");
     // A layer below that refuses at once (a full adaptive limit) says nothing of the
     // downstream's latency: each refusal used to end the backoff, and every call of a wave to

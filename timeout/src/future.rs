@@ -139,7 +139,7 @@ where
         // Only a recorder keeps the time left (the counter above binds one installed since):
         // without one, a fixed timeout reads no clock here.
         if this.started.is_some() || this.shared.metrics.is_recording() {
-            self.answered();
+            self.answered(result.is_ok());
         }
         Poll::Ready(result.map_err(Into::into))
     }
@@ -148,7 +148,7 @@ where
 impl<F> ResponseFuture<F> {
     /// Records an answer: an adaptive timeout's latency, and the time left for a recorder.
     #[inline(never)]
-    fn answered(self: Pin<&mut Self>) {
+    fn answered(self: Pin<&mut Self>, ok: bool) {
         let this = self.project();
         let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
         let StateProj::Running { sleep, waited, .. } = this.state.project() else {
@@ -168,7 +168,11 @@ impl<F> ResponseFuture<F> {
             };
             at.saturating_duration_since(now)
         } else {
-            if let Some(started) = started {
+            // An error that took no time is a refusal below (a full bulkhead), not the
+            // downstream's latency: it must not end a backoff its slower calls need.
+            if let Some(started) = started
+                && ok
+            {
                 shared.live.answered(Duration::ZERO, started);
             }
             budget.timeout

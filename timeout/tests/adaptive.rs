@@ -161,6 +161,36 @@ async fn each_cut_doubles_the_next_timeout_until_a_call_answers_within_the_learn
     );
 }
 
+/// As [`downstream`], but a zero latency refuses at once, as a full bulkhead below does.
+fn refusing()
+-> impl Service<Option<Duration>, Response = (), Error = BoxError, Future: Send> + Clone {
+    service_fn(|latency: Option<Duration>| async move {
+        match latency {
+            Some(latency) if latency.is_zero() => return Err::<(), BoxError>("full".into()),
+            Some(latency) => sleep(latency).await,
+            None => pending().await,
+        }
+        Ok(())
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_that_took_no_time_does_not_end_the_backoff() {
+    let (layer, handle) = layer(adaptive());
+    let svc = layer.layer(refusing());
+    calls(&svc, 200, ms(10)).await;
+    settle().await;
+    let learned = handle.timeout();
+    let (_, ended) = one_call(&svc, None).await;
+    assert_eq!(ended, Err(RejectionKind::TimedOut));
+    assert_eq!(handle.timeout(), learned * 2, "backed off once");
+    // A layer below that refuses at once (a full adaptive limit) says nothing of the
+    // downstream's latency: each refusal used to end the backoff, and every call of a wave to
+    // a downstream that became slower was cut at the old timeout.
+    assert!(svc.clone().oneshot(Some(Duration::ZERO)).await.is_err());
+    assert_eq!(handle.timeout(), learned * 2, "still backed off");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_in_flight_is_given_the_timeout_a_cut_raised() {
     let (layer, handle) = layer(adaptive());

@@ -130,7 +130,15 @@
 //! next call finishes: at 1500 calls a second against 1100 served, unpaced raises let in
 //! 26 calls against a limit of 15 and doubled the accepted latency.
 //!
-//! When the recent successes do show a queue, two faster moves than a window's end:
+//! When the recent successes do show a queue, three faster moves than a window's end:
+//! - recent successes more than twice as slow as a queue behind the calls in flight could
+//!   make them (the fastest seen plus `in_flight / completions a second` of the last window:
+//!   by Little's law, what our own calls ahead take to drain at the pace the downstream
+//!   served) are a slower downstream: the limit goes at once to Little's law at the last
+//!   window's offered load and the recent latency, as the probe above. At 1000 calls a
+//!   second stepping from 10 ms to 400 ms with 24 in flight a queue could add 24 ms, and the
+//!   limit goes from 24 to 560 when the first 16 slow successes are in; the window then
+//!   closes on the new latency alone;
 //! - every recent success 1.5 × slower than the last window's mean closes the window (of at
 //!   least 10 samples) at the next call, so an overload's onset is cut within tens of
 //!   milliseconds, and a slower downstream's first window of slow calls is read at once;
@@ -268,6 +276,9 @@ const RECENT_SUCCESSES: u32 = 16;
 /// bursts (a retry beside a first attempt), and a call over the limit at no queue is one the
 /// downstream serves.
 const RAISE_BURST: u32 = 4;
+/// How many times slower than a queue behind the calls in flight could make them the recent
+/// successes must be to show a slower downstream.
+const SLOWER_MARGIN: f64 = 2.0;
 /// How many recent latencies may pass without a success before the recent ones are stale.
 const STALE_AFTER: u32 = 4;
 
@@ -533,6 +544,9 @@ impl Windowed {
             self.raised = Some(limit);
             return Some(limit);
         }
+        if let Some(lift) = self.slower(recent, fastest, in_flight, max) {
+            return Some(lift);
+        }
         if let Some(cut) = self.cut
             && now.saturating_duration_since(cut.at) >= 2 * cut.fastest
         {
@@ -572,6 +586,68 @@ impl Windowed {
             self.next_update = Some(now);
         }
         None
+    }
+
+    /// Recent successes far slower than the calls in flight could queue behind one another
+    /// are a slower downstream: the limit goes at once to Little's law at the last window's
+    /// offered load and the recent latency, as a probe.
+    ///
+    /// A queue behind our own calls drains at the pace the downstream last served them, so
+    /// with `in_flight` calls ahead a call waits at most `in_flight / completed` over the
+    /// latency without a queue; at a pinned limit Little's law holds the latency to that
+    /// whatever the downstream's share of other callers. At 1000 calls a second stepping from
+    /// 10 ms to 400 ms with 24 in flight, a queue would add 24 ms; 400 ms is sixteen times
+    /// the 33 ms, and the limit goes to `1.25 × 400 + 3 × √400 = 560` when the first 16 slow
+    /// successes are in, instead of a cut, a round trip (800 ms) and the lift. A queue at an
+    /// overload (1500 calls a second on 11 workers of 10 ms, limit 38, completions falling
+    /// from 1000 to 880 a second) waits 43 ms against `9 + 38` ms: the rule needs twice that.
+    fn slower(
+        &mut self,
+        recent: Duration,
+        fastest: Duration,
+        in_flight: usize,
+        max: usize,
+    ) -> Option<usize> {
+        let last = self.last?;
+        let queued = fastest.as_secs_f64() + in_flight as f64 / last.completed.max(1.0);
+        let recent_secs = recent.as_secs_f64();
+        if self.probe.is_some()
+            || recent_secs <= LATENCY_RISE * last.mean.as_secs_f64()
+            || recent_secs <= SLOWER_MARGIN * queued
+        {
+            return None;
+        }
+        let need = last.offered * recent_secs;
+        let lift =
+            ((FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize).min(max);
+        if lift <= self.limit {
+            return None;
+        }
+        let before = self.limit;
+        let raise = lift as f64 / before.max(1) as f64;
+        self.probe = Some(Probe {
+            limit: before,
+            base: self.base,
+            base_error: self.base_error,
+            fastest: self.fastest,
+            // What the old limit completed at the new latency, raised by half the raise (at
+            // most by a quarter).
+            target: before as f64 / recent_secs * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
+        });
+        self.base = Some(recent);
+        self.base_error = 0.0;
+        self.algorithm.rebase(recent);
+        self.fastest = Some(recent);
+        self.cut = None;
+        // The window's latencies so far mix the old latency with the new; the window closes
+        // on the new one alone, or its mean would read a queue against a base it lowered.
+        let w = &mut self.window;
+        w.min_rtt = None;
+        w.sum = Duration::ZERO;
+        w.sum_squares = 0.0;
+        w.count = 0;
+        self.limit = self.algorithm.set(lift);
+        Some(self.limit)
     }
 
     /// Adds one finished call; returns the limit when a window closed and moved it. A call
@@ -1333,6 +1409,38 @@ mod tests {
         now += ms(1);
         let closed = w.sample(now, ms(20), limit, false, false, Load::default);
         assert!(closed.is_some(), "the window closes 33 ms into its 100 ms");
+    }
+
+    #[test]
+    fn successes_far_slower_than_a_queue_could_make_them_lift_the_limit_at_once() {
+        let (mut w, mut now, limit) = healthy();
+        // A step from 10 ms to 400 ms at 1000 calls a second: the calls in flight could queue
+        // behind one another for `limit` ms at most, and the successes take 400.
+        finish(&mut w, &mut now, 32, ms(400), limit);
+        let lifted = w.full(now, limit, 1000).unwrap();
+        // Little's law: 1000 a second × 0.4 s = 400 in flight, with the floor's headroom.
+        assert!(lifted >= 400, "{limit} -> {lifted}");
+        assert!(w.probe.is_some(), "kept only if completions follow");
+        // The window closes on the new latency alone, which is no queue.
+        now += ms(100);
+        let load = Load {
+            in_flight: lifted,
+            ..Load::default()
+        };
+        let kept = w.sample(now, ms(400), lifted, false, false, || load);
+        finish(&mut w, &mut now, 20, ms(400), lifted);
+        assert!(kept.is_none_or(|k| k >= lifted), "{lifted} -> {kept:?}");
+        assert!(w.limit >= lifted, "{lifted} -> {}", w.limit);
+    }
+
+    #[test]
+    fn successes_a_queue_behind_our_own_calls_explains_lift_nothing() {
+        let (mut w, mut now, limit) = healthy();
+        // Just under twice what `limit` calls queued at 1000 a second plus 10 ms could take.
+        let rtt = ms(2 * (10 + limit as u64) - 1);
+        finish(&mut w, &mut now, 32, rtt, limit);
+        assert_eq!(w.full(now, limit, 1000), None);
+        assert!(w.probe.is_none());
     }
 
     /// A windowed Vegas whose last window cut its limit by half on a rise from 10 to 40 ms

@@ -188,10 +188,15 @@ fn half_open_admits_at_most_n_probes_and_a_dropped_probe_frees_its_slot() {
 #[test]
 fn concurrent_failures_trip_the_breaker_once() {
     model(2, || {
+        // Without a noise margin: each thread's failure, seen alone in a full window (1 of 2),
+        // trips it, so the model checks that two such trips open it once. With the default
+        // margin only 2 of 2 trips, and an interleaving where each thread counts its call
+        // before the other's failure sees 1 of 2 in both: no opening until the next call.
         let (svc, handle, downstream) = breaker(|b| {
             b.count_window(2)
                 .minimum_calls(2)
                 .failure_rate_threshold(0.5)
+                .noise_margin(0.0)
                 .open_duration(OPEN)
         });
         let threads: Vec<_> = (0..2)

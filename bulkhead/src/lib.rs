@@ -117,6 +117,7 @@
 //! [tower-concurrency]: https://docs.rs/tower/0.5/tower/limit/concurrency/struct.ConcurrencyLimit.html
 
 #[cfg(feature = "http")]
+mod ages;
 mod body;
 mod config;
 mod event;

@@ -116,8 +116,8 @@
 //!
 //! [tower-concurrency]: https://docs.rs/tower/0.5/tower/limit/concurrency/struct.ConcurrencyLimit.html
 
-#[cfg(feature = "http")]
 mod ages;
+#[cfg(feature = "http")]
 mod body;
 mod config;
 mod event;

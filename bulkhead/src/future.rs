@@ -224,9 +224,10 @@ impl<C> Permit<C> {
     /// A slot taken when `in_flight` calls were in flight, this one included.
     #[inline]
     pub(crate) fn held(shared: Arc<Shared<C>>, partition: Option<usize>, in_flight: usize) -> Self {
-        let sample = shared.state.is_adaptive().then(|| Sample {
-            start: Instant::now(),
-            in_flight,
+        let sample = shared.state.is_adaptive().then(|| {
+            let start = Instant::now();
+            shared.state.enter(start);
+            Sample { start, in_flight }
         });
         Self {
             shared: Some(shared),
@@ -282,9 +283,13 @@ impl<C> Permit<C> {
         let shared = self.shared();
         let state = &shared.state;
         state.wait.record(since.elapsed().as_secs_f64());
-        let sample = state.is_adaptive().then(|| Sample {
-            start: Instant::now(),
-            in_flight: state.semaphore.in_flight(),
+        let sample = state.is_adaptive().then(|| {
+            let start = Instant::now();
+            state.enter(start);
+            Sample {
+                start,
+                in_flight: state.semaphore.in_flight(),
+            }
         });
         self.slot = Slot::Held(sample);
     }
@@ -347,7 +352,9 @@ impl<C> Permit<C> {
 
     /// Lets go of a slot that was given back for it.
     fn forget(&mut self) {
-        self.slot = Slot::Empty;
+        if let Slot::Held(Some(sample)) = mem::replace(&mut self.slot, Slot::Empty) {
+            self.shared().state.leave(sample.start);
+        }
     }
 
     // The check for nothing held is inlined: a permit is released when its call completes
@@ -364,7 +371,13 @@ impl<C> Permit<C> {
     fn release_held(&mut self) {
         match mem::replace(&mut self.slot, Slot::Empty) {
             Slot::Empty => {}
-            Slot::Held(_) => self.shared().state.semaphore.release(self.partition),
+            Slot::Held(sample) => {
+                let state = &self.shared().state;
+                if let Some(sample) = sample {
+                    state.leave(sample.start);
+                }
+                state.semaphore.release(self.partition);
+            }
             Slot::Queued(waiter) => {
                 let semaphore = &self.shared().state.semaphore;
                 if semaphore.leave(&waiter) {

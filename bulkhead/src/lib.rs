@@ -116,6 +116,7 @@
 //!
 //! [tower-concurrency]: https://docs.rs/tower/0.5/tower/limit/concurrency/struct.ConcurrencyLimit.html
 
+mod ages;
 #[cfg(feature = "http")]
 mod body;
 mod config;

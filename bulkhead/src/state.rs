@@ -13,6 +13,7 @@ use seawall_core::metrics::MetricScope;
 use seawall_core::sync::Mutex;
 use seawall_core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::ages::Ages;
 use crate::config::{BulkheadConfig, Limit};
 use crate::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
@@ -55,6 +56,8 @@ pub(crate) struct Adaptive {
     /// they held their slots.
     cancelled: AtomicU64,
     cancelled_nanos: AtomicU64,
+    /// The calls in flight by age, to tell calls held (hung) from calls queued.
+    pub(crate) ages: Ages,
 }
 
 /// A limit that moved.
@@ -79,6 +82,7 @@ impl State {
                     unsampled: AtomicU64::new(0),
                     cancelled: AtomicU64::new(0),
                     cancelled_nanos: AtomicU64::new(0),
+                    ages: Ages::new(config.sample_window),
                 }),
             ),
         };
@@ -291,7 +295,11 @@ impl State {
             .unwrap_or_else(PoisonError::into_inner);
         let max = adaptive.max.load(Ordering::Relaxed);
         let in_flight = self.semaphore.in_flight();
-        let Some(limit) = algorithm.full(Instant::now(), in_flight, max) else {
+        let now = Instant::now();
+        let held = algorithm
+            .held_age()
+            .map_or(0, |age| adaptive.ages.older_than(now, age));
+        let Some(limit) = algorithm.full(now, in_flight, held, max) else {
             return false;
         };
         let change = self.apply(limit);
@@ -319,6 +327,20 @@ impl State {
             adaptive
                 .cancelled_nanos
                 .fetch_add(nanos(held), Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a call of an adaptive limit that started at `start`.
+    pub(crate) fn enter(&self, start: Instant) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.ages.enter(start);
+        }
+    }
+
+    /// Forgets a call of an adaptive limit that started at `start`.
+    pub(crate) fn leave(&self, start: Instant) {
+        if let Some(adaptive) = &self.adaptive {
+            adaptive.ages.leave(start);
         }
     }
 

@@ -565,3 +565,55 @@ async fn a_downstream_slowing_every_call_still_turns_calls_away() {
     assert!(send_open_loop(svc, 2, 1000).await > 0);
     assert!(handle.limit() < 40, "{}", handle.limit());
 }
+
+/// Two calls a millisecond at 10 ms; after 300 ms one in ten hangs, holding its slot: 140 by
+/// the end against the 20 that 20 calls in flight asked for. The calls the others finish
+/// beside could only let one in per call that finished (0.2 calls a millisecond short); calls
+/// in flight past four times the slowest recent success, while the successes show no queue,
+/// are held, not queued, and count against the maximum only.
+#[tokio::test(start_paused = true)]
+async fn a_tenth_of_calls_hanging_turns_no_other_call_away() {
+    let (layer, handle) = vegas_layer();
+    let svc = layer.layer(service_fn(|i: u64| async move {
+        let hangs = i >= 600 && i.is_multiple_of(10);
+        sleep(if hangs {
+            Duration::from_secs(3600)
+        } else {
+            ms(10)
+        })
+        .await;
+        Ok::<_, BoxError>(())
+    }));
+    assert_eq!(send_open_loop(svc, 2, 1000).await, 0);
+    assert!(handle.in_flight() >= 130, "{}", handle.in_flight());
+}
+
+/// The same hung calls beside a real queue (10 workers, twice the calls they serve): every
+/// success slows, the slowest too, so the calls a queue holds are never old enough to be
+/// excused, and the calls in the downstream at once stay near its knee.
+#[tokio::test(start_paused = true)]
+async fn hung_calls_excuse_no_queue() {
+    let (layer, _) = vegas_layer();
+    let downstream = Downstream::new(10);
+    let peak = Arc::new(AtomicUsize::new(0));
+    let seen = peak.clone();
+    let svc = layer.layer(service_fn(move |i: u64| {
+        let ds = downstream.clone();
+        let latency = ds.latency();
+        if i >= 600 {
+            seen.fetch_max(ds.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
+        }
+        async move {
+            if i >= 600 && i.is_multiple_of(10) {
+                ds.in_flight.fetch_sub(1, Ordering::SeqCst);
+                sleep(Duration::from_secs(3600)).await;
+            }
+            sleep(latency).await;
+            ds.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, BoxError>(())
+        }
+    }));
+    assert!(send_open_loop(svc, 2, 1000).await > 0);
+    let peak = peak.load(Ordering::SeqCst);
+    assert!(peak < 40, "{peak} calls at once in the downstream");
+}

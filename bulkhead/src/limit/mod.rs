@@ -130,6 +130,22 @@
 //! next call finishes: at 1500 calls a second against 1100 served, unpaced raises let in
 //! 26 calls against a limit of 15 and doubled the accepted latency.
 //!
+//! Calls that hang are let in for more directly: a call in flight older than four times the
+//! slowest of those 16 to 32 successes, while the fastest shows no queue Vegas would cut
+//! (`6f`) at the calls in flight that are younger, is held, not queued, and counts against the
+//! maximum only (the limit is raised by the held calls until the next call finishes). A call
+//! waiting in a queue is no older than the slowest success that waited in it, so the age
+//! alone tells them apart; a queue also slows every success, the slowest too, which raises
+//! the age a call must reach, and a large one is never excused. At 1000 calls a second, 10 %
+//! hanging until a 1 s deadline and successes of 8–12 ms, 100 calls hang at once against ~11
+//! answering: paced by the calls that finish, 0.9 credits per arrival fell 0.1 a call short
+//! (697 turned away); now every call over ~50 ms old, ~95 of the 100, is excused. The retries
+//! of the hung calls bring the downstream to its 1100 calls a second, so the fastest recent
+//! success reads 10–13 ms against 9 ms: `17 × (1 − 9/10) = 1.7` queued calls, more than `f`,
+//! which is why the band is Vegas's cut rather than its band of no queue.
+//! Calls are counted by the time slice (a 64th of the sample window) they started in, one
+//! atomic bucket per slice, and summed only when a call finds the limit full.
+//!
 //! When the recent successes do show a queue, three faster moves than a window's end:
 //! - recent successes more than twice as slow as a queue behind the calls in flight could
 //!   make them (the fastest seen plus `in_flight / completions a second` of the last window:
@@ -155,6 +171,7 @@ mod bounds;
 pub(crate) mod gradient2;
 pub(crate) mod vegas;
 
+use std::mem;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -281,6 +298,13 @@ const RAISE_BURST: u32 = 4;
 const SLOWER_MARGIN: f64 = 2.0;
 /// How many recent latencies may pass without a success before the recent ones are stale.
 const STALE_AFTER: u32 = 4;
+/// How many times the slowest recent success a call in flight must have lasted to count as
+/// held (hung until a timeout further out) rather than queued, while no queue shows.
+const HELD_AGE: u32 = 4;
+/// The queue, in `f(calls)`, from which the calls younger than that age are not excused:
+/// Vegas's own cut. Below it the age alone tells a held call, since a call waiting in a queue
+/// is no older than the slowest success that waited in it.
+const HELD_QUEUE: f64 = 6.0;
 
 /// An algorithm fed with one summary per window of samples.
 #[derive(Debug)]
@@ -339,14 +363,19 @@ struct Recent {
     count: u32,
     previous: Option<Duration>,
     latest: Option<Instant>,
+    /// The slowest of the current and the previous successes.
+    current_max: Duration,
+    previous_max: Duration,
 }
 
 impl Recent {
     fn add(&mut self, now: Instant, rtt: Duration) {
         self.current = Some(self.current.map_or(rtt, |min| min.min(rtt)));
+        self.current_max = self.current_max.max(rtt);
         self.count += 1;
         if self.count == RECENT_SUCCESSES {
             self.previous = self.current.take();
+            self.previous_max = mem::take(&mut self.current_max);
             self.count = 0;
         }
         self.latest = Some(now);
@@ -358,6 +387,12 @@ impl Recent {
             (Some(c), Some(p)) => Some(c.min(p)),
             (c, p) => c.or(p),
         }
+    }
+
+    /// The slowest of at least 16 successes.
+    fn slowest(&self) -> Option<Duration> {
+        self.previous
+            .map(|_| self.previous_max.max(self.current_max))
     }
 
     /// The fastest of at least 16 successes, the latest `now` is still recent to.
@@ -517,8 +552,11 @@ impl Windowed {
         }
     }
 
-    /// A call found the limit full with `in_flight` calls: the limit that lets it in, if any.
+    /// A call found the limit full with `in_flight` calls, `held` of them older than
+    /// [`held_age`](Self::held_age): the limit that lets it in, if any.
     ///
+    /// - Calls are held and the younger ones are under the limit with no queue showing: the
+    ///   limit is raised by the held calls until the next call finishes.
     /// - The fastest recent successes show no queue (`in_flight × (1 − fastest seen / fastest
     ///   recent) ≤ f`, Vegas's band of no queue) and the limit is under `max`: such a call is
     ///   demand the downstream serves at its pace, as when a share of calls hangs until a
@@ -532,9 +570,30 @@ impl Windowed {
     /// Otherwise, when every recent success is 1.5 × slower than the last window's mean, the
     /// window of at least 10 samples closes at the next sample: a queue or a slower downstream
     /// is acted on within a few round trips rather than at the end of a window.
-    pub(crate) fn full(&mut self, now: Instant, in_flight: usize, max: usize) -> Option<usize> {
+    pub(crate) fn full(
+        &mut self,
+        now: Instant,
+        in_flight: usize,
+        held: usize,
+        max: usize,
+    ) -> Option<usize> {
         let recent = self.recent.fastest(now)?;
         let fastest = self.fastest?;
+        // Calls held past any recent success's latency, while the others show no queue Vegas
+        // would cut, hang (until a timeout further out): a call in a queue is no older than
+        // the slowest success that waited in it. They count against the maximum, not the
+        // limit, without waiting for calls to finish.
+        let active = in_flight.saturating_sub(held);
+        let active_queue = active as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64());
+        if held > 0
+            && active < self.limit
+            && in_flight < max
+            && active_queue <= HELD_QUEUE * log10_root(active as f64)
+        {
+            let limit = (self.limit + held).min(max);
+            self.raised = Some(limit);
+            return Some(limit);
+        }
         let queue = in_flight as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64());
         // Calls let in over the limit are paced by the calls that finish: the fastest recent
         // success lags a queue that builds meanwhile.
@@ -586,6 +645,12 @@ impl Windowed {
             self.next_update = Some(now);
         }
         None
+    }
+
+    /// How old a call in flight must be to count as held rather than queued: `HELD_AGE` times
+    /// the slowest of the recent successes, none before there are 16 of them.
+    pub(crate) fn held_age(&self) -> Option<Duration> {
+        self.recent.slowest().map(|slowest| slowest * HELD_AGE)
     }
 
     /// Recent successes far slower than the calls in flight could queue behind one another
@@ -1361,20 +1426,20 @@ mod tests {
         let (mut w, now, limit) = healthy();
         // Calls hanging until a timeout hold slots; the others still finish at 10 ms.
         for i in 0..RAISE_BURST as usize {
-            assert_eq!(w.full(now, limit + i, 1000), Some(limit + i + 1));
+            assert_eq!(w.full(now, limit + i, 0, 1000), Some(limit + i + 1));
         }
         assert_eq!(
-            w.full(now, limit + 4, 1000),
+            w.full(now, limit + 4, 0, 1000),
             None,
             "paced by the calls that finish"
         );
-        assert_eq!(w.full(now, 1000, 1000), None, "never past the maximum");
+        assert_eq!(w.full(now, 1000, 0, 1000), None, "never past the maximum");
     }
 
     #[test]
     fn a_raise_lasts_until_the_next_call_finishes() {
         let (mut w, mut now, limit) = healthy();
-        assert_eq!(w.full(now, limit, 1000), Some(limit + 1));
+        assert_eq!(w.full(now, limit, 0, 1000), Some(limit + 1));
         now += ms(1);
         let back = w.sample(now, ms(10), limit, false, false, Load::default);
         assert_eq!(back, Some(limit));
@@ -1390,7 +1455,7 @@ mod tests {
         let (mut w, mut now, limit) = healthy();
         // Four calls queued in front of every call: 4 ms more each.
         finish(&mut w, &mut now, 32, ms(14), limit);
-        assert_eq!(w.full(now, limit, 1000), None);
+        assert_eq!(w.full(now, limit, 0, 1000), None);
     }
 
     #[test]
@@ -1398,14 +1463,14 @@ mod tests {
         let (mut w, mut now, limit) = healthy();
         // A black hole: nothing finished for longer than four recent latencies.
         now += ms(41);
-        assert_eq!(w.full(now, limit, 1000), None);
+        assert_eq!(w.full(now, limit, 0, 1000), None);
     }
 
     #[test]
     fn every_recent_success_slower_by_half_closes_the_window_early() {
         let (mut w, mut now, limit) = healthy();
         finish(&mut w, &mut now, 32, ms(20), limit);
-        assert_eq!(w.full(now, limit, 1000), None);
+        assert_eq!(w.full(now, limit, 0, 1000), None);
         now += ms(1);
         let closed = w.sample(now, ms(20), limit, false, false, Load::default);
         assert!(closed.is_some(), "the window closes 33 ms into its 100 ms");
@@ -1417,7 +1482,7 @@ mod tests {
         // A step from 10 ms to 400 ms at 1000 calls a second: the calls in flight could queue
         // behind one another for `limit` ms at most, and the successes take 400.
         finish(&mut w, &mut now, 32, ms(400), limit);
-        let lifted = w.full(now, limit, 1000).unwrap();
+        let lifted = w.full(now, limit, 0, 1000).unwrap();
         // Little's law: 1000 a second × 0.4 s = 400 in flight, with the floor's headroom.
         assert!(lifted >= 400, "{limit} -> {lifted}");
         assert!(w.probe.is_some(), "kept only if completions follow");
@@ -1439,7 +1504,7 @@ mod tests {
         // Just under twice what `limit` calls queued at 1000 a second plus 10 ms could take.
         let rtt = ms(2 * (10 + limit as u64) - 1);
         finish(&mut w, &mut now, 32, rtt, limit);
-        assert_eq!(w.full(now, limit, 1000), None);
+        assert_eq!(w.full(now, limit, 0, 1000), None);
         assert!(w.probe.is_none());
     }
 
@@ -1462,7 +1527,7 @@ mod tests {
         let (mut w, mut now, _, after) = cut();
         // A round trip at 40 ms later the calls let in since are just as slow.
         finish(&mut w, &mut now, 80, ms(40), after);
-        let lifted = w.full(now, after, 1000).unwrap();
+        let lifted = w.full(now, after, 0, 1000).unwrap();
         // 1500 calls a second offered (a third turned away) at 40 ms: 60 in flight.
         assert!(lifted >= 60, "{after} -> {lifted}");
     }
@@ -1471,7 +1536,7 @@ mod tests {
     fn a_cut_that_lowered_the_latency_was_a_queue() {
         let (mut w, mut now, _, after) = cut();
         finish(&mut w, &mut now, 80, ms(14), after);
-        assert_eq!(w.full(now, after, 1000), None);
+        assert_eq!(w.full(now, after, 0, 1000), None);
     }
 }
 
@@ -1753,7 +1818,7 @@ mod properties {
                         }
                         _ => false,
                     };
-                    let got = w.full(now, in_flight, MAX);
+                    let got = w.full(now, in_flight, 0, MAX);
                     if admit {
                         credit -= 1;
                         prop_assert_eq!(got, Some((in_flight + 1).max(limit)));

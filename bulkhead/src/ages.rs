@@ -13,9 +13,9 @@
 //! to `older` (calls older than the ring, all of them held by any age the ring covers); a call
 //! ending finds its own slice in its bucket, or leaves `older`.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
+use seawall_core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use tokio::time::Instant;
 
 const RING: usize = 64;

@@ -16,13 +16,14 @@
 //! - trip rules in any combination: failure rate, slow-call rate (calls longer than a
 //!   duration), failures in a row (in the order the calls were admitted, so that the calls
 //!   in flight when an outage begins do not end its run by succeeding late), with a minimum
-//!   number of calls for the rates, and a rate trips only when it clears its threshold by more
-//!   than the window's sampling noise ([`noise_margin`](CircuitBreakerConfigBuilder::noise_margin):
-//!   a 100-call window at a true 40 % reads 50 % about once in 300 calls). By default
-//!   the failure rate (50 % of 100 calls, plus three standard deviations: 65 failures) and a
-//!   run of failures that adapts to the failure rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from a healthy downstream,
-//!   so a client that calls once a second stops after five failed calls rather than a hundred,
-//!   but about 16 in a 30 % brownout, which a breaker must not turn into an outage;
+//!   number of calls for the rates, and a rate trips only when it clears its threshold by more than
+//!   the window's sampling noise ([`noise_margin`](CircuitBreakerConfigBuilder::noise_margin): a
+//!   100-call window at a true 40 % reads 50 % about once in 300 calls). By default the failure
+//!   rate (50 % of 100 calls, plus three standard deviations: 65 failures) and a run of failures
+//!   that adapts to the failure rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from
+//!   a healthy downstream, so a client that calls once a second stops after five failed calls
+//!   rather than a hundred, but about 16 in a 30 % brownout, which a breaker must not turn into an
+//!   outage;
 //! - open durations fixed or growing with a jittered [`Backoff`](seawall_core::backoff::Backoff)
 //!   (by default 1 s, 2 s, then 3 s while probes fail: a downstream that came back is used
 //!   again within 5 s, and an outage gets a probe a second at most), each stretched at random

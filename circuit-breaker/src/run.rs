@@ -17,15 +17,16 @@
 //! its standard errors, and the failure rate of the last ten calls.
 //!
 //! Why raised: the window's rate is an estimate, and a run is as likely as `p₀ᵏ` of the *true*
-//! rate. An estimate low by one standard error (0.045 for 100 calls at 30 %) asks for 12
-//! failures instead of 14, which come 10 times as often, while one as high saves little; so,
-//! averaged over what the window reads, the bare estimate tripped once in 1 to 3 million calls
-//! at 10 to 50 % errors (a false opening in one of 4 to 10 brownouts of 30 s at 10,000 calls a
-//! second), against the one in 10⁷ asked. Two standard errors (`√(p̂(1 − p̂)/(n + 10))`) bring it to one in 25 to 50
-//! million. A clean history has no error to raise (`p̂ = 0`), so an outage after it still
-//! trips after `min` failures; after a 30 % brownout it takes about 16 instead of 13. The window's rate is steady once a brownout has lasted a window; the
-//! last ten calls' rate rises after the first short run of a brownout, so that the runs that
-//! follow need more failures before the window has caught up.
+//! rate. An estimate low by one standard error (0.045 for 100 calls at 30 %) asks for 12 failures
+//! instead of 14, which come 10 times as often, while one as high saves little; so, averaged over
+//! what the window reads, the bare estimate tripped once in 1 to 3 million calls at 10 to 50 %
+//! errors (a false opening in one of 4 to 10 brownouts of 30 s at 10,000 calls a second), against
+//! the one in 10⁷ asked. Two standard errors (`√(p̂(1 − p̂)/(n + 10))`) bring it to one in 25 to 50
+//! million. A clean history has no error to raise (`p̂ = 0`), so an outage after it still trips
+//! after `min` failures; after a 30 % brownout it takes about 16 instead of 13. The window's rate
+//! is steady once a brownout has lasted a window; the last ten calls' rate rises after the first
+//! short run of a brownout, so that the runs that follow need more failures before the window has
+//! caught up.
 //!
 //! A run is counted in admission order: `k` calls admitted one after another (leaving out those
 //! whose outcome was ignored or which were cancelled) that all failed. In completion order, the

@@ -274,6 +274,12 @@ const MIN_WINDOW_SAMPLES: u32 = 10;
 const FLOOR_HEADROOM: f64 = 1.25;
 /// Standard deviations of the calls in flight (a Poisson count) the floor leaves room for.
 const FLOOR_DEVIATIONS: f64 = 3.0;
+
+/// Little's-law floor for `in_flight` calls in flight on average: room for the latency's rise
+/// within a window and for the count's noise.
+fn floor_for(in_flight: f64) -> usize {
+    (FLOOR_HEADROOM * in_flight + FLOOR_DEVIATIONS * in_flight.sqrt()).ceil() as usize
+}
 /// Standard errors by which two window means may differ before the difference is read as a
 /// queue: 3 leaves about one window in a thousand of a latency that did not change.
 const NOISE_DEVIATIONS: f64 = 3.0;
@@ -503,9 +509,8 @@ fn demand(
     let mean = busy / (finished + load.cancelled).max(1) as f64;
     let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
     let in_flight = rate * mean;
-    let floor = FLOOR_HEADROOM * in_flight + FLOOR_DEVIATIONS * in_flight.sqrt();
     Some(Demand {
-        floor: floor.ceil() as usize,
+        floor: floor_for(in_flight),
         served: keeps_up(arrivals),
         limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
         pace: Pace {
@@ -613,27 +618,9 @@ impl Windowed {
             if let Some(last) = self.last
                 && 2 * recent > fastest + cut.fastest
             {
-                let need = last.offered * recent.as_secs_f64();
-                let lift = (FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize;
+                let lift = floor_for(last.offered * recent.as_secs_f64());
                 if lift > self.limit {
-                    let before = self.limit;
-                    let raise = lift as f64 / before.max(1) as f64;
-                    self.probe = Some(Probe {
-                        limit: before,
-                        base: self.base,
-                        base_error: self.base_error,
-                        fastest: self.fastest,
-                        // What the cut limit completed at the new latency, raised by half
-                        // the raise (at most by a quarter).
-                        target: cut.to as f64 / recent.as_secs_f64()
-                            * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
-                    });
-                    self.base = Some(recent);
-                    self.base_error = 0.0;
-                    self.algorithm.rebase(recent);
-                    self.fastest = Some(recent);
-                    self.limit = self.algorithm.set(lift);
-                    return Some(self.limit);
+                    return Some(self.lift_as_probe(recent, lift, cut.to));
                 }
             }
         }
@@ -682,27 +669,10 @@ impl Windowed {
         {
             return None;
         }
-        let need = last.offered * recent_secs;
-        let lift =
-            ((FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize).min(max);
+        let lift = floor_for(last.offered * recent_secs).min(max);
         if lift <= self.limit {
             return None;
         }
-        let before = self.limit;
-        let raise = lift as f64 / before.max(1) as f64;
-        self.probe = Some(Probe {
-            limit: before,
-            base: self.base,
-            base_error: self.base_error,
-            fastest: self.fastest,
-            // What the old limit completed at the new latency, raised by half the raise (at
-            // most by a quarter).
-            target: before as f64 / recent_secs * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
-        });
-        self.base = Some(recent);
-        self.base_error = 0.0;
-        self.algorithm.rebase(recent);
-        self.fastest = Some(recent);
         self.cut = None;
         // The window's latencies so far mix the old latency with the new; the window closes
         // on the new one alone, or its mean would read a queue against a base it lowered.
@@ -711,8 +681,29 @@ impl Windowed {
         w.sum = Duration::ZERO;
         w.sum_squares = 0.0;
         w.count = 0;
+        Some(self.lift_as_probe(recent, lift, self.limit))
+    }
+
+    /// Sets the limit to `lift` at once for a downstream now answering in `recent`, as a probe
+    /// kept only if completions follow: it asks for what a limit of `from` completes at the new
+    /// latency, raised by half the raise (at most by a quarter).
+    fn lift_as_probe(&mut self, recent: Duration, lift: usize, from: usize) -> usize {
+        let before = self.limit;
+        let raise = lift as f64 / before.max(1) as f64;
+        self.probe = Some(Probe {
+            limit: before,
+            base: self.base,
+            base_error: self.base_error,
+            fastest: self.fastest,
+            target: from as f64 / recent.as_secs_f64()
+                * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
+        });
+        self.base = Some(recent);
+        self.base_error = 0.0;
+        self.algorithm.rebase(recent);
+        self.fastest = Some(recent);
         self.limit = self.algorithm.set(lift);
-        Some(self.limit)
+        self.limit
     }
 
     /// Adds one finished call; returns the limit when a window closed and moved it. A call
@@ -797,8 +788,7 @@ impl Windowed {
             (Some(last), Some(d)) => last.slowed(&d.pace).then(|| {
                 // Little's law at the offered load, which our own rejections and a breaker
                 // further out may hide this window: the larger of the two windows' arrivals.
-                let need = d.pace.offered.max(last.offered) * d.pace.mean.as_secs_f64();
-                (FLOOR_HEADROOM * need + FLOOR_DEVIATIONS * need.sqrt()).ceil() as usize
+                floor_for(d.pace.offered.max(last.offered) * d.pace.mean.as_secs_f64())
             }),
             _ => None,
         };

@@ -529,13 +529,13 @@ fn vegas_layer() -> (BulkheadLayer, BulkheadHandle) {
         .pair()
 }
 
-#[tokio::test(start_paused = true)]
-async fn calls_hanging_in_their_slots_turn_no_other_call_away() {
+/// `per_ms` calls a millisecond at 10 ms for a second through a Vegas limit; from call `from`
+/// on, one in `every` hangs, holding its slot. Returns the calls turned away and the calls in
+/// flight at the end.
+async fn with_calls_hanging(per_ms: u64, from: u64, every: u64) -> (usize, usize) {
     let (layer, handle) = vegas_layer();
-    // A call a millisecond at 10 ms; after 300 ms one in 20 hangs, holding its slot: 35 by
-    // the end, far past the 23 that 10 calls in flight asked for.
-    let svc = layer.layer(service_fn(|i: u64| async move {
-        let hangs = i >= 300 && i.is_multiple_of(20);
+    let svc = layer.layer(service_fn(move |i: u64| async move {
+        let hangs = i >= from && i.is_multiple_of(every);
         sleep(if hangs {
             Duration::from_secs(3600)
         } else {
@@ -544,8 +544,17 @@ async fn calls_hanging_in_their_slots_turn_no_other_call_away() {
         .await;
         Ok::<_, BoxError>(())
     }));
-    assert_eq!(send_open_loop(svc, 1, 1000).await, 0);
-    assert!(handle.in_flight() >= 30, "{}", handle.in_flight());
+    let rejected = send_open_loop(svc, per_ms, 1000).await;
+    (rejected, handle.in_flight())
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_hanging_in_their_slots_turn_no_other_call_away() {
+    // A call a millisecond; after 300 ms one in 20 hangs: 35 by the end, far past the 23
+    // that 10 calls in flight asked for.
+    let (rejected, in_flight) = with_calls_hanging(1, 300, 20).await;
+    assert_eq!(rejected, 0);
+    assert!(in_flight >= 30, "{in_flight}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -573,19 +582,9 @@ async fn a_downstream_slowing_every_call_still_turns_calls_away() {
 /// are held, not queued, and count against the maximum only.
 #[tokio::test(start_paused = true)]
 async fn a_tenth_of_calls_hanging_turns_no_other_call_away() {
-    let (layer, handle) = vegas_layer();
-    let svc = layer.layer(service_fn(|i: u64| async move {
-        let hangs = i >= 600 && i.is_multiple_of(10);
-        sleep(if hangs {
-            Duration::from_secs(3600)
-        } else {
-            ms(10)
-        })
-        .await;
-        Ok::<_, BoxError>(())
-    }));
-    assert_eq!(send_open_loop(svc, 2, 1000).await, 0);
-    assert!(handle.in_flight() >= 130, "{}", handle.in_flight());
+    let (rejected, in_flight) = with_calls_hanging(2, 600, 10).await;
+    assert_eq!(rejected, 0);
+    assert!(in_flight >= 130, "{in_flight}");
 }
 
 /// The same hung calls beside a real queue (10 workers, twice the calls they serve): every

@@ -469,11 +469,12 @@ struct KeyStore<K> {
     book: Arc<KeyBook>,
 }
 
-/// SipHash-1-3 under a random 128-bit key drawn per map: std's `RandomState`, whose
-/// out-of-line byte-buffered `write` cost as much as the hash itself (137 instructions for a
-/// `u64` key against about 60 here, where a fixed-width write is one block, inline). Keys are
-/// what clients choose (addresses, headers, API keys), so the map keeps a keyed hash that
-/// resists chosen collisions, the same function std uses for that reason.
+/// SipHash-1-3, std's `RandomState` function, under a random 128-bit key drawn per map: clients
+/// choose the keys (addresses, headers, API keys), and a keyed hash keeps them from building
+/// collisions.
+//
+// A fixed-width key is one block, written inline: 95 instructions for a `u64` key, against
+// 137 through std's `DefaultHasher`, whose byte-buffered `write` is out of line.
 #[derive(Clone)]
 struct KeyHasher {
     k0: u64,

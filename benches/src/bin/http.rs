@@ -16,7 +16,7 @@
 //! ```
 //!
 //! The second form counts each variant's server instructions per request under callgrind (needs
-//! valgrind). Keys: bare, server, server-tr, handler, handler-stack, handler-tr.
+//! valgrind). Keys: bare, layered, server, server-tr, handler, handler-stack, handler-tr.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -225,8 +225,9 @@ fn calling(url: String, stack: Stack) -> Router {
 
 /// What the bench serves, by key: its name in the report, and the variant its paired ratios
 /// are taken against.
-const VARIANTS: [(&str, &str, Option<&str>); 6] = [
+const VARIANTS: [(&str, &str, Option<&str>); 7] = [
     ("bare", "bare", None),
+    ("layered", "bare, a layer that does nothing", Some("bare")),
     ("server", "server stack", Some("bare")),
     ("server-tr", "server, tower-resilience", Some("bare")),
     ("handler", "handler, plain client", None),
@@ -234,12 +235,18 @@ const VARIANTS: [(&str, &str, Option<&str>); 6] = [
     ("handler-tr", "handler, tower-resilience", Some("handler")),
 ];
 
-/// Pairs compared besides each variant against its baseline: tower-resilience against seawall.
-const PEERS: [(&str, &str); 2] = [("server-tr", "server"), ("handler-tr", "handler-stack")];
+/// Pairs compared besides each variant against its baseline: the server stack against what any
+/// layer costs through axum's `Router::layer`, and tower-resilience against seawall.
+const PEERS: [(&str, &str); 3] = [
+    ("server", "layered"),
+    ("server-tr", "server"),
+    ("handler-tr", "handler-stack"),
+];
 
 fn app(key: &str, downstream: &str) -> Router {
     match key {
         "bare" => bare(),
+        "layered" => bare().layer(tower::layer::util::Identity::new()),
         "server" => server_stack(),
         "server-tr" => tr_server_stack(),
         "handler" => calling(downstream.to_owned(), Stack::None),
@@ -247,6 +254,14 @@ fn app(key: &str, downstream: &str) -> Router {
         "handler-tr" => calling(downstream.to_owned(), Stack::TowerResilience),
         _ => panic!("no variant {key:?}; the variants: {}", keys().join(", ")),
     }
+}
+
+/// Each variant against its baseline, then the other pairs compared.
+fn pairs() -> impl Iterator<Item = (&'static str, &'static str)> {
+    VARIANTS
+        .iter()
+        .filter_map(|(key, _, against)| Some((*key, (*against)?)))
+        .chain(PEERS)
 }
 
 fn keys() -> Vec<&'static str> {
@@ -328,16 +343,8 @@ impl Server {
         Server { child, urls }
     }
 
-    /// Nanoseconds the server's threads have run on a CPU, from `/proc/PID/task/*/schedstat`.
     fn cpu_ns(&self) -> u64 {
-        let tasks = format!("/proc/{}/task", self.child.id());
-        std::fs::read_dir(tasks)
-            .expect("the server's /proc entry")
-            .filter_map(|task| {
-                let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-                stat.split_whitespace().next()?.parse::<u64>().ok()
-            })
-            .sum()
+        cpu_ns(self.child.id())
     }
 
     /// Closes the server's stdin and waits for it to exit.
@@ -457,6 +464,9 @@ struct Round {
     cpu_us: f64,
     /// The server's CPU time over the round's wall time.
     busy: f64,
+    /// The generator's CPU time over the round's wall time: near 100 %, the generator and not
+    /// the server may be what limits the rate.
+    generator_busy: f64,
 }
 
 /// Drives `conns` for `settle` (not counted) and then `window`.
@@ -467,6 +477,7 @@ async fn round(
     server: &Server,
 ) -> (Vec<Connection>, Round) {
     let cpu_before = server.cpu_ns();
+    let generator_before = cpu_ns(std::process::id());
     let started = Instant::now();
     let from = started + settle;
     let until = from + window;
@@ -485,6 +496,7 @@ async fn round(
         sent += seen.sent;
     }
     let cpu = server.cpu_ns() - cpu_before;
+    let generator = cpu_ns(std::process::id()) - generator_before;
     let wall = started.elapsed();
     all.sort_unstable();
     let at = |q: f64| match all.len() {
@@ -499,8 +511,20 @@ async fn round(
         errors,
         cpu_us: cpu as f64 / 1e3 / sent.max(1) as f64,
         busy: cpu as f64 / wall.as_nanos() as f64,
+        generator_busy: generator as f64 / wall.as_nanos() as f64,
     };
     (conns, figures)
+}
+
+/// Nanoseconds the threads of process `pid` have run on a CPU, from `/proc/PID/task/*/schedstat`.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("a /proc entry")
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 /// Pins this process (its only thread so far) to `core` with util-linux's `taskset`.
@@ -678,21 +702,22 @@ fn report(
             for (i, r) in rounds.iter().enumerate() {
                 println!(
                     "  round {:>3}: {:>7.0} req/s  p50 {:>6.0}  p99 {:>6.0}  p99.9 {:>6.0} µs  \
-                     {:>6.2} µs CPU a request  busy {:>3.0} %",
+                     {:>6.2} µs CPU a request  busy {:>3.0} %  generator busy {:>3.0} %",
                     i + 1,
                     r.rps,
                     r.p50,
                     r.p99,
                     r.p999,
                     r.cpu_us,
-                    r.busy * 100.0
+                    r.busy * 100.0,
+                    r.generator_busy * 100.0
                 );
             }
         }
     }
     println!("medians over rounds, with their 95 % intervals (order statistics)");
     println!(
-        "  {:<26} {:>24} {:>8} {:>20} {:>9} {:>22} {:>7} {:>7}",
+        "  {:<32} {:>24} {:>8} {:>20} {:>9} {:>22} {:>7} {:>10} {:>7}",
         "variant",
         "req/s",
         "p50 µs",
@@ -700,12 +725,13 @@ fn report(
         "p99.9 µs",
         "server CPU µs/request",
         "busy %",
+        "generator %",
         "errors"
     );
     for (variant, key) in only.iter().enumerate() {
         let errors: u64 = figures[variant].iter().map(|r| r.errors).sum();
         println!(
-            "  {:<26} {:>24} {:>8.0} {:>20} {:>9.0} {:>22} {:>7.0} {:>7}",
+            "  {:<32} {:>24} {:>8.0} {:>20} {:>9.0} {:>22} {:>7.0} {:>10.0} {:>7}",
             name(key),
             show(&Interval::of(&column(variant, |r| r.rps)), 0),
             Interval::of(&column(variant, |r| r.p50)).median,
@@ -713,19 +739,16 @@ fn report(
             Interval::of(&column(variant, |r| r.p999)).median,
             show(&Interval::of(&column(variant, |r| r.cpu_us)), 2),
             Interval::of(&column(variant, |r| r.busy)).median * 100.0,
+            Interval::of(&column(variant, |r| r.generator_busy)).median * 100.0,
             errors,
         );
     }
     println!("paired by round: the median of the per-round figures, with its 95 % interval");
     println!(
-        "  {:<54} {:>26} {:>24} {:>26}",
+        "  {:<60} {:>26} {:>24} {:>26}",
         "variant / against", "req/s ratio", "p99 difference µs", "CPU µs/request ratio"
     );
-    let pairs = VARIANTS
-        .iter()
-        .filter_map(|(key, _, against)| Some((*key, (*against)?)))
-        .chain(PEERS);
-    for (key, against) in pairs {
+    for (key, against) in pairs() {
         let (Some(a), Some(b)) = (
             only.iter().position(|k| *k == key),
             only.iter().position(|k| *k == against),
@@ -741,7 +764,7 @@ fn report(
             Interval::of(&per_round)
         };
         println!(
-            "  {:<54} {:>26} {:>24} {:>26}",
+            "  {:<60} {:>26} {:>24} {:>26}",
             format!("{} / {}", name(key), name(against)),
             show(&paired(|x, y| x.rps / y.rps), 3),
             show(&paired(|x, y| x.p99 - y.p99), 0),
@@ -805,23 +828,19 @@ fn instructions(args: impl Iterator<Item = String>, only: &[String], keep: Optio
             *total = callgrind_total(&out);
         }
         let per_request = (totals[1] - totals[0]) as f64 / (many - few) as f64;
-        let against = VARIANTS
-            .iter()
-            .find(|(k, _, _)| k == key)
-            .and_then(|(_, _, against)| *against)
-            .and_then(|against| counted.iter().find(|(k, _)| *k == against));
-        match against {
-            Some((base, base_count)) => println!(
-                "  {:<26} {:>10.0}  {:+.0} against {} ({:+.2} %)",
-                name(key),
-                per_request,
-                per_request - base_count,
-                name(base),
-                (per_request / base_count - 1.0) * 100.0
-            ),
-            None => println!("  {:<26} {:>10.0}", name(key), per_request),
-        }
+        println!("  {:<32} {:>10.0}", name(key), per_request);
         counted.push((key.as_str(), per_request));
+    }
+    for (key, against) in pairs() {
+        let count = |key: &str| counted.iter().find(|(k, _)| *k == key).map(|(_, c)| *c);
+        if let (Some(a), Some(b)) = (count(key), count(against)) {
+            println!(
+                "  {:<60} {:>+8.0} ({:+.2} %)",
+                format!("{} / {}", name(key), name(against)),
+                a - b,
+                (a / b - 1.0) * 100.0
+            );
+        }
     }
     if keep.is_none() {
         let _ = std::fs::remove_dir_all(&dir);

@@ -745,8 +745,12 @@ fn report(
     }
     println!("paired by round: the median of the per-round figures, with its 95 % interval");
     println!(
-        "  {:<60} {:>26} {:>24} {:>26}",
-        "variant / against", "req/s ratio", "p99 difference µs", "CPU µs/request ratio"
+        "  {:<60} {:>26} {:>20} {:>24} {:>26}",
+        "variant / against",
+        "req/s ratio",
+        "p50 difference µs",
+        "p99 difference µs",
+        "CPU µs/request ratio"
     );
     for (key, against) in pairs() {
         let (Some(a), Some(b)) = (
@@ -764,9 +768,10 @@ fn report(
             Interval::of(&per_round)
         };
         println!(
-            "  {:<60} {:>26} {:>24} {:>26}",
+            "  {:<60} {:>26} {:>20} {:>24} {:>26}",
             format!("{} / {}", name(key), name(against)),
             show(&paired(|x, y| x.rps / y.rps), 3),
+            show(&paired(|x, y| x.p50 - y.p50), 0),
             show(&paired(|x, y| x.p99 - y.p99), 0),
             show(&paired(|x, y| x.cpu_us / y.cpu_us), 3),
         );

@@ -8,7 +8,7 @@
 //! a variant, each sending its next request when the last one answered) runs on core 0. Many
 //! short rounds run every variant once each, in a shuffled order and then its reverse (ABBA),
 //! and each variant is compared with its baseline round by round: the median of the per-round
-//! ratios (throughput, server CPU per request) and differences (p99), with 95 % intervals.
+//! ratios (throughput, server CPU per request) and differences (p50, p99), with 95 % intervals.
 //!
 //! ```sh
 //! cargo run --release -p seawall-bench --no-default-features --bin http -- [SECONDS [ROUNDS [CONNECTIONS]]] [--settle S] [--seed N] [--only KEY,..] [--no-pin] [--each]
@@ -559,7 +559,7 @@ struct Options {
     only: Vec<String>,
 }
 
-fn options(args: impl Iterator<Item = String>) -> Options {
+fn options(mut args: impl Iterator<Item = String>) -> Options {
     let mut options = Options {
         seconds: 0.5,
         rounds: 40,
@@ -570,7 +570,6 @@ fn options(args: impl Iterator<Item = String>) -> Options {
         seed: 1,
         only: keys().iter().map(|k| (*k).to_owned()).collect(),
     };
-    let mut args = args.peekable();
     let mut positional = 0;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {

@@ -14,3 +14,4 @@ pub mod contenders;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod overhead;
+pub mod paired;

@@ -603,7 +603,7 @@ where
     })
 }
 
-/// A call a millisecond at 10 ms (a limit of 23 for the 10 in flight); at 300 ms eight calls
+/// A call a millisecond at 10 ms (a floor of 22 for the 10 in flight); at 300 ms eight calls
 /// hang, and 30 ms later ten calls come at once: 28 in flight. The hung calls are three times
 /// the slowest success old, past the held age (twice it), so they count against the maximum
 /// only and none of the ten is turned away.

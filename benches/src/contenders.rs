@@ -111,6 +111,21 @@ pub fn tower_rate_limit() -> tower::limit::RateLimitLayer {
     tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(1))
 }
 
+/// `ClientStackConfig::default()`, or the same with a fixed bulkhead of 1000 (the default
+/// before its adaptive limit).
+pub fn seawall_default_stack(fixed: bool) -> ClientStackLayer {
+    if !fixed {
+        return ClientStackLayer::new(ClientStackConfig::default());
+    }
+    let config: ClientStackConfig = serde_json::from_value(serde_json::json!({
+        "name": "client",
+        "total_timeout": "1s",
+        "bulkhead": { "max_concurrent": 1000 }
+    }))
+    .expect("a valid stack");
+    ClientStackLayer::new(config)
+}
+
 /// seawall's recommended client stack, as the overhead bench configures it.
 pub fn seawall_stack() -> ClientStackLayer {
     let config: ClientStackConfig = serde_json::from_value(serde_json::json!({

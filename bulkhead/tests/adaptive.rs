@@ -587,6 +587,71 @@ async fn a_tenth_of_calls_hanging_turns_no_other_call_away() {
     assert!(in_flight >= 130, "{in_flight}");
 }
 
+/// Sends `req` through `svc` on a task of its own, counting it in `rejected` if turned away.
+fn spawn_call<S>(svc: &S, req: u64, rejected: &Arc<AtomicUsize>) -> tokio::task::JoinHandle<()>
+where
+    S: tower::Service<u64, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    let (svc, rejected) = (svc.clone(), rejected.clone());
+    tokio::spawn(async move {
+        if let Err(err) = svc.oneshot(req).await
+            && seawall_core::rejected(&*err).is_some()
+        {
+            rejected.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+}
+
+/// A call a millisecond at 10 ms (a floor of 22 for the 10 in flight); at 300 ms eight calls
+/// hang, and 30 ms later ten calls come at once: 28 in flight. The hung calls are three times
+/// the slowest success old, past the held age (twice it), so they count against the maximum
+/// only and none of the ten is turned away.
+#[tokio::test(start_paused = true)]
+async fn calls_hung_three_round_trips_are_held() {
+    const HANG: u64 = 1;
+    let (layer, _) = vegas_layer();
+    let svc = layer.layer(service_fn(|req: u64| async move {
+        sleep(if req == HANG {
+            Duration::from_secs(3600)
+        } else {
+            ms(10)
+        })
+        .await;
+        Ok::<_, BoxError>(())
+    }));
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..340 {
+        tasks.push(spawn_call(&svc, 0, &rejected));
+        let extra = match t {
+            300 => (HANG, 8),
+            330 => (0, 10),
+            _ => (0, 0),
+        };
+        for _ in 0..extra.1 {
+            tasks.push(spawn_call(&svc, extra.0, &rejected));
+        }
+        sleep(ms(1)).await;
+    }
+    sleep(ms(20)).await;
+    tasks.into_iter().for_each(|t| t.abort());
+    assert_eq!(rejected.load(Ordering::SeqCst), 0);
+}
+
+/// Three calls a millisecond at 10 ms from the start: 30 in flight against the initial guess
+/// of 20, before any window has measured anything. No queue shows, so none is turned away.
+#[tokio::test(start_paused = true)]
+async fn a_guessed_limit_turns_no_call_away_before_its_first_window() {
+    let (layer, handle) = vegas_layer();
+    let svc = layer.layer(service_fn(|_: u64| async move {
+        sleep(ms(10)).await;
+        Ok::<_, BoxError>(())
+    }));
+    assert_eq!(send_open_loop(svc, 3, 90).await, 0);
+    assert!(handle.limit() >= 20, "{}", handle.limit());
+}
+
 /// The same hung calls beside a real queue (10 workers, twice the calls they serve): every
 /// success slows, the slowest too, so the calls a queue holds are never old enough to be
 /// excused, and the calls in the downstream at once stay near its knee.

@@ -500,7 +500,11 @@ fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
         json["retry"]["max_elapsed"], "1s",
         "retry stays within the total"
     );
-    assert_eq!(json["bulkhead"]["max_concurrent"], 1000);
+    assert_eq!(json["bulkhead"]["max_concurrent"], serde_json::Value::Null);
+    assert_eq!(
+        json["bulkhead"]["adaptive"]["vegas"]["max"], 1000,
+        "an adaptive limit, at most what a fixed one allowed"
+    );
     assert_eq!(json["bulkhead"]["queue_limit"], 0);
     // What it writes, it reads back.
     let again: ClientStackConfig = serde_json::from_value(json.clone()).unwrap();

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use seawall::bulkhead::BulkheadConfig;
+use seawall::bulkhead::{BulkheadConfig, Limit, VegasConfig};
 use seawall::stack::{ClientStackConfig, ClientStackLayer, ServerStackConfig, ServerStackLayer};
 use seawall::timeout::AdaptiveTimeout;
 use seawall_core::testing::config::assert_errors;
@@ -160,8 +160,12 @@ fn the_client_stack_builder_starts_from_the_defaults() {
         serde_json::to_value(&default).unwrap()
     );
     assert_eq!(built.name(), "client");
+    assert_eq!(
+        built.bulkhead().limit(),
+        &Limit::Adaptive(VegasConfig::new().max(1000).into())
+    );
     let layer = ClientStackLayer::builder().name("db").build().unwrap();
-    assert_eq!(layer.bulkhead().limit(), 1000);
+    assert_eq!(layer.bulkhead().limit(), 20, "Vegas's initial limit");
 }
 
 #[test]

@@ -48,6 +48,8 @@ const CONTENDERS: &[&str] = &[
     "hedge/seawall",
     "stack/seawall",
     "stack-pending/seawall",
+    "stack-default/seawall",
+    "stack-default/seawall-fixed",
 ];
 
 fn main() {
@@ -129,6 +131,8 @@ fn main() {
         ),
         "stack/seawall" => run(c::seawall_stack().layer(bare()), calls),
         "stack-pending/seawall" => run(c::seawall_stack().layer(yielding()), calls),
+        "stack-default/seawall" => run(c::seawall_default_stack(false).layer(bare()), calls),
+        "stack-default/seawall-fixed" => run(c::seawall_default_stack(true).layer(bare()), calls),
         other => panic!("no contender {other:?}; `probe list` prints them"),
     }
 }

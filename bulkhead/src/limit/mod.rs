@@ -115,36 +115,70 @@
 //!
 //! # A call that finds the limit full
 //!
-//! A window learns after a second; the call that finds the limit full needs an answer now.
-//! A queue in front of the downstream delays every call behind it, the fastest too, while a
-//! share of calls that hang (until a timeout further out) or come late leaves the others as
-//! fast as before. So such a call is let in over the limit when the fastest of the last 16 to
-//! 32 successes shows no queue by Vegas's estimate at the calls in flight (`in_flight × (1 −
-//! fastest seen / fastest recent) ≤ f(in_flight)`), a success finished within four of those
-//! latencies (a black hole lets nothing in), and the limit is under its maximum. Turning it
-//! away could only lose a call the downstream serves at its pace: 5 % of 1000 calls a second
-//! hanging for 160 ms hold 8 slots more than the floor learned before the fault, and Poisson
-//! peaks of the calls in flight reach 30–35 against a healthy floor of 23. The fastest recent
-//! success lags a queue that builds meanwhile by a round trip, so at most one call over the
-//! limit per call that finished (four in a burst) comes in, and each raise lasts until the
-//! next call finishes: at 1500 calls a second against 1100 served, unpaced raises let in
-//! 26 calls against a limit of 15 and doubled the accepted latency.
+//! A window learns after a second; the call that finds the limit full needs an answer now. A
+//! queue in front of the downstream delays every call behind it, the fastest too, while a share
+//! of calls that hang (until a timeout further out) or come late leaves the others as fast as
+//! before. So such a call is let in over the limit when the fastest of the last 16 to 32
+//! successes shows no queue (at most `f(in_flight)` calls, counted as below), a success
+//! finished within four of those latencies (a black hole lets nothing in), and the limit is
+//! under its maximum. Turning it away could only lose a call the downstream serves at its pace:
+//! 5 % of 1000 calls a second hanging for 160 ms hold 8 slots more than the floor learned
+//! before the fault, and Poisson peaks of the calls in flight reach 30–35 against a healthy
+//! floor of 23. The fastest recent success lags a queue that builds meanwhile by a round trip,
+//! so at most one call over the limit per call that finished (four in a burst) comes in, and
+//! each raise lasts until the next call finishes: at 1500 calls a second against 1100 served,
+//! unpaced raises let in 26 calls against a limit of 15 and doubled the accepted latency.
 //!
-//! Calls that hang are let in for more directly: a call in flight older than four times the
+//! The queue is counted by Little's law over the queue alone: the last window's completions a
+//! second times how much slower the fastest recent success is than the fastest seen (the
+//! calls that arrive while one waits). Vegas's own estimate at the calls in flight, `in_flight
+//! × (1 − fastest seen / fastest recent)`, counts the calls that hang as queued too: at the
+//! onset of 10 % of calls hanging, 20 calls in flight younger than the held age below and a
+//! fastest recent success of 13 ms against 9 ms read as 6.2 queued, where 1000 completions a
+//! second waiting 4 ms more are a queue of 4. Both agree when every call in flight is at work
+//! (1500 calls a second on 11 workers: 20 in flight waiting ~8 ms read 8.9 and 8.8). Before a
+//! window has paced the completions, Vegas's estimate counts.
+//!
+//! Calls that hang are let in for more directly: a call in flight older than twice the
 //! slowest of those 16 to 32 successes, while the fastest shows no queue Vegas would cut
-//! (`6f`) at the calls in flight that are younger, is held, not queued, and counts against the
-//! maximum only (the limit is raised by the held calls until the next call finishes). A call
-//! waiting in a queue is no older than the slowest success that waited in it, so the age
-//! alone tells them apart; a queue also slows every success, the slowest too, which raises
-//! the age a call must reach, and a large one is never excused. At 1000 calls a second, 10 %
-//! hanging until a 1 s deadline and successes of 8–12 ms, 100 calls hang at once against ~11
-//! answering: paced by the calls that finish, 0.9 credits per arrival fell 0.1 a call short
-//! (697 turned away); now every call over ~50 ms old, ~95 of the 100, is excused. The retries
-//! of the hung calls bring the downstream to its 1100 calls a second, so the fastest recent
-//! success reads 10–13 ms against 9 ms: `17 × (1 − 9/10) = 1.7` queued calls, more than `f`,
-//! which is why the band is Vegas's cut rather than its band of no queue.
+//! (`6f`), is held, not queued, and counts against the maximum only (the limit is raised by
+//! the held calls until the next call finishes). A call waiting in a queue is no older than
+//! the slowest success that waited in it, so the age alone tells them apart; the slowest of
+//! 16 to 32 successes is near their 97th percentile, and twice it covers an exponential tail
+//! to beyond its 99.9th. A queue also slows every success, the slowest too, which raises the
+//! age a call must reach, and a large one is never excused. So are the calls in flight beyond
+//! what Little's law puts at work, the floor of the completions a second times the slowest
+//! recent success: those that have not hung long enough to be told by their age. At 1000
+//! calls a second, 10 % hanging until a 1 s deadline and successes of 8–12 ms, 100 calls hang
+//! at once against ~11 answering: paced by the calls that finish, 0.9 credits per arrival fell
+//! 0.1 a call short (697 turned away); held by age (four times the slowest success at first)
+//! the onset still turned 2–3 away, and at 20 % hanging the calls younger than that age turned
+//! away 50; now none. The retries of the hung calls bring the downstream to its 1100 calls a
+//! second, so the fastest recent success reads 10–13 ms against 9 ms: a queue of 1–4 calls,
+//! more than `f`, which is why the band is Vegas's cut rather than its band of no queue.
 //! Calls are counted by the time slice (a 64th of the sample window) they started in, one
 //! atomic bucket per slice, and summed only when a call finds the limit full.
+//!
+//! Before the first window closes, the limit is the configured guess (20 by default), with
+//! nothing measured behind it: a call that finds it full comes in unless the recent successes
+//! show a queue Vegas would cut (`6f` at the calls in flight) or, after 16 successes, none is
+//! recent; before 16 there is nothing to judge by, and a fixed limit would let it in. At 2000
+//! calls a second of 10 ms the calls in flight average 21 and peak at 35 in the first second,
+//! which turned ~50 away against the guess of 20 and its four calls of credit. Not for
+//! Gradient2 (see "Slow start").
+//!
+//! # At the maximum
+//!
+//! A limit at its maximum that turns calls away while Little's law at the offered load asks
+//! for more than the maximum cannot tell a slower downstream from one that lost capacity: at a
+//! pinned limit both complete fewer calls as their latency rises, and the probe that tells
+//! them apart is a raise, which the maximum forbids. Vegas would read the rise over the lowest
+//! window mean as a queue and cut; a cut to probe with costs a round trip of calls turned
+//! away. Such a window, without a drop, holds the maximum, as a fixed limit would. At 10 000
+//! calls a second and a latency ramping from 20 to 120 ms (1200 calls in flight needed, 1000
+//! allowed), Vegas read 1000 × (1 − 20/105) ≈ 810 queued calls at 105 ms and cut once: 2782
+//! calls turned away in that second against the fixed limit's 1210, until the cut's check
+//! lifted it back.
 //!
 //! When the recent successes do show a queue, three faster moves than a window's end:
 //! - recent successes more than twice as slow as a queue behind the calls in flight could
@@ -305,8 +339,10 @@ const SLOWER_MARGIN: f64 = 2.0;
 /// How many recent latencies may pass without a success before the recent ones are stale.
 const STALE_AFTER: u32 = 4;
 /// How many times the slowest recent success a call in flight must have lasted to count as
-/// held (hung until a timeout further out) rather than queued, while no queue shows.
-const HELD_AGE: u32 = 4;
+/// held (hung until a timeout further out) rather than queued, while no queue shows: the
+/// slowest of 16 to 32 successes is near their 97th percentile, and twice it covers an
+/// exponential tail to beyond its 99.9th.
+const HELD_AGE: u32 = 2;
 /// The queue, in `f(calls)`, from which the calls younger than that age are not excused:
 /// Vegas's own cut. Below it the age alone tells a held call, since a call waiting in a queue
 /// is no older than the slowest success that waited in it.
@@ -347,6 +383,8 @@ pub(crate) struct Windowed {
     /// How many calls may still be let in over the limit: one more for each call that
     /// finishes, at most `RAISE_BURST`.
     credit: u32,
+    /// The algorithm's maximum.
+    max: usize,
 }
 
 /// A cut to half the limit or less. If the calls let in after it are no faster, the latency
@@ -554,6 +592,7 @@ impl Windowed {
             raised: None,
             cut: None,
             credit: 0,
+            max: config.max(),
         }
     }
 
@@ -582,14 +621,40 @@ impl Windowed {
         held: usize,
         max: usize,
     ) -> Option<usize> {
+        if self.base.is_none()
+            && self.algorithm.slow_starts()
+            && in_flight < max
+            && self.no_queue_yet(now, in_flight)
+        {
+            let limit = (in_flight + 1).max(self.limit);
+            self.raised = Some(limit);
+            return Some(limit);
+        }
         let recent = self.recent.fastest(now)?;
         let fastest = self.fastest?;
+        let wait = recent.saturating_sub(fastest).as_secs_f64();
+        // By Little's law a queue holds the calls that arrive while one waits in it: the
+        // completions a second times the wait. The calls in flight would count calls that
+        // hang (until a timeout further out) as queued too.
+        let queue = |calls: usize| match self.last {
+            Some(last) => last.completed * wait,
+            None => vegas_queue(calls, fastest, recent),
+        };
+        // And the calls at work are at most the completions a second times the slowest
+        // recent success's latency, with the floor's room for their noise: the rest are held.
+        let held = match (self.last, self.recent.slowest()) {
+            (Some(last), Some(slowest)) => {
+                let at_work = floor_for(last.completed * slowest.as_secs_f64());
+                held.max(in_flight.saturating_sub(at_work))
+            }
+            _ => held,
+        };
         // Calls held past any recent success's latency, while the others show no queue Vegas
         // would cut, hang (until a timeout further out): a call in a queue is no older than
         // the slowest success that waited in it. They count against the maximum, not the
         // limit, without waiting for calls to finish.
         let active = in_flight.saturating_sub(held);
-        let active_queue = active as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64());
+        let active_queue = queue(active);
         if held > 0
             && active < self.limit
             && in_flight < max
@@ -599,10 +664,9 @@ impl Windowed {
             self.raised = Some(limit);
             return Some(limit);
         }
-        let queue = in_flight as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64());
         // Calls let in over the limit are paced by the calls that finish: the fastest recent
         // success lags a queue that builds meanwhile.
-        if self.credit > 0 && in_flight < max && queue <= log10_root(in_flight as f64) {
+        if self.credit > 0 && in_flight < max && queue(in_flight) <= log10_root(in_flight as f64) {
             self.credit -= 1;
             let limit = (in_flight + 1).max(self.limit);
             self.raised = Some(limit);
@@ -632,6 +696,21 @@ impl Windowed {
             self.next_update = Some(now);
         }
         None
+    }
+
+    /// Whether a call that finds the limit full before any window closed may come in: the
+    /// limit is then the configured guess, with nothing measured behind it, so only a queue
+    /// Vegas would cut (`6f` by its estimate at the calls in flight) turns calls away; before
+    /// 16 successes there is nothing to judge by, and after them none recent is a black hole.
+    /// Not for Gradient2, as its slow start: its long-term latency would take the queue of a
+    /// burst let in at once as the new normal.
+    fn no_queue_yet(&self, now: Instant, in_flight: usize) -> bool {
+        match (self.recent.fastest(now), self.fastest) {
+            (Some(recent), Some(fastest)) => {
+                vegas_queue(in_flight, fastest, recent) <= HELD_QUEUE * log10_root(in_flight as f64)
+            }
+            _ => self.recent.previous.is_none(),
+        }
     }
 
     /// How old a call in flight must be to count as held rather than queued: `HELD_AGE` times
@@ -802,10 +881,17 @@ impl Windowed {
             self.algorithm.rebase(average);
             self.fastest = self.recent.min().or(self.fastest);
         }
-        let queued = slowed.is_none() && queueing(before, base, average, noise);
+        // At its maximum, turning calls away while Little's law at the offered load asks for
+        // more, the limit cannot tell a slower downstream from one that lost capacity but by
+        // a cut (there is no raise to probe with): it holds the maximum, as a fixed limit
+        // would, unless a call dropped.
+        let at_max = !w.dropped
+            && before >= self.max
+            && demand.is_some_and(|d| d.limited && d.floor >= self.max);
+        let queued = slowed.is_none() && !at_max && queueing(before, base, average, noise);
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
-            (None, Some(d)) if d.served => d.floor,
+            (None, Some(d)) if d.served || at_max => d.floor,
             (None, Some(d)) if d.limited && !queued && self.algorithm.slow_starts() => {
                 (2 * before).min(d.floor).min(self.threshold)
             }
@@ -860,6 +946,12 @@ fn queueing(limit: usize, base: Duration, mean: Duration, noise: f64) -> bool {
     let mean = beyond_noise(mean, base, NOISE_DEVIATIONS * noise);
     let queue = limit * (1.0 - base.as_secs_f64() / mean.as_secs_f64().max(1e-9));
     queue > log10_root(limit)
+}
+
+/// Vegas's estimate of the calls queued among `calls` in flight, whose fastest recent success
+/// took `recent` against `fastest` without a queue: `calls × (1 − fastest / recent)`.
+fn vegas_queue(calls: usize, fastest: Duration, recent: Duration) -> f64 {
+    calls as f64 * (1.0 - fastest.as_secs_f64() / recent.as_secs_f64())
 }
 
 /// `mean`, or `base` if `mean` rose over it by no more than `allowance` (seconds): a rise
@@ -1065,6 +1157,61 @@ mod tests {
             None
         );
         (w, start)
+    }
+
+    #[test]
+    fn calls_that_hang_do_not_read_as_a_queue() {
+        // Slow-drip's onset at 10 % hanging: 24 in flight against a limit of 24, 4 of them
+        // held, the fastest recent success 13 ms against 9 ms. Vegas's estimate at the 20
+        // younger calls reads 20 × (1 − 9/13) = 6.2 queued, over its cut at 6, but some of
+        // them hang too; 1000 completions a second waiting 4 ms more are a queue of 4.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(24).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let now = Instant::now();
+        w.base = Some(Duration::from_micros(10_500));
+        w.last = Some(Pace {
+            completed: 1000.0,
+            offered: 1000.0,
+            mean: Duration::from_micros(10_500),
+        });
+        w.fastest = Some(ms(9));
+        for i in 0..RECENT_SUCCESSES as u64 {
+            w.recent.add(now, ms(13 + i % 5));
+        }
+        assert_eq!(w.full(now, 24, 4, 1000), Some(28));
+        // A queue that holds the calls at work is still one: 1000 completions a second
+        // waiting 9 ms more are 9 queued.
+        let mut w2 = Windowed::new(&config, Duration::from_secs(1));
+        w2.base = w.base;
+        w2.last = w.last;
+        w2.fastest = w.fastest;
+        for _ in 0..RECENT_SUCCESSES {
+            w2.recent.add(now, ms(18));
+        }
+        assert_eq!(w2.full(now, 24, 4, 1000), None);
+    }
+
+    #[test]
+    fn a_limit_at_its_maximum_holds_while_little_s_law_asks_for_more() {
+        // 4000 calls a second against a maximum of 100, three in four turned away; the
+        // latency triples at the pinned limit. Vegas reads 100 × (1 − 20/60) = 67 queued and
+        // cuts to 39, but Little's law at the offered load asks for 4000 × 60 ms = 240 calls:
+        // the maximum holds, as a fixed limit would. A drop still cuts.
+        for (dropped, held) in [(false, true), (true, false)] {
+            let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(100).max(100));
+            let (mut w, mut now) = opened(&config, 100);
+            let load = Load {
+                in_flight: 100,
+                rejected: 300,
+                ..Load::default()
+            };
+            assert_eq!(
+                window(&mut w, &mut now, 100, ms(20), false, load),
+                Some(100)
+            );
+            let limit = window(&mut w, &mut now, 100, ms(60), dropped, load).unwrap();
+            assert_eq!(limit == 100, held, "dropped: {dropped}, limit {limit}");
+        }
     }
 
     #[test]
@@ -1758,11 +1905,16 @@ mod properties {
             }
         }
 
-        /// A call that finds the limit full is let in exactly when the reference model says:
-        /// credit left (one per call finished since, at most four), a success within four
-        /// recent latencies, and the fastest of the last 16 to 32 successes at most `f` queued
-        /// calls (Vegas's estimate at the calls in flight) above the fastest seen; then the
-        /// limit is the calls in flight plus one, within the maximum, until a call finishes.
+        /// A call that finds the limit full, after a first window of 500 completions a second
+        /// at 40 ms, is let in exactly when the reference model says. The queue is those
+        /// completions a second times how much slower the fastest of the last 16 to 32
+        /// successes is than the fastest seen; the calls at work are at most the floor of
+        /// those completions times the slowest of them, and the calls in flight beyond are
+        /// held. Held calls, with the rest under the limit and a queue of at most `6f`, raise
+        /// the limit by their number; otherwise a credit (one per call finished since, at
+        /// most four) and a queue of at most `f` let one call in over the limit. Either needs a
+        /// success within four recent latencies and the limit under its maximum, and lasts
+        /// until a call finishes.
         #[test]
         fn calls_over_a_full_limit_match_their_reference_model(
             events in prop::collection::vec(
@@ -1771,13 +1923,18 @@ mod properties {
             ),
         ) {
             const MAX: usize = 50;
+            const FIRST: u64 = 100;
             let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(MAX));
-            // Windows of a minute: the windows' own limit stays where it starts.
+            // Windows of a minute: after the first, the windows' own limit stays where it is.
             let mut w = Windowed::new(&config, Duration::from_secs(60));
             let mut now = Instant::now();
-            let mut fastest: Option<u64> = None;
-            let mut recent: Vec<u64> = Vec::new();
-            let (mut latest, mut credit) = (None, 0u32);
+            let load = Load { in_flight: 20, unsampled: 30_000 - FIRST, ..Load::default() };
+            w.sample(now, ms(40), 20, false, false, || load);
+            prop_assert!(window(&mut w, &mut now, FIRST, ms(40), false, load).is_some());
+            let completed = w.last.expect("the first window closed").completed;
+            let mut fastest = Some(40);
+            let mut recent: Vec<u64> = vec![40; FIRST as usize + 1];
+            let (mut latest, mut credit) = (Some(now), 4u32);
             let mut limit = w.limit;
             for &(step, rtt, dropped, fulls, in_flight) in &events {
                 now += ms(step);
@@ -1795,23 +1952,34 @@ mod properties {
                     let in_flight = in_flight + extra;
                     // The last full half of 16 and the one filling.
                     let halves = recent.len() / 16;
-                    let window = &recent[(16 * halves).saturating_sub(16).min(recent.len())..];
-                    let window = if halves == 0 { &recent[..0] } else { window };
+                    let window = &recent[(16 * halves - 16)..];
+                    let slowest = *window.iter().max().unwrap();
                     let fresh = window.iter().min().copied().filter(|&min| {
                         latest.is_some_and(|l| now.duration_since(l) <= ms(4 * min))
                     });
                     let admit = match (fresh, fastest) {
-                        (Some(r), Some(f)) => {
-                            let ratio = ms(f).as_secs_f64() / ms(r).as_secs_f64();
-                            let queue = in_flight as f64 * (1.0 - ratio);
-                            credit > 0 && in_flight < MAX && queue <= log10_root(in_flight as f64)
+                        (Some(r), Some(f)) if in_flight < MAX => {
+                            let queue = completed * (r - f) as f64 / 1000.0;
+                            let at_work = floor_for(completed * slowest as f64 / 1000.0);
+                            let held = in_flight.saturating_sub(at_work);
+                            let active = in_flight - held;
+                            if held > 0
+                                && active < limit
+                                && queue <= 6.0 * log10_root(active as f64)
+                            {
+                                Some((limit + held).min(MAX))
+                            } else if credit > 0 && queue <= log10_root(in_flight as f64) {
+                                credit -= 1;
+                                Some((in_flight + 1).max(limit))
+                            } else {
+                                None
+                            }
                         }
-                        _ => false,
+                        _ => None,
                     };
                     let got = w.full(now, in_flight, 0, MAX);
-                    if admit {
-                        credit -= 1;
-                        prop_assert_eq!(got, Some((in_flight + 1).max(limit)));
+                    if admit.is_some() {
+                        prop_assert_eq!(got, admit);
                     } else if got.is_some() {
                         // Otherwise only a cut that did not lower the latency lifts it, as
                         // a probe.

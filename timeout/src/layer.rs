@@ -55,6 +55,19 @@ impl TimeoutLayer {
     }
 }
 
+impl TimeoutLayer<HeaderDeadlines> {
+    /// For a timeout below an [`InboundDeadlineLayer`](crate::InboundDeadlineLayer) that reads
+    /// the same headers, as in a server stack: the caller's deadline is taken from what that
+    /// layer stamped (the [`Deadline`](crate::Deadline) extension, the current deadline), and
+    /// the headers are not read a second time. Without such a layer above, the headers are
+    /// not read at all.
+    #[must_use]
+    pub fn below_inbound(mut self) -> Self {
+        self.deadlines = self.deadlines.stamped_above();
+        self
+    }
+}
+
 impl<D> TimeoutLayer<D> {
     /// Calls `hook` each time a call times out or its caller's deadline passes.
     pub fn on_timeout(self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {

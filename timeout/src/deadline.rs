@@ -188,7 +188,18 @@ where
             _ => (timeout, false),
         };
         let deadline = Deadline(now + budget);
-        req.extensions_mut().insert(deadline);
+        // A request with a `Deadline` extension has a caller's deadline: the stamp then goes in
+        // place, where an insert would box it again.
+        match caller
+            .is_some()
+            .then(|| req.extensions_mut().get_mut::<Deadline>())
+            .flatten()
+        {
+            Some(stamp) => *stamp = deadline,
+            None => {
+                req.extensions_mut().insert(deadline);
+            }
+        }
         if self.config.write {
             let headers = req.headers_mut();
             headers.insert(GRPC_TIMEOUT, encode_grpc_timeout(budget));

@@ -32,9 +32,6 @@ use crate::config::DeadlineConfig;
 /// The header gRPC carries a call's deadline in.
 pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
-/// [`GRPC_TIMEOUT`] in one place, so that comparing a name with it makes and drops no copy.
-static GRPC_TIMEOUT_NAME: HeaderName = GRPC_TIMEOUT;
-
 /// The time a call may take, and the deadline its inner call runs under, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Budget {
@@ -99,7 +96,7 @@ impl<Req> Deadlines<Req> for ScopedDeadlines {
 pub struct HeaderDeadlines {
     config: DeadlineConfig,
     /// An [`InboundDeadlineLayer`](crate::InboundDeadlineLayer) above has read the headers
-    /// already and left what it found as the `Deadline` extension and the current deadline.
+    /// already and made what it found the current deadline.
     stamped_above: bool,
 }
 
@@ -151,10 +148,10 @@ impl HeaderDeadlines {
             headers.keys_len() > SCANNED || headers.keys().any(|name| name == wanted)
         };
         let header = self.config.header.as_ref();
-        let grpc = carries(&GRPC_TIMEOUT_NAME);
+        let grpc = carries(&GRPC_TIMEOUT);
         let configured = header.is_some_and(carries);
         let mut budget: Option<Duration> = None;
-        if grpc && let Some(value) = headers.get(&GRPC_TIMEOUT_NAME) {
+        if grpc && let Some(value) = headers.get(&GRPC_TIMEOUT) {
             match parse_grpc_timeout(value.as_bytes()) {
                 Some(caller) => budget = Some(caller),
                 None => tracing::debug!(?value, "ignoring malformed grpc-timeout"),
@@ -190,11 +187,7 @@ where
         let deadline = Deadline(now + budget);
         // A request with a `Deadline` extension has a caller's deadline: the stamp then goes in
         // place, where an insert would box it again.
-        match caller
-            .is_some()
-            .then(|| req.extensions_mut().get_mut::<Deadline>())
-            .flatten()
-        {
+        match caller.and_then(|_| req.extensions_mut().get_mut::<Deadline>()) {
             Some(stamp) => *stamp = deadline,
             None => {
                 req.extensions_mut().insert(deadline);

@@ -55,6 +55,18 @@ impl TimeoutLayer {
     }
 }
 
+impl TimeoutLayer<HeaderDeadlines> {
+    /// For a timeout below an [`InboundDeadlineLayer`](crate::InboundDeadlineLayer) that reads
+    /// the same headers, as in a server stack: the caller's deadline is the one that layer made
+    /// [current](crate::Deadline::current), and the headers are not read a second time. Without
+    /// such a layer above, neither the headers nor a `Deadline` extension are read at all.
+    #[must_use]
+    pub fn below_inbound(mut self) -> Self {
+        self.deadlines = self.deadlines.stamped_above();
+        self
+    }
+}
+
 impl<D> TimeoutLayer<D> {
     /// Calls `hook` each time a call times out or its caller's deadline passes.
     pub fn on_timeout(self, hook: impl Fn(TimedOutEvent<'_>) + Send + Sync + 'static) -> Self {

@@ -9,7 +9,7 @@ use http::{HeaderValue, Request};
 use seawall_core::testing::TestRecorder;
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_timeout::deadline::GRPC_TIMEOUT;
-use seawall_timeout::{Deadline, DeadlineConfig, TimeoutLayer};
+use seawall_timeout::{Deadline, DeadlineConfig, InboundDeadlineLayer, TimeoutLayer};
 use tokio::time::{Instant, advance};
 use tokio_test::{assert_pending, assert_ready, task};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -466,4 +466,51 @@ async fn an_outbound_call_in_a_handler_inherits_the_inbound_deadline() {
         Some("200000u"),
         "300 ms budget less the 100 ms spent"
     );
+}
+
+proptest::proptest! {
+    /// Below an `InboundDeadlineLayer`, the timeout takes the caller's deadline from what that
+    /// layer made current instead of reading the headers again: the handler sees the same.
+    #[test]
+    fn below_inbound_the_handler_sees_what_reading_the_headers_again_gives(
+        headers in proptest::collection::vec(
+            (
+                proptest::sample::select(vec!["grpc-timeout", "x-request-timeout", "accept"]),
+                proptest::sample::select(vec!["300m", "2S", "50", "5000", "bad"]),
+            ),
+            0..4,
+        ),
+        extension in proptest::option::of(0u64..3000),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let seen = |below_inbound: bool| {
+            let config = DeadlineConfig::inbound()
+                .with_header(http::HeaderName::from_static("x-request-timeout"));
+            let timeout = layer(ms(1000)).propagate(config.clone());
+            let timeout = if below_inbound { timeout.below_inbound() } else { timeout };
+            let svc = InboundDeadlineLayer::new(config).layer(timeout.layer(service_fn(
+                |req: Request<()>| async move {
+                    Ok::<_, BoxError>((
+                        req.extensions().get::<Deadline>().copied(),
+                        Deadline::current(),
+                    ))
+                },
+            )));
+            let mut req = request(&[]);
+            for &(name, value) in &headers {
+                req.headers_mut().append(name, HeaderValue::from_static(value));
+            }
+            rt.block_on(async {
+                if let Some(after) = extension {
+                    req.extensions_mut().insert(Deadline(Instant::now() + ms(after)));
+                }
+                svc.oneshot(req).await.map_err(|err| rejected(&*err).map(|r| r.kind()))
+            })
+        };
+        proptest::prop_assert_eq!(seen(true), seen(false));
+    }
 }

@@ -302,7 +302,9 @@ impl ServerStackLayer {
             inbound: InboundDeadlineLayer::new(config.deadlines.clone()),
             rate_limit: config.rate_limit.map(rate_limit),
             bulkhead: BulkheadLayer::new(config.bulkhead),
-            timeout: TimeoutLayer::new(timeout).propagate(config.deadlines),
+            timeout: TimeoutLayer::new(timeout)
+                .propagate(config.deadlines)
+                .below_inbound(),
         }
     }
 

@@ -27,9 +27,12 @@ use tokio::time::Instant;
 use crate::config::BudgetConfig;
 
 const PPM: u64 = 1_000_000;
-/// Hedges the pace lets go at once whatever the rate: for a client of a few requests a
-/// second, whose rate read from whole seconds lags its own ramp-up, a tenth of a second's
-/// worth is less than one call's hedges, and ten extra calls are no storm for any downstream.
+/// Hedges the pace lets go at once whatever the rate. Below 100 hedges a second a tenth of a
+/// second's worth is a few hedges or none, and the slow calls of a Poisson stream come in
+/// clumps, which a pace of one at a time leaves unhedged (the lab's `tail-hedge` at 10
+/// clients of 100 requests a second failed p99.9 on 10 seeds of 10 with one, on 6 with ten).
+/// The floor is per client: a fleet of clients under 1000 requests a second each may still
+/// send ten hedges each at once, as much as their windows allow.
 const MIN_BURST: u64 = 10;
 const COUNT_MASK: u64 = u32::MAX as u64;
 
@@ -83,7 +86,7 @@ impl Budget {
         let tag = tag_of(increment(slot, second));
         let spent = sum(&self.withdrawals, second, self.window_secs).saturating_mul(PPM);
         let requests = sum(&self.deposits, second, self.window_secs);
-        if spent <= self.ratio_ppm().saturating_mul(requests) && self.pace(now, second, requests) {
+        if spent <= self.allowed_ppm(requests) && self.pace(now, second, requests) {
             return true;
         }
         decrement(slot, tag);
@@ -91,12 +94,8 @@ impl Budget {
     }
 
     /// Whether a hedge may go now at the pace of `ratio` of the current request rate, a
-    /// tenth of a second's worth (at least [`MIN_BURST`]) at once; if so, counts it.
-    ///
-    /// The window's allowance alone could go out in one moment: a window of quiet seconds
-    /// banks `ratio` of all its requests, and hedges of calls slowed by queueing at the
-    /// downstream add to that queue, which slows more calls into hedging. Paced, the
-    /// hedges of any tenth of a second add at most about `ratio` to its load.
+    /// tenth of a second's worth (at least [`MIN_BURST`]) at once, as the module docs say
+    /// why; if so, counts it.
     fn pace(&self, now: Instant, second: u64, window_requests: u64) -> bool {
         let requests = |s: u64| count_in(&self.deposits[self.slot(s)], s);
         let mut rate = requests(second).max(window_requests.div_ceil(self.window_secs));
@@ -138,7 +137,8 @@ impl Budget {
     pub(crate) fn available_at(&self, now: Instant) -> u64 {
         let second = self.second(now);
         let spent = sum(&self.withdrawals, second, self.window_secs) * PPM;
-        self.allowed_ppm(second).saturating_sub(spent) / PPM
+        let requests = sum(&self.deposits, second, self.window_secs);
+        self.allowed_ppm(requests).saturating_sub(spent) / PPM
     }
 
     fn second(&self, now: Instant) -> u64 {
@@ -155,11 +155,9 @@ impl Budget {
         (second % self.window_secs) as usize
     }
 
-    fn allowed_ppm(&self, second: u64) -> u64 {
-        let requests = sum(&self.deposits, second, self.window_secs);
-        self.ratio_ppm
-            .load(Ordering::Relaxed)
-            .saturating_mul(requests)
+    /// Hedges `requests` of the window earn, in millionths.
+    fn allowed_ppm(&self, requests: u64) -> u64 {
+        self.ratio_ppm().saturating_mul(requests)
     }
 }
 
@@ -167,7 +165,7 @@ impl fmt::Debug for Budget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Budget")
             .field("window_secs", &self.window_secs)
-            .field("ratio_ppm", &self.ratio_ppm.load(Ordering::Relaxed))
+            .field("ratio_ppm", &self.ratio_ppm())
             .finish_non_exhaustive()
     }
 }

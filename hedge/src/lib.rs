@@ -23,8 +23,9 @@
 //!   is retry's job).
 //! - **A hedge budget** (on always; [`BudgetConfig`], default 10 % of the requests of the
 //!   last 10 s): a downstream that turns uniformly slow would otherwise see every call twice.
-//!   It has no floor, so the bound holds for a fleet of any size; while it is spent, calls
-//!   are not hedged.
+//!   It has no floor, so the bound holds for a fleet of any size; it is paced at its ratio
+//!   of the current request rate, so an allowance banked in quiet seconds never goes out in
+//!   one burst; while it is spent, calls are not hedged.
 //! - **Only what is safe to send twice**: a [`HedgePolicy`] copies the request when the call
 //!   is made (the first attempt takes the request). Nothing that may not be sent twice is
 //!   hedged by default: [`DefaultPolicy`] hedges a `Clone` request whose type is

@@ -558,3 +558,67 @@ async fn calls_counted_before_a_recorder_is_installed_reach_it() {
     let calls = recorder.counter("seawall_hedge_calls_total", &[("name", "search")]);
     assert_eq!(calls, 2);
 }
+
+/// A downstream that answers in 5 ms, or in 50 ms until `slow_until`.
+#[derive(Clone)]
+struct Stalling {
+    slow_until: Arc<Mutex<Instant>>,
+    attempts: Arc<AtomicU32>,
+}
+
+impl Service<u32> for Stalling {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<u32, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let slow = Instant::now() < *self.slow_until.lock().unwrap();
+        let latency = if slow { ms(50) } else { ms(5) };
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            Ok(req)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_allowance_banked_over_quiet_seconds_goes_out_at_the_ratio_s_pace() {
+    // 1000 calls a second for 10 s, none slow: the budget (10 % over 10 s) banks 1000 hedges.
+    // Then every call stalls for 100 ms: spent at once, the bank would hedge all 100 of them,
+    // doubling the load of a downstream that stalled (in a queue, the hedges make the stall).
+    let hedges = Arc::new(AtomicU32::new(0));
+    let layer = {
+        let hedges = hedges.clone();
+        fixed(ms(10)).on_hedge(move |_| {
+            hedges.fetch_add(1, Ordering::Relaxed);
+        })
+    };
+    let downstream = Stalling {
+        slow_until: Arc::new(Mutex::new(Instant::now())),
+        attempts: Arc::default(),
+    };
+    let svc = layer.layer(downstream.clone());
+    let start = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..10_200u32 {
+        tokio::time::sleep_until(start + ms(u64::from(i))).await;
+        if i == 10_000 {
+            *downstream.slow_until.lock().unwrap() = Instant::now() + ms(100);
+        }
+        calls.push(tokio::spawn(svc.clone().oneshot(i)));
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let hedges = hedges.load(Ordering::Relaxed);
+    // 100 hedges a second, ten at once: in the 100 ms of hedging, at most 10 + 10 and one
+    // for the interval begun.
+    assert!(hedges <= 21, "{hedges} hedges in 100 ms");
+    assert!(hedges >= 10, "{hedges}: the stalled calls are still hedged");
+    assert_eq!(downstream.attempts.load(Ordering::Relaxed), 10_200 + hedges);
+}

@@ -121,9 +121,9 @@ struct Ledger {
     /// The slot an episode of frequent failures began in, if one is on.
     episode: Option<u64>,
     /// What the credit must reach for the next retry where the window holds a whole one:
-    /// drawn from `(0, 1]` anew after each grant, so that on average a retry is granted for
-    /// each retry of credit, the last part included.
-    threshold: f64,
+    /// drawn from `(0, 1]` when first needed after each grant, so that on average a retry is
+    /// granted for each retry of credit, the last part included.
+    threshold: Option<f64>,
     /// The stream partial retries and thresholds are drawn from.
     seed: u64,
     draws: u64,
@@ -151,7 +151,7 @@ impl RetryBudget {
         let len = ttl_slots + 1;
         let slots = || (0..len).map(|_| AtomicU64::new(0)).collect();
         let floor_per_slot = floor_per_slot(&config, slot_nanos);
-        let mut ledger = Ledger {
+        let ledger = Ledger {
             config,
             floor_per_slot,
             // The floor's share of the window from the start: a new client may retry.
@@ -159,11 +159,10 @@ impl RetryBudget {
             seen_slot: 0,
             seen: 0,
             episode: None,
-            threshold: 1.0,
+            threshold: None,
             seed,
             draws: 0,
         };
-        ledger.threshold = 1.0 - draw(&mut ledger);
         Self {
             state: Arc::new(BudgetState {
                 start: Instant::now(),
@@ -316,8 +315,17 @@ impl RetryBudget {
             // reached only the threshold: the debt stays under one retry, and the credit a
             // fault's end leaves unspent is as likely under the threshold as over it, so the
             // retries granted are what the requests earned, on average and within one.
-            if credit >= ledger.threshold - 1e-9 {
-                ledger.threshold = 1.0 - draw(&mut ledger);
+            let threshold = match ledger.threshold {
+                Some(threshold) => threshold,
+                // Drawn only here, so a client that never holds a whole retry draws as before.
+                None => {
+                    let threshold = 1.0 - draw(&mut ledger);
+                    ledger.threshold = Some(threshold);
+                    threshold
+                }
+            };
+            if credit >= threshold - 1e-9 {
+                ledger.threshold = None;
                 (true, credit - 1.0)
             } else {
                 (false, credit)
@@ -629,7 +637,10 @@ mod tests {
             let on_the_half = b.withdraw();
             b.deposit();
             let after = b.withdraw();
-            assert!(on_the_half != after, "the half and the next half make one retry (seed {seed})");
+            assert!(
+                on_the_half != after,
+                "the half and the next half make one retry (seed {seed})"
+            );
             assert!(!b.withdraw(), "nothing is lent twice (seed {seed})");
             lent += u32::from(on_the_half);
             waited += u32::from(after);

@@ -22,13 +22,16 @@
 //! (10 s) — failures frequent enough to use every bit of credit — credit earned since that
 //! episode began (and in the `quiet_ttl` before it) counts too, up to `ttl`, so that a client
 //! that calls once a second and fails every third call does not lose its credit before its
-//! next failure. A retry is granted while the credit holds a whole retry. A client too slow to
-//! earn a whole retry in its window at all gets a draw instead: the retry is granted with the
-//! probability of the part it holds, which is spent either way. So a busy client retries at
-//! most what its requests earn, and a slow one the same on average (no more: a part spent on a
-//! draw that lost is gone, so the same credit never buys two draws), and still retries some
-//! failures. There is no floor unless
-//! configured.
+//! next failure. A retry is granted when the credit reaches a threshold drawn from `(0, 1]`
+//! after each grant, and costs a whole retry: the part it lacked is lent against the next
+//! requests, so the debt stays under one retry, and the part a fault's end leaves unspent is as
+//! likely under the threshold as over it. Waiting for a whole retry instead would lose that
+//! part, half a retry on average: 0.5 % of the requests of a client that sends 100 in a fault.
+//! A client too slow to earn a whole retry in its window at all gets a draw instead: the retry
+//! is granted with the probability of the part it holds, which is spent either way. So any
+//! client retries what its requests earn on average, a busy one within one retry of it, and a
+//! slow one no more (a part spent on a draw that lost is gone, so the same credit never buys
+//! two draws) while still retrying some failures. There is no floor unless configured.
 //!
 //! So a client holds at most `ratio × rate × quiet_ttl` of stored credit when a fault begins,
 //! in proportion to its own rate, and a fleet of any size holds `ratio × total rate × quiet_ttl`

@@ -154,18 +154,6 @@ impl RetryBudget {
         let len = ttl_slots + 1;
         let slots = || (0..len).map(|_| AtomicU64::new(0)).collect();
         let floor_per_slot = floor_per_slot(&config, slot_nanos);
-        let ledger = Ledger {
-            config,
-            floor_per_slot,
-            // The floor's share of the window from the start: a new client may retry.
-            credit: floor_per_slot * quiet_slots as f64,
-            seen_slot: 0,
-            seen: 0,
-            episode: None,
-            threshold: None,
-            seed,
-            draws: 0,
-        };
         Self {
             state: Arc::new(BudgetState {
                 start: Instant::now(),
@@ -175,7 +163,18 @@ impl RetryBudget {
                 deposits: slots(),
                 wants: slots(),
                 refused: AtomicU64::new(0),
-                ledger: Mutex::new(ledger),
+                ledger: Mutex::new(Ledger {
+                    config,
+                    floor_per_slot,
+                    // The floor's share of the window from the start: a new client may retry.
+                    credit: floor_per_slot * quiet_slots as f64,
+                    seen_slot: 0,
+                    seen: 0,
+                    episode: None,
+                    threshold: None,
+                    seed,
+                    draws: 0,
+                }),
             }),
         }
     }

@@ -22,13 +22,16 @@
 //! (10 s) — failures frequent enough to use every bit of credit — credit earned since that
 //! episode began (and in the `quiet_ttl` before it) counts too, up to `ttl`, so that a client
 //! that calls once a second and fails every third call does not lose its credit before its
-//! next failure. A retry is granted while the credit holds a whole retry. A client too slow to
-//! earn a whole retry in its window at all gets a draw instead: the retry is granted with the
-//! probability of the part it holds, which is spent either way. So a busy client retries at
-//! most what its requests earn, and a slow one the same on average (no more: a part spent on a
-//! draw that lost is gone, so the same credit never buys two draws), and still retries some
-//! failures. There is no floor unless
-//! configured.
+//! next failure. A retry is granted when the credit reaches a threshold drawn from `(0, 1]`
+//! after each grant, and costs a whole retry: the part it lacked is lent against the next
+//! requests, so the debt stays under one retry, and the part a fault's end leaves unspent is as
+//! likely under the threshold as over it. Waiting for a whole retry instead would lose that
+//! part, half a retry on average: 0.5 % of the requests of a client that sends 100 in a fault.
+//! A client too slow to earn a whole retry in its window at all gets a draw instead: the retry
+//! is granted with the probability of the part it holds, which is spent either way. So any
+//! client retries what its requests earn on average, a busy one within one retry of it, and a
+//! slow one no more (a part spent on a draw that lost is gone, so the same credit never buys
+//! two draws) while still retrying some failures. There is no floor unless configured.
 //!
 //! So a client holds at most `ratio × rate × quiet_ttl` of stored credit when a fault begins,
 //! in proportion to its own rate, and a fleet of any size holds `ratio × total rate × quiet_ttl`
@@ -120,7 +123,11 @@ struct Ledger {
     seen: u64,
     /// The slot an episode of frequent failures began in, if one is on.
     episode: Option<u64>,
-    /// The stream partial retries are drawn from.
+    /// What the credit must reach for the next retry where the window holds a whole one:
+    /// drawn from `(0, 1]` when first needed after each grant, so that on average a retry is
+    /// granted for each retry of credit, the last part included.
+    threshold: Option<f64>,
+    /// The stream partial retries and thresholds are drawn from.
     seed: u64,
     draws: u64,
 }
@@ -164,6 +171,7 @@ impl RetryBudget {
                     seen_slot: 0,
                     seen: 0,
                     episode: None,
+                    threshold: None,
                     seed,
                     draws: 0,
                 }),
@@ -302,14 +310,30 @@ impl RetryBudget {
         // at the other's slot: the ledger never goes back, so no request is earned twice.
         let slot = slot.max(ledger.seen_slot);
         let (credit, cap, frequent) = s.settle(&mut ledger, slot, true);
-        // Float dust from summing parts is no reason to refuse a whole retry, nor to draw on a
-        // part where the window holds a whole one.
-        let (granted, left) = if credit >= 1.0 - 1e-9 {
-            (true, (credit - 1.0).max(0.0))
-        } else if credit > 0.0 && cap < 1.0 - 1e-9 {
+        // Float dust from summing parts is no reason to refuse a retry the credit reached, nor
+        // to draw on a part where the window holds a whole one.
+        let (granted, left) = if cap >= 1.0 - 1e-9 {
+            // A retry costs a whole one, lent against the next requests when the credit
+            // reached only the threshold: the debt stays under one retry, and the credit a
+            // fault's end leaves unspent is as likely under the threshold as over it, so the
+            // retries granted are what the requests earned, on average and within one.
+            let threshold = match ledger.threshold {
+                Some(threshold) => threshold,
+                // Drawn only here, so a client that never holds a whole retry draws as before.
+                None => {
+                    let threshold = 1.0 - draw(&mut ledger);
+                    ledger.threshold = Some(threshold);
+                    threshold
+                }
+            };
+            if credit >= threshold - 1e-9 {
+                ledger.threshold = None;
+                (true, credit - 1.0)
+            } else {
+                (false, credit)
+            }
+        } else if credit > 0.0 {
             // The window cannot hold a whole retry: only a draw lets this client retry at all.
-            // Where it can, the part waits for the rest, so a busy client's retries do not
-            // spread around what its requests earned.
             // Part of a retry buys that chance of one, and is spent whatever the draw.
             (draw(&mut ledger) < credit, 0.0)
         } else {
@@ -404,7 +428,7 @@ impl BudgetState {
                 ledger.seen_slot.max(ttl_from),
                 ledger.seen_slot,
             );
-            let newer = sum(&self.deposits, ledger.seen_slot + 1, slot);
+            let newer = sum(&self.deposits, (ledger.seen_slot + 1).max(ttl_from), slot);
             let now = sum(&self.deposits, slot, slot);
             (older.saturating_sub(ledger.seen) + newer, now)
         } else {
@@ -539,26 +563,31 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_window_holding_a_whole_retry_but_for_float_dust_keeps_its_part() {
         // 0.15 × 6 + 0.01 × 10 sums to just under 1: the window holds a whole retry, so the
-        // 0.3 earned waits for the rest instead of being spent on a draw.
-        let b = RetryBudget::seeded(
-            BudgetConfig::new(0.15, 2, Duration::from_secs(1))
-                .unwrap()
-                .with_quiet_ttl(ms(50))
-                .unwrap(),
-            0,
-        );
-        for _ in 0..4 {
+        // 0.3 earned waits for its threshold instead of being spent on a draw, and with the 0.7
+        // of floor after it buys exactly one retry, lent early or granted late.
+        let (mut early, mut late) = (0, 0);
+        for seed in 0..64 {
+            let b = RetryBudget::seeded(
+                BudgetConfig::new(0.15, 2, Duration::from_secs(1))
+                    .unwrap()
+                    .with_quiet_ttl(ms(50))
+                    .unwrap(),
+                seed,
+            );
+            for _ in 0..4 {
+                b.deposit();
+            }
+            b.withdraw();
             b.deposit();
+            b.deposit();
+            let first = b.withdraw();
+            tokio::time::advance(ms(350)).await;
+            let second = b.withdraw();
+            assert!(first != second, "0.3 and 0.7 make one retry (seed {seed})");
+            early += u32::from(first);
+            late += u32::from(second);
         }
-        b.withdraw();
-        b.deposit();
-        b.deposit();
-        assert!(!b.withdraw(), "0.3 of a retry is no whole one");
-        tokio::time::advance(ms(350)).await;
-        assert!(
-            b.withdraw(),
-            "0.3 kept and 0.7 of floor since make a whole retry"
-        );
+        assert!(early > 0 && late > 0, "{early} lent, {late} waited");
     }
 
     #[tokio::test(start_paused = true)]
@@ -593,7 +622,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_client_that_can_earn_a_whole_retry_waits_for_it_instead_of_drawing() {
+    async fn a_retry_lent_on_part_of_one_is_repaid_before_the_next() {
+        let (mut lent, mut waited) = (0, 0);
         for seed in 0..64 {
             let b = RetryBudget::seeded(
                 BudgetConfig::new(0.5, 0, Duration::from_secs(10)).unwrap(),
@@ -604,10 +634,20 @@ mod tests {
                 b.deposit();
             }
             assert!(b.withdraw());
-            assert!(!b.withdraw(), "half a retry is no draw (seed {seed})");
+            // The half is granted when it reaches the threshold, lent against the next
+            // request; otherwise it waits for the rest. Either way, two retries in all.
+            let on_the_half = b.withdraw();
             b.deposit();
-            assert!(b.withdraw(), "the half waited for the rest");
+            let after = b.withdraw();
+            assert!(
+                on_the_half != after,
+                "the half and the next half make one retry (seed {seed})"
+            );
+            assert!(!b.withdraw(), "nothing is lent twice (seed {seed})");
+            lent += u32::from(on_the_half);
+            waited += u32::from(after);
         }
+        assert!(lent > 0 && waited > 0, "{lent} lent, {waited} waited");
     }
 
     #[tokio::test(start_paused = true)]
@@ -815,6 +855,81 @@ mod tests {
                 prop_assert!(
                     expected <= 0.1 * run.requests as f64 + 1e-9,
                     "the default keeps the fleet within the SRE book's 10 %"
+                );
+            }
+        }
+
+        /// One client sending `rate` requests a second for `healthy` seconds, then through a
+        /// fault of `fault` seconds in which each attempt fails with probability `p` (retried
+        /// at once, up to two retries a request): the credit it holds at its first failure plus
+        /// what its later requests earn, and the retries it was granted.
+        fn one_client(rate: f64, healthy: f64, fault: f64, p: f64, seed: u64) -> (f64, u64) {
+            let budget = RetryBudget::seeded(BudgetConfig::default(), seed);
+            let ratio = budget.config().ratio();
+            let t0 = Instant::now();
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let (mut earned, mut retries): (Option<f64>, u64) = (None, 0);
+            let mut t = rng.random::<f64>() / rate;
+            while t < healthy + fault {
+                let now = t0 + Duration::from_secs_f64(t);
+                budget.deposit_at(now);
+                if let Some(earned) = &mut earned {
+                    *earned += ratio;
+                }
+                let mut attempts = 1;
+                while t >= healthy && attempts < 3 && rng.random_bool(p) {
+                    if earned.is_none() {
+                        let s = &*budget.state;
+                        let mut ledger = s.ledger();
+                        let slot = s.slot(now).max(ledger.seen_slot);
+                        earned = Some(s.settle(&mut ledger, slot, false).0);
+                    }
+                    if !budget.withdraw_at(now) {
+                        break;
+                    }
+                    retries += 1;
+                    attempts += 1;
+                }
+                t += 1.0 / rate;
+            }
+            (earned.unwrap_or(0.0), retries)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(12))]
+
+            /// Whatever its rate, a client failing at every request retries, on average, the
+            /// credit it held when the fault began and what its requests earned since: no part
+            /// of a retry is left unspent at the fault's end; and no more than the fleet's
+            /// bound.
+            #[test]
+            fn a_client_at_any_rate_retries_the_credit_it_earns_over_a_fault(
+                rate in prop_oneof![Just(1.0), Just(2.0), Just(10.0), Just(1000.0), 1.0f64..=1000.0],
+                healthy in 2.0f64..=6.0,
+                fault in 10.0f64..=20.0,
+                seed in any::<u64>(),
+            ) {
+                // Enough clients that the mean's noise is small next to half a retry.
+                let clients = (1_000.0 / rate).clamp(10.0, 200.0) as u64;
+                let runs: Vec<(f64, u64)> = (0..clients)
+                    .map(|c| one_client(rate, healthy, fault, 1.0, seed.wrapping_add(c)))
+                    .collect();
+                let n = clients as f64;
+                let short: Vec<f64> = runs.iter().map(|&(e, r)| e - r as f64).collect();
+                let mean = short.iter().sum::<f64>() / n;
+                let sd = (short.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                prop_assert!(
+                    mean.abs() <= 0.1 + 4.0 * sd / n.sqrt(),
+                    "at {rate:.1}/s a client retried {mean:.3} fewer than it earned (sd {sd:.3})"
+                );
+                let config = BudgetConfig::default();
+                let requests = (rate * fault).floor();
+                let bound = config.ratio() * (1.0 + config.quiet_ttl().as_secs_f64() / fault)
+                    * requests;
+                let retries = runs.iter().map(|&(_, r)| r as f64).sum::<f64>() / n;
+                prop_assert!(
+                    retries <= bound + 1.0 + 4.0 * sd / n.sqrt(),
+                    "at {rate:.1}/s {retries:.2} retries a client, over the bound {bound:.2}"
                 );
             }
         }

@@ -41,7 +41,8 @@ fn budget_config() -> impl Strategy<Value = BudgetConfig> {
 /// tenth of `quiet_ttl`, at most a thousand over `ttl`): a ledger of credit that each request
 /// adds `ratio` to, capped at what the requests of the window earned (the last `quiet_ttl`, or
 /// while retries are wanted for `ratio` of the requests of the last `ttl`, since that began),
-/// a whole retry taken for each grant, a part spent on a draw.
+/// a whole retry taken for each grant (lent against later requests when the credit reached
+/// only its threshold, where the window holds a whole retry), a part spent on a draw.
 struct Model {
     ratio: f64,
     floor_per_slot: f64,
@@ -62,8 +63,12 @@ struct Model {
 enum Decision {
     Grant,
     Refuse,
-    /// Only part of a retry is left: granted with that probability.
+    /// Only part of a retry is left, in a window that holds no whole one: granted with that
+    /// probability, and spent either way.
     Maybe,
+    /// Only part of a retry is left, in a window that holds a whole one: granted when it
+    /// reached the budget's threshold, and a whole retry taken.
+    Threshold,
 }
 
 impl Model {
@@ -130,16 +135,20 @@ impl Model {
         self.credit = (self.credit + earned).min(cap);
         if self.credit >= 1.0 - 1e-9 {
             Decision::Grant
-        } else if self.credit > 1e-9 && cap < 1.0 - 1e-9 {
+        } else if self.credit <= 1e-9 {
+            Decision::Refuse
+        } else if cap < 1.0 - 1e-9 {
             Decision::Maybe
         } else {
-            Decision::Refuse
+            Decision::Threshold
         }
     }
 
-    fn granted(&mut self, decision: &Decision) {
+    fn granted(&mut self, decision: &Decision, granted: bool) {
         match decision {
             Decision::Grant => self.credit -= 1.0,
+            Decision::Threshold if granted => self.credit -= 1.0,
+            Decision::Threshold => {}
             Decision::Maybe => {
                 self.partial += self.credit;
                 self.credit = 0.0;
@@ -183,15 +192,16 @@ proptest! {
                         match expected {
                             Decision::Grant => prop_assert!(granted, "slot {}", slot),
                             Decision::Refuse => prop_assert!(!granted, "slot {}", slot),
-                            Decision::Maybe => draws += 1.0,
+                            Decision::Maybe | Decision::Threshold => draws += 1.0,
                         }
-                        model.granted(&expected);
+                        model.granted(&expected, granted);
                         retries += f64::from(u8::from(granted));
                     }
                 }
             }
             // Every retry is paid for by the ratio of the requests and the floor of the time,
-            // but for the draws on parts of retries, which grant their parts' worth on average.
+            // but for the draws on parts of retries, which grant their parts' worth on average,
+            // and the one retry at most lent on a threshold and not repaid yet.
             let slots = model.slot(start.elapsed()) + model.quiet;
             let paid = config.ratio() * model.deposits.len() as f64
                 + f64::from(config.min_per_second()) * (slots * model.slot_nanos) as f64 / 1e9;

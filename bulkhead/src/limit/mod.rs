@@ -120,7 +120,8 @@
 //! of calls that hang (until a timeout further out) or come late leaves the others as fast as
 //! before. So such a call is let in over the limit when the fastest of the last 16 to 32
 //! successes shows no queue (at most `f(in_flight)` calls, counted as below), a success
-//! finished within four of those latencies, and the limit is under its maximum. Turning it away could only lose a call the downstream serves at its pace:
+//! finished within four of those latencies, and the limit is under its maximum. Turning it
+//! away could only lose a call the downstream serves at its pace:
 //! 5 % of 1000 calls a second hanging for 160 ms hold 8 slots more than the floor learned
 //! before the fault, and Poisson peaks of the calls in flight reach 30–35 against a healthy
 //! floor of 23. The fastest recent success lags a queue that builds meanwhile by a round trip,
@@ -162,21 +163,21 @@
 //! shows a queue: a downstream that stepped from 10 ms to a latency `L` answers nothing from
 //! about four times its fastest success after the step until the first slow answer, and a
 //! black hole answers nothing ever. The limit then does what a fixed limit at its maximum
-//! would: the held calls (as below) count against the maximum, the younger ones against the
-//! limit. Reading the silence as a black hole and letting nothing in turned away
-//! `λ(L − 4 × fastest) − limit` calls at every step, 163 at 1000 calls a second stepping to
-//! 200 ms, ~730 of a 5 s window's 5000 at 800 ms; a black hole is the attempt timeout's and
-//! the breaker's to handle, with any limit. A failure that came back (an error, a refusal, a
-//! call shed further in) is an answer, and keeps the limit as it is.
+//! would: while calls past the held age below and younger ones are in flight, a call comes in
+//! up to the maximum. Reading the silence as a black hole and letting nothing in turned away
+//! every call from then to the first slow answer but the limit's few: 149 of 200 at 1000
+//! calls a second of 10 ms stepping to 200 ms. A black hole is the attempt timeout's and the
+//! breaker's to handle, with any limit. A failure that came back (an error, a refusal, a call
+//! shed further in) is an answer, and keeps the limit as it is; so does a limit full of held
+//! calls alone, which has let nothing in for a held age.
 //!
 //! Before the first window closes, the limit is the configured guess (20 by default), with
 //! nothing measured behind it: a call that finds it full comes in unless the recent successes
 //! show a queue Vegas would cut (`6f` at the calls in flight) or, after 16 successes, none is
 //! recent (then as above); before 16 there is nothing to judge by, and a fixed limit would let
-//! it in. At 2000
-//! calls a second of 10 ms the calls in flight average 21 and peak at 35 in the first second,
-//! which turned ~50 away against the guess of 20 and its four calls of credit. Not for
-//! Gradient2 (see "Slow start").
+//! it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in the
+//! first second, which turned ~50 away against the guess of 20 and its four calls of credit.
+//! Not for Gradient2 (see "Slow start").
 //!
 //! # At the maximum
 //!
@@ -622,8 +623,10 @@ impl Windowed {
     /// A call found the limit full with `in_flight` calls, `held` of them older than
     /// [`held_age`](Self::held_age): the limit that lets it in, if any.
     ///
-    /// - Calls are held and the younger ones are under the limit with no queue showing: the
-    ///   limit is raised by the held calls until the next call finishes.
+    /// - Calls are held and the younger ones are under the limit with no queue showing, or
+    ///   nothing answered at all (success or failure) within four recent latencies and some
+    ///   of the younger ones are in flight: the limit is raised by the held calls (when
+    ///   nothing answered, to the calls in flight) until the next call finishes.
     /// - The fastest recent successes show no queue (`in_flight × (1 − fastest seen / fastest
     ///   recent) ≤ f`, Vegas's band of no queue) and the limit is under `max`: such a call is
     ///   demand the downstream serves at its pace, as when a share of calls hangs until a
@@ -654,31 +657,18 @@ impl Windowed {
             return Some(limit);
         }
         let Some(recent) = self.recent.fastest(now) else {
-            // Nothing answered at all shows no queue: a downstream that got slower has not
-            // answered yet, and a black hole is the attempt timeout's and the breaker's to
-            // handle, with any limit. Calls past the held age count against the maximum, as
-            // they would against a fixed limit, while calls younger than it are in flight: a
-            // limit full of held calls alone has let nothing in for a held age, and nothing
-            // shows that a call let in now would be served. A failure that came back keeps
-            // the limit.
+            // Nothing answered at all shows no queue (see "A call that finds the limit full"):
+            // while calls past the held age and younger ones are in flight, calls come in up
+            // to the maximum, as against a fixed limit.
             let active = in_flight.saturating_sub(held);
-            return (self.recent.silent(now)
-                && held > 0
-                && active > 0
-                && active < self.limit
-                && in_flight < max)
-                .then(|| self.hold(held, max));
+            return (self.recent.silent(now) && held > 0 && active > 0 && in_flight < max).then(
+                || {
+                    let limit = (in_flight + 1).max(self.limit);
+                    self.raised = Some(limit);
+                    limit
+                },
+            );
         };
-        // The calls at work are at most the completions a second times the slowest recent
-        // success's latency, with the floor's room for their noise: the rest are held.
-        let held = match (self.last, self.recent.slowest()) {
-            (Some(last), Some(slowest)) => {
-                let at_work = floor_for(last.completed * slowest.as_secs_f64());
-                held.max(in_flight.saturating_sub(at_work))
-            }
-            _ => held,
-        };
-        let active = in_flight.saturating_sub(held);
         let fastest = self.fastest?;
         let wait = recent.saturating_sub(fastest).as_secs_f64();
         // By Little's law a queue holds the calls that arrive while one waits in it: the
@@ -688,16 +678,29 @@ impl Windowed {
             Some(last) => last.completed * wait,
             None => vegas_queue(calls, fastest, recent),
         };
+        // And the calls at work are at most the completions a second times the slowest
+        // recent success's latency, with the floor's room for their noise: the rest are held.
+        let held = match (self.last, self.recent.slowest()) {
+            (Some(last), Some(slowest)) => {
+                let at_work = floor_for(last.completed * slowest.as_secs_f64());
+                held.max(in_flight.saturating_sub(at_work))
+            }
+            _ => held,
+        };
         // Calls held past any recent success's latency, while the others show no queue Vegas
         // would cut, hang (until a timeout further out): a call in a queue is no older than
         // the slowest success that waited in it. They count against the maximum, not the
         // limit, without waiting for calls to finish.
+        let active = in_flight.saturating_sub(held);
+        let active_queue = queue(active);
         if held > 0
             && active < self.limit
             && in_flight < max
-            && queue(active) <= HELD_QUEUE * log10_root(active as f64)
+            && active_queue <= HELD_QUEUE * log10_root(active as f64)
         {
-            return Some(self.hold(held, max));
+            let limit = (self.limit + held).min(max);
+            self.raised = Some(limit);
+            return Some(limit);
         }
         // Calls let in over the limit are paced by the calls that finish: the fastest recent
         // success lags a queue that builds meanwhile.
@@ -731,13 +734,6 @@ impl Windowed {
             self.next_update = Some(now);
         }
         None
-    }
-
-    /// Raises the limit by the `held` calls, within `max`, until the next call finishes.
-    fn hold(&mut self, held: usize, max: usize) -> usize {
-        let limit = (self.limit + held).min(max);
-        self.raised = Some(limit);
-        limit
     }
 
     /// Whether a call that finds the limit full before any window closed may come in: the
@@ -1639,9 +1635,9 @@ mod tests {
     }
 
     /// Nothing finished for longer than four recent latencies: a downstream that got slower
-    /// and has not answered yet, or a black hole. Neither shows a queue, so the calls past the
-    /// held age count against the maximum, as against a fixed limit, while the younger ones
-    /// stay under the limit; a black hole is the attempt timeout's and the breaker's.
+    /// and has not answered yet, or a black hole. Neither shows a queue, so while calls past
+    /// the held age and younger ones are in flight, calls come in up to the maximum, as
+    /// against a fixed limit; a black hole is the attempt timeout's and the breaker's.
     #[test]
     fn successes_that_stopped_count_held_calls_against_the_maximum_only() {
         let (mut w, mut now, limit) = healthy();
@@ -1650,8 +1646,8 @@ mod tests {
         assert_eq!(w.full(now, limit + 30, 31, 1000), Some(limit + 31));
         assert_eq!(
             w.full(now, 2 * limit, limit, 1000),
-            None,
-            "the younger ones at the limit"
+            Some(2 * limit + 1),
+            "the younger ones past the limit too"
         );
         assert_eq!(
             w.full(now, limit + 5, limit + 5, 1000),
@@ -1982,8 +1978,8 @@ mod properties {
         /// most four) and a queue of at most `f` let one call in over the limit. Either needs a
         /// success within four recent latencies and the limit under its maximum, and lasts
         /// until a call finishes. With no call finished at all (success or failure) within
-        /// four recent latencies, the calls past the held age raise the limit by their
-        /// number while the younger ones, at least one, are under it.
+        /// four recent latencies, a call comes in up to the maximum while calls past the held
+        /// age and younger ones are in flight.
         #[test]
         fn calls_over_a_full_limit_match_their_reference_model(
             events in prop::collection::vec(
@@ -2042,12 +2038,8 @@ mod properties {
                     let held = aged.max(in_flight.saturating_sub(at_work));
                     let silent = now.duration_since(answered) > ms(4 * fastest_recent);
                     let admit = match (fresh, fastest) {
-                        (None, _) if silent
-                            && aged > 0
-                            && (1..limit).contains(&(in_flight - aged))
-                            && in_flight < MAX =>
-                        {
-                            Some((limit + aged).min(MAX))
+                        (None, _) if silent && aged > 0 && in_flight > aged && in_flight < MAX => {
+                            Some((in_flight + 1).max(limit))
                         }
                         (Some(r), Some(f)) if in_flight < MAX => {
                             let queue = completed * (r - f) as f64 / 1000.0;

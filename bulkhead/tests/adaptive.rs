@@ -681,3 +681,26 @@ async fn hung_calls_excuse_no_queue() {
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak < 40, "{peak} calls at once in the downstream");
 }
+
+/// A call a millisecond at 10 ms; from call 500 on every call takes 200 ms. From about four
+/// times the fastest success after the step until the first slow answer (call 500, at 700 ms)
+/// no call finishes: nothing answered shows no queue, so the calls past the held age count
+/// against the maximum, as against a fixed limit, and none sent before it is turned away.
+#[tokio::test(start_paused = true)]
+async fn a_latency_step_turns_no_call_away_before_the_first_slow_answer() {
+    const STEP: u64 = 500;
+    let (layer, _) = vegas_layer();
+    let svc = layer.layer(service_fn(|i: u64| async move {
+        sleep(ms(if i >= STEP { 200 } else { 10 })).await;
+        Ok::<_, BoxError>(())
+    }));
+    let rejected = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..STEP + 200 {
+        tasks.push(spawn_call(&svc, i, &rejected));
+        sleep(ms(1)).await;
+    }
+    sleep(ms(250)).await;
+    tasks.into_iter().for_each(|t| t.abort());
+    assert_eq!(rejected.load(Ordering::SeqCst), 0);
+}

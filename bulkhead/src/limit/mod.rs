@@ -120,8 +120,8 @@
 //! of calls that hang (until a timeout further out) or come late leaves the others as fast as
 //! before. So such a call is let in over the limit when the fastest of the last 16 to 32
 //! successes shows no queue (at most `f(in_flight)` calls, counted as below), a success
-//! finished within four of those latencies (a black hole lets nothing in), and the limit is
-//! under its maximum. Turning it away could only lose a call the downstream serves at its pace:
+//! finished within four of those latencies, and the limit is under its maximum. Turning it
+//! away could only lose a call the downstream serves at its pace:
 //! 5 % of 1000 calls a second hanging for 160 ms hold 8 slots more than the floor learned
 //! before the fault, and Poisson peaks of the calls in flight reach 30–35 against a healthy
 //! floor of 23. The fastest recent success lags a queue that builds meanwhile by a round trip,
@@ -159,13 +159,25 @@
 //! Calls are counted by the time slice (a 64th of the sample window) they started in, one
 //! atomic bucket per slice, and summed only when a call finds the limit full.
 //!
+//! When no call finished at all, success or failure, within four of those latencies, nothing
+//! shows a queue: a downstream that stepped from 10 ms to a latency `L` answers nothing from
+//! about four times its fastest success after the step until the first slow answer, and a
+//! black hole answers nothing ever. The limit then does what a fixed limit at its maximum
+//! would: while calls past the held age below and younger ones are in flight, a call comes in
+//! up to the maximum. Reading the silence as a black hole and letting nothing in turned away
+//! every call from then to the first slow answer but the limit's few: 149 of 200 at 1000
+//! calls a second of 10 ms stepping to 200 ms. A black hole is the attempt timeout's and the
+//! breaker's to handle, with any limit. A failure that came back (an error, a refusal, a call
+//! shed further in) is an answer, and keeps the limit as it is; so does a limit full of held
+//! calls alone, which has let nothing in for a held age.
+//!
 //! Before the first window closes, the limit is the configured guess (20 by default), with
 //! nothing measured behind it: a call that finds it full comes in unless the recent successes
 //! show a queue Vegas would cut (`6f` at the calls in flight) or, after 16 successes, none is
-//! recent; before 16 there is nothing to judge by, and a fixed limit would let it in. At 2000
-//! calls a second of 10 ms the calls in flight average 21 and peak at 35 in the first second,
-//! which turned ~50 away against the guess of 20 and its four calls of credit. Not for
-//! Gradient2 (see "Slow start").
+//! recent (then as above); before 16 there is nothing to judge by, and a fixed limit would let
+//! it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in the
+//! first second, which turned ~50 away against the guess of 20 and its four calls of credit.
+//! Not for Gradient2 (see "Slow start").
 //!
 //! # At the maximum
 //!
@@ -410,6 +422,8 @@ struct Recent {
     /// The slowest of the current and the previous successes.
     current_max: Duration,
     previous_max: Duration,
+    /// When the latest call finished, success or failure.
+    answered: Option<Instant>,
 }
 
 impl Recent {
@@ -445,6 +459,16 @@ impl Recent {
         let fastest = self.current.map_or(previous, |c| c.min(previous));
         let since = now.saturating_duration_since(self.latest?);
         (since <= fastest * STALE_AFTER).then_some(fastest)
+    }
+
+    /// Whether no call finished, success or failure, within four of the fastest of at least
+    /// 16 successes.
+    fn silent(&self, now: Instant) -> bool {
+        let (Some(previous), Some(answered)) = (self.previous, self.answered) else {
+            return false;
+        };
+        let fastest = self.current.map_or(previous, |c| c.min(previous));
+        now.saturating_duration_since(answered) > fastest * STALE_AFTER
     }
 }
 
@@ -599,8 +623,10 @@ impl Windowed {
     /// A call found the limit full with `in_flight` calls, `held` of them older than
     /// [`held_age`](Self::held_age): the limit that lets it in, if any.
     ///
-    /// - Calls are held and the younger ones are under the limit with no queue showing: the
-    ///   limit is raised by the held calls until the next call finishes.
+    /// - Calls are held and the younger ones are under the limit with no queue showing, or
+    ///   nothing answered at all (success or failure) within four recent latencies and some
+    ///   of the younger ones are in flight: the limit is raised by the held calls (when
+    ///   nothing answered, to the calls in flight) until the next call finishes.
     /// - The fastest recent successes show no queue (`in_flight × (1 − fastest seen / fastest
     ///   recent) ≤ f`, Vegas's band of no queue) and the limit is under `max`: such a call is
     ///   demand the downstream serves at its pace, as when a share of calls hangs until a
@@ -630,7 +656,19 @@ impl Windowed {
             self.raised = Some(limit);
             return Some(limit);
         }
-        let recent = self.recent.fastest(now)?;
+        let Some(recent) = self.recent.fastest(now) else {
+            // Nothing answered at all shows no queue (see "A call that finds the limit full"):
+            // while calls past the held age and younger ones are in flight, calls come in up
+            // to the maximum, as against a fixed limit.
+            let active = in_flight.saturating_sub(held);
+            return (self.recent.silent(now) && held > 0 && active > 0 && in_flight < max).then(
+                || {
+                    let limit = (in_flight + 1).max(self.limit);
+                    self.raised = Some(limit);
+                    limit
+                },
+            );
+        };
         let fastest = self.fastest?;
         let wait = recent.saturating_sub(fastest).as_secs_f64();
         // By Little's law a queue holds the calls that arrive while one waits in it: the
@@ -797,6 +835,7 @@ impl Windowed {
         overload: bool,
         load: impl FnOnce() -> Load,
     ) -> Option<usize> {
+        self.recent.answered = Some(now);
         if !dropped && rtt >= MIN_RTT {
             self.recent.add(now, rtt);
             self.fastest = Some(self.fastest.map_or(rtt, |f| f.min(rtt)));
@@ -1595,12 +1634,36 @@ mod tests {
         assert_eq!(w.full(now, limit, 0, 1000), None);
     }
 
+    /// Nothing finished for longer than four recent latencies: a downstream that got slower
+    /// and has not answered yet, or a black hole. Neither shows a queue, so while calls past
+    /// the held age and younger ones are in flight, calls come in up to the maximum, as
+    /// against a fixed limit; a black hole is the attempt timeout's and the breaker's.
     #[test]
-    fn successes_that_stopped_let_nothing_in() {
+    fn successes_that_stopped_count_held_calls_against_the_maximum_only() {
         let (mut w, mut now, limit) = healthy();
-        // A black hole: nothing finished for longer than four recent latencies.
         now += ms(41);
-        assert_eq!(w.full(now, limit, 0, 1000), None);
+        assert_eq!(w.full(now, limit, 0, 1000), None, "nothing held");
+        assert_eq!(w.full(now, limit + 30, 31, 1000), Some(limit + 31));
+        assert_eq!(
+            w.full(now, 2 * limit, limit, 1000),
+            Some(2 * limit + 1),
+            "the younger ones past the limit too"
+        );
+        assert_eq!(
+            w.full(now, limit + 5, limit + 5, 1000),
+            None,
+            "held calls alone"
+        );
+        assert_eq!(w.full(now, 1000, 990, 1000), None, "never past the maximum");
+    }
+
+    #[test]
+    fn a_failure_that_came_back_keeps_a_full_limit_while_no_success_is_recent() {
+        let (mut w, mut now, limit) = healthy();
+        now += ms(41);
+        w.sample(now, ms(1), limit, true, false, Load::default);
+        now += ms(1);
+        assert_eq!(w.full(now, limit + 30, 31, 1000), None);
     }
 
     #[test]
@@ -1914,11 +1977,21 @@ mod properties {
         /// the limit by their number; otherwise a credit (one per call finished since, at
         /// most four) and a queue of at most `f` let one call in over the limit. Either needs a
         /// success within four recent latencies and the limit under its maximum, and lasts
-        /// until a call finishes.
+        /// until a call finishes. With no call finished at all (success or failure) within
+        /// four recent latencies, a call comes in up to the maximum while calls past the held
+        /// age and younger ones are in flight.
         #[test]
         fn calls_over_a_full_limit_match_their_reference_model(
             events in prop::collection::vec(
-                (0..3u64, 5..40u64, prop::bool::weighted(0.2), 0..3usize, 10..60usize),
+                (
+                    0..3u64,
+                    5..40u64,
+                    prop::bool::weighted(0.2),
+                    0..3usize,
+                    10..60usize,
+                    prop_oneof![9 => Just(0u64), 1 => 20..200u64],
+                    0..20usize,
+                ),
                 1..300,
             ),
         ) {
@@ -1936,8 +2009,9 @@ mod properties {
             let mut recent: Vec<u64> = vec![40; FIRST as usize + 1];
             let (mut latest, mut credit) = (Some(now), 4u32);
             let mut limit = w.limit;
-            for &(step, rtt, dropped, fulls, in_flight) in &events {
+            for &(step, rtt, dropped, fulls, in_flight, silence, aged) in &events {
                 now += ms(step);
+                let answered = now;
                 let got = w.sample(now, ms(rtt), in_flight, dropped, false, Load::default);
                 if got.is_some() {
                     limit = w.limit;
@@ -1948,20 +2022,27 @@ mod properties {
                     recent.push(rtt);
                     latest = Some(now);
                 }
+                now += ms(silence);
                 for extra in 0..fulls {
                     let in_flight = in_flight + extra;
                     // The last full half of 16 and the one filling.
                     let halves = recent.len() / 16;
                     let window = &recent[(16 * halves - 16)..];
                     let slowest = *window.iter().max().unwrap();
-                    let fresh = window.iter().min().copied().filter(|&min| {
+                    let fastest_recent = *window.iter().min().unwrap();
+                    let fresh = Some(fastest_recent).filter(|&min| {
                         latest.is_some_and(|l| now.duration_since(l) <= ms(4 * min))
                     });
+                    let at_work = floor_for(completed * slowest as f64 / 1000.0);
+                    let aged = aged.min(in_flight);
+                    let held = aged.max(in_flight.saturating_sub(at_work));
+                    let silent = now.duration_since(answered) > ms(4 * fastest_recent);
                     let admit = match (fresh, fastest) {
+                        (None, _) if silent && aged > 0 && in_flight > aged && in_flight < MAX => {
+                            Some((in_flight + 1).max(limit))
+                        }
                         (Some(r), Some(f)) if in_flight < MAX => {
                             let queue = completed * (r - f) as f64 / 1000.0;
-                            let at_work = floor_for(completed * slowest as f64 / 1000.0);
-                            let held = in_flight.saturating_sub(at_work);
                             let active = in_flight - held;
                             if held > 0
                                 && active < limit
@@ -1977,7 +2058,7 @@ mod properties {
                         }
                         _ => None,
                     };
-                    let got = w.full(now, in_flight, 0, MAX);
+                    let got = w.full(now, in_flight, aged, MAX);
                     if admit.is_some() {
                         prop_assert_eq!(got, admit);
                     } else if got.is_some() {

@@ -918,11 +918,17 @@ mod tests {
                 let short: Vec<f64> = runs.iter().map(|&(e, r)| e - r as f64).collect();
                 let mean = short.iter().sum::<f64>() / n;
                 let sd = (short.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+                // The credit held at the first failure may include a slot of the quiet window
+                // that expires before it is spent (the window is 0.9 to 1 quiet_ttl long, by
+                // where the fault begins in a slot): at most one slot's credit, 9 retries at
+                // 1000/s (seen: 7.0 with healthy = 3.399 s), 0.018 at 2/s.
+                let config = BudgetConfig::default();
+                let quiet = config.quiet_ttl().as_secs_f64();
+                let slot = config.ratio() * rate * quiet / SLOTS_PER_QUIET as f64;
                 prop_assert!(
-                    mean.abs() <= 0.1 + 4.0 * sd / n.sqrt(),
+                    mean.abs() <= 0.1 + slot + 4.0 * sd / n.sqrt(),
                     "at {rate:.1}/s a client retried {mean:.3} fewer than it earned (sd {sd:.3})"
                 );
-                let config = BudgetConfig::default();
                 let requests = (rate * fault).floor();
                 let bound = config.ratio() * (1.0 + config.quiet_ttl().as_secs_f64() / fault)
                     * requests;

@@ -22,6 +22,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use seawall_core::time::nanos;
 use tokio::time::Instant;
 
 use crate::config::BudgetConfig;
@@ -110,7 +111,7 @@ impl Budget {
         let interval = (1_000_000_000 * u128::from(PPM) / u128::from(per_second)) as u64;
         let burst = (per_second / (10 * PPM)).max(MIN_BURST);
         let tolerance = (burst - 1).saturating_mul(interval);
-        let now = nanos_since(self.start, now);
+        let now = nanos(now.saturating_duration_since(self.start));
         let mut due = self.paced.load(Ordering::Acquire);
         loop {
             let from = due.max(now);
@@ -168,10 +169,6 @@ impl fmt::Debug for Budget {
             .field("ratio_ppm", &self.ratio_ppm())
             .finish_non_exhaustive()
     }
-}
-
-fn nanos_since(start: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(start).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn tag_of(word: u64) -> u64 {

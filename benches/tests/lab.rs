@@ -304,6 +304,7 @@ fn the_built_in_suite_parses_and_quick_keeps_the_events() {
             "overload-refused",
             "overload-refused-retry-after",
             "slow-200ms",
+            "slow-600ms",
             "latency-ramp",
             "metastable",
             "overlap",

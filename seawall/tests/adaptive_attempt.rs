@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::future::join_all;
 use seawall::BoxError;
+use seawall::bulkhead::BulkheadConfig;
 use seawall::circuit_breaker::CircuitState;
 use seawall::stack::{ClientStackConfig, ClientStackLayer};
 use seawall::timeout::TimeoutMode;
-use tokio::time::sleep;
+use tokio::time::{Instant, sleep};
 use tower::{Layer, ServiceExt, service_fn};
 
 fn ms(n: u64) -> Duration {
@@ -47,6 +49,47 @@ async fn a_dependency_that_became_uniformly_slower_is_not_cut_off() {
     }
     assert_eq!(breaker.state(), CircuitState::Closed);
     assert!(attempt.timeout() > ms(350), "{:?}", attempt.timeout());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
+    // 100 requests a second; after 3 s every call takes 800 ms: past the ceiling (500 ms,
+    // half the 1 s total), within the total.
+    let step = Instant::now() + ms(3000);
+    let dependency = service_fn(move |n: u64| async move {
+        let latency = if Instant::now() < step { 10 } else { 800 };
+        sleep(ms(latency)).await;
+        Ok::<_, BoxError>(n)
+    });
+    // A fixed bulkhead: what the adaptive one turns away at a latency step is its own tests'.
+    let config = ClientStackConfig::builder()
+        .bulkhead(
+            BulkheadConfig::builder()
+                .max_concurrent(1000)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let client = ClientStackLayer::new(config).layer(dependency);
+    let requests = (0..1000).map(|n| {
+        let client = client.clone();
+        async move {
+            sleep(ms(10 * n)).await;
+            (n, client.oneshot(n).await.is_ok())
+        }
+    });
+    let failed: Vec<u64> = join_all(requests)
+        .await
+        .into_iter()
+        .filter_map(|(n, ok)| (!ok).then_some(n))
+        .collect();
+    // Cut at 100, 200 and 400 ms, the timeout passes the ceiling: every attempt then waits
+    // for what the total leaves, and those in flight with it; only the first requests after
+    // the step, cut before it passed, have too little left. Cut at the ceiling each time,
+    // every request after the step failed.
+    assert!(failed.len() <= 3, "{} failed: {failed:?}", failed.len());
+    assert!(failed.iter().all(|&n| n < 310), "{failed:?}");
 }
 
 #[test]

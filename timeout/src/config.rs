@@ -93,6 +93,14 @@ impl From<AdaptiveTimeout> for TimeoutMode {
 /// percentile; when a share of calls hangs (calls better cut and retried), nothing answers
 /// above the timeout and it stays. A black hole is still cut at the ceiling at the latest.
 ///
+/// Under a retry and a caller's deadline (a client stack's attempt timeout), the ceiling is
+/// where an attempt is cut so that another fits, and the last attempt gets what is left of the
+/// deadline. So does every attempt while the ceiling is no bound the downstream was seen to
+/// keep: before `min_samples` calls were seen (a client at a few calls a second), and once
+/// cuts have doubled the timeout past the ceiling, until a call answers within it again. A
+/// downstream that became uniformly slower than the ceiling is waited for, not cut on every
+/// attempt (every call would fail), while a black hole is cut at the deadline.
+///
 /// The defaults, and why (the "Tail at Scale" sizing of Dean and Barroso, and the AWS
 /// Builders' Library's rule to time out at the downstream's p99.9 so that at most 0.1 % of
 /// healthy calls time out):

@@ -33,6 +33,9 @@ pin_project! {
         budget: Budget,
         // When the call started, for a timeout that learns from latency.
         started: Option<Instant>,
+        // A retry's attempt under a caller's deadline (current while it is polled): once cuts
+        // double the learned timeout past the ceiling, it waits for that deadline.
+        stretch: bool,
         shared: Arc<Shared>,
     }
 }
@@ -57,6 +60,7 @@ impl<F> ResponseFuture<F> {
         inner: F,
         budget: Budget,
         started: Option<Instant>,
+        stretch: bool,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -67,6 +71,7 @@ impl<F> ResponseFuture<F> {
             },
             budget,
             started,
+            stretch,
             shared,
         }
     }
@@ -76,6 +81,7 @@ impl<F> ResponseFuture<F> {
             state: State::Expired,
             budget,
             started: None,
+            stretch: false,
             shared,
         }
     }
@@ -188,6 +194,7 @@ impl<F> ResponseFuture<F> {
     fn wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BoxError> {
         let this = self.project();
         let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
+        let stretch = *this.stretch;
         let StateProj::Running {
             mut sleep, waited, ..
         } = this.state.project()
@@ -212,7 +219,11 @@ impl<F> ResponseFuture<F> {
                     // The timeout has risen since this call started (calls cut off before it
                     // doubled it): the call gets that longer time, so that one wave of calls
                     // to a downstream that became slower is not all cut at the old timeout.
-                    let longer = started + shared.live.timeout_at(at);
+                    let learned = shared.live.learned_at(at);
+                    let longer = match Deadline::current() {
+                        Some(Deadline(deadline)) if stretch && learned.open_ended => deadline,
+                        _ => started + learned.timeout,
+                    };
                     if longer > at {
                         timer.as_mut().reset(longer);
                         continue;

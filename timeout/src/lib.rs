@@ -44,7 +44,11 @@
 //! tripling the timeout each time its cuts fill 1 % of the window. Under a retry layer, an
 //! attempt that no retry can follow ([`seawall_core::Attempt`]) may use what is left of the
 //! caller's [`Deadline`] (made current by a [`scoped`](TimeoutLayer::scoped) or propagating
-//! timeout above): cutting it early would only turn a slow answer into a failure.
+//! timeout above): cutting it early would only turn a slow answer into a failure. So may every
+//! attempt before enough calls were seen, and once cuts have doubled the timeout past its
+//! ceiling with no call answered within the ceiling since: a downstream uniformly slower than
+//! the ceiling (600 ms calls, a 1 s deadline, a 500 ms ceiling) is waited for instead of cut
+//! on every attempt.
 //!
 //! ```
 //! use std::time::Duration;

@@ -10,7 +10,7 @@ use tower::Service;
 
 use crate::deadline::Deadlines;
 use crate::future::ResponseFuture;
-use crate::state::Shared;
+use crate::state::{Learned, Shared};
 
 /// Ends a call that takes longer than its timeout with
 /// [`Rejected`](seawall_core::Rejected) of kind `TimedOut`, or `DeadlineExceeded` when the
@@ -72,12 +72,17 @@ where
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let live = &*self.shared.live;
-        let (timeout, started, extended) = match &live.adaptive {
-            None => (live.ceiling(), None, false),
+        let (timeout, started, extended, stretch) = match &live.adaptive {
+            None => (live.ceiling(), None, false, false),
             Some(_) => {
                 let now = Instant::now();
-                let (timeout, extended) = attempt_timeout(live.timeout_at(now), now);
-                (timeout, Some(now), extended)
+                let attempt = attempt_timeout(live.learned_at(now), now);
+                (
+                    attempt.timeout,
+                    Some(now),
+                    attempt.extended,
+                    attempt.stretch,
+                )
             }
         };
         let mut budget = self.deadlines.apply(&mut req, timeout);
@@ -96,21 +101,45 @@ where
             Some(deadline) => deadline.scope(|| self.inner.call(req)),
             None => self.inner.call(req),
         };
-        ResponseFuture::new(inner, budget, started, self.shared.clone())
+        ResponseFuture::new(inner, budget, started, stretch, self.shared.clone())
     }
 }
 
-/// The timeout of an attempt whose usual timeout is `usual`, and whether it was lengthened: an
-/// attempt that no retry can follow gets what is left of the caller's deadline, if more, since
-/// cutting it early would only turn a slow answer into a failure.
-fn attempt_timeout(usual: Duration, now: Instant) -> (Duration, bool) {
-    if let Some(Attempt { last: true, .. }) = Attempt::current()
+/// An attempt's timeout.
+struct AttemptTimeout {
+    timeout: Duration,
+    /// Lengthened to what the caller's deadline leaves.
+    extended: bool,
+    /// A retry's attempt under a caller's deadline: once cuts double the timeout past the
+    /// ceiling, it may wait for the deadline, even if already running.
+    stretch: bool,
+}
+
+/// The timeout of an attempt whose learned timeout is `usual`: an attempt that no retry can
+/// follow, or one of a retry's attempts at a downstream that answered no call within the
+/// ceiling since calls were last cut there, gets what is left of the caller's deadline, if
+/// more, since cutting it early would only turn a slow answer into a failure.
+fn attempt_timeout(usual: Learned, now: Instant) -> AttemptTimeout {
+    if let Some(attempt) = Attempt::current()
         && let Some(Deadline(at)) = Deadline::current()
     {
         let left = at.saturating_duration_since(now);
-        if left > usual {
-            return (left, true);
+        if (attempt.last || usual.open_ended) && left > usual.timeout {
+            return AttemptTimeout {
+                timeout: left,
+                extended: true,
+                stretch: true,
+            };
         }
+        return AttemptTimeout {
+            timeout: usual.timeout,
+            extended: false,
+            stretch: true,
+        };
     }
-    (usual, false)
+    AttemptTimeout {
+        timeout: usual.timeout,
+        extended: false,
+        stretch: false,
+    }
 }

@@ -68,6 +68,26 @@ pub(crate) struct Adaptive {
     backoff: AtomicU32,
 }
 
+/// A call's learned timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Learned {
+    /// The timeout, at most the ceiling.
+    pub(crate) timeout: Duration,
+    /// The ceiling is no bound the downstream was seen to keep: too few calls were seen, or
+    /// cuts doubled the timeout past the ceiling and no call answered within it since. An
+    /// attempt under a retry may then wait for what the caller's deadline leaves.
+    pub(crate) open_ended: bool,
+}
+
+impl Learned {
+    fn within(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            open_ended: false,
+        }
+    }
+}
+
 /// Enough doublings to take a 1 ms timeout past a day.
 const MAX_DOUBLINGS: u32 = 27;
 
@@ -112,32 +132,50 @@ impl Live {
     /// percentile between the floor and the ceiling (the ceiling until enough calls were seen),
     /// doubled for each call cut off since one answered within it.
     pub(crate) fn timeout_at(&self, now: Instant) -> Duration {
+        self.learned_at(now).timeout
+    }
+
+    /// [`timeout_at`](Self::timeout_at), and whether it is open-ended.
+    pub(crate) fn learned_at(&self, now: Instant) -> Learned {
         let ceiling = self.ceiling();
         let Some(a) = &self.adaptive else {
-            return ceiling;
+            return Learned::within(ceiling);
         };
         match a.base_at(now) {
-            None => ceiling,
+            // Too few calls to know the downstream's latency (a client at a few calls a
+            // second never has enough): a ceiling cut would be a guess, and the first call to
+            // a downstream uniformly slower than it would fail at every such client.
+            None => Learned {
+                timeout: ceiling,
+                open_ended: true,
+            },
             Some(base) => {
                 let doublings = a.backoff.load(Ordering::Relaxed);
                 // Ceiling last: a reload seen half-done (a new floor above the old ceiling)
                 // never lets a call wait past either ceiling.
-                base.saturating_mul(1 << doublings).min(ceiling)
+                let doubled = base.min(ceiling).saturating_mul(1 << doublings);
+                Learned {
+                    timeout: doubled.min(ceiling),
+                    open_ended: doubled > ceiling,
+                }
             }
         }
     }
 
     /// Feeds a call that answered after `latency`, at `now`, into the estimate; an answer
-    /// within the learned timeout ends its backoff.
+    /// within the learned timeout (or within the ceiling, before enough calls were seen) ends
+    /// its backoff.
     pub(crate) fn answered(&self, latency: Duration, now: Instant) {
         let Some(a) = &self.adaptive else {
             return;
         };
         a.estimate.record_at(latency, now);
-        if a.backoff.load(Ordering::Relaxed) != 0
-            && a.base_at(now).is_some_and(|base| latency <= base)
-        {
-            a.backoff.store(0, Ordering::Relaxed);
+        if a.backoff.load(Ordering::Relaxed) != 0 {
+            let ceiling = self.ceiling();
+            let within = a.base_at(now).map_or(ceiling, |base| base.min(ceiling));
+            if latency <= within {
+                a.backoff.store(0, Ordering::Relaxed);
+            }
         }
     }
 

@@ -263,6 +263,92 @@ async fn the_last_attempt_may_use_what_is_left_of_the_callers_deadline() {
     assert_eq!(ended, Err(RejectionKind::TimedOut));
 }
 
+/// Calls `latency` as a retry's first attempt (another may follow) under a deadline `left`
+/// from now: how long it ran, and how it ended.
+async fn attempt_within<S>(
+    svc: &S,
+    left: Duration,
+    latency: Option<Duration>,
+) -> (Duration, Result<(), RejectionKind>)
+where
+    S: Service<Option<Duration>, Response = (), Error = BoxError> + Clone,
+{
+    let mut svc = svc.clone();
+    let start = Instant::now();
+    let deadline = Deadline(start + left);
+    let future = deadline.scope(|| {
+        Attempt {
+            number: 1,
+            last: false,
+        }
+        .scope(|| svc.call(latency))
+    });
+    let kind = future
+        .await
+        .map_err(|e| rejected(&*e).expect("a rejection").kind());
+    (start.elapsed(), kind)
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_cuts_double_the_timeout_past_the_ceiling_an_attempt_waits_for_the_deadline() {
+    let (layer, handle) = layer(adaptive().ceiling(ms(300)));
+    let svc = layer.layer(downstream());
+    calls(&svc, 200, ms(10)).await;
+    settle().await;
+    let learned = handle.timeout();
+    assert!(within(learned, ms(30)), "{learned:?}");
+    // The downstream now takes 600 ms, past the 300 ms ceiling: cut at 30, 60, 120, 240 ms.
+    for doublings in 0..4 {
+        let (took, ended) = attempt_within(&svc, ms(800), Some(ms(600))).await;
+        assert_eq!(ended, Err(RejectionKind::TimedOut));
+        assert!(to_the_tick(took, learned * (1 << doublings)), "{took:?}");
+    }
+    // Doubled to 480 ms, past the ceiling: no call answered within it, so an attempt that
+    // another may follow gets what the deadline leaves and the slow answer comes.
+    assert_eq!(
+        handle.timeout(),
+        ms(300),
+        "the timeout itself keeps to the ceiling"
+    );
+    let (took, ended) = attempt_within(&svc, ms(800), Some(ms(600))).await;
+    assert_eq!((took, ended), (ms(600), Ok(())));
+    // Without a retry's attempt or a caller's deadline the ceiling still binds.
+    assert_eq!(
+        one_call(&svc, None).await,
+        (ms(300), Err(RejectionKind::TimedOut))
+    );
+    // A black hole is cut at the deadline, counted as the downstream's failure.
+    let (took, ended) = attempt_within(&svc, ms(800), None).await;
+    assert_eq!((took, ended), (ms(800), Err(RejectionKind::TimedOut)));
+    // An answer within the ceiling ends it: back to a cut at the learned timeout.
+    assert_eq!(attempt_within(&svc, ms(800), Some(ms(10))).await.1, Ok(()));
+    let (took, ended) = attempt_within(&svc, ms(800), Some(ms(600))).await;
+    assert_eq!(ended, Err(RejectionKind::TimedOut));
+    assert!(to_the_tick(took, learned), "{took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_enough_calls_an_attempt_under_a_deadline_may_wait_for_it() {
+    let (layer, handle) = layer(adaptive().ceiling(ms(300)));
+    let svc = layer.layer(downstream());
+    // No latency learned (a client at a few calls a second never has enough): a cut at the
+    // ceiling would be a guess, and would fail every call of a downstream slower than it.
+    assert_eq!(
+        attempt_within(&svc, ms(800), Some(ms(600))).await,
+        (ms(600), Ok(()))
+    );
+    assert_eq!(
+        attempt_within(&svc, ms(800), None).await,
+        (ms(800), Err(RejectionKind::TimedOut))
+    );
+    // Without a retry's attempt or a caller's deadline, the ceiling.
+    assert_eq!(handle.timeout(), ms(300));
+    assert_eq!(
+        one_call(&svc, Some(ms(600))).await,
+        (ms(300), Err(RejectionKind::TimedOut))
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_last_attempt_without_a_deadline_keeps_its_usual_timeout() {
     let (layer, _handle) = layer(adaptive());
@@ -638,10 +724,7 @@ impl CensoredModel {
     }
 
     fn answered(&mut self, latency: Duration, floor: Duration, ceiling: Duration) {
-        if self
-            .base(floor, ceiling)
-            .is_some_and(|base| latency <= base)
-        {
+        if latency <= self.base(floor, ceiling).unwrap_or(ceiling) {
             self.doublings = 0;
         }
         self.samples.push(bucketed(latency));

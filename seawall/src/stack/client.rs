@@ -81,8 +81,12 @@ pub type Hedged<S, P> = Either<Hedge<S, P>, S>;
 ///
 /// `attempt_timeout` is a duration for a fixed timeout, or a table for one learned from recent
 /// latency ([`AdaptiveTimeout`]: `{ multiplier = 3, floor = "100ms", ceiling = "500ms" }`, any
-/// field left out at its default; the ceiling defaults to half the total timeout). Left out,
-/// it is adaptive with every default.
+/// field left out at its default; the ceiling defaults to half the total timeout, so that a
+/// retry fits after a cut there). Left out, it is adaptive with every default. An attempt may
+/// wait past the ceiling for what the total leaves when the ceiling is no bound the downstream
+/// was seen to keep: fewer calls seen than the estimate needs, or calls cut there with none
+/// answered within it since (a downstream uniformly slower than half the total is waited for,
+/// not failed on every attempt).
 ///
 /// ```
 /// use seawall::stack::ClientStackConfig;

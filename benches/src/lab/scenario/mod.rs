@@ -42,7 +42,7 @@ use self::error::{error_at, find_key};
 pub(crate) use seawall_core::config::MAX_DURATION;
 
 /// The built-in suite, in the order it runs.
-pub const BUILT_IN: [(&str, &str); 23] = [
+pub const BUILT_IN: [(&str, &str); 24] = [
     (
         "control.toml",
         include_str!("../../../scenarios/control.toml"),
@@ -103,6 +103,10 @@ pub const BUILT_IN: [(&str, &str); 23] = [
     (
         "slow-200ms.toml",
         include_str!("../../../scenarios/slow-200ms.toml"),
+    ),
+    (
+        "slow-600ms.toml",
+        include_str!("../../../scenarios/slow-600ms.toml"),
     ),
     (
         "latency-ramp.toml",

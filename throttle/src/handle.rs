@@ -42,10 +42,10 @@ impl ThrottleHandle {
     }
 
     /// The probability that a call made now is rejected locally:
-    /// `max(0, (requests − K × accepts) / (requests + 1))`.
+    /// `max(0, (requests − K × accepts) / (requests + 1))` beyond the noise bound, while a call
+    /// let through was refused within the window; 0 otherwise.
     pub fn rejection_probability(&self) -> f64 {
-        self.counts()
-            .rejection_probability(self.state.window.multiplier())
+        self.state.rejection_probability_now()
     }
 
     /// K, the multiplier of accepts.

@@ -111,12 +111,14 @@ impl State {
     #[cold]
     #[inline(never)]
     fn draw(&self) -> Result<(), BoxError> {
-        if self.window.advance(Instant::now()) {
+        let now = Instant::now();
+        if self.window.advance(now) {
             self.publish();
         }
-        let probability = self.probability_now();
+        let probability = self.probability_at(now);
         if probability <= 0.0 {
-            // Accepts came in since the window was read.
+            // Accepts came in since the window was read, or the downstream refused nothing
+            // lately.
             return Ok(());
         }
         if !self.throttling.load(Ordering::Relaxed) {
@@ -144,14 +146,28 @@ impl State {
             Outcome::Overload => (CallResult::Overload, false),
             Outcome::Ignored => (CallResult::Ignored, false),
         };
-        if result != CallResult::Ignored && self.window.record(accepted, Instant::now) {
+        let decayed = match result {
+            CallResult::Ignored => false,
+            _ if accepted => self.window.record(true, Instant::now),
+            _ => {
+                let now = Instant::now();
+                self.window.refused_at(now);
+                self.window.record(false, || now)
+            }
+        };
+        if decayed {
             self.publish();
         }
         self.calls[result.index()].increment(1);
         tracing::trace!(name = %self.name, result = result.as_str(), "call recorded");
     }
 
-    fn probability_now(&self) -> f64 {
+    /// The SRE book's probability on the window as last decayed, while the downstream refused
+    /// a call lately; 0 otherwise.
+    fn probability_at(&self, now: Instant) -> f64 {
+        if !self.window.refused_lately(now) {
+            return 0.0;
+        }
         self.window
             .counts()
             .rejection_probability(self.window.multiplier())
@@ -160,7 +176,7 @@ impl State {
     /// Sets the gauge after the window decayed, once per tick at most.
     #[cold]
     fn publish(&self) {
-        self.probability.set(self.probability_now());
+        self.probability.set(self.probability_at(Instant::now()));
     }
 
     #[cold]
@@ -192,6 +208,17 @@ impl State {
     /// The counts decayed to now.
     pub(crate) fn counts_now(&self) -> ThrottleCounts {
         self.window.counts_at(Instant::now())
+    }
+
+    /// The probability a call would be rejected with now.
+    pub(crate) fn rejection_probability_now(&self) -> f64 {
+        let now = Instant::now();
+        if !self.window.refused_lately(now) {
+            return 0.0;
+        }
+        self.window
+            .counts_at(now)
+            .rejection_probability(self.window.multiplier())
     }
 
     pub(crate) fn is_throttling(&self) -> bool {

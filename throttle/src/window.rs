@@ -39,6 +39,8 @@ const HALF: u32 = 32;
 const SAMPLED_FROM: u64 = 256 << FRACTION_BITS;
 const SAMPLE_EVERY: u64 = 16;
 const LOW: u64 = (1 << HALF) - 1;
+/// No call was refused yet.
+const NEVER: u64 = u64::MAX;
 
 /// Requests and accepts in the window, in requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -98,6 +100,9 @@ pub(crate) struct Window {
     tick: AtomicU64,
     /// Requests right after the last decay.
     base: AtomicU64,
+    /// The tick of the last call let through that the downstream did not accept, or
+    /// [`NEVER`] before one.
+    refused: AtomicU64,
     epoch: Instant,
     tick_shift: u32,
     window_ticks: f64,
@@ -120,6 +125,7 @@ impl Window {
             counts: AtomicU64::new(0),
             tick: AtomicU64::new(0),
             base: AtomicU64::new(0),
+            refused: AtomicU64::new(NEVER),
             epoch,
             tick_shift,
             window_ticks: window.as_nanos() as f64 / tick,
@@ -223,6 +229,20 @@ impl Window {
     }
 
     /// The counts as they stand (decayed to the last tick a call saw).
+    /// Notes that a call let through at `now` was not accepted.
+    #[cold]
+    pub(crate) fn refused_at(&self, now: Instant) {
+        self.refused.store(self.tick_of(now), Ordering::Relaxed);
+    }
+
+    /// Whether a call let through was not accepted within the longest window before `now`:
+    /// the throttle rejects only then (see the crate docs, "After an overload").
+    pub(crate) fn refused_lately(&self, now: Instant) -> bool {
+        let refused = self.refused.load(Ordering::Relaxed);
+        refused != NEVER
+            && (self.tick_of(now).saturating_sub(refused) as f64) <= self.max_window_ticks
+    }
+
     pub(crate) fn counts(&self) -> ThrottleCounts {
         ThrottleCounts::of(self.counts.load(Ordering::Acquire))
     }

@@ -77,6 +77,8 @@ struct Model {
     accepts: f64,
     base: f64,
     tick: u64,
+    /// The tick of the last call let through and not accepted.
+    refused: Option<u64>,
 }
 
 impl Model {
@@ -91,7 +93,17 @@ impl Model {
             accepts: 0.0,
             base: 0.0,
             tick: 0,
+            refused: None,
         }
+    }
+
+    /// Whether a call let through was refused within the longest window before `now_ns`: the
+    /// formula applies only then.
+    fn refused_lately(&self, now_ns: u64) -> bool {
+        let max_window_ticks =
+            (self.settings.max_window_ms * 1_000_000) as f64 / self.tick_ns as f64;
+        self.refused
+            .is_some_and(|tick| ((now_ns / self.tick_ns - tick) as f64) <= max_window_ticks)
     }
 
     fn roll(&mut self, now_ns: u64) {
@@ -194,12 +206,13 @@ async fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
         let now_ns = u64::try_from(start.elapsed().as_nanos()).unwrap();
         let before = handle.rejection_probability();
         let read = model.at(now_ns);
-        let expected = read.probability();
+        let lately = model.refused_lately(now_ns);
+        let expected = if lately { read.probability() } else { 0.0 };
         let formula =
             (read.requests - read.settings.multiplier * read.accepts) / (read.requests + 1.0);
         prop_assert!(
             close(before, expected)
-                || read.at_noise_edge() && (before == 0.0 || close(before, formula)),
+                || lately && read.at_noise_edge() && (before == 0.0 || close(before, formula)),
             "probability {before} vs the model's {expected}"
         );
         // A call reads the clock, and so decays the window, where requests may exceed K ×
@@ -233,6 +246,9 @@ async fn run(settings: Settings, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 if let Some(accepted) = accepted {
                     model.roll(now_ns);
                     model.add(accepted);
+                    if !accepted {
+                        model.refused = Some(now_ns / model.tick_ns);
+                    }
                 }
             }
         }

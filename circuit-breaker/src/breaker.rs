@@ -355,21 +355,6 @@ struct Recovery {
     /// Openings since the last full recovery (half-open to closed, or a reset).
     openings: u32,
     previous_open: Duration,
-    // PROTOTYPE (issue 12, not for merge): the learned first opening.
-    episode_start: u64,
-    last_reopen: Option<u64>,
-    learned: Option<(Duration, u64)>,
-    learned_used: bool,
-}
-
-/// PROTOTYPE: which estimate of the last episode's down time a new episode opens for.
-fn learn_mode() -> u8 {
-    match std::env::var("SEAWALL_LEARN").as_deref() {
-        Ok("lower") => 1,
-        Ok("mid") => 2,
-        Ok("upper") => 3,
-        _ => 0,
-    }
 }
 
 /// One circuit breaker's shared state.
@@ -440,10 +425,6 @@ impl Breaker {
             transitions: Mutex::new(Recovery {
                 openings: 0,
                 previous_open: Duration::ZERO,
-                episode_start: 0,
-                last_reopen: None,
-                learned: None,
-                learned_used: false,
             }),
             state_tx: watch::Sender::new(CircuitState::Closed),
             tracker,
@@ -1141,7 +1122,7 @@ impl Breaker {
         let generation = generation_of(current) + 1;
         match to {
             CircuitState::Open => {
-                let open = self.open_duration(recovery, generation, hint, at);
+                let open = self.open_duration(recovery, generation, hint);
                 self.open_until
                     .store(at.saturating_add(nanos(open)), Ordering::Release);
             }
@@ -1165,19 +1146,6 @@ impl Breaker {
                 if from == CircuitState::HalfOpen && to == CircuitState::Closed {
                     recovery.openings = 0;
                     recovery.previous_open = Duration::ZERO;
-                    let upper = at.saturating_sub(recovery.episode_start);
-                    let lower = recovery
-                        .last_reopen
-                        .map(|t| t.saturating_sub(recovery.episode_start));
-                    let estimate = match learn_mode() {
-                        1 => lower,
-                        2 => Some((lower.unwrap_or(upper / 2) + upper) / 2),
-                        3 => Some(upper),
-                        _ => None,
-                    };
-                    recovery.learned = estimate
-                        .filter(|&n| n > 0)
-                        .map(|n| (Duration::from_nanos(n), at));
                 }
             }
             CircuitState::Disabled | CircuitState::ForcedOpen => {}
@@ -1261,23 +1229,7 @@ impl Breaker {
         recovery: &mut Recovery,
         generation: u64,
         hint: Option<Duration>,
-        at: u64,
     ) -> Duration {
-        if recovery.openings == 0 {
-            recovery.episode_start = at;
-            recovery.last_reopen = None;
-            recovery.learned_used = false;
-            const HORIZON: u64 = 60_000_000_000;
-            if let Some((learned, recovered)) = recovery.learned
-                && at.saturating_sub(recovered) <= HORIZON
-            {
-                recovery.openings = 1;
-                recovery.learned_used = true;
-                return learned;
-            }
-        } else {
-            recovery.last_reopen = Some(at);
-        }
         recovery.openings = recovery.openings.saturating_add(1);
         let rules = self.rules();
         if let Some(hint) = hint {
@@ -1296,8 +1248,7 @@ impl Breaker {
                 } else {
                     recovery.previous_open
                 };
-                let n = recovery.openings - u32::from(recovery.learned_used);
-                let open = open_backoff(&backoff, n, previous, &mut rng);
+                let open = open_backoff(&backoff, recovery.openings, previous, &mut rng);
                 recovery.previous_open = open;
                 open
             }

@@ -26,10 +26,16 @@
 //!    (`429`, `503`: overload, not failure), rejects a share of calls locally before they cost
 //!    it anything (the SRE book's `requests − K × accepts` rule). Inside retry, so retries are
 //!    throttled too and a local rejection is never retried; outside the breaker, whose own
-//!    rejections then count for nothing in its window.
+//!    rejections then count for nothing in its window. It rejects only while a call it let
+//!    through was refused within its window, so the clients of a fleet stop within 500 ms of
+//!    the overload's end.
 //! 5. **Circuit breaker** — fails fast while the dependency is down.
 //! 6. **Per-attempt timeout** — a hung attempt becomes a failure the breaker counts, and retry
-//!    can still try again within the total budget.
+//!    can still try again within the total budget. Learned from latency, at most half the
+//!    total so that a retry fits; where that ceiling is no bound the dependency was seen to
+//!    keep (too few calls seen, or calls cut there and none answered within it since), an
+//!    attempt may wait for what the total leaves, so a dependency uniformly slower than half
+//!    the total is waited for, not failed on every attempt.
 //! 7. **Bulkhead** — bounds the attempts in flight to the dependency, so a slow dependency
 //!    cannot take every task and connection of the caller.
 //!

@@ -71,9 +71,9 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
+        let live = &*self.shared.live;
         // The deadline, an adaptive timeout's start and the layers below called here (retry's
         // budget) share one clock reading.
-        let live = &*self.shared.live;
         let _clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
         let (timeout, started, extended) = match &live.adaptive {
             None => (live.ceiling(), None, false),

@@ -68,6 +68,10 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    // Never inline: inlined into the caller's (tower's `Either::call` in the client stack),
+    // the response future was moved once more, 29 instructions of `memcpy` a call
+    // (`benches/callgrind.sh stack`).
+    #[inline(never)]
     fn call(&mut self, req: Req) -> Self::Future {
         call(&mut self.inner, req, self.breaker.clone(), &self.policy)
     }

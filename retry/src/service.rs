@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use seawall_core::{Attempt, BoxError};
-use tokio::time::Instant;
 use tower::Service;
 
 use crate::budget::SlotCache;
@@ -83,8 +82,9 @@ where
         } else {
             None
         };
-        // Every call is timed, for the duration histogram.
-        let now = Instant::now();
+        // Every call is timed, for the duration histogram; with the reading of a layer above
+        // that read the clock for this call (a stack's total timeout).
+        let now = seawall_core::time::call_now();
         let refused = match &shared.budget {
             Some(LayerBudget::Own(budget)) => {
                 let slot = budget.slot_of(&mut self.slots, now);

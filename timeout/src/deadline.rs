@@ -50,6 +50,11 @@ pub trait Deadlines<Req>: Clone + Send + Sync + 'static {
     /// The budget of a call whose configured timeout is `timeout`: that, or less when the
     /// request (or the current deadline) says so.
     fn apply(&self, req: &mut Req, timeout: Duration) -> Budget;
+
+    /// Whether `apply` may read the clock: the timeout then opens a
+    /// [`CallScope`](seawall_core::time::CallScope), so that the layers it calls share the
+    /// reading.
+    const READS_CLOCK: bool = true;
 }
 
 /// No propagation: every call gets the configured timeout. Works with any request type.
@@ -57,6 +62,8 @@ pub trait Deadlines<Req>: Clone + Send + Sync + 'static {
 pub struct NoDeadlines;
 
 impl<Req> Deadlines<Req> for NoDeadlines {
+    const READS_CLOCK: bool = false;
+
     fn apply(&self, _req: &mut Req, timeout: Duration) -> Budget {
         Budget {
             timeout,
@@ -76,8 +83,9 @@ impl<Req> Deadlines<Req> for NoDeadlines {
 pub struct ScopedDeadlines;
 
 impl<Req> Deadlines<Req> for ScopedDeadlines {
+    #[inline]
     fn apply(&self, _req: &mut Req, timeout: Duration) -> Budget {
-        let now = Instant::now();
+        let now = seawall_core::time::call_now();
         let caller = Deadline::current().map(|deadline| deadline.0.saturating_duration_since(now));
         let (budget, by_caller) = match caller {
             Some(caller) if caller <= timeout => (caller, true),

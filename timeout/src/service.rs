@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use seawall_core::{Attempt, BoxError, Deadline};
+use seawall_core::{Attempt, BoxError, Deadline, time};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -72,10 +72,13 @@ where
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let live = &*self.shared.live;
+        // The deadline, an adaptive timeout's start and the layers below called here (retry's
+        // budget) share one clock reading.
+        let _clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
         let (timeout, started, extended, stretch) = match &live.adaptive {
             None => (live.ceiling(), None, false, false),
             Some(_) => {
-                let now = Instant::now();
+                let now = time::call_now();
                 let attempt = attempt_timeout(live.learned_at(now), now);
                 (
                     attempt.timeout,

@@ -273,3 +273,40 @@ async fn the_total_records_the_budget_left_after_a_wait_under_an_attempt() {
         [0.3, 0.2, 0.05]
     );
 }
+
+/// On the real clock, so that time passes within a call: the layers a scoped timeout calls
+/// read the clock reading its deadline was counted from, and a call after it reads afresh.
+#[test]
+fn the_layers_a_scoped_timeout_calls_share_its_clock_reading() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let downstream = service_fn(move |()| {
+        // A millisecond between the timeout's reading and this one, were they two.
+        std::thread::sleep(ms(1));
+        let deadline = seawall_core::Deadline::current().expect("called under the deadline");
+        record
+            .lock()
+            .unwrap()
+            .push((deadline.0, seawall_core::time::call_now()));
+        std::future::ready(Ok::<_, BoxError>(()))
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut svc = timeout("total", ms(500)).scoped().layer(downstream);
+    runtime.block_on(async {
+        for _ in 0..2 {
+            svc.ready().await.unwrap();
+            svc.call(()).await.unwrap();
+        }
+    });
+    let seen = seen.lock().unwrap();
+    for &(deadline, now) in seen.iter() {
+        assert_eq!(deadline, now + ms(500), "the timeout's own reading");
+    }
+    assert!(
+        seen[1].1 > seen[0].1,
+        "each call reads the clock once, afresh"
+    );
+}

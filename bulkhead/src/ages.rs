@@ -16,6 +16,7 @@
 use std::time::Duration;
 
 use seawall_core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use seawall_core::time::nanos;
 use tokio::time::Instant;
 
 const RING: usize = 64;
@@ -38,10 +39,11 @@ pub(crate) struct Ages {
 
 impl Ages {
     /// A ring spanning `span`: ages are told apart to `span / 64`.
-    pub(crate) fn new(span: Duration) -> Self {
+    /// Times are nanoseconds after `epoch`, plus one, as the adaptive limit's tally keeps them.
+    pub(crate) fn new(span: Duration, epoch: Instant) -> Self {
         let slice_nanos = (span.as_nanos() / RING as u128).clamp(1, u128::from(u32::MAX)) as u64;
         Self {
-            epoch: Instant::now(),
+            epoch,
             slice_nanos,
             span,
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -49,13 +51,13 @@ impl Ages {
         }
     }
 
-    fn slice(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        ((nanos / u128::from(self.slice_nanos)) as u64 + 1) & SLICES
+    /// The slice of a time: nanoseconds after the epoch, plus one.
+    fn slice(&self, time: u64) -> u64 {
+        (time.saturating_sub(1) / self.slice_nanos + 1) & SLICES
     }
 
-    /// Counts a call that started at `start`.
-    pub(crate) fn enter(&self, start: Instant) {
+    /// Counts a call that started at `start` (nanoseconds after the epoch, plus one).
+    pub(crate) fn enter(&self, start: u64) {
         let slice = self.slice(start);
         let bucket = &self.buckets[slice as usize % RING];
         let mut current = bucket.load(SeqCst);
@@ -83,7 +85,7 @@ impl Ages {
     }
 
     /// Forgets a call that started at `start`.
-    pub(crate) fn leave(&self, start: Instant) {
+    pub(crate) fn leave(&self, start: u64) {
         let slice = self.slice(start);
         let bucket = &self.buckets[slice as usize % RING];
         let mut current = bucket.load(SeqCst);
@@ -109,7 +111,7 @@ impl Ages {
             return 0;
         };
         // Only whole slices before the one `age` ago: a call is never counted younger.
-        let cutoff = self.slice(at);
+        let cutoff = self.slice(nanos(at.saturating_duration_since(self.epoch)).saturating_add(1));
         let older = (self.older.load(SeqCst) as i64).max(0) as u64;
         let counted: u64 = self
             .buckets
@@ -126,45 +128,49 @@ impl Ages {
 mod tests {
     use super::*;
 
+    fn time(ages: &Ages, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(ages.epoch)) + 1
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
     #[tokio::test(start_paused = true)]
     async fn counts_the_calls_older_than_an_age() {
-        let ages = Ages::new(ms(640));
+        let ages = Ages::new(ms(640), Instant::now());
         let old = Instant::now();
-        ages.enter(old);
+        ages.enter(time(&ages, old));
         tokio::time::advance(ms(100)).await;
         let young = Instant::now();
-        ages.enter(young);
+        ages.enter(time(&ages, young));
         tokio::time::advance(ms(50)).await;
         let now = Instant::now();
         assert_eq!(ages.older_than(now, ms(30)), 2);
         assert_eq!(ages.older_than(now, ms(80)), 1);
         assert_eq!(ages.older_than(now, ms(200)), 0);
-        ages.leave(old);
+        ages.leave(time(&ages, old));
         assert_eq!(ages.older_than(now, ms(30)), 1);
-        ages.leave(young);
+        ages.leave(time(&ages, young));
         assert_eq!(ages.older_than(now, ms(30)), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn calls_older_than_the_ring_stay_counted() {
-        let ages = Ages::new(ms(64));
+        let ages = Ages::new(ms(64), Instant::now());
         let old = Instant::now();
-        ages.enter(old);
+        ages.enter(time(&ages, old));
         tokio::time::advance(ms(64)).await;
         // The same bucket, a ring later: the old call moves to `older`.
         let young = Instant::now();
-        ages.enter(young);
+        ages.enter(time(&ages, young));
         tokio::time::advance(ms(5)).await;
         let now = Instant::now();
         assert_eq!(ages.older_than(now, ms(3)), 2);
         assert_eq!(ages.older_than(now, ms(20)), 1);
-        ages.leave(old);
+        ages.leave(time(&ages, old));
         assert_eq!(ages.older_than(now, ms(3)), 1);
-        ages.leave(young);
+        ages.leave(time(&ages, young));
         assert_eq!(ages.older_than(now, ms(3)), 0);
     }
 }

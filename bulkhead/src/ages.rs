@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use seawall_core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use seawall_core::time::nanos;
-use tokio::time::Instant;
 
 const RING: usize = 64;
 const COUNT_BITS: u32 = 24;
@@ -27,7 +26,6 @@ const SLICES: u64 = (1 << 40) - 1;
 /// Calls in flight, counted by the time slice they started in.
 #[derive(Debug)]
 pub(crate) struct Ages {
-    epoch: Instant,
     slice_nanos: u64,
     span: Duration,
     /// `slice + 1` (0: never used) and a count.
@@ -39,11 +37,10 @@ pub(crate) struct Ages {
 
 impl Ages {
     /// A ring spanning `span`: ages are told apart to `span / 64`.
-    /// Times are nanoseconds after `epoch`, plus one, as the adaptive limit's tally keeps them.
-    pub(crate) fn new(span: Duration, epoch: Instant) -> Self {
+    /// Times are the adaptive limit's tally's: nanoseconds after its epoch, plus one.
+    pub(crate) fn new(span: Duration) -> Self {
         let slice_nanos = (span.as_nanos() / RING as u128).clamp(1, u128::from(u32::MAX)) as u64;
         Self {
-            epoch,
             slice_nanos,
             span,
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -103,15 +100,12 @@ impl Ages {
 
     /// Calls in flight that started at least `age` before `now` (to a slice); none for an
     /// age the ring does not span.
-    pub(crate) fn older_than(&self, now: Instant, age: Duration) -> usize {
+    pub(crate) fn older_than(&self, now: u64, age: Duration) -> usize {
         if age >= self.span {
             return 0;
         }
-        let Some(at) = now.checked_sub(age) else {
-            return 0;
-        };
         // Only whole slices before the one `age` ago: a call is never counted younger.
-        let cutoff = self.slice(nanos(at.saturating_duration_since(self.epoch)).saturating_add(1));
+        let cutoff = self.slice(now.saturating_sub(nanos(age)));
         let older = (self.older.load(SeqCst) as i64).max(0) as u64;
         let counted: u64 = self
             .buckets
@@ -126,10 +120,13 @@ impl Ages {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
 
-    fn time(ages: &Ages, at: Instant) -> u64 {
-        nanos(at.saturating_duration_since(ages.epoch)) + 1
+    /// `at` as the tally keeps times, from the test's start.
+    fn time(epoch: Instant, at: Instant) -> u64 {
+        nanos(at - epoch) + 1
     }
 
     fn ms(n: u64) -> Duration {
@@ -138,39 +135,41 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn counts_the_calls_older_than_an_age() {
-        let ages = Ages::new(ms(640), Instant::now());
+        let ages = Ages::new(ms(640));
+        let epoch = Instant::now();
         let old = Instant::now();
-        ages.enter(time(&ages, old));
+        ages.enter(time(epoch, old));
         tokio::time::advance(ms(100)).await;
         let young = Instant::now();
-        ages.enter(time(&ages, young));
+        ages.enter(time(epoch, young));
         tokio::time::advance(ms(50)).await;
-        let now = Instant::now();
+        let now = time(epoch, Instant::now());
         assert_eq!(ages.older_than(now, ms(30)), 2);
         assert_eq!(ages.older_than(now, ms(80)), 1);
         assert_eq!(ages.older_than(now, ms(200)), 0);
-        ages.leave(time(&ages, old));
+        ages.leave(time(epoch, old));
         assert_eq!(ages.older_than(now, ms(30)), 1);
-        ages.leave(time(&ages, young));
+        ages.leave(time(epoch, young));
         assert_eq!(ages.older_than(now, ms(30)), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn calls_older_than_the_ring_stay_counted() {
-        let ages = Ages::new(ms(64), Instant::now());
+        let ages = Ages::new(ms(64));
+        let epoch = Instant::now();
         let old = Instant::now();
-        ages.enter(time(&ages, old));
+        ages.enter(time(epoch, old));
         tokio::time::advance(ms(64)).await;
         // The same bucket, a ring later: the old call moves to `older`.
         let young = Instant::now();
-        ages.enter(time(&ages, young));
+        ages.enter(time(epoch, young));
         tokio::time::advance(ms(5)).await;
-        let now = Instant::now();
+        let now = time(epoch, Instant::now());
         assert_eq!(ages.older_than(now, ms(3)), 2);
         assert_eq!(ages.older_than(now, ms(20)), 1);
-        ages.leave(time(&ages, old));
+        ages.leave(time(epoch, old));
         assert_eq!(ages.older_than(now, ms(3)), 1);
-        ages.leave(time(&ages, young));
+        ages.leave(time(epoch, young));
         assert_eq!(ages.older_than(now, ms(3)), 0);
     }
 }

@@ -76,7 +76,7 @@ impl State {
                 let tally = algorithm.tally().clone();
                 let adaptive = Adaptive {
                     algorithm: Mutex::new(algorithm),
-                    ages: Ages::new(config.sample_window, tally.epoch()),
+                    ages: Ages::new(config.sample_window),
                     tally,
                     min: AtomicUsize::new(a.min()),
                     max: AtomicUsize::new(a.max()),
@@ -293,9 +293,9 @@ impl State {
         let max = adaptive.max.load(Ordering::Relaxed);
         let in_flight = self.semaphore.in_flight();
         let now = Instant::now();
-        let held = algorithm
-            .held_age()
-            .map_or(0, |age| adaptive.ages.older_than(now, age));
+        let held = algorithm.held_age().map_or(0, |age| {
+            adaptive.ages.older_than(adaptive.tally.time(now), age)
+        });
         let Some(limit) = algorithm.full(now, in_flight, held, max) else {
             return false;
         };

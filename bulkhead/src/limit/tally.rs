@@ -109,11 +109,6 @@ impl Tally {
         self.next_update.store(NO_TIME, RELAXED);
     }
 
-    /// The epoch every time here is counted from.
-    pub(crate) fn epoch(&self) -> Instant {
-        self.epoch
-    }
-
     /// `at` as this tally keeps it: nanoseconds after the epoch, plus one.
     #[inline]
     pub(crate) fn time(&self, at: Instant) -> u64 {

@@ -153,7 +153,7 @@ impl Tally {
             if self.max_in_flight.load(RELAXED) < in_flight {
                 self.max_in_flight.fetch_max(in_flight, RELAXED);
             }
-            let flags = u32::from(dropped) * DROPPED | u32::from(overload) * OVERLOAD;
+            let flags = (u32::from(dropped) * DROPPED) | (u32::from(overload) * OVERLOAD);
             if flags != 0 {
                 self.flags.fetch_or(flags, RELAXED);
             }
@@ -223,7 +223,7 @@ impl Tally {
         let successes = self.successes.load(RELAXED);
         let per_block = u64::from(RECENT_SUCCESSES);
         let current = successes / per_block;
-        let started = successes % per_block > 0;
+        let started = !successes.is_multiple_of(per_block);
         let previous = current.checked_sub(1);
         let read = |of: &[AtomicU64; BLOCKS], block: u64| {
             let word = of[block as usize % BLOCKS].load(RELAXED);

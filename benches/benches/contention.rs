@@ -140,6 +140,11 @@ fn bench(c: &mut Criterion) {
     compare(
         c,
         "contention-bulkhead",
+        vec![("seawall-vegas", c::seawall_bulkhead_vegas().layer(bare()))],
+    );
+    compare(
+        c,
+        "contention-bulkhead",
         vec![("tower", c::tower_bulkhead().layer(bare()))],
     );
     compare(

@@ -85,6 +85,15 @@ pub fn seawall_bulkhead() -> seawall_bulkhead::BulkheadLayer {
         .expect("a valid bulkhead")
 }
 
+/// seawall's bulkhead with the client stack's default adaptive limit (Vegas, at most
+/// [`BULKHEAD_LIMIT`] calls): every call is a sample of the limit.
+pub fn seawall_bulkhead_vegas() -> seawall_bulkhead::BulkheadLayer {
+    seawall_bulkhead::BulkheadLayer::builder()
+        .adaptive(seawall_bulkhead::VegasConfig::new().max(BULKHEAD_LIMIT))
+        .build()
+        .expect("a valid bulkhead")
+}
+
 /// tower's `ConcurrencyLimit` of [`BULKHEAD_LIMIT`] calls.
 pub fn tower_bulkhead() -> tower::limit::ConcurrencyLimitLayer {
     tower::limit::ConcurrencyLimitLayer::new(BULKHEAD_LIMIT)

@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use seawall_core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use tokio::time::Instant;
+use seawall_core::time::nanos;
 
 const RING: usize = 64;
 const COUNT_BITS: u32 = 24;
@@ -26,7 +26,6 @@ const SLICES: u64 = (1 << 40) - 1;
 /// Calls in flight, counted by the time slice they started in.
 #[derive(Debug)]
 pub(crate) struct Ages {
-    epoch: Instant,
     slice_nanos: u64,
     span: Duration,
     /// `slice + 1` (0: never used) and a count.
@@ -38,10 +37,10 @@ pub(crate) struct Ages {
 
 impl Ages {
     /// A ring spanning `span`: ages are told apart to `span / 64`.
+    /// Times are the adaptive limit's tally's: nanoseconds after its epoch, plus one.
     pub(crate) fn new(span: Duration) -> Self {
         let slice_nanos = (span.as_nanos() / RING as u128).clamp(1, u128::from(u32::MAX)) as u64;
         Self {
-            epoch: Instant::now(),
             slice_nanos,
             span,
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -49,13 +48,13 @@ impl Ages {
         }
     }
 
-    fn slice(&self, at: Instant) -> u64 {
-        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
-        ((nanos / u128::from(self.slice_nanos)) as u64 + 1) & SLICES
+    /// The slice of a time: nanoseconds after the epoch, plus one.
+    fn slice(&self, time: u64) -> u64 {
+        (time.saturating_sub(1) / self.slice_nanos + 1) & SLICES
     }
 
-    /// Counts a call that started at `start`.
-    pub(crate) fn enter(&self, start: Instant) {
+    /// Counts a call that started at `start` (nanoseconds after the epoch, plus one).
+    pub(crate) fn enter(&self, start: u64) {
         let slice = self.slice(start);
         let bucket = &self.buckets[slice as usize % RING];
         let mut current = bucket.load(SeqCst);
@@ -83,7 +82,7 @@ impl Ages {
     }
 
     /// Forgets a call that started at `start`.
-    pub(crate) fn leave(&self, start: Instant) {
+    pub(crate) fn leave(&self, start: u64) {
         let slice = self.slice(start);
         let bucket = &self.buckets[slice as usize % RING];
         let mut current = bucket.load(SeqCst);
@@ -101,15 +100,12 @@ impl Ages {
 
     /// Calls in flight that started at least `age` before `now` (to a slice); none for an
     /// age the ring does not span.
-    pub(crate) fn older_than(&self, now: Instant, age: Duration) -> usize {
+    pub(crate) fn older_than(&self, now: u64, age: Duration) -> usize {
         if age >= self.span {
             return 0;
         }
-        let Some(at) = now.checked_sub(age) else {
-            return 0;
-        };
         // Only whole slices before the one `age` ago: a call is never counted younger.
-        let cutoff = self.slice(at);
+        let cutoff = self.slice(now.saturating_sub(nanos(age)));
         let older = (self.older.load(SeqCst) as i64).max(0) as u64;
         let counted: u64 = self
             .buckets
@@ -124,7 +120,14 @@ impl Ages {
 
 #[cfg(test)]
 mod tests {
+    use tokio::time::Instant;
+
     use super::*;
+
+    /// `at` as the tally keeps times, from the test's start.
+    fn time(epoch: Instant, at: Instant) -> u64 {
+        nanos(at - epoch) + 1
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -133,38 +136,40 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn counts_the_calls_older_than_an_age() {
         let ages = Ages::new(ms(640));
+        let epoch = Instant::now();
         let old = Instant::now();
-        ages.enter(old);
+        ages.enter(time(epoch, old));
         tokio::time::advance(ms(100)).await;
         let young = Instant::now();
-        ages.enter(young);
+        ages.enter(time(epoch, young));
         tokio::time::advance(ms(50)).await;
-        let now = Instant::now();
+        let now = time(epoch, Instant::now());
         assert_eq!(ages.older_than(now, ms(30)), 2);
         assert_eq!(ages.older_than(now, ms(80)), 1);
         assert_eq!(ages.older_than(now, ms(200)), 0);
-        ages.leave(old);
+        ages.leave(time(epoch, old));
         assert_eq!(ages.older_than(now, ms(30)), 1);
-        ages.leave(young);
+        ages.leave(time(epoch, young));
         assert_eq!(ages.older_than(now, ms(30)), 0);
     }
 
     #[tokio::test(start_paused = true)]
     async fn calls_older_than_the_ring_stay_counted() {
         let ages = Ages::new(ms(64));
+        let epoch = Instant::now();
         let old = Instant::now();
-        ages.enter(old);
+        ages.enter(time(epoch, old));
         tokio::time::advance(ms(64)).await;
         // The same bucket, a ring later: the old call moves to `older`.
         let young = Instant::now();
-        ages.enter(young);
+        ages.enter(time(epoch, young));
         tokio::time::advance(ms(5)).await;
-        let now = Instant::now();
+        let now = time(epoch, Instant::now());
         assert_eq!(ages.older_than(now, ms(3)), 2);
         assert_eq!(ages.older_than(now, ms(20)), 1);
-        ages.leave(old);
+        ages.leave(time(epoch, old));
         assert_eq!(ages.older_than(now, ms(3)), 1);
-        ages.leave(young);
+        ages.leave(time(epoch, young));
         assert_eq!(ages.older_than(now, ms(3)), 0);
     }
 }

@@ -194,7 +194,8 @@ where
 /// When a call started, for the adaptive limit.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
-    start: Instant,
+    /// When the call started, as the adaptive limit keeps times.
+    start: u64,
     in_flight: usize,
 }
 
@@ -224,10 +225,9 @@ impl<C> Permit<C> {
     /// A slot taken when `in_flight` calls were in flight, this one included.
     #[inline]
     pub(crate) fn held(shared: Arc<Shared<C>>, partition: Option<usize>, in_flight: usize) -> Self {
-        let sample = shared.state.is_adaptive().then(|| {
-            let start = Instant::now();
-            shared.state.enter(start);
-            Sample { start, in_flight }
+        let sample = shared.state.is_adaptive().then(|| Sample {
+            start: shared.state.enter(),
+            in_flight,
         });
         Self {
             shared: Some(shared),
@@ -283,13 +283,9 @@ impl<C> Permit<C> {
         let shared = self.shared();
         let state = &shared.state;
         state.wait.record(since.elapsed().as_secs_f64());
-        let sample = state.is_adaptive().then(|| {
-            let start = Instant::now();
-            state.enter(start);
-            Sample {
-                start,
-                in_flight: state.semaphore.in_flight(),
-            }
+        let sample = state.is_adaptive().then(|| Sample {
+            start: state.enter(),
+            in_flight: state.semaphore.in_flight(),
         });
         self.slot = Slot::Held(sample);
     }
@@ -341,11 +337,9 @@ impl<C> Permit<C> {
             // needs.
             let dropped = matches!(outcome, Outcome::Failure | Outcome::Overload);
             let overload = outcome == Outcome::Overload;
-            let now = Instant::now();
-            let rtt = now.saturating_duration_since(sample.start);
             shared
                 .state
-                .sample(now, rtt, sample.in_flight, dropped, overload);
+                .sample(sample.start, sample.in_flight, dropped, overload);
         }
         self.release();
     }
@@ -393,8 +387,7 @@ impl<C> Drop for Permit<C> {
         if let Slot::Held(Some(sample)) = &self.slot {
             // Cancelled before its answer (a timeout further out, a caller gone): no outcome,
             // but the slot was busy all that time, which Little's law must count.
-            let held = sample.start.elapsed();
-            self.shared().state.count_cancelled(held);
+            self.shared().state.count_cancelled(sample.start);
         }
         self.release();
     }

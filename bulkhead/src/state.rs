@@ -1,7 +1,7 @@
 //! What every clone of one bulkhead shares: the semaphore, the limit algorithm, the metric
 //! handles, the hooks. Created once, when the layer is built.
 
-use std::sync::{Arc, PoisonError, TryLockError};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,9 +17,9 @@ use crate::ages::Ages;
 use crate::config::{BulkheadConfig, Limit};
 use crate::event::{LimitChangedEvent, RejectReason, RejectedEvent};
 use crate::idle::IdleSlots;
-use crate::limit::{Load, MAX_LIMIT, Windowed};
+use crate::limit::{Load, MAX_LIMIT, Tally, Windowed};
 use crate::semaphore::{Gauges, Semaphore};
-use seawall_core::time::nanos;
+use seawall_core::time::{self, nanos};
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -41,17 +41,16 @@ pub(crate) struct State {
     config: Mutex<BulkheadConfig>,
 }
 
-/// An adaptive limit: the algorithm behind a lock, its bounds, and what its Little's-law floor
-/// counts besides the samples.
+/// An adaptive limit: the algorithm behind a lock, the tally finished calls add to without
+/// it, its bounds, and what its Little's-law floor counts besides the samples.
 #[derive(Debug)]
 pub(crate) struct Adaptive {
     algorithm: Mutex<Windowed>,
+    tally: Arc<Tally>,
     min: AtomicUsize,
     max: AtomicUsize,
     /// Calls rejected since the last window closed: demand the limit turned away.
     rejected: AtomicU64,
-    /// Successes since the last window closed that found the algorithm busy.
-    unsampled: AtomicU64,
     /// Calls cancelled before their answer since the last window closed, and the nanoseconds
     /// they held their slots.
     cancelled: AtomicU64,
@@ -72,19 +71,21 @@ impl State {
         let metrics = MetricScope::new(config.name.clone());
         let (limit, adaptive) = match &config.limit {
             Limit::Fixed(n) => (*n, None),
-            Limit::Adaptive(a) => (
-                a.initial(),
-                Some(Adaptive {
-                    algorithm: Mutex::new(Windowed::new(a, config.sample_window)),
+            Limit::Adaptive(a) => {
+                let algorithm = Windowed::new(a, config.sample_window);
+                let tally = algorithm.tally().clone();
+                let adaptive = Adaptive {
+                    algorithm: Mutex::new(algorithm),
+                    ages: Ages::new(config.sample_window),
+                    tally,
                     min: AtomicUsize::new(a.min()),
                     max: AtomicUsize::new(a.max()),
                     rejected: AtomicU64::new(0),
-                    unsampled: AtomicU64::new(0),
                     cancelled: AtomicU64::new(0),
                     cancelled_nanos: AtomicU64::new(0),
-                    ages: Ages::new(config.sample_window),
-                }),
-            ),
+                };
+                (a.initial(), Some(adaptive))
+            }
         };
         let limit_gauge = metrics.gauge("seawall_bulkhead_limit", &[]);
         limit_gauge.set(limit as f64);
@@ -166,7 +167,7 @@ impl State {
                     // The algorithm starts over from the limit it had reached, within the new
                     // bounds: what it learned under the old settings does not hold for the
                     // new ones.
-                    *algorithm = Windowed::new(a, config.sample_window);
+                    algorithm.restart(a, config.sample_window);
                     algorithm.set(limit);
                 }
                 adaptive.min.store(a.min(), Ordering::Relaxed);
@@ -183,47 +184,43 @@ impl State {
         Ok(change)
     }
 
-    /// Feeds one finished call to the adaptive limit, if there is one. A call `dropped` failed
-    /// or was refused, for `overload` when that is set.
+    /// Feeds a call of the adaptive limit that started at `start` (see [`enter`](Self::enter))
+    /// and finished now to the limit. A call `dropped` failed or was refused, for `overload`
+    /// when that is set.
     ///
-    /// A drop always counts; a success is skipped when another thread is updating the limit
-    /// at that moment, so finishing a call never waits on a lock behind other calls.
-    pub(crate) fn sample(
-        &self,
-        now: Instant,
-        rtt: Duration,
-        in_flight: usize,
-        dropped: bool,
-        overload: bool,
-    ) {
+    /// The call adds to the tally without a lock; the lock is taken only when the window ends
+    /// or a raise is to be taken back, so finishing a call never waits behind other calls.
+    #[inline]
+    pub(crate) fn sample(&self, start: u64, in_flight: usize, dropped: bool, overload: bool) {
         let Some(adaptive) = &self.adaptive else {
             return;
         };
-        let mut algorithm = if dropped {
-            adaptive
-                .algorithm
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-        } else {
-            match adaptive.algorithm.try_lock() {
-                Ok(guard) => guard,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => {
-                    adaptive.unsampled.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            }
-        };
+        let now = Instant::now();
+        let at = adaptive.tally.time(now);
+        let rtt = at.saturating_sub(start);
+        adaptive.tally.record(at, rtt, in_flight, dropped, overload);
+        if !adaptive.tally.settled(at) {
+            self.settle(adaptive, now);
+        }
+    }
+
+    /// Takes back a raise or closes the window, under the algorithm's lock.
+    #[cold]
+    #[inline(never)]
+    fn settle(&self, adaptive: &Adaptive, now: Instant) {
+        let mut algorithm = adaptive
+            .algorithm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let load = || Load {
             in_flight: self.semaphore.in_flight(),
             rejected: adaptive.rejected.swap(0, Ordering::Relaxed),
-            unsampled: adaptive.unsampled.swap(0, Ordering::Relaxed),
             cancelled: adaptive.cancelled.swap(0, Ordering::Relaxed),
             cancelled_time: Duration::from_nanos(
                 adaptive.cancelled_nanos.swap(0, Ordering::Relaxed),
             ),
         };
-        let Some(limit) = algorithm.sample(now, rtt, in_flight, dropped, overload, load) else {
+        let Some(limit) = algorithm.settle(now, load) else {
             return;
         };
         let change = self.apply(limit);
@@ -296,9 +293,9 @@ impl State {
         let max = adaptive.max.load(Ordering::Relaxed);
         let in_flight = self.semaphore.in_flight();
         let now = Instant::now();
-        let held = algorithm
-            .held_age()
-            .map_or(0, |age| adaptive.ages.older_than(now, age));
+        let held = algorithm.held_age().map_or(0, |age| {
+            adaptive.ages.older_than(adaptive.tally.time(now), age)
+        });
         let Some(limit) = algorithm.full(now, in_flight, held, max) else {
             return false;
         };
@@ -318,27 +315,32 @@ impl State {
         }
     }
 
-    /// Counts a call cancelled after holding its slot for `held`, for the adaptive limit's
-    /// floor.
+    /// Counts a call that started at `start` (see [`enter`](Self::enter)) and was cancelled
+    /// now, for the adaptive limit's floor: it held its slot all that time.
     #[cold]
-    pub(crate) fn count_cancelled(&self, held: Duration) {
+    pub(crate) fn count_cancelled(&self, start: u64) {
         if let Some(adaptive) = &self.adaptive {
+            let held = adaptive.tally.time(Instant::now()).saturating_sub(start);
             adaptive.cancelled.fetch_add(1, Ordering::Relaxed);
-            adaptive
-                .cancelled_nanos
-                .fetch_add(nanos(held), Ordering::Relaxed);
+            adaptive.cancelled_nanos.fetch_add(held, Ordering::Relaxed);
         }
     }
 
-    /// Counts a call of an adaptive limit that started at `start`.
-    pub(crate) fn enter(&self, start: Instant) {
-        if let Some(adaptive) = &self.adaptive {
-            adaptive.ages.enter(start);
-        }
+    /// Counts a call of an adaptive limit starting now; when it started, as the limit's tally
+    /// keeps times (0 without an adaptive limit).
+    #[inline]
+    pub(crate) fn enter(&self) -> u64 {
+        let Some(adaptive) = &self.adaptive else {
+            return 0;
+        };
+        let start = adaptive.tally.time(time::call_now());
+        adaptive.ages.enter(start);
+        start
     }
 
     /// Forgets a call of an adaptive limit that started at `start`.
-    pub(crate) fn leave(&self, start: Instant) {
+    #[inline]
+    pub(crate) fn leave(&self, start: u64) {
         if let Some(adaptive) = &self.adaptive {
             adaptive.ages.leave(start);
         }

@@ -1,6 +1,8 @@
 //! loom models of the bulkhead's semaphore: the fast path, the queue and its hand-off, a
-//! waiter that gives up, and limit changes, run over the crate's real code under every
-//! interleaving of two or three threads (within a preemption bound, as tokio's own models).
+//! waiter that gives up, and limit changes; and of an adaptive limit's samples, which calls
+//! add without a lock while one of them closes the window. Each runs over the crate's real
+//! code under every interleaving of two or three threads (within a preemption bound, as
+//! tokio's own models).
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release -p seawall-bulkhead --test loom`.
 //! Under `--cfg loom` the semaphore's atomics and lock are loom's (`seawall_core::sync`); a
@@ -17,7 +19,7 @@ use std::task::{Context, Poll, Waker};
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use seawall_bulkhead::{BulkheadHandle, BulkheadLayer};
+use seawall_bulkhead::{BulkheadHandle, BulkheadLayer, VegasConfig};
 use seawall_core::BoxError;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -59,6 +61,24 @@ fn bulkhead(limit: usize, queue: usize) -> (Svc, BulkheadHandle, Arc<Inside>) {
         .build()
         .unwrap()
         .pair();
+    let (svc, inside) = over_downstream(layer);
+    (svc, handle, inside)
+}
+
+/// A bulkhead with an adaptive limit (Vegas) from `initial` to at most `max`, no queue.
+fn adaptive(initial: usize, max: usize) -> (Svc, BulkheadHandle, Arc<Inside>) {
+    let (layer, handle) = BulkheadLayer::builder()
+        .name("loom")
+        .adaptive(VegasConfig::new().initial(initial).max(max))
+        .build()
+        .unwrap()
+        .pair();
+    let (svc, inside) = over_downstream(layer);
+    (svc, handle, inside)
+}
+
+/// `layer` over a downstream that counts its calls.
+fn over_downstream(layer: BulkheadLayer) -> (Svc, Arc<Inside>) {
     let inside = Arc::new(Inside::default());
     let counted = inside.clone();
     let svc = layer.layer(service_fn(move |()| {
@@ -68,7 +88,7 @@ fn bulkhead(limit: usize, queue: usize) -> (Svc, BulkheadHandle, Arc<Inside>) {
         std::future::ready(Ok::<_, BoxError>(()))
     }));
     let svc = tower::util::BoxCloneSyncService::new(svc.map_response(|_| ()));
-    (svc, handle, inside)
+    (svc, inside)
 }
 
 /// A call admitted now, holding its slot until it is run or dropped.
@@ -167,5 +187,32 @@ fn limit_changes_racing_with_releases_keep_the_limit_and_every_slot() {
         within_limit(inside.most.load(Ordering::SeqCst), 2);
         every_slot_back(&handle);
         assert_eq!(handle.limit(), 1);
+    });
+}
+
+#[test]
+fn calls_finishing_at_once_close_the_window_once_and_give_every_slot_back() {
+    model(2, || {
+        let (mut svc, handle, inside) = adaptive(2, 4);
+        let first = hold(&mut svc);
+        let second = hold(&mut svc);
+        // The first call to finish closes the first window (under the algorithm's lock); the
+        // other adds its sample without it, or finds the window closed, while a handle takes
+        // the lock to set the limit.
+        let finishing = thread::spawn(move || loom::future::block_on(first).unwrap());
+        let resizing = {
+            let handle = handle.clone();
+            thread::spawn(move || handle.set_limit(3).unwrap())
+        };
+        loom::future::block_on(second).unwrap();
+        finishing.join().unwrap();
+        resizing.join().unwrap();
+        every_slot_back(&handle);
+        within_limit(inside.most.load(Ordering::SeqCst), 2);
+        assert!(
+            (1..=4).contains(&handle.limit()),
+            "limit {}",
+            handle.limit()
+        );
     });
 }

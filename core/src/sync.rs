@@ -179,6 +179,19 @@ pub mod atomic {
                     pub fn fetch_max(&self, value: $t, order: Ordering) -> $t {
                         fenced(order, || self.0.fetch_max(value, order))
                     }
+
+                    /// Stores the minimum of the value and `value`, returning the previous value.
+                    #[track_caller]
+                    pub fn fetch_min(&self, value: $t, order: Ordering) -> $t {
+                        fenced(order, || self.0.fetch_min(value, order))
+                    }
+
+                    /// Stores the bitwise or of the value and `value`, returning the previous
+                    /// value.
+                    #[track_caller]
+                    pub fn fetch_or(&self, value: $t, order: Ordering) -> $t {
+                        fenced(order, || self.0.fetch_or(value, order))
+                    }
                 }
             };
         }

@@ -32,6 +32,10 @@ pub(crate) fn bench(c: &mut Criterion) {
     let mut cmp = Comparison::new(c, "bulkhead");
     cmp.contender("bare", bare());
     cmp.contender("seawall", seawall().layer(bare()));
+    cmp.contender(
+        "seawall-vegas",
+        seawall_bench::contenders::seawall_bulkhead_vegas().layer(bare()),
+    );
     cmp.contender("tower", tower().layer(bare()));
     cmp.contender("tower-resilience", resilience().layer(bare()));
     cmp.finish();

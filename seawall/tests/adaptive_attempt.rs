@@ -61,7 +61,7 @@ async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
         sleep(ms(latency)).await;
         Ok::<_, BoxError>(n)
     });
-    // A fixed bulkhead: what the adaptive one turns away at a latency step is its own tests'.
+    // A fixed bulkhead, to test the timeout alone (the default bulkhead's is the next test).
     let config = ClientStackConfig::builder()
         .bulkhead(
             BulkheadConfig::builder()

@@ -206,8 +206,8 @@
 //!   stepping from 10 ms to 200 ms (the lab's `slow-200ms`), the first 16 to 32 slow
 //!   successes were admitted with at most 18 in flight, while 188 are in flight when they
 //!   answer: a queue could add 18 ms, not 188, and the limit goes from 23 to 293 at once
-//!   (125 calls were turned away before it, over ~120 ms); at 100 calls a second stepping to
-//!   800 ms, 22 in flight at admission over 100 completions a second (not the 54 of the
+//!   instead of turning ~125 calls away until the window closes; at 100 calls a second
+//!   stepping to 800 ms, 22 in flight at admission over 100 completions a second (not the 54 of the
 //!   window with the silence) allow 230 ms against 800. The window then closes on the new
 //!   latency alone;
 //! - every recent success 1.5 × slower than the last window's mean closes the window (of at
@@ -2081,8 +2081,9 @@ mod properties {
         }
 
         /// Successes of a slower downstream after two healthy windows of `n1` and `n2` calls
-        /// at 10 ms (the fastest seen, 5 ms, before them), each admitted with its own count of calls in flight: a call that finds the
-        /// limit full lifts it for a slower downstream exactly when the reference model says.
+        /// at 10 ms (the fastest seen, 5 ms, before them), each admitted with its own count of
+        /// calls in flight: a call that finds the limit full lifts it for a slower downstream
+        /// exactly when the reference model says.
         /// A call waits behind no more of our calls than were in flight when it was admitted,
         /// so the bound is the most of those counts among the open window's calls (the
         /// recent successes are all in it), not the calls in flight now, drained at the more

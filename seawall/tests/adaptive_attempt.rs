@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
-use seawall::BoxError;
 use seawall::bulkhead::BulkheadConfig;
 use seawall::circuit_breaker::CircuitState;
 use seawall::stack::{ClientStackConfig, ClientStackLayer};
 use seawall::timeout::TimeoutMode;
+use seawall::{BoxError, RejectionKind, rejected};
 use tokio::time::{Instant, sleep};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -61,7 +61,7 @@ async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
         sleep(ms(latency)).await;
         Ok::<_, BoxError>(n)
     });
-    // A fixed bulkhead: what the adaptive one turns away at a latency step is its own tests'.
+    // A fixed bulkhead, to test the timeout alone (the default bulkhead's is the next test).
     let config = ClientStackConfig::builder()
         .bulkhead(
             BulkheadConfig::builder()
@@ -90,6 +90,40 @@ async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
     // every request after the step failed.
     assert!(failed.len() <= 3, "{} failed: {failed:?}", failed.len());
     assert!(failed.iter().all(|&n| n < 310), "{failed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_default_bulkhead_turns_no_call_away_when_a_dependency_becomes_uniformly_slower() {
+    // As above, with the default stack's adaptive (Vegas) bulkhead: 100 requests a second,
+    // after 3 s every call takes 800 ms. Nothing queues and nothing fails, so Little's law
+    // (100/s × 0.8 s = 80 calls in flight) is what the limit must allow.
+    let step = Instant::now() + ms(3000);
+    let dependency = service_fn(move |n: u64| async move {
+        let latency = if Instant::now() < step { 10 } else { 800 };
+        sleep(ms(latency)).await;
+        Ok::<_, BoxError>(n)
+    });
+    let client = ClientStackLayer::new(ClientStackConfig::default()).layer(dependency);
+    let requests = (0..1000).map(|n| {
+        let client = client.clone();
+        async move {
+            sleep(ms(10 * n)).await;
+            let full = client.oneshot(n).await.err().is_some_and(|err| {
+                rejected(&*err).is_some_and(|r| r.kind() == RejectionKind::BulkheadFull)
+            });
+            (n, full)
+        }
+    });
+    let turned_away: Vec<u64> = join_all(requests)
+        .await
+        .into_iter()
+        .filter_map(|(n, full)| full.then_some(n))
+        .collect();
+    assert!(
+        turned_away.is_empty(),
+        "{} turned away: {turned_away:?}",
+        turned_away.len()
+    );
 }
 
 #[test]

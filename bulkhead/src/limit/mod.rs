@@ -193,14 +193,23 @@
 //! lifted it back.
 //!
 //! When the recent successes do show a queue, three faster moves than a window's end:
-//! - recent successes more than twice as slow as a queue behind the calls in flight could
-//!   make them (the fastest seen plus `in_flight / completions a second` of the last window:
-//!   by Little's law, what our own calls ahead take to drain at the pace the downstream
-//!   served) are a slower downstream: the limit goes at once to Little's law at the last
-//!   window's offered load and the recent latency, as the probe above. At 1000 calls a
-//!   second stepping from 10 ms to 400 ms with 24 in flight a queue could add 24 ms, and the
-//!   limit goes from 24 to 560 when the first 16 slow successes are in; the window then
-//!   closes on the new latency alone;
+//! - recent successes more than twice as slow as a queue behind our own calls could make
+//!   them are a slower downstream: the limit goes at once to Little's law at the last
+//!   window's offered load and the recent latency, as the probe above. A call waits behind
+//!   no more of our calls than were in flight when it was admitted, which each sample
+//!   carries, and they drain at the pace the downstream served: the bound is the fastest
+//!   seen plus the most calls in flight at the admission of a call of the open window (the
+//!   latest success among them), over the more completions a second of the last two
+//!   windows. The calls in flight *now* would count the calls let in during a silence (see
+//!   above), which no success that answered waited behind; and the window that held the
+//!   silence completed fewer calls than the downstream serves. At 1000 calls a second
+//!   stepping from 10 ms to 200 ms (the lab's `slow-200ms`), the first 16 to 32 slow
+//!   successes were admitted with at most 18 in flight, while 188 are in flight when they
+//!   answer: a queue could add 18 ms, not 188, and the limit goes from 23 to 293 at once
+//!   instead of turning ~125 calls away until the window closes; at 100 calls a second
+//!   stepping to 800 ms, 22 in flight at admission over 100 completions a second (not the 54 of the
+//!   window with the silence) allow 230 ms against 800. The window then closes on the new
+//!   latency alone;
 //! - every recent success 1.5 × slower than the last window's mean closes the window (of at
 //!   least 10 samples) at the next call, so an overload's onset is cut within tens of
 //!   milliseconds, and a slower downstream's first window of slow calls is read at once;
@@ -383,6 +392,9 @@ pub(crate) struct Windowed {
     threshold: usize,
     /// The last window's completions and arrivals a second, and its mean latency.
     last: Option<Pace>,
+    /// The more completions a second of the last two windows: the pace a queue behind our
+    /// own calls drains at, read past a window that a slower downstream's silence thinned.
+    drain: f64,
     /// A limit raised for a slower downstream, kept only if the next window's completions
     /// follow it.
     probe: Option<Probe>,
@@ -589,6 +601,7 @@ impl Windowed {
             base_error: 0.0,
             threshold: usize::MAX,
             last: None,
+            drain: 0.0,
             probe: None,
             cut: None,
             max: config.max(),
@@ -695,7 +708,7 @@ impl Windowed {
             self.tally.raise();
             return Some((in_flight + 1).max(self.limit));
         }
-        if let Some(lift) = self.slower(recent, fastest, in_flight, max) {
+        if let Some(lift) = self.slower(&successes, recent, fastest, in_flight, max) {
             return Some(lift);
         }
         if let Some(cut) = self.cut
@@ -749,24 +762,35 @@ impl Windowed {
     /// are a slower downstream: the limit goes at once to Little's law at the last window's
     /// offered load and the recent latency, as a probe.
     ///
-    /// A queue behind our own calls drains at the pace the downstream last served them, so
-    /// with `in_flight` calls ahead a call waits at most `in_flight / completed` over the
-    /// latency without a queue; at a pinned limit Little's law holds the latency to that
-    /// whatever the downstream's share of other callers. At 1000 calls a second stepping from
-    /// 10 ms to 400 ms with 24 in flight, a queue would add 24 ms; 400 ms is sixteen times
-    /// the 33 ms, and the limit goes to `1.25 × 400 + 3 × √400 = 560` when the first 16 slow
-    /// successes are in, instead of a cut, a round trip (800 ms) and the lift. A queue at an
-    /// overload (1500 calls a second on 11 workers of 10 ms, limit 38, completions falling
-    /// from 1000 to 880 a second) waits 43 ms against `9 + 38` ms: the rule needs twice that.
+    /// A queue behind our own calls drains at the pace the downstream served them (the more
+    /// completions a second of the last two windows, as one of them may hold a silence), so a
+    /// call admitted with `n` calls in flight waits at most `n / completed` over the latency
+    /// without a queue; at a pinned limit Little's law holds the latency to that whatever the
+    /// downstream's share of other callers. `n` is the most calls in flight at the admission
+    /// of a call that finished in the open window, when the latest success is one of them;
+    /// otherwise the calls in flight now. At 1000 calls a second stepping from 10 ms to
+    /// 400 ms with 24 in flight, a queue would add 24 ms; 400 ms is sixteen times the 33 ms,
+    /// and the limit goes to `1.25 × 400 + 3 × √400 = 560` when the first 16 slow successes
+    /// are in, instead of a cut, a round trip (800 ms) and the lift. A queue at an overload
+    /// (1500 calls a second on 11 workers of 10 ms, limit 38, completions falling from 1000
+    /// to 880 a second) waits 43 ms against `9 + 38` ms: the rule needs twice that.
     fn slower(
         &mut self,
+        successes: &Recent,
         recent: Duration,
         fastest: Duration,
         in_flight: usize,
         max: usize,
     ) -> Option<usize> {
         let last = self.last?;
-        let queued = fastest.as_secs_f64() + in_flight as f64 / last.completed.max(1.0);
+        // The latest success is one of the recent ones, and the fastest of them was no slower:
+        // if it finished in the open window, that window's most calls in flight at a call's
+        // admission bound what it queued behind.
+        let ahead = match (self.started, successes.latest) {
+            (Some((start, _)), Some(latest)) if latest > start => self.tally.max_in_flight(),
+            _ => in_flight,
+        };
+        let queued = fastest.as_secs_f64() + ahead as f64 / self.drain.max(1.0);
         let recent_secs = recent.as_secs_f64();
         if self.probe.is_some()
             || recent_secs <= LATENCY_RISE * last.mean.as_secs_f64()
@@ -863,6 +887,10 @@ impl Windowed {
             _ => None,
         };
         let last = std::mem::replace(&mut self.last, demand.map(|d| d.pace));
+        self.drain = match (last, demand) {
+            (Some(last), Some(d)) => d.pace.completed.max(last.completed),
+            (_, d) => d.map_or(0.0, |d| d.pace.completed),
+        };
         if let Some(probe) = self.probe.take()
             && !demand.is_some_and(|d| d.pace.completed >= probe.target)
         {
@@ -2049,6 +2077,52 @@ mod properties {
                         prop_assert!(w.probe.is_some(), "let in over the model: {:?}", got);
                     }
                 }
+            }
+        }
+
+        /// Successes of a slower downstream after two healthy windows of `n1` and `n2` calls
+        /// at 10 ms (the fastest seen, 5 ms, before them), each admitted with its own count of
+        /// calls in flight: a call that finds the limit full lifts it for a slower downstream
+        /// exactly when the reference model says.
+        /// A call waits behind no more of our calls than were in flight when it was admitted,
+        /// so the bound is the most of those counts among the open window's calls (the
+        /// recent successes are all in it), not the calls in flight now, drained at the more
+        /// completions a second of the two windows.
+        #[test]
+        fn a_slower_downstream_after_a_full_limit_matches_its_reference_model(
+            (n1, n2) in (30..200u64, 30..200u64),
+            rtt in 20..1000u64,
+            admitted in prop::collection::vec(1..200usize, 32..64),
+            in_flight in 0..400usize,
+        ) {
+            let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+            let (mut w, mut now) = opened(&config, 10);
+            let healthy = Load { in_flight: 10, ..Load::default() };
+            window(&mut w, &mut now, n1, ms(10), false, healthy).unwrap();
+            window(&mut w, &mut now, n2, ms(10), false, healthy).unwrap();
+            let limit = w.limit;
+            let pace = |n: u64| {
+                let elapsed = (ms(100) / n as u32 + Duration::from_nanos(1)) * n as u32;
+                n as f64 / elapsed.as_secs_f64()
+            };
+            for &n in &admitted {
+                now += ms(1);
+                prop_assert_eq!(w.sample(now, ms(rtt), n, false, false, Load::default), None);
+            }
+            let in_flight = limit + in_flight;
+            let ahead = *admitted.iter().max().unwrap();
+            let drain = pace(n1).max(pace(n2));
+            let recent = rtt as f64 / 1000.0;
+            let lift = floor_for(pace(n2) * recent).min(1000);
+            let slower = recent > LATENCY_RISE * 0.010
+                && recent > SLOWER_MARGIN * (0.005 + ahead as f64 / drain)
+                && lift > limit;
+            let got = w.full(now, in_flight, 0, 1000);
+            if slower {
+                prop_assert_eq!(got, Some(lift));
+                prop_assert!(w.probe.is_some());
+            } else {
+                prop_assert_eq!(got, None, "{} ahead, {} in flight", ahead, in_flight);
             }
         }
 

@@ -218,6 +218,11 @@ impl Tally {
         self.count.load(RELAXED)
     }
 
+    /// The most calls in flight when a call the open window has summed was admitted.
+    pub(super) fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(RELAXED)
+    }
+
     /// The recent successes as they stand.
     pub(super) fn recent(&self) -> Recent {
         let successes = self.successes.load(RELAXED);

@@ -51,16 +51,33 @@ async fn a_dependency_that_became_uniformly_slower_is_not_cut_off() {
     assert!(attempt.timeout() > ms(350), "{:?}", attempt.timeout());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
-    // 100 requests a second; after 3 s every call takes 800 ms: past the ceiling (500 ms,
-    // half the 1 s total), within the total.
+/// 1000 requests at 100 a second through a stack built from `config`, to a dependency whose
+/// every call takes 800 ms from 3 s on (past the 500 ms ceiling, half the 1 s total, within
+/// the total); the requests that failed, with their errors.
+async fn step_to_800ms(config: ClientStackConfig) -> Vec<(u64, BoxError)> {
     let step = Instant::now() + ms(3000);
     let dependency = service_fn(move |n: u64| async move {
         let latency = if Instant::now() < step { 10 } else { 800 };
         sleep(ms(latency)).await;
         Ok::<_, BoxError>(n)
     });
+    let client = ClientStackLayer::new(config).layer(dependency);
+    let requests = (0..1000).map(|n| {
+        let client = client.clone();
+        async move {
+            sleep(ms(10 * n)).await;
+            (n, client.oneshot(n).await.err())
+        }
+    });
+    join_all(requests)
+        .await
+        .into_iter()
+        .filter_map(|(n, err)| Some((n, err?)))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
     // A fixed bulkhead, to test the timeout alone (the default bulkhead's is the next test).
     let config = ClientStackConfig::builder()
         .bulkhead(
@@ -71,18 +88,10 @@ async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
         )
         .build()
         .unwrap();
-    let client = ClientStackLayer::new(config).layer(dependency);
-    let requests = (0..1000).map(|n| {
-        let client = client.clone();
-        async move {
-            sleep(ms(10 * n)).await;
-            (n, client.oneshot(n).await.is_ok())
-        }
-    });
-    let failed: Vec<u64> = join_all(requests)
+    let failed: Vec<u64> = step_to_800ms(config)
         .await
         .into_iter()
-        .filter_map(|(n, ok)| (!ok).then_some(n))
+        .map(|(n, _)| n)
         .collect();
     // Cut at 100, 200 and 400 ms, the timeout passes the ceiling: every attempt then waits
     // for what the total leaves, and those in flight with it; only the first requests after
@@ -94,30 +103,15 @@ async fn a_dependency_slower_than_the_attempt_ceiling_is_waited_for() {
 
 #[tokio::test(start_paused = true)]
 async fn the_default_bulkhead_turns_no_call_away_when_a_dependency_becomes_uniformly_slower() {
-    // As above, with the default stack's adaptive (Vegas) bulkhead: 100 requests a second,
-    // after 3 s every call takes 800 ms. Nothing queues and nothing fails, so Little's law
-    // (100/s × 0.8 s = 80 calls in flight) is what the limit must allow.
-    let step = Instant::now() + ms(3000);
-    let dependency = service_fn(move |n: u64| async move {
-        let latency = if Instant::now() < step { 10 } else { 800 };
-        sleep(ms(latency)).await;
-        Ok::<_, BoxError>(n)
-    });
-    let client = ClientStackLayer::new(ClientStackConfig::default()).layer(dependency);
-    let requests = (0..1000).map(|n| {
-        let client = client.clone();
-        async move {
-            sleep(ms(10 * n)).await;
-            let full = client.oneshot(n).await.err().is_some_and(|err| {
-                rejected(&*err).is_some_and(|r| r.kind() == RejectionKind::BulkheadFull)
-            });
-            (n, full)
-        }
-    });
-    let turned_away: Vec<u64> = join_all(requests)
+    // With the default stack's adaptive (Vegas) bulkhead. Nothing queues and nothing fails,
+    // so Little's law (100/s × 0.8 s = 80 calls in flight) is what the limit must allow.
+    let turned_away: Vec<u64> = step_to_800ms(ClientStackConfig::default())
         .await
         .into_iter()
-        .filter_map(|(n, full)| full.then_some(n))
+        .filter(|(_, err)| {
+            rejected(&**err).is_some_and(|r| r.kind() == RejectionKind::BulkheadFull)
+        })
+        .map(|(n, _)| n)
         .collect();
     assert!(
         turned_away.is_empty(),

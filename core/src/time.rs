@@ -175,18 +175,20 @@ mod tests {
         assert_eq!(seconds_since(epoch, earlier), 0, "before the epoch");
     }
 
-    #[test]
-    fn a_call_scope_shares_its_first_reading_and_ends_with_the_call() {
+    // A current-thread runtime: the scope is this thread's, held across the awaits below as
+    // a layer's `call` would never do, only to let the paused clock move within it.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_scope_shares_its_first_reading_and_ends_with_the_call() {
         let ms = Duration::from_millis(1);
         let (first, nested, later) = {
             let _call = CallScope::open();
             let first = call_now();
-            std::thread::sleep(ms);
+            tokio::time::advance(ms).await;
             let nested = {
                 let _nested = CallScope::open();
                 call_now()
             };
-            std::thread::sleep(ms);
+            tokio::time::advance(ms).await;
             (first, nested, call_now())
         };
         assert_eq!(
@@ -195,14 +197,15 @@ mod tests {
             "one reading for the whole call"
         );
         let after = call_now();
-        assert!(after >= first + 2 * ms, "the scope ended with the call");
-        std::thread::sleep(ms);
-        assert!(
-            call_now() >= after + ms,
+        assert_eq!(after, first + 2 * ms, "the scope ended with the call");
+        tokio::time::advance(ms).await;
+        assert_eq!(
+            call_now(),
+            after + ms,
             "outside a scope, a fresh reading each time"
         );
         let _call = CallScope::open();
-        assert!(call_now() >= after + ms, "a new call, a new reading");
+        assert_eq!(call_now(), after + ms, "a new call, a new reading");
     }
 
     #[test]

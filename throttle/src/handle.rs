@@ -3,6 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::state::State;
 use crate::window::ThrottleCounts;
 
@@ -45,7 +47,7 @@ impl ThrottleHandle {
     /// `max(0, (requests − K × accepts) / (requests + 1))` beyond the noise bound, while a call
     /// let through was refused within the window; 0 otherwise.
     pub fn rejection_probability(&self) -> f64 {
-        self.state.rejection_probability_now()
+        self.state.probability_at(Instant::now())
     }
 
     /// K, the multiplier of accepts.

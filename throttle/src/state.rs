@@ -162,14 +162,14 @@ impl State {
         tracing::trace!(name = %self.name, result = result.as_str(), "call recorded");
     }
 
-    /// The SRE book's probability on the window as last decayed, while the downstream refused
-    /// a call lately; 0 otherwise.
-    fn probability_at(&self, now: Instant) -> f64 {
+    /// The probability a call made at `now` is rejected with: the SRE book's on the window
+    /// decayed to `now`, while the downstream refused a call lately; 0 otherwise.
+    pub(crate) fn probability_at(&self, now: Instant) -> f64 {
         if !self.window.refused_lately(now) {
             return 0.0;
         }
         self.window
-            .counts()
+            .counts_at(now)
             .rejection_probability(self.window.multiplier())
     }
 
@@ -208,17 +208,6 @@ impl State {
     /// The counts decayed to now.
     pub(crate) fn counts_now(&self) -> ThrottleCounts {
         self.window.counts_at(Instant::now())
-    }
-
-    /// The probability a call would be rejected with now.
-    pub(crate) fn rejection_probability_now(&self) -> f64 {
-        let now = Instant::now();
-        if !self.window.refused_lately(now) {
-            return 0.0;
-        }
-        self.window
-            .counts_at(now)
-            .rejection_probability(self.window.multiplier())
     }
 
     pub(crate) fn is_throttling(&self) -> bool {

@@ -228,7 +228,6 @@ impl Window {
         excess > rounding && beyond_noise(excess - rounding, requests * ONE as f64, self.multiplier)
     }
 
-    /// The counts as they stand (decayed to the last tick a call saw).
     /// Notes that a call let through at `now` was not accepted.
     #[cold]
     pub(crate) fn refused_at(&self, now: Instant) {
@@ -243,6 +242,7 @@ impl Window {
             && (self.tick_of(now).saturating_sub(refused) as f64) <= self.max_window_ticks
     }
 
+    /// The counts as they stand (decayed to the last tick a call saw).
     pub(crate) fn counts(&self) -> ThrottleCounts {
         ThrottleCounts::of(self.counts.load(Ordering::Acquire))
     }

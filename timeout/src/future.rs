@@ -33,8 +33,8 @@ pin_project! {
         budget: Budget,
         // When the call started, for a timeout that learns from latency.
         started: Option<Instant>,
-        // A retry's attempt under a caller's deadline (current while it is polled): once cuts
-        // double the learned timeout past the ceiling, it waits for that deadline.
+        // A retry's attempt under a caller's deadline (current while it is polled): while the
+        // learned timeout is open-ended, it waits for that deadline.
         stretch: bool,
         shared: Arc<Shared>,
     }

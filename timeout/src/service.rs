@@ -113,8 +113,8 @@ struct AttemptTimeout {
     timeout: Duration,
     /// Lengthened to what the caller's deadline leaves.
     extended: bool,
-    /// A retry's attempt under a caller's deadline: once cuts double the timeout past the
-    /// ceiling, it may wait for the deadline, even if already running.
+    /// A retry's attempt under a caller's deadline: while the learned timeout is open-ended,
+    /// it may wait for the deadline, even if already running.
     stretch: bool,
 }
 
@@ -123,26 +123,20 @@ struct AttemptTimeout {
 /// ceiling since calls were last cut there, gets what is left of the caller's deadline, if
 /// more, since cutting it early would only turn a slow answer into a failure.
 fn attempt_timeout(usual: Learned, now: Instant) -> AttemptTimeout {
-    if let Some(attempt) = Attempt::current()
-        && let Some(Deadline(at)) = Deadline::current()
-    {
-        let left = at.saturating_duration_since(now);
-        if (attempt.last || usual.open_ended) && left > usual.timeout {
-            return AttemptTimeout {
-                timeout: left,
-                extended: true,
-                stretch: true,
-            };
-        }
-        return AttemptTimeout {
-            timeout: usual.timeout,
-            extended: false,
-            stretch: true,
-        };
-    }
-    AttemptTimeout {
+    let mut attempt = AttemptTimeout {
         timeout: usual.timeout,
         extended: false,
         stretch: false,
+    };
+    if let Some(current) = Attempt::current()
+        && let Some(Deadline(at)) = Deadline::current()
+    {
+        attempt.stretch = true;
+        let left = at.saturating_duration_since(now);
+        if (current.last || usual.open_ended) && left > usual.timeout {
+            attempt.timeout = left;
+            attempt.extended = true;
+        }
     }
+    attempt
 }

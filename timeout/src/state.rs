@@ -79,15 +79,6 @@ pub(crate) struct Learned {
     pub(crate) open_ended: bool,
 }
 
-impl Learned {
-    fn within(timeout: Duration) -> Self {
-        Self {
-            timeout,
-            open_ended: false,
-        }
-    }
-}
-
 /// Enough doublings to take a 1 ms timeout past a day.
 const MAX_DOUBLINGS: u32 = 27;
 
@@ -139,7 +130,10 @@ impl Live {
     pub(crate) fn learned_at(&self, now: Instant) -> Learned {
         let ceiling = self.ceiling();
         let Some(a) = &self.adaptive else {
-            return Learned::within(ceiling);
+            return Learned {
+                timeout: ceiling,
+                open_ended: false,
+            };
         };
         match a.base_at(now) {
             // Too few calls to know the downstream's latency (a client at a few calls a

@@ -215,7 +215,8 @@ impl<F> ResponseFuture<F> {
             *this.budget,
             *this.started,
             *this.stretch,
-            (timer, waited),
+            timer,
+            waited,
             cx,
         )
     }
@@ -230,7 +231,8 @@ fn fired(
     budget: Budget,
     started: Option<Instant>,
     stretch: bool,
-    (mut timer, waited): (Pin<&mut Sleep>, &mut Waited),
+    mut timer: Pin<&mut Sleep>,
+    waited: &mut Waited,
     cx: &mut Context<'_>,
 ) -> Poll<BoxError> {
     if let Some(started) = started {

@@ -193,50 +193,77 @@ impl<F> ResponseFuture<F> {
     #[inline(never)]
     fn wait(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BoxError> {
         let this = self.project();
-        let (shared, budget, started) = (&**this.shared, *this.budget, *this.started);
-        let stretch = *this.stretch;
         let StateProj::Running {
             mut sleep, waited, ..
         } = this.state.project()
         else {
-            return Poll::Ready(timed_out(shared, budget));
+            return Poll::Ready(timed_out(this.shared, *this.budget));
         };
         if sleep.is_none() {
-            sleep.set(Some(timer(budget, started)));
+            sleep.set(Some(timer(*this.budget, *this.started)));
         }
-        if let Some(mut timer) = sleep.as_pin_mut() {
-            loop {
-                if timer.as_mut().poll(cx).is_pending() {
-                    waited.0 = true;
-                    cover::report(timer.deadline());
-                    return Poll::Pending;
-                }
-                let Some(started) = started else {
-                    break;
-                };
-                let at = timer.deadline();
-                if budget.deadline.is_none() {
-                    // The timeout has risen since this call started (calls cut off before it
-                    // doubled it): the call gets that longer time, so that one wave of calls
-                    // to a downstream that became slower is not all cut at the old timeout.
-                    let learned = shared.live.learned_at(at);
-                    let longer = match Deadline::current() {
-                        Some(Deadline(deadline)) if stretch && learned.open_ended => deadline,
-                        _ => started + learned.timeout,
-                    };
-                    if longer > at {
-                        timer.as_mut().reset(longer);
-                        continue;
-                    }
-                }
-                // A cut says only that the call would have taken at least its time: it may
-                // hold the learned timeout, never raise it (answers do).
-                shared.live.cut(at - started, at, budget.by_caller);
-                break;
-            }
+        let Some(mut timer) = sleep.as_pin_mut() else {
+            unreachable!("armed above");
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            waited.0 = true;
+            cover::report(timer.deadline());
+            return Poll::Pending;
         }
-        Poll::Ready(timed_out(shared, budget))
+        fired(
+            this.shared,
+            *this.budget,
+            *this.started,
+            *this.stretch,
+            timer,
+            waited,
+            cx,
+        )
     }
+}
+
+/// The call's error once its timer has fired: an adaptive timeout that has risen since the
+/// call started waits on, to the longer time, first.
+#[cold]
+#[inline(never)]
+fn fired(
+    shared: &Shared,
+    budget: Budget,
+    started: Option<Instant>,
+    stretch: bool,
+    mut timer: Pin<&mut Sleep>,
+    waited: &mut Waited,
+    cx: &mut Context<'_>,
+) -> Poll<BoxError> {
+    if let Some(started) = started {
+        loop {
+            let at = timer.deadline();
+            if budget.deadline.is_none() {
+                // The timeout has risen since this call started (calls cut off before it
+                // doubled it): the call gets that longer time, so that one wave of calls to a
+                // downstream that became slower is not all cut at the old timeout.
+                let learned = shared.live.learned_at(at);
+                let longer = match Deadline::current() {
+                    Some(Deadline(deadline)) if stretch && learned.open_ended => deadline,
+                    _ => started + learned.timeout,
+                };
+                if longer > at {
+                    timer.as_mut().reset(longer);
+                    if timer.as_mut().poll(cx).is_pending() {
+                        waited.0 = true;
+                        cover::report(timer.deadline());
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+            }
+            // A cut says only that the call would have taken at least its time: it may hold
+            // the learned timeout, never raise it (answers do).
+            shared.live.cut(at - started, at, budget.by_caller);
+            break;
+        }
+    }
+    Poll::Ready(timed_out(shared, budget))
 }
 
 /// Whether a call has returned `Pending`: it then took time, and it told the timeout listening

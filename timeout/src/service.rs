@@ -94,7 +94,10 @@ where
             // the downstream was slow, not the caller short of time.
             budget.by_caller = false;
         }
-        tracing::trace!(name = %self.shared.name, timeout = ?budget.timeout, "call");
+        // A copy: the budget's own address handed to tracing would keep it in memory, its
+        // checks below read back from there.
+        let timeout = budget.timeout;
+        tracing::trace!(name = %self.shared.name, ?timeout, "call");
         if budget.by_caller && budget.timeout.is_zero() {
             // The caller has given up already: calling the inner service would be wasted work.
             return ResponseFuture::expired(budget, self.shared.clone());

@@ -146,6 +146,7 @@ pub mod future;
 mod handle;
 mod layer;
 mod service;
+mod shed;
 mod state;
 mod window;
 

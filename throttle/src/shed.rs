@@ -6,9 +6,7 @@
 //! mean excess over the base of samples that were not, time-weighted over `DEVT` when set). An
 //! elevated sample that started before a later call came back fast is a tail and is ignored.
 //! - Idle: a fresh elevated success (after `FIRST = 0`: the second in a row) sets the shed
-//!   probability `s` to `PROBE`; cuts (attempt timeouts) are ignored; nothing is probed while
-//!   the mean excess of all successes over the base (time constant `SPT`) is above
-//!   `GATE × base`: a downstream that wide (a long tail) gives no single-sample signal.
+//!   probability `s` to `PROBE`; cuts (attempt timeouts) are ignored.
 //! - Probing: the next success sent after that answer decides: not elevated, or lower by more
 //!   than `MARGIN` → a queue that answers shedding (Queue); higher → `s += UP`; about as high
 //!   → no response to shedding, a slower downstream: it becomes the base and `s` is dropped.
@@ -50,8 +48,6 @@ struct Knobs {
     keep_queue: f64,
     deep: f64,
     release: f64,
-    gate: f64,
-    spread_time: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,9 +66,6 @@ struct Inner {
     dev: f64,
     dev_at: Instant,
     dev_n: f64,
-    spread: f64,
-    spread_at: Instant,
-    spread_n: f64,
     s: f64,
     s_at: Instant,
     streak: u32,
@@ -116,8 +109,6 @@ impl Shed {
             keep_queue: knob("KEEPQ", 1.0),
             deep: knob("DEEP", 1.25),
             release: knob("REL", 0.5),
-            gate: knob("GATE", 1.0),
-            spread_time: knob("SPT", 30.0),
         };
         let now = Instant::now();
         static CLAIMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -134,9 +125,6 @@ impl Shed {
                 dev: 0.0,
                 dev_at: now,
                 dev_n: 0.0,
-                spread: 0.0,
-                spread_at: now,
-                spread_n: 0.0,
                 s: 0.0,
                 s_at: now,
                 streak: 0,
@@ -197,14 +185,6 @@ impl Shed {
         let base = g.current.min(g.previous);
         g.s = self.decayed(&g, now);
         g.s_at = now;
-        let spread_before = g.spread;
-        if answered && base.is_finite() {
-            let dt = now.saturating_duration_since(g.spread_at).as_secs_f64();
-            g.spread_at = now;
-            g.spread_n += 1.0;
-            let alpha = (dt / k.spread_time).max(1.0 / g.spread_n).min(1.0);
-            g.spread += alpha * ((latency - base).max(0.0) - g.spread);
-        }
         let elevated = base.is_finite() && latency > k.k * base + k.j * g.dev;
         if !answered && (!elevated || (k.cuts == 2 && g.mode == Mode::Idle)) {
             return;
@@ -251,8 +231,7 @@ impl Shed {
         let fresh = started >= g.last_end;
         match g.mode {
             Mode::Idle => {
-                if !fresh || (k.gate > 0.0 && spread_before > k.gate * base) {
-                    // Or the healthy spread is as wide as the base: one sample tells nothing.
+                if !fresh {
                     return;
                 }
                 g.last_end = now;

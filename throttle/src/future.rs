@@ -49,7 +49,6 @@ pin_project! {
             #[pin]
             inner: F,
             shared: Option<Arc<Shared<C>>>,
-            started: Option<tokio::time::Instant>,
         },
         Rejected {
             error: Option<BoxError>,
@@ -59,16 +58,10 @@ pin_project! {
 
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(inner: F, shared: Arc<Shared<C>>) -> Self {
-        let started = shared
-            .state
-            .shed
-            .as_ref()
-            .map(|_| tokio::time::Instant::now());
         Self {
             call: Call::Called {
                 inner,
                 shared: Some(shared),
-                started,
             },
         }
     }
@@ -102,30 +95,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().call.project() {
-            CallProj::Called {
-                inner,
-                shared,
-                started,
-            } => {
+            CallProj::Called { inner, shared } => {
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
                 let shared = shared
                     .take()
                     .expect("ResponseFuture polled after completion");
-                if let (Some(shed), Some(started)) = (&shared.state.shed, *started) {
-                    let cut = matches!(&result, Err(err) if rejected(&**err).is_some_and(|r| r.kind() == seawall_core::RejectionKind::TimedOut));
-                    let success = matches!(
-                        shared.classify.classify(result.as_ref()),
-                        Classified::Now(Outcome::Success) | Classified::AtEndOfStream
-                    ) && result.is_ok();
-                    if cut || success {
-                        let now = tokio::time::Instant::now();
-                        shed.sample(
-                            now.saturating_duration_since(started).as_secs_f64(),
-                            success,
-                            now,
-                        );
-                    }
-                }
                 Poll::Ready(complete(&shared, result))
             }
             CallProj::Rejected { error } => Poll::Ready(Err(error

@@ -146,7 +146,6 @@ pub mod future;
 mod handle;
 mod layer;
 mod service;
-mod shed;
 mod state;
 mod window;
 

@@ -16,7 +16,6 @@ use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
 use crate::event::{CallResult, RejectedEvent, ThrottlingChangedEvent};
-use crate::shed::Shed;
 use crate::window::{ThrottleCounts, Window};
 
 /// The hooks of one throttle, shared by every clone of its layer and every handle.
@@ -61,7 +60,6 @@ pub(crate) struct State {
     calls: [CallCounter; 5],
     probability: Gauge,
     pub(crate) hooks: Hooks,
-    pub(crate) shed: Option<Shed>,
 }
 
 impl State {
@@ -92,20 +90,12 @@ impl State {
             calls,
             probability,
             hooks: Hooks::default(),
-            shed: Shed::from_env(),
         }
     }
 
     /// Lets a call through, or answers it with the throttle's rejection.
     #[inline]
     pub(crate) fn admit(&self) -> Result<(), BoxError> {
-        if let Some(shed) = &self.shed {
-            let p = shed.probability(Instant::now());
-            if p > 0.0 && self.draws.next() < p {
-                self.calls[CallResult::Rejected.index()].increment(1);
-                return Err(Rejected::new(RejectionKind::Throttled, self.name.clone()).into());
-            }
-        }
         // Decay scales requests and accepts alike: whether requests exceed K × accepts reads
         // the same before it, so this needs no clock.
         if self.window.may_reject() {

@@ -704,3 +704,92 @@ async fn a_latency_step_turns_no_call_away_before_the_first_slow_answer() {
     tasks.into_iter().for_each(|t| t.abort());
     assert_eq!(rejected.load(Ordering::SeqCst), 0);
 }
+
+// ===== a few clients sharing one downstream =====
+
+/// Eleven workers of 8–12 ms (1100 calls a second) behind a FIFO queue, serving a fifth
+/// slower while more than 22 calls wait, as the lab's `overload` downstream: a queue past
+/// twice the workers costs capacity. Returns the service and the calls waiting now.
+fn degrading_downstream() -> (
+    impl tower::Service<u64, Response = (), Error = BoxError, Future: Send> + Clone + Send + 'static,
+    Arc<AtomicUsize>,
+) {
+    let workers = Arc::new(tokio::sync::Semaphore::new(11));
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let queue = waiting.clone();
+    let svc = service_fn(move |i: u64| {
+        let (workers, waiting) = (workers.clone(), waiting.clone());
+        async move {
+            waiting.fetch_add(1, Ordering::SeqCst);
+            let _worker = workers.acquire_owned().await.unwrap();
+            let degraded = waiting.fetch_sub(1, Ordering::SeqCst) > 22;
+            let latency = ms(8) + Duration::from_micros(i * 7919 % 4001);
+            sleep(if degraded {
+                latency.mul_f64(1.25)
+            } else {
+                latency
+            })
+            .await;
+            Ok::<_, BoxError>(())
+        }
+    });
+    (svc, queue)
+}
+
+/// Three clients, each with its own default Vegas limit, share that downstream: 1000 calls a
+/// second for 5 s, then 1500 for 20 s, then 1000 again for 5 s. A cut of one client's limit
+/// does not shorten the others' part of the queue, and its check read that (and the backlog
+/// of the overload's onset) as a downstream that got slower: the limits were lifted, the
+/// latency without a queue moved up to the queue's, and ~20 calls waited on average, the
+/// downstream degraded to 857 calls a second. Now the queue stays under the workers' count
+/// and the downstream serves near its capacity.
+#[tokio::test(start_paused = true)]
+async fn three_limits_sharing_one_queue_hold_it_short() {
+    let (downstream, waiting) = degrading_downstream();
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            BulkheadLayer::builder()
+                .adaptive(VegasConfig::new().max(1000))
+                .build()
+                .unwrap()
+                .layer(downstream.clone())
+        })
+        .collect();
+    let start = Instant::now();
+    let at = |secs: f64| start + Duration::from_secs_f64(secs);
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut queue = Vec::new();
+    let mut sent = 0u64;
+    let mut next = Duration::ZERO;
+    let mut tasks = Vec::new();
+    while next < Duration::from_secs(30) {
+        tokio::time::sleep_until(start + next).await;
+        let secs = next.as_secs_f64();
+        let rate = if (5.0..25.0).contains(&secs) {
+            1500
+        } else {
+            1000
+        };
+        let svc = clients[(sent % 3) as usize].clone();
+        let served = served.clone();
+        let late = (10.0..25.0).contains(&secs);
+        tasks.push(tokio::spawn(async move {
+            if svc.oneshot(sent).await.is_ok() && late {
+                served.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+        if sent.is_multiple_of(10) && (secs >= 10.0) {
+            queue.push(waiting.load(Ordering::SeqCst));
+        }
+        sent += 1;
+        next += Duration::from_secs(1) / rate;
+    }
+    tokio::time::sleep_until(at(31.0)).await;
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mean = queue.iter().sum::<usize>() as f64 / queue.len() as f64;
+    let rate = served.load(Ordering::SeqCst) as f64 / 15.0;
+    assert!(mean <= 11.0, "{mean} calls waiting on average");
+    assert!(rate >= 950.0, "{rate} calls served a second under overload");
+}

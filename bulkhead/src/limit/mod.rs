@@ -213,13 +213,19 @@
 //! - every recent success 1.5 × slower than the last window's mean closes the window (of at
 //!   least 10 samples) at the next call, so an overload's onset is cut within tens of
 //!   milliseconds, and a slower downstream's first window of slow calls is read at once;
-//! - a cut to half the limit or less is checked a round trip (at the cut's latency) later: a
-//!   queue behind our own calls shrinks with them, so the fastest success since falls at
-//!   least halfway back to the latency without a queue; if it did not, the downstream got
-//!   slower, and the limit goes to Little's law at the last window's offered load and the
-//!   new latency, as a probe that the next window keeps only if completions follow. At
-//!   1000 calls a second stepping from 10 ms to 200 ms, the cut (23 to 4) comes ~0.1 s after
-//!   the first slow answers and the lift (to ~290) 0.4 s later, instead of a window or two.
+//! - a cut to half the limit or less is checked a round trip later, at the cut's latency or
+//!   at the slowest recent one if that rose since: a queue behind our own calls shrinks with
+//!   them, so the fastest success since falls at least halfway back to the latency without a
+//!   queue; if it did not, the downstream got slower, and the limit goes to Little's law at
+//!   the last window's offered load and the new latency, as a probe that the next window
+//!   keeps only if completions follow. At 1000 calls a second stepping from 10 ms to 200 ms,
+//!   the cut (23 to 4) comes ~0.1 s after the first slow answers and the lift (to ~290) 0.4 s
+//!   later, instead of a window or two. The round trip is the slowest recent one because the
+//!   calls let in before the cut wait behind the backlog it is to shorten: at an overload's
+//!   onset, three clients at 1500 calls a second against 11 workers of 10 ms each checked
+//!   their cuts at 25–27 ms while answers still took 44–48 ms, read a slower downstream, and
+//!   held ~55 calls waiting (past the 22 where that downstream serves a fifth less) with the
+//!   queue's latency as their latency without a queue.
 
 pub(crate) mod aimd;
 mod bounds;
@@ -631,10 +637,12 @@ impl Windowed {
     ///   demand the downstream serves at its pace, as when a share of calls hangs until a
     ///   timeout, and turning it away is never better. The raise lasts until the next call
     ///   finishes, which checks again.
-    /// - A cut to half or less was made a round trip ago at its latency, and the fastest
-    ///   success since is still more than halfway from the latency without a queue to the one
-    ///   at the cut: the cut did not shorten a queue, so the downstream got slower. The limit
-    ///   goes to Little's law at the offered load and the new latency, as a probe.
+    /// - A cut to half or less was made a round trip ago at its latency (or at the slowest
+    ///   recent one, if longer: until then answers may come from calls let in before the cut,
+    ///   behind the backlog it is to shorten), and the fastest success since is still more
+    ///   than halfway from the latency without a queue to the one at the cut: the cut did not
+    ///   shorten a queue, so the downstream got slower. The limit goes to Little's law at the
+    ///   offered load and the new latency, as a probe.
     ///
     /// Otherwise, when every recent success is 1.5 × slower than the last window's mean, the
     /// window of at least 10 samples closes at the next sample: a queue or a slower downstream
@@ -711,8 +719,9 @@ impl Windowed {
         if let Some(lift) = self.slower(&successes, recent, fastest, in_flight, max) {
             return Some(lift);
         }
+        let round_trip = successes.slowest().unwrap_or(recent);
         if let Some(cut) = self.cut
-            && now.saturating_duration_since(cut.at) >= 2 * cut.fastest
+            && now.saturating_duration_since(cut.at) >= 2 * cut.fastest.max(round_trip)
         {
             self.cut = None;
             if let Some(last) = self.last
@@ -1740,6 +1749,19 @@ mod tests {
         let lifted = w.full(now, after, 0, 1000).unwrap();
         // 1500 calls a second offered (a third turned away) at 40 ms: 60 in flight.
         assert!(lifted >= 60, "{after} -> {lifted}");
+    }
+
+    #[test]
+    fn a_cut_is_not_checked_before_a_round_trip_at_the_slowest_recent_latency() {
+        let (mut w, mut now, _, after) = cut();
+        // After a cut at 40 ms the successes take 35 to 60 ms: those of the next 80 ms were
+        // let in before the cut, behind the backlog it is to shorten, and the check waits
+        // for a round trip at 60 ms.
+        for _ in 0..40 {
+            finish(&mut w, &mut now, 1, ms(35), after);
+            finish(&mut w, &mut now, 1, ms(60), after);
+        }
+        assert_eq!(w.full(now, after, 0, 1000), None);
     }
 
     #[test]

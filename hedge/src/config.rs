@@ -20,8 +20,8 @@ const MAX_MARGIN: f64 = 10.0;
 ///
 /// Deserializes from, for example, `{ "name": "search", "delay": "20ms" }` or
 /// `{ "delay": { "quantile": 0.95, "margin": 0.5, "min_samples": 100, "window": "10s" },
-/// "max_attempts": 2,
-/// "budget": { "ratio": 0.1, "window": "10s" } }`, and checks the values as it does.
+/// "max_attempts": 2, "budget": { "ratio": 0.1, "window": "10s" } }`, and checks the values as
+/// it does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "HedgeSpec", into = "HedgeSpec")]
 pub struct HedgeConfig {
@@ -113,8 +113,8 @@ impl From<PercentileDelay> for Delay {
 /// the healthy range, and a queue of a few milliseconds at the downstream pushes many calls of
 /// every client past it at once: their hedges lose to their first attempts and lengthen the
 /// queue they met, and the slow samples they leave raise the percentile for a whole window
-/// (the lab's `tail-hedge` from 20 clients: each client's ten hedges at once, 250 for 25
-/// clients, p99.9 500–800 ms). Half the distance from the median (the default) puts the delay
+/// (the lab's `tail-hedge` at 10 to 50 clients: each client's ten hedges at once, 250 for 25
+/// clients, p99.9 up to 800 ms). Half the distance from the median (the default) puts the delay
 /// that far above the healthy range; for a latency with a long tail, where the percentile is
 /// far from the median already, it adds half again.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

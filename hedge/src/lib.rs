@@ -5,15 +5,16 @@
 //! garbage collection, a cold cache, a busy neighbour, one slow replica. Waiting for them sets
 //! the tail latency of everything that calls them. A hedge sends a copy of a call that has
 //! waited longer than most calls take; the first success answers, and the other attempts are
-//! dropped (cancelled). With the delay at the 95th percentile of recent latency, about 5 % of
-//! calls are hedged and the tail shrinks to about the delay plus one ordinary call ("The Tail
-//! at Scale", Dean and Barroso).
+//! dropped (cancelled). With the delay at the 95th percentile of recent latency, at most about
+//! 5 % of calls are hedged and the tail shrinks to about the delay plus one ordinary call ("The
+//! Tail at Scale", Dean and Barroso).
 //!
 //! - **Delay**: fixed ([`delay`](HedgeConfigBuilder::delay)), or a percentile of the latency
-//!   of recent calls ([`PercentileDelay`], the default: p95 over 10 s, once 100 calls were
-//!   seen), from seawall-core's lock-free [`LatencyEstimate`](seawall_core::latency), read
-//!   with one atomic load per call. A first attempt that a hedge beat counts in the estimate
-//!   with the time it had taken then, so the percentile does not drift down.
+//!   of recent calls ([`PercentileDelay`], the default: p95 plus half its distance from the
+//!   median, over 10 s, once 100 calls were seen, so that calls only queued for a moment are
+//!   not hedged), from seawall-core's lock-free [`LatencyEstimate`](seawall_core::latency),
+//!   read with one atomic load per call. A first attempt that a hedge beat counts in the
+//!   estimate with the time it had taken then, so the percentile does not drift down.
 //! - **Up to N attempts** ([`max_attempts`](HedgeConfigBuilder::max_attempts), default 2):
 //!   hedge `k` goes out after `k` delays while no attempt has succeeded.
 //! - **First success wins**: the other attempts are dropped, which layers below read as a

@@ -23,6 +23,9 @@ enum DelaySource {
     Percentile {
         estimate: LatencyEstimate,
         quantile: CachedQuantile,
+        /// The median, for the margin; `None` without one.
+        median: Option<CachedQuantile>,
+        margin: f64,
     },
 }
 
@@ -90,6 +93,9 @@ impl State {
                     // Forty refreshes per window: the delay follows latency within a fortieth
                     // of the window, for one scan of the histogram each time.
                     quantile: CachedQuantile::new(p.quantile, p.min_samples, p.window / 40),
+                    median: (p.margin > 0.0)
+                        .then(|| CachedQuantile::new(0.5, p.min_samples, p.window / 40)),
+                    margin: p.margin,
                 },
                 UNKNOWN,
             ),
@@ -177,13 +183,22 @@ impl State {
     pub(crate) fn now(&self) -> Instant {
         let now = Instant::now();
         self.clock.advance(now);
-        if let DelaySource::Percentile { estimate, quantile } = &self.delay {
+        if let DelaySource::Percentile {
+            estimate,
+            quantile,
+            median,
+            margin,
+        } = &self.delay
+        {
             let at_once = self.at_once.swap(0, Ordering::Relaxed);
             if at_once > 0 {
                 let calls = u32::try_from(at_once).unwrap_or(u32::MAX);
                 estimate.record_many_at(Duration::ZERO, calls, now);
             }
-            let delay = quantile.get(estimate, now).map_or(UNKNOWN, nanos);
+            let delay = quantile.get(estimate, now).map_or(UNKNOWN, |q| {
+                let median = median.as_ref().and_then(|m| m.get(estimate, now));
+                nanos(median.map_or(q, |m| q + q.saturating_sub(m).mul_f64(*margin)))
+            });
             self.current_delay.store(delay, Ordering::Relaxed);
         }
         now

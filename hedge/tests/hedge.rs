@@ -352,6 +352,30 @@ async fn a_percentile_delay_waits_for_enough_samples_then_follows_latency() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_default_delay_clears_the_healthy_range_by_half_the_spread_above_the_median() {
+    // 6 to 10 ms, a fifth each: the 95th percentile is the healthy maximum, 10 ms, and the
+    // median 8 ms, so a call queued for a moment would pass a delay at the percentile.
+    let delay_after = |delay: PercentileDelay| async move {
+        let (layer, handle) = HedgeLayer::builder()
+            .percentile(delay)
+            .build()
+            .unwrap()
+            .pair();
+        let downstream = Scripted::default();
+        let svc = layer.layer(downstream.clone());
+        downstream.script((0..100).map(|i| Step::Answer(ms(6 + i % 5))));
+        warm(&svc, 100).await;
+        tokio::time::sleep(ms(250)).await;
+        handle.delay().expect("enough samples")
+    };
+    let near = |delay: Duration, want: Duration| delay.abs_diff(want) <= want / 16;
+    let default = delay_after(PercentileDelay::new()).await;
+    assert!(near(default, ms(11)), "10 ms + (10 - 8) / 2: {default:?}");
+    let none = delay_after(PercentileDelay::new().margin(0.0)).await;
+    assert!(near(none, ms(10)), "{none:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_first_attempt_beaten_by_a_hedge_counts_with_the_time_it_had_taken() {
     let (layer, handle) = HedgeLayer::builder()
         .percentile(PercentileDelay::new().quantile(0.5).min_samples(10))

@@ -2139,8 +2139,22 @@ mod properties {
             let slower = recent > LATENCY_RISE * 0.010
                 && recent > SLOWER_MARGIN * (0.005 + ahead as f64 / drain)
                 && lift > limit;
+            // Calls past what the last window's completions keep at work at this latency are
+            // held (they hang), and lift the limit by their number while the calls at work show
+            // no queue: that rule comes first.
+            let last = w.last.unwrap();
+            let at_work = floor_for(last.completed * recent);
+            let held = in_flight.saturating_sub(at_work);
+            let active = in_flight - held;
+            let wait = ms(rtt).saturating_sub(w.tally.fastest().unwrap()).as_secs_f64();
+            let held_lift = held > 0
+                && active < limit
+                && in_flight < 1000
+                && last.completed * wait <= HELD_QUEUE * log10_root(active as f64);
             let got = w.full(now, in_flight, 0, 1000);
-            if slower {
+            if held_lift {
+                prop_assert_eq!(got, Some((limit + held).min(1000)));
+            } else if slower {
                 prop_assert_eq!(got, Some(lift));
                 prop_assert!(w.probe.is_some());
             } else {

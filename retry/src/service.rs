@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::{Attempt, BoxError};
+use seawall_core::{Attempt, BoxError, time};
 use tower::Service;
 
 use crate::budget::SlotCache;
@@ -84,7 +84,7 @@ where
         };
         // Every call is timed, for the duration histogram; with the reading of a layer above
         // that read the clock for this call (a stack's total timeout).
-        let now = seawall_core::time::call_now();
+        let now = time::call_now();
         let refused = match &shared.budget {
             Some(LayerBudget::Own(budget)) => {
                 let slot = budget.slot_of(&mut self.slots, now);

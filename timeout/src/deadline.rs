@@ -25,6 +25,7 @@ use std::time::Duration;
 use http::header::HeaderValue;
 use http::{HeaderMap, HeaderName, Request};
 pub use seawall_core::Deadline;
+use seawall_core::time;
 use tokio::time::Instant;
 
 use crate::config::DeadlineConfig;
@@ -85,7 +86,7 @@ pub struct ScopedDeadlines;
 impl<Req> Deadlines<Req> for ScopedDeadlines {
     #[inline]
     fn apply(&self, _req: &mut Req, timeout: Duration) -> Budget {
-        let now = seawall_core::time::call_now();
+        let now = time::call_now();
         let caller = Deadline::current().map(|deadline| deadline.0.saturating_duration_since(now));
         let (budget, by_caller) = match caller {
             Some(caller) if caller <= timeout => (caller, true),

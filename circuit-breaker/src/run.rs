@@ -38,8 +38,11 @@
 //! ways from its own slot for the run it belongs to: a success, a call still in flight or the
 //! start of the closed phase ends it. More calls in flight than the ring holds overwrite the
 //! slots of the oldest; a run that reaches such a slot (or a call whose own slot is gone) is
-//! judged by the completion-order rule instead, which never opens in a brownout the ring would
-//! keep closed (it only sees shorter runs).
+//! judged by the completion-order rule instead: calls slower than the ring's span of
+//! admissions, and a failure whose thread is descheduled for that long between its end and its
+//! look along the ring. That rule sees shorter runs at an outage's onset, but can see longer
+//! ones where failures end much sooner than successes (the order of a steady mix is shuffled,
+//! not kept); the ring makes it the exception.
 //!
 //! The run's baseline (window and recent calls) then leaves out the run as found, and the recent
 //! calls are the ones admitted just before it.

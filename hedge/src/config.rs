@@ -113,7 +113,7 @@ impl From<PercentileDelay> for Delay {
 /// 95 % confidence whatever the distribution (all `n` fall below it with probability `qⁿ`:
 /// 59 calls for the 95th percentile, 29 for the 90th), the delay is taken from that largest
 /// latency instead; with fewer, calls are not hedged. (The quantile's own rank from 20 calls
-/// is the second largest, below the 95th percentile two times in three.) While the delay
+/// is the second largest, below the 95th percentile three times in four.) While the delay
 /// comes from the largest latency, a first attempt that a hedge beat counts as that latency:
 /// it holds the delay, and only answers raise it (one sample above it would be the new
 /// largest, and the slow calls' hedges would raise the delay they were sent at).

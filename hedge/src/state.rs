@@ -251,7 +251,8 @@ impl State {
     /// While the delay comes from the window's largest latency, one such sample would become
     /// the largest and raise the delay, and the next hedge's sample it again: it counts as
     /// that largest latency instead, which holds the delay and never raises it (answers do).
-    /// The quantile's rank leaves room for `1 - q` of the window above it.
+    /// Once the quantile has its samples it counts with its time, as before: the quantile's
+    /// rank leaves room for `1 - q` of the window above it.
     pub(crate) fn record_hedged(&self, elapsed: Duration, now: Instant) {
         if let DelaySource::Percentile {
             estimate,

@@ -105,8 +105,18 @@ impl From<PercentileDelay> for Delay {
 /// A hedge delay taken from the latency of recent calls; checked when the layer is built.
 ///
 /// A call is hedged once it has waited longer than the `quantile` of the latencies of the
-/// calls in the last `window`, plus `margin` times that quantile's distance from the median;
-/// until `min_samples` calls have been seen in that window, calls are not hedged.
+/// calls in the last `window`, plus `margin` times that quantile's distance from the median,
+/// once the window holds `min_samples` calls.
+///
+/// A client at a few calls a second never holds 100 calls in 10 s. Below `min_samples`, once
+/// the window holds enough calls that the largest of them is at or above the quantile with
+/// 95 % confidence whatever the distribution (all `n` fall below it with probability `qⁿ`:
+/// 59 calls for the 95th percentile, 29 for the 90th), the delay is taken from that largest
+/// latency instead; with fewer, calls are not hedged. (The quantile's own rank from 20 calls
+/// is the second largest, below the 95th percentile three times in four.) While the delay
+/// comes from the largest latency, a first attempt that a hedge beat counts as that latency:
+/// it holds the delay, and only answers raise it (one sample above it would be the new
+/// largest, and the slow calls' hedges would raise the delay they were sent at).
 ///
 /// The margin keeps the delay clear of calls that are only queued. Where latency has no tail
 /// of its own (a downstream with a bounded service time), the 95th percentile is the top of
@@ -140,7 +150,7 @@ impl Default for PercentileDelay {
 impl PercentileDelay {
     /// The defaults: the 95th percentile (as "The Tail at Scale" suggests: at most about 5 %
     /// more load) plus half its distance from the median, over the last 10 s, once 100 calls
-    /// were seen.
+    /// were seen (from 59, the largest of them in place of the percentile).
     pub fn new() -> Self {
         Self::default()
     }
@@ -152,7 +162,9 @@ impl PercentileDelay {
         self
     }
 
-    /// How many calls the window must hold before calls are hedged, in `[1, 1000000]`.
+    /// How many calls the window must hold before the delay follows the quantile, in
+    /// `[1, 1000000]`; below it, the largest latency of a window that bounds the quantile (see
+    /// the type's docs).
     #[must_use]
     pub fn min_samples(mut self, min_samples: u64) -> Self {
         self.min_samples = min_samples;

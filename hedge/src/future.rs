@@ -248,7 +248,7 @@ where
                 // without which the percentile would only ever see the attempts that beat
                 // their hedges, and drift down.
                 if this.primary.is_some() {
-                    shared.state.record_latency(elapsed, now);
+                    shared.state.record_hedged(elapsed, now);
                 }
                 shared.hedge_won(attempt, elapsed);
                 this.primary.set(None);

@@ -12,9 +12,11 @@
 //! - **Delay**: fixed ([`delay`](HedgeConfigBuilder::delay)), or a percentile of the latency
 //!   of recent calls ([`PercentileDelay`], the default: p95 plus half its distance from the
 //!   median, over 10 s, once 100 calls were seen, so that calls only queued for a moment are
-//!   not hedged), from seawall-core's lock-free [`LatencyEstimate`](seawall_core::latency),
-//!   read with one atomic load per call. A first attempt that a hedge beat counts in the
-//!   estimate with the time it had taken then, so the percentile does not drift down.
+//!   not hedged; from 59 calls, the largest of them, which bounds p95 with 95 % confidence),
+//!   from seawall-core's lock-free [`LatencyEstimate`](seawall_core::latency), read with one
+//!   atomic load per call. A first attempt that a hedge beat counts in the estimate with the
+//!   time it had taken then, so the percentile does not drift down (below 100 calls, as the
+//!   largest latency, so that it holds the delay rather than raising it).
 //! - **Up to N attempts** ([`max_attempts`](HedgeConfigBuilder::max_attempts), default 2):
 //!   hedge `k` goes out after `k` delays while no attempt has succeeded.
 //! - **First success wins**: the other attempts are dropped, which layers below read as a

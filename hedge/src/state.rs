@@ -23,6 +23,9 @@ enum DelaySource {
     Percentile {
         estimate: LatencyEstimate,
         quantile: CachedQuantile,
+        /// The window's largest latency, for a window with fewer samples than the quantile
+        /// waits for; `None` when no fewer suffice.
+        largest: Option<CachedQuantile>,
         /// The median, for the margin; `None` without one.
         median: Option<CachedQuantile>,
         margin: f64,
@@ -93,8 +96,13 @@ impl State {
                     // Forty refreshes per window: the delay follows latency within a fortieth
                     // of the window, for one scan of the histogram each time.
                     quantile: CachedQuantile::new(p.quantile, p.min_samples, p.window / 40),
-                    median: (p.margin > 0.0)
-                        .then(|| CachedQuantile::new(0.5, p.min_samples, p.window / 40)),
+                    largest: (bounding_samples(p.quantile) < p.min_samples).then(|| {
+                        CachedQuantile::new(1.0, bounding_samples(p.quantile), p.window / 40)
+                    }),
+                    median: (p.margin > 0.0).then(|| {
+                        let fewest = p.min_samples.min(bounding_samples(p.quantile));
+                        CachedQuantile::new(0.5, fewest, p.window / 40)
+                    }),
                     margin: p.margin,
                 },
                 UNKNOWN,
@@ -186,6 +194,7 @@ impl State {
         if let DelaySource::Percentile {
             estimate,
             quantile,
+            largest,
             median,
             margin,
         } = &self.delay
@@ -195,7 +204,7 @@ impl State {
                 let calls = u32::try_from(at_once).unwrap_or(u32::MAX);
                 estimate.record_many_at(Duration::ZERO, calls, now);
             }
-            let delay = quantile.get(estimate, now).map_or(UNKNOWN, |q| {
+            let delay = base(estimate, quantile, largest, now).map_or(UNKNOWN, |(q, _)| {
                 let median = median.as_ref().and_then(|m| m.get(estimate, now));
                 nanos(median.map_or(q, |m| q + q.saturating_sub(m).mul_f64(*margin)))
             });
@@ -233,6 +242,30 @@ impl State {
     pub(crate) fn record_latency(&self, latency: Duration, now: Instant) {
         if let DelaySource::Percentile { estimate, .. } = &self.delay {
             estimate.record_at(latency, now);
+        }
+    }
+
+    /// Records a first attempt that a hedge answered before, `elapsed` after it was sent: it
+    /// took at least that long.
+    ///
+    /// While the delay comes from the window's largest latency, one such sample would become
+    /// the largest and raise the delay, and the next hedge's sample it again: it counts as
+    /// that largest latency instead, which holds the delay and never raises it (answers do).
+    /// Once the quantile has its samples it counts with its time, as before: the quantile's
+    /// rank leaves room for `1 - q` of the window above it.
+    pub(crate) fn record_hedged(&self, elapsed: Duration, now: Instant) {
+        if let DelaySource::Percentile {
+            estimate,
+            quantile,
+            largest,
+            ..
+        } = &self.delay
+        {
+            let at = match base(estimate, quantile, largest, now) {
+                Some((top, true)) => elapsed.min(top),
+                _ => elapsed,
+            };
+            estimate.record_at(at, now);
         }
     }
 
@@ -278,6 +311,28 @@ fn check_reload(live: &HedgeConfig, config: &HedgeConfig) -> Result<(), ConfigEr
         ));
     }
     Ok(())
+}
+
+/// The fewest samples whose largest is at or above the `q` quantile with 95 % confidence,
+/// whatever the distribution (all `n` fall below it with probability `qⁿ`): 59 for the 95th
+/// percentile.
+fn bounding_samples(q: f64) -> u64 {
+    ((0.05f64.ln() / q.ln()).ceil() as u64).max(1)
+}
+
+/// The latency the delay is taken from: the quantile, or, while the window holds fewer samples
+/// than the quantile waits for and enough to bound it, the window's largest (`true`).
+fn base(
+    estimate: &LatencyEstimate,
+    quantile: &CachedQuantile,
+    largest: &Option<CachedQuantile>,
+    now: Instant,
+) -> Option<(Duration, bool)> {
+    if let Some(q) = quantile.get(estimate, now) {
+        return Some((q, false));
+    }
+    let top = largest.as_ref()?.get(estimate, now)?;
+    Some((top, true))
 }
 
 fn nanos(delay: Duration) -> u64 {
@@ -340,5 +395,93 @@ impl<P> Shared<P> {
         self.hooks
             .on_budget_exhausted
             .call(BudgetExhaustedEvent { name, attempt });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PercentileDelay;
+    use proptest::prelude::*;
+
+    /// The sample of rank ⌈q·n⌉ of `samples`.
+    fn rank(samples: &[Duration], q: f64) -> Duration {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let n = sorted.len();
+        sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1]
+    }
+
+    /// The delay's base as the docs state it: the 95th percentile from 100 samples, the
+    /// largest from 59, none below; `true` when it is the largest.
+    fn model_base(samples: &[Duration]) -> Option<(Duration, bool)> {
+        match samples.len() {
+            n if n >= 100 => Some((rank(samples, 0.95), false)),
+            n if n >= 59 => Some((rank(samples, 1.0), true)),
+            _ => None,
+        }
+    }
+
+    /// Within the estimate's bucket error (1/32), twice over for the margin's arithmetic.
+    fn near(actual: Duration, model: Duration) -> bool {
+        actual.abs_diff(model) <= model / 16 + Duration::from_micros(1)
+    }
+
+    proptest! {
+        #[test]
+        fn the_delay_follows_the_model_of_few_and_many_samples(
+            // Batches of first attempts that answered after `ms`, or (`hedged`) that a hedge
+            // beat after `ms`.
+            steps in prop::collection::vec((any::<bool>(), 1u64..60, 1usize..12), 1..24),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                // An hour's window, its delay refreshed every 90 s: 24 steps stay in it.
+                let window = Duration::from_secs(3600);
+                let config = HedgeConfig::builder()
+                    .percentile(PercentileDelay::new().window(window))
+                    .build()
+                    .unwrap();
+                let state = State::new(&config);
+                let mut samples: Vec<Duration> = Vec::new();
+                for (hedged, ms, calls) in steps {
+                    let now = Instant::now();
+                    let latency = Duration::from_millis(ms);
+                    // The base as last refreshed: at most once per period, so once a step.
+                    let base = model_base(&samples);
+                    for _ in 0..calls {
+                        if hedged {
+                            state.record_hedged(latency, now);
+                            let held = match base {
+                                Some((top, true)) => latency.min(top),
+                                _ => latency,
+                            };
+                            samples.push(held);
+                        } else {
+                            state.record_latency(latency, now);
+                            samples.push(latency);
+                        }
+                    }
+                    tokio::time::advance(window / 40).await;
+                    let delay = state.delay_now();
+                    let model = model_base(&samples).map(|(base, _)| {
+                        let median = rank(&samples, 0.5);
+                        base + base.saturating_sub(median) / 2
+                    });
+                    match (delay, model) {
+                        (None, None) => {}
+                        (Some(delay), Some(model)) => {
+                            prop_assert!(near(delay, model), "{} samples: {delay:?} for {model:?}", samples.len());
+                        }
+                        _ => prop_assert!(false, "{} samples: {delay:?} for {model:?}", samples.len()),
+                    }
+                }
+                Ok(())
+            })?;
+        }
     }
 }

@@ -375,6 +375,65 @@ async fn the_default_delay_clears_the_healthy_range_by_half_the_spread_above_the
     assert!(near(none, ms(10)), "{none:?}");
 }
 
+/// A layer with the default percentile delay whose window holds `calls` calls of 6 to 10 ms
+/// (a fifth each), the cached delay refreshed after them.
+async fn with_calls(
+    calls: u32,
+) -> (
+    impl Service<u32, Response = (u32, u32), Error = BoxError, Future: Send> + Clone,
+    Scripted,
+    seawall_hedge::HedgeHandle,
+) {
+    let (layer, handle) = HedgeLayer::builder()
+        .percentile(PercentileDelay::new())
+        .build()
+        .unwrap()
+        .pair();
+    let downstream = Scripted::default();
+    let svc = layer.layer(downstream.clone());
+    downstream.script((0..u64::from(calls)).map(|i| Step::Answer(ms(6 + i % 5))));
+    warm(&svc, calls).await;
+    tokio::time::sleep(ms(250)).await;
+    (svc, downstream, handle)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_with_fewer_calls_than_min_samples_hedges_once_their_largest_bounds_the_percentile()
+ {
+    // 58 calls: the largest is below the 95th percentile with probability 0.95^58 > 5 %.
+    let (svc, downstream, handle) = with_calls(58).await;
+    assert_eq!(handle.delay(), None);
+    downstream.script([Step::Answer(ms(500)), Step::Answer(ms(10))]);
+    assert_eq!(svc.oneshot(1).await.unwrap(), (1, 59), "not hedged");
+
+    // 59 of the 100 the percentile waits for (a client at 6 calls a second over 10 s): the
+    // largest, 10 ms, plus half its distance from the median, 8 ms.
+    let (svc, downstream, handle) = with_calls(59).await;
+    let delay = handle
+        .delay()
+        .expect("enough calls to bound the 95th percentile");
+    assert!(delay.abs_diff(ms(11)) <= ms(11) / 16, "{delay:?}");
+    downstream.script([Step::Answer(ms(500)), Step::Answer(ms(10))]);
+    assert_eq!(svc.oneshot(1).await.unwrap(), (1, 61), "the hedge answered");
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_delay_is_the_largest_latency_beaten_first_attempts_hold_it() {
+    let (svc, downstream, handle) = with_calls(70).await;
+    let before = handle.delay().unwrap();
+    // Slow calls (2 % of a fault's calls, at a client that sees a few a second): each is
+    // hedged, and its hedge answers 10 ms later. Had each first attempt counted with the time
+    // it had taken (about 21 ms), the first would be the window's largest latency and raise
+    // the delay for the next, whose sample would raise it again.
+    for i in 0..5 {
+        downstream.script([Step::Answer(ms(2000)), Step::Answer(ms(10))]);
+        let (_, attempt) = svc.clone().oneshot(i).await.unwrap();
+        assert_eq!(attempt, 72 + 2 * i, "call {i} hedged");
+        tokio::time::sleep(ms(250)).await;
+        assert_eq!(handle.delay(), Some(before), "after {} slow calls", i + 1);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_first_attempt_beaten_by_a_hedge_counts_with_the_time_it_had_taken() {
     let (layer, handle) = HedgeLayer::builder()

@@ -47,7 +47,6 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Window};
-use crate::queue::QueueSigns;
 use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, Slot};
 use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
@@ -388,9 +387,6 @@ pub(crate) struct Breaker {
     /// Whether the rules judge slow calls, so that every call is timed; kept beside them so
     /// that a call need not load the rules to know.
     slow_rule: AtomicBool,
-    /// Whether attempt timeouts after slow successes are excused (which times every call too).
-    queue_rule: AtomicBool,
-    queue: QueueSigns,
     transitions: Mutex<Recovery>,
     state_tx: watch::Sender<CircuitState>,
     tracker: Option<Tracker>,
@@ -426,8 +422,6 @@ impl Breaker {
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
             slow_rule: AtomicBool::new(config.slow_call_duration.is_some()),
-            queue_rule: AtomicBool::new(config.excuse_queue_timeouts),
-            queue: QueueSigns::new(),
             transitions: Mutex::new(Recovery {
                 openings: 0,
                 previous_open: Duration::ZERO,
@@ -513,11 +507,6 @@ impl Breaker {
             self.rules.store(Arc::new(Rules::new(config, seed)));
             self.slow_rule
                 .store(config.slow_call_duration.is_some(), Ordering::Relaxed);
-            if !config.excuse_queue_timeouts {
-                self.queue.reset();
-            }
-            self.queue_rule
-                .store(config.excuse_queue_timeouts, Ordering::Relaxed);
             let state = state_of(self.word.load(Ordering::Acquire));
             if matches!(state, CircuitState::Open | CircuitState::HalfOpen) {
                 // Automatic transitions may have just been turned on.
@@ -658,9 +647,7 @@ impl Breaker {
     /// its duration (see [`Observers::wants_durations`]).
     #[inline]
     pub(crate) fn times_calls(&self) -> bool {
-        self.slow_rule.load(Ordering::Relaxed)
-            || self.queue_rule.load(Ordering::Relaxed)
-            || self.observers.wants_durations()
+        self.slow_rule.load(Ordering::Relaxed) || self.observers.wants_durations()
     }
 
     // ===== admission =====
@@ -783,16 +770,14 @@ impl Breaker {
 
     // ===== recording =====
 
-    /// Records how a call admitted with `permit` ended; `start` is when it began; `cut`
-    /// whether it was ended by an attempt timeout inside the breaker; `hint` how long to stay
-    /// open should this result trip the breaker.
+    /// Records how a call admitted with `permit` ended; `start` is when it began;
+    /// `hint` how long to stay open should this result trip the breaker.
     #[inline]
     pub(crate) fn record(
         &self,
         permit: Permit,
         outcome: Outcome,
         start: Option<Instant>,
-        cut: bool,
         hint: Option<Duration>,
     ) {
         if permit.kind == PermitKind::Untracked {
@@ -811,8 +796,7 @@ impl Breaker {
             // A downstream shedding load is up: by default its refusals count for nothing.
             Outcome::Overload if self.rules().overload_is_failure => Outcome::Failure,
             Outcome::Overload => Outcome::Ignored,
-            outcome if permit.kind == PermitKind::Probe => outcome,
-            outcome => self.queue_outcome(outcome, cut, now, elapsed),
+            outcome => outcome,
         };
         let call = match (outcome, slow) {
             (Outcome::Success, false) => CallOutcome::Success,
@@ -839,29 +823,6 @@ impl Breaker {
                 self.record_closed(permit, call, second, hint);
             }
             PermitKind::Untracked => {}
-        }
-    }
-
-    /// A closed breaker's outcome under the queue rule: a success feeds the base, and a cut
-    /// after a slow success counts for nothing.
-    #[inline]
-    fn queue_outcome(
-        &self,
-        outcome: Outcome,
-        cut: bool,
-        now: Option<Instant>,
-        elapsed: Option<Duration>,
-    ) -> Outcome {
-        if !self.queue_rule.load(Ordering::Relaxed) {
-            return outcome;
-        }
-        match (outcome, now, elapsed) {
-            (Outcome::Success, Some(now), Some(elapsed)) => {
-                self.queue.success(elapsed, self.since_epoch(now));
-                outcome
-            }
-            (Outcome::Failure, ..) if cut && self.queue.excuses_cut() => Outcome::Ignored,
-            _ => outcome,
         }
     }
 
@@ -1474,7 +1435,7 @@ mod tests {
         assert!(!after.times_calls());
         recorder.install_for(|| {
             let permit = after.admit().unwrap();
-            after.record(permit, Outcome::Success, None, false, None);
+            after.record(permit, Outcome::Success, None, None);
         });
         assert!(
             after.times_calls(),

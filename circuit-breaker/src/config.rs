@@ -146,7 +146,6 @@ pub struct CircuitBreakerConfig {
     pub(crate) key_idle_timeout: Duration,
     pub(crate) overload_is_failure: bool,
     pub(crate) half_open_slow_start: bool,
-    pub(crate) excuse_queue_timeouts: bool,
 }
 
 impl CircuitBreakerConfig {
@@ -249,11 +248,6 @@ impl CircuitBreakerConfig {
     /// Whether an overload refusal counts as a failure.
     pub fn overload_is_failure(&self) -> bool {
         self.overload_is_failure
-    }
-
-    /// Whether attempt timeouts that follow slow answers count for nothing.
-    pub fn excuse_queue_timeouts(&self) -> bool {
-        self.excuse_queue_timeouts
     }
 
     /// Whether half-open lets its probes through one at a time at first, one more at once
@@ -511,23 +505,6 @@ impl<T, X> CircuitBreakerConfigBuilder<T, X> {
         self
     }
 
-    /// Whether an attempt timeout (a [`TimedOut`](seawall_core::RejectionKind::TimedOut) from a
-    /// timeout inside the breaker) that follows a success four times slower than the fastest
-    /// of the last few seconds counts for nothing, three such timeouts per slow success
-    /// (default `false`; the client stack turns it on).
-    ///
-    /// A downstream that queues more load than it serves answers slower and slower, then every
-    /// call waits past the attempt timeout: counted as failures, those cuts open the breaker on
-    /// a downstream that is up and serving its capacity. A black hole answers at its usual
-    /// latency until it stops, so its timeouts still count from the first. What it can hide: a
-    /// downstream that gets slower and then dies within a few seconds is detected three failed
-    /// calls later. It times every call (one more clock reading); see the
-    /// [crate docs](crate#queue-timeouts).
-    pub fn excuse_queue_timeouts(mut self, on: bool) -> Self {
-        self.spec.excuse_queue_timeouts = Some(on.into());
-        self
-    }
-
     /// Whether half-open starts with one probe in flight and lets one more through at once
     /// with each success, up to `half_open_probes` in all, as TCP's slow start grows its
     /// window (default on).
@@ -631,8 +608,6 @@ struct CircuitBreakerSpec {
     key_idle_timeout: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     overload_is_failure: Option<Raw<bool>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    excuse_queue_timeouts: Option<Raw<bool>>,
 }
 
 /// A consecutive-failures rule as written: a count, `{ min = 5, one_in = 10000000 }` or `"off"`.
@@ -796,7 +771,6 @@ impl Default for CircuitBreakerSpec {
             max_keys: None,
             key_idle_timeout: None,
             overload_is_failure: None,
-            excuse_queue_timeouts: None,
         }
     }
 }
@@ -987,11 +961,6 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 .map(|on| on.expected("half_open_slow_start", "true or false"))
                 .transpose()?
                 .unwrap_or(true),
-            excuse_queue_timeouts: spec
-                .excuse_queue_timeouts
-                .map(|on| on.expected("excuse_queue_timeouts", "true or false"))
-                .transpose()?
-                .unwrap_or(false),
         })
     }
 }
@@ -1105,7 +1074,6 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             max_keys: Some(c.max_keys.into()),
             key_idle_timeout: Some(c.key_idle_timeout.into()),
             overload_is_failure: c.overload_is_failure.then_some(true.into()),
-            excuse_queue_timeouts: c.excuse_queue_timeouts.then_some(true.into()),
         }
     }
 }

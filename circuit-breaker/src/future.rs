@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classified, Classify, Outcome, Report};
-use seawall_core::time::call_now;
-use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
+use seawall_core::{BoxError, rejected};
 use tokio::time::Instant;
 
 use crate::breaker::{Breaker, Permit};
@@ -32,8 +31,6 @@ pub struct CallReport {
     breaker: Arc<Breaker>,
     permit: Permit,
     start: Option<Instant>,
-    /// Ended by an attempt timeout inside the breaker.
-    cut: bool,
     hint: Option<Duration>,
     done: bool,
 }
@@ -42,12 +39,11 @@ impl CallReport {
     pub(crate) fn new(breaker: Arc<Breaker>, permit: Permit) -> Self {
         // Timed only when a slow-call rule or an observer wants the duration: the clock read
         // is most of an untimed call's cost.
-        let start = breaker.times_calls().then(call_now);
+        let start = breaker.times_calls().then(Instant::now);
         Self {
             breaker,
             permit,
             start,
-            cut: false,
             hint: None,
             done: false,
         }
@@ -58,7 +54,7 @@ impl Report for CallReport {
     fn report(mut self, outcome: Outcome) {
         self.done = true;
         self.breaker
-            .record(self.permit, outcome, self.start, self.cut, self.hint);
+            .record(self.permit, outcome, self.start, self.hint);
     }
 }
 
@@ -157,17 +153,13 @@ where
                     .take()
                     .expect("ResponseFuture polled after completion");
                 let result = match result {
-                    Err(err) => match rejected(&*err).map(Rejected::kind) {
-                        // Stopped further in before it reached the downstream: no evidence.
-                        Some(kind) if !kind.is_downstream_failure() => {
-                            report.report(Outcome::Ignored);
-                            return Poll::Ready(Err(err));
-                        }
-                        kind => {
-                            report.cut = kind == Some(RejectionKind::TimedOut);
-                            Err(err)
-                        }
-                    },
+                    // Stopped further in before it reached the downstream: no evidence.
+                    Err(err)
+                        if rejected(&*err).is_some_and(|r| !r.kind().is_downstream_failure()) =>
+                    {
+                        report.report(Outcome::Ignored);
+                        return Poll::Ready(Err(err));
+                    }
                     result => result,
                 };
                 report.hint = policy.retry_after.retry_after(result.as_ref());

@@ -49,23 +49,6 @@
 //!   half-open and back, so gauges and health followers see it too;
 //! - a [`KeyedCircuitBreakerLayer`] with one breaker per host, route or tenant.
 //!
-//! # Queue timeouts
-//!
-//! A downstream that is sent more than it can serve queues the excess: its answers get slower
-//! and slower, and once the wait passes the attempt timeout every call is cut. Counted as
-//! failures, those cuts open the breaker of every client that calls a few times a second
-//! (each sees a few slow answers, then five cuts in a row) on a downstream that is up and
-//! serving its capacity. With
-//! [`excuse_queue_timeouts`](CircuitBreakerConfigBuilder::excuse_queue_timeouts) (the client
-//! stack's default), a success four times slower than the fastest of the last two to four
-//! seconds lets the next three attempt timeouts count for nothing; a success that is not
-//! slow, or a fourth timeout, ends that. A black hole answers at its usual latency until it
-//! stops, so its timeouts count from the first and it opens after five, as before. A
-//! downstream that gets slower and then dies within a few seconds opens three failed calls
-//! later; one slow for longer has a slower base by then and opens after five. Errors count
-//! as always. Shedding a queue's excess is the throttle's job, not the breaker's: an open
-//! breaker sheds all of a client's calls, then lets them all back at once.
-//!
 //! Where it goes in a stack: on a client, outside the per-attempt timeout (so a hung call
 //! counts as a failure) and inside retry (so a retry does not hammer an open breaker, and sees
 //! its `retry_after`). On a server, under the [`ErrorResponseLayer`] that answers an open
@@ -116,7 +99,6 @@ pub mod future;
 mod handle;
 mod keyed;
 mod layer;
-mod queue;
 mod retry_after;
 mod run;
 mod service;

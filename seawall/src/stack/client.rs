@@ -465,7 +465,6 @@ fn default_bulkhead() -> BulkheadConfig {
 
 fn default_breaker() -> CircuitBreakerConfig {
     CircuitBreakerConfig::builder()
-        .excuse_queue_timeouts(true)
         .build()
         .expect("the defaults are valid")
 }

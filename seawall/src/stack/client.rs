@@ -776,13 +776,14 @@ impl Default for ClientStackConfig {
     ///   req/s stepping to 600 ms the floor asks 7733). Polly's and Netflix's 1000 (Envoy's
     ///   1024) carried 10,000 req/s only up to 100 ms and turned away 50–83 % of the calls of
     ///   a downstream answering in 200–600 ms (the lab's `slow-200ms` and `slow-600ms` at
-    ///   10,000 req/s from one client); the black hole's calls past it are cut by the attempt
-    ///   timeout, not by the maximum. Below it the limit falls when the downstream queues behind the
-    ///   client's own calls, so an overloaded downstream keeps serving its capacity near its
+    ///   10,000 req/s from one client). Against a black hole the attempt timeout and the
+    ///   breaker bound the calls in flight, not the maximum (9777 at 10,000 req/s in the
+    ///   lab). Below it the limit falls when the downstream queues behind the client's own
+    ///   calls, so an overloaded downstream keeps serving its capacity near its
     ///   healthy latency (the lab's `overload`: goodput 99.7–100 % and accepted p99 1.4–1.5 ×
     ///   healthy, against 43 % and 36–39 × with a fixed 1000), and never below what Little's
-    ///   law asks at the offered load while nothing shows overload. Calls that hang, a
-    ///   downstream that got slower, a limit that has measured nothing yet (its initial 20) and
+    ///   law asks at the offered load while nothing shows overload. Calls that hang, a share
+    ///   of calls answering late, a downstream that got slower, a limit that has measured nothing yet (its initial 20) and
     ///   one at its maximum are not read as a queue. A client of a large fleet at a few calls a
     ///   second never fills a window of 10 calls, and its calls come in over the initial 20
     ///   while no queue shows. `max_concurrent = N` instead gives a fixed limit;

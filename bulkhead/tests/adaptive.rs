@@ -490,6 +490,43 @@ async fn calls_cancelled_by_a_timeout_further_out_count_in_the_floor() {
     assert_eq!(turned_away.load(Ordering::SeqCst), 0, "limit {limit}");
 }
 
+/// 10 000 calls a second of 10 ms; from 3 s one call in ten answers 100 ms late and none
+/// fails: 200 calls in flight on average against the 162 the healthy windows asked for. The
+/// mean latency doubles, which Vegas reads as 81 calls queued, but the fastest answers stay
+/// at 10 ms: a tail, no queue. From the tail's second window on, no call is turned away.
+#[tokio::test(start_paused = true)]
+async fn a_tenth_of_calls_answering_late_at_ten_thousand_a_second_is_no_queue() {
+    let (layer, handle) = BulkheadLayer::builder()
+        .adaptive(VegasConfig::new().initial(20).max(10_000))
+        .sample_window(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .pair();
+    let svc = layer.layer(service_fn(|late: bool| async move {
+        sleep(if late { ms(110) } else { ms(10) }).await;
+        Ok::<_, std::convert::Infallible>(())
+    }));
+    let start = Instant::now();
+    let turned_away = Arc::new(AtomicUsize::new(0));
+    let mut calls = Vec::new();
+    for i in 0..80_000u32 {
+        tokio::time::sleep_until(start + Duration::from_micros(100) * i).await;
+        let svc = svc.clone();
+        let turned_away = turned_away.clone();
+        calls.push(tokio::spawn(async move {
+            if svc.oneshot(i >= 30_000 && i % 10 == 0).await.is_err() && i >= 50_000 {
+                turned_away.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    }
+    let limit = handle.limit();
+    for call in calls {
+        call.await.unwrap();
+    }
+    assert_eq!(turned_away.load(Ordering::SeqCst), 0, "limit {limit}");
+    assert!(limit >= 200, "Little's law asks 200 on average: {limit}");
+}
+
 /// Sends `per_ms` calls a millisecond for `n` milliseconds through `svc` without waiting for
 /// them; returns how many the bulkhead rejected.
 async fn send_open_loop<S>(svc: S, per_ms: u64, n: u64) -> usize

@@ -120,6 +120,38 @@ async fn the_default_bulkhead_turns_no_call_away_when_a_dependency_becomes_unifo
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_default_bulkhead_carries_ten_thousand_requests_a_second_at_200ms() {
+    // 10,000 requests a second from one client; from 1 s every call takes 200 ms, nothing
+    // queues or fails: Little's law asks 2000 calls in flight, twice the old maximum of 1000.
+    let step = Instant::now() + ms(1000);
+    let dependency = service_fn(move |n: u64| async move {
+        let latency = if Instant::now() < step { 10 } else { 200 };
+        sleep(ms(latency)).await;
+        Ok::<_, BoxError>(n)
+    });
+    let client = ClientStackLayer::new(ClientStackConfig::default()).layer(dependency);
+    let requests = (0..30_000).map(|n| {
+        let client = client.clone();
+        async move {
+            sleep(Duration::from_micros(100 * n)).await;
+            (n, client.oneshot(n).await.err())
+        }
+    });
+    // From 2 s, after the step's first window.
+    let turned_away = join_all(requests)
+        .await
+        .into_iter()
+        .filter(|(n, err)| {
+            *n >= 20_000
+                && err.as_ref().is_some_and(|err| {
+                    rejected(&**err).is_some_and(|r| r.kind() == RejectionKind::BulkheadFull)
+                })
+        })
+        .count();
+    assert_eq!(turned_away, 0);
+}
+
 #[test]
 fn the_attempt_timeout_reads_as_a_duration_or_a_table_with_field_paths() {
     let read = |attempt: &str| {

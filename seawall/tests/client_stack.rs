@@ -502,8 +502,8 @@ fn the_default_stack_is_one_second_three_attempts_and_a_fleet_safe_budget() {
     );
     assert_eq!(json["bulkhead"]["max_concurrent"], serde_json::Value::Null);
     assert_eq!(
-        json["bulkhead"]["adaptive"]["vegas"]["max"], 1000,
-        "an adaptive limit, at most what a fixed one allowed"
+        json["bulkhead"]["adaptive"]["vegas"]["max"], 10_000,
+        "an adaptive limit, at most 10,000 req/s for the whole total timeout"
     );
     assert_eq!(json["bulkhead"]["queue_limit"], 0);
     // What it writes, it reads back.

@@ -162,7 +162,7 @@ fn the_client_stack_builder_starts_from_the_defaults() {
     assert_eq!(built.name(), "client");
     assert_eq!(
         built.bulkhead().limit(),
-        &Limit::Adaptive(VegasConfig::new().max(1000).into())
+        &Limit::Adaptive(VegasConfig::new().max(10_000).into())
     );
     let layer = ClientStackLayer::builder().name("db").build().unwrap();
     assert_eq!(layer.bulkhead().limit(), 20, "Vegas's initial limit");

@@ -91,6 +91,26 @@
 //! (292) in five windows instead of thirty. Gradient2 has no slow start: its long-term average
 //! latency would take the queue of one doubling past the knee as the new normal.
 //!
+//! # A tail is no queue
+//!
+//! A window's mean rises with a queue and with a tail alike: one call in ten answering 100 ms
+//! late doubles a 10 ms mean, which Vegas reads as half the limit queued. Whether that rise
+//! counts depends on the window's calls: up to 80 calls a window the tail's spread (a
+//! deviation of 30 ms) keeps it within three standard errors; at 200 a second it counts, but
+//! a limit of 20 is five times the 4 calls Little's law asks and never binds; at 10 000 the
+//! standard error is 0.3 ms and the limit is what Little's law asked before the tail. Whether
+//! the downstream queues does not depend on the rate: a queue delays every call behind it, the
+//! fastest too, and a tail leaves the others as fast as before. So a window whose mean shows a
+//! queue while the fastest of the last 16 to 32 successes shows none (the window's completions
+//! a second times their wait over the fastest seen, Little's law over the queue alone, at most
+//! `f(limit)` calls: the test a call that finds the limit full makes) is read as a window
+//! without a queue: the floor, or slow start while the limit turns calls away, lift the limit
+//! over Vegas's cut. At 10 000 calls a second with 30 % of calls failing and 10 % answering
+//! 100 ms late (the lab's `overlap`), Vegas read `163 × (1 − 10.5 / 18.7) = 71` queued, and the
+//! drops took the limit from 163 to 121, two a window, while Little's law asked ~205 in flight:
+//! 67 000 calls turned away in the fault. Now its first window doubles the limit to 305 and the
+//! floor holds it at 295–309.
+//!
 //! # A slower downstream, or a queue behind our own calls
 //!
 //! Both raise the latency while the limit turns calls away, and Vegas's estimate reads both
@@ -941,7 +961,10 @@ impl Windowed {
         let at_max = !w.dropped
             && before >= self.max
             && demand.is_some_and(|d| d.limited && d.floor >= self.max);
-        let queued = slowed.is_none() && !at_max && queueing(before, base, average, noise);
+        let queued = slowed.is_none()
+            && !at_max
+            && queueing(before, base, average, noise)
+            && !demand.is_some_and(|d| self.only_a_tail(now, d.pace.completed, before));
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
             (None, Some(d)) if d.served || at_max => d.floor,
@@ -987,6 +1010,20 @@ impl Windowed {
 
     pub(crate) fn set(&mut self, limit: usize) {
         self.limit = self.algorithm.set(limit);
+    }
+
+    /// Whether a window whose mean shows a queue owes it to a tail (a share of calls answering
+    /// late) rather than a queue: a queue delays every call behind it, the fastest too, so the
+    /// fastest recent successes would show it, by Little's law over the queue alone (`completed`
+    /// a second times their wait over the fastest seen) at most `f(limit)` calls. See "A tail
+    /// is no queue" in the module docs.
+    fn only_a_tail(&self, now: Instant, completed: f64, limit: usize) -> bool {
+        let (Some(recent), Some(fastest)) =
+            (self.tally.recent().fastest(now), self.tally.fastest())
+        else {
+            return false;
+        };
+        completed * recent.saturating_sub(fastest).as_secs_f64() <= log10_root(limit as f64)
     }
 }
 
@@ -1354,6 +1391,63 @@ mod tests {
         // Doubling, up to what the offered load needs: λW = 20 000/s x 20 ms = 400, with
         // the floor's headroom 1.25 x 400 + 3 x sqrt(400) = 560.
         assert_eq!(limits, [40, 80, 160, 320, 560, 560]);
+    }
+
+    /// Every tenth call of `n` takes `late`, the others `rtt`, as [`window`] feeds them.
+    fn tail_window(
+        w: &mut Windowed,
+        now: &mut Instant,
+        n: u64,
+        [rtt, late]: [Duration; 2],
+        load: Load,
+    ) -> Option<usize> {
+        let step = w.length / n as u32 + Duration::from_nanos(1);
+        let mut limit = None;
+        for i in 0..n {
+            *now += step;
+            let rtt = if i % 10 == 9 { late } else { rtt };
+            if let Some(l) = w.sample(*now, rtt, load.in_flight, false, false, || load) {
+                limit = Some(l);
+            }
+        }
+        limit
+    }
+
+    #[test]
+    fn a_tail_that_leaves_the_fastest_answers_as_fast_is_no_queue() {
+        // 5000 calls a second of 10 ms: the floor asks 1.25 x 50 + 3 x sqrt(50) = 84.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(10_000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let healthy = Load {
+            in_flight: 50,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 50, false, false, || healthy);
+        assert_eq!(
+            window(&mut w, &mut now, 5000, ms(10), false, healthy),
+            Some(84)
+        );
+        // One call in ten 100 ms late: the mean doubles (20 ms), which Vegas reads as
+        // 84 x (1 - 10/20) = 42 queued, while the limit turns 900 of 5950 arrivals away. The
+        // fastest recent successes still take 10 ms: no queue, so slow start doubles the
+        // limit, under the floor of 5950/s x 20 ms (182).
+        let turned_away = Load {
+            in_flight: 100,
+            rejected: 900,
+            ..Load::default()
+        };
+        assert_eq!(
+            tail_window(&mut w, &mut now, 5000, [ms(10), ms(110)], turned_away),
+            Some(168)
+        );
+        // A queue that delays every call by 10 ms, the fastest too, is still cut.
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        w.sample(now, ms(10), 50, false, false, || healthy);
+        window(&mut w, &mut now, 5000, ms(10), false, healthy);
+        let limit = window(&mut w, &mut now, 5000, ms(20), false, turned_away).unwrap();
+        assert!(limit < 84, "{limit}");
     }
 
     #[test]
@@ -1857,6 +1951,8 @@ mod properties {
                 let load = Load { in_flight, ..Load::default() };
                 let first = window(&mut w, &mut now, calls, ms(1), true, load).unwrap();
                 let mut before = model.update(ms(1), in_flight, true);
+                // The opening success took 5 ms; the first window's calls dropped.
+                let mut successes = vec![5u64];
                 prop_assert_eq!(first, before);
                 for &latency in &latencies {
                     let rtt = Duration::from_millis(latency);
@@ -1873,6 +1969,21 @@ mod properties {
                         }),
                     };
                     let limit = window(&mut w, &mut now, calls, rtt, dropped, load).unwrap();
+                    if !dropped {
+                        successes.extend(std::iter::repeat_n(latency, calls as usize));
+                    }
+                    // Recent successes (the last full 16 and those filling the next) whose
+                    // fastest waits over the fastest seen no more than `f` calls at the
+                    // window's completions are a tail, not a queue: their rejections are slow
+                    // start's (its own property), not overload.
+                    let recent = &successes[16 * (successes.len() / 16).max(1) - 16..];
+                    let wait = recent.iter().min().unwrap() - successes.iter().min().unwrap();
+                    if matches!(kind, Overload::Rejections)
+                        && calls as f64 * 10.0 * wait as f64 / 1000.0 <= log10_root(before as f64)
+                    {
+                        prop_assert!(limit >= model.update(rtt, in_flight, dropped));
+                        break;
+                    }
                     prop_assert_eq!(limit, model.update(rtt, in_flight, dropped), "{:?}", config);
                     match config {
                         AdaptiveLimit::Aimd(_) if dropped && before > config.min() => {
@@ -1892,8 +2003,9 @@ mod properties {
         /// the reference model's (the algorithm's, lifted to double the limit, at most to the
         /// offered load's floor and to half the limit of the last overloaded window, while
         /// the mean latency stays within `f(limit)` queued calls of the lowest seen, or rose
-        /// by no more than three standard errors of the difference of the two means), and slow
-        /// start never more than doubles it. Gradient2 has no slow start.
+        /// by no more than three standard errors of the difference of the two means, or the
+        /// fastest recent success waits no more than `f(limit)` calls over the fastest seen),
+        /// and slow start never more than doubles it. Gradient2 has no slow start.
         #[test]
         fn slow_start_matches_its_reference_model(
             windows in prop::collection::vec(
@@ -1911,6 +2023,8 @@ mod properties {
                 let mut base = f64::INFINITY;
                 let mut base_error = 0.0;
                 let mut threshold = usize::MAX;
+                // The opening success took 5 ms.
+                let mut fastest = 5;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -1933,8 +2047,16 @@ mod properties {
                     let step = 100.0 / CALLS as f64 + 1e-6;
                     let need = mean / step * (1 + share) as f64;
                     let floor = (1.25 * need + 3.0 * need.sqrt()).ceil() as usize;
-                    let queued = limit as f64 * (1.0 - base / lowered.max(1e-6))
-                        > (limit as f64).log10().floor().max(1.0);
+                    // A queue delays the fastest recent success too (here the window's
+                    // fastest, at 1000 completions a second); one that waits no more than
+                    // `f(limit)` calls over the fastest seen shows a tail.
+                    let fastest_recent = latency - spread;
+                    if !dropped {
+                        fastest = fastest.min(fastest_recent);
+                    }
+                    let f = (limit as f64).log10().floor().max(1.0);
+                    let tail = !dropped && (fastest_recent - fastest) as f64 <= f;
+                    let queued = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f && !tail;
                     let lift = match (dropped, share) {
                         (true, _) => 0,
                         (false, 0) => floor,

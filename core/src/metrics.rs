@@ -641,6 +641,25 @@ fn look_due() -> bool {
     })
 }
 
+/// Whether a recorder is installed, looked for only once every [`LOOK_EVERY`] asks (and
+/// unbound [`CallCounter`] counts) on this thread while none is: for a layer that keeps a
+/// state only for a recorder (a gauge it does not update without one) and so asks on every call
+/// until it sees one. Once one is found, every ask on the thread looks, until one finds none.
+#[inline]
+pub fn look_for_recorder() -> bool {
+    look_due() && look_now()
+}
+
+/// The countdown's end: whether a recorder is installed; the countdown starts again if not,
+/// and stays at its end if so, so that the thread's next ask or unbound count looks too.
+#[cold]
+#[inline(never)]
+fn look_now() -> bool {
+    let found = recorder_installed();
+    DROPS_BEFORE_LOOK.with(|left| left.set(if found { 0 } else { LOOK_EVERY }));
+    found
+}
+
 /// The next per-call count on this thread that finds its counter unbound looks for a recorder:
 /// `TestRecorder::install_for` calls it, so that a test's counts reach it from its first call.
 #[cfg(any(test, feature = "test-util"))]
@@ -706,17 +725,14 @@ impl CallCounter {
     }
 }
 
-/// The countdown's end: binds the unbound counters to the recorder installed now and counts
-/// their values, or, with none installed, starts the countdown again. A thread that found one
-/// keeps its countdown at zero, so its other unbound counters bind on their next count.
+/// The countdown's end for unbound counters: binds them to the recorder installed now, if
+/// one is, and counts their values.
 #[cold]
 #[inline(never)]
 fn look_and_count(first: Option<(&CallCounter, u64)>, second: Option<(&CallCounter, u64)>) {
-    if !recorder_installed() {
-        DROPS_BEFORE_LOOK.with(|left| left.set(LOOK_EVERY));
+    if !look_now() {
         return;
     }
-    DROPS_BEFORE_LOOK.with(|left| left.set(0));
     for (counter, value) in [first, second].into_iter().flatten() {
         if let CallCounterInner::Late(late) = &counter.0
             && let Some(bound) = late.late.handle(register_counter)
@@ -1100,6 +1116,24 @@ mod tests {
         calls.increment(5);
         let labels = [("name", "api"), ("result", "ok")];
         assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 5);
+    }
+
+    #[test]
+    fn a_layer_that_asks_for_a_recorder_on_every_call_finds_one_within_look_every_asks() {
+        on_a_new_thread(|| {
+            assert!(!look_for_recorder(), "looks: none, and answers the next asks unlooked");
+            let recorder = TestRecorder::new();
+            metrics::with_local_recorder(&recorder, || {
+                for ask in 0..LOOK_EVERY {
+                    assert!(!look_for_recorder(), "ask {ask}: not looked for yet");
+                }
+                for ask in 0..3 {
+                    assert!(look_for_recorder(), "ask {ask}: found, and each ask looks");
+                }
+            });
+            assert!(!look_for_recorder(), "gone: the look finds none");
+            assert!(!look_for_recorder(), "and the countdown starts again");
+        });
     }
 
     /// What the reference model and the counters are given: counter `first` (and `second`,

@@ -437,14 +437,15 @@ impl MetricScope {
     ) -> CallCounter {
         let key = self.key(metric, labels);
         metrics::with_recorder(|recorder| match is_fallback(recorder) {
-            true => CallCounter(CallCounterInner::Late(self.wait(Arc::new(LateCounter {
+            true => CallCounter(self.wait(Arc::new(LateCounter {
                 late: self.late(metric, key),
-            })))),
+            }))),
             false => {
                 self.waiting.recording.store(true, Ordering::Relaxed);
-                CallCounter(CallCounterInner::Recorder(register_counter(
-                    recorder, metric, &key,
-                )))
+                let counter = register_counter(recorder, metric, &key);
+                let late = self.late(metric, key);
+                let _ = late.handle.set(counter);
+                CallCounter(Arc::new(LateCounter { late }))
             }
         })
     }
@@ -675,15 +676,11 @@ pub(crate) fn look_on_next_count() {
 /// thread-local countdown, and looks for a recorder once every [`LOOK_EVERY`] such counts on the
 /// thread (see the [module docs](self)); once bound it goes straight to the recorder's handle.
 #[derive(Clone)]
-pub struct CallCounter(CallCounterInner);
-
-#[derive(Clone)]
-enum CallCounterInner {
-    /// Registered with a recorder in place.
-    Recorder(Counter),
-    /// Registered before any recorder.
-    Late(Arc<LateCounter>),
-}
+//
+// One shape for both: a counter registered with a recorder in place is a `LateCounter`
+// bound from the start, so that an unbound count is one state check, not a variant's tag
+// and then the state (2 instructions a count, callgrind).
+pub struct CallCounter(Arc<LateCounter>);
 
 impl CallCounter {
     /// Adds `value` to the counter.
@@ -713,15 +710,13 @@ impl CallCounter {
     /// Adds `value` to the recorder's counter if there is one (`true`); drops it if not.
     #[inline]
     fn add(&self, value: u64) -> bool {
-        let counter = match &self.0 {
-            CallCounterInner::Recorder(counter) => counter,
-            CallCounterInner::Late(late) => match late.late.handle.get() {
-                Some(counter) => counter,
-                None => return false,
-            },
-        };
-        counter.increment(value);
-        true
+        match self.0.late.handle.get() {
+            Some(counter) => {
+                counter.increment(value);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -734,9 +729,7 @@ fn look_and_count(first: Option<(&CallCounter, u64)>, second: Option<(&CallCount
         return;
     }
     for (counter, value) in [first, second].into_iter().flatten() {
-        if let CallCounterInner::Late(late) = &counter.0
-            && let Some(bound) = late.late.handle(register_counter)
-        {
+        if let Some(bound) = counter.0.late.handle(register_counter) {
             bound.increment(value);
         }
     }
@@ -744,10 +737,7 @@ fn look_and_count(first: Option<(&CallCounter, u64)>, second: Option<(&CallCount
 
 impl fmt::Debug for CallCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bound = match &self.0 {
-            CallCounterInner::Recorder(_) => true,
-            CallCounterInner::Late(late) => late.late.handle.get().is_some(),
-        };
+        let bound = self.0.late.handle.get().is_some();
         f.debug_struct("CallCounter")
             .field("bound", &bound)
             .finish()

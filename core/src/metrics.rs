@@ -1054,9 +1054,17 @@ mod tests {
                 }
                 assert_eq!(count("seawall_test_calls_total"), 0, "not looked for yet");
                 calls.increment(1);
-                assert_eq!(count("seawall_test_calls_total"), 1, "found at the next look");
+                assert_eq!(
+                    count("seawall_test_calls_total"),
+                    1,
+                    "found at the next look"
+                );
                 retries.increment(2);
-                assert_eq!(count("seawall_test_retries_total"), 2, "bound with its scope");
+                assert_eq!(
+                    count("seawall_test_retries_total"),
+                    2,
+                    "bound with its scope"
+                );
             });
             for _ in 0..10 {
                 calls.increment_both(1, &retries, 1);
@@ -1111,7 +1119,10 @@ mod tests {
     #[test]
     fn a_layer_that_asks_for_a_recorder_on_every_call_finds_one_within_look_every_asks() {
         on_a_new_thread(|| {
-            assert!(!look_for_recorder(), "looks: none, and answers the next asks unlooked");
+            assert!(
+                !look_for_recorder(),
+                "looks: none, and answers the next asks unlooked"
+            );
             let recorder = TestRecorder::new();
             metrics::with_local_recorder(&recorder, || {
                 for ask in 0..LOOK_EVERY {
@@ -1137,7 +1148,12 @@ mod tests {
     }
 
     fn count() -> impl Strategy<Value = Count> {
-        (0..3usize, proptest::option::of(1..3usize), 1..5u64, proptest::bool::weighted(0.1))
+        (
+            0..3usize,
+            proptest::option::of(1..3usize),
+            1..5u64,
+            proptest::bool::weighted(0.1),
+        )
             .prop_map(|(first, step, value, recorder)| Count {
                 first,
                 second: step.map(|step| (first + step) % 3),

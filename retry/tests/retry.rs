@@ -687,5 +687,9 @@ async fn a_recorder_installed_later_counts_the_calls_made_after_it() {
         &[("name", "dep"), ("kind", "success_without_retry")],
     );
     let attempts = recorder.counter("seawall_retry_attempts_total", &[("name", "dep")]);
-    assert_eq!((calls, attempts), (1, 1), "the call before the recorder is dropped");
+    assert_eq!(
+        (calls, attempts),
+        (1, 1),
+        "the call before the recorder is dropped"
+    );
 }

@@ -65,6 +65,10 @@ use metrics::{
 };
 
 /// The metric handles of one layer instance are registered through this.
+///
+/// Handles registered before a recorder is installed bind to one installed later, the scope's
+/// handles together: counts and histogram samples made before it is found are dropped, gauge
+/// values are handed over (see the [module docs](self)).
 #[derive(Clone)]
 pub struct MetricScope {
     name: Arc<str>,
@@ -376,9 +380,10 @@ impl MetricScope {
     }
 
     /// Binds the handles registered before a recorder was installed, if one is now. A handle
-    /// binds itself on its first use, and the scope's others with it; code that may go long
-    /// without recording anything (a health tracker between changes) calls this when it is
-    /// asked for its state.
+    /// binds itself when it finds one (a [`Counter`], gauge or histogram on its next use, a
+    /// [`CallCounter`] within [`LOOK_EVERY`] counts on a thread), and the scope's others with
+    /// it; code that may go long without recording anything (a health tracker between
+    /// changes) calls this when it is asked for its state.
     pub fn bind_late(&self) {
         self.waiting.bind_all();
     }

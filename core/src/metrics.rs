@@ -596,7 +596,8 @@ impl Waiting {
     }
 }
 
-/// A counter registered before any recorder: counts are dropped until it is bound.
+/// A counter and the recorder's handle for it once bound: counts are dropped until then. A
+/// [`CallCounter`] registered with a recorder in place is bound from the start.
 struct LateCounter {
     late: Late<Counter>,
 }
@@ -625,8 +626,9 @@ impl CounterFn for LateCounter {
 /// for one: the most a [`CallCounter`] misses of a recorder installed after it was registered,
 /// on each thread, before it finds it.
 //
-// A look is a thread-local and a global load and a call into `metrics` (≈ 15 instructions,
-// callgrind); once in 64 counts it is a fraction of an instruction a count.
+// A look is `metrics`' thread-local, a call to load its global and the countdown set again
+// (≈ 20–25 instructions out of line, callgrind); once in 65 counts it is under half an
+// instruction a count.
 pub const LOOK_EVERY: u32 = 64;
 
 thread_local! {

@@ -6,6 +6,8 @@
 #
 #   benches/callgrind.sh                # every contender
 #   benches/callgrind.sh bulkhead       # the contenders whose name contains "bulkhead"
+#   PROBE_RECORDER=before benches/callgrind.sh   # with a metrics recorder installed first
+#                                       # (`late`: installed after the contender is built)
 #   FUNCTIONS=1 benches/callgrind.sh timeout-pending/seawall
 #                                       # and each one's instructions per call by function
 #

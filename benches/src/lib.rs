@@ -15,3 +15,4 @@ pub mod contenders;
 pub mod lab;
 pub mod overhead;
 pub mod paired;
+pub mod recorder;

@@ -463,3 +463,102 @@ fn the_server_stack_allocates_only_the_deadline_stamp_and_the_adapters_body_box(
     // adapter's `Either` is: see RESULTS.md, branch `http2`.
     assert_eq!(stack, nothing + 2 * 100, "per 100 requests");
 }
+
+/// Allocations per call through the layer `$layer` over `$inner`, with `$recorder` installed
+/// on this thread for the calls, and for the build too unless `$late`.
+macro_rules! with_recorder {
+    ($recorder:expr, $late:expr, $layer:expr, $inner:expr) => {{
+        let build = || $layer.layer($inner);
+        let mut svc = if $late {
+            build()
+        } else {
+            metrics::with_local_recorder($recorder, build)
+        };
+        metrics::with_local_recorder($recorder, || allocations_per_call(&mut svc, 1000))
+    }};
+}
+
+#[test]
+fn every_layer_allocates_nothing_per_call_with_a_recorder_installed_before_or_after_it_is_built() {
+    use seawall_bench::contenders as c;
+    use seawall_bench::overhead::yielding;
+    use seawall_bench::recorder::AtomicRecorder;
+
+    let rt = runtime();
+    let _guard = rt.enter();
+    let recorder = AtomicRecorder::default();
+    let second = Duration::from_secs(1);
+    let throttle = || seawall_throttle::ThrottleLayer::builder().build().unwrap();
+    let hedge = || {
+        seawall_hedge::HedgeLayer::builder()
+            .delay(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    let fallback = || {
+        seawall_fallback::FallbackLayer::builder()
+            .value(0u64)
+            .build()
+            .unwrap()
+    };
+    for late in [false, true] {
+        let r = &recorder;
+        for (name, allocations) in [
+            (
+                "timeout",
+                with_recorder!(r, late, c::seawall_timeout(second), bare()),
+            ),
+            (
+                "timeout, pending",
+                with_recorder!(r, late, c::seawall_timeout(second), yielding()),
+            ),
+            ("retry", with_recorder!(r, late, c::seawall_retry(), bare())),
+            (
+                "retry, pending",
+                with_recorder!(r, late, c::seawall_retry(), yielding()),
+            ),
+            (
+                "breaker",
+                with_recorder!(r, late, c::seawall_breaker_count(), bare()),
+            ),
+            (
+                "time breaker",
+                with_recorder!(r, late, c::seawall_breaker_time(), bare()),
+            ),
+            (
+                "bulkhead",
+                with_recorder!(r, late, c::seawall_bulkhead(), bare()),
+            ),
+            (
+                "bulkhead, pending",
+                with_recorder!(r, late, c::seawall_bulkhead(), yielding()),
+            ),
+            (
+                "vegas",
+                with_recorder!(r, late, c::seawall_bulkhead_vegas(), bare()),
+            ),
+            (
+                "rate limit",
+                with_recorder!(r, late, c::seawall_rate_limit(), bare()),
+            ),
+            ("throttle", with_recorder!(r, late, throttle(), bare())),
+            ("hedge", with_recorder!(r, late, hedge(), bare())),
+            ("fallback", with_recorder!(r, late, fallback(), bare())),
+            ("stack", with_recorder!(r, late, c::seawall_stack(), bare())),
+            (
+                "stack, pending",
+                with_recorder!(r, late, c::seawall_stack(), yielding()),
+            ),
+            (
+                "default stack",
+                with_recorder!(r, late, c::seawall_default_stack(false), bare()),
+            ),
+            (
+                "default stack, pending",
+                with_recorder!(r, late, c::seawall_default_stack(false), yielding()),
+            ),
+        ] {
+            assert_eq!(allocations, 0.0, "{name}, recorder installed late: {late}");
+        }
+    }
+}

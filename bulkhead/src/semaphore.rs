@@ -22,7 +22,7 @@ use std::task::Context;
 
 use futures::task::AtomicWaker;
 use metrics::Gauge;
-use seawall_core::metrics::recorder_installed;
+use seawall_core::metrics::{look_for_recorder, recorder_installed};
 use seawall_core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use seawall_core::sync::{Mutex, MutexGuard};
 
@@ -355,15 +355,17 @@ impl Semaphore {
     }
 
     /// Whether the caller updates the in-flight gauge: it is kept, and the caller's change is
-    /// not in it yet. The first call that sees a recorder starts it at the count of calls in
-    /// flight, its own change included.
+    /// not in it yet. The first call that sees a recorder (looked for once every
+    /// `seawall_core::metrics::LOOK_EVERY` calls on a thread) starts it at the count of calls
+    /// in flight, its own change included.
     //
-    // The check for a recorder is inlined and the start kept out of line: calling into the
-    // start on every call until a recorder comes cost its prologue, 21 of the 40 instructions
-    // a call spent looking for one (callgrind, `benches/callgrind.sh bulkhead`).
+    // The countdown is inlined and the start kept out of line: calling into the start on every
+    // call until a recorder comes cost its prologue, 21 of the 40 instructions a call spent
+    // looking for one, and the look itself on every take ≈ 15 (callgrind,
+    // `benches/callgrind.sh bulkhead`).
     #[inline]
     fn gauged(&self) -> bool {
-        self.gauged.load(SeqCst) || (recorder_installed() && self.start_gauging())
+        self.gauged.load(SeqCst) || (look_for_recorder() && self.start_gauging())
     }
 
     // A call that takes or gives back a slot between the store and the count read here may

@@ -180,8 +180,8 @@ impl Observers {
     //
     // Reading the clock twice costs 20 to 40 ns a call on the project's VM, about half of the
     // count-window breaker's whole cost (see benches/RESULTS.md); a layer with neither taker
-    // skips it. A recorder installed after the build is seen once the handles bind to it, on
-    // the first call recorded after it was installed.
+    // skips it. A recorder installed after the build is seen once the handles bind to it,
+    // within `seawall_core::metrics::LOOK_EVERY` calls recorded after it was installed.
     #[inline]
     fn wants_durations(&self) -> bool {
         self.hooks.outcome.is_set() || self.scope.is_recording()

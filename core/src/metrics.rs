@@ -7,13 +7,22 @@
 //! Prometheus exporter writes `# HELP` for every seawall metric.
 //!
 //! A layer is often built before the application installs its recorder (in a `lazy` static, a
-//! constructor, a test). `metrics` then hands out handles that drop every value, silently. A
-//! handle registered here while no recorder is installed is a stand-in instead: it keeps
-//! counts and gauge values, and binds itself to the recorder (registering and describing the
-//! metric) on the first use after one is installed, together with the other handles of its
-//! scope (a gauge set once at build time is exported from the layer's first call on; see
-//! [`MetricScope::bind_late`]). Histogram samples taken before that are dropped. Handles
-//! registered with a recorder in place are the recorder's own, with no cost added per call.
+//! constructor, a test). `metrics` then hands out handles that drop every value, silently, for
+//! good. A handle registered here while no recorder is installed is a stand-in instead: it
+//! binds itself to the recorder (registering and describing the metric) once one is installed,
+//! together with the other handles of its scope, so a recorder installed after the layer is
+//! built still gets its metrics. Until then, counts and histogram samples are dropped, as
+//! `metrics`' own macros drop them, while gauges (which report state, not calls) keep their
+//! value and hand it over (a gauge set once at build time is exported from the layer's first
+//! call on; see [`MetricScope::bind_late`]).
+//!
+//! A [`Counter`] or histogram stand-in looks for a recorder on each use. A [`CallCounter`], on
+//! a layer's per-call path, does not: without a recorder its count costs a load and a branch
+//! on its state and a thread-local countdown, and it looks only when the countdown runs out,
+//! once every [`LOOK_EVERY`] dropped counts on the thread. A recorder installed later is so
+//! found within `LOOK_EVERY` per-call counts on each thread; from then on it gets every count
+//! ([`MetricScope::bind_late`] binds at once). Handles registered with a recorder in place are
+//! the recorder's own, with no cost added per call.
 //!
 //! Call latency goes to histograms (`*_seconds`, and retry's attempts per call). The `metrics`
 //! facade has no notion of buckets: the Prometheus exporter renders a histogram as a summary
@@ -34,16 +43,18 @@
 //! use seawall_core::metrics::MetricScope;
 //! use seawall_core::testing::TestRecorder;
 //!
-//! // Built before any recorder is installed...
+//! // Built before any recorder is installed: counts made now are dropped...
 //! let calls = MetricScope::new("db").counter("seawall_timeout_calls_total", &[("result", "completed")]);
 //! calls.increment(2);
-//! // ...the counts still reach the recorder installed later.
+//! // ...and the recorder installed later gets every count from then on.
 //! let recorder = TestRecorder::new();
 //! recorder.install_for(|| calls.increment(1));
-//! assert_eq!(recorder.counter("seawall_timeout_calls_total", &[("name", "db")]), 3);
+//! calls.increment(1);
+//! assert_eq!(recorder.counter("seawall_timeout_calls_total", &[("name", "db")]), 2);
 //! # }
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -54,6 +65,10 @@ use metrics::{
 };
 
 /// The metric handles of one layer instance are registered through this.
+///
+/// Handles registered before a recorder is installed bind to one installed later, the scope's
+/// handles together: counts and histogram samples made before it is found are dropped, gauge
+/// values are handed over (see the [module docs](self)).
 #[derive(Clone)]
 pub struct MetricScope {
     name: Arc<str>,
@@ -365,9 +380,10 @@ impl MetricScope {
     }
 
     /// Binds the handles registered before a recorder was installed, if one is now. A handle
-    /// binds itself on its first use, and the scope's others with it; code that may go long
-    /// without recording anything (a health tracker between changes) calls this when it is
-    /// asked for its state.
+    /// binds itself when it finds one (a [`Counter`], gauge or histogram on its next use, a
+    /// [`CallCounter`] within [`LOOK_EVERY`] counts on a thread), and the scope's others with
+    /// it; code that may go long without recording anything (a health tracker between
+    /// changes) calls this when it is asked for its state.
     pub fn bind_late(&self) {
         self.waiting.bind_all();
     }
@@ -409,7 +425,6 @@ impl MetricScope {
         metrics::with_recorder(|recorder| match is_fallback(recorder) {
             true => Counter::from_arc(self.wait(Arc::new(LateCounter {
                 late: self.late(metric, key),
-                pending: AtomicU64::new(0),
             }))),
             false => {
                 self.waiting.recording.store(true, Ordering::Relaxed);
@@ -427,15 +442,15 @@ impl MetricScope {
     ) -> CallCounter {
         let key = self.key(metric, labels);
         metrics::with_recorder(|recorder| match is_fallback(recorder) {
-            true => CallCounter(CallCounterInner::Late(self.wait(Arc::new(LateCounter {
+            true => CallCounter(self.wait(Arc::new(LateCounter {
                 late: self.late(metric, key),
-                pending: AtomicU64::new(0),
-            })))),
+            }))),
             false => {
                 self.waiting.recording.store(true, Ordering::Relaxed);
-                CallCounter(CallCounterInner::Recorder(register_counter(
-                    recorder, metric, &key,
-                )))
+                let counter = register_counter(recorder, metric, &key);
+                let late = self.late(metric, key);
+                let _ = late.handle.set(counter);
+                CallCounter(Arc::new(LateCounter { late }))
             }
         })
     }
@@ -535,10 +550,21 @@ impl<H> Late<H> {
     /// The recorder's handle, registered on the first call that finds a recorder installed;
     /// the scope's other waiting handles are bound with it, so that a gauge set once at build
     /// time is exported too.
+    //
+    // The bound handle inline and the look out of line: as one function, its prologue made a
+    // bound stand-in's every sample cost 20 instructions more (callgrind, `PROBE_RECORDER=late
+    // benches/callgrind.sh stack`: 140 a call of the stack in `handle`).
+    #[inline]
     fn handle(&self, register: fn(&dyn Recorder, &'static str, &Key) -> H) -> Option<&H> {
-        if let Some(handle) = self.handle.get() {
-            return Some(handle);
+        match self.handle.get() {
+            Some(handle) => Some(handle),
+            None => self.bind(register),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bind(&self, register: fn(&dyn Recorder, &'static str, &Key) -> H) -> Option<&H> {
         let handle = metrics::with_recorder(|recorder| {
             (!is_fallback(recorder)).then(|| register(recorder, self.metric, &self.key))
         })?;
@@ -581,140 +607,155 @@ impl Waiting {
     }
 }
 
-/// Counts kept until a recorder is installed, then handed to it.
+/// A counter and the recorder's handle for it once bound: counts are dropped until then. A
+/// [`CallCounter`] registered with a recorder in place is bound from the start.
 struct LateCounter {
     late: Late<Counter>,
-    pending: AtomicU64,
 }
 
 impl Bind for LateCounter {
     fn bind(&self) {
-        if let Some(counter) = self.late.handle(register_counter) {
-            // Whoever adds to `pending` binds afterwards, so no count is stranded.
-            let pending = self.pending.swap(0, Ordering::AcqRel);
-            if pending > 0 {
-                counter.increment(pending);
-            }
-        }
+        let _ = self.late.handle(register_counter);
     }
 }
 
 impl CounterFn for LateCounter {
     fn increment(&self, value: u64) {
-        self.pending.fetch_add(value, Ordering::AcqRel);
-        self.bind();
+        if let Some(counter) = self.late.handle(register_counter) {
+            counter.increment(value);
+        }
     }
 
     fn absolute(&self, value: u64) {
-        match self.late.handle(register_counter) {
-            Some(counter) => counter.absolute(value),
-            None => self.pending.store(value, Ordering::Release),
+        if let Some(counter) = self.late.handle(register_counter) {
+            counter.absolute(value);
         }
     }
 }
 
-impl LateCounter {
-    /// As `increment`, with the look for a recorder inlined and the binding out of line.
-    #[inline]
-    fn increment_inline(&self, value: u64) {
-        if self.add_or_keep(value) && recorder_installed() {
-            self.bind_cold();
-        }
-    }
+/// How many per-call counts a thread drops, while no recorder is installed, between two looks
+/// for one: the most a [`CallCounter`] misses of a recorder installed after it was registered,
+/// on each thread, before it finds it.
+//
+// A look is `metrics`' thread-local, a call to load its global and the countdown set again
+// (≈ 20–25 instructions out of line, callgrind); once in 65 counts it is under half an
+// instruction a count.
+pub const LOOK_EVERY: u32 = 64;
 
-    /// Adds `value` to the recorder's counter if bound, or to the count kept for a recorder:
-    /// then whoever called looks for one afterwards, as `increment` does (`true`).
-    #[inline]
-    fn add_or_keep(&self, value: u64) -> bool {
-        match self.late.handle.get() {
-            Some(counter) => {
-                counter.increment(value);
-                false
-            }
-            None => {
-                self.pending.fetch_add(value, Ordering::AcqRel);
-                true
-            }
-        }
-    }
+thread_local! {
+    /// Per-call counts this thread still drops before it looks for a recorder again.
+    // Const-initialised and without a destructor: one load and one store of the thread's
+    // block, no lazy-initialisation check.
+    static DROPS_BEFORE_LOOK: Cell<u32> = const { Cell::new(0) };
+}
 
-    #[cold]
-    #[inline(never)]
-    fn bind_cold(&self) {
-        self.bind();
-    }
+/// Whether an unbound [`CallCounter`] should look for a recorder now; counts one drop if not.
+/// When it should, the countdown is left wrapped, and the look sets it.
+#[inline]
+fn look_due() -> bool {
+    DROPS_BEFORE_LOOK.with(|left| {
+        let (next, due) = left.get().overflowing_sub(1);
+        left.set(next);
+        due
+    })
+}
+
+/// Whether a recorder is installed, looked for only once every [`LOOK_EVERY`] asks (and
+/// unbound [`CallCounter`] counts) on this thread while none is: for a layer that keeps a
+/// state only for a recorder (a gauge it does not update without one) and so asks on every call
+/// until it sees one. Once one is found, every ask on the thread looks, until one finds none.
+#[inline]
+pub fn look_for_recorder() -> bool {
+    look_due() && look_now()
+}
+
+/// The countdown's end: whether a recorder is installed; the countdown starts again if not,
+/// and stays at its end if so, so that the thread's next ask or unbound count looks too.
+#[cold]
+#[inline(never)]
+fn look_now() -> bool {
+    let found = recorder_installed();
+    DROPS_BEFORE_LOOK.with(|left| left.set(if found { 0 } else { LOOK_EVERY }));
+    found
+}
+
+/// The next per-call count on this thread that finds its counter unbound looks for a recorder:
+/// `TestRecorder::install_for` calls it, so that a test's counts reach it from its first call.
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn look_on_next_count() {
+    DROPS_BEFORE_LOOK.with(|left| left.set(0));
 }
 
 /// A counter on a layer's per-call path, from [`MetricScope::call_counter`].
 ///
 /// A [`Counter`] registered before a recorder is installed is a stand-in that, on every
-/// increment, goes through a dynamic call and an out-of-line look for a recorder: about 55
-/// instructions a call. This adds to the count kept for a recorder and looks for one inline
-/// (a thread-local and a global load), and goes straight to the recorder's handle once there
-/// is one. Counts made before a recorder still reach it, as with [`MetricScope::counter`].
+/// increment, goes through a dynamic call and an out-of-line look for a recorder. This one,
+/// until a recorder is found, drops the count after one load and branch on its state and a
+/// thread-local countdown, and looks for a recorder once every [`LOOK_EVERY`] such counts on the
+/// thread (see the [module docs](self)); once bound it goes straight to the recorder's handle.
 #[derive(Clone)]
-pub struct CallCounter(CallCounterInner);
-
-#[derive(Clone)]
-enum CallCounterInner {
-    /// Registered with a recorder in place.
-    Recorder(Counter),
-    /// Registered before any recorder.
-    Late(Arc<LateCounter>),
-}
+//
+// One shape for both: a counter registered with a recorder in place is a `LateCounter`
+// bound from the start, so that an unbound count is one state check, not a variant's tag
+// and then the state (2 instructions a count, callgrind).
+pub struct CallCounter(Arc<LateCounter>);
 
 impl CallCounter {
     /// Adds `value` to the counter.
     #[inline]
     pub fn increment(&self, value: u64) {
-        match &self.0 {
-            CallCounterInner::Recorder(counter) => counter.increment(value),
-            CallCounterInner::Late(late) => late.increment_inline(value),
+        if !self.add(value) && look_due() {
+            look_and_count(Some((self, value)), None);
         }
     }
 
-    /// Adds `value` to this counter and `other_value` to `other`, with one look for a recorder
-    /// where each [`increment`](Self::increment) would make its own: for a layer that updates
-    /// two counters a call.
+    /// Adds `value` to this counter and `other_value` to `other`, with one countdown for both
+    /// while they are unbound: for a layer that updates two counters a call.
     // Always: LLVM kept it out of line in retry's poll, where its call and prologue cost more
-    // than the look it saves (callgrind, `benches/callgrind.sh retry`).
+    // than it saves (callgrind, `benches/callgrind.sh retry`).
     #[inline(always)]
     pub fn increment_both(&self, value: u64, other: &CallCounter, other_value: u64) {
-        let kept = self.add_or_keep(value);
-        let other_kept = other.add_or_keep(other_value);
-        if (kept || other_kept) && recorder_installed() {
-            self.bind_cold();
-            other.bind_cold();
+        let counted = self.add(value);
+        let other_counted = other.add(other_value);
+        if !(counted && other_counted) && look_due() {
+            look_and_count(
+                (!counted).then_some((self, value)),
+                (!other_counted).then_some((other, other_value)),
+            );
         }
     }
 
-    /// [`LateCounter::add_or_keep`] for either kind of counter.
+    /// Adds `value` to the recorder's counter if there is one (`true`); drops it if not.
     #[inline]
-    fn add_or_keep(&self, value: u64) -> bool {
-        match &self.0 {
-            CallCounterInner::Recorder(counter) => {
+    fn add(&self, value: u64) -> bool {
+        match self.0.late.handle.get() {
+            Some(counter) => {
                 counter.increment(value);
-                false
+                true
             }
-            CallCounterInner::Late(late) => late.add_or_keep(value),
+            None => false,
         }
     }
+}
 
-    #[cold]
-    #[inline(never)]
-    fn bind_cold(&self) {
-        if let CallCounterInner::Late(late) = &self.0 {
-            late.bind();
+/// The countdown's end for unbound counters: binds them to the recorder installed now, if
+/// one is, and counts their values.
+#[cold]
+#[inline(never)]
+fn look_and_count(first: Option<(&CallCounter, u64)>, second: Option<(&CallCounter, u64)>) {
+    if !look_now() {
+        return;
+    }
+    for (counter, value) in [first, second].into_iter().flatten() {
+        if let Some(bound) = counter.0.late.handle(register_counter) {
+            bound.increment(value);
         }
     }
 }
 
 impl fmt::Debug for CallCounter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let bound = match &self.0 {
-            CallCounterInner::Recorder(_) => true,
-            CallCounterInner::Late(late) => late.late.handle.get().is_some(),
-        };
+        let bound = self.0.late.handle.get().is_some();
         f.debug_struct("CallCounter")
             .field("bound", &bound)
             .finish()
@@ -824,6 +865,7 @@ impl HistogramFn for LateHistogram {
 mod tests {
     use super::*;
     use crate::testing::TestRecorder;
+    use proptest::prelude::*;
 
     #[test]
     fn handles_carry_the_layer_name_and_extra_labels() {
@@ -909,7 +951,8 @@ mod tests {
         });
         assert_eq!(
             recorder.counter("seawall_bulkhead_rejected_total", &labels),
-            3
+            1,
+            "counts before the recorder are dropped"
         );
         assert_eq!(
             recorder.gauge("seawall_bulkhead_in_flight", &labels),
@@ -924,7 +967,7 @@ mod tests {
         counter.increment(4);
         assert_eq!(
             recorder.counter("seawall_bulkhead_rejected_total", &labels),
-            7
+            5
         );
     }
 
@@ -955,19 +998,19 @@ mod tests {
     }
 
     #[test]
-    fn a_call_counter_hands_counts_made_before_a_recorder_to_it() {
+    fn a_call_counter_drops_counts_made_before_a_recorder() {
         let calls = MetricScope::new("api").call_counter("seawall_test_calls_total", &[]);
         calls.increment(2);
         let recorder = TestRecorder::new();
         let labels = [("name", "api")];
         recorder.install_for(|| calls.increment(1));
-        assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 3);
+        assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 1);
         recorder.install_for(|| calls.increment(4));
-        assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 7);
+        assert_eq!(recorder.counter("seawall_test_calls_total", &labels), 5);
     }
 
     #[test]
-    fn two_call_counters_incremented_together_hand_their_counts_to_a_recorder() {
+    fn two_call_counters_incremented_together_bind_to_a_recorder_installed_later() {
         // Two scopes: binding one counter does not bind the other with its scope.
         let calls = MetricScope::new("api").call_counter("seawall_test_calls_total", &[]);
         let attempts = MetricScope::new("db").call_counter("seawall_test_attempts_total", &[]);
@@ -976,21 +1019,21 @@ mod tests {
         recorder.install_for(|| calls.increment_both(1, &attempts, 3));
         assert_eq!(
             recorder.counter("seawall_test_calls_total", &[("name", "api")]),
-            2
+            1
         );
         assert_eq!(
             recorder.counter("seawall_test_attempts_total", &[("name", "db")]),
-            5
+            3
         );
         // Bound for good, each: later counts reach it without a recorder in scope.
         calls.increment_both(1, &attempts, 1);
         assert_eq!(
             recorder.counter("seawall_test_calls_total", &[("name", "api")]),
-            3
+            2
         );
         assert_eq!(
             recorder.counter("seawall_test_attempts_total", &[("name", "db")]),
-            6
+            4
         );
     }
 
@@ -1001,10 +1044,83 @@ mod tests {
         calls.increment(2);
         let recorder = TestRecorder::new();
         recorder.install_for(|| scope.bind_late());
+        calls.increment(3);
         assert_eq!(
             recorder.counter("seawall_test_calls_total", &[("name", "api")]),
-            2
+            3
         );
+    }
+
+    /// Runs `f` on a new thread, whose countdown to a look for a recorder starts at zero.
+    fn on_a_new_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
+    #[test]
+    fn a_call_counter_finds_a_recorder_installed_later_within_look_every_counts() {
+        on_a_new_thread(|| {
+            let scope = MetricScope::new("api");
+            let calls = scope.call_counter("seawall_test_calls_total", &[]);
+            let retries = scope.call_counter("seawall_test_retries_total", &[]);
+            calls.increment(1); // looks: none, and drops the next LOOK_EVERY counts unlooked
+            let recorder = TestRecorder::new();
+            let count = |metric| recorder.counter(metric, &[("name", "api")]);
+            // Not `install_for`: a recorder installed as an application does, unannounced.
+            metrics::with_local_recorder(&recorder, || {
+                for _ in 0..LOOK_EVERY {
+                    calls.increment(1);
+                }
+                assert_eq!(count("seawall_test_calls_total"), 0, "not looked for yet");
+                calls.increment(1);
+                assert_eq!(
+                    count("seawall_test_calls_total"),
+                    1,
+                    "found at the next look"
+                );
+                retries.increment(2);
+                assert_eq!(
+                    count("seawall_test_retries_total"),
+                    2,
+                    "bound with its scope"
+                );
+            });
+            for _ in 0..10 {
+                calls.increment_both(1, &retries, 1);
+            }
+            assert_eq!(count("seawall_test_calls_total"), 11, "every count since");
+            assert_eq!(count("seawall_test_retries_total"), 12);
+        });
+    }
+
+    #[test]
+    fn a_thread_that_found_a_recorder_binds_its_other_call_counters_on_their_next_count() {
+        on_a_new_thread(|| {
+            let calls = MetricScope::new("api").call_counter("seawall_test_calls_total", &[]);
+            let other = MetricScope::new("db").call_counter("seawall_test_calls_total", &[]);
+            let recorder = TestRecorder::new();
+            metrics::with_local_recorder(&recorder, || {
+                calls.increment(1);
+                other.increment(1);
+            });
+            assert_eq!(
+                recorder.counter("seawall_test_calls_total", &[("name", "db")]),
+                1
+            );
+        });
+    }
+
+    #[test]
+    fn without_a_recorder_a_thread_looks_for_one_once_every_look_every_counts() {
+        on_a_new_thread(|| {
+            let calls = MetricScope::new("api").call_counter("seawall_test_calls_total", &[]);
+            for round in 0..3 {
+                assert!(look_due(), "round {round}: a look");
+                look_and_count(Some((&calls, 1)), None);
+                for _ in 0..LOOK_EVERY {
+                    assert!(!look_due(), "round {round}: a count dropped unlooked");
+                }
+            }
+        });
     }
 
     #[test]
@@ -1019,12 +1135,103 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_that_asks_for_a_recorder_on_every_call_finds_one_within_look_every_asks() {
+        on_a_new_thread(|| {
+            assert!(
+                !look_for_recorder(),
+                "looks: none, and answers the next asks unlooked"
+            );
+            let recorder = TestRecorder::new();
+            metrics::with_local_recorder(&recorder, || {
+                for ask in 0..LOOK_EVERY {
+                    assert!(!look_for_recorder(), "ask {ask}: not looked for yet");
+                }
+                for ask in 0..3 {
+                    assert!(look_for_recorder(), "ask {ask}: found, and each ask looks");
+                }
+            });
+            assert!(!look_for_recorder(), "gone: the look finds none");
+            assert!(!look_for_recorder(), "and the countdown starts again");
+        });
+    }
+
+    /// What the reference model and the counters are given: counter `first` (and `second`,
+    /// with `increment_both`) counts `value`, with a recorder in scope or not.
+    #[derive(Debug, Clone)]
+    struct Count {
+        first: usize,
+        second: Option<usize>,
+        value: u64,
+        recorder: bool,
+    }
+
+    fn count() -> impl Strategy<Value = Count> {
+        (
+            0..3usize,
+            proptest::option::of(1..3usize),
+            1..5u64,
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(first, step, value, recorder)| Count {
+                first,
+                second: step.map(|step| (first + step) % 3),
+                value,
+                recorder,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn call_counters_count_what_the_reference_model_counts(
+            counts in proptest::collection::vec(count(), 1..400),
+        ) {
+            on_a_new_thread(move || {
+                let calls: Vec<CallCounter> = (0..3)
+                    .map(|i| MetricScope::new(format!("c{i}")).call_counter("seawall_test_calls_total", &[]))
+                    .collect();
+                let recorder = TestRecorder::new();
+                // The model: a countdown per thread, a bound flag and a total per counter.
+                let (mut left, mut bound, mut total) = (0u32, [false; 3], [0u64; 3]);
+                for c in &counts {
+                    let unbound: Vec<usize> =
+                        [Some(c.first), c.second].into_iter().flatten().filter(|&i| !bound[i]).collect();
+                    for i in [Some(c.first), c.second].into_iter().flatten().filter(|&i| bound[i]) {
+                        total[i] += c.value;
+                    }
+                    if !unbound.is_empty() {
+                        match (left, c.recorder) {
+                            (0, true) => unbound.iter().for_each(|&i| {
+                                bound[i] = true;
+                                total[i] += c.value;
+                            }),
+                            (0, false) => left = LOOK_EVERY,
+                            _ => left -= 1,
+                        }
+                    }
+                    let run = || match c.second {
+                        Some(j) => calls[c.first].increment_both(c.value, &calls[j], c.value),
+                        None => calls[c.first].increment(c.value),
+                    };
+                    match c.recorder {
+                        true => metrics::with_local_recorder(&recorder, run),
+                        false => run(),
+                    }
+                }
+                for (i, &total) in total.iter().enumerate() {
+                    let name = format!("c{i}");
+                    assert_eq!(recorder.counter("seawall_test_calls_total", &[("name", &name)]), total);
+                }
+            });
+        }
+    }
+
+    #[test]
     fn call_counters_get_one_handle_per_value_keyed_and_in_order() {
         let scope = MetricScope::new("db");
         let calls = scope.call_counters::<Tier, 2>("seawall_test_calls_total");
-        calls[Tier::High as usize].increment(3);
         let recorder = TestRecorder::new();
         recorder.install_for(|| calls[Tier::Low as usize].increment(1));
+        calls[Tier::High as usize].increment(3);
         let high = [("name", "db"), ("level", "high")];
         assert_eq!(recorder.counter("seawall_test_calls_total", &high), 3);
         let low = [("name", "db"), ("level", "low")];

@@ -55,7 +55,12 @@ impl TestRecorder {
     }
 
     /// Runs `f` (which builds layers and so registers their handles) with this recorder.
+    ///
+    /// A [`CallCounter`](crate::metrics::CallCounter) registered before finds this recorder
+    /// on its first count in `f`, not up to [`LOOK_EVERY`](crate::metrics::LOOK_EVERY) counts
+    /// later as it finds one installed otherwise.
     pub fn install_for<T>(&self, f: impl FnOnce() -> T) -> T {
+        crate::metrics::look_on_next_count();
         metrics::with_local_recorder(self, f)
     }
 

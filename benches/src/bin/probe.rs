@@ -1,7 +1,9 @@
 //! Runs `calls` calls through one contender and exits: the driver `benches/callgrind.sh` counts
 //! instructions of, since instruction counts stay put on a noisy machine where timings move.
 //!
-//! `probe <contender> <calls>`; `probe list` prints the contenders.
+//! `probe <contender> <calls>`; `probe list` prints the contenders. `PROBE_RECORDER=before`
+//! installs a metrics recorder before the contender is built, `PROBE_RECORDER=late` after it
+//! is built and before its first call; without it no recorder is installed.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -16,6 +18,9 @@ where
     S: Service<u64>,
     S::Error: std::fmt::Debug,
 {
+    if std::env::var("PROBE_RECORDER").as_deref() == Ok("late") {
+        seawall_bench::recorder::install();
+    }
     for i in 0..calls {
         black_box(call_now(&mut svc, black_box(i)));
     }
@@ -66,6 +71,9 @@ fn main() {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("usage: probe <contender> <calls>");
+    if std::env::var("PROBE_RECORDER").as_deref() == Ok("before") {
+        seawall_bench::recorder::install();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()

@@ -20,6 +20,10 @@ use crate::event::{
     EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
 };
 
+/// The successes in a row that show an endpoint the cap kept in has recovered, when the
+/// consecutive-failures rule (whose run it otherwise is) is off.
+const RECOVERY_RUN: u32 = 5;
+
 /// The detectors' settings, in nanoseconds where they are times, and the configuration they
 /// come from.
 #[derive(Debug)]
@@ -85,6 +89,11 @@ pub(crate) struct MemberState<K> {
     until: AtomicU64,
     /// Set by the service that sends the probe.
     pub(crate) probing: AtomicBool,
+    /// Whether a handle ejected it: a peer's recovery does not end that ejection.
+    forced: AtomicBool,
+    /// 0 unless the cap kept the endpoint in when a detector would have ejected it; then 1
+    /// plus its successes in a row since.
+    held: AtomicU32,
     ejections: AtomicU32,
     /// When it last came back in, for the decay of `ejections`.
     returned_at: AtomicU64,
@@ -230,6 +239,8 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             set: self.clone(),
             until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            held: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
@@ -255,9 +266,16 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 if member.consecutive.load(Ordering::Relaxed) != 0 {
                     member.consecutive.store(0, Ordering::Relaxed);
                 }
+                let held = member.held.load(Ordering::Relaxed);
+                if held != 0 {
+                    self.held_success(member, held);
+                }
             }
             Outcome::Failure => {
                 member.failures.fetch_add(1, Ordering::Relaxed);
+                if member.held.load(Ordering::Relaxed) > 1 {
+                    member.held.store(1, Ordering::Relaxed);
+                }
                 let failures = member.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 let now = Instant::now();
                 if self
@@ -313,9 +331,61 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return false;
         }
         member.ejections.store(ejections, Ordering::Release);
+        member.forced.store(forced, Ordering::Release);
+        member.held.store(0, Ordering::Relaxed);
         member.consecutive.store(0, Ordering::Relaxed);
         self.ejected_now(member, reason, ejections, duration);
         true
+    }
+
+    /// One more success in a row of `member`, which the cap kept in (`held` is 1 plus its
+    /// successes in a row before this one); at the run that the consecutive-failures rule asks
+    /// for (or [`RECOVERY_RUN`] without that rule), the fault was wider than the cap and has
+    /// ended: every endpoint a detector ejected is called back.
+    fn held_success(&self, member: &MemberState<K>, held: u32) {
+        let run = self
+            .settings
+            .load()
+            .consecutive_failures
+            .unwrap_or(RECOVERY_RUN);
+        if held < run {
+            member.held.store(held + 1, Ordering::Relaxed);
+            return;
+        }
+        member.held.store(0, Ordering::Relaxed);
+        self.call_back(Instant::now());
+    }
+
+    /// Ends every ejection a detector made: each endpoint is back in now, or, with probes,
+    /// sends its probe the next time it is asked whether it is ready.
+    fn call_back(&self, now: Instant) {
+        let probes = self.probes.load(Ordering::Acquire);
+        let at = self.nanos(now).max(1);
+        let mut called = 0usize;
+        for member in self.members() {
+            let until = member.until.load(Ordering::Acquire);
+            if until <= at || member.forced.load(Ordering::Acquire) {
+                continue;
+            }
+            let ended = if probes {
+                let ended = member
+                    .until
+                    .compare_exchange(until, at, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                member.waker.wake();
+                ended
+            } else {
+                self.restore(&member, until, now, false)
+            };
+            called += usize::from(ended);
+        }
+        if called > 0 {
+            tracing::info!(
+                name = %self.name,
+                endpoints = called,
+                "ejections ended early: an endpoint the share cap kept in has recovered"
+            );
+        }
     }
 
     /// Ejects `member` again after its probe failed: it keeps its place under the cap.
@@ -393,6 +463,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
 
     fn skipped(&self, member: &MemberState<K>, reason: EjectionReason) {
         self.metrics.skipped.increment(1);
+        member.held.store(1, Ordering::Relaxed);
         tracing::debug!(
             name = %self.name,
             endpoint = ?member.key,
@@ -424,6 +495,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return false;
         }
         self.ejected.fetch_sub(1, Ordering::AcqRel);
+        member.forced.store(false, Ordering::Release);
         member.returned_at.store(self.nanos(now), Ordering::Release);
         member.consecutive.store(0, Ordering::Relaxed);
         self.publish_ejected();

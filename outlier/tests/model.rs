@@ -1,4 +1,5 @@
-//! Consecutive-failure ejection and the share cap against a model, on tokio's paused clock.
+//! Consecutive-failure ejection, the share cap and the early return of the ejected once an
+//! endpoint the cap kept in recovers, against a model, on tokio's paused clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +58,9 @@ struct Endpoint {
     ejections: u64,
     returned_at: u64,
     consecutive: u32,
+    /// 0 unless the cap kept it in when it was due for ejection; then 1 plus its successes in
+    /// a row since.
+    held: u32,
 }
 
 struct Model {
@@ -87,8 +91,22 @@ impl Model {
         let e = &mut self.endpoints[i];
         if ok {
             e.consecutive = 0;
+            if e.held != 0 {
+                if e.held < self.threshold {
+                    e.held += 1;
+                } else {
+                    // The fault was wider than the cap, and is over: the ejected come back.
+                    e.held = 0;
+                    for j in 0..self.endpoints.len() {
+                        if self.endpoints[j].until.is_some_and(|until| until > now) {
+                            self.restore(j, now);
+                        }
+                    }
+                }
+            }
             return Some(());
         }
+        e.held = e.held.min(1);
         e.consecutive += 1;
         if e.consecutive < self.threshold {
             return Some(());
@@ -101,10 +119,12 @@ impl Model {
                 }
             }
             if self.ejected() >= self.allowed {
+                self.endpoints[i].held = 1;
                 return Some(());
             }
         }
         let e = &mut self.endpoints[i];
+        e.held = 0;
         let kept = e.ejections.saturating_sub((now - e.returned_at) / INTERVAL);
         e.ejections = kept + 1;
         e.until = Some(now + (BASE * e.ejections).min(MAX));

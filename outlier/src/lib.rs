@@ -119,4 +119,4 @@ pub use self::event::{EjectedEvent, EjectionReason, EndpointStatus, ReturnedEven
 pub use self::handle::OutlierHandle;
 pub use self::layer::OutlierLayer;
 pub use self::probe::{NoProbe, Probe, ProbeFn};
-pub use self::service::{Endpoint, EndpointLoad};
+pub use self::service::Endpoint;

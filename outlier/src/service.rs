@@ -25,8 +25,7 @@ const PROBE_WAIT: Duration = Duration::from_millis(100);
 /// `poll_ready` is `Pending` while the endpoint is ejected (and wakes the task when the
 /// ejection ends), so `tower::balance::p2c` leaves it in its set of pending services and
 /// picks among the others; otherwise it is the inner service's. Every call's outcome goes to
-/// the set's detectors. Its `Load` is the inner service's, as an [`EndpointLoad`] that a
-/// balancer does not compare with others' while the share cap keeps a failing endpoint in.
+/// the set's detectors. It implements `Load` as the inner service does.
 ///
 /// The inner service's futures must be `Send + 'static`: a probe is held, boxed, by the
 /// endpoint while it runs.
@@ -218,51 +217,10 @@ where
 }
 
 impl<S: Load, K, C, P> Load for Endpoint<S, K, C, P> {
-    type Metric = EndpointLoad<S::Metric>;
+    type Metric = S::Metric;
 
-    fn load(&self) -> EndpointLoad<S::Metric> {
-        EndpointLoad {
-            held: self.binding.member.is_held(),
-            inner: self.inner.load(),
-        }
-    }
-}
-
-/// An [`Endpoint`]'s load: the inner service's, and whether the share cap keeps the endpoint
-/// in although a detector would have ejected it.
-///
-/// A failing endpoint answers at once, so by calls in flight or latency it looks the least
-/// loaded of all, and `p2c` sends it more than its share. Such an endpoint kept in by the cap
-/// is therefore not compared with the endpoints in good standing (`partial_cmp` is `None`),
-/// only with others kept in: `p2c`, which takes the first of its two random picks only when
-/// its load is `<=` the second's, then picks between the two at random, as if their loads
-/// were equal. The failing endpoint gets no more than its even share, and the healthy ones no
-/// more than theirs: ranking it as more loaded would pile the calls it sheds onto the few
-/// healthy endpoints, which a client cannot see filling up when many clients share them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EndpointLoad<M> {
-    held: bool,
-    inner: M,
-}
-
-impl<M> EndpointLoad<M> {
-    /// The inner service's load.
-    pub fn inner(&self) -> &M {
-        &self.inner
-    }
-
-    /// Whether the share cap keeps the endpoint in although a detector would have ejected it.
-    pub fn is_held(&self) -> bool {
-        self.held
-    }
-}
-
-impl<M: PartialOrd> PartialOrd for EndpointLoad<M> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        if self.held != other.held {
-            return None;
-        }
-        self.inner.partial_cmp(&other.inner)
+    fn load(&self) -> S::Metric {
+        self.inner.load()
     }
 }
 

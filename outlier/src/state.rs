@@ -635,13 +635,6 @@ impl<K> MemberState<K> {
     pub(crate) fn until(&self) -> u64 {
         self.until.load(Ordering::Acquire)
     }
-
-    /// Whether the share cap keeps it in although a detector would have ejected it, until a
-    /// run of successes.
-    #[inline]
-    pub(crate) fn is_held(&self) -> bool {
-        self.held.load(Ordering::Relaxed) != 0
-    }
 }
 
 impl<K> Drop for MemberState<K> {

@@ -334,41 +334,6 @@ async fn the_ejected_return_once_an_endpoint_the_cap_kept_in_recovers() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn p2c_picks_at_random_between_an_endpoint_the_cap_kept_in_and_a_healthy_one() {
-    let (layer, handle) = layer().pair();
-    let backends: Vec<Backend> = (0..5)
-        .map(|i| {
-            if i < 4 {
-                Backend::failing()
-            } else {
-                Backend::default()
-            }
-        })
-        .collect();
-    // The healthy endpoint has calls in flight; the failing ones answer at once and look idle.
-    let list = ServiceList::new(backends.iter().enumerate().map(|(i, backend)| {
-        let in_flight = if i == 4 { 3 } else { 0 };
-        layer.endpoint(i, Constant::new(backend.clone(), in_flight))
-    }));
-    let mut balance = Balance::new(list);
-    for _ in 0..100 {
-        let _ = balance.ready().await.unwrap().call(1).await;
-    }
-    assert_eq!(
-        handle.ejected(),
-        2,
-        "two failing endpoints out, two kept in"
-    );
-    let before = backends[4].calls();
-    for _ in 0..3000 {
-        let _ = balance.ready().await.unwrap().call(1).await;
-    }
-    // Three endpoints in: the healthy one gets about a third, not none.
-    let share = f64::from(backends[4].calls() - before) / 3000.0;
-    assert!((0.25..0.42).contains(&share), "healthy share {share}");
-}
-
-#[tokio::test(start_paused = true)]
 async fn a_failure_breaks_the_run_and_a_forced_ejection_is_not_called_back() {
     let (layer, handle) = layer().pair();
     let (mut endpoints, backends) = four_of_five_failing(&layer).await;

@@ -94,6 +94,11 @@ pub(crate) struct MemberState<K> {
     /// 0 unless the cap kept the endpoint in when a detector would have ejected it; then 1
     /// plus its successes in a row since.
     held: AtomicU32,
+    /// When it was called back, the end its ejection had then (0 otherwise): ejected again, it
+    /// stays out until that end, no longer, and is not called back again.
+    resume_until: AtomicU64,
+    /// Set while it serves out an ejection resumed so.
+    resumed: AtomicBool,
     ejections: AtomicU32,
     /// When it last came back in, for the decay of `ejections`.
     returned_at: AtomicU64,
@@ -241,6 +246,8 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             probing: AtomicBool::new(false),
             forced: AtomicBool::new(false),
             held: AtomicU32::new(0),
+            resume_until: AtomicU64::new(0),
+            resumed: AtomicBool::new(false),
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
@@ -315,22 +322,32 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             }
         }
         let at = self.nanos(now);
-        let (ejections, duration) = self.ejection_time(member, at);
+        let resume = if forced {
+            0
+        } else {
+            member.resume_until.swap(0, Ordering::AcqRel)
+        };
+        let resumed = resume > at;
+        let (ejections, until) = if resumed {
+            // Called back by mistake: the ejection goes on as it was.
+            (member.ejections.load(Ordering::Acquire), resume)
+        } else {
+            let (ejections, duration) = self.ejection_time(member, at);
+            (ejections, at.saturating_add(duration).max(1))
+        };
         if member
             .until
-            .compare_exchange(
-                0,
-                at.saturating_add(duration).max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             // Ejected meanwhile by another call.
+            member.resume_until.store(resume, Ordering::Release);
             self.ejected.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
+        let duration = until - at;
         member.ejections.store(ejections, Ordering::Release);
+        member.resumed.store(resumed, Ordering::Release);
         member.forced.store(forced, Ordering::Release);
         member.held.store(0, Ordering::Relaxed);
         member.consecutive.store(0, Ordering::Relaxed);
@@ -357,17 +374,23 @@ impl<K: fmt::Debug + 'static> SetState<K> {
     }
 
     /// Ends every ejection a detector made: each endpoint is back in now, or, with probes,
-    /// sends its probe the next time it is asked whether it is ready.
+    /// sends its probe the next time it is asked whether it is ready. One still failing is
+    /// ejected again until the end its ejection had, no later (a wrong guess costs its run of
+    /// failures, not a longer ejection), and is not called back again before that end.
     fn call_back(&self, now: Instant) {
         let probes = self.probes.load(Ordering::Acquire);
         let at = self.nanos(now).max(1);
         let mut called = 0usize;
         for member in self.members() {
             let until = member.until.load(Ordering::Acquire);
-            if until <= at || member.forced.load(Ordering::Acquire) {
+            if until <= at
+                || member.forced.load(Ordering::Acquire)
+                || member.resumed.load(Ordering::Acquire)
+            {
                 continue;
             }
             let ended = if probes {
+                member.resume_until.store(until, Ordering::Release);
                 let ended = member
                     .until
                     .compare_exchange(until, at, Ordering::AcqRel, Ordering::Acquire)
@@ -375,7 +398,11 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 member.waker.wake();
                 ended
             } else {
-                self.restore(&member, until, now, false)
+                let ended = self.restore(&member, until, now, false);
+                if ended {
+                    member.resume_until.store(until, Ordering::Release);
+                }
+                ended
             };
             called += usize::from(ended);
         }
@@ -395,19 +422,22 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return;
         }
         let at = self.nanos(now);
-        let (ejections, duration) = self.ejection_time(member, at);
+        let resume = member.resume_until.swap(0, Ordering::AcqRel);
+        let resumed = resume > at;
+        let (ejections, next) = if resumed {
+            (member.ejections.load(Ordering::Acquire), resume)
+        } else {
+            let (ejections, duration) = self.ejection_time(member, at);
+            (ejections, at.saturating_add(duration).max(1))
+        };
         if member
             .until
-            .compare_exchange(
-                until,
-                at.saturating_add(duration).max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             member.ejections.store(ejections, Ordering::Release);
-            self.ejected_now(member, EjectionReason::ProbeFailed, ejections, duration);
+            member.resumed.store(resumed, Ordering::Release);
+            self.ejected_now(member, EjectionReason::ProbeFailed, ejections, next - at);
         }
     }
 
@@ -496,6 +526,8 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         }
         self.ejected.fetch_sub(1, Ordering::AcqRel);
         member.forced.store(false, Ordering::Release);
+        member.resumed.store(false, Ordering::Release);
+        member.resume_until.store(0, Ordering::Release);
         member.returned_at.store(self.nanos(now), Ordering::Release);
         member.consecutive.store(0, Ordering::Relaxed);
         self.publish_ejected();

@@ -61,6 +61,10 @@ struct Endpoint {
     /// 0 unless the cap kept it in when it was due for ejection; then 1 plus its successes in
     /// a row since.
     held: u32,
+    /// The end its ejection had when it was called back.
+    resume: Option<u64>,
+    /// Serving out an ejection resumed after a call back: not called back again.
+    resumed: bool,
 }
 
 struct Model {
@@ -75,6 +79,8 @@ impl Model {
         e.until = None;
         e.returned_at = now;
         e.consecutive = 0;
+        e.resume = None;
+        e.resumed = false;
     }
 
     fn ejected(&self) -> usize {
@@ -98,8 +104,10 @@ impl Model {
                     // The fault was wider than the cap, and is over: the ejected come back.
                     e.held = 0;
                     for j in 0..self.endpoints.len() {
-                        if self.endpoints[j].until.is_some_and(|until| until > now) {
+                        let other = self.endpoints[j];
+                        if let Some(until) = other.until.filter(|&u| u > now && !other.resumed) {
                             self.restore(j, now);
+                            self.endpoints[j].resume = Some(until);
                         }
                     }
                 }
@@ -125,6 +133,12 @@ impl Model {
         }
         let e = &mut self.endpoints[i];
         e.held = 0;
+        e.consecutive = 0;
+        if let Some(resume) = e.resume.take().filter(|&r| r > now) {
+            e.until = Some(resume);
+            e.resumed = true;
+            return Some(());
+        }
         let kept = e.ejections.saturating_sub((now - e.returned_at) / INTERVAL);
         e.ejections = kept + 1;
         e.until = Some(now + (BASE * e.ejections).min(MAX));

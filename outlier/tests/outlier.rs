@@ -334,6 +334,33 @@ async fn the_ejected_return_once_an_endpoint_the_cap_kept_in_recovers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn one_called_back_while_still_failing_serves_out_its_ejection_no_longer() {
+    let (layer, handle) = layer().pair();
+    let (mut endpoints, backends) = four_of_five_failing(&layer).await;
+    tokio::time::sleep(secs(10)).await;
+    // Endpoint 2 recovers; 0 and 1, called back, still fail.
+    backends[2].fail(false);
+    for _ in 0..5 {
+        call(&mut endpoints[2]).await.unwrap();
+    }
+    assert_eq!(handle.ejected(), 0);
+    for _ in 0..5 {
+        let _ = call(&mut endpoints[0]).await;
+    }
+    // Out again until the end its first ejection had, 20 s from now, not for a second one.
+    assert_eq!(handle.endpoints()[0].ejected_for, Some(secs(20)));
+    assert_eq!(handle.endpoints()[0].ejections, 1);
+    // Endpoint 3, kept in, recovers too: endpoint 0 is not called back a second time.
+    backends[3].fail(false);
+    for _ in 0..5 {
+        call(&mut endpoints[3]).await.unwrap();
+    }
+    assert!(endpoints[0].is_ejected());
+    tokio::time::sleep(secs(20)).await;
+    assert_ready_ok!(poll_ready(&mut endpoints[0]));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_failure_breaks_the_run_and_a_forced_ejection_is_not_called_back() {
     let (layer, handle) = layer().pair();
     let (mut endpoints, backends) = four_of_five_failing(&layer).await;

@@ -328,13 +328,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             member.resume_until.swap(0, Ordering::AcqRel)
         };
         let resumed = resume > at;
-        let (ejections, until) = if resumed {
-            // Called back by mistake: the ejection goes on as it was.
-            (member.ejections.load(Ordering::Acquire), resume)
-        } else {
-            let (ejections, duration) = self.ejection_time(member, at);
-            (ejections, at.saturating_add(duration).max(1))
-        };
+        let (ejections, until) = self.ejection_end(member, at, resume);
         if member
             .until
             .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
@@ -424,12 +418,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         let at = self.nanos(now);
         let resume = member.resume_until.swap(0, Ordering::AcqRel);
         let resumed = resume > at;
-        let (ejections, next) = if resumed {
-            (member.ejections.load(Ordering::Acquire), resume)
-        } else {
-            let (ejections, duration) = self.ejection_time(member, at);
-            (ejections, at.saturating_add(duration).max(1))
-        };
+        let (ejections, next) = self.ejection_end(member, at, resume);
         if member
             .until
             .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
@@ -439,6 +428,17 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             member.resumed.store(resumed, Ordering::Release);
             self.ejected_now(member, EjectionReason::ProbeFailed, ejections, next - at);
         }
+    }
+
+    /// The ejections in a row `member` is at and the end of an ejection from `at`: the end it
+    /// had when it was called back (`resume`) while that is ahead, since the call back was a
+    /// mistake, and otherwise the next ejection's.
+    fn ejection_end(&self, member: &MemberState<K>, at: u64, resume: u64) -> (u32, u64) {
+        if resume > at {
+            return (member.ejections.load(Ordering::Acquire), resume);
+        }
+        let (ejections, duration) = self.ejection_time(member, at);
+        (ejections, at.saturating_add(duration).max(1))
     }
 
     /// The ejections in a row `member` is at with one more, and how long that one lasts:

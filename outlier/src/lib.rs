@@ -24,6 +24,18 @@
 //!   counted).
 //! - **Return** after the ejection time, or, with [`probe`](OutlierLayer::probe), once the
 //!   endpoint answers a probe request with a success.
+//! - **Return early when a fault wider than the cap ends**: an endpoint the cap kept in
+//!   (its ejection was skipped) that then answers a run of successes (as many as the
+//!   consecutive-failures rule's run, 5 by default) calls back every endpoint the detectors
+//!   ejected: they come back in at once (or send their probe). When more endpoints fail
+//!   than the cap lets out, the fault is the set's, not the ejected endpoints' own, and it
+//!   is over when the endpoints left in recover; otherwise the survivors would carry the
+//!   whole load for the rest of the ejection time (3 of 5 endpoints for 30 s). One that is
+//!   still failing is ejected again after its run of failures until the end its ejection
+//!   had, no later, and is not called back again before then: a wrong guess (an endpoint
+//!   kept in that fails only part of its calls can answer a run of successes by chance)
+//!   costs that run of failures, never a longer ejection. A handle's ejection is never
+//!   called back.
 //! - Outcomes from any [`Classify`](seawall_core::classify::Classify), as the circuit breaker
 //!   takes them ([`AnyError`](seawall_core::classify::AnyError) by default; `HttpStatus`,
 //!   `GrpcCodes`); a `Rejected` from further in that is not the endpoint's failure (a full

@@ -20,6 +20,10 @@ use crate::event::{
     EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
 };
 
+/// The successes in a row that show an endpoint the cap kept in has recovered, when the
+/// consecutive-failures rule (whose run it otherwise is) is off.
+const RECOVERY_RUN: u32 = 5;
+
 /// The detectors' settings, in nanoseconds where they are times, and the configuration they
 /// come from.
 #[derive(Debug)]
@@ -85,6 +89,16 @@ pub(crate) struct MemberState<K> {
     until: AtomicU64,
     /// Set by the service that sends the probe.
     pub(crate) probing: AtomicBool,
+    /// Whether a handle ejected it: a peer's recovery does not end that ejection.
+    forced: AtomicBool,
+    /// 0 unless the cap kept the endpoint in when a detector would have ejected it; then 1
+    /// plus its successes in a row since.
+    held: AtomicU32,
+    /// When it was called back, the end its ejection had then (0 otherwise): ejected again, it
+    /// stays out until that end, no longer, and is not called back again.
+    resume_until: AtomicU64,
+    /// Set while it serves out an ejection resumed so.
+    resumed: AtomicBool,
     ejections: AtomicU32,
     /// When it last came back in, for the decay of `ejections`.
     returned_at: AtomicU64,
@@ -230,6 +244,10 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             set: self.clone(),
             until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            held: AtomicU32::new(0),
+            resume_until: AtomicU64::new(0),
+            resumed: AtomicBool::new(false),
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
@@ -255,9 +273,16 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 if member.consecutive.load(Ordering::Relaxed) != 0 {
                     member.consecutive.store(0, Ordering::Relaxed);
                 }
+                let held = member.held.load(Ordering::Relaxed);
+                if held != 0 {
+                    self.held_success(member, held);
+                }
             }
             Outcome::Failure => {
                 member.failures.fetch_add(1, Ordering::Relaxed);
+                if member.held.load(Ordering::Relaxed) > 1 {
+                    member.held.store(1, Ordering::Relaxed);
+                }
                 let failures = member.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 let now = Instant::now();
                 if self
@@ -297,25 +322,91 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             }
         }
         let at = self.nanos(now);
-        let (ejections, duration) = self.ejection_time(member, at);
+        let resume = if forced {
+            0
+        } else {
+            member.resume_until.swap(0, Ordering::AcqRel)
+        };
+        let resumed = resume > at;
+        let (ejections, until) = self.ejection_end(member, at, resume);
         if member
             .until
-            .compare_exchange(
-                0,
-                at.saturating_add(duration).max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(0, until, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
             // Ejected meanwhile by another call.
+            member.resume_until.store(resume, Ordering::Release);
             self.ejected.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
+        let duration = until - at;
         member.ejections.store(ejections, Ordering::Release);
+        member.resumed.store(resumed, Ordering::Release);
+        member.forced.store(forced, Ordering::Release);
+        member.held.store(0, Ordering::Relaxed);
         member.consecutive.store(0, Ordering::Relaxed);
         self.ejected_now(member, reason, ejections, duration);
         true
+    }
+
+    /// One more success in a row of `member`, which the cap kept in (`held` is 1 plus its
+    /// successes in a row before this one); at the run that the consecutive-failures rule asks
+    /// for (or [`RECOVERY_RUN`] without that rule), the fault was wider than the cap and has
+    /// ended: every endpoint a detector ejected is called back.
+    fn held_success(&self, member: &MemberState<K>, held: u32) {
+        let run = self
+            .settings
+            .load()
+            .consecutive_failures
+            .unwrap_or(RECOVERY_RUN);
+        if held < run {
+            member.held.store(held + 1, Ordering::Relaxed);
+            return;
+        }
+        member.held.store(0, Ordering::Relaxed);
+        self.call_back(Instant::now());
+    }
+
+    /// Ends every ejection a detector made: each endpoint is back in now, or, with probes,
+    /// sends its probe the next time it is asked whether it is ready. One still failing is
+    /// ejected again until the end its ejection had, no later (a wrong guess costs its run of
+    /// failures, not a longer ejection), and is not called back again before that end.
+    fn call_back(&self, now: Instant) {
+        let probes = self.probes.load(Ordering::Acquire);
+        let at = self.nanos(now).max(1);
+        let mut called = 0usize;
+        for member in self.members() {
+            let until = member.until.load(Ordering::Acquire);
+            if until <= at
+                || member.forced.load(Ordering::Acquire)
+                || member.resumed.load(Ordering::Acquire)
+            {
+                continue;
+            }
+            let ended = if probes {
+                member.resume_until.store(until, Ordering::Release);
+                let ended = member
+                    .until
+                    .compare_exchange(until, at, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                member.waker.wake();
+                ended
+            } else {
+                let ended = self.restore(&member, until, now, false);
+                if ended {
+                    member.resume_until.store(until, Ordering::Release);
+                }
+                ended
+            };
+            called += usize::from(ended);
+        }
+        if called > 0 {
+            tracing::info!(
+                name = %self.name,
+                endpoints = called,
+                "ejections ended early: an endpoint the share cap kept in has recovered"
+            );
+        }
     }
 
     /// Ejects `member` again after its probe failed: it keeps its place under the cap.
@@ -325,20 +416,29 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return;
         }
         let at = self.nanos(now);
-        let (ejections, duration) = self.ejection_time(member, at);
+        let resume = member.resume_until.swap(0, Ordering::AcqRel);
+        let resumed = resume > at;
+        let (ejections, next) = self.ejection_end(member, at, resume);
         if member
             .until
-            .compare_exchange(
-                until,
-                at.saturating_add(duration).max(1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .compare_exchange(until, next, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             member.ejections.store(ejections, Ordering::Release);
-            self.ejected_now(member, EjectionReason::ProbeFailed, ejections, duration);
+            member.resumed.store(resumed, Ordering::Release);
+            self.ejected_now(member, EjectionReason::ProbeFailed, ejections, next - at);
         }
+    }
+
+    /// The ejections in a row `member` is at and the end of an ejection from `at`: the end it
+    /// had when it was called back (`resume`) while that is ahead, since the call back was a
+    /// mistake, and otherwise the next ejection's.
+    fn ejection_end(&self, member: &MemberState<K>, at: u64, resume: u64) -> (u32, u64) {
+        if resume > at {
+            return (member.ejections.load(Ordering::Acquire), resume);
+        }
+        let (ejections, duration) = self.ejection_time(member, at);
+        (ejections, at.saturating_add(duration).max(1))
     }
 
     /// The ejections in a row `member` is at with one more, and how long that one lasts:
@@ -393,6 +493,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
 
     fn skipped(&self, member: &MemberState<K>, reason: EjectionReason) {
         self.metrics.skipped.increment(1);
+        member.held.store(1, Ordering::Relaxed);
         tracing::debug!(
             name = %self.name,
             endpoint = ?member.key,
@@ -424,6 +525,9 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return false;
         }
         self.ejected.fetch_sub(1, Ordering::AcqRel);
+        member.forced.store(false, Ordering::Release);
+        member.resumed.store(false, Ordering::Release);
+        member.resume_until.store(0, Ordering::Release);
         member.returned_at.store(self.nanos(now), Ordering::Release);
         member.consecutive.store(0, Ordering::Relaxed);
         self.publish_ejected();

@@ -1,4 +1,5 @@
-//! Consecutive-failure ejection and the share cap against a model, on tokio's paused clock.
+//! Consecutive-failure ejection, the share cap and the early return of the ejected once an
+//! endpoint the cap kept in recovers, against a model, on tokio's paused clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +58,13 @@ struct Endpoint {
     ejections: u64,
     returned_at: u64,
     consecutive: u32,
+    /// 0 unless the cap kept it in when it was due for ejection; then 1 plus its successes in
+    /// a row since.
+    held: u32,
+    /// The end its ejection had when it was called back.
+    resume: Option<u64>,
+    /// Serving out an ejection resumed after a call back: not called back again.
+    resumed: bool,
 }
 
 struct Model {
@@ -71,6 +79,8 @@ impl Model {
         e.until = None;
         e.returned_at = now;
         e.consecutive = 0;
+        e.resume = None;
+        e.resumed = false;
     }
 
     fn ejected(&self) -> usize {
@@ -87,8 +97,24 @@ impl Model {
         let e = &mut self.endpoints[i];
         if ok {
             e.consecutive = 0;
+            if e.held != 0 {
+                if e.held < self.threshold {
+                    e.held += 1;
+                } else {
+                    // The fault was wider than the cap, and is over: the ejected come back.
+                    e.held = 0;
+                    for j in 0..self.endpoints.len() {
+                        let other = self.endpoints[j];
+                        if let Some(until) = other.until.filter(|&u| u > now && !other.resumed) {
+                            self.restore(j, now);
+                            self.endpoints[j].resume = Some(until);
+                        }
+                    }
+                }
+            }
             return Some(());
         }
+        e.held = e.held.min(1);
         e.consecutive += 1;
         if e.consecutive < self.threshold {
             return Some(());
@@ -101,10 +127,18 @@ impl Model {
                 }
             }
             if self.ejected() >= self.allowed {
+                self.endpoints[i].held = 1;
                 return Some(());
             }
         }
         let e = &mut self.endpoints[i];
+        e.held = 0;
+        e.consecutive = 0;
+        if let Some(resume) = e.resume.take().filter(|&r| r > now) {
+            e.until = Some(resume);
+            e.resumed = true;
+            return Some(());
+        }
         let kept = e.ejections.saturating_sub((now - e.returned_at) / INTERVAL);
         e.ejections = kept + 1;
         e.until = Some(now + (BASE * e.ejections).min(MAX));

@@ -282,6 +282,110 @@ async fn at_most_the_share_cap_is_ejected_and_the_rest_is_skipped() {
     );
 }
 
+/// Five endpoints, the first four failing: the cap ejects two and keeps the other two in.
+async fn four_of_five_failing(layer: &OutlierLayer<usize>) -> (Vec<Ep>, Vec<Backend>) {
+    let backends: Vec<Backend> = (0..5)
+        .map(|i| {
+            if i < 4 {
+                Backend::failing()
+            } else {
+                Backend::default()
+            }
+        })
+        .collect();
+    let mut endpoints: Vec<Ep> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| layer.endpoint(i, b.clone()))
+        .collect();
+    for _ in 0..5 {
+        for endpoint in endpoints.iter_mut().take(4) {
+            if !endpoint.is_ejected() {
+                let _ = call(endpoint).await;
+            }
+        }
+    }
+    let ejected: Vec<bool> = endpoints.iter().map(Ep::is_ejected).collect();
+    assert_eq!(ejected, [true, true, false, false, false]);
+    (endpoints, backends)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ejected_return_once_an_endpoint_the_cap_kept_in_recovers() {
+    let (layer, handle) = layer().pair();
+    let (mut endpoints, backends) = four_of_five_failing(&layer).await;
+    tokio::time::sleep(secs(10)).await;
+    // The fault ends everywhere; endpoint 2, kept in by the cap, answers again.
+    for backend in &backends {
+        backend.fail(false);
+    }
+    for _ in 0..4 {
+        call(&mut endpoints[2]).await.unwrap();
+    }
+    assert_pending!(
+        poll_ready(&mut endpoints[0]),
+        "four successes are not yet a run"
+    );
+    call(&mut endpoints[2]).await.unwrap();
+    // Five in a row, the run that ejects: the two ejected 20 s before their time.
+    assert_ready_ok!(poll_ready(&mut endpoints[0]));
+    assert_ready_ok!(poll_ready(&mut endpoints[1]));
+    assert_eq!(handle.ejected(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_called_back_while_still_failing_serves_out_its_ejection_no_longer() {
+    let (layer, handle) = layer().pair();
+    let (mut endpoints, backends) = four_of_five_failing(&layer).await;
+    tokio::time::sleep(secs(10)).await;
+    // Endpoint 2 recovers; 0 and 1, called back, still fail.
+    backends[2].fail(false);
+    for _ in 0..5 {
+        call(&mut endpoints[2]).await.unwrap();
+    }
+    assert_eq!(handle.ejected(), 0);
+    for _ in 0..5 {
+        let _ = call(&mut endpoints[0]).await;
+    }
+    // Out again until the end its first ejection had, 20 s from now, not for a second one.
+    assert_eq!(handle.endpoints()[0].ejected_for, Some(secs(20)));
+    assert_eq!(handle.endpoints()[0].ejections, 1);
+    // Endpoint 3, kept in, recovers too: endpoint 0 is not called back a second time.
+    backends[3].fail(false);
+    for _ in 0..5 {
+        call(&mut endpoints[3]).await.unwrap();
+    }
+    assert!(endpoints[0].is_ejected());
+    tokio::time::sleep(secs(20)).await;
+    assert_ready_ok!(poll_ready(&mut endpoints[0]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_breaks_the_run_and_a_forced_ejection_is_not_called_back() {
+    let (layer, handle) = layer().pair();
+    let (mut endpoints, backends) = four_of_five_failing(&layer).await;
+    assert!(handle.eject(&4));
+    backends[2].fail(false);
+    for _ in 0..4 {
+        call(&mut endpoints[2]).await.unwrap();
+    }
+    backends[2].fail(true);
+    let _ = call(&mut endpoints[2]).await;
+    backends[2].fail(false);
+    for _ in 0..4 {
+        call(&mut endpoints[2]).await.unwrap();
+    }
+    assert_pending!(
+        poll_ready(&mut endpoints[0]),
+        "a failure starts the run again"
+    );
+    call(&mut endpoints[2]).await.unwrap();
+    assert_ready_ok!(poll_ready(&mut endpoints[0]));
+    assert_ready_ok!(poll_ready(&mut endpoints[1]));
+    assert!(endpoints[4].is_ejected(), "a handle's ejection stays");
+    assert_eq!(handle.ejected(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_ejection_whose_time_is_up_frees_its_place_under_the_cap() {
     let (layer, handle) = layer().pair();

@@ -58,7 +58,10 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.shared.state.admit() {
-            Ok(()) => ResponseFuture::called(self.inner.call(req), self.shared.clone()),
+            Ok(()) => {
+                let started = self.shared.state.started();
+                ResponseFuture::called(self.inner.call(req), self.shared.clone(), started)
+            }
             Err(rejection) => ResponseFuture::rejected(rejection),
         }
     }

@@ -23,41 +23,12 @@ pub struct ThrottlingChangedEvent<'a> {
     pub probability: f64,
 }
 
-/// What the shed on latency concluded from an answer (see the crate docs, "Shedding on
-/// latency").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ShedChange {
-    /// An elevated answer: the throttle sheds the probe and waits for the next answer.
-    Probed,
-    /// The next answer came back faster: the downstream's queue answers the fleet's shed.
-    QueueConfirmed,
-    /// The next answer came back as slow: the downstream is slower, and that is its latency.
-    Adopted,
-    /// The shed decayed to nothing.
-    Released,
-}
-
-/// What a shed hook is told when the shed on latency changes its mind.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ShedChangedEvent<'a> {
-    /// The layer instance's name.
-    pub name: &'a str,
-    /// What changed.
-    pub change: ShedChange,
-    /// The shed probability now.
-    pub probability: f64,
-}
-
 impl Event for RejectedEvent<'_> {
     type Of<'a> = RejectedEvent<'a>;
 }
 
 impl Event for ThrottlingChangedEvent<'_> {
     type Of<'a> = ThrottlingChangedEvent<'a>;
-}
-
-impl Event for ShedChangedEvent<'_> {
-    type Of<'a> = ShedChangedEvent<'a>;
 }
 
 /// How a call through the throttle ended, as its metrics count it.
@@ -73,18 +44,15 @@ pub enum CallResult {
     Ignored,
     /// The throttle refused the call locally: a request without an accept.
     Rejected,
-    /// The shed on latency refused the call locally; the window does not count it.
-    Shed,
 }
 
 impl CallResult {
-    pub(crate) const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Success,
         Self::Failure,
         Self::Overload,
         Self::Ignored,
         Self::Rejected,
-        Self::Shed,
     ];
 
     /// A short lowercase label, as used in metrics.
@@ -95,7 +63,6 @@ impl CallResult {
             Self::Overload => "overload",
             Self::Ignored => "ignored",
             Self::Rejected => "rejected",
-            Self::Shed => "shed",
         }
     }
 

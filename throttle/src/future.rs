@@ -9,8 +9,7 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classified, Classify, Outcome, Report};
-use seawall_core::{BoxError, RejectionKind, rejected};
-use tokio::time::Instant;
+use seawall_core::{BoxError, rejected};
 
 use crate::state::{Shared, State};
 
@@ -50,7 +49,6 @@ pin_project! {
             #[pin]
             inner: F,
             shared: Option<Arc<Shared<C>>>,
-            started: Option<Instant>,
         },
         Rejected {
             error: Option<BoxError>,
@@ -59,12 +57,11 @@ pin_project! {
 }
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(inner: F, shared: Arc<Shared<C>>, started: Option<Instant>) -> Self {
+    pub(crate) fn called(inner: F, shared: Arc<Shared<C>>) -> Self {
         Self {
             call: Call::Called {
                 inner,
                 shared: Some(shared),
-                started,
             },
         }
     }
@@ -98,16 +95,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().call.project() {
-            CallProj::Called {
-                inner,
-                shared,
-                started,
-            } => {
+            CallProj::Called { inner, shared } => {
                 let result = ready!(inner.poll(cx)).map_err(Into::into);
                 let shared = shared
                     .take()
                     .expect("ResponseFuture polled after completion");
-                Poll::Ready(complete(&shared, result, *started))
+                Poll::Ready(complete(&shared, result))
             }
             CallProj::Rejected { error } => Poll::Ready(Err(error
                 .take()
@@ -118,12 +111,9 @@ where
 
 /// Counts the call's outcome (now, or through a [`CallReport`] at the end of its body) and
 /// hands its result on.
-/// The shed hears of successes and of attempts cut by a timeout further in, with their
-/// latency from `started`.
 fn complete<C, T>(
     shared: &Shared<C>,
     result: Result<T, BoxError>,
-    started: Option<Instant>,
 ) -> Result<C::Response<CallReport>, BoxError>
 where
     C: Classify<T, BoxError>,
@@ -131,33 +121,18 @@ where
     let result = match result {
         // Stopped further in (an open circuit, a full bulkhead, another throttle) before it
         // reached the downstream: neither a request the downstream saw nor an accept.
-        Err(err) => match rejected(&*err).map(|r| r.kind()) {
-            Some(kind) if !kind.is_downstream_failure() => {
-                shared.state.record(Outcome::Ignored);
-                return Err(err);
-            }
-            Some(RejectionKind::TimedOut) => {
-                if let Some(started) = started {
-                    shared.state.sample(started, false);
-                }
-                Err(err)
-            }
-            _ => Err(err),
-        },
-        ok => ok,
+        Err(err) if rejected(&*err).is_some_and(|r| !r.kind().is_downstream_failure()) => {
+            shared.state.record(Outcome::Ignored);
+            return Err(err);
+        }
+        result => result,
     };
     match (shared.classify.classify(result.as_ref()), result) {
         (Classified::Now(outcome), result) => {
-            if let (Some(started), Outcome::Success, Ok(_)) = (started, outcome, &result) {
-                shared.state.sample(started, true);
-            }
             shared.state.record(outcome);
             result.map(|res| shared.classify.watch(res, None))
         }
         (Classified::AtEndOfStream, Ok(res)) => {
-            if let Some(started) = started {
-                shared.state.sample(started, true);
-            }
             let report = CallReport {
                 state: shared.state.clone(),
             };

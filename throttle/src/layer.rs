@@ -5,7 +5,7 @@ use seawall_core::classify::AnyError;
 use tower::Layer;
 
 use crate::config::{ThrottleConfig, ThrottleConfigBuilder};
-use crate::event::{RejectedEvent, ShedChangedEvent, ThrottlingChangedEvent};
+use crate::event::{RejectedEvent, ThrottlingChangedEvent};
 use crate::handle::ThrottleHandle;
 use crate::service::Throttle;
 use crate::state::{Shared, State};
@@ -66,13 +66,6 @@ impl<C> ThrottleLayer<C> {
         hook: impl Fn(ThrottlingChangedEvent<'_>) + Send + Sync + 'static,
     ) -> Self {
         self.shared.state.hooks.on_throttling.set(hook);
-        self
-    }
-
-    /// Calls `hook` when the shed on latency probes, confirms a queue, adopts a slower latency
-    /// or releases.
-    pub fn on_shed(self, hook: impl Fn(ShedChangedEvent<'_>) + Send + Sync + 'static) -> Self {
-        self.shared.state.hooks.on_shed.set(hook);
         self
     }
 

@@ -94,52 +94,6 @@
 //! counts are kept to 1/4096 of a request, so an excess of requests within that rounding
 //! (`(K + 1) / 4096`) counts as none.
 //!
-//! **Shedding on latency** ([`shed`](ThrottleConfigBuilder::shed), off unless given; on in
-//! the `seawall` facade's client stack). A downstream that queues answers slower long before it
-//! refuses anything, and with more than a handful of clients no per-client concurrency limit
-//! binds: 300 clients at 3.3 calls a second each keep one call in flight. What each client sees
-//! is its answers' latency, so the shed tells a queue it helps to grow from a downstream that
-//! became slower by shedding a little and watching the next answer:
-//!
-//! - The **base** is the fastest answer of the last one or two
-//!   [`base_window`](ShedConfig::with_base_window)s (2 s); an answer is **elevated** above
-//!   [`elevation`](ShedConfig::with_elevation) × the base (2×, never less than a millisecond
-//!   more).
-//! - An elevated answer sheds the [`probe`](ShedConfig::with_probe) (half the calls): the
-//!   mode is *Probing*. So does a run of three attempts cut by an attempt timeout with no
-//!   answer between them, each sent after the one before came back: a queue past the attempt
-//!   timeout answers nothing.
-//! - The next answer to a call sent after that one came back decides. Lower by more than a
-//!   fifth, or not elevated: a fleet's shed drains the queue, and the mode is *Queue*. Higher
-//!   by more than a fifth: the shed rises by 0.3. As slow again: nothing answers the shed, the
-//!   downstream is slower, and that latency becomes the base.
-//! - In *Queue* mode an elevated answer or a cut adds 0.1 and an answer within 1.25 × the
-//!   base halves the shed. Any answer not elevated takes 0.01, and the shed decays with time
-//!   constant [`decay`](ShedConfig::with_decay) (2 s), five times slower in *Queue* mode; at
-//!   nothing the mode is *Idle* again. The slower decay is what a client calling rarely
-//!   needs: the shed settles where the raises of its elevated answers make up for the decay,
-//!   at `0.1·r·τ / (1 + 0.1·r·τ)` for `r` answers a second, which is 0.17 at one a second
-//!   with τ = 2 s and 0.5 with τ = 10 s. A fleet of 1000 clients at a call a second whose
-//!   downstream lost 40 % of its capacity needs 0.4.
-//!
-//! What it does not shed on: an elevated answer to a call sent before a later one came back
-//! fast (a tail: in a queue no later call overtakes), a downstream whose answers exceed the base
-//! by more than the base on average (a long tail: one answer says nothing there; none is
-//! probed before four answers), and any elevated answer for
-//! [`tail_hold`](ShedConfig::with_tail_hold) (5 s) after an attempt was cut while nothing was
-//! shed: the retries of calls cut for a tail or a hang queue a little on their own, a
-//! downstream that became slower than the attempt timeout is cut before it answers slowly,
-//! and a queue past the attempt timeout probes on its run of cuts.
-//!
-//! A shed call is a `Throttled` rejection the window does not count (it is not the
-//! downstream's refusal), counted as `seawall_throttle_calls_total{result="shed"}`; the
-//! [`on_shed`](ThrottleLayer::on_shed) hook hears each probe, confirmed queue, adopted latency
-//! and release. What it costs: a step to a uniformly slower downstream sheds about
-//! `probe / (1 − probe)` calls per client before its next answer, one call at the default; a
-//! call let through reads the clock at its start (once per call in the client stack) and at
-//! its end, and its answer takes a compare-and-swap or two on the shed's words. The state is
-//! a handful of atomic words; no lock.
-//!
 //! **Where it goes in a stack.** On a client, inside retry (so that retries are throttled too,
 //! and a `Throttled` rejection is not retried) and outside the circuit breaker (whose
 //! rejections then count for nothing here, and whose probes come through the throttle).
@@ -181,8 +135,7 @@
 //! ```
 //!
 //! Metrics, each labelled `name`: `seawall_throttle_calls_total{result}` (`success`,
-//! `failure`, `overload`, `ignored` for calls let through, `rejected` for local rejections,
-//! `shed` for calls shed on latency)
+//! `failure`, `overload`, `ignored` for calls let through, `rejected` for local rejections)
 //! and `seawall_throttle_rejection_probability`, set at most once per tick and whenever the
 //! throttle starts or stops rejecting.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -193,14 +146,11 @@ pub mod future;
 mod handle;
 mod layer;
 mod service;
-mod shed;
 mod state;
 mod window;
 
-pub use self::config::{ShedConfig, ThrottleConfig, ThrottleConfigBuilder};
-pub use self::event::{
-    CallResult, RejectedEvent, ShedChange, ShedChangedEvent, ThrottlingChangedEvent,
-};
+pub use self::config::{ThrottleConfig, ThrottleConfigBuilder};
+pub use self::event::{CallResult, RejectedEvent, ThrottlingChangedEvent};
 pub use self::future::CallReport;
 pub use self::handle::ThrottleHandle;
 pub use self::layer::ThrottleLayer;

@@ -58,10 +58,7 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         match self.shared.state.admit() {
-            Ok(()) => {
-                let started = self.shared.state.started();
-                ResponseFuture::called(self.inner.call(req), self.shared.clone(), started)
-            }
+            Ok(()) => ResponseFuture::called(self.inner.call(req), self.shared.clone()),
             Err(rejection) => ResponseFuture::rejected(rejection),
         }
     }

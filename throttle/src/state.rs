@@ -11,13 +11,11 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use seawall_core::classify::Outcome;
 use seawall_core::metrics::{CallCounter, MetricScope};
-use seawall_core::time;
 use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
 use tokio::time::Instant;
 
 use crate::config::ThrottleConfig;
-use crate::event::{CallResult, RejectedEvent, ShedChangedEvent, ThrottlingChangedEvent};
-use crate::shed::Shed;
+use crate::event::{CallResult, RejectedEvent, ThrottlingChangedEvent};
 use crate::window::{ThrottleCounts, Window};
 
 /// The hooks of one throttle, shared by every clone of its layer and every handle.
@@ -25,7 +23,6 @@ use crate::window::{ThrottleCounts, Window};
 pub(crate) struct Hooks {
     pub(crate) on_rejected: Hook<RejectedEvent<'static>>,
     pub(crate) on_throttling: Hook<ThrottlingChangedEvent<'static>>,
-    pub(crate) on_shed: Hook<ShedChangedEvent<'static>>,
 }
 
 /// Random draws in `[0, 1)` that every clone takes from one seeded ChaCha8 stream: draw `n`
@@ -60,10 +57,9 @@ pub(crate) struct State {
     draws: Draws,
     /// Whether the last admission saw a rejection probability above zero.
     throttling: AtomicBool,
-    calls: [CallCounter; CallResult::ALL.len()],
+    calls: [CallCounter; 5],
     probability: Gauge,
     pub(crate) hooks: Hooks,
-    pub(crate) shed: Option<Shed>,
 }
 
 impl State {
@@ -94,21 +90,12 @@ impl State {
             calls,
             probability,
             hooks: Hooks::default(),
-            shed: config
-                .shed
-                .as_ref()
-                .map(|shed| Shed::new(shed, Instant::now())),
         }
     }
 
     /// Lets a call through, or answers it with the throttle's rejection.
     #[inline]
     pub(crate) fn admit(&self) -> Result<(), BoxError> {
-        if let Some(shed) = &self.shed
-            && shed.is_shedding()
-        {
-            self.shed_draw(shed)?;
-        }
         // Decay scales requests and accepts alike: whether requests exceed K × accepts reads
         // the same before it, so this needs no clock.
         if self.window.may_reject() {
@@ -148,47 +135,6 @@ impl State {
             probability,
         });
         Err(Rejected::new(RejectionKind::Throttled, self.name.clone()).into())
-    }
-
-    /// Sheds with the shed's probability; the window counts nothing of it.
-    #[cold]
-    #[inline(never)]
-    fn shed_draw(&self, shed: &Shed) -> Result<(), BoxError> {
-        let probability = shed.probability(time::call_now());
-        if probability <= 0.0 || self.draws.next() >= probability {
-            return Ok(());
-        }
-        self.calls[CallResult::Shed.index()].increment(1);
-        tracing::debug!(rejected_by = %self.name, rejection = "shed", probability, "call shed");
-        self.hooks.on_rejected.call(RejectedEvent {
-            name: &self.name,
-            probability,
-        });
-        Err(Rejected::new(RejectionKind::Throttled, self.name.clone()).into())
-    }
-
-    /// When a call let through starts, if the shed needs its latency.
-    #[inline]
-    pub(crate) fn started(&self) -> Option<Instant> {
-        self.shed.as_ref().map(|_| time::call_now())
-    }
-
-    /// Tells the shed of an attempt sent at `started`: answered with a success, or cut by an
-    /// attempt timeout.
-    pub(crate) fn sample(&self, started: Instant, answered: bool) {
-        let Some(shed) = &self.shed else {
-            return;
-        };
-        let now = Instant::now();
-        if let Some(change) = shed.sample(started, now, answered) {
-            let probability = shed.probability(now);
-            tracing::debug!(name = %self.name, ?change, probability, "shed changed");
-            self.hooks.on_shed.call(ShedChangedEvent {
-                name: &self.name,
-                change,
-                probability,
-            });
-        }
     }
 
     /// Counts how a call let through ended.

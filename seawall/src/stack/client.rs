@@ -12,7 +12,7 @@ use seawall_core::classify::DefaultClassify;
 use seawall_core::config::{self, ConfigError, MAX_DURATION, Raw};
 use seawall_hedge::{Hedge, HedgeConfig, HedgeHandle, HedgeLayer};
 use seawall_retry::{DefaultPolicy, Retry, RetryConfig, RetryHandle, RetryLayer};
-use seawall_throttle::{ShedConfig, Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
+use seawall_throttle::{Throttle, ThrottleConfig, ThrottleHandle, ThrottleLayer};
 use seawall_timeout::{
     AdaptiveTimeout, NoDeadlines, ScopedDeadlines, Timeout, TimeoutConfig, TimeoutHandle,
     TimeoutLayer, TimeoutMode,
@@ -451,13 +451,8 @@ fn default_retry() -> RetryConfig {
         .expect("the defaults are valid")
 }
 
-/// With the shed on latency: with more than a handful of clients no per-client concurrency
-/// limit binds in an overload, and each client must shed on what it sees.
 fn default_throttle() -> ThrottleConfig {
-    ThrottleConfig::builder()
-        .shed(ShedConfig::default())
-        .build()
-        .expect("the defaults are valid")
+    ThrottleConfig::default()
 }
 
 fn default_bulkhead() -> BulkheadConfig {

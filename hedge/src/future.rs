@@ -153,6 +153,10 @@ where
                         Ok(response) => {
                             if let Some(core) = this.core {
                                 let state = &core.shared.state;
+                                // A hedge still out lost: the call was late, not slow.
+                                if this.hedging.as_ref().is_some_and(Hedging::is_busy) {
+                                    state.hedge_decided(false);
+                                }
                                 match *this.start {
                                     None => state.record_at_once(),
                                     Some(start) if state.records_latency() => {
@@ -250,6 +254,7 @@ where
                 if this.primary.is_some() {
                     shared.state.record_hedged(elapsed, now);
                 }
+                shared.state.hedge_decided(true);
                 shared.hedge_won(attempt, elapsed);
                 this.primary.set(None);
                 this.timer.set(None);

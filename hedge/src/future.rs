@@ -153,17 +153,18 @@ where
                         Ok(response) => {
                             if let Some(core) = this.core {
                                 let state = &core.shared.state;
-                                // A hedge still out lost: the call was late, not slow.
-                                if this.hedging.as_ref().is_some_and(Hedging::is_busy) {
-                                    state.hedge_decided(false);
-                                }
                                 match *this.start {
                                     None => state.record_at_once(),
-                                    Some(start) if state.records_latency() => {
-                                        let now = state.now();
-                                        state.record_latency(now - start, now);
+                                    Some(start) => {
+                                        // A hedge still out lost: the call was late, not slow.
+                                        if this.hedging.as_ref().is_some_and(Hedging::is_busy) {
+                                            state.hedge_decided(false);
+                                        }
+                                        if state.records_latency() {
+                                            let now = state.now();
+                                            state.record_latency(now - start, now);
+                                        }
                                     }
-                                    Some(_) => {}
                                 }
                             }
                             this.timer.set(None);

@@ -44,8 +44,8 @@ const MIN_BURST: u64 = 10;
 /// Hedges the pace lets go at once, below 1000 requests a second, after a hedge lost to its
 /// call's first attempt (the lab's `tail-hedge` at 75 clients, up to ten each into a queue of a
 /// few ms: A 1.105 in the fault; with two, 1.034). One cost slow calls of a long tail their
-/// hedges: there healthy hedges lose often (`tail-hedge` on a long tail: p99.9 115–156 →
-/// 227–293 ms with one, 117–183 ms with two).
+/// hedges, where healthy hedges lose often (`tail-hedge` on a long tail at 10–50 clients:
+/// p99.9 111–156 ms; with one, 227–293; with two, 118–196).
 const LOSING_BURST: u64 = 2;
 const COUNT_MASK: u64 = u32::MAX as u64;
 

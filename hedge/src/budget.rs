@@ -14,13 +14,18 @@
 //! which slows more calls into hedging, until the window's whole allowance is spent (the lab's
 //! `tail-hedge` on some seeds: 812 hedges in one second, where 10 % of 1000 req/s is 100).
 //!
+//! While the latest hedge decided lost to its call's first attempt, the floor of ten is two:
+//! hedges that lose mean calls slowed by a queue, not slow calls, and ten at once from each of
+//! a fleet of quiet clients is ten times the fleet's pace into that queue. A hedge that wins
+//! gives the ten back, for the clumps in which a Poisson stream's slow calls come.
+//!
 //! Requests and hedges are counted in per-second buckets of atomics, one word per bucket
 //! tagged with its second, so counting takes no lock and memory stays fixed; the pace is one
 //! word, touched only by hedges. A withdrawal is counted first and checked after, and undone
 //! when over the budget, so concurrent withdrawals can never overdraw it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use seawall_core::time::nanos;
 use tokio::time::Instant;
@@ -32,9 +37,16 @@ const PPM: u64 = 1_000_000;
 /// second's worth is a few hedges or none, and the slow calls of a Poisson stream come in
 /// clumps, which a pace of one at a time leaves unhedged (the lab's `tail-hedge` at 10
 /// clients of 100 requests a second failed p99.9 on 10 seeds of 10 with one, on 6 with ten).
-/// The floor is per client: a fleet of clients under 1000 requests a second each may still
-/// send ten hedges each at once, as much as their windows allow.
+/// The floor is per client: a fleet of clients under 1000 requests a second each may send
+/// ten hedges each at once, so it holds only while hedges win ([`LOSING_BURST`] after one
+/// lost).
 const MIN_BURST: u64 = 10;
+/// Hedges the pace lets go at once, below 1000 requests a second, after a hedge lost to its
+/// call's first attempt (the lab's `tail-hedge` at 75 clients, up to ten each into a queue of a
+/// few ms: A 1.105 in the fault; with two, 1.034). One cost slow calls of a long tail their
+/// hedges, where healthy hedges lose often (`tail-hedge` on a long tail at 10–50 clients:
+/// p99.9 111–156 ms; with one, 227–293; with two, 118–196).
+const LOSING_BURST: u64 = 2;
 const COUNT_MASK: u64 = u32::MAX as u64;
 
 /// `ratio` in parts per million, rounded down, so the budget never allows more than the
@@ -51,6 +63,8 @@ pub(crate) struct Budget {
     withdrawals: Box<[AtomicU64]>,
     /// When, in nanoseconds from `start`, the pace lets the next hedge go.
     paced: AtomicU64,
+    /// Whether the latest hedge to be decided lost to its call's first attempt.
+    losing: AtomicBool,
 }
 
 impl Budget {
@@ -65,6 +79,7 @@ impl Budget {
             deposits: slots(),
             withdrawals: slots(),
             paced: AtomicU64::new(0),
+            losing: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +93,11 @@ impl Budget {
     /// bucket holds now.
     pub(crate) fn deposit_in(&self, second: u64) -> u64 {
         increment(&self.deposits[self.slot(second)], second) & COUNT_MASK
+    }
+
+    /// Records whether a hedge answered before its call's first attempt (`true`) or lost to it.
+    pub(crate) fn hedge_decided(&self, won: bool) {
+        self.losing.store(!won, Ordering::Relaxed);
     }
 
     /// Takes one hedge from the budget; `false` when none is left.
@@ -95,8 +115,8 @@ impl Budget {
     }
 
     /// Whether a hedge may go now at the pace of `ratio` of the current request rate, a
-    /// tenth of a second's worth (at least [`MIN_BURST`]) at once (the module docs say why);
-    /// if so, counts it.
+    /// tenth of a second's worth (at least [`MIN_BURST`], or [`LOSING_BURST`] while hedges
+    /// lose) at once (the module docs say why); if so, counts it.
     fn pace(&self, now: Instant, second: u64, window_requests: u64) -> bool {
         let requests = |s: u64| count_in(&self.deposits[self.slot(s)], s);
         let mut rate = requests(second).max(window_requests.div_ceil(self.window_secs));
@@ -109,7 +129,12 @@ impl Budget {
             return false;
         }
         let interval = (1_000_000_000 * u128::from(PPM) / u128::from(per_second)) as u64;
-        let burst = (per_second / (10 * PPM)).max(MIN_BURST);
+        let floor = if self.losing.load(Ordering::Relaxed) {
+            LOSING_BURST
+        } else {
+            MIN_BURST
+        };
+        let burst = (per_second / (10 * PPM)).max(floor);
         let tolerance = (burst - 1).saturating_mul(interval);
         let now = nanos(now.saturating_duration_since(self.start));
         let mut due = self.paced.load(Ordering::Acquire);
@@ -248,18 +273,25 @@ mod tests {
     enum Event {
         Request,
         Hedge,
+        Won,
+        Lost,
     }
 
     fn event() -> impl Strategy<Value = (u64, Event)> {
         (
             prop_oneof![2 => Just(0u64), 2 => 1u64..50, 1 => 50u64..4000],
-            prop_oneof![3 => Just(Event::Request), 1 => Just(Event::Hedge)],
+            prop_oneof![
+                6 => Just(Event::Request),
+                2 => Just(Event::Hedge),
+                1 => Just(Event::Won),
+                1 => Just(Event::Lost),
+            ],
         )
     }
 
     /// The budget as a list of events: the window's ratio, and hedges spaced out at `ratio`
     /// of the busier of this second and the one before (and the window's average), a tenth
-    /// of a second's worth (at least ten) at once.
+    /// of a second's worth (at least ten, or two after a hedge lost) at once.
     struct Model {
         ratio_ppm: u64,
         window: u64,
@@ -267,6 +299,8 @@ mod tests {
         hedges: Vec<u64>,
         /// When the next hedge may go, in nanoseconds.
         due: u64,
+        /// Whether the latest hedge decided lost.
+        losing: bool,
     }
 
     impl Model {
@@ -304,7 +338,7 @@ mod tests {
                 return false;
             }
             let interval = (1_000_000_000 * u128::from(PPM) / u128::from(per_second)) as u64;
-            let burst = (per_second / (10 * PPM)).max(10);
+            let burst = (per_second / (10 * PPM)).max(if self.losing { 2 } else { 10 });
             let now = at_ms * 1_000_000;
             let from = self.due.max(now);
             if from - now > (burst - 1) * interval {
@@ -331,6 +365,7 @@ mod tests {
                 requests: Vec::new(),
                 hedges: Vec::new(),
                 due: 0,
+                losing: false,
             };
             let mut at = 0;
             for (advance, event) in steps {
@@ -343,6 +378,11 @@ mod tests {
                     }
                     Event::Hedge => {
                         prop_assert_eq!(b.withdraw_at(now), model.hedge(at), "at {} ms", at);
+                    }
+                    Event::Won | Event::Lost => {
+                        let won = matches!(event, Event::Won);
+                        b.hedge_decided(won);
+                        model.losing = !won;
                     }
                 }
                 let second = at / 1000;

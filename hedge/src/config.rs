@@ -248,8 +248,9 @@ impl TryFrom<PercentileSpec> for PercentileDelay {
 /// sending requests, so a fleet of any size, each client at any rate, sends at most `ratio`
 /// more load. A client that has sent fewer than `1 / ratio` requests in the window cannot
 /// hedge yet. Within the window, hedges are paced at `ratio` of the current request rate, a
-/// tenth of a second's worth (at least ten) at once, so an allowance banked in quiet seconds
-/// never goes out in one burst. Deserializes from `{ "ratio": 0.1, "window": "10s" }`.
+/// tenth of a second's worth (at least ten, or two after a hedge lost to its first attempt)
+/// at once, so an allowance banked in quiet seconds never goes out in one burst. Deserializes
+/// from `{ "ratio": 0.1, "window": "10s" }`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "BudgetSpec", into = "BudgetSpec")]
 pub struct BudgetConfig {

@@ -155,11 +155,16 @@ where
                                 let state = &core.shared.state;
                                 match *this.start {
                                     None => state.record_at_once(),
-                                    Some(start) if state.records_latency() => {
-                                        let now = state.now();
-                                        state.record_latency(now - start, now);
+                                    Some(start) => {
+                                        // A hedge still out lost: the call was late, not slow.
+                                        if this.hedging.as_ref().is_some_and(Hedging::is_busy) {
+                                            state.hedge_decided(false);
+                                        }
+                                        if state.records_latency() {
+                                            let now = state.now();
+                                            state.record_latency(now - start, now);
+                                        }
                                     }
-                                    Some(_) => {}
                                 }
                             }
                             this.timer.set(None);
@@ -250,6 +255,7 @@ where
                 if this.primary.is_some() {
                     shared.state.record_hedged(elapsed, now);
                 }
+                shared.state.hedge_decided(true);
                 shared.hedge_won(attempt, elapsed);
                 this.primary.set(None);
                 this.timer.set(None);

@@ -280,6 +280,11 @@ impl State {
         }
     }
 
+    /// Records whether a hedge answered before its call's first attempt or lost to it.
+    pub(crate) fn hedge_decided(&self, won: bool) {
+        self.budget.hedge_decided(won);
+    }
+
     /// Takes a hedge from the budget.
     pub(crate) fn withdraw(&self, now: Instant) -> bool {
         self.budget.withdraw_at(now)

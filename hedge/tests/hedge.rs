@@ -705,3 +705,81 @@ async fn an_allowance_banked_over_quiet_seconds_goes_out_at_the_ratio_s_pace() {
     assert!(hedges >= 10, "{hedges}: the stalled calls are still hedged");
     assert_eq!(downstream.attempts.load(Ordering::Relaxed), 10_200 + hedges);
 }
+
+#[tokio::test(start_paused = true)]
+async fn once_a_hedge_loses_to_its_first_attempt_two_go_at_once_not_ten() {
+    // 20 calls a second for 10 s bank 20 hedges, paced at 2 a second, ten at once. Then every
+    // call stalls for 300 ms, hedges too: a queue, not a slow call. The first hedge loses to
+    // its first attempt, and from then on two at once: a fleet of such clients sending ten
+    // each would send ten times its share together into the queue that stalled them.
+    let hedges = Arc::new(AtomicU32::new(0));
+    let layer = {
+        let hedges = hedges.clone();
+        fixed(ms(10)).on_hedge(move |_| {
+            hedges.fetch_add(1, Ordering::Relaxed);
+        })
+    };
+    let downstream = Stalling {
+        slow_until: Arc::new(Mutex::new(Instant::now())),
+        attempts: Arc::default(),
+    };
+    let svc = layer.layer(downstream.clone());
+    let start = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..206u32 {
+        tokio::time::sleep_until(start + ms(50 * u64::from(i))).await;
+        if i == 200 {
+            *downstream.slow_until.lock().unwrap() = Instant::now() + ms(300);
+        }
+        calls.push(tokio::spawn(svc.clone().oneshot(i)));
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // Six calls stalled; two hedges, where the burst of ten would have hedged all six.
+    assert_eq!(hedges.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_that_wins_gives_back_the_burst_for_a_clump_of_slow_calls() {
+    let hedges = Arc::new(AtomicU32::new(0));
+    let layer = {
+        let hedges = hedges.clone();
+        fixed(ms(10)).on_hedge(move |_| {
+            hedges.fetch_add(1, Ordering::Relaxed);
+        })
+    };
+    let downstream = Stalling {
+        slow_until: Arc::new(Mutex::new(Instant::now())),
+        attempts: Arc::default(),
+    };
+    let svc = layer.layer(downstream.clone());
+    let start = Instant::now();
+    // 20 calls a second for 10 s: hedges paced at 2 a second.
+    for i in 0..200u32 {
+        tokio::time::sleep_until(start + ms(50 * u64::from(i))).await;
+        tokio::spawn(svc.clone().oneshot(i));
+    }
+    let calls_slowed_for = |at: Duration, stall: Duration, calls: u32| {
+        let (svc, downstream) = (svc.clone(), downstream.clone());
+        async move {
+            tokio::time::sleep_until(start + at).await;
+            *downstream.slow_until.lock().unwrap() = Instant::now() + stall;
+            let calls: Vec<_> = (0..calls)
+                .map(|i| tokio::spawn(svc.clone().oneshot(i)))
+                .collect();
+            for call in calls {
+                call.await.unwrap().unwrap();
+            }
+        }
+    };
+    // A stall that slows the hedge too: it loses.
+    calls_slowed_for(ms(10_000), ms(100), 1).await;
+    assert_eq!(hedges.load(Ordering::Relaxed), 1);
+    // One slow call, its hedge fast: it wins.
+    calls_slowed_for(ms(11_000), ms(1), 1).await;
+    assert_eq!(hedges.load(Ordering::Relaxed), 2);
+    // Three slow calls at once, within the pace's half second: all hedged, as before the loss.
+    calls_slowed_for(ms(11_100), ms(1), 3).await;
+    assert_eq!(hedges.load(Ordering::Relaxed), 5);
+}

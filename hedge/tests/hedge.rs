@@ -649,6 +649,25 @@ struct Stalling {
     attempts: Arc<AtomicU32>,
 }
 
+impl Stalling {
+    fn new() -> Self {
+        Self {
+            slow_until: Arc::new(Mutex::new(Instant::now())),
+            attempts: Arc::default(),
+        }
+    }
+}
+
+/// A layer hedging after `delay`, and the count of hedges it sent.
+fn counting_hedges(delay: Duration) -> (HedgeLayer, Arc<AtomicU32>) {
+    let hedges = Arc::new(AtomicU32::new(0));
+    let counted = hedges.clone();
+    let layer = fixed(delay).on_hedge(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    (layer, hedges)
+}
+
 impl Service<u32> for Stalling {
     type Response = u32;
     type Error = BoxError;
@@ -674,17 +693,8 @@ async fn an_allowance_banked_over_quiet_seconds_goes_out_at_the_ratio_s_pace() {
     // 1000 calls a second for 10 s, none slow: the budget (10 % over 10 s) banks 1000 hedges.
     // Then every call stalls for 100 ms: spent at once, the bank would hedge all 100 of them,
     // doubling the load of a downstream that stalled (in a queue, the hedges make the stall).
-    let hedges = Arc::new(AtomicU32::new(0));
-    let layer = {
-        let hedges = hedges.clone();
-        fixed(ms(10)).on_hedge(move |_| {
-            hedges.fetch_add(1, Ordering::Relaxed);
-        })
-    };
-    let downstream = Stalling {
-        slow_until: Arc::new(Mutex::new(Instant::now())),
-        attempts: Arc::default(),
-    };
+    let (layer, hedges) = counting_hedges(ms(10));
+    let downstream = Stalling::new();
     let svc = layer.layer(downstream.clone());
     let start = Instant::now();
     let mut calls = Vec::new();
@@ -712,17 +722,8 @@ async fn once_a_hedge_loses_to_its_first_attempt_two_go_at_once_not_ten() {
     // call stalls for 300 ms, hedges too: a queue, not a slow call. The first hedge loses to
     // its first attempt, and from then on two at once: a fleet of such clients sending ten
     // each would send ten times its share together into the queue that stalled them.
-    let hedges = Arc::new(AtomicU32::new(0));
-    let layer = {
-        let hedges = hedges.clone();
-        fixed(ms(10)).on_hedge(move |_| {
-            hedges.fetch_add(1, Ordering::Relaxed);
-        })
-    };
-    let downstream = Stalling {
-        slow_until: Arc::new(Mutex::new(Instant::now())),
-        attempts: Arc::default(),
-    };
+    let (layer, hedges) = counting_hedges(ms(10));
+    let downstream = Stalling::new();
     let svc = layer.layer(downstream.clone());
     let start = Instant::now();
     let mut calls = Vec::new();
@@ -742,17 +743,8 @@ async fn once_a_hedge_loses_to_its_first_attempt_two_go_at_once_not_ten() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hedge_that_wins_gives_back_the_burst_for_a_clump_of_slow_calls() {
-    let hedges = Arc::new(AtomicU32::new(0));
-    let layer = {
-        let hedges = hedges.clone();
-        fixed(ms(10)).on_hedge(move |_| {
-            hedges.fetch_add(1, Ordering::Relaxed);
-        })
-    };
-    let downstream = Stalling {
-        slow_until: Arc::new(Mutex::new(Instant::now())),
-        attempts: Arc::default(),
-    };
+    let (layer, hedges) = counting_hedges(ms(10));
+    let downstream = Stalling::new();
     let svc = layer.layer(downstream.clone());
     let start = Instant::now();
     // 20 calls a second for 10 s: hedges paced at 2 a second.

@@ -11,6 +11,7 @@ use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use seawall_bulkhead::{BulkheadHandle, BulkheadLayer};
 use seawall_core::classify::GrpcCodes;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{RejectionKind, rejected};
 use tokio::sync::mpsc;
 use tokio::time::advance;
@@ -293,11 +294,7 @@ proptest::proptest! {
         limit in 1usize..4,
         steps in proptest::collection::vec(step(), 1..80),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(async {
             let (layer, handle) = BulkheadLayer::builder()
                 .max_concurrent(limit)

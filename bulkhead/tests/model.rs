@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use seawall_bulkhead::BulkheadLayer;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{BoxError, RejectionKind, rejected};
 use tokio::sync::oneshot;
 use tokio_test::task::spawn;
@@ -96,11 +97,7 @@ impl Model {
 }
 
 fn run(limit: usize, queue_limit: usize, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async move {
         let gates: Arc<Mutex<HashMap<u32, oneshot::Receiver<()>>>> = Arc::default();
         let reached: Arc<Mutex<Vec<u32>>> = Arc::default();

@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use proptest::prelude::*;
 use seawall_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState, NoRetryAfter};
 use seawall_core::classify::AnyError;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{BoxError, Rejected, RejectionKind};
 use tokio::sync::oneshot;
 use tower::util::ServiceFn;
@@ -263,11 +264,7 @@ proptest! {
         window in 1u32..=16,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(check(rule, window, ops))?;
     }
 }

@@ -12,6 +12,7 @@ use seawall_circuit_breaker::{
 };
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
+use seawall_core::testing::paused_runtime;
 use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
 use tokio::time::{advance, sleep};
 use tokio_test::{assert_pending, assert_ready, task};
@@ -1455,13 +1456,7 @@ async fn the_timer_stops_once_the_breaker_closes() {
 
 #[test]
 fn a_timer_dropped_with_its_runtime_lets_the_next_opening_start_one() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap()
-    };
+    let runtime = paused_runtime;
     let (layer, handle) = builder().consecutive_failures(1).build().unwrap().pair();
     let first = runtime();
     first.block_on(run(&layer, &[Fail]));

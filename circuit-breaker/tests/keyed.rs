@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use seawall_circuit_breaker::{CircuitBreakerConfig, CircuitState, KeyedCircuitBreakerLayer};
 use seawall_core::key::{KeyFn, key_fn};
-use seawall_core::testing::TestRecorder;
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use tokio::time::advance;
 use tower::{Layer, ServiceExt, service_fn};
@@ -430,11 +430,7 @@ mod model {
             max_keys in 1usize..=6,
             ops in proptest::collection::vec(op(), 1..120),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
+            let rt = paused_runtime();
             rt.block_on(check(max_keys, ops))?;
         }
     }

@@ -12,6 +12,7 @@ use seawall_circuit_breaker::{
 use seawall_core::BoxError;
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
+use seawall_core::testing::paused_runtime;
 use tokio::time::{Instant, advance, sleep};
 use tower::{Layer, ServiceExt, service_fn};
 
@@ -525,11 +526,7 @@ proptest! {
         config in config(),
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(check(config, ops))?;
     }
 
@@ -543,11 +540,7 @@ proptest! {
             (Just(config), ops)
         }),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(check(config, ops))?;
     }
 }
@@ -639,11 +632,7 @@ proptest! {
         seed in any::<u64>(),
         recover in proptest::collection::vec(proptest::bool::weighted(0.2), 1..12),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(check_open_backoff(backoff, seed, recover))?;
     }
 }

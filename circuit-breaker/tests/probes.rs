@@ -5,6 +5,7 @@ use futures::future::BoxFuture;
 use proptest::prelude::*;
 use seawall_circuit_breaker::{CircuitBreaker, CircuitBreakerLayer, CircuitState, NoRetryAfter};
 use seawall_core::classify::AnyError;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{BoxError, RejectionKind, rejected};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -188,11 +189,7 @@ proptest! {
         slow_start in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..60),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(check(probes, ratio, slow_start, ops))?;
     }
 }

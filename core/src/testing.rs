@@ -293,6 +293,18 @@ pub mod config {
     }
 }
 
+/// A current-thread runtime with the timer on tokio's paused clock, for a test (a property
+/// test, say) that cannot be a `#[tokio::test(start_paused = true)]`: the clock moves only when
+/// every task waits, by as much as the next timer needs.
+#[cfg(feature = "test-util")]
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread runtime")
+}
+
 /// Installs a tracing subscriber that writes through the test harness, so a failing test shows
 /// what seawall's layers logged (state changes, rejections) and a passing one stays quiet.
 /// Once per test binary; later calls do nothing.

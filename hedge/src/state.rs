@@ -439,11 +439,7 @@ mod tests {
             // beat after `ms`.
             steps in prop::collection::vec((any::<bool>(), 1u64..60, 1usize..12), 1..24),
         ) {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .start_paused(true)
-                .build()
-                .unwrap();
+            let runtime = seawall_core::testing::paused_runtime();
             runtime.block_on(async {
                 // An hour's window, its delay refreshed every 90 s: 24 steps stay in it.
                 let window = Duration::from_secs(3600);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use seawall_core::BoxError;
+use seawall_core::testing::paused_runtime;
 use seawall_outlier::OutlierLayer;
 use tower::Service;
 
@@ -153,11 +154,7 @@ fn check(
     threshold: u32,
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let share = f64::from(share_pct) / 100.0;
         let (layer, handle) = OutlierLayer::<usize>::builder()

@@ -8,7 +8,7 @@ use axum::body::Body;
 use http::{Request, StatusCode, header::RETRY_AFTER};
 use proptest::prelude::*;
 use seawall_core::http::ErrorResponseLayer;
-use seawall_core::testing::TestRecorder;
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_rate_limit::store::{MemoryStore, OnStoreFailure, StoreState};
 use seawall_rate_limit::{
@@ -437,11 +437,7 @@ proptest! {
     ) {
         let burst = lease + burst_extra;
         let quota = Quota::per_second(rate).with_burst(burst);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         let admitted_at: Vec<u64> = runtime.block_on(async {
             let store = MemoryStore::new();
             let mut svcs: Vec<_> = (0..replicas)

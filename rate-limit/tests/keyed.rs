@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use seawall_core::testing::TestRecorder;
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_rate_limit::{KeyFn, Keyed, Quota, RateLimit, RateLimitLayer, key_fn};
 use tokio::time::advance;
@@ -516,11 +516,7 @@ proptest::proptest! {
         sweep_ms in 1u64..500,
         steps in proptest::collection::vec((1u64..200_000_000, 0u64..8), 1..200),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(async {
             let quota = Quota::per_second(rate).with_burst(burst);
             let layer = config(quota)

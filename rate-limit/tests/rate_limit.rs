@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use seawall_core::testing::TestRecorder;
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_rate_limit::{Quota, RateLimitLayer};
 use tokio::time::advance;
@@ -389,11 +389,7 @@ proptest! {
         burst in 1u32..50,
         steps in proptest::collection::vec((0u64..50_000_000, 0usize..5), 1..100),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(async {
             let quota = Quota::per_second(rate).with_burst(burst);
             let mut svc = layer(quota).layer(echo());
@@ -427,11 +423,7 @@ proptest! {
             // Rejected by validation: nothing to run.
             return Ok(());
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(async {
             let mut svc = layer.layer(echo());
             prop_assert_eq!(try_call(&mut svc).await, None, "the first call always passes");

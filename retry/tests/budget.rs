@@ -9,6 +9,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use seawall_core::BoxError;
 use seawall_core::backoff::{Backoff, Jitter};
+use seawall_core::testing::paused_runtime;
 use seawall_retry::{BudgetConfig, RetryBudget, RetryLayer};
 use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt, service_fn};
@@ -156,14 +157,6 @@ impl Model {
             Decision::Refuse => {}
         }
     }
-}
-
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
 }
 
 proptest! {

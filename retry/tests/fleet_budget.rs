@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proptest::prelude::*;
 use seawall_core::BoxError;
 use seawall_core::store::OnStoreFailure;
-use seawall_core::testing::TestRecorder;
 use seawall_core::testing::redis::{RedisServer, redis_url};
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_retry::{
     Budget, BudgetConfig, BudgetStore, FleetBudget, FleetBudgetConfig, MemoryBudgetStore,
     RedisBudgetStore, RetryBudget, RetryLayer,
@@ -178,11 +178,7 @@ proptest! {
         floor in 0u32..3,
         ticks in prop::collection::vec((0u64..30, 0usize..4, 0u32..4, 0u32..4), 20..200),
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         let ttl = Duration::from_secs(10);
         let (requests, retries, elapsed) = runtime.block_on(async {
             let store = MemoryBudgetStore::new();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use seawall_core::classify::HttpStatus;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{BoxError, Rejected, RejectionKind, rejected};
 use seawall_throttle::{ThrottleCounts, ThrottleHandle, ThrottleLayer};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -274,11 +275,7 @@ proptest! {
         // Under 256 calls: the window never reaches the size from which the clock is sampled.
         ops in proptest::collection::vec(op(), 1..250),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         rt.block_on(run(settings, ops))?;
     }
 }

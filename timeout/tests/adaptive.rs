@@ -6,6 +6,7 @@ use std::future::pending;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use seawall_core::testing::paused_runtime;
 use seawall_core::{Attempt, BoxError, Deadline, RejectionKind, rejected};
 use seawall_timeout::{AdaptiveTimeout, TimeoutConfig, TimeoutHandle, TimeoutLayer};
 use tokio::time::{Instant, advance, sleep};
@@ -592,11 +593,7 @@ proptest! {
             .iter()
             .map(|&us| Duration::from_micros(us).min(ceiling - Duration::from_micros(1)))
             .collect();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         let timeout = runtime.block_on(async {
             let (layer, handle) = layer(
                 adaptive().multiplier(multiplier).floor(floor).ceiling(ceiling),
@@ -748,11 +745,7 @@ proptest! {
     ) {
         let floor = Duration::from_micros(20_500);
         let ceiling = Duration::from_micros(300_500);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let runtime = paused_runtime();
         runtime.block_on(async {
             let (layer, handle) = layer(
                 AdaptiveTimeout::new()

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderValue, Request};
-use seawall_core::testing::TestRecorder;
+use seawall_core::testing::{TestRecorder, paused_runtime};
 use seawall_core::{BoxError, RejectionKind, rejected};
 use seawall_timeout::deadline::GRPC_TIMEOUT;
 use seawall_timeout::{Deadline, DeadlineConfig, InboundDeadlineLayer, TimeoutLayer};
@@ -482,11 +482,7 @@ proptest::proptest! {
         ),
         extension in proptest::option::of(0u64..3000),
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         let seen = |below_inbound: bool| {
             let config = DeadlineConfig::inbound()
                 .with_header(http::HeaderName::from_static("x-request-timeout"));

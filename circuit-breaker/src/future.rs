@@ -189,7 +189,11 @@ where
                     report.report(outcome);
                     return Poll::Ready(Ok(policy.classify.watch(response, None)));
                 }
-                Poll::Ready(policy.classify.report_classified(classified, result, report))
+                Poll::Ready(
+                    policy
+                        .classify
+                        .report_classified(classified, result, report),
+                )
             }
             StateProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

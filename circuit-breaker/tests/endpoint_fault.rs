@@ -57,9 +57,7 @@ async fn after(endpoint_fault_is_failure: bool, calls: &[Answer]) -> (CircuitSta
         .build()
         .unwrap()
         .pair();
-    let svc = layer
-        .classify(DefaultClassify)
-        .layer(service_fn(answer));
+    let svc = layer.classify(DefaultClassify).layer(service_fn(answer));
     for &call in calls {
         let _ = svc.clone().oneshot(call).await;
     }
@@ -133,14 +131,8 @@ async fn a_marked_success_is_still_a_success() {
 
 #[tokio::test(start_paused = true)]
 async fn a_marked_failed_probe_frees_its_slot_and_the_next_probe_closes() {
-    let (layer, handle) = builder()
-        .half_open_probes(1)
-        .build()
-        .unwrap()
-        .pair();
-    let svc = layer
-        .classify(DefaultClassify)
-        .layer(service_fn(answer));
+    let (layer, handle) = builder().half_open_probes(1).build().unwrap().pair();
+    let svc = layer.classify(DefaultClassify).layer(service_fn(answer));
     for _ in 0..3 {
         let _ = svc.clone().oneshot(Answer::Error { marked: false }).await;
     }
@@ -150,7 +142,11 @@ async fn a_marked_failed_probe_frees_its_slot_and_the_next_probe_closes() {
         .clone()
         .oneshot(Answer::Status500 { marked: true })
         .await;
-    assert_eq!(handle.state(), CircuitState::HalfOpen, "the probe counted for nothing");
+    assert_eq!(
+        handle.state(),
+        CircuitState::HalfOpen,
+        "the probe counted for nothing"
+    );
     svc.clone().oneshot(Answer::Ok).await.unwrap();
     assert_eq!(handle.state(), CircuitState::Closed);
 }

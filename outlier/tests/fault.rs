@@ -124,7 +124,10 @@ async fn marking_stops_after_one_failure_of_each_endpoint_once_every_one_fails()
         backend.answer(500);
     }
     assert!(marked(&mut endpoints[0]).await, "1 and 2 still succeed");
-    assert!(marked(&mut endpoints[0]).await, "0's own failures do not count");
+    assert!(
+        marked(&mut endpoints[0]).await,
+        "0's own failures do not count"
+    );
     assert!(marked(&mut endpoints[1]).await, "2 still succeeds");
     assert!(!marked(&mut endpoints[2]).await, "every endpoint now fails");
     for endpoint in &mut endpoints {

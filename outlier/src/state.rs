@@ -29,6 +29,8 @@ const RECOVERY_RUN: u32 = 5;
 const SUCCEEDING: u8 = 1;
 /// In [`MemberState::latest`]: a success since the set last aged its members.
 const FRESH: u8 = 2;
+/// [`SetState::last_failure`] before the set's first failure.
+const NEVER: u64 = u64::MAX;
 
 /// The detectors' settings, in nanoseconds where they are times, and the configuration they
 /// come from.
@@ -84,6 +86,11 @@ pub(crate) struct SetState<K> {
     /// When members whose success is older than an interval are next no longer counted as
     /// succeeding, in nanoseconds from `origin`.
     next_aging: AtomicU64,
+    /// When the set's latest failure came, in nanoseconds from `origin` ([`NEVER`] before the
+    /// first).
+    last_failure: AtomicU64,
+    /// The detectors' interval in nanoseconds, as `settings` has it, read by every failure.
+    interval: AtomicU64,
     /// Whether ejected endpoints return only after a probe.
     pub(crate) probes: AtomicBool,
     pub(crate) hooks: Hooks<K>,
@@ -148,6 +155,8 @@ impl<K> SetState<K> {
             next_evaluation: AtomicU64::new(nanos(config.interval)),
             succeeding: AtomicUsize::new(0),
             next_aging: AtomicU64::new(nanos(config.interval)),
+            last_failure: AtomicU64::new(NEVER),
+            interval: AtomicU64::new(nanos(config.interval)),
             probes: AtomicBool::new(false),
             hooks: Hooks::default(),
             scope,
@@ -180,6 +189,8 @@ impl<K> SetState<K> {
     pub(crate) fn reload(&self, config: &OutlierConfig) -> Result<(), ConfigError> {
         self.check_reload(config)?;
         self.settings.store(Arc::new(Settings::new(config)));
+        self.interval
+            .store(nanos(config.interval), Ordering::Release);
         tracing::info!(name = %self.name, "outlier detection reloaded");
         Ok(())
     }
@@ -325,16 +336,35 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         }
     }
 
-    /// Whether a failure of `member` is its own: another endpoint, in the set, had a success
-    /// as its latest outcome, within an interval or two. The failure ends `member`'s own
-    /// standing first, so once every endpoint fails the set stops marking after about one
-    /// failure of each.
+    /// Whether a failure of `member` is its own: another endpoint, in the set, has a success as
+    /// its latest outcome, and a success since the aging before the last. The failure ends
+    /// `member`'s own standing first, so once every endpoint fails the set stops marking after
+    /// about one failure of each.
+    ///
+    /// The first failure after a spell of an interval with none (or the set's first) ends every
+    /// endpoint's standing: it may be the onset of a fault of every endpoint, and the successes
+    /// before it say nothing of that. Marks resume with the next success of another endpoint,
+    /// so a breaker above sees an outage of every endpoint as soon as it would without marks,
+    /// even at a few calls a second, where one failure of each endpoint would take a second.
     fn own_failure(&self, member: &MemberState<K>, at: u64) -> bool {
         if member.latest.load(Ordering::Relaxed) & SUCCEEDING != 0 {
             self.not_succeeding(member);
         }
+        let last = self.last_failure.swap(at, Ordering::AcqRel);
+        if last == NEVER || at.saturating_sub(last) > self.interval.load(Ordering::Acquire) {
+            self.forget_successes();
+            return false;
+        }
         self.age_if_due(at);
         self.succeeding.load(Ordering::Acquire) > 0
+    }
+
+    /// No member counts as succeeding until it succeeds again.
+    #[cold]
+    fn forget_successes(&self) {
+        for member in self.members() {
+            self.not_succeeding(&member);
+        }
     }
 
     /// A success of `member`: it counts as succeeding unless it is ejected (a call that was
@@ -358,10 +388,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
 
     /// Once an interval, on a failure: a member with no success since the last time no longer
     /// counts as succeeding (an endpoint no call reaches any more, say), nor one ejected since
-    /// it succeeded. After a quiet spell of more than an interval with no failure to run this,
-    /// none counts until it succeeds again: the first failures after it (the onset of a fault)
-    /// are judged by successes after them, so that an outage of every endpoint trips a breaker
-    /// above as fast as without marks, even at a few calls a second.
+    /// it succeeded.
     fn age_if_due(&self, at: u64) {
         let due = self.next_aging.load(Ordering::Acquire);
         if at < due {
@@ -380,10 +407,9 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         {
             return;
         }
-        let quiet = at - due > interval;
         for member in self.members() {
             let latest = member.latest.fetch_and(!FRESH, Ordering::AcqRel);
-            if latest & SUCCEEDING != 0 && (quiet || latest & FRESH == 0 || member.until() != 0) {
+            if latest & SUCCEEDING != 0 && (latest & FRESH == 0 || member.until() != 0) {
                 self.not_succeeding(&member);
             }
         }

@@ -98,6 +98,10 @@ async fn a_marked_error_keeps_the_endpoint_error_as_its_source() {
     let layer = layer();
     let mut a = layer.endpoint(0, Backend::answering(0));
     let mut b = layer.endpoint(1, Backend::answering(200));
+    assert!(
+        !marked(&mut a).await,
+        "the set's first failure is never marked"
+    );
     b.ready().await.unwrap().call(()).await.unwrap();
     let err = a.ready().await.unwrap().call(()).await.unwrap_err();
     let fault = err.downcast_ref::<EndpointFaultError>().expect("marked");
@@ -117,6 +121,9 @@ async fn marking_stops_after_one_failure_of_each_endpoint_once_every_one_fails()
         .enumerate()
         .map(|(i, b)| layer.endpoint(i, b.clone()))
         .collect();
+    backends[0].answer(500);
+    assert!(!marked(&mut endpoints[0]).await, "the set's first failure");
+    backends[0].answer(200);
     for endpoint in &mut endpoints {
         assert!(!marked(endpoint).await);
     }
@@ -144,6 +151,7 @@ async fn an_ejected_endpoint_success_does_not_count() {
     let mut a = layer.endpoint(0, Backend::answering(500));
     let mut b = layer.endpoint(1, Backend::answering(200));
     let mut c = layer.endpoint(2, Backend::answering(500));
+    assert!(!marked(&mut c).await, "the set's first failure");
     assert!(!marked(&mut b).await);
     assert!(marked(&mut a).await);
     // A call to b in flight when b is ejected comes back a success afterwards.
@@ -163,6 +171,7 @@ async fn a_success_older_than_the_interval_stops_counting() {
     let layer = layer();
     let mut a = layer.endpoint(0, Backend::answering(500));
     let mut b = layer.endpoint(1, Backend::answering(200));
+    assert!(!marked(&mut a).await, "the set's first failure");
     assert!(!marked(&mut b).await);
     // a keeps failing while b gets no call: b's success ages out within two intervals (10 s).
     let mut marks = Vec::new();
@@ -174,11 +183,26 @@ async fn a_success_older_than_the_interval_stops_counting() {
     let stopped = marks.iter().position(|m| !m).expect("marks stop");
     assert!((10..=20).contains(&stopped), "stopped after {stopped} s");
     assert!(marks[stopped..].iter().all(|m| !m));
+}
 
-    // After a quiet spell with no failure, a success from before it does not count either.
+#[tokio::test(start_paused = true)]
+async fn the_first_failure_after_an_interval_without_one_is_judged_by_later_successes() {
+    let layer = layer();
+    let mut a = layer.endpoint(0, Backend::answering(500));
+    let mut b = layer.endpoint(1, Backend::answering(200));
+    assert!(!marked(&mut a).await, "the set's first failure");
     assert!(!marked(&mut b).await);
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert!(marked(&mut a).await);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(!marked(&mut b).await);
+    assert!(marked(&mut a).await, "9 s since the last failure");
+    // Perhaps every endpoint fails from now on: b's success before says nothing of that.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(!marked(&mut b).await);
+    assert!(!marked(&mut a).await, "11 s since the last failure");
     assert!(!marked(&mut a).await);
+    assert!(!marked(&mut b).await);
+    assert!(marked(&mut a).await, "b succeeded since");
 }
 
 #[tokio::test(start_paused = true)]
@@ -198,6 +222,7 @@ async fn a_dropped_endpoint_stops_counting() {
     let layer = layer();
     let mut a = layer.endpoint(0, Backend::answering(500));
     let mut b = layer.endpoint(1, Backend::answering(200));
+    assert!(!marked(&mut a).await, "the set's first failure");
     assert!(!marked(&mut b).await);
     assert!(marked(&mut a).await);
     drop(b);

@@ -79,6 +79,8 @@ struct Model {
     threshold: u32,
     /// When the set next ages its endpoints' successes.
     next_aging: u64,
+    /// When the set's latest failure came.
+    last_failure: Option<u64>,
 }
 
 impl Model {
@@ -99,11 +101,18 @@ impl Model {
     /// outcome a success, within an interval or two).
     fn own_failure(&mut self, i: usize, now: u64) -> bool {
         self.endpoints[i].succeeding = false;
+        let last = self.last_failure.replace(now);
+        if last.is_none_or(|last| now - last > INTERVAL) {
+            // Perhaps the onset of a fault of every endpoint: earlier successes say nothing.
+            for e in &mut self.endpoints {
+                e.succeeding = false;
+            }
+            return false;
+        }
         if now >= self.next_aging {
-            let quiet = now - self.next_aging > INTERVAL;
             self.next_aging = now + INTERVAL;
             for e in &mut self.endpoints {
-                if quiet || !e.fresh || e.until.is_some() {
+                if !e.fresh || e.until.is_some() {
                     e.succeeding = false;
                 }
                 e.fresh = false;
@@ -213,6 +222,7 @@ fn check(
             allowed,
             threshold,
             next_aging: INTERVAL,
+            last_failure: None,
         };
         let mut now = 0;
         let mut task = tokio_test::task::spawn(());

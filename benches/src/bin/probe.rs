@@ -42,8 +42,9 @@ impl std::fmt::Display for Failed {
 
 impl std::error::Error for Failed {}
 
-/// `svc` as one endpoint of an outlier set of two (no detector ejects it), whose other
-/// endpoint has answered a success: a failure of `svc` is then marked as its own.
+/// `svc` as one endpoint of an outlier set (no detector ejects it) where another endpoint
+/// answered a success after the set's first failure: a failure of `svc` is then marked as its
+/// own.
 fn outlier_endpoint<S>(svc: S) -> Endpoint<S, usize, seawall_core::classify::AnyError, NoProbe>
 where
     S: Service<u64>,
@@ -53,6 +54,11 @@ where
         .no_success_rate()
         .build()
         .expect("a valid outlier set");
+    // The set's first failure is never marked (it may be the onset of an outage of all).
+    let mut first = layer
+        .endpoint(2, service_fn(|_: u64| ready(Err::<u64, _>(Failed))))
+        .map_result(|result| Ok::<_, BoxError>(u64::from(result.is_ok())));
+    call_now(&mut first, 0);
     let mut other = layer.endpoint(1, bare());
     call_now(&mut other, 0);
     // The set keeps a weak reference to each endpoint; the other one must stay in it.

@@ -63,6 +63,14 @@ where
         };
         response.map(|inner| ReportBody::reporting(inner, report, outcome))
     }
+
+    fn mark_endpoint_fault(&self, response: &mut Response<B>) {
+        self.inner.mark_endpoint_fault(response);
+    }
+
+    fn has_endpoint_fault(&self, response: &Response<B>) -> bool {
+        self.inner.has_endpoint_fault(response)
+    }
 }
 
 /// The body of responses after [`BulkheadLayer::release_on_body_end`](crate::BulkheadLayer::release_on_body_end).

@@ -280,6 +280,7 @@ struct Rules {
     automatic_transitions: bool,
     seed: u64,
     overload_is_failure: bool,
+    endpoint_fault_is_failure: bool,
 }
 
 impl Rules {
@@ -320,6 +321,7 @@ impl Rules {
             automatic_transitions: config.automatic_transitions,
             seed,
             overload_is_failure: config.overload_is_failure,
+            endpoint_fault_is_failure: config.endpoint_fault_is_failure,
         }
     }
 }
@@ -769,6 +771,16 @@ impl Breaker {
     }
 
     // ===== recording =====
+
+    /// The outcome of a call an outlier set marked as its endpoint's own.
+    #[cold]
+    pub(crate) fn endpoint_fault(&self, outcome: Outcome) -> Outcome {
+        match outcome {
+            // Another endpoint of the set succeeds: the dependency is up.
+            Outcome::Failure if !self.rules().endpoint_fault_is_failure => Outcome::Ignored,
+            outcome => outcome,
+        }
+    }
 
     /// Records how a call admitted with `permit` ended; `start` is when it began;
     /// `hint` how long to stay open should this result trip the breaker.

@@ -145,6 +145,7 @@ pub struct CircuitBreakerConfig {
     pub(crate) max_keys: usize,
     pub(crate) key_idle_timeout: Duration,
     pub(crate) overload_is_failure: bool,
+    pub(crate) endpoint_fault_is_failure: bool,
     pub(crate) half_open_slow_start: bool,
 }
 
@@ -248,6 +249,11 @@ impl CircuitBreakerConfig {
     /// Whether an overload refusal counts as a failure.
     pub fn overload_is_failure(&self) -> bool {
         self.overload_is_failure
+    }
+
+    /// Whether a failure an outlier set marked as its endpoint's own counts as a failure.
+    pub fn endpoint_fault_is_failure(&self) -> bool {
+        self.endpoint_fault_is_failure
     }
 
     /// Whether half-open lets its probes through one at a time at first, one more at once
@@ -505,6 +511,19 @@ impl<T, X> CircuitBreakerConfigBuilder<T, X> {
         self
     }
 
+    /// Whether a failure that an outlier set under a balancer marked as its endpoint's own
+    /// ([`EndpointFault`](seawall_core::classify::EndpointFault) on a response,
+    /// [`EndpointFaultError`](seawall_core::classify::EndpointFaultError) on an error) counts
+    /// as a failure (default `false`: it counts for nothing). The set marks a failure only
+    /// while another of its endpoints is succeeding, so the dependency is up and a retry likely
+    /// lands on a working endpoint; a breaker for the whole set that counted it would open
+    /// when four of five endpoints fail and cut the fifth off too. Once every endpoint fails,
+    /// nothing is marked and the breaker sees the outage.
+    pub fn endpoint_fault_is_failure(mut self, failure: bool) -> Self {
+        self.spec.endpoint_fault_is_failure = Some(failure.into());
+        self
+    }
+
     /// Whether half-open starts with one probe in flight and lets one more through at once
     /// with each success, up to `half_open_probes` in all, as TCP's slow start grows its
     /// window (default on).
@@ -608,6 +627,8 @@ struct CircuitBreakerSpec {
     key_idle_timeout: Option<Raw<Duration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     overload_is_failure: Option<Raw<bool>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    endpoint_fault_is_failure: Option<Raw<bool>>,
 }
 
 /// A consecutive-failures rule as written: a count, `{ min = 5, one_in = 10000000 }` or `"off"`.
@@ -771,6 +792,7 @@ impl Default for CircuitBreakerSpec {
             max_keys: None,
             key_idle_timeout: None,
             overload_is_failure: None,
+            endpoint_fault_is_failure: None,
         }
     }
 }
@@ -956,6 +978,11 @@ impl TryFrom<CircuitBreakerSpec> for CircuitBreakerConfig {
                 .map(|on| on.expected("overload_is_failure", "true or false"))
                 .transpose()?
                 .unwrap_or(false),
+            endpoint_fault_is_failure: spec
+                .endpoint_fault_is_failure
+                .map(|on| on.expected("endpoint_fault_is_failure", "true or false"))
+                .transpose()?
+                .unwrap_or(false),
             half_open_slow_start: spec
                 .half_open_slow_start
                 .map(|on| on.expected("half_open_slow_start", "true or false"))
@@ -1074,6 +1101,7 @@ impl From<CircuitBreakerConfig> for CircuitBreakerSpec {
             max_keys: Some(c.max_keys.into()),
             key_idle_timeout: Some(c.key_idle_timeout.into()),
             overload_is_failure: c.overload_is_failure.then_some(true.into()),
+            endpoint_fault_is_failure: c.endpoint_fault_is_failure.then_some(true.into()),
         }
     }
 }
@@ -1106,6 +1134,7 @@ mod tests {
         );
         assert!(c.automatic_transitions());
         assert!(!c.overload_is_failure());
+        assert!(!c.endpoint_fault_is_failure());
     }
 
     #[test]
@@ -1196,6 +1225,9 @@ mod tests {
         let counted: CircuitBreakerConfig =
             serde_json::from_str(r#"{"overload_is_failure": true}"#).unwrap();
         assert!(counted.overload_is_failure());
+        let marked: CircuitBreakerConfig =
+            serde_json::from_str(r#"{"endpoint_fault_is_failure": true}"#).unwrap();
+        assert!(marked.endpoint_fault_is_failure());
         assert!(c.half_open_slow_start());
         let all_at_once: CircuitBreakerConfig =
             serde_json::from_str(r#"{"half_open_slow_start": false}"#).unwrap();
@@ -1359,6 +1391,7 @@ mod tests {
                 .half_open_max_wait(Duration::from_secs(2))
                 .automatic_transitions(false)
                 .overload_is_failure(true)
+                .endpoint_fault_is_failure(true)
         })
         .unwrap();
         let json = serde_json::to_string(&c).unwrap();

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use seawall_core::classify::{Classified, Classify, Outcome, Report};
+use seawall_core::classify::{Classified, Classify, Outcome, Report, endpoint_fault};
 use seawall_core::{BoxError, rejected};
 use tokio::time::Instant;
 
@@ -32,6 +32,8 @@ pub struct CallReport {
     permit: Permit,
     start: Option<Instant>,
     hint: Option<Duration>,
+    /// Whether an outlier set marked the call's failure as its endpoint's own.
+    endpoint_fault: bool,
     done: bool,
 }
 
@@ -45,6 +47,7 @@ impl CallReport {
             permit,
             start,
             hint: None,
+            endpoint_fault: false,
             done: false,
         }
     }
@@ -53,6 +56,11 @@ impl CallReport {
 impl Report for CallReport {
     fn report(mut self, outcome: Outcome) {
         self.done = true;
+        let outcome = if self.endpoint_fault {
+            self.breaker.endpoint_fault(outcome)
+        } else {
+            outcome
+        };
         self.breaker
             .record(self.permit, outcome, self.start, self.hint);
     }
@@ -163,6 +171,10 @@ where
                     result => result,
                 };
                 report.hint = policy.retry_after.retry_after(result.as_ref());
+                let classified = policy.classify.classify(result.as_ref());
+                if classified == Classified::Now(Outcome::Failure) {
+                    report.endpoint_fault = endpoint_fault(&policy.classify, result.as_ref());
+                }
                 // A probe is scored on its response head. Its outcome at the end of a stream
                 // (a server-streaming call, a long download) may be hours away, and until then
                 // it would hold a half-open slot and keep every other call out. A head that
@@ -170,14 +182,18 @@ where
                 if report.permit.is_probe()
                     && let Ok(response) = result
                 {
-                    let outcome = match policy.classify.classify(Ok(&response)) {
+                    let outcome = match classified {
                         Classified::Now(outcome) => outcome,
                         Classified::AtEndOfStream => Outcome::Success,
                     };
                     report.report(outcome);
                     return Poll::Ready(Ok(policy.classify.watch(response, None)));
                 }
-                Poll::Ready(policy.classify.report(result, report))
+                Poll::Ready(
+                    policy
+                        .classify
+                        .report_classified(classified, result, report),
+                )
             }
             StateProj::Rejected { error } => Poll::Ready(Err(error
                 .take()

@@ -39,7 +39,14 @@
 //!   as the stream lives), with a maximum wait (60 s by default); dropped calls free their
 //!   probe slot; late results of an earlier state are not counted;
 //! - outcomes from any [`Classify`](seawall_core::classify::Classify): any error (default), HTTP
-//!   5xx, gRPC codes at the end of a stream;
+//!   5xx, gRPC codes at the end of a stream; overload (429, 503, `RESOURCE_EXHAUSTED`) counts
+//!   for nothing unless [`overload_is_failure`](CircuitBreakerConfigBuilder::overload_is_failure),
+//!   and so does a failure that an outlier set under a balancer marked as one endpoint's own
+//!   ([`EndpointFault`](seawall_core::classify::EndpointFault),
+//!   [`EndpointFaultError`](seawall_core::classify::EndpointFaultError)) unless
+//!   [`endpoint_fault_is_failure`](CircuitBreakerConfigBuilder::endpoint_fault_is_failure): the
+//!   set marks one only while another endpoint succeeds, so a breaker above the balancer does
+//!   not cut off the endpoints that serve, and sees an outage of all of them;
 //! - a [`CircuitBreakerHandle`] to read rates and counts, force a state, subscribe to
 //!   transitions, and [reload](CircuitBreakerHandle::reload) new rules while calls flow (the
 //!   state, the window and the calls in flight stay); hooks on state changes, rejections and

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
-use seawall_core::classify::{Classify, Outcome, Report};
+use seawall_core::classify::{Classified, Classify, EndpointFaultError, Outcome, Report};
 use seawall_core::{BoxError, rejected};
 
 use crate::state::MemberState;
@@ -84,16 +84,34 @@ where
             .binding
             .take()
             .expect("ResponseFuture polled after completion");
-        let report = EndpointReport {
-            member: binding.member.clone(),
-        };
-        match result {
+        let member = &binding.member;
+        let classify = &binding.classify;
+        let classified = match &result {
             // Stopped further in before it reached the endpoint: no evidence about it.
-            Err(err) if rejected(&*err).is_some_and(|r| !r.kind().is_downstream_failure()) => {
-                report.report(Outcome::Ignored);
-                Poll::Ready(Err(err))
+            Err(err) if rejected(&**err).is_some_and(|r| !r.kind().is_downstream_failure()) => {
+                Classified::Now(Outcome::Ignored)
             }
-            result => Poll::Ready(binding.classify.report(result, report)),
-        }
+            result => classify.classify(result.as_ref()),
+        };
+        let Classified::Now(outcome) = classified else {
+            // Known at the end of the body, when the head has gone on: never marked.
+            let report = EndpointReport {
+                member: member.clone(),
+            };
+            return Poll::Ready(classify.report_classified(classified, result, report));
+        };
+        // A failure while another endpoint succeeds is this endpoint's own: marked, so that a
+        // breaker above the balancer does not count it against the whole set.
+        let own = member.set.record(member, outcome);
+        Poll::Ready(match result {
+            Ok(mut response) => {
+                if own {
+                    classify.mark_endpoint_fault(&mut response);
+                }
+                Ok(classify.watch(response, None::<EndpointReport<K>>))
+            }
+            Err(err) if own => Err(EndpointFaultError::new(err).into()),
+            Err(err) => Err(err),
+        })
     }
 }

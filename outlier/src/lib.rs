@@ -40,6 +40,24 @@
 //!   takes them ([`AnyError`](seawall_core::classify::AnyError) by default; `HttpStatus`,
 //!   `GrpcCodes`); a `Rejected` from further in that is not the endpoint's failure (a full
 //!   bulkhead, an open breaker) counts for nothing.
+//! - **A failure marked as the endpoint's own** while another endpoint in the set, not
+//!   ejected, has a success as its latest outcome (and one within the last interval): an
+//!   `http::Response` gets [`EndpointFault`](seawall_core::classify::EndpointFault) in its
+//!   extensions, an error is wrapped in
+//!   [`EndpointFaultError`](seawall_core::classify::EndpointFaultError) (its source is the
+//!   endpoint's error). A circuit breaker above the balancer judges the whole set from each
+//!   call alone: with four of five endpoints failing, four calls in five fail and it opens,
+//!   cutting off the endpoint that still serves. A marked failure counts for nothing in the
+//!   breaker by default; retry still retries it, and another endpoint likely serves it. A
+//!   failure ends its own endpoint's standing as succeeding, so once every endpoint fails the
+//!   set stops marking after about one failure of each, and the breaker sees the outage. The
+//!   first failure after an interval without one (or the set's first) ends every endpoint's
+//!   standing, since it may be the onset of an outage of all of them: until another endpoint
+//!   succeeds again nothing is marked, so a client calling a few times a second sees an
+//!   outage as fast as without marks.
+//!   A set of one endpoint never marks; neither does an outcome known only at the end of a
+//!   response body (its head has gone on). A success costs one more relaxed load; a marked
+//!   failure costs the boxed wrapper, or the extensions map of a response that had none.
 //!
 //! **How a balancer leaves an ejected endpoint alone.** Each endpoint is an [`Endpoint`]
 //! service whose `poll_ready` is `Pending` while it is ejected, and wakes the task when the

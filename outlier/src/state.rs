@@ -2,7 +2,7 @@
 //! metric handles and hooks. Created once, when the layer is built.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -23,6 +23,14 @@ use crate::event::{
 /// The successes in a row that show an endpoint the cap kept in has recovered, when the
 /// consecutive-failures rule (whose run it otherwise is) is off.
 const RECOVERY_RUN: u32 = 5;
+
+/// In [`MemberState::latest`]: the endpoint's latest failure or success was a success, while
+/// it was in. The set counts its members so marked in [`SetState::succeeding`].
+const SUCCEEDING: u8 = 1;
+/// In [`MemberState::latest`]: a success since the set last aged its members.
+const FRESH: u8 = 2;
+/// [`SetState::last_failure`] before the set's first failure.
+const NEVER: u64 = u64::MAX;
 
 /// The detectors' settings, in nanoseconds where they are times, and the configuration they
 /// come from.
@@ -72,6 +80,17 @@ pub(crate) struct SetState<K> {
     ejected: AtomicUsize,
     /// When the next success-rate comparison is due, in nanoseconds from `origin`.
     next_evaluation: AtomicU64,
+    /// The members in whose [`latest`](MemberState::latest) `SUCCEEDING` is set: while there
+    /// is one, a failure elsewhere is that endpoint's own.
+    succeeding: AtomicUsize,
+    /// When members whose success is older than an interval are next no longer counted as
+    /// succeeding, in nanoseconds from `origin`.
+    next_aging: AtomicU64,
+    /// When the set's latest failure came, in nanoseconds from `origin` ([`NEVER`] before the
+    /// first).
+    last_failure: AtomicU64,
+    /// The detectors' interval in nanoseconds, as `settings` has it, read by every failure.
+    interval: AtomicU64,
     /// Whether ejected endpoints return only after a probe.
     pub(crate) probes: AtomicBool,
     pub(crate) hooks: Hooks<K>,
@@ -103,6 +122,9 @@ pub(crate) struct MemberState<K> {
     /// When it last came back in, for the decay of `ejections`.
     returned_at: AtomicU64,
     consecutive: AtomicU32,
+    /// `SUCCEEDING` and `FRESH`; each change of `SUCCEEDING` is a read-modify-write, and
+    /// whoever makes one moves the set's `succeeding` count.
+    latest: AtomicU8,
     successes: AtomicU64,
     failures: AtomicU64,
     /// The task waiting for the endpoint to come back in.
@@ -131,6 +153,10 @@ impl<K> SetState<K> {
             endpoints: AtomicUsize::new(0),
             ejected: AtomicUsize::new(0),
             next_evaluation: AtomicU64::new(nanos(config.interval)),
+            succeeding: AtomicUsize::new(0),
+            next_aging: AtomicU64::new(nanos(config.interval)),
+            last_failure: AtomicU64::new(NEVER),
+            interval: AtomicU64::new(nanos(config.interval)),
             probes: AtomicBool::new(false),
             hooks: Hooks::default(),
             scope,
@@ -163,6 +189,8 @@ impl<K> SetState<K> {
     pub(crate) fn reload(&self, config: &OutlierConfig) -> Result<(), ConfigError> {
         self.check_reload(config)?;
         self.settings.store(Arc::new(Settings::new(config)));
+        self.interval
+            .store(nanos(config.interval), Ordering::Release);
         tracing::info!(name = %self.name, "outlier detection reloaded");
         Ok(())
     }
@@ -251,6 +279,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             ejections: AtomicU32::new(0),
             returned_at: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
+            latest: AtomicU8::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             waker: AtomicWaker::new(),
@@ -265,18 +294,23 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         member
     }
 
-    /// Counts one call's outcome for `member`, and ejects it or others as the detectors say.
-    pub(crate) fn record(&self, member: &MemberState<K>, outcome: Outcome) {
+    /// Counts one call's outcome for `member`, and ejects it or others as the detectors say;
+    /// `true` for a failure that is the endpoint's own (see [`own_failure`](Self::own_failure)).
+    pub(crate) fn record(&self, member: &MemberState<K>, outcome: Outcome) -> bool {
         match outcome {
             Outcome::Success => {
                 member.successes.fetch_add(1, Ordering::Relaxed);
                 if member.consecutive.load(Ordering::Relaxed) != 0 {
                     member.consecutive.store(0, Ordering::Relaxed);
                 }
+                if member.latest.load(Ordering::Relaxed) != SUCCEEDING | FRESH {
+                    self.succeeded(member);
+                }
                 let held = member.held.load(Ordering::Relaxed);
                 if held != 0 {
                     self.held_success(member, held);
                 }
+                false
             }
             Outcome::Failure => {
                 member.failures.fetch_add(1, Ordering::Relaxed);
@@ -285,6 +319,8 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 }
                 let failures = member.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
                 let now = Instant::now();
+                let at = self.nanos(now);
+                let own = self.own_failure(member, at);
                 if self
                     .settings
                     .load()
@@ -293,9 +329,89 @@ impl<K: fmt::Debug + 'static> SetState<K> {
                 {
                     self.eject(member, EjectionReason::ConsecutiveFailures, now);
                 }
-                self.evaluate_if_due(now);
+                self.evaluate_if_due(now, at);
+                own
             }
-            Outcome::Overload | Outcome::Ignored => {}
+            Outcome::Overload | Outcome::Ignored => false,
+        }
+    }
+
+    /// Whether a failure of `member` is its own: another endpoint, in the set, has a success as
+    /// its latest outcome, and a success since the aging before the last. The failure ends
+    /// `member`'s own standing first, so once every endpoint fails the set stops marking after
+    /// about one failure of each.
+    ///
+    /// The first failure after a spell of an interval with none (or the set's first) ends every
+    /// endpoint's standing: it may be the onset of a fault of every endpoint, and the successes
+    /// before it say nothing of that. Marks resume with the next success of another endpoint,
+    /// so a breaker above sees an outage of every endpoint as soon as it would without marks,
+    /// even at a few calls a second, where one failure of each endpoint would take a second.
+    fn own_failure(&self, member: &MemberState<K>, at: u64) -> bool {
+        if member.latest.load(Ordering::Relaxed) & SUCCEEDING != 0 {
+            self.not_succeeding(member);
+        }
+        let last = self.last_failure.swap(at, Ordering::AcqRel);
+        if last == NEVER || at.saturating_sub(last) > self.interval.load(Ordering::Acquire) {
+            self.forget_successes();
+            return false;
+        }
+        self.age_if_due(at);
+        self.succeeding.load(Ordering::Acquire) > 0
+    }
+
+    /// No member counts as succeeding until it succeeds again.
+    #[cold]
+    fn forget_successes(&self) {
+        for member in self.members() {
+            self.not_succeeding(&member);
+        }
+    }
+
+    /// A success of `member`: it counts as succeeding unless it is ejected (a call that was
+    /// in flight when it was ejected says nothing of the set now).
+    #[cold]
+    fn succeeded(&self, member: &MemberState<K>) {
+        if member.until() != 0 {
+            return;
+        }
+        if member.latest.fetch_or(SUCCEEDING | FRESH, Ordering::AcqRel) & SUCCEEDING == 0 {
+            self.succeeding.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `member` no longer counts as succeeding.
+    fn not_succeeding(&self, member: &MemberState<K>) {
+        if member.latest.fetch_and(!SUCCEEDING, Ordering::AcqRel) & SUCCEEDING != 0 {
+            self.succeeding.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Once an interval, on a failure: a member with no success since the last time no longer
+    /// counts as succeeding (an endpoint no call reaches any more, say), nor one ejected since
+    /// it succeeded.
+    fn age_if_due(&self, at: u64) {
+        let due = self.next_aging.load(Ordering::Acquire);
+        if at < due {
+            return;
+        }
+        let interval = self.settings.load().interval;
+        if self
+            .next_aging
+            .compare_exchange(
+                due,
+                at.saturating_add(interval),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            return;
+        }
+        for member in self.members() {
+            let latest = member.latest.fetch_and(!FRESH, Ordering::AcqRel);
+            if latest & SUCCEEDING != 0 && (latest & FRESH == 0 || member.until() != 0) {
+                self.not_succeeding(&member);
+            }
         }
     }
 
@@ -345,6 +461,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
         member.forced.store(forced, Ordering::Release);
         member.held.store(0, Ordering::Relaxed);
         member.consecutive.store(0, Ordering::Relaxed);
+        self.not_succeeding(member);
         self.ejected_now(member, reason, ejections, duration);
         true
     }
@@ -549,13 +666,12 @@ impl<K: fmt::Debug + 'static> SetState<K> {
     /// It runs on a failure (a set whose calls all succeed has no outlier by success rate),
     /// so the set needs no timer of its own. Counts older than two intervals (a quiet spell
     /// with no failure) say nothing of now and are dropped instead of compared.
-    fn evaluate_if_due(&self, now: Instant) {
+    fn evaluate_if_due(&self, now: Instant, at: u64) {
         let settings = self.settings.load();
         let Some(config) = settings.success_rate else {
             return;
         };
         let interval = settings.interval;
-        let at = self.nanos(now);
         let due = self.next_evaluation.load(Ordering::Acquire);
         if at < due
             || self
@@ -675,6 +791,9 @@ impl<K> Drop for MemberState<K> {
         if self.until.swap(0, Ordering::AcqRel) != 0 {
             set.ejected.fetch_sub(1, Ordering::AcqRel);
             set.publish_ejected();
+        }
+        if *self.latest.get_mut() & SUCCEEDING != 0 {
+            set.succeeding.fetch_sub(1, Ordering::AcqRel);
         }
         let endpoints = set.endpoints.fetch_sub(1, Ordering::AcqRel) - 1;
         set.metrics.endpoints.set(endpoints as f64);

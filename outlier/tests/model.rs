@@ -1,5 +1,6 @@
-//! Consecutive-failure ejection, the share cap and the early return of the ejected once an
-//! endpoint the cap kept in recovers, against a model, on tokio's paused clock.
+//! Consecutive-failure ejection, the share cap, the early return of the ejected once an
+//! endpoint the cap kept in recovers, and which failures are marked as their endpoint's own,
+//! against a model, on tokio's paused clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use seawall_core::BoxError;
+use seawall_core::classify::is_endpoint_fault;
 use seawall_core::testing::paused_runtime;
 use seawall_outlier::OutlierLayer;
 use tower::Service;
@@ -66,12 +68,20 @@ struct Endpoint {
     resume: Option<u64>,
     /// Serving out an ejection resumed after a call back: not called back again.
     resumed: bool,
+    /// Its latest outcome was a success, while it was in.
+    succeeding: bool,
+    /// A success since the set last aged its endpoints.
+    fresh: bool,
 }
 
 struct Model {
     endpoints: Vec<Endpoint>,
     allowed: usize,
     threshold: u32,
+    /// When the set next ages its endpoints' successes.
+    next_aging: u64,
+    /// When the set's latest failure came.
+    last_failure: Option<u64>,
 }
 
 impl Model {
@@ -88,8 +98,33 @@ impl Model {
         self.endpoints.iter().filter(|e| e.until.is_some()).count()
     }
 
-    /// A call to `i` at `now`: `None` when the endpoint is not ready (still ejected).
-    fn call(&mut self, i: usize, ok: bool, now: u64) -> Option<()> {
+    /// Whether a failure of `i` at `now` is its own: another endpoint, in, succeeds (its latest
+    /// outcome a success, within an interval or two).
+    fn own_failure(&mut self, i: usize, now: u64) -> bool {
+        self.endpoints[i].succeeding = false;
+        let last = self.last_failure.replace(now);
+        if last.is_none_or(|last| now - last > INTERVAL) {
+            // Perhaps the onset of a fault of every endpoint: earlier successes say nothing.
+            for e in &mut self.endpoints {
+                e.succeeding = false;
+            }
+            return false;
+        }
+        if now >= self.next_aging {
+            self.next_aging = now + INTERVAL;
+            for e in &mut self.endpoints {
+                if !e.fresh || e.until.is_some() {
+                    e.succeeding = false;
+                }
+                e.fresh = false;
+            }
+        }
+        self.endpoints.iter().any(|e| e.succeeding)
+    }
+
+    /// A call to `i` at `now`: `None` when the endpoint is not ready (still ejected), or
+    /// whether the call's failure is marked as the endpoint's own.
+    fn call(&mut self, i: usize, ok: bool, now: u64) -> Option<bool> {
         match self.endpoints[i].until {
             Some(until) if until > now => return None,
             Some(_) => self.restore(i, now),
@@ -97,6 +132,8 @@ impl Model {
         }
         let e = &mut self.endpoints[i];
         if ok {
+            e.succeeding = true;
+            e.fresh = true;
             e.consecutive = 0;
             if e.held != 0 {
                 if e.held < self.threshold {
@@ -113,12 +150,14 @@ impl Model {
                     }
                 }
             }
-            return Some(());
+            return Some(false);
         }
+        let own = self.own_failure(i, now);
+        let e = &mut self.endpoints[i];
         e.held = e.held.min(1);
         e.consecutive += 1;
         if e.consecutive < self.threshold {
-            return Some(());
+            return Some(own);
         }
         if self.ejected() >= self.allowed {
             // Endpoints whose time is up give their places back first.
@@ -129,7 +168,7 @@ impl Model {
             }
             if self.ejected() >= self.allowed {
                 self.endpoints[i].held = 1;
-                return Some(());
+                return Some(own);
             }
         }
         let e = &mut self.endpoints[i];
@@ -138,13 +177,13 @@ impl Model {
         if let Some(resume) = e.resume.take().filter(|&r| r > now) {
             e.until = Some(resume);
             e.resumed = true;
-            return Some(());
+            return Some(own);
         }
         let kept = e.ejections.saturating_sub((now - e.returned_at) / INTERVAL);
         e.ejections = kept + 1;
         e.until = Some(now + (BASE * e.ejections).min(MAX));
         e.consecutive = 0;
-        Some(())
+        Some(own)
     }
 }
 
@@ -179,6 +218,8 @@ fn check(
             endpoints: vec![Endpoint::default(); endpoints],
             allowed,
             threshold,
+            next_aging: INTERVAL,
+            last_failure: None,
         };
         let mut now = 0;
         let mut task = tokio_test::task::spawn(());
@@ -200,7 +241,11 @@ fn check(
                     );
                     if ready.is_ready() {
                         switches[i].store(ok, Ordering::SeqCst);
-                        let _ = services[i].call(()).await;
+                        let marked = services[i]
+                            .call(())
+                            .await
+                            .is_err_and(|err| is_endpoint_fault(&*err));
+                        prop_assert_eq!(Some(marked), expected, "marked {} at {}", i, now);
                     }
                 }
             }

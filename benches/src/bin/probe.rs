@@ -8,8 +8,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use std::future::ready;
+
 use seawall_bench::overhead::{bare, call_now, yielding};
-use tower::{Layer, Service};
+use seawall_core::BoxError;
+use seawall_outlier::{Endpoint, NoProbe, OutlierLayer};
+use tower::{Layer, Service, ServiceExt, service_fn};
 
 const TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -24,6 +28,42 @@ where
     for i in 0..calls {
         black_box(call_now(&mut svc, black_box(i)));
     }
+}
+
+/// The error of the failing endpoint: a unit, so that boxing it allocates nothing.
+#[derive(Debug)]
+struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("failed")
+    }
+}
+
+impl std::error::Error for Failed {}
+
+/// `svc` as one endpoint of an outlier set (no detector ejects it) where another endpoint
+/// answered a success after the set's first failure: a failure of `svc` is then marked as its
+/// own.
+fn outlier_endpoint<S>(svc: S) -> Endpoint<S, usize, seawall_core::classify::AnyError, NoProbe>
+where
+    S: Service<u64>,
+{
+    let layer = OutlierLayer::<usize>::builder()
+        .no_consecutive_failures()
+        .no_success_rate()
+        .build()
+        .expect("a valid outlier set");
+    // The set's first failure is never marked (it may be the onset of an outage of all).
+    let mut first = layer
+        .endpoint(2, service_fn(|_: u64| ready(Err::<u64, _>(Failed))))
+        .map_result(|result| Ok::<_, BoxError>(u64::from(result.is_ok())));
+    call_now(&mut first, 0);
+    let mut other = layer.endpoint(1, bare());
+    call_now(&mut other, 0);
+    // The set keeps a weak reference to each endpoint; the other one must stay in it.
+    std::mem::forget(other);
+    layer.endpoint(0, svc)
 }
 
 /// Every contender, as `path/contender`; the driver runs them in this order.
@@ -52,6 +92,8 @@ const CONTENDERS: &[&str] = &[
     "chaos/seawall",
     "throttle/seawall",
     "hedge/seawall",
+    "outlier/seawall",
+    "outlier-failing/seawall",
     "stack/seawall",
     "stack-pending/seawall",
     "stack-default/seawall",
@@ -137,6 +179,12 @@ fn main() {
                 .build()
                 .expect("a valid hedge")
                 .layer(bare()),
+            calls,
+        ),
+        "outlier/seawall" => run(outlier_endpoint(bare()), calls),
+        "outlier-failing/seawall" => run(
+            outlier_endpoint(service_fn(|_: u64| ready(Err::<u64, _>(Failed))))
+                .map_result(|result| Ok::<_, BoxError>(u64::from(result.is_ok()))),
             calls,
         ),
         "stack/seawall" => run(c::seawall_stack().layer(bare()), calls),

@@ -36,6 +36,14 @@ where
             None => ReportBody::new(inner),
         })
     }
+
+    fn mark_endpoint_fault(&self, response: &mut Response<B>) {
+        super::http::mark_endpoint_fault(response);
+    }
+
+    fn has_endpoint_fault(&self, response: &Response<B>) -> bool {
+        super::http::has_endpoint_fault(response)
+    }
 }
 
 /// The body type of responses [`GrpcCodes`] watches.

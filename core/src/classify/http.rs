@@ -2,7 +2,7 @@ use std::ops::RangeInclusive;
 
 use http::{Response, StatusCode};
 
-use super::{Classified, Classify, Outcome, Report};
+use super::{Classified, Classify, EndpointFault, Outcome, Report};
 
 /// Classifies HTTP responses by status code; any error is a failure.
 ///
@@ -140,6 +140,25 @@ where
     fn watch<R: Report>(&self, response: Response<B>, _report: Option<R>) -> Response<B> {
         response
     }
+
+    fn mark_endpoint_fault(&self, response: &mut Response<B>) {
+        mark_endpoint_fault(response);
+    }
+
+    fn has_endpoint_fault(&self, response: &Response<B>) -> bool {
+        has_endpoint_fault(response)
+    }
+}
+
+/// Puts [`EndpointFault`] in `response`'s extensions (their map is allocated on the first
+/// insert: a marked failure costs that allocation, a success nothing).
+pub(crate) fn mark_endpoint_fault<B>(response: &mut Response<B>) {
+    response.extensions_mut().insert(EndpointFault);
+}
+
+/// Whether `response` carries [`EndpointFault`].
+pub(crate) fn has_endpoint_fault<B>(response: &Response<B>) -> bool {
+    response.extensions().get::<EndpointFault>().is_some()
 }
 
 /// What `HttpStatus::server_errors()` says of `status`, without building its sets.

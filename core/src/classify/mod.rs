@@ -24,11 +24,23 @@
 //! | `AnyError` | every error | — | — |
 //! | `HttpStatus` | 5xx but 503, errors | 429, 503 (with or without `Retry-After`) | — |
 //! | `GrpcCodes` | `UNKNOWN`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNAVAILABLE`, `DATA_LOSS`, a non-200 HTTP status, errors | `RESOURCE_EXHAUSTED`; `UNAVAILABLE` with `grpc-retry-pushback-ms` | `CANCELLED` |
+//!
+//! One endpoint's failure is not its dependency's. An outlier set under a load balancer marks
+//! a failure as its endpoint's own while another endpoint of the set succeeds: an
+//! [`EndpointFault`] in an `http::Response`'s extensions, an [`EndpointFaultError`] around an
+//! error. Classifiers still call it a failure (retry retries it, the outlier set counts it);
+//! the circuit breaker counts it for nothing by default, as it does overload: four endpoints
+//! of five failing leave the dependency up, and a breaker for the whole set that opened on
+//! them would cut off the fifth. Once every endpoint fails, nothing is marked and the breaker
+//! sees the outage. [`Classify::mark_endpoint_fault`] and
+//! [`Classify::has_endpoint_fault`] put and find the mark for the response types that can carry
+//! it (`http::Response` for the built-in classifiers).
 
 #[cfg(feature = "http")]
 mod body;
 #[cfg(feature = "grpc")]
 mod codes;
+mod fault;
 #[cfg(feature = "grpc")]
 mod grpc;
 #[cfg(feature = "http")]
@@ -38,6 +50,7 @@ mod http;
 pub use self::body::ReportBody;
 #[cfg(feature = "grpc")]
 pub use self::codes::GrpcCodes;
+pub use self::fault::{EndpointFault, EndpointFaultError, is_endpoint_fault};
 #[cfg(feature = "grpc")]
 #[allow(deprecated)]
 pub use self::grpc::GrpcBody;
@@ -46,6 +59,8 @@ pub use self::http::HttpStatus;
 
 use std::fmt;
 use std::marker::PhantomData;
+
+use crate::BoxError;
 
 /// What a call's result means to a layer that learns from results.
 ///
@@ -128,7 +143,21 @@ pub trait Classify<Res, E>: Send + Sync + 'static {
     /// Classifies `result` and makes sure `report` receives its outcome exactly once: now, or
     /// at the end of the response body.
     fn report<R: Report>(&self, result: Result<Res, E>, report: R) -> Result<Self::Response<R>, E> {
-        match (self.classify(result.as_ref()), result) {
+        self.report_classified(self.classify(result.as_ref()), result, report)
+    }
+
+    /// As [`report`](Self::report), with `classified` already made by
+    /// [`classify`](Self::classify) (for a layer that looks at a failure before handing it on).
+    // Inlined: out of line, it cost the default client stack about 20 instructions a call
+    // (callgrind, `benches/callgrind.sh stack-default`).
+    #[inline]
+    fn report_classified<R: Report>(
+        &self,
+        classified: Classified,
+        result: Result<Res, E>,
+        report: R,
+    ) -> Result<Self::Response<R>, E> {
+        match (classified, result) {
             (Classified::AtEndOfStream, Ok(response)) => Ok(self.watch(response, Some(report))),
             (Classified::Now(outcome), result) => {
                 report.report(outcome);
@@ -139,6 +168,31 @@ pub trait Classify<Res, E>: Send + Sync + 'static {
                 Err(err)
             }
         }
+    }
+
+    /// Marks a failed `response` as its endpoint's own ([`EndpointFault`]), where the response
+    /// type can carry the mark (an `http::Response`, in its extensions); by default it cannot,
+    /// and nothing is marked.
+    fn mark_endpoint_fault(&self, response: &mut Res) {
+        let _ = response;
+    }
+
+    /// Whether `response` carries [`EndpointFault`]; only asked of failures.
+    fn has_endpoint_fault(&self, response: &Res) -> bool {
+        let _ = response;
+        false
+    }
+}
+
+/// Whether `result`, a failure by `classify`, is marked as its endpoint's own: a response with
+/// [`EndpointFault`] or an error with an [`EndpointFaultError`] in its chain.
+pub fn endpoint_fault<Res, C: Classify<Res, BoxError>>(
+    classify: &C,
+    result: Result<&Res, &BoxError>,
+) -> bool {
+    match result {
+        Ok(response) => classify.has_endpoint_fault(response),
+        Err(err) => is_endpoint_fault(&**err),
     }
 }
 
@@ -230,6 +284,14 @@ impl<B: 'static, E: 'static> Classify<::http::Response<B>, E> for DefaultClassif
         _report: Option<R>,
     ) -> Self::Response<R> {
         response
+    }
+
+    fn mark_endpoint_fault(&self, response: &mut ::http::Response<B>) {
+        http::mark_endpoint_fault(response);
+    }
+
+    fn has_endpoint_fault(&self, response: &::http::Response<B>) -> bool {
+        http::has_endpoint_fault(response)
     }
 }
 

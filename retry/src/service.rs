@@ -1,8 +1,9 @@
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::{Attempt, BoxError, time};
+use seawall_core::{Attempt, BoxError, inplace, time};
 use tower::Service;
 
 use crate::budget::SlotCache;
@@ -75,35 +76,40 @@ where
     // Inline with the future's poll: see there.
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.core.shared;
-        let max_attempts = shared.settings.max_attempts();
-        let request = if max_attempts > 1 {
-            shared.policy.clone_request(&req)
-        } else {
-            None
-        };
-        // Every call is timed, for the duration histogram; with the reading of a layer above
-        // that read the clock for this call (a stack's total timeout).
-        let now = time::call_now();
-        let refused = match &shared.budget {
-            Some(LayerBudget::Own(budget)) => {
-                let slot = budget.slot_of(&mut self.slots, now);
-                budget.deposit_in(slot);
-                budget.recently_refused_in(slot)
-            }
-            Some(LayerBudget::Shared(budget)) => {
-                budget.deposit(now);
-                false
-            }
-            None => false,
-        };
-        // The service that `poll_ready` readied takes the first attempt; retries, if any, take
-        // a clone of the template.
-        let attempt = Attempt {
-            number: 1,
-            last: request.is_none() || refused,
-        };
-        let future = attempt.scope(|| self.inner.call(req));
-        ResponseFuture::new(future, request, self.core.clone(), Some(now))
+        inplace::build::<S::Future, _>(move || {
+            let shared = &self.core.shared;
+            let max_attempts = shared.settings.max_attempts();
+            let request = if max_attempts > 1 {
+                shared.policy.clone_request(&req)
+            } else {
+                None
+            };
+            // Every call is timed, for the duration histogram; with the reading of a layer above
+            // that read the clock for this call (a stack's total timeout).
+            let now = time::call_now();
+            let refused = match &shared.budget {
+                Some(LayerBudget::Own(budget)) => {
+                    let slot = budget.slot_of(&mut self.slots, now);
+                    budget.deposit_in(slot);
+                    budget.recently_refused_in(slot)
+                }
+                Some(LayerBudget::Shared(budget)) => {
+                    budget.deposit(now);
+                    false
+                }
+                None => false,
+            };
+            // The service that `poll_ready` readied takes the first attempt; retries, if any, take
+            // a clone of the template.
+            let attempt = Attempt {
+                number: 1,
+                last: request.is_none() || refused,
+            };
+            // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned before
+            // the call, and nothing dropped after it. On a panic in the call it leaks one count.
+            let core = ManuallyDrop::new(self.core.clone());
+            let future = inplace::call(|| attempt.scope(|| self.inner.call(req)));
+            ResponseFuture::new(future, request, ManuallyDrop::into_inner(core), Some(now))
+        })
     }
 }

@@ -1,8 +1,9 @@
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::BoxError;
+use seawall_core::{BoxError, inplace};
 use seawall_core::classify::{AnyError, Classify};
 use tower::Service;
 
@@ -57,9 +58,15 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.state.admit() {
-            Ok(()) => ResponseFuture::called(self.inner.call(req), self.shared.clone()),
+        inplace::build::<S::Future, _>(move || match self.shared.state.admit() {
+            Ok(()) => {
+                // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned
+                // before the call. On a panic in the call it leaks one count.
+                let shared = ManuallyDrop::new(self.shared.clone());
+                let inner = inplace::call(|| self.inner.call(req));
+                ResponseFuture::called(inner, ManuallyDrop::into_inner(shared))
+            }
             Err(rejection) => ResponseFuture::rejected(rejection),
-        }
+        })
     }
 }

@@ -1,10 +1,11 @@
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use seawall_core::{Attempt, BoxError, Deadline, time};
+use seawall_core::{Attempt, BoxError, Deadline, inplace, time};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -70,11 +71,22 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut req: Req) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
+        inplace::build::<S::Future, _>(|| self.call_in_place(req))
+    }
+}
+
+impl<S, D> Timeout<S, D> {
+    #[inline(always)]
+    fn call_in_place<Req>(&mut self, mut req: Req) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+        D: Deadlines<Req>,
+    {
         let live = &*self.shared.live;
         // The deadline, an adaptive timeout's start and the layers below called here (retry's
         // budget) share one clock reading.
-        let _clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
+        let clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
         let (timeout, started, extended, stretch) = match &live.adaptive {
             None => (live.ceiling(), None, false, false),
             Some(_) => {
@@ -102,12 +114,17 @@ where
             // The caller has given up already: calling the inner service would be wasted work.
             return ResponseFuture::expired(budget, self.shared.clone());
         }
-        let inner = match budget.deadline {
+        // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned before
+        // the call, and nothing dropped after it. On a panic in the call it leaks one count.
+        let shared = ManuallyDrop::new(self.shared.clone());
+        let deadline = budget.deadline;
+        let inner = inplace::call(move || {
+            let _clock = clock;
             // The layers below see the deadline while they are called, as while polled.
-            Some(deadline) => deadline.scope(|| self.inner.call(req)),
-            None => self.inner.call(req),
-        };
-        ResponseFuture::new(inner, budget, started, stretch, self.shared.clone())
+            Deadline::scope_if(deadline, || self.inner.call(req))
+        });
+        let shared = ManuallyDrop::into_inner(shared);
+        ResponseFuture::new(inner, budget, started, stretch, shared)
     }
 }
 

@@ -82,4 +82,18 @@ mod tests {
         assert!(panicked.is_err());
         assert_eq!(get(&KEY), None, "restored while unwinding");
     }
+
+    #[test]
+    fn a_scope_if_sets_a_value_puts_back_the_one_before_and_leaves_it_without_one() {
+        assert_eq!(scope_if(&KEY, None, || get(&KEY)), None);
+        scope(&KEY, 1, || {
+            assert_eq!(scope_if(&KEY, None, || get(&KEY)), Some(1));
+            assert_eq!(scope_if(&KEY, Some(2), || get(&KEY)), Some(2));
+            assert_eq!(get(&KEY), Some(1));
+        });
+        assert_eq!(get(&KEY), None);
+        let panicked = std::panic::catch_unwind(|| scope_if(&KEY, Some(3), || panic!("in it")));
+        assert!(panicked.is_err());
+        assert_eq!(get(&KEY), None, "restored while unwinding");
+    }
 }

@@ -16,11 +16,12 @@
 //!   the same codegen unit, as every instance of this module's functions is.
 //!
 //! So a layer whose inner future is large makes its whole `call` with [`build`], clones what
-//! its future needs before calling the layer below (held in a `ManuallyDrop`, so that no
-//! destructor is pending across the call: a panic in the inner `call` then leaks that count),
-//! and makes the inner call once, with [`call`], a thread-local scope inside it.
+//! its future needs before calling the layer below ([`EarlyClone`]: no destructor is pending
+//! across the call, so a panic in the inner `call` leaks that count), and makes the inner call
+//! once, with [`call`], a thread-local scope inside it. Over a small inner future each of these
+//! is the plain code: the layer's `call` inlined, its clones after the inner call.
 
-use std::mem::size_of;
+use std::mem::{ManuallyDrop, size_of};
 
 /// The size, in bytes, from which a future is made out of line: above the futures of the
 /// services a single layer wraps (a client's call, a few words), below the futures of a
@@ -53,6 +54,33 @@ fn out_of_line<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A clone a layer's future needs, taken before the inner call when the inner future is large
+/// (so that nothing branches or holds a destructor between that call and the move of its
+/// future), after it otherwise.
+#[derive(Debug)]
+pub struct EarlyClone<T>(Option<ManuallyDrop<T>>);
+
+impl<T: Clone> EarlyClone<T> {
+    /// Clones `value` now when the inner future `Inner` is large.
+    #[inline(always)]
+    pub fn new<Inner>(value: &T) -> Self {
+        Self(if const { size_of::<Inner>() >= LARGE } {
+            Some(ManuallyDrop::new(value.clone()))
+        } else {
+            None
+        })
+    }
+
+    /// The clone taken early, or one of `value` taken now.
+    #[inline(always)]
+    pub fn get(self, value: &T) -> T {
+        match self.0 {
+            Some(early) => ManuallyDrop::into_inner(early),
+            None => value.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +97,17 @@ mod tests {
             [calls; LARGE]
         });
         assert_eq!((calls, built[LARGE - 1]), (1, 1));
+    }
+
+    #[test]
+    fn an_early_clone_is_taken_before_the_call_only_for_a_large_future() {
+        let shared = std::sync::Arc::new(());
+        let early = EarlyClone::new::<[u8; LARGE]>(&shared);
+        assert_eq!(std::sync::Arc::strong_count(&shared), 2);
+        assert_eq!(std::sync::Arc::strong_count(&early.get(&shared)), 2);
+        let late = EarlyClone::new::<u8>(&shared);
+        assert_eq!(std::sync::Arc::strong_count(&shared), 1);
+        let clone = late.get(&shared);
+        assert_eq!(std::sync::Arc::strong_count(&clone), 2);
     }
 }

@@ -1,9 +1,9 @@
 use std::fmt;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::{Attempt, BoxError, inplace, time};
+use seawall_core::inplace::{self, EarlyClone};
+use seawall_core::{Attempt, BoxError, time};
 use tower::Service;
 
 use crate::budget::SlotCache;
@@ -105,11 +105,10 @@ where
                 number: 1,
                 last: request.is_none() || refused,
             };
-            // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned before
-            // the call, and nothing dropped after it. On a panic in the call it leaks one count.
-            let core = ManuallyDrop::new(self.core.clone());
+            // Built where the caller keeps it: see `seawall_core::inplace`.
+            let core = EarlyClone::new::<S::Future>(&self.core);
             let future = inplace::call(|| attempt.scope(|| self.inner.call(req)));
-            ResponseFuture::new(future, request, ManuallyDrop::into_inner(core), Some(now))
+            ResponseFuture::new(future, request, core.get(&self.core), Some(now))
         })
     }
 }

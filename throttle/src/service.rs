@@ -1,10 +1,10 @@
 use std::fmt;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use seawall_core::{BoxError, inplace};
+use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::inplace::{self, EarlyClone};
 use tower::Service;
 
 use crate::future::{CallReport, ResponseFuture};
@@ -60,11 +60,10 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         inplace::build::<S::Future, _>(move || match self.shared.state.admit() {
             Ok(()) => {
-                // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned
-                // before the call. On a panic in the call it leaks one count.
-                let shared = ManuallyDrop::new(self.shared.clone());
+                // Built where the caller keeps it: see `seawall_core::inplace`.
+                let shared = EarlyClone::new::<S::Future>(&self.shared);
                 let inner = inplace::call(|| self.inner.call(req));
-                ResponseFuture::called(inner, ManuallyDrop::into_inner(shared))
+                ResponseFuture::called(inner, shared.get(&self.shared))
             }
             Err(rejection) => ResponseFuture::rejected(rejection),
         })

@@ -1,11 +1,11 @@
 use std::fmt;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use std::time::Duration;
 
-use seawall_core::{Attempt, BoxError, Deadline, inplace, time};
+use seawall_core::inplace::{self, EarlyClone};
+use seawall_core::{Attempt, BoxError, Deadline, time};
 use tokio::time::Instant;
 use tower::Service;
 
@@ -114,17 +114,16 @@ impl<S, D> Timeout<S, D> {
             // The caller has given up already: calling the inner service would be wasted work.
             return ResponseFuture::expired(budget, self.shared.clone());
         }
-        // Built where the caller keeps it (`seawall_core::inplace`): the `Arc` cloned before
-        // the call, and nothing dropped after it. On a panic in the call it leaks one count.
-        let shared = ManuallyDrop::new(self.shared.clone());
-        let deadline = budget.deadline;
+        // Built where the caller keeps it (`seawall_core::inplace`): the scopes end inside
+        // the inner call's closure, so that nothing is dropped after it.
+        let shared = EarlyClone::new::<S::Future>(&self.shared);
+        let (deadline, service) = (budget.deadline, &mut self.inner);
         let inner = inplace::call(move || {
             let _clock = clock;
             // The layers below see the deadline while they are called, as while polled.
-            Deadline::scope_if(deadline, || self.inner.call(req))
+            Deadline::scope_if(deadline, || service.call(req))
         });
-        let shared = ManuallyDrop::into_inner(shared);
-        ResponseFuture::new(inner, budget, started, stretch, shared)
+        ResponseFuture::new(inner, budget, started, stretch, shared.get(&self.shared))
     }
 }
 

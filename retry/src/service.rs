@@ -84,8 +84,8 @@ where
             } else {
                 None
             };
-            // Every call is timed, for the duration histogram; with the reading of a layer above
-            // that read the clock for this call (a stack's total timeout).
+            // Every call is timed, for the duration histogram; with the reading of a layer
+            // above that read the clock for this call (a stack's total timeout).
             let now = time::call_now();
             let refused = match &shared.budget {
                 Some(LayerBudget::Own(budget)) => {
@@ -99,8 +99,8 @@ where
                 }
                 None => false,
             };
-            // The service that `poll_ready` readied takes the first attempt; retries, if any, take
-            // a clone of the template.
+            // The service that `poll_ready` readied takes the first attempt; retries, if any,
+            // take a clone of the template.
             let attempt = Attempt {
                 number: 1,
                 last: request.is_none() || refused,

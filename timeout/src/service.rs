@@ -77,6 +77,7 @@ where
 }
 
 impl<S, D> Timeout<S, D> {
+    /// `call`'s body, run where `inplace::build` puts it.
     #[inline(always)]
     fn call_in_place<Req>(&mut self, mut req: Req) -> ResponseFuture<S::Future>
     where

@@ -20,21 +20,40 @@ pub(crate) fn scope<T: Copy + 'static, R>(
     value: T,
     f: impl FnOnce() -> R,
 ) -> R {
-    struct Restore<T: Copy + 'static> {
-        key: &'static LocalKey<Cell<Option<T>>>,
-        previous: Option<T>,
-    }
-    impl<T: Copy + 'static> Drop for Restore<T> {
-        #[inline]
-        fn drop(&mut self) {
-            self.key.set(self.previous);
-        }
-    }
     let _restore = Restore {
         key,
         previous: key.replace(Some(value)),
     };
     f()
+}
+
+/// [`scope`] when `value` is `Some`; otherwise runs `f` with `key` as it is. One call of `f`
+/// either way, so that what `f` returns is built where the caller keeps it (see
+/// [`inplace`](crate::inplace)).
+#[inline]
+pub(crate) fn scope_if<T: Copy + 'static, R>(
+    key: &'static LocalKey<Cell<Option<T>>>,
+    value: Option<T>,
+    f: impl FnOnce() -> R,
+) -> R {
+    let _restore = value.map(|value| Restore {
+        key,
+        previous: key.replace(Some(value)),
+    });
+    f()
+}
+
+/// Puts `previous` back in `key` when dropped.
+struct Restore<T: Copy + 'static> {
+    key: &'static LocalKey<Cell<Option<T>>>,
+    previous: Option<T>,
+}
+
+impl<T: Copy + 'static> Drop for Restore<T> {
+    #[inline]
+    fn drop(&mut self) {
+        self.key.set(self.previous);
+    }
 }
 
 /// The value in `key`, if a [`scope`] around this code put one there.
@@ -60,6 +79,20 @@ mod tests {
         assert_eq!(inner, (Some(1), Some(2), Some(1)));
         assert_eq!(get(&KEY), None);
         let panicked = std::panic::catch_unwind(|| scope(&KEY, 3, || panic!("in the scope")));
+        assert!(panicked.is_err());
+        assert_eq!(get(&KEY), None, "restored while unwinding");
+    }
+
+    #[test]
+    fn a_scope_if_sets_a_value_puts_back_the_one_before_and_leaves_it_without_one() {
+        assert_eq!(scope_if(&KEY, None, || get(&KEY)), None);
+        scope(&KEY, 1, || {
+            assert_eq!(scope_if(&KEY, None, || get(&KEY)), Some(1));
+            assert_eq!(scope_if(&KEY, Some(2), || get(&KEY)), Some(2));
+            assert_eq!(get(&KEY), Some(1));
+        });
+        assert_eq!(get(&KEY), None);
+        let panicked = std::panic::catch_unwind(|| scope_if(&KEY, Some(3), || panic!("in it")));
         assert!(panicked.is_err());
         assert_eq!(get(&KEY), None, "restored while unwinding");
     }

@@ -68,6 +68,13 @@ impl Deadline {
         crate::current::scope(&CURRENT, self, f)
     }
 
+    /// Runs `f` with `deadline` as the [current](Self::current) deadline when there is one,
+    /// and with the current one left as it is when there is none.
+    #[inline]
+    pub fn scope_if<R>(deadline: Option<Self>, f: impl FnOnce() -> R) -> R {
+        crate::current::scope_if(&CURRENT, deadline, f)
+    }
+
     /// `wait`, cut to what is left of the [current](Self::current) deadline, if any.
     pub fn bound(wait: Duration) -> Duration {
         Self::current().map_or(wait, |deadline| wait.min(deadline.remaining()))

@@ -49,6 +49,7 @@ mod current;
 pub mod deadline;
 mod error;
 pub mod hook;
+pub mod inplace;
 pub mod key;
 pub mod latency;
 pub mod metrics;

@@ -2,6 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use seawall_core::inplace::{self, EarlyClone};
 use seawall_core::{Attempt, BoxError, time};
 use tower::Service;
 
@@ -75,35 +76,39 @@ where
     // Inline with the future's poll: see there.
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.core.shared;
-        let max_attempts = shared.settings.max_attempts();
-        let request = if max_attempts > 1 {
-            shared.policy.clone_request(&req)
-        } else {
-            None
-        };
-        // Every call is timed, for the duration histogram; with the reading of a layer above
-        // that read the clock for this call (a stack's total timeout).
-        let now = time::call_now();
-        let refused = match &shared.budget {
-            Some(LayerBudget::Own(budget)) => {
-                let slot = budget.slot_of(&mut self.slots, now);
-                budget.deposit_in(slot);
-                budget.recently_refused_in(slot)
-            }
-            Some(LayerBudget::Shared(budget)) => {
-                budget.deposit(now);
-                false
-            }
-            None => false,
-        };
-        // The service that `poll_ready` readied takes the first attempt; retries, if any, take
-        // a clone of the template.
-        let attempt = Attempt {
-            number: 1,
-            last: request.is_none() || refused,
-        };
-        let future = attempt.scope(|| self.inner.call(req));
-        ResponseFuture::new(future, request, self.core.clone(), Some(now))
+        inplace::build::<S::Future, _>(move || {
+            let shared = &self.core.shared;
+            let max_attempts = shared.settings.max_attempts();
+            let request = if max_attempts > 1 {
+                shared.policy.clone_request(&req)
+            } else {
+                None
+            };
+            // Every call is timed, for the duration histogram; with the reading of a layer
+            // above that read the clock for this call (a stack's total timeout).
+            let now = time::call_now();
+            let refused = match &shared.budget {
+                Some(LayerBudget::Own(budget)) => {
+                    let slot = budget.slot_of(&mut self.slots, now);
+                    budget.deposit_in(slot);
+                    budget.recently_refused_in(slot)
+                }
+                Some(LayerBudget::Shared(budget)) => {
+                    budget.deposit(now);
+                    false
+                }
+                None => false,
+            };
+            // The service that `poll_ready` readied takes the first attempt; retries, if any,
+            // take a clone of the template.
+            let attempt = Attempt {
+                number: 1,
+                last: request.is_none() || refused,
+            };
+            // Built where the caller keeps it: see `seawall_core::inplace`.
+            let core = EarlyClone::new::<S::Future>(&self.core);
+            let future = inplace::call(|| attempt.scope(|| self.inner.call(req)));
+            ResponseFuture::new(future, request, core.get(&self.core), Some(now))
+        })
     }
 }

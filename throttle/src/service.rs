@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use seawall_core::BoxError;
 use seawall_core::classify::{AnyError, Classify};
+use seawall_core::inplace::{self, EarlyClone};
 use tower::Service;
 
 use crate::future::{CallReport, ResponseFuture};
@@ -57,9 +58,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match self.shared.state.admit() {
-            Ok(()) => ResponseFuture::called(self.inner.call(req), self.shared.clone()),
+        inplace::build::<S::Future, _>(move || match self.shared.state.admit() {
+            Ok(()) => {
+                // Built where the caller keeps it: see `seawall_core::inplace`.
+                let shared = EarlyClone::new::<S::Future>(&self.shared);
+                let inner = inplace::call(|| self.inner.call(req));
+                ResponseFuture::called(inner, shared.get(&self.shared))
+            }
             Err(rejection) => ResponseFuture::rejected(rejection),
-        }
+        })
     }
 }

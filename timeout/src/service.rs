@@ -4,6 +4,7 @@ use std::task::{Context, Poll};
 
 use std::time::Duration;
 
+use seawall_core::inplace::{self, EarlyClone};
 use seawall_core::{Attempt, BoxError, Deadline, time};
 use tokio::time::Instant;
 use tower::Service;
@@ -70,11 +71,23 @@ where
     }
 
     #[inline]
-    fn call(&mut self, mut req: Req) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
+        inplace::build::<S::Future, _>(|| self.call_in_place(req))
+    }
+}
+
+impl<S, D> Timeout<S, D> {
+    /// `call`'s body, run where `inplace::build` puts it.
+    #[inline(always)]
+    fn call_in_place<Req>(&mut self, mut req: Req) -> ResponseFuture<S::Future>
+    where
+        S: Service<Req>,
+        D: Deadlines<Req>,
+    {
         let live = &*self.shared.live;
         // The deadline, an adaptive timeout's start and the layers below called here (retry's
         // budget) share one clock reading.
-        let _clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
+        let clock = (D::READS_CLOCK || live.adaptive.is_some()).then(time::CallScope::open);
         let (timeout, started, extended, stretch) = match &live.adaptive {
             None => (live.ceiling(), None, false, false),
             Some(_) => {
@@ -102,12 +115,16 @@ where
             // The caller has given up already: calling the inner service would be wasted work.
             return ResponseFuture::expired(budget, self.shared.clone());
         }
-        let inner = match budget.deadline {
+        // Built where the caller keeps it (`seawall_core::inplace`): the scopes end inside
+        // the inner call's closure, so that nothing is dropped after it.
+        let shared = EarlyClone::new::<S::Future>(&self.shared);
+        let (deadline, service) = (budget.deadline, &mut self.inner);
+        let inner = inplace::call(move || {
+            let _clock = clock;
             // The layers below see the deadline while they are called, as while polled.
-            Some(deadline) => deadline.scope(|| self.inner.call(req)),
-            None => self.inner.call(req),
-        };
-        ResponseFuture::new(inner, budget, started, stretch, self.shared.clone())
+            Deadline::scope_if(deadline, || service.call(req))
+        });
+        ResponseFuture::new(inner, budget, started, stretch, shared.get(&self.shared))
     }
 }
 

@@ -32,8 +32,6 @@ pub struct CallReport {
     permit: Permit,
     start: Option<Instant>,
     hint: Option<Duration>,
-    /// Whether an outlier set marked the call's failure as its endpoint's own.
-    endpoint_fault: bool,
     done: bool,
 }
 
@@ -47,7 +45,6 @@ impl CallReport {
             permit,
             start,
             hint: None,
-            endpoint_fault: false,
             done: false,
         }
     }
@@ -56,11 +53,6 @@ impl CallReport {
 impl Report for CallReport {
     fn report(mut self, outcome: Outcome) {
         self.done = true;
-        let outcome = if self.endpoint_fault {
-            self.breaker.endpoint_fault(outcome)
-        } else {
-            outcome
-        };
         self.breaker
             .record(self.permit, outcome, self.start, self.hint);
     }
@@ -171,9 +163,11 @@ where
                     result => result,
                 };
                 report.hint = policy.retry_after.retry_after(result.as_ref());
-                let classified = policy.classify.classify(result.as_ref());
-                if classified == Classified::Now(Outcome::Failure) {
-                    report.endpoint_fault = endpoint_fault(&policy.classify, result.as_ref());
+                let mut classified = policy.classify.classify(result.as_ref());
+                if classified == Classified::Now(Outcome::Failure)
+                    && endpoint_fault(&policy.classify, result.as_ref())
+                {
+                    classified = Classified::Now(report.breaker.endpoint_fault(Outcome::Failure));
                 }
                 // A probe is scored on its response head. Its outcome at the end of a stream
                 // (a server-streaming call, a long download) may be hours away, and until then

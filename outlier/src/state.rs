@@ -390,20 +390,8 @@ impl<K: fmt::Debug + 'static> SetState<K> {
     /// counts as succeeding (an endpoint no call reaches any more, say), nor one ejected since
     /// it succeeded.
     fn age_if_due(&self, at: u64) {
-        let due = self.next_aging.load(Ordering::Acquire);
-        if at < due {
-            return;
-        }
-        let interval = self.settings.load().interval;
-        if self
-            .next_aging
-            .compare_exchange(
-                due,
-                at.saturating_add(interval),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_err()
+        if at < self.next_aging.load(Ordering::Acquire)
+            || take_due(&self.next_aging, at, self.settings.load().interval).is_none()
         {
             return;
         }
@@ -672,20 +660,9 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             return;
         };
         let interval = settings.interval;
-        let due = self.next_evaluation.load(Ordering::Acquire);
-        if at < due
-            || self
-                .next_evaluation
-                .compare_exchange(
-                    due,
-                    at.saturating_add(interval),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_err()
-        {
+        let Some(due) = take_due(&self.next_evaluation, at, interval) else {
             return;
-        }
+        };
         let members = self.members();
         let counts: Vec<(u64, u64)> = members
             .iter()
@@ -807,6 +784,23 @@ impl<K: fmt::Debug> fmt::Debug for MemberState<K> {
             .field("until", &self.until())
             .finish_non_exhaustive()
     }
+}
+
+/// The time at `next` (nanoseconds from the set's origin) when this caller does the work due
+/// then: `at` has reached it and no other caller took it first. The one that takes it moves
+/// `next` to an `interval` after `at`.
+fn take_due(next: &AtomicU64, at: u64, interval: u64) -> Option<u64> {
+    let due = next.load(Ordering::Acquire);
+    (at >= due
+        && next
+            .compare_exchange(
+                due,
+                at.saturating_add(interval),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok())
+    .then_some(due)
 }
 
 #[cfg(test)]

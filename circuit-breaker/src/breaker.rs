@@ -772,13 +772,15 @@ impl Breaker {
 
     // ===== recording =====
 
-    /// The outcome of a call an outlier set marked as its endpoint's own.
+    /// The outcome of a failure an outlier set marked as its endpoint's own: none, since
+    /// another endpoint of the set succeeds and the dependency is up, unless
+    /// `endpoint_fault_is_failure`.
     #[cold]
-    pub(crate) fn endpoint_fault(&self, outcome: Outcome) -> Outcome {
-        match outcome {
-            // Another endpoint of the set succeeds: the dependency is up.
-            Outcome::Failure if !self.rules().endpoint_fault_is_failure => Outcome::Ignored,
-            outcome => outcome,
+    pub(crate) fn endpoint_fault(&self) -> Outcome {
+        if self.rules().endpoint_fault_is_failure {
+            Outcome::Failure
+        } else {
+            Outcome::Ignored
         }
     }
 

@@ -167,7 +167,7 @@ where
                 if classified == Classified::Now(Outcome::Failure)
                     && endpoint_fault(&policy.classify, result.as_ref())
                 {
-                    classified = Classified::Now(report.breaker.endpoint_fault(Outcome::Failure));
+                    classified = Classified::Now(report.breaker.endpoint_fault());
                 }
                 // A probe is scored on its response head. Its outcome at the end of a stream
                 // (a server-streaming call, a long download) may be hours away, and until then

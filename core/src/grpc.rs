@@ -26,7 +26,6 @@
 use bytes::Bytes;
 use http::HeaderValue;
 use http::Response;
-use http_body_util::Full;
 use tonic::{Code, Status};
 use tower::Layer;
 
@@ -74,14 +73,14 @@ pub struct GrpcMapping {
 impl sealed::Sealed for GrpcMapping {}
 
 impl ErrorMapping for GrpcMapping {
-    fn response(&self, err: BoxError) -> Response<Full<Bytes>> {
+    fn response(&self, err: BoxError) -> Response<Bytes> {
         let Some(rejection) = rejected(&*err) else {
             return opaque_status(err).into_http();
         };
         tracing::debug!(%rejection, "rejection answered");
         let message = rejection_message(rejection, self.layer_names);
         let status = Status::new(code_of(rejection.kind()), message);
-        let mut response = status.into_http::<Full<Bytes>>();
+        let mut response = status.into_http::<Bytes>();
         if let Some(after) = rejection.retry_after() {
             let millis = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
             response
@@ -126,7 +125,7 @@ mod tests {
     use super::*;
     use crate::Rejected;
 
-    fn header<'a>(res: &'a Response<Full<Bytes>>, name: &str) -> Option<&'a str> {
+    fn header<'a>(res: &'a Response<Bytes>, name: &str) -> Option<&'a str> {
         res.headers().get(name).map(|v| v.to_str().unwrap())
     }
 

@@ -18,6 +18,10 @@
 //! | `TimedOut`, `DeadlineExceeded` | `504 Gateway Timeout` |
 //! | `Injected` | `500 Internal Server Error` |
 //!
+//! The response keeps the inner service's body type, the answer to an error written into it
+//! ([`ErrorBody`](crate::respond::ErrorBody)): under `axum::Router::layer` nothing more is
+//! boxed per request.
+//!
 //! A `503` or `429` tells the caller this service sheds load and is up, which overload-aware
 //! callers answer with throttling and backoff rather than an open breaker (see
 //! [`classify`](crate::classify)). An injected failure stands in for a server failing, so it
@@ -44,7 +48,6 @@
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use tower::Layer;
 
 use crate::respond::{ErrorMapping, ErrorResponse, rejection_message, sealed};
@@ -88,7 +91,7 @@ pub struct HttpMapping {
 impl sealed::Sealed for HttpMapping {}
 
 impl ErrorMapping for HttpMapping {
-    fn response(&self, err: BoxError) -> Response<Full<Bytes>> {
+    fn response(&self, err: BoxError) -> Response<Bytes> {
         match rejected(&*err) {
             Some(rejection) => {
                 tracing::debug!(%rejection, "rejection answered");
@@ -116,7 +119,7 @@ pub fn status_of(kind: RejectionKind) -> StatusCode {
     }
 }
 
-fn rejection_response(rejection: &Rejected, layer_names: bool) -> Response<Full<Bytes>> {
+fn rejection_response(rejection: &Rejected, layer_names: bool) -> Response<Bytes> {
     let status = status_of(rejection.kind());
     let mut response = text(status, rejection_message(rejection, layer_names));
     if let (Some(after), false) = (
@@ -132,8 +135,8 @@ fn rejection_response(rejection: &Rejected, layer_names: bool) -> Response<Full<
     response
 }
 
-fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, body: String) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -147,7 +150,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use http_body_util::BodyExt;
 
     async fn answer(err: BoxError) -> (StatusCode, Option<String>, String) {
         answer_with(HttpMapping::default(), err).await
@@ -163,8 +165,11 @@ mod tests {
             .get(RETRY_AFTER)
             .map(|v| v.to_str().unwrap().to_owned());
         let status = res.status();
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        (status, retry, String::from_utf8(body.to_vec()).unwrap())
+        (
+            status,
+            retry,
+            String::from_utf8(res.into_body().to_vec()).unwrap(),
+        )
     }
 
     fn rejection(kind: RejectionKind, after: Option<Duration>) -> BoxError {

@@ -4,10 +4,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http_body_util::Either;
 use pin_project_lite::pin_project;
 
-use super::{ErrorMapping, ResponseBody};
+use super::{ErrorBody, ErrorMapping};
 use crate::BoxError;
 
 pin_project! {
@@ -52,20 +51,21 @@ impl<F, M> fmt::Debug for ResponseFuture<F, M> {
 impl<F, B, E, M> Future for ResponseFuture<F, M>
 where
     F: Future<Output = Result<http::Response<B>, E>>,
+    B: ErrorBody,
     E: Into<BoxError>,
     M: ErrorMapping,
 {
-    type Output = Result<http::Response<ResponseBody<B>>, Infallible>;
+    type Output = Result<http::Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let error = match this.state.project() {
             StateProj::Called { inner } => match ready!(inner.poll(cx)) {
-                Ok(response) => return Poll::Ready(Ok(response.map(Either::Left))),
+                Ok(response) => return Poll::Ready(Ok(response)),
                 Err(err) => err.into(),
             },
             StateProj::Failed { error } => error.take().expect("polled after completion"),
         };
-        Poll::Ready(Ok(this.mapping.response(error).map(Either::Right)))
+        Poll::Ready(Ok(this.mapping.response(error).map(B::from_text)))
     }
 }

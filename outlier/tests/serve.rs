@@ -16,7 +16,6 @@ use seawall_core::testing::serve::serve;
 use seawall_outlier::{OutlierHandle, OutlierLayer};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
-use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::{Layer, Service, ServiceExt};
 
 /// A server that answers every request with 200, or with 500 when `failing`.
@@ -43,11 +42,10 @@ fn balance(
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let endpoints = fleet.iter().map(|&addr| {
         let client = client.clone();
-        let svc = tower::service_fn(move |mut req: Request<Empty<Bytes>>| {
+        tower::service_fn(move |mut req: Request<Empty<Bytes>>| {
             *req.uri_mut() = format!("http://{addr}/").parse().unwrap();
             client.request(req)
-        });
-        PendingRequests::new(svc, CompleteOnResponse::default())
+        })
     });
     let (outlier, handle) = OutlierLayer::builder()
         .name("fleet")

@@ -20,8 +20,11 @@
 //!   its cancellation) above `L` becomes `L` at once (peak-sensitive); below it, a success moves
 //!   `L` to `L·d + s·(1 − d)`. A failure or a cancelled call never lowers `L`: a fast failure
 //!   says nothing of how fast the endpoint serves, and a cancelled call took at least that long;
-//! - the failure pressure `F` in [0, 1]: a failure (an overload answer included: a balancer
-//!   should send less there) sets it to 1; a success halves it; it decays as `F·d` in between.
+//! - the failure pressure `F` in [0, 1], an average of the latest outcomes (1 a failure, 0 a
+//!   success) with weight ½ for the newest, fading as `F·d` in between: a failure moves it
+//!   to `F·d + (1 − F·d)/2`, a success to `F·d/2`. An overload answer counts as a failure (a
+//!   balancer should send less there). An endpoint failing every call reaches 1 within a few
+//!   calls; one failing 30 % sits near 0.3; one transient failure weighs ½ and fades.
 //!
 //! Read at `t`, `Δt` after the last update, the cost is
 //! `L·d · (pending + 1) · (1 + K·F·d)` with `K` = [`FAILURE_WEIGHT`]: a healthy endpoint costs
@@ -78,7 +81,7 @@ impl EndpointCost {
 pub(crate) enum Sample {
     /// Succeeded: a latency sample, and the failure pressure halves.
     Success,
-    /// Failed (or answered that it is overloaded).
+    /// Failed (or answered that it is overloaded): the failure pressure goes halfway to 1.
     Failure,
     /// Answered, with its outcome known only at the end of its body: a latency sample.
     Answered,
@@ -150,7 +153,7 @@ impl LoadEstimate {
                 };
                 let failure = match sample {
                     Sample::Success => failure / 2.0,
-                    Sample::Failure => 1.0,
+                    Sample::Failure => (failure + 1.0) / 2.0,
                     Sample::Answered | Sample::Cancelled => failure,
                 };
                 Some(pack(latency as f32, failure as f32))
@@ -214,7 +217,7 @@ mod tests {
             });
             self.failure = match sample {
                 Sample::Success => self.failure * d / 2.0,
-                Sample::Failure => 1.0,
+                Sample::Failure => (self.failure * d + 1.0) / 2.0,
                 Sample::Answered | Sample::Cancelled => self.failure * d,
             };
         }

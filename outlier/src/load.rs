@@ -17,9 +17,10 @@
 //! **The arithmetic.** Every call updates, at its end, with `d = exp(-Δt / τ)` (`Δt` since the
 //! last update, `τ` = [`DECAY`]):
 //! - the latency estimate `L`: a sample `s` (the call's time from `call` to its answer, or to
-//!   its cancellation) above `L` becomes `L` at once (peak-sensitive); below it, a success moves
-//!   `L` to `L·d + s·(1 − d)`. A failure or a cancelled call never lowers `L`: a fast failure
-//!   says nothing of how fast the endpoint serves, and a cancelled call took at least that long;
+//!   its cancellation) above `L` becomes `L` at once (peak-sensitive); below it, a success (or
+//!   an answer whose outcome only its body's end tells) moves `L` to `L·d + s·(1 − d)`. A
+//!   failure or a cancelled call never lowers `L`: a fast failure says nothing of how fast the
+//!   endpoint serves, and a cancelled call took at least that long;
 //! - the failure pressure `F` in [0, 1], an average of the latest outcomes (1 a failure, 0 a
 //!   success) with weight ½ for the newest, fading as `F·d` in between: a failure moves it
 //!   to `F·d + (1 − F·d)/2`, a success to `F·d/2`. An overload answer counts as a failure (a

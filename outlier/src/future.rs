@@ -10,7 +10,9 @@ use std::task::{Context, Poll, ready};
 use pin_project_lite::pin_project;
 use seawall_core::classify::{Classified, Classify, EndpointFaultError, Outcome, Report};
 use seawall_core::{BoxError, rejected};
+use tokio::time::Instant;
 
+use crate::load::Sample;
 use crate::state::MemberState;
 
 /// What an endpoint's calls need: its member of the set, the classifier and the probe. One
@@ -43,19 +45,34 @@ impl<K: fmt::Debug> fmt::Debug for EndpointReport<K> {
 
 pin_project! {
     /// The inner call, whose outcome goes to the endpoint's detectors when it completes (or,
-    /// with a classifier that watches the response body, when the body ends).
+    /// with a classifier that watches the response body, when the body ends), and whose time
+    /// goes to the endpoint's load when it completes or is dropped.
     pub struct ResponseFuture<F, K, C, P> {
         #[pin]
         inner: F,
         binding: Option<Arc<Binding<K, C, P>>>,
+        // When the call was sent, in nanoseconds from the set's origin.
+        sent: u64,
+    }
+
+    impl<F, K, C, P> PinnedDrop for ResponseFuture<F, K, C, P> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(binding) = this.binding.take() {
+                let member = &binding.member;
+                let at = member.set.nanos(Instant::now());
+                member.load.finished(*this.sent, at, Sample::Cancelled);
+            }
+        }
     }
 }
 
 impl<F, K, C, P> ResponseFuture<F, K, C, P> {
-    pub(crate) fn new(inner: F, binding: Arc<Binding<K, C, P>>) -> Self {
+    pub(crate) fn new(inner: F, binding: Arc<Binding<K, C, P>>, sent: u64) -> Self {
         Self {
             inner,
             binding: Some(binding),
+            sent,
         }
     }
 }
@@ -93,6 +110,14 @@ where
             }
             result => classify.classify(result.as_ref()),
         };
+        let sample = match classified {
+            Classified::Now(Outcome::Success) => Sample::Success,
+            Classified::Now(Outcome::Failure | Outcome::Overload) => Sample::Failure,
+            Classified::Now(Outcome::Ignored) => Sample::Cancelled,
+            Classified::AtEndOfStream => Sample::Answered,
+        };
+        let at = member.set.nanos(Instant::now());
+        member.load.finished(*this.sent, at, sample);
         let Classified::Now(outcome) = classified else {
             // Known at the end of the body, when the head has gone on: never marked.
             let report = EndpointReport {

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use seawall_core::BoxError;
 use seawall_core::classify::{Classified, Classify, Outcome};
+use seawall_core::time::call_now;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 use tower::load::Load;
 
 use crate::future::{Binding, EndpointReport, ResponseFuture};
+use crate::load::EndpointCost;
 use crate::probe::Probe;
 
 /// How long a service waits before it asks again when another service of the same endpoint
@@ -25,7 +27,7 @@ const PROBE_WAIT: Duration = Duration::from_millis(100);
 /// `poll_ready` is `Pending` while the endpoint is ejected (and wakes the task when the
 /// ejection ends), so `tower::balance::p2c` leaves it in its set of pending services and
 /// picks among the others; otherwise it is the inner service's. Every call's outcome goes to
-/// the set's detectors. It implements `Load` as the inner service does.
+/// the set's detectors. Its `Load` is its own ([`EndpointCost`]), not the inner service's.
 ///
 /// The inner service's futures must be `Send + 'static`: a probe is held, boxed, by the
 /// endpoint while it runs.
@@ -212,15 +214,21 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture::new(self.inner.call(req), self.binding.clone())
+        let member = &self.binding.member;
+        let sent = member.set.nanos(call_now());
+        member.load.started();
+        ResponseFuture::new(self.inner.call(req), self.binding.clone(), sent)
     }
 }
 
-impl<S: Load, K, C, P> Load for Endpoint<S, K, C, P> {
-    type Metric = S::Metric;
+/// The endpoint's own load, whatever the inner service's: its latency, calls in flight and
+/// recent failures, as [`load`](crate::load) describes.
+impl<S, K, C, P> Load for Endpoint<S, K, C, P> {
+    type Metric = EndpointCost;
 
-    fn load(&self) -> S::Metric {
-        self.inner.load()
+    fn load(&self) -> EndpointCost {
+        let member = &self.binding.member;
+        member.load.cost(member.set.nanos(Instant::now()))
     }
 }
 

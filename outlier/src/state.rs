@@ -19,6 +19,7 @@ use crate::config::{OutlierConfig, SuccessRateConfig};
 use crate::event::{
     EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
 };
+use crate::load::LoadEstimate;
 
 /// The successes in a row that show an endpoint the cap kept in has recovered, when the
 /// consecutive-failures rule (whose run it otherwise is) is off.
@@ -129,6 +130,8 @@ pub(crate) struct MemberState<K> {
     failures: AtomicU64,
     /// The task waiting for the endpoint to come back in.
     pub(crate) waker: AtomicWaker,
+    /// What a balancer ranks it by.
+    pub(crate) load: LoadEstimate,
     gauge: Option<Gauge>,
 }
 
@@ -283,6 +286,7 @@ impl<K: fmt::Debug + 'static> SetState<K> {
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             waker: AtomicWaker::new(),
+            load: LoadEstimate::default(),
             gauge,
         });
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);

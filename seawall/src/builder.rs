@@ -113,7 +113,8 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> With<crate::hedge::HedgeLayer<P>, L>;
 
     /// Adds outlier ejection to a set of endpoints (a `tower::discover::Discover`); put a
-    /// balancer such as `tower::balance::p2c::Balance` over it.
+    /// balancer such as `tower::balance::p2c::Balance` over it (each endpoint is its own
+    /// `Load`: latency, calls in flight and recent failures).
     #[cfg(feature = "outlier")]
     fn with_outlier<K, C, P>(
         self,

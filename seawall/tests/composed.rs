@@ -147,25 +147,24 @@ async fn outlier_ejection_goes_under_a_balancer_from_its_configuration() {
     use seawall::outlier::OutlierConfig;
     use tower::balance::p2c::Balance;
     use tower::discover::ServiceList;
-    use tower::load::Constant;
 
     // As loaded from a configuration file:
     let config: OutlierConfig = serde_json::from_value(
         serde_json::json!({ "name": "backends", "consecutive_failures": 3 }),
     )
     .unwrap();
-    // Five backends; the first fails every call.
+    // Five backends; the first fails every call at once, the others answer in 10 ms. Never
+    // having succeeded, the first has no latency to be penalized against: its fast failures
+    // rank it first until its third in a row ejects it.
     let backends = (0..5).map(|i| {
-        Constant::new(
-            service_fn(move |_: ()| async move {
-                if i == 0 {
-                    Err::<usize, BoxError>("down".into())
-                } else {
-                    Ok(i)
-                }
-            }),
-            0,
-        )
+        service_fn(move |_: ()| async move {
+            if i == 0 {
+                Err::<usize, BoxError>("down".into())
+            } else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(i)
+            }
+        })
     });
     let set = ServiceBuilder::new()
         .with_outlier(config)

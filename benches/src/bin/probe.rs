@@ -66,6 +66,27 @@ where
     layer.endpoint(0, svc)
 }
 
+/// `S` whose load is read once before each call, as p2c reads each of its two candidates'.
+struct Loaded<S>(S);
+
+impl<S: Service<u64> + tower::load::Load> Service<u64> for Loaded<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: u64) -> S::Future {
+        black_box(self.0.load());
+        self.0.call(req)
+    }
+}
+
 /// Every contender, as `path/contender`; the driver runs them in this order.
 const CONTENDERS: &[&str] = &[
     "bare/bare",
@@ -94,6 +115,9 @@ const CONTENDERS: &[&str] = &[
     "hedge/seawall",
     "outlier/seawall",
     "outlier-failing/seawall",
+    "outlier-load/seawall",
+    "load-pending/tower",
+    "load-peak-ewma/tower",
     "stack/seawall",
     "stack-pending/seawall",
     "stack-default/seawall",
@@ -185,6 +209,23 @@ fn main() {
         "outlier-failing/seawall" => run(
             outlier_endpoint(service_fn(|_: u64| ready(Err::<u64, _>(Failed))))
                 .map_result(|result| Ok::<_, BoxError>(u64::from(result.is_ok()))),
+            calls,
+        ),
+        "outlier-load/seawall" => run(Loaded(outlier_endpoint(bare())), calls),
+        "load-pending/tower" => run(
+            Loaded(tower::load::PendingRequests::new(
+                bare(),
+                tower::load::CompleteOnResponse::default(),
+            )),
+            calls,
+        ),
+        "load-peak-ewma/tower" => run(
+            Loaded(tower::load::PeakEwma::new(
+                bare(),
+                Duration::from_millis(10),
+                1e9,
+                tower::load::CompleteOnResponse::default(),
+            )),
             calls,
         ),
         "stack/seawall" => run(c::seawall_stack().layer(bare()), calls),

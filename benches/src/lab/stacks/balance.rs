@@ -1,7 +1,8 @@
 //! How a client spreads its calls over the downstream's endpoints: round-robin (a client
-//! without a balancer over a list of addresses) or tower's `p2c` by pending calls, with
-//! seawall-outlier's ejection under it, or tower-resilience's for that stack, when the
-//! scenario asks for it.
+//! without a balancer over a list of addresses) or tower's `p2c` — by pending calls, or, with
+//! seawall-outlier's ejection under it, by the endpoints' own load (latency, calls in flight,
+//! recent failures), or by pending calls with tower-resilience's ejection for that stack,
+//! when the scenario asks for it.
 //!
 //! A downstream of one endpoint is handed on as it is, so that scenarios without endpoints
 //! run exactly as before endpoints existed.
@@ -58,7 +59,8 @@ pub fn spread(
             let (layer, handle) = OutlierLayer::<usize>::new(config.clone())
                 .classify(HttpStatus::server_errors())
                 .pair();
-            let list = layer.layer(ServiceList::new(endpoints.into_iter().map(pending)));
+            // Each endpoint ranks itself (seawall-outlier's own load).
+            let list = layer.layer(ServiceList::new(endpoints));
             let p2c = P2c::from_rng(list, SharedRng::new(seed));
             (
                 Either::Left(Buffer::new(p2c, BUFFER).boxed_clone()),

@@ -1,0 +1,366 @@
+//! The load an [`Endpoint`](crate::Endpoint) offers a balancer: its calls in flight, its
+//! latency and its recent failures, from what the endpoint itself observes.
+//!
+//! **Why not calls in flight alone.** p2c by pending calls (`tower::load::PendingRequests`)
+//! sees an endpoint that answers every call at once with an error as the least loaded — no
+//! call is ever in flight there — and sends it *more* than its share; one client of a set in
+//! which four endpoints of five fail got 8.8 % of its calls served where picking at random
+//! gets 20 %. Nor can a client's own pending count see a healthy endpoint fill up when a
+//! hundred clients share it (each has about 0.1 call in flight there): its latency can.
+//!
+//! **Why not tower's `PeakEwma`.** It ranks by latency, but a fast failure lowers its
+//! estimate, so a failing endpoint looks *faster*; its `Cost` is opaque, so it cannot be
+//! weighed with failures from outside. Envoy's Peak EWMA balancer leaves errors to outlier
+//! detection; gRPC's weighted round robin adds an error penalty to the utilization its servers
+//! report. This is Finagle's and tower's Peak EWMA with a failure penalty, kept in atomics.
+//!
+//! **The arithmetic.** Every call updates, at its end, with `d = exp(-Δt / τ)` (`Δt` since the
+//! last update, `τ` = [`DECAY`]):
+//! - the latency estimate `L`: a sample `s` (the call's time from `call` to its answer, or to
+//!   its cancellation) above `L` becomes `L` at once (peak-sensitive); below it, a success (or
+//!   an answer whose outcome only its body's end tells) moves `L` to `L·d + s·(1 − d)`. A
+//!   failure or a cancelled call never lowers `L`: a fast failure says nothing of how fast the
+//!   endpoint serves, and a cancelled call took at least that long;
+//! - the failure pressure `F` in [0, 1], an average of the latest outcomes (1 a failure, 0 a
+//!   success) with weight ½ for the newest, fading as `F·d` in between: a failure moves it
+//!   to `F·d + (1 − F·d)/2`, a success to `F·d/2`. An overload answer counts as a failure (a
+//!   balancer should send less there). An endpoint failing every call reaches 1 within a few
+//!   calls; one failing 30 % sits near 0.3; one transient failure weighs ½ and fades.
+//!
+//! Read at `t`, `Δt` after the last update, the cost is
+//! `L·d · (pending + 1) · (1 + K·F·d)` with `K` = [`FAILURE_WEIGHT`]: a healthy endpoint costs
+//! what it costs under `PeakEwma`, one failing every call up to `1 + K` times more (its
+//! success weight has a floor of `1/(1 + K)`). So a fast-failing endpoint is picked over a
+//! healthy one only once the healthy one's latency or calls in flight have grown `1 + K`
+//! times: at one client, when its workers are full; at a hundred, when its queue has grown —
+//! the healthy endpoint's excess goes to the others instead of piling up behind it. With every
+//! endpoint healthy, or every one failing, the penalty is alike for all and the ranking is
+//! `PeakEwma`'s. Nothing is starved for good: `L` and `F` decay to 0 while no call comes back,
+//! so an avoided endpoint is tried again within a few `τ`.
+//!
+//! Before its first answer an endpoint costs 0 while no call is in flight there, and
+//! [`UNKNOWN_PENALTY`] times its calls in flight otherwise (Finagle's rule): a new endpoint
+//! gets one call, not all of them, until its latency is known. A failure does not make its
+//! latency known (a fast failure would make it the fastest of the set): an endpoint that has
+//! only ever failed counts its failures as one more call in flight while their pressure is at
+//! least ¼, so it ranks behind every endpoint that has answered and gets one call about every
+//! `τ·ln 4` (1.4 s) after a run of failures (`τ·ln 2` after its first), enough for the
+//! consecutive-failures rule to eject it within a few seconds.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use seawall_core::time::nanos;
+
+/// How fast the latency estimate and the failure pressure forget: `τ` of `exp(-Δt/τ)`.
+pub const DECAY: Duration = Duration::from_secs(1);
+
+/// How much more an endpoint that fails every call costs: `1 + K` times a healthy one's cost
+/// at the same latency and calls in flight. Small enough that a healthy endpoint sheds to a
+/// failing one before its queue grows past `1 + K` times its latency (well inside the attempt
+/// timeouts above it), large enough that it is preferred while its workers have room.
+pub const FAILURE_WEIGHT: f64 = 3.0;
+
+/// The cost of an endpoint with calls in flight and no answer yet, in nanoseconds.
+pub const UNKNOWN_PENALTY: f64 = 1e15;
+
+/// The cost below which the latency estimate does not go once known (1 µs), so that failures
+/// weigh even against an endpoint that answers in no time.
+const FLOOR_NS: f64 = 1_000.0;
+
+/// `L` before the first answer.
+const UNKNOWN: f32 = -1.0;
+
+/// An endpoint's load as a balancer compares it: lower is better.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct EndpointCost(f64);
+
+impl EndpointCost {
+    /// The cost in nanoseconds of expected wait: latency × (calls in flight + 1) × penalty.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+/// How a finished call went, for the load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sample {
+    /// Succeeded: a latency sample, and the failure pressure halves.
+    Success,
+    /// Failed (or answered that it is overloaded): the failure pressure goes halfway to 1.
+    Failure,
+    /// Answered, with its outcome known only at the end of its body: a latency sample.
+    Answered,
+    /// Cancelled, or stopped further in: its time counts upward only, its outcome not at all.
+    Cancelled,
+}
+
+/// The load's state of one endpoint: lock-free, updated once per call.
+#[derive(Debug)]
+pub(crate) struct LoadEstimate {
+    pending: AtomicU32,
+    /// `L` (nanoseconds) in the high 32 bits and `F` in the low, each an `f32`: one word, so
+    /// that an update is one compare-and-swap.
+    estimate: AtomicU64,
+    /// When `estimate` was last updated, in nanoseconds from the set's origin.
+    updated: AtomicU64,
+}
+
+impl Default for LoadEstimate {
+    fn default() -> Self {
+        Self {
+            pending: AtomicU32::new(0),
+            estimate: AtomicU64::new(pack(UNKNOWN, 0.0)),
+            updated: AtomicU64::new(0),
+        }
+    }
+}
+
+fn pack(latency: f32, failure: f32) -> u64 {
+    (u64::from(latency.to_bits()) << 32) | u64::from(failure.to_bits())
+}
+
+fn unpack(word: u64) -> (f32, f32) {
+    (
+        f32::from_bits((word >> 32) as u32),
+        f32::from_bits(word as u32),
+    )
+}
+
+/// `exp(-elapsed / τ)`.
+fn decay(elapsed: u64) -> f64 {
+    (-(elapsed as f64) / nanos(DECAY) as f64).exp()
+}
+
+impl LoadEstimate {
+    /// A call sent.
+    #[inline]
+    pub(crate) fn started(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call sent at `sent` ended at `at` (nanoseconds from the set's origin) as `sample`.
+    pub(crate) fn finished(&self, sent: u64, at: u64, sample: Sample) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        let rtt = at.saturating_sub(sent) as f64;
+        let last = self.updated.fetch_max(at, Ordering::AcqRel);
+        let d = decay(at.saturating_sub(last));
+        let _ = self
+            .estimate
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+                let (latency, failure) = unpack(word);
+                let (latency, failure) = (f64::from(latency), f64::from(failure) * d);
+                let latency = if latency < 0.0 && sample == Sample::Failure {
+                    // A failure before any answer tells nothing of how fast it serves: the
+                    // latency stays unknown, and the failures rank it last (`cost`).
+                    latency
+                } else if rtt > latency {
+                    rtt
+                } else if matches!(sample, Sample::Success | Sample::Answered) {
+                    latency * d + rtt * (1.0 - d)
+                } else {
+                    latency
+                };
+                let failure = match sample {
+                    Sample::Success => failure / 2.0,
+                    Sample::Failure => (failure + 1.0) / 2.0,
+                    Sample::Answered | Sample::Cancelled => failure,
+                };
+                Some(pack(latency as f32, failure as f32))
+            });
+    }
+
+    /// The cost at `at` (nanoseconds from the set's origin).
+    pub(crate) fn cost(&self, at: u64) -> EndpointCost {
+        let pending = f64::from(self.pending.load(Ordering::Relaxed));
+        let (latency, failure) = unpack(self.estimate.load(Ordering::Acquire));
+        let d = decay(at.saturating_sub(self.updated.load(Ordering::Acquire)));
+        if latency < 0.0 {
+            let failing = f64::from(u8::from(f64::from(failure) * d >= 0.25));
+            return EndpointCost(UNKNOWN_PENALTY * (pending + failing));
+        }
+        let latency = (f64::from(latency) * d).max(FLOOR_NS);
+        let penalty = 1.0 + FAILURE_WEIGHT * f64::from(failure) * d;
+        EndpointCost(latency * (pending + 1.0) * penalty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    /// The arithmetic of the module docs, in `f64`, one endpoint.
+    #[derive(Debug, Clone, Copy)]
+    struct Model {
+        latency: Option<f64>,
+        failure: f64,
+        updated: u64,
+    }
+
+    impl Model {
+        fn new() -> Self {
+            Self {
+                latency: None,
+                failure: 0.0,
+                updated: 0,
+            }
+        }
+
+        fn finished(&mut self, sent: u64, at: u64, sample: Sample) {
+            let rtt = (at - sent) as f64;
+            let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
+            self.updated = self.updated.max(at);
+            if self.latency.is_none() && sample == Sample::Failure {
+                self.failure = (self.failure * d + 1.0) / 2.0;
+                return;
+            }
+            let latency = self.latency.unwrap_or(-1.0);
+            self.latency = Some(if rtt > latency {
+                rtt
+            } else if matches!(sample, Sample::Success | Sample::Answered) {
+                latency * d + rtt * (1.0 - d)
+            } else {
+                latency
+            });
+            self.failure = match sample {
+                Sample::Success => self.failure * d / 2.0,
+                Sample::Failure => (self.failure * d + 1.0) / 2.0,
+                Sample::Answered | Sample::Cancelled => self.failure * d,
+            };
+        }
+
+        fn cost(&self, at: u64) -> f64 {
+            let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
+            let Some(latency) = self.latency else {
+                return if self.failure * d >= 0.25 {
+                    UNKNOWN_PENALTY
+                } else {
+                    0.0
+                };
+            };
+            (latency * d).max(1_000.0) * (1.0 + 3.0 * self.failure * d)
+        }
+    }
+
+    fn sample() -> impl Strategy<Value = Sample> {
+        prop_oneof![
+            Just(Sample::Success),
+            Just(Sample::Failure),
+            Just(Sample::Answered),
+            Just(Sample::Cancelled)
+        ]
+    }
+
+    /// Calls one after another: (gap before it, its latency, how it ended), in ms.
+    fn calls() -> impl Strategy<Value = Vec<(u64, u64, Sample)>> {
+        proptest::collection::vec((0u64..3_000, 0u64..500, sample()), 1..60)
+    }
+
+    fn run(estimate: &LoadEstimate, model: &mut Model, calls: &[(u64, u64, Sample)]) -> u64 {
+        let mut at = 0;
+        for &(gap, rtt, sample) in calls {
+            let sent = at + gap * MS;
+            at = sent + rtt * MS;
+            estimate.started();
+            estimate.finished(sent, at, sample);
+            model.finished(sent, at, sample);
+        }
+        at
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-4 * a.abs().max(b.abs()).max(1.0)
+    }
+
+    proptest! {
+        /// Every call's update and every read against the model, with nothing in flight.
+        #[test]
+        fn the_cost_is_the_models(calls in calls(), later in 0u64..5_000) {
+            let estimate = LoadEstimate::default();
+            let mut model = Model::new();
+            let at = run(&estimate, &mut model, &calls);
+            for t in [at, at + later * MS] {
+                let (cost, expected) = (estimate.cost(t).get(), model.cost(t));
+                prop_assert!(close(cost, expected), "{cost} against {expected}");
+            }
+        }
+
+        /// Two endpoints with the same history cost the same; the one whose last call failed
+        /// instead of succeeding costs more, and the gap closes as time passes.
+        #[test]
+        fn a_failure_weighs_and_fades(calls in calls(), later in 1u64..5_000) {
+            // An endpoint that has only failed has no latency to weigh (the test above).
+            prop_assume!(calls.iter().any(|&(_, _, sample)| sample != Sample::Failure));
+            let (same, failed) = (LoadEstimate::default(), LoadEstimate::default());
+            let at = run(&same, &mut Model::new(), &calls);
+            run(&failed, &mut Model::new(), &calls);
+            prop_assert_eq!(same.cost(at), failed.cost(at));
+            // Slower than any call before: both latencies peak to the same sample.
+            let (sent, end) = (at + 10 * MS, at + 610 * MS);
+            for (estimate, sample) in [(&same, Sample::Success), (&failed, Sample::Failure)] {
+                estimate.started();
+                estimate.finished(sent, end, sample);
+            }
+            prop_assert!(failed.cost(end) > same.cost(end));
+            let ratio = |t| failed.cost(t).get() / same.cost(t).get();
+            prop_assert!(ratio(end) <= 1.0 + FAILURE_WEIGHT + 1e-6);
+            prop_assert!(ratio(end + later * MS) <= ratio(end) + 1e-9);
+            prop_assert!(ratio(end + 20_000 * MS) < 1.01);
+        }
+    }
+
+    #[test]
+    fn calls_in_flight_multiply_the_cost_and_an_unknown_endpoint_takes_one_call() {
+        let estimate = LoadEstimate::default();
+        assert_eq!(estimate.cost(0).get(), 0.0);
+        estimate.started();
+        assert!(estimate.cost(0).get() >= UNKNOWN_PENALTY);
+        estimate.finished(0, 10 * MS, Sample::Success);
+        let one = estimate.cost(10 * MS).get();
+        assert!(close(one, (10 * MS) as f64));
+        estimate.started();
+        estimate.started();
+        assert!(close(estimate.cost(10 * MS).get(), 3.0 * one));
+    }
+
+    #[test]
+    fn an_endpoint_that_has_only_failed_ranks_behind_one_that_answered_until_its_failures_fade() {
+        let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
+        healthy.started();
+        healthy.finished(0, 10 * MS, Sample::Success);
+        for i in 0..5 {
+            failing.started();
+            failing.finished(i * MS, i * MS, Sample::Failure);
+        }
+        // Busy as it may be, the endpoint that answered is preferred.
+        for _ in 0..10 {
+            healthy.started();
+        }
+        assert!(failing.cost(5 * MS) > healthy.cost(5 * MS));
+        // Tried again once the pressure of its failures (31/32) has faded below ¼: after
+        // τ·ln(31/8) ≈ 1.35 s.
+        assert!(failing.cost(1_300 * MS) > healthy.cost(1_300 * MS));
+        assert!(failing.cost(1_400 * MS) < healthy.cost(1_400 * MS));
+    }
+
+    #[test]
+    fn a_fast_failure_never_makes_an_endpoint_look_faster() {
+        let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
+        for estimate in [&healthy, &failing] {
+            estimate.started();
+            estimate.finished(0, 10 * MS, Sample::Success);
+        }
+        for i in 1..100 {
+            let at = 10 * MS + i * MS;
+            failing.started();
+            failing.finished(at, at, Sample::Failure);
+        }
+        let at = 110 * MS;
+        assert!(failing.cost(at) > healthy.cost(at));
+        assert!(failing.cost(at).get() > 3.9 * healthy.cost(at).get());
+    }
+}

@@ -1,0 +1,168 @@
+//! p2c over real endpoints ranked by their own load, on tokio's paused clock.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use seawall_core::BoxError;
+use seawall_core::classify::AnyError;
+use seawall_outlier::{NoProbe, OutlierLayer};
+use tower::balance::p2c::Balance;
+use tower::discover::ServiceList;
+use tower::util::rng::Rng;
+use tower::{Layer, Service, ServiceExt};
+
+/// A backend that answers after its latency (or fails at once while `failing`), and counts
+/// its calls.
+#[derive(Clone, Default)]
+struct Backend {
+    latency_ms: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
+    calls: Arc<AtomicU32>,
+}
+
+impl Backend {
+    fn answering_in(ms: u64) -> Self {
+        let backend = Self::default();
+        backend.latency_ms.store(ms, Ordering::SeqCst);
+        backend
+    }
+
+    fn calls(&self) -> u32 {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Service<()> for Backend {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, (): ()) -> Self::Future {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(async { Err("backend failed".into()) });
+        }
+        let latency = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            Ok(())
+        })
+    }
+}
+
+/// p2c's choices, the same every run.
+struct XorShift(u64);
+
+impl Rng for XorShift {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+type Balancer = Balance<
+    seawall_outlier::OutlierDiscover<ServiceList<Vec<Backend>>, usize, AnyError, NoProbe>,
+    (),
+>;
+
+/// A balancer over `backends` that never ejects (as when the share cap keeps an endpoint in).
+fn balancer(backends: &[Backend], seed: u64) -> Balancer {
+    let outlier = OutlierLayer::<usize>::builder()
+        .no_consecutive_failures()
+        .no_success_rate()
+        .build()
+        .unwrap();
+    Balance::from_rng(
+        outlier.layer(ServiceList::new(backends.to_vec())),
+        XorShift(seed),
+    )
+}
+
+/// Sends a call every `every` for `span` through each balancer in turn (open loop: calls run
+/// in their own tasks), and returns each backend's calls in that span.
+async fn drive(
+    balancers: &mut [Balancer],
+    backends: &[Backend],
+    every: Duration,
+    span: Duration,
+) -> Vec<u32> {
+    let before: Vec<u32> = backends.iter().map(Backend::calls).collect();
+    let end = tokio::time::Instant::now() + span;
+    while tokio::time::Instant::now() < end {
+        for balance in balancers.iter_mut() {
+            let call = balance.ready().await.unwrap().call(());
+            tokio::spawn(call);
+        }
+        tokio::time::sleep(every).await;
+    }
+    backends
+        .iter()
+        .zip(before)
+        .map(|(b, before)| b.calls() - before)
+        .collect()
+}
+
+fn share(calls: &[u32], i: usize) -> f64 {
+    f64::from(calls[i]) / f64::from(calls.iter().sum::<u32>())
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_prefers_a_healthy_endpoint_to_one_that_fails_fast_and_tries_it_again_later() {
+    let backends = [Backend::answering_in(10), Backend::answering_in(10)];
+    let mut balance = [balancer(&backends, 7)];
+    let ms = Duration::from_millis;
+    drive(&mut balance, &backends, ms(10), ms(1000)).await;
+    backends[0].failing.store(true, Ordering::SeqCst);
+    let calls = drive(&mut balance, &backends, ms(10), ms(2000)).await;
+    // By calls in flight alone the failing endpoint (never one in flight) would get at least
+    // half; ranked by its failures, it gets a call only when the healthy one is busy.
+    assert!(share(&calls, 0) < 0.1, "{calls:?}");
+    backends[0].failing.store(false, Ordering::SeqCst);
+    let calls = drive(&mut balance, &backends, ms(10), ms(5000)).await;
+    assert!(share(&calls, 0) > 0.3, "not tried again: {calls:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_whose_latency_rises_sheds_its_calls_and_gets_them_back() {
+    let backends: Vec<Backend> = (0..3).map(|_| Backend::answering_in(10)).collect();
+    let mut balance = [balancer(&backends, 11)];
+    let ms = Duration::from_millis;
+    let calls = drive(&mut balance, &backends, ms(10), ms(2000)).await;
+    assert!(share(&calls, 0) > 0.2, "{calls:?}");
+    backends[0].latency_ms.store(50, Ordering::SeqCst);
+    let calls = drive(&mut balance, &backends, ms(10), ms(3000)).await;
+    assert!(share(&calls, 0) < 0.1, "not shed: {calls:?}");
+    backends[0].latency_ms.store(10, Ordering::SeqCst);
+    let calls = drive(&mut balance, &backends, ms(10), ms(5000)).await;
+    assert!(share(&calls, 0) > 0.2, "starved: {calls:?}");
+}
+
+/// Equal endpoints get equal shares, from one client calling often and from a hundred each
+/// calling seldom (each with its own balancer and its own view of the endpoints).
+#[tokio::test(start_paused = true)]
+async fn equal_endpoints_share_evenly_at_one_client_and_at_a_hundred() {
+    let ms = Duration::from_millis;
+    for (clients, every) in [(1, ms(1)), (100, ms(100))] {
+        let backends: Vec<Backend> = (0..5).map(|_| Backend::answering_in(10)).collect();
+        let mut balancers: Vec<Balancer> =
+            (0..clients).map(|c| balancer(&backends, 3 + c)).collect();
+        let calls = drive(&mut balancers, &backends, every, ms(10_000)).await;
+        for i in 0..5 {
+            let share = share(&calls, i);
+            assert!(
+                (0.17..0.23).contains(&share),
+                "{clients} clients: {calls:?}"
+            );
+        }
+    }
+}

@@ -115,9 +115,8 @@
 //!         failures += 1;
 //!     }
 //! }
-//! // After its first failure the first backend, which has never answered, ranks behind the
-//! // others until that failure fades (about 0.7 s), and p2c passes it by; had it been picked
-//! // three times in a row, it would have been ejected.
+//! // After its first failure the first backend costs four times what the others do, and p2c
+//! // passes it by; had it been picked three times in a row, it would have been ejected.
 //! assert_eq!(failures, 1);
 //! assert_eq!(handle.ejected(), 0);
 //! # Ok(())

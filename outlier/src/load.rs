@@ -39,13 +39,8 @@
 //! so an avoided endpoint is tried again within a few `τ`.
 //!
 //! Before its first answer an endpoint costs 0 while no call is in flight there, and
-//! [`UNKNOWN_PENALTY`] times its calls in flight otherwise (Finagle's rule): a new endpoint
-//! gets one call, not all of them, until its latency is known. A failure does not make its
-//! latency known (a fast failure would make it the fastest of the set): an endpoint that has
-//! only ever failed counts its failures as one more call in flight while their pressure is at
-//! least ¼, so it ranks behind every endpoint that has answered and gets one call about every
-//! `τ·ln 4` (1.4 s) after a run of failures (`τ·ln 2` after its first), enough for the
-//! consecutive-failures rule to eject it within a few seconds.
+//! [`UNKNOWN_PENALTY`] plus its calls in flight otherwise (Finagle's rule): a new endpoint gets
+//! one call, not all of them, until its latency is known.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -150,11 +145,7 @@ impl LoadEstimate {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 let (latency, failure) = unpack(word);
                 let (latency, failure) = (f64::from(latency), f64::from(failure) * d);
-                let latency = if latency < 0.0 && sample == Sample::Failure {
-                    // A failure before any answer tells nothing of how fast it serves: the
-                    // latency stays unknown, and the failures rank it last (`cost`).
-                    latency
-                } else if rtt > latency {
+                let latency = if rtt > latency {
                     rtt
                 } else if matches!(sample, Sample::Success | Sample::Answered) {
                     latency * d + rtt * (1.0 - d)
@@ -174,11 +165,14 @@ impl LoadEstimate {
     pub(crate) fn cost(&self, at: u64) -> EndpointCost {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
         let (latency, failure) = unpack(self.estimate.load(Ordering::Acquire));
-        let d = decay(at.saturating_sub(self.updated.load(Ordering::Acquire)));
         if latency < 0.0 {
-            let failing = f64::from(u8::from(f64::from(failure) * d >= 0.25));
-            return EndpointCost(UNKNOWN_PENALTY * (pending + failing));
+            return EndpointCost(if pending == 0.0 {
+                0.0
+            } else {
+                UNKNOWN_PENALTY + pending
+            });
         }
+        let d = decay(at.saturating_sub(self.updated.load(Ordering::Acquire)));
         let latency = (f64::from(latency) * d).max(FLOOR_NS);
         let penalty = 1.0 + FAILURE_WEIGHT * f64::from(failure) * d;
         EndpointCost(latency * (pending + 1.0) * penalty)
@@ -214,10 +208,6 @@ mod tests {
             let rtt = (at - sent) as f64;
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             self.updated = self.updated.max(at);
-            if self.latency.is_none() && sample == Sample::Failure {
-                self.failure = (self.failure * d + 1.0) / 2.0;
-                return;
-            }
             let latency = self.latency.unwrap_or(-1.0);
             self.latency = Some(if rtt > latency {
                 rtt
@@ -234,14 +224,10 @@ mod tests {
         }
 
         fn cost(&self, at: u64) -> f64 {
-            let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             let Some(latency) = self.latency else {
-                return if self.failure * d >= 0.25 {
-                    UNKNOWN_PENALTY
-                } else {
-                    0.0
-                };
+                return 0.0;
             };
+            let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             (latency * d).max(1_000.0) * (1.0 + 3.0 * self.failure * d)
         }
     }
@@ -293,8 +279,6 @@ mod tests {
         /// instead of succeeding costs more, and the gap closes as time passes.
         #[test]
         fn a_failure_weighs_and_fades(calls in calls(), later in 1u64..5_000) {
-            // An endpoint that has only failed has no latency to weigh (the test above).
-            prop_assume!(calls.iter().any(|&(_, _, sample)| sample != Sample::Failure));
             let (same, failed) = (LoadEstimate::default(), LoadEstimate::default());
             let at = run(&same, &mut Model::new(), &calls);
             run(&failed, &mut Model::new(), &calls);
@@ -325,26 +309,6 @@ mod tests {
         estimate.started();
         estimate.started();
         assert!(close(estimate.cost(10 * MS).get(), 3.0 * one));
-    }
-
-    #[test]
-    fn an_endpoint_that_has_only_failed_ranks_behind_one_that_answered_until_its_failures_fade() {
-        let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
-        healthy.started();
-        healthy.finished(0, 10 * MS, Sample::Success);
-        for i in 0..5 {
-            failing.started();
-            failing.finished(i * MS, i * MS, Sample::Failure);
-        }
-        // Busy as it may be, the endpoint that answered is preferred.
-        for _ in 0..10 {
-            healthy.started();
-        }
-        assert!(failing.cost(5 * MS) > healthy.cost(5 * MS));
-        // Tried again once the pressure of its failures (31/32) has faded below ¼: after
-        // τ·ln(31/8) ≈ 1.35 s.
-        assert!(failing.cost(1_300 * MS) > healthy.cost(1_300 * MS));
-        assert!(failing.cost(1_400 * MS) < healthy.cost(1_400 * MS));
     }
 
     #[test]

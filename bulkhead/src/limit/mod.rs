@@ -111,6 +111,16 @@
 //! 67 000 calls turned away in the fault. Now its first window doubles the limit to 305 and the
 //! floor holds it at 295–309.
 //!
+//! A tail's late calls are also still in flight when a window closes: `λ × p × L` of them for a
+//! share `p` answering `L` late, against the window's `λ × T` arrivals, so once `p × L` passes
+//! 5 % of the window `T` they read as calls piling up, the backlog of an overload. At 1000
+//! calls a second, 10 % answering 500 ms late in a 1 s window, with 30 % failing (the variant
+//! `overlap-slow-500ms`), that window set slow start's threshold to half its limit (22) while
+//! Little's law asked ~100: 4326 calls turned away in the fault, against ~100 at 480 ms late
+//! (4.8 %). A window with such a tail's mean therefore sets no threshold and lets slow start go
+//! on, as when only the limit turns calls away; a backlog at a flat mean (calls that hang)
+//! still waits, and so does one whose fastest answers show a queue.
+//!
 //! # A slower downstream, or a queue behind our own calls
 //!
 //! Both raise the latency while the limit turns calls away, and Vegas's estimate reads both
@@ -961,20 +971,23 @@ impl Windowed {
         let at_max = !w.dropped
             && before >= self.max
             && demand.is_some_and(|d| d.limited && d.floor >= self.max);
-        let queued = slowed.is_none()
-            && !at_max
-            && queueing(before, base, average, noise)
-            && !demand.is_some_and(|d| self.only_a_tail(now, d.pace.completed, before));
+        // A mean that shows a queue while the fastest recent answers show none is a tail: its
+        // calls still in flight when the window closes are late answers, not a backlog of
+        // overload, so slow start goes on and no threshold is set (see "A tail is no queue").
+        let rose = queueing(before, base, average, noise);
+        let tail = rose && demand.is_some_and(|d| self.only_a_tail(now, d.pace.completed, before));
+        let queued = slowed.is_none() && !at_max && rose && !tail;
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
             (None, Some(d)) if d.served || at_max => d.floor,
-            (None, Some(d)) if d.limited && !queued && self.algorithm.slow_starts() => {
+            (None, Some(d)) if (d.limited || tail) && !queued && self.algorithm.slow_starts() => {
                 (2 * before).min(d.floor).min(self.threshold)
             }
             _ => 0,
         };
         if w.overload
-            || slowed.is_none() && demand.is_some_and(|d| !d.served && (queued || !d.limited))
+            || slowed.is_none()
+                && demand.is_some_and(|d| !d.served && (queued || !d.limited && !tail))
         {
             self.threshold = (before / 2).max(1);
         }
@@ -1448,6 +1461,37 @@ mod tests {
         window(&mut w, &mut now, 5000, ms(10), false, healthy);
         let limit = window(&mut w, &mut now, 5000, ms(20), false, turned_away).unwrap();
         assert!(limit < 84, "{limit}");
+    }
+
+    #[test]
+    fn a_tail_s_calls_still_in_flight_are_no_backlog() {
+        // 5000 calls a second of 10 ms (limit 84, as above), then one call in ten 110 ms late
+        // and 400 more calls in flight when the window closes than when it opened: it admitted
+        // 5400 calls and finished 5000, short of 95 %, the backlog of an overload but for its
+        // fastest answers, as fast as before. Slow start goes on, to the floor of 5400/s x
+        // 20 ms (167), and sets no threshold; read as overload, the limit fell to 45 and the
+        // threshold to 42.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(10_000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let healthy = Load {
+            in_flight: 50,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 50, false, false, || healthy);
+        assert_eq!(
+            window(&mut w, &mut now, 5000, ms(10), false, healthy),
+            Some(84)
+        );
+        let piling = Load {
+            in_flight: 450,
+            ..Load::default()
+        };
+        assert_eq!(
+            tail_window(&mut w, &mut now, 5000, [ms(10), ms(110)], piling),
+            Some(167)
+        );
+        assert_eq!(w.threshold, usize::MAX);
     }
 
     #[test]
@@ -1974,11 +2018,12 @@ mod properties {
                     }
                     // Recent successes (the last full 16 and those filling the next) whose
                     // fastest waits over the fastest seen no more than `f` calls at the
-                    // window's completions are a tail, not a queue: their rejections are slow
-                    // start's (its own property), not overload.
+                    // window's completions are a tail, not a queue: their rejections, and the
+                    // late calls still in flight, are slow start's (its own property), not
+                    // overload.
                     let recent = &successes[16 * (successes.len() / 16).max(1) - 16..];
                     let wait = recent.iter().min().unwrap() - successes.iter().min().unwrap();
-                    if matches!(kind, Overload::Rejections)
+                    if matches!(kind, Overload::Rejections | Overload::Backlog)
                         && calls as f64 * 10.0 * wait as f64 / 1000.0 <= log10_root(before as f64)
                     {
                         prop_assert!(limit >= model.update(rtt, in_flight, dropped));

@@ -61,7 +61,9 @@ pin_project! {
             if let Some(binding) = this.binding.take() {
                 let member = &binding.member;
                 let at = member.set.nanos(Instant::now());
-                member.load.finished(*this.sent, at, Sample::Cancelled);
+                member
+                    .load
+                    .finished(&member.set.latency, *this.sent, at, Sample::Cancelled);
             }
         }
     }
@@ -117,7 +119,9 @@ where
             Classified::AtEndOfStream => Sample::Answered,
         };
         let at = member.set.nanos(Instant::now());
-        member.load.finished(*this.sent, at, sample);
+        member
+            .load
+            .finished(&member.set.latency, *this.sent, at, sample);
         let Classified::Now(outcome) = classified else {
             // Known at the end of the body, when the head has gone on: never marked.
             let report = EndpointReport {

@@ -41,6 +41,18 @@
 //! Before its first answer an endpoint costs 0 while no call is in flight there, and
 //! [`UNKNOWN_PENALTY`] plus its calls in flight otherwise (Finagle's rule): a new endpoint gets
 //! one call, not all of them, until its latency is known.
+//!
+//! **An endpoint that has only failed.** One that fails from its first call has for latency
+//! the time of its fast failures, about 0, so its `1 + K` penalty multiplies nothing and it
+//! ranks first. That is what ejects it fast: tried at once, its run of failures reaches the
+//! consecutive-failures rule within milliseconds (passed by instead, it would take seconds).
+//! Once the share cap has kept it in anyway, ejection cannot help, and ranking first it would
+//! take most of a client's calls for as long as it fails. So while the cap holds an endpoint
+//! whose latest outcome is a failure, its latency is read as at least the set's
+//! [`SetLatency`], the time of the set's fastest success: the penalty then
+//! weighs against a real latency and it is picked only where the endpoints that answer have
+//! queued `1 + K` times their latency. Its first success lifts the floor (its own latency is
+//! real from then on), and as `F` fades it is tried again like any other.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -65,6 +77,35 @@ const FLOOR_NS: f64 = 1_000.0;
 
 /// `L` before the first answer.
 const UNKNOWN: f32 = -1.0;
+
+/// The latency of a set's fastest success, in nanoseconds (0 before the first): what serving a
+/// call takes there without a queue. The fastest rather than an average, which would rise
+/// with the queue of the endpoints that answer and so never let them shed to a held one.
+#[derive(Debug)]
+pub(crate) struct SetLatency(AtomicU64);
+
+impl Default for SetLatency {
+    fn default() -> Self {
+        Self(AtomicU64::new(u64::MAX))
+    }
+}
+
+impl SetLatency {
+    fn succeeded(&self, rtt: u64) {
+        // A load first: after the first few calls a success is rarely the fastest.
+        if rtt < self.0.load(Ordering::Relaxed) {
+            self.0.fetch_min(rtt, Ordering::Relaxed);
+        }
+    }
+
+    /// The fastest success, in nanoseconds.
+    pub(crate) fn get(&self) -> f64 {
+        match self.0.load(Ordering::Relaxed) {
+            u64::MAX => 0.0,
+            fastest => fastest as f64,
+        }
+    }
+}
 
 /// An endpoint's load as a balancer compares it: lower is better.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -134,10 +175,15 @@ impl LoadEstimate {
         self.pending.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A call sent at `sent` ended at `at` (nanoseconds from the set's origin) as `sample`.
-    pub(crate) fn finished(&self, sent: u64, at: u64, sample: Sample) {
+    /// A call sent at `sent` ended at `at` (nanoseconds from the set's origin) as `sample`; a
+    /// success also goes to the set's latency.
+    pub(crate) fn finished(&self, set: &SetLatency, sent: u64, at: u64, sample: Sample) {
         self.pending.fetch_sub(1, Ordering::Relaxed);
-        let rtt = at.saturating_sub(sent) as f64;
+        let rtt = at.saturating_sub(sent);
+        if sample == Sample::Success {
+            set.succeeded(rtt);
+        }
+        let rtt = rtt as f64;
         let last = self.updated.fetch_max(at, Ordering::AcqRel);
         let d = decay(at.saturating_sub(last));
         let _ = self
@@ -161,8 +207,9 @@ impl LoadEstimate {
             });
     }
 
-    /// The cost at `at` (nanoseconds from the set's origin).
-    pub(crate) fn cost(&self, at: u64) -> EndpointCost {
+    /// The cost at `at` (nanoseconds from the set's origin), its latency read as at least
+    /// `floor` nanoseconds once known.
+    pub(crate) fn cost(&self, at: u64, floor: f64) -> EndpointCost {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
         let (latency, failure) = unpack(self.estimate.load(Ordering::Acquire));
         if latency < 0.0 {
@@ -173,7 +220,7 @@ impl LoadEstimate {
             });
         }
         let d = decay(at.saturating_sub(self.updated.load(Ordering::Acquire)));
-        let latency = (f64::from(latency) * d).max(FLOOR_NS);
+        let latency = (f64::from(latency) * d).max(FLOOR_NS).max(floor);
         let penalty = 1.0 + FAILURE_WEIGHT * f64::from(failure) * d;
         EndpointCost(latency * (pending + 1.0) * penalty)
     }
@@ -193,6 +240,8 @@ mod tests {
         latency: Option<f64>,
         failure: f64,
         updated: u64,
+        /// The set's fastest success, this endpoint's successes its only ones.
+        set: f64,
     }
 
     impl Model {
@@ -201,11 +250,15 @@ mod tests {
                 latency: None,
                 failure: 0.0,
                 updated: 0,
+                set: f64::INFINITY,
             }
         }
 
         fn finished(&mut self, sent: u64, at: u64, sample: Sample) {
             let rtt = (at - sent) as f64;
+            if sample == Sample::Success {
+                self.set = self.set.min(rtt);
+            }
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             self.updated = self.updated.max(at);
             let latency = self.latency.unwrap_or(-1.0);
@@ -223,12 +276,18 @@ mod tests {
             };
         }
 
-        fn cost(&self, at: u64) -> f64 {
+        fn fastest(&self) -> f64 {
+            if self.set.is_finite() { self.set } else { 0.0 }
+        }
+
+        /// The cost, its latency floored at the set's when `held`.
+        fn cost(&self, at: u64, held: bool) -> f64 {
             let Some(latency) = self.latency else {
                 return 0.0;
             };
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
-            (latency * d).max(1_000.0) * (1.0 + 3.0 * self.failure * d)
+            let floor = if held { self.fastest() } else { 0.0 };
+            (latency * d).max(1_000.0).max(floor) * (1.0 + 3.0 * self.failure * d)
         }
     }
 
@@ -247,12 +306,21 @@ mod tests {
     }
 
     fn run(estimate: &LoadEstimate, model: &mut Model, calls: &[(u64, u64, Sample)]) -> u64 {
+        run_in(&SetLatency::default(), estimate, model, calls)
+    }
+
+    fn run_in(
+        set: &SetLatency,
+        estimate: &LoadEstimate,
+        model: &mut Model,
+        calls: &[(u64, u64, Sample)],
+    ) -> u64 {
         let mut at = 0;
         for &(gap, rtt, sample) in calls {
             let sent = at + gap * MS;
             at = sent + rtt * MS;
             estimate.started();
-            estimate.finished(sent, at, sample);
+            estimate.finished(set, sent, at, sample);
             model.finished(sent, at, sample);
         }
         at
@@ -263,14 +331,17 @@ mod tests {
     }
 
     proptest! {
-        /// Every call's update and every read against the model, with nothing in flight.
+        /// Every call's update and every read against the model, with nothing in flight, held
+        /// (the latency floored at the set's) or not.
         #[test]
-        fn the_cost_is_the_models(calls in calls(), later in 0u64..5_000) {
-            let estimate = LoadEstimate::default();
+        fn the_cost_is_the_models(calls in calls(), later in 0u64..5_000, held: bool) {
+            let (set, estimate) = (SetLatency::default(), LoadEstimate::default());
             let mut model = Model::new();
-            let at = run(&estimate, &mut model, &calls);
+            let at = run_in(&set, &estimate, &mut model, &calls);
+            prop_assert!(close(set.get(), model.fastest()));
+            let floor = if held { set.get() } else { 0.0 };
             for t in [at, at + later * MS] {
-                let (cost, expected) = (estimate.cost(t).get(), model.cost(t));
+                let (cost, expected) = (estimate.cost(t, floor).get(), model.cost(t, held));
                 prop_assert!(close(cost, expected), "{cost} against {expected}");
             }
         }
@@ -282,15 +353,15 @@ mod tests {
             let (same, failed) = (LoadEstimate::default(), LoadEstimate::default());
             let at = run(&same, &mut Model::new(), &calls);
             run(&failed, &mut Model::new(), &calls);
-            prop_assert_eq!(same.cost(at), failed.cost(at));
+            prop_assert_eq!(same.cost(at, 0.0), failed.cost(at, 0.0));
             // Slower than any call before: both latencies peak to the same sample.
             let (sent, end) = (at + 10 * MS, at + 610 * MS);
             for (estimate, sample) in [(&same, Sample::Success), (&failed, Sample::Failure)] {
                 estimate.started();
-                estimate.finished(sent, end, sample);
+                estimate.finished(&SetLatency::default(), sent, end, sample);
             }
-            prop_assert!(failed.cost(end) > same.cost(end));
-            let ratio = |t| failed.cost(t).get() / same.cost(t).get();
+            prop_assert!(failed.cost(end, 0.0) > same.cost(end, 0.0));
+            let ratio = |t| failed.cost(t, 0.0).get() / same.cost(t, 0.0).get();
             prop_assert!(ratio(end) <= 1.0 + FAILURE_WEIGHT + 1e-6);
             prop_assert!(ratio(end + later * MS) <= ratio(end) + 1e-9);
             prop_assert!(ratio(end + 20_000 * MS) < 1.01);
@@ -300,15 +371,15 @@ mod tests {
     #[test]
     fn calls_in_flight_multiply_the_cost_and_an_unknown_endpoint_takes_one_call() {
         let estimate = LoadEstimate::default();
-        assert_eq!(estimate.cost(0).get(), 0.0);
+        assert_eq!(estimate.cost(0, 0.0).get(), 0.0);
         estimate.started();
-        assert!(estimate.cost(0).get() >= UNKNOWN_PENALTY);
-        estimate.finished(0, 10 * MS, Sample::Success);
-        let one = estimate.cost(10 * MS).get();
+        assert!(estimate.cost(0, 0.0).get() >= UNKNOWN_PENALTY);
+        estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Success);
+        let one = estimate.cost(10 * MS, 0.0).get();
         assert!(close(one, (10 * MS) as f64));
         estimate.started();
         estimate.started();
-        assert!(close(estimate.cost(10 * MS).get(), 3.0 * one));
+        assert!(close(estimate.cost(10 * MS, 0.0).get(), 3.0 * one));
     }
 
     #[test]
@@ -316,15 +387,37 @@ mod tests {
         let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
         for estimate in [&healthy, &failing] {
             estimate.started();
-            estimate.finished(0, 10 * MS, Sample::Success);
+            estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Success);
         }
         for i in 1..100 {
             let at = 10 * MS + i * MS;
             failing.started();
-            failing.finished(at, at, Sample::Failure);
+            failing.finished(&SetLatency::default(), at, at, Sample::Failure);
         }
         let at = 110 * MS;
-        assert!(failing.cost(at) > healthy.cost(at));
-        assert!(failing.cost(at).get() > 3.9 * healthy.cost(at).get());
+        assert!(failing.cost(at, 0.0) > healthy.cost(at, 0.0));
+        assert!(failing.cost(at, 0.0).get() > 3.9 * healthy.cost(at, 0.0).get());
+    }
+
+    #[test]
+    fn an_endpoint_failing_from_its_first_call_weighs_against_the_sets_latency_once_held() {
+        let set = SetLatency::default();
+        let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
+        for i in 0..100 {
+            let at = i * 10 * MS;
+            healthy.started();
+            healthy.finished(&set, at, at + 10 * MS, Sample::Success);
+            failing.started();
+            failing.finished(&set, at, at + MS / 10, Sample::Failure);
+        }
+        let at = 1000 * MS;
+        assert!(close(set.get(), (10 * MS) as f64));
+        // Not held: its fast failures make it the cheapest, so it is tried and ejected.
+        assert!(failing.cost(at, 0.0) < healthy.cost(at, 0.0));
+        // Held: its penalty weighs against the latency of the set's successes.
+        let held = failing.cost(at, set.get()).get();
+        assert!(held > 3.9 * healthy.cost(at, 0.0).get());
+        // The floor never lowers a latency of its own.
+        assert_eq!(healthy.cost(at, MS as f64), healthy.cost(at, 0.0));
     }
 }

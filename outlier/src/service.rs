@@ -228,7 +228,13 @@ impl<S, K, C, P> Load for Endpoint<S, K, C, P> {
 
     fn load(&self) -> EndpointCost {
         let member = &self.binding.member;
-        member.load.cost(member.set.nanos(Instant::now()))
+        let set = &member.set;
+        let floor = if member.held_failing() {
+            set.latency.get()
+        } else {
+            0.0
+        };
+        member.load.cost(set.nanos(Instant::now()), floor)
     }
 }
 

@@ -19,7 +19,7 @@ use crate::config::{OutlierConfig, SuccessRateConfig};
 use crate::event::{
     EjectedEvent, EjectionReason, EndpointStatus, Hooks, ReturnedEvent, SkippedEvent,
 };
-use crate::load::LoadEstimate;
+use crate::load::{LoadEstimate, SetLatency};
 
 /// The successes in a row that show an endpoint the cap kept in has recovered, when the
 /// consecutive-failures rule (whose run it otherwise is) is off.
@@ -94,6 +94,9 @@ pub(crate) struct SetState<K> {
     interval: AtomicU64,
     /// Whether ejected endpoints return only after a probe.
     pub(crate) probes: AtomicBool,
+    /// The latency of the members' recent successes, below which a held member's latency is
+    /// not read.
+    pub(crate) latency: SetLatency,
     pub(crate) hooks: Hooks<K>,
     scope: MetricScope,
     metrics: Metrics,
@@ -161,6 +164,7 @@ impl<K> SetState<K> {
             last_failure: AtomicU64::new(NEVER),
             interval: AtomicU64::new(nanos(config.interval)),
             probes: AtomicBool::new(false),
+            latency: SetLatency::default(),
             hooks: Hooks::default(),
             scope,
             metrics,
@@ -763,6 +767,12 @@ impl<K> MemberState<K> {
     #[inline]
     pub(crate) fn until(&self) -> u64 {
         self.until.load(Ordering::Acquire)
+    }
+
+    /// Whether the cap kept the endpoint in when a detector would have ejected it, and it has
+    /// not succeeded since its latest failure.
+    pub(crate) fn held_failing(&self) -> bool {
+        self.held.load(Ordering::Relaxed) == 1
     }
 }
 

@@ -166,3 +166,39 @@ async fn equal_endpoints_share_evenly_at_one_client_and_at_a_hundred() {
         }
     }
 }
+
+/// Three endpoints of five fail every call from the start, the cap (half) ejects two and keeps
+/// the third in: ranked by the latency of its fast failures alone it would take most calls for
+/// as long as it fails; held, it weighs its failures against the set's latency.
+#[tokio::test(start_paused = true)]
+async fn p2c_passes_by_an_endpoint_the_cap_keeps_in_while_it_fails_from_its_first_call() {
+    let backends: Vec<Backend> = (0..5).map(|_| Backend::answering_in(10)).collect();
+    for backend in &backends[..3] {
+        backend.failing.store(true, Ordering::SeqCst);
+    }
+    let outlier = OutlierLayer::<usize>::builder()
+        .consecutive_failures(5)
+        .no_success_rate()
+        .max_ejected_share(0.5)
+        .build()
+        .unwrap();
+    let mut balance = [Balance::from_rng(
+        outlier.layer(ServiceList::new(backends.clone())),
+        XorShift(5),
+    )];
+    let ms = Duration::from_millis;
+    let first = drive(&mut balance, &backends, ms(10), ms(500)).await;
+    // Each failing endpoint was tried until its run of five: two ejected, one held.
+    assert!(first[..3].iter().all(|&calls| calls >= 5), "{first:?}");
+    let calls = drive(&mut balance, &backends, ms(10), ms(3000)).await;
+    let held = calls[..3].iter().sum::<u32>();
+    assert_eq!(
+        calls[..3].iter().filter(|&&c| c > 0).count(),
+        1,
+        "{calls:?}"
+    );
+    assert!(
+        f64::from(held) < 0.1 * f64::from(calls.iter().sum::<u32>()),
+        "{calls:?}"
+    );
+}

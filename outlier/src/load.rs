@@ -48,11 +48,11 @@
 //! consecutive-failures rule within milliseconds (passed by instead, it would take seconds).
 //! Once the share cap has kept it in anyway, ejection cannot help, and ranking first it would
 //! take most of a client's calls for as long as it fails. So while the cap holds an endpoint
-//! whose latest outcome is a failure, its latency is read as at least the set's
-//! [`SetLatency`], the time of the set's fastest success: the penalty then
-//! weighs against a real latency and it is picked only where the endpoints that answer have
-//! queued `1 + K` times their latency. Its first success lifts the floor (its own latency is
-//! real from then on), and as `F` fades it is tried again like any other.
+//! whose latest outcome is a failure, its latency is read as at least the time of the set's
+//! fastest success (one word per set, moved only by a faster one): the penalty then weighs
+//! against a real latency, and it is picked only where the endpoints that answer cost `1 + K`
+//! times that fastest success, their queue included. Its first success lifts the floor (its
+//! own latency is real from then on), and as `F` fades it is tried again like any other.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;

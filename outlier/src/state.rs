@@ -94,8 +94,8 @@ pub(crate) struct SetState<K> {
     interval: AtomicU64,
     /// Whether ejected endpoints return only after a probe.
     pub(crate) probes: AtomicBool,
-    /// The latency of the members' recent successes, below which a held member's latency is
-    /// not read.
+    /// The members' fastest success, below which the latency of a member the cap holds while
+    /// it fails is not read.
     pub(crate) latency: SetLatency,
     pub(crate) hooks: Hooks<K>,
     scope: MetricScope,
@@ -770,7 +770,7 @@ impl<K> MemberState<K> {
     }
 
     /// Whether the cap kept the endpoint in when a detector would have ejected it, and it has
-    /// not succeeded since its latest failure.
+    /// not succeeded since (nor since its latest failure).
     pub(crate) fn held_failing(&self) -> bool {
         self.held.load(Ordering::Relaxed) == 1
     }

@@ -414,7 +414,7 @@ mod tests {
         assert!(close(set.get(), (10 * MS) as f64));
         // Not held: its fast failures make it the cheapest, so it is tried and ejected.
         assert!(failing.cost(at, 0.0) < healthy.cost(at, 0.0));
-        // Held: its penalty weighs against the latency of the set's successes.
+        // Held: its penalty weighs against the set's fastest success.
         let held = failing.cost(at, set.get()).get();
         assert!(held > 3.9 * healthy.cost(at, 0.0).get());
         // The floor never lowers a latency of its own.

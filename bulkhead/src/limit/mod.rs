@@ -145,6 +145,14 @@
 //! slower than the window's mean, and its calls in flight a queue's, which no base should take
 //! in; such a window's mean is taken as it is.
 //!
+//! The same calls in flight make the first window look like a backlog: it admits `λT` calls
+//! and leaves `λμ` of them at work when it closes, so it finishes `1 − μ / T` of its arrivals,
+//! short of the 95 % an overload's test asks whenever `μ > 0.05 T` (7.5 % at 74.5 ms), and set
+//! slow start's threshold to half the guess (10) at the start of a healthy downstream. Later
+//! windows leave as many calls in flight as they found. So the first window's backlog test
+//! excuses the calls in flight it added up to Little's law at its pace and mean (`λ × W`);
+//! calls that pile up past that (calls that hang, a queue) are still a backlog.
+//!
 //! # A slower downstream, or a queue behind our own calls
 //!
 //! Both raise the latency while the limit turns calls away, and Vegas's estimate reads both
@@ -602,13 +610,16 @@ struct Demand {
 }
 
 /// Reads a window of `elapsed` in which `finished` calls ended, `in_flight_before` were in
-/// flight at its start and `load` at its end; `mean` is the window's mean latency.
+/// flight at its start and `load` at its end; `mean` is the window's mean latency. In the
+/// `first` window the calls in flight rise from the start's few to those at work, which the
+/// backlog test excuses (see "The first window's censored tail").
 fn demand(
     elapsed: Duration,
     finished: u64,
     in_flight_before: usize,
     load: Load,
     mean: Duration,
+    first: bool,
 ) -> Option<Demand> {
     // Cancelled calls left without an answer: neither served nor piling up, but they held
     // their slots, which Little's law counts.
@@ -617,11 +628,16 @@ fn demand(
     if elapsed.is_zero() {
         return None;
     }
-    let keeps_up = |n: u64| finished as f64 >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
     let busy = mean.as_secs_f64() * finished as f64 + load.cancelled_time.as_secs_f64();
     let mean = busy / (finished + load.cancelled).max(1) as f64;
     let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
     let in_flight = rate * mean;
+    let at_work = if first {
+        ((load.in_flight as f64).min(in_flight) - in_flight_before as f64).max(0.0)
+    } else {
+        0.0
+    };
+    let keeps_up = |n: u64| finished as f64 + at_work >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
@@ -936,7 +952,8 @@ impl Windowed {
         }
         let mut average = w.sum / w.count;
         let error = w.standard_error();
-        if self.base.is_none()
+        let first = self.base.is_none();
+        if first
             && let Some((start, _)) = started
             && self
                 .tally
@@ -962,7 +979,7 @@ impl Windowed {
         let demand = match started {
             Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
-                demand(elapsed, w.finished, in_flight_before, load, average)
+                demand(elapsed, w.finished, in_flight_before, load, average, first)
             }
             _ => None,
         };
@@ -1629,6 +1646,37 @@ mod tests {
     }
 
     #[test]
+    fn the_first_window_s_calls_at_work_are_no_backlog() {
+        // 1000 calls a second of 75 ms from 5 in flight: the first window leaves 75 at work,
+        // so 1000 of its 1070 arrivals (93.5 %) finished, short of 95 %; Little's law at its
+        // pace asks 1070 x 0.075 = 80. No backlog: the limit goes to the floor, no threshold.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let start = Load {
+            in_flight: 5,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(now, ms(5), 5, false, false, || start), None);
+        let load = Load {
+            in_flight: 75,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 1000, ms(75), false, load);
+        assert_eq!(w.threshold, usize::MAX);
+        assert_eq!(limit, Some(floor_for(1070.0 * 0.075)));
+        // Calls that pile up past Little's law are still a backlog.
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        assert_eq!(w.sample(now, ms(5), 5, false, false, || start), None);
+        let piled = Load {
+            in_flight: 200,
+            ..Load::default()
+        };
+        window(&mut w, &mut now, 1000, ms(75), false, piled);
+        assert_eq!(w.threshold, 10);
+    }
+
+    #[test]
     fn slow_start_still_ends_at_a_queue_far_outside_the_noise() {
         // 8 and 12 ms (standard error 0.14 ms over 200 calls), then 18 and 22 ms: the mean
         // doubles, 40 x (1 - 10/20) = 20 queued calls.
@@ -1695,7 +1743,7 @@ mod tests {
             cancelled_time: ms(5000),
             ..Load::default()
         };
-        let d = demand(ms(1000), 950, 10, load, ms(10)).unwrap();
+        let d = demand(ms(1000), 950, 10, load, ms(10), false).unwrap();
         assert_eq!(d.floor, 30);
         assert!(d.served);
     }
@@ -1708,7 +1756,7 @@ mod tests {
             rejected: 4,
             ..Load::default()
         };
-        let d = demand(ms(100), 100, 10, load, ms(50)).unwrap();
+        let d = demand(ms(100), 100, 10, load, ms(50), false).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
         assert_eq!(d.floor, 87);
         assert!(d.served && !d.limited);

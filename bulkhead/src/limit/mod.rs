@@ -235,11 +235,20 @@
 //!
 //! Before the first window closes, the limit is the configured guess (20 by default), with
 //! nothing measured behind it: a call that finds it full comes in unless the recent successes
-//! show a queue Vegas would cut (`6f` at the calls in flight) or, after 16 successes, none is
-//! recent (then as above); before 16 there is nothing to judge by, and a fixed limit would let
-//! it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in the
-//! first second, which turned ~50 away against the guess of 20 and its four calls of credit.
-//! Not for Gradient2 (see "Slow start").
+//! show a queue Vegas would cut (`6f` at the calls in flight) beyond the Poisson noise of the
+//! calls at work (`3 × √(calls − queued)`, the floor's own room) or, after 16 successes, none
+//! is recent (then as above); before 16 there is nothing to judge by, and a fixed limit would
+//! let it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in
+//! the first second, which turned ~50 away against the guess of 20 and its four calls of
+//! credit. The noise matters once many calls are in flight: they vary around λW as a Poisson
+//! count, and a downstream provisioned with 10 % headroom queues their peaks. At 3000 calls a
+//! second of 40–60 ms on 165 workers, ~150 in flight, such a peak delayed the fastest recent
+//! success by 7 ms, which Vegas reads as `151 × (1 − 41/48) = 22` queued against `6f = 12`:
+//! 6–15 calls turned away in the first second (66–124 at 5000 a second), which a fixed limit
+//! admits and the floor, once a window has closed, makes room for (`3 × √(151 − 22) = 34`). The
+//! noise is that of the calls at work, not of those in flight, or an overload's own queue would
+//! widen it: twice what 10 workers serve puts 20 calls in flight, 10 of them queued, against
+//! `3 × √10 = 9.5`. Not for Gradient2 (see "Slow start").
 //!
 //! # At the maximum
 //!
@@ -822,14 +831,19 @@ impl Windowed {
 
     /// Whether a call that finds the limit full before any window closed may come in: the
     /// limit is then the configured guess, with nothing measured behind it, so only a queue
-    /// Vegas would cut (`6f` by its estimate at the calls in flight) turns calls away; before
+    /// Vegas would cut (`6f` by its estimate at the calls in flight) beyond the Poisson noise of
+    /// the calls at work (`3 × √(calls − queued)`, as the floor allows) turns calls away; before
     /// 16 successes there is nothing to judge by, and after them none recent is a black hole.
     /// Not for Gradient2, as its slow start: its long-term latency would take the queue of a
     /// burst let in at once as the new normal.
     fn no_queue_yet(&self, recent: &Recent, now: Instant, in_flight: usize) -> bool {
         match (recent.fastest(now), self.tally.fastest()) {
             (Some(recent), Some(fastest)) => {
-                vegas_queue(in_flight, fastest, recent) <= HELD_QUEUE * log10_root(in_flight as f64)
+                let calls = in_flight as f64;
+                let queue = vegas_queue(in_flight, fastest, recent);
+                queue
+                    <= (HELD_QUEUE * log10_root(calls))
+                        .max(FLOOR_DEVIATIONS * (calls - queue).sqrt())
             }
             _ => recent.previous.is_none(),
         }
@@ -1887,6 +1901,30 @@ mod tests {
             "paced by the calls that finish"
         );
         assert_eq!(w.full(now, 1000, 0, 1000), None, "never past the maximum");
+    }
+
+    #[test]
+    fn before_the_first_window_a_queue_within_the_calls_noise_lets_calls_in() {
+        // 3000 calls a second of 40–60 ms: ~150 in flight, a Poisson count that peaks past
+        // the downstream's 165 workers, whose fastest recent success then waits 7 ms: Vegas
+        // reads 151 x (1 - 41/48) = 22 queued, past its cut (6f = 12) but within the
+        // 3 x sqrt(151 - 22) = 34 calls by which the calls at work vary, as the floor allows.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, ms(100));
+        let mut now = Instant::now() + ms(41);
+        for _ in 0..16 {
+            w.succeeded(now, ms(41));
+        }
+        now += ms(10);
+        for _ in 0..32 {
+            w.succeeded(now, ms(48));
+        }
+        assert_eq!(w.full(now, 151, 0, 1000), Some(152));
+        // A queue beyond that noise is still one: 151 x (1 - 41/70) = 63 against 3 x sqrt(88).
+        for _ in 0..32 {
+            w.succeeded(now, ms(70));
+        }
+        assert_eq!(w.full(now, 151, 0, 1000), None);
     }
 
     #[test]

@@ -1660,6 +1660,28 @@ mod tests {
     }
 
     #[test]
+    fn a_first_window_whose_latencies_climb_keeps_its_mean() {
+        // A queue building within the first window: 500 calls at 10 ms, then 500 at 100 ms.
+        // Its latest successes are its slowest, and its mean (55 ms) stays the base, where its
+        // censored tail would add (45 ms)^2 / (1 s - 55 ms) = 2.1 ms.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(100).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let load = Load {
+            in_flight: 100,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(now, ms(5), 100, false, false, || load), None);
+        for rtt in [ms(10), ms(100)] {
+            for _ in 0..500 {
+                now += ms(1) + Duration::from_nanos(1);
+                w.sample(now, rtt, 100, false, false, || load);
+            }
+        }
+        assert_eq!(w.base, Some(ms(55)));
+    }
+
+    #[test]
     fn the_first_window_s_calls_at_work_are_no_backlog() {
         // 1000 calls a second of 75 ms from 5 in flight: the first window leaves 75 at work,
         // so 1000 of its 1070 arrivals (93.5 %) finished, short of 95 %; Little's law at its

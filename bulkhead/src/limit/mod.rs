@@ -123,9 +123,9 @@
 //!
 //! # The first window's censored tail
 //!
-//! The first window opens with no calls in flight, so the calls it sums are those that
-//! finished in it, and the long ones are the likelier to be still in flight at its close: a
-//! call that arrives at `a` in a window of `T` is summed if its latency `L ≤ T − a`. With
+//! The first window opens with few calls in flight (the guess's at most), so the calls it
+//! sums are nearly all its own, and the long ones are the likelier to be still in flight at
+//! its close: a call that arrives at `a` in a window of `T` is summed if `L ≤ T − a`. With
 //! arrivals at a steady rate and `L < T`, a call of latency `L` is summed with weight
 //! `(T − L) / T`, so the window's mean is `E[L(T − L)] / E[T − L] = μ − σ² / (T − μ)` whatever
 //! the tail's shape: low by the latencies' variance over the window left after a mean call.
@@ -133,9 +133,10 @@
 //! proportion its own late calls leave. A long tail at a median of 50 ms and a p99 of 400 ms
 //! (μ = 74.5 ms, σ = 82 ms) reads 7.3 ms low in a 1 s window; the next windows then read the
 //! unbiased mean as a queue whenever their noise adds a few milliseconds (`long-tail
-//! [latency_scale=5]` at 62.9 ms and then 81.5 ms ended slow start at a limit of 10, against
-//! a floor of ~130). The first window's mean therefore has `s² / (T − m)` added back, with
-//! `m` and `s²` the mean and variance of the calls it summed. That leaves
+//! [latency_scale=5]`, seed 3 with the start's noise allowance below: 62.9 ms and then
+//! 81.5 ms ended slow start at a limit of 10, against a floor of ~130). The first window's
+//! mean therefore has `s² / (T − m)` added back, with `m` and `s²` the mean and variance of
+//! the calls it summed. That leaves
 //! `−(κ₃ + 2σ⁴ / (T − μ)) / (T − μ)²`, with `κ₃` the latencies' third central moment: 3 ms of
 //! the 7.3 above, and less than 0.1 ms at a median of 10 ms and a p99 of 80 ms. The
 //! derivation needs the calls to finish well within the window: where the mean and three

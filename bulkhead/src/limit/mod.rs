@@ -121,6 +121,39 @@
 //! on, as when only the limit turns calls away; a backlog at a flat mean (calls that hang)
 //! still waits, and so does one whose fastest answers show a queue.
 //!
+//! # The first window's censored tail
+//!
+//! The first window opens with few calls in flight (the guess's at most), so the calls it
+//! sums are nearly all its own, and the long ones are the likelier to be still in flight at
+//! its close: a call that arrives at `a` in a window of `T` is summed if `L ≤ T − a`. With
+//! arrivals at a steady rate and `L < T`, a call of latency `L` is summed with weight
+//! `(T − L) / T`, so the window's mean is `E[L(T − L)] / E[T − L] = μ − σ² / (T − μ)` whatever
+//! the tail's shape: low by the latencies' variance over the window left after a mean call.
+//! Later windows are not: the calls a window leaves in flight finish in the next, in the
+//! proportion its own late calls leave. A long tail at a median of 50 ms and a p99 of 400 ms
+//! (μ = 74.5 ms, σ = 82 ms) reads 7.3 ms low in a 1 s window; the next windows then read the
+//! unbiased mean as a queue whenever their noise adds a few milliseconds (`long-tail
+//! [latency_scale=5]`, seed 3 with the start's noise allowance below: 62.9 ms and then
+//! 81.5 ms ended slow start at a limit of 10, against a floor of ~130). The first window's
+//! mean therefore has `s² / (T − m)` added back, with `m` and `s²` the mean and variance of
+//! the calls it summed. That leaves
+//! `−(κ₃ + 2σ⁴ / (T − μ)) / (T − μ)²`, with `κ₃` the latencies' third central moment: 3 ms of
+//! the 7.3 above, and less than 0.1 ms at a median of 10 ms and a p99 of 80 ms. The
+//! derivation needs the calls to finish well within the window: where the mean and three
+//! deviations pass it, the mean is taken as it is. It also needs their latencies not to climb
+//! through the window: a queue that builds in it (1500 calls a second on 10 workers of 10 ms
+//! fill 100 slots in 0.2 s) leaves its latest calls the slowest, the fastest recent success
+//! slower than the window's mean, and its calls in flight a queue's, which no base should take
+//! in; such a window's mean is taken as it is.
+//!
+//! The same calls in flight make the first window look like a backlog: it admits `λT` calls
+//! and leaves `λμ` of them at work when it closes, so it finishes `1 − μ / T` of its arrivals,
+//! short of the 95 % an overload's test asks whenever `μ > 0.05 T` (7.5 % at 74.5 ms), and set
+//! slow start's threshold to half the guess (10) at the start of a healthy downstream. Later
+//! windows leave as many calls in flight as they found. So the first window's backlog test
+//! excuses the calls in flight it added up to Little's law at its pace and mean (`λ × W`);
+//! calls that pile up past that (calls that hang, a queue) are still a backlog.
+//!
 //! # A slower downstream, or a queue behind our own calls
 //!
 //! Both raise the latency while the limit turns calls away, and Vegas's estimate reads both
@@ -203,11 +236,20 @@
 //!
 //! Before the first window closes, the limit is the configured guess (20 by default), with
 //! nothing measured behind it: a call that finds it full comes in unless the recent successes
-//! show a queue Vegas would cut (`6f` at the calls in flight) or, after 16 successes, none is
-//! recent (then as above); before 16 there is nothing to judge by, and a fixed limit would let
-//! it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in the
-//! first second, which turned ~50 away against the guess of 20 and its four calls of credit.
-//! Not for Gradient2 (see "Slow start").
+//! show a queue Vegas would cut (`6f` at the calls in flight) beyond the Poisson noise of the
+//! calls at work (`3 × √(calls − queued)`, the floor's own room) or, after 16 successes, none
+//! is recent (then as above); before 16 there is nothing to judge by, and a fixed limit would
+//! let it in. At 2000 calls a second of 10 ms the calls in flight average 21 and peak at 35 in
+//! the first second, which turned ~50 away against the guess of 20 and its four calls of
+//! credit. The noise matters once many calls are in flight: they vary around λW as a Poisson
+//! count, and a downstream provisioned with 10 % headroom queues their peaks. At 3000 calls a
+//! second of 40–60 ms on 165 workers, ~150 in flight, such a peak delayed the fastest recent
+//! success by 7 ms, which Vegas reads as `151 × (1 − 41/48) = 22` queued against `6f = 12`:
+//! 6–15 calls turned away in the first second (66–124 at 5000 a second), which a fixed limit
+//! admits and the floor, once a window has closed, makes room for (`3 × √(151 − 22) = 34`). The
+//! noise is that of the calls at work, not of those in flight, or an overload's own queue would
+//! widen it: twice what 10 workers serve puts 20 calls in flight, 10 of them queued, against
+//! `3 × √10 = 9.5`. Not for Gradient2 (see "Slow start").
 //!
 //! # At the maximum
 //!
@@ -406,6 +448,9 @@ const HELD_AGE: u32 = 2;
 /// Vegas's own cut. Below it the age alone tells a held call, since a call waiting in a queue
 /// is no older than the slowest success that waited in it.
 const HELD_QUEUE: f64 = 6.0;
+/// The deviations of the first window's latencies over their mean within which its calls
+/// must finish for its censored tail to be added back (see "The first window's censored tail").
+const CENSORED_SPAN: f64 = 3.0;
 
 /// An algorithm fed with one summary per window of samples.
 #[derive(Debug)]
@@ -575,13 +620,16 @@ struct Demand {
 }
 
 /// Reads a window of `elapsed` in which `finished` calls ended, `in_flight_before` were in
-/// flight at its start and `load` at its end; `mean` is the window's mean latency.
+/// flight at its start and `load` at its end; `mean` is the window's mean latency. In the
+/// `first` window the calls in flight rise from the start's few to those at work, which the
+/// backlog test excuses (see "The first window's censored tail").
 fn demand(
     elapsed: Duration,
     finished: u64,
     in_flight_before: usize,
     load: Load,
     mean: Duration,
+    first: bool,
 ) -> Option<Demand> {
     // Cancelled calls left without an answer: neither served nor piling up, but they held
     // their slots, which Little's law counts.
@@ -590,11 +638,16 @@ fn demand(
     if elapsed.is_zero() {
         return None;
     }
-    let keeps_up = |n: u64| finished as f64 >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
     let busy = mean.as_secs_f64() * finished as f64 + load.cancelled_time.as_secs_f64();
     let mean = busy / (finished + load.cancelled).max(1) as f64;
     let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
     let in_flight = rate * mean;
+    let at_work = if first {
+        ((load.in_flight as f64).min(in_flight) - in_flight_before as f64).max(0.0)
+    } else {
+        0.0
+    };
+    let keeps_up = |n: u64| finished as f64 + at_work >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
@@ -611,13 +664,17 @@ impl Window {
     /// The standard error of the window's mean latency, in seconds: the latencies' own
     /// spread over `√n`.
     fn standard_error(&self) -> f64 {
+        (self.variance() / f64::from(self.count.max(1))).sqrt()
+    }
+
+    /// The sample variance of the window's latencies, in seconds².
+    fn variance(&self) -> f64 {
         let n = f64::from(self.count);
         if self.count < 2 {
             return 0.0;
         }
         let mean = self.sum.as_secs_f64() / n;
-        let variance = (self.sum_squares / n - mean * mean).max(0.0) * n / (n - 1.0);
-        (variance / n).sqrt()
+        (self.sum_squares / n - mean * mean).max(0.0) * n / (n - 1.0)
     }
 }
 
@@ -775,14 +832,19 @@ impl Windowed {
 
     /// Whether a call that finds the limit full before any window closed may come in: the
     /// limit is then the configured guess, with nothing measured behind it, so only a queue
-    /// Vegas would cut (`6f` by its estimate at the calls in flight) turns calls away; before
+    /// Vegas would cut (`6f` by its estimate at the calls in flight) beyond the Poisson noise of
+    /// the calls at work (`3 × √(calls − queued)`, as the floor allows) turns calls away; before
     /// 16 successes there is nothing to judge by, and after them none recent is a black hole.
     /// Not for Gradient2, as its slow start: its long-term latency would take the queue of a
     /// burst let in at once as the new normal.
     fn no_queue_yet(&self, recent: &Recent, now: Instant, in_flight: usize) -> bool {
         match (recent.fastest(now), self.tally.fastest()) {
             (Some(recent), Some(fastest)) => {
-                vegas_queue(in_flight, fastest, recent) <= HELD_QUEUE * log10_root(in_flight as f64)
+                let calls = in_flight as f64;
+                let queue = vegas_queue(in_flight, fastest, recent);
+                queue
+                    <= (HELD_QUEUE * log10_root(calls))
+                        .max(FLOOR_DEVIATIONS * (calls - queue).sqrt())
             }
             _ => recent.previous.is_none(),
         }
@@ -903,8 +965,19 @@ impl Windowed {
         if w.count < MIN_WINDOW_SAMPLES {
             return raised.then_some(self.limit);
         }
-        let average = w.sum / w.count;
+        let mut average = w.sum / w.count;
         let error = w.standard_error();
+        let first = self.base.is_none();
+        if first
+            && let Some((start, _)) = started
+            && self
+                .tally
+                .recent()
+                .min()
+                .is_some_and(|fastest| fastest < average)
+        {
+            average = uncensored(average, w.variance(), now.saturating_duration_since(start));
+        }
         if self.base.is_none_or(|base| average < base) {
             self.base = Some(average);
             self.base_error = error;
@@ -921,7 +994,7 @@ impl Windowed {
         let demand = match started {
             Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
-                demand(elapsed, w.finished, in_flight_before, load, average)
+                demand(elapsed, w.finished, in_flight_before, load, average, first)
             }
             _ => None,
         };
@@ -1049,6 +1122,17 @@ fn queueing(limit: usize, base: Duration, mean: Duration, noise: f64) -> bool {
     let mean = beyond_noise(mean, base, NOISE_DEVIATIONS * noise);
     let queue = limit * (1.0 - base.as_secs_f64() / mean.as_secs_f64().max(1e-9));
     queue > log10_root(limit)
+}
+
+/// The mean latency of the calls a window of `length` let in from none in flight, from the
+/// `mean` and `variance` (seconds²) of those that finished in it: `mean + variance / (length −
+/// mean)`, where they finish well within it (see "The first window's censored tail").
+fn uncensored(mean: Duration, variance: f64, length: Duration) -> Duration {
+    let (m, t) = (mean.as_secs_f64(), length.as_secs_f64());
+    if m + CENSORED_SPAN * variance.sqrt() >= t {
+        return mean;
+    }
+    Duration::from_secs_f64(m + variance / (t - m))
 }
 
 /// Vegas's estimate of the calls queued among `calls` in flight, whose fastest recent success
@@ -1557,6 +1641,79 @@ mod tests {
     }
 
     #[test]
+    fn the_first_window_s_mean_has_its_censored_tail_added_back() {
+        // A first 1 s window whose 2000 finished calls took 10 and 210 ms: a mean of 110 ms,
+        // a deviation of 100 ms, a standard error of 2.2 ms; its long calls still in flight
+        // put the calls' own mean at 110 + 0.01 / (1 - 0.11) = 121.2 ms. The next window's
+        // 120 ms is then no rise, while against 110 ms it is 10 ms, past three standard
+        // errors of the difference (9.5 ms), and reads 20 x (1 - 110 / 120) = 1.7 queued.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let load = limited(20);
+        assert_eq!(w.sample(now, ms(5), 20, false, false, || load), None);
+        let first = spread_window(&mut w, &mut now, 2000, [ms(10), ms(210)], false, load);
+        assert_eq!(first, Some(40));
+        let base = w.base.unwrap().as_secs_f64();
+        assert!((base - 0.1212).abs() < 0.0005, "{base}");
+        let second = spread_window(&mut w, &mut now, 2000, [ms(20), ms(220)], false, load);
+        assert_eq!(second, Some(80));
+    }
+
+    #[test]
+    fn a_first_window_whose_latencies_climb_keeps_its_mean() {
+        // A queue building within the first window: 500 calls at 10 ms, then 500 at 100 ms.
+        // Its latest successes are its slowest, and its mean (55 ms) stays the base, where its
+        // censored tail would add (45 ms)^2 / (1 s - 55 ms) = 2.1 ms.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(100).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let load = Load {
+            in_flight: 100,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(now, ms(5), 100, false, false, || load), None);
+        for rtt in [ms(10), ms(100)] {
+            for _ in 0..500 {
+                now += ms(1) + Duration::from_nanos(1);
+                w.sample(now, rtt, 100, false, false, || load);
+            }
+        }
+        assert_eq!(w.base, Some(ms(55)));
+    }
+
+    #[test]
+    fn the_first_window_s_calls_at_work_are_no_backlog() {
+        // 1000 calls a second of 75 ms from 5 in flight: the first window leaves 75 at work,
+        // so 1000 of its 1070 arrivals (93.5 %) finished, short of 95 %; Little's law at its
+        // pace asks 1070 x 0.075 = 80. No backlog: the limit goes to the floor, no threshold.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let start = Load {
+            in_flight: 5,
+            ..Load::default()
+        };
+        assert_eq!(w.sample(now, ms(5), 5, false, false, || start), None);
+        let load = Load {
+            in_flight: 75,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 1000, ms(75), false, load);
+        assert_eq!(w.threshold, usize::MAX);
+        assert_eq!(limit, Some(floor_for(1070.0 * 0.075)));
+        // Calls that pile up past Little's law are still a backlog.
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        assert_eq!(w.sample(now, ms(5), 5, false, false, || start), None);
+        let piled = Load {
+            in_flight: 200,
+            ..Load::default()
+        };
+        window(&mut w, &mut now, 1000, ms(75), false, piled);
+        assert_eq!(w.threshold, 10);
+    }
+
+    #[test]
     fn slow_start_still_ends_at_a_queue_far_outside_the_noise() {
         // 8 and 12 ms (standard error 0.14 ms over 200 calls), then 18 and 22 ms: the mean
         // doubles, 40 x (1 - 10/20) = 20 queued calls.
@@ -1623,7 +1780,7 @@ mod tests {
             cancelled_time: ms(5000),
             ..Load::default()
         };
-        let d = demand(ms(1000), 950, 10, load, ms(10)).unwrap();
+        let d = demand(ms(1000), 950, 10, load, ms(10), false).unwrap();
         assert_eq!(d.floor, 30);
         assert!(d.served);
     }
@@ -1636,7 +1793,7 @@ mod tests {
             rejected: 4,
             ..Load::default()
         };
-        let d = demand(ms(100), 100, 10, load, ms(50)).unwrap();
+        let d = demand(ms(100), 100, 10, load, ms(50), false).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
         assert_eq!(d.floor, 87);
         assert!(d.served && !d.limited);
@@ -1767,6 +1924,30 @@ mod tests {
             "paced by the calls that finish"
         );
         assert_eq!(w.full(now, 1000, 0, 1000), None, "never past the maximum");
+    }
+
+    #[test]
+    fn before_the_first_window_a_queue_within_the_calls_noise_lets_calls_in() {
+        // 3000 calls a second of 40–60 ms: ~150 in flight, a Poisson count that peaks past
+        // the downstream's 165 workers, whose fastest recent success then waits 7 ms: Vegas
+        // reads 151 x (1 - 41/48) = 22 queued, past its cut (6f = 12) but within the
+        // 3 x sqrt(151 - 22) = 34 calls by which the calls at work vary, as the floor allows.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, ms(100));
+        let mut now = Instant::now() + ms(41);
+        for _ in 0..16 {
+            w.succeeded(now, ms(41));
+        }
+        now += ms(10);
+        for _ in 0..32 {
+            w.succeeded(now, ms(48));
+        }
+        assert_eq!(w.full(now, 151, 0, 1000), Some(152));
+        // A queue beyond that noise is still one: 151 x (1 - 41/70) = 63 against 3 x sqrt(88).
+        for _ in 0..32 {
+            w.succeeded(now, ms(70));
+        }
+        assert_eq!(w.full(now, 151, 0, 1000), None);
     }
 
     #[test]
@@ -2079,9 +2260,20 @@ mod properties {
                     let rtts = [ms(latency - spread), ms(latency + spread)];
                     let got = spread_window(&mut w, &mut now, CALLS, rtts, dropped, load).unwrap();
 
-                    let mean = latency as f64;
                     // The sample deviation of ±spread over n calls, over √n.
                     let error = spread as f64 / (CALLS as f64 - 1.0).sqrt();
+                    // The first window (100 calls 1 ms and 1 ns apart) has its censored
+                    // tail added back.
+                    let variance = error * error * CALLS as f64;
+                    let length = 100.0001;
+                    let (mean, rtt) = if base.is_infinite()
+                        && latency as f64 + 3.0 * variance.sqrt() < length
+                    {
+                        let mean = latency as f64 + variance / (length - latency as f64);
+                        (mean, Duration::from_secs_f64(mean / 1000.0))
+                    } else {
+                        (latency as f64, rtt)
+                    };
                     if mean < base {
                         base = mean;
                         base_error = error;

@@ -1510,11 +1510,10 @@ mod tests {
         limit
     }
 
-    #[test]
-    fn a_tail_that_leaves_the_fastest_answers_as_fast_is_no_queue() {
-        // 5000 calls a second of 10 ms: the floor asks 1.25 x 50 + 3 x sqrt(50) = 84.
-        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(10_000));
-        let mut w = Windowed::new(&config, Duration::from_secs(1));
+    /// A Vegas limit at 5000 calls a second of 10 ms after its first window: the floor asks
+    /// 1.25 x 50 + 3 x sqrt(50) = 84.
+    fn at_5000_a_second(config: &AdaptiveLimit) -> (Windowed, Instant) {
+        let mut w = Windowed::new(config, Duration::from_secs(1));
         let mut now = Instant::now();
         let healthy = Load {
             in_flight: 50,
@@ -1525,6 +1524,13 @@ mod tests {
             window(&mut w, &mut now, 5000, ms(10), false, healthy),
             Some(84)
         );
+        (w, now)
+    }
+
+    #[test]
+    fn a_tail_that_leaves_the_fastest_answers_as_fast_is_no_queue() {
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(10_000));
+        let (mut w, mut now) = at_5000_a_second(&config);
         // One call in ten 100 ms late: the mean doubles (20 ms), which Vegas reads as
         // 84 x (1 - 10/20) = 42 queued, while the limit turns 900 of 5950 arrivals away. The
         // fastest recent successes still take 10 ms: no queue, so slow start doubles the
@@ -1539,10 +1545,7 @@ mod tests {
             Some(168)
         );
         // A queue that delays every call by 10 ms, the fastest too, is still cut.
-        let mut w = Windowed::new(&config, Duration::from_secs(1));
-        let mut now = Instant::now();
-        w.sample(now, ms(10), 50, false, false, || healthy);
-        window(&mut w, &mut now, 5000, ms(10), false, healthy);
+        let (mut w, mut now) = at_5000_a_second(&config);
         let limit = window(&mut w, &mut now, 5000, ms(20), false, turned_away).unwrap();
         assert!(limit < 84, "{limit}");
     }
@@ -1556,17 +1559,7 @@ mod tests {
         // 20 ms (167), and sets no threshold; read as overload, the limit fell to 45 and the
         // threshold to 42.
         let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(10_000));
-        let mut w = Windowed::new(&config, Duration::from_secs(1));
-        let mut now = Instant::now();
-        let healthy = Load {
-            in_flight: 50,
-            ..Load::default()
-        };
-        w.sample(now, ms(10), 50, false, false, || healthy);
-        assert_eq!(
-            window(&mut w, &mut now, 5000, ms(10), false, healthy),
-            Some(84)
-        );
+        let (mut w, mut now) = at_5000_a_second(&config);
         let piling = Load {
             in_flight: 450,
             ..Load::default()

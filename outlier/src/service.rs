@@ -214,10 +214,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let member = &self.binding.member;
-        let sent = member.set.nanos(call_now());
-        member.load.started();
-        ResponseFuture::new(self.inner.call(req), self.binding.clone(), sent)
+        let sent = self.binding.member.set.nanos(call_now());
+        let inner = self.inner.call(req);
+        // Counted once the inner call returned: one that panics leaves no call in flight.
+        self.binding.member.load.started();
+        ResponseFuture::new(inner, self.binding.clone(), sent)
     }
 }
 

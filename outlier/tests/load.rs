@@ -202,3 +202,21 @@ async fn p2c_passes_by_an_endpoint_the_cap_keeps_in_while_it_fails_from_its_firs
         "{calls:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_call_that_panics_leaves_no_call_in_flight() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use tower::load::Load;
+
+    let layer = OutlierLayer::<usize>::builder().build().unwrap();
+    let mut endpoint = layer.endpoint(
+        0,
+        tower::service_fn(|(): ()| -> std::future::Ready<Result<(), BoxError>> {
+            panic!("the inner call panicked")
+        }),
+    );
+    let call = catch_unwind(AssertUnwindSafe(|| endpoint.call(())));
+    assert!(call.is_err());
+    // Nothing in flight and no answer yet: an idle new endpoint, not one with a call at work.
+    assert_eq!(endpoint.load().get(), 0.0);
+}

@@ -74,6 +74,16 @@ async fn marked(endpoint: &mut Ep) -> bool {
     }
 }
 
+/// Endpoints 0, failing, and 1, succeeding, of `layer`'s set, each called once: the set's
+/// first failure is never marked, and a success never is.
+async fn failing_and_succeeding(layer: &OutlierLayer<usize, HttpStatus>) -> (Ep, Ep) {
+    let mut a = layer.endpoint(0, Backend::answering(500));
+    let mut b = layer.endpoint(1, Backend::answering(200));
+    assert!(!marked(&mut a).await, "the set's first failure");
+    assert!(!marked(&mut b).await);
+    (a, b)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failure_is_marked_only_while_another_endpoint_succeeds() {
     let layer = layer();
@@ -169,10 +179,7 @@ async fn an_ejected_endpoint_success_does_not_count() {
 #[tokio::test(start_paused = true)]
 async fn a_success_older_than_the_interval_stops_counting() {
     let layer = layer();
-    let mut a = layer.endpoint(0, Backend::answering(500));
-    let mut b = layer.endpoint(1, Backend::answering(200));
-    assert!(!marked(&mut a).await, "the set's first failure");
-    assert!(!marked(&mut b).await);
+    let (mut a, _b) = failing_and_succeeding(&layer).await;
     // a keeps failing while b gets no call: b's success ages out within two intervals (10 s).
     let mut marks = Vec::new();
     for _ in 0..25 {
@@ -188,10 +195,7 @@ async fn a_success_older_than_the_interval_stops_counting() {
 #[tokio::test(start_paused = true)]
 async fn the_first_failure_after_an_interval_without_one_is_judged_by_later_successes() {
     let layer = layer();
-    let mut a = layer.endpoint(0, Backend::answering(500));
-    let mut b = layer.endpoint(1, Backend::answering(200));
-    assert!(!marked(&mut a).await, "the set's first failure");
-    assert!(!marked(&mut b).await);
+    let (mut a, mut b) = failing_and_succeeding(&layer).await;
     assert!(marked(&mut a).await);
     tokio::time::sleep(Duration::from_secs(9)).await;
     assert!(!marked(&mut b).await);
@@ -220,10 +224,7 @@ async fn a_single_endpoint_never_marks() {
 #[tokio::test(start_paused = true)]
 async fn a_dropped_endpoint_stops_counting() {
     let layer = layer();
-    let mut a = layer.endpoint(0, Backend::answering(500));
-    let mut b = layer.endpoint(1, Backend::answering(200));
-    assert!(!marked(&mut a).await, "the set's first failure");
-    assert!(!marked(&mut b).await);
+    let (mut a, b) = failing_and_succeeding(&layer).await;
     assert!(marked(&mut a).await);
     drop(b);
     assert!(!marked(&mut a).await);

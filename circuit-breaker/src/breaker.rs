@@ -42,18 +42,25 @@ use seawall_core::config::ConfigError;
 use seawall_core::metrics::{CallCounter, MetricScope};
 use seawall_core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use seawall_core::sync::{Mutex, MutexGuard};
-use seawall_core::{BoxError, Hook, Rejected, RejectionKind};
+use seawall_core::{Attempt, BoxError, Hook, Rejected, RejectionKind};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{CircuitBreakerConfig, ConsecutiveFailures, OpenDuration, Window};
-use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, Slot};
-use crate::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
+use crate::run::{self, AdaptiveRun, AdmissionRing, RunRule, RunVerdict, Slot};
+use crate::state::{
+    CallOutcome, CircuitState, OutcomeEvent, RejectReason, RejectedEvent, StateChangedEvent,
+};
 use crate::window::{CountWindow, Padded, Sample, SlidingWindow, TimeWindow, WindowCounts};
 use seawall_core::time::{nanos, seconds_since};
 
 /// Beyond any duration a configuration allows.
 const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+// ===== shed band word: on (1) | first attempts owed a shed (31) =====
+
+const BAND_ON: u32 = 1 << 31;
+const BAND_OWED: u32 = BAND_ON - 1;
 
 // ===== state word =====
 
@@ -96,6 +103,7 @@ fn probe_field(word: u64, unit: u64) -> u32 {
 struct Metrics {
     calls: [CallCounter; 5],
     rejected: Counter,
+    shed: Counter,
     duration: Histogram,
     transitions: [[Counter; 6]; 6],
     /// `None` for keyed breakers: a per-key state has no single value to report.
@@ -140,6 +148,7 @@ impl Metrics {
         Self {
             calls,
             rejected: scope.counter(CALLS, &[("outcome", "rejected")]),
+            shed: scope.counter(CALLS, &[("outcome", "shed")]),
             duration: scope.histogram("seawall_circuit_breaker_call_duration_seconds", &[]),
             transitions,
             gauges,
@@ -308,7 +317,7 @@ impl Rules {
             consecutive_failures: config.consecutive_failures.map(|rule| match rule {
                 ConsecutiveFailures::Fixed(n) => RunRule::Fixed(n),
                 ConsecutiveFailures::Adaptive { min, one_in } => {
-                    RunRule::Adaptive(AdaptiveRun::new(min, one_in))
+                    RunRule::Adaptive(AdaptiveRun::new(min, one_in, run::RIDE))
                 }
             }),
             open_duration: config.open_duration,
@@ -379,6 +388,15 @@ pub(crate) struct Breaker {
     /// The run of failures that trips the breaker, set when the current run began (in
     /// completion order, the rule used when the admission ring has lost the run).
     run_limit: AtomicU32,
+    /// The run of failures that starts shedding, set with `run_limit`.
+    shed_limit: AtomicU32,
+    /// Whether a run of failures is in its shed band (`BAND_ON`), and how many first attempts
+    /// are owed a shed (one for each failure of the run in the band); zero on the path of
+    /// every call while no run is that long.
+    band: AtomicU32,
+    /// The admission number of the latest failure that fed the band: a success admitted after
+    /// it ends the run, and the band.
+    band_seq: AtomicU64,
     /// The outcomes of the calls admitted while closed, in admission order.
     ring: AdmissionRing,
     window: SlidingWindow,
@@ -420,6 +438,9 @@ impl Breaker {
             probe_counts: AtomicU64::new(0),
             consecutive: Padded::default(),
             run_limit: AtomicU32::new(u32::MAX),
+            shed_limit: AtomicU32::new(u32::MAX),
+            band: AtomicU32::new(0),
+            band_seq: AtomicU64::new(0),
             ring: AdmissionRing::new(),
             window,
             rules: ArcSwap::from_pointee(Rules::new(config, seed)),
@@ -536,7 +557,7 @@ impl Breaker {
                 // New thresholds: the window's calm was judged by the old ones.
                 self.window.settle(0, false);
                 let latest = self.ring.latest();
-                if self.should_trip(&self.rules(), &counts, latest, consecutive) {
+                if self.judge(&self.rules(), &counts, latest, consecutive) == RunVerdict::Trip {
                     self.transition(word, CircuitState::Open, None, now);
                 }
             }
@@ -667,7 +688,9 @@ impl Breaker {
     #[inline]
     fn fast_permit(&self, word: u64) -> Option<Permit> {
         let (kind, seq) = match state_of(word) {
-            CircuitState::Closed => (PermitKind::Closed, Some(self.ring.admit())),
+            CircuitState::Closed if self.band.load(Ordering::Relaxed) == 0 => {
+                (PermitKind::Closed, Some(self.ring.admit()))
+            }
             CircuitState::MetricsOnly => (PermitKind::MetricsOnly, None),
             CircuitState::Disabled => (PermitKind::Untracked, None),
             _ => return None,
@@ -695,6 +718,16 @@ impl Breaker {
             }
             let generation = generation_of(word);
             match state_of(word) {
+                CircuitState::Closed => {
+                    if self.take_shed() {
+                        return Err(self.shed());
+                    }
+                    return Ok(Permit {
+                        generation,
+                        kind: PermitKind::Closed,
+                        seq: Some(self.ring.admit()),
+                    });
+                }
                 CircuitState::Open => {
                     let now = self.now_nanos();
                     if now < ends {
@@ -752,6 +785,86 @@ impl Breaker {
         }
     }
 
+    /// Whether a call admitted now in the closed state is shed: while a run of failures is in
+    /// its shed band, a retry always (the repeat of a call into a downstream that failed it),
+    /// a first attempt when the run owes one a shed.
+    fn take_shed(&self) -> bool {
+        let retry = Attempt::current().is_some_and(|attempt| attempt.number > 1);
+        let mut band = self.band.load(Ordering::Acquire);
+        loop {
+            if band == 0 {
+                return false;
+            }
+            if retry {
+                return true;
+            }
+            if band & BAND_OWED == 0 {
+                return false;
+            }
+            match self.band.compare_exchange_weak(
+                band,
+                band - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => band = actual,
+            }
+        }
+    }
+
+    /// A failure of admission number `seq` (if known) made a run in its shed band: one more
+    /// first attempt is owed a shed.
+    #[cold]
+    #[inline(never)]
+    fn feed_band(&self, seq: Option<u64>) {
+        if let Some(seq) = seq {
+            self.band_seq.fetch_max(seq, Ordering::AcqRel);
+        }
+        let _ = self
+            .band
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |band| {
+                Some(BAND_ON | ((band & BAND_OWED) + 1).min(BAND_OWED))
+            });
+    }
+
+    /// A success of admission number `seq` was recorded while the band was on: it ends the run,
+    /// and the band unless it was admitted before the run's latest failure or the calls before
+    /// it still fail more often than the breaker rides through (a downstream failing most calls
+    /// with a success now and then, as a queue past the callers' timeouts, would otherwise
+    /// end every band with its first success and send its whole load again).
+    #[cold]
+    #[inline(never)]
+    fn end_band(&self, seq: Option<u64>) {
+        if seq.is_some_and(|seq| seq <= self.band_seq.load(Ordering::Acquire)) {
+            return;
+        }
+        let ride = match self.rules().consecutive_failures {
+            Some(RunRule::Adaptive(rule)) => rule.ride(),
+            _ => 1.0,
+        };
+        let recent = self.window.failures_before_latest(run::RECENT).unwrap_or(0);
+        if recent as f64 / run::RECENT as f64 <= ride {
+            self.band.store(0, Ordering::Release);
+        }
+    }
+
+    /// Sheds a call: a local rejection of the closed state, with no `retry_after`.
+    #[cold]
+    #[inline(never)]
+    fn shed(&self) -> BoxError {
+        self.observers.metrics.shed.increment(1);
+        tracing::debug!(rejected_by = %self.name(), rejection = "circuit_shed", key = self.key(), "call shed");
+        self.observers.hooks.rejected.call(RejectedEvent {
+            name: self.name(),
+            key: self.key(),
+            state: CircuitState::Closed,
+            reason: RejectReason::Shed,
+            retry_after: None,
+        });
+        Rejected::new(RejectionKind::CircuitOpen, self.name().clone()).into()
+    }
+
     #[cold]
     #[inline(never)]
     fn reject(&self, state: CircuitState, retry_after: Option<Duration>) -> BoxError {
@@ -761,6 +874,7 @@ impl Breaker {
             name: self.name(),
             key: self.key(),
             state,
+            reason: RejectReason::Open,
             retry_after,
         });
         let rejection = Rejected::new(RejectionKind::CircuitOpen, self.name().clone());
@@ -897,6 +1011,9 @@ impl Breaker {
             if self.consecutive.load(Ordering::Relaxed) != 0 {
                 self.consecutive.store(0, Ordering::Relaxed);
             }
+            if self.band.load(Ordering::Relaxed) != 0 {
+                self.end_band(permit.seq);
+            }
             if !changed {
                 // Same counts, no run of failures: the rates and the decision stand.
                 return;
@@ -911,9 +1028,19 @@ impl Breaker {
         let rules = self.rules();
         self.window.settle(second, rules.rates_below(&counts));
         let seq = permit.seq.filter(|_| in_ring && call.is_failure());
-        if permit.kind == PermitKind::Closed && self.should_trip(&rules, &counts, seq, consecutive)
-        {
-            self.transition(word, CircuitState::Open, hint, self.now_nanos());
+        if permit.kind != PermitKind::Closed {
+            return;
+        }
+        match self.judge(&rules, &counts, seq, consecutive) {
+            RunVerdict::Trip => {
+                self.transition(word, CircuitState::Open, hint, self.now_nanos());
+            }
+            RunVerdict::Shed => self.feed_band(permit.seq),
+            // A band that outlived its run's end: each failure still owes a shed.
+            RunVerdict::Pass if call.is_failure() && self.band.load(Ordering::Relaxed) != 0 => {
+                self.feed_band(permit.seq)
+            }
+            RunVerdict::Pass => {}
         }
     }
 
@@ -925,60 +1052,78 @@ impl Breaker {
     fn start_run(&self, rule: AdaptiveRun, second: u64) {
         let counts = self.window.counts(second);
         let recent = self.window.failures_before_latest(run::RECENT);
-        let limit = rule.limit(run::baseline(1, counts.failures, counts.calls, recent));
-        self.run_limit.store(limit, Ordering::Relaxed);
+        let p0 = run::baseline(1, counts.failures, counts.calls, recent);
+        self.shed_limit.store(rule.limit(p0), Ordering::Relaxed);
+        self.run_limit.store(rule.trip_limit(p0), Ordering::Relaxed);
     }
 
-    /// Whether the run of failures that call `seq` (in admission order) belongs to trips the
-    /// breaker; where the ring has lost that run, or there is no call, whether the run of
-    /// `consecutive` failures in completion order does.
+    /// What the run of failures that call `seq` (in admission order) belongs to calls for;
+    /// where the ring has lost that run, or there is no call, what the run of `consecutive`
+    /// failures in completion order calls for.
     #[cold]
     #[inline(never)]
-    fn run_trips(
+    fn run_verdict(
         &self,
         rule: RunRule,
         counts: &WindowCounts,
         seq: Option<u64>,
         consecutive: u32,
-    ) -> bool {
+    ) -> RunVerdict {
         let recent = self.window.ordered_len().map(|n| run::RECENT.min(n - 1));
         let Some(found) = seq.and_then(|seq| self.ring.run_around(seq, recent.unwrap_or(0))) else {
-            let limit = match rule {
-                RunRule::Fixed(n) => n,
-                RunRule::Adaptive(_) => self.run_limit.load(Ordering::Relaxed),
+            let (shed, trip) = match rule {
+                RunRule::Fixed(n) => (n, n),
+                RunRule::Adaptive(_) => (
+                    self.shed_limit.load(Ordering::Relaxed),
+                    self.run_limit.load(Ordering::Relaxed),
+                ),
             };
-            return consecutive >= limit;
+            return match consecutive {
+                run if run >= trip => RunVerdict::Trip,
+                run if run >= shed => RunVerdict::Shed,
+                _ => RunVerdict::Pass,
+            };
         };
         if found.failures == 0 {
-            return false;
+            return RunVerdict::Pass;
         }
-        let limit = match rule {
-            RunRule::Fixed(n) => n,
-            RunRule::Adaptive(rule) => rule.limit(run::baseline(
-                u64::from(found.failures),
-                counts.failures,
-                counts.calls,
-                recent.map(|_| found.recent),
-            )),
-        };
-        found.failures >= limit
+        match rule {
+            RunRule::Fixed(n) if found.failures >= n => RunVerdict::Trip,
+            RunRule::Fixed(_) => RunVerdict::Pass,
+            RunRule::Adaptive(rule) => rule.verdict(
+                found.failures,
+                run::baseline(
+                    u64::from(found.failures),
+                    counts.failures,
+                    counts.calls,
+                    recent.map(|_| found.recent),
+                ),
+            ),
+        }
     }
 
+    /// What the window and the run of failures call for: a rate over its threshold or a run
+    /// at its trip opens the breaker, a run in its shed band sheds.
     #[inline]
-    fn should_trip(
+    fn judge(
         &self,
         rules: &Rules,
         counts: &WindowCounts,
         seq: Option<u64>,
         consecutive: u32,
-    ) -> bool {
-        if let Some(rule) = rules.consecutive_failures
-            && (seq.is_some() || consecutive > 0)
-            && self.run_trips(rule, counts, seq, consecutive)
+    ) -> RunVerdict {
+        let run = match rules.consecutive_failures {
+            Some(rule) if seq.is_some() || consecutive > 0 => {
+                self.run_verdict(rule, counts, seq, consecutive)
+            }
+            _ => RunVerdict::Pass,
+        };
+        if run == RunVerdict::Trip
+            || (counts.calls >= rules.minimum_calls && !rules.rates_below(counts))
         {
-            return true;
+            return RunVerdict::Trip;
         }
-        counts.calls >= rules.minimum_calls && !rules.rates_below(counts)
+        run
     }
 
     fn record_probe(&self, generation: u64, call: CallOutcome, hint: Option<Duration>) {
@@ -1134,6 +1279,8 @@ impl Breaker {
     ) -> CircuitState {
         let from = state_of(current);
         let generation = generation_of(current) + 1;
+        // A run's shed ends with the state it began in.
+        self.band.store(0, Ordering::Release);
         match to {
             CircuitState::Open => {
                 let open = self.open_duration(recovery, generation, hint);

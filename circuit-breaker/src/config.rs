@@ -95,11 +95,21 @@ pub enum ConsecutiveFailures {
     /// needs.
     ///
     /// A run of `k` failures at an independent failure rate `p₀` starts at a given call with
-    /// probability about `p₀ᵏ`, so a breaker that trips on it opens by chance about once in
+    /// probability about `p₀ᵏ`, so a breaker that acts on it does so by chance about once in
     /// `one_in` calls, whatever `p₀`: after `min` failures from a healthy downstream (an outage
-    /// is found fast), after about sixteen in a 30 % brownout (which stays open: a breaker
+    /// is found fast), after about sixteen in a 30 % brownout (which stays closed: a breaker
     /// would make that partial failure total). It is the CUSUM test of a jump to a failure
     /// rate of 1 from `p₀`.
+    ///
+    /// A clean history cannot tell an outage's first failures from a brownout's onset, so the
+    /// run that is rare at the baseline *sheds* rather than opens: the breaker stays closed and
+    /// rejects locally the next first attempt after each failure, and every retry (a rejection
+    /// of kind `CircuitOpen` with no `retry_after`, counted as
+    /// `seawall_circuit_breaker_calls_total{outcome="shed"}`, told to hooks as
+    /// [`RejectReason::Shed`](crate::RejectReason::Shed)). It opens at the run as rare at a
+    /// 30 % failure rate, the brownout it must ride through (14 with the defaults), or at the
+    /// baseline's run when longer. A success ends the shedding once at most 30 % of the ten
+    /// calls before it failed. `Fixed` runs open at once and never shed.
     Adaptive {
         /// The run that trips from a clean history, in `[1, 100]`.
         min: u32,

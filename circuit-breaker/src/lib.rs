@@ -21,9 +21,11 @@
 //!   100-call window at a true 40 % reads 50 % about once in 300 calls). By default the failure
 //!   rate (50 % of 100 calls, plus three standard deviations: 65 failures) and a run of failures
 //!   that adapts to the failure rate before it ([`ConsecutiveFailures::Adaptive`]): 5 in a row from
-//!   a healthy downstream, so a client that calls once a second stops after five failed calls
-//!   rather than a hundred, but about 16 in a 30 % brownout, which a breaker must not turn into an
-//!   outage;
+//!   a healthy downstream, so a client that calls once a second starts rejecting after five
+//!   failed calls rather than a hundred, but about 16 in a 30 % brownout, which a breaker must not
+//!   turn into an outage; from 5 it stays closed and *sheds* (rejects the next first attempt
+//!   after each failure, and every retry) and it opens at 14, as five failures from a clean
+//!   history may be a brownout's onset as well as an outage;
 //! - open durations fixed or growing with a jittered [`Backoff`](seawall_core::backoff::Backoff)
 //!   (by default 1 s, 2 s, then 3 s while probes fail: a downstream that came back is used
 //!   again within 5 s, and an outage gets a probe a second at most), each stretched at random
@@ -95,7 +97,8 @@
 //!
 //! Metrics, every one labelled `name`:
 //! `seawall_circuit_breaker_calls_total{outcome}` (`success`, `failure`, `slow_success`,
-//! `slow_failure`, `ignored`, `rejected`), `seawall_circuit_breaker_state{state}` (1 for the
+//! `slow_failure`, `ignored`, `rejected`, and `shed` for a call shed while closed),
+//! `seawall_circuit_breaker_state{state}` (1 for the
 //! current state, 0 for the others), `seawall_circuit_breaker_transitions_total{from, to}`,
 //! `seawall_circuit_breaker_failure_rate` and `seawall_circuit_breaker_slow_call_rate`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -121,5 +124,7 @@ pub use self::keyed::{ByAuthority, HasAuthority, KeyedCircuitBreaker, KeyedCircu
 pub use self::layer::CircuitBreakerLayer;
 pub use self::retry_after::{NoRetryAfter, RetryAfter, RetryAfterFn, RetryAfterHeader};
 pub use self::service::CircuitBreaker;
-pub use self::state::{CallOutcome, CircuitState, OutcomeEvent, RejectedEvent, StateChangedEvent};
+pub use self::state::{
+    CallOutcome, CircuitState, OutcomeEvent, RejectReason, RejectedEvent, StateChangedEvent,
+};
 pub use self::window::WindowCounts;

@@ -46,11 +46,44 @@
 //!
 //! The run's baseline (window and recent calls) then leaves out the run as found, and the recent
 //! calls are the ones admitted just before it.
+//!
+//! # A band that sheds before the trip
+//!
+//! A clean history says the failure rate was low, not what it is now: at a brownout's onset the
+//! baseline still reads the healthy calls before it, so the run of `min` that finds an outage
+//! after five failed calls also comes, from a 30 % brownout, for about 1 % of clients in their
+//! first ten calls (`6 × 0.7 × 0.3⁵`), and a breaker that opened there would turn the partial
+//! failure into a complete one for that client. The rule cannot tell the two apart from so short
+//! a run, so it answers in two steps. From the run that the baseline makes rare ([`limit`]: 5 from
+//! a clean history) the breaker stays closed and *sheds*: it rejects locally the next first
+//! attempt after each failure (so that half of the client's calls still reach the downstream,
+//! and a client of any rate sees a recovery, or a brownout's successes, within two of its
+//! calls), and every retry. It opens at the run as rare at [`RIDE`] (30 %, the failure rate it
+//! must ride through) as `one_in` asks, or at the baseline's own run when that is longer
+//! ([`trip_limit`]): 14 by default. A success admitted after the run's latest failure ends the
+//! shedding once at most [`RIDE`] of the ten calls before it failed; until then each failure
+//! still owes a shed (a downstream failing most calls with a success now and then, as a queue
+//! past its callers' timeouts, would otherwise end the shedding with each success and get the
+//! whole load back).
+//!
+//! In an outage the first shed comes after the same `min` failed calls as the trip did, and the
+//! breaker opens `trip − min` failed calls later (9 by default: 18 calls, 18 ms at 1000 calls a
+//! second, 1.8 s at 10). From a 30 % brownout's onset a run of 5 sheds a call or two, and the 14
+//! that would open it comes with probability about `10 × 0.7 × 0.3¹⁴ ≈ 3·10⁻⁷` per client (one
+//! fleet of 1000 clients in 3000); in a steady brownout the baseline has risen and both runs are
+//! about 16.
+//!
+//! [`limit`]: AdaptiveRun::limit
+//! [`trip_limit`]: AdaptiveRun::trip_limit
 
 use seawall_core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::window::Padded;
 
+/// The failure rate a breaker rides through without opening: the brownout of LAB.md and
+/// issue 12 (a breaker turns a partial failure into a complete one, Brooker, 2022). The run that
+/// opens is as rare at this rate as the run that sheds is at the baseline.
+pub(crate) const RIDE: f64 = 0.3;
 /// Calls of the latest ones that the short estimate of the baseline covers.
 pub(crate) const RECENT: usize = 10;
 /// Successes the window's estimate is shrunk by.
@@ -71,19 +104,56 @@ pub(crate) struct AdaptiveRun {
     min: u32,
     ln_one_in: f64,
     p_min: f64,
+    /// The failure rate the breaker rides through without opening (its rate threshold): the
+    /// trip asks for a run as rare at this rate as the shed asks at the baseline.
+    ride: f64,
+}
+
+/// What a run of failures calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunVerdict {
+    /// Nothing: too short.
+    Pass,
+    /// Shed calls locally, staying closed.
+    Shed,
+    /// Open the breaker.
+    Trip,
 }
 
 impl AdaptiveRun {
-    pub(crate) fn new(min: u32, one_in: u64) -> Self {
+    pub(crate) fn new(min: u32, one_in: u64, ride: f64) -> Self {
         let ln_one_in = (one_in as f64).ln();
         Self {
             min,
             ln_one_in,
             p_min: (-ln_one_in / f64::from(min)).exp(),
+            ride,
         }
     }
 
-    /// The run that trips after a baseline failure rate of `p0`.
+    /// The failure rate the breaker rides through without opening.
+    pub(crate) fn ride(&self) -> f64 {
+        self.ride
+    }
+
+    /// What a run of `run` failures calls for after a baseline failure rate of `p0`.
+    pub(crate) fn verdict(&self, run: u32, p0: f64) -> RunVerdict {
+        if run >= self.trip_limit(p0) {
+            RunVerdict::Trip
+        } else if run >= self.limit(p0) {
+            RunVerdict::Shed
+        } else {
+            RunVerdict::Pass
+        }
+    }
+
+    /// The run that opens the breaker after a baseline failure rate of `p0`: as rare at the
+    /// higher of `p0` and the rate ridden through as [`limit`](Self::limit) is at `p0`.
+    pub(crate) fn trip_limit(&self, p0: f64) -> u32 {
+        self.limit(p0.max(self.ride))
+    }
+
+    /// The run that starts shedding after a baseline failure rate of `p0`.
     pub(crate) fn limit(&self, p0: f64) -> u32 {
         if p0 <= self.p_min {
             return self.min;
@@ -316,7 +386,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn default_rule() -> AdaptiveRun {
-        AdaptiveRun::new(5, 10_000_000)
+        AdaptiveRun::new(5, 10_000_000, RIDE)
     }
 
     #[test]
@@ -334,6 +404,20 @@ mod tests {
         assert_eq!(rule.limit(0.3), 14);
         assert_eq!(rule.limit(0.5), 24);
         assert_eq!(rule.limit(1.0), u32::MAX);
+    }
+
+    #[test]
+    fn a_clean_history_sheds_at_min_and_opens_at_the_run_rare_at_the_ridden_rate() {
+        let rule = default_rule();
+        assert_eq!(rule.trip_limit(0.0), 14, "0.3¹⁴ ≤ 10⁻⁷ < 0.3¹³");
+        assert_eq!(rule.verdict(4, 0.0), RunVerdict::Pass);
+        assert_eq!(rule.verdict(5, 0.0), RunVerdict::Shed);
+        assert_eq!(rule.verdict(13, 0.0), RunVerdict::Shed);
+        assert_eq!(rule.verdict(14, 0.0), RunVerdict::Trip);
+        // Past the ridden rate the baseline's own run opens, with no band before it.
+        assert_eq!(rule.trip_limit(0.5), 24);
+        assert_eq!(rule.verdict(23, 0.5), RunVerdict::Pass);
+        assert_eq!(rule.verdict(24, 0.5), RunVerdict::Trip);
     }
 
     #[test]
@@ -360,7 +444,7 @@ mod tests {
             exp in 2u32..=12,
         ) {
             let one_in = 10u64.pow(exp);
-            let rule = AdaptiveRun::new(min, one_in);
+            let rule = AdaptiveRun::new(min, one_in, RIDE);
             let k = rule.limit(p0);
             prop_assert!(k >= min);
             // A run of k is at most as likely as one in `one_in` at p0 (and at the floor),
@@ -369,6 +453,26 @@ mod tests {
             if k > min {
                 prop_assert!(p0.powi(k as i32 - 1) > 1.0 / one_in as f64);
             }
+        }
+
+        #[test]
+        fn a_run_sheds_before_it_opens_and_opens_only_where_rare_at_the_ridden_rate(
+            p0 in 0.0f64..0.99,
+            run in 1u32..40,
+        ) {
+            let rule = default_rule();
+            let (shed, trip) = (rule.limit(p0), rule.trip_limit(p0));
+            prop_assert!(shed <= trip);
+            let expected = if run >= trip {
+                RunVerdict::Trip
+            } else if run >= shed {
+                RunVerdict::Shed
+            } else {
+                RunVerdict::Pass
+            };
+            prop_assert_eq!(rule.verdict(run, p0), expected);
+            // The run that opens is at most as likely as one in 10⁷ at the ridden rate.
+            prop_assert!(RIDE.max(p0).powi(trip as i32) <= 1e-7 * (1.0 + 1e-6));
         }
 
         #[test]

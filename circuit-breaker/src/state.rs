@@ -153,6 +153,34 @@ pub struct StateChangedEvent<'a> {
     pub to: CircuitState,
 }
 
+/// Why a breaker rejected a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The breaker is open, forced open, or half-open with every probe slot taken.
+    Open,
+    /// The breaker is closed and shed the call: a run of failures has reached the length
+    /// that makes an outage likely but not yet the one that opens it (see
+    /// [`ConsecutiveFailures::Adaptive`](crate::ConsecutiveFailures::Adaptive)). Counted as
+    /// `seawall_circuit_breaker_calls_total{outcome="shed"}`, not `"rejected"`.
+    Shed,
+}
+
+impl RejectReason {
+    /// A short lowercase label, as used in metrics and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Shed => "shed",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// What a rejection hook is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RejectedEvent<'a> {
@@ -160,8 +188,10 @@ pub struct RejectedEvent<'a> {
     pub name: &'a str,
     /// The key of a keyed breaker, as `Debug` writes it.
     pub key: Option<&'a str>,
-    /// The state that rejected the call.
+    /// The state that rejected the call (closed for a shed).
     pub state: CircuitState,
+    /// Why: an open breaker, or a shed while closed.
+    pub reason: RejectReason,
     /// Time left until the breaker lets probes through, when known.
     pub retry_after: Option<Duration>,
 }

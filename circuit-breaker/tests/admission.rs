@@ -1,5 +1,6 @@
 //! Runs of failures counted in admission order: calls held in flight and completed in any
-//! order, against a reference model of the rule, and the cases that motivated it.
+//! order, against a reference model of the rule (its shed band included), and the cases that
+//! motivated it.
 
 use std::collections::VecDeque;
 
@@ -82,10 +83,28 @@ fn bench(layer: &CircuitBreakerLayer) -> Bench {
 impl Bench {
     /// Admits a call and holds it in flight; its index.
     async fn admit(&mut self) -> usize {
+        self.try_admit().await.expect("the call is admitted")
+    }
+
+    /// Sends a call: held in flight with its index if admitted, `None` if the breaker shed it
+    /// (its future answered at once with the breaker's rejection).
+    async fn try_admit(&mut self) -> Option<usize> {
         let (tx, rx) = oneshot::channel();
-        let fut = self.svc.ready().await.unwrap().call(rx);
+        let mut fut = self.svc.ready().await.unwrap().call(rx);
+        let polled = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(std::pin::Pin::new(&mut fut), cx))
+        })
+        .await;
+        if let std::task::Poll::Ready(result) = polled {
+            let Err(err) = result else {
+                panic!("only a rejection answers before the downstream");
+            };
+            let rejection = seawall_core::rejected(&*err).expect("the breaker's rejection");
+            assert_eq!(rejection.kind(), RejectionKind::CircuitOpen);
+            return None;
+        }
         self.held.push(Some((tx, fut)));
-        self.held.len() - 1
+        Some(self.held.len() - 1)
     }
 
     async fn end(&mut self, call: usize, end: End) {
@@ -113,14 +132,44 @@ enum Call {
 /// the window's failure rate (the last `window` outcomes in completion order) without the run,
 /// shrunk by ten successes and raised by two standard errors, or the failures among the last `min(10, window - 1)` completed
 /// calls admitted before it over ten, whichever is higher.
+///
+/// An adaptive run sheds from the shortest run as rare as `1 / one_in` at that baseline (and
+/// never shorter than `min`), and trips at the shortest as rare at the higher of the baseline
+/// and 0.3 (the failure rate the breaker rides through). Each failure whose run sheds, and
+/// each failure while the shedding lasts, owes the next first attempt a shed; a success
+/// admitted after the latest such failure ends the shedding, unless more than 3 of the ten
+/// outcomes recorded before it (in completion order, within the window) were failures.
 struct Model {
     rule: Rule,
     window: usize,
     calls: Vec<Call>,
     completed: VecDeque<bool>,
+    /// First attempts owed a shed, and whether the band is on.
+    owed: u32,
+    band: bool,
+    /// The latest failure that fed the band.
+    band_call: usize,
+}
+
+/// What a run calls for in the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Shed,
+    Trip,
 }
 
 impl Model {
+    /// Whether the next call is admitted (false: shed).
+    fn admits(&mut self) -> bool {
+        if self.band && self.owed > 0 {
+            self.owed -= 1;
+            return false;
+        }
+        self.calls.push(Call::InFlight);
+        true
+    }
+
     fn end(&mut self, call: usize, end: End) -> bool {
         self.calls[call] = match end {
             End::Success => Call::Success,
@@ -133,10 +182,37 @@ impl Model {
                 self.completed.pop_front();
             }
         }
-        end == End::Failure && self.trips(call)
+        if end == End::Success && self.band && call > self.band_call {
+            let before = self.completed.len() - 1;
+            let recent = self
+                .completed
+                .iter()
+                .take(before)
+                .rev()
+                .take(10.min(self.window - 1))
+                .filter(|f| **f)
+                .count();
+            if recent as f64 / 10.0 <= 0.3 {
+                self.band = false;
+                self.owed = 0;
+            }
+        }
+        if end != End::Failure {
+            return false;
+        }
+        match self.verdict(call) {
+            Verdict::Trip => true,
+            Verdict::Pass if !self.band => false,
+            Verdict::Shed | Verdict::Pass => {
+                self.band = true;
+                self.owed += 1;
+                self.band_call = self.band_call.max(call);
+                false
+            }
+        }
     }
 
-    fn trips(&self, call: usize) -> bool {
+    fn verdict(&self, call: usize) -> Verdict {
         let part = |c: &Call| matches!(c, Call::Failure | Call::Skipped);
         let first = (0..=call)
             .rev()
@@ -152,7 +228,8 @@ impl Model {
             .filter(|c| **c == Call::Failure)
             .count();
         let (min, one_in) = match self.rule {
-            Rule::Fixed(n) => return run as u32 >= n,
+            Rule::Fixed(n) if run as u32 >= n => return Verdict::Trip,
+            Rule::Fixed(_) => return Verdict::Pass,
             Rule::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = self.completed.iter().filter(|f| **f).count();
@@ -171,14 +248,23 @@ impl Model {
             .collect();
         let recent = recent.iter().filter(|f| **f).count() as f64 / 10.0;
         let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
-        if p >= 1.0 {
-            return false;
+        let shortest = |p: f64| {
+            if p >= 1.0 {
+                return u32::MAX;
+            }
+            let mut k = min;
+            while p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
+                k += 1;
+            }
+            k
+        };
+        if run as u32 >= shortest(p.max(0.3)) {
+            Verdict::Trip
+        } else if run as u32 >= shortest(p) {
+            Verdict::Shed
+        } else {
+            Verdict::Pass
         }
-        let mut k = min;
-        while p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
-            k += 1;
-        }
-        run as u32 >= k
     }
 }
 
@@ -221,13 +307,19 @@ async fn check(rule: Rule, window: u32, ops: Vec<Op>) -> Result<(), TestCaseErro
         window: window as usize,
         calls: Vec::new(),
         completed: VecDeque::new(),
+        owed: 0,
+        band: false,
+        band_call: 0,
     };
     for (i, op) in ops.into_iter().enumerate() {
         let trips = match op {
             Op::Admit => {
-                let call = bench.admit().await;
-                model.calls.push(Call::InFlight);
-                assert_eq!(call, model.calls.len() - 1);
+                let call = bench.try_admit().await;
+                let admitted = model.admits();
+                prop_assert_eq!(call.is_some(), admitted, "op {}: shed", i);
+                if let Some(call) = call {
+                    prop_assert_eq!(call, model.calls.len() - 1);
+                }
                 false
             }
             Op::End(pick, end) => {

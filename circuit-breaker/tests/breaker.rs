@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use seawall_circuit_breaker::{
-    CallOutcome, CircuitBreakerConfigBuilder, CircuitBreakerLayer, CircuitState, RetryAfterFn,
-    WindowCounts,
+    CallOutcome, CircuitBreakerConfigBuilder, CircuitBreakerHandle, CircuitBreakerLayer,
+    CircuitState, RetryAfterFn, WindowCounts,
 };
 use seawall_core::backoff::{Backoff, Jitter};
 use seawall_core::classify::{ClassifyFn, Outcome};
@@ -261,18 +261,82 @@ fn brownout(n: usize, p: f64, seed: u64) -> Vec<Call> {
         .collect()
 }
 
+/// Whether the next call is shed: rejected at once while the breaker stays closed.
+async fn sheds_next(layer: &CircuitBreakerLayer, handle: &CircuitBreakerHandle) -> bool {
+    let rejected = run(layer, &[Pass]).await[0];
+    rejected && handle.state() == CircuitState::Closed
+}
+
 #[tokio::test(start_paused = true)]
-async fn by_default_five_failures_in_a_row_open_a_breaker_with_a_clean_history() {
+async fn by_default_five_failures_in_a_row_shed_from_a_clean_history_and_fourteen_open() {
     let (layer, handle) = builder().build().unwrap().pair();
     run(&layer, &[Pass; 200]).await;
-    run(&layer, &[Fail; 4]).await;
-    assert_eq!(handle.state(), CircuitState::Closed);
-    run(&layer, &[Fail]).await;
-    assert_eq!(
-        handle.state(),
-        CircuitState::Open,
+    let rejected = run(&layer, &[Fail; 5]).await;
+    assert_eq!(rejected, [false; 5], "four failures shed nothing");
+    assert!(
+        sheds_next(&layer, &handle).await,
         "five calls, long before the window's 100"
     );
+    // Each failure in the band owes the next call a shed: half of the calls go through, and
+    // the breaker opens at the run as rare at the 30 % it rides through (14) as 5 is at a
+    // clean history.
+    let rejected = run(&layer, &[Fail; 18]).await;
+    assert_eq!(
+        rejected,
+        [false, true].repeat(9),
+        "one shed after each failure"
+    );
+    assert_eq!(handle.state(), CircuitState::Open, "14 failures in a row");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_ends_the_shedding_once_the_last_calls_fail_no_more_than_ridden() {
+    let (layer, handle) = builder().build().unwrap().pair();
+    run(&layer, &[Pass; 100]).await;
+    run(&layer, &[Fail; 5]).await;
+    assert!(sheds_next(&layer, &handle).await);
+    // A success after five failures in ten: the shedding goes on, a failure owes a shed.
+    assert!(!run(&layer, &[Pass]).await[0]);
+    assert!(!run(&layer, &[Fail]).await[0]);
+    assert!(
+        sheds_next(&layer, &handle).await,
+        "the band outlived its run"
+    );
+    // Successes until at most 3 of the 10 calls before one failed: it ends the band.
+    assert_eq!(run(&layer, &[Pass; 10]).await, [false; 10]);
+    assert!(!run(&layer, &[Fail]).await[0]);
+    assert!(
+        !sheds_next(&layer, &handle).await,
+        "one failure sheds nothing"
+    );
+    assert_eq!(handle.state(), CircuitState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_in_the_band_is_shed_and_a_first_attempt_only_when_owed() {
+    use seawall_core::Attempt;
+    let (layer, handle) = builder().build().unwrap().pair();
+    run(&layer, &[Pass; 100]).await;
+    run(&layer, &[Fail; 5]).await;
+    let retry = Attempt {
+        number: 2,
+        last: false,
+    };
+    // The retry layer makes its attempt current around its call of the layers below.
+    let mut svc = layer.layer(downstream());
+    svc.ready().await.unwrap();
+    let retried = retry.scope(|| svc.call(Pass)).await;
+    assert!(retried.is_err_and(|e| is_open(&e)), "a retry is shed");
+    assert!(
+        sheds_next(&layer, &handle).await,
+        "the first attempt owed a shed"
+    );
+    assert!(!run(&layer, &[Pass]).await[0], "none owed: it goes through");
+    // Enough successes that the last ten calls fail no more than the 30 % ridden through.
+    run(&layer, &[Pass; 10]).await;
+    svc.ready().await.unwrap();
+    let retried = retry.scope(|| svc.call(Pass)).await;
+    assert!(retried.is_ok(), "the success ended the band");
 }
 
 #[tokio::test(start_paused = true)]
@@ -297,23 +361,22 @@ async fn a_thirty_percent_brownout_needs_a_run_the_brownout_hardly_ever_makes() 
     let fixed_opens = run(&fixed, &calls).await.iter().filter(|&&r| r).count();
     assert!(fixed_opens > 0, "a fixed run of 5 trips in a brownout");
     // The same breaker still finds an outage, after a run long for its baseline (over ten
-    // failures while the window reads 20 % or more).
+    // failures while the window reads 20 % or more), shedding or opening.
     run(&layer, &[Pass]).await;
-    let rejected = run(&layer, &[Fail; 14]).await;
+    let rejected = run(&layer, &[Fail; 40]).await;
     assert_eq!(handle.state(), CircuitState::Open);
     assert!(!rejected[..10].iter().any(|&r| r), "{rejected:?}");
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_run_that_trips_follows_the_last_calls_before_the_window_catches_up() {
+async fn the_run_that_sheds_follows_the_last_calls_before_the_window_catches_up() {
     let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
     run(&layer, &[Pass; 100]).await;
     // Two of the last ten calls failed: a baseline of 20 %, a run of 11.
     run(&layer, &[Fail, Pass, Pass, Fail, Pass]).await;
-    run(&layer, &[Fail; 10]).await;
-    assert_eq!(handle.state(), CircuitState::Closed);
-    run(&layer, &[Fail]).await;
-    assert_eq!(handle.state(), CircuitState::Open);
+    let rejected = run(&layer, &[Fail; 11]).await;
+    assert_eq!(rejected, [false; 11], "ten failures shed nothing");
+    assert!(sheds_next(&layer, &handle).await, "eleven do");
 }
 
 #[tokio::test(start_paused = true)]
@@ -321,15 +384,14 @@ async fn a_run_is_judged_against_the_window_rate_raised_by_its_noise() {
     // 2 failures in every 9 calls: the window without the run reads 20 of 99 (shrunk by ten
     // successes), 0.20 and a run of 11; a window that reads so little may hold a true 30 %,
     // whose runs of 11 come ten times as often as one in 10⁷, so the rule takes the estimate
-    // two standard errors up (0.28) and asks for 13.
+    // two standard errors up (0.28) and sheds from 13.
     let (layer, handle) = builder().no_failure_rate().build().unwrap().pair();
     let pattern = [Fail, Pass, Pass, Pass, Fail, Pass, Pass, Pass, Pass];
     let history: Vec<Call> = pattern.iter().copied().cycle().take(200).collect();
     run(&layer, &history).await;
-    run(&layer, &[Fail; 12]).await;
-    assert_eq!(handle.state(), CircuitState::Closed);
-    run(&layer, &[Fail]).await;
-    assert_eq!(handle.state(), CircuitState::Open);
+    let rejected = run(&layer, &[Fail; 13]).await;
+    assert_eq!(rejected, [false; 13], "twelve failures shed nothing");
+    assert!(sheds_next(&layer, &handle).await, "thirteen do");
 }
 
 #[tokio::test(start_paused = true)]

@@ -26,6 +26,10 @@ enum WindowKind {
     Time(u64),
 }
 
+/// The failure rate the breaker rides through: the run that opens is as rare at it as the
+/// run that sheds is at the baseline.
+const RIDE: f64 = 0.3;
+
 /// The consecutive-failures rule.
 #[derive(Debug, Clone, Copy)]
 enum Run {
@@ -39,15 +43,17 @@ enum Run {
 }
 
 impl Run {
-    /// The run that trips after the window's `before` samples (oldest first) and the `recent`
-    /// calls before the run (for a count window), as the crate documents it: the baseline is
-    /// the higher of the window's failure rate shrunk by ten successes (over `n + 10` calls)
-    /// and raised by two standard errors (`√(p(1 - p)/(n + 10))`), and the recent calls'
-    /// failures over ten; the run is the shortest `k >= min` with
-    /// `max(baseline, one_in^(-1/min))^k <= 1 / one_in`.
-    fn limit(self, before: &[Sample], recent: &[Sample]) -> u32 {
+    /// The runs that shed and that trip after the window's `before` samples (oldest first)
+    /// and the `recent` calls before the run (for a count window), as the crate documents it:
+    /// the baseline is the higher of the window's failure rate shrunk by ten successes (over
+    /// `n + 10` calls) and raised by two standard errors (`√(p(1 - p)/(n + 10))`), and the
+    /// recent calls' failures over ten; the run that sheds is the shortest `k >= min` with
+    /// `max(baseline, one_in^(-1/min))^k <= 1 / one_in`, the run that trips the same at the
+    /// higher of that and `ride`, the failure rate the breaker rides through. A fixed run
+    /// trips and never sheds.
+    fn limits(self, before: &[Sample], recent: &[Sample], ride: f64) -> (u32, u32) {
         let (min, one_in) = match self {
-            Self::Fixed(n) => return n,
+            Self::Fixed(n) => return (n, n),
             Self::Adaptive { min, one_in } => (min, one_in as f64),
         };
         let failures = |s: &[Sample]| s.iter().filter(|s| s.failure).count() as f64;
@@ -56,12 +62,23 @@ impl Run {
         let window = window + 2.0 * (window * (1.0 - window) / n).sqrt();
         let recent = failures(recent) / 10.0;
         let p = window.max(recent).max(one_in.powf(-1.0 / f64::from(min)));
-        let mut k = min;
-        while k < 10_000 && p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
-            k += 1;
-        }
-        if p >= 1.0 { u32::MAX } else { k }
+        let shortest = |p: f64| {
+            let mut k = min;
+            while k < 10_000 && p.powi(k as i32) > 1.0 / one_in * (1.0 + 1e-9) {
+                k += 1;
+            }
+            if p >= 1.0 { u32::MAX } else { k }
+        };
+        (shortest(p), shortest(p.max(ride)))
     }
+}
+
+/// What the latest run of failures calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Shed,
+    Trip,
 }
 
 #[derive(Debug, Clone)]
@@ -109,6 +126,10 @@ struct Model {
     probes_ok: u32,
     probes_bad: u32,
     probe_counts: WindowCounts,
+    /// Whether the latest run sheds, and the first attempts it owes a shed (one for each of
+    /// its failures in the band); a success or a move ends it.
+    band: bool,
+    owed: u32,
 }
 
 impl Model {
@@ -123,6 +144,8 @@ impl Model {
             probes_ok: 0,
             probes_bad: 0,
             probe_counts: WindowCounts::default(),
+            band: false,
+            owed: 0,
         }
     }
 
@@ -156,12 +179,36 @@ impl Model {
     }
 
     fn open(&mut self, at: Duration) {
+        self.end_band();
         self.state = CircuitState::Open;
         self.phase += 1;
         self.open_until = at + OPEN;
     }
 
+    /// The failures among the (up to) ten calls recorded before the latest, over ten, for a
+    /// count window (its last `n - 1` at most); none for a time window.
+    fn recent_failures(&self) -> f64 {
+        let WindowKind::Count(n) = self.config.window else {
+            return 0.0;
+        };
+        let failures = self
+            .window
+            .iter()
+            .rev()
+            .skip(1)
+            .take(10.min(n as usize - 1))
+            .filter(|(_, s)| s.failure)
+            .count();
+        failures as f64 / 10.0
+    }
+
+    fn end_band(&mut self) {
+        self.band = false;
+        self.owed = 0;
+    }
+
     fn half_open(&mut self, at: Duration) {
+        self.end_band();
         self.state = CircuitState::HalfOpen;
         self.phase += 1;
         self.probe_deadline = at + WAIT;
@@ -171,6 +218,7 @@ impl Model {
     }
 
     fn close(&mut self) {
+        self.end_band();
         self.state = CircuitState::Closed;
         self.phase += 1;
         self.window.clear();
@@ -227,6 +275,11 @@ impl Model {
             self.open(self.at(self.probe_deadline, now));
             return None;
         }
+        if self.state == CircuitState::Closed && self.band && self.owed > 0 {
+            // Shed: each call here is a first attempt.
+            self.owed -= 1;
+            return None;
+        }
         Some(self.phase)
     }
 
@@ -252,10 +305,10 @@ impl Model {
         }
     }
 
-    /// Whether the latest run of failures trips the breaker: the baseline leaves the run out.
-    fn run_trips(&self, now: Duration) -> bool {
+    /// What the latest run of failures calls for: the baseline leaves the run out.
+    fn run_verdict(&self, now: Duration) -> Verdict {
         let Some(rule) = self.config.consecutive else {
-            return false;
+            return Verdict::Pass;
         };
         let run = self
             .window
@@ -264,7 +317,7 @@ impl Model {
             .take_while(|(_, s)| s.failure)
             .count();
         if run == 0 {
-            return false;
+            return Verdict::Pass;
         }
         let live: Vec<Sample> = self.live(now).copied().collect();
         let before = &live[..live.len().saturating_sub(run)];
@@ -276,7 +329,12 @@ impl Model {
             }
             WindowKind::Time(_) => &[],
         };
-        run as u32 >= rule.limit(before, recent)
+        let (shed, trip) = rule.limits(before, recent, RIDE);
+        match run as u32 {
+            run if run >= trip => Verdict::Trip,
+            run if run >= shed => Verdict::Shed,
+            _ => Verdict::Pass,
+        }
     }
 
     /// Whether `part` of the window's calls trip a threshold `t`: every call, or a rate `r`
@@ -290,7 +348,7 @@ impl Model {
     }
 
     fn trips(&self, c: WindowCounts, now: Duration) -> bool {
-        self.run_trips(now)
+        self.run_verdict(now) == Verdict::Trip
             || (c.calls >= u64::from(self.config.minimum_calls)
                 && (self
                     .config
@@ -323,8 +381,14 @@ impl Model {
         match self.state {
             CircuitState::Closed => {
                 self.window.push_back((now.as_secs(), sample));
+                if !sample.failure && self.band && self.recent_failures() <= RIDE {
+                    self.end_band();
+                }
                 if self.trips(self.counts(now), now) {
                     self.open(now);
+                } else if sample.failure && (self.band || self.run_verdict(now) == Verdict::Shed) {
+                    self.band = true;
+                    self.owed += 1;
                 }
             }
             CircuitState::HalfOpen => {

@@ -220,3 +220,46 @@ async fn an_inner_call_that_panics_leaves_no_call_in_flight() {
     // Nothing in flight and no answer yet: an idle new endpoint, not one with a call at work.
     assert_eq!(endpoint.load().get(), 0.0);
 }
+
+/// Ten clients, each with its own balancer and ejection, share five endpoints; after a healthy
+/// spell one endpoint fails every call. Its run of failures starts from a clean history with
+/// room under the cap, so no penalty makes p2c pass it by: each client ejects it after its
+/// run of five, in a fraction of a second (passed by, the run took seconds).
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_starts_failing_after_a_healthy_spell_is_ejected_within_its_run() {
+    let backends: Vec<Backend> = (0..5).map(|_| Backend::answering_in(10)).collect();
+    let ejected = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut balancers: Vec<Balancer> = (0..10)
+        .map(|client| {
+            let ejected = ejected.clone();
+            let outlier = OutlierLayer::<usize>::builder()
+                .consecutive_failures(5)
+                .no_success_rate()
+                .build()
+                .unwrap()
+                .on_ejected(move |e| {
+                    ejected
+                        .lock()
+                        .unwrap()
+                        .push((*e.key, tokio::time::Instant::now()));
+                });
+            Balance::from_rng(
+                outlier.layer(ServiceList::new(backends.clone())),
+                XorShift(13 + client),
+            )
+        })
+        .collect();
+    let ms = Duration::from_millis;
+    drive(&mut balancers, &backends, ms(10), ms(2000)).await;
+    backends[0].failing.store(true, Ordering::SeqCst);
+    let onset = tokio::time::Instant::now();
+    let calls = drive(&mut balancers, &backends, ms(10), ms(3000)).await;
+    let ejected = ejected.lock().unwrap();
+    assert_eq!(ejected.len(), 10, "{ejected:?}");
+    assert!(ejected.iter().all(|&(key, _)| key == 0), "{ejected:?}");
+    // Five failures a client and no more: each run ended in its ejection.
+    assert_eq!(calls[0], 50, "{calls:?}");
+    let slowest = ejected.iter().map(|&(_, at)| at - onset).max().unwrap();
+    // Passed by, each client took 1.3-1.7 s.
+    assert!(slowest < ms(400), "ejected {slowest:?} after the onset");
+}

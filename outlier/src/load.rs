@@ -24,8 +24,10 @@
 //! - the failure pressure `F` in [0, 1], an average of the latest outcomes (1 a failure, 0 a
 //!   success) with weight ½ for the newest, fading as `F·d` in between: a failure moves it
 //!   to `F·d + (1 − F·d)/2`, a success to `F·d/2`. An overload answer counts as a failure (a
-//!   balancer should send less there). An endpoint failing every call reaches 1 within a few
-//!   calls; one failing 30 % sits near 0.3; one transient failure weighs ½ and fades.
+//!   balancer should send less there); an answer whose outcome only its body's end tells
+//!   (gRPC's status, in its trailers) counts when that end comes. An endpoint failing every
+//!   call reaches 1 within a few calls; one failing 30 % sits near 0.3; one transient failure
+//!   weighs ½ and fades.
 //!
 //! Read at `t`, `Δt` after the last update, the cost is
 //! `L·d · (pending + 1) · (1 + K·F·d)` with `K` = [`FAILURE_WEIGHT`]: a healthy endpoint costs
@@ -141,13 +143,15 @@ pub(crate) enum Sample {
     Success,
     /// Failed (or answered that it is overloaded): the failure pressure goes halfway to 1.
     Failure,
-    /// Answered, with its outcome known only at the end of its body: a latency sample.
+    /// Answered, with its outcome known only at the end of its body: a latency sample now,
+    /// the outcome when the body ends.
     Answered,
     /// Cancelled, or stopped further in: its time counts upward only, its outcome not at all.
     Cancelled,
 }
 
-/// The load's state of one endpoint: lock-free, updated once per call.
+/// The load's state of one endpoint: lock-free, updated once per call (twice when its body's
+/// end tells its outcome).
 #[derive(Debug)]
 pub(crate) struct LoadEstimate {
     pending: AtomicU32,
@@ -203,7 +207,24 @@ impl LoadEstimate {
         if sample == Sample::Success {
             set.succeeded(rtt);
         }
-        let rtt = rtt as f64;
+        self.update(at, Some(rtt as f64), sample);
+    }
+
+    /// The outcome of a call [`Answered`](Sample::Answered) before, told at `at` by the end of
+    /// its body: the failure pressure moves as for a success or a failure; the latency sample
+    /// came with the answer.
+    pub(crate) fn concluded(&self, at: u64, failed: bool) {
+        let sample = if failed {
+            Sample::Failure
+        } else {
+            Sample::Success
+        };
+        self.update(at, None, sample);
+    }
+
+    /// Moves `L` (when the sample has a time, `rtt`) and `F` at `at` as `sample` says.
+    #[inline]
+    fn update(&self, at: u64, rtt: Option<f64>, sample: Sample) {
         let last = self.updated.fetch_max(at, Ordering::AcqRel);
         let d = decay(at.saturating_sub(last));
         let before = self
@@ -211,12 +232,12 @@ impl LoadEstimate {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 let (latency, failure) = unpack(word);
                 let (latency, failure) = (f64::from(latency), f64::from(failure) * d);
-                let latency = if rtt > latency {
-                    rtt
-                } else if matches!(sample, Sample::Success | Sample::Answered) {
-                    latency * d + rtt * (1.0 - d)
-                } else {
-                    latency
+                let latency = match rtt {
+                    Some(rtt) if rtt > latency => rtt,
+                    Some(rtt) if matches!(sample, Sample::Success | Sample::Answered) => {
+                        latency * d + rtt * (1.0 - d)
+                    }
+                    _ => latency,
                 };
                 let failure = match sample {
                     Sample::Success => failure / 2.0,
@@ -306,6 +327,19 @@ mod tests {
             if sample == Sample::Success {
                 self.set = self.set.min(rtt);
             }
+            self.update(at, Some(rtt), sample);
+        }
+
+        fn concluded(&mut self, at: u64, failed: bool) {
+            let sample = if failed {
+                Sample::Failure
+            } else {
+                Sample::Success
+            };
+            self.update(at, None, sample);
+        }
+
+        fn update(&mut self, at: u64, rtt: Option<f64>, sample: Sample) {
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             self.updated = self.updated.max(at);
             match sample {
@@ -316,13 +350,13 @@ mod tests {
                 _ => {}
             }
             let latency = self.latency.unwrap_or(-1.0);
-            self.latency = Some(if rtt > latency {
-                rtt
-            } else if matches!(sample, Sample::Success | Sample::Answered) {
-                latency * d + rtt * (1.0 - d)
-            } else {
-                latency
-            });
+            self.latency = match rtt {
+                Some(rtt) if rtt > latency => Some(rtt),
+                Some(rtt) if matches!(sample, Sample::Success | Sample::Answered) => {
+                    Some(latency * d + rtt * (1.0 - d))
+                }
+                _ => self.latency,
+            };
             self.failure = match sample {
                 Sample::Success => self.failure * d / 2.0,
                 Sample::Failure => (self.failure * d + 1.0) / 2.0,
@@ -361,8 +395,13 @@ mod tests {
         proptest::collection::vec((0u64..3_000, 0u64..500, sample()), 1..60)
     }
 
+    /// With each answered call, whether its body ends (when the next call is sent) and how.
+    fn bodies() -> impl Strategy<Value = Vec<Option<bool>>> {
+        proptest::collection::vec(proptest::option::of(any::<bool>()), 60)
+    }
+
     fn run(estimate: &LoadEstimate, model: &mut Model, calls: &[(u64, u64, Sample)]) -> u64 {
-        run_in(&SetLatency::default(), estimate, model, calls)
+        run_in(&SetLatency::default(), estimate, model, calls, &[])
     }
 
     fn run_in(
@@ -370,14 +409,23 @@ mod tests {
         estimate: &LoadEstimate,
         model: &mut Model,
         calls: &[(u64, u64, Sample)],
+        bodies: &[Option<bool>],
     ) -> u64 {
         let mut at = 0;
-        for &(gap, rtt, sample) in calls {
+        let mut body = None;
+        for (i, &(gap, rtt, sample)) in calls.iter().enumerate() {
             let sent = at + gap * MS;
+            if let Some(failed) = body.take() {
+                estimate.concluded(sent, failed);
+                model.concluded(sent, failed);
+            }
             at = sent + rtt * MS;
             estimate.started();
             estimate.finished(set, sent, at, sample);
             model.finished(sent, at, sample);
+            if sample == Sample::Answered {
+                body = bodies.get(i).copied().flatten();
+            }
         }
         at
     }
@@ -387,18 +435,20 @@ mod tests {
     }
 
     proptest! {
-        /// Every call's update and every read against the model, with nothing in flight, held
-        /// (the latency floored at the set's) or not, penalized or not.
+        /// Every call's update (and answered bodies' ends) and every read against the model,
+        /// with nothing in flight, held (the latency floored at the set's) or not, penalized
+        /// or not.
         #[test]
         fn the_cost_is_the_models(
             calls in calls(),
+            bodies in bodies(),
             later in 0u64..5_000,
             held: bool,
             penalized: bool,
         ) {
             let (set, estimate) = (SetLatency::default(), LoadEstimate::default());
             let mut model = Model::new();
-            let at = run_in(&set, &estimate, &mut model, &calls);
+            let at = run_in(&set, &estimate, &mut model, &calls, &bodies);
             prop_assert!(close(set.get(), model.fastest()));
             prop_assert_eq!(estimate.in_clean_run(), model.clean_run);
             let floor = if held { set.get() } else { 0.0 };
@@ -459,6 +509,20 @@ mod tests {
         let at = 110 * MS;
         assert!(failing.cost(at, 0.0, true) > healthy.cost(at, 0.0, true));
         assert!(failing.cost(at, 0.0, true).get() > 3.9 * healthy.cost(at, 0.0, true).get());
+    }
+
+    #[test]
+    fn an_answered_call_weighs_as_a_failure_once_its_body_ends_in_one() {
+        let (ok, failed) = (LoadEstimate::default(), LoadEstimate::default());
+        for estimate in [&ok, &failed] {
+            estimate.started();
+            estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Answered);
+        }
+        assert_eq!(ok.cost(10 * MS, 0.0, true), failed.cost(10 * MS, 0.0, true));
+        ok.concluded(20 * MS, false);
+        failed.concluded(20 * MS, true);
+        let ratio = failed.cost(20 * MS, 0.0, true).get() / ok.cost(20 * MS, 0.0, true).get();
+        assert!(close(ratio, 1.0 + FAILURE_WEIGHT / 2.0), "{ratio}");
     }
 
     #[test]

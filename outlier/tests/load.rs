@@ -263,3 +263,52 @@ async fn an_endpoint_that_starts_failing_after_a_healthy_spell_is_ejected_within
     // Passed by, each client took 1.3-1.7 s.
     assert!(slowest < ms(400), "ejected {slowest:?} after the onset");
 }
+
+/// A gRPC answer whose status comes in its trailers: its head gives a latency, and the end of
+/// its body tells whether it failed, which moves the endpoint's load from then on (no run of
+/// failures ejects here, so the first weighs).
+#[tokio::test(start_paused = true)]
+async fn a_grpc_failure_told_by_the_trailers_weighs_in_the_load() {
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use seawall_core::classify::GrpcCodes;
+    use tower::load::Load;
+
+    let layer = OutlierLayer::<usize>::builder()
+        .no_consecutive_failures()
+        .build()
+        .unwrap()
+        .classify(GrpcCodes::new());
+    let svc = tower::service_fn(|code: &'static str| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static(code));
+        let frames: Vec<Result<_, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"msg"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        Ok::<_, BoxError>(
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(StreamBody::new(futures::stream::iter(frames)))
+                .unwrap(),
+        )
+    });
+    let mut ok = layer.endpoint(0, svc);
+    let mut unavailable = layer.endpoint(1, svc);
+    let (first, second) = tokio::join!(
+        ok.ready().await.unwrap().call("0"),
+        unavailable.ready().await.unwrap().call("14"),
+    );
+    assert_eq!(
+        ok.load(),
+        unavailable.load(),
+        "not told before the trailers"
+    );
+    first.unwrap().into_body().collect().await.unwrap();
+    second.unwrap().into_body().collect().await.unwrap();
+    let ratio = unavailable.load().get() / ok.load().get();
+    assert!(ratio > 2.0, "{ratio}");
+}

@@ -99,6 +99,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
+//! # // On the real clock a healthy backend's first call can be slower than the failing one's.
+//! # tokio::time::pause();
 //! let (outlier, handle) = OutlierLayer::builder()
 //!     .name("backends")
 //!     .consecutive_failures(3)

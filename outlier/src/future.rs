@@ -31,7 +31,17 @@ pub struct EndpointReport<K> {
 
 impl<K: fmt::Debug + Send + Sync + 'static> Report for EndpointReport<K> {
     fn report(self, outcome: Outcome) {
-        self.member.set.record(&self.member, outcome);
+        let member = &self.member;
+        let failed = match outcome {
+            Outcome::Success => Some(false),
+            Outcome::Failure | Outcome::Overload => Some(true),
+            Outcome::Ignored => None,
+        };
+        if let Some(failed) = failed {
+            let at = member.set.nanos(Instant::now());
+            member.load.concluded(at, failed);
+        }
+        member.set.record(member, outcome);
     }
 }
 

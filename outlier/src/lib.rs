@@ -79,7 +79,9 @@
 //! endpoint that fails every call at once looks the least loaded and gets *more* than its
 //! share; ranked so, it gets a call when the healthy endpoints' workers are full or their
 //! queues grow, so that the endpoints the share cap keeps in while they fail take only the
-//! healthy ones' excess.
+//! healthy ones' excess. The failures of an endpoint that was healthy weigh nothing while the
+//! consecutive-failures rule can still eject it (the cap has room): that run ends in its
+//! ejection within a few calls, where passed by it would take seconds.
 //!
 //! Where it goes in a client stack: around each endpoint, under the balancer; retry and the
 //! circuit breaker (for the whole dependency) above the balancer.
@@ -97,6 +99,8 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
+//! # // On the real clock a healthy backend's first call can be slower than the failing one's.
+//! # tokio::time::pause();
 //! let (outlier, handle) = OutlierLayer::builder()
 //!     .name("backends")
 //!     .consecutive_failures(3)

@@ -24,8 +24,10 @@
 //! - the failure pressure `F` in [0, 1], an average of the latest outcomes (1 a failure, 0 a
 //!   success) with weight ½ for the newest, fading as `F·d` in between: a failure moves it
 //!   to `F·d + (1 − F·d)/2`, a success to `F·d/2`. An overload answer counts as a failure (a
-//!   balancer should send less there). An endpoint failing every call reaches 1 within a few
-//!   calls; one failing 30 % sits near 0.3; one transient failure weighs ½ and fades.
+//!   balancer should send less there); an answer whose outcome only its body's end tells
+//!   (gRPC's status, in its trailers) counts when that end comes. An endpoint failing every
+//!   call reaches 1 within a few calls; one failing 30 % sits near 0.3; one transient failure
+//!   weighs ½ and fades.
 //!
 //! Read at `t`, `Δt` after the last update, the cost is
 //! `L·d · (pending + 1) · (1 + K·F·d)` with `K` = [`FAILURE_WEIGHT`]: a healthy endpoint costs
@@ -53,8 +55,19 @@
 //! against a real latency, and it is picked only where the endpoints that answer cost `1 + K`
 //! times that fastest success, their queue included. Its first success lifts the floor (its
 //! own latency is real from then on), and as `F` fades it is tried again like any other.
+//!
+//! **An endpoint that starts failing.** One that was healthy has a real latency, so its
+//! penalty would make p2c pass it by from its first failures on: at a few dozen calls a second
+//! a client, a fifth of them to it, its run of consecutive failures (what ejects it) then
+//! takes seconds instead of a fraction of one. So the failures since its latest success weigh
+//! nothing when they began from a clean history (a known latency and `F` below 1/16, one
+//! failure's weight after four successes, at the first of them) while the consecutive-failures
+//! rule is on and the share cap has room: the run ends in its ejection, so there is nothing to
+//! shy away from meanwhile. Once the cap has no room, ejection cannot help, and the penalty
+//! (with the floor above) applies again; so it does to an endpoint failing at a steady rate,
+//! whose `F` stays above the clean mark.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use seawall_core::time::nanos;
@@ -77,6 +90,11 @@ const FLOOR_NS: f64 = 1_000.0;
 
 /// `L` before the first answer.
 const UNKNOWN: f32 = -1.0;
+
+/// The failure pressure below which a history is clean: one failure's weight after four
+/// successes (or about two `τ`). An earlier transient failure no longer counts against the
+/// run that follows; a steady rate of failures, which keeps `F` above it, does.
+const CLEAN_HISTORY: f64 = 1.0 / 16.0;
 
 /// The latency of a set's fastest success, in nanoseconds (0 before the first): what serving a
 /// call takes there without a queue. The fastest rather than an average, which would rise
@@ -125,13 +143,15 @@ pub(crate) enum Sample {
     Success,
     /// Failed (or answered that it is overloaded): the failure pressure goes halfway to 1.
     Failure,
-    /// Answered, with its outcome known only at the end of its body: a latency sample.
+    /// Answered, with its outcome known only at the end of its body: a latency sample now,
+    /// the outcome when the body ends.
     Answered,
     /// Cancelled, or stopped further in: its time counts upward only, its outcome not at all.
     Cancelled,
 }
 
-/// The load's state of one endpoint: lock-free, updated once per call.
+/// The load's state of one endpoint: lock-free, updated once per call (twice when its body's
+/// end tells its outcome).
 #[derive(Debug)]
 pub(crate) struct LoadEstimate {
     pending: AtomicU32,
@@ -140,6 +160,9 @@ pub(crate) struct LoadEstimate {
     estimate: AtomicU64,
     /// When `estimate` was last updated, in nanoseconds from the set's origin.
     updated: AtomicU64,
+    /// Whether the failures since the latest success began from a clean history: a known
+    /// latency and `F` below [`CLEAN_HISTORY`].
+    clean_run: AtomicBool,
 }
 
 impl Default for LoadEstimate {
@@ -148,6 +171,7 @@ impl Default for LoadEstimate {
             pending: AtomicU32::new(0),
             estimate: AtomicU64::new(pack(UNKNOWN, 0.0)),
             updated: AtomicU64::new(0),
+            clean_run: AtomicBool::new(false),
         }
     }
 }
@@ -183,20 +207,37 @@ impl LoadEstimate {
         if sample == Sample::Success {
             set.succeeded(rtt);
         }
-        let rtt = rtt as f64;
+        self.update(at, Some(rtt as f64), sample);
+    }
+
+    /// The outcome of a call [`Answered`](Sample::Answered) before, told at `at` by the end of
+    /// its body: the failure pressure moves as for a success or a failure; the latency sample
+    /// came with the answer.
+    pub(crate) fn concluded(&self, at: u64, failed: bool) {
+        let sample = if failed {
+            Sample::Failure
+        } else {
+            Sample::Success
+        };
+        self.update(at, None, sample);
+    }
+
+    /// Moves `L` (when the sample has a time, `rtt`) and `F` at `at` as `sample` says.
+    #[inline]
+    fn update(&self, at: u64, rtt: Option<f64>, sample: Sample) {
         let last = self.updated.fetch_max(at, Ordering::AcqRel);
         let d = decay(at.saturating_sub(last));
-        let _ = self
+        let before = self
             .estimate
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
                 let (latency, failure) = unpack(word);
                 let (latency, failure) = (f64::from(latency), f64::from(failure) * d);
-                let latency = if rtt > latency {
-                    rtt
-                } else if matches!(sample, Sample::Success | Sample::Answered) {
-                    latency * d + rtt * (1.0 - d)
-                } else {
-                    latency
+                let latency = match rtt {
+                    Some(rtt) if rtt > latency => rtt,
+                    Some(rtt) if matches!(sample, Sample::Success | Sample::Answered) => {
+                        latency * d + rtt * (1.0 - d)
+                    }
+                    _ => latency,
                 };
                 let failure = match sample {
                     Sample::Success => failure / 2.0,
@@ -205,11 +246,31 @@ impl LoadEstimate {
                 };
                 Some(pack(latency as f32, failure as f32))
             });
+        match sample {
+            Sample::Failure => {
+                let (latency, failure) = unpack(before.unwrap_or_else(|word| word));
+                if latency >= 0.0 && f64::from(failure) * d < CLEAN_HISTORY {
+                    self.clean_run.store(true, Ordering::Relaxed);
+                }
+            }
+            Sample::Success => {
+                if self.clean_run.load(Ordering::Relaxed) {
+                    self.clean_run.store(false, Ordering::Relaxed);
+                }
+            }
+            Sample::Answered | Sample::Cancelled => {}
+        }
+    }
+
+    /// Whether the endpoint's failures since its latest success began from a clean history.
+    #[inline]
+    pub(crate) fn in_clean_run(&self) -> bool {
+        self.clean_run.load(Ordering::Relaxed)
     }
 
     /// The cost at `at` (nanoseconds from the set's origin), its latency read as at least
-    /// `floor` nanoseconds once known.
-    pub(crate) fn cost(&self, at: u64, floor: f64) -> EndpointCost {
+    /// `floor` nanoseconds once known, with the failure penalty if `penalized`.
+    pub(crate) fn cost(&self, at: u64, floor: f64, penalized: bool) -> EndpointCost {
         let pending = f64::from(self.pending.load(Ordering::Relaxed));
         let (latency, failure) = unpack(self.estimate.load(Ordering::Acquire));
         if latency < 0.0 {
@@ -221,7 +282,11 @@ impl LoadEstimate {
         }
         let d = decay(at.saturating_sub(self.updated.load(Ordering::Acquire)));
         let latency = (f64::from(latency) * d).max(FLOOR_NS).max(floor);
-        let penalty = 1.0 + FAILURE_WEIGHT * f64::from(failure) * d;
+        let penalty = if penalized {
+            1.0 + FAILURE_WEIGHT * f64::from(failure) * d
+        } else {
+            1.0
+        };
         EndpointCost(latency * (pending + 1.0) * penalty)
     }
 }
@@ -242,6 +307,8 @@ mod tests {
         updated: u64,
         /// The set's fastest success, this endpoint's successes its only ones.
         set: f64,
+        /// The failures since the latest success began with a known latency and `F < 1/16`.
+        clean_run: bool,
     }
 
     impl Model {
@@ -251,6 +318,7 @@ mod tests {
                 failure: 0.0,
                 updated: 0,
                 set: f64::INFINITY,
+                clean_run: false,
             }
         }
 
@@ -259,16 +327,36 @@ mod tests {
             if sample == Sample::Success {
                 self.set = self.set.min(rtt);
             }
+            self.update(at, Some(rtt), sample);
+        }
+
+        fn concluded(&mut self, at: u64, failed: bool) {
+            let sample = if failed {
+                Sample::Failure
+            } else {
+                Sample::Success
+            };
+            self.update(at, None, sample);
+        }
+
+        fn update(&mut self, at: u64, rtt: Option<f64>, sample: Sample) {
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             self.updated = self.updated.max(at);
+            match sample {
+                Sample::Failure if self.latency.is_some() && self.failure * d < 1.0 / 16.0 => {
+                    self.clean_run = true;
+                }
+                Sample::Success => self.clean_run = false,
+                _ => {}
+            }
             let latency = self.latency.unwrap_or(-1.0);
-            self.latency = Some(if rtt > latency {
-                rtt
-            } else if matches!(sample, Sample::Success | Sample::Answered) {
-                latency * d + rtt * (1.0 - d)
-            } else {
-                latency
-            });
+            self.latency = match rtt {
+                Some(rtt) if rtt > latency => Some(rtt),
+                Some(rtt) if matches!(sample, Sample::Success | Sample::Answered) => {
+                    Some(latency * d + rtt * (1.0 - d))
+                }
+                _ => self.latency,
+            };
             self.failure = match sample {
                 Sample::Success => self.failure * d / 2.0,
                 Sample::Failure => (self.failure * d + 1.0) / 2.0,
@@ -280,14 +368,16 @@ mod tests {
             if self.set.is_finite() { self.set } else { 0.0 }
         }
 
-        /// The cost, its latency floored at the set's when `held`.
-        fn cost(&self, at: u64, held: bool) -> f64 {
+        /// The cost, its latency floored at the set's when `held`, its failures weighed when
+        /// `penalized`.
+        fn cost(&self, at: u64, held: bool, penalized: bool) -> f64 {
             let Some(latency) = self.latency else {
                 return 0.0;
             };
             let d = (-((at - self.updated.min(at)) as f64) / 1e9).exp();
             let floor = if held { self.fastest() } else { 0.0 };
-            (latency * d).max(1_000.0).max(floor) * (1.0 + 3.0 * self.failure * d)
+            let weight = if penalized { 3.0 } else { 0.0 };
+            (latency * d).max(1_000.0).max(floor) * (1.0 + weight * self.failure * d)
         }
     }
 
@@ -305,8 +395,13 @@ mod tests {
         proptest::collection::vec((0u64..3_000, 0u64..500, sample()), 1..60)
     }
 
+    /// With each answered call, whether its body ends (when the next call is sent) and how.
+    fn bodies() -> impl Strategy<Value = Vec<Option<bool>>> {
+        proptest::collection::vec(proptest::option::of(any::<bool>()), 60)
+    }
+
     fn run(estimate: &LoadEstimate, model: &mut Model, calls: &[(u64, u64, Sample)]) -> u64 {
-        run_in(&SetLatency::default(), estimate, model, calls)
+        run_in(&SetLatency::default(), estimate, model, calls, &[])
     }
 
     fn run_in(
@@ -314,14 +409,23 @@ mod tests {
         estimate: &LoadEstimate,
         model: &mut Model,
         calls: &[(u64, u64, Sample)],
+        bodies: &[Option<bool>],
     ) -> u64 {
         let mut at = 0;
-        for &(gap, rtt, sample) in calls {
+        let mut body = None;
+        for (i, &(gap, rtt, sample)) in calls.iter().enumerate() {
             let sent = at + gap * MS;
+            if let Some(failed) = body.take() {
+                estimate.concluded(sent, failed);
+                model.concluded(sent, failed);
+            }
             at = sent + rtt * MS;
             estimate.started();
             estimate.finished(set, sent, at, sample);
             model.finished(sent, at, sample);
+            if sample == Sample::Answered {
+                body = bodies.get(i).copied().flatten();
+            }
         }
         at
     }
@@ -331,17 +435,25 @@ mod tests {
     }
 
     proptest! {
-        /// Every call's update and every read against the model, with nothing in flight, held
-        /// (the latency floored at the set's) or not.
+        /// Every call's update (and answered bodies' ends) and every read against the model,
+        /// with nothing in flight, held (the latency floored at the set's) or not, penalized
+        /// or not.
         #[test]
-        fn the_cost_is_the_models(calls in calls(), later in 0u64..5_000, held: bool) {
+        fn the_cost_is_the_models(
+            calls in calls(),
+            bodies in bodies(),
+            later in 0u64..5_000,
+            held: bool,
+            penalized: bool,
+        ) {
             let (set, estimate) = (SetLatency::default(), LoadEstimate::default());
             let mut model = Model::new();
-            let at = run_in(&set, &estimate, &mut model, &calls);
+            let at = run_in(&set, &estimate, &mut model, &calls, &bodies);
             prop_assert!(close(set.get(), model.fastest()));
+            prop_assert_eq!(estimate.in_clean_run(), model.clean_run);
             let floor = if held { set.get() } else { 0.0 };
             for t in [at, at + later * MS] {
-                let (cost, expected) = (estimate.cost(t, floor).get(), model.cost(t, held));
+                let (cost, expected) = (estimate.cost(t, floor, penalized).get(), model.cost(t, held, penalized));
                 prop_assert!(close(cost, expected), "{cost} against {expected}");
             }
         }
@@ -353,15 +465,15 @@ mod tests {
             let (same, failed) = (LoadEstimate::default(), LoadEstimate::default());
             let at = run(&same, &mut Model::new(), &calls);
             run(&failed, &mut Model::new(), &calls);
-            prop_assert_eq!(same.cost(at, 0.0), failed.cost(at, 0.0));
+            prop_assert_eq!(same.cost(at, 0.0, true), failed.cost(at, 0.0, true));
             // Slower than any call before: both latencies peak to the same sample.
             let (sent, end) = (at + 10 * MS, at + 610 * MS);
             for (estimate, sample) in [(&same, Sample::Success), (&failed, Sample::Failure)] {
                 estimate.started();
                 estimate.finished(&SetLatency::default(), sent, end, sample);
             }
-            prop_assert!(failed.cost(end, 0.0) > same.cost(end, 0.0));
-            let ratio = |t| failed.cost(t, 0.0).get() / same.cost(t, 0.0).get();
+            prop_assert!(failed.cost(end, 0.0, true) > same.cost(end, 0.0, true));
+            let ratio = |t| failed.cost(t, 0.0, true).get() / same.cost(t, 0.0, true).get();
             prop_assert!(ratio(end) <= 1.0 + FAILURE_WEIGHT + 1e-6);
             prop_assert!(ratio(end + later * MS) <= ratio(end) + 1e-9);
             prop_assert!(ratio(end + 20_000 * MS) < 1.01);
@@ -371,15 +483,15 @@ mod tests {
     #[test]
     fn calls_in_flight_multiply_the_cost_and_an_unknown_endpoint_takes_one_call() {
         let estimate = LoadEstimate::default();
-        assert_eq!(estimate.cost(0, 0.0).get(), 0.0);
+        assert_eq!(estimate.cost(0, 0.0, true).get(), 0.0);
         estimate.started();
-        assert!(estimate.cost(0, 0.0).get() >= UNKNOWN_PENALTY);
+        assert!(estimate.cost(0, 0.0, true).get() >= UNKNOWN_PENALTY);
         estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Success);
-        let one = estimate.cost(10 * MS, 0.0).get();
+        let one = estimate.cost(10 * MS, 0.0, true).get();
         assert!(close(one, (10 * MS) as f64));
         estimate.started();
         estimate.started();
-        assert!(close(estimate.cost(10 * MS, 0.0).get(), 3.0 * one));
+        assert!(close(estimate.cost(10 * MS, 0.0, true).get(), 3.0 * one));
     }
 
     #[test]
@@ -395,8 +507,48 @@ mod tests {
             failing.finished(&SetLatency::default(), at, at, Sample::Failure);
         }
         let at = 110 * MS;
-        assert!(failing.cost(at, 0.0) > healthy.cost(at, 0.0));
-        assert!(failing.cost(at, 0.0).get() > 3.9 * healthy.cost(at, 0.0).get());
+        assert!(failing.cost(at, 0.0, true) > healthy.cost(at, 0.0, true));
+        assert!(failing.cost(at, 0.0, true).get() > 3.9 * healthy.cost(at, 0.0, true).get());
+    }
+
+    #[test]
+    fn an_answered_call_weighs_as_a_failure_once_its_body_ends_in_one() {
+        let (ok, failed) = (LoadEstimate::default(), LoadEstimate::default());
+        for estimate in [&ok, &failed] {
+            estimate.started();
+            estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Answered);
+        }
+        assert_eq!(ok.cost(10 * MS, 0.0, true), failed.cost(10 * MS, 0.0, true));
+        ok.concluded(20 * MS, false);
+        failed.concluded(20 * MS, true);
+        let ratio = failed.cost(20 * MS, 0.0, true).get() / ok.cost(20 * MS, 0.0, true).get();
+        assert!(close(ratio, 1.0 + FAILURE_WEIGHT / 2.0), "{ratio}");
+    }
+
+    #[test]
+    fn a_run_of_failures_is_clean_only_from_a_clean_history_and_until_a_success() {
+        let estimate = LoadEstimate::default();
+        let call = |at: u64, sample| {
+            estimate.started();
+            estimate.finished(&SetLatency::default(), at, at + 10 * MS, sample);
+        };
+        // Failing from its first call: no latency known before the run.
+        call(0, Sample::Failure);
+        assert!(!estimate.in_clean_run());
+        for i in 1..10 {
+            call(i * 20 * MS, Sample::Success);
+        }
+        assert!(!estimate.in_clean_run());
+        // After a healthy spell: every failure of the run, until a success.
+        for i in 10..15 {
+            call(i * 20 * MS, Sample::Failure);
+            assert!(estimate.in_clean_run());
+        }
+        call(300 * MS, Sample::Success);
+        assert!(!estimate.in_clean_run());
+        // Right after those failures the history is not clean.
+        call(320 * MS, Sample::Failure);
+        assert!(!estimate.in_clean_run());
     }
 
     #[test]
@@ -413,11 +565,14 @@ mod tests {
         let at = 1000 * MS;
         assert!(close(set.get(), (10 * MS) as f64));
         // Not held: its fast failures make it the cheapest, so it is tried and ejected.
-        assert!(failing.cost(at, 0.0) < healthy.cost(at, 0.0));
+        assert!(failing.cost(at, 0.0, true) < healthy.cost(at, 0.0, true));
         // Held: its penalty weighs against the set's fastest success.
-        let held = failing.cost(at, set.get()).get();
-        assert!(held > 3.9 * healthy.cost(at, 0.0).get());
+        let held = failing.cost(at, set.get(), true).get();
+        assert!(held > 3.9 * healthy.cost(at, 0.0, true).get());
         // The floor never lowers a latency of its own.
-        assert_eq!(healthy.cost(at, MS as f64), healthy.cost(at, 0.0));
+        assert_eq!(
+            healthy.cost(at, MS as f64, true),
+            healthy.cost(at, 0.0, true)
+        );
     }
 }

@@ -235,7 +235,12 @@ impl<S, K, C, P> Load for Endpoint<S, K, C, P> {
         } else {
             0.0
         };
-        member.load.cost(set.nanos(Instant::now()), floor)
+        // A run of failures from a clean history is ejected within that run while the cap has
+        // room: nothing to shy away from.
+        let penalized = !member.load.in_clean_run() || !set.ejects_a_run();
+        member
+            .load
+            .cost(set.nanos(Instant::now()), floor, penalized)
     }
 }
 

@@ -228,6 +228,13 @@ impl<K> SetState<K> {
         share.min(endpoints.saturating_sub(1))
     }
 
+    /// Whether a run of consecutive failures ejects an endpoint now: the rule is on and the
+    /// share cap has room.
+    pub(crate) fn ejects_a_run(&self) -> bool {
+        self.settings.load().consecutive_failures.is_some()
+            && self.ejected() < self.allowed(self.endpoints())
+    }
+
     /// The live members.
     fn members(&self) -> Vec<Arc<MemberState<K>>> {
         let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);

@@ -220,3 +220,95 @@ async fn an_inner_call_that_panics_leaves_no_call_in_flight() {
     // Nothing in flight and no answer yet: an idle new endpoint, not one with a call at work.
     assert_eq!(endpoint.load().get(), 0.0);
 }
+
+/// Ten clients, each with its own balancer and ejection, share five endpoints; after a healthy
+/// spell one endpoint fails every call. Its run of failures starts from a clean history with
+/// room under the cap, so no penalty makes p2c pass it by: each client ejects it after its
+/// run of five, in a fraction of a second (passed by, the run took seconds).
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_that_starts_failing_after_a_healthy_spell_is_ejected_within_its_run() {
+    let backends: Vec<Backend> = (0..5).map(|_| Backend::answering_in(10)).collect();
+    let ejected = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut balancers: Vec<Balancer> = (0..10)
+        .map(|client| {
+            let ejected = ejected.clone();
+            let outlier = OutlierLayer::<usize>::builder()
+                .consecutive_failures(5)
+                .no_success_rate()
+                .build()
+                .unwrap()
+                .on_ejected(move |e| {
+                    ejected
+                        .lock()
+                        .unwrap()
+                        .push((*e.key, tokio::time::Instant::now()));
+                });
+            Balance::from_rng(
+                outlier.layer(ServiceList::new(backends.clone())),
+                XorShift(13 + client),
+            )
+        })
+        .collect();
+    let ms = Duration::from_millis;
+    drive(&mut balancers, &backends, ms(10), ms(2000)).await;
+    backends[0].failing.store(true, Ordering::SeqCst);
+    let onset = tokio::time::Instant::now();
+    let calls = drive(&mut balancers, &backends, ms(10), ms(3000)).await;
+    let ejected = ejected.lock().unwrap();
+    assert_eq!(ejected.len(), 10, "{ejected:?}");
+    assert!(ejected.iter().all(|&(key, _)| key == 0), "{ejected:?}");
+    // Five failures a client and no more: each run ended in its ejection.
+    assert_eq!(calls[0], 50, "{calls:?}");
+    let slowest = ejected.iter().map(|&(_, at)| at - onset).max().unwrap();
+    // Passed by, each client took 1.3-1.7 s.
+    assert!(slowest < ms(400), "ejected {slowest:?} after the onset");
+}
+
+/// A gRPC answer whose status comes in its trailers: its head gives a latency, and the end of
+/// its body tells whether it failed, which moves the endpoint's load from then on (no run of
+/// failures ejects here, so the first weighs).
+#[tokio::test(start_paused = true)]
+async fn a_grpc_failure_told_by_the_trailers_weighs_in_the_load() {
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use seawall_core::classify::GrpcCodes;
+    use tower::load::Load;
+
+    let layer = OutlierLayer::<usize>::builder()
+        .no_consecutive_failures()
+        .build()
+        .unwrap()
+        .classify(GrpcCodes::new());
+    let svc = tower::service_fn(|code: &'static str| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static(code));
+        let frames: Vec<Result<_, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"msg"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        Ok::<_, BoxError>(
+            http::Response::builder()
+                .header("content-type", "application/grpc")
+                .body(StreamBody::new(futures::stream::iter(frames)))
+                .unwrap(),
+        )
+    });
+    let mut ok = layer.endpoint(0, svc);
+    let mut unavailable = layer.endpoint(1, svc);
+    let (first, second) = tokio::join!(
+        ok.ready().await.unwrap().call("0"),
+        unavailable.ready().await.unwrap().call("14"),
+    );
+    assert_eq!(
+        ok.load(),
+        unavailable.load(),
+        "not told before the trailers"
+    );
+    first.unwrap().into_body().collect().await.unwrap();
+    second.unwrap().into_body().collect().await.unwrap();
+    let ratio = unavailable.load().get() / ok.load().get();
+    assert!(ratio > 2.0, "{ratio}");
+}

@@ -202,6 +202,15 @@ impl Model {
         failures as f64 / 10.0
     }
 
+    /// The failure rate of the calls before a success at or under which it ends a band: the
+    /// adaptive rule's, and any once a reload left no adaptive rule to keep the band going.
+    fn ride(&self) -> f64 {
+        match self.config.consecutive {
+            Some(Run::Adaptive { .. }) => RIDE,
+            _ => 1.0,
+        }
+    }
+
     fn end_band(&mut self) {
         self.band = false;
         self.owed = 0;
@@ -381,7 +390,7 @@ impl Model {
         match self.state {
             CircuitState::Closed => {
                 self.window.push_back((now.as_secs(), sample));
-                if !sample.failure && self.band && self.recent_failures() <= RIDE {
+                if !sample.failure && self.band && self.recent_failures() <= self.ride() {
                     self.end_band();
                 }
                 if self.trips(self.counts(now), now) {

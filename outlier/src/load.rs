@@ -494,13 +494,19 @@ mod tests {
         assert!(close(estimate.cost(10 * MS, 0.0, true).get(), 3.0 * one));
     }
 
+    /// Two endpoints, each after one call of 10 ms that ended as `sample`.
+    fn two_after_a_call(sample: Sample) -> (LoadEstimate, LoadEstimate) {
+        let pair = (LoadEstimate::default(), LoadEstimate::default());
+        for estimate in [&pair.0, &pair.1] {
+            estimate.started();
+            estimate.finished(&SetLatency::default(), 0, 10 * MS, sample);
+        }
+        pair
+    }
+
     #[test]
     fn a_fast_failure_never_makes_an_endpoint_look_faster() {
-        let (healthy, failing) = (LoadEstimate::default(), LoadEstimate::default());
-        for estimate in [&healthy, &failing] {
-            estimate.started();
-            estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Success);
-        }
+        let (healthy, failing) = two_after_a_call(Sample::Success);
         for i in 1..100 {
             let at = 10 * MS + i * MS;
             failing.started();
@@ -513,11 +519,7 @@ mod tests {
 
     #[test]
     fn an_answered_call_weighs_as_a_failure_once_its_body_ends_in_one() {
-        let (ok, failed) = (LoadEstimate::default(), LoadEstimate::default());
-        for estimate in [&ok, &failed] {
-            estimate.started();
-            estimate.finished(&SetLatency::default(), 0, 10 * MS, Sample::Answered);
-        }
+        let (ok, failed) = two_after_a_call(Sample::Answered);
         assert_eq!(ok.cost(10 * MS, 0.0, true), failed.cost(10 * MS, 0.0, true));
         ok.concluded(20 * MS, false);
         failed.concluded(20 * MS, true);

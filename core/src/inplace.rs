@@ -12,8 +12,12 @@
 //! - nothing between the call and the move branches or may unwind into a clean-up: an `Arc`
 //!   cloned after the call (its overflow check is a branch), or a value with a destructor
 //!   alive across the call (the call then has an unwinding edge), keeps the copy;
-//! - the callee's return pointer is known not to be captured, which LLVM infers for callees in
-//!   the same codegen unit, as every instance of this module's functions is.
+//! - the callee's return pointer is known not to be captured, which LLVM infers only for a
+//!   callee in the caller's own codegen unit. Which unit an instance of a generic `call` lands
+//!   in is the compiler's choice and moves with unrelated code: under the default release
+//!   profile (16 units) the client stack still copies futures at two levels (the throttle's
+//!   and the breaker's `call`: 134 instructions of `memcpy` a call, `FUNCTIONS=1
+//!   benches/callgrind.sh stack-pending`); built with `codegen-units = 1`, at none.
 //!
 //! So a layer whose inner future is large makes its whole `call` with [`build`], clones what
 //! its future needs before calling the layer below ([`EarlyClone`]: no destructor is pending

@@ -15,9 +15,9 @@
 //! - the callee's return pointer is known not to be captured, which LLVM infers only for a
 //!   callee in the caller's own codegen unit. Which unit an instance of a generic `call` lands
 //!   in is the compiler's choice and moves with unrelated code: under the default release
-//!   profile (16 units) the client stack still copies futures at two levels (the throttle's
-//!   and the breaker's `call`: 134 instructions of `memcpy` a call, `FUNCTIONS=1
-//!   benches/callgrind.sh stack-pending`); built with `codegen-units = 1`, at none.
+//!   profile (16 units) the client stack's copies come and go with changes to other crates
+//!   (`memcpy` 58 to 134 instructions a call, the breaker's `call` and the throttle's,
+//!   `FUNCTIONS=1 benches/callgrind.sh stack-pending`); built with `codegen-units = 1`, none.
 //!
 //! So a layer whose inner future is large makes its whole `call` with [`build`], clones what
 //! its future needs before calling the layer below ([`EarlyClone`]: no destructor is pending

@@ -148,6 +148,28 @@
 //! past the noise (5 % of 1000 a second: 50 a window against `3 × √(2 × 1000 × 0.01) = 13`),
 //! and so do 10 calls a second of 2 s that leave 40 in flight where 20 were (20 against 13.4).
 //!
+//! # A slower downstream at a held latency
+//!
+//! A downstream that got uniformly slower while the limit did not bind completes what it is
+//! offered, so its completions do not fall and the rule below that reads a slower downstream
+//! from them never fires: the latency without a queue stays the one from before the step,
+//! and once the recent successes are all slow, any window that is not served (Poisson peaks
+//! of the calls in flight finding the limit full, a count's noise past 5 %) reads as a queue
+//! of nearly the whole limit, which Vegas cuts to its minimum. At 10 calls a second stepping
+//! from 10 ms to 2 s with arrivals at random, every client of 30 met such windows: 2 s of
+//! calls turned away each time, until a cut's check lifted the limit back.
+//!
+//! A queue that builds raises the latency window after window; one behind our own calls or a
+//! fleet's that stands still leaves calls piling up in flight. So a window served (no sign of
+//! overload, no drop) at a mean within three standard errors of the last window's, that
+//! Vegas's estimate reads as a queue, takes that mean as the latency without a queue, and its
+//! fastest recent success as the fastest seen: the downstream's own latency now. Calls that
+//! then pile up past the count's noise at a held latency (see "A count's noise is no
+//! backlog") are a backlog that latency hides, not the downstream's pace: the latency
+//! without a queue and the fastest seen go back to what they were before the first such
+//! rebase, and the algorithm cuts from there, as without it. A latency that falls below the
+//! base lowers it as before.
+//!
 //! # The first window's censored tail
 //!
 //! The first window opens with few calls in flight (the guess's at most), so the calls it
@@ -510,6 +532,18 @@ pub(crate) struct Windowed {
     cut: Option<Cut>,
     /// The algorithm's maximum.
     max: usize,
+    /// What a rebase at a served, held latency replaced, to go back to if calls pile up at
+    /// that latency (see "A slower downstream at a held latency").
+    rebased: Option<Rebased>,
+}
+
+/// The latency without a queue, its standard error and the fastest success seen, before a
+/// rebase at a served, held latency.
+#[derive(Debug, Clone, Copy)]
+struct Rebased {
+    base: Option<Duration>,
+    base_error: f64,
+    fastest: Option<Duration>,
 }
 
 /// A cut to half the limit or less. If the calls let in after it are no faster, the latency
@@ -641,6 +675,8 @@ struct Demand {
     floor: usize,
     /// No sign of overload: nearly every arrival finished.
     served: bool,
+    /// The calls let in did not finish as fast as they came: they piled up in flight.
+    backlog: bool,
     /// The limit itself turned calls away, while those it admitted finished as fast as they
     /// came.
     limited: bool,
@@ -694,6 +730,7 @@ fn demand(
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
+        backlog: !keeps_up(admitted),
         limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
         pace: Pace {
             completed: finished as f64 / elapsed.as_secs_f64(),
@@ -742,6 +779,7 @@ impl Windowed {
             probe: None,
             cut: None,
             max: config.max(),
+            rebased: None,
         }
     }
 
@@ -1026,15 +1064,6 @@ impl Windowed {
             self.base = Some(average);
             self.base_error = error;
         }
-        let base = self.base.unwrap_or(average);
-        let noise = error.hypot(self.base_error);
-        let before = self.limit;
-        let limit = self.algorithm.update_within(
-            average,
-            NOISE_DEVIATIONS * noise,
-            w.max_in_flight.min(before),
-            w.dropped,
-        );
         // A mean within its noise of the last window's: the latency held.
         let flat = self.last.is_some_and(|last| {
             average.as_secs_f64() - last.mean.as_secs_f64()
@@ -1056,6 +1085,28 @@ impl Windowed {
             }
             _ => None,
         };
+        // Calls piling up at a latency taken as the downstream's own: a backlog at a held
+        // latency, which the base from before the rebase shows as a queue.
+        if flat
+            && demand.is_some_and(|d| d.backlog)
+            && let Some(r) = self.rebased.take()
+        {
+            self.base = r.base;
+            self.base_error = r.base_error;
+            self.tally.set_fastest(r.fastest);
+            if let Some(base) = r.base {
+                self.algorithm.rebase(base);
+            }
+        }
+        let base = self.base.unwrap_or(average);
+        let noise = error.hypot(self.base_error);
+        let before = self.limit;
+        let limit = self.algorithm.update_within(
+            average,
+            NOISE_DEVIATIONS * noise,
+            w.max_in_flight.min(before),
+            w.dropped,
+        );
         let last = std::mem::replace(&mut self.last, demand.map(|d| d.pace));
         self.drain = match (last, demand) {
             (Some(last), Some(d)) => d.pace.completed.max(last.completed),
@@ -1140,6 +1191,27 @@ impl Windowed {
                 fastest: old_fastest,
                 target: d.pace.completed * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
             });
+        }
+        if slowed.is_some() {
+            self.rebased = None;
+        } else if flat
+            && rose
+            && !w.dropped
+            && self.probe.is_none()
+            && demand.is_some_and(|d| d.served)
+        {
+            // Served at a latency that held since the last window: the downstream's own
+            // latency now, not a queue (see "A slower downstream at a held latency").
+            self.rebased.get_or_insert(Rebased {
+                base: self.base,
+                base_error: self.base_error,
+                fastest: self.tally.fastest(),
+            });
+            self.base = Some(average);
+            self.base_error = error;
+            self.algorithm.rebase(average);
+            let recent = self.tally.recent().min();
+            self.tally.set_fastest(recent.or(self.tally.fastest()));
         }
         self.cut = (slowed.is_none() && 2 * self.limit <= before)
             .then(|| self.tally.recent().min())
@@ -1677,6 +1749,24 @@ mod tests {
         let (mut w, mut now, _) = slower_at_10_a_second();
         let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40)).unwrap();
         assert!(limit < 20, "{limit}");
+    }
+
+    #[test]
+    fn a_latency_served_and_held_is_the_downstream_s_own() {
+        // 10 calls a second at 2 s, served at the floor (39) window after window: 2 s is the
+        // latency without a queue now. A window at that latency in which Poisson peaks of the
+        // calls in flight found the limit full (5 of 15 turned away) is no queue: the limit
+        // holds. Against the 10 ms from before the step Vegas read 39 x (1 - 0.01 / 2) queued
+        // and cut the limit to 3.
+        let (mut w, mut now, limit) = slower_at_10_a_second();
+        assert_eq!(limit, 39);
+        let load = Load {
+            in_flight: 20,
+            rejected: 5,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, load).unwrap();
+        assert!(limit >= 39, "{limit}");
     }
 
     #[test]
@@ -2371,6 +2461,8 @@ mod properties {
                 let mut threshold = usize::MAX;
                 // The opening success took 5 ms.
                 let mut fastest = 5;
+                // The last window's mean and its standard error, if it was not overloaded.
+                let mut last: Option<(f64, f64)> = None;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -2413,7 +2505,8 @@ mod properties {
                     }
                     let f = (limit as f64).log10().floor().max(1.0);
                     let tail = !dropped && (fastest_recent - fastest) as f64 <= f;
-                    let queued = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f && !tail;
+                    let rose = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f;
+                    let queued = rose && !tail;
                     let lift = match (dropped, share) {
                         (true, _) => 0,
                         (false, 0) => floor,
@@ -2430,6 +2523,18 @@ mod properties {
                     if share > 0 {
                         prop_assert!(got <= alone.max(2 * limit), "{limit} -> {got}");
                     }
+                    // A window served (nothing turned away, nothing dropped) at a mean within
+                    // three standard errors of the last window's, that Vegas reads as a queue:
+                    // its mean is the latency without a queue from now on, and its fastest
+                    // success the fastest seen.
+                    let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
+                    if flat && rose && !dropped && share == 0 {
+                        base = mean;
+                        base_error = error;
+                        model.rebase(rtt);
+                        fastest = fastest_recent;
+                    }
+                    last = (!dropped).then_some((mean, error));
                     limit = got;
                 }
             }

@@ -160,10 +160,15 @@
 //! calls turned away each time, until a cut's check lifted the limit back.
 //!
 //! A queue that builds raises the latency window after window; one behind our own calls or a
-//! fleet's that stands still leaves calls piling up in flight. So a window served (no sign of
-//! overload, no drop) at a mean within three standard errors of the last window's, that
+//! fleet's that stands still leaves calls piling up in flight. So a window at a mean within
+//! three standard errors of the last window's (the latency held), without a drop, that
 //! Vegas's estimate reads as a queue, takes that mean as the latency without a queue, and its
-//! fastest recent success as the fastest seen: the downstream's own latency now. Calls that
+//! fastest recent success as the fastest seen: the downstream's own latency now. It does so
+//! once it is served (no sign of overload), for the windows after it; and, before the
+//! algorithm reads it, when it only turned calls away while the last window was served at
+//! that latency and none of its calls piled up: the first window at a step's new latency is
+//! no held one, and at 10 calls a second of 2 s the next one turning one call of 11 away at
+//! the Poisson peaks of its calls in flight was otherwise cut to the minimum. Calls that
 //! then pile up past the count's noise at a held latency (see "A count's noise is no
 //! backlog") are a backlog that latency hides, not the downstream's pace: the latency
 //! without a queue and the fastest seen go back to what they were before the first such
@@ -535,6 +540,8 @@ pub(crate) struct Windowed {
     /// What a rebase at a served, held latency replaced, to go back to if calls pile up at
     /// that latency (see "A slower downstream at a held latency").
     rebased: Option<Rebased>,
+    /// The last window was served.
+    served: bool,
 }
 
 /// The latency without a queue, its standard error and the fastest success seen, before a
@@ -780,6 +787,7 @@ impl Windowed {
             cut: None,
             max: config.max(),
             rebased: None,
+            served: false,
         }
     }
 
@@ -1085,6 +1093,10 @@ impl Windowed {
             }
             _ => None,
         };
+        let last_served = std::mem::replace(
+            &mut self.served,
+            !w.dropped && demand.is_some_and(|d| d.served),
+        );
         // Calls piling up at a latency taken as the downstream's own: a backlog at a held
         // latency, which the base from before the rebase shows as a queue.
         if flat
@@ -1097,6 +1109,18 @@ impl Windowed {
             if let Some(base) = r.base {
                 self.algorithm.rebase(base);
             }
+        } else if flat
+            && last_served
+            && !w.dropped
+            && self.probe.is_none()
+            && demand.is_some_and(|d| !d.served && !d.backlog)
+            && self.base.is_some_and(|base| {
+                queueing(self.limit, base, average, error.hypot(self.base_error))
+            })
+        {
+            // The latency a served window held, with no calls piling up: the downstream's
+            // own, before the algorithm reads this window's rejections against an older one.
+            self.rebase_at(average, error);
         }
         let base = self.base.unwrap_or(average);
         let noise = error.hypot(self.base_error);
@@ -1202,16 +1226,7 @@ impl Windowed {
         {
             // Served at a latency that held since the last window: the downstream's own
             // latency now, not a queue (see "A slower downstream at a held latency").
-            self.rebased.get_or_insert(Rebased {
-                base: self.base,
-                base_error: self.base_error,
-                fastest: self.tally.fastest(),
-            });
-            self.base = Some(average);
-            self.base_error = error;
-            self.algorithm.rebase(average);
-            let recent = self.tally.recent().min();
-            self.tally.set_fastest(recent.or(self.tally.fastest()));
+            self.rebase_at(average, error);
         }
         self.cut = (slowed.is_none() && 2 * self.limit <= before)
             .then(|| self.tally.recent().min())
@@ -1226,6 +1241,22 @@ impl Windowed {
 
     pub(crate) fn set(&mut self, limit: usize) {
         self.limit = self.algorithm.set(limit);
+    }
+
+    /// Takes `mean` (with its standard error) as the latency without a queue and the fastest
+    /// recent success as the fastest seen, keeping what they replaced from the first such
+    /// rebase (see "A slower downstream at a held latency").
+    fn rebase_at(&mut self, mean: Duration, error: f64) {
+        self.rebased.get_or_insert(Rebased {
+            base: self.base,
+            base_error: self.base_error,
+            fastest: self.tally.fastest(),
+        });
+        self.base = Some(mean);
+        self.base_error = error;
+        self.algorithm.rebase(mean);
+        let recent = self.tally.recent().min();
+        self.tally.set_fastest(recent.or(self.tally.fastest()));
     }
 
     /// Whether a window whose mean shows a queue owes it to a tail (a share of calls answering
@@ -1767,6 +1798,34 @@ mod tests {
         };
         let limit = window(&mut w, &mut now, 10, ms(2000), false, load).unwrap();
         assert!(limit >= 39, "{limit}");
+    }
+
+    #[test]
+    fn rejections_at_the_latency_a_served_window_held_are_no_queue() {
+        // 20 calls a second stepping from 10 ms to 2 s: the calls in flight fill up to 40
+        // while nothing answers, then a window answers 20 at 2 s with 40 still in flight,
+        // served, and the floor lifts the limit. The next window at the same 2 s turns 2 of
+        // 22 calls away (Poisson peaks at the limit): against the 10 ms from before the step
+        // Vegas read nearly the whole limit queued and cut it to the minimum; the latency the
+        // served window held is the downstream's own, and the limit holds.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let at = |in_flight, rejected| Load {
+            in_flight,
+            rejected,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        for _ in 0..3 {
+            window(&mut w, &mut now, 20, ms(10), false, at(1, 0));
+        }
+        // The silence: too few answers to read, the calls in flight filling up.
+        window(&mut w, &mut now, 5, ms(10), false, at(40, 0));
+        let served = window(&mut w, &mut now, 20, ms(2000), false, at(40, 0)).unwrap();
+        assert!(served >= 40, "{served}");
+        let limit = window(&mut w, &mut now, 20, ms(2000), false, at(40, 2)).unwrap();
+        assert!(limit >= served, "{served} -> {limit}");
     }
 
     #[test]
@@ -2463,6 +2522,7 @@ mod properties {
                 let mut fastest = 5;
                 // The last window's mean and its standard error, if it was not overloaded.
                 let mut last: Option<(f64, f64)> = None;
+                let mut last_served = false;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -2490,6 +2550,25 @@ mod properties {
                         base = mean;
                         base_error = error;
                     }
+                    let f = (limit as f64).log10().floor().max(1.0);
+                    let fastest_recent = latency - spread;
+                    // Whether Vegas's estimate reads the window as a queue against the base.
+                    let reads_queue = |base: f64, base_error: f64| {
+                        let allowance = 3.0 * f64::hypot(error, base_error);
+                        let lowered = if mean - base <= allowance { base } else { mean };
+                        limit as f64 * (1.0 - base / lowered.max(1e-6)) > f
+                    };
+                    // A latency within three standard errors of the last window's mean.
+                    let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
+                    // A window turning calls away at the latency a served window held, that
+                    // Vegas reads as a queue: that latency is the one without a queue (and the
+                    // fastest success the fastest seen) before the algorithm reads the window.
+                    if flat && last_served && share > 0 && !dropped && reads_queue(base, base_error) {
+                        base = mean;
+                        base_error = error;
+                        model.rebase(rtt);
+                        fastest = fastest_recent;
+                    }
                     let allowance = 3.0 * f64::hypot(error, base_error);
                     let lowered = if mean - base <= allowance { base } else { mean };
                     let alone = model.update_within(rtt, allowance / 1000.0, 10, dropped);
@@ -2499,11 +2578,9 @@ mod properties {
                     // A queue delays the fastest recent success too (here the window's
                     // fastest, at 1000 completions a second); one that waits no more than
                     // `f(limit)` calls over the fastest seen shows a tail.
-                    let fastest_recent = latency - spread;
                     if !dropped {
                         fastest = fastest.min(fastest_recent);
                     }
-                    let f = (limit as f64).log10().floor().max(1.0);
                     let tail = !dropped && (fastest_recent - fastest) as f64 <= f;
                     let rose = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f;
                     let queued = rose && !tail;
@@ -2527,7 +2604,6 @@ mod properties {
                     // three standard errors of the last window's, that Vegas reads as a queue:
                     // its mean is the latency without a queue from now on, and its fastest
                     // success the fastest seen.
-                    let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
                     if flat && rose && !dropped && share == 0 {
                         base = mean;
                         base_error = error;
@@ -2535,6 +2611,7 @@ mod properties {
                         fastest = fastest_recent;
                     }
                     last = (!dropped).then_some((mean, error));
+                    last_served = !dropped && share == 0;
                     limit = got;
                 }
             }

@@ -167,7 +167,7 @@
 //! once it is served (no sign of overload), for the windows after it; and, before the
 //! algorithm reads it, when it only turned calls away while the last window was served at
 //! that latency and none of its calls piled up: the first window at a step's new latency is
-//! no held one, and at 10 calls a second of 2 s the next one turning one call of 11 away at
+//! no held one, and at 10 calls a second of 2 s the next one turning one call of 16 away at
 //! the Poisson peaks of its calls in flight was otherwise cut to the minimum. Calls that
 //! then pile up past the count's noise at a held latency (see "A count's noise is no
 //! backlog") are a backlog that latency hides, not the downstream's pace: the latency

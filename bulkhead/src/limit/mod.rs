@@ -351,7 +351,12 @@
 //!   onset, three clients at 1500 calls a second against 11 workers of 10 ms each checked
 //!   their cuts at 25–27 ms while answers still took 44–48 ms, read a slower downstream, and
 //!   held ~55 calls waiting (past the 22 where that downstream serves a fifth less) with the
-//!   queue's latency as their latency without a queue.
+//!   queue's latency as their latency without a queue. A window that closes before the check
+//!   and holds the limit at or under the cut keeps the check pending (a raise above the cut,
+//!   a new cut or a slower downstream's lift replace it): at 10 calls a second stepping to 2 s
+//!   the check comes 4 s after the cut, and the one-second windows closing in between,
+//!   turning calls away at the cut's limit of 3, erased it, which held the limit at 3 for the
+//!   rest of the step (Poisson arrivals, seed 1).
 
 pub(crate) mod aimd;
 mod bounds;
@@ -1228,6 +1233,11 @@ impl Windowed {
             // latency now, not a queue (see "A slower downstream at a held latency").
             self.rebase_at(average, error);
         }
+        // A cut's check waits a round trip, which may outlast the next window: a window that
+        // held the limit at or under the cut keeps it pending.
+        let pending = self
+            .cut
+            .filter(|cut| slowed.is_none() && self.limit <= cut.to);
         self.cut = (slowed.is_none() && 2 * self.limit <= before)
             .then(|| self.tally.recent().min())
             .flatten()
@@ -1235,7 +1245,8 @@ impl Windowed {
                 at: now,
                 to: self.limit,
                 fastest,
-            });
+            })
+            .or(pending);
         Some(self.limit)
     }
 
@@ -2331,6 +2342,36 @@ mod tests {
             finish(&mut w, &mut now, 1, ms(60), after);
         }
         assert_eq!(w.full(now, after, 0, 1000), None);
+    }
+
+    #[test]
+    fn a_cut_s_check_outlasts_a_window_that_held_the_limit() {
+        // 10 calls a second stepping from 10 ms to 2 s, half turned away: Vegas cuts the
+        // limit against 10 ms, and the cut is checked a round trip later, at 4 s. A window of
+        // one second closes in between, still turning calls away at the cut's limit: the
+        // check still comes, and the calls as slow as before lift the limit.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let at = |in_flight, rejected| Load {
+            in_flight,
+            rejected,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        for _ in 0..3 {
+            window(&mut w, &mut now, 10, ms(10), false, at(1, 0));
+        }
+        // The first slow answers, a tail against the fast ones before them.
+        let before = window(&mut w, &mut now, 10, ms(2000), false, at(20, 0)).unwrap();
+        let cut = window(&mut w, &mut now, 10, ms(2000), false, at(20, 10)).unwrap();
+        assert!(2 * cut <= before, "{before} -> {cut}");
+        let held = window(&mut w, &mut now, 10, ms(2000), false, at(20, 10)).unwrap();
+        assert!(held <= cut, "{cut} -> {held}");
+        now += Duration::from_secs(3);
+        finish(&mut w, &mut now, 5, ms(2000), held);
+        let lifted = w.full(now, held, 0, 1000);
+        assert!(lifted.is_some_and(|l| l >= 20), "{held} -> {lifted:?}");
     }
 
     #[test]

@@ -148,6 +148,33 @@
 //! past the noise (5 % of 1000 a second: 50 a window against `3 × √(2 × 1000 × 0.01) = 13`),
 //! and so do 10 calls a second of 2 s that leave 40 in flight where 20 were (20 against 13.4).
 //!
+//! # A slower downstream at a held latency
+//!
+//! A downstream that got uniformly slower while the limit did not bind completes what it is
+//! offered, so its completions do not fall and the rule below that reads a slower downstream
+//! from them never fires: the latency without a queue stays the one from before the step,
+//! and once the recent successes are all slow, any window that is not served (Poisson peaks
+//! of the calls in flight finding the limit full, a count's noise past 5 %) reads as a queue
+//! of nearly the whole limit, which Vegas cuts to its minimum. At 10 calls a second stepping
+//! from 10 ms to 2 s with arrivals at random, every client of 30 met such windows: 2 s of
+//! calls turned away each time, until a cut's check lifted the limit back.
+//!
+//! A queue that builds raises the latency window after window; one behind our own calls or a
+//! fleet's that stands still leaves calls piling up in flight. So a window at a mean within
+//! three standard errors of the last window's (the latency held), without a drop, that
+//! Vegas's estimate reads as a queue, takes that mean as the latency without a queue, and its
+//! fastest recent success as the fastest seen: the downstream's own latency now. It does so
+//! once it is served (no sign of overload), for the windows after it; and, before the
+//! algorithm reads it, when it only turned calls away while the last window was served at
+//! that latency and none of its calls piled up: the first window at a step's new latency is
+//! no held one, and at 10 calls a second of 2 s the next one turning one call of 16 away at
+//! the Poisson peaks of its calls in flight was otherwise cut to the minimum. Calls that
+//! then pile up past the count's noise at a held latency (see "A count's noise is no
+//! backlog") are a backlog that latency hides, not the downstream's pace: the latency
+//! without a queue and the fastest seen go back to what they were before the first such
+//! rebase, and the algorithm cuts from there, as without it. A latency that falls below the
+//! base lowers it as before.
+//!
 //! # The first window's censored tail
 //!
 //! The first window opens with few calls in flight (the guess's at most), so the calls it
@@ -324,7 +351,12 @@
 //!   onset, three clients at 1500 calls a second against 11 workers of 10 ms each checked
 //!   their cuts at 25–27 ms while answers still took 44–48 ms, read a slower downstream, and
 //!   held ~55 calls waiting (past the 22 where that downstream serves a fifth less) with the
-//!   queue's latency as their latency without a queue.
+//!   queue's latency as their latency without a queue. A window that closes before the check
+//!   and holds the limit at or under the cut keeps the check pending (a raise above the cut,
+//!   a new cut or a slower downstream's lift replace it): at 10 calls a second stepping to 2 s
+//!   the check comes 4 s after the cut, and the one-second windows closing in between,
+//!   turning calls away at the cut's limit of 3, erased it, which held the limit at 3 for the
+//!   rest of the step (Poisson arrivals, seed 1).
 
 pub(crate) mod aimd;
 mod bounds;
@@ -510,6 +542,20 @@ pub(crate) struct Windowed {
     cut: Option<Cut>,
     /// The algorithm's maximum.
     max: usize,
+    /// What a rebase at a served, held latency replaced, to go back to if calls pile up at
+    /// that latency (see "A slower downstream at a held latency").
+    rebased: Option<Rebased>,
+    /// The last window was served.
+    served: bool,
+}
+
+/// The latency without a queue, its standard error and the fastest success seen, before a
+/// rebase at a served, held latency.
+#[derive(Debug, Clone, Copy)]
+struct Rebased {
+    base: Option<Duration>,
+    base_error: f64,
+    fastest: Option<Duration>,
 }
 
 /// A cut to half the limit or less. If the calls let in after it are no faster, the latency
@@ -641,6 +687,8 @@ struct Demand {
     floor: usize,
     /// No sign of overload: nearly every arrival finished.
     served: bool,
+    /// The calls let in did not finish as fast as they came: they piled up in flight.
+    backlog: bool,
     /// The limit itself turned calls away, while those it admitted finished as fast as they
     /// came.
     limited: bool,
@@ -694,6 +742,7 @@ fn demand(
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
+        backlog: !keeps_up(admitted),
         limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
         pace: Pace {
             completed: finished as f64 / elapsed.as_secs_f64(),
@@ -742,6 +791,8 @@ impl Windowed {
             probe: None,
             cut: None,
             max: config.max(),
+            rebased: None,
+            served: false,
         }
     }
 
@@ -1026,15 +1077,6 @@ impl Windowed {
             self.base = Some(average);
             self.base_error = error;
         }
-        let base = self.base.unwrap_or(average);
-        let noise = error.hypot(self.base_error);
-        let before = self.limit;
-        let limit = self.algorithm.update_within(
-            average,
-            NOISE_DEVIATIONS * noise,
-            w.max_in_flight.min(before),
-            w.dropped,
-        );
         // A mean within its noise of the last window's: the latency held.
         let flat = self.last.is_some_and(|last| {
             average.as_secs_f64() - last.mean.as_secs_f64()
@@ -1056,6 +1098,44 @@ impl Windowed {
             }
             _ => None,
         };
+        let last_served = std::mem::replace(
+            &mut self.served,
+            !w.dropped && demand.is_some_and(|d| d.served),
+        );
+        // Calls piling up at a latency taken as the downstream's own: a backlog at a held
+        // latency, which the base from before the rebase shows as a queue.
+        if flat
+            && demand.is_some_and(|d| d.backlog)
+            && let Some(r) = self.rebased.take()
+        {
+            self.base = r.base;
+            self.base_error = r.base_error;
+            self.tally.set_fastest(r.fastest);
+            if let Some(base) = r.base {
+                self.algorithm.rebase(base);
+            }
+        } else if flat
+            && last_served
+            && !w.dropped
+            && self.probe.is_none()
+            && demand.is_some_and(|d| !d.served && !d.backlog)
+            && self.base.is_some_and(|base| {
+                queueing(self.limit, base, average, error.hypot(self.base_error))
+            })
+        {
+            // The latency a served window held, with no calls piling up: the downstream's
+            // own, before the algorithm reads this window's rejections against an older one.
+            self.rebase_at(average, error);
+        }
+        let base = self.base.unwrap_or(average);
+        let noise = error.hypot(self.base_error);
+        let before = self.limit;
+        let limit = self.algorithm.update_within(
+            average,
+            NOISE_DEVIATIONS * noise,
+            w.max_in_flight.min(before),
+            w.dropped,
+        );
         let last = std::mem::replace(&mut self.last, demand.map(|d| d.pace));
         self.drain = match (last, demand) {
             (Some(last), Some(d)) => d.pace.completed.max(last.completed),
@@ -1141,6 +1221,23 @@ impl Windowed {
                 target: d.pace.completed * (1.0 + (raise - 1.0) / 2.0).min(PROBE_GAIN),
             });
         }
+        if slowed.is_some() {
+            self.rebased = None;
+        } else if flat
+            && rose
+            && !w.dropped
+            && self.probe.is_none()
+            && demand.is_some_and(|d| d.served)
+        {
+            // Served at a latency that held since the last window: the downstream's own
+            // latency now, not a queue (see "A slower downstream at a held latency").
+            self.rebase_at(average, error);
+        }
+        // A cut's check waits a round trip, which may outlast the next window: a window that
+        // held the limit at or under the cut keeps it pending.
+        let pending = self
+            .cut
+            .filter(|cut| slowed.is_none() && self.limit <= cut.to);
         self.cut = (slowed.is_none() && 2 * self.limit <= before)
             .then(|| self.tally.recent().min())
             .flatten()
@@ -1148,12 +1245,29 @@ impl Windowed {
                 at: now,
                 to: self.limit,
                 fastest,
-            });
+            })
+            .or(pending);
         Some(self.limit)
     }
 
     pub(crate) fn set(&mut self, limit: usize) {
         self.limit = self.algorithm.set(limit);
+    }
+
+    /// Takes `mean` (with its standard error) as the latency without a queue and the fastest
+    /// recent success as the fastest seen, keeping what they replaced from the first such
+    /// rebase (see "A slower downstream at a held latency").
+    fn rebase_at(&mut self, mean: Duration, error: f64) {
+        self.rebased.get_or_insert(Rebased {
+            base: self.base,
+            base_error: self.base_error,
+            fastest: self.tally.fastest(),
+        });
+        self.base = Some(mean);
+        self.base_error = error;
+        self.algorithm.rebase(mean);
+        let recent = self.tally.recent().min();
+        self.tally.set_fastest(recent.or(self.tally.fastest()));
     }
 
     /// Whether a window whose mean shows a queue owes it to a tail (a share of calls answering
@@ -1680,6 +1794,52 @@ mod tests {
     }
 
     #[test]
+    fn a_latency_served_and_held_is_the_downstream_s_own() {
+        // 10 calls a second at 2 s, served at the floor (39) window after window: 2 s is the
+        // latency without a queue now. A window at that latency in which Poisson peaks of the
+        // calls in flight found the limit full (5 of 15 turned away) is no queue: the limit
+        // holds. Against the 10 ms from before the step Vegas read 39 x (1 - 0.01 / 2) queued
+        // and cut the limit to 3.
+        let (mut w, mut now, limit) = slower_at_10_a_second();
+        assert_eq!(limit, 39);
+        let load = Load {
+            in_flight: 20,
+            rejected: 5,
+            ..Load::default()
+        };
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, load).unwrap();
+        assert!(limit >= 39, "{limit}");
+    }
+
+    #[test]
+    fn rejections_at_the_latency_a_served_window_held_are_no_queue() {
+        // 20 calls a second stepping from 10 ms to 2 s: the calls in flight fill up to 40
+        // while nothing answers, then a window answers 20 at 2 s with 40 still in flight,
+        // served, and the floor lifts the limit. The next window at the same 2 s turns 2 of
+        // 22 calls away (Poisson peaks at the limit): against the 10 ms from before the step
+        // Vegas read nearly the whole limit queued and cut it to the minimum; the latency the
+        // served window held is the downstream's own, and the limit holds.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let at = |in_flight, rejected| Load {
+            in_flight,
+            rejected,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        for _ in 0..3 {
+            window(&mut w, &mut now, 20, ms(10), false, at(1, 0));
+        }
+        // The silence: too few answers to read, the calls in flight filling up.
+        window(&mut w, &mut now, 5, ms(10), false, at(40, 0));
+        let served = window(&mut w, &mut now, 20, ms(2000), false, at(40, 0)).unwrap();
+        assert!(served >= 40, "{served}");
+        let limit = window(&mut w, &mut now, 20, ms(2000), false, at(40, 2)).unwrap();
+        assert!(limit >= served, "{served} -> {limit}");
+    }
+
+    #[test]
     fn slow_start_ends_at_the_first_sign_of_queueing_and_then_stops_at_half_that_limit() {
         let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
         let (mut w, mut now) = opened(&config, 20);
@@ -2185,6 +2345,36 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_s_check_outlasts_a_window_that_held_the_limit() {
+        // 10 calls a second stepping from 10 ms to 2 s, half turned away: Vegas cuts the
+        // limit against 10 ms, and the cut is checked a round trip later, at 4 s. A window of
+        // one second closes in between, still turning calls away at the cut's limit: the
+        // check still comes, and the calls as slow as before lift the limit.
+        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
+        let mut w = Windowed::new(&config, Duration::from_secs(1));
+        let mut now = Instant::now();
+        let at = |in_flight, rejected| Load {
+            in_flight,
+            rejected,
+            ..Load::default()
+        };
+        w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        for _ in 0..3 {
+            window(&mut w, &mut now, 10, ms(10), false, at(1, 0));
+        }
+        // The first slow answers, a tail against the fast ones before them.
+        let before = window(&mut w, &mut now, 10, ms(2000), false, at(20, 0)).unwrap();
+        let cut = window(&mut w, &mut now, 10, ms(2000), false, at(20, 10)).unwrap();
+        assert!(2 * cut <= before, "{before} -> {cut}");
+        let held = window(&mut w, &mut now, 10, ms(2000), false, at(20, 10)).unwrap();
+        assert!(held <= cut, "{cut} -> {held}");
+        now += Duration::from_secs(3);
+        finish(&mut w, &mut now, 5, ms(2000), held);
+        let lifted = w.full(now, held, 0, 1000);
+        assert!(lifted.is_some_and(|l| l >= 20), "{held} -> {lifted:?}");
+    }
+
+    #[test]
     fn a_cut_that_lowered_the_latency_was_a_queue() {
         let (mut w, mut now, _, after) = cut();
         finish(&mut w, &mut now, 80, ms(14), after);
@@ -2371,6 +2561,9 @@ mod properties {
                 let mut threshold = usize::MAX;
                 // The opening success took 5 ms.
                 let mut fastest = 5;
+                // The last window's mean and its standard error, if it was not overloaded.
+                let mut last: Option<(f64, f64)> = None;
+                let mut last_served = false;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -2398,6 +2591,25 @@ mod properties {
                         base = mean;
                         base_error = error;
                     }
+                    let f = (limit as f64).log10().floor().max(1.0);
+                    let fastest_recent = latency - spread;
+                    // Whether Vegas's estimate reads the window as a queue against the base.
+                    let reads_queue = |base: f64, base_error: f64| {
+                        let allowance = 3.0 * f64::hypot(error, base_error);
+                        let lowered = if mean - base <= allowance { base } else { mean };
+                        limit as f64 * (1.0 - base / lowered.max(1e-6)) > f
+                    };
+                    // A latency within three standard errors of the last window's mean.
+                    let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
+                    // A window turning calls away at the latency a served window held, that
+                    // Vegas reads as a queue: that latency is the one without a queue (and the
+                    // fastest success the fastest seen) before the algorithm reads the window.
+                    if flat && last_served && share > 0 && !dropped && reads_queue(base, base_error) {
+                        base = mean;
+                        base_error = error;
+                        model.rebase(rtt);
+                        fastest = fastest_recent;
+                    }
                     let allowance = 3.0 * f64::hypot(error, base_error);
                     let lowered = if mean - base <= allowance { base } else { mean };
                     let alone = model.update_within(rtt, allowance / 1000.0, 10, dropped);
@@ -2407,13 +2619,12 @@ mod properties {
                     // A queue delays the fastest recent success too (here the window's
                     // fastest, at 1000 completions a second); one that waits no more than
                     // `f(limit)` calls over the fastest seen shows a tail.
-                    let fastest_recent = latency - spread;
                     if !dropped {
                         fastest = fastest.min(fastest_recent);
                     }
-                    let f = (limit as f64).log10().floor().max(1.0);
                     let tail = !dropped && (fastest_recent - fastest) as f64 <= f;
-                    let queued = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f && !tail;
+                    let rose = limit as f64 * (1.0 - base / lowered.max(1e-6)) > f;
+                    let queued = rose && !tail;
                     let lift = match (dropped, share) {
                         (true, _) => 0,
                         (false, 0) => floor,
@@ -2430,6 +2641,18 @@ mod properties {
                     if share > 0 {
                         prop_assert!(got <= alone.max(2 * limit), "{limit} -> {got}");
                     }
+                    // A window served (nothing turned away, nothing dropped) at a mean within
+                    // three standard errors of the last window's, that Vegas reads as a queue:
+                    // its mean is the latency without a queue from now on, and its fastest
+                    // success the fastest seen.
+                    if flat && rose && !dropped && share == 0 {
+                        base = mean;
+                        base_error = error;
+                        model.rebase(rtt);
+                        fastest = fastest_recent;
+                    }
+                    last = (!dropped).then_some((mean, error));
+                    last_served = !dropped && share == 0;
                     limit = got;
                 }
             }

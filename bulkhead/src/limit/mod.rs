@@ -1748,22 +1748,35 @@ mod tests {
     /// second, each answering 10 calls with 20 in flight, until the recent successes are all
     /// slow. Returns it with the limit the last of those windows set.
     fn slower_at_10_a_second() -> (Windowed, Instant, usize) {
+        let (mut w, mut now) = vegas_at_10ms(10);
+        let mut limit = 0;
+        for _ in 0..5 {
+            limit = window(&mut w, &mut now, 10, ms(2000), false, at(20, 0)).unwrap();
+        }
+        (w, now, limit)
+    }
+
+    /// A Vegas limit (a guess of 20) over windows of one second, after three windows of
+    /// `calls` answers at 10 ms with one call in flight.
+    fn vegas_at_10ms(calls: u64) -> (Windowed, Instant) {
         let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
         let mut w = Windowed::new(&config, Duration::from_secs(1));
         let mut now = Instant::now();
-        let at = |in_flight| Load {
-            in_flight,
-            ..Load::default()
-        };
-        w.sample(now, ms(10), 1, false, false, || at(1));
+        w.sample(now, ms(10), 1, false, false, || at(1, 0));
         for _ in 0..3 {
-            window(&mut w, &mut now, 10, ms(10), false, at(1));
+            window(&mut w, &mut now, calls, ms(10), false, at(1, 0));
         }
-        let mut limit = 0;
-        for _ in 0..5 {
-            limit = window(&mut w, &mut now, 10, ms(2000), false, at(20)).unwrap();
+        (w, now)
+    }
+
+    /// What the bulkhead reports at a window's close: `in_flight` calls, `rejected` of its
+    /// calls turned away.
+    fn at(in_flight: usize, rejected: u64) -> Load {
+        Load {
+            in_flight,
+            rejected,
+            ..Load::default()
         }
-        (w, now, limit)
     }
 
     #[test]
@@ -1777,19 +1790,15 @@ mod tests {
         // (1.25 x 22 + 3 x sqrt(22) = 42).
         let (mut w, mut now, limit) = slower_at_10_a_second();
         assert_eq!(limit, 39);
-        let at = |in_flight| Load {
-            in_flight,
-            ..Load::default()
-        };
         let threshold = w.threshold;
         assert_eq!(
-            window(&mut w, &mut now, 10, ms(2000), false, at(21)),
+            window(&mut w, &mut now, 10, ms(2000), false, at(21, 0)),
             Some(42)
         );
         assert_eq!(w.threshold, threshold);
         // 20 calls piling up at the same latency are past the noise: a backlog.
         let (mut w, mut now, _) = slower_at_10_a_second();
-        let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40)).unwrap();
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40, 0)).unwrap();
         assert!(limit < 20, "{limit}");
     }
 
@@ -1802,12 +1811,7 @@ mod tests {
         // and cut the limit to 3.
         let (mut w, mut now, limit) = slower_at_10_a_second();
         assert_eq!(limit, 39);
-        let load = Load {
-            in_flight: 20,
-            rejected: 5,
-            ..Load::default()
-        };
-        let limit = window(&mut w, &mut now, 10, ms(2000), false, load).unwrap();
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, at(20, 5)).unwrap();
         assert!(limit >= 39, "{limit}");
     }
 
@@ -1819,18 +1823,7 @@ mod tests {
         // 22 calls away (Poisson peaks at the limit): against the 10 ms from before the step
         // Vegas read nearly the whole limit queued and cut it to the minimum; the latency the
         // served window held is the downstream's own, and the limit holds.
-        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
-        let mut w = Windowed::new(&config, Duration::from_secs(1));
-        let mut now = Instant::now();
-        let at = |in_flight, rejected| Load {
-            in_flight,
-            rejected,
-            ..Load::default()
-        };
-        w.sample(now, ms(10), 1, false, false, || at(1, 0));
-        for _ in 0..3 {
-            window(&mut w, &mut now, 20, ms(10), false, at(1, 0));
-        }
+        let (mut w, mut now) = vegas_at_10ms(20);
         // The silence: too few answers to read, the calls in flight filling up.
         window(&mut w, &mut now, 5, ms(10), false, at(40, 0));
         let served = window(&mut w, &mut now, 20, ms(2000), false, at(40, 0)).unwrap();
@@ -2350,18 +2343,7 @@ mod tests {
         // limit against 10 ms, and the cut is checked a round trip later, at 4 s. A window of
         // one second closes in between, still turning calls away at the cut's limit: the
         // check still comes, and the calls as slow as before lift the limit.
-        let config = AdaptiveLimit::Vegas(VegasConfig::new().initial(20).max(1000));
-        let mut w = Windowed::new(&config, Duration::from_secs(1));
-        let mut now = Instant::now();
-        let at = |in_flight, rejected| Load {
-            in_flight,
-            rejected,
-            ..Load::default()
-        };
-        w.sample(now, ms(10), 1, false, false, || at(1, 0));
-        for _ in 0..3 {
-            window(&mut w, &mut now, 10, ms(10), false, at(1, 0));
-        }
+        let (mut w, mut now) = vegas_at_10ms(10);
         // The first slow answers, a tail against the fast ones before them.
         let before = window(&mut w, &mut now, 10, ms(2000), false, at(20, 0)).unwrap();
         let cut = window(&mut w, &mut now, 10, ms(2000), false, at(20, 10)).unwrap();

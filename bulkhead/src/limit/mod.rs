@@ -148,6 +148,30 @@
 //! past the noise (5 % of 1000 a second: 50 a window against `3 × √(2 × 1000 × 0.01) = 13`),
 //! and so do 10 calls a second of 2 s that leave 40 in flight where 20 were (20 against 13.4).
 //!
+//! # Nothing answered yet is no backlog
+//!
+//! When the latency steps up, the calls in flight rise to Little's law at the new latency
+//! before any of them can answer: at 20 calls a second stepping from 10 ms to 3 s, the window
+//! holding the step answered 13 calls at 10 ms, heard nothing for 3 s, and closed at the first
+//! slow answer with 20 in flight where 1 was (the limit full, 42 turned away). That is a real
+//! rise, not a count's noise, and it read as a backlog: slow start's threshold went to half
+//! the limit (10), the next window (a tail, its fastest answers still at 10 ms) lifted the
+//! limit only to it while Little's law asked 60, and Vegas cut it to 3 once the recent
+//! successes were all slow (the lab's scratch `3 s, 600/s [30]`: 0.42 against 0.95).
+//!
+//! A call let in after the latency rose cannot have answered before that latency has passed.
+//! So the backlog test (and `limited`, the limit turning calls away while those it admitted
+//! keep up) counts as at work the calls left in flight up to the window's admissions a second
+//! times the rise of the slowest of the last 16 to 32 successes over the last window's mean
+//! (at most the window's length): Little's law over the rise. The window is still not served
+//! (the floor does not lift the limit on calls that have not answered), and Vegas still reads
+//! its mean. Calls that hang past the latency the downstream has shown are no part of the rise
+//! and stay a backlog, and so do calls that pile up at a latency that held (the slowest recent
+//! success no slower than the last mean: 20 calls piling up at 2 s where 20 were). A queue
+//! whose answers come slower window after window satisfies Little's law too, its calls in
+//! flight those that came since the latest answer's call; its rising mean is what Vegas reads
+//! and cuts (a queue delays the fastest answers too: no tail), with the threshold set as before.
+//!
 //! # A slower downstream at a held latency
 //!
 //! A downstream that got uniformly slower while the limit did not bind completes what it is
@@ -701,15 +725,17 @@ struct Demand {
 /// standard error. In the `first` window the calls in flight rise from the start's few to
 /// those at work, which the backlog test excuses (see "The first window's censored tail"); in
 /// a `flat` one (the latency held since the last window) the calls left in flight within the
-/// count's noise count as answered (see "A count's noise is no backlog").
+/// count's noise count as answered (see "A count's noise is no backlog"); with the slowest
+/// recent success and the last window's mean `shown`, the calls let in within the latency's
+/// rise are no backlog (see "Nothing answered yet is no backlog").
 fn demand(
-    elapsed: Duration,
+    (elapsed, in_flight_before): (Duration, usize),
     finished: u64,
-    in_flight_before: usize,
     load: Load,
     (mean, error): (Duration, f64),
     first: bool,
     flat: bool,
+    shown: Option<(Duration, Duration)>,
 ) -> Option<Demand> {
     // Cancelled calls left without an answer: neither served nor piling up, but they held
     // their slots, which Little's law counts.
@@ -737,13 +763,25 @@ fn demand(
     } else {
         0.0
     };
+    // Calls admitted within the latency the downstream has shown could not have answered yet:
+    // Little's law at that latency over the last window's mean puts them at work, not in a
+    // backlog (see "Nothing answered yet is no backlog").
+    let young = shown.map_or(0.0, |(slowest, last)| {
+        let piled = load.in_flight.saturating_sub(in_flight_before) as f64;
+        let rise = slowest.saturating_sub(last).min(elapsed).as_secs_f64();
+        piled.min(admitted as f64 / elapsed.as_secs_f64() * rise)
+    });
     let keeps_up =
         |n: u64| finished as f64 + at_work + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
+    let at_work_young = |n: u64| {
+        finished as f64 + at_work.max(young) + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64
+    };
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
-        backlog: !keeps_up(admitted),
-        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
+        backlog: !at_work_young(admitted),
+        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64
+            && at_work_young(admitted),
         pace: Pace {
             completed: finished as f64 / elapsed.as_secs_f64(),
             offered: rate,
@@ -1086,14 +1124,19 @@ impl Windowed {
             Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
                 let mean = (average, error);
+                let shown = self
+                    .tally
+                    .recent()
+                    .slowest()
+                    .zip(self.last.map(|last| last.mean));
                 demand(
-                    elapsed,
+                    (elapsed, in_flight_before),
                     w.finished,
-                    in_flight_before,
                     load,
                     mean,
                     first,
                     flat,
+                    shown,
                 )
             }
             _ => None,
@@ -1803,6 +1846,31 @@ mod tests {
     }
 
     #[test]
+    fn calls_that_could_not_have_answered_yet_are_no_backlog() {
+        // 10 calls a second of 10 ms (the guess, 20, never binds), then every call 3 s: a
+        // window answers 13 calls at 10 ms, hears nothing for 3 s, and closes at the first
+        // slow answer with 20 in flight where 1 was (16 turned away at the full limit). Those
+        // 19 calls came within the 3 s just shown, when Little's law puts 27 at work: none
+        // could have answered. Read as a backlog, the window set slow start's threshold to
+        // half the limit (10), and the next window at 3 s, its fastest recent answers still
+        // at 10 ms (a tail), lifted the limit only to that threshold.
+        let (mut w, mut now) = vegas_at_10ms(10);
+        for _ in 0..13 {
+            now += ms(50);
+            w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        }
+        now += ms(3000);
+        w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        assert_eq!(w.threshold, usize::MAX);
+        let limit = window(&mut w, &mut now, 10, ms(3000), false, at(20, 10)).unwrap();
+        assert!(limit >= 40, "{limit}");
+        // 20 calls piling up at a latency that held are still a backlog.
+        let (mut w, mut now, _) = slower_at_10_a_second();
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40, 0)).unwrap();
+        assert!(limit < 20, "{limit}");
+    }
+
+    #[test]
     fn a_latency_served_and_held_is_the_downstream_s_own() {
         // 10 calls a second at 2 s, served at the floor (39) window after window: 2 s is the
         // latency without a queue now. A window at that latency in which Poisson peaks of the
@@ -2034,7 +2102,7 @@ mod tests {
             cancelled_time: ms(5000),
             ..Load::default()
         };
-        let d = demand(ms(1000), 950, 10, load, (ms(10), 0.0), false, false).unwrap();
+        let d = demand((ms(1000), 10), 950, load, (ms(10), 0.0), false, false, None).unwrap();
         assert_eq!(d.floor, 30);
         assert!(d.served);
     }
@@ -2047,7 +2115,7 @@ mod tests {
             rejected: 4,
             ..Load::default()
         };
-        let d = demand(ms(100), 100, 10, load, (ms(50), 0.0), false, false).unwrap();
+        let d = demand((ms(100), 10), 100, load, (ms(50), 0.0), false, false, None).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
         assert_eq!(d.floor, 87);
         assert!(d.served && !d.limited);

@@ -190,9 +190,15 @@
 //! fastest recent success as the fastest seen: the downstream's own latency now. It does so
 //! once it is served (no sign of overload), for the windows after it; and, before the
 //! algorithm reads it, when it only turned calls away while the last window was served at
-//! that latency and none of its calls piled up: the first window at a step's new latency is
-//! no held one, and at 10 calls a second of 2 s the next one turning one call of 16 away at
-//! the Poisson peaks of its calls in flight was otherwise cut to the minimum. Calls that
+//! that latency, or only turned calls away at a mean that stepped up past 1.5 × the window's
+//! before (the slower-downstream rule's rise) and that its fastest answers showed was a tail,
+//! and none of its calls piled up: the first window at a step's new latency is no held one,
+//! and at 10 calls a second of 2 s the next one turning one call of 16 away at the Poisson
+//! peaks of its calls in flight was otherwise cut to the minimum; at 20 calls a second of 3 s
+//! no window is served before that (Little's law asks 60, slow start's first lift gives 40),
+//! and the window after the step's tail window, its recent successes all slow, was cut from
+//! 40 to 3 (the lab's scratch `3 s, 600/s [30]`). A queue that builds delays the fastest
+//! answers too (no tail), and one that stands still does not step its mean up. Calls that
 //! then pile up past the count's noise at a held latency (see "A count's noise is no
 //! backlog") are a backlog that latency hides, not the downstream's pace: the latency
 //! without a queue and the fastest seen go back to what they were before the first such
@@ -571,6 +577,9 @@ pub(crate) struct Windowed {
     rebased: Option<Rebased>,
     /// The last window was served.
     served: bool,
+    /// The last window's latency stepped up past the last but one's, at a mean its fastest
+    /// answers showed was a tail, while it only turned calls away.
+    stepped: bool,
 }
 
 /// The latency without a queue, its standard error and the fastest success seen, before a
@@ -831,6 +840,7 @@ impl Windowed {
             max: config.max(),
             rebased: None,
             served: false,
+            stepped: false,
         }
     }
 
@@ -1158,7 +1168,7 @@ impl Windowed {
                 self.algorithm.rebase(base);
             }
         } else if flat
-            && last_served
+            && (last_served || self.stepped)
             && !w.dropped
             && self.probe.is_none()
             && demand.is_some_and(|d| !d.served && !d.backlog)
@@ -1231,6 +1241,10 @@ impl Windowed {
         let rose = queueing(before, base, average, noise);
         let tail = rose && demand.is_some_and(|d| self.only_a_tail(now, d.pace.completed, before));
         let queued = slowed.is_none() && !at_max && rose && !tail;
+        self.stepped = tail
+            && demand.is_some_and(|d| d.limited)
+            && last
+                .is_some_and(|last| average.as_secs_f64() > LATENCY_RISE * last.mean.as_secs_f64());
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
             (None, Some(d)) if d.served || at_max => d.floor,
@@ -1868,6 +1882,27 @@ mod tests {
         let (mut w, mut now, _) = slower_at_10_a_second();
         let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40, 0)).unwrap();
         assert!(limit < 20, "{limit}");
+    }
+
+    #[test]
+    fn a_latency_a_step_s_tail_window_showed_and_the_next_held_is_the_downstream_s_own() {
+        // As above: 10 calls a second stepping from 10 ms to 3 s, the step's window, then a
+        // window at 3 s turning 10 of 20 away whose fastest recent answers still took 10 ms (a
+        // tail: slow start lifted the limit to 40). The next window holds 3 s, turns 10 of 20
+        // away again, and its recent successes are all slow: against the 10 ms from before the
+        // step Vegas read nearly the whole limit queued and cut it to 3. The latency the tail
+        // window stepped up to and this one held is the downstream's own: the limit holds.
+        let (mut w, mut now) = vegas_at_10ms(10);
+        for _ in 0..13 {
+            now += ms(50);
+            w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        }
+        now += ms(3000);
+        w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        let tail = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();
+        assert!(tail >= 40, "{tail}");
+        let limit = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();
+        assert!(limit >= tail, "{tail} -> {limit}");
     }
 
     #[test]
@@ -2614,6 +2649,7 @@ mod properties {
                 // The last window's mean and its standard error, if it was not overloaded.
                 let mut last: Option<(f64, f64)> = None;
                 let mut last_served = false;
+                let mut last_stepped = false;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -2651,10 +2687,17 @@ mod properties {
                     };
                     // A latency within three standard errors of the last window's mean.
                     let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
-                    // A window turning calls away at the latency a served window held, that
-                    // Vegas reads as a queue: that latency is the one without a queue (and the
-                    // fastest success the fastest seen) before the algorithm reads the window.
-                    if flat && last_served && share > 0 && !dropped && reads_queue(base, base_error) {
+                    // A window turning calls away at the latency a served window held, or one
+                    // that turned calls away at a tail's mean stepped up past 1.5 × the window
+                    // before it, that Vegas reads as a queue: that latency is the one without a
+                    // queue (and the fastest success the fastest seen) before the algorithm
+                    // reads the window.
+                    if flat
+                        && (last_served || last_stepped)
+                        && share > 0
+                        && !dropped
+                        && reads_queue(base, base_error)
+                    {
                         base = mean;
                         base_error = error;
                         model.rebase(rtt);
@@ -2701,6 +2744,10 @@ mod properties {
                         model.rebase(rtt);
                         fastest = fastest_recent;
                     }
+                    last_stepped = rose
+                        && tail
+                        && share > 0
+                        && last.is_some_and(|(m, _)| mean > 1.5 * m);
                     last = (!dropped).then_some((mean, error));
                     last_served = !dropped && share == 0;
                     limit = got;

@@ -148,6 +148,30 @@
 //! past the noise (5 % of 1000 a second: 50 a window against `3 × √(2 × 1000 × 0.01) = 13`),
 //! and so do 10 calls a second of 2 s that leave 40 in flight where 20 were (20 against 13.4).
 //!
+//! # Nothing answered yet is no backlog
+//!
+//! When the latency steps up, the calls in flight rise to Little's law at the new latency
+//! before any of them can answer: at 20 calls a second stepping from 10 ms to 3 s, the window
+//! holding the step answered 13 calls at 10 ms, heard nothing for 3 s, and closed at the first
+//! slow answer with 20 in flight where 1 was (the limit full, 42 turned away). That is a real
+//! rise, not a count's noise, and it read as a backlog: slow start's threshold went to half
+//! the limit (10), the next window (a tail, its fastest answers still at 10 ms) lifted the
+//! limit only to it while Little's law asked 60, and Vegas cut it to 3 once the recent
+//! successes were all slow (the lab's scratch `3 s, 600/s [30]`: 0.42 against 0.95).
+//!
+//! A call let in after the latency rose cannot have answered before that latency has passed.
+//! So the backlog test (and `limited`, the limit turning calls away while those it admitted
+//! keep up) counts as at work the calls left in flight up to the window's admissions a second
+//! times the rise of the slowest of the last 16 to 32 successes over the last window's mean
+//! (at most the window's length): Little's law over the rise. The window is still not served
+//! (the floor does not lift the limit on calls that have not answered), and Vegas still reads
+//! its mean. Calls that hang past the latency the downstream has shown are no part of the rise
+//! and stay a backlog, and so do calls that pile up at a latency that held (the slowest recent
+//! success no slower than the last mean: 20 calls piling up at 2 s where 20 were). A queue
+//! whose answers come slower window after window satisfies Little's law too, its calls in
+//! flight those that came since the latest answer's call; its rising mean is what Vegas reads
+//! and cuts (a queue delays the fastest answers too: no tail), with the threshold set as before.
+//!
 //! # A slower downstream at a held latency
 //!
 //! A downstream that got uniformly slower while the limit did not bind completes what it is
@@ -166,9 +190,15 @@
 //! fastest recent success as the fastest seen: the downstream's own latency now. It does so
 //! once it is served (no sign of overload), for the windows after it; and, before the
 //! algorithm reads it, when it only turned calls away while the last window was served at
-//! that latency and none of its calls piled up: the first window at a step's new latency is
-//! no held one, and at 10 calls a second of 2 s the next one turning one call of 16 away at
-//! the Poisson peaks of its calls in flight was otherwise cut to the minimum. Calls that
+//! that latency, or only turned calls away at a mean that stepped up past 1.5 × the window's
+//! before (the slower-downstream rule's rise) and that its fastest answers showed was a tail,
+//! and none of its calls piled up: the first window at a step's new latency is no held one,
+//! and at 10 calls a second of 2 s the next one turning one call of 16 away at the Poisson
+//! peaks of its calls in flight was otherwise cut to the minimum; at 20 calls a second of 3 s
+//! no window is served before that (Little's law asks 60, slow start's first lift gives 40),
+//! and the window after the step's tail window, its recent successes all slow, was cut from
+//! 40 to 3 (the lab's scratch `3 s, 600/s [30]`). A queue that builds delays the fastest
+//! answers too (no tail), and one that stands still does not step its mean up. Calls that
 //! then pile up past the count's noise at a held latency (see "A count's noise is no
 //! backlog") are a backlog that latency hides, not the downstream's pace: the latency
 //! without a queue and the fastest seen go back to what they were before the first such
@@ -547,6 +577,9 @@ pub(crate) struct Windowed {
     rebased: Option<Rebased>,
     /// The last window was served.
     served: bool,
+    /// The last window's latency stepped up past the last but one's, at a mean its fastest
+    /// answers showed was a tail, while it only turned calls away.
+    stepped: bool,
 }
 
 /// The latency without a queue, its standard error and the fastest success seen, before a
@@ -701,15 +734,17 @@ struct Demand {
 /// standard error. In the `first` window the calls in flight rise from the start's few to
 /// those at work, which the backlog test excuses (see "The first window's censored tail"); in
 /// a `flat` one (the latency held since the last window) the calls left in flight within the
-/// count's noise count as answered (see "A count's noise is no backlog").
+/// count's noise count as answered (see "A count's noise is no backlog"); with the slowest
+/// recent success and the last window's mean `shown`, the calls let in within the latency's
+/// rise are no backlog (see "Nothing answered yet is no backlog").
 fn demand(
-    elapsed: Duration,
+    (elapsed, in_flight_before): (Duration, usize),
     finished: u64,
-    in_flight_before: usize,
     load: Load,
     (mean, error): (Duration, f64),
     first: bool,
     flat: bool,
+    shown: Option<(Duration, Duration)>,
 ) -> Option<Demand> {
     // Cancelled calls left without an answer: neither served nor piling up, but they held
     // their slots, which Little's law counts.
@@ -737,13 +772,25 @@ fn demand(
     } else {
         0.0
     };
+    // Calls admitted within the latency the downstream has shown could not have answered yet:
+    // Little's law at that latency over the last window's mean puts them at work, not in a
+    // backlog (see "Nothing answered yet is no backlog").
+    let young = shown.map_or(0.0, |(slowest, last)| {
+        let piled = load.in_flight.saturating_sub(in_flight_before) as f64;
+        let rise = slowest.saturating_sub(last).min(elapsed).as_secs_f64();
+        piled.min(admitted as f64 / elapsed.as_secs_f64() * rise)
+    });
     let keeps_up =
         |n: u64| finished as f64 + at_work + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
+    let at_work_young = |n: u64| {
+        finished as f64 + at_work.max(young) + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64
+    };
     Some(Demand {
         floor: floor_for(in_flight),
         served: keeps_up(arrivals),
-        backlog: !keeps_up(admitted),
-        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && keeps_up(admitted),
+        backlog: !at_work_young(admitted),
+        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64
+            && at_work_young(admitted),
         pace: Pace {
             completed: finished as f64 / elapsed.as_secs_f64(),
             offered: rate,
@@ -793,6 +840,7 @@ impl Windowed {
             max: config.max(),
             rebased: None,
             served: false,
+            stepped: false,
         }
     }
 
@@ -1086,14 +1134,19 @@ impl Windowed {
             Some((start, in_flight_before)) if !w.overload => {
                 let elapsed = now.saturating_duration_since(start);
                 let mean = (average, error);
+                let shown = self
+                    .tally
+                    .recent()
+                    .slowest()
+                    .zip(self.last.map(|last| last.mean));
                 demand(
-                    elapsed,
+                    (elapsed, in_flight_before),
                     w.finished,
-                    in_flight_before,
                     load,
                     mean,
                     first,
                     flat,
+                    shown,
                 )
             }
             _ => None,
@@ -1115,7 +1168,7 @@ impl Windowed {
                 self.algorithm.rebase(base);
             }
         } else if flat
-            && last_served
+            && (last_served || self.stepped)
             && !w.dropped
             && self.probe.is_none()
             && demand.is_some_and(|d| !d.served && !d.backlog)
@@ -1188,6 +1241,10 @@ impl Windowed {
         let rose = queueing(before, base, average, noise);
         let tail = rose && demand.is_some_and(|d| self.only_a_tail(now, d.pace.completed, before));
         let queued = slowed.is_none() && !at_max && rose && !tail;
+        self.stepped = tail
+            && demand.is_some_and(|d| d.limited)
+            && last
+                .is_some_and(|last| average.as_secs_f64() > LATENCY_RISE * last.mean.as_secs_f64());
         let lift = match (slowed, demand) {
             (Some(need), _) => need,
             (None, Some(d)) if d.served || at_max => d.floor,
@@ -1803,6 +1860,52 @@ mod tests {
     }
 
     #[test]
+    fn calls_that_could_not_have_answered_yet_are_no_backlog() {
+        // 10 calls a second of 10 ms (the guess, 20, never binds), then every call 3 s: a
+        // window answers 13 calls at 10 ms, hears nothing for 3 s, and closes at the first
+        // slow answer with 20 in flight where 1 was (16 turned away at the full limit). Those
+        // 19 calls came within the 3 s just shown, when Little's law puts 27 at work: none
+        // could have answered. Read as a backlog, the window set slow start's threshold to
+        // half the limit (10), and the next window at 3 s, its fastest recent answers still
+        // at 10 ms (a tail), lifted the limit only to that threshold.
+        let (mut w, mut now) = vegas_at_10ms(10);
+        for _ in 0..13 {
+            now += ms(50);
+            w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        }
+        now += ms(3000);
+        w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        assert_eq!(w.threshold, usize::MAX);
+        let limit = window(&mut w, &mut now, 10, ms(3000), false, at(20, 10)).unwrap();
+        assert!(limit >= 40, "{limit}");
+        // 20 calls piling up at a latency that held are still a backlog.
+        let (mut w, mut now, _) = slower_at_10_a_second();
+        let limit = window(&mut w, &mut now, 10, ms(2000), false, at(40, 0)).unwrap();
+        assert!(limit < 20, "{limit}");
+    }
+
+    #[test]
+    fn a_latency_a_step_s_tail_window_showed_and_the_next_held_is_the_downstream_s_own() {
+        // As above: 10 calls a second stepping from 10 ms to 3 s, the step's window, then a
+        // window at 3 s turning 10 of 20 away whose fastest recent answers still took 10 ms (a
+        // tail: slow start lifted the limit to 40). The next window holds 3 s, turns 10 of 20
+        // away again, and its recent successes are all slow: against the 10 ms from before the
+        // step Vegas read nearly the whole limit queued and cut it to 3. The latency the tail
+        // window stepped up to and this one held is the downstream's own: the limit holds.
+        let (mut w, mut now) = vegas_at_10ms(10);
+        for _ in 0..13 {
+            now += ms(50);
+            w.sample(now, ms(10), 1, false, false, || at(1, 0));
+        }
+        now += ms(3000);
+        w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        let tail = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();
+        assert!(tail >= 40, "{tail}");
+        let limit = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();
+        assert!(limit >= tail, "{tail} -> {limit}");
+    }
+
+    #[test]
     fn a_latency_served_and_held_is_the_downstream_s_own() {
         // 10 calls a second at 2 s, served at the floor (39) window after window: 2 s is the
         // latency without a queue now. A window at that latency in which Poisson peaks of the
@@ -2034,7 +2137,7 @@ mod tests {
             cancelled_time: ms(5000),
             ..Load::default()
         };
-        let d = demand(ms(1000), 950, 10, load, (ms(10), 0.0), false, false).unwrap();
+        let d = demand((ms(1000), 10), 950, load, (ms(10), 0.0), false, false, None).unwrap();
         assert_eq!(d.floor, 30);
         assert!(d.served);
     }
@@ -2047,7 +2150,7 @@ mod tests {
             rejected: 4,
             ..Load::default()
         };
-        let d = demand(ms(100), 100, 10, load, (ms(50), 0.0), false, false).unwrap();
+        let d = demand((ms(100), 10), 100, load, (ms(50), 0.0), false, false, None).unwrap();
         // λW = 52: 1.25 x 52 + 3 x sqrt(52) = 86.6.
         assert_eq!(d.floor, 87);
         assert!(d.served && !d.limited);
@@ -2546,6 +2649,7 @@ mod properties {
                 // The last window's mean and its standard error, if it was not overloaded.
                 let mut last: Option<(f64, f64)> = None;
                 let mut last_served = false;
+                let mut last_stepped = false;
                 for &(latency, spread, share, dropped) in &windows {
                     let rtt = ms(latency);
                     // 0, 1, 2 or 3 calls turned away for each one admitted.
@@ -2583,10 +2687,17 @@ mod properties {
                     };
                     // A latency within three standard errors of the last window's mean.
                     let flat = last.is_some_and(|(m, e)| mean - m <= 3.0 * f64::hypot(error, e));
-                    // A window turning calls away at the latency a served window held, that
-                    // Vegas reads as a queue: that latency is the one without a queue (and the
-                    // fastest success the fastest seen) before the algorithm reads the window.
-                    if flat && last_served && share > 0 && !dropped && reads_queue(base, base_error) {
+                    // A window turning calls away at the latency a served window held, or one
+                    // that turned calls away at a tail's mean stepped up past 1.5 × the window
+                    // before it, that Vegas reads as a queue: that latency is the one without a
+                    // queue (and the fastest success the fastest seen) before the algorithm
+                    // reads the window.
+                    if flat
+                        && (last_served || last_stepped)
+                        && share > 0
+                        && !dropped
+                        && reads_queue(base, base_error)
+                    {
                         base = mean;
                         base_error = error;
                         model.rebase(rtt);
@@ -2633,6 +2744,10 @@ mod properties {
                         model.rebase(rtt);
                         fastest = fastest_recent;
                     }
+                    last_stepped = rose
+                        && tail
+                        && share > 0
+                        && last.is_some_and(|(m, _)| mean > 1.5 * m);
                     last = (!dropped).then_some((mean, error));
                     last_served = !dropped && share == 0;
                     limit = got;

@@ -1859,15 +1859,10 @@ mod tests {
         assert!(limit < 20, "{limit}");
     }
 
-    #[test]
-    fn calls_that_could_not_have_answered_yet_are_no_backlog() {
-        // 10 calls a second of 10 ms (the guess, 20, never binds), then every call 3 s: a
-        // window answers 13 calls at 10 ms, hears nothing for 3 s, and closes at the first
-        // slow answer with 20 in flight where 1 was (16 turned away at the full limit). Those
-        // 19 calls came within the 3 s just shown, when Little's law puts 27 at work: none
-        // could have answered. Read as a backlog, the window set slow start's threshold to
-        // half the limit (10), and the next window at 3 s, its fastest recent answers still
-        // at 10 ms (a tail), lifted the limit only to that threshold.
+    /// A Vegas limit at 10 calls a second of 10 ms (the guess, 20, never binds), then every
+    /// call 3 s: a window answers 13 calls at 10 ms, hears nothing for 3 s, and closes at the
+    /// first slow answer with 20 in flight where 1 was (16 turned away at the full limit).
+    fn stepped_to_3s() -> (Windowed, Instant) {
         let (mut w, mut now) = vegas_at_10ms(10);
         for _ in 0..13 {
             now += ms(50);
@@ -1875,6 +1870,17 @@ mod tests {
         }
         now += ms(3000);
         w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        (w, now)
+    }
+
+    #[test]
+    fn calls_that_could_not_have_answered_yet_are_no_backlog() {
+        // The step's window closes with 20 in flight where 1 was (`stepped_to_3s`): those
+        // 19 calls came within the 3 s just shown, when Little's law puts 27 at work: none
+        // could have answered. Read as a backlog, the window set slow start's threshold to
+        // half the limit (10), and the next window at 3 s, its fastest recent answers still
+        // at 10 ms (a tail), lifted the limit only to that threshold.
+        let (mut w, mut now) = stepped_to_3s();
         assert_eq!(w.threshold, usize::MAX);
         let limit = window(&mut w, &mut now, 10, ms(3000), false, at(20, 10)).unwrap();
         assert!(limit >= 40, "{limit}");
@@ -1892,13 +1898,7 @@ mod tests {
         // away again, and its recent successes are all slow: against the 10 ms from before the
         // step Vegas read nearly the whole limit queued and cut it to 3. The latency the tail
         // window stepped up to and this one held is the downstream's own: the limit holds.
-        let (mut w, mut now) = vegas_at_10ms(10);
-        for _ in 0..13 {
-            now += ms(50);
-            w.sample(now, ms(10), 1, false, false, || at(1, 0));
-        }
-        now += ms(3000);
-        w.sample(now, ms(3000), 20, false, false, || at(20, 16));
+        let (mut w, mut now) = stepped_to_3s();
         let tail = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();
         assert!(tail >= 40, "{tail}");
         let limit = window(&mut w, &mut now, 10, ms(3000), false, at(30, 10)).unwrap();

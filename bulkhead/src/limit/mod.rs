@@ -755,20 +755,21 @@ fn demand(
     }
     let busy = mean.as_secs_f64() * finished as f64 + load.cancelled_time.as_secs_f64();
     let mean = busy / (finished + load.cancelled).max(1) as f64;
-    let rate = (arrivals + load.cancelled) as f64 / elapsed.as_secs_f64();
+    let seconds = elapsed.as_secs_f64();
+    let rate = (arrivals + load.cancelled) as f64 / seconds;
     let in_flight = rate * mean;
     let at_work = if first {
         ((load.in_flight as f64).min(in_flight) - in_flight_before as f64).max(0.0)
     } else {
         0.0
     };
+    let completed = finished as f64 / seconds;
+    let piled = load.in_flight.saturating_sub(in_flight_before) as f64;
     // At a latency that held since the last window, the calls in flight at its two ends are
     // two readings of one count at work, which differ with no backlog at all: those left in
     // flight within that noise count as answered (see "A count's noise is no backlog").
     let noise = if flat {
-        let completed = finished as f64 / elapsed.as_secs_f64();
-        let piled = load.in_flight.saturating_sub(in_flight_before) as f64;
-        piled.min(FLOOR_DEVIATIONS * (2.0 * completed * mean.min(elapsed.as_secs_f64())).sqrt())
+        piled.min(FLOOR_DEVIATIONS * (2.0 * completed * mean.min(seconds)).sqrt())
     } else {
         0.0
     };
@@ -776,23 +777,20 @@ fn demand(
     // Little's law at that latency over the last window's mean puts them at work, not in a
     // backlog (see "Nothing answered yet is no backlog").
     let young = shown.map_or(0.0, |(slowest, last)| {
-        let piled = load.in_flight.saturating_sub(in_flight_before) as f64;
         let rise = slowest.saturating_sub(last).min(elapsed).as_secs_f64();
-        piled.min(admitted as f64 / elapsed.as_secs_f64() * rise)
+        piled.min(admitted as f64 / seconds * rise)
     });
-    let keeps_up =
-        |n: u64| finished as f64 + at_work + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64;
-    let at_work_young = |n: u64| {
-        finished as f64 + at_work.max(young) + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64
+    let keeps_up = |n: u64, at_work: f64| {
+        finished as f64 + at_work + noise >= (1.0 - BACKLOG_TOLERANCE) * n as f64
     };
+    let admitted_kept_up = keeps_up(admitted, at_work.max(young));
     Some(Demand {
         floor: floor_for(in_flight),
-        served: keeps_up(arrivals),
-        backlog: !at_work_young(admitted),
-        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64
-            && at_work_young(admitted),
+        served: keeps_up(arrivals, at_work),
+        backlog: !admitted_kept_up,
+        limited: load.rejected as f64 > BACKLOG_TOLERANCE * arrivals as f64 && admitted_kept_up,
         pace: Pace {
-            completed: finished as f64 / elapsed.as_secs_f64(),
+            completed,
             offered: rate,
             mean: Duration::from_secs_f64(mean),
             error,
